@@ -13,6 +13,7 @@ import click
 
 COMMANDS: dict[str, str] = {
     "sim": "ibhub.sim.cli:sim",
+    "explain": "ibhub.ops_cli:explain_cmd",
 }
 
 
