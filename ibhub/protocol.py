@@ -87,7 +87,7 @@ class Request(Struct, frozen=True, tag_field="type", kw_only=True):
 
 class Hello(Request, frozen=True, tag="hello"):
     name: str
-    role: str = "trader"  # "trader" or "readonly"
+    role: str = "trader"  # "trader", "readonly" or "operator" (may also global-cancel)
     protocol: int = PROTOCOL_VERSION
 
 
@@ -147,6 +147,115 @@ class GetStatus(Request, frozen=True, tag="status"):
     pass
 
 
+# ------------------------------------------------------------ requests: orders and account
+# Orders carry a script-chosen ``client_order_id``: the same (owner name, client_order_id)
+# always means the same order, across a lost reply, a retry and a hub restart.
+# Order type / action / tif are plain strings (IB's spelling) validated by the hub's risk
+# gate, so an unknown value is refused with a reason instead of failing to decode.
+
+
+class PlaceOrder(Request, frozen=True, tag="place_order"):
+    """Place one order (or a bracket: parent plus take-profit and/or stop-loss children).
+
+    ``action``: "BUY" / "SELL". ``order_type``: "MKT", "LMT", "STP", "STP LMT".
+    ``limit_price`` is required for LMT and STP LMT, ``stop_price`` for STP and STP LMT.
+    ``tif``: "DAY", "GTC", "IOC". ``account`` "" = the hub's (only) account.
+    ``take_profit`` / ``stop_loss`` (optional) turn the order into a bracket: the hub places
+    the parent held (transmit off) and the children opposite-side with ``parentId``; the
+    children get client order ids ``<client_order_id>.tp`` / ``.sl``.
+    ``parent_order_id`` links this order to an existing parent (advanced use).
+    """
+
+    lease: str
+    client_order_id: str
+    contract: ContractSpec
+    action: str
+    quantity: float
+    order_type: str = "MKT"
+    limit_price: float | None = None
+    stop_price: float | None = None
+    tif: str = "DAY"
+    outside_rth: bool = False
+    account: str = ""
+    take_profit: float | None = None
+    stop_loss: float | None = None
+    parent_order_id: int = 0
+
+
+class ModifyOrder(Request, frozen=True, tag="modify_order"):
+    """Change a working order of mine; fields left ``None`` keep their value.
+
+    The order is named by ``order_id`` or, if 0, by ``client_order_id``.
+    """
+
+    lease: str
+    order_id: int = 0
+    client_order_id: str = ""
+    quantity: float | None = None
+    limit_price: float | None = None
+    stop_price: float | None = None
+    tif: str | None = None
+    outside_rth: bool | None = None
+
+
+class CancelOrder(Request, frozen=True, tag="cancel_order"):
+    """Cancel one order of mine, by ``order_id`` or (if 0) by ``client_order_id``."""
+
+    lease: str
+    order_id: int = 0
+    client_order_id: str = ""
+
+
+class CancelAllOrders(Request, frozen=True, tag="cancel_all_orders"):
+    """Cancel every working order owned by this lease's script (name)."""
+
+    lease: str
+
+
+class GlobalCancel(Request, frozen=True, tag="global_cancel"):
+    """Cancel every working order of the account, external ones too (operator role only)."""
+
+    lease: str
+
+
+class GetOpenOrders(Request, frozen=True, tag="open_orders"):
+    """Working orders. ``scope``: "mine" (this lease's script) or "all" (operator role)."""
+
+    lease: str
+    scope: str = "mine"
+
+
+class GetCompletedOrders(Request, frozen=True, tag="completed_orders"):
+    """Filled, cancelled or rejected orders known to the hub's journal (same scopes)."""
+
+    lease: str
+    scope: str = "mine"
+
+
+class GetExecutions(Request, frozen=True, tag="executions"):
+    """Fills with their commissions (same scopes)."""
+
+    lease: str
+    scope: str = "mine"
+
+
+class GetPositions(Request, frozen=True, tag="positions"):
+    account: str = ""  # "" = every account
+
+
+class GetPortfolio(Request, frozen=True, tag="portfolio"):
+    account: str = ""
+
+
+class GetAccountValues(Request, frozen=True, tag="account_values"):
+    account: str = ""
+
+
+class GetAccountSummary(Request, frozen=True, tag="account_summary"):
+    account: str = ""
+    tags: list[str] = []  # [] = every tag the hub has
+
+
 AnyRequest = (
     Hello
     | Heartbeat
@@ -159,6 +268,19 @@ AnyRequest = (
     | LeaseClientId
     | ReleaseClientId
     | GetStatus
+    # orders and account
+    | PlaceOrder
+    | ModifyOrder
+    | CancelOrder
+    | CancelAllOrders
+    | GlobalCancel
+    | GetOpenOrders
+    | GetCompletedOrders
+    | GetExecutions
+    | GetPositions
+    | GetPortfolio
+    | GetAccountValues
+    | GetAccountSummary
 )
 
 # --------------------------------------------------------------------------- replies
@@ -258,6 +380,153 @@ class StatusReply(Reply, frozen=True, tag="status"):
     raw_client_ids: list[int] = []
 
 
+# ------------------------------------------------------------ replies: orders and account
+
+
+class OrderInfo(Struct, frozen=True):
+    """One order as the hub knows it (journal + upstream). ``owner`` is the script name,
+    or "external" for orders the hub did not place (TWS by hand, other API clients)."""
+
+    order_id: int
+    client_order_id: str
+    owner: str
+    con_id: int
+    symbol: str
+    sec_type: str
+    currency: str
+    action: str
+    quantity: float
+    order_type: str
+    limit_price: float | None
+    stop_price: float | None
+    tif: str
+    outside_rth: bool
+    account: str
+    status: str  # IB status: PendingSubmit, PreSubmitted, Submitted, Filled, Cancelled, ...
+    filled: float
+    remaining: float
+    avg_fill_price: float
+    commission: float  # sum over fills; 0.0 until a commission report arrives
+    perm_id: int = 0
+    parent_id: int = 0
+    created_ns: int = 0
+    updated_ns: int = 0
+    message: str = ""  # last rejection / warning text from IB or the hub
+
+
+class ExecutionInfo(Struct, frozen=True):
+    exec_id: str
+    order_id: int
+    client_order_id: str
+    owner: str
+    con_id: int
+    symbol: str
+    side: str  # "BOT" / "SLD"
+    shares: float
+    price: float
+    cum_qty: float
+    avg_price: float
+    time_ns: int
+    account: str
+    exchange: str
+    commission: float | None  # None until IB's commission report arrives
+    commission_currency: str = ""
+    realized_pnl: float | None = None
+
+
+class PositionInfo(Struct, frozen=True):
+    account: str
+    con_id: int
+    symbol: str
+    sec_type: str
+    currency: str
+    position: float
+    avg_cost: float
+
+
+class PortfolioItem(Struct, frozen=True):
+    account: str
+    con_id: int
+    symbol: str
+    sec_type: str
+    currency: str
+    position: float
+    market_price: float
+    market_value: float
+    avg_cost: float
+    unrealized_pnl: float
+    realized_pnl: float
+
+
+class AccountValue(Struct, frozen=True):
+    account: str
+    key: str  # IB tag: NetLiquidation, BuyingPower, ...
+    value: str  # IB sends strings; numeric ones parse with float()
+    currency: str
+
+
+class OrderAccepted(Reply, frozen=True, tag="order_accepted"):
+    """The order is journaled and on its way upstream (or already was: ``duplicate``).
+
+    ``duplicate`` is true when the same script already placed this ``client_order_id``:
+    nothing new was sent and the existing order is described.
+    ``child_order_ids``: the bracket children, in (take_profit, stop_loss) order.
+    """
+
+    order_id: int
+    client_order_id: str
+    status: str
+    duplicate: bool = False
+    filled: float = 0.0
+    remaining: float = 0.0
+    avg_fill_price: float = 0.0
+    child_order_ids: list[int] = []
+
+
+class OrderRejected(Reply, frozen=True, tag="order_rejected"):
+    """An order request refused by the hub (the Gateway never saw it) or by IB.
+
+    ``reason`` is a stable word from ``RejectReason``; ``message`` says what was wrong and
+    what to do; ``order_id`` is set when the refusal concerns an existing order.
+    """
+
+    client_order_id: str
+    reason: str
+    message: str
+    order_id: int = 0
+    ib_code: int = 0
+
+
+class CancelRequested(Reply, frozen=True, tag="cancel_requested"):
+    """Cancels sent upstream; the outcome arrives as order events."""
+
+    order_ids: list[int]
+
+
+class OrdersReply(Reply, frozen=True, tag="orders"):
+    orders: list[OrderInfo]
+
+
+class ExecutionsReply(Reply, frozen=True, tag="executions"):
+    executions: list[ExecutionInfo]
+
+
+class PositionsReply(Reply, frozen=True, tag="positions"):
+    positions: list[PositionInfo]
+
+
+class PortfolioReply(Reply, frozen=True, tag="portfolio"):
+    items: list[PortfolioItem]
+
+
+class AccountValuesReply(Reply, frozen=True, tag="account_values"):
+    values: list[AccountValue]
+
+
+class AccountSummaryReply(Reply, frozen=True, tag="account_summary"):
+    values: list[AccountValue]
+
+
 AnyReply = (
     Ok
     | Error
@@ -268,6 +537,16 @@ AnyReply = (
     | HistoricalBarsReply
     | ClientIdLeased
     | StatusReply
+    # orders and account
+    | OrderAccepted
+    | OrderRejected
+    | CancelRequested
+    | OrdersReply
+    | ExecutionsReply
+    | PositionsReply
+    | PortfolioReply
+    | AccountValuesReply
+    | AccountSummaryReply
 )
 
 
@@ -287,6 +566,35 @@ class ErrorCode:
     IB_ERROR = "ib_error"  # IB refused; see ib_code
     TIMEOUT = "timeout"
     FORBIDDEN = "forbidden"
+    INTERNAL = "internal"
+
+
+class RejectReason:
+    """Values of ``OrderRejected.reason``. Stable: clients may branch on them."""
+
+    BAD_QUANTITY = "bad_quantity"  # not positive / not finite
+    QUANTITY_LIMIT = "quantity_limit"  # above the configured maximum
+    BAD_ACTION = "bad_action"
+    BAD_ORDER_TYPE = "bad_order_type"
+    BAD_TIF = "bad_tif"
+    MISSING_LIMIT_PRICE = "missing_limit_price"
+    MISSING_STOP_PRICE = "missing_stop_price"
+    BAD_PRICE = "bad_price"  # not > 0 / not finite
+    PRICE_BAND = "price_band"  # too far from the last price
+    BAD_CLIENT_ORDER_ID = "bad_client_order_id"
+    CLIENT_ORDER_ID_REUSED = "client_order_id_reused"  # same id, different order
+    LIVE_TRADING = "live_trading"  # live port/account without allow_live
+    READ_ONLY_HUB = "read_only_hub"
+    READ_ONLY_LEASE = "read_only_lease"
+    FORBIDDEN = "forbidden"  # needs the operator role
+    RATE_LIMIT = "rate_limit"  # per-lease order rate exceeded
+    UNKNOWN_LEASE = "unknown_lease"
+    UNKNOWN_CONTRACT = "unknown_contract"
+    UNKNOWN_ORDER = "unknown_order"
+    NOT_OWNER = "not_owner"  # the order belongs to another script
+    ORDER_DONE = "order_done"  # already filled/cancelled: cannot modify or cancel
+    UPSTREAM_DOWN = "upstream_down"
+    IB_REJECTED = "ib_rejected"  # IB refused; see ib_code
     INTERNAL = "internal"
 
 
@@ -354,7 +662,63 @@ class ErrorEvent(Event, frozen=True, tag="error"):
     topic: str = ""
 
 
-AnyEvent = Tick | Bar | HubStatus | ErrorEvent
+# ------------------------------------------------------------ events: orders and account
+
+
+class OrderEvent(Event, frozen=True, tag="order"):
+    """Something happened to an order (``order.<lease>`` of its owner; ``order.external``).
+
+    ``kind``: "acknowledged" (journaled, sent upstream), "submitted", "partially_filled",
+    "filled", "commission" (IB's commission report for fill ``exec_id``), "modified",
+    "cancelled", "rejected" (``message`` says why). Fill kinds carry the fill in
+    ``exec_id`` / ``last_fill_qty`` / ``last_fill_price``; ``commission`` is the order's
+    total so far (NaN until the first report).
+    """
+
+    kind: str
+    order_id: int
+    client_order_id: str
+    owner: str
+    con_id: int
+    symbol: str
+    action: str
+    status: str
+    filled: float
+    remaining: float
+    avg_fill_price: float
+    last_fill_qty: float
+    last_fill_price: float
+    exec_id: str
+    commission: float
+    message: str
+
+
+class AccountValueEvent(Event, frozen=True, tag="account_value"):
+    """One account value changed (``account.<ACCOUNT>``)."""
+
+    account: str
+    key: str
+    value: str
+    currency: str
+
+
+class PositionEvent(Event, frozen=True, tag="position"):
+    """A position or its valuation changed (``position.<ACCOUNT>``). NaN = not known."""
+
+    account: str
+    con_id: int
+    symbol: str
+    sec_type: str
+    currency: str
+    position: float
+    avg_cost: float
+    market_price: float
+    market_value: float
+    unrealized_pnl: float
+    realized_pnl: float
+
+
+AnyEvent = Tick | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent | PositionEvent
 
 # Topic prefixes (see docs/protocol.md).
 TOPIC_TICK = "tick."
@@ -362,6 +726,9 @@ TOPIC_BAR = "bar."
 TOPIC_ORDER = "order."
 TOPIC_ERROR = "error."
 TOPIC_STATUS = "hub.status"
+TOPIC_ACCOUNT = "account."  # account.<ACCOUNT>
+TOPIC_POSITION = "position."  # position.<ACCOUNT>
+ORDER_OWNER_EXTERNAL = "external"  # owner of orders the hub did not place (order.external)
 
 
 class UpstreamState:
