@@ -14,6 +14,7 @@ import click
 COMMANDS: dict[str, str] = {
     "sim": "ibhub.sim.cli:sim",
     "explain": "ibhub.ops_cli:explain_cmd",
+    "doctor": "ibhub.ops_cli:doctor_cmd",
 }
 
 

@@ -115,8 +115,7 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.ORDER,
     ),
     109: (
-        "The price is outside the range allowed by the Percentage setting in order "
-        "presets.",
+        "The price is outside the range allowed by the Percentage setting in order presets.",
         "Fix the price, or widen the percentage constraint in TWS order presets "
         "(or set overridePercentageConstraints).",
         C.ORDER,
@@ -192,10 +191,8 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.ORDER,
     ),
     300: (
-        "No active request with this ticker id (e.g. cancelling a subscription that is "
-        "not there).",
-        "Cancel only ids you subscribed; the subscription may already be gone after a "
-        "reconnect.",
+        "No active request with this ticker id (e.g. cancelling a subscription that is not there).",
+        "Cancel only ids you subscribed; the subscription may already be gone after a reconnect.",
         C.REQUEST,
     ),
     309: (
@@ -301,8 +298,7 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.FATAL,
     ),
     504: (
-        "Not connected (reported by the API client library when sending without a "
-        "connection).",
+        "Not connected (reported by the API client library when sending without a connection).",
         "Connect first, or wait for the reconnect; check with `ibhub doctor`.",
         C.CONNECTIVITY,
     ),
@@ -352,8 +348,7 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.WARNING,
     ),
     2101: (
-        "Cannot subscribe to the account: other clients are subscribed to a different "
-        "account.",
+        "Cannot subscribe to the account: other clients are subscribed to a different account.",
         "Use the same account, or have the other client unsubscribe.",
         C.WARNING,
     ),
@@ -399,8 +394,7 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.WARNING,
     ),
     2110: (
-        "Connectivity between TWS and IB's server is broken; it will be restored "
-        "automatically.",
+        "Connectivity between TWS and IB's server is broken; it will be restored automatically.",
         "Wait for the restore; avoid trading until then.",
         C.CONNECTIVITY,
     ),
@@ -470,8 +464,7 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.REQUEST,
     ),
     10182: (
-        "Failed to request live updates for historical data (the data farm is "
-        "disconnected).",
+        "Failed to request live updates for historical data (the data farm is disconnected).",
         "Request the historical data again once the farm is back (2106).",
         C.REQUEST,
     ),
@@ -522,8 +515,7 @@ def _generic(code: int) -> Explanation:
     if 500 <= code < 600:
         return Explanation(
             code,
-            "An error raised by the API client library itself (500-599), usually about "
-            "the socket.",
+            "An error raised by the API client library itself (500-599), usually about the socket.",
             "Read the message text; reconnect if the connection broke.",
             Category.FATAL,
         )
