@@ -1,0 +1,597 @@
+"""The simulated Gateway's broker: orders, fills, executions, positions and account reports.
+
+One `Broker` per `SimGateway`; it owns every order and account of the simulation and is the only
+writer of that state. The session hands it the messages in `HANDLED` (already split into text
+fields); replies go back through `session.send(*fields)` / `session.send_error(...)`.
+
+Decisions (IB behaviour the clients depend on, tws-protocol.md §5.3):
+* Orders belong to a client id, not to a socket: they keep working after the owner disconnects,
+  and a reconnect with the same client id sees them in reqOpenOrders / reqExecutions. Order
+  messages go only to the owner's current session (clientId and orderId echoed, §6.8).
+* Order ids below the client's next valid id are refused with 103; ids may have gaps because
+  request ids and order ids come from one counter in the clients.
+* Fills are whole (no partial fills). Resting orders are checked on every step of the market
+  walk of their instrument, which the broker keeps walking with `market.acquire`.
+* Account reports (positions, portfolio, account values, account summary) are pushed to their
+  subscribers after every fill; real IB refreshes portfolio values about every 3 minutes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ibhub.sim import broker_messages as msg
+from ibhub.sim.account_feed import AccountFeed
+from ibhub.sim.ledger import AccountBook, margin_for
+from ibhub.sim.orders import (
+    SUPPORTED_ORDER_TYPES,
+    OrderParseError,
+    OrderRequest,
+    SimExecution,
+    SimOrder,
+    Status,
+    check_order,
+    commission_for,
+    fill_price,
+    parse_place_order,
+)
+
+log = logging.getLogger(__name__)
+
+HANDLED: frozenset[int] = frozenset({3, 4, 5, 6, 7, 15, 16, 58, 61, 62, 63, 64, 76, 77, 99})
+
+EXTERNAL_CLIENT_ID = 0  # orders "typed by hand in TWS" belong to client 0, order id 0
+FIRST_PERM_ID = 1_000_001
+# where the request / order id sits in each message, for error replies to bad input
+_REQ_ID_INDEX = {3: 1, 4: 2, 7: 2, 62: 2, 63: 2, 76: 2, 77: 2}
+
+
+class SessionLike(Protocol):
+    client_id: int
+
+    def send(self, *fields: object) -> None: ...
+
+    def send_error(self, req_id: int, code: int, message: str) -> None: ...
+
+
+@dataclass
+class _Entry:
+    """An order plus what the broker needs to report it."""
+
+    order: SimOrder
+    inst: Any  # ibhub.sim.contracts.Instrument
+    exchange: str  # the exchange the client routed to (echoed in openOrder)
+
+
+class Broker:
+    """Orders and accounts of one simulated Gateway (see the module docstring)."""
+
+    HANDLED = HANDLED
+
+    def __init__(self, gateway: Any) -> None:
+        self._gw = gateway
+        self.config = gateway.config
+        self.accounts: dict[str, AccountBook] = {a: AccountBook(a) for a in self.config.accounts}
+        self._entries: dict[int, _Entry] = {}  # perm_id -> entry, in placement order
+        self._by_key: dict[tuple[int, int], int] = {}  # (client_id, order_id) -> perm_id
+        self._next_ids: dict[int, int] = {}
+        self._perm_ids = itertools.count(FIRST_PERM_ID)
+        self._exec_seq = itertools.count(1)
+        self._exec_prefix = f"{(self.config.seed * 2654435761) & 0xFFFFFFFF:08x}"
+        self._executions: list[SimExecution] = []
+        self._working: dict[int, set[int]] = {}  # con_id -> perm_ids working at the market
+        self._auto_open: set[int] = set()
+        self.feed = AccountFeed(self)
+        self._handlers: dict[int, Callable[[SessionLike, Sequence[str]], None]] = {
+            3: self._place_order,
+            4: self._cancel_order,
+            5: self._req_open_orders,
+            6: self.feed.req_account_updates,
+            7: self._req_executions,
+            15: self._req_auto_open_orders,
+            16: self._req_all_open_orders,
+            58: self._global_cancel,
+            61: self.feed.req_positions,
+            62: self.feed.req_account_summary,
+            63: self.feed.cancel_account_summary,
+            64: self.feed.cancel_positions,
+            76: self.feed.req_account_updates_multi,
+            77: self.feed.cancel_account_updates_multi,
+            99: self._req_completed_orders,
+        }
+        gateway.market.add_listener(self._on_quote)
+
+    # ---- contract with the session ------------------------------------------------------
+
+    def next_order_id(self, client_id: int) -> int:
+        """nextValidId for this client id: above every order id it has used (even offline)."""
+        return self._next_ids.get(client_id, 1)
+
+    def session_opened(self, session: SessionLike) -> None:
+        log.debug("client %s connected", session.client_id)
+
+    def session_closed(self, session: SessionLike) -> None:
+        """Drop the session's subscriptions; its orders keep working (IB behaviour)."""
+        self.feed.drop_session(session)
+        self._auto_open.discard(session.client_id)
+
+    def handle(self, session: SessionLike, fields: Sequence[str]) -> None:
+        """Dispatch one request whose id is in HANDLED; bad input gets an error, never a crash."""
+        msg_id = _int_or(fields, 0, -1)
+        handler = self._handlers.get(msg_id)
+        if handler is None:
+            session.send_error(-1, 320, f"Error reading request: message id {fields[0]!r} "
+                                        "is not handled by the broker")
+            return
+        try:
+            handler(session, fields)
+        except (ValueError, IndexError) as exc:
+            log.warning("client %s sent a bad message %s: %s", session.client_id, fields[:3], exc)
+            req_id = _int_or(fields, _REQ_ID_INDEX[msg_id], -1) if msg_id in _REQ_ID_INDEX else -1
+            session.send_error(req_id, 320, f"Error reading request: {exc}")
+
+    # ---- public API for tests and the hub ----------------------------------------------
+
+    def orders(self) -> list[SimOrder]:
+        return [e.order for e in self._entries.values()]
+
+    def positions(self, account: str | None = None) -> dict[int, tuple[float, float]]:
+        book = self.accounts[account or self.config.accounts[0]]
+        return {cid: (h.qty, h.avg_cost) for cid, h in book.holdings.items() if h.qty != 0}
+
+    def executions(self) -> list[SimExecution]:
+        return list(self._executions)
+
+    def account_values(self, account: str | None = None) -> dict[str, float]:
+        return self.accounts[account or self.config.accounts[0]].values(self.price_of)
+
+    def place_external_order(self, symbol: str | int, action: str, quantity: float,
+                             order_type: str = "MKT", lmt_price: float | None = None,
+                             aux_price: float | None = None, account: str = "",
+                             tif: str = "DAY", order_ref: str = "") -> SimOrder:
+        """An order typed by hand in TWS: owned by client 0 with order id 0 (IB's manual orders).
+
+        Raises ValueError with the reason IB would give if the order is not acceptable.
+        """
+        inst = (self._gw.universe.by_con_id(symbol) if isinstance(symbol, int) else
+                next((i for i in self._gw.universe if i.symbol == symbol.upper()
+                      and i.sec_type in ("STK", "CASH")), None))
+        if inst is None:
+            raise ValueError(f"unknown instrument {symbol!r}")
+        c12 = (str(inst.con_id), inst.symbol, inst.sec_type, inst.last_trade_date, "",
+               inst.right, inst.multiplier, inst.exchange, "", inst.currency, "", "")
+        req = OrderRequest(
+            order_id=0, c12=c12, action=action.upper(), total_qty=float(quantity),
+            order_type=order_type.upper(), lmt_price=lmt_price, aux_price=aux_price, tif=tif,
+            oca_group="", account=account, open_close="", origin=0, order_ref=order_ref,
+            transmit=True, parent_id=0, outside_rth=False, hidden=False, display_size=0,
+            trigger_method=0, good_after_time="", good_till_date="", oca_type=0,
+            algo_strategy="", what_if=False)
+        reason = self._refusal(req)
+        if reason:
+            raise ValueError(reason[1])
+        entry = self._new_entry(req, EXTERNAL_CLIENT_ID, inst)
+        self._submit(entry)
+        return entry.order
+
+    @property
+    def universe(self) -> Any:
+        return self._gw.universe
+
+    def price_of(self, con_id: int) -> float:
+        """Mark price for valuation: last trade, else the mid, else the instrument's start."""
+        q = self._gw.market.quote(con_id)
+        if q.last and q.last > 0:
+            return float(q.last)
+        if q.bid and q.ask and q.bid > 0 and q.ask > 0:
+            return (q.bid + q.ask) / 2.0
+        inst = self._gw.universe.by_con_id(con_id)
+        return float(inst.start_price) if inst else 0.0
+
+    # ---- requests: orders ---------------------------------------------------------------
+
+    def _place_order(self, session: SessionLike, fields: Sequence[str]) -> None:
+        cid = session.client_id
+        try:
+            req = parse_place_order(fields)
+        except OrderParseError as exc:
+            session.send_error(_int_or(fields, 1, -1), 320, f"Error reading request: {exc}")
+            return
+        key = (cid, req.order_id)
+        perm_id = self._by_key.get(key)
+        if perm_id is not None and not req.what_if:
+            self._modify(session, self._entries[perm_id], req)
+            return
+        if req.order_id < self.next_order_id(cid):
+            session.send_error(req.order_id, 103, "Duplicate order id")
+            return
+        self._next_ids[cid] = req.order_id + 1
+        found = self._gw.universe.resolve(req.c12)
+        if len(found) != 1:
+            text = ("No security definition has been found for the request" if not found else
+                    "The contract description specified is ambiguous")
+            session.send_error(req.order_id, 200, text)
+            return
+        inst = found[0]
+        refusal = self._refusal(req)
+        if refusal:
+            session.send_error(req.order_id, *refusal)
+            return
+        if req.what_if:
+            self._what_if(session, req, inst)
+            return
+        parent = None
+        if req.parent_id:
+            parent_perm = self._by_key.get((cid, req.parent_id))
+            if parent_perm is None:
+                session.send_error(req.order_id, 135, f"Can't find order with id ={req.parent_id}")
+                return
+            parent = self._entries[parent_perm]
+        entry = self._new_entry(req, cid, inst)
+        if not req.transmit:
+            log.debug("order %s held: transmit=0", req.order_id)
+            return
+        root = parent if parent is not None else entry
+        self._transmit_family(root)
+
+    def _refusal(self, req: OrderRequest) -> tuple[int, str] | None:
+        """(code, message) if the order is refused before it reaches the market."""
+        if req.total_qty <= 0 or req.total_qty > self.config.max_order_qty:
+            return 201, (f"Order rejected - reason:Order quantity {req.total_qty:g} is outside "
+                         f"the allowed range (0, {self.config.max_order_qty:g}]")
+        if req.order_type not in SUPPORTED_ORDER_TYPES:
+            return 387, (f"Unsupported order type {req.order_type!r} for this exchange and "
+                         f"security type (simulated: {', '.join(sorted(SUPPORTED_ORDER_TYPES))})")
+        if req.account and req.account not in self.accounts:
+            return 201, (f"Order rejected - reason:Account {req.account} is not one of the "
+                         f"managed accounts {', '.join(self.accounts)}")
+        reason = check_order(req)
+        if reason:
+            return 201, f"Order rejected - reason:{reason}"
+        return None
+
+    def _new_entry(self, req: OrderRequest, client_id: int, inst: Any) -> _Entry:
+        order = SimOrder(
+            order_id=req.order_id, client_id=client_id, perm_id=next(self._perm_ids),
+            con_id=inst.con_id, symbol=inst.symbol, action=req.action, total_qty=req.total_qty,
+            order_type=req.order_type, lmt_price=req.lmt_price, aux_price=req.aux_price,
+            tif=req.tif or "DAY", status=Status.PENDING_SUBMIT, order_ref=req.order_ref,
+            account=req.account or self.config.accounts[0], oca_group=req.oca_group,
+            parent_id=req.parent_id, transmit=req.transmit, outside_rth=req.outside_rth,
+            request=req)
+        entry = _Entry(order, inst, req.exchange or inst.exchange)
+        self._entries[order.perm_id] = entry
+        if req.order_id > 0:
+            self._by_key[(client_id, req.order_id)] = order.perm_id
+        return entry
+
+    def _children(self, parent: SimOrder) -> list[_Entry]:
+        return [e for e in self._entries.values()
+                if e.order.parent_id == parent.order_id and parent.order_id > 0
+                and e.order.client_id == parent.client_id and e.order is not parent]
+
+    def _transmit_family(self, root: _Entry) -> None:
+        """A transmit=1 order sends its held parent and siblings with it (a bracket)."""
+        if root.order.status == Status.PENDING_SUBMIT:
+            self._submit(root)
+        for child in self._children(root.order):
+            if child.order.status == Status.PENDING_SUBMIT:
+                self._submit(child)
+
+    def _submit(self, entry: _Entry) -> None:
+        """Accept an order at the market: children of an unfilled parent wait as PreSubmitted."""
+        order = entry.order
+        parent = self._parent(order)
+        if parent is not None and parent.status != Status.FILLED:
+            order.status = Status.PRE_SUBMITTED
+            self._report(entry, order_status=True)
+            return
+        order.status = Status.SUBMITTED
+        self._report(entry, order_status=True)
+        self._try_fill(entry, arriving=True)
+        if order.status == Status.SUBMITTED:
+            self._rest(entry)
+
+    def _parent(self, order: SimOrder) -> SimOrder | None:
+        if not order.parent_id:
+            return None
+        perm = self._by_key.get((order.client_id, order.parent_id))
+        return self._entries[perm].order if perm is not None else None
+
+    def _modify(self, session: SessionLike, entry: _Entry, req: OrderRequest) -> None:
+        order = entry.order
+        if order.is_done:
+            code, text = ((104, "Can't modify a filled order") if order.status == Status.FILLED
+                          else (103, "Duplicate order id"))
+            session.send_error(req.order_id, code, text)
+            return
+        found = self._gw.universe.resolve(req.c12)
+        if len(found) != 1 or found[0].con_id != order.con_id:
+            session.send_error(req.order_id, 201, "Order rejected - reason:The contract of an "
+                                                  "order cannot be changed; cancel and re-place")
+            return
+        refusal = self._refusal(req)
+        if refusal is None and req.total_qty < order.filled:
+            refusal = (201, f"Order rejected - reason:Quantity {req.total_qty:g} is below the "
+                            f"filled quantity {order.filled:g}")
+        if refusal:
+            session.send_error(req.order_id, *refusal)
+            return
+        order.total_qty = req.total_qty
+        order.order_type = req.order_type
+        order.lmt_price = req.lmt_price
+        order.aux_price = req.aux_price
+        order.tif = req.tif or order.tif
+        order.order_ref = req.order_ref
+        order.outside_rth = req.outside_rth
+        order.oca_group = req.oca_group
+        order.request = req
+        if order.status == Status.PENDING_SUBMIT:  # held (transmit=0) until now
+            order.transmit = req.transmit
+            if req.transmit:
+                self._transmit_family(entry)
+            return
+        self._report(entry, order_status=True)
+        if order.status == Status.SUBMITTED:
+            self._try_fill(entry, arriving=True)
+
+    def _cancel_order(self, session: SessionLike, fields: Sequence[str]) -> None:
+        order_id = int(fields[2])
+        perm = self._by_key.get((session.client_id, order_id))
+        if perm is None:
+            session.send_error(order_id, 10147,
+                               f"OrderId {order_id} that needs to be cancelled is not found.")
+            return
+        entry = self._entries[perm]
+        if entry.order.is_done:
+            session.send_error(order_id, 10148,
+                               f"OrderId {order_id} that needs to be cancelled cannot be "
+                               f"cancelled, state: {entry.order.status}.")
+            return
+        self._cancel(entry, notify=True)
+
+    def _global_cancel(self, session: SessionLike, fields: Sequence[str]) -> None:
+        for entry in list(self._entries.values()):
+            if not entry.order.is_done:
+                self._cancel(entry, notify=True)
+
+    def _cancel(self, entry: _Entry, notify: bool, reason: str = "") -> None:
+        """Cancel one order and its unfilled children. `notify` adds IB's error 202."""
+        order = entry.order
+        if order.is_done:
+            return
+        held = order.status == Status.PENDING_SUBMIT
+        self._unrest(entry)
+        self._complete(order, Status.CANCELLED)
+        if not held:
+            self._send_owner(order, msg.order_status(order))
+            if notify:
+                self._error_owner(order, 202, f"Order Canceled - reason:{reason}")
+        for child in self._children(order):
+            self._cancel(child, notify=notify, reason=reason)
+
+    def _complete(self, order: SimOrder, status: Status) -> None:
+        order.status = status
+        order.completed_time = msg.ib_time(datetime.now(UTC))
+        order.completed_status = status.value
+
+    def _what_if(self, session: SessionLike, req: OrderRequest, inst: Any) -> None:
+        """One openOrder with whatIf=1 and the margin impact as numbers; nothing is stored."""
+        book = self.accounts[req.account or self.config.accounts[0]]
+        before = book.values(self.price_of)
+        price = req.lmt_price or self.price_of(inst.con_id)
+        mult = _multiplier(inst)
+        signed = (1 if req.action == "BUY" else -1) * req.total_qty
+        held = book.holdings.get(inst.con_id)
+        old_value = (held.qty if held else 0.0) * price * mult
+        init_old, maint_old = margin_for(inst.sec_type, old_value)
+        init_new, maint_new = margin_for(inst.sec_type, old_value + signed * price * mult)
+        commission = commission_for(inst.sec_type, req.total_qty, price, mult)
+        d_init, d_maint = init_new - init_old, maint_new - maint_old
+        ewl = before["EquityWithLoanValue"]
+        margins = (before["InitMarginReq"], before["MaintMarginReq"], ewl, d_init, d_maint,
+                   -commission, before["InitMarginReq"] + d_init,
+                   before["MaintMarginReq"] + d_maint, ewl - commission, commission)
+        order = SimOrder(
+            order_id=req.order_id, client_id=session.client_id, perm_id=0, con_id=inst.con_id,
+            symbol=inst.symbol, action=req.action, total_qty=req.total_qty,
+            order_type=req.order_type, lmt_price=req.lmt_price, aux_price=req.aux_price,
+            tif=req.tif, status=Status.PRE_SUBMITTED, order_ref=req.order_ref,
+            account=book.name, request=req)
+        session.send(*msg.open_order(order, inst, req.exchange or inst.exchange, margins))
+
+    # ---- the market ---------------------------------------------------------------------
+
+    def _rest(self, entry: _Entry) -> None:
+        con_id = entry.order.con_id
+        waiting = self._working.setdefault(con_id, set())
+        if not waiting:
+            self._gw.market.acquire(con_id)
+        waiting.add(entry.order.perm_id)
+
+    def _unrest(self, entry: _Entry) -> None:
+        con_id = entry.order.con_id
+        waiting = self._working.get(con_id)
+        if waiting is None or entry.order.perm_id not in waiting:
+            return
+        waiting.discard(entry.order.perm_id)
+        if not waiting:
+            del self._working[con_id]
+            self._gw.market.release(con_id)
+
+    def _on_quote(self, con_id: int, quote: Any) -> None:
+        """Market listener: fill resting orders the walk has reached. Cheap for other con_ids."""
+        waiting = self._working.get(con_id)
+        if not waiting:
+            return
+        for perm in sorted(waiting):
+            entry = self._entries[perm]
+            if entry.order.is_working:
+                self._try_fill(entry, arriving=False, quote=quote)
+
+    def _try_fill(self, entry: _Entry, arriving: bool, quote: Any = None) -> None:
+        order = entry.order
+        q = quote if quote is not None else self._gw.market.quote(order.con_id)
+        last = q.last if q.last and q.last > 0 else (q.bid + q.ask) / 2.0
+        px = fill_price(order, float(q.bid), float(q.ask), float(last), arriving)
+        if px is None:
+            return
+        self._fill(entry, order.remaining, px)
+
+    def _fill(self, entry: _Entry, shares: float, price: float) -> None:
+        """One execution: book it, then tell the owner in §5.3 order, then the subscribers."""
+        order, inst = entry.order, entry.inst
+        mult = _multiplier(inst)
+        commission = commission_for(inst.sec_type, shares, price, mult)
+        book = self.accounts[order.account]
+        realized = book.apply_fill(inst.con_id, inst.sec_type, mult, order.sign * shares, price,
+                                   commission)
+        order.avg_fill_price = ((order.avg_fill_price * order.filled + price * shares)
+                                / (order.filled + shares))
+        order.filled += shares
+        order.last_fill_price = price
+        ex = SimExecution(
+            exec_id=f"{self._exec_prefix}.{next(self._exec_seq):08x}.01.01",
+            order_id=order.order_id, client_id=order.client_id, perm_id=order.perm_id,
+            con_id=inst.con_id, account=order.account, side=order.side, shares=shares,
+            price=price, time=datetime.now(UTC), cum_qty=order.filled,
+            avg_price=order.avg_fill_price, order_ref=order.order_ref, commission=commission,
+            realized_pnl=realized if realized else None,
+            exchange=inst.primary_exchange or inst.exchange)
+        self._executions.append(ex)
+        if order.remaining <= 1e-9:
+            self._unrest(entry)
+            self._complete(order, Status.FILLED)
+        self._send_owner(order, msg.exec_details(-1, ex, inst, entry.exchange))
+        self._send_owner(order, msg.order_status(order))
+        if order.status == Status.FILLED:
+            self._send_owner(order, msg.open_order(order, inst, entry.exchange))
+        self._send_owner(order, msg.commission_report(ex))
+        log.info("filled %s %s %g %s @ %s (client %s order %s)", order.account, order.side,
+                 shares, inst.symbol, price, order.client_id, order.order_id)
+        if order.status == Status.FILLED:
+            self._after_filled(entry)
+        self.feed.account_changed(order.account, inst.con_id)
+
+    def _after_filled(self, entry: _Entry) -> None:
+        """Bracket children start working; OCA partners and bracket siblings are cancelled."""
+        order = entry.order
+        for child in self._children(order):
+            if child.order.status == Status.PRE_SUBMITTED:
+                self._submit(child)
+        partners: list[_Entry] = []
+        if order.oca_group:
+            partners += [e for e in self._entries.values()
+                         if e.order.oca_group == order.oca_group and e.order is not order
+                         and e.order.client_id == order.client_id]
+        parent = self._parent(order)
+        if parent is not None:
+            partners += [e for e in self._entries.values() if e.order.parent_id == order.parent_id
+                         and e.order.client_id == order.client_id and e.order is not order]
+        for partner in partners:
+            self._cancel(partner, notify=False)
+
+    # ---- requests: order reports ------------------------------------------------------------
+
+    def _visible_to(self, client_id: int, order: SimOrder) -> bool:
+        return order.client_id == client_id or (
+            client_id == EXTERNAL_CLIENT_ID and order.order_id == 0)
+
+    def _req_open_orders(self, session: SessionLike, fields: Sequence[str]) -> None:
+        self._send_open_orders(session, lambda o: self._visible_to(session.client_id, o))
+
+    def _req_all_open_orders(self, session: SessionLike, fields: Sequence[str]) -> None:
+        self._send_open_orders(session, lambda o: True)
+
+    def _send_open_orders(self, session: SessionLike, want: Callable[[SimOrder], bool]) -> None:
+        for entry in self._entries.values():
+            o = entry.order
+            if want(o) and not o.is_done and o.status != Status.PENDING_SUBMIT:
+                session.send(*msg.open_order(o, entry.inst, entry.exchange))
+                session.send(*msg.order_status(o))
+        session.send(*msg.open_order_end())
+
+    def _req_completed_orders(self, session: SessionLike, fields: Sequence[str]) -> None:
+        api_only = len(fields) > 1 and fields[1] == "1"
+        for entry in self._entries.values():
+            o = entry.order
+            if o.is_done and not (api_only and o.order_id == 0):
+                session.send(*msg.completed_order(o, entry.inst, entry.exchange))
+        session.send(*msg.completed_orders_end())
+
+    def _req_executions(self, session: SessionLike, fields: Sequence[str]) -> None:
+        """[7, 3, reqId, clientId, acct, time, symbol, secType, exchange, side]."""
+        req_id = int(fields[2])
+        f = [*fields[3:10], *[""] * 7][:7]
+        want_client = int(f[0] or 0)
+        since = f[2].replace("-", " ").strip()
+        for ex in self._executions:
+            if not self._exec_visible(session.client_id, ex):
+                continue
+            entry = self._entries[ex.perm_id]
+            inst = entry.inst
+            if ((want_client and ex.client_id != want_client) or (f[1] and ex.account != f[1])
+                    or (f[3] and inst.symbol != f[3].upper())
+                    or (f[4] and inst.sec_type != f[4].upper())
+                    or (f[5] and f[5].upper() not in (ex.exchange, entry.exchange))
+                    or (f[6] and _side(f[6]) != ex.side)
+                    or (since and ex.time.strftime("%Y%m%d %H:%M:%S") < since[:17])):
+                continue
+            session.send(*msg.exec_details(req_id, ex, inst, entry.exchange))
+            session.send(*msg.commission_report(ex))
+        session.send(*msg.exec_details_end(req_id))
+
+    def _exec_visible(self, client_id: int, ex: SimExecution) -> bool:
+        """A client sees its own fills (client 0 therefore also sees the manual orders)."""
+        return ex.client_id == client_id
+
+    def _req_auto_open_orders(self, session: SessionLike, fields: Sequence[str]) -> None:
+        if len(fields) > 2 and fields[2] == "1":
+            self._auto_open.add(session.client_id)
+        else:
+            self._auto_open.discard(session.client_id)
+
+    # ---- routing --------------------------------------------------------------------------
+
+    def _owner_session(self, order: SimOrder) -> SessionLike | None:
+        sessions = self._gw.sessions_by_client_id()
+        return sessions.get(order.client_id)
+
+    def _send_owner(self, order: SimOrder, fields: list[object]) -> None:
+        session = self._owner_session(order)
+        if session is not None:
+            session.send(*fields)
+
+    def _error_owner(self, order: SimOrder, code: int, text: str) -> None:
+        session = self._owner_session(order)
+        if session is not None:
+            session.send_error(order.order_id, code, text)
+
+    def _report(self, entry: _Entry, order_status: bool) -> None:
+        self._send_owner(entry.order, msg.open_order(entry.order, entry.inst, entry.exchange))
+        if order_status:
+            self._send_owner(entry.order, msg.order_status(entry.order))
+
+
+def _multiplier(inst: Any) -> float:
+    try:
+        return float(inst.multiplier or 1.0)
+    except ValueError:
+        return 1.0
+
+
+def _side(text: str) -> str:
+    t = text.upper()
+    return "BOT" if t in ("BUY", "BOT") else "SLD"
+
+
+def _int_or(fields: Sequence[str], index: int, default: int) -> int:
+    try:
+        return int(fields[index])
+    except (IndexError, ValueError):
+        return default

@@ -1,0 +1,383 @@
+"""Orders in the simulated Gateway: the placeOrder field walk, order state, fill rules, commissions.
+
+Pure code, no I/O: `broker.py` owns the orders and sends the messages, this module only knows
+what an order *is* and when it fills.
+
+The placeOrder walk follows tws-protocol.md §4.1 (server version 176, what ib_insync 0.9.86 and
+ib_async 2.1 send). Everything variable-length (combo legs, delta-neutral block, scale block,
+hedge param, delta-neutral contract, algo params, PEG BENCH block, conditions) is walked exactly,
+because `whatIf` sits behind all of it: a walk that drifts by one field would read the wrong flag.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+UNSET_DOUBLE = sys.float_info.max
+UNSET_INT = 2**31 - 1
+
+# Number of fields an order condition occupies on the wire, including its leading type field
+# (ib_insync order.py: PriceCondition, TimeCondition, MarginCondition, ExecutionCondition,
+# VolumeCondition, PercentChangeCondition).
+_CONDITION_WIDTH = {1: 7, 3: 4, 4: 4, 5: 5, 6: 6, 7: 6}
+
+SUPPORTED_ORDER_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT"})
+
+
+class OrderParseError(ValueError):
+    """A placeOrder message that does not follow the sv176 field walk."""
+
+
+class Status(enum.StrEnum):
+    """IB order statuses (orderStatus field 2)."""
+
+    PENDING_SUBMIT = "PendingSubmit"
+    PRE_SUBMITTED = "PreSubmitted"
+    SUBMITTED = "Submitted"
+    CANCELLED = "Cancelled"
+    API_CANCELLED = "ApiCancelled"
+    FILLED = "Filled"
+    INACTIVE = "Inactive"
+
+
+DONE_STATUSES = frozenset({Status.CANCELLED, Status.API_CANCELLED, Status.FILLED, Status.INACTIVE})
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """The parts of a placeOrder message the simulator acts on or echoes back."""
+
+    order_id: int
+    c12: tuple[str, ...]
+    action: str
+    total_qty: float
+    order_type: str
+    lmt_price: float | None
+    aux_price: float | None
+    tif: str
+    oca_group: str
+    account: str
+    open_close: str
+    origin: int
+    order_ref: str
+    transmit: bool
+    parent_id: int
+    outside_rth: bool
+    hidden: bool
+    display_size: int
+    trigger_method: int
+    good_after_time: str
+    good_till_date: str
+    oca_type: int
+    algo_strategy: str
+    what_if: bool
+
+    @property
+    def exchange(self) -> str:
+        return self.c12[7]
+
+
+class _Cursor:
+    """Reads fields left to right; running out of fields is a parse error, never an IndexError."""
+
+    def __init__(self, fields: Sequence[str], start: int) -> None:
+        self._fields = fields
+        self.pos = start
+
+    def take(self, what: str) -> str:
+        if self.pos >= len(self._fields):
+            raise OrderParseError(f"placeOrder ends before field {self.pos} ({what})")
+        value = self._fields[self.pos]
+        self.pos += 1
+        return value
+
+    def skip(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > len(self._fields):
+            raise OrderParseError(f"placeOrder too short for {n} {what} fields at {self.pos}")
+        self.pos += n
+
+    def count(self, what: str) -> int:
+        return _int(self.take(what), what)
+
+    def remaining(self) -> int:
+        return len(self._fields) - self.pos
+
+
+def _int(text: str, what: str, default: int = 0) -> int:
+    if text == "":
+        return default
+    try:
+        return int(float(text)) if "." in text else int(text)
+    except ValueError:
+        raise OrderParseError(f"{what} is not an integer: {text!r}") from None
+
+
+def _float(text: str, what: str) -> float | None:
+    """'' and UNSET_DOUBLE both mean unset."""
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise OrderParseError(f"{what} is not a number: {text!r}") from None
+    if value >= UNSET_DOUBLE or value != value:
+        return None
+    return value
+
+
+def _bool(text: str) -> bool:
+    return text not in ("", "0", "false", "False")
+
+
+def parse_place_order(fields: Sequence[str]) -> OrderRequest:
+    """Walk a placeOrder message (fields[0] == '3') at server version 176 (§4.1)."""
+    if len(fields) < 35:
+        raise OrderParseError(f"placeOrder has {len(fields)} fields, needs at least 35")
+    order_id = _int(fields[1], "orderId")
+    c12 = tuple(fields[2:14])
+    cur = _Cursor(fields, 14)
+    cur.skip(2, "secIdType/secId")
+    action = cur.take("action").upper()
+    qty_text = cur.take("totalQuantity")
+    total_qty = _float(qty_text, "totalQuantity")
+    order_type = cur.take("orderType").upper()
+    lmt_price = _float(cur.take("lmtPrice"), "lmtPrice")
+    aux_price = _float(cur.take("auxPrice"), "auxPrice")
+    tif = cur.take("tif")
+    oca_group = cur.take("ocaGroup")
+    account = cur.take("account")
+    open_close = cur.take("openClose")
+    origin = _int(cur.take("origin"), "origin")
+    order_ref = cur.take("orderRef")
+    transmit = _bool(cur.take("transmit"))
+    parent_id = _int(cur.take("parentId"), "parentId")
+    cur.skip(2, "blockOrder/sweepToFill")
+    display_size = _int(cur.take("displaySize"), "displaySize")
+    trigger_method = _int(cur.take("triggerMethod"), "triggerMethod")
+    outside_rth = _bool(cur.take("outsideRth"))
+    hidden = _bool(cur.take("hidden"))
+
+    if c12[2].upper() == "BAG":
+        legs = cur.count("comboLegs count")
+        cur.skip(8 * legs, "combo leg")
+        cur.skip(cur.count("orderComboLegs count"), "order combo leg")
+        cur.skip(2 * cur.count("smartComboRoutingParams count"), "routing param")
+
+    # 2: '', discretionaryAmt, goodAfterTime, goodTillDate, then 4 fa fields (faProfile at 176)
+    cur.skip(2, "sharesAllocation/discretionaryAmt")
+    good_after_time = cur.take("goodAfterTime")
+    good_till_date = cur.take("goodTillDate")
+    cur.skip(4, "fa")
+    # 3: modelCode .. deltaNeutralAuxPrice (24 fields); ocaType is the 5th
+    cur.skip(4, "modelCode..exemptCode")
+    oca_type = _int(cur.take("ocaType"), "ocaType")
+    cur.skip(17, "rule80A..volatilityType")
+    delta_neutral_type = cur.take("deltaNeutralOrderType")
+    cur.skip(1, "deltaNeutralAuxPrice")
+    if delta_neutral_type:
+        cur.skip(8, "delta-neutral")
+    # 4: continuousUpdate .. scalePriceIncrement
+    cur.skip(6, "continuousUpdate..scaleSubsLevelSize")
+    increment = _float(cur.take("scalePriceIncrement"), "scalePriceIncrement")
+    if increment is not None and increment > 0:
+        cur.skip(7, "scale")
+    # 5: scaleTable, activeStartTime, activeStopTime, hedgeType [hedgeParam]
+    cur.skip(3, "scaleTable/activeStartTime/activeStopTime")
+    if cur.take("hedgeType"):
+        cur.skip(1, "hedgeParam")
+    # 6: optOutSmartRouting, clearingAccount, clearingIntent, notHeld, dncFlag [3]
+    cur.skip(4, "optOutSmartRouting..notHeld")
+    if _bool(cur.take("deltaNeutralContract flag")):
+        cur.skip(3, "deltaNeutralContract")
+    # 7: algoStrategy [n, 2n]
+    algo_strategy = cur.take("algoStrategy")
+    if algo_strategy:
+        cur.skip(2 * cur.count("algoParams count"), "algo param")
+    # 8: algoId, whatIf, orderMiscOptions, solicited, randomizeSize, randomizePrice [PEG BENCH 5]
+    cur.skip(1, "algoId")
+    what_if = _bool(cur.take("whatIf"))
+    cur.skip(4, "orderMiscOptions..randomizePrice")
+    if order_type == "PEG BENCH":
+        cur.skip(5, "PEG BENCH")
+    # 9: conditions, then the fixed tail we do not need; only check it is there.
+    n_conditions = cur.count("conditions count")
+    for _ in range(n_conditions):
+        cond_type = cur.count("condition type")
+        width = _CONDITION_WIDTH.get(cond_type)
+        if width is None:
+            raise OrderParseError(f"unknown order condition type {cond_type}")
+        cur.skip(width - 1, "condition")
+    if n_conditions:
+        cur.skip(2, "conditionsIgnoreRth/conditionsCancelOrder")
+    if cur.remaining() < 19:
+        raise OrderParseError("placeOrder ends inside the adjusted-order/mifid2 block")
+
+    if total_qty is None:
+        raise OrderParseError(f"totalQuantity is missing ({qty_text!r})")
+    return OrderRequest(
+        order_id=order_id, c12=c12, action=action, total_qty=total_qty, order_type=order_type,
+        lmt_price=lmt_price, aux_price=aux_price, tif=tif, oca_group=oca_group, account=account,
+        open_close=open_close, origin=origin, order_ref=order_ref, transmit=transmit,
+        parent_id=parent_id, outside_rth=outside_rth, hidden=hidden, display_size=display_size,
+        trigger_method=trigger_method, good_after_time=good_after_time,
+        good_till_date=good_till_date, oca_type=oca_type, algo_strategy=algo_strategy,
+        what_if=what_if,
+    )
+
+
+def check_order(req: OrderRequest) -> str | None:
+    """Why IB would refuse this order (the text after 'reason:'), or None if it is acceptable."""
+    if req.action not in ("BUY", "SELL"):
+        return f"Invalid action {req.action!r}; use BUY or SELL"
+    if req.order_type in ("LMT", "STP LMT") and req.lmt_price is None:
+        return f"{req.order_type} order needs a limit price"
+    if req.order_type in ("STP", "STP LMT") and req.aux_price is None:
+        return f"{req.order_type} order needs a stop price (auxPrice)"
+    if req.lmt_price is not None and req.lmt_price <= 0 and req.order_type in ("LMT", "STP LMT"):
+        return f"Limit price must be positive, got {req.lmt_price}"
+    return None
+
+
+@dataclass
+class SimOrder:
+    """One order as the simulated Gateway keeps it (mutable; owned by the Broker)."""
+
+    order_id: int
+    client_id: int
+    perm_id: int
+    con_id: int
+    symbol: str
+    action: str
+    total_qty: float
+    order_type: str
+    lmt_price: float | None
+    aux_price: float | None
+    tif: str
+    status: str
+    filled: float = 0.0
+    avg_fill_price: float = 0.0
+    order_ref: str = ""
+    account: str = ""
+    oca_group: str = ""
+    parent_id: int = 0
+    transmit: bool = True
+    outside_rth: bool = False
+    last_fill_price: float = 0.0
+    stop_triggered: bool = False
+    why_held: str = ""
+    completed_time: str = ""
+    completed_status: str = ""
+    request: OrderRequest | None = field(default=None, repr=False)
+
+    @property
+    def remaining(self) -> float:
+        return max(self.total_qty - self.filled, 0.0)
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in DONE_STATUSES
+
+    @property
+    def is_working(self) -> bool:
+        """Live at the simulated exchange: may fill on the next quote."""
+        return self.status == Status.SUBMITTED
+
+    @property
+    def side(self) -> str:
+        return "BOT" if self.action == "BUY" else "SLD"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.action == "BUY" else -1
+
+
+@dataclass(frozen=True)
+class SimExecution:
+    """One fill. `time` is UTC; commission is in USD."""
+
+    exec_id: str
+    order_id: int
+    client_id: int
+    perm_id: int
+    con_id: int
+    account: str
+    side: str
+    shares: float
+    price: float
+    time: datetime
+    cum_qty: float
+    avg_price: float
+    order_ref: str
+    commission: float
+    realized_pnl: float | None
+    exchange: str
+
+
+def fill_price(
+    order: SimOrder, bid: float, ask: float, last: float, arriving: bool
+) -> float | None:
+    """The price at which `order` fills against this quote, or None if it does not fill.
+
+    Rules (documented in docs/simulator.md): MKT fills at the touch (buy at the ask, sell at the
+    bid). A LMT that is marketable on arrival fills at the touch (price improvement, like a real
+    marketable limit); a resting LMT fills at its limit once the touch reaches it, because a random
+    walk that jumps through the limit would have traded there first. STP and STP LMT trigger on
+    the last price (IB's default trigger for most products); a triggered STP is a MKT, a
+    triggered STP LMT a LMT. Mutates `order.stop_triggered` when a stop triggers.
+    """
+    buy = order.action == "BUY"
+    otype = order.order_type
+    if otype in ("STP", "STP LMT") and not order.stop_triggered:
+        stop = order.aux_price
+        if stop is None:
+            return None
+        if (buy and last >= stop) or (not buy and last <= stop):
+            order.stop_triggered = True
+            arriving = True  # the triggered child order arrives at the market now
+        else:
+            return None
+    touch = ask if buy else bid
+    if touch <= 0:
+        return None
+    if otype in ("MKT", "STP"):
+        return touch
+    limit = order.lmt_price
+    if limit is None:
+        return None
+    crossed = touch <= limit if buy else touch >= limit
+    if not crossed:
+        return None
+    return touch if arriving else limit
+
+
+# Commission schedule modelled on IBKR Pro "fixed" pricing (docs/simulator.md).
+STOCK_PER_SHARE = 0.005
+STOCK_MIN = 1.00
+STOCK_MAX_PCT = 0.01
+FUTURE_PER_CONTRACT = 0.85
+OPTION_PER_CONTRACT = 0.65
+OPTION_MIN = 1.00
+FX_RATE = 0.00002
+FX_MIN = 2.00
+
+
+def commission_for(sec_type: str, shares: float, price: float, multiplier: float) -> float:
+    """Commission in USD for one execution of `shares` at `price`."""
+    qty = abs(shares)
+    if sec_type == "FUT":
+        fee = FUTURE_PER_CONTRACT * qty
+    elif sec_type in ("OPT", "FOP"):
+        fee = max(OPTION_PER_CONTRACT * qty, OPTION_MIN)
+    elif sec_type == "CASH":
+        fee = max(FX_RATE * qty * price, FX_MIN)
+    else:
+        # $0.005/share, at least $1.00, at most 1% of the trade value (the cap wins over the floor)
+        value = qty * price * multiplier
+        fee = max(STOCK_PER_SHARE * qty, STOCK_MIN)
+        if value > 0:
+            fee = min(fee, STOCK_MAX_PCT * value)
+    return round(fee, 4)
