@@ -10,8 +10,9 @@ use". Here each stage has its own timeout and its own verdict:
 3. START_API with a client id  326 -> CLIENT_ID_IN_USE; silence -> START_STALLED
 4. nextValidId + managedAccounts arrive -> HEALTHY (farm notices collected a moment longer)
 
-The probe uses a high client id (999 by default) so it never kicks a real script,
-and it sends nothing after START_API: no subscriptions, no orders.
+The probe uses a high client id (9999 by default) so it never takes the id a real
+script is about to connect with, and it sends nothing after START_API: no
+subscriptions, no orders.
 
 Each diagnosis has a distinct, documented process exit code so the command can
 gate a trading start-up; see ``EXIT_CODES`` and docs/operations.md.
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 MIN_CLIENT_VERSION: Final = 157
 MAX_CLIENT_VERSION: Final = 176
 MAX_FRAME: Final = 16 << 20  # a length prefix above this is not TWS talking
-PROBE_CLIENT_ID: Final = 999
+# High and outside the hub's default raw-id range (1-999), so the probe neither
+# collides with a script's id nor is mistaken for one of the hub's leases.
+PROBE_CLIENT_ID: Final = 9999
 
 
 class Diagnosis(StrEnum):
