@@ -1,0 +1,668 @@
+"""``AsyncHub``: the asyncio core of the SDK.
+
+One object owns the lease, one DEALER (requests) and one SUB (events) socket, on
+the caller's event loop. Nothing here blocks the loop. What it does for a script:
+
+* says hello with retries and a timeout, heartbeats at the interval the hub gave,
+  says goodbye on close;
+* when the hub answers ``unknown_lease`` (the lease expired, or the hub restarted)
+  it says hello again and re-subscribes every topic, so subscriptions survive
+  without the script doing anything;
+* checks per-topic sequence numbers and recovers gaps from a snapshot
+  (``sequencer.py``), and turns ``hub.status`` into connect/disconnect handlers
+  (``upstream_watch.py``).
+
+It imports only the protocol, the frame layout, pyzmq and msgspec: a script that
+talks to the hub never pays for ``ib_insync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import msgspec
+import zmq.asyncio
+
+from ibhub import wire
+from ibhub.client.errors import HubError, HubTimeout, NotConnected
+from ibhub.client.rpc import RpcChannel
+from ibhub.client.sequencer import TopicSequencer
+from ibhub.client.stream import EventStream
+from ibhub.client.subscription import Subscription
+from ibhub.client.upstream_watch import Handler, UpstreamWatch
+from ibhub.protocol import (
+    TOPIC_ERROR,
+    TOPIC_STATUS,
+    BarData,
+    ClientIdLeased,
+    ContractDetailsReply,
+    ContractInfo,
+    ContractSpec,
+    ErrorCode,
+    ErrorEvent,
+    Event,
+    GetContractDetails,
+    GetHistoricalBars,
+    GetSnapshot,
+    GetStatus,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    HistoricalBarsReply,
+    HubStatus,
+    LeaseClientId,
+    ReleaseClientId,
+    Reply,
+    Request,
+    Snapshot,
+    StatusReply,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Welcome,
+)
+
+log = logging.getLogger(__name__)
+
+_EXPECTED = {"ticks": "Tick", "bars": "Bar"}
+R = TypeVar("R", bound=Reply)
+
+
+def default_name() -> str:
+    """A readable lease name: the script's file name and pid."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return f"{prog or 'python'}[{os.getpid()}]"
+
+
+def contract_spec(contract: str | int | ContractSpec, **fields: Any) -> ContractSpec:
+    """``"AAPL"`` -> a stock spec, ``265598`` -> by conId, a ``ContractSpec`` as is.
+
+    Keyword arguments are ``ContractSpec`` fields (``sec_type="CASH"``, ``currency=``,
+    ``expiry=``, ...); an unknown one raises ``TypeError`` naming it.
+    """
+    if isinstance(contract, ContractSpec):
+        return msgspec.structs.replace(contract, **fields) if fields else contract
+    if isinstance(contract, bool) or not isinstance(contract, str | int):
+        raise TypeError(f"contract must be a symbol, a conId or a ContractSpec, not {contract!r}")
+    if isinstance(contract, int):
+        return ContractSpec(con_id=contract, **fields)
+    if not contract.strip():
+        raise ValueError("contract symbol is empty")
+    return ContractSpec(symbol=contract.strip().upper(), **fields)
+
+
+class _Topic:
+    """One subscribed topic: how to resubscribe it, its readers, its sequence state."""
+
+    __slots__ = ("kind", "latest", "sequencer", "spec", "subs", "topic")
+
+    def __init__(self, topic: str, spec: ContractSpec, kind: str) -> None:
+        self.topic = topic
+        self.spec = spec
+        self.kind = kind
+        self.subs: list[Subscription] = []
+        self.latest: Event | None = None
+        self.sequencer: TopicSequencer  # set by the owner
+
+
+class AsyncHub:
+    """The SDK's asyncio client. ``async with AsyncHub() as hub: ...``
+
+    Endpoints: the arguments, else ``$IBHUB_PUB`` / ``$IBHUB_RPC``, else the wire
+    defaults. ``connect_retries`` hellos of ``connect_timeout`` seconds each are tried
+    before ``connect()`` gives up with ``HubTimeout``.
+    """
+
+    def __init__(
+        self,
+        pub: str | None = None,
+        rpc: str | None = None,
+        *,
+        name: str | None = None,
+        role: str = "trader",
+        connect_timeout: float = 3.0,
+        connect_retries: int = 3,
+        request_timeout: float = 10.0,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.pub_endpoint = wire.pub_endpoint(pub)
+        self.rpc_endpoint = wire.rpc_endpoint(rpc)
+        self.name = name or default_name()
+        self.role = role
+        self.connect_timeout = connect_timeout
+        self.connect_retries = max(1, connect_retries)
+        self.request_timeout = request_timeout
+        self.queue_size = queue_size
+        self.lease: str | None = None
+        self.client_id: int | None = None
+        self.heartbeat_interval = 1.0
+        self.hub_version = ""
+        self.hub_reachable = False
+        self.rehellos = 0
+        self.upstream = UpstreamWatch(self._spawn)
+        self._error_handlers: list[Callable[[ErrorEvent], Any]] = []
+        self._topics: dict[str, _Topic] = {}
+        self._status_seq: TopicSequencer | None = None
+        self._error_seq: TopicSequencer | None = None
+        self._context: zmq.asyncio.Context | None = None
+        self._rpc: RpcChannel | None = None
+        self._stream: EventStream | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._renew_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AsyncHub:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the sockets, get a lease and start heartbeating."""
+        if self.lease is not None:
+            return
+        self._context = zmq.asyncio.Context()
+        self._rpc = RpcChannel(
+            self._context, self.rpc_endpoint, timeout=self.request_timeout,
+            on_unmatched=self._on_unmatched,
+        )
+        self._stream = EventStream(
+            self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect
+        )
+        self._wake = asyncio.Event()
+        self._renew_lock = asyncio.Lock()
+        try:
+            self._rpc.open()
+            self._stream.open()
+            self._status_seq = TopicSequencer(TOPIC_STATUS, self._on_status, self._request_snapshot)
+            self._stream.subscribe(TOPIC_STATUS)
+            self._adopt(await self._hello_with_retries())
+            status = await self._rpc.request(GetStatus(id=0))
+            if isinstance(status, StatusReply):
+                self.upstream.on_status_reply(status)
+        except BaseException:
+            await self._teardown()
+            raise
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_loop(), name=f"ibhub-heartbeat {self.name}"
+        )
+        log.info(
+            "connected to the hub at %s as %s: lease %s, client id %s, upstream %s",
+            self.rpc_endpoint, self.name, self.lease, self.client_id, self.upstream.state,
+        )
+
+    async def close(self) -> None:
+        """Say goodbye (best effort), end every subscription and close the sockets."""
+        if self._rpc is None:
+            return
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            try:
+                await self._rpc.request(
+                    Goodbye(id=0, lease=lease), timeout=min(1.0, self.request_timeout)
+                )
+            except HubError as exc:
+                log.debug("goodbye for lease %s not acknowledged: %s", lease, exc)
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        self.lease = None
+        for topic in self._topics.values():
+            for sub in topic.subs:
+                sub._end()
+        self._topics.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
+        if self._rpc is not None:
+            await self._rpc.close()
+            self._rpc = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+        self.hub_reachable = False
+
+    # ------------------------------------------------------------------ state
+
+    def is_connected(self) -> bool:
+        """True when the SDK holds a live lease, the hub answers, and its upstream is up."""
+        return self.lease is not None and self.hub_reachable and bool(self.upstream.up)
+
+    @property
+    def upstream_state(self) -> str:
+        return self.upstream.state
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: events received, gaps recovered, stale events dropped, re-hellos."""
+        seqs = [t.sequencer for t in self._topics.values()]
+        seqs += [s for s in (self._status_seq, self._error_seq) if s is not None]
+        return {
+            "events": self._stream.received if self._stream else 0,
+            "undecodable": self._stream.undecodable if self._stream else 0,
+            "gaps": sum(s.gaps for s in seqs),
+            "stale": sum(s.stale for s in seqs),
+            "rehellos": self.rehellos,
+            "disconnects": self.upstream.disconnects,
+            "connects": self.upstream.connects,
+            "subscriptions": sum(len(t.subs) for t in self._topics.values()),
+        }
+
+    def add_disconnect_handler(self, fn: Handler) -> None:
+        """``fn(status: HubStatus)`` once each time the upstream goes down (may be async)."""
+        self.upstream.disconnect_handlers.append(fn)
+
+    def add_connect_handler(self, fn: Handler) -> None:
+        """``fn(status: HubStatus)`` once each time the upstream comes back (may be async)."""
+        self.upstream.connect_handlers.append(fn)
+
+    def add_status_handler(self, fn: Handler) -> None:
+        """``fn(status: HubStatus)`` for every ``hub.status`` event."""
+        self.upstream.status_handlers.append(fn)
+
+    def add_error_handler(self, fn: Callable[[ErrorEvent], Any]) -> None:
+        """``fn(error: ErrorEvent)`` for IB errors the hub routes to this lease."""
+        self._error_handlers.append(fn)
+
+    # ------------------------------------------------------------------ requests
+
+    async def status(self) -> StatusReply:
+        return self._expect(await self._channel().request(GetStatus(id=0)), StatusReply)
+
+    async def subscribe(
+        self,
+        contract: str | int | ContractSpec,
+        *,
+        kind: str = "ticks",
+        callback: Callable[[Event], Any] | None = None,
+        queue_size: int | None = None,
+        **fields: Any,
+    ) -> Subscription:
+        """Stream ticks (``kind="ticks"``) or 5-second bars (``"bars"``) for a contract.
+
+        Events go to ``callback`` if given (on this loop), else to the returned
+        subscription's queue (``async for tick in sub``). The topic's last value, if
+        the hub has one, is the first event (a late joiner starts from the snapshot).
+        """
+        spec = contract_spec(contract, **fields)
+        def build(lease: str) -> Subscribe:
+            return Subscribe(id=0, lease=lease, contract=spec, kind=kind)
+
+        reply = self._expect(await self._leased(build), Subscribed)
+        sub = Subscription(
+            self, reply.topic, reply.contract, spec, kind, callback,
+            self.queue_size if queue_size is None else queue_size,
+        )
+        entry = self._topics.get(reply.topic)
+        if entry is None:
+            entry = self._add_topic(reply.topic, spec, kind)
+            entry.subs.append(sub)
+            entry.sequencer.sync()
+        else:
+            entry.subs.append(sub)
+            if entry.latest is not None:
+                sub._deliver(entry.latest)
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """End ``sub``; the last local subscription on a topic unsubscribes at the hub."""
+        if sub.closed:
+            return
+        sub._end()
+        entry = self._topics.get(sub.topic)
+        if entry is None or sub not in entry.subs:
+            return
+        entry.subs.remove(sub)
+        if entry.subs:
+            return
+        del self._topics[sub.topic]
+        if self._stream is not None:
+            self._stream.unsubscribe(sub.topic)
+        lease = self.lease
+        if lease is None or self._rpc is None:
+            return
+        try:
+            await self._rpc.request(Unsubscribe(id=0, lease=lease, topic=sub.topic))
+        except HubError as exc:
+            benign = exc.code in (ErrorCode.UNKNOWN_LEASE, ErrorCode.NOT_SUBSCRIBED)
+            level = logging.DEBUG if benign else logging.WARNING
+            log.log(level, "unsubscribe %s: %s", sub.topic, exc)
+
+    async def snapshot(self, topic: str) -> dict[str, Event]:
+        """The last event of ``topic`` (or of every topic starting with it)."""
+        reply = await self._channel().request(GetSnapshot(id=0, topic=topic))
+        snap = self._expect(reply, Snapshot)
+        return {
+            name: wire.decode_event(raw)
+            for name, raw in zip(snap.topics, snap.events, strict=False)
+        }
+
+    async def contract_details(
+        self, contract: str | int | ContractSpec, **fields: Any
+    ) -> list[ContractInfo]:
+        spec = contract_spec(contract, **fields)
+        reply = await self._channel().request(GetContractDetails(id=0, contract=spec))
+        return self._expect(reply, ContractDetailsReply).contracts
+
+    async def historical_bars(
+        self,
+        contract: str | int | ContractSpec,
+        *,
+        duration: str = "1 D",
+        bar_size: str = "1 hour",
+        what_to_show: str = "TRADES",
+        use_rth: bool = True,
+        end: str = "",
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> list[BarData]:
+        """Historical bars (IB duration and bar-size strings, e.g. "5 D", "1 hour")."""
+        request = GetHistoricalBars(
+            id=0, contract=contract_spec(contract, **fields), duration=duration,
+            bar_size=bar_size, what_to_show=what_to_show, use_rth=use_rth, end=end,
+        )
+        reply = await self._channel().request(request, timeout)
+        return self._expect(reply, HistoricalBarsReply).bars
+
+    async def lease_client_id(
+        self, name: str | None = None, ttl: float = 0.0, *, tied: bool = False
+    ) -> int:
+        """A raw TWS client id for a direct Gateway connection; free it with
+        ``release_client_id``. ``tied=True`` releases it when this lease ends;
+        ``ttl`` > 0 releases it after that many seconds."""
+        request = LeaseClientId(
+            id=0, name=name or self.name, ttl=ttl, lease=(self.lease or "") if tied else ""
+        )
+        return self._expect(await self._channel().request(request), ClientIdLeased).client_id
+
+    async def release_client_id(self, client_id: int) -> None:
+        await self._channel().request(ReleaseClientId(id=0, client_id=client_id))
+
+    # ------------------------------------------------------------------ internals
+
+    def _channel(self) -> RpcChannel:
+        if self._rpc is None:
+            raise NotConnected()
+        return self._rpc
+
+    @staticmethod
+    def _expect(reply: Reply, kind: type[R]) -> R:
+        if not isinstance(reply, kind):
+            raise HubError(
+                ErrorCode.INTERNAL,
+                f"expected a {kind.__name__} reply, got {type(reply).__name__}",
+            )
+        return reply
+
+    async def _hello_with_retries(self) -> Welcome:
+        rpc = self._channel()
+        last: HubTimeout | None = None
+        for attempt in range(1, self.connect_retries + 1):
+            try:
+                reply = await rpc.request(
+                    Hello(id=0, name=self.name, role=self.role), self.connect_timeout
+                )
+                return self._expect(reply, Welcome)
+            except HubTimeout as exc:
+                last = exc
+                log.info(
+                    "hello attempt %d/%d to %s timed out", attempt, self.connect_retries,
+                    self.rpc_endpoint,
+                )
+        raise HubTimeout(
+            f"no hub answered at {self.rpc_endpoint} after {self.connect_retries} attempt(s) of "
+            f"{self.connect_timeout:.1f}s: start it with `ibhub run`, or point IBHUB_RPC / "
+            f"rpc= at it"
+        ) from last
+
+    def _adopt(self, welcome: Welcome) -> None:
+        old = self.lease
+        self.lease = welcome.lease
+        self.client_id = welcome.client_id
+        interval = welcome.heartbeat_interval
+        self.heartbeat_interval = interval if interval > 0 else 1.0
+        self.hub_version = welcome.hub_version
+        self.hub_reachable = True
+        if old == welcome.lease or self._stream is None:
+            return
+        if self._error_seq is not None:
+            self._stream.unsubscribe(self._error_seq.topic)
+        topic = f"{TOPIC_ERROR}{welcome.lease}"
+        self._error_seq = TopicSequencer(topic, self._on_error_event, self._request_snapshot)
+        self._stream.subscribe(topic)
+
+    async def _leased(self, build: Callable[[str], Request]) -> Reply:
+        """Send a request that needs the lease; renew the lease once if it is unknown."""
+        lease = self.lease
+        if lease is None:
+            raise NotConnected()
+        try:
+            return await self._channel().request(build(lease))
+        except HubError as exc:
+            if exc.code != ErrorCode.UNKNOWN_LEASE:
+                raise
+        await self._renew(lease)
+        if self.lease is None:
+            raise NotConnected()
+        return await self._channel().request(build(self.lease))
+
+    async def _renew(self, stale: str) -> None:
+        """Hello again and resubscribe everything (the hub forgot lease ``stale``)."""
+        assert self._renew_lock is not None
+        async with self._renew_lock:
+            if self.lease != stale or self._rpc is None:
+                return  # someone else renewed it already (or we closed)
+            welcome = self._expect(
+                await self._rpc.request(Hello(id=0, name=self.name, role=self.role)), Welcome
+            )
+            self._adopt(welcome)
+            self.rehellos += 1
+            log.warning(
+                "the hub no longer knew lease %s (expired, or the hub restarted): now lease %s, "
+                "client id %s; resubscribing %d topic(s)",
+                stale, welcome.lease, welcome.client_id, len(self._topics),
+            )
+            for entry in list(self._topics.values()):
+                try:
+                    request = Subscribe(
+                        id=0, lease=welcome.lease, contract=entry.spec, kind=entry.kind
+                    )
+                    reply = self._expect(await self._rpc.request(request), Subscribed)
+                except HubError as exc:
+                    log.error("could not resubscribe %s after re-hello: %s", entry.topic, exc)
+                    continue
+                if reply.topic != entry.topic:
+                    self._rename_topic(entry, reply.topic)
+                entry.sequencer.sync()
+            with contextlib.suppress(HubError):
+                status = await self._rpc.request(GetStatus(id=0))
+                if isinstance(status, StatusReply):
+                    self.upstream.on_status_reply(status)
+
+    def _add_topic(self, topic: str, spec: ContractSpec, kind: str) -> _Topic:
+        entry = _Topic(topic, spec, kind)
+        entry.sequencer = TopicSequencer(
+            topic, lambda event: self._deliver(entry, event), self._request_snapshot
+        )
+        self._topics[topic] = entry
+        if self._stream is not None:
+            self._stream.subscribe(topic)
+        return entry
+
+    def _rename_topic(self, entry: _Topic, topic: str) -> None:
+        log.warning("topic %s is now published as %s", entry.topic, topic)
+        del self._topics[entry.topic]
+        if self._stream is not None:
+            self._stream.unsubscribe(entry.topic)
+        replacement = self._add_topic(topic, entry.spec, entry.kind)
+        replacement.subs = entry.subs
+        for sub in entry.subs:
+            sub.topic = topic
+
+    def _gaps_of(self, topic: str) -> int:
+        entry = self._topics.get(topic)
+        return entry.sequencer.gaps if entry is not None else 0
+
+    def _deliver(self, entry: _Topic, event: Event) -> None:
+        if type(event).__name__ != _EXPECTED.get(entry.kind):
+            log.warning("ignoring an unexpected %s event on %s", type(event).__name__, entry.topic)
+            return
+        entry.latest = event
+        for sub in list(entry.subs):
+            sub._deliver(event)
+
+    def _on_event(self, topic: str, event: Event) -> None:
+        entry = self._topics.get(topic)
+        if entry is not None:
+            entry.sequencer.on_event(event)
+        elif topic == TOPIC_STATUS and self._status_seq is not None:
+            self._status_seq.on_event(event)
+        elif self._error_seq is not None and topic == self._error_seq.topic:
+            self._error_seq.on_event(event)
+        else:
+            log.debug("event on %s, which no subscription here wants (prefix match)", topic)
+
+    def _on_status(self, event: Event) -> None:
+        if not isinstance(event, HubStatus):
+            log.warning("ignoring an unexpected %s event on %s", type(event).__name__, TOPIC_STATUS)
+            return
+        self.upstream.on_event(event)
+
+    def _on_error_event(self, event: Event) -> None:
+        if not isinstance(event, ErrorEvent):
+            log.warning("ignoring an unexpected %s event on the error topic", type(event).__name__)
+            return
+        log.warning("IB error %d for this lease: %s", event.ib_code, event.message)
+        for fn in list(self._error_handlers):
+            try:
+                result = fn(event)
+                if asyncio.iscoroutine(result):
+                    self._spawn(result, "error handler")
+            except Exception:
+                log.exception("error handler %r raised; continuing", fn)
+
+    def _sequencers(self) -> list[TopicSequencer]:
+        seqs = [t.sequencer for t in self._topics.values()]
+        return seqs + [s for s in (self._status_seq, self._error_seq) if s is not None]
+
+    def _on_pub_reconnect(self) -> None:
+        """New PUB connection: sequence numbers restart from what the hub has now."""
+        for seq in self._sequencers():
+            seq.reset()
+            seq.sync()
+        if self._wake is not None:
+            self._wake.set()  # heartbeat now: a restarted hub has forgotten our lease
+
+    def _request_snapshot(self, topic: str) -> None:
+        self._spawn(self._fetch_snapshot(topic), f"snapshot {topic}")
+
+    async def _fetch_snapshot(self, topic: str) -> None:
+        before = self._sequencer_of(topic)
+        event: Event | None = None
+        try:
+            reply = self._expect(
+                await self._channel().request(GetSnapshot(id=0, topic=topic)), Snapshot
+            )
+            for name, raw in zip(reply.topics, reply.events, strict=False):
+                if name == topic:
+                    event = wire.decode_event(raw)
+                    break
+        except HubError as exc:
+            log.warning("snapshot of %s failed: %s", topic, exc)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("snapshot of %s had an undecodable event: %s", topic, exc)
+        seq = self._sequencer_of(topic)
+        if seq is not None and seq is before:
+            seq.on_snapshot(event)
+
+    def _sequencer_of(self, topic: str) -> TopicSequencer | None:
+        entry = self._topics.get(topic)
+        if entry is not None:
+            return entry.sequencer
+        for seq in (self._status_seq, self._error_seq):
+            if seq is not None and seq.topic == topic:
+                return seq
+        return None
+
+    def _on_unmatched(self, reply: Reply) -> None:
+        # A Welcome for a hello that timed out: that lease would sit idle until it
+        # expires, holding a client id; hand it back now.
+        if isinstance(reply, Welcome) and reply.lease != self.lease and self._rpc is not None:
+            self._spawn(self._goodbye(reply.lease), f"goodbye {reply.lease}")
+
+    async def _goodbye(self, lease: str) -> None:
+        with contextlib.suppress(HubError):
+            await self._channel().request(Goodbye(id=0, lease=lease), timeout=1.0)
+
+    async def _heartbeat_loop(self) -> None:
+        """Heartbeat every ``heartbeat_interval`` (sooner when woken), a slow answer
+        does not stretch the cadence."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.heartbeat_interval
+        while True:
+            delay = next_at - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+            self._wake.clear()
+            next_at = loop.time() + self.heartbeat_interval
+            await self._beat()
+
+    async def _beat(self) -> None:
+        lease = self.lease
+        if lease is None or self._rpc is None:
+            return
+        try:
+            await self._rpc.request(
+                Heartbeat(id=0, lease=lease), timeout=max(self.heartbeat_interval, 0.5)
+            )
+        except HubTimeout:
+            if self.hub_reachable:
+                log.warning("the hub at %s did not answer a heartbeat", self.rpc_endpoint)
+            self.hub_reachable = False
+            return
+        except HubError as exc:
+            if exc.code != ErrorCode.UNKNOWN_LEASE:
+                log.warning("heartbeat refused: %s", exc)
+                return
+            try:
+                await self._renew(lease)
+            except HubError as renew_exc:
+                log.warning("re-hello failed, retrying at the next heartbeat: %s", renew_exc)
+                return
+        if not self.hub_reachable:
+            log.info("the hub at %s answers again", self.rpc_endpoint)
+        self.hub_reachable = True
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"ibhub {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,129 @@
+"""Per-topic sequence checking with snapshot recovery (pure logic, no I/O).
+
+The hub numbers the events of every topic 1, 2, 3, ... A ZeroMQ SUB socket never
+reorders or duplicates within one connection, but a PUB socket silently drops
+messages for a subscriber at its high-water mark, so a jump in ``seq`` is the only
+sign that events were lost. Every tick or bar is a complete state (top of book, a
+whole bar), so recovery does not need the missing events themselves: the topic's
+last value from a snapshot request (the zguide "Clone" pattern) is enough.
+
+Rules, for an event with sequence ``n`` when ``last`` was delivered:
+
+* no baseline yet (``last is None``): deliver, it becomes the baseline;
+* ``n == last + 1``: deliver;
+* ``n <= last``: an event older than a snapshot already delivered: drop it, except
+  ``n == 1``, which only a restarted hub sends: deliver and restart counting;
+* ``n > last + 1``: a gap. Count it, ask for a snapshot and buffer live events until
+  the snapshot arrives; then deliver the snapshot and the buffer in sequence order,
+  skipping anything not newer than what was delivered.
+
+A subscription's start uses the same path without counting a gap (``sync()``): the
+snapshot is the late joiner's first value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ibhub.protocol import Event
+
+log = logging.getLogger(__name__)
+
+BUFFER_MAX = 10_000  # live events kept while a snapshot is outstanding
+
+
+class TopicSequencer:
+    """Sequence state of one topic; ``deliver`` is called with events in order."""
+
+    __slots__ = (
+        "buffer",
+        "deliver",
+        "gaps",
+        "last",
+        "recovering",
+        "request_snapshot",
+        "stale",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        deliver: Callable[[Event], None],
+        request_snapshot: Callable[[str], None],
+    ) -> None:
+        self.topic = topic
+        self.deliver = deliver
+        self.request_snapshot = request_snapshot
+        self.last: int | None = None
+        self.gaps = 0
+        self.stale = 0  # events dropped because a newer value was already delivered
+        self.recovering = False
+        self.buffer: list[Event] = []
+
+    def on_event(self, event: Event) -> None:
+        """Handle one live event from the SUB socket."""
+        if self.recovering:
+            if len(self.buffer) >= BUFFER_MAX:
+                del self.buffer[0]
+            self.buffer.append(event)
+            return
+        last = self.last
+        seq = event.seq
+        if last is None or seq == last + 1:
+            self.last = seq
+            self.deliver(event)
+        elif seq <= last:
+            if seq == 1:
+                log.info("%s: sequence restarted at 1 (hub restarted?)", self.topic)
+                self.last = 1
+                self.deliver(event)
+            else:
+                self.stale += 1
+        else:
+            self.gaps += 1
+            log.info(
+                "%s: gap, expected seq %d got %d (%d lost); recovering from a snapshot",
+                self.topic, last + 1, seq, seq - last - 1,
+            )
+            self.recovering = True
+            self.buffer = [event]
+            self.request_snapshot(self.topic)
+
+    def sync(self) -> None:
+        """Start (or restart) from a snapshot without counting a gap."""
+        if self.recovering:
+            return
+        self.recovering = True
+        self.buffer = []
+        self.request_snapshot(self.topic)
+
+    def reset(self) -> None:
+        """Forget the baseline (new PUB connection: the hub may have restarted)."""
+        self.last = None
+        self.recovering = False
+        self.buffer = []
+
+    def on_snapshot(self, event: Event | None) -> None:
+        """The snapshot arrived (``None``: the topic has no value yet, or it failed)."""
+        if not self.recovering:
+            # reset() ran while the request was in flight; still a valid value.
+            if event is not None and (self.last is None or event.seq > self.last):
+                self.last = event.seq
+                self.deliver(event)
+            return
+        candidates = self.buffer
+        if event is not None:
+            candidates.append(event)
+        candidates.sort(key=_seq)
+        self.recovering = False
+        self.buffer = []
+        for candidate in candidates:
+            if self.last is None or candidate.seq > self.last:
+                self.last = candidate.seq
+                self.deliver(candidate)
+
+
+def _seq(event: Event) -> int:
+    return event.seq

@@ -1,0 +1,120 @@
+"""A market-data subscription as the script sees it.
+
+Events arrive either through a callback (called on the SDK's event loop, in
+sequence order) or through a bounded queue read with ``async for`` / ``get()``. A
+slow reader must not make the SDK's memory grow without bound, so when the queue is
+full the oldest event is dropped and counted in ``dropped``: every tick is a
+complete top of book, so the newest value is the one worth keeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ibhub.client.errors import HubTimeout
+from ibhub.protocol import ContractInfo, ContractSpec, Event
+
+if TYPE_CHECKING:
+    from ibhub.client.async_hub import AsyncHub
+
+log = logging.getLogger(__name__)
+
+_CLOSED: Any = object()  # queue sentinel that ends iteration
+
+
+class Subscription:
+    """Ticks (or bars) for one instrument; close it to unsubscribe."""
+
+    def __init__(
+        self,
+        hub: AsyncHub,
+        topic: str,
+        contract: ContractInfo,
+        spec: ContractSpec,
+        kind: str,
+        callback: Callable[[Event], Any] | None = None,
+        maxsize: int = 10_000,
+    ) -> None:
+        self.topic = topic
+        self.contract = contract
+        self.spec = spec
+        self.kind = kind
+        self.callback = callback
+        self.received = 0
+        self.dropped = 0
+        self.latest: Event | None = None
+        self.closed = False
+        self._hub = hub
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max(1, maxsize))
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.topic} received={self.received} gaps={self.gaps}>"
+
+    @property
+    def gaps(self) -> int:
+        """Sequence gaps detected (and recovered from a snapshot) on this topic."""
+        return self._hub._gaps_of(self.topic)
+
+    def _deliver(self, event: Event) -> None:
+        """Called by the hub's receive loop, in sequence order. Never raises."""
+        if self.closed:
+            return
+        self.received += 1
+        self.latest = event
+        if self.callback is not None:
+            try:
+                result = self.callback(event)
+                if asyncio.iscoroutine(result):
+                    self._hub._spawn(result, f"callback {self.topic}")
+            except Exception:
+                log.exception("subscription callback for %s raised; continuing", self.topic)
+            return
+        self._put(event)
+
+    def _put(self, item: Event) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    def _end(self) -> None:
+        """Mark closed and wake every reader."""
+        if not self.closed:
+            self.closed = True
+            self._put(_CLOSED)
+
+    async def get(self, timeout: float | None = None) -> Event:
+        """The next event.
+
+        Raises ``HubTimeout`` after ``timeout`` seconds, ``StopAsyncIteration`` once closed.
+        """
+        if self.closed and self._queue.empty():
+            raise StopAsyncIteration
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._queue.get()
+        except TimeoutError:
+            raise HubTimeout(f"no event on {self.topic} within {timeout}s") from None
+        if item is _CLOSED:
+            self._queue.put_nowait(_CLOSED)  # wake other readers too
+            raise StopAsyncIteration
+        return item
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.get()
+
+    async def close(self) -> None:
+        """Unsubscribe (the hub cancels upstream when its last subscriber leaves)."""
+        await self._hub.unsubscribe(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,408 @@
+"""AsyncHub against a fake hub over real ZeroMQ ipc:// sockets.
+
+Covers request/reply matching, timeouts, connect retries, heartbeats, re-hello
+after an unknown lease, gap detection and recovery, late-joiner snapshots, the
+connect/disconnect handlers, typed errors and robustness to junk events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from ibhub.client import AsyncHub, HubError, HubTimeout, Tick
+from ibhub.protocol import (
+    Error,
+    ErrorCode,
+    GetSnapshot,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    HubStatus,
+    Subscribe,
+    Unsubscribe,
+    UpstreamState,
+)
+from tests.unit.client_fakehub import FakeHub, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def ipc_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="ibhub-sdk-")  # short: ipc paths are limited to ~100 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def endpoints(ipc_dir: str) -> tuple[str, str]:
+    return f"ipc://{ipc_dir}/rpc", f"ipc://{ipc_dir}/pub"
+
+
+@pytest.fixture
+async def fake(endpoints: tuple[str, str]) -> AsyncIterator[FakeHub]:
+    rpc, pub = endpoints
+    async with FakeHub(rpc, pub) as hub:
+        yield hub
+
+
+@pytest.fixture
+async def client(fake: FakeHub) -> AsyncIterator[AsyncHub]:
+    async with AsyncHub(pub=fake.pub, rpc=fake.rpc, name="t", request_timeout=2.0) as hub:
+        yield hub
+
+
+async def test_hello_lease_and_goodbye(fake: FakeHub) -> None:
+    hub = AsyncHub(pub=fake.pub, rpc=fake.rpc, name="script-a")
+    await hub.connect()
+    assert hub.lease == "L1" and hub.client_id == 1
+    assert hub.heartbeat_interval == fake.heartbeat_interval
+    assert hub.is_connected()
+    hello = fake.of_type(Hello)[0]
+    assert isinstance(hello, Hello) and hello.name == "script-a"
+    await hub.close()
+    assert fake.goodbyes == ["L1"]
+    assert not hub.is_connected()
+    await hub.close()  # idempotent
+
+
+async def test_endpoints_come_from_the_environment(
+    fake: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IBHUB_RPC", fake.rpc)
+    monkeypatch.setenv("IBHUB_PUB", fake.pub)
+    async with AsyncHub() as hub:
+        assert (hub.rpc_endpoint, hub.pub_endpoint) == (fake.rpc, fake.pub)
+        assert hub.lease is not None
+
+
+async def test_replies_are_matched_by_id_even_out_of_order(client: AsyncHub, fake: FakeHub) -> None:
+    fake.delay["contract_details"] = 0.3  # answered after the status request below
+    details = asyncio.ensure_future(client.contract_details("MSFT"))
+    status = await client.status()
+    assert not details.done()
+    assert status.state == UpstreamState.CONNECTED
+    infos = await details
+    assert [i.symbol for i in infos] == ["MSFT"]
+    # many concurrent requests each get their own reply
+    results = await asyncio.gather(*(client.contract_details(s) for s in "ABCDEFGH"))
+    assert [r[0].symbol for r in results] == list("ABCDEFGH")
+
+
+async def test_timeout_raises_and_a_late_reply_does_not_hurt(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    fake.delay_once["contract_details"] = 0.5
+    client._channel().timeout = 0.2
+    with pytest.raises(HubTimeout) as info:
+        await client.contract_details("AAPL")
+    assert info.value.code == ErrorCode.TIMEOUT
+    assert "contract_details" in str(info.value)
+    await wait_until(lambda: not fake.delay_once, what="the late reply to go out")
+    client._channel().timeout = 2.0
+    assert (await client.contract_details("IBM"))[0].symbol == "IBM"
+
+
+async def test_errors_are_typed(client: AsyncHub, fake: FakeHub) -> None:
+    fake.refuse["contract_details"] = Error(
+        id=0, code=ErrorCode.UNKNOWN_CONTRACT, message="no such contract NOPE", ib_code=200
+    )
+    with pytest.raises(HubError) as info:
+        await client.contract_details("NOPE")
+    assert (info.value.code, info.value.ib_code) == (ErrorCode.UNKNOWN_CONTRACT, 200)
+    assert "NOPE" in info.value.message
+
+
+async def test_requests_round_trip(client: AsyncHub) -> None:
+    bars = await client.historical_bars("AAPL", duration="2 D", bar_size="1 hour")
+    assert [b.time for b in bars] == [0, 3600]
+    raw = await client.lease_client_id("direct-script")
+    assert raw == 101
+    await client.release_client_id(raw)
+    with pytest.raises(TypeError):
+        await client.contract_details("AAPL", no_such_field=1)
+
+
+async def test_connect_gives_up_after_retries(endpoints: tuple[str, str]) -> None:
+    rpc, pub = endpoints
+    hub = AsyncHub(pub=pub, rpc=rpc, connect_timeout=0.2, connect_retries=2)
+    with pytest.raises(HubTimeout) as info:
+        await hub.connect()
+    assert "after 2 attempt(s)" in str(info.value) and rpc in str(info.value)
+    assert hub.lease is None
+
+
+async def test_connect_retries_until_the_hub_appears(endpoints: tuple[str, str]) -> None:
+    rpc, pub = endpoints
+    hub = AsyncHub(pub=pub, rpc=rpc, connect_timeout=0.3, connect_retries=20)
+    connecting = asyncio.ensure_future(hub.connect())
+    await asyncio.sleep(0.5)  # the hub is deliberately late: several attempts time out
+    assert not connecting.done()
+    async with FakeHub(rpc, pub) as late:
+        await connecting
+        assert hub.lease in late.leases
+        await hub.close()
+
+
+async def test_an_orphan_lease_from_a_timed_out_hello_is_given_back(fake: FakeHub) -> None:
+    fake.delay_once["hello"] = 0.5
+    async with AsyncHub(pub=fake.pub, rpc=fake.rpc, connect_timeout=0.3, connect_retries=3) as hub:
+        await wait_until(lambda: len(fake.goodbyes) == 1, what="goodbye for the orphan lease")
+        assert len(fake.of_type(Hello)) == 2
+        assert fake.goodbyes[0] != hub.lease
+        assert list(fake.leases) == [hub.lease]
+
+
+async def test_heartbeats_follow_the_hubs_interval(client: AsyncHub, fake: FakeHub) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await wait_until(lambda: len(fake.of_type(Heartbeat)) >= 5, what="5 heartbeats")
+    elapsed = loop.time() - start
+    assert 0.6 <= elapsed < 2.0, elapsed  # 5 x 0.2 s, with slack for a busy machine
+    assert {hb.lease for hb in fake.of_type(Heartbeat)} == {client.lease}
+
+
+async def test_unknown_lease_triggers_rehello_and_resubscribe(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    sub = await client.subscribe("AAPL")
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPL", 100.0)
+    assert (await sub.get(2)).seq == 1
+    fake.forget_leases()  # as if the lease expired
+    await wait_until(lambda: client.rehellos == 1, what="re-hello")
+    assert client.lease == "L2"
+    subs = fake.of_type(Subscribe)
+    assert [s.lease for s in subs] == ["L1", "L2"]  # type: ignore[attr-defined]
+    fake.tick("AAPL", 101.0)
+    assert (await sub.get(2)).seq == 2  # the same subscription object keeps flowing
+    assert client.is_connected()
+
+
+async def test_a_request_that_meets_an_unknown_lease_renews_and_retries(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    fake.forget_leases()
+    sub = await client.subscribe("MSFT")
+    assert sub.topic == "tick.MSFT"
+    assert client.lease == "L2" and client.rehellos == 1
+
+
+async def test_gap_is_detected_and_recovered_from_a_snapshot(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    sub = await client.subscribe("AAPL")
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPL", 1.0)
+    fake.tick("AAPL", 2.0)
+    fake.tick("AAPL", 3.0, send=False)  # dropped at the PUB's high-water mark
+    fake.tick("AAPL", 4.0, send=False)
+    snapshots_before = len(fake.of_type(GetSnapshot))
+    fake.tick("AAPL", 5.0)
+    seqs = [(await sub.get(2)).seq for _ in range(3)]
+    assert seqs == [1, 2, 5]
+    assert sub.gaps == 1 and client.stats["gaps"] == 1
+    assert len(fake.of_type(GetSnapshot)) == snapshots_before + 1
+    fake.tick("AAPL", 6.0)
+    assert (await sub.get(2)).seq == 6
+
+
+async def test_lost_last_event_is_recovered_from_the_snapshot(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    sub = await client.subscribe("AAPL")
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPL", 1.0)
+    fake.tick("AAPL", 2.0, send=False)
+    fake.tick("AAPL", 3.0, send=False)
+    fake.tick("AAPL", 4.0)
+    fake.tick("AAPL", 5.0, send=False)  # the newest value is only in the hub's cache
+    fake.delay_once["snapshot"] = 0.1  # ... until the snapshot answers
+    got = [(await sub.get(2)).seq for _ in range(3)]
+    assert got == [1, 4, 5]
+    assert isinstance(sub.latest, Tick) and sub.latest.last == 5.0
+
+
+async def test_late_joiner_starts_from_the_snapshot(client: AsyncHub, fake: FakeHub) -> None:
+    for price in (10.0, 11.0, 12.0):
+        fake.tick("AAPL", price, send=False)  # published before this client subscribed
+    sub = await client.subscribe("AAPL")
+    first = await sub.get(2)
+    assert isinstance(first, Tick) and (first.seq, first.last) == (3, 12.0)
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPL", 13.0)
+    assert (await sub.get(2)).seq == 4
+    assert sub.gaps == 0
+
+
+async def test_second_local_subscription_gets_the_latest_value_and_shares_the_topic(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    first = await client.subscribe("AAPL")
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPL", 1.0)
+    await first.get(2)
+    seen: list[int] = []
+    second = await client.subscribe("AAPL", callback=lambda ev: seen.append(ev.seq))
+    assert seen == [1]
+    fake.tick("AAPL", 2.0)
+    assert (await first.get(2)).seq == 2
+    await wait_until(lambda: seen == [1, 2])
+    await first.close()
+    assert fake.of_type(Unsubscribe) == []  # second still uses the topic
+    await second.close()
+    await wait_until(lambda: len(fake.of_type(Unsubscribe)) == 1)
+    with pytest.raises(StopAsyncIteration):
+        await first.get(1)
+
+
+async def test_async_iteration_ends_when_the_subscription_closes(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    sub = await client.subscribe("AAPL")
+    await fake.wait_subscribed("tick.AAPL")
+    for price in (1.0, 2.0, 3.0):
+        fake.tick("AAPL", price)
+    got = []
+    async for event in sub:
+        got.append(event.seq)
+        if len(got) == 3:
+            await sub.close()
+    assert got == [1, 2, 3]
+
+
+async def test_prefix_neighbours_are_filtered(client: AsyncHub, fake: FakeHub) -> None:
+    sub = await client.subscribe("AAPL")
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPLX", 1.0)  # matches the ZeroMQ prefix tick.AAPL, but is another topic
+    fake.tick("AAPL", 2.0)
+    event = await sub.get(2)
+    assert isinstance(event, Tick) and event.symbol == "AAPL"
+
+
+async def test_junk_never_stops_the_receive_loop(
+    client: AsyncHub, fake: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    sub = await client.subscribe("AAPL")
+    await fake.wait_subscribed("tick.AAPL")
+    with caplog.at_level(logging.WARNING, logger="ibhub.client"):
+        fake.send_raw([b"tick.AAPL", b"\xc1 not msgpack"])
+        fake.send_raw([b"tick.AAPL", b"a", b"b"])
+        fake.send_raw([b"tick.AAPL", b'\x93\xa5bogus\x01\x02'])  # unknown event tag
+        fake.status_event(UpstreamState.CONNECTED)  # fine, but...
+        fake.publish(  # ...a status event on a tick topic is unexpected
+            "tick.AAPL",
+            lambda seq, ts: HubStatus(seq=seq, ts=ts, state="CONNECTED", kind="alert", code=0,
+                                      message="", reconnect_count=0),
+        )
+        fake.tick("AAPL", 3.0)
+        event = await sub.get(2)
+    assert isinstance(event, Tick) and event.last == 3.0
+    assert client.stats["undecodable"] == 3
+    assert "unexpected HubStatus event on tick.AAPL" in caplog.text
+
+
+async def test_callback_exceptions_are_logged_not_fatal(client: AsyncHub, fake: FakeHub) -> None:
+    calls: list[int] = []
+
+    def bad(event: object) -> None:
+        calls.append(1)
+        raise RuntimeError("script bug")
+
+    await client.subscribe("AAPL", callback=bad)
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPL", 1.0)
+    fake.tick("AAPL", 2.0)
+    await wait_until(lambda: len(calls) == 2)
+
+
+async def test_disconnect_and_connect_handlers_fire_once_per_outage(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    down: list[HubStatus] = []
+    up: list[HubStatus] = []
+    client.add_disconnect_handler(down.append)
+    client.add_connect_handler(up.append)
+    await fake.wait_subscribed("hub.status")
+    # a Gateway restart: several non-connected states, one outage
+    for state in ("RECONNECTING", "CONNECTING", "RECONNECTING", "CONNECTING", "CONNECTED"):
+        fake.status_event(state)
+    await wait_until(lambda: len(up) == 1)
+    assert [e.state for e in down] == ["RECONNECTING"]
+    assert client.is_connected()
+    # IB connectivity lost (1100) and restored with data lost (1101): socket stayed up
+    fake.status_event("CONNECTED", kind="ib", code=1100)
+    await wait_until(lambda: len(down) == 2)
+    assert not client.is_connected()
+    fake.status_event("CONNECTED", kind="ib", code=2104)  # farm OK: not a restore
+    fake.status_event("CONNECTED", kind="ib", code=1101)
+    await wait_until(lambda: len(up) == 2)
+    assert len(down) == 2
+    assert client.stats["disconnects"] == 2 and client.stats["connects"] == 2
+
+
+async def test_async_handlers_are_awaited(client: AsyncHub, fake: FakeHub) -> None:
+    done = asyncio.Event()
+
+    async def on_down(status: HubStatus) -> None:
+        await asyncio.sleep(0)
+        done.set()
+
+    client.add_disconnect_handler(on_down)
+    await fake.wait_subscribed("hub.status")
+    fake.status_event("RECONNECTING")
+    await asyncio.wait_for(done.wait(), 2)
+
+
+async def test_initial_state_is_a_baseline_not_a_transition(fake: FakeHub) -> None:
+    fake.state = UpstreamState.RECONNECTING
+    async with AsyncHub(pub=fake.pub, rpc=fake.rpc) as hub:
+        ups: list[HubStatus] = []
+        hub.add_connect_handler(ups.append)
+        assert not hub.is_connected() and hub.upstream_state == "RECONNECTING"
+        await fake.wait_subscribed("hub.status")
+        fake.status_event("CONNECTED")
+        await wait_until(lambda: len(ups) == 1)
+        assert hub.is_connected()
+
+
+async def test_hub_restart_resets_sequences_and_resubscribes(endpoints: tuple[str, str]) -> None:
+    rpc, pub = endpoints
+    first = await FakeHub(rpc, pub).start()
+    hub = AsyncHub(pub=pub, rpc=rpc, request_timeout=1.0)
+    try:
+        await hub.connect()
+        sub = await hub.subscribe("AAPL")
+        await first.wait_subscribed("tick.AAPL")
+        for price in range(5):
+            first.tick("AAPL", float(price))
+        assert [(await sub.get(2)).seq for _ in range(5)] == [1, 2, 3, 4, 5]
+        await first.stop()
+        second = await FakeHub(rpc, pub).start()  # same endpoints, fresh state
+        try:
+            await wait_until(lambda: hub.rehellos == 1, timeout=10, what="re-hello")
+            assert any(isinstance(r, Subscribe) for r in second.requests)
+            await second.wait_subscribed("tick.AAPL")
+            second.tick("AAPL", 50.0)
+            second.tick("AAPL", 51.0)
+            got = [await sub.get(2) for _ in range(2)]
+            assert [e.seq for e in got] == [1, 2]  # the new hub counts from 1 again
+            assert isinstance(got[1], Tick) and got[1].last == 51.0
+        finally:
+            await hub.close()
+            await second.stop()
+    finally:
+        await hub.close()
+
+
+async def test_goodbye_is_sent_on_context_exit_even_after_errors(fake: FakeHub) -> None:
+    with pytest.raises(RuntimeError):
+        async with AsyncHub(pub=fake.pub, rpc=fake.rpc):
+            raise RuntimeError("script failed")
+    assert len(fake.of_type(Goodbye)) == 1
