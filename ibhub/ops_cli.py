@@ -173,8 +173,11 @@ def doctor_cmd(
     hub_endpoint = None if hub is None else wire.rpc_endpoint(hub or None)
 
     async def run() -> tuple[list[doctor.PortReport], doctor.HubReport | None]:
-        gw = doctor.probe_ports(host, probe_ports, client_id=client_id, timeout=timeout)
-        reports = await gw if gateway else []
+        reports: list[doctor.PortReport] = []
+        if gateway:
+            reports = await doctor.probe_ports(
+                host, probe_ports, client_id=client_id, timeout=timeout
+            )
         hub_report = await doctor.check_hub(hub_endpoint, timeout=timeout) if hub_endpoint else None
         return reports, hub_report
 
