@@ -47,6 +47,7 @@ HANDLED: frozenset[int] = frozenset({3, 4, 5, 6, 7, 15, 16, 58, 61, 62, 63, 64, 
 
 EXTERNAL_CLIENT_ID = 0  # orders "typed by hand in TWS" belong to client 0, order id 0
 FIRST_PERM_ID = 1_000_001
+IMMEDIATE_TIFS = frozenset({"IOC", "FOK"})  # fill on arrival or be cancelled
 # where the request / order id sits in each message, for error replies to bad input
 _REQ_ID_INDEX = {3: 1, 4: 2, 7: 2, 62: 2, 63: 2, 76: 2, 77: 2}
 
@@ -85,6 +86,8 @@ class Broker:
         self._exec_prefix = f"{(self.config.seed * 2654435761) & 0xFFFFFFFF:08x}"
         self._executions: list[SimExecution] = []
         self._working: dict[int, set[int]] = {}  # con_id -> perm_ids working at the market
+        self._kids: dict[int, list[int]] = {}  # parent perm_id -> child perm_ids (brackets)
+        self._oca: dict[tuple[int, str], set[int]] = {}  # (client_id, ocaGroup) -> perm_ids
         self._auto_open: set[int] = set()
         self.feed = AccountFeed(self)
         self._handlers: dict[int, Callable[[SessionLike, Sequence[str]], None]] = {
@@ -268,12 +271,25 @@ class Broker:
         self._entries[order.perm_id] = entry
         if req.order_id > 0:
             self._by_key[(client_id, req.order_id)] = order.perm_id
+        parent = self._parent(order)
+        if parent is not None:
+            self._kids.setdefault(parent.perm_id, []).append(order.perm_id)
+        if order.oca_group:
+            self._oca.setdefault((client_id, order.oca_group), set()).add(order.perm_id)
         return entry
 
     def _children(self, parent: SimOrder) -> list[_Entry]:
-        return [e for e in self._entries.values()
-                if e.order.parent_id == parent.order_id and parent.order_id > 0
-                and e.order.client_id == parent.client_id and e.order is not parent]
+        return [self._entries[p] for p in self._kids.get(parent.perm_id, ())]
+
+    def _oca_partners(self, order: SimOrder) -> list[_Entry]:
+        """Orders that one fill of `order` cancels: its OCA group and its bracket siblings."""
+        perms = set(self._oca.get((order.client_id, order.oca_group), ())) if order.oca_group \
+            else set()
+        parent = self._parent(order)
+        if parent is not None:
+            perms.update(self._kids.get(parent.perm_id, ()))
+        perms.discard(order.perm_id)
+        return [self._entries[p] for p in sorted(perms)]
 
     def _transmit_family(self, root: _Entry) -> None:
         """A transmit=1 order sends its held parent and siblings with it (a bracket)."""
@@ -295,7 +311,10 @@ class Broker:
         self._report(entry, order_status=True)
         self._try_fill(entry, arriving=True)
         if order.status == Status.SUBMITTED:
-            self._rest(entry)
+            if order.tif in IMMEDIATE_TIFS:  # IOC / FOK never rest
+                self._cancel(entry, notify=False)
+            else:
+                self._rest(entry)
 
     def _parent(self, order: SimOrder) -> SimOrder | None:
         if not order.parent_id:
@@ -329,7 +348,11 @@ class Broker:
         order.tif = req.tif or order.tif
         order.order_ref = req.order_ref
         order.outside_rth = req.outside_rth
-        order.oca_group = req.oca_group
+        if req.oca_group != order.oca_group:
+            self._oca.get((order.client_id, order.oca_group), set()).discard(order.perm_id)
+            if req.oca_group:
+                self._oca.setdefault((order.client_id, req.oca_group), set()).add(order.perm_id)
+            order.oca_group = req.oca_group
         order.request = req
         if order.status == Status.PENDING_SUBMIT:  # held (transmit=0) until now
             order.transmit = req.transmit
@@ -339,6 +362,8 @@ class Broker:
         self._report(entry, order_status=True)
         if order.status == Status.SUBMITTED:
             self._try_fill(entry, arriving=True)
+            if order.status == Status.SUBMITTED and order.tif in IMMEDIATE_TIFS:
+                self._cancel(entry, notify=False)
 
     def _cancel_order(self, session: SessionLike, fields: Sequence[str]) -> None:
         order_id = int(fields[2])
@@ -484,15 +509,7 @@ class Broker:
         for child in self._children(order):
             if child.order.status == Status.PRE_SUBMITTED:
                 self._submit(child)
-        partners: list[_Entry] = []
-        if order.oca_group:
-            partners += [e for e in self._entries.values()
-                         if e.order.oca_group == order.oca_group and e.order is not order
-                         and e.order.client_id == order.client_id]
-        parent = self._parent(order)
-        if parent is not None:
-            partners += [e for e in self._entries.values() if e.order.parent_id == order.parent_id
-                         and e.order.client_id == order.client_id and e.order is not order]
+        partners = self._oca_partners(order)
         for partner in partners:
             self._cancel(partner, notify=False)
 

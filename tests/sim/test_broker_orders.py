@@ -228,3 +228,29 @@ async def test_external_order_is_seen_by_client_zero() -> None:
                          what="manual order reported to client 0")
         (trade,) = ib.trades()
         assert trade.order.permId == order.perm_id and trade.fills[0].execution.shares == 10
+
+
+async def test_ioc_limit_that_cannot_fill_is_cancelled() -> None:
+    async with gateway() as sim, client(sim) as ib:
+        aapl = await qualified(ib)
+        low = round(sim.market.quote(aapl.conId).bid * 0.5, 2)
+        trade = ib.placeOrder(aapl, LimitOrder("BUY", 1, low, tif="IOC"))
+        await wait_until(trade.isDone)
+        assert trade.orderStatus.status == "Cancelled" and not trade.fills
+        assert sim.market.active.get(aapl.conId, 0) == 0
+
+
+async def test_bad_order_messages_get_errors_and_the_server_keeps_serving() -> None:
+    async with gateway() as sim, client(sim) as ib:
+        aapl = await qualified(ib)
+        errors: list[tuple[int, int]] = []
+        ib.errorEvent += lambda req_id, code, text, contract: errors.append((req_id, code))
+        next_id = sim.broker.next_order_id(1) + 10
+        ib.client.send(3, next_id, "AAPL")  # a placeOrder cut short
+        ib.client.send(4, 1, "not-a-number", "")  # cancelOrder with a garbage id
+        ib.client.send(4, 1, 424242, "")  # cancelOrder for an unknown order
+        await wait_until(lambda: (424242, 10147) in errors, what="unknown-cancel error")
+        assert (next_id, 320) in errors
+        trade = ib.placeOrder(aapl, MarketOrder("BUY", 1))  # still serving
+        await wait_until(trade.isDone)
+        assert trade.orderStatus.status == "Filled"
