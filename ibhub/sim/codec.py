@@ -1,0 +1,128 @@
+"""TWS socket framing: the only code in the simulator that knows the byte layout.
+
+Every message is a 4-byte big-endian length followed by NUL-terminated text fields
+(``docs``: /work/shared/tws-protocol.md section 2). Outgoing messages are built by
+:func:`frame`; incoming bytes are split by :class:`FrameReader`, which is incremental
+because TCP delivers arbitrary chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "UNSET_DOUBLE",
+    "UNSET_DOUBLE_TEXT",
+    "UNSET_INT",
+    "FrameReader",
+    "ProtocolError",
+    "fmt",
+    "fmt_float",
+    "frame",
+    "frame_payload",
+]
+
+UNSET_DOUBLE = 1.7976931348623157e308
+UNSET_DOUBLE_TEXT = "1.7976931348623157E308"  # how TWS prints Double.MAX_VALUE
+UNSET_INT = 2**31 - 1
+#: A real client never sends more than a few kB (placeOrder is ~115 short fields);
+#: anything near a megabyte is garbage or an attack, so the session is closed.
+DEFAULT_MAX_FRAME = 1 << 20
+
+_LEN = struct.Struct(">I")
+pack_len = _LEN.pack
+
+
+class ProtocolError(Exception):
+    """The peer broke the framing (bad length prefix, oversize frame, bad hello)."""
+
+
+def fmt_float(value: float) -> str:
+    """Format a double the way the clients parse it back exactly.
+
+    ``repr`` gives the shortest text that round-trips ("190.01", "0.0"), so prices
+    rounded to a tick never grow a tail like ``190.01000000000002``. Unset doubles
+    become TWS's own spelling of ``Double.MAX_VALUE``; NaN becomes the empty field.
+    """
+    if value >= UNSET_DOUBLE:
+        return UNSET_DOUBLE_TEXT
+    if math.isnan(value):
+        return ""
+    return repr(float(value))
+
+
+def fmt(value: object) -> str:
+    """One field as text: bool -> 1/0, None -> '', int -> decimal, float -> fmt_float."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return fmt_float(value)
+    return str(value)
+
+
+def frame_payload(fields: Sequence[object]) -> bytes:
+    """The NUL-terminated field text of one message, without the length prefix."""
+    return "".join([fmt(f) + "\0" for f in fields]).encode()
+
+
+def frame(fields: Sequence[object]) -> bytes:
+    """One complete message: length prefix + NUL-terminated fields."""
+    payload = frame_payload(fields)
+    return pack_len(len(payload)) + payload
+
+
+class FrameReader:
+    """Incremental decoder: ``feed(bytes)`` returns every complete message so far.
+
+    Each message is a list of ``str`` fields (the trailing NUL does not produce an
+    empty last field). Text is decoded as UTF-8 with backslash escapes for bad bytes,
+    so garbage never raises here; only broken framing raises :class:`ProtocolError`.
+    """
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete message."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[list[str]]:
+        buf = self._buf
+        buf += data
+        out: list[list[str]] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            if size == 0 or size > self.max_frame:
+                self._buf = bytearray()
+                raise ProtocolError(
+                    f"bad length prefix {size} (allowed 1..{self.max_frame} bytes)"
+                )
+            if end - pos - 4 < size:
+                break
+            payload = bytes(buf[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+            out.append(split_fields(payload))
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def split_fields(payload: bytes) -> list[str]:
+    """Split one payload into its text fields."""
+    parts = payload.decode("utf-8", "backslashreplace").split("\0")
+    if parts and parts[-1] == "":
+        parts.pop()
+    return parts

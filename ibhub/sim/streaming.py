@@ -1,0 +1,524 @@
+"""Streaming market data: subscriptions, the timer loop and the wire encoding.
+
+One task wakes every ``slice_seconds``, steps each active instrument as many times
+as its rate says (``tick_rate`` events/s; a quote event sends bid and ask, a trade
+sends last and volume), encodes the messages for every subscriber, and writes ONE
+batch per client per slice. What makes it cheap enough for load tests:
+
+* each subscription pre-encodes its message prefix (``1\\x006\\x00<reqId>\\x00``), and
+  each event encodes its tail (tick type, price, size) once for all subscribers;
+* a client whose socket buffer is full (``pause_writing``) is skipped, so a slow
+  reader loses ticks (like IB's conflation) instead of growing memory;
+* bursts after a stall are capped at a quarter second of events.
+
+Request handlers for reqMktData (1/2), tick-by-tick (97/98) and real-time bars
+(50/51) live here too; historical data (20/25/87) is in :mod:`ibhub.sim.history`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ibhub.sim import history
+from ibhub.sim.codec import fmt_float
+from ibhub.sim.contracts import Instrument, parse_c12
+from ibhub.sim.handlers import NO_SECURITY
+from ibhub.sim.market import QUOTE, Walk
+from ibhub.sim.session import ClientSession, Handler, RequestError
+
+if TYPE_CHECKING:
+    from ibhub.sim.server import SimGateway
+
+__all__ = ["SimSubscription", "StreamEngine"]
+
+log = logging.getLogger(__name__)
+
+_pack = struct.Struct(">I").pack
+
+MKT, TBT, RTBARS, HIST = "mkt", "tbt", "rtbars", "hist"
+# tick types: (bid, ask, last, bidSize, askSize, lastSize, volume, high, low, close, open)
+LIVE = (1, 2, 4, 0, 3, 5, 8, 6, 7, 9, 14)
+DELAYED = (66, 67, 68, 69, 70, 71, 74, 72, 73, 75, 76)
+TBT_TYPES = {"Last": 1, "AllLast": 2, "BidAsk": 3, "MidPoint": 4}
+MAX_TICKERS = "Max number of tickers has been reached"
+
+
+@dataclass(frozen=True, slots=True)
+class SimSubscription:
+    """A live streaming subscription, as tests and the hub's tests see it."""
+
+    client_id: int
+    req_id: int
+    con_id: int
+    symbol: str
+    kind: str  # "mkt", "tbt", "rtbars", "hist"
+
+
+class _Sub:
+    __slots__ = ("bar", "con_id", "delayed", "hist", "inst", "kind", "plen", "prefix",
+                 "req_id", "session", "slen", "sprefix", "tbt_type", "what")
+
+    def __init__(self, session: ClientSession, req_id: int, inst: Instrument, kind: str) -> None:
+        self.session = session
+        self.req_id = req_id
+        self.inst = inst
+        self.con_id = inst.con_id
+        self.kind = kind
+        self.delayed = session.market_data_type in (3, 4)
+        rid = str(req_id).encode()
+        if kind == TBT:
+            self.prefix = b"99\0" + rid + b"\0"
+        else:
+            self.prefix = b"1\x006\x00" + rid + b"\0"  # tickPrice
+        self.sprefix = b"2\x006\x00" + rid + b"\0"  # tickSize
+        self.plen = len(self.prefix)
+        self.slen = len(self.sprefix)
+        self.tbt_type = 0
+        self.what = "TRADES"
+        self.bar: list[float] | None = None  # rt bars: open, high, low, close, vol, pv, count
+        self.hist: history.HistRequest | None = None
+
+    def public(self) -> SimSubscription:
+        return SimSubscription(self.session.client_id, self.req_id, self.con_id,
+                               self.inst.symbol, self.kind)
+
+
+class StreamEngine:
+    """Owns every streaming subscription and the timer that feeds them."""
+
+    def __init__(self, gateway: SimGateway) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.market = gateway.market
+        self._rate = float(self.config.tick_rate)
+        self._subs: dict[tuple[ClientSession, int], _Sub] = {}
+        self._by_con: dict[int, list[_Sub]] = {}
+        self._acc: dict[int, float] = {}
+        self._last_ts: dict[int, int] = {}
+        self._halts: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._bar_boundary = 0.0
+        self._hist_second = 0
+        self.events = 0  # market events stepped since start (for benchmarks)
+        self.messages = 0  # streamed messages written
+
+    # -- public state --------------------------------------------------------
+    def handlers(self) -> dict[int, Handler]:
+        return {1: self.req_mkt_data, 2: self.cancel_mkt_data, 97: self.req_tick_by_tick,
+                98: self.cancel_tick_by_tick, 50: self.req_real_time_bars,
+                51: self.cancel_real_time_bars, 20: self.req_historical_data,
+                25: self.cancel_historical_data, 87: history.req_head_timestamp,
+                90: _ignore}
+
+    def subscriptions(self) -> list[SimSubscription]:
+        return [s.public() for s in self._subs.values()]
+
+    def lines_in_use(self) -> int:
+        return sum(1 for s in self._subs.values() if s.kind in (MKT, TBT))
+
+    def set_tick_rate(self, hz: float) -> None:
+        if hz < 0:
+            raise ValueError(f"tick rate must be >= 0, got {hz}")
+        self._rate = float(hz)
+
+    @property
+    def tick_rate(self) -> float:
+        return self._rate
+
+    @property
+    def halted(self) -> bool:
+        return bool(self._halts)
+
+    def halt(self, reason: str) -> None:
+        self._halts.add(reason)
+
+    def resume(self, reason: str) -> None:
+        self._halts.discard(reason)
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sim-stream")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self.drop_all()
+
+    def _add(self, sub: _Sub) -> None:
+        self._subs[(sub.session, sub.req_id)] = sub
+        self._by_con.setdefault(sub.con_id, []).append(sub)
+        self.market.acquire(sub.con_id)
+
+    def _remove(self, sub: _Sub) -> None:
+        if self._subs.pop((sub.session, sub.req_id), None) is None:
+            return
+        subs = self._by_con.get(sub.con_id)
+        if subs is not None:
+            subs.remove(sub)
+            if not subs:
+                del self._by_con[sub.con_id]
+        self.market.release(sub.con_id)
+
+    def _cancel(self, session: ClientSession, req_id: int, kinds: tuple[str, ...]) -> bool:
+        sub = self._subs.get((session, req_id))
+        if sub is None or sub.kind not in kinds:
+            log.debug("client %d cancelled unknown %s request %d", session.client_id,
+                      "/".join(kinds), req_id)
+            return False
+        self._remove(sub)
+        return True
+
+    def drop_session(self, session: ClientSession) -> None:
+        for sub in [s for s in self._subs.values() if s.session is session]:
+            self._remove(sub)
+
+    def drop_all(self) -> None:
+        for sub in list(self._subs.values()):
+            self._remove(sub)
+
+    # -- request helpers -------------------------------------------------------
+    def _instrument(self, fields: list[str], offset: int) -> Instrument:
+        query = parse_c12(fields, offset)
+        found = self.gateway.universe.resolve(query)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise RequestError(200, f"The contract description specified for {query.symbol} "
+                                    "is ambiguous.")
+        raise RequestError(200, NO_SECURITY)
+
+    def _check_new(self, session: ClientSession, req_id: int, line: bool) -> None:
+        if (session, req_id) in self._subs:
+            raise RequestError(322, "Error processing request.-'bW' : cause - Duplicate "
+                                    f"ticker id {req_id}")
+        if line and self.lines_in_use() >= self.config.max_lines:
+            log.info("client %d: market data line limit %d reached (reqId %d)",
+                     session.client_id, self.config.max_lines, req_id)
+            raise RequestError(101, MAX_TICKERS)
+
+    # -- reqMktData ----------------------------------------------------------------
+    def req_mkt_data(self, s: ClientSession, f: list[str]) -> None:
+        """[1, 11, reqId, C12, (BAG legs), dnc, [dnc x3], genericTicks, snapshot, regSnap, opts]."""
+        req_id = int(f[2])
+        inst = self._instrument(f, 3)
+        idx = 15
+        if f[5].upper() == "BAG":
+            idx += 1 + 4 * int(f[15])
+        if idx < len(f) and f[idx] == "1":
+            idx += 3
+        idx += 1
+        generic = f[idx] if idx < len(f) else ""
+        snapshot = idx + 1 < len(f) and f[idx + 1] == "1"
+        regulatory = idx + 2 < len(f) and f[idx + 2] == "1"
+        if generic:
+            log.debug("reqMktData %d: generic ticks %r are not simulated; ignored", req_id,
+                      generic)
+        self._check_new(s, req_id, line=not (snapshot or regulatory))
+        self.market.walk(inst.con_id)
+        sub = _Sub(s, req_id, inst, MKT)
+        s.write_raw(self._initial_block(sub))
+        if snapshot or regulatory:
+            s.send(57, 1, req_id)
+            return
+        self._add(sub)
+
+    def _initial_block(self, sub: _Sub) -> bytes:
+        from ibhub.sim.codec import frame
+
+        inst, rid = sub.inst, sub.req_id
+        w = self.market.walk(inst.con_id)
+        t = DELAYED if sub.delayed else LIVE
+        msgs = [
+            frame([81, rid, inst.min_tick, "9c0001", 3]),
+            frame([58, 1, rid, 3 if sub.delayed else 1]),
+            frame([1, 6, rid, t[0], w.price(w.bid), w.bid_size, 1]),
+            frame([1, 6, rid, t[1], w.price(w.ask), w.ask_size, 1]),
+        ]
+        if inst.trades:
+            msgs += [frame([1, 6, rid, t[2], w.price(w.last), w.last_size, 0]),
+                     frame([2, 6, rid, t[6], w.volume])]
+        msgs += [frame([1, 6, rid, t[7], w.price(w.high), 0, 0]),
+                 frame([1, 6, rid, t[8], w.price(w.low), 0, 0]),
+                 frame([1, 6, rid, t[9], w.price(w.start), 0, 0]),
+                 frame([1, 6, rid, t[10], w.price(w.open), 0, 0])]
+        if inst.trades:
+            msgs.append(frame([46, 6, rid, 45, int(time.time())]))
+        return b"".join(msgs)
+
+    def cancel_mkt_data(self, s: ClientSession, f: list[str]) -> None:
+        self._cancel(s, int(f[2]), (MKT,))
+
+    # -- tick-by-tick ----------------------------------------------------------------
+    def req_tick_by_tick(self, s: ClientSession, f: list[str]) -> None:
+        """[97, reqId, C12, tickType, numberOfTicks, ignoreSize]."""
+        req_id = int(f[1])
+        inst = self._instrument(f, 2)
+        kind = TBT_TYPES.get(f[14])
+        if kind is None:
+            raise RequestError(321, f"Error validating request.-'97' : cause - unknown "
+                                    f"tick-by-tick type {f[14]!r} (Last, AllLast, BidAsk, "
+                                    "MidPoint)")
+        if kind in (1, 2) and not inst.trades:
+            raise RequestError(10189, f"Failed to request tick-by-tick data. {inst.symbol} "
+                                      "has no trades; use BidAsk or MidPoint")
+        self._check_new(s, req_id, line=True)
+        sub = _Sub(s, req_id, inst, TBT)
+        sub.tbt_type = kind
+        self._add(sub)
+
+    def cancel_tick_by_tick(self, s: ClientSession, f: list[str]) -> None:
+        self._cancel(s, int(f[1]), (TBT,))
+
+    # -- real-time bars ----------------------------------------------------------------
+    def req_real_time_bars(self, s: ClientSession, f: list[str]) -> None:
+        """[50, 3, reqId, C12, barSize, whatToShow, useRTH, options]."""
+        req_id = int(f[2])
+        inst = self._instrument(f, 3)
+        if f[15] not in ("5", ""):
+            raise RequestError(321, "Error validating request.-'50' : cause - real-time bars "
+                                    f"are 5 seconds only, not {f[15]!r}")
+        what = (f[16] or "TRADES").upper()
+        if what not in ("TRADES", "MIDPOINT", "BID", "ASK"):
+            raise RequestError(321, f"Error validating request.-'50' : cause - whatToShow "
+                                    f"{what!r} is not TRADES, MIDPOINT, BID or ASK")
+        if what == "TRADES" and not inst.trades:
+            raise RequestError(420, f"Invalid Real-time Query:No data of type TRADES for "
+                                    f"{inst.local_symbol}; use MIDPOINT")
+        self._check_new(s, req_id, line=False)
+        sub = _Sub(s, req_id, inst, RTBARS)
+        sub.what = what
+        self._add(sub)
+
+    def cancel_real_time_bars(self, s: ClientSession, f: list[str]) -> None:
+        self._cancel(s, int(f[2]), (RTBARS,))
+
+    # -- historical data ------------------------------------------------------------------
+    def req_historical_data(self, s: ClientSession, f: list[str]) -> None:
+        req_id = int(f[1])
+        inst = self._instrument(f, 2)
+        req = history.parse_request(f, inst)
+        if req.keep_up_to_date:
+            self._check_new(s, req_id, line=False)
+        s.write_raw(history.reply(req_id, inst, req, self.market.seed,
+                                  self.config.max_hist_bars))
+        if req.keep_up_to_date:
+            sub = _Sub(s, req_id, inst, HIST)
+            sub.hist = req
+            self._add(sub)
+
+    def cancel_historical_data(self, s: ClientSession, f: list[str]) -> None:
+        self._cancel(s, int(f[2]), (HIST,))
+
+    # -- the timer loop --------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.config.slice_seconds
+        last = loop.time()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            dt, last = now - last, now
+            if self._halts:
+                continue
+            try:
+                self._slice(dt)
+                self._timed_bars()
+            except Exception:
+                log.exception("streaming slice failed; continuing")
+
+    def _slice(self, dt: float) -> None:
+        rate = self._rate
+        market = self.market
+        if rate <= 0 or not market.active:
+            return
+        stamp = str(time.time_ns() // 1000).encode() if self.config.stamp_sizes else None
+        now_s = int(time.time())
+        outs: dict[ClientSession, list[bytes]] = {}
+        by_con = self._by_con
+        acc = self._acc
+        listeners = bool(market._listeners)
+        cap = int(rate * 0.25) + 1
+        events = 0
+        for con_id in list(market.active):
+            a = acc.get(con_id, 0.0) + rate * dt
+            n = int(a)
+            acc[con_id] = a - n
+            if n == 0:
+                continue
+            if n > cap:
+                n = cap
+            w = market.walk(con_id)
+            subs = by_con.get(con_id)
+            events += n
+            for _ in range(n):
+                ev = w.step()
+                if listeners:
+                    market.notify(w)
+                if subs:
+                    self._emit(w, ev, subs, outs, stamp, now_s)
+        self.events += events
+        for session, parts in outs.items():
+            if parts:
+                session.write_raw(b"".join(parts))
+
+    def _emit(self, w: Walk, ev: int, subs: list[_Sub], outs: dict[ClientSession, list[bytes]],
+              stamp: bytes | None, now_s: int) -> None:
+        """Append this event's messages for every subscriber of the instrument."""
+        tails: dict[bool, tuple[bytes, ...]] = {}
+        stamp_ts = False
+        if ev != QUOTE and self._last_ts.get(w.con_id) != now_s:
+            self._last_ts[w.con_id] = now_s
+            stamp_ts = True
+        count = 0
+        for sub in subs:
+            kind = sub.kind
+            if kind == RTBARS:
+                _bar_update(sub, w, ev)
+                continue
+            if kind == HIST:
+                continue
+            session = sub.session
+            if session.paused or session.closed:
+                continue
+            parts = outs.get(session)
+            if parts is None:
+                parts = outs[session] = []
+            if kind == MKT:
+                t = tails.get(sub.delayed)
+                if t is None:
+                    t = tails[sub.delayed] = _mkt_tails(w, ev, sub.delayed, stamp)
+                p, pl = sub.prefix, sub.plen
+                if ev == QUOTE:
+                    parts += (_pack(pl + len(t[0])), p, t[0], _pack(pl + len(t[1])), p, t[1])
+                else:
+                    sp = sub.sprefix
+                    parts += (_pack(pl + len(t[0])), p, t[0],
+                              _pack(sub.slen + len(t[1])), sp, t[1])
+                    if stamp_ts:
+                        body = b"46\x006\x00" + str(sub.req_id).encode() + b"\x0045\x00" + \
+                            str(now_s).encode() + b"\0"
+                        parts += (_pack(len(body)), body)
+                        count += 1
+                count += 2
+            else:  # TBT
+                body = _tbt_tail(w, ev, sub.tbt_type, now_s)
+                if body is not None:
+                    parts += (_pack(sub.plen + len(body)), sub.prefix, body)
+                    count += 1
+        self.messages += count
+
+    def _timed_bars(self) -> None:
+        """Real-time bars at each bar boundary; keepUpToDate updates once a second."""
+        now = time.time()
+        period = self.config.rt_bar_seconds
+        boundary = now - now % period
+        if boundary > self._bar_boundary:
+            first = self._bar_boundary == 0.0
+            self._bar_boundary = boundary
+            if not first:
+                self._send_rt_bars(int(boundary - period))
+        second = int(now)
+        if second != self._hist_second:
+            self._hist_second = second
+            self._send_hist_updates(now)
+
+    def _send_rt_bars(self, bar_time: int) -> None:
+        for sub in list(self._subs.values()):
+            if sub.kind != RTBARS or sub.session.closed:
+                continue
+            w = self.market.walk(sub.con_id)
+            bar = sub.bar
+            if bar is None:
+                px = _bar_price(sub, w)
+                bar = [px, px, px, px, 0.0, 0.0, 0.0]
+            o, h, lo, c, vol, pv, count = bar
+            wap = round(pv / vol, w.decimals + 2) if vol else c
+            sub.session.send(50, 3, sub.req_id, bar_time, o, h, lo, c,
+                             vol if sub.what == "TRADES" else -1.0, wap, int(count))
+            sub.bar = None
+
+    def _send_hist_updates(self, now: float) -> None:
+        for sub in list(self._subs.values()):
+            if sub.kind != HIST or sub.session.closed or sub.hist is None:
+                continue
+            fields = history.update_fields(sub.req_id, sub.inst, sub.hist, self.market.seed, now)
+            if fields is not None:
+                sub.session.send(*fields)
+
+
+def _ignore(s: ClientSession, f: list[str]) -> None:
+    """cancelHeadTimeStamp: the head timestamp is answered at once, nothing to cancel."""
+
+
+def _mkt_tails(w: Walk, ev: int, delayed: bool, stamp: bytes | None) -> tuple[bytes, bytes]:
+    t = DELAYED if delayed else LIVE
+    if ev == QUOTE:
+        bid = f"{t[0]}\0{fmt_float(w.price(w.bid))}\0".encode()
+        ask = f"{t[1]}\0{fmt_float(w.price(w.ask))}\0".encode()
+        if stamp is None:
+            return (bid + str(w.bid_size).encode() + b"\x001\x00",
+                    ask + str(w.ask_size).encode() + b"\x001\x00")
+        return (bid + stamp + b"\x001\x00", ask + stamp + b"\x001\x00")
+    last = f"{t[2]}\0{fmt_float(w.price(w.last))}\0".encode()
+    size = stamp if stamp is not None else str(w.last_size).encode()
+    return (last + size + b"\x000\x00", f"{t[6]}\0{w.volume}\0".encode())
+
+
+def _tbt_tail(w: Walk, ev: int, kind: int, now_s: int) -> bytes | None:
+    if kind in (1, 2):
+        if ev == QUOTE:
+            return None
+        exch = w.inst.primary_exchange or w.inst.exchange
+        return (f"{kind}\0{now_s}\0{fmt_float(w.price(w.last))}\0{w.last_size}\x000\0"
+                f"{exch}\0\0").encode()
+    if ev != QUOTE:
+        return None
+    if kind == 3:
+        return (f"3\0{now_s}\0{fmt_float(w.price(w.bid))}\0{fmt_float(w.price(w.ask))}\0"
+                f"{w.bid_size}\0{w.ask_size}\x000\0").encode()
+    mid = round((w.bid + w.ask) * w.min_tick / 2, w.decimals + 1)
+    return f"4\0{now_s}\0{fmt_float(mid)}\0".encode()
+
+
+def _bar_price(sub: _Sub, w: Walk) -> float:
+    what = sub.what
+    if what == "TRADES":
+        return w.price(w.last)
+    if what == "BID":
+        return w.price(w.bid)
+    if what == "ASK":
+        return w.price(w.ask)
+    return round((w.bid + w.ask) * w.min_tick / 2, w.decimals + 1)
+
+
+def _bar_update(sub: _Sub, w: Walk, ev: int) -> None:
+    if sub.what == "TRADES":
+        if ev == QUOTE:
+            return
+    elif ev != QUOTE:
+        return
+    px = _bar_price(sub, w)
+    bar = sub.bar
+    if bar is None:
+        sub.bar = [px, px, px, px, 0.0, 0.0, 0.0]
+        bar = sub.bar
+    if px > bar[1]:
+        bar[1] = px
+    if px < bar[2]:
+        bar[2] = px
+    bar[3] = px
+    if ev != QUOTE:
+        bar[4] += w.last_size
+        bar[5] += w.last_size * px
+    bar[6] += 1

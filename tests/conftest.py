@@ -1,0 +1,23 @@
+"""Shared fixtures.
+
+``sim``: a started simulated Gateway on a free loopback port with a fixed seed
+(printed, so a failure can be replayed). Tests that need other settings build
+their own ``SimGateway(SimConfig(...))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ibhub.sim import SimConfig, SimGateway
+
+SIM_SEED = 20240102
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimGateway]:
+    print(f"sim seed {SIM_SEED}")
+    async with SimGateway(SimConfig(host="127.0.0.1", port=0, seed=SIM_SEED)) as gateway:
+        yield gateway
