@@ -1,0 +1,277 @@
+"""PUB side: event -> topic, per-topic sequence numbers, last-value cache.
+
+Every event gets the next sequence number of its topic (from 1) and the hub's
+wall clock in ns, and its encoded payload is kept as the topic's last value, so a
+snapshot request can hand a late or lossy subscriber the current state with the
+sequence number to continue from (zguide "Clone" pattern).
+
+Hot path (issue 7): a :class:`TickStream` per subscription holds the top of book,
+its topic's bytes key and a bound ``publish``; one upstream tick costs one struct
+construction, one msgpack encode with the shared encoder, and two plain
+``send()`` calls. Nothing is logged per tick. Topics and their sequence counters
+live as long as the hub, so a subscription that is cancelled and later taken
+again continues its topic's sequence instead of restarting at 1 (a restart would
+look like a gap, or worse, like old data, to a subscriber that kept listening).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+import msgspec
+import zmq
+
+from ibhub.protocol import (
+    TOPIC_BAR,
+    TOPIC_ERROR,
+    TOPIC_STATUS,
+    TOPIC_TICK,
+    Bar,
+    ContractInfo,
+    ErrorEvent,
+    HubStatus,
+    Tick,
+)
+from ibhub.wire import Publisher, encode
+
+NAN: Final = float("nan")
+PUB_SNDHWM: Final = 50_000  # per subscriber; ~0.5 s of a 100k ticks/s burst
+
+
+class Topic:
+    """One topic's sequence counter and last encoded event."""
+
+    __slots__ = ("key", "last", "name", "seq")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.key = name.encode()
+        self.seq = 0
+        self.last: bytes | None = None
+
+
+class TickStream:
+    """Top of book for one subscription; turns each upstream tick into one :class:`Tick`.
+
+    ``price`` handles a tickPrice message (bid/ask/last with their size),
+    ``size`` a tickSize message (bid/ask/last size, volume). Tick types outside the
+    top of book (high, low, close, open, ...) change nothing a :class:`Tick` carries
+    and publish nothing. A tickSize that repeats the size already known (IB sends the
+    size inside tickPrice and may repeat it as tickSize) publishes nothing either.
+    """
+
+    __slots__ = (
+        "_publish",
+        "_topic",
+        "ask",
+        "ask_size",
+        "bid",
+        "bid_size",
+        "con_id",
+        "last",
+        "last_size",
+        "last_ts",
+        "symbol",
+        "ticks",
+        "volume",
+    )
+
+    def __init__(self, topic: Topic, con_id: int, symbol: str, publisher: Publisher) -> None:
+        self._topic = topic
+        self._publish = publisher.publish
+        self.con_id = con_id
+        self.symbol = symbol
+        self.bid = self.ask = self.last = NAN
+        self.bid_size = self.ask_size = self.last_size = self.volume = NAN
+        self.ticks = 0
+        self.last_ts = 0
+
+    @property
+    def topic(self) -> str:
+        return self._topic.name
+
+    def price(self, tick_type: int, price: float, size: float) -> None:
+        if tick_type == 1 or tick_type == 66:
+            self.bid = price
+            self.bid_size = size
+        elif tick_type == 2 or tick_type == 67:
+            self.ask = price
+            self.ask_size = size
+        elif tick_type == 4 or tick_type == 68:
+            self.last = price
+            self.last_size = size
+        else:
+            return
+        self._emit()
+
+    def size(self, tick_type: int, size: float) -> None:
+        if tick_type == 0 or tick_type == 69:
+            if size == self.bid_size:
+                return
+            self.bid_size = size
+        elif tick_type == 3 or tick_type == 70:
+            if size == self.ask_size:
+                return
+            self.ask_size = size
+        elif tick_type == 5 or tick_type == 71:
+            if size == self.last_size:
+                return
+            self.last_size = size
+        elif tick_type == 8 or tick_type == 74:
+            self.volume = size
+        else:
+            return
+        self._emit()
+
+    def _emit(self) -> None:
+        topic = self._topic
+        seq = topic.seq + 1
+        topic.seq = seq
+        ts = time.time_ns()
+        payload = encode(
+            Tick(
+                seq,
+                ts,
+                self.con_id,
+                self.symbol,
+                self.bid,
+                self.ask,
+                self.last,
+                self.bid_size,
+                self.ask_size,
+                self.last_size,
+                self.volume,
+            )
+        )
+        topic.last = payload
+        self.ticks += 1
+        self.last_ts = ts
+        self._publish(topic.key, payload)
+
+
+class BarStream:
+    """Publishes each upstream 5-second real-time bar as one :class:`Bar`."""
+
+    __slots__ = ("_publish", "_topic", "con_id", "last_ts", "symbol", "ticks")
+
+    def __init__(self, topic: Topic, con_id: int, symbol: str, publisher: Publisher) -> None:
+        self._topic = topic
+        self._publish = publisher.publish
+        self.con_id = con_id
+        self.symbol = symbol
+        self.ticks = 0
+        self.last_ts = 0
+
+    @property
+    def topic(self) -> str:
+        return self._topic.name
+
+    def bar(
+        self,
+        time_: int,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        wap: float,
+        count: int,
+    ) -> None:
+        topic = self._topic
+        topic.seq += 1
+        ts = time.time_ns()
+        payload = encode(
+            Bar(
+                topic.seq, ts, self.con_id, self.symbol, time_, open_, high, low, close, volume,
+                wap, count,
+            )
+        )
+        topic.last = payload
+        self.ticks += 1
+        self.last_ts = ts
+        self._publish(topic.key, payload)
+
+
+class Fanout:
+    """Owns the PUB socket's publisher and every topic's state."""
+
+    def __init__(self, socket: zmq.Socket[bytes]) -> None:
+        self.publisher = Publisher(socket)
+        self._topics: dict[str, Topic] = {}
+        self._owner: dict[str, int] = {}  # market-data topic -> con_id that named it
+
+    def topic(self, name: str) -> Topic:
+        t = self._topics.get(name)
+        if t is None:
+            t = self._topics[name] = Topic(name)
+        return t
+
+    def topic_for(self, contract: ContractInfo, kind: str) -> str:
+        """The topic for an instrument: tick.AAPL, tick.EURUSD, or tick.<conId>.
+
+        STK uses the symbol, CASH symbol+currency; anything else (futures, options:
+        a symbol does not identify them) and any name already owned by a different
+        conId use the conId form. Ownership is permanent for the hub's life.
+        """
+        prefix = TOPIC_TICK if kind == "ticks" else TOPIC_BAR
+        if contract.sec_type == "STK":
+            name = prefix + contract.symbol
+        elif contract.sec_type == "CASH":
+            name = prefix + contract.symbol + contract.currency
+        else:
+            name = ""
+        if not name or self._owner.get(name, contract.con_id) != contract.con_id:
+            name = f"{prefix}{contract.con_id}"
+        self._owner[name] = contract.con_id
+        return name
+
+    def tick_stream(self, topic: str, contract: ContractInfo) -> TickStream:
+        return TickStream(self.topic(topic), contract.con_id, contract.symbol, self.publisher)
+
+    def bar_stream(self, topic: str, contract: ContractInfo) -> BarStream:
+        return BarStream(self.topic(topic), contract.con_id, contract.symbol, self.publisher)
+
+    def forget_last(self, name: str) -> None:
+        """Drop a topic's last value (its subscription ended; the value would go stale)."""
+        t = self._topics.get(name)
+        if t is not None:
+            t.last = None
+
+    # ------------------------------------------------------------------ rare events
+
+    def status(self, state: str, kind: str, code: int, message: str, reconnect_count: int) -> None:
+        t = self.topic(TOPIC_STATUS)
+        t.seq += 1
+        payload = encode(
+            HubStatus(t.seq, time.time_ns(), state, kind, code, message, reconnect_count)
+        )
+        t.last = payload
+        self.publisher.publish(t.key, payload)
+
+    def error(self, lease: str, ib_code: int, message: str, explanation: str, topic: str) -> None:
+        t = self.topic(TOPIC_ERROR + lease)
+        t.seq += 1
+        payload = encode(
+            ErrorEvent(t.seq, time.time_ns(), lease, ib_code, message, explanation, topic)
+        )
+        t.last = payload
+        self.publisher.publish(t.key, payload)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self, topic: str) -> tuple[list[str], list[int], list[msgspec.Raw]]:
+        """Last values of ``topic`` or, if no such topic has a value, of every topic under it."""
+        exact = self._topics.get(topic)
+        if exact is not None and exact.last is not None:
+            chosen = [exact]
+        else:
+            chosen = sorted(
+                (t for n, t in self._topics.items() if n.startswith(topic) and t.last is not None),
+                key=lambda t: t.name,
+            )
+        return (
+            [t.name for t in chosen],
+            [t.seq for t in chosen],
+            [msgspec.Raw(t.last) for t in chosen if t.last is not None],
+        )

@@ -1,0 +1,510 @@
+"""Composition root: builds the hub's parts, runs them, shuts them down.
+
+``HubServer(settings)`` owns one ZeroMQ context with a plain PUB socket (the hot
+path, see :mod:`ibhub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
+:mod:`ibhub.rpc`), the lease table, the subscription registry and the upstream
+session. It implements the request handlers and the upstream listener, i.e. the
+policy that ties them together: who may subscribe, when a line is opened or
+cancelled upstream, where an IB error goes.
+
+Background tasks: the RPC loop, the lease reaper (expires leases that stopped
+heartbeating and releases what they held) and the staleness watchdog (reports
+on ``hub.status`` when no market data has arrived for ``stale_after`` seconds
+while subscriptions exist and the upstream says it is connected: the Gateway's
+nightly freeze sends no message at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ibhub import __version__
+from ibhub.config import ConfigError, HubSettings
+from ibhub.fanout import PUB_SNDHWM, Fanout
+from ibhub.leases import LeaseTable, NoFreeClientId
+from ibhub.protocol import (
+    PROTOCOL_VERSION,
+    ClientIdLeased,
+    ContractDetailsReply,
+    ContractInfo,
+    ContractSpec,
+    Error,
+    ErrorCode,
+    GetContractDetails,
+    GetHistoricalBars,
+    GetSnapshot,
+    GetStatus,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    HistoricalBarsReply,
+    LeaseClientId,
+    LeaseInfo,
+    Ok,
+    ReleaseClientId,
+    Reply,
+    Snapshot,
+    StatusReply,
+    Subscribe,
+    Subscribed,
+    SubscriptionInfo,
+    Unsubscribe,
+    UpstreamState,
+    Welcome,
+)
+from ibhub.rpc import RpcServer
+from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
+from ibhub.upstream import Upstream, UpstreamDown, UpstreamRequestError, explain
+from ibhub.wire import MAX_REQUEST_BYTES
+
+log = logging.getLogger(__name__)
+
+RESOLVE_CACHE_MAX = 10_000
+
+
+def bindable(endpoint: str) -> str:
+    """Check a bind endpoint is loopback/ipc; map ``tcp://HOST:0`` to a random port."""
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://"):].rpartition(":")
+        host = host.strip("[]")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigError(f"hub endpoints bind loopback only; {endpoint!r} is not 127.0.0.1")
+        if port in ("0", "*"):
+            return f"tcp://{host}:*"
+    return endpoint
+
+
+class HubServer:
+    """The hub. ``async with HubServer(settings) as hub:`` or ``await start()/stop()``."""
+
+    def __init__(self, settings: HubSettings | None = None) -> None:
+        self.settings = settings or HubSettings()
+        self.sim: Any = None  # the embedded SimGateway when settings.sim
+        self.upstream: Upstream | None = None
+        self.fanout: Fanout | None = None
+        self.rpc: RpcServer | None = None
+        self.leases = LeaseTable(
+            id_range=self.settings.raw_client_id_range,
+            reserved=(self.settings.client_id,),
+            ttl=self.settings.lease_ttl,
+        )
+        self.subs = SubscriptionRegistry(self.settings.lines_max)
+        self._ctx: zmq.asyncio.Context | None = None
+        self._pub: zmq.Socket[bytes] | None = None
+        self._router: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pub_endpoint = ""
+        self._rpc_endpoint = ""
+        self._started = 0.0
+        self._resolved: dict[ContractSpec, list[ContractInfo]] = {}
+        self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
+        self._stale = False
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def pub_endpoint(self) -> str:
+        return self._pub_endpoint
+
+    @property
+    def rpc_endpoint(self) -> str:
+        return self._rpc_endpoint
+
+    async def __aenter__(self) -> HubServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        s = self.settings
+        pub_ep, rpc_ep = bindable(s.pub), bindable(s.rpc)
+        if s.sim:
+            await self._start_sim()
+        self._started = time.monotonic()
+        ctx = self._ctx = zmq.asyncio.Context()
+        try:
+            pub = self._pub = zmq.Socket(ctx, zmq.PUB)
+            pub.setsockopt(zmq.LINGER, 0)
+            pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+            pub.bind(pub_ep)
+            self._pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+            router = self._router = ctx.socket(zmq.ROUTER)
+            router.setsockopt(zmq.LINGER, 0)
+            # Far above MAX_REQUEST_BYTES so an oversized request still gets a reply;
+            # beyond this the peer is simply dropped.
+            router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)
+            router.bind(rpc_ep)
+            self._rpc_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            self._close_sockets()
+            raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
+        self.fanout = Fanout(pub)
+        self.rpc = RpcServer(router, self)
+        self.upstream = Upstream(self.settings, self)
+        self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
+        await self.upstream.start()
+        self._tasks = [
+            asyncio.create_task(self.rpc.serve(), name="ibhub-rpc"),
+            asyncio.create_task(self._reaper(), name="ibhub-leases"),
+        ]
+        if s.stale_after > 0:
+            self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
+        log.info(
+            "hub %s serving: pub %s, rpc %s, upstream %s:%s client %s",
+            __version__, self._pub_endpoint, self._rpc_endpoint,
+            self.settings.gateway_host, self.settings.gateway_port, self.settings.client_id,
+        )
+
+    async def _start_sim(self) -> None:
+        from ibhub.sim import SimConfig, SimGateway
+
+        s = self.settings
+        self.sim = SimGateway(SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed,
+                                        tick_rate=s.sim_tick_rate))
+        await self.sim.start()
+        self.settings = s.model_copy(
+            update={"gateway_host": "127.0.0.1", "gateway_port": self.sim.port}
+        )
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.rpc is not None:
+            await self.rpc.close()
+        for fut in self._resolving.values():
+            fut.cancel()
+        if self.upstream is not None:
+            await self.upstream.stop()
+            self.upstream = None
+        self._close_sockets()
+        if self.sim is not None:
+            await self.sim.stop()
+            self.sim = None
+
+    def _close_sockets(self) -> None:
+        for sock in (self._router, self._pub):
+            if sock is not None:
+                sock.close(linger=0)
+        self._router = self._pub = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    # ------------------------------------------------------------------ background
+
+    async def _reaper(self) -> None:
+        period = min(0.5, self.settings.heartbeat_interval / 2)
+        while True:
+            await asyncio.sleep(period)
+            leases, raws = self.leases.expire()
+            for lease in leases:
+                log.info("lease %s (%s) expired: no heartbeat for %.1fs",
+                         lease.lease_id, lease.name, self.leases.ttl)
+                self._release_subscriptions(lease.lease_id)
+            for raw in raws:
+                log.info("raw client id %s (%s) released by expiry", raw.client_id, raw.name)
+
+    async def _watchdog(self) -> None:
+        limit = self.settings.stale_after
+        period = max(0.05, limit / 4)
+        while True:
+            await asyncio.sleep(period)
+            up = self.upstream
+            subs = self.subs.all()
+            if up is None or not up.connected or not subs:
+                continue
+            newest = max(s.stream.last_ts for s in subs) / 1e9
+            since = up.connected_at or 0.0
+            quiet = time.time() - max(newest, since)
+            if quiet >= limit and not self._stale:
+                self._stale = True
+                msg = f"no market data for {quiet:.1f}s on {len(subs)} subscriptions"
+                log.warning("%s (socket still up)", msg)
+                self._status("stale", 0, msg)
+            elif quiet < limit and self._stale:
+                self._stale = False
+                log.info("market data flowing again")
+                self._status("fresh", 0, "market data flowing again")
+
+    # ------------------------------------------------------------------ upstream listener
+
+    def _status(self, kind: str, code: int, message: str) -> None:
+        up = self.upstream
+        if self.fanout is not None and up is not None:
+            self.fanout.status(up.state, kind, code, message, up.reconnect_count)
+
+    def on_state(self, state: str, code: int, message: str) -> None:
+        if self.fanout is not None and self.upstream is not None:
+            self.fanout.status(state, "state", code, message, self.upstream.reconnect_count)
+
+    def on_ib_message(self, code: int, message: str) -> None:
+        self._status("ib", code, message)
+
+    def on_resubscribed(self, count: int, code: int) -> None:
+        log.info("re-established %d subscriptions", count)
+        self._status("resubscribed", code, f"re-established {count} subscriptions")
+
+    def on_connect_failed(self, attempt: int, reason: str, retry_in: float | None) -> None:
+        tail = f"; retrying in {retry_in:.2f}s" if retry_in is not None else "; giving up"
+        self._status("alert", 0, f"connect attempt {attempt} failed: {reason}{tail}")
+
+    def on_line_error(self, sub: Subscription, code: int, message: str) -> None:
+        if self.fanout is None:
+            return
+        why = explain(code)
+        for lease in sub.leases:
+            self.fanout.error(lease, code, message, why, sub.topic)
+
+    # ------------------------------------------------------------------ leases
+
+    def _release_subscriptions(self, lease_id: str) -> None:
+        for sub in self.subs.release_lease(lease_id):
+            self._close_line(sub)
+
+    def _close_line(self, sub: Subscription) -> None:
+        if self.upstream is not None:
+            self.upstream.close_line(sub)
+        if self.fanout is not None:
+            self.fanout.forget_last(sub.topic)
+        log.info("cancelled %s (no subscribers left)", sub.topic)
+
+    def _unknown_lease(self, rid: int, lease: str) -> Error:
+        return Error(id=rid, code=ErrorCode.UNKNOWN_LEASE,
+                     message=f"lease {lease!r} is unknown (expired, said goodbye, or never "
+                             "existed); say hello again")
+
+    # ------------------------------------------------------------------ request handlers
+
+    def hello(self, req: Hello) -> Reply:
+        if req.protocol != PROTOCOL_VERSION:
+            return Error(id=req.id, code=ErrorCode.UNSUPPORTED_VERSION,
+                         message=f"client speaks protocol {req.protocol}, this hub speaks "
+                                 f"{PROTOCOL_VERSION}; upgrade the older side")
+        try:
+            lease = self.leases.open(req.name, req.role)
+        except NoFreeClientId as exc:
+            return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
+        log.info("lease %s opened for %r (%s), client id %s",
+                 lease.lease_id, lease.name, lease.role, lease.client_id)
+        return Welcome(id=req.id, lease=lease.lease_id, client_id=lease.client_id,
+                       heartbeat_interval=self.settings.heartbeat_interval,
+                       hub_version=__version__)
+
+    def heartbeat(self, req: Heartbeat) -> Reply:
+        if self.leases.touch(req.lease) is None:
+            return self._unknown_lease(req.id, req.lease)
+        return Ok(id=req.id)
+
+    def goodbye(self, req: Goodbye) -> Reply:
+        lease, raws = self.leases.close(req.lease)
+        if lease is None:
+            return self._unknown_lease(req.id, req.lease)
+        self._release_subscriptions(lease.lease_id)
+        log.info("lease %s (%r) said goodbye; released %d raw ids",
+                 lease.lease_id, lease.name, len(raws))
+        return Ok(id=req.id)
+
+    async def subscribe(self, req: Subscribe) -> Reply:
+        if self.leases.touch(req.lease) is None:
+            return self._unknown_lease(req.id, req.lease)
+        resolved = await self._resolve_one(req.id, req.contract)
+        if isinstance(resolved, Error):
+            return resolved
+        info = resolved
+        lease = self.leases.get(req.lease)
+        if lease is None:  # expired while we were resolving
+            return self._unknown_lease(req.id, req.lease)
+        assert self.fanout is not None and self.upstream is not None
+        existing = self.subs.get(info.con_id, req.kind)
+        if existing is None:
+            try:
+                self.subs.check_line_available(info.con_id, req.kind)
+            except LineLimit as exc:
+                return Error(id=req.id, code=ErrorCode.LINE_LIMIT, message=str(exc))
+            topic = self.fanout.topic_for(info, req.kind)
+            stream = (self.fanout.tick_stream(topic, info) if req.kind == "ticks"
+                      else self.fanout.bar_stream(topic, info))
+        else:
+            topic, stream = existing.topic, existing.stream
+        sub, created = self.subs.add(lease.lease_id, info, req.kind, topic, stream)
+        lease.topics.add(sub.topic)
+        if created:
+            self.upstream.open_line(sub)
+            log.info("subscribed %s (con_id %s) upstream for %r",
+                     sub.topic, info.con_id, lease.name)
+        return Subscribed(id=req.id, topic=sub.topic, contract=sub.contract,
+                          subscribers=len(sub.leases))
+
+    def unsubscribe(self, req: Unsubscribe) -> Reply:
+        lease = self.leases.touch(req.lease)
+        if lease is None:
+            return self._unknown_lease(req.id, req.lease)
+        try:
+            sub, empty = self.subs.remove(req.lease, req.topic)
+        except NotSubscribed as exc:
+            return Error(id=req.id, code=ErrorCode.NOT_SUBSCRIBED, message=str(exc))
+        lease.topics.discard(req.topic)
+        if empty:
+            self._close_line(sub)
+        return Ok(id=req.id)
+
+    def snapshot(self, req: GetSnapshot) -> Reply:
+        assert self.fanout is not None
+        topics, seqs, events = self.fanout.snapshot(req.topic)
+        return Snapshot(id=req.id, topics=topics, seqs=seqs, events=events)
+
+    async def contract_details(self, req: GetContractDetails) -> Reply:
+        found = await self._resolve(req.id, req.contract)
+        if isinstance(found, Error):
+            return found
+        return ContractDetailsReply(id=req.id, contracts=found)
+
+    async def historical_bars(self, req: GetHistoricalBars) -> Reply:
+        resolved = await self._resolve_one(req.id, req.contract)
+        if isinstance(resolved, Error):
+            return resolved
+        assert self.upstream is not None
+        try:
+            bars = await self.upstream.historical_bars(
+                resolved, duration=req.duration, bar_size=req.bar_size,
+                what_to_show=req.what_to_show, use_rth=req.use_rth, end=req.end,
+            )
+        except UpstreamDown as exc:
+            return Error(id=req.id, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
+        except UpstreamRequestError as exc:
+            return Error(id=req.id, code=ErrorCode.IB_ERROR, ib_code=exc.code,
+                         message=f"IB refused the historical request: {exc.message}")
+        except TimeoutError as exc:
+            return Error(id=req.id, code=ErrorCode.TIMEOUT, message=str(exc))
+        return HistoricalBarsReply(id=req.id, contract=resolved, bars=bars)
+
+    def lease_client_id(self, req: LeaseClientId) -> Reply:
+        if req.lease and self.leases.touch(req.lease) is None:
+            return self._unknown_lease(req.id, req.lease)
+        try:
+            raw = self.leases.lease_raw(req.name, req.ttl, req.lease)
+        except NoFreeClientId as exc:
+            return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
+        log.info("raw client id %s leased to %r", raw.client_id, raw.name)
+        return ClientIdLeased(id=req.id, client_id=raw.client_id,
+                              expires_in=raw.expires_in(self.leases.now()))
+
+    def release_client_id(self, req: ReleaseClientId) -> Reply:
+        if self.leases.release_raw(req.client_id) is None:
+            return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
+                         message=f"client id {req.client_id} is not leased")
+        return Ok(id=req.id)
+
+    def status(self, req: GetStatus) -> Reply:
+        up = self.upstream
+        assert up is not None
+        now = self.leases.now()
+        subs = self.subs.all()
+        newest = max((s.stream.last_ts for s in subs), default=0)
+        return StatusReply(
+            id=req.id,
+            connected=up.connected,
+            state=up.state,
+            host=up.host,
+            port=up.port,
+            client_id=up.client_id,
+            server_version=up.server_version,
+            accounts=up.accounts,
+            uptime_seconds=time.monotonic() - self._started,
+            reconnect_count=up.reconnect_count,
+            connected_at=up.connected_at,
+            last_tick_at=newest / 1e9 if newest else None,
+            leases=[
+                LeaseInfo(lease=ls.lease_id, name=ls.name, role=ls.role, client_id=ls.client_id,
+                          subscriptions=len(ls.topics), age_seconds=now - ls.created)
+                for ls in self.leases.leases()
+            ],
+            subscriptions=[
+                SubscriptionInfo(topic=s.topic, con_id=s.con_id, kind=s.kind,
+                                 subscribers=len(s.leases), ticks=s.stream.ticks)
+                for s in subs
+            ],
+            lines_used=self.subs.lines_used,
+            lines_max=self.subs.lines_max,
+            raw_client_ids=sorted(r.client_id for r in self.leases.raw_leases()),
+        )
+
+    # ------------------------------------------------------------------ contracts
+
+    async def _resolve(self, rid: int, spec: ContractSpec) -> list[ContractInfo] | Error:
+        """Contracts matching ``spec`` (cached), or an Error reply."""
+        cached = self._resolved.get(spec)
+        if cached is not None:
+            return cached
+        fut = self._resolving.get(spec)
+        if fut is None:
+            assert self.upstream is not None
+            fut = asyncio.ensure_future(self.upstream.contract_details(spec))
+            self._resolving[spec] = fut
+            fut.add_done_callback(lambda f: self._resolved_done(spec, f))
+        try:
+            found = await asyncio.shield(fut)
+        except UpstreamDown as exc:
+            return Error(id=rid, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
+        except UpstreamRequestError as exc:
+            return Error(id=rid, code=ErrorCode.IB_ERROR, ib_code=exc.code,
+                         message=f"IB refused the contract lookup: {exc.message}")
+        except TimeoutError:
+            return Error(id=rid, code=ErrorCode.TIMEOUT,
+                         message=f"no contract details within {self.settings.request_timeout:g}s")
+        if found:
+            if len(self._resolved) >= RESOLVE_CACHE_MAX:
+                self._resolved.clear()
+            self._resolved[spec] = found
+        return found
+
+    def _resolved_done(self, spec: ContractSpec, fut: asyncio.Future[Any]) -> None:
+        self._resolving.pop(spec, None)
+        if not fut.cancelled():
+            fut.exception()  # retrieved here; every waiter got it through shield()
+
+    async def _resolve_one(self, rid: int, spec: ContractSpec) -> ContractInfo | Error:
+        found = await self._resolve(rid, spec)
+        if isinstance(found, Error):
+            return found
+        if not found:
+            return Error(id=rid, code=ErrorCode.UNKNOWN_CONTRACT,
+                         message=f"no contract matches {_describe_spec(spec)}")
+        if len(found) > 1:
+            options = ", ".join(
+                f"{c.symbol} {c.sec_type} {c.expiry} {c.strike or ''}{c.right} {c.exchange} "
+                f"{c.currency} (con_id {c.con_id})".replace("  ", " ")
+                for c in found[:10]
+            )
+            more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+            return Error(id=rid, code=ErrorCode.AMBIGUOUS_CONTRACT,
+                         message=f"{len(found)} contracts match {_describe_spec(spec)}: "
+                                 f"{options}{more}; add fields or give con_id")
+        return found[0]
+
+
+def _describe_spec(spec: ContractSpec) -> str:
+    if spec.con_id:
+        return f"con_id {spec.con_id}"
+    parts = [spec.symbol, spec.sec_type, spec.expiry, str(spec.strike or ""), spec.right,
+             spec.exchange, spec.currency]
+    return " ".join(p for p in parts if p)
+

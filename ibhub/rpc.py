@@ -1,0 +1,273 @@
+"""ROUTER side: decode once, validate, dispatch with ``match``, reply with the request's id.
+
+One ROUTER socket serves REQ and DEALER clients alike: the envelope (identity
+frames up to the empty delimiter) is echoed verbatim in front of the reply. Every
+failure becomes a typed :class:`~ibhub.protocol.Error` naming the problem:
+
+* more frames than any client sends, or a missing payload -> ``bad_request``
+* a payload above ``wire.MAX_REQUEST_BYTES`` -> ``too_large`` (not decoded at all)
+* not msgpack, unknown ``type``, wrong or missing fields -> ``bad_request`` with
+  msgspec's message, which names the field (e.g. "Expected `int`, got `str` - at `$.id`")
+* values that type-check but make no sense (empty name, unknown role/kind, a
+  contract with neither symbol nor conId, negative ttl) -> ``bad_request``
+* a handler that raises -> ``internal`` (logged with its traceback)
+
+The loop never exits on bad input. Cheap requests (heartbeat, status, snapshot,
+...) are answered inline; requests that wait on the Gateway (subscribe, contract
+details, historical bars) run as tasks, so a slow historical request never delays
+a heartbeat. Replies to DEALER clients may therefore come out of order; the id
+says which request each answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from ibhub import wire
+from ibhub.protocol import (
+    ContractSpec,
+    Error,
+    ErrorCode,
+    GetContractDetails,
+    GetHistoricalBars,
+    GetSnapshot,
+    GetStatus,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    LeaseClientId,
+    ReleaseClientId,
+    Reply,
+    Request,
+    Subscribe,
+    Unsubscribe,
+)
+from ibhub.subscriptions import KINDS
+
+log = logging.getLogger(__name__)
+
+ROLES = ("trader", "readonly", "operator")
+MAX_NAME = 200
+MAX_TASKS = 1024  # concurrent slow requests; more are refused rather than queued unboundedly
+
+
+class RequestHandler(Protocol):
+    """What the hub implements; one method per request type."""
+
+    def hello(self, req: Hello) -> Reply: ...
+    def heartbeat(self, req: Heartbeat) -> Reply: ...
+    def goodbye(self, req: Goodbye) -> Reply: ...
+    async def subscribe(self, req: Subscribe) -> Reply: ...
+    def unsubscribe(self, req: Unsubscribe) -> Reply: ...
+    def snapshot(self, req: GetSnapshot) -> Reply: ...
+    async def contract_details(self, req: GetContractDetails) -> Reply: ...
+    async def historical_bars(self, req: GetHistoricalBars) -> Reply: ...
+    def lease_client_id(self, req: LeaseClientId) -> Reply: ...
+    def release_client_id(self, req: ReleaseClientId) -> Reply: ...
+    def status(self, req: GetStatus) -> Reply: ...
+
+
+class BadRequest(Exception):
+    """A request that decoded but cannot be served as given."""
+
+    def __init__(self, message: str, code: str = ErrorCode.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _check_contract(spec: ContractSpec, where: str) -> None:
+    if spec.con_id < 0:
+        raise BadRequest(f"{where}.con_id must be >= 0, got {spec.con_id}")
+    if not spec.con_id and not spec.symbol:
+        raise BadRequest(f"{where} needs a symbol or a con_id")
+
+
+def _check_name(name: str, where: str) -> None:
+    if not name.strip():
+        raise BadRequest(f"{where} must not be empty")
+    if len(name) > MAX_NAME:
+        raise BadRequest(f"{where} is longer than {MAX_NAME} characters")
+
+
+def validate(req: Request) -> None:
+    """Semantic checks the types cannot express; raises :class:`BadRequest`."""
+    match req:
+        case Hello(name=name, role=role):
+            _check_name(name, "name")
+            if role not in ROLES:
+                raise BadRequest(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        case Subscribe(contract=contract, kind=kind):
+            if kind not in KINDS:
+                raise BadRequest(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+            _check_contract(contract, "contract")
+        case Unsubscribe(topic=topic):
+            if not topic:
+                raise BadRequest("topic must not be empty")
+        case GetContractDetails(contract=contract) | GetHistoricalBars(contract=contract):
+            _check_contract(contract, "contract")
+        case LeaseClientId(name=name, ttl=ttl):
+            _check_name(name, "name")
+            if ttl < 0 or ttl != ttl:
+                raise BadRequest(f"ttl must be >= 0 seconds, got {ttl}")
+        case ReleaseClientId(client_id=cid):
+            if cid < 0:
+                raise BadRequest(f"client_id must be >= 0, got {cid}")
+        case _:
+            pass
+
+
+def decode(payload: bytes) -> Request:
+    """Payload -> validated request; raises :class:`BadRequest` naming the problem."""
+    if len(payload) > wire.MAX_REQUEST_BYTES:
+        raise BadRequest(
+            f"request of {len(payload)} bytes exceeds the limit of {wire.MAX_REQUEST_BYTES} bytes",
+            ErrorCode.TOO_LARGE,
+        )
+    try:
+        req = wire.decode_request(payload)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"request is not valid msgpack: {exc}") from None
+    validate(req)
+    return req
+
+
+class RpcServer:
+    """Serves requests from one ROUTER socket until cancelled."""
+
+    def __init__(self, socket: zmq.asyncio.Socket, handler: RequestHandler) -> None:
+        self.socket = socket
+        self.handler = handler
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._extra: dict[type, tuple[Callable[..., object], bool]] = {}
+        self.requests = 0
+        self.errors = 0
+
+    def register(
+        self, req_type: type[Request], fn: Callable[..., object], *, slow: bool = True
+    ) -> None:
+        """Serve ``req_type`` (a request outside the core set, e.g. orders) with ``fn``.
+
+        ``fn(req)`` returns a Reply (``slow=False``, answered inline) or an awaitable of
+        one (``slow=True``, run as a task). It may raise :class:`BadRequest`.
+        """
+        self._extra[req_type] = (fn, slow)
+
+    async def serve(self) -> None:
+        sock = self.socket
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                await self._handle(frames)
+            except zmq.ZMQError as exc:
+                log.warning("could not reply on the request socket: %s", exc)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, frames: list[bytes]) -> None:
+        self.requests += 1
+        try:
+            envelope, payload = wire.split_envelope(frames)
+        except ValueError as exc:
+            # Answer the identity the ROUTER gave us; a client that sent this much
+            # garbage is a DEALER, so the delimiter is ours to add.
+            await self._send([frames[0], b""], Error(id=0, code=ErrorCode.BAD_REQUEST,
+                                                     message=f"malformed request: {exc}"))
+            self.errors += 1
+            return
+        try:
+            req = decode(payload)
+        except BadRequest as exc:
+            self.errors += 1
+            rid = wire.request_id_of(payload) if exc.code != ErrorCode.TOO_LARGE else 0
+            await self._send(envelope, Error(id=rid, code=exc.code, message=str(exc)))
+            return
+        h = self.handler
+        match req:
+            case Hello():
+                await self._answer(envelope, req, h.hello)
+            case Heartbeat():
+                await self._answer(envelope, req, h.heartbeat)
+            case Goodbye():
+                await self._answer(envelope, req, h.goodbye)
+            case Subscribe():
+                self._spawn(envelope, req, h.subscribe)
+            case Unsubscribe():
+                await self._answer(envelope, req, h.unsubscribe)
+            case GetSnapshot():
+                await self._answer(envelope, req, h.snapshot)
+            case GetContractDetails():
+                self._spawn(envelope, req, h.contract_details)
+            case GetHistoricalBars():
+                self._spawn(envelope, req, h.historical_bars)
+            case LeaseClientId():
+                await self._answer(envelope, req, h.lease_client_id)
+            case ReleaseClientId():
+                await self._answer(envelope, req, h.release_client_id)
+            case GetStatus():
+                await self._answer(envelope, req, h.status)
+            case _:
+                extra = self._extra.get(type(req))
+                if extra is None:
+                    tag = type(req).__struct_config__.tag
+                    await self._send(envelope, Error(
+                        id=req.id, code=ErrorCode.BAD_REQUEST,
+                        message=f"request type {tag!r} is not served by this hub"))
+                elif extra[1]:
+                    self._spawn(envelope, req, extra[0])  # type: ignore[arg-type]
+                else:
+                    await self._answer(envelope, req, extra[0])  # type: ignore[arg-type]
+
+    async def _answer(self, envelope: list[bytes], req: Request, fn: Callable[..., Reply]) -> None:
+        try:
+            reply = fn(req)
+        except BadRequest as exc:
+            reply = Error(id=req.id, code=exc.code, message=str(exc))
+        except Exception:
+            log.exception("handling %s failed", type(req).__name__)
+            reply = Error(id=req.id, code=ErrorCode.INTERNAL,
+                          message=f"internal error handling {type(req).__name__}; see hub log")
+        await self._send(envelope, reply)
+
+    def _spawn(
+        self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
+    ) -> None:
+        if len(self._tasks) >= MAX_TASKS:
+            reply = Error(id=req.id, code=ErrorCode.TIMEOUT,
+                          message=f"hub busy: {MAX_TASKS} requests in progress; retry later")
+            task = asyncio.ensure_future(self._send(envelope, reply))
+        else:
+            task = asyncio.ensure_future(self._run(envelope, req, fn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
+    ) -> None:
+        try:
+            reply = await fn(req)
+        except BadRequest as exc:
+            reply = Error(id=req.id, code=exc.code, message=str(exc))
+        except Exception:
+            log.exception("handling %s failed", type(req).__name__)
+            reply = Error(id=req.id, code=ErrorCode.INTERNAL,
+                          message=f"internal error handling {type(req).__name__}; see hub log")
+        try:
+            await self._send(envelope, reply)
+        except zmq.ZMQError as exc:
+            log.warning("could not reply on the request socket: %s", exc)
+
+    async def _send(self, envelope: list[bytes], reply: Reply) -> None:
+        await self.socket.send_multipart([*envelope, wire.encode(reply)])

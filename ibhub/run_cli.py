@@ -1,0 +1,138 @@
+"""``ibhub run``: start the hub (optionally with an embedded simulated Gateway).
+
+Runs on uvloop where available. Prints the endpoints at once and the upstream
+state when the first connect attempt settles; exits cleanly (leases dropped,
+upstream disconnected, sockets closed) on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+
+import click
+
+from ibhub.config import ConfigError, HubSettings, load_settings
+from ibhub.protocol import UpstreamState
+
+
+def _parse_gateway(value: str | None) -> tuple[str | None, int | None]:
+    if not value:
+        return None, None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--gateway")
+    try:
+        return host, int(port)
+    except ValueError:
+        raise click.BadParameter(f"port {port!r} is not a number", param_hint="--gateway") from None
+
+
+async def _serve(settings: HubSettings) -> None:
+    from ibhub.hub import HubServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # pragma: no cover - Windows
+            loop.add_signal_handler(sig, stop.set)
+    hub = HubServer(settings)
+    await hub.start()
+    try:
+        s = hub.settings
+        click.echo(f"ibhub {_version()} running")
+        click.echo(f"  pub  {hub.pub_endpoint}")
+        click.echo(f"  rpc  {hub.rpc_endpoint}")
+        if hub.sim is not None:
+            click.echo(f"  simulated Gateway on 127.0.0.1:{hub.sim.port} (seed {s.sim_seed})")
+        click.echo(f"  upstream {s.gateway_host}:{s.gateway_port} client id {s.client_id}")
+        deadline = time.monotonic() + s.connect_timeout * 3 + 1
+        up = hub.upstream
+        while (
+            up is not None
+            and up.state in (UpstreamState.DISCONNECTED, UpstreamState.CONNECTING)
+            and time.monotonic() < deadline
+            and not stop.is_set()
+        ):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+        if up is not None:
+            extra = ""
+            if up.connected:
+                extra = f" (server version {up.server_version}, accounts {','.join(up.accounts)})"
+            click.echo(f"  state {up.state}{extra}")
+        click.echo("Ctrl-C to stop", err=True)
+        await stop.wait()
+    finally:
+        click.echo("stopping", err=True)
+        await hub.stop()
+
+
+def _version() -> str:
+    from ibhub import __version__
+
+    return __version__
+
+
+@click.command("run")
+@click.option("--gateway", metavar="HOST:PORT",
+              help="Gateway/TWS API address (env IB_HOST/IB_PORT).")
+@click.option("--client-id", type=int, default=None,
+              help="The hub's own TWS client id (default 0).")
+@click.option("--pub", default=None,
+              help="PUB endpoint (default $IBHUB_PUB or tcp://127.0.0.1:5570).")
+@click.option("--rpc", default=None,
+              help="Request endpoint (default $IBHUB_RPC or tcp://127.0.0.1:5571).")
+@click.option("--sim", is_flag=True, default=None,
+              help="Start a simulated Gateway in-process and use it.")
+@click.option("--sim-seed", type=int, default=None, help="Seed of the simulated market.")
+@click.option("--sim-tick-rate", type=float, default=None, help="Simulated ticks/s per instrument.")
+@click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def run(
+    gateway: str | None,
+    client_id: int | None,
+    pub: str | None,
+    rpc: str | None,
+    sim: bool | None,
+    sim_seed: int | None,
+    sim_tick_rate: float | None,
+    lines_max: int | None,
+    log_level: str,
+) -> None:
+    """Run the hub: one upstream API connection shared over ZeroMQ."""
+    host, port = _parse_gateway(gateway)
+    try:
+        settings = load_settings(
+            gateway_host=host,
+            gateway_port=port,
+            client_id=client_id,
+            pub=pub,  # else $IBHUB_PUB (HubSettings reads it), else the default
+            rpc=rpc,
+            sim=sim,
+            sim_seed=sim_seed,
+            sim_tick_rate=sim_tick_rate,
+            lines_max=lines_max,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,603 @@
+"""The one Gateway/TWS session. The only module that imports ``ib_insync``.
+
+Connection policy
+    ``Upstream`` runs a supervisor task on the hub's loop: connect (``IB.connectAsync``
+    with ``connect_timeout``), and when the session ends, reconnect forever (or up to
+    ``reconnect_max_attempts`` consecutive failures, then FAILED) with bounded
+    exponential back-off and jitter. A Gateway that accepts TCP but never answers
+    the handshake is a connect timeout like any other failure. A 326 (client id in
+    use) or a socket closed during connect fails the attempt at once instead of
+    waiting out the timeout as ib_insync would.
+
+States (``protocol.UpstreamState``)
+    DISCONNECTED before start and after stop; CONNECTING until the first session is
+    up; CONNECTED while data can flow; RECONNECTING after a session ended *or* while
+    the Gateway reports its own link to IB down (1100 .. 1101/1102), so a client can
+    treat "left CONNECTED" as "data stopped" and "entered CONNECTED" as "data is back";
+    FAILED when the attempt budget is spent.
+
+Subscriptions
+    The hub hands in :class:`~ibhub.subscriptions.Subscription` objects. Every active
+    one is (re)requested after every new session and after 1101 (data lost), with a
+    fresh request id; 1102 (data kept) requests nothing.
+
+Tick path (issue 7)
+    We do not use ib_insync's ``Ticker`` machinery (``pendingTickersEvent`` /
+    ``ticker.ticks``): it allocates a ``TickData`` per tick, deduplicates unchanged
+    bid/ask ticks (so not every upstream message would become an event) and emits
+    per-packet events we don't need. Instead the decoder's handler table entries
+    for tickPrice (1), tickSize (2) and realtimeBar (50) are replaced with small
+    functions that parse the fields and call the subscription's stream directly:
+    one upstream tick message -> one dict lookup, three int/float conversions, one
+    published event. Market data is requested with ``client.reqMktData`` on request
+    ids we own, so ib_insync keeps no ticker state for them.
+
+Errors
+    Every IB error is logged with its code (and ``ibhub.errors.explain`` when
+    available). Errors for a market-data request id go to the listener's
+    ``on_line_error`` (the hub routes them to the subscribing leases); errors with
+    no request (reqId -1) go to ``on_ib_message`` (hub.status). Errors for contract
+    details / historical requests are raised to the awaiting caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ib_insync import IB, Contract
+from ib_insync.wrapper import RequestError
+
+from ibhub.config import HubSettings
+from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
+from ibhub.subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+
+# IB system codes (reqId -1).
+CONNECTIVITY_LOST = 1100
+RESTORED_DATA_LOST = 1101
+RESTORED_DATA_KEPT = 1102
+CLIENT_ID_IN_USE = 326
+# Errors during connect that mean "this attempt is over".
+_CONNECT_FATAL = frozenset({CLIENT_ID_IN_USE, 502, 503, 504, 507})
+
+
+class UpstreamDown(Exception):
+    """The Gateway session is not connected."""
+
+
+class UpstreamRequestError(Exception):
+    """IB refused a request; ``code`` is IB's error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"IB error {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class UpstreamListener(Protocol):
+    def on_state(self, state: str, code: int, message: str) -> None: ...
+
+    def on_ib_message(self, code: int, message: str) -> None: ...
+
+    def on_line_error(self, sub: Subscription, code: int, message: str) -> None: ...
+
+    def on_resubscribed(self, count: int, code: int) -> None: ...
+
+    def on_connect_failed(self, attempt: int, reason: str, retry_in: float | None) -> None: ...
+
+
+def explain(code: int) -> str:
+    """What ``code`` means and what to do, from :mod:`ibhub.errors` ("" if unavailable)."""
+    try:
+        from ibhub.errors import explain as _explain
+    except ImportError:  # pragma: no cover - the module ships with ibhub
+        return ""
+    exp = _explain(code)
+    return f"{exp.meaning} {exp.action}".strip()
+
+
+def _is_warning(code: int) -> bool:
+    try:
+        from ibhub.errors import is_warning
+    except ImportError:  # pragma: no cover
+        return 2100 <= code < 2200
+    return is_warning(code)
+
+
+def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
+    """Delay before retry number ``attempt`` (1-based): exponential, capped, +-20% jitter.
+
+    Jitter keeps many hubs (or a hub and its restarted twin) from retrying in
+    lock-step; the result never exceeds ``cap``.
+    """
+    base = min(cap, initial * (2 ** min(attempt - 1, 30)))
+    return min(cap, base * (1.0 + rng.uniform(-0.2, 0.2)))
+
+
+# ---------------------------------------------------------------------------- conversions
+
+
+def spec_to_contract(spec: ContractSpec) -> Contract:
+    return Contract(
+        conId=spec.con_id,
+        symbol=spec.symbol,
+        secType=spec.sec_type,
+        lastTradeDateOrContractMonth=spec.expiry,
+        strike=spec.strike,
+        right=spec.right,
+        multiplier=spec.multiplier,
+        exchange=spec.exchange,
+        primaryExchange=spec.primary_exchange,
+        currency=spec.currency,
+        localSymbol=spec.local_symbol,
+        tradingClass=spec.trading_class,
+    )
+
+
+def details_to_info(details: Any, requested_exchange: str) -> ContractInfo:
+    """ib_insync ``ContractDetails`` -> :class:`ContractInfo` (keeps SMART if asked for)."""
+    c = details.contract
+    expiry = (c.lastTradeDateOrContractMonth or "").split(" ")[0]
+    exchange = requested_exchange if requested_exchange == "SMART" else c.exchange
+    return ContractInfo(
+        con_id=int(c.conId),
+        symbol=c.symbol,
+        sec_type=c.secType,
+        exchange=exchange or c.exchange,
+        primary_exchange=c.primaryExchange or "",
+        currency=c.currency,
+        local_symbol=c.localSymbol or "",
+        trading_class=c.tradingClass or "",
+        expiry=expiry,
+        strike=float(c.strike or 0.0),
+        right=c.right or "",
+        multiplier=str(c.multiplier or ""),
+        min_tick=float(details.minTick or 0.0),
+        long_name=details.longName or "",
+        time_zone=details.timeZoneId or "",
+        trading_hours=details.tradingHours or "",
+        liquid_hours=details.liquidHours or "",
+    )
+
+
+def info_to_contract(info: ContractInfo) -> Contract:
+    return Contract(
+        conId=info.con_id,
+        symbol=info.symbol,
+        secType=info.sec_type,
+        lastTradeDateOrContractMonth=info.expiry,
+        strike=info.strike,
+        right=info.right,
+        multiplier=info.multiplier,
+        exchange=info.exchange,
+        primaryExchange=info.primary_exchange,
+        currency=info.currency,
+        localSymbol=info.local_symbol,
+        tradingClass=info.trading_class,
+    )
+
+
+def _epoch(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return int(value.timestamp())
+    if isinstance(value, dt.date):
+        return int(dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp())
+    return int(value)
+
+
+def bar_to_bardata(bar: Any) -> BarData:
+    return BarData(
+        time=_epoch(bar.date),
+        open=float(bar.open),
+        high=float(bar.high),
+        low=float(bar.low),
+        close=float(bar.close),
+        volume=float(bar.volume),
+        wap=float(bar.average),
+        count=int(bar.barCount),
+    )
+
+
+# ---------------------------------------------------------------------------- session
+
+
+class Upstream:
+    """The Gateway session: connection supervisor, market-data lines, requests."""
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        listener: UpstreamListener,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.host = settings.gateway_host
+        self.port = settings.gateway_port
+        self.client_id = settings.client_id
+        self._listener = listener
+        self._rng = rng or random.Random()
+        self.state = UpstreamState.DISCONNECTED
+        self.reconnect_count = 0
+        self.connected_at: float | None = None
+        self._ib: IB | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost: asyncio.Event | None = None
+        self._connect_abort: asyncio.Future[str] | None = None
+        self._active: set[Subscription] = set()
+        self._sinks: dict[int, Any] = {}  # live req id -> stream (hot path lookup)
+        self._lines: dict[int, Subscription] = {}  # live req id -> subscription
+        self._bg: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def connected(self) -> bool:
+        return self.state == UpstreamState.CONNECTED
+
+    @property
+    def server_version(self) -> int:
+        ib = self._ib
+        return ib.client.serverVersion() if ib is not None and ib.client.isReady() else 0
+
+    @property
+    def accounts(self) -> list[str]:
+        ib = self._ib
+        return list(ib.client.getAccounts()) if ib is not None and ib.client.isReady() else []
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Start the supervisor; returns at once (the connection comes up in the background)."""
+        if self._task is not None:
+            return
+        # ib_insync finds "the" loop through the policy (util.getLoop); under a runner
+        # with a loop factory (uvloop.run, asyncio.Runner(loop_factory=...)) that is not
+        # the running loop, and its socket futures would land on another loop.
+        asyncio.set_event_loop(asyncio.get_running_loop())
+        ib = IB()
+        ib.RaiseRequestErrors = True
+        self._ib = ib
+        self._lost = asyncio.Event()
+        handlers = ib.client.decoder.handlers
+        handlers[1] = self._make_tick_price_handler()
+        handlers[2] = self._make_tick_size_handler()
+        handlers[50] = self._make_bar_handler()
+        ib.errorEvent += self._on_error
+        ib.disconnectedEvent += self._on_disconnected
+        ib.client.apiError += self._on_api_error
+        self._task = asyncio.create_task(self._supervise(), name="ibhub-upstream")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        for t in list(self._bg):
+            t.cancel()
+        if self._bg:
+            await asyncio.gather(*self._bg, return_exceptions=True)
+        ib = self._ib
+        if ib is not None:
+            ib.errorEvent -= self._on_error
+            ib.disconnectedEvent -= self._on_disconnected
+            ib.client.apiError -= self._on_api_error
+            ib.disconnect()
+            ib.client.disconnect()  # also closes a socket still in its handshake
+        self._drop_lines()
+        self.connected_at = None
+        self._set_state(UpstreamState.DISCONNECTED, 0, "stopped")
+
+    # ------------------------------------------------------------------ supervisor
+
+    async def _supervise(self) -> None:
+        s = self.settings
+        failures = 0
+        ever_connected = False
+        assert self._lost is not None
+        while True:
+            self._set_state(
+                UpstreamState.RECONNECTING if ever_connected else UpstreamState.CONNECTING,
+                0,
+                f"connecting to {self.host}:{self.port} as client {self.client_id}",
+            )
+            try:
+                await self._connect_once()
+            except (OSError, TimeoutError, ConnectionError, RequestError, _AttemptFailed) as exc:
+                failures += 1
+                reason = _describe(exc)
+                last = bool(s.reconnect_max_attempts) and failures >= s.reconnect_max_attempts
+                delay = (
+                    None
+                    if last
+                    else backoff_delay(
+                        failures, s.reconnect_backoff_initial, s.reconnect_backoff_max, self._rng
+                    )
+                )
+                log.warning(
+                    "connect to %s:%s (client %s) failed, attempt %d: %s%s",
+                    self.host, self.port, self.client_id, failures, reason,
+                    "" if delay is None else f"; retrying in {delay:.2f}s",
+                )
+                self._listener.on_connect_failed(failures, reason, delay)
+                if delay is None:
+                    self._set_state(
+                        UpstreamState.FAILED, 0, f"gave up after {failures} attempts: {reason}"
+                    )
+                    return
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if ever_connected:
+                self.reconnect_count += 1
+            ever_connected = True
+            self.connected_at = time.time()
+            self._lost.clear()
+            log.info(
+                "connected to %s:%s as client %s (server version %s, accounts %s)",
+                self.host, self.port, self.client_id, self.server_version, self.accounts,
+            )
+            self._set_state(UpstreamState.CONNECTED, 0, f"connected to {self.host}:{self.port}")
+            count = self._request_all()
+            if count and self.reconnect_count:
+                self._listener.on_resubscribed(count, 0)
+            await self._lost.wait()
+            self.connected_at = None
+            self._drop_lines()
+            log.warning("connection to %s:%s lost", self.host, self.port)
+
+    async def _connect_once(self) -> None:
+        ib = self._ib
+        assert ib is not None
+        loop = asyncio.get_running_loop()
+        abort: asyncio.Future[str] = loop.create_future()
+        self._connect_abort = abort
+        attempt = asyncio.ensure_future(
+            ib.connectAsync(
+                self.host, self.port, clientId=self.client_id, timeout=self.settings.connect_timeout
+            )
+        )
+        try:
+            done, _ = await asyncio.wait({attempt, abort}, return_when=asyncio.FIRST_COMPLETED)
+            if attempt in done:
+                attempt.result()  # raises the connect error, if any
+                if not ib.client.isReady():
+                    raise _AttemptFailed("socket closed while connecting")
+                return
+            reason = abort.result()
+            attempt.cancel()
+            try:
+                await attempt
+            except (asyncio.CancelledError, Exception):  # already failing; keep the reason
+                pass
+            ib.client.disconnect()
+            raise _AttemptFailed(reason)
+        finally:
+            self._connect_abort = None
+            if not abort.done():
+                abort.cancel()
+
+    def _set_state(self, state: str, code: int, message: str) -> None:
+        if state == self.state:
+            return
+        log.info("upstream %s -> %s (%s)", self.state, state, message)
+        self.state = state
+        self._listener.on_state(state, code, message)
+
+    def _on_disconnected(self) -> None:
+        if self._lost is not None:
+            self._lost.set()
+
+    def _on_api_error(self, msg: str) -> None:
+        abort = self._connect_abort
+        if abort is not None and not abort.done():
+            abort.set_result(msg or "connection closed")
+
+    # ------------------------------------------------------------------ lines
+
+    def open_line(self, sub: Subscription) -> None:
+        """Start streaming ``sub`` (now if connected, else at the next connect)."""
+        self._active.add(sub)
+        if self.connected:
+            self._request(sub)
+
+    def close_line(self, sub: Subscription) -> None:
+        self._active.discard(sub)
+        req_id = sub.req_id
+        sub.req_id = None
+        if req_id is None:
+            return
+        self._sinks.pop(req_id, None)
+        self._lines.pop(req_id, None)
+        ib = self._ib
+        if ib is not None and ib.client.isReady():
+            try:
+                if sub.kind == "bars":
+                    ib.client.cancelRealTimeBars(req_id)
+                else:
+                    ib.client.cancelMktData(req_id)
+            except ConnectionError:
+                pass  # the session is going away; its requests die with it
+
+    @property
+    def active_lines(self) -> int:
+        return len(self._active)
+
+    def _request(self, sub: Subscription) -> None:
+        ib = self._ib
+        assert ib is not None
+        old = sub.req_id
+        if old is not None:
+            self._sinks.pop(old, None)
+            self._lines.pop(old, None)
+        req_id = ib.client.getReqId()
+        sub.req_id = req_id
+        self._lines[req_id] = sub
+        self._sinks[req_id] = sub.stream
+        contract = info_to_contract(sub.contract)
+        if sub.kind == "bars":
+            ib.client.reqRealTimeBars(req_id, contract, 5, "TRADES", False, [])
+        else:
+            ib.client.reqMktData(req_id, contract, "", False, False, [])
+
+    def _request_all(self) -> int:
+        """(Re)request every active line with fresh ids; returns how many."""
+        ib = self._ib
+        if ib is None or not ib.client.isReady():
+            return 0
+        subs = list(self._active)
+        for sub in subs:
+            self._request(sub)
+        return len(subs)
+
+    def _drop_lines(self) -> None:
+        for sub in self._lines.values():
+            sub.req_id = None
+        self._lines.clear()
+        self._sinks.clear()
+
+    # ------------------------------------------------------------------ hot path
+
+    def _make_tick_price_handler(self) -> Callable[[list[str]], None]:
+        get = self._sinks.get
+
+        def tick_price(fields: list[str]) -> None:
+            # [1, version, reqId, tickType, price, size, attrMask]
+            sink = get(int(fields[2]))
+            if sink is not None and fields[4]:
+                sink.price(int(fields[3]), float(fields[4]), float(fields[5] or 0.0))
+
+        return tick_price
+
+    def _make_tick_size_handler(self) -> Callable[[list[str]], None]:
+        get = self._sinks.get
+
+        def tick_size(fields: list[str]) -> None:
+            # [2, version, reqId, tickType, size]
+            sink = get(int(fields[2]))
+            if sink is not None:
+                sink.size(int(fields[3]), float(fields[4] or 0.0))
+
+        return tick_size
+
+    def _make_bar_handler(self) -> Callable[[list[str]], None]:
+        get = self._sinks.get
+
+        def realtime_bar(fields: list[str]) -> None:
+            # [50, version, reqId, time, open, high, low, close, volume, wap, count]
+            sink = get(int(fields[2]))
+            if sink is not None:
+                f = float
+                sink.bar(
+                    int(fields[3]), f(fields[4]), f(fields[5]), f(fields[6]), f(fields[7]),
+                    f(fields[8] or 0.0), f(fields[9] or 0.0), int(fields[10] or 0),
+                )
+
+        return realtime_bar
+
+    # ------------------------------------------------------------------ errors
+
+    def _on_error(self, req_id: int, code: int, message: str, _contract: Any) -> None:
+        why = explain(code)
+        log.log(
+            logging.INFO if _is_warning(code) else logging.WARNING,
+            "IB %s (reqId %s): %s%s", code, req_id, message, f" [{why}]" if why else "",
+        )
+        sub = self._lines.get(req_id)
+        if sub is not None:
+            self._listener.on_line_error(sub, code, message)
+            return
+        if req_id > 0:
+            return  # a contract-details / historical request: raised to its caller
+        abort = self._connect_abort
+        if code in _CONNECT_FATAL and abort is not None and not abort.done():
+            abort.set_result(f"IB error {code}: {message}")
+        self._listener.on_ib_message(code, message)
+        if code == CONNECTIVITY_LOST and self.state == UpstreamState.CONNECTED:
+            self._set_state(UpstreamState.RECONNECTING, code, message)
+        elif code == RESTORED_DATA_LOST:
+            if self._ib is not None and self._ib.client.isReady():
+                self._set_state(UpstreamState.CONNECTED, code, message)
+                count = self._request_all()
+                self._listener.on_resubscribed(count, code)
+        elif code == RESTORED_DATA_KEPT:
+            if self._ib is not None and self._ib.client.isReady():
+                self._set_state(UpstreamState.CONNECTED, code, message)
+
+    # ------------------------------------------------------------------ requests
+
+    def _require(self) -> IB:
+        ib = self._ib
+        if ib is None or not ib.client.isReady():
+            raise UpstreamDown(f"upstream is {self.state}; try again when it is CONNECTED")
+        return ib
+
+    async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
+        """Every contract matching ``spec`` (empty if none)."""
+        ib = self._require()
+        try:
+            details = await asyncio.wait_for(
+                ib.reqContractDetailsAsync(spec_to_contract(spec)), self.settings.request_timeout
+            )
+        except RequestError as exc:
+            if exc.code == 200:  # "No security definition has been found"
+                return []
+            raise UpstreamRequestError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise UpstreamDown(str(exc)) from None
+        return [details_to_info(d, spec.exchange) for d in details]
+
+    async def historical_bars(
+        self,
+        contract: ContractInfo,
+        *,
+        duration: str,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        end: str,
+    ) -> list[BarData]:
+        ib = self._require()
+        timeout = self.settings.request_timeout
+        started = time.monotonic()
+        try:
+            bars = await ib.reqHistoricalDataAsync(
+                info_to_contract(contract),
+                end,
+                duration,
+                bar_size,
+                what_to_show,
+                use_rth,
+                formatDate=2,
+                timeout=timeout,
+            )
+        except RequestError as exc:
+            raise UpstreamRequestError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise UpstreamDown(str(exc)) from None
+        if not bars and time.monotonic() - started >= timeout * 0.99:
+            raise TimeoutError(f"no historical data within {timeout:g}s")
+        return [bar_to_bardata(b) for b in bars]
+
+
+class _AttemptFailed(Exception):
+    """A connect attempt ended early (326, socket closed, ...)."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out (no handshake or startup sync)"
+    text = str(exc) or type(exc).__name__
+    return text
