@@ -151,10 +151,11 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.ORDER,
     ),
     162: (
-        "Historical market data service error (no data, no permission, pacing "
-        "violation, or the query was cancelled).",
-        "Read the message text: check permissions, the contract, the duration/bar "
-        "size, and respect the pacing limits (no more than 60 requests per 10 minutes).",
+        "Historical market data service error (no data for the query, no permission, "
+        "pacing violation, or the query was cancelled).",
+        "Read the message text: check permissions, the contract, duration and bar size; "
+        "for pacing, no identical request within 15 s and, for bars of 30 s or less, "
+        "no more than 60 requests in 10 minutes.",
         C.REQUEST,
     ),
     165: (
@@ -404,9 +405,11 @@ _ROWS: Final[dict[int, tuple[str, str, Category]]] = {
         C.INFO,
     ),
     2137: (
-        "Cross-side warning: the order may close more than your current position or "
-        "crosses another of your orders.",
-        "Check the position and open orders; confirm the order is what you meant.",
+        "Cross side warning: the order would flip the position from long to short or "
+        "back (often 'The closing order quantity is greater than your current "
+        "position').",
+        "Check the position and the order size; if flipping is intended, the warning "
+        "can be turned off in Global Configuration > Messages > Cross Side Warning.",
         C.WARNING,
     ),
     2157: (

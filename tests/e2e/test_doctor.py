@@ -347,3 +347,25 @@ def test_exit_codes_are_distinct() -> None:
     failing = [c for d, c in doctor.EXIT_CODES.items() if c != 0]
     assert len(failing) == len(set(failing))
     assert doctor.EXIT_CODES[Diagnosis.HEALTHY] == 0
+
+
+def test_hello_is_the_ib_insync_handshake() -> None:
+    assert doctor.hello_bytes() == b"API\x00\x00\x00\x00\x09v157..176"
+
+
+def test_most_informative_failure_wins() -> None:
+    def rep(d: Diagnosis) -> doctor.PortReport:
+        return doctor.PortReport(host=HOST, port=1, client_id=1, diagnosis=d, detail="")
+
+    order = [
+        Diagnosis.NOT_LISTENING,
+        Diagnosis.UNREACHABLE,
+        Diagnosis.HANDSHAKE_STALLED,
+        Diagnosis.HANDSHAKE_REFUSED,
+        Diagnosis.START_STALLED,
+        Diagnosis.CLIENT_ID_IN_USE,
+    ]
+    for i, best in enumerate(order):
+        reports = [rep(d) for d in order[: i + 1]]
+        assert doctor.overall_gateway_code(list(reversed(reports))) == doctor.EXIT_CODES[best]
+    assert doctor.overall_gateway_code([rep(Diagnosis.NOT_LISTENING), rep(Diagnosis.HEALTHY)]) == 0
