@@ -16,6 +16,9 @@ COMMANDS: dict[str, str] = {
     "run": "ibhub.run_cli:run",
     "explain": "ibhub.ops_cli:explain_cmd",
     "doctor": "ibhub.ops_cli:doctor_cmd",
+    "status": "ibhub.client_cli:status",
+    "tail": "ibhub.client_cli:tail",
+    "lease": "ibhub.client_cli:lease",
 }
 
 

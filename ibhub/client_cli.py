@@ -1,0 +1,270 @@
+"""``ibhub status``, ``ibhub tail`` and ``ibhub lease``: talk to a running hub.
+
+Each finds the hub through ``--rpc`` / ``--pub``, else ``$IBHUB_RPC`` /
+``$IBHUB_PUB``, else the defaults, and imports only the SDK (never ``ib_insync``).
+``status`` and ``lease`` need no lease of their own: they are single requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import msgspec
+import zmq
+import zmq.asyncio
+
+from ibhub import wire
+from ibhub.client import AsyncHub, HubError
+from ibhub.client.rpc import RpcChannel
+from ibhub.protocol import (
+    Bar,
+    ClientIdLeased,
+    ErrorEvent,
+    Event,
+    GetStatus,
+    HubStatus,
+    LeaseClientId,
+    ReleaseClientId,
+    Reply,
+    Request,
+    StatusReply,
+    Tick,
+)
+
+rpc_option = click.option(
+    "--rpc", default=None, metavar="ENDPOINT",
+    help=f"hub request endpoint [env IBHUB_RPC, default {wire.DEFAULT_RPC}]",
+)
+pub_option = click.option(
+    "--pub", default=None, metavar="ENDPOINT",
+    help=f"hub publish endpoint [env IBHUB_PUB, default {wire.DEFAULT_PUB}]",
+)
+timeout_option = click.option(
+    "--timeout", default=3.0, show_default=True, type=float, help="seconds to wait for the hub"
+)
+
+
+async def _one_request(rpc: str, request: Request, timeout: float) -> Reply:
+    context = zmq.asyncio.Context()
+    channel = RpcChannel(context, rpc, timeout=timeout)
+    try:
+        channel.open()
+        return await channel.request(request)
+    finally:
+        await channel.close()
+        context.term()
+
+
+def _request_or_exit(rpc: str | None, request: Request, timeout: float) -> Reply:
+    endpoint = wire.rpc_endpoint(rpc)
+    try:
+        return asyncio.run(_one_request(endpoint, request, timeout))
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "never"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_status(status: StatusReply, endpoint: str) -> str:
+    """The status reply as a few readable lines."""
+    lines = [
+        f"hub at {endpoint}: upstream {status.state}"
+        f" ({'connected' if status.connected else 'not connected'})"
+        f" to {status.host}:{status.port}, client id {status.client_id},"
+        f" server version {status.server_version or '-'}",
+        f"accounts: {', '.join(status.accounts) or '-'}",
+        f"uptime {status.uptime_seconds:.1f} s, reconnects {status.reconnect_count},"
+        f" connected at {_when(status.connected_at)}, last tick {_when(status.last_tick_at)}",
+        f"market-data lines: {status.lines_used}/{status.lines_max}",
+        f"leases ({len(status.leases)}):",
+    ]
+    for lease in status.leases:
+        lines.append(
+            f"  {lease.lease:<12} {lease.name:<24} {lease.role:<9} client id {lease.client_id:<5}"
+            f" subscriptions {lease.subscriptions:<3} age {lease.age_seconds:.1f} s"
+        )
+    lines.append(f"subscriptions ({len(status.subscriptions)}):")
+    for sub in status.subscriptions:
+        lines.append(
+            f"  {sub.topic:<20} conId {sub.con_id:<10} {sub.kind:<6}"
+            f" {sub.subscribers} subscriber(s), {sub.ticks} event(s)"
+        )
+    raw = ", ".join(str(i) for i in status.raw_client_ids) or "-"
+    lines.append(f"raw client ids: {raw}")
+    return "\n".join(lines)
+
+
+@click.command()
+@rpc_option
+@timeout_option
+@click.option("--json", "as_json", is_flag=True, help="print the status reply as JSON")
+def status(rpc: str | None, timeout: float, as_json: bool) -> None:
+    """Show the hub's upstream state, leases and subscriptions."""
+    reply = _request_or_exit(rpc, GetStatus(id=0), timeout)
+    if not isinstance(reply, StatusReply):
+        raise click.ClickException(f"unexpected reply {type(reply).__name__} to a status request")
+    if as_json:
+        click.echo(json.dumps(msgspec.to_builtins(reply), indent=2, sort_keys=True))
+    else:
+        click.echo(format_status(reply, wire.rpc_endpoint(rpc)))
+
+
+# ---------------------------------------------------------------------------- lease
+
+
+@click.command()
+@rpc_option
+@timeout_option
+@click.option("--name", default="ibhub-lease", show_default=True, help="who holds the id")
+@click.option("--ttl", default=0.0, type=float, help="seconds until it frees itself (0: never)")
+@click.option("--release", "release_id", type=int, default=None, metavar="ID",
+              help="give back a raw client id instead of leasing one")
+def lease(
+    rpc: str | None, timeout: float, name: str, ttl: float, release_id: int | None
+) -> None:
+    """Lease a free raw TWS client id (printed on stdout), or --release one.
+
+    For scripts that must open their own Gateway connection: the id is never the
+    hub's own and never one in use, and stays reserved until released or expired.
+    """
+    if release_id is not None:
+        _request_or_exit(rpc, ReleaseClientId(id=0, client_id=release_id), timeout)
+        click.echo(f"released client id {release_id}", err=True)
+        return
+    reply = _request_or_exit(rpc, LeaseClientId(id=0, name=name, ttl=ttl), timeout)
+    if not isinstance(reply, ClientIdLeased):
+        raise click.ClickException(f"unexpected reply {type(reply).__name__} to a lease request")
+    click.echo(str(reply.client_id))
+    note = f" for {reply.expires_in:.0f} s" if reply.expires_in else " until released"
+    click.echo(f"client id {reply.client_id} leased to {name!r}{note}"
+               f" (release with: ibhub lease --release {reply.client_id})", err=True)
+
+
+# ---------------------------------------------------------------------------- tail
+
+
+def _num(value: float, digits: int = 4) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.0f}"
+
+
+def format_event(topic: str, event: Event) -> str:
+    """One event as one readable line: time, topic, seq, then what it says."""
+    stamp = dt.datetime.fromtimestamp(event.ts / 1e9, dt.UTC).strftime("%H:%M:%S.%f")
+    head = f"{stamp} {topic} #{event.seq}"
+    match event:
+        case Tick():
+            return (
+                f"{head} {event.symbol} bid {_num(event.bid)} x {_num(event.bid_size)}"
+                f"  ask {_num(event.ask)} x {_num(event.ask_size)}"
+                f"  last {_num(event.last)} x {_num(event.last_size)}  vol {_num(event.volume)}"
+            )
+        case Bar():
+            return (
+                f"{head} {event.symbol} bar {event.time} o {_num(event.open)} h {_num(event.high)}"
+                f" l {_num(event.low)} c {_num(event.close)} v {_num(event.volume)}"
+            )
+        case HubStatus():
+            code = f" {event.code}" if event.code else ""
+            return f"{head} {event.state} {event.kind}{code}: {event.message}"
+        case ErrorEvent():
+            return f"{head} IB error {event.ib_code}: {event.message}"
+    fields = msgspec.to_builtins(event)
+    return f"{head} {type(event).__name__} {fields}"
+
+
+def _event_json(topic: str, event: Event) -> str:
+    body: dict[str, Any] = {"topic": topic, "type": type(event).__struct_config__.tag}
+    for name in event.__struct_fields__:
+        value = getattr(event, name)
+        body[name] = None if isinstance(value, float) and math.isnan(value) else value
+    return json.dumps(body)
+
+
+async def _tail(
+    pub: str, rpc: str | None, topics: Sequence[str], symbols: Sequence[str],
+    count: int, as_json: bool,
+) -> None:
+    context = zmq.asyncio.Context()
+    sock = context.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    hub: AsyncHub | None = None
+    try:
+        for topic in topics or [""]:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sock.connect(pub)
+        if symbols:
+            hub = AsyncHub(pub=pub, rpc=rpc, name="ibhub-tail", role="readonly")
+            await hub.connect()
+            for symbol in symbols:
+                sub = await hub.subscribe(symbol, callback=lambda event: None)
+                click.echo(f"subscribed {symbol} -> {sub.topic}", err=True)
+        last_seq: dict[str, int] = {}
+        shown = 0
+        while count <= 0 or shown < count:
+            frames = await sock.recv_multipart()
+            if len(frames) != 2:
+                click.echo(f"-- ignoring a {len(frames)}-frame message", err=True)
+                continue
+            try:
+                topic = frames[0].decode()
+                event = wire.decode_event(frames[1])
+            except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                click.echo(f"-- undecodable event on {frames[0][:64]!r}: {exc}", err=True)
+                continue
+            previous = last_seq.get(topic)
+            if previous is not None and event.seq > previous + 1:
+                click.echo(f"-- gap on {topic}: {event.seq - previous - 1} event(s) lost", err=True)
+            last_seq[topic] = event.seq
+            click.echo(_event_json(topic, event) if as_json else format_event(topic, event))
+            shown += 1
+    finally:
+        if hub is not None:
+            await hub.close()
+        sock.close(linger=0)
+        context.term()
+
+
+@click.command()
+@click.argument("topics", nargs=-1)
+@pub_option
+@rpc_option
+@click.option("-s", "--subscribe", "symbols", multiple=True, metavar="SYMBOL",
+              help="also subscribe SYMBOL through the hub while tailing (repeatable)")
+@click.option("-n", "--count", default=0, type=int, help="exit after N events (0: run until ^C)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per event")
+def tail(
+    topics: tuple[str, ...], pub: str | None, rpc: str | None, symbols: tuple[str, ...],
+    count: int, as_json: bool,
+) -> None:
+    """Print live hub events readably. TOPIC is a prefix (tick.AAPL, tick., hub.status);
+    none means every topic.
+
+    The hub publishes a tick topic only while someone is subscribed to it; use
+    --subscribe AAPL to hold that subscription for the duration of the tail.
+    """
+    endpoint = wire.pub_endpoint(pub)
+    click.echo(f"tailing {', '.join(topics) or 'every topic'} on {endpoint}", err=True)
+    try:
+        asyncio.run(_tail(endpoint, rpc, topics, symbols, count, as_json))
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        with contextlib.suppress(BrokenPipeError):
+            sys.stderr.write("\n")
