@@ -369,3 +369,50 @@ def test_most_informative_failure_wins() -> None:
         reports = [rep(d) for d in order[: i + 1]]
         assert doctor.overall_gateway_code(list(reversed(reports))) == doctor.EXIT_CODES[best]
     assert doctor.overall_gateway_code([rep(Diagnosis.NOT_LISTENING), rep(Diagnosis.HEALTHY)]) == 0
+
+
+async def test_real_hub_healthy_then_upstream_down(sim: SimGateway) -> None:
+    """The real HubServer over the simulator: 0 while connected, 21 once the Gateway goes."""
+    from ibhub.config import HubSettings
+    from ibhub.hub import HubServer
+
+    settings = HubSettings(
+        gateway_host=HOST,
+        gateway_port=sim.port,
+        client_id=0,
+        pub=f"tcp://{HOST}:0",
+        rpc=f"tcp://{HOST}:0",
+        reconnect_backoff_initial=0.1,
+        reconnect_backoff_max=0.2,
+    )
+    async with HubServer(settings) as hub:
+        reports: list[doctor.HubReport] = []
+
+        async def check() -> doctor.HubReport:
+            rep = await doctor.check_hub(hub.rpc_endpoint, timeout=2.0)
+            reports.append(rep)
+            return rep
+
+        async def until(diag: Diagnosis, timeout: float = 10.0) -> doctor.HubReport:
+            deadline = time.monotonic() + timeout
+            while (rep := await check()).diagnosis is not diag:
+                assert time.monotonic() < deadline, f"last: {rep.diagnosis} {rep.detail}"
+                await asyncio.sleep(0.05)
+            return rep
+
+        rep = await until(Diagnosis.HUB_HEALTHY)
+        assert rep.status is not None and rep.status["accounts"] == ["DU1234567"]
+        assert f"{HOST}:{sim.port}" in rep.detail
+        # a probe with another id does not disturb the hub's own connection (id 0)
+        gw = await doctor.probe_gateway(HOST, sim.port, timeout=2.0, settle=0.05)
+        assert gw.diagnosis is Diagnosis.HEALTHY
+        assert 0 in sim.connected_client_ids()
+        # and the hub's id is reported as taken
+        gw = await doctor.probe_gateway(HOST, sim.port, client_id=0, timeout=2.0)
+        assert gw.diagnosis is Diagnosis.CLIENT_ID_IN_USE
+
+        await sim.close_port()
+        rep = await until(Diagnosis.HUB_UPSTREAM_DOWN)
+        assert rep.exit_code == 21
+        await sim.open_port()
+        await until(Diagnosis.HUB_HEALTHY)
