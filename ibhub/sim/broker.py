@@ -90,6 +90,9 @@ class Broker:
         self._oca: dict[tuple[int, str], set[int]] = {}  # (client_id, ocaGroup) -> perm_ids
         self._auto_open: set[int] = set()
         self.feed = AccountFeed(self)
+        # Opt-in: LMT / STP LMT orders fill at most the size shown at the touch per quote, so
+        # hub tests can see partial fills. MKT, STP and TRAIL orders always fill whole.
+        self.partial_fills = False
         self._handlers: dict[int, Callable[[SessionLike, Sequence[str]], None]] = {
             3: self._place_order,
             4: self._cancel_order,
@@ -186,6 +189,11 @@ class Broker:
     def universe(self) -> Any:
         return self._gw.universe
 
+    async def external_order(self, *args: Any, **kwargs: Any) -> SimOrder:
+        """`place_external_order` as a coroutine, for `SimGateway.in_thread(...).call(...)`:
+        the broker is not thread-safe, so other threads must run it on the simulator's loop."""
+        return self.place_external_order(*args, **kwargs)
+
     def price_of(self, con_id: int) -> float:
         """Mark price for valuation: last trade, else the mid, else the instrument's start."""
         q = self._gw.market.quote(con_id)
@@ -266,7 +274,7 @@ class Broker:
             tif=req.tif or "DAY", status=Status.PENDING_SUBMIT, order_ref=req.order_ref,
             account=req.account or self.config.accounts[0], oca_group=req.oca_group,
             parent_id=req.parent_id, transmit=req.transmit, outside_rth=req.outside_rth,
-            request=req)
+            trail_stop=req.trail_stop_price, trailing_percent=req.trailing_percent, request=req)
         entry = _Entry(order, inst, req.exchange or inst.exchange)
         self._entries[order.perm_id] = entry
         if req.order_id > 0:
@@ -348,6 +356,9 @@ class Broker:
         order.tif = req.tif or order.tif
         order.order_ref = req.order_ref
         order.outside_rth = req.outside_rth
+        order.trailing_percent = req.trailing_percent
+        if req.trail_stop_price is not None:
+            order.trail_stop = req.trail_stop_price
         if req.oca_group != order.oca_group:
             self._oca.get((order.client_id, order.oca_group), set()).discard(order.perm_id)
             if req.oca_group:
@@ -466,19 +477,28 @@ class Broker:
         px = fill_price(order, float(q.bid), float(q.ask), float(last), arriving)
         if px is None:
             return
-        self._fill(entry, order.remaining, px)
+        shares = order.remaining
+        if self.partial_fills and order.order_type in ("LMT", "STP LMT"):
+            # a limit order takes at most what is shown at the touch; the rest keeps working
+            shown = q.ask_size if order.action == "BUY" else q.bid_size
+            shares = min(shares, max(float(shown), 1.0))
+        self._fill(entry, shares, px)
 
     def _fill(self, entry: _Entry, shares: float, price: float) -> None:
         """One execution: book it, then tell the owner in §5.3 order, then the subscribers."""
         order, inst = entry.order, entry.inst
         mult = _multiplier(inst)
-        commission = commission_for(inst.sec_type, shares, price, mult)
+        cum_qty = order.filled + shares
+        cum_avg = (order.avg_fill_price * order.filled + price * shares) / cum_qty
+        # IB's per-order minimum: charge the order's running total less what was charged
+        commission = max(round(commission_for(inst.sec_type, cum_qty, cum_avg, mult)
+                               - order.commission, 4), 0.0)
+        order.commission += commission
         book = self.accounts[order.account]
         realized = book.apply_fill(inst.con_id, inst.sec_type, mult, order.sign * shares, price,
                                    commission)
-        order.avg_fill_price = ((order.avg_fill_price * order.filled + price * shares)
-                                / (order.filled + shares))
-        order.filled += shares
+        order.avg_fill_price = cum_avg
+        order.filled = cum_qty
         order.last_fill_price = price
         ex = SimExecution(
             exec_id=f"{self._exec_prefix}.{next(self._exec_seq):08x}.01.01",

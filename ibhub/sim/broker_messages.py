@@ -57,6 +57,10 @@ def _price(value: float | None) -> object:
     return UNSET_DOUBLE if value is None else value
 
 
+def _opt(value: float | None) -> object:
+    return "" if value is None else value
+
+
 def ib_time(t: datetime) -> str:
     """Execution / completion time as 'YYYYmmdd HH:MM:SS UTC' (tz-aware for every client)."""
     return t.strftime("%Y%m%d %H:%M:%S") + " UTC"
@@ -112,7 +116,8 @@ def open_order(order: SimOrder, inst: InstrumentLike, exchange: str,
         req.display_size if req else 0, False, False, False, "",          # 49-53
         req.oca_type if req else 0, False, False, "",                     # 54-57
         order.parent_id, req.trigger_method if req else 0, "", "", "", "",  # 58-63
-        False, "", "", "", "", "", "", 0, 0, 0,                           # 64-73
+        False, "", _opt(order.trail_stop), _opt(order.trailing_percent),  # 64-67
+        "", "", "", 0, 0, 0,                                              # 68-73
         "", "", "", "",                                                   # 74-77
         False, "", "", False, 0, "",                                      # 78-83
         False, what_if_margins is not None,                               # 84-85

@@ -25,7 +25,7 @@ UNSET_INT = 2**31 - 1
 # VolumeCondition, PercentChangeCondition).
 _CONDITION_WIDTH = {1: 7, 3: 4, 4: 4, 5: 5, 6: 6, 7: 6}
 
-SUPPORTED_ORDER_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT"})
+SUPPORTED_ORDER_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT", "TRAIL"})
 
 
 class OrderParseError(ValueError):
@@ -75,6 +75,8 @@ class OrderRequest:
     oca_type: int
     algo_strategy: str
     what_if: bool
+    trail_stop_price: float | None = None
+    trailing_percent: float | None = None
 
     @property
     def exchange(self) -> str:
@@ -181,7 +183,10 @@ def parse_place_order(fields: Sequence[str]) -> OrderRequest:
     if delta_neutral_type:
         cur.skip(8, "delta-neutral")
     # 4: continuousUpdate .. scalePriceIncrement
-    cur.skip(6, "continuousUpdate..scaleSubsLevelSize")
+    cur.skip(2, "continuousUpdate/referencePriceType")
+    trail_stop_price = _float(cur.take("trailStopPrice"), "trailStopPrice")
+    trailing_percent = _float(cur.take("trailingPercent"), "trailingPercent")
+    cur.skip(2, "scaleInitLevelSize/scaleSubsLevelSize")
     increment = _float(cur.take("scalePriceIncrement"), "scalePriceIncrement")
     if increment is not None and increment > 0:
         cur.skip(7, "scale")
@@ -225,7 +230,7 @@ def parse_place_order(fields: Sequence[str]) -> OrderRequest:
         parent_id=parent_id, outside_rth=outside_rth, hidden=hidden, display_size=display_size,
         trigger_method=trigger_method, good_after_time=good_after_time,
         good_till_date=good_till_date, oca_type=oca_type, algo_strategy=algo_strategy,
-        what_if=what_if,
+        what_if=what_if, trail_stop_price=trail_stop_price, trailing_percent=trailing_percent,
     )
 
 
@@ -239,6 +244,8 @@ def check_order(req: OrderRequest) -> str | None:
         return f"{req.order_type} order needs a stop price (auxPrice)"
     if req.lmt_price is not None and req.lmt_price <= 0 and req.order_type in ("LMT", "STP LMT"):
         return f"Limit price must be positive, got {req.lmt_price}"
+    if req.order_type == "TRAIL" and req.aux_price is None and req.trailing_percent is None:
+        return "TRAIL order needs a trailing amount (auxPrice) or a trailingPercent"
     return None
 
 
@@ -268,6 +275,9 @@ class SimOrder:
     outside_rth: bool = False
     last_fill_price: float = 0.0
     stop_triggered: bool = False
+    trail_stop: float | None = None  # current stop of a TRAIL order
+    trailing_percent: float | None = None
+    commission: float = 0.0  # charged so far (IB's minimum applies per order)
     why_held: str = ""
     completed_time: str = ""
     completed_status: str = ""
@@ -327,11 +337,16 @@ def fill_price(
     marketable limit); a resting LMT fills at its limit once the touch reaches it, because a random
     walk that jumps through the limit would have traded there first. STP and STP LMT trigger on
     the last price (IB's default trigger for most products); a triggered STP is a MKT, a
-    triggered STP LMT a LMT. Mutates `order.stop_triggered` when a stop triggers.
+    triggered STP LMT a LMT; a TRAIL is a STP whose stop follows the last price (`_trail`).
+    Mutates `order.stop_triggered` (and a TRAIL's `trail_stop`).
     """
     buy = order.action == "BUY"
     otype = order.order_type
-    if otype in ("STP", "STP LMT") and not order.stop_triggered:
+    if otype == "TRAIL" and not order.stop_triggered:
+        if not _trail(order, last, buy):
+            return None
+        arriving = True
+    elif otype in ("STP", "STP LMT") and not order.stop_triggered:
         stop = order.aux_price
         if stop is None:
             return None
@@ -343,7 +358,7 @@ def fill_price(
     touch = ask if buy else bid
     if touch <= 0:
         return None
-    if otype in ("MKT", "STP"):
+    if otype in ("MKT", "STP", "TRAIL"):
         return touch
     limit = order.lmt_price
     if limit is None:
@@ -351,7 +366,31 @@ def fill_price(
     crossed = touch <= limit if buy else touch >= limit
     if not crossed:
         return None
-    return touch if arriving else limit
+    # the remainder of a partly filled order is already through the market: it takes the touch
+    return touch if arriving or order.filled > 0 else limit
+
+
+def _trail(order: SimOrder, last: float, buy: bool) -> bool:
+    """Move a TRAIL order's stop with the last price; True once the stop is hit.
+
+    A sell trail's stop sits `amount` below the highest last seen (a buy trail's above the
+    lowest); `amount` is auxPrice, or trailingPercent of the last price.
+    """
+    if order.aux_price is not None:
+        amount = order.aux_price
+    elif order.trailing_percent is not None:
+        amount = last * order.trailing_percent / 100.0
+    else:
+        return False
+    stop = order.trail_stop
+    if stop is not None and ((buy and last >= stop) or (not buy and last <= stop)):
+        order.stop_triggered = True
+        return True
+    candidate = last + amount if buy else last - amount
+    if stop is None:
+        stop = candidate
+    order.trail_stop = min(stop, candidate) if buy else max(stop, candidate)
+    return False
 
 
 # Commission schedule modelled on IBKR Pro "fixed" pricing (docs/simulator.md).

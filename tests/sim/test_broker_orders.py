@@ -254,3 +254,39 @@ async def test_bad_order_messages_get_errors_and_the_server_keeps_serving() -> N
         trade = ib.placeOrder(aapl, MarketOrder("BUY", 1))  # still serving
         await wait_until(trade.isDone)
         assert trade.orderStatus.status == "Filled"
+
+
+async def test_trailing_stop_follows_the_price_then_sells() -> None:
+    async with gateway() as sim, client(sim) as ib:
+        spy = await qualified(ib, "SPY")
+        lasts: list[float] = []
+        sim.market.add_listener(lambda cid, q: lasts.append(q.last) if cid == spy.conId else None)
+        trade = ib.placeOrder(spy, Order(action="SELL", totalQuantity=4, orderType="TRAIL",
+                                         auxPrice=0.10))
+        await wait_until(lambda: trade.orderStatus.status == "Submitted")
+        start = sim.market.quote(spy.conId).last
+        step_until(sim, spy.conId, lambda: sim.broker.orders()[0].status == Status.FILLED)
+        await wait_until(trade.isDone)
+        peak = max([start, *lasts[:-1]])
+        assert lasts[-1] <= round(peak - 0.10, 2) + 1e-9  # triggered 0.10 below the high
+        assert all(x > round(max([start, *lasts[:i]]) - 0.10, 2) + 1e-9
+                   for i, x in enumerate(lasts[:-1]))  # and not before
+        assert trade.fills[0].execution.side == "SLD"
+
+
+async def test_partial_fills_with_per_order_minimum_commission() -> None:
+    async with gateway() as sim, client(sim) as ib:
+        sim.broker.partial_fills = True
+        aapl = await qualified(ib)
+        q = sim.market.quote(aapl.conId)
+        qty = q.ask_size + 500  # more than the touch shows
+        trade = ib.placeOrder(aapl, LimitOrder("BUY", qty, round(q.ask + 0.02, 2)))
+        await wait_until(lambda: trade.orderStatus.filled == q.ask_size, what="first part")
+        assert trade.orderStatus.status == "Submitted" and trade.orderStatus.remaining == 500
+        step_until(sim, aapl.conId, lambda: sim.broker.orders()[0].status == Status.FILLED)
+        await wait_until(lambda: trade.isDone() and all(
+            f.commissionReport.execId for f in trade.fills))
+        assert len(trade.fills) >= 2 and sum(f.execution.shares for f in trade.fills) == qty
+        total = sum(f.commissionReport.commission for f in trade.fills)
+        assert abs(total - max(0.005 * qty, 1.0)) < 1e-6  # one order, one minimum
+        assert trade.orderStatus.filled == qty and trade.log[-1].status == "Filled"

@@ -91,6 +91,14 @@ def test_walk_finds_what_if_behind_every_variable_block() -> None:
     assert req.algo_strategy == "Adaptive"
 
 
+def test_walk_reads_trailing_fields() -> None:
+    order = Order(action="SELL", totalQuantity=2, orderType="TRAIL", trailingPercent=1.5,
+                  trailStopPrice=180.0)
+    req = parse_place_order(_wire(Stock("AAPL", "SMART", "USD"), order))
+    assert (req.order_type, req.trailing_percent, req.trail_stop_price) == ("TRAIL", 1.5, 180.0)
+    assert req.aux_price is None and not req.what_if
+
+
 def test_walk_handles_combo_legs() -> None:
     bag = Bag(symbol="SPY", exchange="SMART", currency="USD",
               comboLegs=[ComboLeg(conId=1, ratio=1, action="BUY", exchange="SMART"),
