@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from ib_insync import IB, Contract, Stock
 
-from ibhub.sim.config import SimConfig
-from ibhub.sim.server import SimGateway
+from ibhub.sim import SimConfig, SimGateway
+from tests.helpers import wait_until
+
+__all__ = ["SEED", "client", "gateway", "qualified", "step_until", "wait_until"]
 
 SEED = 20240102
 
@@ -17,6 +18,7 @@ SEED = 20240102
 @asynccontextmanager
 async def gateway(**overrides: object) -> AsyncIterator[SimGateway]:
     """tick_rate=0 by default: the market only moves when a test steps it, so fills are exact."""
+    print(f"sim seed {SEED}")
     cfg = SimConfig(**{"seed": SEED, "tick_rate": 0.0, "max_msg_rate": 1000.0,
                        **overrides})  # type: ignore[arg-type]
     async with SimGateway(cfg) as sim:
@@ -32,17 +34,6 @@ async def client(sim: SimGateway, client_id: int = 1, **kwargs: object) -> Async
         yield ib
     finally:
         ib.disconnect()
-
-
-async def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
-                     what: str = "condition") -> None:
-    """Poll `predicate` while the loop runs the client and the simulator; fail after timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def qualified(ib: IB, symbol: str = "AAPL") -> Contract:
