@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "status": "ibhub.client_cli:status",
     "tail": "ibhub.client_cli:tail",
     "lease": "ibhub.client_cli:lease",
+    "orders": "ibhub.orders_cli:orders",
 }
 
 

@@ -1,0 +1,498 @@
+"""The order journal: an embedded SQLite database that outlives the hub process.
+
+Every order request, acknowledgement, status change and fill is written here *before*
+the hub replies or publishes the matching event, so after ``kill -9`` the hub knows
+every order it ever acknowledged: its owner, its client order id and its latest state.
+
+Design decisions:
+
+* **WAL + ``synchronous=FULL`` by default.** In WAL mode a commit is one append to the
+  WAL; ``FULL`` adds an fsync per commit, which makes a commit survive a power cut or a
+  kernel crash, not only a killed process (``NORMAL`` survives ``kill -9`` but can lose
+  the last commits on power loss). Orders are money, and group commit (below) makes the
+  fsync cost per *batch*, not per order, so FULL is affordable. Configurable.
+* **One writer thread with group commit.** SQLite calls block; running them on the event
+  loop would stall every tick for the fsync. :class:`JournalWriter` queues operations to
+  a thread that runs everything queued so far in one transaction (one fsync), then
+  resolves the waiting futures on the loop *in submission order*. Callers ``await`` the
+  write before replying, so "journal before reply" holds while the loop keeps serving.
+* **Each operation in its own SAVEPOINT**, so one failing operation (a constraint) fails
+  only its own future, not the batch.
+* An append-only ``log`` table keeps the history (audit); ``orders`` and ``fills`` hold
+  the latest state, which is what a restart restores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE: Final = "orders.sqlite3"
+SCHEMA_VERSION: Final = 1
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    client_order_id TEXT,            -- NULL for external orders
+    lease TEXT NOT NULL,
+    con_id INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    sec_type TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    action TEXT NOT NULL,
+    quantity REAL NOT NULL,
+    order_type TEXT NOT NULL,
+    limit_price REAL,
+    stop_price REAL,
+    tif TEXT NOT NULL,
+    outside_rth INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    parent_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    filled REAL NOT NULL,
+    remaining REAL NOT NULL,
+    avg_fill_price REAL NOT NULL,
+    commission REAL NOT NULL,
+    perm_id INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    message TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    UNIQUE (owner, client_order_id)
+);
+CREATE TABLE IF NOT EXISTS fills (
+    exec_id TEXT PRIMARY KEY,
+    order_id INTEGER NOT NULL,
+    con_id INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    shares REAL NOT NULL,
+    price REAL NOT NULL,
+    cum_qty REAL NOT NULL,
+    avg_price REAL NOT NULL,
+    time_ns INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    commission REAL,
+    commission_currency TEXT NOT NULL,
+    realized_pnl REAL
+);
+CREATE INDEX IF NOT EXISTS fills_by_order ON fills (order_id);
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
+    ts_ns INTEGER NOT NULL,
+    order_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+
+def default_data_dir() -> Path:
+    """``$IBHUB_DATA_DIR``, else ``~/.local/share/ibhub`` (the same default as HubSettings)."""
+    env = os.environ.get("IBHUB_DATA_DIR")
+    return Path(env) if env else Path.home() / ".local" / "share" / "ibhub"
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """An order's latest state: the journal row and the order book's in-memory record."""
+
+    order_id: int
+    owner: str
+    client_order_id: str | None
+    lease: str
+    con_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    currency: str
+    action: str
+    quantity: float
+    order_type: str
+    limit_price: float | None
+    stop_price: float | None
+    tif: str
+    outside_rth: bool
+    account: str
+    parent_id: int = 0
+    status: str = "PendingSubmit"
+    filled: float = 0.0
+    remaining: float = 0.0
+    avg_fill_price: float = 0.0
+    commission: float = 0.0
+    perm_id: int = 0
+    sent: bool = False  # handed to the upstream socket (best effort; see orders.reconcile)
+    fingerprint: str = ""  # identifies the original request, to tell a retry from a reuse
+    message: str = ""
+    created_ns: int = 0
+    updated_ns: int = 0
+
+
+@dataclass(slots=True)
+class FillRecord:
+    exec_id: str
+    order_id: int
+    con_id: int
+    symbol: str
+    side: str
+    shares: float
+    price: float
+    cum_qty: float
+    avg_price: float
+    time_ns: int
+    account: str
+    exchange: str
+    commission: float | None = None
+    commission_currency: str = ""
+    realized_pnl: float | None = None
+
+
+_ORDER_COLUMNS: Final = tuple(f.name for f in fields(OrderRecord))
+_FILL_COLUMNS: Final = tuple(f.name for f in fields(FillRecord))
+# Columns an update may change (everything but the identity of the order).
+_MUTABLE: Final = frozenset(_ORDER_COLUMNS) - {"order_id", "owner", "client_order_id", "created_ns"}
+
+
+class JournalError(RuntimeError):
+    """The journal could not record something; the hub must not reply as if it had."""
+
+
+class Journal:
+    """Synchronous access to one journal file. Not thread-safe: one instance per thread.
+
+    :class:`JournalWriter` owns the instance that writes; the ``ibhub orders`` command and
+    the hub's start-up restore use their own (reads see every committed write: WAL).
+    """
+
+    def __init__(
+        self, path: Path | str, *, synchronous: str = "FULL", readonly: bool = False
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(
+                f"journal synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}"
+            )
+        self.path = Path(path)
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no order journal at {self.path}")
+            uri = f"file:{self.path}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=5000")
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode!r})")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+        )
+
+    @classmethod
+    def in_dir(cls, data_dir: Path | str, **kwargs: Any) -> Journal:
+        return cls(Path(data_dir) / JOURNAL_FILE, **kwargs)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------------- transactions
+
+    def run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+        """Run ``ops`` (``fn(self, *args)``: unbound ``Journal`` methods) in one transaction
+        (one commit, one fsync). Returns one result per op:
+        its return value, or the exception it raised (that op's changes are rolled back)."""
+        results: list[Any] = []
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, args in ops:
+                db.execute("SAVEPOINT op")
+                try:
+                    results.append(fn(self, *args))
+                except (sqlite3.Error, ValueError, KeyError) as exc:
+                    db.execute("ROLLBACK TO op")
+                    results.append(exc)
+                db.execute("RELEASE op")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return results
+
+    def note(self, order_id: int, kind: str, data: dict[str, Any]) -> None:
+        """Append one entry to the history log (requests, refusals, sends, errors)."""
+        self._db.execute(
+            "INSERT INTO log (ts_ns, order_id, kind, data) VALUES (?, ?, ?, ?)",
+            (time.time_ns(), order_id, kind, json.dumps(data, default=str)),
+        )
+
+    # ---------------------------------------------------------------- operations
+    # Called inside run_batch (writer thread) or directly in autocommit mode (tests, tools).
+
+    def insert_order(self, rec: OrderRecord, kind: str = "request") -> None:
+        """Record a new order. Raises ``sqlite3.IntegrityError`` for a taken order id or
+        (owner, client_order_id)."""
+        row = asdict(rec)
+        row["outside_rth"] = int(rec.outside_rth)
+        row["sent"] = int(rec.sent)
+        cols = ", ".join(_ORDER_COLUMNS)
+        marks = ", ".join("?" * len(_ORDER_COLUMNS))
+        self._db.execute(
+            f"INSERT INTO orders ({cols}) VALUES ({marks})", [row[c] for c in _ORDER_COLUMNS]
+        )
+        self.note(rec.order_id, kind, row)
+
+    def update_order(self, order_id: int, kind: str, changes: dict[str, Any]) -> None:
+        """Apply ``changes`` (column -> value) to an order and log them as ``kind``."""
+        bad = set(changes) - _MUTABLE
+        if bad:
+            raise ValueError(f"cannot update order column(s) {sorted(bad)}")
+        values = {k: int(v) if isinstance(v, bool) else v for k, v in changes.items()}
+        if values:
+            assignments = ", ".join(f"{k} = ?" for k in values)
+            cur = self._db.execute(
+                f"UPDATE orders SET {assignments} WHERE order_id = ?", [*values.values(), order_id]
+            )
+            if cur.rowcount != 1:
+                raise KeyError(f"order {order_id} is not in the journal")
+        self.note(order_id, kind, values)
+
+    def insert_fill(self, fill: FillRecord) -> bool:
+        """Record a fill; False (and nothing written) if ``exec_id`` is already known."""
+        row = asdict(fill)
+        cols = ", ".join(_FILL_COLUMNS)
+        marks = ", ".join("?" * len(_FILL_COLUMNS))
+        cur = self._db.execute(
+            f"INSERT OR IGNORE INTO fills ({cols}) VALUES ({marks})",
+            [row[c] for c in _FILL_COLUMNS],
+        )
+        if cur.rowcount == 0:
+            return False
+        self.note(fill.order_id, "fill", row)
+        return True
+
+    def set_commission(
+        self, exec_id: str, commission: float, currency: str, realized_pnl: float | None
+    ) -> bool:
+        """Attach a commission report to its fill; False if the fill is unknown."""
+        cur = self._db.execute(
+            "UPDATE fills SET commission = ?, commission_currency = ?, realized_pnl = ?"
+            " WHERE exec_id = ?",
+            (commission, currency, realized_pnl, exec_id),
+        )
+        if cur.rowcount == 0:
+            return False
+        order_id = self._db.execute(
+            "SELECT order_id FROM fills WHERE exec_id = ?", (exec_id,)
+        ).fetchone()[0]
+        self.note(order_id, "commission", {"exec_id": exec_id, "commission": commission})
+        return True
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # ---------------------------------------------------------------- reads
+
+    def orders(self) -> list[OrderRecord]:
+        cur = self._db.execute(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders ORDER BY order_id")
+        return [_order_from_row(r) for r in cur]
+
+    def find(self, owner: str, client_order_id: str) -> OrderRecord | None:
+        """The order a script placed under ``client_order_id`` (the idempotency key)."""
+        cur = self._db.execute(
+            f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders"
+            " WHERE owner = ? AND client_order_id = ?",
+            (owner, client_order_id),
+        )
+        row = cur.fetchone()
+        return _order_from_row(row) if row else None
+
+    def fills(self, order_id: int | None = None) -> list[FillRecord]:
+        sql = f"SELECT {', '.join(_FILL_COLUMNS)} FROM fills"
+        args: tuple[Any, ...] = ()
+        if order_id is not None:
+            sql += " WHERE order_id = ?"
+            args = (order_id,)
+        cur = self._db.execute(sql + " ORDER BY time_ns, exec_id", args)
+        return [FillRecord(*r) for r in cur]
+
+    def history(self, order_id: int) -> list[tuple[int, str, dict[str, Any]]]:
+        cur = self._db.execute(
+            "SELECT ts_ns, kind, data FROM log WHERE order_id = ? ORDER BY id", (order_id,)
+        )
+        return [(ts, kind, json.loads(data)) for ts, kind, data in cur]
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def max_order_id(self) -> int:
+        row = self._db.execute("SELECT MAX(order_id) FROM orders").fetchone()
+        return int(row[0] or 0)
+
+
+def _order_from_row(row: Iterable[Any]) -> OrderRecord:
+    rec = OrderRecord(*row)
+    rec.outside_rth = bool(rec.outside_rth)
+    rec.sent = bool(rec.sent)
+    return rec
+
+
+class _Stop:
+    pass
+
+
+_STOP = _Stop()
+_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]]
+
+
+class JournalWriter:
+    """Runs journal writes on a dedicated thread with group commit (see module doc).
+
+    Operations are unbound :class:`Journal` methods run against the writer's own
+    connection: ``await writer.write(Journal.insert_order, rec)`` returns the method's
+    result once it is committed and
+    raises ``JournalError`` if it was not. ``writer.write_then(fn, args, callback)``
+    is the callback form for synchronous code (upstream event handlers): ``callback(result)``
+    runs on the event loop after the commit, in submission order with every other write,
+    so events published from callbacks keep their order.
+    """
+
+    def __init__(self, journal_factory: Callable[[], Journal], *, max_batch: int = 512) -> None:
+        self._factory = journal_factory
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Op | _Stop] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self.batches = 0  # commits so far (observability; tests)
+        self.ops = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="ibhub-journal", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait)
+        if self._open_error is not None:
+            raise JournalError(f"cannot open the order journal: {self._open_error}") from (
+                self._open_error
+            )
+
+    async def stop(self) -> None:
+        """Finish every queued write, then close the database."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    def write_then(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        callback: Callable[[T | BaseException], None],
+    ) -> None:
+        if self._thread is None:
+            raise JournalError("the journal writer is not running")
+        self._queue.put((fn, args, callback))
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def done(result: Any) -> None:
+            if fut.done():
+                return
+            if isinstance(result, BaseException):
+                fut.set_exception(
+                    result if isinstance(result, JournalError) else JournalError(str(result))
+                )
+            else:
+                fut.set_result(result)
+
+        self.write_then(fn, args, done)
+        return await fut
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        try:
+            journal = self._factory()
+        except (sqlite3.Error, OSError, JournalError) as exc:
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stopping = False
+        try:
+            while not stopping:
+                first = self._queue.get()
+                if isinstance(first, _Stop):
+                    break
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(item, _Stop):
+                        stopping = True
+                        break
+                    batch.append(item)
+                self._commit(journal, batch)
+        finally:
+            journal.close()
+
+    def _commit(self, journal: Journal, batch: list[_Op]) -> None:
+        results: list[Any]
+        try:
+            results = journal.run_batch([(fn, args) for fn, args, _ in batch])
+        except sqlite3.Error as exc:
+            log.error("order journal commit failed (%d writes lost): %s", len(batch), exc)
+            results = [JournalError(f"journal commit failed: {exc}")] * len(batch)
+        self.batches += 1
+        self.ops += len(batch)
+        for (fn, _args, _cb), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("journal %s failed: %s", getattr(fn, "__name__", fn), result)
+        callbacks = [(cb, result) for (_fn, _args, cb), result in zip(batch, results, strict=True)]
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(_run_callbacks, callbacks)
+        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
+            log.debug("journal batch finished after the event loop closed")
+
+
+def _run_callbacks(callbacks: list[tuple[Callable[[Any], None], Any]]) -> None:
+    for cb, result in callbacks:
+        try:
+            cb(result)
+        except Exception:  # a failing listener must not starve the ones after it
+            log.exception("journal completion callback failed")

@@ -1,0 +1,160 @@
+"""The boundary between the order book (``orders.py``) and the Gateway session.
+
+The order book never sees ib_insync: it asks the upstream to act through the small
+:class:`OrderUpstream` protocol and is told what happened through plain frozen
+dataclasses (openOrder, orderStatus, execDetails, commissionReport, order errors).
+``upstream.py`` (the only ib_insync importer) adapts both directions; the unit tests
+use a fake that records calls.
+
+Order references: every order the hub places carries ``orderRef`` =
+``ibhub1:<len(owner)>:<owner><client_order_id>`` so that, even if the journal were
+lost, an order seen at the Gateway can be traced back to its owner and client order
+id (reconciliation uses this before declaring an order external).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ibhub.protocol import ContractSpec
+
+ORDER_REF_PREFIX = "ibhub1:"
+
+
+@dataclass(frozen=True)
+class OrderFields:
+    """What the upstream needs besides the contract to place (or modify) an order."""
+
+    action: str
+    quantity: float
+    order_type: str
+    limit_price: float | None
+    stop_price: float | None
+    tif: str
+    outside_rth: bool
+    account: str
+    parent_id: int = 0
+    transmit: bool = True
+    order_ref: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamOrder:
+    """An openOrder (with its orderState.status), or an entry of reqCompletedOrders."""
+
+    order_id: int
+    client_id: int
+    perm_id: int
+    con_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    currency: str
+    action: str
+    quantity: float
+    order_type: str
+    limit_price: float | None
+    stop_price: float | None
+    tif: str
+    outside_rth: bool
+    account: str
+    order_ref: str
+    parent_id: int
+    status: str
+    filled: float = 0.0
+    remaining: float = 0.0
+    avg_fill_price: float = 0.0
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    """An orderStatus message."""
+
+    order_id: int
+    client_id: int
+    perm_id: int
+    status: str
+    filled: float
+    remaining: float
+    avg_fill_price: float
+    last_fill_price: float = 0.0
+    why_held: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamExecution:
+    """An execDetails message (a fill)."""
+
+    exec_id: str
+    order_id: int
+    client_id: int
+    perm_id: int
+    con_id: int
+    symbol: str
+    side: str  # BOT / SLD
+    shares: float
+    price: float
+    cum_qty: float
+    avg_price: float
+    time_ns: int
+    account: str
+    exchange: str
+    order_ref: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamCommission:
+    """A commissionReport message (follows its execDetails)."""
+
+    exec_id: str
+    commission: float
+    currency: str
+    realized_pnl: float | None = None
+
+
+class OrderUpstream(Protocol):
+    """What the order book needs from the Gateway session. Sends are synchronous writes
+    to the socket (the pacer decides *when*); answers arrive through the book's
+    ``on_*`` methods."""
+
+    @property
+    def client_id(self) -> int:
+        """The hub's own TWS client id: orders with another client id are external."""
+        ...
+
+    def is_connected(self) -> bool: ...
+
+    def next_order_id(self) -> int:
+        """The next order id of the session (strictly increasing, shared with request ids)."""
+        ...
+
+    def ensure_ids_above(self, order_id: int) -> None:
+        """Make every later ``next_order_id`` larger than ``order_id`` (journal restore)."""
+        ...
+
+    def place(self, order_id: int, contract: ContractSpec, fields: OrderFields) -> None:
+        """placeOrder: a new order, or a modification when ``order_id`` already exists."""
+        ...
+
+    def cancel(self, order_id: int) -> None: ...
+
+    def global_cancel(self) -> None: ...
+
+
+def make_order_ref(owner: str, client_order_id: str) -> str:
+    return f"{ORDER_REF_PREFIX}{len(owner)}:{owner}{client_order_id}"
+
+
+def parse_order_ref(ref: str) -> tuple[str, str] | None:
+    """(owner, client_order_id) from an orderRef the hub wrote, else None."""
+    if not ref.startswith(ORDER_REF_PREFIX):
+        return None
+    rest = ref[len(ORDER_REF_PREFIX) :]
+    length, sep, tail = rest.partition(":")
+    if not sep or not length.isdigit():
+        return None
+    n = int(length)
+    if n > len(tail) or n == len(tail):
+        return None
+    return tail[:n], tail[n:]

@@ -1,0 +1,284 @@
+"""The order book's state: every order and fill, who owns them, and how changes
+are journaled and published.
+
+Shared by :mod:`ibhub.orders` (requests from scripts) and :mod:`ibhub.order_updates`
+(what the Gateway reports). Owners are script *names* (``Hello.name``): a script that
+reconnects, or a hub that restarts, keeps its orders; events go to ``order.<lease>`` of
+the name's current lease. Orders the hub did not place belong to ``"external"``
+(``order.external``) and are keyed by ``-permId``, because their order ids live in
+other clients' id spaces.
+
+Every change is journaled before its event is published (:meth:`OrderStore.persist`):
+the event is built when the change happens and published, in order, once the commit
+lands. If a journal write fails for an order that already exists at IB, the event is
+still published (its owner must learn of its fills) and the failure is logged loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from ibhub.journal import FillRecord, Journal, JournalWriter, OrderRecord
+from ibhub.order_feed import UpstreamCommission
+from ibhub.protocol import (
+    ORDER_OWNER_EXTERNAL,
+    TOPIC_ORDER,
+    Event,
+    ExecutionInfo,
+    OrderEvent,
+    OrderInfo,
+)
+from ibhub.wire import encode
+
+log = logging.getLogger(__name__)
+
+EXTERNAL: Final = ORDER_OWNER_EXTERNAL
+TERMINAL: Final = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
+NAN: Final = float("nan")
+EPS: Final = 1e-9
+
+EventSink = Callable[[str, Event], None]
+
+
+# --------------------------------------------------------------------------- journal ops
+# Compound operations run on the journal thread inside one SAVEPOINT each.
+
+
+def op_insert(j: Journal, recs: list[OrderRecord]) -> None:
+    for rec in recs:
+        j.insert_order(rec)
+
+
+def op_update(j: Journal, order_id: int, kind: str, changes: dict[str, Any]) -> None:
+    j.update_order(order_id, kind, changes)
+
+
+def op_fill(j: Journal, fill: FillRecord, changes: dict[str, Any]) -> bool:
+    if not j.insert_fill(fill):
+        return False
+    j.update_order(fill.order_id, "fill_state", changes)
+    return True
+
+
+def op_commission(
+    j: Journal, c: UpstreamCommission, order_id: int, changes: dict[str, Any]
+) -> None:
+    j.set_commission(c.exec_id, c.commission, c.currency, c.realized_pnl)
+    j.update_order(order_id, "commission_state", changes)
+
+
+def op_note(j: Journal, order_id: int, kind: str, data: dict[str, Any]) -> None:
+    j.note(order_id, kind, data)
+
+
+def snapshot(rec: OrderRecord, names: Sequence[str]) -> dict[str, Any]:
+    return {n: getattr(rec, n) for n in names}
+
+
+class OrderStore:
+    def __init__(
+        self,
+        writer: JournalWriter,
+        publish: EventSink,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.writer = writer
+        self.publish = publish
+        self.now = clock_ns
+        self.by_id: dict[int, OrderRecord] = {}  # key: order id (-permId for external)
+        self.by_key: dict[tuple[str, str], OrderRecord] = {}
+        self.by_perm: dict[int, OrderRecord] = {}
+        self.children: dict[int, list[int]] = {}
+        self.fills: dict[str, FillRecord] = {}
+        self.fills_by_order: dict[int, list[FillRecord]] = {}
+        self.lease_of_owner: dict[str, str] = {}
+        self.max_id = 0
+
+    def restore(self, orders: Sequence[OrderRecord], fills: Sequence[FillRecord]) -> None:
+        """Load the journal's orders and fills (start-up, before serving)."""
+        for rec in orders:
+            self.register(rec)
+        for fill in fills:
+            self.fills[fill.exec_id] = fill
+            self.fills_by_order.setdefault(fill.order_id, []).append(fill)
+        log.info("order book restored: %d orders, %d fills", len(orders), len(fills))
+
+    def register(self, rec: OrderRecord) -> None:
+        self.by_id[rec.order_id] = rec
+        if rec.client_order_id is not None:
+            self.by_key[(rec.owner, rec.client_order_id)] = rec
+        if rec.perm_id:
+            self.by_perm[rec.perm_id] = rec
+        if rec.parent_id:
+            kids = self.children.setdefault(rec.parent_id, [])
+            if rec.order_id not in kids:
+                kids.append(rec.order_id)
+                kids.sort()
+        if rec.order_id > 0:
+            self.max_id = max(self.max_id, rec.order_id)
+
+    def unregister(self, rec: OrderRecord) -> None:
+        self.by_id.pop(rec.order_id, None)
+        if rec.client_order_id is not None:
+            self.by_key.pop((rec.owner, rec.client_order_id), None)
+        if rec.parent_id in self.children:
+            self.children[rec.parent_id].remove(rec.order_id)
+
+    def get(self, order_id: int) -> OrderRecord | None:
+        return self.by_id.get(order_id)
+
+    def find(self, owner: str, client_order_id: str) -> OrderRecord | None:
+        return self.by_key.get((owner, client_order_id))
+
+    def bind_owner(self, owner: str, lease: str) -> None:
+        """Route the events of ``owner``'s orders to ``order.<lease>`` (call on Hello)."""
+        self.lease_of_owner[owner] = lease
+
+    def lease_gone(self, lease: str) -> None:
+        for owner, held in list(self.lease_of_owner.items()):
+            if held == lease:
+                del self.lease_of_owner[owner]
+
+    def owner_lease(self, order_id: int) -> str | None:
+        """The live lease that owns ``order_id`` (for routing IB errors), else None."""
+        rec = self.by_id.get(order_id)
+        return None if rec is None else self.lease_of_owner.get(rec.owner)
+
+    def topic_of(self, rec: OrderRecord) -> str:
+        if rec.owner == EXTERNAL:
+            return TOPIC_ORDER + EXTERNAL
+        return TOPIC_ORDER + self.lease_of_owner.get(rec.owner, rec.lease)
+
+    @property
+    def working(self) -> list[OrderRecord]:
+        return [r for r in self.by_id.values() if r.status not in TERMINAL]
+
+    # ------------------------------------------------------------------ events
+
+    def event(
+        self, rec: OrderRecord, kind: str, fill: FillRecord | None = None, message: str = ""
+    ) -> OrderEvent:
+        fills = self.fills_by_order.get(rec.order_id, ())
+        has_commission = any(f.commission is not None for f in fills)
+        return OrderEvent(
+            0,
+            0,
+            kind,
+            rec.order_id,
+            rec.client_order_id or "",
+            rec.owner,
+            rec.con_id,
+            rec.symbol,
+            rec.action,
+            rec.status,
+            rec.filled,
+            rec.remaining,
+            rec.avg_fill_price,
+            fill.shares if fill else 0.0,
+            fill.price if fill else 0.0,
+            fill.exec_id if fill else "",
+            rec.commission if has_commission else NAN,
+            message or rec.message,
+        )
+
+    def persist(
+        self, op: Callable[..., Any], args: tuple[Any, ...], rec: OrderRecord, ev: Event | None
+    ) -> None:
+        """Journal ``op``; publish ``ev`` (if any) once it is committed, in order."""
+        topic = self.topic_of(rec)
+
+        def done(result: Any) -> None:
+            if isinstance(result, BaseException):
+                log.error(
+                    "journal write for order %d failed (%s); publishing its event anyway",
+                    rec.order_id,
+                    result,
+                )
+            if ev is not None:
+                self.publish(topic, ev)
+
+        self.writer.write_then(op, args, done)
+
+    def info(self, rec: OrderRecord) -> OrderInfo:
+        return OrderInfo(
+            order_id=rec.order_id,
+            client_order_id=rec.client_order_id or "",
+            owner=rec.owner,
+            con_id=rec.con_id,
+            symbol=rec.symbol,
+            sec_type=rec.sec_type,
+            currency=rec.currency,
+            action=rec.action,
+            quantity=rec.quantity,
+            order_type=rec.order_type,
+            limit_price=rec.limit_price,
+            stop_price=rec.stop_price,
+            tif=rec.tif,
+            outside_rth=rec.outside_rth,
+            account=rec.account,
+            status=rec.status,
+            filled=rec.filled,
+            remaining=rec.remaining,
+            avg_fill_price=rec.avg_fill_price,
+            commission=rec.commission,
+            perm_id=rec.perm_id,
+            parent_id=rec.parent_id,
+            created_ns=rec.created_ns,
+            updated_ns=rec.updated_ns,
+            message=rec.message,
+        )
+
+    def orders(self, owner: str | None, *, working: bool) -> list[OrderInfo]:
+        """Working (or completed) orders of ``owner`` (None: everyone's), by order id."""
+        return [
+            self.info(r)
+            for r in sorted(self.by_id.values(), key=lambda r: r.order_id)
+            if (owner is None or r.owner == owner) and (r.status not in TERMINAL) == working
+        ]
+
+    def executions(self, owner: str | None) -> list[ExecutionInfo]:
+        out = []
+        for fill in sorted(self.fills.values(), key=lambda f: (f.time_ns, f.exec_id)):
+            rec = self.by_id.get(fill.order_id)
+            if rec is None or (owner is not None and rec.owner != owner):
+                continue
+            out.append(
+                ExecutionInfo(
+                    exec_id=fill.exec_id,
+                    order_id=fill.order_id,
+                    client_order_id=rec.client_order_id or "",
+                    owner=rec.owner,
+                    con_id=fill.con_id,
+                    symbol=fill.symbol,
+                    side=fill.side,
+                    shares=fill.shares,
+                    price=fill.price,
+                    cum_qty=fill.cum_qty,
+                    avg_price=fill.avg_price,
+                    time_ns=fill.time_ns,
+                    account=fill.account,
+                    exchange=fill.exchange,
+                    commission=fill.commission,
+                    commission_currency=fill.commission_currency,
+                    realized_pnl=fill.realized_pnl,
+                )
+            )
+        return out
+
+
+def fanout_sink(fanout: Any) -> EventSink:
+    """An :data:`EventSink` publishing through ``ibhub.fanout.Fanout`` (per-topic seq,
+    hub timestamp, last-value cache), kept here so fanout.py needs no order knowledge."""
+    def publish(topic: str, ev: Event) -> None:
+        t = fanout.topic(topic)
+        t.seq += 1
+        payload = encode(msgspec.structs.replace(ev, seq=t.seq, ts=time.time_ns()))
+        t.last = payload
+        fanout.publisher.publish(t.key, payload)
+
+    return publish

@@ -1,0 +1,531 @@
+"""The order book's front door: place, modify and cancel requests from scripts.
+
+One :class:`OrderBook` per hub, composed of the shared state (:class:`OrderStore`) and
+the upstream side (:class:`OrderUpdates`, reached as ``book.updates``). For a new order:
+
+1. **Idempotency first.** (owner, client_order_id) maps to at most one order. A retry
+   gets the existing order with ``duplicate=True`` (even if the rate limit would now
+   refuse it); the same id with *different* fields is refused
+   (``client_order_id_reused``) rather than answered with another order.
+2. **Risk** (:mod:`ibhub.risk`): field, permission and live-trading checks before the
+   contract lookup; price band and rate limit after it. A refused order never reaches
+   the Gateway.
+3. **Journal, then send, then reply.** The order (a bracket: parent and children in one
+   transaction) is committed before anything goes upstream; the send is queued on the
+   pacer at order priority and the reply says ``PendingSubmit``. What IB says next
+   arrives as events on ``order.<lease>``.
+
+IB requires strictly increasing order ids in one id space: ids come from the upstream
+session's allocator, raised above the journal's highest id after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from ibhub.journal import JournalError, JournalWriter, OrderRecord
+from ibhub.order_feed import OrderFields, OrderUpstream, make_order_ref
+from ibhub.order_store import (
+    EPS,
+    EXTERNAL,
+    TERMINAL,
+    EventSink,
+    OrderStore,
+    op_insert,
+    op_note,
+    op_update,
+    snapshot,
+)
+from ibhub.order_updates import OrderUpdates
+from ibhub.pacing import Pacer, Priority
+from ibhub.protocol import (
+    CancelAllOrders,
+    CancelOrder,
+    CancelRequested,
+    ContractInfo,
+    ContractSpec,
+    ExecutionsReply,
+    GetCompletedOrders,
+    GetExecutions,
+    GetOpenOrders,
+    GlobalCancel,
+    ModifyOrder,
+    OrderAccepted,
+    OrderRejected,
+    OrdersReply,
+    PlaceOrder,
+    RejectReason,
+    Reply,
+)
+from ibhub.risk import OrderParams, Refusal, RiskGate, Role
+
+log = logging.getLogger(__name__)
+
+ORDER_REQUESTS: Final = (
+    PlaceOrder,
+    ModifyOrder,
+    CancelOrder,
+    CancelAllOrders,
+    GlobalCancel,
+    GetOpenOrders,
+    GetCompletedOrders,
+    GetExecutions,
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: their lease, script name (the order owner) and role."""
+
+    lease: str
+    owner: str
+    role: str = Role.TRADER
+
+
+class UnknownContract(LookupError):
+    """The contract did not qualify (the message says why)."""
+
+
+class ContractResolver(Protocol):
+    async def qualify(self, spec: ContractSpec) -> ContractInfo:
+        """The one contract ``spec`` names; raises :class:`UnknownContract`."""
+        ...
+
+    def last_price(self, con_id: int) -> float | None:
+        """The last known price, for the price band; None if unknown."""
+        ...
+
+
+def fingerprint(req: PlaceOrder) -> str:
+    """The order a request describes, without the per-attempt parts (request id, lease)."""
+    return msgspec.json.encode(msgspec.structs.replace(req, id=0, lease="")).decode()
+
+
+class OrderBook:
+    def __init__(
+        self,
+        *,
+        upstream: OrderUpstream,
+        writer: JournalWriter,
+        risk: RiskGate,
+        pacer: Pacer,
+        resolver: ContractResolver,
+        publish: EventSink,
+        store: OrderStore | None = None,
+    ) -> None:
+        self._up = upstream
+        self.risk = risk
+        self._pacer = pacer
+        self._resolver = resolver
+        self.store = store or OrderStore(writer, publish)
+        self.updates = OrderUpdates(self.store, upstream)
+        self._pending: dict[int, asyncio.Future[None]] = {}
+
+    def bind_owner(self, owner: str, lease: str) -> None:
+        """Route ``owner``'s order events to ``order.<lease>`` (call on Hello)."""
+        self.store.bind_owner(owner, lease)
+
+    def lease_gone(self, lease: str) -> None:
+        self.store.lease_gone(lease)
+        self.risk.forget_lease(lease)
+
+    async def handle(self, caller: Caller, req: Any) -> Reply:
+        """Answer one of ``ORDER_REQUESTS``."""
+        match req:
+            case PlaceOrder():
+                return await self.place(caller, req)
+            case ModifyOrder():
+                return await self.modify(caller, req)
+            case CancelOrder():
+                return await self.cancel(caller, req)
+            case CancelAllOrders():
+                return await self.cancel_all(caller, req)
+            case GlobalCancel():
+                return await self.global_cancel(caller, req)
+            case GetOpenOrders() | GetCompletedOrders():
+                owner = self._scope(caller, req.scope)
+                if isinstance(owner, Refusal):
+                    return OrderRejected(
+                        id=req.id, client_order_id="", reason=owner.reason, message=owner.message
+                    )
+                working = isinstance(req, GetOpenOrders)
+                return OrdersReply(id=req.id, orders=self.store.orders(owner, working=working))
+            case GetExecutions():
+                owner = self._scope(caller, req.scope)
+                if isinstance(owner, Refusal):
+                    return OrderRejected(
+                        id=req.id, client_order_id="", reason=owner.reason, message=owner.message
+                    )
+                return ExecutionsReply(id=req.id, executions=self.store.executions(owner))
+        raise TypeError(f"not an order request: {type(req).__name__}")
+
+    def _scope(self, caller: Caller, scope: str) -> str | Refusal | None:
+        if scope == "mine":
+            return caller.owner
+        if scope == "all":
+            return self.risk.check_operator(caller.role, "scope='all'") or None
+        return Refusal(RejectReason.FORBIDDEN, f"scope must be 'mine' or 'all', not {scope!r}")
+
+    def _reject(self, req_id: int, coid: str, refusal: Refusal, order_id: int = 0) -> OrderRejected:
+        log.info("order request refused (%s): %s", refusal.reason, refusal.message)
+        self.store.writer.write_then(
+            op_note,
+            (
+                order_id,
+                "refused",
+                {"client_order_id": coid, "reason": refusal.reason, "message": refusal.message},
+            ),
+            lambda _result: None,
+        )
+        return OrderRejected(
+            id=req_id,
+            client_order_id=coid,
+            reason=refusal.reason,
+            message=refusal.message,
+            order_id=order_id,
+        )
+
+    def _accepted(self, req_id: int, rec: OrderRecord, duplicate: bool) -> OrderAccepted:
+        return OrderAccepted(
+            id=req_id,
+            order_id=rec.order_id,
+            client_order_id=rec.client_order_id or "",
+            status=rec.status,
+            duplicate=duplicate,
+            filled=rec.filled,
+            remaining=rec.remaining,
+            avg_fill_price=rec.avg_fill_price,
+            child_order_ids=list(self.store.children.get(rec.order_id, ())),
+        )
+
+    async def _existing(self, caller: Caller, req: PlaceOrder) -> Reply | None:
+        while True:
+            rec = self.store.by_key.get((caller.owner, req.client_order_id))
+            if rec is None:
+                return None
+            pending = self._pending.get(rec.order_id)
+            if pending is None:
+                break
+            await asyncio.shield(pending)  # the first attempt is still being journaled
+        if rec.fingerprint and rec.fingerprint != fingerprint(req):
+            return self._reject(
+                req.id,
+                req.client_order_id,
+                Refusal(
+                    RejectReason.CLIENT_ORDER_ID_REUSED,
+                    f"client_order_id {req.client_order_id!r} already names order "
+                    f"{rec.order_id} with different fields; use a new id for a new order",
+                ),
+                rec.order_id,
+            )
+        return self._accepted(req.id, rec, duplicate=True)
+
+    async def place(self, caller: Caller, req: PlaceOrder) -> Reply:
+        coid = req.client_order_id
+        dup = await self._existing(caller, req)
+        if dup is not None:
+            return dup
+        refusal = self.risk.check_static(req, role=caller.role)
+        if refusal is None and req.parent_order_id:
+            parent = self.store.by_id.get(req.parent_order_id)
+            if parent is None or parent.owner != caller.owner:
+                refusal = Refusal(
+                    RejectReason.UNKNOWN_ORDER,
+                    f"parent order {req.parent_order_id} is not one of your orders",
+                )
+            elif parent.status in TERMINAL:
+                refusal = Refusal(
+                    RejectReason.ORDER_DONE, f"parent order {parent.order_id} is {parent.status}"
+                )
+        if refusal is None and not self._up.is_connected():
+            refusal = Refusal(
+                RejectReason.UPSTREAM_DOWN,
+                "the hub is not connected to the Gateway; retry with the same client_order_id",
+            )
+        if refusal is not None:
+            return self._reject(req.id, coid, refusal)
+        try:
+            info = await self._resolver.qualify(req.contract)
+        except UnknownContract as exc:
+            return self._reject(req.id, coid, Refusal(RejectReason.UNKNOWN_CONTRACT, str(exc)))
+        dup = await self._existing(caller, req)  # a retry may have won the race meanwhile
+        if dup is not None:
+            return dup
+        last = self._resolver.last_price(info.con_id)
+        refusal = self.risk.check_band_and_rate(req, lease=caller.lease, last_price=last)
+        if refusal is not None:
+            return self._reject(req.id, coid, refusal)
+
+        recs = self._new_records(caller, req, info)
+        parent = recs[0]
+        pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for rec in recs:
+            self.store.register(rec)
+        self._pending[parent.order_id] = pending
+        try:
+            await self.store.writer.write(op_insert, [replace(r) for r in recs])
+        except JournalError as exc:
+            for rec in recs:
+                self.store.unregister(rec)
+            return self._reject(
+                req.id,
+                coid,
+                Refusal(
+                    RejectReason.INTERNAL, f"the order journal failed, nothing was sent: {exc}"
+                ),
+            )
+        finally:
+            del self._pending[parent.order_id]
+            pending.set_result(None)
+        for rec in recs:
+            self.store.publish(self.store.topic_of(rec), self.store.event(rec, "acknowledged"))
+            self._send(rec, Priority.ORDER)
+        return self._accepted(req.id, parent, duplicate=False)
+
+    def _allocate(self) -> int:
+        self._up.ensure_ids_above(self.store.max_id)
+        order_id = self._up.next_order_id()
+        if order_id <= self.store.max_id:
+            raise RuntimeError(
+                f"upstream gave order id {order_id}, not above the journal's {self.store.max_id}"
+            )
+        self.store.max_id = order_id
+        return order_id
+
+    def _new_records(
+        self, caller: Caller, req: PlaceOrder, info: ContractInfo
+    ) -> list[OrderRecord]:
+        now = self.store.now()
+        base = OrderRecord(
+            order_id=self._allocate(),
+            owner=caller.owner,
+            client_order_id=req.client_order_id,
+            lease=caller.lease,
+            con_id=info.con_id,
+            symbol=info.symbol,
+            sec_type=info.sec_type,
+            exchange=req.contract.exchange or info.exchange,
+            currency=info.currency,
+            action=req.action,
+            quantity=req.quantity,
+            order_type=req.order_type,
+            limit_price=req.limit_price if req.order_type in ("LMT", "STP LMT") else None,
+            stop_price=req.stop_price if req.order_type in ("STP", "STP LMT") else None,
+            tif=req.tif,
+            outside_rth=req.outside_rth,
+            account=req.account,
+            parent_id=req.parent_order_id,
+            remaining=req.quantity,
+            fingerprint=fingerprint(req),
+            created_ns=now,
+            updated_ns=now,
+        )
+        recs = [base]
+        exit_action = "SELL" if req.action == "BUY" else "BUY"
+        legs = (("tp", "LMT", req.take_profit, None), ("sl", "STP", None, req.stop_loss))
+        for suffix, order_type, limit, stop in legs:
+            if limit is None and stop is None:
+                continue
+            recs.append(
+                replace(
+                    base,
+                    order_id=self._allocate(),
+                    client_order_id=f"{req.client_order_id}.{suffix}",
+                    action=exit_action,
+                    order_type=order_type,
+                    limit_price=limit,
+                    stop_price=stop,
+                    parent_id=base.order_id,
+                    fingerprint="",
+                )
+            )
+        return recs
+
+    @staticmethod
+    def _spec(rec: OrderRecord) -> ContractSpec:
+        return ContractSpec(
+            symbol=rec.symbol,
+            sec_type=rec.sec_type,
+            exchange=rec.exchange,
+            currency=rec.currency,
+            con_id=rec.con_id,
+        )
+
+    def _fields(self, rec: OrderRecord) -> OrderFields:
+        # A bracket goes out parent first with transmit off; the last child transmits all.
+        # Once an order is working, a re-send is a modify and always transmits.
+        pending = rec.status == "PendingSubmit"
+        if rec.parent_id and rec.parent_id in self.store.children:
+            transmit = not pending or rec.order_id == self.store.children[rec.parent_id][-1]
+        else:
+            transmit = not pending or not self.store.children.get(rec.order_id)
+        return OrderFields(
+            action=rec.action,
+            quantity=rec.quantity,
+            order_type=rec.order_type,
+            limit_price=rec.limit_price,
+            stop_price=rec.stop_price,
+            tif=rec.tif,
+            outside_rth=rec.outside_rth,
+            account=rec.account,
+            parent_id=rec.parent_id,
+            transmit=transmit,
+            order_ref=make_order_ref(rec.owner, rec.client_order_id or ""),
+        )
+
+    def _send(self, rec: OrderRecord, priority: Priority) -> None:
+        spec, fields = self._spec(rec), self._fields(rec)
+        fut = self._pacer.submit(
+            priority,
+            lambda: self._up.place(rec.order_id, spec, fields),
+            label=f"placeOrder {rec.order_id}",
+        )
+        fut.add_done_callback(lambda f: self._sent(rec, f))
+
+    def _sent(self, rec: OrderRecord, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return  # hub stopping: reconciliation decides what happened
+        exc = fut.exception()
+        if exc is None:
+            if not rec.sent:
+                rec.sent = True
+                self.store.persist(op_update, (rec.order_id, "sent", {"sent": True}), rec, None)
+            return
+        if rec.status == "PendingSubmit":
+            rec.status = "Inactive"
+            rec.message = f"could not be sent to the Gateway: {exc}"
+            rec.updated_ns = self.store.now()
+            changes = snapshot(rec, ("status", "message", "updated_ns"))
+            ev = self.store.event(rec, "rejected")
+            self.store.persist(op_update, (rec.order_id, "send_failed", changes), rec, ev)
+
+    def _mine(self, caller: Caller, order_id: int, coid: str) -> OrderRecord | Refusal:
+        rec = (
+            self.store.by_id.get(order_id)
+            if order_id
+            else self.store.by_key.get((caller.owner, coid))
+        )
+        what = f"order {order_id}" if order_id else f"client_order_id {coid!r}"
+        if rec is None:
+            return Refusal(RejectReason.UNKNOWN_ORDER, f"{what} is not known to the hub")
+        if rec.owner != caller.owner and caller.role != Role.OPERATOR:
+            return Refusal(RejectReason.NOT_OWNER, f"{what} belongs to another script")
+        if rec.status in TERMINAL:
+            return Refusal(RejectReason.ORDER_DONE, f"{what} is already {rec.status}")
+        return rec
+
+    async def modify(self, caller: Caller, req: ModifyOrder) -> Reply:
+        rec = self._mine(caller, req.order_id, req.client_order_id)
+        if isinstance(rec, Refusal):
+            return self._reject(req.id, req.client_order_id, rec, req.order_id)
+        if rec.owner == EXTERNAL:
+            ext = Refusal(RejectReason.NOT_OWNER, "external orders cannot be modified here")
+            return self._reject(req.id, req.client_order_id, ext, rec.order_id)
+        current = OrderParams(
+            rec.action, rec.quantity, rec.order_type, rec.limit_price, rec.stop_price, rec.tif
+        )
+        refusal = self.risk.check_modify(
+            req,
+            current,
+            lease=caller.lease,
+            role=caller.role,
+            account=rec.account,
+            last_price=self._resolver.last_price(rec.con_id),
+        )
+        new = current.modified(req)
+        if refusal is None and new.quantity < rec.filled - EPS:
+            refusal = Refusal(
+                RejectReason.BAD_QUANTITY,
+                f"quantity {new.quantity:g} is below the {rec.filled:g} already filled",
+            )
+        if refusal is None and not self._up.is_connected():
+            refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
+        if refusal is not None:
+            return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        rec.quantity, rec.limit_price, rec.stop_price, rec.tif = (
+            new.quantity,
+            new.limit_price,
+            new.stop_price,
+            new.tif,
+        )
+        if req.outside_rth is not None:
+            rec.outside_rth = req.outside_rth
+        rec.remaining = max(0.0, rec.quantity - rec.filled)
+        rec.updated_ns = self.store.now()
+        changes = snapshot(
+            rec,
+            (
+                "quantity",
+                "limit_price",
+                "stop_price",
+                "tif",
+                "outside_rth",
+                "remaining",
+                "updated_ns",
+            ),
+        )
+        try:
+            await self.store.writer.write(op_update, rec.order_id, "modify", changes)
+        except JournalError as exc:
+            refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
+            return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        self.store.publish(self.store.topic_of(rec), self.store.event(rec, "modified"))
+        self._send(rec, Priority.ORDER)
+        return self._accepted(req.id, rec, duplicate=False)
+
+    async def _cancel_ids(self, order_ids: list[int], kind: str) -> None:
+        for order_id in order_ids:
+            await self.store.writer.write(op_note, order_id, kind, {})
+            self._pacer.submit(
+                Priority.CANCEL, partial(self._up.cancel, order_id), label=f"cancelOrder {order_id}"
+            )
+
+    async def cancel(self, caller: Caller, req: CancelOrder) -> Reply:
+        rec = self._mine(caller, req.order_id, req.client_order_id)
+        refusal = rec if isinstance(rec, Refusal) else self.risk.check_cancel(caller.role)
+        if refusal is None and not self._up.is_connected():
+            refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
+        if refusal is not None:
+            return self._reject(req.id, req.client_order_id, refusal, req.order_id)
+        assert isinstance(rec, OrderRecord)
+        try:
+            await self._cancel_ids([rec.order_id], "cancel_request")
+        except JournalError as exc:
+            refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
+            return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        return CancelRequested(id=req.id, order_ids=[rec.order_id])
+
+    async def cancel_all(self, caller: Caller, req: CancelAllOrders) -> Reply:
+        refusal = self.risk.check_cancel(caller.role)
+        if refusal is None and not self._up.is_connected():
+            refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
+        if refusal is not None:
+            return self._reject(req.id, "", refusal)
+        ids = sorted(r.order_id for r in self.store.working if r.owner == caller.owner)
+        try:
+            await self._cancel_ids(ids, "cancel_all_request")
+        except JournalError as exc:
+            refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
+            return self._reject(req.id, "", refusal)
+        return CancelRequested(id=req.id, order_ids=ids)
+
+    async def global_cancel(self, caller: Caller, req: GlobalCancel) -> Reply:
+        refusal = self.risk.check_operator(caller.role, "a global cancel")
+        if refusal is None and not self._up.is_connected():
+            refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
+        if refusal is not None:
+            return self._reject(req.id, "", refusal)
+        ids = sorted(r.order_id for r in self.store.working)
+        try:
+            await self.store.writer.write(op_note, 0, "global_cancel", {"by": caller.owner})
+        except JournalError as exc:
+            refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
+            return self._reject(req.id, "", refusal)
+        self._pacer.submit(Priority.CANCEL, self._up.global_cancel, label="reqGlobalCancel")
+        return CancelRequested(id=req.id, order_ids=ids)
