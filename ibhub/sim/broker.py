@@ -88,7 +88,6 @@ class Broker:
         self._working: dict[int, set[int]] = {}  # con_id -> perm_ids working at the market
         self._kids: dict[int, list[int]] = {}  # parent perm_id -> child perm_ids (brackets)
         self._oca: dict[tuple[int, str], set[int]] = {}  # (client_id, ocaGroup) -> perm_ids
-        self._auto_open: set[int] = set()
         self.feed = AccountFeed(self)
         # Opt-in: LMT / STP LMT orders fill at most the size shown at the touch per quote, so
         # hub tests can see partial fills. MKT, STP and TRAIL orders always fill whole.
@@ -124,7 +123,6 @@ class Broker:
     def session_closed(self, session: SessionLike) -> None:
         """Drop the session's subscriptions; its orders keep working (IB behaviour)."""
         self.feed.drop_session(session)
-        self._auto_open.discard(session.client_id)
 
     def handle(self, session: SessionLike, fields: Sequence[str]) -> None:
         """Dispatch one request whose id is in HANDLED; bad input gets an error, never a crash."""
@@ -243,6 +241,10 @@ class Broker:
                 session.send_error(req.order_id, 135, f"Can't find order with id ={req.parent_id}")
                 return
             parent = self._entries[parent_perm]
+            if parent.order.is_done and parent.order.status != Status.FILLED:
+                session.send_error(req.order_id, 201, "Order rejected - reason:The parent order "
+                                   f"{req.parent_id} is {parent.order.status}")
+                return
         entry = self._new_entry(req, cid, inst)
         if not req.transmit:
             log.debug("order %s held: transmit=0", req.order_id)
@@ -588,10 +590,8 @@ class Broker:
         return ex.client_id == client_id
 
     def _req_auto_open_orders(self, session: SessionLike, fields: Sequence[str]) -> None:
-        if len(fields) > 2 and fields[2] == "1":
-            self._auto_open.add(session.client_id)
-        else:
-            self._auto_open.discard(session.client_id)
+        """[15, 1, bAutoBind]: accepted. Manual orders always report to client 0 here."""
+        log.debug("client %s: reqAutoOpenOrders(%s)", session.client_id, fields[2:3])
 
     # ---- routing --------------------------------------------------------------------------
 
