@@ -245,3 +245,14 @@ async def test_cli_status_json_and_tail(hub: HubServer) -> None:
         assert int(leased) in (await holder.status()).raw_client_ids
         await _run(*cli, "lease", "--release", leased, env_extra=env)
         assert int(leased) not in (await holder.status()).raw_client_ids
+
+
+@pytest.mark.parametrize("mode", ["blocking", "asyncio"])
+async def test_example_script_prints_ticks(hub: HubServer, mode: str) -> None:
+    extra = ["--asyncio"] if mode == "asyncio" else []
+    out = await _run(
+        sys.executable, "clients/example_ticks.py", "AAPL", "MSFT", "--count", "5",
+        "--pub", hub.pub_endpoint, "--rpc", hub.rpc_endpoint, *extra,
+    )
+    for symbol in ("AAPL", "MSFT"):
+        assert len([x for x in out.splitlines() if x.startswith(f"{symbol:<6} #")]) == 5, out
