@@ -336,7 +336,7 @@ async def _converse(
         _take(report, fields)
         if any(m.code == 326 for m in report.messages):
             lap("start")
-            return _client_id_in_use(report)
+            return _client_id_in_use(report, writer.get_extra_info("sockname"))
         if got_accounts is False and report.accounts and report.next_order_id is not None:
             got_accounts = True
             lap("start")
@@ -450,7 +450,7 @@ def _refused(report: PortReport, detail: str, hints: list[str]) -> PortReport:
     return report
 
 
-def _client_id_in_use(report: PortReport) -> PortReport:
+def _client_id_in_use(report: PortReport, own: object = None) -> PortReport:
     report.diagnosis = Diagnosis.CLIENT_ID_IN_USE
     report.detail = (
         f"handshake done (server version {report.server_version}) but client id "
@@ -463,7 +463,7 @@ def _client_id_in_use(report: PortReport) -> PortReport:
         "Give every script its own id: `ibhub lease` hands out free ids from the hub. "
         "Re-run with --client-id N to probe another id.",
     ]
-    peers = _local_peers(report.host, report.port)
+    peers = _local_peers(report.host, report.port, own)
     if peers:
         report.hints.append("Local processes connected to this port: " + "; ".join(peers))
     return report
@@ -519,11 +519,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _local_peers(host: str, port: int) -> list[str]:
+def _local_peers(host: str, port: int, own: object = None) -> list[str]:
     """Best effort: local processes with an established connection to ``port``.
 
     Only meaningful for a local TWS; needs psutil and may see only this user's
-    processes. Failures are silent by design: this is a hint, not a diagnosis.
+    processes. ``own`` is the probe's own socket address, left out of the list.
+    Failures are silent by design: this is a hint, not a diagnosis.
     """
     if not _is_loopback(host):
         return []
@@ -539,14 +540,14 @@ def _local_peers(host: str, port: int) -> list[str]:
     for c in conns:
         if c.status != psutil.CONN_ESTABLISHED or not c.raddr or c.raddr.port != port:
             continue
-        if c.pid is None:
+        if c.pid is None or (isinstance(own, tuple) and tuple(c.laddr) == own[:2]):
             continue
         try:
             proc = psutil.Process(c.pid)
             cmd = " ".join(proc.cmdline())[:80] or proc.name()
         except psutil.Error:
             continue
-        found.append(f"pid {c.pid} ({cmd})")
+        found.append(f"pid {c.pid} ({cmd}) from local port {c.laddr.port}")
     return sorted(set(found))
 
 

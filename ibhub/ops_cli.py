@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import textwrap
 
 import click
@@ -102,6 +103,15 @@ def _render_hub(h: doctor.HubReport) -> list[str]:
     return lines
 
 
+def _default_ports() -> list[int]:
+    """The four standard ports, plus ``$IB_PORT`` (the port scripts are told to use)."""
+    found = [p.port for p in doctor.STANDARD_PORTS]
+    env = os.environ.get("IB_PORT", "").strip()
+    if env.isdigit() and 0 < int(env) < 65536 and int(env) not in found:
+        found.append(int(env))
+    return found
+
+
 @click.command("doctor")
 @click.option(
     "--host",
@@ -115,7 +125,7 @@ def _render_hub(h: doctor.HubReport) -> list[str]:
     "ports",
     type=click.IntRange(1, 65535),
     multiple=True,
-    help="Port to probe (repeatable). Default: 7497, 7496, 4002, 4001.",
+    help="Port to probe (repeatable). Default: 7497, 7496, 4002, 4001 and $IB_PORT.",
 )
 @click.option(
     "--client-id",
@@ -169,7 +179,7 @@ def doctor_cmd(
     """
     if not gateway and hub is None:
         raise click.UsageError("--no-gateway needs --hub (nothing to check otherwise)")
-    probe_ports = list(ports) or [p.port for p in doctor.STANDARD_PORTS]
+    probe_ports = list(ports) or _default_ports()
     hub_endpoint = None if hub is None else wire.rpc_endpoint(hub or None)
 
     async def run() -> tuple[list[doctor.PortReport], doctor.HubReport | None]:

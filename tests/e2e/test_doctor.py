@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 import time
@@ -48,16 +49,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _can_list_connections() -> bool:
+    import psutil
+
+    try:
+        psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return False
+    return True
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[SimGateway]:
     async with SimGateway(SimConfig(seed=7, tick_rate=0.0)) as gw:
         yield gw
 
 
-async def run_cli(*args: str) -> tuple[Result, Any]:
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[Result, Any]:
     """Invoke ``ibhub doctor`` in a worker thread; returns (result, parsed JSON or None)."""
     runner = CliRunner()
-    result = await asyncio.to_thread(runner.invoke, doctor_cmd, list(args))
+    result = await asyncio.to_thread(runner.invoke, doctor_cmd, list(args), env=env)
     parsed = json.loads(result.output) if "--json" in args and result.output else None
     return result, parsed
 
@@ -131,6 +142,8 @@ async def test_half_open_socket_holding_the_id_gives_326(sim: SimGateway) -> Non
     assert r.server_version == 176  # the handshake itself worked
     assert [m.code for m in r.messages] == [326]
     assert "ibhub lease" in " ".join(r.hints)
+    # the sim's "half-open socket" is no local process, and the probe leaves itself out
+    assert not any(h.startswith("Local processes") for h in r.hints)
     # another id on the same Gateway is fine
     r = await doctor.probe_gateway(HOST, sim.port, client_id=43, timeout=2.0, settle=0.05)
     assert r.diagnosis is Diagnosis.HEALTHY
@@ -145,6 +158,10 @@ async def test_live_ib_insync_connection_holding_the_id_gives_326(sim: SimGatewa
         r = await doctor.probe_gateway(HOST, sim.port, client_id=5, timeout=2.0)
         assert r.diagnosis is Diagnosis.CLIENT_ID_IN_USE, r.detail
         assert ib.isConnected()  # the probe did not disturb the real client
+        if _can_list_connections():  # the holder is named: this very test process
+            (peers,) = [h for h in r.hints if h.startswith("Local processes")]
+            assert f"pid {os.getpid()} " in peers
+            assert peers.count("pid ") == 1  # ib_insync's socket only, not the probe's
         r = await doctor.probe_gateway(HOST, sim.port, client_id=6, timeout=2.0, settle=0.05)
         assert r.diagnosis is Diagnosis.HEALTHY
     finally:
@@ -217,6 +234,14 @@ async def test_cli_exit_code_per_diagnosis(sim: SimGateway, fault: str, expected
     assert result.exit_code == expected, result.output
     assert out["exit_code"] == expected
     assert out["ports"][0]["exit_code"] == expected
+
+
+async def test_cli_default_ports_include_ib_port(sim: SimGateway) -> None:
+    result, out = await run_cli("--timeout", "0.5", "--json", env={"IB_PORT": str(sim.port)})
+    probed = [p["port"] for p in out["ports"]]
+    assert probed == [7497, 7496, 4002, 4001, sim.port]
+    assert out["ports"][-1]["diagnosis"] == "healthy"
+    assert result.exit_code == 0  # any healthy port is enough
 
 
 async def test_cli_human_output(sim: SimGateway) -> None:
