@@ -220,7 +220,7 @@ def _bar_starts(inst: Instrument, req: HistRequest) -> list[tuple[float, float]]
     end = req.end
     if not req.use_rth:
         total = req.duration_n * _CAL_SECONDS[req.duration_unit]
-        last = math.floor((end - 1e-9) / bar) * bar
+        last = math.ceil(end / bar) * bar - bar  # the bar that contains ``end``
         first = math.floor((end - total) / bar) * bar
         return [(t, min(t + bar, end)) for t in range(int(first), int(last) + 1, bar)]
     sess_len = 6.5 * 3600 if inst.sec_type in ("STK", "OPT") else DAY
@@ -246,13 +246,12 @@ def _bar_starts(inst: Instrument, req: HistRequest) -> list[tuple[float, float]]
     return out
 
 
-def _day_bars(inst: Instrument, req: HistRequest, path: PricePath,
-              days_needed: int) -> list[tuple[dt.date, tuple[float, ...]]]:
+def _day_bars(inst: Instrument, req: HistRequest, path: PricePath, days: int | None,
+              since: dt.date | None) -> list[tuple[dt.date, tuple[float, ...]]]:
+    """Daily bars back from the end date: the last ``days`` sessions, or all since ``since``."""
     out: list[tuple[dt.date, tuple[float, ...]]] = []
     day = dt.datetime.fromtimestamp(req.end, ZoneInfo("US/Eastern")).date()
-    for _ in range(days_needed * 2 + 14):
-        if len(out) >= days_needed:
-            break
+    while (days is not None and len(out) < days) or (since is not None and day > since):
         sess = _session(inst, day, True)
         if sess is not None and sess[0] < req.end:
             s, e = sess
@@ -291,14 +290,19 @@ def compute_bars(inst: Instrument, req: HistRequest, seed: int,
             out.append((_fmt_time(s, req.format_date, tz), path.bar(s, e, req.what)))
         return out
     unit, n = req.duration_unit, req.duration_n
-    days = math.ceil(n / DAY) if unit == "S" else n * _TRADING_DAYS[unit]
-    if bar == 7 * DAY:
-        days = max(days, 5)
-    elif bar == 30 * DAY:
-        days = max(days, 21)
-    if days > max_bars:
-        raise _hist_error(f"Time length exceed max: {days} daily bars asked, at most {max_bars}")
-    dailies = _day_bars(inst, req, path, days)
+    if unit in ("S", "D"):
+        days: int | None = max(1, math.ceil(n / DAY)) if unit == "S" else n
+        since = None
+        approx = days or 0
+    else:
+        end_day = dt.datetime.fromtimestamp(req.end, ZoneInfo("US/Eastern")).date()
+        days = None
+        since = end_day - dt.timedelta(days=n * _CAL_SECONDS[unit] // DAY)
+        approx = n * _CAL_SECONDS[unit] // DAY
+    if approx > max_bars:
+        raise _hist_error(f"Time length exceed max: {approx} daily bars asked, at most "
+                          f"{max_bars}")
+    dailies = _day_bars(inst, req, path, days, since)
     if bar == DAY:
         return [(d.strftime("%Y%m%d"), b) for d, b in dailies]
     groups: dict[tuple[int, int], list[tuple[dt.date, tuple[float, ...]]]] = {}

@@ -7,9 +7,10 @@ batch per client per slice. What makes it cheap enough for load tests:
 
 * each subscription pre-encodes its message prefix (``1\\x006\\x00<reqId>\\x00``), and
   each event encodes its tail (tick type, price, size) once for all subscribers;
-* a client whose socket buffer is full (``pause_writing``) is skipped, so a slow
-  reader loses ticks (like IB's conflation) instead of growing memory;
-* bursts after a stall are capped at a quarter second of events.
+* flow control: a client whose socket buffer is full (``pause_writing``) is
+  skipped, and an instrument whose every streaming reader is full does not step
+  until one drains, so a slow reader never grows the simulator's memory;
+* bursts after a stall are capped at 50 ms of events per slice.
 
 Request handlers for reqMktData (1/2), tick-by-tick (97/98) and real-time bars
 (50/51) live here too; historical data (20/25/87) is in :mod:`ibhub.sim.history`.
@@ -348,9 +349,15 @@ class StreamEngine:
         by_con = self._by_con
         acc = self._acc
         listeners = bool(market._listeners)
-        cap = int(rate * 0.25) + 1
+        cap = int(rate * 0.05) + 1
         events = 0
         for con_id in list(market.active):
+            subs = by_con.get(con_id)
+            if subs and _all_blocked(subs):
+                # flow control: every reader of this instrument is behind, so the
+                # walk waits for them instead of producing ticks nobody can take
+                acc[con_id] = 0.0
+                continue
             a = acc.get(con_id, 0.0) + rate * dt
             n = int(a)
             acc[con_id] = a - n
@@ -359,7 +366,6 @@ class StreamEngine:
             if n > cap:
                 n = cap
             w = market.walk(con_id)
-            subs = by_con.get(con_id)
             events += n
             for _ in range(n):
                 ev = w.step()
@@ -455,6 +461,19 @@ class StreamEngine:
             fields = history.update_fields(sub.req_id, sub.inst, sub.hist, self.market.seed, now)
             if fields is not None:
                 sub.session.send(*fields)
+
+
+def _all_blocked(subs: list[_Sub]) -> bool:
+    """True when every streaming subscriber's socket buffer is full (and there is one)."""
+    blocked = False
+    for sub in subs:
+        if sub.kind in (MKT, TBT):
+            if not sub.session.paused:
+                return False
+            blocked = True
+        elif sub.kind == RTBARS:
+            return False
+    return blocked
 
 
 def _ignore(s: ClientSession, f: list[str]) -> None:
