@@ -465,7 +465,10 @@ def _client_id_in_use(report: PortReport, own: object = None) -> PortReport:
     ]
     peers = _local_peers(report.host, report.port, own)
     if peers:
-        report.hints.append("Local processes connected to this port: " + "; ".join(peers))
+        report.hints.append(
+            "Local processes with a connection to this port (the holder is among them "
+            "unless its socket is half-open): " + "; ".join(peers)
+        )
     return report
 
 
@@ -544,7 +547,7 @@ def _local_peers(host: str, port: int, own: object = None) -> list[str]:
             continue
         try:
             proc = psutil.Process(c.pid)
-            cmd = " ".join(proc.cmdline())[:80] or proc.name()
+            cmd = " ".join(" ".join(proc.cmdline()).split())[:80] or proc.name()
         except psutil.Error:
             continue
         found.append(f"pid {c.pid} ({cmd}) from local port {c.laddr.port}")

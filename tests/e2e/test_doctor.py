@@ -143,7 +143,7 @@ async def test_half_open_socket_holding_the_id_gives_326(sim: SimGateway) -> Non
     assert [m.code for m in r.messages] == [326]
     assert "ibhub lease" in " ".join(r.hints)
     # the sim's "half-open socket" is no local process, and the probe leaves itself out
-    assert not any(h.startswith("Local processes") for h in r.hints)
+    assert not any(h.startswith("Local processes with a connection") for h in r.hints)
     # another id on the same Gateway is fine
     r = await doctor.probe_gateway(HOST, sim.port, client_id=43, timeout=2.0, settle=0.05)
     assert r.diagnosis is Diagnosis.HEALTHY
@@ -159,7 +159,7 @@ async def test_live_ib_insync_connection_holding_the_id_gives_326(sim: SimGatewa
         assert r.diagnosis is Diagnosis.CLIENT_ID_IN_USE, r.detail
         assert ib.isConnected()  # the probe did not disturb the real client
         if _can_list_connections():  # the holder is named: this very test process
-            (peers,) = [h for h in r.hints if h.startswith("Local processes")]
+            (peers,) = [h for h in r.hints if h.startswith("Local processes with a connection")]
             assert f"pid {os.getpid()} " in peers
             assert peers.count("pid ") == 1  # ib_insync's socket only, not the probe's
         r = await doctor.probe_gateway(HOST, sim.port, client_id=6, timeout=2.0, settle=0.05)
