@@ -32,6 +32,7 @@ from ibhub.sim.orders import (
     SUPPORTED_ORDER_TYPES,
     OrderParseError,
     OrderRequest,
+    RestingBook,
     SimExecution,
     SimOrder,
     Status,
@@ -85,7 +86,7 @@ class Broker:
         self._exec_seq = itertools.count(1)
         self._exec_prefix = f"{(self.config.seed * 2654435761) & 0xFFFFFFFF:08x}"
         self._executions: list[SimExecution] = []
-        self._working: dict[int, set[int]] = {}  # con_id -> perm_ids working at the market
+        self._working: dict[int, RestingBook] = {}  # con_id -> orders working at the market
         self._kids: dict[int, list[int]] = {}  # parent perm_id -> child perm_ids (brackets)
         self._oca: dict[tuple[int, str], set[int]] = {}  # (client_id, ocaGroup) -> perm_ids
         self.feed = AccountFeed(self)
@@ -372,6 +373,9 @@ class Broker:
             if req.transmit:
                 self._transmit_family(entry)
             return
+        book = self._working.get(order.con_id)
+        if book is not None:
+            book.touch()
         self._report(entry, order_status=True)
         if order.status == Status.SUBMITTED:
             self._try_fill(entry, arriving=True)
@@ -447,30 +451,30 @@ class Broker:
 
     def _rest(self, entry: _Entry) -> None:
         con_id = entry.order.con_id
-        waiting = self._working.setdefault(con_id, set())
-        if not waiting:
+        book = self._working.get(con_id)
+        if book is None:
+            book = self._working[con_id] = RestingBook()
             self._gw.market.acquire(con_id)
-        waiting.add(entry.order.perm_id)
+        book.add(entry.order)
 
     def _unrest(self, entry: _Entry) -> None:
         con_id = entry.order.con_id
-        waiting = self._working.get(con_id)
-        if waiting is None or entry.order.perm_id not in waiting:
+        book = self._working.get(con_id)
+        if book is None or not book.discard(entry.order.perm_id):
             return
-        waiting.discard(entry.order.perm_id)
-        if not waiting:
+        if not book:
             del self._working[con_id]
             self._gw.market.release(con_id)
 
     def _on_quote(self, con_id: int, quote: Any) -> None:
-        """Market listener: fill resting orders the walk has reached. Cheap for other con_ids."""
-        waiting = self._working.get(con_id)
-        if not waiting:
+        """Market listener: fill resting orders the walk has reached. O(1) when none is."""
+        book = self._working.get(con_id)
+        if book is None:
             return
-        for perm in sorted(waiting):
-            entry = self._entries[perm]
-            if entry.order.is_working:
-                self._try_fill(entry, arriving=False, quote=quote)
+        last = quote.last if quote.last and quote.last > 0 else (quote.bid + quote.ask) / 2.0
+        for order in book.candidates(quote.bid, quote.ask, last):
+            if order.is_working:
+                self._try_fill(self._entries[order.perm_id], arriving=False, quote=quote)
 
     def _try_fill(self, entry: _Entry, arriving: bool, quote: Any = None) -> None:
         order = entry.order

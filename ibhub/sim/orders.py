@@ -12,6 +12,7 @@ because `whatIf` sits behind all of it: a walk that drifts by one field would re
 from __future__ import annotations
 
 import enum
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -391,6 +392,76 @@ def _trail(order: SimOrder, last: float, buy: bool) -> bool:
         stop = candidate
     order.trail_stop = min(stop, candidate) if buy else max(stop, candidate)
     return False
+
+
+class RestingBook:
+    """The working orders of one instrument and the price levels that could fill them.
+
+    The broker asks it on every step of the instrument's walk; a step that reaches no level
+    costs O(1), so thousands of resting orders do not slow the market down. Levels are
+    recomputed lazily after any change (`touch()`); TRAIL orders move with every step and
+    are always handed out.
+    """
+
+    def __init__(self) -> None:
+        self.orders: dict[int, SimOrder] = {}
+        self._dirty = True
+        self._buy_limit = -math.inf
+        self._sell_limit = math.inf
+        self._buy_stop = math.inf
+        self._sell_stop = -math.inf
+        self._trails = False
+
+    def __len__(self) -> int:
+        return len(self.orders)
+
+    def add(self, order: SimOrder) -> None:
+        self.orders[order.perm_id] = order
+        self._dirty = True
+
+    def discard(self, perm_id: int) -> bool:
+        """Remove an order; True if it was here."""
+        self._dirty = True
+        return self.orders.pop(perm_id, None) is not None
+
+    def touch(self) -> None:
+        """An order's prices or trigger state changed."""
+        self._dirty = True
+
+    def _levels(self) -> None:
+        self._buy_limit, self._sell_limit = -math.inf, math.inf
+        self._buy_stop, self._sell_stop = math.inf, -math.inf
+        self._trails = False
+        for o in self.orders.values():
+            buy = o.action == "BUY"
+            if o.order_type == "TRAIL" or (o.order_type in ("MKT", "STP") and o.stop_triggered):
+                self._trails = True  # moves (or fills) on every step: always a candidate
+            elif o.order_type in ("STP", "STP LMT") and not o.stop_triggered:
+                if o.aux_price is not None:
+                    if buy:
+                        self._buy_stop = min(self._buy_stop, o.aux_price)
+                    else:
+                        self._sell_stop = max(self._sell_stop, o.aux_price)
+            elif o.lmt_price is not None:
+                if buy:
+                    self._buy_limit = max(self._buy_limit, o.lmt_price)
+                else:
+                    self._sell_limit = min(self._sell_limit, o.lmt_price)
+            else:
+                self._trails = True
+        self._dirty = False
+
+    def candidates(self, bid: float, ask: float, last: float) -> list[SimOrder]:
+        """Orders this quote may fill or trigger, oldest first ([] in the common case)."""
+        if not self.orders:
+            return []
+        if self._dirty:
+            self._levels()
+        if not (self._trails or ask <= self._buy_limit or bid >= self._sell_limit
+                or last >= self._buy_stop or last <= self._sell_stop):
+            return []
+        self._dirty = True  # triggers and trails change state while being checked
+        return [self.orders[p] for p in sorted(self.orders)]
 
 
 # Commission schedule modelled on IBKR Pro "fixed" pricing (docs/simulator.md).

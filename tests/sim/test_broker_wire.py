@@ -239,3 +239,21 @@ def test_commission_model() -> None:
     assert commission_for("STK", 1, 5.0, 1.0) == 0.05             # 1% cap beats the minimum
     assert commission_for("FUT", 2, 5000.0, 50.0) == 1.7
     assert commission_for("OPT", 1, 2.0, 100.0) == 1.0
+
+
+def test_resting_book_hands_out_orders_only_when_a_level_is_reached() -> None:
+    from ibhub.sim.orders import RestingBook
+
+    book = RestingBook()
+    buy = _order(perm_id=1, lmt_price=100.0)
+    stop = _order(perm_id=2, action="SELL", order_type="STP", lmt_price=None, aux_price=95.0)
+    book.add(buy)
+    book.add(stop)
+    assert book.candidates(100.5, 100.6, 100.55) == []
+    assert book.candidates(99.9, 100.0, 99.95) == [buy, stop]      # ask reached the limit
+    assert book.candidates(95.5, 95.6, 95.0) == [buy, stop]        # last reached the stop
+    book.discard(1)
+    buy.lmt_price = 101.0
+    assert book.candidates(100.5, 100.6, 100.55) == []              # gone
+    book.add(_order(perm_id=3, order_type="TRAIL", action="SELL", lmt_price=None, aux_price=1))
+    assert len(book.candidates(100.5, 100.6, 100.55)) == 2          # trails move every step
