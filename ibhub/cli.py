@@ -13,6 +13,7 @@ import click
 
 COMMANDS: dict[str, str] = {
     "sim": "ibhub.sim.cli:sim",
+    "sim-fault": "ibhub.sim.cli:sim_fault",
     "run": "ibhub.run_cli:run",
     "explain": "ibhub.ops_cli:explain_cmd",
     "doctor": "ibhub.ops_cli:doctor_cmd",
