@@ -161,7 +161,9 @@ class Broker:
                              tif: str = "DAY", order_ref: str = "") -> SimOrder:
         """An order typed by hand in TWS: owned by client 0 with order id 0 (IB's manual orders).
 
-        Raises ValueError with the reason IB would give if the order is not acceptable.
+        Raises ValueError with the reason IB would give if the order is not acceptable. The
+        broker is not thread-safe: with `SimGateway.in_thread` run it on the simulator's loop,
+        `sim.call(sim.broker.place_external_order, "AAPL", "BUY", 10)`.
         """
         inst = (self._gw.universe.by_con_id(symbol) if isinstance(symbol, int) else
                 next((i for i in self._gw.universe if i.symbol == symbol.upper()
@@ -187,11 +189,6 @@ class Broker:
     @property
     def universe(self) -> Any:
         return self._gw.universe
-
-    async def external_order(self, *args: Any, **kwargs: Any) -> SimOrder:
-        """`place_external_order` as a coroutine, for `SimGateway.in_thread(...).call(...)`:
-        the broker is not thread-safe, so other threads must run it on the simulator's loop."""
-        return self.place_external_order(*args, **kwargs)
 
     def price_of(self, con_id: int) -> float:
         """Mark price for valuation: last trade, else the mid, else the instrument's start."""
