@@ -19,7 +19,7 @@ import math
 import sys
 import threading
 
-from ibhub.client import AsyncHub, Hub, HubError, HubStatus, Tick
+from ibhub.client import AsyncHub, BlockingSubscription, Hub, HubError, HubStatus, Tick
 
 
 def line(tick: Tick) -> str:
@@ -48,8 +48,9 @@ def run_blocking(args: argparse.Namespace) -> None:
         subs = [hub.subscribe(symbol) for symbol in args.symbols]
         lock = threading.Lock()
 
-        def read(sub) -> None:  # type: ignore[no-untyped-def]
+        def read(sub: BlockingSubscription) -> None:
             for n, tick in enumerate(sub, start=1):
+                assert isinstance(tick, Tick)
                 with lock:
                     print(line(tick), flush=True)
                 if args.count and n >= args.count:
@@ -76,6 +77,7 @@ async def run_async(args: argparse.Namespace) -> None:
             sub = await hub.subscribe(symbol)
             n = 0
             async for tick in sub:
+                assert isinstance(tick, Tick)
                 print(line(tick), flush=True)
                 n += 1
                 if args.count and n >= args.count:
