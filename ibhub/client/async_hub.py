@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 
 _EXPECTED = {"ticks": "Tick", "bars": "Bar"}
 R = TypeVar("R", bound=Reply)
+# Refusals that retrying cannot fix: a subscription meeting one after a re-hello ends.
+_PERMANENT = frozenset({
+    ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_CONTRACT, ErrorCode.AMBIGUOUS_CONTRACT,
+    ErrorCode.FORBIDDEN,
+})
 
 
 def default_name() -> str:
@@ -100,7 +105,7 @@ def contract_spec(contract: str | int | ContractSpec, **fields: Any) -> Contract
 class _Topic:
     """One subscribed topic: how to resubscribe it, its readers, its sequence state."""
 
-    __slots__ = ("kind", "latest", "sequencer", "spec", "subs", "topic")
+    __slots__ = ("kind", "latest", "pending", "sequencer", "spec", "subs", "topic", "warned")
 
     def __init__(self, topic: str, spec: ContractSpec, kind: str) -> None:
         self.topic = topic
@@ -108,6 +113,8 @@ class _Topic:
         self.kind = kind
         self.subs: list[Subscription] = []
         self.latest: Event | None = None
+        self.pending = False  # the hub does not hold it for the current lease yet
+        self.warned = False
         self.sequencer: TopicSequencer  # set by the owner
 
 
@@ -483,22 +490,64 @@ class AsyncHub:
                 "client id %s; resubscribing %d topic(s)",
                 stale, welcome.lease, welcome.client_id, len(self._topics),
             )
-            for entry in list(self._topics.values()):
-                try:
-                    request = Subscribe(
-                        id=0, lease=welcome.lease, contract=entry.spec, kind=entry.kind
-                    )
-                    reply = self._expect(await self._rpc.request(request), Subscribed)
-                except HubError as exc:
-                    log.error("could not resubscribe %s after re-hello: %s", entry.topic, exc)
-                    continue
-                if reply.topic != entry.topic:
-                    self._rename_topic(entry, reply.topic)
-                entry.sequencer.sync()
+            for entry in self._topics.values():
+                entry.pending = True
+            await self._resubscribe_pending()
             with contextlib.suppress(HubError):
                 status = await self._rpc.request(GetStatus(id=0))
                 if isinstance(status, StatusReply):
                     self.upstream.on_status_reply(status)
+
+    async def _resubscribe_pending(self) -> None:
+        """Subscribe again every topic the hub does not hold for our current lease.
+
+        A refusal that can pass (the Gateway is down behind a restarted hub, a line
+        limit, a timeout) leaves the topic pending: it is retried after each good
+        heartbeat. One that cannot (the contract no longer resolves) ends the
+        topic's subscriptions with that error in ``Subscription.error``.
+        """
+        for entry in [e for e in self._topics.values() if e.pending]:
+            lease = self.lease
+            if lease is None or self._rpc is None:
+                return
+            request = Subscribe(id=0, lease=lease, contract=entry.spec, kind=entry.kind)
+            try:
+                reply = self._expect(await self._rpc.request(request), Subscribed)
+            except HubError as exc:
+                if exc.code == ErrorCode.UNKNOWN_LEASE:
+                    return  # the next heartbeat renews the lease and comes back here
+                if exc.code in _PERMANENT:
+                    self._drop_topic(entry, exc)
+                    continue
+                if not entry.warned:
+                    log.warning("could not resubscribe %s yet (%s); retrying after each "
+                                "heartbeat", entry.topic, exc)
+                    entry.warned = True
+                continue
+            entry.pending = entry.warned = False
+            if self._topics.get(entry.topic) is not entry:
+                continue  # closed while the request was in flight
+            if reply.topic != entry.topic:
+                self._rename_topic(entry, reply.topic)
+            entry.sequencer.sync()
+            log.info("resubscribed %s", reply.topic)
+
+    async def _retry_pending(self) -> None:
+        assert self._renew_lock is not None
+        if self._renew_lock.locked():
+            return
+        async with self._renew_lock:
+            await self._resubscribe_pending()
+
+    def _drop_topic(self, entry: _Topic, exc: HubError) -> None:
+        log.error("subscription %s ended: the hub refused to resubscribe it: %s",
+                  entry.topic, exc)
+        self._topics.pop(entry.topic, None)
+        if self._stream is not None:
+            self._stream.unsubscribe(entry.topic)
+        for sub in entry.subs:
+            sub.error = exc
+            sub._end()
 
     def _add_topic(self, topic: str, spec: ContractSpec, kind: str) -> _Topic:
         entry = _Topic(topic, spec, kind)
@@ -554,6 +603,9 @@ class AsyncHub:
             log.warning("ignoring an unexpected %s event on the error topic", type(event).__name__)
             return
         log.warning("IB error %d for this lease: %s", event.ib_code, event.message)
+        entry = self._topics.get(event.topic) if event.topic else None
+        for sub in entry.subs if entry is not None else ():
+            sub.last_error = event
         for fn in list(self._error_handlers):
             try:
                 result = fn(event)
@@ -656,6 +708,8 @@ class AsyncHub:
         if not self.hub_reachable:
             log.info("the hub at %s answers again", self.rpc_endpoint)
         self.hub_reachable = True
+        if any(entry.pending for entry in self._topics.values()):
+            self._spawn(self._retry_pending(), "resubscribe")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"ibhub {what}")

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ibhub.client.errors import HubTimeout
-from ibhub.protocol import ContractInfo, ContractSpec, Event
+from ibhub.client.errors import HubError, HubTimeout
+from ibhub.protocol import ContractInfo, ContractSpec, ErrorEvent, Event
 
 if TYPE_CHECKING:
     from ibhub.client.async_hub import AsyncHub
@@ -47,6 +47,8 @@ class Subscription:
         self.dropped = 0
         self.latest: Event | None = None
         self.closed = False
+        self.error: HubError | None = None  # why the SDK ended it, if the hub refused it
+        self.last_error: ErrorEvent | None = None  # the last IB error about this topic
         self._hub = hub
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max(1, maxsize))
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from ibhub.client.async_hub import AsyncHub
-from ibhub.client.errors import HubTimeout, NotConnected
+from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.subscription import Subscription
 from ibhub.client.upstream_watch import Handler
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, ErrorEvent, Event, StatusReply
@@ -78,6 +78,15 @@ class BlockingSubscription:
     @property
     def closed(self) -> bool:
         return self.inner.closed
+
+    @property
+    def error(self) -> HubError | None:
+        """Why the SDK ended this subscription (the hub refused to resubscribe it)."""
+        return self.inner.error
+
+    @property
+    def last_error(self) -> ErrorEvent | None:
+        return self.inner.last_error
 
     def get(self, timeout: float | None = None) -> Event:
         """The next event; ``HubTimeout`` after ``timeout`` s, ``StopIteration`` once closed."""

@@ -406,3 +406,38 @@ async def test_goodbye_is_sent_on_context_exit_even_after_errors(fake: FakeHub) 
         async with AsyncHub(pub=fake.pub, rpc=fake.rpc):
             raise RuntimeError("script failed")
     assert len(fake.of_type(Goodbye)) == 1
+
+
+async def test_resubscribe_is_retried_while_the_hub_cannot_serve_it(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    sub = await client.subscribe("AAPL")
+    fake.refuse["subscribe"] = Error(id=0, code=ErrorCode.UPSTREAM_DOWN, message="gateway down")
+    fake.forget_leases()  # e.g. the hub restarted while the Gateway is down
+    await wait_until(lambda: client.rehellos == 1, what="re-hello")
+    await wait_until(lambda: len(fake.of_type(Subscribe)) >= 4, what="resubscribe retries")
+    assert not sub.closed
+    del fake.refuse["subscribe"]  # the Gateway is back
+    attempts = len(fake.of_type(Subscribe))
+    await wait_until(lambda: len(fake.of_type(Subscribe)) > attempts, what="one more retry")
+    await fake.wait_subscribed("tick.AAPL")
+    fake.tick("AAPL", 7.0)
+    event = await sub.get(2)
+    assert isinstance(event, Tick) and event.last == 7.0
+    retries = len(fake.of_type(Subscribe))
+    beats = len(fake.of_type(Heartbeat))
+    await wait_until(lambda: len(fake.of_type(Heartbeat)) >= beats + 3, what="3 more heartbeats")
+    assert len(fake.of_type(Subscribe)) == retries  # no more retries once it succeeded
+
+
+async def test_a_subscription_the_hub_can_no_longer_resolve_ends_with_its_error(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    sub = await client.subscribe("AAPL")
+    fake.refuse["subscribe"] = Error(id=0, code=ErrorCode.UNKNOWN_CONTRACT, message="delisted")
+    fake.forget_leases()
+    with pytest.raises(StopAsyncIteration):
+        while True:
+            await sub.get(5)
+    assert sub.closed and sub.error is not None and sub.error.code == ErrorCode.UNKNOWN_CONTRACT
+    assert client.stats["subscriptions"] == 0
