@@ -66,9 +66,9 @@ class ControlServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)  # the bound port when port=0
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
         log.info("simulator control on %s", self.url)
 
     async def stop(self) -> None:

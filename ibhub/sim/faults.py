@@ -37,16 +37,10 @@ KINDS = ("restart", "close_port", "open_port", "stall_handshakes", "unstall_hand
          "connectivity_lost", "farm_blip", "freeze", "hold_client_id")
 
 
-def _drop_all(gw: SimGateway) -> None:
-    for s in list(gw._sessions):
-        s.abort()
-
-
 async def restart(gw: SimGateway, down_seconds: float) -> None:
     """Drop every connection, refuse connects for ``down_seconds``, listen again."""
     log.warning("fault: Gateway restart, down for %.1f s", down_seconds)
     await gw._unlisten()
-    _drop_all(gw)
     await asyncio.sleep(down_seconds)
     await gw._listen()
     log.warning("fault: Gateway back up on port %d", gw.port)
@@ -55,7 +49,6 @@ async def restart(gw: SimGateway, down_seconds: float) -> None:
 async def close_port(gw: SimGateway) -> None:
     log.warning("fault: API port %d closed", gw.port)
     await gw._unlisten()
-    _drop_all(gw)
 
 
 async def open_port(gw: SimGateway) -> None:

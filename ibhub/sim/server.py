@@ -92,9 +92,8 @@ class SimGateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.streams.stop()
         await self._unlisten()
-        for s in list(self._sessions):
-            s.abort()
-        await asyncio.sleep(0)  # let connection_lost callbacks run before the loop goes
+        for _ in range(3):  # let the aborted transports' connection_lost callbacks run
+            await asyncio.sleep(0)
         log.info("simulated Gateway on port %d stopped", self.port)
 
     async def __aenter__(self) -> SimGateway:
@@ -119,9 +118,17 @@ class SimGateway:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _unlisten(self) -> None:
+        """Stop listening and drop every connection (a Gateway going away does both).
+
+        Sessions are aborted before ``wait_closed`` because from Python 3.12 on it
+        waits for every accepted connection to finish.
+        """
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        for s in list(self._sessions):
+            s.abort()
+        if server is not None:
             await server.wait_closed()
 
     @property
@@ -214,5 +221,10 @@ class SimGateway:
         """Run a fault in the background; it is cancelled on stop()."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._fault_done)
         return task
+
+    def _fault_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background fault failed: %r", task.exception())

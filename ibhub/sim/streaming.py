@@ -418,9 +418,9 @@ class StreamEngine:
                         count += 1
                 count += 2
             else:  # TBT
-                body = _tbt_tail(w, ev, sub.tbt_type, now_s)
-                if body is not None:
-                    parts += (_pack(sub.plen + len(body)), sub.prefix, body)
+                tail = _tbt_tail(w, ev, sub.tbt_type, now_s)
+                if tail is not None:
+                    parts += (_pack(sub.plen + len(tail)), sub.prefix, tail)
                     count += 1
         self.messages += count
 

@@ -20,8 +20,8 @@ from tests.sim.core_support import connected
 
 async def test_ibhub_sim_command_serves_clients() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from ibhub.cli import main; main()", "sim", "--port", "0", "--control-port", "-1",
-        "--seed", "3", "--accounts", "DU7654321,DU1111111",
+        sys.executable, "-c", "from ibhub.cli import main; main()", "sim", "--port", "0",
+        "--control-port", "-1", "--seed", "3", "--accounts", "DU7654321,DU1111111",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
