@@ -39,39 +39,43 @@ class HubSettings(BaseSettings):
 
     # Upstream Gateway / TWS.
     gateway_host: str = Field(
-        "127.0.0.1", validation_alias=AliasChoices("gateway_host", "IBHUB_GATEWAY_HOST", "IB_HOST")
+        default="127.0.0.1",
+        validation_alias=AliasChoices("gateway_host", "IBHUB_GATEWAY_HOST", "IB_HOST"),
     )
     gateway_port: int = Field(
-        4002,
+        default=4002,
         ge=1,
         le=65535,
         validation_alias=AliasChoices("gateway_port", "IBHUB_GATEWAY_PORT", "IB_PORT"),
     )
     client_id: int = Field(
-        0, ge=0, validation_alias=AliasChoices("client_id", "IBHUB_CLIENT_ID", "IB_CLIENT_ID")
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("client_id", "IBHUB_CLIENT_ID", "IB_CLIENT_ID"),
     )
-    connect_timeout: float = Field(4.0, gt=0)
-    request_timeout: float = Field(30.0, gt=0)  # contract details / historical bars
-    reconnect_backoff_initial: float = Field(0.5, gt=0)
-    reconnect_backoff_max: float = Field(30.0, gt=0)
-    reconnect_max_attempts: int = Field(0, ge=0)  # 0 = forever
-    stale_after: float = Field(30.0, ge=0)  # no tick this long while subscribed: "stale"; 0 = off
+    connect_timeout: float = Field(default=4.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0)  # contract details / historical bars
+    reconnect_backoff_initial: float = Field(default=0.5, gt=0)
+    reconnect_backoff_max: float = Field(default=30.0, gt=0)
+    reconnect_max_attempts: int = Field(default=0, ge=0)  # 0 = forever
+    # No tick for this long while subscribed and connected: "stale" on hub.status; 0 = off.
+    stale_after: float = Field(default=30.0, ge=0)
 
     # ZeroMQ endpoints.
     pub: str = DEFAULT_PUB
     rpc: str = DEFAULT_RPC
 
     # Leases and market-data lines.
-    lines_max: int = Field(100, ge=1)
-    heartbeat_interval: float = Field(1.0, gt=0)
-    lease_timeout: float = Field(3.0, gt=0)  # in heartbeat intervals: missed beats before expiry
+    lines_max: int = Field(default=100, ge=1)
+    heartbeat_interval: float = Field(default=1.0, gt=0)
+    lease_timeout: float = Field(default=3.0, gt=0)  # missed heartbeats before a lease expires
     # NoDecode: the environment gives "1-999" (parsed below), not JSON.
     raw_client_id_range: Annotated[tuple[int, int], NoDecode] = (1, 999)
 
     # Embedded simulator (``ibhub run --sim``).
     sim: bool = False
     sim_seed: int = 1
-    sim_tick_rate: float = Field(4.0, gt=0)
+    sim_tick_rate: float = Field(default=4.0, gt=0)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 

@@ -1,0 +1,146 @@
+"""Fanout: topic naming, per-topic seq, last-value cache, one event per upstream tick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from ibhub import wire
+from ibhub.fanout import Fanout
+from ibhub.protocol import Bar, ContractInfo, ErrorEvent, HubStatus, Tick
+
+
+def info(con_id: int, symbol: str, sec_type: str = "STK", currency: str = "USD") -> ContractInfo:
+    return ContractInfo(con_id=con_id, symbol=symbol, sec_type=sec_type, exchange="SMART",
+                        primary_exchange="", currency=currency, local_symbol=symbol,
+                        trading_class="", expiry="", strike=0.0, right="", multiplier="",
+                        min_tick=0.01, long_name="")
+
+
+@pytest.fixture
+def pubsub() -> Iterator[tuple[Fanout, zmq.Socket[bytes]]]:
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVTIMEO, 2000)
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub.subscribe(b"")
+    fan = Fanout(pub)
+    # Wait until the subscription has reached the publisher (no sleeps: poll a probe topic).
+    probe = fan.topic("probe")
+    while True:
+        fan.publisher.publish(probe.key, b"x")
+        if sub.poll(20):
+            sub.recv_multipart()
+            break
+    while sub.poll(50):
+        sub.recv_multipart()
+    yield fan, sub
+    sub.close(0)
+    pub.close(0)
+    ctx.term()
+
+
+def recv(sub: zmq.Socket[bytes]) -> tuple[str, object]:
+    topic, payload = sub.recv_multipart()
+    return topic.decode(), wire.decode_event(payload)
+
+
+def test_topic_names() -> None:
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    try:
+        fan = Fanout(pub)
+        assert fan.topic_for(info(1, "AAPL"), "ticks") == "tick.AAPL"
+        assert fan.topic_for(info(1, "AAPL"), "bars") == "bar.AAPL"
+        assert fan.topic_for(info(2, "EUR", "CASH", "USD"), "ticks") == "tick.EURUSD"
+        assert fan.topic_for(info(3, "ES", "FUT"), "ticks") == "tick.3"
+        assert fan.topic_for(info(4, "SPY", "OPT"), "bars") == "bar.4"
+        # Same symbol, different conId (e.g. another listing): the conId form.
+        assert fan.topic_for(info(9, "AAPL"), "ticks") == "tick.9"
+        assert fan.topic_for(info(1, "AAPL"), "ticks") == "tick.AAPL"  # owner keeps its name
+    finally:
+        pub.close(0)
+        ctx.term()
+
+
+def test_every_tick_message_is_one_event_with_consecutive_seq(pubsub) -> None:
+    fan, sub = pubsub
+    stream = fan.tick_stream("tick.AAPL", info(265598, "AAPL"))
+    stream.price(1, 190.0, 100.0)  # bid + size
+    stream.price(2, 190.02, 200.0)  # ask + size
+    stream.price(4, 190.01, 5.0)  # last + size
+    stream.size(8, 123456.0)  # volume
+    stream.size(0, 300.0)  # bid size changed
+    stream.size(0, 300.0)  # repeated size: nothing new, no event
+    stream.price(6, 191.0, 0.0)  # high: not top of book, no event
+    stream.price(1, 190.0, 100.0)  # an unchanged bid price is still a new upstream tick
+    events = [recv(sub) for _ in range(6)]
+    assert not sub.poll(100)
+    assert {t for t, _ in events} == {"tick.AAPL"}
+    ticks = [e for _, e in events]
+    assert all(isinstance(t, Tick) for t in ticks)
+    assert [t.seq for t in ticks] == [1, 2, 3, 4, 5, 6]
+    assert all(t.ts > 0 for t in ticks)
+    first, last = ticks[0], ticks[-1]
+    assert first.bid == 190.0 and first.bid_size == 100.0 and math.isnan(first.ask)
+    assert (last.bid, last.ask, last.last) == (190.0, 190.02, 190.01)
+    assert (last.bid_size, last.ask_size, last.last_size, last.volume) == (100.0, 200.0, 5.0,
+                                                                           123456.0)
+    assert stream.ticks == 6 and stream.last_ts == last.ts
+
+
+def test_delayed_tick_types(pubsub) -> None:
+    fan, sub = pubsub
+    stream = fan.tick_stream("tick.IBM", info(8314, "IBM"))
+    stream.price(66, 150.0, 1.0)
+    stream.price(67, 150.5, 2.0)
+    stream.size(74, 10.0)
+    t = [recv(sub)[1] for _ in range(3)][-1]
+    assert (t.bid, t.ask, t.volume) == (150.0, 150.5, 10.0)
+
+
+def test_snapshot_and_seq_survive_resubscription(pubsub) -> None:
+    fan, sub = pubsub
+    aapl = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
+    msft = fan.tick_stream("tick.MSFT", info(2, "MSFT"))
+    aapl.price(1, 1.0, 1.0)
+    aapl.price(1, 2.0, 1.0)
+    msft.price(2, 3.0, 1.0)
+    fan.status("CONNECTED", "state", 0, "up", 0)
+    topics, seqs, raws = fan.snapshot("tick.AAPL")
+    assert (topics, seqs) == (["tick.AAPL"], [2])
+    assert wire.decode_event(bytes(raws[0])).bid == 2.0
+    topics, seqs, _ = fan.snapshot("tick.")
+    assert (topics, seqs) == (["tick.AAPL", "tick.MSFT"], [2, 1])
+    topics, _, _ = fan.snapshot("")
+    assert topics == ["hub.status", "tick.AAPL", "tick.MSFT"]
+    # Cancelled: no stale last value; a new stream on the topic continues its sequence.
+    fan.forget_last("tick.AAPL")
+    assert fan.snapshot("tick.AAPL") == ([], [], [])
+    again = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
+    again.price(1, 5.0, 1.0)
+    assert fan.snapshot("tick.AAPL")[1] == [3]
+
+
+def test_status_error_and_bar_events(pubsub) -> None:
+    fan, sub = pubsub
+    fan.status("RECONNECTING", "state", 1100, "lost", 2)
+    fan.error("lease1", 354, "not subscribed", "explained", "tick.AAPL")
+    bars = fan.bar_stream("bar.AAPL", info(1, "AAPL"))
+    bars.bar(1_700_000_000, 1.0, 2.0, 0.5, 1.5, 100.0, 1.2, 7)
+    (t1, s), (t2, e), (t3, b) = recv(sub), recv(sub), recv(sub)
+    assert t1 == "hub.status" and isinstance(s, HubStatus)
+    assert (s.seq, s.state, s.kind, s.code, s.reconnect_count) == (1, "RECONNECTING", "state",
+                                                                    1100, 2)
+    assert t2 == "error.lease1" and isinstance(e, ErrorEvent)
+    assert (e.lease, e.ib_code, e.topic, e.explanation) == ("lease1", 354, "tick.AAPL",
+                                                             "explained")
+    assert t3 == "bar.AAPL" and isinstance(b, Bar)
+    assert (b.seq, b.time, b.high, b.count) == (1, 1_700_000_000, 2.0, 7)
