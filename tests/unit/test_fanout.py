@@ -107,7 +107,7 @@ def test_delayed_tick_types(pubsub) -> None:
 
 
 def test_snapshot_and_seq_survive_resubscription(pubsub) -> None:
-    fan, sub = pubsub
+    fan, _sub = pubsub
     aapl = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
     msft = fan.tick_stream("tick.MSFT", info(2, "MSFT"))
     aapl.price(1, 1.0, 1.0)
