@@ -234,7 +234,9 @@ class Upstream:
         self._lost: asyncio.Event | None = None
         self._connect_abort: asyncio.Future[str] | None = None
         self._active: set[Subscription] = set()
-        self._sinks: dict[int, Any] = {}  # live req id -> stream (hot path lookup)
+        # Live req id -> stream, keyed by the id's decimal text as it arrives on the wire,
+        # so the hot path looks it up without parsing it.
+        self._sinks: dict[str, Any] = {}
         self._lines: dict[int, Subscription] = {}  # live req id -> subscription
         self._bg: set[asyncio.Task[Any]] = set()
 
@@ -419,7 +421,7 @@ class Upstream:
         sub.req_id = None
         if req_id is None:
             return
-        self._sinks.pop(req_id, None)
+        self._sinks.pop(str(req_id), None)
         self._lines.pop(req_id, None)
         ib = self._ib
         if ib is not None and ib.client.isReady():
@@ -440,12 +442,12 @@ class Upstream:
         assert ib is not None
         old = sub.req_id
         if old is not None:
-            self._sinks.pop(old, None)
+            self._sinks.pop(str(old), None)
             self._lines.pop(old, None)
         req_id = ib.client.getReqId()
         sub.req_id = req_id
         self._lines[req_id] = sub
-        self._sinks[req_id] = sub.stream
+        self._sinks[str(req_id)] = sub.stream
         contract = info_to_contract(sub.contract)
         if sub.kind == "bars":
             ib.client.reqRealTimeBars(req_id, contract, 5, "TRADES", False, [])
@@ -475,7 +477,7 @@ class Upstream:
 
         def tick_price(fields: list[str]) -> None:
             # [1, version, reqId, tickType, price, size, attrMask]
-            sink = get(int(fields[2]))
+            sink = get(fields[2])
             if sink is not None and fields[4]:
                 sink.price(int(fields[3]), float(fields[4]), float(fields[5] or 0.0))
 
@@ -486,7 +488,7 @@ class Upstream:
 
         def tick_size(fields: list[str]) -> None:
             # [2, version, reqId, tickType, size]
-            sink = get(int(fields[2]))
+            sink = get(fields[2])
             if sink is not None:
                 sink.size(int(fields[3]), float(fields[4] or 0.0))
 
@@ -497,7 +499,7 @@ class Upstream:
 
         def realtime_bar(fields: list[str]) -> None:
             # [50, version, reqId, time, open, high, low, close, volume, wap, count]
-            sink = get(int(fields[2]))
+            sink = get(fields[2])
             if sink is not None:
                 f = float
                 sink.bar(

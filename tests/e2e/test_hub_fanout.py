@@ -10,9 +10,11 @@ import zmq
 from ibhub import wire
 from ibhub.hub import HubServer
 from ibhub.protocol import (
+    Bar,
     ContractSpec,
     Error,
     ErrorCode,
+    ErrorEvent,
     GetSnapshot,
     GetStatus,
     Goodbye,
@@ -21,10 +23,11 @@ from ibhub.protocol import (
     Snapshot,
     StatusReply,
     Subscribe,
+    Subscribed,
     Tick,
     Unsubscribe,
 )
-from ibhub.sim import SimGateway
+from ibhub.sim import SimConfig, SimGateway
 from tests.e2e.conftest import assert_consecutive, wait_until
 
 
@@ -201,3 +204,42 @@ async def test_req_socket_and_status_fields(hub: HubServer, hub_sim: SimGateway,
     assert isinstance(status, StatusReply)
     assert status.last_tick_at is not None and status.subscriptions[0].ticks > 0
     assert 0 in hub_sim.connected_client_ids()
+
+
+async def test_ib_error_for_a_line_goes_to_its_leases(make_hub, clients, listeners) -> None:
+    # A Gateway with fewer lines than the hub thinks it has: IB refuses the second line
+    # with error 101, and that error goes to error.<lease> of the line's subscriber only.
+    async with SimGateway(SimConfig(host="127.0.0.1", port=0, seed=3, max_lines=1)) as small:
+        hub = await make_hub(gateway_port=small.port)
+        a, b = clients(hub.rpc_endpoint), clients(hub.rpc_endpoint)
+        await a.hello("a")
+        await b.hello("b")
+        everything = listeners(hub.pub_endpoint, "error.", "hub.status")
+        await b.subscribe("AAPL")
+        await wait_until(lambda: small.market_data_subscriptions(), 5.0, "first line")
+        await a.subscribe("MSFT")
+        await wait_until(lambda: everything.on(f"error.{a.lease}"), 5.0, "error event for a")
+        err = everything.on(f"error.{a.lease}")[0]
+        assert isinstance(err, ErrorEvent)
+        assert (err.lease, err.ib_code, err.topic, err.seq) == (a.lease, 101, "tick.MSFT", 1)
+        assert err.message and err.explanation
+        assert not everything.on(f"error.{b.lease}")
+        assert not any(e.code == 101 for e in everything.statuses())  # not everyone's business
+
+
+async def test_realtime_bars(hub: HubServer, hub_sim: SimGateway, clients, listeners) -> None:
+    c = clients(hub.rpc_endpoint)
+    await c.hello("bars")
+    lst = listeners(hub.pub_endpoint, "bar.AAPL")
+    r = await c.request(Subscribe(id=c.next_id(), lease=c.lease,
+                                  contract=ContractSpec(symbol="AAPL"), kind="bars"))
+    assert isinstance(r, Subscribed) and r.topic == "bar.AAPL", r
+    assert [s.kind for s in hub_sim.market_data_subscriptions()] == ["rtbars"]
+    await wait_until(lambda: lst.on("bar.AAPL"), hub_sim.config.rt_bar_seconds + 5.0,
+                     "one real-time bar")
+    bar = lst.on("bar.AAPL")[0]
+    assert isinstance(bar, Bar) and bar.seq == 1 and bar.symbol == "AAPL"
+    assert bar.low <= bar.open <= bar.high and bar.time > 1_500_000_000
+    r = await c.request(Unsubscribe(id=c.next_id(), lease=c.lease, topic="bar.AAPL"))
+    assert isinstance(r, Ok)
+    await wait_until(lambda: not hub_sim.market_data_subscriptions(), 5.0, "bars cancelled")
