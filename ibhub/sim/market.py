@@ -67,6 +67,7 @@ class Walk:
         "start",
         "steps",
         "trade_p",
+        "up",
         "volume",
     )
 
@@ -91,6 +92,7 @@ class Walk:
         self.high = self.start
         self.low = self.start
         self.steps = 0
+        self.up = False  # last quote event moved the bid up (send the ask first)
 
     def price(self, ticks: int) -> float:
         return round(ticks * self.min_tick, self.decimals)
@@ -113,11 +115,13 @@ class Walk:
         drift = (self.bid - self.start) / (0.2 * self.start)
         p_up = 0.5 - 0.2 * max(-1.0, min(1.0, drift))
         u = rng()
+        old_ask = self.ask
         if u < 0.8 * p_up:
             self.bid += 1
         elif u > 1.0 - 0.8 * (1.0 - p_up) and self.bid > 1:
             self.bid -= 1
         self.ask = self.bid + 1 + int(rng() * self.max_spread)
+        self.up = self.bid >= old_ask or self.ask > old_ask
         self.bid_size = self.lot * (1 + int(rng() * 20))
         self.ask_size = self.lot * (1 + int(rng() * 20))
         if not self.inst.trades:

@@ -486,9 +486,13 @@ def _mkt_tails(w: Walk, ev: int, delayed: bool, stamp: bytes | None) -> tuple[by
         bid = f"{t[0]}\0{fmt_float(w.price(w.bid))}\0".encode()
         ask = f"{t[1]}\0{fmt_float(w.price(w.ask))}\0".encode()
         if stamp is None:
-            return (bid + str(w.bid_size).encode() + b"\x001\x00",
-                    ask + str(w.ask_size).encode() + b"\x001\x00")
-        return (bid + stamp + b"\x001\x00", ask + stamp + b"\x001\x00")
+            b = bid + str(w.bid_size).encode() + b"\x001\x00"
+            a = ask + str(w.ask_size).encode() + b"\x001\x00"
+        else:
+            b, a = bid + stamp + b"\x001\x00", ask + stamp + b"\x001\x00"
+        # a quote moving up sends the ask first, so a reader applying the ticks one
+        # by one never sees a crossed book (bid >= ask) in between
+        return (a, b) if w.up else (b, a)
     last = f"{t[2]}\0{fmt_float(w.price(w.last))}\0".encode()
     size = stamp if stamp is not None else str(w.last_size).encode()
     return (last + size + b"\x000\x00", f"{t[6]}\0{w.volume}\0".encode())
