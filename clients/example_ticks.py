@@ -82,6 +82,7 @@ async def run_async(args: argparse.Namespace) -> None:
                 n += 1
                 if args.count and n >= args.count:
                     await sub.close()
+                    break
 
         await asyncio.gather(*(read(s) for s in args.symbols))
 

@@ -25,6 +25,7 @@ from ibhub.protocol import Event
 log = logging.getLogger(__name__)
 
 _MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+DRAIN_BATCH = 1000  # messages handled per burst before yielding to other tasks
 
 
 class EventStream:
@@ -102,27 +103,45 @@ class EventStream:
             self._topics[topic] = count - 1
 
     async def _read(self, sock: zmq.asyncio.Socket) -> None:
-        decode = wire.decode_event
+        """Await one message, then drain what is queued without awaiting.
+
+        ``zmq.asyncio`` costs ~30 us per awaited receive (a Future and a poller
+        update); draining a burst through a blocking-API shadow of the same socket
+        with NOBLOCK costs ~2 us per message, so a burst is handled at several
+        times the rate. ``DRAIN_BATCH`` bounds how long one burst holds the loop.
+        """
+        drain = zmq.Socket.shadow(sock.underlying).recv_multipart
+        handle = self._handle
         while True:
-            frames = await sock.recv_multipart()
-            if len(frames) != 2:
-                self.undecodable += 1
-                log.warning(
-                    "ignoring a %d-frame message on %s (expected 2)", len(frames), self.endpoint
-                )
-                continue
-            try:
-                topic = frames[0].decode()
-                event = decode(frames[1])
-            except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self.undecodable += 1
-                log.warning("ignoring an undecodable event on %r: %s", frames[0][:64], exc)
-                continue
-            self.received += 1
-            try:
-                self.on_event(topic, event)
-            except Exception:
-                log.exception("handling an event on %s failed; the stream continues", topic)
+            handle(await sock.recv_multipart())
+            for _ in range(DRAIN_BATCH):
+                try:
+                    frames = drain(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                handle(frames)
+            else:
+                await asyncio.sleep(0)  # a long burst: let other tasks run
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.undecodable += 1
+            log.warning(
+                "ignoring a %d-frame message on %s (expected 2)", len(frames), self.endpoint
+            )
+            return
+        try:
+            topic = frames[0].decode()
+            event = wire.decode_event(frames[1])
+        except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.undecodable += 1
+            log.warning("ignoring an undecodable event on %r: %s", frames[0][:64], exc)
+            return
+        self.received += 1
+        try:
+            self.on_event(topic, event)
+        except Exception:
+            log.exception("handling an event on %s failed; the stream continues", topic)
 
     async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
         while True:

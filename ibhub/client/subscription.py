@@ -49,6 +49,7 @@ class Subscription:
         self.closed = False
         self.error: HubError | None = None  # why the SDK ended it, if the hub refused it
         self.last_error: ErrorEvent | None = None  # the last IB error about this topic
+        self.on_close: Callable[[], None] | None = None  # called once when it ends
         self._hub = hub
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max(1, maxsize))
 
@@ -83,10 +84,17 @@ class Subscription:
         self._queue.put_nowait(item)
 
     def _end(self) -> None:
-        """Mark closed and wake every reader."""
+        """Mark closed, drop what is still queued and wake every reader."""
         if not self.closed:
             self.closed = True
+            while not self._queue.empty():
+                self._queue.get_nowait()
             self._put(_CLOSED)
+            if self.on_close is not None:
+                try:
+                    self.on_close()
+                except Exception:
+                    log.exception("on_close hook of %s raised", self.topic)
 
     async def get(self, timeout: float | None = None) -> Event:
         """The next event.

@@ -106,11 +106,23 @@ class BlockingSubscription:
             except StopIteration:
                 return
 
+    def _ended(self) -> None:
+        """The subscription ended (closed, or refused by the hub): drop the queue and
+        wake the readers. Runs on the SDK thread."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._push(_CLOSED)
+
     def close(self) -> None:
         """Unsubscribe and end iteration."""
-        if self._inner is not None and not self._inner.closed:
-            self._hub._call(self._hub.async_hub.unsubscribe(self._inner))
-        self._push(_CLOSED)
+        inner = self._inner
+        if inner is not None and not inner.closed and self._hub._async is not None:
+            self._hub._call(self._hub.async_hub.unsubscribe(inner))
+        else:
+            self._push(_CLOSED)
 
     def __enter__(self) -> BlockingSubscription:
         return self
@@ -277,10 +289,16 @@ class Hub:
         """
         blocking = BlockingSubscription(self, queue_size)
         sink = callback if callback is not None else blocking._push
-        blocking._inner = self._call(
-            self.async_hub.subscribe(contract, kind=kind, callback=sink, **fields)
-        )
+        blocking._inner = self._call(self._subscribe(blocking, contract, kind, sink, fields))
         return blocking
+
+    async def _subscribe(
+        self, blocking: BlockingSubscription, contract: str | int | ContractSpec, kind: str,
+        sink: Callable[[Event], Any], fields: dict[str, Any],
+    ) -> Subscription:
+        inner = await self.async_hub.subscribe(contract, kind=kind, callback=sink, **fields)
+        inner.on_close = blocking._ended  # set on the SDK thread before any event can end it
+        return inner
 
     def snapshot(self, topic: str) -> dict[str, Event]:
         return self._call(self.async_hub.snapshot(topic))

@@ -89,6 +89,7 @@ class FakeHub:
         self.delay: dict[str, float] = {}  # request tag -> seconds before the reply
         self.delay_once: dict[str, float] = {}
         self.refuse: dict[str, Error] = {}  # request tag -> error reply
+        self.refuse_symbols: dict[str, Error] = {}  # subscribe of this symbol -> error reply
         self.state = UpstreamState.CONNECTED
         self._next_lease = 0
         self._next_raw = 100
@@ -212,6 +213,8 @@ class FakeHub:
         if delay:
             await asyncio.sleep(delay)  # models a slow hub, not synchronisation
         reply = self.refuse.get(tag)
+        if isinstance(request, Subscribe):
+            reply = self.refuse_symbols.get(request.contract.symbol, reply)
         if reply is not None:
             reply = msgspec.structs.replace(reply, id=request.id)
         else:

@@ -152,3 +152,30 @@ async def test_handlers_run_on_the_sdk_thread_and_cannot_block_it(fake: FakeHub)
     fake.status_event("RECONNECTING")
     await asyncio.wait_for(worker, 10)
     assert errors and "SDK callback" in str(errors[0])
+
+
+async def test_blocking_iteration_ends_when_the_hub_refuses_or_the_hub_closes(
+    fake: FakeHub,
+) -> None:
+    outcome: dict[str, object] = {}
+    started = threading.Event()
+
+    def script() -> None:
+        with Hub(pub=fake.pub, rpc=fake.rpc) as hub:
+            refused = hub.subscribe("GONE")
+            kept = hub.subscribe("KEPT")
+            started.set()
+            outcome["refused"] = list(refused)  # ends when the hub refuses it for good
+            outcome["error"] = refused.error.code if refused.error else None
+            reader = threading.Thread(target=lambda: outcome.setdefault("kept", list(kept)))
+            reader.start()
+        reader.join(5)  # Hub.close() ended the other iterator too
+        outcome["reader_alive"] = reader.is_alive()
+
+    worker = asyncio.ensure_future(asyncio.to_thread(script))
+    await asyncio.wait_for(asyncio.to_thread(started.wait), 5)
+    fake.refuse_symbols["GONE"] = Error(id=0, code=ErrorCode.UNKNOWN_CONTRACT, message="delisted")
+    fake.forget_leases()
+    await asyncio.wait_for(worker, 10)
+    assert outcome["refused"] == [] and outcome["error"] == ErrorCode.UNKNOWN_CONTRACT
+    assert outcome["reader_alive"] is False and outcome["kept"] == []
