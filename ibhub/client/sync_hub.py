@@ -300,6 +300,10 @@ class Hub:
         inner.on_close = blocking._ended  # set on the SDK thread before any event can end it
         return inner
 
+    def unsubscribe(self, sub: BlockingSubscription) -> None:
+        """Same as ``sub.close()``."""
+        sub.close()
+
     def snapshot(self, topic: str) -> dict[str, Event]:
         return self._call(self.async_hub.snapshot(topic))
 

@@ -104,6 +104,7 @@ class FakeHub:
         self._xpub = self.ctx.socket(zmq.XPUB)
         self._xpub.setsockopt(zmq.LINGER, 0)
         self._xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self._xpub.setsockopt(zmq.SNDHWM, 0)  # never drop: tests drop explicitly (send=False)
         self._xpub.bind(self.pub)
         self._spawn(self._serve(self._router))
         self._spawn(self._watch_subscriptions(self._xpub))

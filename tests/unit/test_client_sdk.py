@@ -441,3 +441,19 @@ async def test_a_subscription_the_hub_can_no_longer_resolve_ends_with_its_error(
             await sub.get(5)
     assert sub.closed and sub.error is not None and sub.error.code == ErrorCode.UNKNOWN_CONTRACT
     assert client.stats["subscriptions"] == 0
+
+
+async def test_a_burst_longer_than_a_drain_batch_arrives_complete_and_in_order(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    from ibhub.client.stream import DRAIN_BATCH
+
+    seen: list[int] = []
+    sub = await client.subscribe("AAPL", callback=lambda ev: seen.append(ev.seq))
+    await fake.wait_subscribed("tick.AAPL")
+    total = DRAIN_BATCH * 5 + 7
+    for i in range(total):
+        fake.tick("AAPL", float(i))
+    await wait_until(lambda: len(seen) == total, 10, f"{total} ticks")
+    assert seen == list(range(1, total + 1))
+    assert sub.gaps == 0
