@@ -47,6 +47,23 @@ class RawClient:
             raw.send(71, 2, client_id, "")
         return raw
 
+    async def startup(self) -> tuple[int, list[str]]:
+        """Read the START_API answers: nextValidId, managedAccounts and the three
+        farm-status notices (2104, 2106, 2158) that follow them, like at a Gateway.
+        Returns (next valid id, accounts); the next recv() is an answer to you."""
+        next_id, accounts, farms = -1, [""], set()
+        while next_id < 0 or accounts == [""] or len(farms) < 3:
+            msg = await self.recv()
+            if msg[0] == "9":
+                next_id = int(msg[2])
+            elif msg[0] == "15":
+                accounts = msg[2].split(",")
+            elif msg[0] == "4" and msg[3] in ("2104", "2106", "2158"):
+                farms.add(msg[3])
+            else:
+                raise AssertionError(f"unexpected message during startup: {msg}")
+        return next_id, accounts
+
     def send(self, *fields: object) -> None:
         self.writer.write(frame(fields))
 

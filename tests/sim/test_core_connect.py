@@ -119,15 +119,18 @@ async def test_version_range_without_176_is_refused(sim: SimGateway) -> None:
 
 async def test_start_api_answers_exact_fields(sim: SimGateway) -> None:
     raw = await RawClient.open(sim.port, client_id=11)
-    got = {}
-    while not {"9", "15"} <= got.keys():
-        msg = await raw.recv()
-        got[msg[0]] = msg
-    assert len(got["9"]) == 3 and len(got["15"]) == 3
-    assert got["15"][2] == "DU1234567"
+    got = [await raw.recv() for _ in range(5)]
+    assert [m[0] for m in got[:2]] == ["9", "15"]
+    assert len(got[0]) == 3 and len(got[1]) == 3 and got[1][2] == "DU1234567"
+    assert [(m[0], m[2], m[3], len(m)) for m in got[2:]] == [
+        ("4", "-1", "2104", 6), ("4", "-1", "2106", 6), ("4", "-1", "2158", 6)]
     raw.send(8, 1, 1)  # reqIds
-    msg = await raw.recv_until(lambda m: m[0] == "9")
-    assert int(msg[2]) >= int(got["9"][2])
+    msg = await raw.recv()
+    assert msg[0] == "9" and int(msg[2]) >= int(got[0][2])
+    await raw.close()
+    raw = await RawClient.open(sim.port, client_id=12)
+    next_id, accounts = await raw.startup()
+    assert next_id >= 1 and accounts == ["DU1234567"]
     await raw.close()
 
 
