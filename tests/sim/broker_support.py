@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from ib_insync import IB, Contract, Stock
+from ib_insync import IB, Contract, Order, Stock
+from ib_insync.client import Client
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
 
-__all__ = ["SEED", "client", "gateway", "qualified", "step_until", "wait_until"]
+__all__ = ["SEED", "client", "gateway", "place_order_fields", "qualified", "step_until",
+           "wait_until"]
 
 SEED = 20240102
 
@@ -51,3 +53,25 @@ def step_until(sim: SimGateway, con_id: int, done: Callable[[], bool], max_steps
         if done():
             return n
     raise AssertionError(f"walk of {con_id} never reached the condition in {max_steps} steps")
+
+
+class _CapturingClient(Client):
+    """ib_insync's real Client encoding, with the socket replaced by a list."""
+
+    def __init__(self) -> None:
+        super().__init__(wrapper=None)  # type: ignore[arg-type]
+        self._serverVersion = 176
+        self.sent: list[list[str]] = []
+
+    def isConnected(self) -> bool:
+        return True
+
+    def sendMsg(self, msg: str) -> None:
+        self.sent.append(msg.split("\0")[:-1])
+
+
+def place_order_fields(contract: Contract, order: Order, order_id: int) -> list[str]:
+    """The exact placeOrder fields ib_insync 0.9.86 sends at server version 176."""
+    client = _CapturingClient()
+    client.placeOrder(order_id, contract, order)
+    return client.sent[-1]

@@ -24,7 +24,6 @@ from ib_insync import (
     TagValue,
     TimeCondition,
 )
-from ib_insync.client import Client
 from ib_insync.contract import DeltaNeutralContract
 from ib_insync.decoder import Decoder
 
@@ -38,27 +37,11 @@ from ibhub.sim.orders import (
     fill_price,
     parse_place_order,
 )
-
-
-class _CapturingClient(Client):
-    """ib_insync's real Client encoding, with the socket replaced by a list."""
-
-    def __init__(self) -> None:
-        super().__init__(wrapper=None)  # type: ignore[arg-type]
-        self._serverVersion = 176
-        self.sent: list[list[str]] = []
-
-    def isConnected(self) -> bool:
-        return True
-
-    def sendMsg(self, msg: str) -> None:
-        self.sent.append(msg.split("\0")[:-1])
+from tests.sim.broker_support import place_order_fields
 
 
 def _wire(contract: Contract, order: Order, order_id: int = 7) -> list[str]:
-    client = _CapturingClient()
-    client.placeOrder(order_id, contract, order)
-    return client.sent[-1]
+    return place_order_fields(contract, order, order_id)
 
 
 def test_walk_reads_a_plain_limit_order() -> None:
