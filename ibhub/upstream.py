@@ -390,6 +390,12 @@ class Upstream:
             self._connect_abort = None
             if not abort.done():
                 abort.cancel()
+            if not attempt.done():  # we were cancelled (stop()): don't leave it running
+                attempt.cancel()
+                try:
+                    await attempt
+                except (asyncio.CancelledError, Exception):  # ib_insync cleans up itself
+                    pass
 
     def _set_state(self, state: str, code: int, message: str) -> None:
         if state == self.state:

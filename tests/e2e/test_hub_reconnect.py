@@ -7,6 +7,8 @@ continuing) and what hub.status reported.
 
 from __future__ import annotations
 
+import asyncio
+
 from ibhub import wire
 from ibhub.hub import HubServer
 from ibhub.protocol import GetSnapshot, GetStatus, HubStatus, Snapshot, StatusReply, UpstreamState
@@ -185,3 +187,15 @@ async def test_starts_before_gateway_is_up(make_hub, hub_sim: SimGateway, listen
     await hub_sim.open_port()
     await wait_until(lambda: hub.upstream.connected, 5.0, "connected")
     assert hub.upstream.reconnect_count == 0
+
+
+async def test_stop_while_a_handshake_hangs(make_hub, hub_sim: SimGateway) -> None:
+    hub_sim.stall_handshakes(True)
+    hub = await make_hub(wait_connected=False, connect_timeout=30.0)
+    await wait_until(lambda: hub_sim.request_counts or hub.upstream.state == "CONNECTING",
+                     5.0, "connect attempt under way")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await hub.stop()
+    assert loop.time() - started < 2.0  # no waiting out the 30 s connect timeout
+    assert hub.upstream is None
