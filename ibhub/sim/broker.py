@@ -373,6 +373,13 @@ class Broker:
         book = self._working.get(order.con_id)
         if book is not None:
             book.touch()
+        if order.filled > 0 and order.remaining <= 1e-9:  # cut down to what already filled
+            self._unrest(entry)
+            self._complete(order, Status.FILLED)
+            self._send_owner(order, msg.order_status(order))
+            self._send_owner(order, msg.open_order(order, entry.inst, entry.exchange))
+            self._after_filled(entry)
+            return
         self._report(entry, order_status=True)
         if order.status == Status.SUBMITTED:
             self._try_fill(entry, arriving=True)

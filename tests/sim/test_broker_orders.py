@@ -290,3 +290,18 @@ async def test_partial_fills_with_per_order_minimum_commission() -> None:
         total = sum(f.commissionReport.commission for f in trade.fills)
         assert abs(total - max(0.005 * qty, 1.0)) < 1e-6  # one order, one minimum
         assert trade.orderStatus.filled == qty and trade.log[-1].status == "Filled"
+
+
+async def test_cutting_a_partly_filled_order_to_its_fill_completes_it() -> None:
+    async with gateway() as sim, client(sim) as ib:
+        sim.broker.partial_fills = True
+        aapl = await qualified(ib)
+        q = sim.market.quote(aapl.conId)
+        order = LimitOrder("BUY", q.ask_size + 300, round(q.ask, 2))
+        trade = ib.placeOrder(aapl, order)
+        await wait_until(lambda: trade.orderStatus.filled == q.ask_size, what="partial fill")
+        order.totalQuantity = q.ask_size
+        ib.placeOrder(aapl, order)
+        await wait_until(trade.isDone, what="filled after the cut")
+        assert trade.orderStatus.status == "Filled" and trade.orderStatus.remaining == 0
+        assert sim.market.active.get(aapl.conId, 0) == 0
