@@ -204,7 +204,9 @@ class OrderBook:
             child_order_ids=list(self.store.children.get(rec.order_id, ())),
         )
 
-    async def _existing(self, caller: Caller, req: PlaceOrder) -> Reply | None:
+    async def _existing(
+        self, caller: Caller, req: PlaceOrder
+    ) -> OrderAccepted | OrderRejected | None:
         while True:
             rec = self.store.by_key.get((caller.owner, req.client_order_id))
             if rec is None:
@@ -226,7 +228,7 @@ class OrderBook:
             )
         return self._accepted(req.id, rec, duplicate=True)
 
-    async def place(self, caller: Caller, req: PlaceOrder) -> Reply:
+    async def place(self, caller: Caller, req: PlaceOrder) -> OrderAccepted | OrderRejected:
         coid = req.client_order_id
         dup = await self._existing(caller, req)
         if dup is not None:
@@ -420,7 +422,7 @@ class OrderBook:
             return Refusal(RejectReason.ORDER_DONE, f"{what} is already {rec.status}")
         return rec
 
-    async def modify(self, caller: Caller, req: ModifyOrder) -> Reply:
+    async def modify(self, caller: Caller, req: ModifyOrder) -> OrderAccepted | OrderRejected:
         rec = self._mine(caller, req.order_id, req.client_order_id)
         if isinstance(rec, Refusal):
             return self._reject(req.id, req.client_order_id, rec, req.order_id)
@@ -486,7 +488,7 @@ class OrderBook:
                 Priority.CANCEL, partial(self._up.cancel, order_id), label=f"cancelOrder {order_id}"
             )
 
-    async def cancel(self, caller: Caller, req: CancelOrder) -> Reply:
+    async def cancel(self, caller: Caller, req: CancelOrder) -> CancelRequested | OrderRejected:
         rec = self._mine(caller, req.order_id, req.client_order_id)
         refusal = rec if isinstance(rec, Refusal) else self.risk.check_cancel(caller.role)
         if refusal is None and not self._up.is_connected():
@@ -501,7 +503,9 @@ class OrderBook:
             return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
         return CancelRequested(id=req.id, order_ids=[rec.order_id])
 
-    async def cancel_all(self, caller: Caller, req: CancelAllOrders) -> Reply:
+    async def cancel_all(
+        self, caller: Caller, req: CancelAllOrders
+    ) -> CancelRequested | OrderRejected:
         refusal = self.risk.check_cancel(caller.role)
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
@@ -515,7 +519,9 @@ class OrderBook:
             return self._reject(req.id, "", refusal)
         return CancelRequested(id=req.id, order_ids=ids)
 
-    async def global_cancel(self, caller: Caller, req: GlobalCancel) -> Reply:
+    async def global_cancel(
+        self, caller: Caller, req: GlobalCancel
+    ) -> CancelRequested | OrderRejected:
         refusal = self.risk.check_operator(caller.role, "a global cancel")
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")

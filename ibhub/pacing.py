@@ -198,6 +198,7 @@ class Pacer:
         self.sent = 0
         self.sent_by_priority: dict[Priority, int] = dict.fromkeys(Priority, 0)
         self.max_wait = 0.0  # longest time an item waited in the queue (seconds)
+        self.waiting = False  # True while the loop waits for a token, a timer or work
 
     # ---------------------------------------------------------------- public
 
@@ -259,6 +260,11 @@ class Pacer:
         return {p.name.lower(): len(q) for p, q in self._queues.items()}
 
     @property
+    def settled(self) -> bool:
+        """Nothing can go until time passes or work arrives (tests wait for this)."""
+        return self.waiting and not self._wake.is_set()
+
+    @property
     def queued(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
@@ -282,7 +288,7 @@ class Pacer:
                 if item.hist_key is None:
                     return item, None
                 ready = self.historical.ready_at(item.hist_key, item.hist_group, now)
-                if ready <= now:
+                if ready <= now + 1e-9:
                     return item, None
                 earliest = ready if earliest is None else min(earliest, ready)
         return None, earliest
@@ -292,6 +298,14 @@ class Pacer:
             self._timer.cancel()
         self._timer = self.clock.call_later(at - self.clock.now(), self._wake.set)
 
+    async def _sleep(self) -> None:
+        self._wake.clear()
+        self.waiting = True
+        try:
+            await self._wake.wait()
+        finally:
+            self.waiting = False
+
     async def _run(self) -> None:
         while True:
             now = self.clock.now()
@@ -300,17 +314,15 @@ class Pacer:
             if item is None:
                 if earliest is not None:
                     self._schedule(earliest)
-                self._wake.clear()
-                await self._wake.wait()
+                await self._sleep()
                 continue
-            if self._tokens < item.cost:
+            if self._tokens + 1e-9 < item.cost:  # tolerance: float error must not spin
                 # Wait for the budget, then pick again: a cancel may have arrived meanwhile.
                 self._schedule(now + (item.cost - self._tokens) / self.rate)
-                self._wake.clear()
-                await self._wake.wait()
+                await self._sleep()
                 continue
             self._queues[item.priority].remove(item)
-            self._tokens -= item.cost
+            self._tokens = max(0.0, self._tokens - item.cost)
             if item.hist_key is not None:
                 self.historical.record(item.hist_key, item.hist_group, now)
             self.sent += 1
