@@ -3,6 +3,25 @@
 ``AsyncHub`` is the asyncio core; ``Hub`` is its blocking, thread-safe facade for
 plain scripts. Both talk to a running ``ibhub run`` over ZeroMQ and import neither
 ``ib_insync`` nor the hub's internals.
+
+Blocking::
+
+    with Hub() as hub:                       # endpoints: args, IBHUB_PUB/IBHUB_RPC, defaults
+        hub.add_disconnect_handler(lambda status: print("upstream down", status.state))
+        for tick in hub.subscribe("AAPL"):   # typed protocol.Tick objects
+            print(tick.seq, tick.bid, tick.ask)
+
+asyncio::
+
+    async with AsyncHub() as hub:
+        sub = await hub.subscribe("EUR", sec_type="CASH", exchange="IDEALPRO")
+        async for tick in sub:
+            ...
+
+The SDK holds a lease (heartbeats for it), says hello again and re-subscribes if
+the hub forgot it (lease expiry, hub restart), checks every topic's sequence numbers
+and recovers gaps from a snapshot (``sub.gaps`` counts them). Refusals raise
+``HubError(code, message, ib_code)``; no answer in time raises ``HubTimeout``.
 """
 
 from ibhub.client.async_hub import AsyncHub, contract_spec
