@@ -91,7 +91,7 @@ class HubServer:
 
     def __init__(self, settings: HubSettings | None = None) -> None:
         self.settings = settings or HubSettings()
-        self.sim: Any = None  # the embedded SimGateway when settings.sim
+        self.sim: Any = None  # the embedded simulator (a ThreadedSim) when settings.sim
         self.upstream: Upstream | None = None
         self.fanout: Fanout | None = None
         self.rpc: RpcServer | None = None
@@ -170,14 +170,22 @@ class HubServer:
         )
 
     async def _start_sim(self) -> None:
+        """Start the embedded simulator on its own thread and loop.
+
+        Like a real Gateway it is then a separate peer: its CPU does not share the
+        hub's loop, and it runs on a stdlib loop whatever loop the hub uses (the
+        simulator's server side expects stdlib transports).
+        """
         from ibhub.sim import SimConfig, SimGateway
 
         s = self.settings
-        self.sim = SimGateway(SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed,
-                                        tick_rate=s.sim_tick_rate))
-        await self.sim.start()
+        sim = SimGateway.in_thread(
+            SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed, tick_rate=s.sim_tick_rate)
+        )
+        await asyncio.to_thread(sim.start)
+        self.sim = sim
         self.settings = s.model_copy(
-            update={"gateway_host": "127.0.0.1", "gateway_port": self.sim.port}
+            update={"gateway_host": "127.0.0.1", "gateway_port": sim.port}
         )
 
     async def stop(self) -> None:
@@ -196,7 +204,7 @@ class HubServer:
             self.upstream = None
         self._close_sockets()
         if self.sim is not None:
-            await self.sim.stop()
+            await asyncio.to_thread(self.sim.stop)
             self.sim = None
 
     def _close_sockets(self) -> None:

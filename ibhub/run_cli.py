@@ -126,13 +126,16 @@ def run(
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # uvloop for the hub's loop only (a loop factory, not the global policy), so the
+    # embedded simulator's thread keeps a stdlib loop.
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows
-        pass
+        factory = None
     else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        factory = uvloop.new_event_loop
     try:
-        asyncio.run(_serve(settings))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(settings))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
