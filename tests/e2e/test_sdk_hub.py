@@ -256,3 +256,35 @@ async def test_example_script_prints_ticks(hub: HubServer, mode: str) -> None:
     )
     for symbol in ("AAPL", "MSFT"):
         assert len([x for x in out.splitlines() if x.startswith(f"{symbol:<6} #")]) == 5, out
+
+
+async def test_a_stalled_script_loses_its_lease_and_the_sdk_recovers_it(
+    hub: HubServer, hub_sim: SimGateway
+) -> None:
+    """A callback that blocks the SDK thread past the lease timeout (0.3 s here): the hub
+    expires the lease and releases its line; the SDK re-hellos and resubscribes."""
+    stalled = threading.Event()
+    seqs: list[int] = []
+
+    def on_tick(tick: object) -> None:
+        assert isinstance(tick, Tick)
+        seqs.append(tick.seq)
+        if len(seqs) == 5 and not stalled.is_set():
+            stalled.set()
+            threading.Event().wait(1.0)  # the stall under test: no heartbeat for 1 s
+
+    def script() -> tuple[int, str | None, str | None]:
+        with Hub(pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name="stall") as h:
+            first_lease = h.lease
+            h.subscribe("AAPL", callback=on_tick)
+            poll = threading.Event()  # never set: wait(t) is a bounded poll interval
+            for _ in range(200):  # up to 10 s, polling the SDK's public state
+                if h.stats["rehellos"] >= 1 and len(seqs) >= 20:
+                    break
+                poll.wait(0.05)
+            return h.stats["rehellos"], first_lease, h.lease
+
+    rehellos, first, now = await asyncio.wait_for(asyncio.to_thread(script), 30)
+    assert rehellos == 1 and first != now
+    assert len(seqs) >= 20
+    await wait_until(lambda: mkt_lines(hub_sim) == 0, 5, "the line released after goodbye")
