@@ -11,7 +11,8 @@ ib_insync decodes (``ticker.ticks``), at several configured rates and flat out.
 what reached the client's tickers. Flat out means a rate far above what the
 client can decode: the simulator then runs under flow control (it steps an
 instrument only while some reader's socket has room), so the figure is the
-client's ceiling.
+client's ceiling. The last row replaces ib_insync by a raw socket reader that only
+splits frames, which shows the simulator's own ceiling.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import argparse
 import asyncio
 import logging
 import multiprocessing as mp
+import struct
 import time
 from multiprocessing.connection import Connection
 
 from ib_insync import IB, Contract
 
 from ibhub.sim import SimConfig, SimGateway
+from ibhub.sim.codec import frame
 
 FLAT_OUT = 20_000.0  # events/s per instrument: ~1.1 M msgs/s offered to one client
 
@@ -74,11 +77,62 @@ async def measure(rate: float, n: int, seconds: float) -> tuple[float, float]:
         await asyncio.sleep(seconds)
         elapsed = time.perf_counter() - t0
         got = received
+        ib.disconnect()
         parent.send("stop")
         sent = await loop.run_in_executor(None, parent.recv)
         return sent / elapsed, got / elapsed
     finally:
         ib.disconnect()
+        proc.join(5)
+        if proc.is_alive():
+            proc.terminate()
+
+
+async def measure_raw(rate: float, n: int, seconds: float) -> tuple[float, float]:
+    """Like measure() but the reader only counts frames (no ib_insync decoding)."""
+    parent, child = mp.Pipe()
+    proc = mp.get_context("spawn").Process(target=_serve, args=(rate, child), daemon=True)
+    proc.start()
+    loop = asyncio.get_running_loop()
+    port, ids = await loop.run_in_executor(None, parent.recv)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"API\0" + struct.pack(">I", 9) + b"v157..176")
+        writer.write(frame([71, 2, 1, ""]))
+        for req_id, con_id in enumerate(ids[:n], start=1000):
+            writer.write(frame([1, 11, req_id, con_id, "", "", "", 0.0, "", "", "SMART", "",
+                                "", "", "", 0, "", 0, 0, ""]))
+        buf = b""
+        count = 0
+        counting = False
+        t0 = deadline = 0.0
+        warm = loop.time() + 1.0
+        while True:
+            data = await reader.read(1 << 20)
+            if not data:
+                raise ConnectionError("simulator closed the benchmark socket")
+            buf += data
+            pos = 0
+            while len(buf) - pos >= 4:
+                (size,) = struct.unpack_from(">I", buf, pos)
+                if len(buf) - pos - 4 < size:
+                    break
+                pos += 4 + size
+                count += 1
+            buf = buf[pos:]
+            now = loop.time()
+            if not counting and now >= warm:
+                parent.send("reset")
+                await loop.run_in_executor(None, parent.recv)
+                counting, count, t0, deadline = True, 0, time.perf_counter(), now + seconds
+            elif counting and now >= deadline:
+                break
+        elapsed = time.perf_counter() - t0
+        parent.send("stop")
+        sent = await loop.run_in_executor(None, parent.recv)
+        return sent / elapsed, count / elapsed
+    finally:
+        writer.close()
         proc.join(5)
         if proc.is_alive():
             proc.terminate()
@@ -92,6 +146,8 @@ async def main_async(args: argparse.Namespace) -> None:
         label = "flat out" if rate == FLAT_OUT else f"{rate:g}"
         offered = f"~{2 * rate * args.instruments:,.0f}"
         print(f"{label:>15} {offered:>15} {sent:>12,.0f} {got:>13,.0f}")
+    sent, got = await measure_raw(FLAT_OUT, args.instruments, args.seconds)
+    print(f"{'flat out, raw':>15} {'reader':>15} {sent:>12,.0f} {got:>13,.0f}")
 
 
 def main() -> None:

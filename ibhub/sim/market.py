@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ibhub.sim.codec import fmt_float
 from ibhub.sim.contracts import Instrument, Universe
 
 __all__ = ["QUOTE", "TRADE", "Market", "Quote", "Walk", "stable_seed"]
@@ -48,6 +49,8 @@ class Walk:
     """The state of one instrument's market (prices in integer ticks)."""
 
     __slots__ = (
+        "_prices",
+        "_texts",
         "ask",
         "ask_size",
         "bid",
@@ -93,9 +96,21 @@ class Walk:
         self.low = self.start
         self.steps = 0
         self.up = False  # last quote event moved the bid up (send the ask first)
+        self._prices: dict[int, float] = {}
+        self._texts: dict[int, bytes] = {}
 
     def price(self, ticks: int) -> float:
-        return round(ticks * self.min_tick, self.decimals)
+        px = self._prices.get(ticks)
+        if px is None:
+            px = self._prices[ticks] = round(ticks * self.min_tick, self.decimals)
+        return px
+
+    def text(self, ticks: int) -> bytes:
+        """The wire text of a price in ticks (cached: a walk revisits the same prices)."""
+        t = self._texts.get(ticks)
+        if t is None:
+            t = self._texts[ticks] = fmt_float(self.price(ticks)).encode()
+        return t
 
     def step(self) -> int:
         """Advance one event; returns QUOTE or TRADE."""

@@ -480,22 +480,37 @@ def _ignore(s: ClientSession, f: list[str]) -> None:
     """cancelHeadTimeStamp: the head timestamp is answered at once, nothing to cancel."""
 
 
+_LIVE_TAGS = tuple(f"{t}\0".encode() for t in LIVE)
+_DELAYED_TAGS = tuple(f"{t}\0".encode() for t in DELAYED)
+
+
 def _mkt_tails(w: Walk, ev: int, delayed: bool, stamp: bytes | None) -> tuple[bytes, bytes]:
-    t = DELAYED if delayed else LIVE
+    t = _DELAYED_TAGS if delayed else _LIVE_TAGS
     if ev == QUOTE:
-        bid = f"{t[0]}\0{fmt_float(w.price(w.bid))}\0".encode()
-        ask = f"{t[1]}\0{fmt_float(w.price(w.ask))}\0".encode()
         if stamp is None:
-            b = bid + str(w.bid_size).encode() + b"\x001\x00"
-            a = ask + str(w.ask_size).encode() + b"\x001\x00"
+            b = b"".join((t[0], w.text(w.bid), b"\0", _size(w.bid_size), b"\x001\x00"))
+            a = b"".join((t[1], w.text(w.ask), b"\0", _size(w.ask_size), b"\x001\x00"))
         else:
-            b, a = bid + stamp + b"\x001\x00", ask + stamp + b"\x001\x00"
+            b = b"".join((t[0], w.text(w.bid), b"\0", stamp, b"\x001\x00"))
+            a = b"".join((t[1], w.text(w.ask), b"\0", stamp, b"\x001\x00"))
         # a quote moving up sends the ask first, so a reader applying the ticks one
         # by one never sees a crossed book (bid >= ask) in between
         return (a, b) if w.up else (b, a)
-    last = f"{t[2]}\0{fmt_float(w.price(w.last))}\0".encode()
-    size = stamp if stamp is not None else str(w.last_size).encode()
-    return (last + size + b"\x000\x00", f"{t[6]}\0{w.volume}\0".encode())
+    size = stamp if stamp is not None else _size(w.last_size)
+    return (b"".join((t[2], w.text(w.last), b"\0", size, b"\x000\x00")),
+            b"".join((t[6], str(w.volume).encode(), b"\0")))
+
+
+_SIZES: dict[int, bytes] = {}
+
+
+def _size(n: int) -> bytes:
+    s = _SIZES.get(n)
+    if s is None:
+        s = str(n).encode()
+        if len(_SIZES) < 10_000:
+            _SIZES[n] = s
+    return s
 
 
 def _tbt_tail(w: Walk, ev: int, kind: int, now_s: int) -> bytes | None:
