@@ -238,6 +238,15 @@ class Universe:
         if q.con_id:
             inst = self._by_id.get(q.con_id)
             return [inst] if inst is not None else []
+        if q.sec_type == "CONTFUT":  # the continuous future is the front month
+            fut = dataclasses.replace(q, sec_type="FUT", last_trade_date="")
+            fronts: dict[str, Instrument] = {}
+            for i in self._by_id.values():
+                if _matches(i, fut):
+                    best = fronts.get(i.symbol)
+                    if best is None or i.last_trade_date < best.last_trade_date:
+                        fronts[i.symbol] = i
+            return list(fronts.values())
         return [i for i in self._by_id.values() if _matches(i, q)]
 
     def resolve_one(self, query: ContractQuery) -> Instrument | None:
@@ -448,11 +457,13 @@ def trading_hours(inst: Instrument, today: dt.date, days: int = 7) -> tuple[str,
 
 
 def contract_details_fields(req_id: int, inst: Instrument, exchange: str = "",
-                            today: dt.date | None = None) -> list[object]:
+                            today: dt.date | None = None,
+                            sec_type: str = "") -> list[object]:
     """The 40 fields of contractDetails at sv 176 (no version field, no secIds).
 
     ``exchange`` echoes a directed exchange from the request; otherwise the
-    instrument's own (SMART for stocks), like the Gateway.
+    instrument's own (SMART for stocks), like the Gateway. ``sec_type`` echoes
+    CONTFUT for a continuous-future query (same conId as the front month).
     """
     today = today or dt.datetime.now(dt.UTC).date()
     hours, liquid = trading_hours(inst, today)
@@ -463,7 +474,7 @@ def contract_details_fields(req_id: int, inst: Instrument, exchange: str = "",
         ltd = f"{ltd} 16:00 US/Eastern"
     rules = ",".join([str(inst.market_rule_id)] * len(inst.valid_exchanges.split(",")))
     return [
-        10, req_id, inst.symbol, inst.sec_type, ltd, inst.strike, inst.right,
+        10, req_id, inst.symbol, sec_type or inst.sec_type, ltd, inst.strike, inst.right,
         exchange or inst.exchange, inst.currency, inst.local_symbol, inst.market_name,
         inst.trading_class, inst.con_id, inst.min_tick, inst.multiplier, inst.order_types,
         inst.valid_exchanges, 1, inst.under_con_id, inst.long_name, inst.primary_exchange,
@@ -472,8 +483,3 @@ def contract_details_fields(req_id: int, inst: Instrument, exchange: str = "",
         1, inst.under_symbol, inst.under_sec_type, rules, inst.last_trade_date,
         inst.stock_type, inst.min_size, inst.size_increment, inst.suggested_size_increment,
     ]
-
-
-def with_exchange(inst: Instrument, exchange: str) -> Instrument:
-    """A copy of ``inst`` routed to ``exchange`` (for a directed request)."""
-    return dataclasses.replace(inst, exchange=exchange)

@@ -51,7 +51,9 @@ def req_contract_details(s: ClientSession, f: list[str]) -> None:
         raise RequestError(200, NO_SECURITY)
     directed = query.exchange if query.exchange and query.exchange != "SMART" else ""
     for inst in found:
-        s.send(*contract_details_fields(req_id, inst, exchange=directed))
+        s.send(*contract_details_fields(req_id, inst, exchange=directed,
+                                        sec_type="CONTFUT" if query.sec_type == "CONTFUT"
+                                        else ""))
     s.send(52, 1, req_id)
 
 

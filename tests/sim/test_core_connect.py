@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from ib_insync import IB, Contract, Forex, Future, Option, Stock
+from ib_insync import IB, ContFuture, Contract, Forex, Future, Option, Stock
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
@@ -66,6 +66,14 @@ async def test_qualify_every_kind(sim: SimGateway) -> None:
         assert sessions and sessions[0].start < sessions[0].end
         puts = await ib.reqContractDetailsAsync(Option("SPY", right="P", exchange="SMART"))
         assert len(puts) == 5  # the whole chain for one expiry
+        cont = ContFuture("NQ", "CME")
+        await ib.qualifyContractsAsync(cont)
+        nq = Future("NQ", exchange="CME")
+        await ib.qualifyContractsAsync(nq)
+        assert cont.secType == "CONTFUT" and cont.conId == nq.conId
+        isld = Stock("AAPL", "ISLAND", "USD")
+        await ib.qualifyContractsAsync(isld)
+        assert isld.conId == 265598 and isld.exchange == "ISLAND"
 
 
 async def test_contract_details_fields(sim: SimGateway) -> None:
