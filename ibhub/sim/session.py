@@ -76,6 +76,8 @@ class ClientSession(asyncio.Protocol):
         rate = gateway.config.max_msg_rate
         self._tokens = rate
         self._last_refill = time.monotonic()
+        self._second = 0  # for the "rec=N" count in error 100
+        self._in_second = 0
         self.connected_at = time.time()
 
     # -- asyncio.Protocol ------------------------------------------------
@@ -180,7 +182,7 @@ class ClientSession(asyncio.Protocol):
                      self.client_id, rate, msg_id)
             self.send_error(self._req_id(msg_id, fields), 100,
                             "Max rate of messages per second has been exceeded:"
-                            f"max={rate:g} rec={msg_id}")
+                            f"max={rate:g} rec={self._in_second} (1)")
             return
         handler = self.gateway.handlers.get(msg_id)
         if handler is None:
@@ -226,6 +228,10 @@ class ClientSession(asyncio.Protocol):
         """Token bucket: ``max_msg_rate`` per second with a one-second burst."""
         rate = self.gateway.config.max_msg_rate
         now = time.monotonic()
+        second = int(now)
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += 1
         self._tokens = min(rate, self._tokens + (now - self._last_refill) * rate)
         self._last_refill = now
         if self._tokens >= 1.0:
