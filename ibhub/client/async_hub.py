@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import msgspec
@@ -276,6 +276,12 @@ class AsyncHub:
             "subscriptions": sum(len(t.subs) for t in self._topics.values()),
         }
 
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until the hub's upstream is connected; False if ``timeout`` passes first."""
+        if self.lease is None:
+            raise NotConnected()
+        return await self.upstream.wait_up(timeout)
+
     def add_disconnect_handler(self, fn: Handler) -> None:
         """``fn(status: HubStatus)`` once each time the upstream goes down (may be async)."""
         self.upstream.disconnect_handlers.append(fn)
@@ -316,7 +322,7 @@ class AsyncHub:
         def build(lease: str) -> Subscribe:
             return Subscribe(id=0, lease=lease, contract=spec, kind=kind)
 
-        reply = self._expect(await self._leased(build), Subscribed)
+        reply = self._expect(await self._upstream_call(lambda: self._leased(build)), Subscribed)
         sub = Subscription(
             self, reply.topic, reply.contract, spec, kind, callback,
             self.queue_size if queue_size is None else queue_size,
@@ -369,7 +375,9 @@ class AsyncHub:
         self, contract: str | int | ContractSpec, **fields: Any
     ) -> list[ContractInfo]:
         spec = contract_spec(contract, **fields)
-        reply = await self._channel().request(GetContractDetails(id=0, contract=spec))
+        reply = await self._upstream_call(
+            lambda: self._channel().request(GetContractDetails(id=0, contract=spec))
+        )
         return self._expect(reply, ContractDetailsReply).contracts
 
     async def historical_bars(
@@ -389,7 +397,7 @@ class AsyncHub:
             id=0, contract=contract_spec(contract, **fields), duration=duration,
             bar_size=bar_size, what_to_show=what_to_show, use_rth=use_rth, end=end,
         )
-        reply = await self._channel().request(request, timeout)
+        reply = await self._upstream_call(lambda: self._channel().request(request, timeout))
         return self._expect(reply, HistoricalBarsReply).bars
 
     async def lease_client_id(
@@ -407,6 +415,27 @@ class AsyncHub:
         await self._channel().request(ReleaseClientId(id=0, client_id=client_id))
 
     # ------------------------------------------------------------------ internals
+
+    async def _upstream_call(self, send: Callable[[], Awaitable[Reply]]) -> Reply:
+        """Send a request that needs the Gateway; while the hub answers
+        ``upstream_down`` (e.g. it is still connecting), wait for the upstream to come
+        up and try again, for at most ``request_timeout`` seconds in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        while True:
+            try:
+                return await send()
+            except HubError as exc:
+                if exc.code != ErrorCode.UPSTREAM_DOWN:
+                    raise
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise
+                if self.upstream.up:  # our view lags the hub's: do not spin
+                    await asyncio.sleep(min(0.1, left))
+                elif not await self.upstream.wait_up(left):
+                    raise
+                log.debug("retrying a request now that the upstream is up: %s", exc)
 
     def _channel(self) -> RpcChannel:
         if self._rpc is None:

@@ -255,6 +255,10 @@ class Hub:
     async def _stats(self) -> dict[str, int]:
         return self.async_hub.stats
 
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Block until the hub's upstream is connected; False if ``timeout`` passes first."""
+        return self._call(self.async_hub.wait_connected(timeout))
+
     def add_disconnect_handler(self, fn: Handler) -> None:
         """``fn(status)`` on the SDK thread, once each time the upstream goes down."""
         self.async_hub.add_disconnect_handler(fn)

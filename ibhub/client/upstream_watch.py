@@ -41,6 +41,29 @@ class UpstreamWatch:
         self.disconnect_handlers: list[Handler] = []
         self.connect_handlers: list[Handler] = []
         self.status_handlers: list[Handler] = []
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait_up(self, timeout: float | None) -> bool:
+        """Wait until the upstream is up; False if ``timeout`` passes first."""
+        if self.up:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def on_event(self, event: HubStatus) -> None:
         """A ``hub.status`` event, in sequence order."""
@@ -74,6 +97,8 @@ class UpstreamWatch:
         self._set_up(up and not self.link_lost, synthetic)
 
     def _set_up(self, up: bool, event: HubStatus) -> None:
+        if up:
+            self._wake_waiters()
         if self.up is None:
             self.up = up
             return

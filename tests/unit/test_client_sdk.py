@@ -457,3 +457,32 @@ async def test_a_burst_longer_than_a_drain_batch_arrives_complete_and_in_order(
     await wait_until(lambda: len(seen) == total, 10, f"{total} ticks")
     assert seen == list(range(1, total + 1))
     assert sub.gaps == 0
+
+
+async def test_requests_wait_for_the_upstream_while_the_hub_says_upstream_down(
+    fake: FakeHub,
+) -> None:
+    fake.state = UpstreamState.CONNECTING  # e.g. the script started together with the hub
+    down = Error(id=0, code=ErrorCode.UPSTREAM_DOWN, message="upstream is CONNECTING")
+    fake.refuse["subscribe"] = down
+    async with AsyncHub(pub=fake.pub, rpc=fake.rpc, request_timeout=5.0) as client:
+        assert not client.is_connected()
+        pending = asyncio.ensure_future(client.subscribe("AAPL"))
+        await wait_until(lambda: len(fake.of_type(Subscribe)) == 1, what="the first attempt")
+        waiting = asyncio.ensure_future(client.wait_connected(5))
+        await fake.wait_subscribed("hub.status")
+        del fake.refuse["subscribe"]
+        fake.status_event(UpstreamState.CONNECTED)
+        sub = await asyncio.wait_for(pending, 5)
+        assert sub.topic == "tick.AAPL" and await waiting
+        assert len(fake.of_type(Subscribe)) == 2
+
+
+async def test_upstream_down_is_raised_after_the_request_timeout(fake: FakeHub) -> None:
+    fake.state = UpstreamState.RECONNECTING
+    fake.refuse["contract_details"] = Error(id=0, code=ErrorCode.UPSTREAM_DOWN, message="down")
+    async with AsyncHub(pub=fake.pub, rpc=fake.rpc, request_timeout=0.3) as client:
+        with pytest.raises(HubError) as info:
+            await client.contract_details("AAPL")
+        assert info.value.code == ErrorCode.UPSTREAM_DOWN
+        assert await client.wait_connected(0.05) is False
