@@ -288,3 +288,12 @@ async def test_a_stalled_script_loses_its_lease_and_the_sdk_recovers_it(
     assert rehellos == 1 and first != now
     assert len(seqs) >= 20
     await wait_until(lambda: mkt_lines(hub_sim) == 0, 5, "the line released after goodbye")
+
+
+async def test_a_script_started_with_the_hub_waits_for_the_upstream(make_hub: HubFactory) -> None:
+    hub = await make_hub(wait_connected=False)  # upstream still CONNECTING
+    async with sdk(hub, "early-bird") as client:
+        sub = await client.subscribe("AAPL")  # retried until the upstream is up
+        assert await client.wait_connected(5)
+        tick = await sub.get(5)
+        assert isinstance(tick, Tick) and tick.symbol == "AAPL"
