@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -41,6 +42,7 @@ EXTERNAL: Final = ORDER_OWNER_EXTERNAL
 TERMINAL: Final = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 NAN: Final = float("nan")
 EPS: Final = 1e-9
+BACKLOG_MAX: Final = 10_000  # held events per owner without a live lease (oldest dropped)
 
 EventSink = Callable[[str, Event], None]
 
@@ -97,6 +99,7 @@ class OrderStore:
         self.fills: dict[str, FillRecord] = {}
         self.fills_by_order: dict[int, list[FillRecord]] = {}
         self.lease_of_owner: dict[str, str] = {}
+        self.backlog: dict[str, deque[Event]] = {}  # events for owners with no live lease
         self.max_id = 0
 
     def restore(self, orders: Sequence[OrderRecord], fills: Sequence[FillRecord]) -> None:
@@ -136,8 +139,14 @@ class OrderStore:
         return self.by_key.get((owner, client_order_id))
 
     def bind_owner(self, owner: str, lease: str) -> None:
-        """Route the events of ``owner``'s orders to ``order.<lease>`` (call on Hello)."""
+        """Route the events of ``owner``'s orders to ``order.<lease>`` (call on Hello),
+        starting with any that happened while the owner had no live lease."""
         self.lease_of_owner[owner] = lease
+        held = self.backlog.pop(owner, None)
+        if held:
+            log.info("delivering %d held order event(s) to %s (%s)", len(held), owner, lease)
+            for ev in held:
+                self.publish(TOPIC_ORDER + lease, ev)
 
     def lease_gone(self, lease: str) -> None:
         for owner, held in list(self.lease_of_owner.items()):
@@ -149,10 +158,20 @@ class OrderStore:
         rec = self.by_id.get(order_id)
         return None if rec is None else self.lease_of_owner.get(rec.owner)
 
-    def topic_of(self, rec: OrderRecord) -> str:
+    def deliver(self, rec: OrderRecord, ev: Event) -> None:
+        """Publish ``ev`` on the owner's ``order.<lease>``; hold it while the owner has no
+        live lease (e.g. fills reconciled after a hub restart, before the script is back)."""
         if rec.owner == EXTERNAL:
-            return TOPIC_ORDER + EXTERNAL
-        return TOPIC_ORDER + self.lease_of_owner.get(rec.owner, rec.lease)
+            self.publish(TOPIC_ORDER + EXTERNAL, ev)
+            return
+        lease = self.lease_of_owner.get(rec.owner)
+        if lease is None:
+            held = self.backlog.get(rec.owner)
+            if held is None:
+                held = self.backlog[rec.owner] = deque(maxlen=BACKLOG_MAX)
+            held.append(ev)
+        else:
+            self.publish(TOPIC_ORDER + lease, ev)
 
     @property
     def working(self) -> list[OrderRecord]:
@@ -189,8 +208,7 @@ class OrderStore:
     def persist(
         self, op: Callable[..., Any], args: tuple[Any, ...], rec: OrderRecord, ev: Event | None
     ) -> None:
-        """Journal ``op``; publish ``ev`` (if any) once it is committed, in order."""
-        topic = self.topic_of(rec)
+        """Journal ``op``; deliver ``ev`` (if any) once it is committed, in order."""
 
         def done(result: Any) -> None:
             if isinstance(result, BaseException):
@@ -200,7 +218,7 @@ class OrderStore:
                     result,
                 )
             if ev is not None:
-                self.publish(topic, ev)
+                self.deliver(rec, ev)
 
         self.writer.write_then(op, args, done)
 
@@ -274,6 +292,7 @@ class OrderStore:
 def fanout_sink(fanout: Any) -> EventSink:
     """An :data:`EventSink` publishing through ``ibhub.fanout.Fanout`` (per-topic seq,
     hub timestamp, last-value cache), kept here so fanout.py needs no order knowledge."""
+
     def publish(topic: str, ev: Event) -> None:
         t = fanout.topic(topic)
         t.seq += 1

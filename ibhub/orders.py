@@ -286,7 +286,7 @@ class OrderBook:
             del self._pending[parent.order_id]
             pending.set_result(None)
         for rec in recs:
-            self.store.publish(self.store.topic_of(rec), self.store.event(rec, "acknowledged"))
+            self.store.deliver(rec, self.store.event(rec, "acknowledged"))
             self._send(rec, Priority.ORDER)
         return self._accepted(req.id, parent, duplicate=False)
 
@@ -477,7 +477,7 @@ class OrderBook:
         except JournalError as exc:
             refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
             return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
-        self.store.publish(self.store.topic_of(rec), self.store.event(rec, "modified"))
+        self.store.deliver(rec, self.store.event(rec, "modified"))
         self._send(rec, Priority.ORDER)
         return self._accepted(req.id, rec, duplicate=False)
 

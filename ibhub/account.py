@@ -1,0 +1,225 @@
+"""Account data, centralised: one upstream subscription, served to every script.
+
+IB allows one account-updates subscription per connection, so the hub holds it and
+keeps the latest values here: account values (reqAccountUpdates), positions
+(reqPositions), portfolio rows (updatePortfolio) and account-summary rows. Scripts read
+the cache with ``GetPositions`` / ``GetPortfolio`` / ``GetAccountValues`` /
+``GetAccountSummary`` and follow changes on ``account.<ACCOUNT>`` and
+``position.<ACCOUNT>``. An update that changes nothing publishes nothing (IB re-sends
+unchanged values every few minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ibhub.protocol import (
+    TOPIC_ACCOUNT,
+    TOPIC_POSITION,
+    AccountSummaryReply,
+    AccountValue,
+    AccountValueEvent,
+    AccountValuesReply,
+    Event,
+    GetAccountSummary,
+    GetAccountValues,
+    GetPortfolio,
+    GetPositions,
+    PortfolioItem,
+    PortfolioReply,
+    PositionEvent,
+    PositionInfo,
+    PositionsReply,
+    Reply,
+)
+
+log = logging.getLogger(__name__)
+
+NAN: Final = float("nan")
+ACCOUNT_REQUESTS: Final = (GetPositions, GetPortfolio, GetAccountValues, GetAccountSummary)
+EventSink = Callable[[str, Event], None]
+
+
+@dataclass(slots=True)
+class _Holding:
+    account: str
+    con_id: int
+    symbol: str
+    sec_type: str
+    currency: str
+    position: float = 0.0
+    avg_cost: float = 0.0
+    market_price: float = NAN
+    market_value: float = NAN
+    unrealized_pnl: float = NAN
+    realized_pnl: float = NAN
+    has_portfolio: bool = False
+
+    def event(self) -> PositionEvent:
+        return PositionEvent(
+            0,
+            0,
+            self.account,
+            self.con_id,
+            self.symbol,
+            self.sec_type,
+            self.currency,
+            self.position,
+            self.avg_cost,
+            self.market_price,
+            self.market_value,
+            self.unrealized_pnl,
+            self.realized_pnl,
+        )
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+class AccountBook:
+    def __init__(self, publish: EventSink) -> None:
+        self._publish = publish
+        self._values: dict[tuple[str, str, str], str] = {}  # (account, key, currency) -> value
+        self._summary: dict[tuple[str, str, str], str] = {}
+        self._holdings: dict[tuple[str, int], _Holding] = {}
+
+    @property
+    def accounts(self) -> list[str]:
+        names = {k[0] for k in self._values} | {k[0] for k in self._holdings}
+        return sorted(names | {k[0] for k in self._summary})
+
+    # ------------------------------------------------------------------ upstream -> cache
+
+    def on_account_value(self, account: str, key: str, value: str, currency: str) -> None:
+        k = (account, key, currency)
+        if self._values.get(k) == value:
+            return
+        self._values[k] = value
+        self._publish(
+            TOPIC_ACCOUNT + account, AccountValueEvent(0, 0, account, key, value, currency)
+        )
+
+    def on_summary(self, account: str, tag: str, value: str, currency: str) -> None:
+        self._summary[(account, tag, currency)] = value
+
+    def _holding(
+        self, account: str, con_id: int, symbol: str, sec_type: str, currency: str
+    ) -> _Holding:
+        h = self._holdings.get((account, con_id))
+        if h is None:
+            h = self._holdings[(account, con_id)] = _Holding(
+                account, con_id, symbol, sec_type, currency
+            )
+        return h
+
+    def _emit(self, h: _Holding) -> None:
+        self._publish(TOPIC_POSITION + h.account, h.event())
+
+    def on_position(
+        self,
+        account: str,
+        con_id: int,
+        symbol: str,
+        sec_type: str,
+        currency: str,
+        position: float,
+        avg_cost: float,
+    ) -> None:
+        h = self._holding(account, con_id, symbol, sec_type, currency)
+        if _same(h.position, position) and _same(h.avg_cost, avg_cost):
+            return
+        h.position, h.avg_cost = position, avg_cost
+        self._emit(h)
+
+    def on_portfolio(
+        self,
+        account: str,
+        con_id: int,
+        symbol: str,
+        sec_type: str,
+        currency: str,
+        position: float,
+        market_price: float,
+        market_value: float,
+        avg_cost: float,
+        unrealized_pnl: float,
+        realized_pnl: float,
+    ) -> None:
+        h = self._holding(account, con_id, symbol, sec_type, currency)
+        new = (position, market_price, market_value, avg_cost, unrealized_pnl, realized_pnl)
+        old = (h.position, h.market_price, h.market_value, h.avg_cost, h.unrealized_pnl,
+               h.realized_pnl)  # fmt: skip
+        h.has_portfolio = True
+        if all(_same(a, b) for a, b in zip(old, new, strict=True)):
+            return
+        (h.position, h.market_price, h.market_value, h.avg_cost, h.unrealized_pnl,
+         h.realized_pnl) = new  # fmt: skip
+        self._emit(h)
+
+    # ------------------------------------------------------------------ requests
+
+    def _pick(self, account: str, key_account: str) -> bool:
+        return not account or account == key_account
+
+    def positions(self, account: str = "") -> list[PositionInfo]:
+        return [
+            PositionInfo(
+                h.account, h.con_id, h.symbol, h.sec_type, h.currency, h.position, h.avg_cost
+            )
+            for (acct, _), h in sorted(self._holdings.items())
+            if self._pick(account, acct) and h.position != 0
+        ]
+
+    def portfolio(self, account: str = "") -> list[PortfolioItem]:
+        return [
+            PortfolioItem(
+                h.account,
+                h.con_id,
+                h.symbol,
+                h.sec_type,
+                h.currency,
+                h.position,
+                h.market_price,
+                h.market_value,
+                h.avg_cost,
+                h.unrealized_pnl,
+                h.realized_pnl,
+            )
+            for (acct, _), h in sorted(self._holdings.items())
+            if self._pick(account, acct) and h.has_portfolio and h.position != 0
+        ]
+
+    def values(self, account: str = "") -> list[AccountValue]:
+        return [
+            AccountValue(a, k, v, c)
+            for (a, k, c), v in sorted(self._values.items())
+            if self._pick(account, a)
+        ]
+
+    def summary(self, account: str = "", tags: list[str] | None = None) -> list[AccountValue]:
+        """Account-summary rows; from the account values when no summary arrived yet
+        (they carry the same tags: NetLiquidation, BuyingPower, ...)."""
+        source = self._summary or self._values
+        wanted = set(tags or ())
+        return [
+            AccountValue(a, k, v, c)
+            for (a, k, c), v in sorted(source.items())
+            if self._pick(account, a) and (not wanted or k in wanted)
+        ]
+
+    def handle(self, req: Any) -> Reply:
+        match req:
+            case GetPositions():
+                return PositionsReply(id=req.id, positions=self.positions(req.account))
+            case GetPortfolio():
+                return PortfolioReply(id=req.id, items=self.portfolio(req.account))
+            case GetAccountValues():
+                return AccountValuesReply(id=req.id, values=self.values(req.account))
+            case GetAccountSummary():
+                return AccountSummaryReply(id=req.id, values=self.summary(req.account, req.tags))
+        raise TypeError(f"not an account request: {type(req).__name__}")

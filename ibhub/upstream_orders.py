@@ -1,0 +1,327 @@
+"""Orders and account data over the hub's ib_insync session.
+
+The order book (:mod:`ibhub.orders`) and the account cache (:mod:`ibhub.account`) never
+see ib_insync; this adapter is their bridge to the :class:`ib_insync.IB` object that
+:class:`ibhub.upstream.Upstream` owns. Like ``upstream.py``, it is where IB's camelCase
+stops: it implements :class:`~ibhub.order_feed.OrderUpstream` (place / cancel /
+global cancel / order ids) and turns ib_insync's order, fill, commission, error and
+account events into the plain dataclasses of :mod:`ibhub.order_feed`.
+
+Two ib_insync behaviours it corrects for:
+
+* On any non-warning error whose reqId is an order id, ib_insync marks the trade
+  Cancelled itself and emits ``orderStatusEvent`` (even when IB only refused a modify
+  or a cancel and the order keeps working). Those synthetic statuses (their log entry
+  carries the error code) are not forwarded; the error goes to
+  :meth:`OrderUpdates.on_order_error`, which decides whether the order really ended.
+* Start-up sync (open orders, executions) fires no events, so after every (re)connect
+  :meth:`IbOrderGateway.reconcile` feeds the session's trades, fills and completed
+  orders to the book and seeds the account cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ib_insync import IB, Contract, Order
+
+from ibhub.account import AccountBook
+from ibhub.errors import is_warning
+from ibhub.order_feed import (
+    OrderFields,
+    UpstreamCommission,
+    UpstreamExecution,
+    UpstreamOrder,
+    UpstreamStatus,
+)
+from ibhub.order_updates import ReconcileReport
+from ibhub.orders import OrderBook
+from ibhub.protocol import ContractSpec
+
+log = logging.getLogger(__name__)
+
+_UNSET = sys.float_info.max / 2  # anything this large is IB's UNSET_DOUBLE
+
+
+def _price(value: float | None) -> float | None:
+    if value is None or value >= _UNSET or math.isnan(value):
+        return None
+    return value
+
+
+def _fnum(value: Any) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return float("nan") if f >= _UNSET else f
+
+
+def trade_to_order(trade: Any) -> UpstreamOrder:
+    o, c, s = trade.order, trade.contract, trade.orderStatus
+    return UpstreamOrder(
+        order_id=int(o.orderId),
+        client_id=int(o.clientId),
+        perm_id=int(o.permId),
+        con_id=int(c.conId),
+        symbol=c.symbol,
+        sec_type=c.secType,
+        exchange=c.exchange,
+        currency=c.currency,
+        action=o.action,
+        quantity=float(o.totalQuantity),
+        order_type=o.orderType,
+        limit_price=_price(o.lmtPrice) or None,
+        stop_price=_price(o.auxPrice) or None,
+        tif=o.tif,
+        outside_rth=bool(o.outsideRth),
+        account=o.account,
+        order_ref=o.orderRef or "",
+        parent_id=int(o.parentId or 0),
+        status=s.status,
+        filled=float(s.filled or 0.0),
+        remaining=float(s.remaining or 0.0),
+        avg_fill_price=float(s.avgFillPrice or 0.0),
+    )
+
+
+def trade_to_status(trade: Any) -> UpstreamStatus:
+    o, s = trade.order, trade.orderStatus
+    return UpstreamStatus(
+        order_id=int(o.orderId),
+        client_id=int(o.clientId),
+        perm_id=int(o.permId or s.permId or 0),
+        status=s.status,
+        filled=float(s.filled or 0.0),
+        remaining=float(s.remaining or 0.0),
+        avg_fill_price=float(s.avgFillPrice or 0.0),
+        last_fill_price=float(s.lastFillPrice or 0.0),
+        why_held=s.whyHeld or "",
+    )
+
+
+def fill_to_execution(fill: Any) -> UpstreamExecution:
+    e, c = fill.execution, fill.contract
+    when = e.time or fill.time
+    return UpstreamExecution(
+        exec_id=e.execId,
+        order_id=int(e.orderId),
+        client_id=int(e.clientId),
+        perm_id=int(e.permId),
+        con_id=int(c.conId),
+        symbol=c.symbol,
+        side=e.side,
+        shares=float(e.shares),
+        price=float(e.price),
+        cum_qty=float(e.cumQty),
+        avg_price=float(e.avgPrice),
+        time_ns=int(when.timestamp() * 1e9) if when else 0,
+        account=e.acctNumber,
+        exchange=e.exchange,
+        order_ref=e.orderRef or "",
+    )
+
+
+def report_to_commission(report: Any) -> UpstreamCommission:
+    pnl = _fnum(report.realizedPNL)
+    return UpstreamCommission(
+        exec_id=report.execId,
+        commission=float(report.commission),
+        currency=report.currency,
+        realized_pnl=None if pnl != pnl else pnl,
+    )
+
+
+class IbOrderGateway:
+    """Implements ``OrderUpstream`` on an ib_insync ``IB`` and feeds the book its events."""
+
+    def __init__(self, ib: IB, *, client_id: int, connected: Callable[[], bool]) -> None:
+        self._ib = ib
+        self._client_id = client_id
+        self._connected = connected
+        self._book: OrderBook | None = None
+        self._account: AccountBook | None = None
+        self.on_order_error_unrouted: Callable[[int, int, str], None] | None = None
+
+    # ------------------------------------------------------------------ OrderUpstream
+
+    @property
+    def client_id(self) -> int:
+        return self._client_id
+
+    def is_connected(self) -> bool:
+        return self._connected() and self._ib.client.isReady()
+
+    def next_order_id(self) -> int:
+        return int(self._ib.client.getReqId())
+
+    def ensure_ids_above(self, order_id: int) -> None:
+        self._ib.client.updateReqId(order_id + 1)
+
+    def place(self, order_id: int, contract: ContractSpec, fields: OrderFields) -> None:
+        if not self.is_connected():
+            raise ConnectionError("not connected to the Gateway")
+        ib_contract = Contract(
+            conId=contract.con_id,
+            symbol=contract.symbol,
+            secType=contract.sec_type,
+            exchange=contract.exchange,
+            currency=contract.currency,
+        )
+        order = Order(
+            orderId=order_id,
+            action=fields.action,
+            totalQuantity=fields.quantity,
+            orderType=fields.order_type,
+            tif=fields.tif,
+            outsideRth=fields.outside_rth,
+            account=fields.account,
+            parentId=fields.parent_id,
+            transmit=fields.transmit,
+            orderRef=fields.order_ref,
+        )
+        if fields.limit_price is not None:
+            order.lmtPrice = fields.limit_price
+        if fields.stop_price is not None:
+            order.auxPrice = fields.stop_price
+        self._ib.placeOrder(ib_contract, order)
+
+    def cancel(self, order_id: int) -> None:
+        if not self.is_connected():
+            raise ConnectionError("not connected to the Gateway")
+        trade = self._ib.wrapper.trades.get((self._client_id, order_id))
+        if trade is not None:
+            self._ib.cancelOrder(trade.order)
+        else:
+            self._ib.client.cancelOrder(order_id, "")
+
+    def global_cancel(self) -> None:
+        if not self.is_connected():
+            raise ConnectionError("not connected to the Gateway")
+        self._ib.reqGlobalCancel()
+
+    # ------------------------------------------------------------------ events
+
+    def attach(self, book: OrderBook | None, account: AccountBook | None) -> None:
+        self._book, self._account = book, account
+        ib = self._ib
+        if book is not None:
+            ib.openOrderEvent += self._on_open_order
+            ib.orderStatusEvent += self._on_order_status
+            ib.execDetailsEvent += self._on_exec
+            ib.commissionReportEvent += self._on_commission
+            ib.errorEvent += self._on_error
+        if account is not None:
+            ib.accountValueEvent += self._on_account_value
+            ib.accountSummaryEvent += self._on_summary
+            ib.positionEvent += self._on_position
+            ib.updatePortfolioEvent += self._on_portfolio
+
+    def detach(self) -> None:
+        ib = self._ib
+        if self._book is not None:
+            ib.openOrderEvent -= self._on_open_order
+            ib.orderStatusEvent -= self._on_order_status
+            ib.execDetailsEvent -= self._on_exec
+            ib.commissionReportEvent -= self._on_commission
+            ib.errorEvent -= self._on_error
+        if self._account is not None:
+            ib.accountValueEvent -= self._on_account_value
+            ib.accountSummaryEvent -= self._on_summary
+            ib.positionEvent -= self._on_position
+            ib.updatePortfolioEvent -= self._on_portfolio
+        self._book = self._account = None
+
+    def _on_open_order(self, trade: Any) -> None:
+        if self._book is not None and not trade.order.whatIf:
+            self._book.updates.on_open_order(trade_to_order(trade))
+
+    def _on_order_status(self, trade: Any) -> None:
+        if self._book is None:
+            return
+        if trade.log and trade.log[-1].errorCode:
+            return  # ib_insync's own "Cancelled" after an error: see the module doc
+        self._book.updates.on_order_status(trade_to_status(trade))
+
+    def _on_exec(self, _trade: Any, fill: Any) -> None:
+        if self._book is not None:
+            self._book.updates.on_execution(fill_to_execution(fill))
+
+    def _on_commission(self, _trade: Any, _fill: Any, report: Any) -> None:
+        if self._book is not None:
+            self._book.updates.on_commission(report_to_commission(report))
+
+    def _on_error(self, req_id: int, code: int, message: str, _contract: Any) -> None:
+        book = self._book
+        if book is None or req_id <= 0 or book.store.get(req_id) is None:
+            return
+        ended = book.updates.on_order_error(req_id, code, message, is_warning(code))
+        if not ended and not is_warning(code) and self.on_order_error_unrouted is not None:
+            self.on_order_error_unrouted(req_id, code, message)
+
+    def _on_account_value(self, v: Any) -> None:
+        if self._account is not None and not v.modelCode:
+            self._account.on_account_value(v.account, v.tag, v.value, v.currency)
+
+    def _on_summary(self, v: Any) -> None:
+        if self._account is not None:
+            self._account.on_summary(v.account, v.tag, v.value, v.currency)
+
+    def _on_position(self, p: Any) -> None:
+        if self._account is not None:
+            c = p.contract
+            self._account.on_position(
+                p.account, c.conId, c.symbol, c.secType, c.currency, float(p.position),
+                float(p.avgCost),
+            )  # fmt: skip
+
+    def _on_portfolio(self, item: Any) -> None:
+        if self._account is not None:
+            c = item.contract
+            self._account.on_portfolio(
+                item.account, c.conId, c.symbol, c.secType, c.currency, float(item.position),
+                _fnum(item.marketPrice), _fnum(item.marketValue), _fnum(item.averageCost),
+                _fnum(item.unrealizedPNL), _fnum(item.realizedPNL),
+            )  # fmt: skip
+
+    # ------------------------------------------------------------------ after (re)connect
+
+    async def reconcile(self, *, completed: bool = True) -> ReconcileReport | None:
+        """Feed the session's state to the book and the account cache (never sends orders).
+
+        Call after every (re)connect. ``completed``: also ask IB for completed orders
+        (one request), which lets the book tell "cancelled while away" from "never sent".
+        """
+        ib = self._ib
+        report = None
+        if self._book is not None:
+            done_trades = await ib.reqCompletedOrdersAsync(apiOnly=False) if completed else None
+            trades = ib.openTrades()
+            fills = ib.fills()
+            report = self._book.updates.reconcile(
+                open_orders=[trade_to_order(t) for t in trades],
+                executions=[fill_to_execution(f) for f in fills],
+                commissions=[
+                    report_to_commission(f.commissionReport)
+                    for f in fills
+                    if f.commissionReport.execId
+                ],
+                completed=None if done_trades is None else [trade_to_order(t) for t in done_trades],
+                statuses=[trade_to_status(t) for t in trades],
+            )
+            log.info(
+                "orders reconciled: %d seen upstream, %d fills published, %d adopted, %d lost",
+                report.updated, report.fills_published, report.adopted, len(report.lost),
+            )  # fmt: skip
+        if self._account is not None:
+            for v in ib.accountValues():
+                self._on_account_value(v)
+            for p in ib.positions():
+                self._on_position(p)
+            for item in ib.portfolio():
+                self._on_portfolio(item)
+        return report

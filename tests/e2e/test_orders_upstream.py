@@ -1,0 +1,226 @@
+"""Order book + ib_insync adapter against the simulated Gateway (no hub, no ZeroMQ).
+
+Exercises the real TWS order messages end to end: placeOrder -> openOrder/orderStatus/
+execDetails/commissionReport -> journaled OrderEvents, idempotent retries, refusals that
+never reach the Gateway, IB rejections, cancels, and reconciliation after a restart with
+a fill that happened while the book was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from ib_insync import IB
+
+from ibhub.account import AccountBook
+from ibhub.journal import Journal, JournalWriter
+from ibhub.orders import Caller, OrderBook, UnknownContract
+from ibhub.pacing import Pacer
+from ibhub.protocol import (
+    CancelOrder,
+    CancelRequested,
+    ContractInfo,
+    ContractSpec,
+    Event,
+    GetPositions,
+    OrderAccepted,
+    OrderEvent,
+    OrderRejected,
+    PlaceOrder,
+    PositionEvent,
+    PositionsReply,
+    RejectReason,
+)
+from ibhub.risk import RiskGate, RiskLimits
+from ibhub.sim import SimConfig, SimGateway
+from ibhub.upstream_orders import IbOrderGateway
+from tests.helpers import wait_until
+
+SEED = 20240102
+ALICE = Caller("lease-a", "alice")
+BOB = Caller("lease-b", "bob")
+
+
+class SimResolver:
+    """Qualifies through the session (reqContractDetails); last price from the sim."""
+
+    def __init__(self, ib: IB, sim: SimGateway) -> None:
+        self.ib, self.sim = ib, sim
+
+    async def qualify(self, spec: ContractSpec) -> ContractInfo:
+        from ib_insync import Stock
+
+        details = await self.ib.reqContractDetailsAsync(Stock(spec.symbol, "SMART", "USD"))
+        if len(details) != 1:
+            raise UnknownContract(f"{spec.symbol!r} matches {len(details)} contracts")
+        c = details[0].contract
+        assert c is not None
+        return ContractInfo(c.conId, c.symbol, c.secType, "SMART", c.primaryExchange, c.currency,
+                            c.localSymbol, c.tradingClass, "", 0.0, "", "", 0.01, "")  # fmt: skip
+
+    def last_price(self, con_id: int) -> float | None:
+        return self.sim.broker.price_of(con_id)
+
+
+class Rig:
+    """A session (client 0) with the order book, journal, pacer and account cache."""
+
+    def __init__(self, sim: SimGateway, data_dir: Path) -> None:
+        self.sim, self.data_dir = sim, data_dir
+        self.ib = IB()
+        self.events: list[tuple[str, Event]] = []
+        self.writer = JournalWriter(lambda: Journal.in_dir(data_dir))
+        self.pacer = Pacer(rate=40.0, burst=5)
+        self.gw = IbOrderGateway(self.ib, client_id=0, connected=self.ib.isConnected)
+        publish = self.events.append
+        self.book = OrderBook(
+            upstream=self.gw,
+            writer=self.writer,
+            risk=RiskGate(
+                RiskLimits(max_quantity=1000), upstream_port=4002, accounts=["DU1234567"]
+            ),
+            pacer=self.pacer,
+            resolver=SimResolver(self.ib, sim),
+            publish=lambda topic, ev: publish((topic, ev)),
+        )
+        self.account = AccountBook(lambda topic, ev: publish((topic, ev)))
+
+    async def __aenter__(self) -> Rig:
+        j = Journal.in_dir(self.data_dir)
+        self.book.store.restore(j.orders(), j.fills())
+        j.close()
+        await self.writer.start()
+        self.pacer.start()
+        self.gw.attach(self.book, self.account)
+        await self.ib.connectAsync("127.0.0.1", self.sim.port, clientId=0, timeout=5)
+        await self.gw.reconcile()
+        await self.writer.write(Journal.note, 0, "flush", {})  # reconciled events committed
+        self.book.bind_owner(ALICE.owner, ALICE.lease)  # the scripts say Hello after that
+        self.book.bind_owner(BOB.owner, BOB.lease)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.gw.detach()
+        self.ib.disconnect()
+        await self.pacer.stop()
+        await self.writer.stop()
+
+    def kinds(self, topic: str) -> list[str]:
+        return [ev.kind for t, ev in self.events if t == topic and isinstance(ev, OrderEvent)]
+
+    def last(self, topic: str) -> OrderEvent:
+        return [ev for t, ev in self.events if t == topic and isinstance(ev, OrderEvent)][-1]
+
+
+def order(coid: str, **kw: object) -> PlaceOrder:
+    fields: dict[str, object] = {"id": 1, "lease": "x", "client_order_id": coid,
+                                 "contract": ContractSpec(symbol="AAPL"), "action": "BUY",
+                                 "quantity": 10.0, "order_type": "MKT"}  # fmt: skip
+    fields.update(kw)
+    return PlaceOrder(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimGateway]:
+    print(f"sim seed {SEED}")
+    cfg = SimConfig(host="127.0.0.1", port=0, seed=SEED, tick_rate=0.0, max_order_qty=500)
+    async with SimGateway(cfg) as gateway:
+        yield gateway
+
+
+async def test_market_order_fills_with_commission(sim: SimGateway, tmp_path: Path) -> None:
+    async with Rig(sim, tmp_path) as rig:
+        reply = await rig.book.place(ALICE, order("mkt-1"))
+        assert isinstance(reply, OrderAccepted) and reply.status == "PendingSubmit"
+        await wait_until(lambda: "commission" in rig.kinds("order.lease-a"), what="commission")
+        assert rig.kinds("order.lease-a") == ["acknowledged", "submitted", "filled", "commission"]
+        ev = rig.last("order.lease-a")
+        (sim_exec,) = sim.broker.executions()
+        assert ev.status == "Filled" and ev.filled == 10.0 and ev.remaining == 0.0
+        assert ev.commission == pytest.approx(sim_exec.commission) and ev.commission > 0
+        assert ev.exec_id == sim_exec.exec_id and ev.avg_fill_price == pytest.approx(sim_exec.price)
+        (sim_order,) = sim.broker.orders()
+        assert sim_order.order_id == reply.order_id and sim_order.client_id == 0
+        assert sim_order.order_ref.endswith("alice" + "mkt-1")
+        assert rig.kinds("order.lease-b") == []  # bob sees nothing of alice's order
+        # the account side followed the fill
+        await wait_until(lambda: any(isinstance(e, PositionEvent) and e.position == 10.0
+                                     for _, e in rig.events), what="position event")  # fmt: skip
+        pos = rig.account.handle(GetPositions(id=2))
+        assert isinstance(pos, PositionsReply) and pos.positions[0].position == 10.0
+        j = Journal.in_dir(tmp_path)
+        row = j.find("alice", "mkt-1")
+        assert row is not None and row.status == "Filled" and row.commission == ev.commission
+        j.close()
+
+
+async def test_retry_and_refusals_reach_the_gateway_once(sim: SimGateway, tmp_path: Path) -> None:
+    async with Rig(sim, tmp_path) as rig:
+        first, _second = await asyncio.gather(
+            rig.book.place(BOB, order("same", order_type="LMT", limit_price=1.0, action="BUY")),
+            rig.book.place(BOB, order("same", order_type="LMT", limit_price=1.0, action="BUY")),
+        )
+        # limit 1.0 is far outside the band: both refused, nothing sent
+        assert isinstance(first, OrderRejected) and first.reason == RejectReason.PRICE_BAND
+        placed_before = sim.request_counts[3]
+        bad = [order("q0", quantity=0.0), order("lmt", order_type="LMT"),
+               order("big", quantity=5000.0), order("act", action="HOLD")]  # fmt: skip
+        for req in bad:
+            refused = await rig.book.place(BOB, req)
+            assert isinstance(refused, OrderRejected), req
+        assert sim.request_counts[3] == placed_before == 0
+        replies = await asyncio.gather(*(rig.book.place(BOB, order("dup")) for _ in range(3)))
+        assert len({r.order_id for r in replies}) == 1
+        await wait_until(lambda: "filled" in rig.kinds("order.lease-b"), what="fill")
+        again = await rig.book.place(BOB, order("dup"))
+        assert isinstance(again, OrderAccepted) and again.duplicate and again.status == "Filled"
+        assert sim.request_counts[3] == 1 and len(sim.broker.orders()) == 1
+
+
+async def test_limit_rests_then_cancel(sim: SimGateway, tmp_path: Path) -> None:
+    async with Rig(sim, tmp_path) as rig:
+        price = round(sim.broker.price_of(265598) * 0.95, 2)
+        reply = await rig.book.place(ALICE, order("rest", order_type="LMT", limit_price=price))
+        assert isinstance(reply, OrderAccepted)
+        await wait_until(lambda: "submitted" in rig.kinds("order.lease-a"), what="submitted")
+        cancel = await rig.book.cancel(ALICE, CancelOrder(id=3, lease="x", client_order_id="rest"))
+        assert isinstance(cancel, CancelRequested) and cancel.order_ids == [reply.order_id]
+        await wait_until(lambda: "cancelled" in rig.kinds("order.lease-a"), what="cancelled")
+        assert rig.last("order.lease-a").status == "Cancelled"
+        assert [o.status for o in sim.broker.orders()] == ["Cancelled"]
+
+
+async def test_ib_rejection_is_a_rejected_event(sim: SimGateway, tmp_path: Path) -> None:
+    async with Rig(sim, tmp_path) as rig:
+        # the hub allows 1000, the simulated Gateway only 500: IB answers error 201
+        reply = await rig.book.place(ALICE, order("too-big", quantity=800.0))
+        assert isinstance(reply, OrderAccepted)
+        await wait_until(lambda: "rejected" in rig.kinds("order.lease-a"), what="rejected")
+        ev = rig.last("order.lease-a")
+        assert ev.status == "Cancelled" and "IB 201" in ev.message
+
+
+async def test_restart_reconciles_a_fill_made_while_away(sim: SimGateway, tmp_path: Path) -> None:
+    con_id = 265598
+    async with Rig(sim, tmp_path) as rig:
+        ask = sim.market.quote(con_id).ask
+        reply = await rig.book.place(ALICE, order("away", order_type="LMT", limit_price=ask - 0.02))
+        assert isinstance(reply, OrderAccepted)
+        await wait_until(lambda: "submitted" in rig.kinds("order.lease-a"), what="resting")
+    # the book is gone; the market walks until the resting order fills
+    for _ in range(20_000):
+        if sim.broker.orders()[0].status == "Filled":
+            break
+        sim.market.step(con_id)
+    assert sim.broker.orders()[0].status == "Filled"
+    async with Rig(sim, tmp_path) as rig2:
+        # reconciled at connect, held until alice's script is back, then delivered
+        rec = rig2.book.store.find("alice", "away")
+        assert rec is not None and rec.status == "Filled" and rec.filled == 10.0
+        await wait_until(lambda: "commission" in rig2.kinds("order.lease-a"), what="held fill")
+        assert rig2.kinds("order.lease-a") == ["filled", "commission"]
+        assert rig2.last("order.lease-a").client_order_id == "away"
+        assert len(sim.broker.orders()) == 1  # nothing re-sent
