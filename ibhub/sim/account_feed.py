@@ -3,12 +3,16 @@
 Serves the subscription requests reqPositions (61/64), reqAccountUpdates (6),
 reqAccountUpdatesMulti (76/77) and reqAccountSummary (62/63) from the broker's `AccountBook`s,
 and pushes fresh values to every subscriber when a fill changes an account
-(`account_changed`). Subscriptions belong to a session and end with it.
+(`account_changed`). Between fills, a price move of a held instrument re-sends the account's
+values and portfolio at most every `refresh_interval` seconds (IB: every 3 minutes).
+Subscriptions belong to a session and end with it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -46,6 +50,8 @@ class AccountFeed:
         self._updates: dict[int, tuple[SessionLike, str]] = {}
         self._multi: dict[tuple[int, int], tuple[SessionLike, str, str]] = {}
         self._summary: dict[tuple[int, int], tuple[SessionLike, tuple[str, ...]]] = {}
+        self.refresh_interval = 180.0  # seconds between price-driven refreshes (IB: 3 min)
+        self._last_push: dict[str, float] = {}  # account -> monotonic time of its last push
 
     # ---- what an account reports ----------------------------------------------------------
 
@@ -198,12 +204,29 @@ class AccountFeed:
 
     # ---- pushes -------------------------------------------------------------------------------
 
+    def on_quote(self, con_id: int) -> None:
+        """Market listener hook: refresh accounts holding `con_id` once per refresh_interval."""
+        if not (self._updates or self._multi or self._summary):
+            return
+        now = time.monotonic()
+        for name, book in self._broker.accounts.items():
+            h = book.holdings.get(con_id)
+            if h is not None and h.qty and now - self._last_push.get(name, -math.inf) >= \
+                    self.refresh_interval:
+                self._push_values(name)
+
     def account_changed(self, account: str, con_id: int) -> None:
         """A fill changed `account`: push the changed position and values to the subscribers."""
         book = self._broker.accounts[account]
         for session in list(self._positions.values()):
             for m in self._position_msgs(book, [con_id], include_flat=True):
                 session.send(*m)
+        self._push_values(account)
+
+    def _push_values(self, account: str) -> None:
+        """Account values, portfolio and summary rows of `account` to their subscribers."""
+        book = self._broker.accounts[account]
+        self._last_push[account] = time.monotonic()
         for session, acct in list(self._updates.values()):
             if acct == account:
                 self._send_updates(session, book, None)

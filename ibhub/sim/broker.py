@@ -472,6 +472,7 @@ class Broker:
 
     def _on_quote(self, con_id: int, quote: Any) -> None:
         """Market listener: fill resting orders the walk has reached. O(1) when none is."""
+        self.feed.on_quote(con_id)
         book = self._working.get(con_id)
         if book is None:
             return

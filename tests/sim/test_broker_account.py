@@ -6,7 +6,7 @@ from __future__ import annotations
 from ib_insync import LimitOrder, MarketOrder
 
 from ibhub.sim.ledger import START_CASH
-from tests.sim.broker_support import client, gateway, qualified, wait_until
+from tests.sim.broker_support import client, gateway, qualified, step_until, wait_until
 
 
 def _summary(ib, tag: str, account: str = "") -> float:  # type: ignore[no-untyped-def]
@@ -120,3 +120,26 @@ async def test_positions_request_and_account_updates_multi() -> None:
         assert float(values["StockMarketValue"]) < 0  # short
         assert abs(float(values["TotalCashValue"]) - sim.broker.account_values()[
             "TotalCashValue"]) < 0.01
+
+
+async def test_portfolio_follows_the_market_between_fills() -> None:
+    async with gateway() as sim, client(sim) as ib:
+        sim.broker.feed.refresh_interval = 0.0  # IB: every 3 minutes
+        aapl = await qualified(ib)
+        trade = ib.placeOrder(aapl, MarketOrder("BUY", 10))
+        await wait_until(trade.isDone)
+        await wait_until(lambda: len(ib.portfolio()) == 1)
+        before = ib.portfolio()[0].marketPrice
+        sim.market.acquire(aapl.conId)
+        try:
+            step_until(sim, aapl.conId, lambda: sim.broker.price_of(aapl.conId) != before)
+        finally:
+            sim.market.release(aapl.conId)
+        moved = sim.broker.price_of(aapl.conId)
+        await wait_until(lambda: ib.portfolio()[0].marketPrice == moved, what="refresh")
+        item = ib.portfolio()[0]
+        assert abs(item.unrealizedPNL - 10 * (moved - item.averageCost)) < 1e-6
+        values = {v.tag: float(v.value) for v in ib.accountValues()
+                  if v.currency == "USD" and v.tag == "NetLiquidation"}
+        assert abs(values["NetLiquidation"] - sim.broker.account_values()["NetLiquidation"]) \
+            < 0.01
