@@ -47,7 +47,8 @@ def _serve(rate: float, conn: Connection) -> None:
             conn.send(sim.streams.messages - base)
 
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run())
+    import uvloop
+    uvloop.run(run())
 
 
 async def measure(rate: float, n: int, seconds: float) -> tuple[float, float]:

@@ -10,6 +10,8 @@ import signal
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Coroutine
+from typing import Any
 
 import click
 
@@ -51,9 +53,19 @@ def sim(host: str, port: int, seed: int, tick_rate: float, accounts: tuple[str, 
     cfg = SimConfig(host=host, port=port, seed=seed, tick_rate=tick_rate, accounts=accounts,
                     max_msg_rate=max_msg_rate)
     try:
-        asyncio.run(_serve(cfg, control_port))
+        _run(_serve(cfg, control_port))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """uvloop when installed (a few % more ticks/s), else the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 async def _serve(cfg: object, control_port: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 
 import pytest
@@ -150,3 +152,32 @@ async def test_max_clients_refused() -> None:
                 await third.connectAsync("127.0.0.1", sim.port, clientId=3, timeout=1)
             third.disconnect()
             assert sim.connected_client_ids() == [1, 2]
+
+
+async def test_runs_under_uvloop() -> None:
+    """The simulator on a uvloop loop (as `ibhub sim` runs it), client on this loop."""
+    uvloop = pytest.importorskip("uvloop")
+    ports: queue.Queue[int] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with SimGateway(SimConfig(seed=1, tick_rate=50)) as sim:
+            ports.put(sim.port)
+            await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+
+    thread = threading.Thread(target=uvloop.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        port = await asyncio.get_running_loop().run_in_executor(None, ports.get, True, 5)
+        ib = IB()
+        try:
+            await ib.connectAsync("127.0.0.1", port, clientId=1, timeout=3)
+            c = Stock("AAPL", "SMART", "USD")
+            await ib.qualifyContractsAsync(c)
+            ticker = ib.reqMktData(c)
+            await wait_until(lambda: ticker.bid > 0, 2, "a quote from a uvloop simulator")
+        finally:
+            ib.disconnect()
+    finally:
+        stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 5)
