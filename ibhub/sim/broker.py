@@ -13,7 +13,7 @@ Decisions (IB behaviour the clients depend on, tws-protocol.md §5.3):
 * Fills are whole (no partial fills). Resting orders are checked on every step of the market
   walk of their instrument, which the broker keeps walking with `market.acquire`.
 * Account reports (positions, portfolio, account values, account summary) are pushed to their
-  subscribers after every fill; real IB refreshes portfolio values about every 3 minutes.
+  subscribers after every fill, and after price moves at most every `feed.refresh_interval`.
 """
 
 from __future__ import annotations
