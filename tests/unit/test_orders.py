@@ -518,3 +518,17 @@ def test_order_ref_roundtrip() -> None:
     assert parse_order_ref("manual") is None
     assert parse_order_ref("ibhub1:9:ab") is None
     assert parse_order_ref("ibhub1:x:ab") is None
+
+
+async def test_events_are_held_while_the_owner_has_no_lease(hub: Harness) -> None:
+    a = await hub.book.place(ALICE, place("held"))
+    hub.book.lease_gone(ALICE.lease)  # the script's lease expired
+    hub.book.updates.on_order_status(status(a.order_id, "Submitted"))
+    hub.book.updates.on_execution(execution(a.order_id, "e-held", 10.0, 10.0))
+    await hub.flush()
+    assert hub.kinds("order.lease-a") == ["acknowledged"]
+    hub.book.bind_owner("alice", "lease-a3")  # back with a new lease
+    assert hub.kinds("order.lease-a3") == ["submitted", "filled"]
+    hub.book.updates.on_commission(UpstreamCommission("e-held", 1.0, "USD", None))
+    await hub.flush()
+    assert hub.kinds("order.lease-a3") == ["submitted", "filled", "commission"]

@@ -1,0 +1,111 @@
+"""What "journal before reply" costs per order.
+
+Not a test. Runs ``OrderBook.place`` (risk checks, idempotency lookup, journal commit,
+pacer hand-off, reply) against a no-op upstream, with the journal on this machine's
+disk, for each SQLite ``synchronous`` mode:
+
+* sequential: one order at a time, each awaited (the latency a script sees);
+* burst: N orders placed concurrently (group commit: many orders per fsync).
+
+    python bench/order_journal.py [--orders 500] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ibhub.journal import Journal, JournalWriter
+from ibhub.order_feed import OrderFields
+from ibhub.orders import Caller, OrderBook
+from ibhub.pacing import Pacer
+from ibhub.protocol import ContractInfo, ContractSpec, PlaceOrder
+from ibhub.risk import RiskGate, RiskLimits
+
+AAPL = ContractInfo(265598, "AAPL", "STK", "SMART", "NASDAQ", "USD", "AAPL", "NMS", "", 0.0, "",
+                    "", 0.01, "APPLE INC")  # fmt: skip
+
+
+class NullUpstream:
+    client_id = 0
+
+    def __init__(self) -> None:
+        self._next = 1
+
+    def is_connected(self) -> bool:
+        return True
+
+    def next_order_id(self) -> int:
+        self._next += 1
+        return self._next - 1
+
+    def ensure_ids_above(self, order_id: int) -> None:
+        self._next = max(self._next, order_id + 1)
+
+    def place(self, order_id: int, contract: ContractSpec, fields: OrderFields) -> None:
+        pass
+
+    def cancel(self, order_id: int) -> None:
+        pass
+
+    def global_cancel(self) -> None:
+        pass
+
+
+class Resolver:
+    async def qualify(self, spec: ContractSpec) -> ContractInfo:
+        return AAPL
+
+    def last_price(self, con_id: int) -> float | None:
+        return 190.0
+
+
+def req(i: int) -> PlaceOrder:
+    return PlaceOrder(id=i, lease="L", client_order_id=f"b{i}",
+                      contract=ContractSpec(symbol="AAPL"), action="BUY", quantity=1.0,
+                      order_type="LMT", limit_price=189.0)  # fmt: skip
+
+
+async def run(mode: str, n: int, base: Path) -> None:
+    data = Path(tempfile.mkdtemp(dir=base))
+    writer = JournalWriter(lambda: Journal.in_dir(data, synchronous=mode))
+    pacer = Pacer(rate=1e6, burst=1e6)
+    book = OrderBook(upstream=NullUpstream(), writer=writer,
+                     risk=RiskGate(RiskLimits(order_rate=0), upstream_port=4002, accounts=["DU1"]),
+                     pacer=pacer, resolver=Resolver(), publish=lambda t, e: None)  # fmt: skip
+    await writer.start()
+    pacer.start()
+    caller = Caller("L", "bench")
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        await book.place(caller, req(i))
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    batches0 = writer.batches
+    t = time.perf_counter()
+    await asyncio.gather(*(book.place(caller, req(n + i)) for i in range(n)))
+    burst = time.perf_counter() - t
+    commits = writer.batches - batches0
+    await pacer.stop()
+    await writer.stop()
+    print(f"{mode:6}  sequential p50 {statistics.median(lat) * 1e3:6.3f} ms  "
+          f"p99 {lat[int(len(lat) * 0.99)] * 1e3:6.3f} ms  |  burst of {n}: {burst * 1e3:7.1f} ms "
+          f"({burst / n * 1e6:5.0f} us/order, ~{commits} commits)")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--orders", type=int, default=500)
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    args = ap.parse_args()
+    for mode in ("FULL", "NORMAL"):
+        asyncio.run(run(mode, args.orders, args.dir))
+
+
+if __name__ == "__main__":
+    main()
