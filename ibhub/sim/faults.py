@@ -69,10 +69,12 @@ async def connectivity_lost(gw: SimGateway, restored: str = "data_lost",
         raise ValueError(f"restored must be 'data_lost' or 'data_kept', not {restored!r}")
     log.warning("fault: connectivity to IB lost for %.1f s (%s)", after, restored)
     gw.streams.halt("connectivity")
+    gw.ib_connected = False
     gw.broadcast_error(1100, LOST)
     try:
         await asyncio.sleep(after)
     finally:
+        gw.ib_connected = True
         if restored == "data_lost":
             gw.streams.drop_all()
             gw.broadcast_error(1101, RESTORED_LOST)

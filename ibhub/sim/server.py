@@ -64,6 +64,7 @@ class SimGateway:
         self.port: int = self.config.port
         self.handshakes_stalled = False
         self.farm_ok = True
+        self.ib_connected = True  # False between 1100 and 1101/1102
         self._server: asyncio.Server | None = None
         self._sessions: set[ClientSession] = set()
         self._by_client_id: dict[int, ClientSession] = {}
@@ -179,6 +180,9 @@ class SimGateway:
             s.send_error(-1, code, message)
 
     def farm_status_messages(self) -> tuple[tuple[int, str], ...]:
+        """What a newly started client is told about the data farms (and IB)."""
+        if not self.ib_connected:
+            return ((1100, faults.LOST),)
         if self.farm_ok:
             return FARM_OK
         return (FARM_BROKEN, *FARM_OK[1:])

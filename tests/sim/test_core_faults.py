@@ -92,21 +92,28 @@ async def test_stalled_handshake_times_out(sim: SimGateway) -> None:
 
 async def test_connectivity_lost_data_lost(fast_sim: SimGateway) -> None:
     sim = fast_sim
-    async with connected(sim) as ib:
-        codes, events = watch(ib)
-        await subscribe(ib)
-        assert len(sim.market_data_subscriptions()) == 1
-        task = asyncio.ensure_future(sim.connectivity_lost("data_lost", after=0.3))
-        await wait_until(lambda: 1100 in codes, 2, "1100")
-        ticks = count_ticks(ib)
-        await task
-        await wait_until(lambda: 1101 in codes, 2, "1101")
-        assert codes.index(1100) < codes.index(1101)
-        assert sim.market_data_subscriptions() == []  # the client must resubscribe
-        assert ib.isConnected() and events == []
-        before = ticks[0]
-        await asyncio.sleep(0.2)  # no subscription: nothing may arrive
-        assert ticks[0] == before
+    late = IB()  # connects during the outage: hears about it at once
+    late_codes, _ = watch(late)
+    try:
+        async with connected(sim) as ib:
+            codes, events = watch(ib)
+            await subscribe(ib)
+            assert len(sim.market_data_subscriptions()) == 1
+            task = asyncio.ensure_future(sim.connectivity_lost("data_lost", after=0.3))
+            await wait_until(lambda: 1100 in codes, 2, "1100")
+            await late.connectAsync("127.0.0.1", sim.port, clientId=2, timeout=2)
+            await wait_until(lambda: 1100 in late_codes, 2, "1100 for a late client")
+            ticks = count_ticks(ib)
+            await task
+            await wait_until(lambda: 1101 in codes and 1101 in late_codes, 2, "1101")
+            assert codes.index(1100) < codes.index(1101)
+            assert sim.market_data_subscriptions() == []  # the client must resubscribe
+            assert ib.isConnected() and events == []
+            before = ticks[0]
+            await asyncio.sleep(0.2)  # no subscription: nothing may arrive
+            assert ticks[0] == before
+    finally:
+        late.disconnect()
 
 
 async def test_connectivity_lost_data_kept(fast_sim: SimGateway) -> None:
