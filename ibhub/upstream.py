@@ -46,6 +46,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -239,6 +240,9 @@ class Upstream:
         self._sinks: dict[str, Any] = {}
         self._lines: dict[int, Subscription] = {}  # live req id -> subscription
         self._bg: set[asyncio.Task[Any]] = set()
+        self._fast: dict[str, Callable[[list[str]], None]] = {}
+        self._slow_reader: Callable[[bytes], None] = _no_reader
+        self._bad_messages = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -266,18 +270,30 @@ class Upstream:
         # with a loop factory (uvloop.run, asyncio.Runner(loop_factory=...)) that is not
         # the running loop, and its socket futures would land on another loop.
         asyncio.set_event_loop(asyncio.get_running_loop())
-        ib = IB()
+        self._install(IB())
+        self._task = asyncio.create_task(self._supervise(), name="ibhub-upstream")
+
+    def _install(self, ib: IB) -> None:
+        """Hook our tick handlers, socket reader and event handlers into ``ib``."""
         ib.RaiseRequestErrors = True
         self._ib = ib
         self._lost = asyncio.Event()
         handlers = ib.client.decoder.handlers
-        handlers[1] = self._make_tick_price_handler()
-        handlers[2] = self._make_tick_size_handler()
-        handlers[50] = self._make_bar_handler()
+        self._fast = {
+            "1": self._make_tick_price_handler(),
+            "2": self._make_tick_size_handler(),
+            "50": self._make_bar_handler(),
+        }
+        handlers[1], handlers[2], handlers[50] = (
+            self._fast["1"], self._fast["2"], self._fast["50"]
+        )
+        conn = ib.client.conn
+        self._slow_reader = ib.client._onSocketHasData
+        conn.hasData -= self._slow_reader
+        conn.hasData += self._on_socket_data
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
         ib.client.apiError += self._on_api_error
-        self._task = asyncio.create_task(self._supervise(), name="ibhub-upstream")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -296,6 +312,8 @@ class Upstream:
             ib.errorEvent -= self._on_error
             ib.disconnectedEvent -= self._on_disconnected
             ib.client.apiError -= self._on_api_error
+            ib.client.conn.hasData -= self._on_socket_data
+            ib.client.conn.hasData += self._slow_reader
             ib.disconnect()
             ib.client.disconnect()  # also closes a socket still in its handshake
         self._drop_lines()
@@ -478,6 +496,59 @@ class Upstream:
 
     # ------------------------------------------------------------------ hot path
 
+    def _on_socket_data(self, data: bytes) -> None:
+        """Frame and dispatch one socket read once the API session is ready.
+
+        ib_insync's reader re-slices its whole buffer for every message it takes
+        (``data = data[end:]``), which is quadratic in the size of a read: a hub
+        that falls behind gets reads of hundreds of messages and falls further
+        behind. This reader walks the buffer with an offset and keeps only the
+        tail. Ticks and bars go straight to our handlers; every other message goes
+        through ib_insync's decoder exactly as before. Until the session is ready
+        (handshake, nextValidId/managedAccounts) ib_insync's own reader runs.
+        """
+        ib = self._ib
+        assert ib is not None
+        client = ib.client
+        if not client._apiReady:
+            self._slow_reader(data)
+            return
+        arrived = client._tcpDataArrived
+        if arrived is not None:
+            arrived()
+        buf = client._data + data if client._data else data
+        client._numBytesRecv += len(data)
+        n = len(buf)
+        pos = 0
+        count = 0
+        fast = self._fast.get
+        interpret = client.decoder.interpret
+        unpack = _LENGTH.unpack_from
+        while n - pos > 4:
+            end = pos + 4 + unpack(buf, pos)[0]
+            if end > n:
+                break
+            fields = buf[pos + 4:end].decode(errors="backslashreplace").split("\0")
+            fields.pop()
+            pos = end
+            count += 1
+            handler = fast(fields[0])
+            if handler is None:
+                interpret(fields)
+                continue
+            try:
+                handler(fields)
+            except (ValueError, IndexError):
+                # A malformed tick from the Gateway must not stop the reader.
+                self._bad_messages += 1
+                if self._bad_messages <= 10:
+                    log.warning("dropped malformed message %r", fields[:12])
+        client._data = buf[pos:]
+        client._numMsgRecv += count
+        processed = client._tcpDataProcessed
+        if processed is not None:
+            processed()
+
     def _make_tick_price_handler(self) -> Callable[[list[str]], None]:
         get = self._sinks.get
 
@@ -598,6 +669,13 @@ class Upstream:
         if not bars and time.monotonic() - started >= timeout * 0.99:
             raise TimeoutError(f"no historical data within {timeout:g}s")
         return [bar_to_bardata(b) for b in bars]
+
+
+_LENGTH = struct.Struct(">I")
+
+
+def _no_reader(data: bytes) -> None:  # pragma: no cover - replaced in start()
+    raise RuntimeError("upstream not started")
 
 
 class _AttemptFailed(Exception):
