@@ -24,7 +24,8 @@ and recovers gaps from a snapshot (``sub.gaps`` counts them). Refusals raise
 ``HubError(code, message, ib_code)``; no answer in time raises ``HubTimeout``.
 """
 
-from ibhub.client.async_hub import AsyncHub, contract_spec
+from ibhub.client.async_hub import AsyncHub
+from ibhub.client.contracts import contract_spec
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.subscription import Subscription
 from ibhub.client.sync_hub import BlockingSubscription, Hub

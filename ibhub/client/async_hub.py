@@ -21,24 +21,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import msgspec
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.client.contracts import contract_spec, default_name
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.rpc import RpcChannel
-from ibhub.client.sequencer import TopicSequencer
 from ibhub.client.stream import EventStream
 from ibhub.client.subscription import Subscription
+from ibhub.client.topics import TopicTable
 from ibhub.client.upstream_watch import Handler, UpstreamWatch
 from ibhub.protocol import (
-    TOPIC_ERROR,
-    TOPIC_STATUS,
     BarData,
     ClientIdLeased,
     ContractDetailsReply,
@@ -55,7 +51,6 @@ from ibhub.protocol import (
     Heartbeat,
     Hello,
     HistoricalBarsReply,
-    HubStatus,
     LeaseClientId,
     ReleaseClientId,
     Reply,
@@ -70,52 +65,12 @@ from ibhub.protocol import (
 
 log = logging.getLogger(__name__)
 
-_EXPECTED = {"ticks": "Tick", "bars": "Bar"}
 R = TypeVar("R", bound=Reply)
 # Refusals that retrying cannot fix: a subscription meeting one after a re-hello ends.
 _PERMANENT = frozenset({
     ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_CONTRACT, ErrorCode.AMBIGUOUS_CONTRACT,
     ErrorCode.FORBIDDEN,
 })
-
-
-def default_name() -> str:
-    """A readable lease name: the script's file name and pid."""
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return f"{prog or 'python'}[{os.getpid()}]"
-
-
-def contract_spec(contract: str | int | ContractSpec, **fields: Any) -> ContractSpec:
-    """``"AAPL"`` -> a stock spec, ``265598`` -> by conId, a ``ContractSpec`` as is.
-
-    Keyword arguments are ``ContractSpec`` fields (``sec_type="CASH"``, ``currency=``,
-    ``expiry=``, ...); an unknown one raises ``TypeError`` naming it.
-    """
-    if isinstance(contract, ContractSpec):
-        return msgspec.structs.replace(contract, **fields) if fields else contract
-    if isinstance(contract, bool) or not isinstance(contract, str | int):
-        raise TypeError(f"contract must be a symbol, a conId or a ContractSpec, not {contract!r}")
-    if isinstance(contract, int):
-        return ContractSpec(con_id=contract, **fields)
-    if not contract.strip():
-        raise ValueError("contract symbol is empty")
-    return ContractSpec(symbol=contract.strip().upper(), **fields)
-
-
-class _Topic:
-    """One subscribed topic: how to resubscribe it, its readers, its sequence state."""
-
-    __slots__ = ("kind", "latest", "pending", "sequencer", "spec", "subs", "topic", "warned")
-
-    def __init__(self, topic: str, spec: ContractSpec, kind: str) -> None:
-        self.topic = topic
-        self.spec = spec
-        self.kind = kind
-        self.subs: list[Subscription] = []
-        self.latest: Event | None = None
-        self.pending = False  # the hub does not hold it for the current lease yet
-        self.warned = False
-        self.sequencer: TopicSequencer  # set by the owner
 
 
 class AsyncHub:
@@ -154,9 +109,7 @@ class AsyncHub:
         self.rehellos = 0
         self.upstream = UpstreamWatch(self._spawn)
         self._error_handlers: list[Callable[[ErrorEvent], Any]] = []
-        self._topics: dict[str, _Topic] = {}
-        self._status_seq: TopicSequencer | None = None
-        self._error_seq: TopicSequencer | None = None
+        self._table: TopicTable | None = None
         self._context: zmq.asyncio.Context | None = None
         self._rpc: RpcChannel | None = None
         self._stream: EventStream | None = None
@@ -191,8 +144,10 @@ class AsyncHub:
         try:
             self._rpc.open()
             self._stream.open()
-            self._status_seq = TopicSequencer(TOPIC_STATUS, self._on_status, self._request_snapshot)
-            self._stream.subscribe(TOPIC_STATUS)
+            self._table = TopicTable(
+                self._stream, self._last_value, self._spawn, self.upstream.on_event,
+                self._on_error_event,
+            )
             self._adopt(await self._hello_with_retries())
             status = await self._rpc.request(GetStatus(id=0))
             if isinstance(status, StatusReply):
@@ -229,10 +184,8 @@ class AsyncHub:
 
     async def _teardown(self) -> None:
         self.lease = None
-        for topic in self._topics.values():
-            for sub in topic.subs:
-                sub._end()
-        self._topics.clear()
+        if self._table is not None:
+            self._table.end_all()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -263,8 +216,8 @@ class AsyncHub:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: events received, gaps recovered, stale events dropped, re-hellos."""
-        seqs = [t.sequencer for t in self._topics.values()]
-        seqs += [s for s in (self._status_seq, self._error_seq) if s is not None]
+        seqs = self._table.sequencers() if self._table is not None else []
+        entries = self._table.entries.values() if self._table is not None else ()
         return {
             "events": self._stream.received if self._stream else 0,
             "undecodable": self._stream.undecodable if self._stream else 0,
@@ -273,7 +226,7 @@ class AsyncHub:
             "rehellos": self.rehellos,
             "disconnects": self.upstream.disconnects,
             "connects": self.upstream.connects,
-            "subscriptions": sum(len(t.subs) for t in self._topics.values()),
+            "subscriptions": sum(len(entry.subs) for entry in entries),
         }
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
@@ -327,9 +280,10 @@ class AsyncHub:
             self, reply.topic, reply.contract, spec, kind, callback,
             self.queue_size if queue_size is None else queue_size,
         )
-        entry = self._topics.get(reply.topic)
+        table = self._topic_table()
+        entry = table.get(reply.topic)
         if entry is None:
-            entry = self._add_topic(reply.topic, spec, kind)
+            entry = table.add(reply.topic, spec, kind)
             entry.subs.append(sub)
             entry.sequencer.sync()
         else:
@@ -343,15 +297,13 @@ class AsyncHub:
         if sub.closed:
             return
         sub._end()
-        entry = self._topics.get(sub.topic)
+        entry = self._table.get(sub.topic) if self._table is not None else None
         if entry is None or sub not in entry.subs:
             return
         entry.subs.remove(sub)
         if entry.subs:
             return
-        del self._topics[sub.topic]
-        if self._stream is not None:
-            self._stream.unsubscribe(sub.topic)
+        self._topic_table().remove(entry)
         lease = self.lease
         if lease is None or self._rpc is None:
             return
@@ -361,6 +313,16 @@ class AsyncHub:
             benign = exc.code in (ErrorCode.UNKNOWN_LEASE, ErrorCode.NOT_SUBSCRIBED)
             level = logging.DEBUG if benign else logging.WARNING
             log.log(level, "unsubscribe %s: %s", sub.topic, exc)
+
+    async def _last_value(self, topic: str) -> Event | None:
+        """The hub's last event on exactly ``topic`` (None if it has none yet)."""
+        reply = self._expect(
+            await self._channel().request(GetSnapshot(id=0, topic=topic)), Snapshot
+        )
+        for name, raw in zip(reply.topics, reply.events, strict=False):
+            if name == topic:
+                return wire.decode_event(raw)
+        return None
 
     async def snapshot(self, topic: str) -> dict[str, Event]:
         """The last event of ``topic`` (or of every topic starting with it)."""
@@ -442,6 +404,11 @@ class AsyncHub:
             raise NotConnected()
         return self._rpc
 
+    def _topic_table(self) -> TopicTable:
+        if self._table is None:
+            raise NotConnected()
+        return self._table
+
     @staticmethod
     def _expect(reply: Reply, kind: type[R]) -> R:
         if not isinstance(reply, kind):
@@ -480,13 +447,8 @@ class AsyncHub:
         self.heartbeat_interval = interval if interval > 0 else 1.0
         self.hub_version = welcome.hub_version
         self.hub_reachable = True
-        if old == welcome.lease or self._stream is None:
-            return
-        if self._error_seq is not None:
-            self._stream.unsubscribe(self._error_seq.topic)
-        topic = f"{TOPIC_ERROR}{welcome.lease}"
-        self._error_seq = TopicSequencer(topic, self._on_error_event, self._request_snapshot)
-        self._stream.subscribe(topic)
+        if old != welcome.lease and self._table is not None:
+            self._table.set_lease(welcome.lease)
 
     async def _leased(self, build: Callable[[str], Request]) -> Reply:
         """Send a request that needs the lease; renew the lease once if it is unknown."""
@@ -517,9 +479,9 @@ class AsyncHub:
             log.warning(
                 "the hub no longer knew lease %s (expired, or the hub restarted): now lease %s, "
                 "client id %s; resubscribing %d topic(s)",
-                stale, welcome.lease, welcome.client_id, len(self._topics),
+                stale, welcome.lease, welcome.client_id, len(self._topic_table().entries),
             )
-            for entry in self._topics.values():
+            for entry in self._topic_table().entries.values():
                 entry.pending = True
             await self._resubscribe_pending()
             with contextlib.suppress(HubError):
@@ -535,7 +497,8 @@ class AsyncHub:
         heartbeat. One that cannot (the contract no longer resolves) ends the
         topic's subscriptions with that error in ``Subscription.error``.
         """
-        for entry in [e for e in self._topics.values() if e.pending]:
+        table = self._topic_table()
+        for entry in [e for e in table.entries.values() if e.pending]:
             lease = self.lease
             if lease is None or self._rpc is None:
                 return
@@ -546,7 +509,7 @@ class AsyncHub:
                 if exc.code == ErrorCode.UNKNOWN_LEASE:
                     return  # the next heartbeat renews the lease and comes back here
                 if exc.code in _PERMANENT:
-                    self._drop_topic(entry, exc)
+                    table.drop(entry, exc)
                     continue
                 if not entry.warned:
                     log.warning("could not resubscribe %s yet (%s); retrying after each "
@@ -554,10 +517,10 @@ class AsyncHub:
                     entry.warned = True
                 continue
             entry.pending = entry.warned = False
-            if self._topics.get(entry.topic) is not entry:
+            if table.get(entry.topic) is not entry:
                 continue  # closed while the request was in flight
             if reply.topic != entry.topic:
-                self._rename_topic(entry, reply.topic)
+                entry = table.rename(entry, reply.topic)
             entry.sequencer.sync()
             log.info("resubscribed %s", reply.topic)
 
@@ -568,73 +531,15 @@ class AsyncHub:
         async with self._renew_lock:
             await self._resubscribe_pending()
 
-    def _drop_topic(self, entry: _Topic, exc: HubError) -> None:
-        log.error("subscription %s ended: the hub refused to resubscribe it: %s",
-                  entry.topic, exc)
-        self._topics.pop(entry.topic, None)
-        if self._stream is not None:
-            self._stream.unsubscribe(entry.topic)
-        for sub in entry.subs:
-            sub.error = exc
-            sub._end()
-
-    def _add_topic(self, topic: str, spec: ContractSpec, kind: str) -> _Topic:
-        entry = _Topic(topic, spec, kind)
-        entry.sequencer = TopicSequencer(
-            topic, lambda event: self._deliver(entry, event), self._request_snapshot
-        )
-        self._topics[topic] = entry
-        if self._stream is not None:
-            self._stream.subscribe(topic)
-        return entry
-
-    def _rename_topic(self, entry: _Topic, topic: str) -> None:
-        log.warning("topic %s is now published as %s", entry.topic, topic)
-        del self._topics[entry.topic]
-        if self._stream is not None:
-            self._stream.unsubscribe(entry.topic)
-        replacement = self._add_topic(topic, entry.spec, entry.kind)
-        replacement.subs = entry.subs
-        for sub in entry.subs:
-            sub.topic = topic
-
     def _gaps_of(self, topic: str) -> int:
-        entry = self._topics.get(topic)
-        return entry.sequencer.gaps if entry is not None else 0
-
-    def _deliver(self, entry: _Topic, event: Event) -> None:
-        if type(event).__name__ != _EXPECTED.get(entry.kind):
-            log.warning("ignoring an unexpected %s event on %s", type(event).__name__, entry.topic)
-            return
-        entry.latest = event
-        for sub in list(entry.subs):
-            sub._deliver(event)
+        return self._table.gaps_of(topic) if self._table is not None else 0
 
     def _on_event(self, topic: str, event: Event) -> None:
-        entry = self._topics.get(topic)
-        if entry is not None:
-            entry.sequencer.on_event(event)
-        elif topic == TOPIC_STATUS and self._status_seq is not None:
-            self._status_seq.on_event(event)
-        elif self._error_seq is not None and topic == self._error_seq.topic:
-            self._error_seq.on_event(event)
-        else:
-            log.debug("event on %s, which no subscription here wants (prefix match)", topic)
+        if self._table is not None:
+            self._table.on_event(topic, event)
 
-    def _on_status(self, event: Event) -> None:
-        if not isinstance(event, HubStatus):
-            log.warning("ignoring an unexpected %s event on %s", type(event).__name__, TOPIC_STATUS)
-            return
-        self.upstream.on_event(event)
-
-    def _on_error_event(self, event: Event) -> None:
-        if not isinstance(event, ErrorEvent):
-            log.warning("ignoring an unexpected %s event on the error topic", type(event).__name__)
-            return
+    def _on_error_event(self, event: ErrorEvent) -> None:
         log.warning("IB error %d for this lease: %s", event.ib_code, event.message)
-        entry = self._topics.get(event.topic) if event.topic else None
-        for sub in entry.subs if entry is not None else ():
-            sub.last_error = event
         for fn in list(self._error_handlers):
             try:
                 result = fn(event)
@@ -643,48 +548,12 @@ class AsyncHub:
             except Exception:
                 log.exception("error handler %r raised; continuing", fn)
 
-    def _sequencers(self) -> list[TopicSequencer]:
-        seqs = [t.sequencer for t in self._topics.values()]
-        return seqs + [s for s in (self._status_seq, self._error_seq) if s is not None]
-
     def _on_pub_reconnect(self) -> None:
         """New PUB connection: sequence numbers restart from what the hub has now."""
-        for seq in self._sequencers():
-            seq.reset()
-            seq.sync()
+        if self._table is not None:
+            self._table.resync_all()
         if self._wake is not None:
             self._wake.set()  # heartbeat now: a restarted hub has forgotten our lease
-
-    def _request_snapshot(self, topic: str) -> None:
-        self._spawn(self._fetch_snapshot(topic), f"snapshot {topic}")
-
-    async def _fetch_snapshot(self, topic: str) -> None:
-        before = self._sequencer_of(topic)
-        event: Event | None = None
-        try:
-            reply = self._expect(
-                await self._channel().request(GetSnapshot(id=0, topic=topic)), Snapshot
-            )
-            for name, raw in zip(reply.topics, reply.events, strict=False):
-                if name == topic:
-                    event = wire.decode_event(raw)
-                    break
-        except HubError as exc:
-            log.warning("snapshot of %s failed: %s", topic, exc)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("snapshot of %s had an undecodable event: %s", topic, exc)
-        seq = self._sequencer_of(topic)
-        if seq is not None and seq is before:
-            seq.on_snapshot(event)
-
-    def _sequencer_of(self, topic: str) -> TopicSequencer | None:
-        entry = self._topics.get(topic)
-        if entry is not None:
-            return entry.sequencer
-        for seq in (self._status_seq, self._error_seq):
-            if seq is not None and seq.topic == topic:
-                return seq
-        return None
 
     def _on_unmatched(self, reply: Reply) -> None:
         # A Welcome for a hello that timed out: that lease would sit idle until it
@@ -737,7 +606,7 @@ class AsyncHub:
         if not self.hub_reachable:
             log.info("the hub at %s answers again", self.rpc_endpoint)
         self.hub_reachable = True
-        if any(entry.pending for entry in self._topics.values()):
+        if self._table is not None and any(e.pending for e in self._table.entries.values()):
             self._spawn(self._retry_pending(), "resubscribe")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:

@@ -1,0 +1,208 @@
+"""Every topic one client listens to, and the routing from the SUB socket to readers.
+
+Three kinds of topic: market data (``tick.*`` / ``bar.*``, with local
+subscriptions), ``hub.status`` and this lease's ``error.<lease>``. Each has a
+``TopicSequencer``; a gap or a new PUB connection asks for a snapshot through the
+owner's ``snapshot`` coroutine. The table remembers how each market-data topic was
+subscribed, so the owner can subscribe it again after a re-hello.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+from ibhub.client.errors import HubError
+from ibhub.client.sequencer import TopicSequencer
+from ibhub.client.stream import EventStream
+from ibhub.client.subscription import Subscription
+from ibhub.protocol import (
+    TOPIC_ERROR,
+    TOPIC_STATUS,
+    Bar,
+    ContractSpec,
+    ErrorEvent,
+    Event,
+    HubStatus,
+    Tick,
+)
+
+log = logging.getLogger(__name__)
+
+_EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar}
+
+
+class TopicEntry:
+    """One market-data topic: how to resubscribe it, its readers, its sequence state."""
+
+    __slots__ = ("kind", "latest", "pending", "sequencer", "spec", "subs", "topic", "warned")
+
+    def __init__(self, topic: str, spec: ContractSpec, kind: str) -> None:
+        self.topic = topic
+        self.spec = spec
+        self.kind = kind
+        self.subs: list[Subscription] = []
+        self.latest: Event | None = None
+        self.pending = False  # the hub does not hold it for the current lease yet
+        self.warned = False  # a failed resubscribe was reported once
+        self.sequencer: TopicSequencer  # set by TopicTable.add
+
+
+class TopicTable:
+    """Market-data entries plus the status and error sequencers of one client."""
+
+    def __init__(
+        self,
+        stream: EventStream,
+        snapshot: Callable[[str], Awaitable[Event | None]],
+        spawn: Callable[[Coroutine[Any, Any, Any], str], None],
+        on_status: Callable[[HubStatus], None],
+        on_error: Callable[[ErrorEvent], None],
+    ) -> None:
+        self._stream = stream
+        self._snapshot = snapshot
+        self._spawn = spawn
+        self._on_status = on_status
+        self._on_error = on_error
+        self.entries: dict[str, TopicEntry] = {}
+        self.status = TopicSequencer(TOPIC_STATUS, self._status_event, self.request_snapshot)
+        self.errors: TopicSequencer | None = None
+        stream.subscribe(TOPIC_STATUS)
+
+    # ------------------------------------------------------------------ membership
+
+    def get(self, topic: str) -> TopicEntry | None:
+        return self.entries.get(topic)
+
+    def add(self, topic: str, spec: ContractSpec, kind: str) -> TopicEntry:
+        entry = TopicEntry(topic, spec, kind)
+        entry.sequencer = TopicSequencer(
+            topic, lambda event: self._deliver(entry, event), self.request_snapshot
+        )
+        self.entries[topic] = entry
+        self._stream.subscribe(topic)
+        return entry
+
+    def remove(self, entry: TopicEntry) -> None:
+        if self.entries.get(entry.topic) is entry:
+            del self.entries[entry.topic]
+            self._stream.unsubscribe(entry.topic)
+
+    def rename(self, entry: TopicEntry, topic: str) -> TopicEntry:
+        """The hub now publishes ``entry`` under another topic (rare: a name clash)."""
+        log.warning("topic %s is now published as %s", entry.topic, topic)
+        self.remove(entry)
+        replacement = self.add(topic, entry.spec, entry.kind)
+        replacement.subs = entry.subs
+        for sub in entry.subs:
+            sub.topic = topic
+        return replacement
+
+    def drop(self, entry: TopicEntry, exc: HubError) -> None:
+        """End every subscription of ``entry`` with ``exc`` (the hub refused it for good)."""
+        log.error("subscription %s ended: the hub refused to resubscribe it: %s",
+                  entry.topic, exc)
+        self.remove(entry)
+        for sub in entry.subs:
+            sub.error = exc
+            sub._end()
+
+    def end_all(self) -> None:
+        for entry in self.entries.values():
+            for sub in entry.subs:
+                sub._end()
+        self.entries.clear()
+
+    def set_lease(self, lease: str) -> None:
+        """Listen on ``error.<lease>`` instead of the previous lease's error topic."""
+        topic = f"{TOPIC_ERROR}{lease}"
+        if self.errors is not None:
+            if self.errors.topic == topic:
+                return
+            self._stream.unsubscribe(self.errors.topic)
+        self.errors = TopicSequencer(topic, self._error_event, self.request_snapshot)
+        self._stream.subscribe(topic)
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, topic: str, event: Event) -> None:
+        """One event from the SUB socket (prefix matches included: filter exactly)."""
+        entry = self.entries.get(topic)
+        if entry is not None:
+            entry.sequencer.on_event(event)
+        elif topic == TOPIC_STATUS:
+            self.status.on_event(event)
+        elif self.errors is not None and topic == self.errors.topic:
+            self.errors.on_event(event)
+        else:
+            log.debug("event on %s, which no subscription here wants (prefix match)", topic)
+
+    def _deliver(self, entry: TopicEntry, event: Event) -> None:
+        if not isinstance(event, _EXPECTED[entry.kind]):
+            log.warning("ignoring an unexpected %s event on %s", type(event).__name__, entry.topic)
+            return
+        entry.latest = event
+        for sub in list(entry.subs):
+            sub._deliver(event)
+
+    def _status_event(self, event: Event) -> None:
+        if isinstance(event, HubStatus):
+            self._on_status(event)
+        else:
+            log.warning("ignoring an unexpected %s event on %s", type(event).__name__, TOPIC_STATUS)
+
+    def _error_event(self, event: Event) -> None:
+        if not isinstance(event, ErrorEvent):
+            log.warning("ignoring an unexpected %s event on the error topic", type(event).__name__)
+            return
+        entry = self.entries.get(event.topic) if event.topic else None
+        for sub in entry.subs if entry is not None else ():
+            sub.last_error = event
+        self._on_error(event)
+
+    # ------------------------------------------------------------------ sequences
+
+    def sequencers(self) -> list[TopicSequencer]:
+        seqs = [entry.sequencer for entry in self.entries.values()]
+        seqs.append(self.status)
+        if self.errors is not None:
+            seqs.append(self.errors)
+        return seqs
+
+    def resync_all(self) -> None:
+        """New PUB connection: forget every baseline and start again from snapshots."""
+        for seq in self.sequencers():
+            seq.reset()
+            seq.sync()
+
+    def gaps_of(self, topic: str) -> int:
+        entry = self.entries.get(topic)
+        return entry.sequencer.gaps if entry is not None else 0
+
+    def request_snapshot(self, topic: str) -> None:
+        self._spawn(self._fetch_snapshot(topic), f"snapshot {topic}")
+
+    async def _fetch_snapshot(self, topic: str) -> None:
+        before = self._sequencer_of(topic)
+        event: Event | None = None
+        try:
+            event = await self._snapshot(topic)
+        except HubError as exc:
+            log.warning("snapshot of %s failed: %s", topic, exc)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("snapshot of %s had an undecodable event: %s", topic, exc)
+        seq = self._sequencer_of(topic)
+        if seq is not None and seq is before:  # not replaced or removed meanwhile
+            seq.on_snapshot(event)
+
+    def _sequencer_of(self, topic: str) -> TopicSequencer | None:
+        entry = self.entries.get(topic)
+        if entry is not None:
+            return entry.sequencer
+        for seq in (self.status, self.errors):
+            if seq is not None and seq.topic == topic:
+                return seq
+        return None
