@@ -642,7 +642,8 @@ class HubStatus(Event, frozen=True, tag="status"):
 
     ``state`` is the upstream state; ``kind`` says what happened: "state" (a state
     change), "ib" (an IB status code such as 1100/1101/1102/2103/2104, in ``code``),
-    "resubscribed", "stale" (data stopped while the socket is up), "alert".
+    "resubscribed", "stale" (data stopped while the socket is up), "fresh" (data flows
+    again after "stale"), "alert" (e.g. a failed connect attempt).
     """
 
     state: str

@@ -614,6 +614,9 @@ class Upstream:
         elif code == RESTORED_DATA_KEPT:
             if self._ib is not None and self._ib.client.isReady():
                 self._set_state(UpstreamState.CONNECTED, code, message)
+                # Lines kept their data; only those opened during the outage are new.
+                for sub in [x for x in self._active if x.req_id is None]:
+                    self._request(sub)
 
     # ------------------------------------------------------------------ requests
 

@@ -11,7 +11,17 @@ import asyncio
 
 from ibhub import wire
 from ibhub.hub import HubServer
-from ibhub.protocol import GetSnapshot, GetStatus, HubStatus, Snapshot, StatusReply, UpstreamState
+from ibhub.protocol import (
+    ContractDetailsReply,
+    ContractSpec,
+    GetContractDetails,
+    GetSnapshot,
+    GetStatus,
+    HubStatus,
+    Snapshot,
+    StatusReply,
+    UpstreamState,
+)
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import Listener, RawClient, assert_consecutive, wait_until
 
@@ -199,3 +209,21 @@ async def test_stop_while_a_handshake_hangs(make_hub, hub_sim: SimGateway) -> No
     await hub.stop()
     assert loop.time() - started < 2.0  # no waiting out the 30 s connect timeout
     assert hub.upstream is None
+
+
+async def test_subscribe_during_1100_is_served_after_1102(hub: HubServer, hub_sim: SimGateway,
+                                                           clients, listeners) -> None:
+    c = clients(hub.rpc_endpoint)
+    await c.hello("opportunist")
+    lst = listeners(hub.pub_endpoint, "tick.MSFT", "hub.status")
+    reply = await c.request(GetContractDetails(id=c.next_id(), contract=ContractSpec(
+        symbol="MSFT")))
+    assert isinstance(reply, ContractDetailsReply)  # now cached by the hub
+    outage = hub_sim.spawn(hub_sim.connectivity_lost("data_kept", after=0.5))
+    await wait_until(lambda: hub.upstream.state == UpstreamState.RECONNECTING, 5.0, "1100")
+    sub = await c.subscribe("MSFT")  # accepted while IB is away
+    assert sub.topic == "tick.MSFT"
+    assert not [s for s in hub_sim.market_data_subscriptions() if s.symbol == "MSFT"]
+    await outage
+    await wait_until(lambda: lst.on("tick.MSFT"), 5.0, "MSFT ticks after 1102")
+    assert [s.symbol for s in mkt_subs(hub_sim)] == ["MSFT"]
