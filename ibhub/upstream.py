@@ -239,7 +239,6 @@ class Upstream:
         # so the hot path looks it up without parsing it.
         self._sinks: dict[str, Any] = {}
         self._lines: dict[int, Subscription] = {}  # live req id -> subscription
-        self._bg: set[asyncio.Task[Any]] = set()
         self._fast: dict[str, Callable[[list[str]], None]] = {}
         self._slow_reader: Callable[[bytes], None] = _no_reader
         self._bad_messages = 0
@@ -303,10 +302,6 @@ class Upstream:
                 await task
             except asyncio.CancelledError:
                 pass
-        for t in list(self._bg):
-            t.cancel()
-        if self._bg:
-            await asyncio.gather(*self._bg, return_exceptions=True)
         ib = self._ib
         if ib is not None:
             ib.errorEvent -= self._on_error
@@ -335,7 +330,11 @@ class Upstream:
             )
             try:
                 await self._connect_once()
-            except (OSError, TimeoutError, ConnectionError, RequestError, _AttemptFailed) as exc:
+            except Exception as exc:  # every failure is retried; unexpected ones logged in full
+                if not isinstance(
+                    exc, OSError | TimeoutError | ConnectionError | RequestError | _AttemptFailed
+                ):
+                    log.exception("unexpected error while connecting")
                 failures += 1
                 reason = _describe(exc)
                 last = bool(s.reconnect_max_attempts) and failures >= s.reconnect_max_attempts
@@ -468,15 +467,21 @@ class Upstream:
         if old is not None:
             self._sinks.pop(str(old), None)
             self._lines.pop(old, None)
-        req_id = ib.client.getReqId()
-        sub.req_id = req_id
-        self._lines[req_id] = sub
-        self._sinks[str(req_id)] = sub.stream
-        contract = info_to_contract(sub.contract)
-        if sub.kind == "bars":
-            ib.client.reqRealTimeBars(req_id, contract, 5, "TRADES", False, [])
-        else:
-            ib.client.reqMktData(req_id, contract, "", False, False, [])
+        sub.req_id = None
+        try:
+            req_id = ib.client.getReqId()
+            self._lines[req_id] = sub
+            self._sinks[str(req_id)] = sub.stream
+            sub.req_id = req_id
+            contract = info_to_contract(sub.contract)
+            if sub.kind == "bars":
+                ib.client.reqRealTimeBars(req_id, contract, 5, "TRADES", False, [])
+            else:
+                ib.client.reqMktData(req_id, contract, "", False, False, [])
+        except ConnectionError:
+            # The session died under us; the line stays active and is requested again
+            # when the next session is up.
+            log.debug("could not request %s now: not connected", sub.topic)
 
     def _request_all(self) -> int:
         """(Re)request every active line with fresh ids; returns how many."""
