@@ -151,6 +151,9 @@ class HubServer:
             self._rpc_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
             self._close_sockets()
+            if self.sim is not None:
+                await asyncio.to_thread(self.sim.stop)
+                self.sim = None
             raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
         self.fanout = Fanout(pub)
         self.rpc = RpcServer(router, self)

@@ -205,3 +205,21 @@ async def test_raw_client_id_leases(make_hub, hub_sim: SimGateway, clients) -> N
     await wait_until(lambda: bound not in hub.leases.ids_in_use(), 3.0, "bound id release")
     r = await c.request(LeaseClientId(id=c.next_id(), name="x", lease="no-such-lease"))
     assert isinstance(r, Error) and r.code == ErrorCode.UNKNOWN_LEASE
+
+
+async def test_endpoint_in_use_is_a_clear_error(hub: HubServer, hub_sim: SimGateway) -> None:
+    import socket
+
+    from ibhub.config import ConfigError, HubSettings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = HubServer(HubSettings(gateway_port=hub_sim.port, rpc="tcp://127.0.0.1:0",
+                                      pub=f"tcp://127.0.0.1:{port}"))
+        with pytest.raises(ConfigError, match="cannot bind"):
+            await other.start()
+        await other.stop()
+    with pytest.raises(ConfigError, match="loopback"):
+        await HubServer(HubSettings(pub="tcp://0.0.0.0:0")).start()
