@@ -34,8 +34,8 @@ from ibhub.sim.session import RequestError
 if TYPE_CHECKING:
     from ibhub.sim.session import ClientSession
 
-__all__ = ["HistRequest", "PricePath", "parse_request", "reply", "req_head_timestamp",
-           "update_fields"]
+__all__ = ["HistRequest", "PricePath", "estimated_bars", "parse_request", "reply",
+           "req_head_timestamp", "update_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,12 @@ class HistRequest:
     what: str
     format_date: int
     keep_up_to_date: bool
+
+
+def estimated_bars(req: HistRequest) -> int:
+    """About how many bars a request yields (an upper bound, for scheduling)."""
+    total = req.duration_n * _CAL_SECONDS[req.duration_unit]
+    return int(total // req.bar_seconds) + 1
 
 
 def parse_bar_size(text: str) -> int:
@@ -130,7 +136,8 @@ def parse_request(f: list[str], inst: Instrument) -> HistRequest:
     fmt = int(f[20] or 1)
     if fmt not in (1, 2):
         raise _invalid(f"formatDate {fmt} is not 1 or 2")
-    return HistRequest(end=parse_end(f[15]), bar_seconds=bar, duration_n=n,
+    end = min(parse_end(f[15]), time.time())  # no bars from the future
+    return HistRequest(end=end, bar_seconds=bar, duration_n=n,
                        duration_unit=unit, use_rth=f[18] == "1", what=what,
                        format_date=fmt, keep_up_to_date=keep)
 
@@ -147,30 +154,45 @@ class PricePath:
         self.sigma = sigma
         self.decimals = inst.price_decimals
         self.tick = inst.min_tick
-        self._cache: dict[tuple[int, int], float] = {}
+        # per octave: the lattice index last used and its two end values, so that
+        # walking forward bar by bar only rehashes the octaves whose cell changed
+        self._idx = [-(1 << 62)] * _OCTAVES
+        self._lo = [0.0] * _OCTAVES
+        self._hi = [0.0] * _OCTAVES
+        self._scale = [float(1 << k) for k in range(_OCTAVES)]
+        self._memo_t = math.nan
+        self._memo_v = 0.0
 
     def _u(self, k: int, i: int) -> float:
-        c = self._cache.get((k, i))
-        if c is None:
-            x = (self.key ^ (k << 58) ^ (i & ((1 << 58) - 1))) & _M64
-            x = (x + 0x9E3779B97F4A7C15) & _M64
-            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-            x ^= x >> 31
-            c = self._cache[(k, i)] = (x >> 11) * (2.0 / (1 << 53)) - 1.0
-            if len(self._cache) > 200_000:
-                self._cache.clear()
-        return c
+        """A uniform value in [-1, 1) for lattice point ``i`` of octave ``k`` (splitmix64)."""
+        x = (self.key ^ (k << 58) ^ (i & ((1 << 58) - 1))) & _M64
+        x = (x + 0x9E3779B97F4A7C15) & _M64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+        x ^= x >> 31
+        return (x >> 11) * (2.0 / (1 << 53)) - 1.0
 
     def raw(self, t: float) -> float:
+        """The (unrounded) price at epoch time ``t``."""
+        if t == self._memo_t:  # a bar's close is the next bar's open
+            return self._memo_v
         lp = 0.0
+        idx, lo, hi, amp, scale = self._idx, self._lo, self._hi, self.amp, self._scale
         for k in range(_OCTAVES):
-            scaled = t / (1 << k)
+            scaled = t / scale[k]
             i = math.floor(scaled)
-            frac = scaled - i
-            a = self._u(k, i)
-            lp += self.amp[k] * (a + (self._u(k, i + 1) - a) * frac)
-        return self.inst.start_price * math.exp(lp)
+            if i != idx[k]:
+                if i == idx[k] + 1:
+                    lo[k] = hi[k]
+                else:
+                    lo[k] = self._u(k, i)
+                hi[k] = self._u(k, i + 1)
+                idx[k] = i
+            a = lo[k]
+            lp += amp[k] * (a + (hi[k] - a) * (scaled - i))
+        v = self.inst.start_price * math.exp(lp)
+        self._memo_t, self._memo_v = t, v
+        return v
 
     def rnd(self, px: float) -> float:
         return round(round(px / self.tick) * self.tick, self.decimals)

@@ -47,6 +47,7 @@ LIVE = (1, 2, 4, 0, 3, 5, 8, 6, 7, 9, 14)
 DELAYED = (66, 67, 68, 69, 70, 71, 74, 72, 73, 75, 76)
 TBT_TYPES = {"Last": 1, "AllLast": 2, "BidAsk": 3, "MidPoint": 4}
 MAX_TICKERS = "Max number of tickers has been reached"
+INLINE_HIST_BARS = 2000  # larger historical replies are built off the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,14 +307,40 @@ class StreamEngine:
 
     # -- historical data ------------------------------------------------------------------
     def req_historical_data(self, s: ClientSession, f: list[str]) -> None:
+        """Small requests are answered inline; large ones (thousands of bars, tens of
+        ms of CPU) are built in a worker thread so streaming to everyone else goes on."""
         req_id = int(f[1])
         inst = self._instrument(f, 2)
         req = history.parse_request(f, inst)
         if req.keep_up_to_date:
             self._check_new(s, req_id, line=False)
-        s.write_raw(history.reply(req_id, inst, req, self.market.seed,
-                                  self.config.max_hist_bars))
-        if req.keep_up_to_date:
+        if history.estimated_bars(req) <= INLINE_HIST_BARS:
+            s.write_raw(history.reply(req_id, inst, req, self.market.seed,
+                                      self.config.max_hist_bars))
+            self._after_history(s, req_id, inst, req)
+        else:
+            self.gateway.spawn(self._history_in_thread(s, req_id, inst, req))
+
+    async def _history_in_thread(self, s: ClientSession, req_id: int, inst: Instrument,
+                                 req: history.HistRequest) -> None:
+        try:
+            data = await asyncio.to_thread(history.reply, req_id, inst, req, self.market.seed,
+                                           self.config.max_hist_bars)
+        except RequestError as exc:
+            s.send_error(req_id, exc.code, exc.message)
+            return
+        except Exception:
+            log.exception("historical request %d of client %d failed", req_id, s.client_id)
+            s.send_error(req_id, 162, "Historical Market Data Service error message:"
+                                      "internal simulator error (see its log)")
+            return
+        if not s.closed:
+            s.write_raw(data)
+            self._after_history(s, req_id, inst, req)
+
+    def _after_history(self, s: ClientSession, req_id: int, inst: Instrument,
+                       req: history.HistRequest) -> None:
+        if req.keep_up_to_date and (s, req_id) not in self._subs:
             sub = _Sub(s, req_id, inst, HIST)
             sub.hist = req
             self._add(sub)

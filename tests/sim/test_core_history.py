@@ -133,3 +133,26 @@ async def test_head_timestamp(sim: SimGateway) -> None:
         assert isinstance(head, dt.datetime) and head.year == 1980
         epoch = await asyncio.wait_for(ib.reqHeadTimeStampAsync(c, "TRADES", True, 2), 2)
         assert epoch.year == 1980
+
+
+async def test_large_request_is_built_off_the_loop() -> None:
+    async with SimGateway(SimConfig(seed=6, tick_rate=100)) as sim, connected(sim) as ib:
+        c = Stock("QQQ", "SMART", "USD")
+        await ib.qualifyContractsAsync(c)
+        ticker = ib.reqMktData(c)
+        updates: list[float] = []
+        ticker.updateEvent += lambda t: updates.append(t.bid)
+        big = asyncio.ensure_future(
+            ib.reqHistoricalDataAsync(c, END, "1 W", "1 min", "MIDPOINT", False, 2))
+        small = await ib.reqHistoricalDataAsync(c, END, "1 D", "1 hour", "MIDPOINT", False, 2)
+        assert len(small) == 24
+        bars = await asyncio.wait_for(big, 10)
+        assert len(bars) == 7 * 24 * 60
+        assert bars[-1].close == small[-1].close
+        assert updates, "ticks kept flowing"
+        keep = await ib.reqHistoricalDataAsync(c, "", "2 W", "1 min", "TRADES", False, 1,
+                                               keepUpToDate=True)
+        assert len(keep) > 10_000
+        await wait_until(lambda: [s.kind for s in sim.market_data_subscriptions()]
+                         == ["mkt", "hist"], 2, "keepUpToDate registered after a big reply")
+        ib.cancelHistoricalData(keep)
