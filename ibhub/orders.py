@@ -89,7 +89,11 @@ class Caller:
 
 
 class UnknownContract(LookupError):
-    """The contract did not qualify (the message says why)."""
+    """The contract did not qualify (the message says why; ``reason`` is the RejectReason)."""
+
+    def __init__(self, message: str, reason: str = RejectReason.UNKNOWN_CONTRACT) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ContractResolver(Protocol):
@@ -255,7 +259,7 @@ class OrderBook:
         try:
             info = await self._resolver.qualify(req.contract)
         except UnknownContract as exc:
-            return self._reject(req.id, coid, Refusal(RejectReason.UNKNOWN_CONTRACT, str(exc)))
+            return self._reject(req.id, coid, Refusal(exc.reason, str(exc)))
         dup = await self._existing(caller, req)  # a retry may have won the race meanwhile
         if dup is not None:
             return dup

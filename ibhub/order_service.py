@@ -1,0 +1,247 @@
+"""Orders and account data inside the hub: builds the parts and serves their requests.
+
+The hub (``hub.py``) owns leases, fan-out, contract resolution and the Gateway
+session; this module adds what trading needs, so that wiring it into the hub is a
+handful of calls:
+
+    service = OrderService(OrderSettings.from_settings(settings), fanout=..., leases=...,
+                           resolve=..., last_price=...)
+    await service.start(ib, client_id=..., connected=..., port=...)  # after upstream.start()
+    service.register(rpc)                  # every order / account request type
+    service.on_hello(lease_id, name)       # route that script's order events to its lease
+    service.on_lease_gone(lease_id)        # expiry / goodbye
+    service.on_connected(accounts)         # every (re)connect: reconcile with the Gateway
+    await service.stop()
+
+It owns the journal writer, the pacer, the risk gate, the order book, the account cache
+and the ib_insync adapter. Start-up restores the book from the journal *before* the
+hub serves requests, so idempotency holds across restarts from the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ibhub.account import ACCOUNT_REQUESTS, AccountBook
+from ibhub.journal import Journal, JournalWriter, default_data_dir
+from ibhub.order_store import fanout_sink
+from ibhub.orders import ORDER_REQUESTS, Caller, OrderBook, UnknownContract
+from ibhub.pacing import Pacer
+from ibhub.protocol import (
+    ContractInfo,
+    ContractSpec,
+    Error,
+    ErrorCode,
+    RejectReason,
+    Reply,
+)
+from ibhub.risk import RiskGate, RiskLimits
+
+log = logging.getLogger(__name__)
+
+ResolveFn = Callable[[ContractSpec], Awaitable["ContractInfo | Error"]]
+
+
+@dataclass(frozen=True)
+class OrderSettings:
+    """The trading part of the hub's settings (see ``HubSettings``)."""
+
+    data_dir: Path
+    allow_live: bool = False
+    read_only: bool = False
+    max_order_quantity: float = 10_000.0
+    price_band_pct: float = 10.0
+    require_reference_price: bool = False
+    order_rate: float = 20.0  # per lease, orders/s
+    order_burst: float = 50.0
+    pacer_rate: float = 40.0  # all upstream messages/s (IB allows 50)
+    pacer_burst: float = 5.0
+    journal_sync: str = "FULL"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> OrderSettings:
+        """From a ``HubSettings`` (fields it lacks keep their defaults here)."""
+        names = cls.__dataclass_fields__
+        given = {n: getattr(settings, n) for n in names if hasattr(settings, n)}
+        given.setdefault("data_dir", default_data_dir())
+        return cls(**given)
+
+    def limits(self) -> RiskLimits:
+        return RiskLimits(
+            max_quantity=self.max_order_quantity,
+            price_band_pct=self.price_band_pct,
+            allow_live=self.allow_live,
+            read_only=self.read_only,
+            order_rate=self.order_rate,
+            order_burst=self.order_burst,
+            require_reference_price=self.require_reference_price,
+        )
+
+
+class _Resolver:
+    """The book's ContractResolver on top of the hub's cached contract lookup."""
+
+    def __init__(self, resolve: ResolveFn, last_price: Callable[[int], float | None]) -> None:
+        self._resolve = resolve
+        self.last_price = last_price
+
+    async def qualify(self, spec: ContractSpec) -> ContractInfo:
+        found = await self._resolve(spec)
+        if isinstance(found, Error):
+            reason = (
+                RejectReason.UPSTREAM_DOWN
+                if found.code in (ErrorCode.UPSTREAM_DOWN, ErrorCode.TIMEOUT)
+                else RejectReason.UNKNOWN_CONTRACT
+            )
+            raise UnknownContract(found.message, reason)
+        return found
+
+
+def stream_price(stream: Any) -> float | None:
+    """A last price from a hub TickStream: the last trade, else the mid, else None."""
+    last = getattr(stream, "last", math.nan)
+    if math.isfinite(last) and last > 0:
+        return float(last)
+    bid, ask = getattr(stream, "bid", math.nan), getattr(stream, "ask", math.nan)
+    if math.isfinite(bid) and math.isfinite(ask) and bid > 0 and ask > 0:
+        return (bid + ask) / 2.0
+    return None
+
+
+class OrderService:
+    def __init__(
+        self,
+        settings: OrderSettings,
+        *,
+        fanout: Any,
+        leases: Any,
+        resolve: ResolveFn,
+        last_price: Callable[[int], float | None],
+    ) -> None:
+        self.settings = settings
+        self._leases = leases
+        self._resolver = _Resolver(resolve, last_price)
+        self._publish = fanout_sink(fanout)
+        self.pacer = Pacer(rate=settings.pacer_rate, burst=settings.pacer_burst)
+        self.risk = RiskGate(settings.limits())
+        self.account = AccountBook(self._publish)
+        self.writer: JournalWriter | None = None
+        self.book: OrderBook | None = None
+        self.gateway: Any = None  # IbOrderGateway once started
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.reconciled = asyncio.Event()
+
+    @property
+    def journal_path(self) -> Path:
+        return Path(self.settings.data_dir) / "orders.sqlite3"
+
+    async def start(
+        self, ib: Any, *, client_id: int, connected: Callable[[], bool], port: int
+    ) -> None:
+        """Open and restore the journal, start the writer and the pacer, attach to ``ib``."""
+        from ibhub.upstream_orders import IbOrderGateway  # imports ib_insync
+
+        s = self.settings
+        data_dir = Path(s.data_dir)
+        journal = await asyncio.to_thread(Journal.in_dir, data_dir, synchronous=s.journal_sync)
+        try:
+            orders, fills = journal.orders(), journal.fills()
+        finally:
+            journal.close()
+        self.writer = JournalWriter(lambda: Journal.in_dir(data_dir, synchronous=s.journal_sync))
+        await self.writer.start()
+        self.pacer.start()
+        self.risk.set_upstream(port, ())
+        self.gateway = IbOrderGateway(ib, client_id=client_id, connected=connected)
+        self.book = OrderBook(
+            upstream=self.gateway,
+            writer=self.writer,
+            risk=self.risk,
+            pacer=self.pacer,
+            resolver=self._resolver,
+            publish=self._publish,
+        )
+        self.book.store.restore(orders, fills)
+        self.gateway.attach(self.book, self.account)
+        blocked = self.risk.trading_blocked
+        log.log(
+            logging.WARNING if blocked else logging.INFO,
+            "orders: journal %s (%d orders restored); %s",
+            self.journal_path, len(orders), blocked or "trading allowed (paper)",
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.gateway is not None:
+            self.gateway.detach()
+        await self.pacer.stop()
+        if self.writer is not None:
+            await self.writer.stop()
+
+    # ------------------------------------------------------------------ hub hooks
+
+    def register(self, rpc: Any) -> None:
+        for order_type in ORDER_REQUESTS:
+            rpc.register(order_type, self.handle_order, slow=True)
+        for account_type in ACCOUNT_REQUESTS:
+            rpc.register(account_type, self.account.handle, slow=False)
+
+    def on_hello(self, lease_id: str, name: str) -> None:
+        if self.book is not None:
+            self.book.bind_owner(name, lease_id)
+
+    def on_lease_gone(self, lease_id: str) -> None:
+        if self.book is not None:
+            self.book.lease_gone(lease_id)
+
+    def on_connected(self, port: int, accounts: list[str]) -> None:
+        """Every (re)connect: learn the accounts (live guard), then reconcile."""
+        self.risk.set_upstream(port, accounts)
+        if self.risk.trading_blocked:
+            log.warning("orders: %s", self.risk.trading_blocked)
+        task = asyncio.ensure_future(self._reconcile())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconcile(self) -> None:
+        if self.gateway is None:
+            return
+        try:
+            await self.gateway.reconcile()
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("orders: reconciliation after connect failed: %s", exc)
+            return
+        self.reconciled.set()
+
+    async def handle_order(self, req: Any) -> Reply:
+        lease = self._leases.touch(req.lease)
+        if lease is None:
+            return Error(
+                id=req.id,
+                code=ErrorCode.UNKNOWN_LEASE,
+                message=f"lease {req.lease!r} is unknown (expired, said goodbye, or never "
+                "existed); say hello again",
+            )
+        assert self.book is not None, "OrderService.start() was not called"
+        if self.book.store.lease_of_owner.get(lease.name) != lease.lease_id:
+            self.book.bind_owner(lease.name, lease.lease_id)
+        return await self.book.handle(Caller(lease.lease_id, lease.name, lease.role), req)
+
+    def status(self) -> dict[str, Any]:
+        """Trading state for status/diagnostics: queue depth, live guard, counts."""
+        book = self.book
+        return {
+            "trading": self.risk.trading_blocked or "allowed",
+            "queue": self.pacer.depth(),
+            "sent": self.pacer.sent,
+            "working_orders": len(book.store.working) if book else 0,
+        }

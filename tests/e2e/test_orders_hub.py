@@ -1,0 +1,222 @@
+"""Orders through the hub over ZeroMQ, against the simulated Gateway (issue 4).
+
+Raw clients (ibhub.wire + DEALER sockets, no SDK) place, retry, cancel and watch their
+``order.<lease>`` topics; the simulator's book (``sim.broker``) and request counters say
+what really reached the Gateway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ibhub.hub import HubServer
+from ibhub.order_service import OrderService, OrderSettings, stream_price
+from ibhub.protocol import (
+    CancelOrder,
+    CancelRequested,
+    ContractSpec,
+    GetOpenOrders,
+    GetPositions,
+    Hello,
+    OrderAccepted,
+    OrderEvent,
+    OrderRejected,
+    PlaceOrder,
+    PositionsReply,
+    RejectReason,
+    Welcome,
+)
+from ibhub.sim import SimGateway
+from tests.e2e.conftest import HubFactory, Listener, RawClient
+from tests.helpers import wait_until
+
+PLACE_ORDER = 3  # TWS message id of placeOrder (what sim.request_counts counts)
+
+
+async def wire_orders(hub: HubServer, **overrides: Any) -> OrderService:
+    """The order service of ``hub``; wires one in if the hub does not have its own yet."""
+    existing = getattr(hub, "orders", None)
+    if existing is not None:
+        return existing  # type: ignore[no-any-return]
+    settings = dataclasses.replace(OrderSettings.from_settings(hub.settings), **overrides)
+
+    def last_price(con_id: int) -> float | None:
+        sub = hub.subs.get(con_id, "ticks")
+        return stream_price(sub.stream) if sub is not None else None
+
+    async def resolve(spec: ContractSpec) -> Any:
+        return await hub._resolve_one(0, spec)
+
+    svc = OrderService(settings, fanout=hub.fanout, leases=hub.leases, resolve=resolve,
+                       last_price=last_price)  # fmt: skip
+    up = hub.upstream
+    assert up is not None and hub.rpc is not None
+    await svc.start(up._ib, client_id=hub.settings.client_id, connected=lambda: up.connected,
+                    port=hub.settings.gateway_port)  # fmt: skip
+    svc.register(hub.rpc)
+    hello, goodbye, on_state = hub.hello, hub.goodbye, hub.on_state
+
+    def hello_hook(req: Hello) -> Any:
+        reply = hello(req)
+        if isinstance(reply, Welcome):
+            svc.on_hello(reply.lease, req.name)
+        return reply
+
+    def state_hook(state: str, code: int, message: str) -> None:
+        on_state(state, code, message)
+        if state == "CONNECTED":
+            svc.on_connected(up.port, up.accounts)
+
+    hub.hello = hello_hook  # type: ignore[method-assign]
+    hub.on_state = state_hook  # type: ignore[method-assign]
+    hub.goodbye = goodbye  # type: ignore[method-assign]
+    if up.connected:
+        svc.on_connected(up.port, up.accounts)
+    original_stop = hub.stop
+
+    async def stop() -> None:
+        await svc.stop()
+        await original_stop()
+
+    hub.stop = stop  # type: ignore[method-assign]
+    hub.orders = svc  # type: ignore[attr-defined]
+    return svc
+
+
+def place(client: RawClient, coid: str, **kw: Any) -> PlaceOrder:
+    fields: dict[str, Any] = {"id": client.next_id(), "lease": client.lease,
+                              "client_order_id": coid, "contract": ContractSpec(symbol="AAPL"),
+                              "action": "BUY", "quantity": 10.0, "order_type": "MKT"}  # fmt: skip
+    fields.update(kw)
+    return PlaceOrder(**fields)
+
+
+def kinds(listener: Listener, lease: str) -> list[str]:
+    return [e.kind for e in listener.on("order." + lease) if isinstance(e, OrderEvent)]
+
+
+@pytest.fixture
+async def order_hub(make_hub: HubFactory) -> HubServer:
+    hub = await make_hub()
+    svc = await wire_orders(hub)
+    await wait_until(svc.reconciled.is_set, 5.0, "orders reconciled")
+    return hub
+
+
+async def watching(lst: Listener, client: RawClient) -> None:
+    """Subscribe ``client`` to AAPL and wait for a tick on ``lst``: the SUB socket is
+    connected (no slow-joiner loss) and the hub knows a last price (price band)."""
+    await client.subscribe("AAPL")
+    await wait_until(lambda: lst.on("tick.AAPL"), 5.0, "listener connected")
+
+
+async def test_two_scripts_see_only_their_own_orders(
+    order_hub: HubServer, hub_sim: SimGateway, clients: Callable[..., RawClient],
+    listeners: Callable[..., Listener],
+) -> None:  # fmt: skip
+    alice, bob = clients(order_hub.rpc_endpoint), clients(order_hub.rpc_endpoint)
+    await alice.hello("alice")
+    await bob.hello("bob")
+    lst = listeners(order_hub.pub_endpoint, "order.", "tick.AAPL")
+    await watching(lst, alice)
+    a = await alice.request(place(alice, "a-1"))
+    b = await bob.request(place(bob, "b-1", action="SELL", quantity=5.0))
+    assert isinstance(a, OrderAccepted) and isinstance(b, OrderAccepted), (a, b)
+    await wait_until(lambda: "commission" in kinds(lst, alice.lease)
+                     and "commission" in kinds(lst, bob.lease), 5.0, "both fills")  # fmt: skip
+    assert kinds(lst, alice.lease) == ["acknowledged", "submitted", "filled", "commission"]
+    assert {e.owner for e in lst.on("order." + alice.lease)} == {"alice"}
+    assert {e.owner for e in lst.on("order." + bob.lease)} == {"bob"}
+    assert {e.order_id for e in lst.on("order." + alice.lease)} == {a.order_id}
+    assert {e.order_id for e in lst.on("order." + bob.lease)} == {b.order_id}
+    assert sorted(o.order_id for o in hub_sim.broker.orders()) == sorted([a.order_id, b.order_id])
+    # market order filled with IB's commission
+    fill = next(e for e in lst.on("order." + alice.lease) if e.kind == "commission")
+    sim_exec = next(x for x in hub_sim.broker.executions() if x.order_id == a.order_id)
+    assert fill.commission == pytest.approx(sim_exec.commission) and fill.commission > 0
+    assert fill.status == "Filled" and fill.filled == 10.0
+    pos = await alice.request(GetPositions(id=alice.next_id()))
+    assert isinstance(pos, PositionsReply)
+    await wait_until(lambda: order_hub.orders.account.positions(), 5.0, "positions")  # type: ignore[attr-defined]
+
+
+async def test_retried_client_order_id_is_one_order(
+    order_hub: HubServer, hub_sim: SimGateway, clients: Callable[..., RawClient]
+) -> None:
+    c = clients(order_hub.rpc_endpoint)
+    await c.hello("retrier")
+    replies = [await c.request(place(c, "once")) for _ in range(3)]
+    assert all(isinstance(r, OrderAccepted) for r in replies), replies
+    assert len({r.order_id for r in replies}) == 1  # type: ignore[union-attr]
+    assert [r.duplicate for r in replies] == [False, True, True]  # type: ignore[union-attr]
+    # a new lease of the same script (reconnect) still finds it
+    c2 = clients(order_hub.rpc_endpoint)
+    await c2.hello("retrier")
+    again = await c2.request(place(c2, "once"))
+    assert isinstance(again, OrderAccepted) and again.duplicate
+    await wait_until(lambda: hub_sim.broker.orders(), 5.0, "order at the simulator")
+    assert len(hub_sim.broker.orders()) == 1 and hub_sim.request_counts[PLACE_ORDER] == 1
+
+
+async def test_invalid_orders_never_reach_the_gateway(
+    order_hub: HubServer, hub_sim: SimGateway, clients: Callable[..., RawClient],
+    listeners: Callable[..., Listener],
+) -> None:  # fmt: skip
+    c = clients(order_hub.rpc_endpoint)
+    await c.hello("careless")
+    lst = listeners(order_hub.pub_endpoint, "tick.AAPL")
+    await watching(lst, c)  # the hub now knows AAPL's last price
+    before = hub_sim.request_counts[PLACE_ORDER]
+    cases = [
+        (place(c, "q0", quantity=0.0), RejectReason.BAD_QUANTITY),
+        (place(c, "qmax", quantity=1e7), RejectReason.QUANTITY_LIMIT),
+        (place(c, "act", action="HOLD"), RejectReason.BAD_ACTION),
+        (place(c, "typ", order_type="PEG"), RejectReason.BAD_ORDER_TYPE),
+        (place(c, "lmt", order_type="LMT"), RejectReason.MISSING_LIMIT_PRICE),
+        (place(c, "band", order_type="LMT", limit_price=1.0), RejectReason.PRICE_BAND),
+        (place(c, "neg", order_type="LMT", limit_price=-5.0), RejectReason.BAD_PRICE),
+        (place(c, "tif", tif="FOK"), RejectReason.BAD_TIF),
+        (place(c, "nope", contract=ContractSpec(symbol="NOSUCH")), RejectReason.UNKNOWN_CONTRACT),
+    ]
+    for req, reason in cases:
+        reply = await c.request(req)
+        assert isinstance(reply, OrderRejected), (req, reply)
+        assert reply.reason == reason, (req.client_order_id, reply)
+        assert reply.message
+    reader = clients(order_hub.rpc_endpoint)
+    reply = await reader.request(Hello(id=reader.next_id(), name="viewer", role="readonly"))
+    assert isinstance(reply, Welcome)
+    reader.lease = reply.lease
+    refused = await reader.request(place(reader, "ro"))
+    assert isinstance(refused, OrderRejected) and refused.reason == RejectReason.READ_ONLY_LEASE
+    assert hub_sim.request_counts[PLACE_ORDER] == before == 0
+    assert hub_sim.broker.orders() == []
+
+
+async def test_limit_rests_then_cancel(
+    order_hub: HubServer, hub_sim: SimGateway, clients: Callable[..., RawClient],
+    listeners: Callable[..., Listener],
+) -> None:  # fmt: skip
+    c = clients(order_hub.rpc_endpoint)
+    await c.hello("patient")
+    lst = listeners(order_hub.pub_endpoint, "order.", "tick.AAPL")
+    await watching(lst, c)
+    price = round(hub_sim.broker.price_of(265598) * 0.95, 2)
+    r = await c.request(place(c, "rest", order_type="LMT", limit_price=price))
+    assert isinstance(r, OrderAccepted), r
+    await wait_until(lambda: "submitted" in kinds(lst, c.lease), 5.0, "resting")
+    opened = await c.request(GetOpenOrders(id=c.next_id(), lease=c.lease))
+    assert [o.client_order_id for o in opened.orders] == ["rest"]  # type: ignore[attr-defined]
+    other = clients(order_hub.rpc_endpoint)
+    await other.hello("thief")
+    stolen = await other.request(CancelOrder(id=other.next_id(), lease=other.lease,
+                                             order_id=r.order_id))  # fmt: skip
+    assert isinstance(stolen, OrderRejected) and stolen.reason == RejectReason.NOT_OWNER
+    cancel = await c.request(CancelOrder(id=c.next_id(), lease=c.lease, order_id=r.order_id))
+    assert isinstance(cancel, CancelRequested) and cancel.order_ids == [r.order_id]
+    await wait_until(lambda: "cancelled" in kinds(lst, c.lease), 5.0, "cancelled")
+    assert [o.status for o in hub_sim.broker.orders()] == ["Cancelled"]
