@@ -122,7 +122,13 @@ class ClientSession(asyncio.Protocol):
         for fields in messages:
             if self.closed:
                 return
-            self._on_message(fields)
+            try:
+                self._on_message(fields)
+            except Exception:  # a bug must cost this client its socket, never the server
+                log.exception("client %s (clientId %s): failed on %r; closing the socket",
+                              self.peer, self.client_id, fields[:6])
+                self.abort()
+                return
 
     # -- sending -----------------------------------------------------------
     def send(self, *fields: object) -> None:
