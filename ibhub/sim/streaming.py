@@ -12,8 +12,9 @@ batch per client per slice. What makes it cheap enough for load tests:
   until one drains, so a slow reader never grows the simulator's memory;
 * bursts after a stall are capped at 50 ms of events per slice.
 
-Request handlers for reqMktData (1/2), tick-by-tick (97/98) and real-time bars
-(50/51) live here too; historical data (20/25/87) is in :mod:`ibhub.sim.history`.
+Request handlers for reqMktData (1/2), tick-by-tick (97/98), real-time bars
+(50/51) and historical data (20/25) live here too; the byte layout of streamed
+messages is in :mod:`ibhub.sim.tickwire`, the bars in :mod:`ibhub.sim.history`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ibhub.sim import history
-from ibhub.sim.codec import fmt_float
+from ibhub.sim import history, tickwire
 from ibhub.sim.contracts import Instrument, parse_c12
 from ibhub.sim.handlers import NO_SECURITY
 from ibhub.sim.market import QUOTE, Walk
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 _pack = struct.Struct(">I").pack
 
 MKT, TBT, RTBARS, HIST = "mkt", "tbt", "rtbars", "hist"
-# tick types: (bid, ask, last, bidSize, askSize, lastSize, volume, high, low, close, open)
-LIVE = (1, 2, 4, 0, 3, 5, 8, 6, 7, 9, 14)
-DELAYED = (66, 67, 68, 69, 70, 71, 74, 72, 73, 75, 76)
 TBT_TYPES = {"Last": 1, "AllLast": 2, "BidAsk": 3, "MidPoint": 4}
 MAX_TICKERS = "Max number of tickers has been reached"
 INLINE_HIST_BARS = 2000  # larger historical replies are built off the event loop
@@ -227,36 +224,13 @@ class StreamEngine:
             log.debug("reqMktData %d: generic ticks %r are not simulated; ignored", req_id,
                       generic)
         self._check_new(s, req_id, line=not (snapshot or regulatory))
-        self.market.walk(inst.con_id)
         sub = _Sub(s, req_id, inst, MKT)
-        s.write_raw(self._initial_block(sub))
+        walk = self.market.walk(inst.con_id)
+        s.write_raw(tickwire.initial_block(inst, walk, req_id, sub.delayed))
         if snapshot or regulatory:
             s.send(57, 1, req_id)
             return
         self._add(sub)
-
-    def _initial_block(self, sub: _Sub) -> bytes:
-        from ibhub.sim.codec import frame
-
-        inst, rid = sub.inst, sub.req_id
-        w = self.market.walk(inst.con_id)
-        t = DELAYED if sub.delayed else LIVE
-        msgs = [
-            frame([81, rid, inst.min_tick, "9c0001", 3]),
-            frame([58, 1, rid, 3 if sub.delayed else 1]),
-            frame([1, 6, rid, t[0], w.price(w.bid), w.bid_size, 1]),
-            frame([1, 6, rid, t[1], w.price(w.ask), w.ask_size, 1]),
-        ]
-        if inst.trades:
-            msgs += [frame([1, 6, rid, t[2], w.price(w.last), w.last_size, 0]),
-                     frame([2, 6, rid, t[6], w.volume])]
-        msgs += [frame([1, 6, rid, t[7], w.price(w.high), 0, 0]),
-                 frame([1, 6, rid, t[8], w.price(w.low), 0, 0]),
-                 frame([1, 6, rid, t[9], w.price(w.start), 0, 0]),
-                 frame([1, 6, rid, t[10], w.price(w.open), 0, 0])]
-        if inst.trades:
-            msgs.append(frame([46, 6, rid, 45, int(time.time())]))
-        return b"".join(msgs)
 
     def cancel_mkt_data(self, s: ClientSession, f: list[str]) -> None:
         self._cancel(s, int(f[2]), (MKT,))
@@ -430,7 +404,7 @@ class StreamEngine:
             if kind == MKT:
                 t = tails.get(sub.delayed)
                 if t is None:
-                    t = tails[sub.delayed] = _mkt_tails(w, ev, sub.delayed, stamp)
+                    t = tails[sub.delayed] = tickwire.mkt_tails(w, ev, sub.delayed, stamp)
                 p, pl = sub.prefix, sub.plen
                 if ev == QUOTE:
                     parts += (_pack(pl + len(t[0])), p, t[0], _pack(pl + len(t[1])), p, t[1])
@@ -445,7 +419,7 @@ class StreamEngine:
                         count += 1
                 count += 2
             else:  # TBT
-                tail = _tbt_tail(w, ev, sub.tbt_type, now_s)
+                tail = tickwire.tbt_tail(w, ev, sub.tbt_type, now_s)
                 if tail is not None:
                     parts += (_pack(sub.plen + len(tail)), sub.prefix, tail)
                     count += 1
@@ -473,7 +447,7 @@ class StreamEngine:
             w = self.market.walk(sub.con_id)
             bar = sub.bar
             if bar is None:
-                px = _bar_price(sub, w)
+                px = tickwire.bar_price(sub.what, w)
                 bar = [px, px, px, px, 0.0, 0.0, 0.0]
             o, h, lo, c, vol, pv, count = bar
             wap = round(pv / vol, w.decimals + 2) if vol else c
@@ -507,73 +481,13 @@ def _ignore(s: ClientSession, f: list[str]) -> None:
     """cancelHeadTimeStamp: the head timestamp is answered at once, nothing to cancel."""
 
 
-_LIVE_TAGS = tuple(f"{t}\0".encode() for t in LIVE)
-_DELAYED_TAGS = tuple(f"{t}\0".encode() for t in DELAYED)
-
-
-def _mkt_tails(w: Walk, ev: int, delayed: bool, stamp: bytes | None) -> tuple[bytes, bytes]:
-    t = _DELAYED_TAGS if delayed else _LIVE_TAGS
-    if ev == QUOTE:
-        if stamp is None:
-            b = b"".join((t[0], w.text(w.bid), b"\0", _size(w.bid_size), b"\x001\x00"))
-            a = b"".join((t[1], w.text(w.ask), b"\0", _size(w.ask_size), b"\x001\x00"))
-        else:
-            b = b"".join((t[0], w.text(w.bid), b"\0", stamp, b"\x001\x00"))
-            a = b"".join((t[1], w.text(w.ask), b"\0", stamp, b"\x001\x00"))
-        # a quote moving up sends the ask first, so a reader applying the ticks one
-        # by one never sees a crossed book (bid >= ask) in between
-        return (a, b) if w.up else (b, a)
-    size = stamp if stamp is not None else _size(w.last_size)
-    return (b"".join((t[2], w.text(w.last), b"\0", size, b"\x000\x00")),
-            b"".join((t[6], str(w.volume).encode(), b"\0")))
-
-
-_SIZES: dict[int, bytes] = {}
-
-
-def _size(n: int) -> bytes:
-    s = _SIZES.get(n)
-    if s is None:
-        s = str(n).encode()
-        if len(_SIZES) < 10_000:
-            _SIZES[n] = s
-    return s
-
-
-def _tbt_tail(w: Walk, ev: int, kind: int, now_s: int) -> bytes | None:
-    if kind in (1, 2):
-        if ev == QUOTE:
-            return None
-        exch = w.inst.primary_exchange or w.inst.exchange
-        return (f"{kind}\0{now_s}\0{fmt_float(w.price(w.last))}\0{w.last_size}\x000\0"
-                f"{exch}\0\0").encode()
-    if ev != QUOTE:
-        return None
-    if kind == 3:
-        return (f"3\0{now_s}\0{fmt_float(w.price(w.bid))}\0{fmt_float(w.price(w.ask))}\0"
-                f"{w.bid_size}\0{w.ask_size}\x000\0").encode()
-    mid = round((w.bid + w.ask) * w.min_tick / 2, w.decimals + 1)
-    return f"4\0{now_s}\0{fmt_float(mid)}\0".encode()
-
-
-def _bar_price(sub: _Sub, w: Walk) -> float:
-    what = sub.what
-    if what == "TRADES":
-        return w.price(w.last)
-    if what == "BID":
-        return w.price(w.bid)
-    if what == "ASK":
-        return w.price(w.ask)
-    return round((w.bid + w.ask) * w.min_tick / 2, w.decimals + 1)
-
-
 def _bar_update(sub: _Sub, w: Walk, ev: int) -> None:
     if sub.what == "TRADES":
         if ev == QUOTE:
             return
     elif ev != QUOTE:
         return
-    px = _bar_price(sub, w)
+    px = tickwire.bar_price(sub.what, w)
     bar = sub.bar
     if bar is None:
         sub.bar = [px, px, px, px, 0.0, 0.0, 0.0]
