@@ -111,6 +111,38 @@ class HubServer:
         self._resolved: dict[ContractSpec, list[ContractInfo]] = {}
         self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
         self._stale = False
+        self._services: list[Any] = []
+
+    # ------------------------------------------------------------------ extension
+
+    def add_service(self, service: Any) -> None:
+        """Attach a sibling service (e.g. orders) to the hub's life and lease events.
+
+        ``service`` may define any of: ``on_hello(lease_id, name)`` (a lease opened),
+        ``on_lease_gone(lease_id)`` (goodbye or expiry), ``on_connected(port,
+        accounts)`` (every time the upstream becomes CONNECTED) and ``async stop()``
+        (awaited first in :meth:`stop`). Its requests are served by registering
+        handlers on :attr:`rpc` (``rpc.register``). A hook that raises is logged and
+        never stops the hub or the other services.
+        """
+        self._services.append(service)
+        up = self.upstream
+        if up is not None and up.connected:
+            self._notify("on_connected", up.port, up.accounts)
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for service in self._services:
+            fn = getattr(service, hook, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("%s.%s failed", type(service).__name__, hook)
+
+    async def resolve_contract(self, spec: ContractSpec) -> ContractInfo | Error:
+        """The one contract ``spec`` names (cached), or the Error reply explaining why not."""
+        return await self._resolve_one(0, spec)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -192,6 +224,14 @@ class HubServer:
         )
 
     async def stop(self) -> None:
+        services, self._services = self._services, []
+        for service in reversed(services):
+            stop = getattr(service, "stop", None)
+            if stop is not None:
+                try:
+                    await stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(service).__name__)
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
@@ -230,6 +270,7 @@ class HubServer:
                 log.info("lease %s (%s) expired: no heartbeat for %.1fs",
                          lease.lease_id, lease.name, self.leases.ttl)
                 self._release_subscriptions(lease.lease_id)
+                self._notify("on_lease_gone", lease.lease_id)
             for raw in raws:
                 log.info("raw client id %s (%s) released by expiry", raw.client_id, raw.name)
 
@@ -263,8 +304,11 @@ class HubServer:
             self.fanout.status(up.state, kind, code, message, up.reconnect_count)
 
     def on_state(self, state: str, code: int, message: str) -> None:
-        if self.fanout is not None and self.upstream is not None:
-            self.fanout.status(state, "state", code, message, self.upstream.reconnect_count)
+        up = self.upstream
+        if self.fanout is not None and up is not None:
+            self.fanout.status(state, "state", code, message, up.reconnect_count)
+        if state == UpstreamState.CONNECTED and up is not None:
+            self._notify("on_connected", up.port, up.accounts)
 
     def on_ib_message(self, code: int, message: str) -> None:
         self._status("ib", code, message)
@@ -315,6 +359,7 @@ class HubServer:
             return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
         log.info("lease %s opened for %r (%s), client id %s",
                  lease.lease_id, lease.name, lease.role, lease.client_id)
+        self._notify("on_hello", lease.lease_id, lease.name)
         return Welcome(id=req.id, lease=lease.lease_id, client_id=lease.client_id,
                        heartbeat_interval=self.settings.heartbeat_interval,
                        hub_version=__version__)
@@ -329,6 +374,7 @@ class HubServer:
         if lease is None:
             return self._unknown_lease(req.id, req.lease)
         self._release_subscriptions(lease.lease_id)
+        self._notify("on_lease_gone", lease.lease_id)
         log.info("lease %s (%r) said goodbye; released %d raw ids",
                  lease.lease_id, lease.name, len(raws))
         return Ok(id=req.id)

@@ -246,6 +246,12 @@ class Upstream:
     # ------------------------------------------------------------------ properties
 
     @property
+    def ib(self) -> IB | None:
+        """The ib_insync session, for sibling adapters that need more than market data
+        (orders, account). Reuse it; never open a second connection."""
+        return self._ib
+
+    @property
     def connected(self) -> bool:
         return self.state == UpstreamState.CONNECTED
 
