@@ -63,6 +63,7 @@ class OrderSettings:
     pacer_rate: float = 40.0  # all upstream messages/s (IB allows 50)
     pacer_burst: float = 5.0
     journal_sync: str = "FULL"
+    held_grace: float = 1.0  # seconds before events held for an absent script are sent
 
     @classmethod
     def from_settings(cls, settings: Any) -> OrderSettings:
@@ -196,8 +197,18 @@ class OrderService:
             rpc.register(account_type, self.account.handle, slow=False)
 
     def on_hello(self, lease_id: str, name: str) -> None:
-        if self.book is not None:
-            self.book.bind_owner(name, lease_id)
+        """Bind the script's orders to its new lease. Events held while it was away
+        (fills reconciled after a restart) follow after ``held_grace`` seconds or with
+        its first order request, whichever is first: the script subscribes to
+        ``order.<lease>`` only once it has the Welcome, and PUB drops what nobody
+        subscribed to yet."""
+        if self.book is None:
+            return
+        book = self.book
+        book.bind_owner(name, lease_id, release=False)
+        if book.store.backlog.get(name):
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.settings.held_grace, book.store.release_held, name)
 
     def on_lease_gone(self, lease_id: str) -> None:
         if self.book is not None:
@@ -233,7 +244,8 @@ class OrderService:
             )
         assert self.book is not None, "OrderService.start() was not called"
         if self.book.store.lease_of_owner.get(lease.name) != lease.lease_id:
-            self.book.bind_owner(lease.name, lease.lease_id)
+            self.book.bind_owner(lease.name, lease.lease_id, release=False)
+        self.book.store.release_held(lease.name)
         return await self.book.handle(Caller(lease.lease_id, lease.name, lease.role), req)
 
     def status(self) -> dict[str, Any]:

@@ -138,10 +138,21 @@ class OrderStore:
     def find(self, owner: str, client_order_id: str) -> OrderRecord | None:
         return self.by_key.get((owner, client_order_id))
 
-    def bind_owner(self, owner: str, lease: str) -> None:
-        """Route the events of ``owner``'s orders to ``order.<lease>`` (call on Hello),
-        starting with any that happened while the owner had no live lease."""
+    def bind_owner(self, owner: str, lease: str, *, release: bool = True) -> None:
+        """Route the events of ``owner``'s orders to ``order.<lease>`` (call on Hello).
+
+        Events held while the owner had no live lease are published now, or with
+        ``release=False`` when :meth:`release_held` is called (the hub waits a moment:
+        a script subscribes to its new lease's topic only after the Welcome reply).
+        """
         self.lease_of_owner[owner] = lease
+        if release:
+            self.release_held(owner)
+
+    def release_held(self, owner: str) -> None:
+        lease = self.lease_of_owner.get(owner)
+        if lease is None:
+            return
         held = self.backlog.pop(owner, None)
         if held:
             log.info("delivering %d held order event(s) to %s (%s)", len(held), owner, lease)

@@ -131,9 +131,10 @@ class OrderBook:
         self.updates = OrderUpdates(self.store, upstream)
         self._pending: dict[int, asyncio.Future[None]] = {}
 
-    def bind_owner(self, owner: str, lease: str) -> None:
-        """Route ``owner``'s order events to ``order.<lease>`` (call on Hello)."""
-        self.store.bind_owner(owner, lease)
+    def bind_owner(self, owner: str, lease: str, *, release: bool = True) -> None:
+        """Route ``owner``'s order events to ``order.<lease>`` (call on Hello); see
+        :meth:`OrderStore.bind_owner` for events held while the owner was away."""
+        self.store.bind_owner(owner, lease, release=release)
 
     def lease_gone(self, lease: str) -> None:
         self.store.lease_gone(lease)

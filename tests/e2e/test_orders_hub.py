@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ibhub.config import HubSettings
 from ibhub.hub import HubServer
 from ibhub.order_service import OrderService, OrderSettings, stream_price
 from ibhub.protocol import (
@@ -30,8 +31,8 @@ from ibhub.protocol import (
     RejectReason,
     Welcome,
 )
-from ibhub.sim import SimGateway
-from tests.e2e.conftest import HubFactory, Listener, RawClient
+from ibhub.sim import SimConfig, SimGateway
+from tests.e2e.conftest import FAST, HubFactory, Listener, RawClient
 from tests.helpers import wait_until
 
 PLACE_ORDER = 3  # TWS message id of placeOrder (what sim.request_counts counts)
@@ -220,3 +221,66 @@ async def test_limit_rests_then_cancel(
     assert isinstance(cancel, CancelRequested) and cancel.order_ids == [r.order_id]
     await wait_until(lambda: "cancelled" in kinds(lst, c.lease), 5.0, "cancelled")
     assert [o.status for o in hub_sim.broker.orders()] == ["Cancelled"]
+
+
+async def test_fill_while_the_hub_is_down_is_published_after_restart(
+    make_hub: HubFactory, hub_sim: SimGateway, clients: Callable[..., RawClient],
+    listeners: Callable[..., Listener],
+) -> None:  # fmt: skip
+    hub = await make_hub()
+    await wait_until((await wire_orders(hub)).reconciled.is_set, 5.0, "reconciled")
+    c = clients(hub.rpc_endpoint)
+    await c.hello("sleeper")
+    lst = listeners(hub.pub_endpoint, "order.", "tick.AAPL")
+    await watching(lst, c)
+    ask = hub_sim.market.quote(265598).ask
+    r = await c.request(place(c, "away", order_type="LMT", limit_price=round(ask - 0.02, 2)))
+    assert isinstance(r, OrderAccepted), r
+    await wait_until(lambda: "submitted" in kinds(lst, c.lease), 5.0, "resting")
+    await c.stop_heartbeat()
+    await hub.stop()
+    for _ in range(20_000):  # the market walks on without the hub until the order fills
+        if hub_sim.broker.orders()[0].status == "Filled":
+            break
+        hub_sim.market.step(265598)
+    assert hub_sim.broker.orders()[0].status == "Filled"
+
+    hub2 = await make_hub()  # same data directory: the journal survives
+    await wait_until((await wire_orders(hub2)).reconciled.is_set, 5.0, "reconciled")
+    watcher = clients(hub2.rpc_endpoint)
+    await watcher.hello("watcher")
+    lst2 = listeners(hub2.pub_endpoint, "order.", "tick.AAPL")
+    await watching(lst2, watcher)
+    back = clients(hub2.rpc_endpoint)
+    await back.hello("sleeper")  # the script comes back under its name, with a new lease
+    await wait_until(lambda: "commission" in kinds(lst2, back.lease), 5.0, "held fill delivered")
+    assert kinds(lst2, back.lease) == ["filled", "commission"]
+    ev = lst2.on("order." + back.lease)[0]
+    assert ev.order_id == r.order_id and ev.client_order_id == "away" and ev.status == "Filled"
+    assert len(hub_sim.broker.orders()) == 1  # nothing re-sent
+    again = await back.request(place(back, "away", order_type="LMT",
+                                     limit_price=round(ask - 0.02, 2)))  # fmt: skip
+    assert isinstance(again, OrderAccepted) and again.duplicate and again.status == "Filled"
+
+
+async def test_live_account_refuses_orders_without_allow_live(
+    ipc_dir: str, clients: Callable[..., RawClient]
+) -> None:
+    cfg = SimConfig(host="127.0.0.1", port=0, seed=7, tick_rate=0.0, accounts=("U7654321",))
+    async with SimGateway(cfg) as live_sim:
+        settings = HubSettings(gateway_host="127.0.0.1", gateway_port=live_sim.port,
+                               pub=f"ipc://{ipc_dir}/live-pub", rpc=f"ipc://{ipc_dir}/live-rpc",
+                               data_dir=ipc_dir, **FAST)  # fmt: skip
+        async with HubServer(settings) as hub:
+            await wait_until(lambda: hub.upstream is not None and hub.upstream.connected, 5.0,
+                             "connected")  # fmt: skip
+            svc = await wire_orders(hub)
+            await wait_until(svc.reconciled.is_set, 5.0, "reconciled")
+            assert svc.risk.trading_blocked is not None and "U7654321" in svc.risk.trading_blocked
+            c = clients(hub.rpc_endpoint)
+            await c.hello("trader")
+            reply = await c.request(place(c, "live-1"))
+            assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.LIVE_TRADING
+            assert "--live" in reply.message
+            assert live_sim.request_counts[PLACE_ORDER] == 0
+            await svc.stop()
