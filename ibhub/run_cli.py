@@ -59,7 +59,8 @@ async def _serve(settings: HubSettings) -> None:
             and not stop.is_set()
         ):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.05)
+                async with asyncio.timeout(0.05):
+                    await stop.wait()
         if up is not None:
             extra = ""
             if up.connected:

@@ -641,9 +641,10 @@ class Upstream:
         """Every contract matching ``spec`` (empty if none)."""
         ib = self._require()
         try:
-            details = await asyncio.wait_for(
-                ib.reqContractDetailsAsync(spec_to_contract(spec)), self.settings.request_timeout
-            )
+            # asyncio.timeout rather than wait_for: on 3.11 wait_for can swallow a
+            # cancellation that coincides with the reply (hub shutdown would then wait).
+            async with asyncio.timeout(self.settings.request_timeout):
+                details = await ib.reqContractDetailsAsync(spec_to_contract(spec))
         except RequestError as exc:
             if exc.code == 200:  # "No security definition has been found"
                 return []

@@ -135,7 +135,8 @@ class RawClient:
             await self.sock.send_multipart(list(frames))
 
     async def recv_reply(self, timeout: float = 5.0) -> Reply:
-        frames = await asyncio.wait_for(self.sock.recv_multipart(), timeout)
+        async with asyncio.timeout(timeout):
+            frames = await self.sock.recv_multipart()
         return wire.decode_reply(frames[-1])
 
     async def request(self, req: Request, timeout: float = 5.0) -> Reply:
@@ -163,8 +164,11 @@ class RawClient:
                 await sock.send_multipart(
                     [b"", wire.encode(Heartbeat(id=self.next_id(), lease=self.lease))]
                 )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                # that lands as the reply arrives, and the task would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sock.recv_multipart(), interval * 5)
+                    async with asyncio.timeout(interval * 5):
+                        await sock.recv_multipart()
                 await asyncio.sleep(interval)
         finally:
             sock.close(0)
