@@ -73,15 +73,23 @@ class OrderUpdates:
         self._up = upstream
         self._early_commissions: dict[str, UpstreamCommission] = {}
 
-    def _lookup(self, order_id: int, client_id: int, perm_id: int) -> OrderRecord | None:
-        if perm_id:
-            rec = self.store.by_perm.get(perm_id)
-            if rec is not None:
-                return rec
+    def _lookup(
+        self, order_id: int, client_id: int, perm_id: int, order_ref: str = ""
+    ) -> OrderRecord | None:
+        """Our record for an upstream order: by (client id, order id), by permId, or by
+        the orderRef the hub wrote (completed orders carry neither order nor client id)."""
+        store = self.store
         if client_id == self._up.client_id and order_id > 0:
-            rec = self.store.by_id.get(order_id)
+            rec = store.by_id.get(order_id)
             if rec is not None and rec.owner != EXTERNAL:
                 return rec
+        if perm_id:
+            rec = store.by_perm.get(perm_id)
+            if rec is not None:
+                return rec
+        parsed = parse_order_ref(order_ref) if order_ref else None
+        if parsed is not None:
+            return store.by_key.get(parsed)
         return None
 
     def _adopt(self, o: UpstreamOrder) -> OrderRecord | None:
@@ -127,7 +135,7 @@ class OrderUpdates:
         return rec
 
     def on_open_order(self, o: UpstreamOrder) -> OrderRecord | None:
-        rec = self._lookup(o.order_id, o.client_id, o.perm_id)
+        rec = self._lookup(o.order_id, o.client_id, o.perm_id, o.order_ref)
         if rec is None:
             rec = self._adopt(o)
             if rec is None:
@@ -196,7 +204,7 @@ class OrderUpdates:
         """A fill; False if it was already known (``exec_id``)."""
         if e.exec_id in self.store.fills:
             return False
-        rec = self._lookup(e.order_id, e.client_id, e.perm_id)
+        rec = self._lookup(e.order_id, e.client_id, e.perm_id, e.order_ref)
         if rec is None:
             rec = self._adopt(
                 UpstreamOrder(
@@ -329,7 +337,7 @@ class OrderUpdates:
         for e in executions:
             if self.on_execution(e):
                 report.fills_published += 1
-            rec = self._lookup(e.order_id, e.client_id, e.perm_id)
+            rec = self._lookup(e.order_id, e.client_id, e.perm_id, e.order_ref)
             if rec is not None:
                 seen.add(rec.order_id)
         for c in commissions:

@@ -490,7 +490,9 @@ async def test_reconcile_after_restart(tmp_path: Path) -> None:
                          open_order(50, "Submitted", ref=stranger_ref)],
             executions=[execution(fd, "e-fd", 10.0, 10.0)],
             commissions=[UpstreamCommission("e-fd", 1.0, "USD", None)],
-            completed=[open_order(fd, "Filled"), open_order(cd, "Cancelled")],
+            # reqCompletedOrders carries neither order id nor client id: found by orderRef
+            completed=[open_order(0, "Filled", perm=7001, ref=make_order_ref("alice", "fd")),
+                       open_order(0, "Cancelled", perm=7002, ref=make_order_ref("alice", "cd"))],
         )  # fmt: skip
         await h2.flush()
         assert report.fills_published == 1 and report.adopted == 1
@@ -500,6 +502,8 @@ async def test_reconcile_after_restart(tmp_path: Path) -> None:
         assert "filled" in kinds_a and "commission" in kinds_a and "cancelled" in kinds_a
         lost = [ev for ev in h2.order_events("order.lease-b") if ev.kind == "rejected"]
         assert len(lost) == 1 and "not sent" in lost[0].message
+        assert h2.book.store.get(cd).status == "Cancelled"  # type: ignore[union-attr]
+        assert h2.book.store.get(fd).perm_id == 7001  # type: ignore[union-attr]
         carol = h2.book.store.find("carol", "lost-journal")
         assert carol is not None and carol.order_id == 50
         # reconciling again publishes nothing new
