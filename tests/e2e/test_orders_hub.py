@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ibhub import wire
 from ibhub.config import HubSettings
 from ibhub.hub import HubServer
 from ibhub.order_service import OrderService, OrderSettings, stream_price
@@ -284,3 +285,60 @@ async def test_live_account_refuses_orders_without_allow_live(
             assert "--live" in reply.message
             assert live_sim.request_counts[PLACE_ORDER] == 0
             await svc.stop()
+
+
+async def test_burst_of_500_orders_never_trips_ib_pacing(
+    make_hub: HubFactory, hub_sim: SimGateway, clients: Callable[..., RawClient],
+    listeners: Callable[..., Listener],
+) -> None:  # fmt: skip
+    """Five scripts fire 100 orders each at once. The hub paces them to 40 msgs/s, below
+    the simulated Gateway's 50/s: every order arrives (none dropped with error 100) and
+    fills. Takes ~13 s: 500 messages at 40/s."""
+    hub = await make_hub()
+    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0)
+    await wait_until(svc.reconciled.is_set, 5.0, "reconciled")
+    lst = listeners(hub.pub_endpoint, "order.")
+    scripts = [clients(hub.rpc_endpoint) for _ in range(5)]
+    for n, c in enumerate(scripts):
+        await c.hello(f"burst{n}")
+    for n, c in enumerate(scripts):
+        for i in range(100):
+            await c.send_raw(wire.encode(place(c, f"b{n}-{i}", quantity=1.0)))
+    replies = [await c.recv_reply(timeout=10) for c in scripts for _ in range(100)]
+    assert all(isinstance(r, OrderAccepted) and not r.duplicate for r in replies)
+    await wait_until(lambda: len(hub_sim.broker.orders()) == 500, 30.0, "500 orders at the sim")
+    await wait_until(lambda: all(o.status == "Filled" for o in hub_sim.broker.orders()), 10.0,
+                     "500 fills")  # fmt: skip
+    rejected = [e for t, evs in lst.events.items() for e in evs
+                if isinstance(e, OrderEvent) and e.kind == "rejected"]  # fmt: skip
+    assert rejected == []
+    assert svc.pacer.sent >= 500 and svc.pacer.queued == 0
+
+
+async def test_cancel_jumps_the_queue_of_orders(
+    make_hub: HubFactory, hub_sim: SimGateway, clients: Callable[..., RawClient],
+    listeners: Callable[..., Listener],
+) -> None:  # fmt: skip
+    """ib_insync's own throttle is FIFO; the hub's pacer sends a cancel before the
+    orders queued ahead of it."""
+    hub = await make_hub()
+    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0)
+    await wait_until(svc.reconciled.is_set, 5.0, "reconciled")
+    c = clients(hub.rpc_endpoint)
+    await c.hello("queue")
+    lst = listeners(hub.pub_endpoint, "order.", "tick.AAPL")
+    await watching(lst, c)
+    price = round(hub_sim.broker.price_of(265598) * 0.95, 2)
+    for i in range(80):
+        await c.send_raw(wire.encode(place(c, f"q{i}", order_type="LMT", limit_price=price)))
+    first = await c.recv_reply()
+    assert isinstance(first, OrderAccepted) and first.client_order_id == "q0"
+    for _ in range(79):
+        assert isinstance(await c.recv_reply(), OrderAccepted)
+    await wait_until(lambda: any(o.order_id == first.order_id for o in hub_sim.broker.orders()),
+                     5.0, "first order at the sim")  # fmt: skip
+    cancel = await c.request(CancelOrder(id=c.next_id(), lease=c.lease, order_id=first.order_id))
+    assert isinstance(cancel, CancelRequested)
+    await wait_until(lambda: hub_sim.request_counts[4] == 1, 5.0, "cancel at the sim")
+    assert hub_sim.request_counts[PLACE_ORDER] < 40  # most orders were still queued
+    await wait_until(lambda: "cancelled" in kinds(lst, c.lease), 5.0, "cancelled event")
