@@ -235,11 +235,11 @@ class Upstream:
         self._lost: asyncio.Event | None = None
         self._connect_abort: asyncio.Future[str] | None = None
         self._active: set[Subscription] = set()
-        # Live req id -> stream, keyed by the id's decimal text as it arrives on the wire,
-        # so the hot path looks it up without parsing it.
-        self._sinks: dict[str, Any] = {}
+        # Live req id -> stream, keyed by the id's decimal bytes as they arrive on the
+        # wire, so the hot path looks it up without decoding or parsing it.
+        self._sinks: dict[bytes, Any] = {}
         self._lines: dict[int, Subscription] = {}  # live req id -> subscription
-        self._fast: dict[str, Callable[[list[str]], None]] = {}
+        self._fast: dict[bytes, Callable[[list[bytes]], None]] = {}
         self._slow_reader: Callable[[bytes], None] = _no_reader
         self._bad_messages = 0
 
@@ -285,13 +285,14 @@ class Upstream:
         self._lost = asyncio.Event()
         handlers = ib.client.decoder.handlers
         self._fast = {
-            "1": self._make_tick_price_handler(),
-            "2": self._make_tick_size_handler(),
-            "50": self._make_bar_handler(),
+            b"1": self._make_tick_price_handler(),
+            b"2": self._make_tick_size_handler(),
+            b"50": self._make_bar_handler(),
         }
-        handlers[1], handlers[2], handlers[50] = (
-            self._fast["1"], self._fast["2"], self._fast["50"]
-        )
+        # The same handlers in ib_insync's table (its reader hands over str fields),
+        # so market data never reaches ib_insync's Ticker code whichever reader runs.
+        for msg_id in (1, 2, 50):
+            handlers[msg_id] = _from_str(self._fast[str(msg_id).encode()])
         conn = ib.client.conn
         self._slow_reader = ib.client._onSocketHasData
         conn.hasData -= self._slow_reader
@@ -450,7 +451,7 @@ class Upstream:
         sub.req_id = None
         if req_id is None:
             return
-        self._sinks.pop(str(req_id), None)
+        self._sinks.pop(b"%d" % req_id, None)
         self._lines.pop(req_id, None)
         ib = self._ib
         if ib is not None and ib.client.isReady():
@@ -471,13 +472,13 @@ class Upstream:
         assert ib is not None
         old = sub.req_id
         if old is not None:
-            self._sinks.pop(str(old), None)
+            self._sinks.pop(b"%d" % old, None)
             self._lines.pop(old, None)
         sub.req_id = None
         try:
             req_id = ib.client.getReqId()
             self._lines[req_id] = sub
-            self._sinks[str(req_id)] = sub.stream
+            self._sinks[b"%d" % req_id] = sub.stream
             sub.req_id = req_id
             contract = info_to_contract(sub.contract)
             if sub.kind == "bars":
@@ -539,31 +540,34 @@ class Upstream:
             end = pos + 4 + unpack(buf, pos)[0]
             if end > n:
                 break
-            fields = buf[pos + 4:end].decode(errors="backslashreplace").split("\0")
-            fields.pop()
+            body = buf[pos + 4:end]
             pos = end
             count += 1
-            handler = fast(fields[0])
+            # Ticks stay bytes (int() and float() take bytes): no decode per tick.
+            parts = body.split(b"\0")
+            handler = fast(parts[0])
             if handler is None:
+                fields = body.decode(errors="backslashreplace").split("\0")
+                fields.pop()
                 interpret(fields)
                 continue
             try:
-                handler(fields)
+                handler(parts)
             except (ValueError, IndexError):
                 # A malformed tick from the Gateway must not stop the reader.
                 self._bad_messages += 1
                 if self._bad_messages <= 10:
-                    log.warning("dropped malformed message %r", fields[:12])
+                    log.warning("dropped malformed message %r", parts[:12])
         client._data = buf[pos:]
         client._numMsgRecv += count
         processed = client._tcpDataProcessed
         if processed is not None:
             processed()
 
-    def _make_tick_price_handler(self) -> Callable[[list[str]], None]:
+    def _make_tick_price_handler(self) -> Callable[[list[bytes]], None]:
         get = self._sinks.get
 
-        def tick_price(fields: list[str]) -> None:
+        def tick_price(fields: list[bytes]) -> None:
             # [1, version, reqId, tickType, price, size, attrMask]
             sink = get(fields[2])
             if sink is not None and fields[4]:
@@ -571,10 +575,10 @@ class Upstream:
 
         return tick_price
 
-    def _make_tick_size_handler(self) -> Callable[[list[str]], None]:
+    def _make_tick_size_handler(self) -> Callable[[list[bytes]], None]:
         get = self._sinks.get
 
-        def tick_size(fields: list[str]) -> None:
+        def tick_size(fields: list[bytes]) -> None:
             # [2, version, reqId, tickType, size]
             sink = get(fields[2])
             if sink is not None:
@@ -582,10 +586,10 @@ class Upstream:
 
         return tick_size
 
-    def _make_bar_handler(self) -> Callable[[list[str]], None]:
+    def _make_bar_handler(self) -> Callable[[list[bytes]], None]:
         get = self._sinks.get
 
-        def realtime_bar(fields: list[str]) -> None:
+        def realtime_bar(fields: list[bytes]) -> None:
             # [50, version, reqId, time, open, high, low, close, volume, wap, count]
             sink = get(fields[2])
             if sink is not None:
@@ -687,6 +691,13 @@ class Upstream:
 
 
 _LENGTH = struct.Struct(">I")
+
+
+def _from_str(handler: Callable[[list[bytes]], None]) -> Callable[[list[str]], None]:
+    def from_str(fields: list[str]) -> None:
+        handler([f.encode() for f in fields])
+
+    return from_str
 
 
 def _no_reader(data: bytes) -> None:  # pragma: no cover - replaced in start()

@@ -46,7 +46,7 @@ async def ready_upstream() -> tuple[Upstream, Sink, IB]:
     up._install(ib)
     ib.client._apiReady = True  # as after the handshake
     sink = Sink()
-    up._sinks["7"] = sink
+    up._sinks[b"7"] = sink
     return up, sink, ib
 
 
@@ -94,3 +94,11 @@ async def test_before_the_session_is_ready_ib_insync_reads() -> None:
     up._slow_reader = seen.append
     up._on_socket_data(b"abc")
     assert seen == [b"abc"] and sink.prices == []
+
+
+async def test_ib_insync_decoder_table_routes_ticks_to_us_too() -> None:
+    up, sink, ib = await ready_upstream()
+    ib.client.decoder.interpret(["1", "6", "7", "2", "5.25", "3", "0"])
+    ib.client.decoder.interpret(["2", "6", "7", "8", "99"])
+    assert sink.prices == [(2, 5.25, 3.0)] and sink.sizes == [(8, 99.0)]
+    assert not ib.wrapper.pendingTickers  # ib_insync's Ticker machinery never saw them
