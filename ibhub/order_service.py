@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ibhub.account import ACCOUNT_REQUESTS, AccountBook
+from ibhub.errors import explain
 from ibhub.journal import Journal, JournalWriter, default_data_dir
 from ibhub.order_store import fanout_sink
 from ibhub.orders import ORDER_REQUESTS, Caller, OrderBook, UnknownContract
@@ -128,6 +129,7 @@ class OrderService:
         self.settings = settings
         self._leases = leases
         self._resolver = _Resolver(resolve, last_price)
+        self._fanout = fanout
         self._publish = fanout_sink(fanout)
         self.pacer = Pacer(rate=settings.pacer_rate, burst=settings.pacer_burst)
         self.risk = RiskGate(settings.limits())
@@ -160,6 +162,7 @@ class OrderService:
         self.pacer.start()
         self.risk.set_upstream(port, ())
         self.gateway = IbOrderGateway(ib, client_id=client_id, connected=connected)
+        self.gateway.on_order_error_unrouted = self._order_error
         self.book = OrderBook(
             upstream=self.gateway,
             writer=self.writer,
@@ -247,6 +250,15 @@ class OrderService:
             self.book.bind_owner(lease.name, lease.lease_id, release=False)
         self.book.store.release_held(lease.name)
         return await self.book.handle(Caller(lease.lease_id, lease.name, lease.role), req)
+
+    def _order_error(self, order_id: int, code: int, message: str) -> None:
+        """An IB error about an order that did not end it (a refused modify or cancel):
+        tell the owner on ``error.<lease>`` like any other error of theirs."""
+        lease = self.book.store.owner_lease(order_id) if self.book else None
+        if lease is None or not hasattr(self._fanout, "error"):
+            return
+        why = explain(code)
+        self._fanout.error(lease, code, message, f"{why.meaning} {why.action}", f"order.{lease}")
 
     def status(self) -> dict[str, Any]:
         """Trading state for status/diagnostics: queue depth, live guard, counts."""

@@ -42,6 +42,10 @@ EXTERNAL: Final = ORDER_OWNER_EXTERNAL
 TERMINAL: Final = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 NAN: Final = float("nan")
 EPS: Final = 1e-9
+# What a modify changes (and what a refused modify restores).
+MODIFY_FIELDS: Final = (
+    "quantity", "limit_price", "stop_price", "tif", "outside_rth", "remaining", "updated_ns",
+)  # fmt: skip
 BACKLOG_MAX: Final = 10_000  # held events per owner without a live lease (oldest dropped)
 
 EventSink = Callable[[str, Event], None]
@@ -100,6 +104,7 @@ class OrderStore:
         self.fills_by_order: dict[int, list[FillRecord]] = {}
         self.lease_of_owner: dict[str, str] = {}
         self.backlog: dict[str, deque[Event]] = {}  # events for owners with no live lease
+        self.modifying: dict[int, dict[str, Any]] = {}  # order id -> fields before a modify
         self.max_id = 0
 
     def restore(self, orders: Sequence[OrderRecord], fills: Sequence[FillRecord]) -> None:

@@ -141,6 +141,7 @@ class OrderUpdates:
             if rec is None:
                 return None
         self._set_perm(rec, o.perm_id)
+        self.store.modifying.pop(rec.order_id, None)  # IB took the modification
         filled = o.filled if o.filled > rec.filled else None
         self.apply_status(rec, o.status, filled, o.remaining if filled else None, o.avg_fill_price)
         return rec
@@ -302,6 +303,16 @@ class OrderUpdates:
         )
         if warning or rec.status in TERMINAL:
             return False
+        before = self.store.modifying.pop(order_id, None)
+        if before is not None and rec.status not in ("PendingSubmit", "ApiPending"):
+            # IB refused a modification: the order keeps working as it was.
+            for name, value in before.items():
+                setattr(rec, name, value)
+            rec.message = text
+            changes = snapshot(rec, [*before, "message"])
+            ev = self.store.event(rec, "modify_rejected")
+            self.store.persist(op_update, (order_id, "modify_rejected", changes), rec, ev)
+            return True
         # IB refuses an order with a non-warning error; once IB has accepted the order,
         # an error (e.g. a refused modify or cancel) leaves the order working.
         if code != 201 and rec.status not in ("PendingSubmit", "ApiPending"):

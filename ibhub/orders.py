@@ -34,6 +34,7 @@ from ibhub.order_feed import OrderFields, OrderUpstream, make_order_ref
 from ibhub.order_store import (
     EPS,
     EXTERNAL,
+    MODIFY_FIELDS,
     TERMINAL,
     EventSink,
     OrderStore,
@@ -455,6 +456,7 @@ class OrderBook:
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:
             return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        before = snapshot(rec, MODIFY_FIELDS)
         rec.quantity, rec.limit_price, rec.stop_price, rec.tif = (
             new.quantity,
             new.limit_price,
@@ -465,23 +467,17 @@ class OrderBook:
             rec.outside_rth = req.outside_rth
         rec.remaining = max(0.0, rec.quantity - rec.filled)
         rec.updated_ns = self.store.now()
-        changes = snapshot(
-            rec,
-            (
-                "quantity",
-                "limit_price",
-                "stop_price",
-                "tif",
-                "outside_rth",
-                "remaining",
-                "updated_ns",
-            ),
-        )
         try:
-            await self.store.writer.write(op_update, rec.order_id, "modify", changes)
+            await self.store.writer.write(
+                op_update, rec.order_id, "modify", snapshot(rec, MODIFY_FIELDS)
+            )
         except JournalError as exc:
+            for name, value in before.items():
+                setattr(rec, name, value)
             refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
             return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        # Until IB acknowledges (openOrder), a refusal restores these (OrderUpdates).
+        self.store.modifying[rec.order_id] = before
         self.store.deliver(rec, self.store.event(rec, "modified"))
         self._send(rec, Priority.ORDER)
         return self._accepted(req.id, rec, duplicate=False)

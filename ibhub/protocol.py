@@ -671,6 +671,7 @@ class OrderEvent(Event, frozen=True, tag="order"):
 
     ``kind``: "acknowledged" (journaled, sent upstream), "submitted", "partially_filled",
     "filled", "commission" (IB's commission report for fill ``exec_id``), "modified",
+    "modify_rejected" (IB refused a modification; the order works on unchanged),
     "cancelled", "rejected" (``message`` says why). Fill kinds carry the fill in
     ``exec_id`` / ``last_fill_qty`` / ``last_fill_price``; ``commission`` is the order's
     total so far (NaN until the first report).

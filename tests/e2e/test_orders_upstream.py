@@ -26,6 +26,7 @@ from ibhub.protocol import (
     ContractSpec,
     Event,
     GetPositions,
+    ModifyOrder,
     OrderAccepted,
     OrderEvent,
     OrderRejected,
@@ -224,3 +225,32 @@ async def test_restart_reconciles_a_fill_made_while_away(sim: SimGateway, tmp_pa
         assert rig2.kinds("order.lease-a") == ["filled", "commission"]
         assert rig2.last("order.lease-a").client_order_id == "away"
         assert len(sim.broker.orders()) == 1  # nothing re-sent
+
+
+async def test_modify_and_a_modify_ib_refuses(sim: SimGateway, tmp_path: Path) -> None:
+    async with Rig(sim, tmp_path) as rig:
+        price = round(sim.broker.price_of(265598) * 0.95, 2)
+        r = await rig.book.place(ALICE, order("mod", order_type="LMT", limit_price=price))
+        assert isinstance(r, OrderAccepted)
+        await wait_until(lambda: "submitted" in rig.kinds("order.lease-a"), what="resting")
+        ok = await rig.book.modify(ALICE, ModifyOrder(id=5, lease="x", order_id=r.order_id,
+                                                      limit_price=price + 0.5))  # fmt: skip
+        assert isinstance(ok, OrderAccepted)
+        await wait_until(lambda: sim.broker.orders()[0].lmt_price == price + 0.5, what="moved")
+        # the hub allows 800, the Gateway only 500: IB refuses, the order works on unchanged
+        big = await rig.book.modify(ALICE, ModifyOrder(id=6, lease="x", order_id=r.order_id,
+                                                       quantity=800.0))  # fmt: skip
+        assert isinstance(big, OrderAccepted)
+        await wait_until(lambda: "modify_rejected" in rig.kinds("order.lease-a"), what="refused")
+        ev = rig.last("order.lease-a")
+        assert ev.status == "Submitted" and "IB 201" in ev.message
+        rec = rig.book.store.get(r.order_id)
+        assert rec is not None and rec.quantity == 10.0 and rec.limit_price == price + 0.5
+        assert (
+            sim.broker.orders()[0].total_qty == 10.0
+            and sim.broker.orders()[0].status == "Submitted"
+        )
+        j = Journal.in_dir(tmp_path)
+        row = j.find("alice", "mod")
+        j.close()
+        assert row is not None and row.quantity == 10.0
