@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -254,6 +254,34 @@ class Pacer:
         self._queues[priority].append(item)
         self._wake.set()
         return fut
+
+    async def call(
+        self,
+        priority: Priority,
+        start: Callable[[], Awaitable[T]],
+        *,
+        cost: float = 1.0,
+        historical_key: Hashable | None = None,
+        historical_group: Hashable | None = None,
+        label: str = "",
+    ) -> T:
+        """Pace a coroutine-based request (``ib.reqHistoricalDataAsync(...)``): ``start``
+        is called when the budget allows (that sends the request), then its result is
+        awaited. A historical request may wait minutes for IB's pacing rules, so put a
+        request timeout inside ``start`` rather than around this call."""
+
+        def begin() -> asyncio.Future[T]:
+            return asyncio.ensure_future(start())
+
+        task = await self.submit(
+            priority,
+            begin,
+            cost=cost,
+            historical_key=historical_key,
+            historical_group=historical_group,
+            label=label,
+        )
+        return await task
 
     def depth(self) -> dict[str, int]:
         """Queued items per priority name (for status)."""

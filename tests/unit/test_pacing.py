@@ -193,3 +193,25 @@ def test_bad_settings() -> None:
         Pacer(rate=0)
     with pytest.raises(ValueError, match="burst"):
         Pacer(burst=0)
+
+
+async def test_call_paces_a_coroutine_request(clock: ManualClock, pacer: Pacer) -> None:
+    started: list[float] = []
+
+    async def request(n: int) -> int:
+        started.append(clock.now())
+        await asyncio.sleep(0)
+        return n * 2
+
+    key = ("AAPL", "1 D")
+    first = asyncio.ensure_future(
+        pacer.call(Priority.QUERY, lambda: request(1), historical_key=key)
+    )
+    second = asyncio.ensure_future(
+        pacer.call(Priority.QUERY, lambda: request(2), historical_key=key)
+    )
+    assert await first == 2
+    await settle(pacer)
+    assert len(started) == 1 and not second.done()  # identical request: waits 15 s
+    await advance(clock, pacer, 15.0)
+    assert await second == 4 and started[1] - started[0] == pytest.approx(15.0)
