@@ -182,7 +182,7 @@ async def test_line_limit(make_hub, hub_sim: SimGateway, clients) -> None:
 async def test_req_socket_and_status_fields(hub: HubServer, hub_sim: SimGateway,
                                             clients) -> None:
     req = clients(hub.rpc_endpoint, zmq.REQ)
-    w = await req.hello("req-client", heartbeat=False)
+    w = await req.hello("req-client")  # heartbeats go on a DEALER of their own
     s = await req.request(Subscribe(id=req.next_id(), lease=w.lease,
                                     contract=ContractSpec(symbol="EUR", sec_type="CASH",
                                                           exchange="IDEALPRO")))
