@@ -21,6 +21,7 @@ hub serves requests, so idempotency holds across restarts from the first request
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -269,3 +270,34 @@ class OrderService:
             "sent": self.pacer.sent,
             "working_orders": len(book.store.working) if book else 0,
         }
+
+
+async def attach_orders(hub: Any, **overrides: Any) -> OrderService:
+    """Build, start and attach an :class:`OrderService` to a started ``HubServer``.
+
+    ``overrides`` replace :class:`OrderSettings` fields (tests; the hub's settings give
+    the rest). Uses the hub's extension points only: ``upstream.ib``,
+    ``resolve_contract``, ``subs`` (last prices), ``rpc.register`` and ``add_service``.
+    """
+    settings = OrderSettings.from_settings(hub.settings)
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
+
+    def last_price(con_id: int) -> float | None:
+        sub = hub.subs.get(con_id, "ticks")
+        return stream_price(sub.stream) if sub is not None else None
+
+    up = hub.upstream
+    if up is None or up.ib is None or hub.rpc is None:
+        raise RuntimeError("attach_orders needs a started hub (upstream session and rpc)")
+    service = OrderService(
+        settings,
+        fanout=hub.fanout,
+        leases=hub.leases,
+        resolve=hub.resolve_contract,
+        last_price=last_price,
+    )
+    await service.start(up.ib, client_id=up.client_id, connected=lambda: up.connected, port=up.port)
+    service.register(hub.rpc)
+    hub.add_service(service)  # on_connected now if already connected, then on every reconnect
+    return service

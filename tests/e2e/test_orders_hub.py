@@ -7,7 +7,6 @@ what really reached the Gateway.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from ibhub import wire
 from ibhub.config import HubSettings
 from ibhub.hub import HubServer
-from ibhub.order_service import OrderService, OrderSettings, stream_price
+from ibhub.order_service import OrderService, attach_orders
 from ibhub.protocol import (
     CancelOrder,
     CancelRequested,
@@ -40,51 +39,15 @@ PLACE_ORDER = 3  # TWS message id of placeOrder (what sim.request_counts counts)
 
 
 async def wire_orders(hub: HubServer, **overrides: Any) -> OrderService:
-    """The order service of ``hub``; wires one in if the hub does not have its own yet."""
+    """The hub's order service: its own when ``hub.orders`` exists, else one attached now
+    (with ``overrides`` of OrderSettings fields)."""
     existing = getattr(hub, "orders", None)
-    if existing is not None:
+    if existing is not None and not overrides:
         return existing  # type: ignore[no-any-return]
-    settings = dataclasses.replace(OrderSettings.from_settings(hub.settings), **overrides)
-
-    def last_price(con_id: int) -> float | None:
-        sub = hub.subs.get(con_id, "ticks")
-        return stream_price(sub.stream) if sub is not None else None
-
-    async def resolve(spec: ContractSpec) -> Any:
-        return await hub._resolve_one(0, spec)
-
-    svc = OrderService(settings, fanout=hub.fanout, leases=hub.leases, resolve=resolve,
-                       last_price=last_price)  # fmt: skip
-    up = hub.upstream
-    assert up is not None and hub.rpc is not None
-    await svc.start(up._ib, client_id=hub.settings.client_id, connected=lambda: up.connected,
-                    port=hub.settings.gateway_port)  # fmt: skip
-    svc.register(hub.rpc)
-    hello, goodbye, on_state = hub.hello, hub.goodbye, hub.on_state
-
-    def hello_hook(req: Hello) -> Any:
-        reply = hello(req)
-        if isinstance(reply, Welcome):
-            svc.on_hello(reply.lease, req.name)
-        return reply
-
-    def state_hook(state: str, code: int, message: str) -> None:
-        on_state(state, code, message)
-        if state == "CONNECTED":
-            svc.on_connected(up.port, up.accounts)
-
-    hub.hello = hello_hook  # type: ignore[method-assign]
-    hub.on_state = state_hook  # type: ignore[method-assign]
-    hub.goodbye = goodbye  # type: ignore[method-assign]
-    if up.connected:
-        svc.on_connected(up.port, up.accounts)
-    original_stop = hub.stop
-
-    async def stop() -> None:
-        await svc.stop()
-        await original_stop()
-
-    hub.stop = stop  # type: ignore[method-assign]
+    if existing is not None:  # replace the hub's own service by one with these settings
+        await existing.stop()
+        hub._services.remove(existing)
+    svc = await attach_orders(hub, **overrides)
     hub.orders = svc  # type: ignore[attr-defined]
     return svc
 
