@@ -2,7 +2,7 @@
 ipc endpoints in a private temp dir, and raw ZeroMQ clients built on ibhub.wire
 only (no SDK), so these tests exercise the hub's wire behaviour directly.
 
-Timings are shrunk (heartbeat 0.1 s, back-off 0.05..0.4 s, connect timeout 1 s)
+Timings are shrunk (heartbeat 0.2 s, back-off 0.05..0.4 s, connect timeout 1 s)
 so expiry and reconnect scenarios finish in a second or two.
 """
 
@@ -42,7 +42,7 @@ from tests.helpers import wait_until
 
 SEED = 20240102
 FAST = dict(
-    heartbeat_interval=0.1,
+    heartbeat_interval=0.2,
     lease_timeout=3.0,
     connect_timeout=1.0,
     reconnect_backoff_initial=0.05,

@@ -14,7 +14,7 @@ LEASES = 50
 
 async def test_fifty_leases_on_every_instrument(make_hub, hub_sim: SimGateway, clients,
                                                 listeners) -> None:
-    hub: HubServer = await make_hub(heartbeat_interval=0.2)
+    hub: HubServer = await make_hub(heartbeat_interval=0.5)
     instruments = list(hub_sim.universe)
     cons = [c for c in (clients(hub.rpc_endpoint) for _ in range(LEASES))]
     welcomes = await asyncio.gather(*(c.hello(f"script-{i}") for i, c in enumerate(cons)))
