@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS log (
     kind TEXT NOT NULL,
     data TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS log_by_order ON log (order_id);
 """
 
 

@@ -50,6 +50,20 @@ _HEADER = ["ORDER", "OWNER", "CLIENT_ID", "SYMBOL", "SIDE", "QTY", "TYPE", "PRIC
            "FILLED", "AVG", "UPDATED (UTC)"]  # fmt: skip
 
 
+def _history(journal: Journal, order_id: int, as_json: bool) -> None:
+    entries = journal.history(order_id)
+    if not entries:
+        raise click.ClickException(f"the journal has nothing about order {order_id}")
+    if as_json:
+        out = [{"ts_ns": ts, "kind": kind, "data": data} for ts, kind, data in entries]
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for ts, kind, data in entries:
+        detail = " ".join(f"{k}={v}" for k, v in data.items() if v not in (None, ""))
+        click.echo(f"{_when(ts)}  {kind:<16} {detail}")
+
+
 @click.command("orders")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per order, as a list.")
 @click.option(
@@ -60,7 +74,11 @@ _HEADER = ["ORDER", "OWNER", "CLIENT_ID", "SYMBOL", "SIDE", "QTY", "TYPE", "PRIC
 )
 @click.option("--owner", default=None, help="Only orders of this script name (or 'external').")
 @click.option("--working", is_flag=True, help="Only orders that are still working.")
-def orders(as_json: bool, data_dir: Path | None, owner: str | None, working: bool) -> None:
+@click.option("--history", "history_of", type=int, default=None, metavar="ORDER_ID",
+              help="Show everything the journal recorded about one order.")  # fmt: skip
+def orders(
+    as_json: bool, data_dir: Path | None, owner: str | None, working: bool, history_of: int | None
+) -> None:
     """List orders recorded in the hub's journal, with owner and state."""
     path = (data_dir or default_data_dir()) / JOURNAL_FILE
     try:
@@ -71,6 +89,9 @@ def orders(as_json: bool, data_dir: Path | None, owner: str | None, working: boo
             "(use --data-dir or IBHUB_DATA_DIR)"
         ) from None
     try:
+        if history_of is not None:
+            _history(journal, history_of, as_json)
+            return
         recs = journal.orders()
     finally:
         journal.close()

@@ -279,3 +279,21 @@ def test_orders_cli(tmp_path: Path) -> None:
 
     result = runner.invoke(orders_cmd, ["--data-dir", str(tmp_path / "none")])
     assert result.exit_code != 0 and "no order journal" in result.output
+
+
+def test_orders_cli_history(tmp_path: Path) -> None:
+    j = Journal.in_dir(tmp_path)
+    j.insert_order(rec(7, owner="alpha", coid="buy-1"))
+    j.update_order(7, "status", {"status": "Submitted"})
+    j.close()
+    runner = CliRunner()
+    result = runner.invoke(orders_cmd, ["--data-dir", str(tmp_path), "--history", "7"])
+    assert result.exit_code == 0, result.output
+    kinds = [line.split()[2] for line in result.output.splitlines()]
+    assert kinds == ["request", "status"] and "status=Submitted" in result.output
+    data = json.loads(
+        runner.invoke(orders_cmd, ["--data-dir", str(tmp_path), "--history", "7", "--json"]).output
+    )
+    assert [d["kind"] for d in data] == ["request", "status"]
+    missing = runner.invoke(orders_cmd, ["--data-dir", str(tmp_path), "--history", "99"])
+    assert missing.exit_code != 0 and "nothing about order 99" in missing.output
