@@ -126,13 +126,16 @@ class OrderService:
         leases: Any,
         resolve: ResolveFn,
         last_price: Callable[[int], float | None],
+        pacer: Pacer | None = None,
     ) -> None:
+        """``pacer``: the hub's shared upstream budget, if it has one (else our own)."""
         self.settings = settings
         self._leases = leases
         self._resolver = _Resolver(resolve, last_price)
         self._fanout = fanout
         self._publish = fanout_sink(fanout)
-        self.pacer = Pacer(rate=settings.pacer_rate, burst=settings.pacer_burst)
+        self._own_pacer = pacer is None
+        self.pacer = pacer or Pacer(rate=settings.pacer_rate, burst=settings.pacer_burst)
         self.risk = RiskGate(settings.limits())
         self.account = AccountBook(self._publish)
         self.writer: JournalWriter | None = None
@@ -160,7 +163,8 @@ class OrderService:
             journal.close()
         self.writer = JournalWriter(lambda: Journal.in_dir(data_dir, synchronous=s.journal_sync))
         await self.writer.start()
-        self.pacer.start()
+        if self._own_pacer:
+            self.pacer.start()
         self.risk.set_upstream(port, ())
         self.gateway = IbOrderGateway(ib, client_id=client_id, connected=connected)
         self.gateway.on_order_error_unrouted = self._order_error
@@ -188,7 +192,8 @@ class OrderService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.gateway is not None:
             self.gateway.detach()
-        await self.pacer.stop()
+        if self._own_pacer:
+            await self.pacer.stop()
         if self.writer is not None:
             await self.writer.stop()
 
@@ -296,6 +301,7 @@ async def attach_orders(hub: Any, **overrides: Any) -> OrderService:
         leases=hub.leases,
         resolve=hub.resolve_contract,
         last_price=last_price,
+        pacer=getattr(hub, "pacer", None),
     )
     await service.start(up.ib, client_id=up.client_id, connected=lambda: up.connected, port=up.port)
     service.register(hub.rpc)
