@@ -21,6 +21,7 @@ Two ib_insync behaviours it corrects for:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sys
@@ -290,7 +291,9 @@ class IbOrderGateway:
 
     # ------------------------------------------------------------------ after (re)connect
 
-    async def reconcile(self, *, completed: bool = True) -> ReconcileReport | None:
+    async def reconcile(
+        self, *, completed: bool = True, completed_timeout: float = 10.0
+    ) -> ReconcileReport | None:
         """Feed the session's state to the book and the account cache (never sends orders).
 
         Call after every (re)connect. ``completed``: also ask IB for completed orders
@@ -299,7 +302,17 @@ class IbOrderGateway:
         ib = self._ib
         report = None
         if self._book is not None:
-            done_trades = await ib.reqCompletedOrdersAsync(apiOnly=False) if completed else None
+            done_trades = None
+            if completed:
+                try:
+                    done_trades = await asyncio.wait_for(
+                        ib.reqCompletedOrdersAsync(apiOnly=False), completed_timeout
+                    )
+                except TimeoutError:
+                    log.warning(
+                        "no answer to reqCompletedOrders within %gs; reconciling without it "
+                        "(orders the Gateway does not list stay as journaled)", completed_timeout
+                    )  # fmt: skip
             trades = ib.openTrades()
             fills = ib.fills()
             report = self._book.updates.reconcile(
