@@ -58,6 +58,8 @@ class HubSettings(BaseSettings):
     reconnect_backoff_initial: float = Field(default=0.5, gt=0)
     reconnect_backoff_max: float = Field(default=30.0, gt=0)
     reconnect_max_attempts: int = Field(default=0, ge=0)  # 0 = forever
+    # 1 live, 2 frozen, 3 delayed, 4 delayed-frozen (IB reqMarketDataType), set per session.
+    market_data_type: int = Field(default=1, ge=1, le=4)
     # No tick for this long while subscribed and connected: "stale" on hub.status; 0 = off.
     stale_after: float = Field(default=30.0, ge=0)
 

@@ -375,6 +375,8 @@ class Upstream:
                 "connected to %s:%s as client %s (server version %s, accounts %s)",
                 self.host, self.port, self.client_id, self.server_version, self.accounts,
             )
+            if s.market_data_type != 1 and self._ib is not None:
+                self._ib.reqMarketDataType(s.market_data_type)
             self._set_state(UpstreamState.CONNECTED, 0, f"connected to {self.host}:{self.port}")
             count = self._request_all()
             if count and self.reconnect_count:
@@ -482,7 +484,9 @@ class Upstream:
             sub.req_id = req_id
             contract = info_to_contract(sub.contract)
             if sub.kind == "bars":
-                ib.client.reqRealTimeBars(req_id, contract, 5, "TRADES", False, [])
+                # IB has no TRADES bars for forex; MIDPOINT is what it offers there.
+                what = "MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES"
+                ib.client.reqRealTimeBars(req_id, contract, 5, what, False, [])
             else:
                 ib.client.reqMktData(req_id, contract, "", False, False, [])
         except ConnectionError:

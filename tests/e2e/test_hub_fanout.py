@@ -243,3 +243,15 @@ async def test_realtime_bars(hub: HubServer, hub_sim: SimGateway, clients, liste
     r = await c.request(Unsubscribe(id=c.next_id(), lease=c.lease, topic="bar.AAPL"))
     assert isinstance(r, Ok)
     await wait_until(lambda: not hub_sim.market_data_subscriptions(), 5.0, "bars cancelled")
+
+
+async def test_delayed_market_data_type(make_hub, hub_sim: SimGateway, clients,
+                                        listeners) -> None:
+    hub = await make_hub(market_data_type=3)
+    assert hub_sim.request_counts[59] == 1  # reqMarketDataType, once per session
+    c = clients(hub.rpc_endpoint)
+    await c.hello("delayed")
+    lst = listeners(hub.pub_endpoint, "tick.AAPL")
+    await c.subscribe("AAPL")
+    await wait_until(lambda: any(not math.isnan(t.bid) for t in lst.on("tick.AAPL")), 5.0,
+                     "delayed ticks with a bid")

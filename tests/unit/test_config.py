@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert s.lease_ttl == 3.0
     assert (s.reconnect_backoff_initial, s.reconnect_backoff_max) == (0.5, 30.0)
     assert s.reconnect_max_attempts == 0 and s.connect_timeout == 4.0
-    assert s.raw_client_id_range == (1, 999) and not s.sim
+    assert s.raw_client_id_range == (1, 999) and not s.sim and s.market_data_type == 1
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,6 +60,7 @@ def test_range_spellings(value: object) -> None:
         ({"gateway_port": 0}, "gateway_port"),
         ({"gateway_port": "abc"}, "gateway_port"),
         ({"lines_max": 0}, "lines_max"),
+        ({"market_data_type": 5}, "market_data_type"),
         ({"heartbeat_interval": -1}, "heartbeat_interval"),
         ({"pub": "localhost:5570"}, "pub"),
         ({"raw_client_id_range": "5-1"}, "raw_client_id_range"),
