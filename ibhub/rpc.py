@@ -169,6 +169,8 @@ class RpcServer:
                 await self._handle(frames)
             except zmq.ZMQError as exc:
                 log.warning("could not reply on the request socket: %s", exc)
+            except Exception:  # a bug must cost one request, never the request loop
+                log.exception("request loop: unexpected error handling %d frame(s)", len(frames))
 
     async def close(self) -> None:
         for task in list(self._tasks):
