@@ -238,6 +238,10 @@ class Fanout:
         if t is not None:
             t.last = None
 
+    def drop(self, name: str) -> None:
+        """Forget a topic entirely (an ended lease's ``error.<lease>``: ids never return)."""
+        self._topics.pop(name, None)
+
     # ------------------------------------------------------------------ rare events
 
     def status(self, state: str, kind: str, code: int, message: str, reconnect_count: int) -> None:

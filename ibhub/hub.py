@@ -32,6 +32,7 @@ from ibhub.fanout import PUB_SNDHWM, Fanout
 from ibhub.leases import LeaseTable, NoFreeClientId
 from ibhub.protocol import (
     PROTOCOL_VERSION,
+    TOPIC_ERROR,
     ClientIdLeased,
     ContractDetailsReply,
     ContractInfo,
@@ -331,8 +332,11 @@ class HubServer:
     # ------------------------------------------------------------------ leases
 
     def _release_subscriptions(self, lease_id: str) -> None:
+        """Everything an ended lease held: its subscriptions and its error topic."""
         for sub in self.subs.release_lease(lease_id):
             self._close_line(sub)
+        if self.fanout is not None:
+            self.fanout.drop(TOPIC_ERROR + lease_id)
 
     def _close_line(self, sub: Subscription) -> None:
         if self.upstream is not None:
