@@ -199,7 +199,22 @@ def _event_json(topic: str, event: Event) -> str:
 
 async def _tail(
     pub: str, rpc: str | None, topics: Sequence[str], symbols: Sequence[str],
-    count: int, as_json: bool,
+    count: int, as_json: bool, duration: float,
+) -> int:
+    """Print events until ``count`` were shown or ``duration`` seconds passed (0: no
+    limit); returns how many were shown."""
+    shown = [0]
+    try:
+        async with asyncio.timeout(duration if duration > 0 else None):
+            await _tail_events(pub, rpc, topics, symbols, count, as_json, shown)
+    except TimeoutError:
+        pass
+    return shown[0]
+
+
+async def _tail_events(
+    pub: str, rpc: str | None, topics: Sequence[str], symbols: Sequence[str],
+    count: int, as_json: bool, shown: list[int],
 ) -> None:
     context = zmq.asyncio.Context()
     sock = context.socket(zmq.SUB)
@@ -216,8 +231,7 @@ async def _tail(
                 sub = await hub.subscribe(symbol, callback=lambda event: None)
                 click.echo(f"subscribed {symbol} -> {sub.topic}", err=True)
         last_seq: dict[str, int] = {}
-        shown = 0
-        while count <= 0 or shown < count:
+        while count <= 0 or shown[0] < count:
             frames = await sock.recv_multipart()
             if len(frames) != 2:
                 click.echo(f"-- ignoring a {len(frames)}-frame message", err=True)
@@ -233,7 +247,7 @@ async def _tail(
                 click.echo(f"-- gap on {topic}: {event.seq - previous - 1} event(s) lost", err=True)
             last_seq[topic] = event.seq
             click.echo(_event_json(topic, event) if as_json else format_event(topic, event))
-            shown += 1
+            shown[0] += 1
     finally:
         if hub is not None:
             await hub.close()
@@ -249,9 +263,11 @@ async def _tail(
               help="also subscribe SYMBOL through the hub while tailing (repeatable)")
 @click.option("-n", "--count", default=0, type=int, help="exit after N events (0: run until ^C)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event")
+@click.option("--timeout", "duration", default=0.0, type=float, metavar="SECONDS",
+              help="stop after SECONDS; with --count, exit 1 if fewer events came (0: never)")
 def tail(
     topics: tuple[str, ...], pub: str | None, rpc: str | None, symbols: tuple[str, ...],
-    count: int, as_json: bool,
+    count: int, as_json: bool, duration: float,
 ) -> None:
     """Print live hub events readably. TOPIC is a prefix (tick.AAPL, tick., hub.status);
     none means every topic.
@@ -262,9 +278,12 @@ def tail(
     endpoint = wire.pub_endpoint(pub)
     click.echo(f"tailing {', '.join(topics) or 'every topic'} on {endpoint}", err=True)
     try:
-        asyncio.run(_tail(endpoint, rpc, topics, symbols, count, as_json))
+        shown = asyncio.run(_tail(endpoint, rpc, topics, symbols, count, as_json, duration))
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         with contextlib.suppress(BrokenPipeError):
             sys.stderr.write("\n")
+        return
+    if 0 < shown < count or (count > 0 and shown == 0):
+        raise click.ClickException(f"only {shown} of {count} event(s) within {duration:g} s")

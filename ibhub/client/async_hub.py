@@ -1,16 +1,11 @@
 """``AsyncHub``: the asyncio core of the SDK.
 
-One object owns the lease, one DEALER (requests) and one SUB (events) socket, on
-the caller's event loop. Nothing here blocks the loop. What it does for a script:
-
-* says hello with retries and a timeout, heartbeats at the interval the hub gave,
-  says goodbye on close;
-* when the hub answers ``unknown_lease`` (the lease expired, or the hub restarted)
-  it says hello again and re-subscribes every topic, so subscriptions survive
-  without the script doing anything;
-* checks per-topic sequence numbers and recovers gaps from a snapshot
-  (``sequencer.py``), and turns ``hub.status`` into connect/disconnect handlers
-  (``upstream_watch.py``).
+One object per script connection, on the caller's event loop, composed of one
+DEALER for requests (``rpc.RpcChannel``), one SUB for events (``stream.EventStream``),
+the topics it listens to (``topics.TopicTable``: per-topic sequence checking with
+snapshot recovery), the lease (``lease.LeaseKeeper``: hello, heartbeats, re-hello and
+resubscribe after ``unknown_lease``) and the upstream state (``upstream_watch``:
+connect/disconnect handlers). Nothing here blocks the loop.
 
 It imports only the protocol, the frame layout, pyzmq and msgspec: a script that
 talks to the hub never pays for ``ib_insync``.
@@ -22,13 +17,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import zmq.asyncio
 
 from ibhub import wire
 from ibhub.client.contracts import contract_spec, default_name
-from ibhub.client.errors import HubError, HubTimeout, NotConnected
+from ibhub.client.errors import HubError, NotConnected
+from ibhub.client.lease import LeaseKeeper, expect
 from ibhub.client.rpc import RpcChannel
 from ibhub.client.stream import EventStream
 from ibhub.client.subscription import Subscription
@@ -47,30 +43,18 @@ from ibhub.protocol import (
     GetHistoricalBars,
     GetSnapshot,
     GetStatus,
-    Goodbye,
-    Heartbeat,
-    Hello,
     HistoricalBarsReply,
     LeaseClientId,
     ReleaseClientId,
     Reply,
-    Request,
     Snapshot,
     StatusReply,
     Subscribe,
     Subscribed,
     Unsubscribe,
-    Welcome,
 )
 
 log = logging.getLogger(__name__)
-
-R = TypeVar("R", bound=Reply)
-# Refusals that retrying cannot fix: a subscription meeting one after a re-hello ends.
-_PERMANENT = frozenset({
-    ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_CONTRACT, ErrorCode.AMBIGUOUS_CONTRACT,
-    ErrorCode.FORBIDDEN,
-})
 
 
 class AsyncHub:
@@ -78,7 +62,8 @@ class AsyncHub:
 
     Endpoints: the arguments, else ``$IBHUB_PUB`` / ``$IBHUB_RPC``, else the wire
     defaults. ``connect_retries`` hellos of ``connect_timeout`` seconds each are tried
-    before ``connect()`` gives up with ``HubTimeout``.
+    before ``connect()`` gives up with ``HubTimeout``; every other request gives up
+    after ``request_timeout`` seconds.
     """
 
     def __init__(
@@ -101,21 +86,13 @@ class AsyncHub:
         self.connect_retries = max(1, connect_retries)
         self.request_timeout = request_timeout
         self.queue_size = queue_size
-        self.lease: str | None = None
-        self.client_id: int | None = None
-        self.heartbeat_interval = 1.0
-        self.hub_version = ""
-        self.hub_reachable = False
-        self.rehellos = 0
         self.upstream = UpstreamWatch(self._spawn)
         self._error_handlers: list[Callable[[ErrorEvent], Any]] = []
-        self._table: TopicTable | None = None
         self._context: zmq.asyncio.Context | None = None
         self._rpc: RpcChannel | None = None
         self._stream: EventStream | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._renew_lock: asyncio.Lock | None = None
+        self._table: TopicTable | None = None
+        self._keeper: LeaseKeeper | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,18 +106,13 @@ class AsyncHub:
 
     async def connect(self) -> None:
         """Open the sockets, get a lease and start heartbeating."""
-        if self.lease is not None:
+        if self._keeper is not None:
             return
         self._context = zmq.asyncio.Context()
-        self._rpc = RpcChannel(
-            self._context, self.rpc_endpoint, timeout=self.request_timeout,
-            on_unmatched=self._on_unmatched,
-        )
+        self._rpc = RpcChannel(self._context, self.rpc_endpoint, timeout=self.request_timeout)
         self._stream = EventStream(
             self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect
         )
-        self._wake = asyncio.Event()
-        self._renew_lock = asyncio.Lock()
         try:
             self._rpc.open()
             self._stream.open()
@@ -148,16 +120,17 @@ class AsyncHub:
                 self._stream, self._last_value, self._spawn, self.upstream.on_event,
                 self._on_error_event,
             )
-            self._adopt(await self._hello_with_retries())
+            keeper = LeaseKeeper(
+                self._rpc, self._table, self.upstream, self._spawn, name=self.name, role=self.role
+            )
+            await keeper.hello(self.connect_timeout, self.connect_retries)
+            self._keeper = keeper
             status = await self._rpc.request(GetStatus(id=0))
             if isinstance(status, StatusReply):
                 self.upstream.on_status_reply(status)
         except BaseException:
-            await self._teardown()
+            await self.close()
             raise
-        self._heartbeat = asyncio.get_running_loop().create_task(
-            self._heartbeat_loop(), name=f"ibhub-heartbeat {self.name}"
-        )
         log.info(
             "connected to the hub at %s as %s: lease %s, client id %s, upstream %s",
             self.rpc_endpoint, self.name, self.lease, self.client_id, self.upstream.state,
@@ -165,27 +138,12 @@ class AsyncHub:
 
     async def close(self) -> None:
         """Say goodbye (best effort), end every subscription and close the sockets."""
-        if self._rpc is None:
-            return
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            try:
-                await self._rpc.request(
-                    Goodbye(id=0, lease=lease), timeout=min(1.0, self.request_timeout)
-                )
-            except HubError as exc:
-                log.debug("goodbye for lease %s not acknowledged: %s", lease, exc)
-        await self._teardown()
-
-    async def _teardown(self) -> None:
-        self.lease = None
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            await keeper.goodbye(timeout=min(1.0, self.request_timeout))
         if self._table is not None:
             self._table.end_all()
+            self._table = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -201,7 +159,36 @@ class AsyncHub:
         if self._context is not None:
             self._context.term()
             self._context = None
-        self.hub_reachable = False
+
+    # ------------------------------------------------------------------ lease
+
+    @property
+    def lease(self) -> str | None:
+        """The lease id the hub gave this client (None when not connected)."""
+        return self._keeper.lease if self._keeper is not None else None
+
+    @property
+    def client_id(self) -> int | None:
+        """The TWS client id the hub allocated to this lease."""
+        return self._keeper.client_id if self._keeper is not None else None
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self._keeper.heartbeat_interval if self._keeper is not None else 0.0
+
+    @property
+    def hub_version(self) -> str:
+        return self._keeper.hub_version if self._keeper is not None else ""
+
+    @property
+    def hub_reachable(self) -> bool:
+        """False after a heartbeat went unanswered, until one is answered again."""
+        return self._keeper is not None and self._keeper.hub_reachable
+
+    @property
+    def rehellos(self) -> int:
+        """How often the lease was renewed after ``unknown_lease``."""
+        return self._keeper.rehellos if self._keeper is not None else 0
 
     # ------------------------------------------------------------------ state
 
@@ -254,7 +241,7 @@ class AsyncHub:
     # ------------------------------------------------------------------ requests
 
     async def status(self) -> StatusReply:
-        return self._expect(await self._channel().request(GetStatus(id=0)), StatusReply)
+        return expect(await self._channel().request(GetStatus(id=0)), StatusReply)
 
     async def subscribe(
         self,
@@ -275,7 +262,8 @@ class AsyncHub:
         def build(lease: str) -> Subscribe:
             return Subscribe(id=0, lease=lease, contract=spec, kind=kind)
 
-        reply = self._expect(await self._upstream_call(lambda: self._leased(build)), Subscribed)
+        keeper = self._lease_keeper()
+        reply = expect(await self._upstream_call(lambda: keeper.request(build)), Subscribed)
         sub = Subscription(
             self, reply.topic, reply.contract, spec, kind, callback,
             self.queue_size if queue_size is None else queue_size,
@@ -316,7 +304,7 @@ class AsyncHub:
 
     async def _last_value(self, topic: str) -> Event | None:
         """The hub's last event on exactly ``topic`` (None if it has none yet)."""
-        reply = self._expect(
+        reply = expect(
             await self._channel().request(GetSnapshot(id=0, topic=topic)), Snapshot
         )
         for name, raw in zip(reply.topics, reply.events, strict=False):
@@ -327,7 +315,7 @@ class AsyncHub:
     async def snapshot(self, topic: str) -> dict[str, Event]:
         """The last event of ``topic`` (or of every topic starting with it)."""
         reply = await self._channel().request(GetSnapshot(id=0, topic=topic))
-        snap = self._expect(reply, Snapshot)
+        snap = expect(reply, Snapshot)
         return {
             name: wire.decode_event(raw)
             for name, raw in zip(snap.topics, snap.events, strict=False)
@@ -340,7 +328,7 @@ class AsyncHub:
         reply = await self._upstream_call(
             lambda: self._channel().request(GetContractDetails(id=0, contract=spec))
         )
-        return self._expect(reply, ContractDetailsReply).contracts
+        return expect(reply, ContractDetailsReply).contracts
 
     async def historical_bars(
         self,
@@ -360,7 +348,7 @@ class AsyncHub:
             bar_size=bar_size, what_to_show=what_to_show, use_rth=use_rth, end=end,
         )
         reply = await self._upstream_call(lambda: self._channel().request(request, timeout))
-        return self._expect(reply, HistoricalBarsReply).bars
+        return expect(reply, HistoricalBarsReply).bars
 
     async def lease_client_id(
         self, name: str | None = None, ttl: float = 0.0, *, tied: bool = False
@@ -371,7 +359,7 @@ class AsyncHub:
         request = LeaseClientId(
             id=0, name=name or self.name, ttl=ttl, lease=(self.lease or "") if tied else ""
         )
-        return self._expect(await self._channel().request(request), ClientIdLeased).client_id
+        return expect(await self._channel().request(request), ClientIdLeased).client_id
 
     async def release_client_id(self, client_id: int) -> None:
         await self._channel().request(ReleaseClientId(id=0, client_id=client_id))
@@ -409,127 +397,10 @@ class AsyncHub:
             raise NotConnected()
         return self._table
 
-    @staticmethod
-    def _expect(reply: Reply, kind: type[R]) -> R:
-        if not isinstance(reply, kind):
-            raise HubError(
-                ErrorCode.INTERNAL,
-                f"expected a {kind.__name__} reply, got {type(reply).__name__}",
-            )
-        return reply
-
-    async def _hello_with_retries(self) -> Welcome:
-        rpc = self._channel()
-        last: HubTimeout | None = None
-        for attempt in range(1, self.connect_retries + 1):
-            try:
-                reply = await rpc.request(
-                    Hello(id=0, name=self.name, role=self.role), self.connect_timeout
-                )
-                return self._expect(reply, Welcome)
-            except HubTimeout as exc:
-                last = exc
-                log.info(
-                    "hello attempt %d/%d to %s timed out", attempt, self.connect_retries,
-                    self.rpc_endpoint,
-                )
-        raise HubTimeout(
-            f"no hub answered at {self.rpc_endpoint} after {self.connect_retries} attempt(s) of "
-            f"{self.connect_timeout:.1f}s: start it with `ibhub run`, or point IBHUB_RPC / "
-            f"rpc= at it"
-        ) from last
-
-    def _adopt(self, welcome: Welcome) -> None:
-        old = self.lease
-        self.lease = welcome.lease
-        self.client_id = welcome.client_id
-        interval = welcome.heartbeat_interval
-        self.heartbeat_interval = interval if interval > 0 else 1.0
-        self.hub_version = welcome.hub_version
-        self.hub_reachable = True
-        if old != welcome.lease and self._table is not None:
-            self._table.set_lease(welcome.lease)
-
-    async def _leased(self, build: Callable[[str], Request]) -> Reply:
-        """Send a request that needs the lease; renew the lease once if it is unknown."""
-        lease = self.lease
-        if lease is None:
+    def _lease_keeper(self) -> LeaseKeeper:
+        if self._keeper is None:
             raise NotConnected()
-        try:
-            return await self._channel().request(build(lease))
-        except HubError as exc:
-            if exc.code != ErrorCode.UNKNOWN_LEASE:
-                raise
-        await self._renew(lease)
-        if self.lease is None:
-            raise NotConnected()
-        return await self._channel().request(build(self.lease))
-
-    async def _renew(self, stale: str) -> None:
-        """Hello again and resubscribe everything (the hub forgot lease ``stale``)."""
-        assert self._renew_lock is not None
-        async with self._renew_lock:
-            if self.lease != stale or self._rpc is None:
-                return  # someone else renewed it already (or we closed)
-            welcome = self._expect(
-                await self._rpc.request(Hello(id=0, name=self.name, role=self.role)), Welcome
-            )
-            self._adopt(welcome)
-            self.rehellos += 1
-            log.warning(
-                "the hub no longer knew lease %s (expired, or the hub restarted): now lease %s, "
-                "client id %s; resubscribing %d topic(s)",
-                stale, welcome.lease, welcome.client_id, len(self._topic_table().entries),
-            )
-            for entry in self._topic_table().entries.values():
-                entry.pending = True
-            await self._resubscribe_pending()
-            with contextlib.suppress(HubError):
-                status = await self._rpc.request(GetStatus(id=0))
-                if isinstance(status, StatusReply):
-                    self.upstream.on_status_reply(status)
-
-    async def _resubscribe_pending(self) -> None:
-        """Subscribe again every topic the hub does not hold for our current lease.
-
-        A refusal that can pass (the Gateway is down behind a restarted hub, a line
-        limit, a timeout) leaves the topic pending: it is retried after each good
-        heartbeat. One that cannot (the contract no longer resolves) ends the
-        topic's subscriptions with that error in ``Subscription.error``.
-        """
-        table = self._topic_table()
-        for entry in [e for e in table.entries.values() if e.pending]:
-            lease = self.lease
-            if lease is None or self._rpc is None:
-                return
-            request = Subscribe(id=0, lease=lease, contract=entry.spec, kind=entry.kind)
-            try:
-                reply = self._expect(await self._rpc.request(request), Subscribed)
-            except HubError as exc:
-                if exc.code == ErrorCode.UNKNOWN_LEASE:
-                    return  # the next heartbeat renews the lease and comes back here
-                if exc.code in _PERMANENT:
-                    table.drop(entry, exc)
-                    continue
-                if not entry.warned:
-                    log.warning("could not resubscribe %s yet (%s); retrying after each "
-                                "heartbeat", entry.topic, exc)
-                    entry.warned = True
-                continue
-            entry.pending = entry.warned = False
-            if table.get(entry.topic) is not entry:
-                continue  # closed while the request was in flight
-            if reply.topic != entry.topic:
-                entry = table.rename(entry, reply.topic)
-            entry.sequencer.sync()
-            log.info("resubscribed %s", reply.topic)
-
-    async def _retry_pending(self) -> None:
-        assert self._renew_lock is not None
-        if self._renew_lock.locked():
-            return
-        async with self._renew_lock:
-            await self._resubscribe_pending()
+        return self._keeper
 
     def _gaps_of(self, topic: str) -> int:
         return self._table.gaps_of(topic) if self._table is not None else 0
@@ -552,62 +423,8 @@ class AsyncHub:
         """New PUB connection: sequence numbers restart from what the hub has now."""
         if self._table is not None:
             self._table.resync_all()
-        if self._wake is not None:
-            self._wake.set()  # heartbeat now: a restarted hub has forgotten our lease
-
-    def _on_unmatched(self, reply: Reply) -> None:
-        # A Welcome for a hello that timed out: that lease would sit idle until it
-        # expires, holding a client id; hand it back now.
-        if isinstance(reply, Welcome) and reply.lease != self.lease and self._rpc is not None:
-            self._spawn(self._goodbye(reply.lease), f"goodbye {reply.lease}")
-
-    async def _goodbye(self, lease: str) -> None:
-        with contextlib.suppress(HubError):
-            await self._channel().request(Goodbye(id=0, lease=lease), timeout=1.0)
-
-    async def _heartbeat_loop(self) -> None:
-        """Heartbeat every ``heartbeat_interval`` (sooner when woken), a slow answer
-        does not stretch the cadence."""
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        next_at = loop.time() + self.heartbeat_interval
-        while True:
-            delay = next_at - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-            self._wake.clear()
-            next_at = loop.time() + self.heartbeat_interval
-            await self._beat()
-
-    async def _beat(self) -> None:
-        lease = self.lease
-        if lease is None or self._rpc is None:
-            return
-        try:
-            await self._rpc.request(
-                Heartbeat(id=0, lease=lease), timeout=max(self.heartbeat_interval, 0.5)
-            )
-        except HubTimeout:
-            if self.hub_reachable:
-                log.warning("the hub at %s did not answer a heartbeat", self.rpc_endpoint)
-            self.hub_reachable = False
-            return
-        except HubError as exc:
-            if exc.code != ErrorCode.UNKNOWN_LEASE:
-                log.warning("heartbeat refused: %s", exc)
-                return
-            try:
-                await self._renew(lease)
-            except HubError as renew_exc:
-                log.warning("re-hello failed, retrying at the next heartbeat: %s", renew_exc)
-                return
-        if not self.hub_reachable:
-            log.info("the hub at %s answers again", self.rpc_endpoint)
-        self.hub_reachable = True
-        if self._table is not None and any(e.pending for e in self._table.entries.values()):
-            self._spawn(self._retry_pending(), "resubscribe")
+        if self._keeper is not None:
+            self._keeper.wake()  # heartbeat now: a restarted hub has forgotten our lease
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"ibhub {what}")

@@ -193,7 +193,12 @@ async def _run(*args: str, env_extra: dict[str, str] | None = None, timeout: flo
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"{args} did not finish within {timeout} s") from None
     assert proc.returncode == 0, f"{args} exited {proc.returncode}: {err.decode()}"
     return out.decode()
 
@@ -232,12 +237,13 @@ async def test_cli_status_json_and_tail(hub: HubServer) -> None:
         assert any(lease["name"] == "cli-holder" for lease in status["leases"])
         human = await _run(*cli, "status", "--rpc", hub.rpc_endpoint)
         assert "upstream CONNECTED" in human and "tick.AAPL" in human
-        tail = await _run(*cli, "tail", "tick.AAPL", "--count", "5", env_extra=env)
+        tail = await _run(*cli, "tail", "tick.AAPL", "--count", "5", "--timeout", "20",
+                          env_extra=env)
         lines = tail.splitlines()
         assert len(lines) == 5 and all(" tick.AAPL #" in line and " AAPL bid " in line
                                         for line in lines), tail
         tail_json = await _run(*cli, "tail", "--json", "-n", "3", "-s", "MSFT", "tick.MSFT",
-                               env_extra=env)
+                               "--timeout", "20", env_extra=env)
         events = [json.loads(line) for line in tail_json.splitlines()]
         assert [e["topic"] for e in events] == ["tick.MSFT"] * 3
         assert all(e["type"] == "tick" and e["symbol"] == "MSFT" for e in events)

@@ -85,6 +85,7 @@ class FakeHub:
         self.seqs: dict[str, int] = defaultdict(int)
         self.last: dict[str, bytes] = {}
         self.subscriptions: set[str] = set()  # topics some SUB socket subscribed to (XPUB)
+        self.subscribe_counts: dict[str, int] = defaultdict(int)  # per topic, all sockets
         self.drop: set[str] = set()  # request tags never answered
         self.delay: dict[str, float] = {}  # request tag -> seconds before the reply
         self.delay_once: dict[str, float] = {}
@@ -134,8 +135,10 @@ class FakeHub:
 
     # ------------------------------------------------------------------ publishing
 
-    async def wait_subscribed(self, topic: str, timeout: float = 5.0) -> None:
-        await wait_until(lambda: topic in self.subscriptions, timeout, f"a SUB on {topic}")
+    async def wait_subscribed(self, topic: str, timeout: float = 5.0, sockets: int = 1) -> None:
+        """Until ``sockets`` SUB sockets subscribed to ``topic`` (XPUB_VERBOSE reports each)."""
+        await wait_until(lambda: self.subscribe_counts[topic] >= sockets, timeout,
+                         f"{sockets} SUB socket(s) on {topic}")
 
     def publish(self, topic: str, make: Callable[[int, int], Event], *, send: bool = True) -> Event:
         """Next event on ``topic`` (seq assigned here); ``send=False`` models a PUB drop."""
@@ -187,6 +190,7 @@ class FakeHub:
             topic = frame[1:].decode()
             if frame[:1] == b"\x01":
                 self.subscriptions.add(topic)
+                self.subscribe_counts[topic] += 1
             else:
                 self.subscriptions.discard(topic)
 

@@ -69,7 +69,7 @@ async def test_lease_and_release(fake: FakeHub) -> None:
 
 async def test_tail_prints_events_and_stops_after_count(fake: FakeHub) -> None:
     tail = asyncio.ensure_future(invoke("tail", "tick.AAPL", "hub.status", "--count", "3",
-                                        "--pub", fake.pub))
+                                        "--pub", fake.pub, "--timeout", "10"))
     await fake.wait_subscribed("hub.status")
     await fake.wait_subscribed("tick.AAPL")
     fake.tick("AAPL", 190.5)
@@ -87,8 +87,9 @@ async def test_tail_prints_events_and_stops_after_count(fake: FakeHub) -> None:
 
 async def test_tail_json_subscribes_through_the_hub(fake: FakeHub) -> None:
     tail = asyncio.ensure_future(invoke("tail", "--json", "-n", "1", "-s", "MSFT", "tick.MSFT",
-                                        "--pub", fake.pub, "--rpc", fake.rpc))
-    await fake.wait_subscribed("tick.MSFT")
+                                        "--pub", fake.pub, "--rpc", fake.rpc, "--timeout", "10"))
+    # two SUB sockets want tick.MSFT: the SDK's (for -s MSFT) and the tail's own
+    await fake.wait_subscribed("tick.MSFT", sockets=2)
     fake.tick("MSFT", 400.0)
     result = await asyncio.wait_for(tail, 10)
     assert result.exit_code == 0, result.output
@@ -111,3 +112,11 @@ def test_format_event_covers_every_event_kind() -> None:
     assert "CONNECTED ib 1101: back" in format_event("hub.status", status)
     error = ErrorEvent(seq=4, ts=0, lease="L", ib_code=200, message="no such", explanation="")
     assert "IB error 200: no such" in format_event("error.L", error)
+
+
+async def test_tail_timeout_without_enough_events_fails(fake: FakeHub) -> None:
+    result = await invoke("tail", "tick.NONE", "-n", "2", "--timeout", "0.3", "--pub", fake.pub)
+    assert result.exit_code == 1
+    assert "only 0 of 2 event(s) within 0.3 s" in result.output
+    result = await invoke("tail", "--timeout", "0.2", "--pub", fake.pub)  # a bounded tail
+    assert result.exit_code == 0, result.output

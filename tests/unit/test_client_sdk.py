@@ -387,7 +387,7 @@ async def test_hub_restart_resets_sequences_and_resubscribes(endpoints: tuple[st
         second = await FakeHub(rpc, pub).start()  # same endpoints, fresh state
         try:
             await wait_until(lambda: hub.rehellos == 1, timeout=10, what="re-hello")
-            assert any(isinstance(r, Subscribe) for r in second.requests)
+            await wait_until(lambda: any(isinstance(r, Subscribe) for r in second.requests))
             await second.wait_subscribed("tick.AAPL")
             second.tick("AAPL", 50.0)
             second.tick("AAPL", 51.0)
