@@ -65,6 +65,7 @@ CONNECTIVITY_LOST = 1100
 RESTORED_DATA_LOST = 1101
 RESTORED_DATA_KEPT = 1102
 CLIENT_ID_IN_USE = 326
+STABLE_SESSION = 10.0  # seconds; a session ending sooner counts as a flap (backs off)
 # Errors during connect that mean "this attempt is over".
 _CONNECT_FATAL = frozenset({CLIENT_ID_IN_USE, 502, 503, 504, 507})
 
@@ -240,6 +241,8 @@ class Upstream:
         self._sinks: dict[bytes, Any] = {}
         self._lines: dict[int, Subscription] = {}  # live req id -> subscription
         self._fast: dict[bytes, Callable[[list[bytes]], None]] = {}
+        # Raw taps (see add_tap): message id bytes -> tap, consulted before ib_insync.
+        self._taps: dict[bytes, Callable[[list[bytes]], bool]] = {}
         self._slow_reader: Callable[[bytes], None] = _no_reader
         self._bad_messages = 0
 
@@ -326,7 +329,8 @@ class Upstream:
 
     async def _supervise(self) -> None:
         s = self.settings
-        failures = 0
+        failures = 0  # consecutive failed connect attempts (bounded by max attempts)
+        flaps = 0  # consecutive sessions that ended soon after they started
         ever_connected = False
         assert self._lost is not None
         while True:
@@ -381,10 +385,20 @@ class Upstream:
             count = self._request_all()
             if count and self.reconnect_count:
                 self._listener.on_resubscribed(count, 0)
+            started = time.monotonic()
             await self._lost.wait()
             self.connected_at = None
             self._drop_lines()
-            log.warning("connection to %s:%s lost", self.host, self.port)
+            lasted = time.monotonic() - started
+            log.warning("connection to %s:%s lost after %.1fs", self.host, self.port, lasted)
+            self._set_state(UpstreamState.RECONNECTING, 0,
+                            f"connection to {self.host}:{self.port} lost after {lasted:.1f}s")
+            # A Gateway that accepts us and drops us again at once (a competing session,
+            # a restart loop) must not be hammered: short sessions back off too.
+            flaps = flaps + 1 if lasted < STABLE_SESSION else 0
+            if flaps:
+                await asyncio.sleep(backoff_delay(
+                    flaps, s.reconnect_backoff_initial, s.reconnect_backoff_max, self._rng))
 
     async def _connect_once(self) -> None:
         ib = self._ib
@@ -465,6 +479,21 @@ class Upstream:
             except ConnectionError:
                 pass  # the session is going away; its requests die with it
 
+    def add_tap(self, msg_id: int, tap: Callable[[list[bytes]], bool]) -> None:
+        """Show raw upstream messages of ``msg_id`` to ``tap`` before ib_insync sees them.
+
+        For the TWS front door, which passes some requests through with remapped ids
+        (contract details, historical data): ``tap(fields)`` gets the message's bytes
+        fields (the last one is the empty tail after the final NUL) and returns True
+        if it consumed the message (a reply to one of its own request ids); otherwise
+        the message goes to ib_insync as before. Only after the session is ready, and
+        never for ticks/bars (those have their own fast path). A tap must not raise.
+        """
+        self._taps[str(msg_id).encode()] = tap
+
+    def remove_tap(self, msg_id: int) -> None:
+        self._taps.pop(str(msg_id).encode(), None)
+
     @property
     def active_lines(self) -> int:
         return len(self._active)
@@ -538,6 +567,7 @@ class Upstream:
         pos = 0
         count = 0
         fast = self._fast.get
+        tapped = self._taps.get
         interpret = client.decoder.interpret
         unpack = _LENGTH.unpack_from
         while n - pos > 4:
@@ -551,6 +581,9 @@ class Upstream:
             parts = body.split(b"\0")
             handler = fast(parts[0])
             if handler is None:
+                tap = tapped(parts[0])
+                if tap is not None and tap(parts):
+                    continue
                 fields = body.decode(errors="backslashreplace").split("\0")
                 fields.pop()
                 interpret(fields)

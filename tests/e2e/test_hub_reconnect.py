@@ -227,3 +227,26 @@ async def test_subscribe_during_1100_is_served_after_1102(hub: HubServer, hub_si
     await outage
     await wait_until(lambda: lst.on("tick.MSFT"), 5.0, "MSFT ticks after 1102")
     assert [s.symbol for s in mkt_subs(hub_sim)] == ["MSFT"]
+
+
+async def test_short_sessions_back_off(make_hub, hub_sim: SimGateway) -> None:
+    # A Gateway that keeps dropping the hub right after it connects is not hammered:
+    # each short session lengthens the pause before the next connect.
+    hub = await make_hub(reconnect_backoff_initial=0.2, reconnect_backoff_max=0.8)
+    loop = asyncio.get_running_loop()
+    connected_at: list[float] = []
+
+    class Clock:
+        def on_connected(self, port: int, accounts: list[str]) -> None:
+            connected_at.append(loop.time())
+
+    hub.add_service(Clock())
+    gaps = []
+    for n in range(1, 4):
+        dropped = loop.time()
+        await hub_sim.restart(0.0)
+        await wait_until(lambda n=n: hub.upstream.reconnect_count == n and hub.upstream.connected,
+                         10.0, f"reconnect {n}")
+        gaps.append(connected_at[-1] - dropped)
+    # Back-off 0.2, 0.4, 0.8 s with +-20% jitter.
+    assert gaps[0] >= 0.15 and gaps[1] >= 0.3 and gaps[2] >= 0.6, gaps
