@@ -7,7 +7,9 @@ Connection policy
     exponential back-off and jitter. A Gateway that accepts TCP but never answers
     the handshake is a connect timeout like any other failure. A 326 (client id in
     use) or a socket closed during connect fails the attempt at once instead of
-    waiting out the timeout as ib_insync would.
+    waiting out the timeout as ib_insync would. A session that ends within
+    ``STABLE_SESSION`` seconds of starting backs off before the next connect too, so
+    a Gateway that accepts and drops us in a loop is not hammered.
 
 States (``protocol.UpstreamState``)
     DISCONNECTED before start and after stop; CONNECTING until the first session is
@@ -30,7 +32,10 @@ Tick path (issue 7)
     functions that parse the fields and call the subscription's stream directly:
     one upstream tick message -> one dict lookup, three int/float conversions, one
     published event. Market data is requested with ``client.reqMktData`` on request
-    ids we own, so ib_insync keeps no ticker state for them.
+    ids we own, so ib_insync keeps no ticker state for them. Once the session is
+    ready we also read the socket ourselves (see ``_on_socket_data``): ticks are
+    framed and parsed straight from bytes; everything else still goes through
+    ib_insync's decoder, so orders, account data and requests behave as usual.
 
 Errors
     Every IB error is logged with its code (and ``ibhub.errors.explain`` when
