@@ -97,7 +97,7 @@ async def test_before_the_session_is_ready_ib_insync_reads() -> None:
 
 
 async def test_ib_insync_decoder_table_routes_ticks_to_us_too() -> None:
-    up, sink, ib = await ready_upstream()
+    _up, sink, ib = await ready_upstream()
     ib.client.decoder.interpret(["1", "6", "7", "2", "5.25", "3", "0"])
     ib.client.decoder.interpret(["2", "6", "7", "8", "99"])
     assert sink.prices == [(2, 5.25, 3.0)] and sink.sizes == [(8, 99.0)]
