@@ -565,6 +565,7 @@ class ErrorCode:
     UPSTREAM_DOWN = "upstream_down"
     IB_ERROR = "ib_error"  # IB refused; see ib_code
     TIMEOUT = "timeout"
+    BUSY = "busy"  # too many slow requests in progress: retry after a short pause
     FORBIDDEN = "forbidden"
     INTERNAL = "internal"
 

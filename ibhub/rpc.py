@@ -247,7 +247,7 @@ class RpcServer:
         self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
     ) -> None:
         if len(self._tasks) >= MAX_TASKS:
-            reply = Error(id=req.id, code=ErrorCode.TIMEOUT,
+            reply = Error(id=req.id, code=ErrorCode.BUSY,
                           message=f"hub busy: {MAX_TASKS} requests in progress; retry later")
             task = asyncio.ensure_future(self._send(envelope, reply))
         else:
