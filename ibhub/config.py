@@ -81,6 +81,9 @@ class HubSettings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 
+    # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
+    tws_port: int | None = Field(default=None, ge=0, le=65535)
+
     @field_validator("pub", "rpc")
     @classmethod
     def _endpoint(cls, value: str) -> str:

@@ -17,7 +17,7 @@ look like a gap, or worse, like old data, to a subscriber that kept listening).
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import zmq
@@ -73,6 +73,7 @@ class TickStream:
         "last_size",
         "last_ts",
         "symbol",
+        "taps",
         "ticks",
         "volume",
     )
@@ -86,12 +87,17 @@ class TickStream:
         self.bid_size = self.ask_size = self.last_size = self.volume = NAN
         self.ticks = 0
         self.last_ts = 0
+        # Other consumers of this line's raw ticks (the TWS front door), called with
+        # every upstream tick before the top-of-book filter; () costs one empty loop.
+        self.taps: tuple[Any, ...] = ()
 
     @property
     def topic(self) -> str:
         return self._topic.name
 
     def price(self, tick_type: int, price: float, size: float) -> None:
+        for tap in self.taps:
+            tap.price(tick_type, price, size)
         if tick_type == 1 or tick_type == 66:
             self.bid = price
             self.bid_size = size
@@ -106,6 +112,8 @@ class TickStream:
         self._emit()
 
     def size(self, tick_type: int, size: float) -> None:
+        for tap in self.taps:
+            tap.size(tick_type, size)
         if tick_type == 0 or tick_type == 69:
             if size == self.bid_size:
                 return
@@ -153,7 +161,7 @@ class TickStream:
 class BarStream:
     """Publishes each upstream 5-second real-time bar as one :class:`Bar`."""
 
-    __slots__ = ("_publish", "_topic", "con_id", "last_ts", "symbol", "ticks")
+    __slots__ = ("_publish", "_topic", "con_id", "last_ts", "symbol", "taps", "ticks")
 
     def __init__(self, topic: Topic, con_id: int, symbol: str, publisher: Publisher) -> None:
         self._topic = topic
@@ -162,6 +170,7 @@ class BarStream:
         self.symbol = symbol
         self.ticks = 0
         self.last_ts = 0
+        self.taps: tuple[Any, ...] = ()  # as TickStream.taps, called with every bar
 
     @property
     def topic(self) -> str:
@@ -178,6 +187,8 @@ class BarStream:
         wap: float,
         count: int,
     ) -> None:
+        for tap in self.taps:
+            tap.bar(time_, open_, high, low, close, volume, wap, count)
         topic = self._topic
         topic.seq += 1
         ts = time.time_ns()

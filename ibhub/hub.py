@@ -131,6 +131,11 @@ class HubServer:
         if up is not None and up.connected:
             self._notify("on_connected", up.port, up.accounts)
 
+    @property
+    def services(self) -> tuple[Any, ...]:
+        """The attached services (the TWS front door finds the order service here)."""
+        return tuple(self._services)
+
     def _notify(self, hook: str, *args: Any) -> None:
         for service in self._services:
             fn = getattr(service, hook, None)
@@ -199,6 +204,10 @@ class HubServer:
         ]
         if s.stale_after > 0:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
+        if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
+            from ibhub.frontdoor import FrontDoor
+
+            self.add_service(await FrontDoor.start_for(self, s.tws_port))
         log.info(
             "hub %s serving: pub %s, rpc %s, upstream %s:%s client %s",
             __version__, self._pub_endpoint, self._rpc_endpoint,

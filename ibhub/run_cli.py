@@ -50,6 +50,9 @@ async def _serve(settings: HubSettings) -> None:
         if hub.sim is not None:
             click.echo(f"  simulated Gateway on 127.0.0.1:{hub.sim.port} (seed {s.sim_seed})")
         click.echo(f"  upstream {s.gateway_host}:{s.gateway_port} client id {s.client_id}")
+        for service in hub.services:
+            if getattr(service, "tws_port", None):
+                click.echo(f"  tws  127.0.0.1:{service.tws_port} (TWS API front door)")
         deadline = time.monotonic() + s.connect_timeout * 3 + 1
         up = hub.upstream
         while (
@@ -93,6 +96,8 @@ def _version() -> str:
 @click.option("--sim-seed", type=int, default=None, help="Seed of the simulated market.")
 @click.option("--sim-tick-rate", type=float, default=None, help="Simulated ticks/s per instrument.")
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
+@click.option("--tws-port", type=int, default=None,
+              help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def run(
@@ -104,6 +109,7 @@ def run(
     sim_seed: int | None,
     sim_tick_rate: float | None,
     lines_max: int | None,
+    tws_port: int | None,
     log_level: str,
 ) -> None:
     """Run the hub: one upstream API connection shared over ZeroMQ."""
@@ -119,6 +125,7 @@ def run(
             sim_seed=sim_seed,
             sim_tick_rate=sim_tick_rate,
             lines_max=lines_max,
+            tws_port=tws_port,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -9,6 +9,7 @@ because TCP delivers arbitrary chunks.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ __all__ = [
     "fmt_float",
     "frame",
     "frame_payload",
+    "parse_version_range",
 ]
 
 UNSET_DOUBLE = 1.7976931348623157e308
@@ -33,6 +35,7 @@ UNSET_INT = 2**31 - 1
 DEFAULT_MAX_FRAME = 1 << 20
 
 _LEN = struct.Struct(">I")
+_VERSION_RE = re.compile(r"^v(\d+)(?:\.\.(\d+))?(?:\s.*)?$")
 pack_len = _LEN.pack
 
 
@@ -118,6 +121,17 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
+
+
+def parse_version_range(text: str) -> tuple[int, int] | None:
+    """The client's ``vMIN..MAX`` hello (``v100`` alone, or with ``+PACEAPI``-style
+    options after a space) as ``(min, max)``; None if it is not one. Shared by the
+    simulator and the hub's TWS front door, which both answer the handshake."""
+    m = _VERSION_RE.match(text.strip())
+    if m is None:
+        return None
+    lo = int(m.group(1))
+    return lo, int(m.group(2) or m.group(1))
 
 
 def split_fields(payload: bytes) -> list[str]:

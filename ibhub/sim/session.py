@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from ibhub.sim.codec import FrameReader, ProtocolError, frame
+from ibhub.sim.codec import FrameReader, ProtocolError, frame, parse_version_range
 
 if TYPE_CHECKING:
     from ibhub.sim.server import SimGateway
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[["ClientSession", list[str]], None]
 
 _HELLO = b"API\0"
-_VERSION_RE = re.compile(r"^v(\d+)(?:\.\.(\d+))?(?:\s.*)?$")
 
 #: Where the request id (or order id) sits in each client request at sv 176, so an
 #: error can be sent on the id the client is waiting on. Requests that are not
@@ -247,14 +245,13 @@ class ClientSession(asyncio.Protocol):
 
     def _on_version(self, fields: list[str]) -> None:
         text = fields[0] if fields else ""
-        m = _VERSION_RE.match(text.strip())
+        versions = parse_version_range(text)
         sv = self.server_version
-        if m is None:
+        if versions is None:
             log.warning("client %s: bad version string %r; closing", self.peer, text)
             self.abort()
             return
-        lo = int(m.group(1))
-        hi = int(m.group(2) or m.group(1))
+        lo, hi = versions
         if not lo <= sv <= hi:
             log.warning("client %s: version range %d..%d does not contain %d; closing",
                         self.peer, lo, hi, sv)

@@ -1,0 +1,68 @@
+"""Contracts between the TWS wire (the C12 block) and the hub's typed contracts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ibhub.protocol import ContractInfo, ContractSpec
+from ibhub.sim.contracts import ContractQuery
+
+
+@dataclass(frozen=True, slots=True)
+class Inst:
+    """What the simulator's message builders read from a contract (``InstrumentLike``)."""
+
+    con_id: int
+    symbol: str
+    sec_type: str
+    last_trade_date: str = ""
+    strike: float = 0.0
+    right: str = ""
+    multiplier: str = ""
+    exchange: str = ""
+    primary_exchange: str = ""
+    currency: str = ""
+    local_symbol: str = ""
+    trading_class: str = ""
+
+
+def inst_from_info(info: ContractInfo) -> Inst:
+    return Inst(
+        con_id=info.con_id, symbol=info.symbol, sec_type=info.sec_type,
+        last_trade_date=info.expiry, strike=info.strike, right=info.right,
+        multiplier=info.multiplier, exchange=info.exchange,
+        primary_exchange=info.primary_exchange, currency=info.currency,
+        local_symbol=info.local_symbol, trading_class=info.trading_class,
+    )  # fmt: skip
+
+
+def inst_for(known: dict[int, ContractInfo], con_id: int, symbol: str, sec_type: str,
+             currency: str, exchange: str = "") -> Inst:
+    """The full contract if the hub resolved it before, else the fields at hand."""
+    info = known.get(con_id)
+    if info is not None:
+        return inst_from_info(info)
+    return Inst(con_id=con_id, symbol=symbol, sec_type=sec_type, currency=currency,
+                exchange=exchange)
+
+
+def spec_from_query(q: ContractQuery) -> ContractSpec:
+    """A C12 block as the hub's :class:`ContractSpec`.
+
+    With a conId the block is taken as given (blank fields stay blank, so a conId
+    names any kind of contract); without one, blank secType/exchange/currency get
+    the hub's defaults (STK, SMART, USD), like its ZeroMQ clients.
+    """
+    if q.con_id:
+        return ContractSpec(
+            con_id=q.con_id, symbol=q.symbol, sec_type=q.sec_type, exchange=q.exchange,
+            currency=q.currency, expiry=q.last_trade_date, strike=q.strike, right=q.right,
+            multiplier=q.multiplier, primary_exchange=q.primary_exchange,
+            local_symbol=q.local_symbol, trading_class=q.trading_class,
+        )  # fmt: skip
+    return ContractSpec(
+        symbol=q.symbol, sec_type=q.sec_type or "STK", exchange=q.exchange or "SMART",
+        currency=q.currency or "USD", expiry=q.last_trade_date, strike=q.strike,
+        right=q.right, multiplier=q.multiplier, primary_exchange=q.primary_exchange,
+        local_symbol=q.local_symbol, trading_class=q.trading_class,
+    )  # fmt: skip

@@ -1,0 +1,266 @@
+"""Market data through the front door: the hub's shared, ref-counted lines.
+
+``reqMktData`` resolves the contract with the hub's cache and joins the hub's
+:class:`~ibhub.subscriptions.SubscriptionRegistry` entry for it, the same one
+ZeroMQ subscribers use: however many scripts (of either kind) watch an
+instrument, the Gateway sees one line. Each downstream request is one holder
+(``tws:<connection>:<reqId>``) of the subscription, so ``cancelMktData`` or a
+disconnect releases exactly what that request took, and the line is cancelled
+upstream when its last holder of any kind goes.
+
+Ticks: a :class:`LineTap` sits in the line's ``TickStream.taps`` and sees every
+upstream tickPrice/tickSize as parsed numbers. It encodes the message tail
+(type, price, size, attributes) once per tick and prefixes it per downstream
+request with that connection's own reqId, so a tick costs one format plus one
+``transport.write`` per script. Real-time bars (``reqRealTimeBars``, 5 s TRADES,
+the hub's bar lines) work the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ibhub.frontdoor.contracts import spec_from_query
+from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
+from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.protocol import ContractInfo, Error
+from ibhub.sim.codec import fmt_float
+from ibhub.sim.contracts import parse_c12
+from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription
+
+if TYPE_CHECKING:
+    from ibhub.frontdoor.server import FrontDoor
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct(">I")
+SNAPSHOT_WAIT: Final = 11.0  # seconds, as IB's snapshot: then tickSnapshotEnd regardless
+
+
+class LineTap:
+    """One line's downstream readers; sits in ``TickStream.taps`` / ``BarStream.taps``."""
+
+    __slots__ = ("_outs", "outs")
+
+    def __init__(self) -> None:
+        self.outs: dict[tuple[DownstreamSession, int], tuple[bytes, bytes]] = {}
+        self._outs: list[tuple[DownstreamSession, bytes, bytes]] = []
+
+    def add(self, s: DownstreamSession, rid: int, kind: str) -> None:
+        if kind == "bars":
+            self.outs[(s, rid)] = (b"50\x003\x00%d\x00" % rid, b"")
+        else:
+            self.outs[(s, rid)] = (b"1\x006\x00%d\x00" % rid, b"2\x006\x00%d\x00" % rid)
+        self._rebuild()
+
+    def remove(self, s: DownstreamSession, rid: int) -> None:
+        self.outs.pop((s, rid), None)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._outs = [(s, p, z) for (s, _), (p, z) in self.outs.items()]
+
+    def price(self, tick_type: int, price: float, size: float) -> None:
+        tail = b"%d\0%s\0%s\x000\0" % (tick_type, fmt_float(price).encode(),
+                                        fmt_float(size).encode())
+        n = len(tail)
+        pack = _LEN.pack
+        for s, prefix, _ in self._outs:
+            if not s.paused:
+                s.write(pack(len(prefix) + n) + prefix + tail)
+
+    def size(self, tick_type: int, size: float) -> None:
+        tail = b"%d\0%s\0" % (tick_type, fmt_float(size).encode())
+        n = len(tail)
+        pack = _LEN.pack
+        for s, _, prefix in self._outs:
+            if not s.paused:
+                s.write(pack(len(prefix) + n) + prefix + tail)
+
+    def bar(self, time_: int, open_: float, high: float, low: float, close: float,
+            volume: float, wap: float, count: int) -> None:
+        f = fmt_float
+        tail = "\0".join((str(time_), f(open_), f(high), f(low), f(close), f(volume),
+                          f(wap), str(count), "")).encode()
+        n = len(tail)
+        pack = _LEN.pack
+        for s, prefix, _ in self._outs:
+            if not s.paused:
+                s.write(pack(len(prefix) + n) + prefix + tail)
+
+
+@dataclass(slots=True)
+class Line:
+    """One downstream request's hold on a hub line."""
+
+    holder: str
+    sub: Subscription
+    tap: LineTap
+    kind: str
+
+
+class MarketData:
+    def __init__(self, door: FrontDoor) -> None:
+        self._door = door
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handlers(self) -> dict[int, Handler]:
+        return {1: self.req_mkt_data, 2: self.cancel, 50: self.req_real_time_bars,
+                51: self.cancel}
+
+    def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ------------------------------------------------------------------ requests
+
+    async def req_mkt_data(self, s: DownstreamSession, f: list[str]) -> None:
+        rid = int(f[2])
+        q = parse_c12(f, 3)
+        if q.sec_type == "BAG":
+            s.send_error(rid, UNSUPPORTED, unsupported_text(1, "combo (BAG) market data"))
+            return
+        pos = 15
+        if f[pos] == "1":
+            pos += 3  # delta-neutral contract
+        snapshot = f[pos + 2] == "1" or f[pos + 3] == "1"
+        line = await self._join(s, rid, q, "ticks")
+        if line is None:
+            return
+        info = line.sub.contract
+        stream = line.sub.stream
+        s.send(81, rid, info.min_tick or 0.01, "", 3)  # tickReqParams
+        s.send(58, 1, rid, 1)  # marketDataType: live
+        self._initial(s, rid, stream)
+        if snapshot:
+            task = asyncio.ensure_future(self._snapshot(s, rid, stream))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def req_real_time_bars(self, s: DownstreamSession, f: list[str]) -> None:
+        rid = int(f[2])
+        q = parse_c12(f, 3)
+        what = f[16].upper() if len(f) > 16 else "TRADES"
+        if f[15] not in ("5", "") or what != "TRADES":
+            s.send_error(rid, UNSUPPORTED, unsupported_text(
+                50, f"the hub serves 5-second TRADES bars, not {f[15]} s {what}"))
+            return
+        await self._join(s, rid, q, "bars")
+
+    def cancel(self, s: DownstreamSession, f: list[str]) -> None:
+        rid = int(f[2])
+        line = s.lines.pop(rid, None)
+        if line is not None:
+            self._release(s, rid, line)
+
+    # ------------------------------------------------------------------ lines
+
+    async def _join(self, s: DownstreamSession, rid: int, q: Any, kind: str) -> Line | None:
+        hub = self._door.hub
+        if rid in s.lines:
+            s.send_error(rid, 322, f"Error processing request: duplicate ticker id {rid}")
+            return None
+        resolved = await hub.resolve_contract(spec_from_query(q))
+        if isinstance(resolved, Error):
+            s.send_error(rid, 200, f"No security definition has been found for the request "
+                                   f"(ibhub: {resolved.message})")
+            return None
+        if s.closed:
+            return None
+        info: ContractInfo = resolved
+        self._door.contracts[info.con_id] = info
+        holder = f"{s.lease}:{rid}"
+        existing = hub.subs.get(info.con_id, kind)
+        if existing is None:
+            try:
+                hub.subs.check_line_available(info.con_id, kind)
+            except LineLimit as exc:
+                s.send_error(rid, 101, f"Max number of tickers has been reached (ibhub: {exc})")
+                return None
+            topic = hub.fanout.topic_for(info, kind)
+            stream = (hub.fanout.tick_stream(topic, info) if kind == "ticks"
+                      else hub.fanout.bar_stream(topic, info))
+        else:
+            topic, stream = existing.topic, existing.stream
+        sub, created = hub.subs.add(holder, info, kind, topic, stream)
+        tap = _tap_of(sub.stream)
+        tap.add(s, rid, kind)
+        line = s.lines[rid] = Line(holder, sub, tap, kind)
+        if created:
+            hub.upstream.open_line(sub)
+            log.info("subscribed %s upstream for tws client %d", sub.topic, s.client_id)
+        return line
+
+    def _release(self, s: DownstreamSession, rid: int, line: Line) -> None:
+        hub = self._door.hub
+        line.tap.remove(s, rid)
+        stream = line.sub.stream
+        if not line.tap.outs:
+            stream.taps = tuple(t for t in stream.taps if t is not line.tap)
+        try:
+            sub, empty = hub.subs.remove(line.holder, line.sub.topic)
+        except NotSubscribed:
+            return
+        if empty:
+            if hub.upstream is not None:
+                hub.upstream.close_line(sub)
+            if hub.fanout is not None:
+                hub.fanout.forget_last(sub.topic)
+            log.info("cancelled %s (no subscribers left)", sub.topic)
+
+    def release_all(self, s: DownstreamSession) -> None:
+        lines, s.lines = s.lines, {}
+        for rid, line in lines.items():
+            self._release(s, rid, line)
+
+    def _initial(self, s: DownstreamSession, rid: int, stream: Any) -> None:
+        """The line's current top of book, as a new IB subscriber gets it at once."""
+        for tick_type, price, size in ((1, stream.bid, stream.bid_size),
+                                       (2, stream.ask, stream.ask_size),
+                                       (4, stream.last, stream.last_size)):
+            if math.isfinite(price):
+                s.send(1, 6, rid, tick_type, price, size if math.isfinite(size) else 0.0, 0)
+        if math.isfinite(stream.volume):
+            s.send(2, 6, rid, 8, stream.volume)
+
+    async def _snapshot(self, s: DownstreamSession, rid: int, stream: Any) -> None:
+        """snapshot=1: the current values (waiting for the first if the line is new),
+        then tickSnapshotEnd, and the request lets go of the line."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SNAPSHOT_WAIT):
+                while not (math.isfinite(stream.bid) or math.isfinite(stream.last)):
+                    await asyncio.sleep(0.01)
+        line = s.lines.pop(rid, None)
+        if line is not None:
+            self._release(s, rid, line)
+        s.send(57, 1, rid)
+
+    # ------------------------------------------------------------------ errors
+
+    def on_line_error(self, topic: str, event: Any) -> None:
+        """An IB error on a line (routed by the hub to its holders): to that reqId."""
+        # topic: error.tws:<connection>:<reqId>
+        try:
+            _, number, rid = event.lease.rsplit(":", 2)
+            number_i, rid_i = int(number), int(rid)
+        except (AttributeError, ValueError):
+            return
+        for s in self._door.sessions:
+            if s.number == number_i and rid_i in s.lines:
+                s.send_error(rid_i, event.ib_code, event.message)
+                return
+
+
+def _tap_of(stream: Any) -> LineTap:
+    for tap in stream.taps:
+        if isinstance(tap, LineTap):
+            return tap
+    tap = LineTap()
+    stream.taps = (*stream.taps, tap)
+    return tap

@@ -1,0 +1,305 @@
+"""Orders through the front door: the hub's order path, the script's own order ids.
+
+``placeOrder`` is parsed with the simulator's sv 176 field walk and becomes a
+:class:`~ibhub.protocol.PlaceOrder` handed to the hub's :class:`OrderBook` — the
+same validation, risk limits, live-account guard, journal and pacing as a ZeroMQ
+script's order. The owner is ``tws-client-<clientId>``: like a Gateway, orders
+belong to the client id, so a script that reconnects with its id finds its
+working orders (under the order ids it gave them) and can cancel them. A second
+``placeOrder`` with a known id is a modification; ``cancelOrder`` cancels.
+
+What happens next arrives as :class:`OrderEvent` s on ``order.tws:<connection>``
+and is re-encoded with the script's order id and client id (openOrder,
+orderStatus, execDetails with reqId -1, commissionReport after its execDetails).
+A refusal by the hub or by IB is an error on the order id, which ends the trade
+in the client ("Order rejected - reason: ...", 201).
+
+Not supported (an error on the order id says so): whatIf orders, orders held for
+later transmission (``transmit=False``, e.g. ib_insync's bracketOrder parent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from ibhub.frontdoor.contracts import inst_for, spec_from_query
+from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
+from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.journal import FillRecord, OrderRecord
+from ibhub.order_store import TERMINAL
+from ibhub.orders import Caller
+from ibhub.protocol import (
+    CancelAllOrders,
+    CancelOrder,
+    ModifyOrder,
+    OrderAccepted,
+    OrderEvent,
+    OrderRejected,
+    PlaceOrder,
+)
+from ibhub.sim import broker_messages as msgs
+from ibhub.sim.contracts import parse_c12
+from ibhub.sim.orders import OrderRequest, SimExecution, SimOrder, parse_place_order
+
+if TYPE_CHECKING:
+    from ibhub.frontdoor.server import FrontDoor
+
+log = logging.getLogger(__name__)
+
+REJECTED: Final = 201  # "Order rejected - reason:"; ends the trade in both libraries
+CANT_CANCEL: Final = 10148
+NOT_FOUND: Final = 135  # "Can't find order with id ="
+ORDER_MESSAGE: Final = 399  # a warning in both libraries: the order keeps working
+
+
+def handlers(relay: OrderRelay) -> dict[int, Handler]:
+    return {
+        3: relay.place_order,
+        4: relay.cancel_order,
+        58: relay.global_cancel,
+        5: relay.req_open_orders,
+        16: relay.req_open_orders,
+        99: relay.req_completed_orders,
+        7: relay.req_executions,
+    }
+
+
+class OrderRelay:
+    def __init__(self, door: FrontDoor) -> None:
+        self._door = door
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _book(self) -> Any:
+        service = self._door.order_service()
+        return None if service is None else service.book
+
+    def _caller(self, s: DownstreamSession) -> Caller:
+        return Caller(s.lease, s.owner)
+
+    def session_started(self, s: DownstreamSession) -> None:
+        book = self._book()
+        if book is not None:
+            # events held while this client id was away are published now, to this lease
+            book.bind_owner(s.owner, s.lease, release=True)
+
+    def session_gone(self, s: DownstreamSession) -> None:
+        book = self._book()
+        if book is not None and s.started:
+            book.lease_gone(s.lease)
+
+    # ------------------------------------------------------------------ requests
+
+    async def place_order(self, s: DownstreamSession, f: list[str]) -> None:
+        req = parse_place_order(f)
+        oid = req.order_id
+        cbook = s.book
+        assert cbook is not None
+        cbook.saw_id(oid)
+        book = self._book()
+        if book is None:
+            s.send_error(oid, REJECTED, "Order rejected - reason: trading is not enabled on "
+                                        "this hub (no order service attached)")
+            return
+        if req.what_if:
+            s.send_error(oid, UNSUPPORTED, unsupported_text(3, "whatIf orders"))
+            return
+        existing = await cbook.hub_id(oid)
+        if existing is not None:
+            await self._modify(s, book, oid, existing, req)
+            return
+        if not req.transmit:
+            s.send_error(oid, UNSUPPORTED, unsupported_text(
+                3, "orders with transmit=False (held for a later child, as in bracketOrder); "
+                   "place them transmitted, or use the hub's bracket orders"))
+            return
+        parent = 0
+        if req.parent_id:
+            parent = await cbook.hub_id(req.parent_id) or 0
+            if not parent:
+                s.send_error(oid, REJECTED, f"Order rejected - reason: parent order "
+                                            f"{req.parent_id} is not known")
+                return
+        limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
+        stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
+        order = PlaceOrder(
+            id=0, lease=s.lease, client_order_id=f"{oid}.{self._door.run_tag}",
+            contract=spec_from_query(parse_c12(f, 2)), action=req.action,
+            quantity=req.total_qty, order_type=req.order_type, limit_price=limit,
+            stop_price=stop, tif=req.tif or "DAY", outside_rth=req.outside_rth,
+            account=req.account, parent_order_id=parent,
+        )  # fmt: skip
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        cbook.placing[oid] = fut
+        hub_id: int | None = None
+        try:
+            reply = await book.place(self._caller(s), order)
+            if isinstance(reply, OrderAccepted):
+                hub_id = reply.order_id
+                self._door.books.bind(cbook, oid, hub_id)
+        finally:
+            del cbook.placing[oid]
+            fut.set_result(hub_id)
+        if isinstance(reply, OrderRejected):
+            log.info("tws client %d order %d refused: %s", s.client_id, oid, reply.message)
+            s.send_error(oid, REJECTED, f"Order rejected - reason: {reply.message}")
+
+    async def _modify(self, s: DownstreamSession, book: Any, oid: int, hub_id: int,
+                      req: OrderRequest) -> None:
+        rec: OrderRecord | None = book.store.get(hub_id)
+        limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
+        stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
+        if rec is not None and req.order_type != rec.order_type:
+            s.send_error(oid, ORDER_MESSAGE, f"Order message: cannot change order {oid} from "
+                                             f"{rec.order_type} to {req.order_type} (ibhub)")
+            return
+        reply = await book.modify(self._caller(s), ModifyOrder(
+            id=0, lease=s.lease, order_id=hub_id, quantity=req.total_qty, limit_price=limit,
+            stop_price=stop, tif=req.tif or None, outside_rth=req.outside_rth))
+        if isinstance(reply, OrderRejected):
+            s.send_error(oid, ORDER_MESSAGE,
+                         f"Order message: modification refused: {reply.message}")
+
+    async def cancel_order(self, s: DownstreamSession, f: list[str]) -> None:
+        oid = int(f[2])
+        cbook = s.book
+        assert cbook is not None
+        book = self._book()
+        hub_id = await cbook.hub_id(oid)
+        if book is None or hub_id is None:
+            s.send_error(oid, NOT_FOUND, f"Can't find order with id ={oid}")
+            return
+        reply = await book.cancel(self._caller(s), CancelOrder(id=0, lease=s.lease,
+                                                                order_id=hub_id))
+        if isinstance(reply, OrderRejected):
+            s.send_error(oid, CANT_CANCEL, f"OrderId {oid} that needs to be cancelled cannot "
+                                           f"be cancelled: {reply.message}")
+
+    async def global_cancel(self, s: DownstreamSession, f: list[str]) -> None:
+        """reqGlobalCancel cancels this client id's working orders only: other scripts'
+        orders are theirs (the hub's operator can cancel everything)."""
+        book = self._book()
+        if book is not None:
+            await book.cancel_all(self._caller(s), CancelAllOrders(id=0, lease=s.lease))
+
+    def req_open_orders(self, s: DownstreamSession, f: list[str]) -> None:
+        for rec, down in self._mine(s, working=True):
+            self._send_open(s, rec, down, rec.status)
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, rec.status)))
+        s.send_fields(msgs.open_order_end())
+
+    def req_completed_orders(self, s: DownstreamSession, f: list[str]) -> None:
+        for rec, down in self._mine(s, working=False):
+            order = self._sim_order(s, rec, down, rec.status)
+            order.completed_time = _ib_time(rec.updated_ns)
+            order.completed_status = rec.message or rec.status
+            s.send_fields(msgs.completed_order(order, self._inst(rec), rec.exchange))
+        s.send_fields(msgs.completed_orders_end())
+
+    def req_executions(self, s: DownstreamSession, f: list[str]) -> None:
+        rid = int(f[2])
+        book = self._book()
+        if book is not None:
+            for rec, down in self._mine(s, working=None):
+                for fill in book.store.fills_by_order.get(rec.order_id, ()):
+                    ex = self._execution(s, rec, down, fill)
+                    s.send_fields(msgs.exec_details(rid, ex, self._inst(rec), rec.exchange))
+                    if fill.commission is not None:
+                        s.send_fields(msgs.commission_report(ex))
+        s.send_fields(msgs.exec_details_end(rid))
+
+    def _mine(self, s: DownstreamSession, working: bool | None) -> list[tuple[OrderRecord, int]]:
+        book = self._book()
+        cbook = s.book
+        if book is None or cbook is None:
+            return []
+        out = []
+        for hub_id, down in sorted(cbook.to_down.items(), key=lambda kv: kv[1]):
+            rec = book.store.get(hub_id)
+            if rec is None or (working is not None and (rec.status not in TERMINAL) != working):
+                continue
+            out.append((rec, down))
+        return out
+
+    # ------------------------------------------------------------------ hub events
+
+    def on_event(self, ev: Any) -> None:
+        if not isinstance(ev, OrderEvent):
+            return
+        route = self._door.books.owner_of.get(ev.order_id)
+        book = self._book()
+        if route is None or book is None:
+            return
+        client_id, down = route
+        s = self._door.clients.get(client_id)
+        rec = book.store.get(ev.order_id)
+        if s is None or rec is None:
+            return  # the script is away: its orders stay; reqOpenOrders shows them later
+        kind = ev.kind
+        if kind in ("submitted", "modified"):
+            self._send_open(s, rec, down, ev.status)
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+        elif kind in ("partially_filled", "filled"):
+            fill = book.store.fills.get(ev.exec_id)
+            if fill is not None:
+                ex = self._execution(s, rec, down, fill)
+                s.send_fields(msgs.exec_details(-1, ex, self._inst(rec), rec.exchange))
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+        elif kind == "commission":
+            fill = book.store.fills.get(ev.exec_id)
+            if fill is not None and fill.commission is not None:
+                ex = self._execution(s, rec, down, fill)
+                s.send_fields(msgs.commission_report(ex))
+        elif kind == "cancelled":
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+        elif kind == "rejected":
+            s.send_error(down, REJECTED, f"Order rejected - reason: {ev.message}")
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+        elif kind == "modify_rejected":
+            s.send_error(down, ORDER_MESSAGE, f"Order message: {ev.message}")
+            self._send_open(s, rec, down, ev.status)
+
+    # ------------------------------------------------------------------ builders
+
+    def _inst(self, rec: OrderRecord) -> Any:
+        return inst_for(self._door.contracts, rec.con_id, rec.symbol, rec.sec_type,
+                        rec.currency, rec.exchange)
+
+    def _sim_order(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str,
+                   ev: OrderEvent | None = None) -> SimOrder:
+        cbook = s.book
+        parent = cbook.to_down.get(rec.parent_id, 0) if cbook is not None else 0
+        return SimOrder(
+            order_id=down, client_id=s.client_id, perm_id=rec.perm_id, con_id=rec.con_id,
+            symbol=rec.symbol, action=rec.action, total_qty=rec.quantity,
+            order_type=rec.order_type, lmt_price=rec.limit_price, aux_price=rec.stop_price,
+            tif=rec.tif, status=status,
+            filled=ev.filled if ev is not None else rec.filled,
+            avg_fill_price=ev.avg_fill_price if ev is not None else rec.avg_fill_price,
+            account=rec.account or self._door.account, parent_id=parent,
+            outside_rth=rec.outside_rth,
+            last_fill_price=ev.last_fill_price if ev is not None else 0.0,
+        )  # fmt: skip
+
+    def _send_open(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str) -> None:
+        order = self._sim_order(s, rec, down, status)
+        s.send_fields(msgs.open_order(order, self._inst(rec), rec.exchange))
+
+    def _execution(self, s: DownstreamSession, rec: OrderRecord, down: int,
+                   fill: FillRecord) -> SimExecution:
+        return SimExecution(
+            exec_id=fill.exec_id, order_id=down, client_id=s.client_id, perm_id=rec.perm_id,
+            con_id=fill.con_id, account=fill.account or rec.account or self._door.account,
+            side=fill.side, shares=fill.shares, price=fill.price,
+            time=dt.datetime.fromtimestamp(fill.time_ns / 1e9, dt.UTC),
+            cum_qty=fill.cum_qty, avg_price=fill.avg_price, order_ref="",
+            commission=fill.commission or 0.0, realized_pnl=fill.realized_pnl,
+            exchange=fill.exchange,
+        )  # fmt: skip
+
+
+def _ib_time(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
