@@ -1,0 +1,331 @@
+"""Order round trips through the hub vs a direct ib_insync connection (issue 7, #2).
+
+Not a test. The simulated Gateway runs in its own process; the hub runs in another
+(``HubServer`` with the order service attached by ``attach_orders``, the hub's own
+extension point, journal in a temporary directory with its default ``FULL`` sync),
+so ``ibhub run``'s wiring of orders is not needed. The script side is a raw wire
+client (pyzmq DEALER for requests, SUB on ``order.<lease>``), the same frames the
+SDK sends.
+
+    python bench/orders.py [--quick] [--orders 1000] [--interval 0.06] [--burst-orders 300]
+
+1. Latency: ``--orders`` market orders of 1 share, one at a time, ``--interval``
+   seconds apart (slower than the hub's per-script order rate, 20/s, and the
+   Gateway's 50 messages/s, so pacing never queues them): place -> ``order_accepted``
+   reply (ack), place -> ``filled`` event; the same count through ib_insync
+   ``placeOrder`` -> ``filledEvent``, same spacing, its own connection.
+2. Sustained rate: five scripts place ``--burst-orders`` orders as fast as the hub
+   accepts them, against a simulator enforcing IB's 50 messages/s; figures: orders/s
+   accepted, orders/s reaching the Gateway, fills/s, and how many the Gateway refused
+   for pacing (error 100; must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import zmq
+from benchlib import SPAWN, SimProcess, free_port, machine, pct, print_table, spread
+
+PLACE_ORDER = 3  # TWS message id of placeOrder
+
+
+def hub_main(conn: Connection, gateway_port: int, data_dir: str) -> None:
+    """A hub with orders attached, on uvloop, until told to stop."""
+    logging.basicConfig(level=logging.WARNING)
+
+    async def serve() -> None:
+        from ibhub.config import HubSettings
+        from ibhub.hub import HubServer
+        from ibhub.order_service import attach_orders
+
+        settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
+                               pub=f"tcp://127.0.0.1:{free_port()}",
+                               rpc=f"tcp://127.0.0.1:{free_port()}")
+        async with HubServer(settings) as hub:
+            while not (hub.upstream and hub.upstream.connected):
+                await asyncio.sleep(0.02)
+            svc = await attach_orders(hub, data_dir=data_dir)
+            await asyncio.wait_for(svc.reconciled.wait(), 30)
+            conn.send((hub.pub_endpoint, hub.rpc_endpoint))
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            await svc.stop()
+
+    import uvloop
+
+    uvloop.run(serve())
+
+
+class WireClient:
+    """A script speaking the wire protocol: DEALER for requests, SUB for its order topic."""
+
+    def __init__(self, ctx: zmq.Context[Any], pub: str, rpc: str, name: str) -> None:
+        from ibhub import wire
+        from ibhub.protocol import ContractSpec, Hello, Subscribe
+
+        self.wire = wire
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(rpc)
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.connect(pub)
+        self._id = 0
+        welcome = self.call(Hello(id=self.next_id(), name=name))
+        self.lease = welcome.lease
+        self.sub.setsockopt(zmq.SUBSCRIBE, f"order.{self.lease}".encode())
+        # Watch AAPL until a tick arrives: then the SUB socket is connected (no
+        # slow-joiner loss of order events) and the hub knows a price (risk band).
+        topic = self.call(Subscribe(id=self.next_id(), lease=self.lease,
+                                    contract=ContractSpec(symbol="AAPL"))).topic.encode()
+        self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+        if not self.sub.poll(10_000):
+            raise TimeoutError("no tick on the SUB socket within 10 s")
+        self.sub.setsockopt(zmq.UNSUBSCRIBE, topic)
+        while self.sub.poll(0):
+            self.sub.recv_multipart()
+
+    def next_id(self) -> int:
+        self._id += 1
+        return self._id
+
+    def send(self, req: Any) -> None:
+        self.dealer.send_multipart([b"", self.wire.encode(req)])
+
+    def recv_reply(self, timeout: float = 10.0) -> Any:
+        if not self.dealer.poll(int(timeout * 1000)):
+            raise TimeoutError("no reply")
+        return self.wire.decode_reply(self.dealer.recv_multipart()[-1])
+
+    def call(self, req: Any) -> Any:
+        self.send(req)
+        return self.recv_reply()
+
+    def event(self, timeout: float = 10.0) -> Any:
+        if not self.sub.poll(int(timeout * 1000)):
+            raise TimeoutError("no order event")
+        return self.wire.decode_event(self.sub.recv_multipart()[-1])
+
+    def heartbeat(self) -> None:
+        from ibhub.protocol import Heartbeat
+
+        self.call(Heartbeat(id=self.next_id(), lease=self.lease))
+
+    def close(self) -> None:
+        self.dealer.close(0)
+        self.sub.close(0)
+
+
+def place_req(client: WireClient, coid: str) -> Any:
+    from ibhub.protocol import ContractSpec, PlaceOrder
+
+    return PlaceOrder(id=client.next_id(), lease=client.lease, client_order_id=coid,
+                      contract=ContractSpec(symbol="AAPL"), action="BUY", quantity=1.0,
+                      order_type="MKT")
+
+
+def hub_latency(pub: str, rpc: str, n: int, interval: float) -> tuple[list[float], list[float]]:
+    from ibhub.protocol import OrderAccepted, OrderEvent
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    c = WireClient(ctx, pub, rpc, "bench-orders")
+    acks: list[float] = []
+    fills: list[float] = []
+    run = f"{time.time_ns()}"
+    try:
+        next_at = time.perf_counter()
+        for i in range(n):
+            next_at += interval
+            coid = f"{run}-{i}"
+            t0 = time.perf_counter()
+            c.send(place_req(c, coid))
+            reply = c.recv_reply()
+            t_ack = time.perf_counter()
+            if not isinstance(reply, OrderAccepted):
+                raise RuntimeError(f"order refused: {reply}")
+            acks.append(t_ack - t0)
+            while True:
+                ev = c.event()
+                if isinstance(ev, OrderEvent) and ev.client_order_id == coid and \
+                        ev.kind == "filled":
+                    fills.append(time.perf_counter() - t0)
+                    break
+            if i % 10 == 0:
+                c.heartbeat()
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+    finally:
+        c.close()
+        ctx.term()
+    return acks, fills
+
+
+async def direct_latency(port: int, n: int, interval: float) -> list[float]:
+    from ib_insync import IB, MarketOrder, Stock
+
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", port, clientId=7, timeout=20)
+    try:
+        contract = Stock("AAPL", "SMART", "USD")
+        await ib.qualifyContractsAsync(contract)
+        fills: list[float] = []
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        for _ in range(n):
+            next_at += interval
+            done = asyncio.Event()
+            t0 = time.perf_counter()
+            trade = ib.placeOrder(contract, MarketOrder("BUY", 1))
+            trade.filledEvent += lambda _t, done=done: done.set()  # type: ignore[misc]
+            await asyncio.wait_for(done.wait(), 10)
+            fills.append(time.perf_counter() - t0)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+        return fills
+    finally:
+        ib.disconnect()
+
+
+def sustained(pub: str, rpc: str, sim: SimProcess, total: int,
+              scripts: int = 5) -> dict[str, Any]:
+    """``scripts`` clients place ``total`` orders as fast as the hub accepts them."""
+    from ibhub.protocol import OrderAccepted, OrderEvent, OrderRejected
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    clients = [WireClient(ctx, pub, rpc, f"bench-burst-{k}") for k in range(scripts)]
+    per = total // scripts
+    run = f"{time.time_ns()}"
+    placed0 = sim.call("request_counts.get", PLACE_ORDER) or 0
+    accepted = rejected = filled = paced = 0
+    reasons: dict[str, int] = {}
+    t0 = time.perf_counter()
+    try:
+        # every script fires its orders back to back, all scripts at once
+        for c in clients:
+            for i in range(per):
+                c.send(place_req(c, f"{run}-{c.lease}-{i}"))
+        for c in clients:
+            for _ in range(per):
+                r = c.recv_reply(60)
+                if isinstance(r, OrderAccepted):
+                    accepted += 1
+                elif isinstance(r, OrderRejected):
+                    rejected += 1
+                    reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        t_acc = time.perf_counter() - t0
+        deadline = time.perf_counter() + 120
+        while filled + paced < accepted and time.perf_counter() < deadline:
+            for c in clients:
+                while c.sub.poll(0):
+                    ev = c.wire.decode_event(c.sub.recv_multipart()[-1])
+                    if isinstance(ev, OrderEvent):
+                        if ev.kind == "filled":
+                            filled += 1
+                        elif ev.kind == "rejected":
+                            paced += 1
+                            if "100" in ev.message or "rate" in ev.message.lower():
+                                reasons["gateway_pacing"] = reasons.get("gateway_pacing", 0) + 1
+            time.sleep(0.01)
+            if int(time.perf_counter()) % 1 == 0:
+                for c in clients:
+                    c.heartbeat()
+        t_fill = time.perf_counter() - t0
+    finally:
+        for c in clients:
+            c.close()
+        ctx.term()
+    placed = (sim.call("request_counts.get", PLACE_ORDER) or 0) - placed0
+    return {"orders": total, "accepted": accepted, "rejected": rejected, "filled": filled,
+            "accept_s": t_acc, "fill_s": t_fill, "placed_upstream": placed,
+            "gateway_refused": reasons.get("gateway_pacing", 0), "reasons": reasons}
+
+
+def run_once(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with SimProcess(stamp="slice", tick_rate=4.0) as sim, \
+            tempfile.TemporaryDirectory(prefix="ibhub-bench-orders-") as data_dir:
+        parent, child = SPAWN.Pipe()
+        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir), daemon=True)
+        proc.start()
+        try:
+            if not parent.poll(60):
+                raise TimeoutError("hub with orders did not start")
+            pub, rpc = parent.recv()
+            acks, fills = hub_latency(pub, rpc, args.orders, args.interval)
+            out["ack"], out["fill"] = acks, fills
+            out["direct"] = asyncio.run(direct_latency(sim.port, args.orders, args.interval))
+        finally:
+            parent.send("stop")
+            proc.join(20)
+            if proc.is_alive():
+                proc.terminate()
+    # sustained rate against IB's own pacing limit (a fresh simulator, 50 msgs/s per client)
+    with SimProcess(stamp="slice", tick_rate=4.0, max_msg_rate=50.0) as sim, \
+            tempfile.TemporaryDirectory(prefix="ibhub-bench-orders-") as data_dir:
+        parent, child = SPAWN.Pipe()
+        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir), daemon=True)
+        proc.start()
+        try:
+            if not parent.poll(60):
+                raise TimeoutError("hub with orders did not start")
+            pub, rpc = parent.recv()
+            out["burst"] = sustained(pub, rpc, sim, args.burst_orders)
+        finally:
+            parent.send("stop")
+            proc.join(20)
+            if proc.is_alive():
+                proc.terminate()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="100 orders, 100-order burst")
+    p.add_argument("--orders", type=int, default=1000)
+    p.add_argument("--interval", type=float, default=0.06)
+    p.add_argument("--burst-orders", type=int, default=300)
+    p.add_argument("--repeat", type=int, default=1)
+    args = p.parse_args()
+    if args.quick:
+        args.orders, args.burst_orders = 100, 100
+    logging.basicConfig(level=logging.WARNING)
+    print(f"machine: {machine()}")
+    print(f"command: python bench/orders.py {' '.join(sys.argv[1:])}")
+    runs = [run_once(args) for _ in range(args.repeat)]
+    ms = "{:.2f}"
+    rows = []
+    for label, key in (("hub: place -> ack", "ack"), ("hub: place -> fill event", "fill"),
+                       ("direct ib_insync: placeOrder -> fill", "direct")):
+        rows.append([label, str(len(runs[0][key])),
+                     spread((1e3 * pct(r[key], 50) for r in runs), ms),
+                     spread((1e3 * pct(r[key], 99) for r in runs), ms),
+                     spread((1e3 * max(r[key]) for r in runs), ms)])
+    print(f"\norder round trips, {args.orders} market orders, {args.interval * 1e3:.0f} ms apart "
+          "(ms; median [min-max] over repeats)")
+    print_table(["path", "n", "p50 ms", "p99 ms", "max ms"], rows)
+    ratio = [pct(r["fill"], 50) / pct(r["direct"], 50) for r in runs]
+    print(f"hub fill p50 / direct fill p50: {spread(ratio, '{:.2f}')}")
+    b = [r["burst"] for r in runs]
+    print(f"\nsustained: 5 scripts, {b[0]['orders']} orders back to back, Gateway paced at "
+          "50 msgs/s per client")
+    print_table(["accepted/s", "upstream placeOrder/s", "fills/s", "filled", "rejected",
+                 "Gateway pacing errors"],
+                [[spread(x["accepted"] / x["accept_s"] for x in b),
+                  spread(x["placed_upstream"] / x["fill_s"] for x in b),
+                  spread(x["filled"] / x["fill_s"] for x in b),
+                  spread(x["filled"] for x in b), spread(x["rejected"] for x in b),
+                  spread(x["gateway_refused"] for x in b)]])
+    for x in b:
+        if x["reasons"]:
+            print(f"  rejections by reason: {x['reasons']}")
+
+
+if __name__ == "__main__":
+    main()
