@@ -441,3 +441,40 @@ async def test_real_hub_healthy_then_upstream_down(sim: SimGateway) -> None:
         assert rep.exit_code == 21
         await sim.open_port()
         await until(Diagnosis.HUB_HEALTHY)
+
+
+async def test_hub_front_door_is_checked_like_a_gateway(sim: SimGateway) -> None:
+    """The hub's TWS-protocol front door answers the same probe, 326 included."""
+    from ib_insync import IB
+
+    from ibhub.config import HubSettings
+    from ibhub.frontdoor import FrontDoor
+    from ibhub.hub import HubServer
+
+    settings = HubSettings(
+        gateway_host=HOST,
+        gateway_port=sim.port,
+        pub=f"tcp://{HOST}:0",
+        rpc=f"tcp://{HOST}:0",
+        tws_port=0,
+    )
+    async with HubServer(settings) as hub:
+        deadline = time.monotonic() + 10
+        while (await doctor.check_hub(hub.rpc_endpoint, timeout=2.0)).exit_code != 0:
+            assert time.monotonic() < deadline, "hub never connected upstream"
+            await asyncio.sleep(0.05)
+        (door,) = [s for s in hub.services if isinstance(s, FrontDoor)]
+        r = await doctor.probe_gateway(HOST, door.tws_port, client_id=11, timeout=3.0)
+        assert r.diagnosis is Diagnosis.HEALTHY, r.detail
+        assert r.accounts == ["DU1234567"]
+        await wait_until(lambda: 11 not in door.clients)
+
+        before = await doctor.probe_gateway(HOST, door.tws_port, client_id=12, timeout=3.0)
+        assert before.diagnosis is Diagnosis.HEALTHY  # id 12 is free until ib_insync takes it
+        ib = IB()
+        await ib.connectAsync(HOST, door.tws_port, clientId=12, timeout=5, readonly=True)
+        try:
+            r = await doctor.probe_gateway(HOST, door.tws_port, client_id=12, timeout=3.0)
+            assert r.diagnosis is Diagnosis.CLIENT_ID_IN_USE, r.detail
+        finally:
+            ib.disconnect()
