@@ -121,13 +121,15 @@ class AsyncHub:
                 self._on_error_event,
             )
             keeper = LeaseKeeper(
-                self._rpc, self._table, self.upstream, self._spawn, name=self.name, role=self.role
+                self._rpc, self._table, self._spawn, name=self.name, role=self.role
             )
             await keeper.hello(self.connect_timeout, self.connect_retries)
             self._keeper = keeper
-            status = await self._rpc.request(GetStatus(id=0))
-            if isinstance(status, StatusReply):
-                self.upstream.on_status_reply(status)
+            await self._table.baseline_status()
+            if self.upstream.up is None:  # the hub has published no status at all yet
+                status = await self._rpc.request(GetStatus(id=0))
+                if isinstance(status, StatusReply):
+                    self.upstream.on_status_reply(status)
         except BaseException:
             await self.close()
             raise

@@ -19,16 +19,13 @@ from typing import Any, TypeVar
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.rpc import RpcChannel
 from ibhub.client.topics import TopicTable
-from ibhub.client.upstream_watch import UpstreamWatch
 from ibhub.protocol import (
     ErrorCode,
-    GetStatus,
     Goodbye,
     Heartbeat,
     Hello,
     Reply,
     Request,
-    StatusReply,
     Subscribe,
     Subscribed,
     Welcome,
@@ -61,7 +58,6 @@ class LeaseKeeper:
         self,
         rpc: RpcChannel,
         table: TopicTable,
-        upstream: UpstreamWatch,
         spawn: Callable[[Coroutine[Any, Any, Any], str], None],
         *,
         name: str,
@@ -77,7 +73,6 @@ class LeaseKeeper:
         self.rehellos = 0  # completed renewals (hello again + resubscribe pass)
         self._rpc = rpc
         self._table = table
-        self._upstream = upstream
         self._spawn = spawn
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one re-hello / resubscribe pass at a time
@@ -159,10 +154,7 @@ class LeaseKeeper:
                 entry.pending = True
             await self._resubscribe_pending()
             self.rehellos += 1  # counted once the resubscribe pass is done
-            with contextlib.suppress(HubError):
-                status = await self._rpc.request(GetStatus(id=0))
-                if isinstance(status, StatusReply):
-                    self._upstream.on_status_reply(status)
+            self._table.status.sync()  # a restarted hub: take its upstream state
 
     # ------------------------------------------------------------------ internals
 

@@ -91,13 +91,18 @@ class TopicSequencer:
             self.buffer = [event]
             self.request_snapshot(self.topic)
 
-    def sync(self) -> None:
-        """Start (or restart) from a snapshot without counting a gap."""
+    def sync(self, request: bool = True) -> None:
+        """Start (or restart) from a snapshot without counting a gap.
+
+        ``request=False``: the caller fetches the snapshot itself and hands it to
+        ``on_snapshot``; live events are buffered until then either way.
+        """
         if self.recovering:
             return
         self.recovering = True
         self.buffer = []
-        self.request_snapshot(self.topic)
+        if request:
+            self.request_snapshot(self.topic)
 
     def reset(self) -> None:
         """Forget the baseline (new PUB connection: the hub may have restarted)."""

@@ -182,6 +182,24 @@ class TopicTable:
         entry = self.entries.get(topic)
         return entry.sequencer.gaps if entry is not None else 0
 
+    async def baseline_status(self) -> None:
+        """Take the upstream state from ``hub.status``'s last value now, in sequence
+        order with live events (a status *reply* could be older than an event that
+        was already applied: the two sockets are not ordered with each other)."""
+        seq = self.status
+        if seq.recovering:
+            return
+        seq.sync(request=False)
+        event: Event | None = None
+        try:
+            event = await self._snapshot(TOPIC_STATUS)
+        except HubError as exc:
+            log.warning("snapshot of %s failed: %s", TOPIC_STATUS, exc)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("snapshot of %s had an undecodable event: %s", TOPIC_STATUS, exc)
+        if seq is self.status:
+            seq.on_snapshot(event)
+
     def request_snapshot(self, topic: str) -> None:
         self._spawn(self._fetch_snapshot(topic), f"snapshot {topic}")
 

@@ -80,6 +80,7 @@ class FakeHub:
         self.heartbeat_interval = heartbeat_interval
         self.ctx = zmq.asyncio.Context()
         self.requests: list[Request] = []
+        self.replies: list[Reply] = []
         self.leases: dict[str, str] = {}  # lease -> name
         self.goodbyes: list[str] = []
         self.seqs: dict[str, int] = defaultdict(int)
@@ -224,6 +225,7 @@ class FakeHub:
             reply = msgspec.structs.replace(reply, id=request.id)
         else:
             reply = self._reply(request)
+        self.replies.append(reply)
         await router.send_multipart([*envelope, wire.encode(reply)])
 
     def _reply(self, request: Request) -> Reply:

@@ -25,6 +25,7 @@ from ibhub.protocol import (
     Hello,
     HubStatus,
     Subscribe,
+    Subscribed,
     Unsubscribe,
     UpstreamState,
 )
@@ -417,9 +418,12 @@ async def test_resubscribe_is_retried_while_the_hub_cannot_serve_it(
     await wait_until(lambda: client.rehellos == 1, what="re-hello")
     await wait_until(lambda: len(fake.of_type(Subscribe)) >= 4, what="resubscribe retries")
     assert not sub.closed
+    def accepted() -> int:
+        return sum(isinstance(r, Subscribed) for r in fake.replies)
+
+    assert accepted() == 1  # the original subscribe only
     del fake.refuse["subscribe"]  # the Gateway is back
-    attempts = len(fake.of_type(Subscribe))
-    await wait_until(lambda: len(fake.of_type(Subscribe)) > attempts, what="one more retry")
+    await wait_until(lambda: accepted() == 2, what="a retry the hub accepts")
     await fake.wait_subscribed("tick.AAPL")
     fake.tick("AAPL", 7.0)
     event = await sub.get(2)
@@ -486,3 +490,20 @@ async def test_upstream_down_is_raised_after_the_request_timeout(fake: FakeHub) 
             await client.contract_details("AAPL")
         assert info.value.code == ErrorCode.UPSTREAM_DOWN
         assert await client.wait_connected(0.05) is False
+
+
+async def test_upstream_baseline_comes_from_the_status_topic_in_sequence(fake: FakeHub) -> None:
+    """A status *reply* may be older than a status event already applied (two sockets,
+    no order between them); the baseline is the topic's last value, ordered by seq."""
+    fake.status_event(UpstreamState.CONNECTING)
+    fake.status_event(UpstreamState.CONNECTED)  # the hub's last hub.status value, seq 2
+    fake.state = UpstreamState.CONNECTING  # what a stale status reply would say
+    downs: list[HubStatus] = []
+    async with AsyncHub(pub=fake.pub, rpc=fake.rpc) as client:
+        client.add_disconnect_handler(downs.append)
+        assert client.upstream_state == UpstreamState.CONNECTED and client.is_connected()
+        assert not [r for r in fake.requests if type(r).__name__ == "GetStatus"]
+        await fake.wait_subscribed("hub.status")
+        fake.status_event(UpstreamState.RECONNECTING)  # seq 3: a real change
+        await wait_until(lambda: len(downs) == 1)
+        assert downs[0].seq == 3
