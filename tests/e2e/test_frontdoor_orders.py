@@ -1,0 +1,142 @@
+"""Front door (issue 8): orders, positions and account data for ib_insync scripts.
+
+Orders go through the hub's order path (journal, risk, pacing, ownership): the
+simulator's book shows they reached the Gateway under the hub's order ids, while
+the script sees openOrder/orderStatus/execDetails/commission under its own.
+"""
+
+from __future__ import annotations
+
+from ib_insync import IB, LimitOrder, MarketOrder, Stock
+
+from ibhub.hub import HubServer
+from ibhub.protocol import GetOpenOrders, OrdersReply
+from ibhub.sim import SimGateway
+from tests.e2e.frontdoor_support import (  # noqa: F401  (fixtures)
+    ClientFactory,
+    door_hub,
+    door_of,
+    ib_clients,
+    quiet_ib_insync,
+)
+from tests.helpers import wait_until
+
+
+async def _aapl(ib: IB) -> Stock:
+    c = Stock("AAPL", "SMART", "USD")
+    await ib.qualifyContractsAsync(c)
+    # a live price for the hub's price band
+    ib.reqMktData(c)
+    await wait_until(lambda: ib.ticker(c) is not None and ib.ticker(c).bid > 0, 5.0, "AAPL bid")
+    return c
+
+
+async def test_market_order_fills_with_the_scripts_own_ids(
+    ib_clients: ClientFactory, door_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    quiet_ib_insync()
+    ib = await ib_clients(21)
+    c = await _aapl(ib)
+    seen: list[str] = []
+    ib.openOrderEvent += lambda t: seen.append(f"openOrder {t.order.orderId}")
+    ib.orderStatusEvent += lambda t: seen.append(f"orderStatus {t.orderStatus.status}")
+    ib.execDetailsEvent += lambda t, f: seen.append(f"execDetails {f.execution.orderId}")
+    ib.commissionReportEvent += lambda t, f, r: seen.append(f"commission {r.commission}")
+    trade = ib.placeOrder(c, MarketOrder("BUY", 10))
+    own_id = trade.order.orderId
+    await wait_until(lambda: trade.isDone() and trade.fills
+                     and trade.fills[0].commissionReport.execId, 10.0, "filled + commission")
+    assert trade.orderStatus.status == "Filled"
+    assert trade.orderStatus.filled == 10
+    fill = trade.fills[0]
+    assert fill.execution.orderId == own_id and fill.execution.clientId == 21
+    assert fill.execution.side == "BOT" and fill.execution.shares == 10
+    assert fill.commissionReport.commission > 0
+    assert f"openOrder {own_id}" in seen and f"execDetails {own_id}" in seen
+    assert any(s.startswith("commission") for s in seen)
+    # the Gateway saw the hub's order (its own id space, the hub's client id)
+    sim_orders = [o for o in hub_sim.broker.orders() if o.symbol == "AAPL"]
+    assert len(sim_orders) == 1 and sim_orders[0].client_id == door_hub.settings.client_id
+    hub_id = sim_orders[0].order_id
+    # ...and the hub's journal/book owns it for this client id
+    rec = door_hub.orders.book.store.get(hub_id)  # type: ignore[attr-defined]
+    assert rec is not None and rec.owner == "tws-client-21" and rec.status == "Filled"
+    # positions and account summary answer from the hub's cache
+    await wait_until(lambda: any(p.contract.conId == c.conId and p.position == 10
+                                 for p in ib.positions()), 10.0, "position streamed")
+    fresh = await ib_clients(22)
+    positions = await fresh.reqPositionsAsync()
+    assert [(p.contract.conId, p.position) for p in positions] == [(c.conId, 10.0)]
+    summary = await fresh.accountSummaryAsync()
+    tags = {v.tag for v in summary}
+    assert "NetLiquidation" in tags, sorted(tags)[:10]
+    # reqExecutions of the owner shows the fill under its own id, not to another client
+    fills = await ib.reqExecutionsAsync()
+    assert [f.execution.orderId for f in fills] == [own_id]
+    assert await fresh.reqExecutionsAsync() == []
+
+
+async def test_limit_order_rests_and_is_cancelled(
+    ib_clients: ClientFactory, door_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    quiet_ib_insync()
+    ib = await ib_clients(31)
+    c = await _aapl(ib)
+    bid = ib.ticker(c).bid
+    trade = ib.placeOrder(c, LimitOrder("BUY", 5, round(bid * 0.97, 2)))
+    await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "resting")
+    assert any(o.status == "Submitted" for o in hub_sim.broker.orders())
+    # modify: same order id, new price
+    trade.order.lmtPrice = round(bid * 0.96, 2)
+    ib.placeOrder(c, trade.order)
+    await wait_until(lambda: any(abs((o.lmt_price or 0) - trade.order.lmtPrice) < 1e-9
+                                 for o in hub_sim.broker.orders()), 10.0, "modified upstream")
+    ib.cancelOrder(trade.order)
+    await wait_until(trade.isDone, 10.0, "cancelled")
+    assert trade.orderStatus.status == "Cancelled"
+    assert all(o.status == "Cancelled" for o in hub_sim.broker.orders())
+
+
+async def test_refused_order_is_an_error_on_its_id(ib_clients: ClientFactory) -> None:
+    quiet_ib_insync()
+    ib = await ib_clients(41)
+    c = await _aapl(ib)
+    errors: list[tuple[int, int, str]] = []
+    ib.errorEvent += lambda rid, code, msg, _c: errors.append((rid, code, msg))
+    trade = ib.placeOrder(c, MarketOrder("BUY", 10_000_000))  # above the hub's limit
+    await wait_until(trade.isDone, 5.0, "refused")
+    assert trade.orderStatus.status == "Cancelled"
+    assert any(rid == trade.order.orderId and code == 201 for rid, code, _ in errors), errors
+
+
+async def test_disconnect_releases_lines_but_orders_stay(
+    ib_clients: ClientFactory, door_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    quiet_ib_insync()
+    ib = await ib_clients(51)
+    c = await _aapl(ib)
+    bid = ib.ticker(c).bid
+    trade = ib.placeOrder(c, LimitOrder("BUY", 3, round(bid * 0.95, 2)))
+    await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "resting")
+    assert hub_sim.market_data_subscriptions()
+    ib.disconnect()
+    await wait_until(lambda: not hub_sim.market_data_subscriptions(), 5.0, "line released")
+    # the order still works, visible to an operator over ZeroMQ's order book
+    book = door_hub.orders.book  # type: ignore[attr-defined]
+    reply = await book.handle(_operator(), GetOpenOrders(id=1, lease="op", scope="all"))
+    assert isinstance(reply, OrdersReply)
+    assert [o.owner for o in reply.orders] == ["tws-client-51"]
+    # the same client id comes back and finds it under its own order id, and cancels it
+    again = await ib_clients(51)
+    await wait_until(lambda: again.openTrades(), 5.0, "open order listed at connect")
+    t = again.openTrades()[0]
+    assert t.order.orderId == trade.order.orderId
+    again.cancelOrder(t.order)
+    await wait_until(t.isDone, 10.0, "cancelled after reconnect")
+
+
+def _operator():  # type: ignore[no-untyped-def]
+    from ibhub.orders import Caller
+    from ibhub.risk import Role
+
+    return Caller("op", "operator", Role.OPERATOR)
