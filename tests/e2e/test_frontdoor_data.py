@@ -9,14 +9,13 @@ from ib_insync import Forex, Stock
 
 from ibhub.hub import HubServer
 from ibhub.sim import SimGateway
-from tests.e2e.frontdoor_support import (  # noqa: F401  (fixtures)
-    ClientFactory,
-    door_hub,
-    door_of,
-    ib_clients,
-    quiet_ib_insync,
-)
+from tests.e2e import frontdoor_support
+from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
 from tests.helpers import wait_until
+
+# fixtures shared by the front-door tests
+door_hub = frontdoor_support.door_hub
+ib_clients = frontdoor_support.ib_clients
 
 
 async def test_contract_details_and_historical_bars(

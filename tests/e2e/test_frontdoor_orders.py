@@ -12,14 +12,13 @@ from ib_insync import IB, LimitOrder, MarketOrder, Stock
 from ibhub.hub import HubServer
 from ibhub.protocol import GetOpenOrders, OrdersReply
 from ibhub.sim import SimGateway
-from tests.e2e.frontdoor_support import (  # noqa: F401  (fixtures)
-    ClientFactory,
-    door_hub,
-    door_of,
-    ib_clients,
-    quiet_ib_insync,
-)
+from tests.e2e import frontdoor_support
+from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync
 from tests.helpers import wait_until
+
+# fixtures shared by the front-door tests
+door_hub = frontdoor_support.door_hub
+ib_clients = frontdoor_support.ib_clients
 
 
 async def _aapl(ib: IB) -> Stock:
