@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+
 import psutil
 import zmq
 import zmq.asyncio
