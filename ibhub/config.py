@@ -1,16 +1,31 @@
-"""The hub's settings: one object built from defaults, environment and flags.
+"""The hub's settings: one object built from defaults, a config file, environment and flags.
 
+Precedence, lowest to highest (:func:`load_settings`): built-in defaults < TOML
+config file (``--config``, ``$IBHUB_CONFIG``, else the first of ``./ibhub.toml``,
+``~/.config/ibhub/ibhub.toml``, ``/etc/ibhub/ibhub.toml``) < environment (a ``.env``
+file in the working directory, then the real environment) < command-line flags.
 Environment variables use the ``IBHUB_`` prefix (``IBHUB_LINES_MAX=50``). The three
 upstream settings also honour the names scripts already use for a direct
-connection: ``IB_HOST``, ``IB_PORT`` and ``IB_CLIENT_ID``. A bad value raises
-:class:`ConfigError` naming the setting, so a typo in a unit file fails at start-up
-with a readable message instead of a pydantic traceback.
+connection: ``IB_HOST``, ``IB_PORT`` and ``IB_CLIENT_ID``. When no source names a
+port, ``load_settings(detect_port=True)`` probes the standard ports (paper before
+live). A bad value raises :class:`ConfigError` naming the setting, where the value
+came from and what is accepted, so a typo in a unit file fails at start-up with a
+readable message instead of a pydantic traceback.
+
+The layering is done here by hand rather than with pydantic-settings' source
+machinery because ``ibhub config show`` must say where every value came from.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import socket
+import tomllib
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -81,6 +96,20 @@ class HubSettings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 
+    # Health and metrics over HTTP on 127.0.0.1 (/health, /metrics); 0 = off.
+    http_port: int = Field(default=8570, ge=0, le=65535)
+
+    # Logging: readable lines by default, one JSON object per line for log shippers.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # Alerts (upstream lost/restored, order rejections, pacing violations) always go
+    # to the log (WARNING) and hub.status; optionally also to a webhook (JSON POST)
+    # and a JSON-lines file.
+    alert_webhook: str | None = None
+    alert_webhook_timeout: float = Field(default=5.0, gt=0)
+    alert_file: Path | None = None
+
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
 
@@ -89,6 +118,33 @@ class HubSettings(BaseSettings):
     def _endpoint(cls, value: str) -> str:
         if not value.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"{value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)")
+        return value
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _port_off(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("off", "none", "no", "false"):
+            return 0
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if value.lower() in ("debug", "info", "warning", "error") \
+            else value.lower()
+
+    @field_validator("alert_webhook", "alert_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value
 
     @field_validator("raw_client_id_range", mode="before")
@@ -123,22 +179,196 @@ class HubSettings(BaseSettings):
         return self.heartbeat_interval * self.lease_timeout
 
 
-def load_settings(**overrides: Any) -> HubSettings:
-    """Build settings from the environment plus ``overrides`` (None values are ignored).
+# ---------------------------------------------------------------------------- loading
 
-    Raises :class:`ConfigError` whose message names every bad setting.
-    """
-    given = {k: v for k, v in overrides.items() if v is not None}
+CONFIG_ENV = "IBHUB_CONFIG"
+# Environment names besides IBHUB_<SETTING>, as scripts use them for a direct connection.
+ENV_ALIASES: dict[str, str] = {
+    "gateway_host": "IB_HOST",
+    "gateway_port": "IB_PORT",
+    "client_id": "IB_CLIENT_ID",
+}
+# Standard API ports in the order auto-detection prefers them: paper before live.
+STANDARD_PORTS: tuple[tuple[int, str], ...] = (
+    (7497, "TWS paper"),
+    (4002, "IB Gateway paper"),
+    (7496, "TWS live"),
+    (4001, "IB Gateway live"),
+)
+
+
+def default_config_paths() -> list[Path]:
+    """Where a config file is looked for when none is named (first existing wins)."""
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [Path("ibhub.toml"), Path(xdg) / "ibhub" / "ibhub.toml", Path("/etc/ibhub/ibhub.toml")]
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file: top-level keys are setting names; a table is a prefix
+    (``[alert] webhook = ...`` is ``alert_webhook``). Unknown names are an error."""
     try:
-        return HubSettings(**given)
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                if isinstance(inner, dict):
+                    raise ConfigError(f"config file {path}: [{key}.{sub}] nests too deep")
+                flat[f"{key}_{sub}"] = inner
+        else:
+            flat[key] = value
+    known = HubSettings.model_fields
+    for name in flat:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown setting {name!r} in config file {path}{hint}")
+    return flat
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def probe_port(host: str, port: int, timeout: float) -> bool:
+    """True if something accepts a TCP connection on ``host:port`` (no API handshake)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def detect_gateway_port(host: str, timeout: float = 0.3) -> int | None:
+    """The first standard API port (paper before live) that accepts a connection."""
+    with ThreadPoolExecutor(len(STANDARD_PORTS)) as pool:
+        answers = list(pool.map(lambda p: probe_port(host, p[0], timeout), STANDARD_PORTS))
+    for (port, _), ok in zip(STANDARD_PORTS, answers, strict=True):
+        if ok:
+            return port
+    return None
+
+
+def load_settings(**overrides: Any) -> HubSettings:
+    """Build settings from every source; ``overrides`` are the command-line flags.
+
+    Keyword arguments that are not settings steer the loading (see
+    :func:`load_settings_with_sources`). Raises :class:`ConfigError` naming every bad
+    setting.
+    """
+    return load_settings_with_sources(**overrides)[0]
+
+
+def load_settings_with_sources(
+    *,
+    config: str | Path | None = None,
+    search: Sequence[Path] | None = None,
+    env: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ".env",
+    detect_port: bool = False,
+    detect_timeout: float = 0.3,
+    **overrides: Any,
+) -> tuple[HubSettings, dict[str, str]]:
+    """Settings plus, for each one, where its value came from.
+
+    ``config``: a TOML file (else ``$IBHUB_CONFIG``, else the first file of ``search``
+    that exists, default :func:`default_config_paths`). ``env``: the environment
+    (default ``os.environ``); ``env_file``: a dotenv file read beneath it (None = none).
+    ``overrides``: flag values; None means "not given". ``detect_port``: probe the
+    standard ports when no source set ``gateway_port`` (never with ``sim``).
+    """
+    environ = dict(os.environ if env is None else env)
+    fields = HubSettings.model_fields
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, field in fields.items():
+        values[name] = field.get_default(call_default_factory=True)
+        sources[name] = "default"
+
+    dotenv: dict[str, str] = {}
+    dotenv_path = Path(env_file) if env_file is not None else None
+    if dotenv_path is not None and dotenv_path.is_file():
+        dotenv = _read_dotenv(dotenv_path)
+
+    config_path: Path | None = None
+    named = config or environ.get(CONFIG_ENV) or dotenv.get(CONFIG_ENV)
+    if named:
+        config_path = Path(named).expanduser()
+        if not config_path.is_file():
+            raise ConfigError(f"config file {config_path} does not exist")
+    else:
+        for candidate in default_config_paths() if search is None else search:
+            if candidate.is_file():
+                config_path = candidate
+                break
+    if config_path is not None:
+        for name, value in read_config_file(config_path).items():
+            values[name] = value
+            sources[name] = f"config file {config_path}"
+
+    # Environment: the .env file first, the real environment over it; per setting the
+    # IBHUB_ name wins over the IB_ alias.
+    layers = [(".env", {k.upper(): v for k, v in dotenv.items()}),
+              ("env", {k.upper(): v for k, v in environ.items()})]
+    for origin, layer in layers:
+        for name in fields:
+            for var in (f"IBHUB_{name.upper()}", ENV_ALIASES.get(name)):
+                if var is None:
+                    continue
+                raw = layer.get(var)
+                if raw is None or raw == "":  # VAR= (empty) means "not set"
+                    continue
+                values[name] = raw
+                where = f" ({dotenv_path})" if origin == ".env" else ""
+                sources[name] = f"{origin} {var}{where}"
+                break
+
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        values[name] = value
+        sources[name] = "command line"
+
+    settings = _build(values, sources)
+    if detect_port and sources["gateway_port"] == "default" and not settings.sim:
+        found = detect_gateway_port(settings.gateway_host, detect_timeout)
+        if found is None:
+            tried = ", ".join(str(p) for p, _ in STANDARD_PORTS)
+            sources["gateway_port"] = f"default (auto-detect: nothing listening on {tried})"
+        else:
+            label = dict(STANDARD_PORTS)[found]
+            settings = settings.model_copy(update={"gateway_port": found})
+            sources["gateway_port"] = f"auto-detected ({label})"
+    return settings, sources
+
+
+def _build(values: dict[str, Any], sources: dict[str, str]) -> HubSettings:
+    unknown = [n for n in values if n not in HubSettings.model_fields]
+    if unknown:
+        close = {n: difflib.get_close_matches(n, list(HubSettings.model_fields), n=1)
+                 for n in unknown}
+        raise ConfigError("unknown setting " + "; ".join(
+            f"{n!r}" + (f" (did you mean {close[n][0]}?)" if close[n] else "") for n in unknown))
+    try:
+        return HubSettings(**values)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = err.get("loc", ())
             msg = err.get("msg", "invalid")
             if loc:
+                name = str(loc[0])
                 where = ".".join(str(p) for p in loc)
-                problems.append(f"{where}: {msg} (got {err.get('input')!r})")
+                origin = sources.get(name, "")
+                origin = f" from {origin}" if origin and origin != "default" else ""
+                problems.append(f"{where}{origin}: {msg} (got {err.get('input')!r})")
             else:
                 problems.append(msg)
         raise ConfigError("invalid setting " + "; ".join(problems)) from None

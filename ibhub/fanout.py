@@ -211,6 +211,7 @@ class Fanout:
         self.publisher = Publisher(socket)
         self._topics: dict[str, Topic] = {}
         self._owner: dict[str, int] = {}  # market-data topic -> con_id that named it
+        self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
 
     def topic(self, name: str) -> Topic:
         t = self._topics.get(name)
@@ -251,7 +252,22 @@ class Fanout:
 
     def drop(self, name: str) -> None:
         """Forget a topic entirely (an ended lease's ``error.<lease>``: ids never return)."""
-        self._topics.pop(name, None)
+        t = self._topics.pop(name, None)
+        if t is not None:
+            family = name.split(".", 1)[0]
+            self._retired[family] = self._retired.get(family, 0) + t.seq
+
+    def published(self) -> dict[str, int]:
+        """Events published so far per topic family ("tick", "bar", "status", ...).
+
+        Read at scrape time (:mod:`ibhub.metrics`): the sum of the topics' sequence
+        numbers, so the hot path counts nothing extra.
+        """
+        totals = dict(self._retired)
+        for name, t in self._topics.items():
+            family = name.split(".", 1)[0]
+            totals[family] = totals.get(family, 0) + t.seq
+        return totals
 
     # ------------------------------------------------------------------ rare events
 

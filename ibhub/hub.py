@@ -113,6 +113,7 @@ class HubServer:
         self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
         self._stale = False
         self._services: list[Any] = []
+        self.ops: Any = None  # health/metrics/alerts (ibhub.health.attach_ops), once started
 
     # ------------------------------------------------------------------ extension
 
@@ -121,7 +122,9 @@ class HubServer:
 
         ``service`` may define any of: ``on_hello(lease_id, name)`` (a lease opened),
         ``on_lease_gone(lease_id)`` (goodbye or expiry), ``on_connected(port,
-        accounts)`` (every time the upstream becomes CONNECTED) and ``async stop()``
+        accounts)`` (every time the upstream becomes CONNECTED),
+        ``on_upstream_state(state, code, message)`` (every upstream state change) and
+        ``async stop()``
         (awaited first in :meth:`stop`). Its requests are served by registering
         handlers on :attr:`rpc` (``rpc.register``). A hook that raises is logged and
         never stops the hub or the other services.
@@ -208,6 +211,9 @@ class HubServer:
             from ibhub.frontdoor import FrontDoor
 
             self.add_service(await FrontDoor.start_for(self, s.tws_port))
+        from ibhub.health import attach_ops  # metrics, alerts, /health on s.http_port
+
+        await attach_ops(self)
         log.info(
             "hub %s serving: pub %s, rpc %s, upstream %s:%s client %s",
             __version__, self._pub_endpoint, self._rpc_endpoint,
@@ -317,6 +323,7 @@ class HubServer:
         up = self.upstream
         if self.fanout is not None and up is not None:
             self.fanout.status(state, "state", code, message, up.reconnect_count)
+        self._notify("on_upstream_state", state, code, message)
         if state == UpstreamState.CONNECTED and up is not None:
             self._notify("on_connected", up.port, up.accounts)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -150,6 +151,9 @@ class RpcServer:
         self._extra: dict[type, tuple[Callable[..., object], bool]] = {}
         self.requests = 0
         self.errors = 0
+        # Called with (request type tag, reply, seconds from receipt to reply) for every
+        # decoded request (metrics, alerts); an observer that raises is logged and skipped.
+        self.observers: list[Callable[[str, Reply, float], None]] = []
 
     def register(
         self, req_type: type[Request], fn: Callable[..., object], *, slow: bool = True
@@ -233,6 +237,7 @@ class RpcServer:
                     await self._answer(envelope, req, extra[0])  # type: ignore[arg-type]
 
     async def _answer(self, envelope: list[bytes], req: Request, fn: Callable[..., Reply]) -> None:
+        t0 = time.perf_counter()
         try:
             reply = fn(req)
         except BadRequest as exc:
@@ -241,7 +246,19 @@ class RpcServer:
             log.exception("handling %s failed", type(req).__name__)
             reply = Error(id=req.id, code=ErrorCode.INTERNAL,
                           message=f"internal error handling {type(req).__name__}; see hub log")
+        self._observe(req, reply, t0)
         await self._send(envelope, reply)
+
+    def _observe(self, req: Request, reply: Reply, t0: float) -> None:
+        if not self.observers:
+            return
+        seconds = time.perf_counter() - t0
+        tag = str(type(req).__struct_config__.tag)
+        for observer in self.observers:
+            try:
+                observer(tag, reply, seconds)
+            except Exception:
+                log.exception("request observer %r failed", observer)
 
     def _spawn(
         self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
@@ -258,6 +275,7 @@ class RpcServer:
     async def _run(
         self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
     ) -> None:
+        t0 = time.perf_counter()
         try:
             reply = await fn(req)
         except BadRequest as exc:
@@ -266,6 +284,7 @@ class RpcServer:
             log.exception("handling %s failed", type(req).__name__)
             reply = Error(id=req.id, code=ErrorCode.INTERNAL,
                           message=f"internal error handling {type(req).__name__}; see hub log")
+        self._observe(req, reply, t0)
         try:
             await self._send(envelope, reply)
         except zmq.ZMQError as exc:

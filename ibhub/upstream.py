@@ -250,6 +250,9 @@ class Upstream:
         self._taps: dict[bytes, Callable[[list[bytes]], bool]] = {}
         self._slow_reader: Callable[[bytes], None] = _no_reader
         self._bad_messages = 0
+        # Tick/bar messages read by our reader (metrics); counted per socket read, not
+        # per tick: every message is counted anyway, the rare others are subtracted.
+        self.ticks_in = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -571,6 +574,7 @@ class Upstream:
         n = len(buf)
         pos = 0
         count = 0
+        other = 0
         fast = self._fast.get
         tapped = self._taps.get
         interpret = client.decoder.interpret
@@ -586,6 +590,7 @@ class Upstream:
             parts = body.split(b"\0")
             handler = fast(parts[0])
             if handler is None:
+                other += 1
                 tap = tapped(parts[0])
                 if tap is not None and tap(parts):
                     continue
@@ -602,6 +607,7 @@ class Upstream:
                     log.warning("dropped malformed message %r", parts[:12])
         client._data = buf[pos:]
         client._numMsgRecv += count
+        self.ticks_in += count - other
         processed = client._tcpDataProcessed
         if processed is not None:
             processed()

@@ -49,6 +49,7 @@ FAST = dict(
     reconnect_backoff_max=0.4,
     request_timeout=5.0,
     stale_after=0.0,
+    http_port=0,  # no /health server unless a test asks for one (tests/e2e/test_health.py)
 )
 
 

@@ -1,0 +1,252 @@
+"""Alerts: upstream lost and restored, order rejections, pacing violations.
+
+Every alert is a WARNING log line and a ``hub.status`` event of kind ``"alert"``
+(scripts and ``ibhub tail hub.status`` see it), and, when configured
+(``alert_webhook``, ``alert_file``), a JSON POST to a webhook and a line in a
+JSON-lines file. The payload is the same everywhere::
+
+    {"kind": "upstream_lost", "message": "...", "code": 0, "ts": 1700000000.123,
+     "state": "RECONNECTING", "hub": "hostname", "details": {...}, "suppressed": 0}
+
+Delivery never blocks the hub: alerts go into a bounded queue that one background
+task drains (aiohttp client with a timeout per POST; file appends in a worker
+thread). A failed delivery is logged and counted (``ibhub_alert_deliveries_failed``)
+and never retried: an alert that arrives minutes late is noise. A flood (a
+Gateway rejecting a 500-order burst) is capped per kind: at most ``BURST`` alerts
+per ``WINDOW`` seconds; the rest are counted and the next alert that goes out says
+how many were suppressed.
+
+Sources: the hub's ``on_upstream_state`` service hook; ib_insync's ``errorEvent``
+(IB's codes: order rejections by :mod:`ibhub.errors` category, pacing violations
+100 and "pacing violation" texts such as 162/420); and the request loop's observer
+(``OrderRejected`` replies: the hub's own risk gate refused an order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from ibhub.protocol import OrderRejected, Reply, UpstreamState
+
+log = logging.getLogger(__name__)
+
+UPSTREAM_LOST: Final = "upstream_lost"
+UPSTREAM_RESTORED: Final = "upstream_restored"
+ORDER_REJECTED: Final = "order_rejected"
+PACING_VIOLATION: Final = "pacing_violation"
+KINDS: Final = (UPSTREAM_LOST, UPSTREAM_RESTORED, ORDER_REJECTED, PACING_VIOLATION)
+
+BURST: Final = 10  # alerts of one kind per WINDOW before suppression
+WINDOW: Final = 60.0
+QUEUE_MAX: Final = 1000
+RECENT_MAX: Final = 50
+PACING_CODES: Final = frozenset({100})
+
+Publish = Callable[[int, str], None]  # (code, message) -> a hub.status "alert" event
+
+
+def is_pacing_violation(code: int, message: str) -> bool:
+    return code in PACING_CODES or "pacing violation" in message.lower()
+
+
+def is_order_rejection(code: int) -> bool:
+    try:
+        from ibhub.errors import explain
+    except ImportError:  # pragma: no cover - ships with ibhub
+        return code in (103, 110, 201, 202)
+    return explain(code).category == "order_rejection"
+
+
+class Alerts:
+    """Raises alerts and delivers them; a hub service (``HubServer.add_service``)."""
+
+    def __init__(
+        self,
+        *,
+        publish: Publish | None = None,
+        webhook: str | None = None,
+        webhook_timeout: float = 5.0,
+        alert_file: Path | None = None,
+        state: Callable[[], str] = lambda: "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.publish = publish
+        self.webhook = webhook
+        self.webhook_timeout = webhook_timeout
+        self.alert_file = alert_file
+        self._state = state
+        self._clock = clock
+        self.counts: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.suppressed: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.delivered = 0
+        self.delivery_failures = 0
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_MAX)
+        self._sent: dict[str, collections.deque[float]] = {}
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._ib: Any = None
+        self._upstream_state = state() or UpstreamState.DISCONNECTED
+        self._lost_at: float | None = None
+        self._host = socket.gethostname()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Start the delivery task (only needed with a webhook or a file)."""
+        if (self.webhook or self.alert_file) and self._worker is None:
+            self._queue = asyncio.Queue(QUEUE_MAX)
+            self._worker = asyncio.create_task(self._deliver(), name="ibhub-alerts")
+
+    def attach_ib(self, ib: Any) -> None:
+        """Listen to IB's error messages (order rejections, pacing violations)."""
+        if ib is not None and self._ib is None:
+            self._ib = ib
+            ib.errorEvent += self._on_ib_error
+
+    async def stop(self, drain: float = 2.0) -> None:
+        """Detach; give queued deliveries up to ``drain`` seconds, then cancel."""
+        if self._ib is not None:
+            self._ib.errorEvent -= self._on_ib_error
+            self._ib = None
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        queue = self._queue
+        if queue is not None and not queue.empty():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain):
+                    await queue.join()
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+    # ------------------------------------------------------------------ sources
+
+    def on_upstream_state(self, state: str, code: int, message: str) -> None:
+        """Hub hook: alert when CONNECTED is left (lost) or regained after a loss."""
+        prev, self._upstream_state = self._upstream_state, state
+        if prev == UpstreamState.CONNECTED and state in (
+            UpstreamState.RECONNECTING, UpstreamState.FAILED
+        ):
+            self._lost_at = self._clock()
+            self.raise_alert(UPSTREAM_LOST, f"upstream lost: {message}", code,
+                             previous=prev, reason=message)
+        elif state == UpstreamState.FAILED and prev != UpstreamState.CONNECTED:
+            self.raise_alert(UPSTREAM_LOST, f"upstream connection failed: {message}", code,
+                             previous=prev, reason=message)
+        elif state == UpstreamState.CONNECTED and self._lost_at is not None:
+            down = self._clock() - self._lost_at
+            self._lost_at = None
+            self.raise_alert(UPSTREAM_RESTORED,
+                             f"upstream restored after {down:.1f}s: {message}", code,
+                             down_seconds=round(down, 3))
+
+    def observe(self, kind: str, reply: Reply, seconds: float) -> None:
+        """Request observer: the hub refused an order (risk gate, not connected, ...)."""
+        if isinstance(reply, OrderRejected):
+            self.raise_alert(
+                ORDER_REJECTED,
+                f"{kind} {reply.client_order_id or reply.order_id} rejected by the hub "
+                f"({reply.reason}): {reply.message}",
+                reply.ib_code, request=kind, reason=reply.reason,
+                client_order_id=reply.client_order_id, order_id=reply.order_id, source="hub",
+            )
+
+    def _on_ib_error(self, req_id: int, code: int, message: str, _contract: Any) -> None:
+        if is_pacing_violation(code, message):
+            self.raise_alert(PACING_VIOLATION, f"IB pacing violation {code}: {message}", code,
+                             req_id=req_id)
+        elif is_order_rejection(code):
+            self.raise_alert(ORDER_REJECTED, f"IB {code} for order {req_id}: {message}", code,
+                             order_id=req_id, source="ib")
+
+    # ------------------------------------------------------------------ raising
+
+    def raise_alert(self, kind: str, message: str, code: int = 0, **details: Any) -> bool:
+        """Log, publish and queue one alert; False if it was suppressed (flood cap)."""
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        now = self._clock()
+        sent = self._sent.setdefault(kind, collections.deque())
+        while sent and now - sent[0] > WINDOW:
+            sent.popleft()
+        if len(sent) >= BURST:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            return False
+        sent.append(now)
+        suppressed, self.suppressed[kind] = self.suppressed.get(kind, 0), 0
+        alert = {
+            "kind": kind, "message": message, "code": code, "ts": round(time.time(), 3),
+            "state": self._state() or self._upstream_state, "hub": self._host,
+            "details": details, "suppressed": suppressed,
+        }
+        self.recent.append(alert)
+        more = f" (+{suppressed} suppressed)" if suppressed else ""
+        log.warning("ALERT %s: %s%s", kind, message, more)
+        if self.publish is not None:
+            try:
+                self.publish(code, f"{kind}: {message}{more}")
+            except Exception:
+                log.exception("publishing alert %s on hub.status failed", kind)
+        queue = self._queue
+        if queue is not None:
+            try:
+                queue.put_nowait(alert)
+            except asyncio.QueueFull:
+                self.delivery_failures += 1
+        return True
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _deliver(self) -> None:
+        import aiohttp
+
+        assert self._queue is not None
+        timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                alert = await self._queue.get()
+                try:
+                    if self.webhook:
+                        await self._attempt(alert, "webhook", self._post(session, alert))
+                    if self.alert_file is not None:
+                        await self._attempt(alert, "file", asyncio.to_thread(
+                            _append_line, self.alert_file, alert))
+                finally:
+                    self._queue.task_done()
+
+    async def _attempt(self, alert: dict[str, Any], where: str, job: Any) -> None:
+        import aiohttp
+
+        try:
+            await job
+        except (OSError, aiohttp.ClientError, TimeoutError, _WebhookRefused) as exc:
+            self.delivery_failures += 1
+            log.warning("alert %s not delivered to the %s: %s", alert["kind"], where,
+                        exc or type(exc).__name__)
+        else:
+            self.delivered += 1
+
+    async def _post(self, session: Any, alert: dict[str, Any]) -> None:
+        assert self.webhook is not None
+        async with session.post(self.webhook, json=alert) as resp:
+            if resp.status >= 300:
+                raise _WebhookRefused(f"webhook {self.webhook} answered HTTP {resp.status}")
+
+
+class _WebhookRefused(Exception):
+    pass
+
+
+def _append_line(path: Path, alert: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(alert, default=str) + "\n")

@@ -1,0 +1,171 @@
+"""Prometheus metrics for the hub, read at scrape time.
+
+Cost model: nothing here runs per tick. The hot path already keeps plain ints that
+say everything we need (each topic's sequence number in :mod:`ibhub.fanout`, the
+upstream reader's ``ticks_in``); :class:`HubCollector` reads them when Prometheus
+scrapes and turns them into metric families. Calling ``Counter.inc`` per tick would
+cost a lock and a dict lookup on a path measured in hundreds of nanoseconds.
+
+Requests are rare (heartbeats, subscriptions, orders), so they are counted with
+ordinary prometheus_client ``Counter`` / ``Histogram`` objects, fed by the request
+loop's observer hook (``RpcServer.observers``). Every hub has its own
+``CollectorRegistry``, so several hubs in one process (tests) never share numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ibhub.protocol import Error, OrderRejected, Reply, UpstreamState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0)
+STATES = (UpstreamState.DISCONNECTED, UpstreamState.CONNECTING, UpstreamState.CONNECTED,
+          UpstreamState.RECONNECTING, UpstreamState.FAILED)
+
+
+def outcome_of(reply: Reply) -> str:
+    """A bounded label for a reply: "ok", "rejected", or the error code."""
+    if isinstance(reply, Error):
+        return str(reply.code)
+    if isinstance(reply, OrderRejected):
+        return "rejected"
+    return "ok"
+
+
+def find_pacer(hub: Any) -> Any:
+    """The hub's shared upstream pacer, else the order service's (None without orders)."""
+    pacer = getattr(hub, "pacer", None)
+    if pacer is not None:
+        return pacer
+    for service in getattr(hub, "services", ()) or getattr(hub, "_services", ()):
+        pacer = getattr(service, "pacer", None)
+        if pacer is not None:
+            return pacer
+    return None
+
+
+class HubMetrics:
+    """The hub's registry: request counters plus a collector over the hub's own state."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "ibhub_requests", "Requests answered, by request type and outcome",
+            ["type", "outcome"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ibhub_request_seconds", "Time from receipt to reply, by request type",
+            ["type"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.snapshots = 0  # snapshot requests: a subscriber joining late or recovering a gap
+        self.alerts: Any = None  # the Alerts service, when attached (its counts are exported)
+        self.registry.register(HubCollector(self))
+
+    def observe(self, kind: str, reply: Reply, seconds: float) -> None:
+        """``RpcServer`` observer: one answered request."""
+        self.requests.labels(kind, outcome_of(reply)).inc()
+        self.latency.labels(kind).observe(seconds)
+        if kind == "snapshot":
+            self.snapshots += 1
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class HubCollector(Collector):
+    """Reads the hub's plain counters and state at scrape time."""
+
+    def __init__(self, metrics: HubMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.metrics.hub
+        up = hub.upstream
+        fanout = hub.fanout
+        state = up.state if up is not None else UpstreamState.DISCONNECTED
+
+        g = GaugeMetricFamily("ibhub_upstream_state",
+                              "1 for the upstream's current state", labels=["state"])
+        for name in STATES:
+            g.add_metric([name], 1.0 if name == state else 0.0)
+        yield g
+        yield GaugeMetricFamily("ibhub_upstream_connected", "1 while the upstream is CONNECTED",
+                                value=1.0 if state == UpstreamState.CONNECTED else 0.0)
+        yield CounterMetricFamily("ibhub_upstream_reconnects", "Sessions re-established",
+                                  value=up.reconnect_count if up is not None else 0)
+        connected_at = up.connected_at if up is not None else None
+        yield GaugeMetricFamily("ibhub_upstream_connected_since_seconds",
+                                "Unix time the current session started (0 if none)",
+                                value=connected_at or 0.0)
+        yield CounterMetricFamily("ibhub_ticks_in", "Tick and bar messages from the Gateway",
+                                  value=getattr(up, "ticks_in", 0) if up is not None else 0)
+
+        published = fanout.published() if fanout is not None else {}
+        out = CounterMetricFamily("ibhub_events_published",
+                                  "Events published, by topic family (tick, bar, status, ...)",
+                                  labels=["kind"])
+        for kind, count in sorted(published.items()):
+            out.add_metric([kind], count)
+        yield out
+        yield CounterMetricFamily("ibhub_ticks_out", "Tick and bar events published",
+                                  value=published.get("tick", 0) + published.get("bar", 0))
+        dropped = CounterMetricFamily(
+            "ibhub_events_dropped",
+            "Events the hub knows were lost: malformed upstream messages dropped; "
+            "subscriber_recovery counts snapshot requests (late joins and gap recoveries, "
+            "as PUB drops are only visible to subscribers)", labels=["reason"])
+        dropped.add_metric(["malformed_upstream"], getattr(up, "_bad_messages", 0) if up else 0)
+        dropped.add_metric(["subscriber_recovery"], self.metrics.snapshots)
+        yield dropped
+
+        subs = hub.subs.all()
+        yield GaugeMetricFamily("ibhub_market_data_lines_used", "Market-data lines in use",
+                                value=hub.subs.lines_used)
+        yield GaugeMetricFamily("ibhub_market_data_lines_max", "Market-data line budget",
+                                value=hub.subs.lines_max)
+        yield GaugeMetricFamily("ibhub_subscriptions", "Upstream subscriptions", value=len(subs))
+        yield GaugeMetricFamily("ibhub_leases", "Open script leases",
+                                value=len(list(hub.leases.leases())))
+        newest = max((s.stream.last_ts for s in subs), default=0)
+        yield GaugeMetricFamily("ibhub_last_tick_seconds",
+                                "Unix time of the newest tick or bar (0 if none)",
+                                value=newest / 1e9)
+        started = getattr(hub, "_started", 0.0)
+        yield GaugeMetricFamily("ibhub_uptime_seconds", "Seconds since the hub started",
+                                value=time.monotonic() - started if started else 0.0)
+
+        pacer = find_pacer(hub)
+        depth = GaugeMetricFamily("ibhub_pacing_queue_depth",
+                                  "Upstream requests waiting for the pacer, by priority",
+                                  labels=["priority"])
+        if pacer is not None:
+            for prio, n in sorted(pacer.depth().items()):
+                depth.add_metric([prio], n)
+        yield depth
+        if pacer is not None:
+            yield CounterMetricFamily("ibhub_pacing_sent", "Messages the pacer let through",
+                                      value=pacer.sent)
+            yield GaugeMetricFamily("ibhub_pacing_max_wait_seconds",
+                                    "Longest time a request waited in the pacer",
+                                    value=pacer.max_wait)
+
+        alerts = self.metrics.alerts
+        fam = CounterMetricFamily("ibhub_alerts", "Alerts raised, by kind", labels=["kind"])
+        if alerts is not None:
+            for kind, n in sorted(alerts.counts.items()):
+                fam.add_metric([kind], n)
+        yield fam
+        if alerts is not None:
+            yield CounterMetricFamily("ibhub_alert_deliveries_failed",
+                                      "Webhook or file deliveries that failed",
+                                      value=alerts.delivery_failures)
