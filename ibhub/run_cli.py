@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 import time
@@ -17,6 +16,7 @@ import time
 import click
 
 from ibhub.config import ConfigError, HubSettings, load_settings
+from ibhub.logs import configure_logging
 from ibhub.protocol import UpstreamState
 
 
@@ -53,6 +53,8 @@ async def _serve(settings: HubSettings) -> None:
         for service in hub.services:
             if getattr(service, "tws_port", None):
                 click.echo(f"  tws  127.0.0.1:{service.tws_port} (TWS API front door)")
+        if hub.ops is not None and hub.ops.http_port:
+            click.echo(f"  http http://127.0.0.1:{hub.ops.http_port}/health and /metrics")
         deadline = time.monotonic() + s.connect_timeout * 3 + 1
         up = hub.upstream
         while (
@@ -98,8 +100,16 @@ def _version() -> str:
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
 @click.option("--tws-port", type=int, default=None,
               help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--config", "config_file", default=None, metavar="FILE",
+              help="TOML config file (default $IBHUB_CONFIG, ./ibhub.toml, "
+                   "~/.config/ibhub/ibhub.toml, /etc/ibhub/ibhub.toml).")
+@click.option("--http-port", type=int, default=None,
+              help="/health and /metrics on 127.0.0.1:PORT (default 8570; 0 = off).")
+@click.option("--log-level", default=None,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Log level (default INFO).")
+@click.option("--log-format", default=None, type=click.Choice(["text", "json"]),
+              help="text (default) or json (one object per line, for log shippers).")
 def run(
     gateway: str | None,
     client_id: int | None,
@@ -110,7 +120,10 @@ def run(
     sim_tick_rate: float | None,
     lines_max: int | None,
     tws_port: int | None,
-    log_level: str,
+    config_file: str | None,
+    http_port: int | None,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Run the hub: one upstream API connection shared over ZeroMQ."""
     host, port = _parse_gateway(gateway)
@@ -126,14 +139,15 @@ def run(
             sim_tick_rate=sim_tick_rate,
             lines_max=lines_max,
             tws_port=tws_port,
+            http_port=http_port,
+            log_level=log_level,
+            log_format=log_format,
+            config=config_file,
+            detect_port=True,  # no port from any source: probe 7497, 4002, 7496, 4001
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format, sys.stderr)
     # uvloop for the hub's loop only (a loop factory, not the global policy), so the
     # embedded simulator's thread keeps a stdlib loop.
     try:
