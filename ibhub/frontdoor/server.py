@@ -129,6 +129,7 @@ class FrontDoor:
             server.close()
         for s in list(self.sessions):
             s.abort()
+            s.cancel_work()
             self.session_closed(s)
         self.market.stop()
         self.passthrough.uninstall()

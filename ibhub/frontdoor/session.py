@@ -89,12 +89,17 @@ class DownstreamSession(asyncio.Protocol):
         self.door.session_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A request already being served finishes (an order that reached the hub's
+        # order path is placed, as by a Gateway that read it); queued ones are dropped.
         self.closed = True
+        self._queue.clear()
+        self.door.session_closed(self)
+
+    def cancel_work(self) -> None:
+        """Hub shutdown: stop the request being served, if any."""
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.cancel()
-        self._queue.clear()
-        self.door.session_closed(self)
 
     def pause_writing(self) -> None:
         self.paused = True
