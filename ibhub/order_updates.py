@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -328,13 +328,15 @@ class OrderUpdates:
         commissions: Sequence[UpstreamCommission] = (),
         completed: Sequence[UpstreamOrder] | None = None,
         statuses: Sequence[UpstreamStatus] = (),
+        in_flight: Collection[int] = (),
     ) -> ReconcileReport:
         """Bring the book in line with the Gateway after a (re)connect. Never sends orders.
 
         ``completed`` (reqCompletedOrders) gives the full picture: with it, a working
         order of the journal that the Gateway does not know at all is marked rejected.
         Without it only orders that were never sent are, since a sent order may have
-        been cancelled without the hub seeing it.
+        been cancelled without the hub seeing it. ``in_flight``: order ids queued in the
+        hub's pacer (not sent yet, about to be): never judged, whatever the Gateway says.
         """
         report = ReconcileReport()
         known_before = set(self.store.by_id)
@@ -355,7 +357,7 @@ class OrderUpdates:
             self.on_commission(c)
         report.adopted = len(set(self.store.by_id) - known_before)
         for rec in sorted(self.store.working, key=lambda r: r.order_id):
-            if rec.order_id in seen or rec.owner == EXTERNAL:
+            if rec.order_id in seen or rec.owner == EXTERNAL or rec.order_id in in_flight:
                 continue
             if completed is None and rec.sent:
                 log.warning(

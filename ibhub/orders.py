@@ -131,6 +131,9 @@ class OrderBook:
         self.store = store or OrderStore(writer, publish)
         self.updates = OrderUpdates(self.store, upstream)
         self._pending: dict[int, asyncio.Future[None]] = {}
+        # Orders handed to the pacer and not sent (or failed) yet. Reconciliation after a
+        # Gateway reconnect must not judge them "never sent": they are about to be.
+        self.queued: set[int] = set()
 
     def bind_owner(self, owner: str, lease: str, *, release: bool = True) -> None:
         """Route ``owner``'s order events to ``order.<lease>`` (call on Hello); see
@@ -394,9 +397,11 @@ class OrderBook:
             lambda: self._up.place(rec.order_id, spec, fields),
             label=f"placeOrder {rec.order_id}",
         )
+        self.queued.add(rec.order_id)
         fut.add_done_callback(lambda f: self._sent(rec, f))
 
     def _sent(self, rec: OrderRecord, fut: asyncio.Future[None]) -> None:
+        self.queued.discard(rec.order_id)
         if fut.cancelled():
             return  # hub stopping: reconciliation decides what happened
         exc = fut.exception()

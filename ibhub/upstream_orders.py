@@ -325,6 +325,7 @@ class IbOrderGateway:
                 ],
                 completed=None if done_trades is None else [trade_to_order(t) for t in done_trades],
                 statuses=[trade_to_status(t) for t in trades],
+                in_flight=self._book.queued,
             )
             log.info(
                 "orders reconciled: %d seen upstream, %d fills published, %d adopted, %d lost",

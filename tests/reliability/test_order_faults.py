@@ -1,0 +1,34 @@
+"""Orders across hub kills and upstream outages: none lost, none twice."""
+
+from __future__ import annotations
+
+from tests.reliability import order_faults as of
+from tests.reliability.harness import rig
+
+
+async def test_hub_killed_and_restarted_repeatedly() -> None:
+    fig = await of.hub_killed_cycles(2, per_script=30)
+    fig.save()
+    print(fig.row())
+    assert fig.recoveries == 2 and fig.lost == 0 and fig.duplicated == 0
+    assert fig.notes["retries_answered_duplicate"] == fig.notes["acknowledged"]
+
+
+async def test_orders_during_outage_refused_then_placed_once() -> None:
+    async with rig() as r:
+        fig = await of.outage_orders(r, 2, per_round=5)
+    fig.save()
+    print(fig.row())
+    assert fig.notes["refused_upstream_down"] == 10
+    assert fig.notes["placed_on_retry"] == 10
+    assert fig.lost == 0 and fig.duplicated == 0
+
+
+async def test_gateway_drop_with_orders_in_flight() -> None:
+    async with rig() as r:
+        fig = await of.drop_mid_burst(r, 60)
+    fig.save()
+    print(fig.row())
+    assert fig.lost == 0 and fig.duplicated == 0
+    assert fig.notes["acknowledged"] + fig.notes["refused"] == 60
+    assert fig.notes["contradicted"] == 0  # found: queued orders were "rejected", then sent
