@@ -412,7 +412,10 @@ class OrderBook:
             return
         if rec.status == "PendingSubmit":
             rec.status = "Inactive"
-            rec.message = f"could not be sent to the Gateway: {exc}"
+            rec.message = (
+                f"could not be sent to the Gateway: {exc}; it was not sent and will not be "
+                "re-sent (place it again with a new client_order_id)"
+            )
             rec.updated_ns = self.store.now()
             changes = snapshot(rec, ("status", "message", "updated_ns"))
             ev = self.store.event(rec, "rejected")
