@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "tail": "ibhub.client_cli:tail",
     "lease": "ibhub.client_cli:lease",
     "orders": "ibhub.orders_cli:orders",
+    "config": "ibhub.config_cli:config",
+    "top": "ibhub.top:top",
 }
 
 

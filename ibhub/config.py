@@ -246,11 +246,16 @@ def probe_port(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def detect_gateway_port(host: str, timeout: float = 0.3) -> int | None:
-    """The first standard API port (paper before live) that accepts a connection."""
-    with ThreadPoolExecutor(len(STANDARD_PORTS)) as pool:
-        answers = list(pool.map(lambda p: probe_port(host, p[0], timeout), STANDARD_PORTS))
-    for (port, _), ok in zip(STANDARD_PORTS, answers, strict=True):
+def detect_gateway_port(
+    host: str, timeout: float = 0.3, ports: Sequence[tuple[int, str]] = STANDARD_PORTS
+) -> int | None:
+    """The first of ``ports`` (paper before live) that accepts a connection.
+
+    All are probed at once, so this takes at most ``timeout`` whatever the answers.
+    """
+    with ThreadPoolExecutor(len(ports)) as pool:
+        answers = list(pool.map(lambda p: probe_port(host, p[0], timeout), ports))
+    for (port, _), ok in zip(ports, answers, strict=True):
         if ok:
             return port
     return None
@@ -274,6 +279,7 @@ def load_settings_with_sources(
     env_file: str | Path | None = ".env",
     detect_port: bool = False,
     detect_timeout: float = 0.3,
+    detect_ports: Sequence[tuple[int, str]] = STANDARD_PORTS,
     **overrides: Any,
 ) -> tuple[HubSettings, dict[str, str]]:
     """Settings plus, for each one, where its value came from.
@@ -338,12 +344,12 @@ def load_settings_with_sources(
 
     settings = _build(values, sources)
     if detect_port and sources["gateway_port"] == "default" and not settings.sim:
-        found = detect_gateway_port(settings.gateway_host, detect_timeout)
+        found = detect_gateway_port(settings.gateway_host, detect_timeout, detect_ports)
         if found is None:
-            tried = ", ".join(str(p) for p, _ in STANDARD_PORTS)
+            tried = ", ".join(str(p) for p, _ in detect_ports)
             sources["gateway_port"] = f"default (auto-detect: nothing listening on {tried})"
         else:
-            label = dict(STANDARD_PORTS)[found]
+            label = dict(detect_ports)[found]
             settings = settings.model_copy(update={"gateway_port": found})
             sources["gateway_port"] = f"auto-detected ({label})"
     return settings, sources
