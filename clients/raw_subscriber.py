@@ -182,8 +182,8 @@ def main() -> int:
                 print(f"# {topic}: skipping event type {fields[0]!r}", file=sys.stderr)
                 continue
             previous = last_seq.get(topic)
-            if previous is not None and event.seq <= previous:
-                continue  # already covered by a snapshot
+            if previous is not None and 1 < event.seq <= previous:
+                continue  # already covered by a snapshot (seq 1 again: a new hub, accept)
             if previous is not None and event.seq > previous + 1:
                 print(f"# {topic}: gap after #{previous}, recovering from a snapshot",
                       file=sys.stderr)

@@ -178,6 +178,9 @@ class Hub:
 
     def close(self) -> None:
         """Say goodbye, close the sockets and stop the SDK thread. Idempotent."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("Hub.close() was called from an SDK callback; call it from "
+                               "the script's own thread")
         with self._lock:
             hub, self._async = self._async, None
             if hub is not None:
