@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ibhub.client import AsyncHub, Hub, HubError, Tick
+from ibhub.client import AsyncHub, Hub, HubError, Subscription, Tick
 from ibhub.hub import HubServer
 from ibhub.protocol import ErrorCode, HubStatus
 from ibhub.sim import SimGateway
@@ -36,8 +36,10 @@ def mkt_lines(sim: SimGateway, symbol: str = "AAPL") -> int:
     return sum(1 for s in sim.market_data_subscriptions() if s.symbol == symbol and s.kind == "mkt")
 
 
-async def collect(sub, n: int, timeout: float = 5.0) -> list[Tick]:  # type: ignore[no-untyped-def]
-    return [await sub.get(timeout) for _ in range(n)]
+async def collect(sub: Subscription, n: int, timeout: float = 5.0) -> list[Tick]:
+    ticks = [await sub.get(timeout) for _ in range(n)]
+    assert all(isinstance(t, Tick) for t in ticks)
+    return ticks  # type: ignore[return-value]
 
 
 async def test_two_clients_share_one_upstream_line_and_see_the_same_ticks(
@@ -149,9 +151,10 @@ async def test_connectivity_lost_1101_ticks_resume_and_handlers_fire_once(
 async def test_hub_restart_is_transparent_to_subscribers(
     make_hub: HubFactory, ipc_dir: str
 ) -> None:
-    endpoints = dict(pub=f"ipc://{ipc_dir}/pub-r", rpc=f"ipc://{ipc_dir}/rpc-r")
+    pub, rpc = f"ipc://{ipc_dir}/pub-r", f"ipc://{ipc_dir}/rpc-r"
+    endpoints = {"pub": pub, "rpc": rpc}
     first = await make_hub(**endpoints)
-    client = AsyncHub(**endpoints, request_timeout=2.0)
+    client = AsyncHub(pub, rpc, request_timeout=2.0)
     await client.connect()
     try:
         sub = await client.subscribe("AAPL")

@@ -13,7 +13,8 @@ import contextlib
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 import zmq
@@ -129,8 +130,8 @@ class FakeHub:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -207,7 +208,7 @@ class FakeHub:
                 await router.send_multipart([*envelope, wire.encode(reply)])
                 continue
             self.requests.append(request)
-            tag = type(request).__struct_config__.tag
+            tag = str(type(request).__struct_config__.tag)
             if tag in self.drop:
                 continue
             self._spawn(self._answer(router, envelope, request, tag))
@@ -218,11 +219,12 @@ class FakeHub:
         delay = self.delay_once.pop(tag, None) or self.delay.get(tag, 0.0)
         if delay:
             await asyncio.sleep(delay)  # models a slow hub, not synchronisation
-        reply = self.refuse.get(tag)
+        refusal = self.refuse.get(tag)
         if isinstance(request, Subscribe):
-            reply = self.refuse_symbols.get(request.contract.symbol, reply)
-        if reply is not None:
-            reply = msgspec.structs.replace(reply, id=request.id)
+            refusal = self.refuse_symbols.get(request.contract.symbol, refusal)
+        reply: Reply
+        if refusal is not None:
+            reply = msgspec.structs.replace(refusal, id=request.id)
         else:
             reply = self._reply(request)
         self.replies.append(reply)
