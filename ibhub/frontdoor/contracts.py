@@ -8,7 +8,7 @@ from ibhub.protocol import ContractInfo, ContractSpec
 from ibhub.sim.contracts import ContractQuery
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inst:
     """What the simulator's message builders read from a contract (``InstrumentLike``)."""
 

@@ -14,8 +14,12 @@ orderStatus, execDetails with reqId -1, commissionReport after its execDetails).
 A refusal by the hub or by IB is an error on the order id, which ends the trade
 in the client ("Order rejected - reason: ...", 201).
 
-Not supported (an error on the order id says so): whatIf orders, orders held for
-later transmission (``transmit=False``, e.g. ib_insync's bracketOrder parent).
+Brackets (ib_insync's ``bracketOrder``: a parent and a take-profit LMT sent with
+``transmit=False``, then a stop-loss STP that transmits) are held here until the
+transmitting child arrives and then placed as one hub bracket (``take_profit`` /
+``stop_loss``), so the journal and risk checks see the whole family; each leg
+keeps the script's own order id. Other held families are refused with an error
+on each id. Not supported (an error on the order id says so): whatIf orders.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ibhub.frontdoor.contracts import inst_for, spec_from_query
@@ -55,6 +60,15 @@ NOT_FOUND: Final = 135  # "Can't find order with id ="
 ORDER_MESSAGE: Final = 399  # a warning in both libraries: the order keeps working
 
 
+@dataclass
+class _Held:
+    """An order sent with transmit=False, waiting for its family's transmitting child."""
+
+    req: OrderRequest
+    fields: list[str]
+    children: list[OrderRequest] = field(default_factory=list)
+
+
 def handlers(relay: OrderRelay) -> dict[int, Handler]:
     return {
         3: relay.place_order,
@@ -70,6 +84,7 @@ def handlers(relay: OrderRelay) -> dict[int, Handler]:
 class OrderRelay:
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
+        self._held: dict[tuple[int, int], _Held] = {}  # (connection, parent id) -> family
 
     # ------------------------------------------------------------------ plumbing
 
@@ -87,6 +102,8 @@ class OrderRelay:
             book.bind_owner(s.owner, s.lease, release=True)
 
     def session_gone(self, s: DownstreamSession) -> None:
+        for key in [k for k in self._held if k[0] == s.number]:
+            del self._held[key]  # never transmitted: nothing reached the hub or IB
         book = self._book()
         if book is not None and s.started:
             book.lease_gone(s.lease)
@@ -111,10 +128,20 @@ class OrderRelay:
         if existing is not None:
             await self._modify(s, book, oid, existing, req)
             return
+        family = self._held.get((s.number, req.parent_id)) if req.parent_id else None
         if not req.transmit:
-            s.send_error(oid, UNSUPPORTED, unsupported_text(
-                3, "orders with transmit=False (held for a later child, as in bracketOrder); "
-                   "place them transmitted, or use the hub's bracket orders"))
+            if family is not None:
+                family.children.append(req)
+            elif not req.parent_id:
+                self._held[(s.number, oid)] = _Held(req, f)
+            else:
+                s.send_error(oid, UNSUPPORTED, unsupported_text(
+                    3, "a held (transmit=False) child of a transmitted parent"))
+            return
+        if family is not None:
+            del self._held[(s.number, req.parent_id)]
+            family.children.append(req)
+            await self._place_bracket(s, book, family)
             return
         parent = 0
         if req.parent_id:
@@ -123,29 +150,66 @@ class OrderRelay:
                 s.send_error(oid, REJECTED, f"Order rejected - reason: parent order "
                                             f"{req.parent_id} is not known")
                 return
+        await self._submit(s, book, self._order(s, req, f, parent_order_id=parent), [oid])
+
+    def _order(self, s: DownstreamSession, req: OrderRequest, f: list[str],
+               **extra: Any) -> PlaceOrder:
         limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
         stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
-        order = PlaceOrder(
-            id=0, lease=s.lease, client_order_id=f"{oid}.{self._door.run_tag}",
+        return PlaceOrder(
+            id=0, lease=s.lease, client_order_id=f"{req.order_id}.{self._door.run_tag}",
             contract=spec_from_query(parse_c12(f, 2)), action=req.action,
             quantity=req.total_qty, order_type=req.order_type, limit_price=limit,
             stop_price=stop, tif=req.tif or "DAY", outside_rth=req.outside_rth,
-            account=req.account, parent_order_id=parent,
+            account=req.account, **extra,
         )  # fmt: skip
-        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        cbook.placing[oid] = fut
-        hub_id: int | None = None
+
+    async def _submit(self, s: DownstreamSession, book: Any, order: PlaceOrder,
+                      down_ids: list[int]) -> None:
+        """Place ``order`` (for a bracket ``down_ids`` are the parent, take-profit and
+        stop-loss ids) and map the hub's ids to the script's; a refusal is an error on
+        each id."""
+        cbook = s.book
+        assert cbook is not None
+        loop = asyncio.get_running_loop()
+        futs: dict[int, asyncio.Future[int | None]] = {d: loop.create_future() for d in down_ids}
+        cbook.placing.update(futs)
+        bound: dict[int, int] = {}
         try:
             reply = await book.place(self._caller(s), order)
             if isinstance(reply, OrderAccepted):
-                hub_id = reply.order_id
-                self._door.books.bind(cbook, oid, hub_id)
+                hub_ids = [reply.order_id, *reply.child_order_ids]
+                for down, hub_id in zip(down_ids, hub_ids, strict=False):
+                    self._door.books.bind(cbook, down, hub_id)
+                    bound[down] = hub_id
         finally:
-            del cbook.placing[oid]
-            fut.set_result(hub_id)
+            for down, fut in futs.items():
+                cbook.placing.pop(down, None)
+                fut.set_result(bound.get(down))
         if isinstance(reply, OrderRejected):
-            log.info("tws client %d order %d refused: %s", s.client_id, oid, reply.message)
-            s.send_error(oid, REJECTED, f"Order rejected - reason: {reply.message}")
+            log.info("tws client %d order %s refused: %s", s.client_id, down_ids, reply.message)
+            for down in down_ids:
+                s.send_error(down, REJECTED, f"Order rejected - reason: {reply.message}")
+
+    async def _place_bracket(self, s: DownstreamSession, book: Any, family: _Held) -> None:
+        parent = family.req
+        exit_action = "SELL" if parent.action == "BUY" else "BUY"
+        tp = [c for c in family.children if c.order_type == "LMT"]
+        sl = [c for c in family.children if c.order_type == "STP"]
+        ids = [parent.order_id, *(c.order_id for c in family.children)]
+        if (len(tp) > 1 or len(sl) > 1 or len(tp) + len(sl) != len(family.children)
+                or any(c.action != exit_action or abs(c.total_qty - parent.total_qty) > 1e-9
+                       for c in family.children)):
+            for down in ids:
+                s.send_error(down, UNSUPPORTED, unsupported_text(
+                    3, "this held order family; the hub places brackets of a parent with a "
+                       "take-profit LMT and/or a stop-loss STP of the same size, opposite side"))
+            return
+        order = self._order(s, parent, family.fields,
+                            take_profit=tp[0].lmt_price if tp else None,
+                            stop_loss=sl[0].aux_price if sl else None)
+        down_ids = [parent.order_id, *(c.order_id for c in tp), *(c.order_id for c in sl)]
+        await self._submit(s, book, order, down_ids)
 
     async def _modify(self, s: DownstreamSession, book: Any, oid: int, hub_id: int,
                       req: OrderRequest) -> None:
@@ -168,6 +232,12 @@ class OrderRelay:
         cbook = s.book
         assert cbook is not None
         book = self._book()
+        family = self._held.pop((s.number, oid), None)
+        if family is not None:  # never transmitted: cancelled here, IB never saw it
+            for req in (family.req, *family.children):
+                s.send(3, req.order_id, "Cancelled", 0.0, req.total_qty, 0.0, 0, oid if
+                       req is not family.req else 0, 0.0, s.client_id, "", 0.0)
+            return
         hub_id = await cbook.hub_id(oid)
         if book is None or hub_id is None:
             s.send_error(oid, NOT_FOUND, f"Can't find order with id ={oid}")

@@ -161,8 +161,9 @@ class Passthrough:
             s.send_error(down_id, UNSUPPORTED, unsupported_text(
                 msg_id, f"the Gateway speaks server version {up.server_version}, not 176"))
             return
-        if down_id in s.routes:
-            self._cancel_route(s.routes[down_id])
+        old = s.routes.get(down_id)
+        if old is not None and old in self.routes:  # the id is reused: end the old route
+            self._cancel_route(self.routes[old], old)
         if streaming is None:  # reqHistoricalData: keepUpToDate is the second-last field
             streaming = len(f) >= 2 and f[-2] == "1"
         up_id = ib.client.getReqId()

@@ -139,3 +139,34 @@ def _operator():  # type: ignore[no-untyped-def]
     from ibhub.risk import Role
 
     return Caller("op", "operator", Role.OPERATOR)
+
+
+async def test_bracket_order_is_one_hub_bracket(
+    ib_clients: ClientFactory, door_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    quiet_ib_insync()
+    ib = await ib_clients(61)
+    c = await _aapl(ib)
+    bid = ib.ticker(c).bid
+    trades = [ib.placeOrder(c, o) for o in ib.bracketOrder(
+        "BUY", 4, round(bid * 0.97, 2), round(bid * 1.05, 2), round(bid * 0.90, 2))]
+    parent, take_profit, stop_loss = trades
+    await wait_until(lambda: parent.orderStatus.status == "Submitted", 10.0, "parent resting")
+    await wait_until(lambda: len(hub_sim.broker.orders()) == 3, 10.0, "3 orders at the Gateway")
+    sim_orders = hub_sim.broker.orders()
+    [root] = [o for o in sim_orders if o.parent_id == 0]
+    children = [o for o in sim_orders if o.parent_id == root.order_id]
+    assert sorted(o.order_type for o in children) == ["LMT", "STP"]
+    assert all(o.action == "SELL" and o.total_qty == 4 for o in children)
+    [stp] = [o for o in children if o.order_type == "STP"]
+    assert stp.aux_price == round(bid * 0.90, 2)
+    # the hub journaled one bracket: parent plus children with client order ids .tp/.sl
+    store = door_hub.orders.book.store  # type: ignore[attr-defined]
+    recs = sorted((r for r in store.by_id.values() if r.owner == "tws-client-61"),
+                  key=lambda r: r.order_id)
+    assert [r.client_order_id.split(".")[-1] for r in recs][1:] == ["tp", "sl"]
+    ib.cancelOrder(parent.order)
+    await wait_until(lambda: all(t.isDone() for t in trades), 10.0, "family cancelled")
+    assert {t.order.orderId for t in trades} == {parent.order.orderId,
+                                                 take_profit.order.orderId,
+                                                 stop_loss.order.orderId}
