@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from ibhub.config import ConfigError
 from ibhub.frontdoor import accounts, market, orders
 from ibhub.frontdoor.events import EventListener
 from ibhub.frontdoor.ids import ClientBooks
@@ -110,9 +111,13 @@ class FrontDoor:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: DownstreamSession(self, next(self._numbers)), self.host, self.port
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: DownstreamSession(self, next(self._numbers)), self.host, self.port
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for TWS API clients on {self.host}:{self.port}: "
+                              f"{exc.strerror or exc}; choose another --tws-port") from exc
         self.tws_port = self._server.sockets[0].getsockname()[1]
         self.passthrough.install()
         self._events = EventListener(self.hub.pub_endpoint, self.on_event)
