@@ -132,6 +132,11 @@ async def test_disconnect_releases_lines_but_orders_stay(
     assert t.order.orderId == trade.order.orderId
     again.cancelOrder(t.order)
     await wait_until(t.isDone, 10.0, "cancelled after reconnect")
+    # completed orders (asked at every connect) list it with its final state
+    done = await again.reqCompletedOrdersAsync(apiOnly=False)
+    assert [(d.contract.conId, d.order.totalQuantity, d.orderStatus.status) for d in done] == [
+        (c.conId, 3.0, "Cancelled")
+    ]
 
 
 def _operator():  # type: ignore[no-untyped-def]
