@@ -185,3 +185,40 @@ def test_config_show(tmp_path: Path) -> None:
                                    for line in lines)
     bad = runner.invoke(main, ["config", "show", "--no-detect"], env={"IBHUB_LINES_MAX": "x"})
     assert bad.exit_code == 1 and "lines_max from env IBHUB_LINES_MAX" in bad.output
+
+
+def test_logging_text_and_json() -> None:
+    import io
+    import logging
+
+    from ibhub.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        buf = io.StringIO()
+        configure_logging("warning", "json", buf)
+        log = logging.getLogger("ibhub.test")
+        log.info("hidden")
+        log.warning("lost %s", "upstream", extra={"code": 1100})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+        lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+        assert [x["message"] for x in lines] == ["lost upstream", "failed"]
+        assert lines[0]["level"] == "WARNING" and lines[0]["logger"] == "ibhub.test"
+        assert lines[0]["code"] == 1100 and lines[0]["ts"].endswith("+00:00")
+        assert "ValueError: boom" in lines[1]["exc"]
+        buf = io.StringIO()
+        configure_logging("INFO", "text", buf)
+        assert len(root.handlers) == 1  # replaced, not added
+        log.info("readable")
+        assert buf.getvalue().rstrip().endswith("INFO    ibhub.test: readable")
+        with pytest.raises(ValueError, match="DEBUG, INFO, WARNING, ERROR"):
+            configure_logging("LOUD")
+        with pytest.raises(ValueError, match="text, json"):
+            configure_logging("INFO", "xml")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
