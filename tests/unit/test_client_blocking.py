@@ -92,6 +92,7 @@ async def test_blocking_get_timeout_callbacks_and_errors(fake: FakeHub) -> None:
     def script() -> None:
         with Hub(pub=fake.pub, rpc=fake.rpc) as hub:
             hub.add_disconnect_handler(downs.append)
+            assert hub.wait_connected(1) is True
             sub = hub.subscribe("MSFT")
             with pytest.raises(HubTimeout):
                 sub.get(timeout=0.05)

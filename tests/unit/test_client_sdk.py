@@ -512,3 +512,28 @@ async def test_upstream_baseline_comes_from_the_status_topic_in_sequence(fake: F
         fake.status_event(UpstreamState.RECONNECTING)  # seq 3: a real change
         await wait_until(lambda: len(downs) == 1)
         assert downs[0].seq == 3
+
+
+async def test_ib_errors_for_this_lease_reach_handlers_and_the_subscription(
+    client: AsyncHub, fake: FakeHub
+) -> None:
+    from ibhub.protocol import ErrorEvent
+
+    sub = await client.subscribe("AAPL")
+    seen: list[ErrorEvent] = []
+    client.add_error_handler(seen.append)
+    topic = f"error.{client.lease}"
+    await fake.wait_subscribed(topic)
+    fake.publish(topic, lambda seq, ts: ErrorEvent(
+        seq=seq, ts=ts, lease=str(client.lease), ib_code=354,
+        message="Requested market data is not subscribed", explanation="", topic="tick.AAPL",
+    ))
+    await wait_until(lambda: len(seen) == 1)
+    assert seen[0].ib_code == 354
+    assert sub.last_error is not None and sub.last_error.ib_code == 354
+    fake.publish("error.someone-else", lambda seq, ts: ErrorEvent(
+        seq=seq, ts=ts, lease="x", ib_code=1, message="", explanation=""))
+    fake.publish(topic, lambda seq, ts: ErrorEvent(
+        seq=seq, ts=ts, lease=str(client.lease), ib_code=200, message="", explanation=""))
+    await wait_until(lambda: len(seen) == 2)
+    assert [e.ib_code for e in seen] == [354, 200]  # not the other lease's error
