@@ -185,6 +185,9 @@ class HubServer:
             self._pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             router = self._router = ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
+            # Undeliverable replies raise (and are logged by rpc.py) instead of being
+            # dropped silently by ZeroMQ.
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             # Far above MAX_REQUEST_BYTES so an oversized request still gets a reply;
             # beyond this the peer is simply dropped.
             router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)

@@ -151,6 +151,7 @@ class RpcServer:
         self._extra: dict[type, tuple[Callable[..., object], bool]] = {}
         self.requests = 0
         self.errors = 0
+        self.dropped = 0  # replies ZeroMQ could not take (peer gone, or not reading)
         # Called with (request type tag, reply, seconds from receipt to reply) for every
         # decoded request (metrics, alerts); an observer that raises is logged and skipped.
         self.observers: list[Callable[[str, Reply, float], None]] = []
@@ -291,4 +292,16 @@ class RpcServer:
             log.warning("could not reply on the request socket: %s", exc)
 
     async def _send(self, envelope: list[bytes], reply: Reply) -> None:
-        await self.socket.send_multipart([*envelope, wire.encode(reply)])
+        """Send without waiting: a client that stopped reading its replies must not
+        stall the loop that serves everyone else. The socket is ROUTER_MANDATORY, so a
+        reply ZeroMQ cannot take (that peer's queue is full, or it is gone) raises here
+        and is counted and logged instead of vanishing silently."""
+        try:
+            await self.socket.send_multipart([*envelope, wire.encode(reply)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8, ...: no log flood
+                why = ("its reply queue is full (it is not reading replies)"
+                       if exc.errno == zmq.EAGAIN else f"{exc}")
+                log.warning("reply to request %d dropped: %s; %d replies dropped so far",
+                            reply.id, why, self.dropped)
