@@ -306,3 +306,15 @@ async def test_a_script_started_with_the_hub_waits_for_the_upstream(make_hub: Hu
         assert await client.wait_connected(5)
         tick = await sub.get(5)
         assert isinstance(tick, Tick) and tick.symbol == "AAPL"
+
+
+async def test_real_time_bars_through_the_sdk(hub: HubServer) -> None:
+    """5-second bars: the first one closes at the next 5 s boundary of the clock."""
+    from ibhub.client import Bar
+
+    async with sdk(hub, "bars") as client:
+        sub = await client.subscribe("AAPL", kind="bars")
+        assert sub.topic == "bar.AAPL"
+        bar = await sub.get(12)
+        assert isinstance(bar, Bar) and bar.symbol == "AAPL" and bar.time % 5 == 0
+        assert bar.low <= bar.open <= bar.high and bar.low <= bar.close <= bar.high
