@@ -385,13 +385,17 @@ class HubProcess:
             time.sleep(0.01)
         raise TimeoutError(f"hub not ready within {timeout} s; see {self.log_path}")
 
-    def status(self) -> Any:
+    def status(self, timeout: float = 30.0) -> Any:
         from ibhub.protocol import GetStatus
 
-        return rpc_call(self.rpc, GetStatus(id=1))
+        return rpc_call(self.rpc, GetStatus(id=1), timeout)
 
-    def published_ticks(self) -> int:
-        return sum(s.ticks for s in self.status().subscriptions)
+    def published_ticks(self) -> float:
+        """Ticks published so far (NaN if the hub does not answer within 30 s)."""
+        try:
+            return float(sum(s.ticks for s in self.status().subscriptions))
+        except TimeoutError:
+            return float("nan")
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -440,7 +440,12 @@ def main() -> None:
         for rate in rates:
             for subs in subs_list:
                 for mode in modes:
-                    r = run_cell(mode, rate, subs, args.duration, args.warmup, args.stamp)
+                    try:
+                        r = run_cell(mode, rate, subs, args.duration, args.warmup, args.stamp)
+                    except (TimeoutError, RuntimeError, ConnectionError) as exc:
+                        print(f"  [{rep + 1}/{args.repeat}] {rate:>8} x{subs} {mode:<6} "
+                              f"FAILED: {exc}", flush=True)
+                        continue
                     results.append(r)
                     print(f"  [{rep + 1}/{args.repeat}] {rate:>8} x{subs} {mode:<6} "
                           f"got/s {r['got']:>9,.0f}  lost {r['lost_pct']:6.2f}%  "
