@@ -155,9 +155,7 @@ class DownstreamSession(asyncio.Protocol):
     async def _guard(self, pending: Awaitable[None]) -> None:
         try:
             await pending
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug costs this request an error reply, never the hub
+        except Exception:  # _checked answered it already; never stop the queue
             log.exception("tws client %s (clientId %s): request failed", self.peer,
                           self.client_id)
 
@@ -207,6 +205,12 @@ class DownstreamSession(asyncio.Protocol):
         except (ValueError, IndexError) as exc:
             self.send_error(req_id_of(msg_id, fields), 321,
                             f"Error validating request.-'{msg_id}' : cause - {exc}")
+        except Exception:  # a bug costs this request an error reply, never the hub
+            log.exception("tws client %d: handler for message %d failed on %r",
+                          self.client_id, msg_id, fields[:6])
+            self.send_error(req_id_of(msg_id, fields), 320,
+                            f"Error reading request.-'{msg_id}' : cause - internal ibhub "
+                            "error (see the hub's log)")
 
     def _on_version(self, fields: list[str]) -> None:
         text = fields[0] if fields else ""
