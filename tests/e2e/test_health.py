@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
 import socket
+import sys
 from typing import Any
 
 import aiohttp
@@ -141,3 +146,40 @@ async def test_http_port_in_use_does_not_stop_the_hub(make_hub: HubFactory) -> N
 async def test_http_off(make_hub: HubFactory) -> None:
     hub = await make_hub(http_port=0)
     assert hub.ops is not None and hub.ops.http is None and hub.ops.http_port == 0
+
+
+async def test_ibhub_run_serves_health_with_json_logs(ipc_dir: str, tmp_path) -> None:
+    """The whole CLI path: config file + flags -> HubSettings -> JSON logs -> /health."""
+    port = free_port()
+    cfg = tmp_path / "ibhub.toml"
+    cfg.write_text(f'pub = "ipc://{ipc_dir}/pub"\nrpc = "ipc://{ipc_dir}/rpc"\n'
+                   f'log_format = "json"\n[alert]\nfile = "{tmp_path}/alerts.jsonl"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IB_", "IBHUB_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from ibhub.cli import main; main()",
+        "run", "--sim", "--config", str(cfg), "--http-port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        lines: list[str] = []
+        while not any(line.strip().startswith("state") for line in lines):
+            raw = await asyncio.wait_for(proc.stdout.readline(), 15.0)
+            assert raw, f"ibhub run exited early: {lines}"
+            lines.append(raw.decode())
+        assert f"http http://127.0.0.1:{port}/health" in "".join(lines)
+        status, _, doc = await get(port, "/health")
+        assert status == 200 and doc["status"] == "healthy"
+        status, _, text = await get(port, "/metrics")
+        assert status == 200 and "ibhub_upstream_connected 1.0" in text
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10.0) == 0
+        err = (await proc.stderr.read()).decode().splitlines()
+        records = [json.loads(line) for line in err if line.startswith("{")]
+        assert records, err
+        assert any(r["logger"] == "ibhub.health" and f":{port}/health" in r["message"]
+                   for r in records)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
