@@ -80,3 +80,27 @@ async def test_request_during_outage_gets_an_error_not_a_hang(
     await hub_sim.open_port()
     await wait_until(lambda: 1102 in codes or 1101 in codes, 10.0, "restored")
     assert ib.isConnected()
+
+
+async def test_ib_side_outage_data_kept_then_lost(
+    ib_clients: ClientFactory, door_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    """IB's own link drops while the hub's socket stays up: 1100, then 1102 when IB kept
+    the data; on a data-lost restore the hub re-requests and scripts with data get 1101."""
+    quiet_ib_insync()
+    ib = await ib_clients(74)
+    codes = codes_of(ib)
+    c = Stock("MSFT", "SMART", "USD")
+    await ib.qualifyContractsAsync(c)
+    ticker = ib.reqMktData(c)
+    updates: list[Any] = []
+    ticker.updateEvent += lambda t: updates.append(t.time)
+    await wait_until(lambda: updates, 5.0, "ticks")
+    await hub_sim.connectivity_lost("data_kept", after=0.2)
+    await wait_until(lambda: codes.count(1102) == 1, 5.0, "1102")
+    assert codes.count(1100) == 1 and 1101 not in codes
+    await hub_sim.connectivity_lost("data_lost", after=0.2)
+    await wait_until(lambda: codes.count(1101) == 1, 5.0, "1101 (hub re-requested)")
+    before = len(updates)
+    await wait_until(lambda: len(updates) > before + 1, 5.0, "ticks after data-lost restore")
+    assert ib.isConnected()
