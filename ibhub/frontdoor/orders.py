@@ -96,10 +96,35 @@ class OrderRelay:
         return Caller(s.lease, s.owner)
 
     def session_started(self, s: DownstreamSession) -> None:
+        """Before nextValidId: adopt this client id's working orders the front door has no
+        ids for (placed before the hub restarted; the journal kept them), then route the
+        owner's events (held ones first) to this connection."""
         book = self._book()
-        if book is not None:
-            # events held while this client id was away are published now, to this lease
-            book.bind_owner(s.owner, s.lease, release=True)
+        if book is None:
+            return
+        self._adopt(s, book)
+        book.bind_owner(s.owner, s.lease, release=True)
+
+    def _adopt(self, s: DownstreamSession, book: Any) -> None:
+        cbook = s.book
+        assert cbook is not None
+        owner_of = self._door.books.owner_of
+        lost = [r for r in sorted(book.store.working, key=lambda r: r.order_id)
+                if r.owner == s.owner and r.order_id not in owner_of]
+        fresh = []
+        for rec in lost:
+            # client order id "<script's order id>.<run tag>" (bracket legs add .tp/.sl)
+            parts = (rec.client_order_id or "").split(".")
+            down = int(parts[0]) if len(parts) == 2 and parts[0].isdigit() else None
+            if down is None or down in cbook.to_hub:
+                fresh.append(rec)
+            else:
+                self._door.books.bind(cbook, down, rec.order_id)
+        for rec in fresh:  # ids the script never used: above everything it did use
+            self._door.books.bind(cbook, cbook.next_id, rec.order_id)
+        if lost:
+            log.info("tws client %d: %d working order(s) from before the hub restarted",
+                     s.client_id, len(lost))
 
     def session_gone(self, s: DownstreamSession) -> None:
         for key in [k for k in self._held if k[0] == s.number]:

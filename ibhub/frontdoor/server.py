@@ -217,9 +217,9 @@ class FrontDoor:
         if s.closed:
             return
         assert s.book is not None
+        self.orders.session_started(s)  # may adopt journaled orders: before nextValidId
         s.send(9, 1, s.book.next_id)
         s.send(15, 1, ",".join(self.accounts_known or ["DU0000000"]))
-        self.orders.session_started(s)
         up = self.hub.upstream
         if up is not None and up.connected and not self.outage:
             for code, text in FARM_OK:

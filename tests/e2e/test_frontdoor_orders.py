@@ -10,10 +10,12 @@ from __future__ import annotations
 from ib_insync import IB, LimitOrder, MarketOrder, Stock
 
 from ibhub.hub import HubServer
+from ibhub.order_service import attach_orders
 from ibhub.protocol import GetOpenOrders, OrdersReply
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
-from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync
+from tests.e2e.conftest import HubFactory
+from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
 from tests.helpers import wait_until
 
 # fixtures shared by the front-door tests
@@ -175,3 +177,36 @@ async def test_bracket_order_is_one_hub_bracket(
     assert {t.order.orderId for t in trades} == {parent.order.orderId,
                                                  take_profit.order.orderId,
                                                  stop_loss.order.orderId}
+
+
+async def test_working_order_survives_a_hub_restart(
+    make_hub: HubFactory, hub_sim: SimGateway
+) -> None:
+    """The journal keeps the order; the restarted hub's front door shows it to the same
+    client id under the order id the script gave it."""
+    quiet_ib_insync()
+    first = await make_hub(tws_port=0)
+    svc = await attach_orders(first, journal_sync="NORMAL")
+    await wait_until(svc.reconciled.is_set, 5.0, "orders reconciled")
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", door_of(first).tws_port, clientId=77, timeout=5)
+    c = await _aapl(ib)
+    trade = ib.placeOrder(c, LimitOrder("SELL", 2, round(ib.ticker(c).ask * 1.05, 2)))
+    await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "resting")
+    ib.disconnect()
+    await first.stop()
+
+    second = await make_hub(tws_port=0)
+    svc2 = await attach_orders(second, journal_sync="NORMAL")
+    await wait_until(svc2.reconciled.is_set, 5.0, "orders reconciled after restart")
+    again = IB()
+    try:
+        await again.connectAsync("127.0.0.1", door_of(second).tws_port, clientId=77, timeout=5)
+        await wait_until(lambda: again.openTrades(), 5.0, "order listed after the restart")
+        t = again.openTrades()[0]
+        assert t.order.orderId == trade.order.orderId and t.order.totalQuantity == 2
+        assert again.client._reqIdSeq > trade.order.orderId  # nextValidId above it
+        again.cancelOrder(t.order)
+        await wait_until(t.isDone, 10.0, "cancelled through the restarted hub")
+    finally:
+        again.disconnect()
