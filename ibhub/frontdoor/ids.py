@@ -6,7 +6,8 @@ ids are remapped per connection by the module that serves the request (market
 data keeps ``reqId -> line``, pass-through requests ``reqId -> upstream id``).
 Order ids outlive a connection, as at a real Gateway: a script that reconnects
 with the same client id sees its working orders under the ids it gave them, so
-the order map lives here, keyed by client id, for the hub's life.
+the order map lives here, keyed by client id, for the hub's life (after a hub
+restart it is rebuilt from the journal's client order ids, see ``orders.py``).
 """
 
 from __future__ import annotations
