@@ -123,8 +123,11 @@ class HubSettings(BaseSettings):
     @field_validator("http_port", mode="before")
     @classmethod
     def _port_off(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in ("off", "none", "no", "false"):
-            return 0
+        if isinstance(value, str):
+            if value.strip().lower() in ("off", "none", "no", "false"):
+                return 0
+            if not value.strip().isdigit():
+                raise ValueError("expected a port number 1-65535, or 0 / off for no HTTP server")
         return value
 
     @field_validator("log_level", "log_format", mode="before")

@@ -273,7 +273,11 @@ class OrderBook:
         if refusal is not None:
             return self._reject(req.id, coid, refusal)
 
-        recs = self._new_records(caller, req, info)
+        try:
+            recs = self._new_records(caller, req, info)
+        except ConnectionError as exc:  # the session dropped while the contract resolved
+            down = Refusal(RejectReason.UPSTREAM_DOWN, f"the Gateway session dropped: {exc}")
+            return self._reject(req.id, coid, down)
         parent = recs[0]
         pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for rec in recs:

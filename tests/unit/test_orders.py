@@ -536,3 +536,15 @@ async def test_events_are_held_while_the_owner_has_no_lease(hub: Harness) -> Non
     hub.book.updates.on_commission(UpstreamCommission("e-held", 1.0, "USD", None))
     await hub.flush()
     assert hub.kinds("order.lease-a3") == ["submitted", "filled", "commission"]
+
+
+async def test_session_drop_while_resolving_is_upstream_down(hub: Harness) -> None:
+    def gone() -> int:
+        raise ConnectionError("Not connected")
+
+    hub.up.next_order_id = gone  # type: ignore[method-assign]
+    reply = await hub.book.place(ALICE, place("drop"))
+    assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.UPSTREAM_DOWN
+    assert hub.book.store.find("alice", "drop") is None
+    await hub.flush()
+    assert hub.up.placed == [] and hub.events == []
