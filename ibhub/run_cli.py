@@ -103,8 +103,8 @@ def _version() -> str:
 @click.option("--config", "config_file", default=None, metavar="FILE",
               help="TOML config file (default $IBHUB_CONFIG, ./ibhub.toml, "
                    "~/.config/ibhub/ibhub.toml, /etc/ibhub/ibhub.toml).")
-@click.option("--http-port", type=int, default=None,
-              help="/health and /metrics on 127.0.0.1:PORT (default 8570; 0 = off).")
+@click.option("--http-port", default=None, metavar="PORT|off",
+              help="/health and /metrics on 127.0.0.1:PORT (default 8570; 0 or off = none).")
 @click.option("--log-level", default=None,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level (default INFO).")
@@ -121,7 +121,7 @@ def run(
     lines_max: int | None,
     tws_port: int | None,
     config_file: str | None,
-    http_port: int | None,
+    http_port: str | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
