@@ -112,6 +112,13 @@ def fingerprint(req: PlaceOrder) -> str:
     return msgspec.json.encode(msgspec.structs.replace(req, id=0, lease="")).decode()
 
 
+def _log_send_failure(fut: asyncio.Future[None]) -> None:
+    """A cancel that could not be sent (the session dropped): the order keeps its state
+    and the script may cancel again; the pacer already logged the reason."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("a cancel did not reach the Gateway: %s", fut.exception())
+
+
 class OrderBook:
     def __init__(
         self,
@@ -497,9 +504,10 @@ class OrderBook:
     async def _cancel_ids(self, order_ids: list[int], kind: str) -> None:
         for order_id in order_ids:
             await self.store.writer.write(op_note, order_id, kind, {})
-            self._pacer.submit(
+            fut = self._pacer.submit(
                 Priority.CANCEL, partial(self._up.cancel, order_id), label=f"cancelOrder {order_id}"
             )
+            fut.add_done_callback(_log_send_failure)
 
     async def cancel(self, caller: Caller, req: CancelOrder) -> CancelRequested | OrderRejected:
         rec = self._mine(caller, req.order_id, req.client_order_id)
@@ -546,5 +554,6 @@ class OrderBook:
         except JournalError as exc:
             refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
             return self._reject(req.id, "", refusal)
-        self._pacer.submit(Priority.CANCEL, self._up.global_cancel, label="reqGlobalCancel")
+        fut = self._pacer.submit(Priority.CANCEL, self._up.global_cancel, label="reqGlobalCancel")
+        fut.add_done_callback(_log_send_failure)
         return CancelRequested(id=req.id, order_ids=ids)
