@@ -80,3 +80,22 @@ async def test_real_time_bars_and_snapshot(ib_clients: ClientFactory) -> None:
     await wait_until(lambda: 320 in errors, 5.0, "error for BID bars")
     await wait_until(lambda: bars, 12.0, "a 5-second bar")
     assert bars[-1].high >= bars[-1].low > 0
+
+
+async def test_gateway_errors_come_back_on_the_scripts_request_id(
+    ib_clients: ClientFactory, door_hub: HubServer
+) -> None:
+    """Market depth passes through; the simulator refuses it (321), and the script gets
+    that refusal on its own request id."""
+    quiet_ib_insync()
+    ib = await ib_clients(65)
+    c = Stock("AAPL", "SMART", "USD")
+    await ib.qualifyContractsAsync(c)
+    errors: list[tuple[int, int, str]] = []
+    ib.errorEvent += lambda rid, code, msg, _c: errors.append((rid, code, msg))
+    ticker = ib.reqMktDepth(c, 5)
+    own_id = ib.wrapper.ticker2ReqId["mktDepth"][ticker]
+    await wait_until(lambda: errors, 5.0, "the Gateway's refusal")
+    assert errors[0][:2] == (own_id, 321), errors
+    assert "simulator" in errors[0][2]
+    await wait_until(lambda: not door_of(door_hub).passthrough.routes, 2.0, "route ended")
