@@ -19,13 +19,15 @@ machinery because ``ibhub config show`` must say where every value came from.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -234,6 +236,23 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return flat
 
 
+def _env_value(name: str, raw: str) -> Any:
+    """An environment string as pydantic-settings would hand it over: JSON-decoded for
+    list/tuple/dict/set settings (unless marked ``NoDecode``), else the string."""
+    field = HubSettings.model_fields[name]
+    if any(m is NoDecode or isinstance(m, NoDecode) for m in field.metadata):
+        return raw
+    kinds = [get_origin(a) for a in (get_args(field.annotation)
+                                     if isinstance(field.annotation, UnionType)
+                                     else (field.annotation,))]
+    if any(k in (list, tuple, dict, set) for k in kinds):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
 def _read_dotenv(path: Path) -> dict[str, str]:
     from dotenv import dotenv_values
 
@@ -334,7 +353,7 @@ def load_settings_with_sources(
                 raw = layer.get(var)
                 if raw is None or raw == "":  # VAR= (empty) means "not set"
                     continue
-                values[name] = raw
+                values[name] = _env_value(name, raw)
                 where = f" ({dotenv_path})" if origin == ".env" else ""
                 sources[name] = f"{origin} {var}{where}"
                 break
