@@ -50,6 +50,9 @@ WINDOW: Final = 60.0
 QUEUE_MAX: Final = 1000
 RECENT_MAX: Final = 50
 PACING_CODES: Final = frozenset({100})
+# Not connected this long after the hub started (the Gateway was down or
+# misconfigured from the start): an upstream_lost alert, since no state change will say so.
+STARTUP_GRACE: Final = 60.0
 
 Publish = Callable[[int, str], None]  # (code, message) -> a hub.status "alert" event
 
@@ -78,6 +81,7 @@ class Alerts:
         alert_file: Path | None = None,
         state: Callable[[], str] = lambda: "",
         clock: Callable[[], float] = time.monotonic,
+        startup_grace: float = STARTUP_GRACE,
     ) -> None:
         self.publish = publish
         self.webhook = webhook
@@ -97,11 +101,20 @@ class Alerts:
         self._upstream_state = state() or UpstreamState.DISCONNECTED
         self._lost_at: float | None = None
         self._host = socket.gethostname()
+        self.startup_grace = startup_grace
+        self._ever_connected = False
+        self._startup_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        """Start the delivery task (only needed with a webhook or a file)."""
+        """Start the delivery task (only needed with a webhook or a file) and the
+        start-up check (an alert if the upstream never connects within the grace)."""
+        if self._upstream_state == UpstreamState.CONNECTED:
+            self._ever_connected = True
+        elif self.startup_grace > 0 and self._startup_timer is None:
+            self._startup_timer = asyncio.get_running_loop().call_later(
+                self.startup_grace, self._startup_check)
         if (self.webhook or self.alert_file) and self._worker is None:
             self._queue = asyncio.Queue(QUEUE_MAX)
             self._worker = asyncio.create_task(self._deliver(), name="ibhub-alerts")
@@ -117,6 +130,9 @@ class Alerts:
         if self._ib is not None:
             self._ib.errorEvent -= self._on_ib_error
             self._ib = None
+        if self._startup_timer is not None:
+            self._startup_timer.cancel()
+            self._startup_timer = None
         worker, self._worker = self._worker, None
         if worker is None:
             return
@@ -134,6 +150,8 @@ class Alerts:
     def on_upstream_state(self, state: str, code: int, message: str) -> None:
         """Hub hook: alert when CONNECTED is left (lost) or regained after a loss."""
         prev, self._upstream_state = self._upstream_state, state
+        if state == UpstreamState.CONNECTED:
+            self._ever_connected = True
         if prev == UpstreamState.CONNECTED and state in (
             UpstreamState.RECONNECTING, UpstreamState.FAILED
         ):
@@ -149,6 +167,15 @@ class Alerts:
             self.raise_alert(UPSTREAM_RESTORED,
                              f"upstream restored after {down:.1f}s: {message}", code,
                              down_seconds=round(down, 3))
+
+    def _startup_check(self) -> None:
+        self._startup_timer = None
+        if not self._ever_connected and self._upstream_state != UpstreamState.FAILED:
+            self.raise_alert(
+                UPSTREAM_LOST,
+                f"upstream not connected {self.startup_grace:g}s after the hub started "
+                f"(state {self._upstream_state}); check the Gateway with `ibhub doctor`",
+                0, previous=self._upstream_state, startup=True)
 
     def observe(self, kind: str, reply: Reply, seconds: float) -> None:
         """Request observer: the hub refused an order (risk gate, not connected, ...)."""

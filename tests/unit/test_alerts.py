@@ -128,3 +128,29 @@ async def test_unwritable_file_is_counted_not_raised(tmp_path: Path) -> None:
         await wait_until(lambda: alerts.delivery_failures == 1, 5.0, "failure counted")
     finally:
         await alerts.stop()
+
+
+async def test_never_connecting_after_start_is_an_alert() -> None:
+    published: list[tuple[int, str]] = []
+    alerts = Alerts(publish=lambda c, m: published.append((c, m)), startup_grace=0.05,
+                    state=lambda: UpstreamState.CONNECTING)
+    alerts.start()
+    try:
+        await wait_until(lambda: published, 2.0, "start-up alert")
+        assert "not connected 0.05s after the hub started" in published[0][1]
+        assert alerts.recent[-1]["details"]["startup"] is True
+    finally:
+        await alerts.stop()
+    # Connected in time: nothing.
+    quiet: list[tuple[int, str]] = []
+    alerts = Alerts(publish=lambda c, m: quiet.append((c, m)), startup_grace=0.05,
+                    state=lambda: UpstreamState.CONNECTING)
+    alerts.start()
+    alerts.on_upstream_state(UpstreamState.CONNECTED, 0, "connected")
+    handle = alerts._startup_timer
+    assert handle is not None
+    try:
+        await wait_until(lambda: alerts._startup_timer is None, 2.0, "grace over")
+        assert quiet == []
+    finally:
+        await alerts.stop()
