@@ -119,9 +119,7 @@ class HealthServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = int(runner.addresses[0][1]) if runner.addresses else port
         log.info("health and metrics on http://127.0.0.1:%d/health and /metrics", self.port)
 
     async def stop(self) -> None:
