@@ -18,7 +18,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -69,6 +77,10 @@ class HubMetrics:
         self.snapshots = 0  # snapshot requests: a subscriber joining late or recovering a gap
         self.alerts: Any = None  # the Alerts service, when attached (its counts are exported)
         self.registry.register(HubCollector(self))
+        # The process's CPU, memory, open fds, GC and Python version (read at scrape
+        # time too); the library's shared collectors, registered in our registry.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
 
     def observe(self, kind: str, reply: Reply, seconds: float) -> None:
         """``RpcServer`` observer: one answered request."""

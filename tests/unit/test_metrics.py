@@ -85,6 +85,8 @@ def test_hub_metrics_without_a_running_hub() -> None:
     assert val(m, "ibhub_market_data_lines_max") == 7
     assert val(m, "ibhub_market_data_lines_used") == 0 and val(m, "ibhub_leases") == 0
     assert val(m, "ibhub_ticks_in_total") == 0 and val(m, "ibhub_ticks_out_total") == 0
+    assert val(m, "process_resident_memory_bytes") > 0  # the process collectors too
+    assert any(name == "python_gc_collections_total" for name, _ in m)
     # Two hubs in one process keep separate registries.
     assert samples(HubMetrics(hub)).get(
         ("ibhub_requests_total", (("outcome", "ok"), ("type", "hello")))) is None
