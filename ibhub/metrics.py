@@ -138,7 +138,13 @@ class HubCollector(Collector):
             "as PUB drops are only visible to subscribers)", labels=["reason"])
         dropped.add_metric(["malformed_upstream"], getattr(up, "_bad_messages", 0) if up else 0)
         dropped.add_metric(["subscriber_recovery"], self.metrics.snapshots)
+        rpc = hub.rpc
+        dropped.add_metric(["reply_undeliverable"], getattr(rpc, "dropped", 0) if rpc else 0)
         yield dropped
+        yield CounterMetricFamily(
+            "ibhub_requests_malformed",
+            "Requests refused before dispatch (bad frames, not msgpack, invalid fields)",
+            value=getattr(rpc, "errors", 0) if rpc is not None else 0)
 
         subs = hub.subs.all()
         yield GaugeMetricFamily("ibhub_market_data_lines_used", "Market-data lines in use",

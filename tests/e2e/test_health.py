@@ -85,17 +85,22 @@ async def test_health_and_metrics_of_a_busy_hub(make_hub: HubFactory, clients) -
     assert value(m, "ibhub_request_seconds_bucket", type="subscribe", le="+Inf") == 1
     assert value(m, "ibhub_events_dropped_total", reason="subscriber_recovery") == 1
     assert value(m, "ibhub_events_dropped_total", reason="malformed_upstream") == 0
+    assert value(m, "ibhub_events_dropped_total", reason="reply_undeliverable") == 0
+    assert value(m, "ibhub_requests_malformed_total") == 0
     assert value(m, "ibhub_market_data_lines_used") == 1
     assert value(m, "ibhub_market_data_lines_max") == hub.settings.lines_max
     assert value(m, "ibhub_leases") == 1 and value(m, "ibhub_subscriptions") == 1
     assert value(m, "ibhub_last_tick_seconds") > 0
     assert value(m, "ibhub_alerts_total", kind="upstream_lost") == 0
 
-    # An unknown lease is an error outcome, counted under its code.
+    # An unknown lease is an error outcome, counted under its code; garbage is malformed.
     await c.request(Heartbeat(id=c.next_id(), lease="nope"))
+    await c.send_raw(b"\xc1 not msgpack")
+    await c.recv_reply()
     _, _, text = await get(port, "/metrics")
     assert value(samples(text), "ibhub_requests_total", type="heartbeat",
                  outcome="unknown_lease") == 1
+    assert value(samples(text), "ibhub_requests_malformed_total") == 1
     # Scrapes are cheap and repeatable: counters only grow.
     assert value(samples(text), "ibhub_ticks_out_total") >= ticks_out
 
