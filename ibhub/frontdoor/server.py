@@ -110,6 +110,13 @@ class FrontDoor:
         return door
 
     async def start(self) -> None:
+        if getattr(self.hub.settings, "curve_server_secret_key_file", None) is not None:
+            # The front door follows order/account/status events on the hub's PUB socket;
+            # under CURVE its in-process SUB would need an allow-listed key, which the
+            # security settings cannot give it yet. Refuse rather than lose fills.
+            raise ConfigError("tws_port cannot be combined with CURVE "
+                              "(curve_server_secret_key_file) yet: the TWS front door reads "
+                              "the hub's events over its PUB socket; run it without CURVE")
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
