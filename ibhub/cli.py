@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "orders": "ibhub.orders_cli:orders",
     "config": "ibhub.config_cli:config",
     "top": "ibhub.top:top",
+    "keys": "ibhub.keys_cli:keys",
 }
 
 

@@ -2,6 +2,8 @@
 
 Each finds the hub through ``--rpc`` / ``--pub``, else ``$IBHUB_RPC`` /
 ``$IBHUB_PUB``, else the defaults, and imports only the SDK (never ``ib_insync``).
+A hub that requires CURVE is reached with ``$IBHUB_SERVER_KEY`` and
+``$IBHUB_CLIENT_KEY_FILE`` (:mod:`ibhub.client.curve`).
 ``status`` and ``lease`` need no lease of their own: they are single requests.
 """
 
@@ -23,7 +25,9 @@ import zmq.asyncio
 
 from ibhub import wire
 from ibhub.client import AsyncHub, HubError
+from ibhub.client.curve import client_curve
 from ibhub.client.rpc import RpcChannel
+from ibhub.curve_keys import KeyFileError
 from ibhub.protocol import (
     Bar,
     ClientIdLeased,
@@ -54,7 +58,7 @@ timeout_option = click.option(
 
 async def _one_request(rpc: str, request: Request, timeout: float) -> Reply:
     context = zmq.asyncio.Context()
-    channel = RpcChannel(context, rpc, timeout=timeout)
+    channel = RpcChannel(context, rpc, timeout=timeout, curve=client_curve())
     try:
         channel.open()
         return await channel.request(request)
@@ -67,7 +71,7 @@ def _request_or_exit(rpc: str | None, request: Request, timeout: float) -> Reply
     endpoint = wire.rpc_endpoint(rpc)
     try:
         return asyncio.run(_one_request(endpoint, request, timeout))
-    except HubError as exc:
+    except (HubError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -221,6 +225,9 @@ async def _tail_events(
     sock.setsockopt(zmq.LINGER, 0)
     hub: AsyncHub | None = None
     try:
+        curve = client_curve()  # $IBHUB_SERVER_KEY / $IBHUB_CLIENT_KEY_FILE, else plain
+        if curve is not None:
+            curve.apply(sock)
         for topic in topics or [""]:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sock.connect(pub)
@@ -279,7 +286,7 @@ def tail(
     click.echo(f"tailing {', '.join(topics) or 'every topic'} on {endpoint}", err=True)
     try:
         shown = asyncio.run(_tail(endpoint, rpc, topics, symbols, count, as_json, duration))
-    except HubError as exc:
+    except (HubError, KeyFileError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         with contextlib.suppress(BrokenPipeError):

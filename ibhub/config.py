@@ -115,6 +115,13 @@ class HubSettings(BaseSettings):
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # CURVE (ibhub.security): required to bind pub/rpc to a non-loopback address. The
+    # hub's key pair (a .key_secret file from `ibhub keys generate`) and the client
+    # public keys allowed in: a directory of .key files and/or Z85 keys listed here.
+    curve_server_secret_key_file: Path | None = None
+    curve_authorized_keys_dir: Path | None = None
+    curve_authorized_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     @field_validator("pub", "rpc")
     @classmethod
     def _endpoint(cls, value: str) -> str:
@@ -150,6 +157,19 @@ class HubSettings(BaseSettings):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("curve_server_secret_key_file", "curve_authorized_keys_dir", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("curve_authorized_keys", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
+        """The environment gives ``KEY1,KEY2`` (commas or spaces); a TOML file a list."""
+        if isinstance(value, str):
+            return [k for k in value.replace(",", " ").split() if k]
         return value
 
     @field_validator("raw_client_id_range", mode="before")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from typing import Any
@@ -62,6 +61,7 @@ from ibhub.protocol import (
     Welcome,
 )
 from ibhub.rpc import RpcServer
+from ibhub.security import ServerSecurity, check_bind, stop_authenticator
 from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
 from ibhub.upstream import Upstream, UpstreamDown, UpstreamRequestError, explain
 from ibhub.wire import MAX_REQUEST_BYTES
@@ -71,17 +71,12 @@ log = logging.getLogger(__name__)
 RESOLVE_CACHE_MAX = 10_000
 
 
-def bindable(endpoint: str) -> str:
-    """Check a bind endpoint is loopback/ipc; map ``tcp://HOST:0`` to a random port."""
+def bindable(endpoint: str, curve: bool = False, setting: str = "endpoint") -> str:
+    """Check a bind endpoint (loopback/ipc, or anything with CURVE on: see
+    :func:`ibhub.security.check_bind`); map ``tcp://HOST:0`` to a random port."""
+    check_bind(setting, endpoint, curve)
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[len("tcp://"):].rpartition(":")
-        host = host.strip("[]")
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ConfigError(f"hub endpoints bind loopback only; {endpoint!r} is not 127.0.0.1")
         if port in ("0", "*"):
             return f"tcp://{host}:*"
     return endpoint
@@ -105,6 +100,7 @@ class HubServer:
         self._ctx: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket[bytes] | None = None
         self._router: zmq.asyncio.Socket | None = None
+        self._auth: Any = None  # the CURVE ZAP handler (ibhub.security), when configured
         self._tasks: list[asyncio.Task[None]] = []
         self._pub_endpoint = ""
         self._rpc_endpoint = ""
@@ -172,13 +168,17 @@ class HubServer:
 
     async def start(self) -> None:
         s = self.settings
-        pub_ep, rpc_ep = bindable(s.pub), bindable(s.rpc)
+        security = ServerSecurity.from_settings(s)  # ConfigError: bad keys, no allow-list
+        pub_ep = bindable(s.pub, security.enabled, "pub")
+        rpc_ep = bindable(s.rpc, security.enabled, "rpc")
         if s.sim:
             await self._start_sim()
         self._started = time.monotonic()
         ctx = self._ctx = zmq.asyncio.Context()
         try:
+            self._auth = security.start(ctx)  # before any bind: no unauthenticated window
             pub = self._pub = zmq.Socket(ctx, zmq.PUB)
+            security.apply(pub)
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
             pub.bind(pub_ep)
@@ -191,6 +191,7 @@ class HubServer:
             # Far above MAX_REQUEST_BYTES so an oversized request still gets a reply;
             # beyond this the peer is simply dropped.
             router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)
+            security.apply(router)
             router.bind(rpc_ep)
             self._rpc_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -274,6 +275,8 @@ class HubServer:
             if sock is not None:
                 sock.close(linger=0)
         self._router = self._pub = None
+        stop_authenticator(self._auth)
+        self._auth = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None

@@ -23,6 +23,7 @@ import zmq.asyncio
 
 from ibhub import wire
 from ibhub.client.contracts import contract_spec, default_name
+from ibhub.client.curve import client_curve
 from ibhub.client.errors import HubError, NotConnected
 from ibhub.client.lease import LeaseKeeper, expect
 from ibhub.client.rpc import RpcChannel
@@ -64,6 +65,12 @@ class AsyncHub:
     defaults. ``connect_retries`` hellos of ``connect_timeout`` seconds each are tried
     before ``connect()`` gives up with ``HubTimeout``; every other request gives up
     after ``request_timeout`` seconds.
+
+    CURVE (a hub that requires it, docs/operations.md "Security / remote clients"):
+    ``server_key`` is the hub's public key (Z85 text or a key file) and
+    ``client_key_file`` this client's ``.key_secret`` file; else ``$IBHUB_SERVER_KEY``
+    / ``$IBHUB_CLIENT_KEY_FILE``; neither means a plain connection. A bad key raises
+    ``KeyFileError`` (a ``ValueError``) here, not at connect time.
     """
 
     def __init__(
@@ -77,8 +84,11 @@ class AsyncHub:
         connect_retries: int = 3,
         request_timeout: float = 10.0,
         queue_size: int = 10_000,
+        server_key: str | bytes | None = None,
+        client_key_file: str | None = None,
     ) -> None:
         self.pub_endpoint = wire.pub_endpoint(pub)
+        self.curve = client_curve(server_key, client_key_file)
         self.rpc_endpoint = wire.rpc_endpoint(rpc)
         self.name = name or default_name()
         self.role = role
@@ -109,9 +119,12 @@ class AsyncHub:
         if self._keeper is not None:
             return
         self._context = zmq.asyncio.Context()
-        self._rpc = RpcChannel(self._context, self.rpc_endpoint, timeout=self.request_timeout)
+        self._rpc = RpcChannel(
+            self._context, self.rpc_endpoint, timeout=self.request_timeout, curve=self.curve
+        )
         self._stream = EventStream(
-            self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect
+            self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect,
+            curve=self.curve,
         )
         try:
             self._rpc.open()

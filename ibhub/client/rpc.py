@@ -23,6 +23,7 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.client.curve import ClientCurve
 from ibhub.client.errors import HubError, HubTimeout
 from ibhub.protocol import Error, Reply, Request
 
@@ -39,8 +40,10 @@ class RpcChannel:
         *,
         timeout: float = 10.0,
         on_unmatched: Callable[[Reply], None] | None = None,
+        curve: ClientCurve | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve = curve  # CURVE client keys for a hub that requires them (client/curve.py)
         self.timeout = timeout
         self.on_unmatched = on_unmatched
         self._context = context
@@ -56,6 +59,8 @@ class RpcChannel:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._socket = sock
         self._reader = asyncio.get_running_loop().create_task(

@@ -20,6 +20,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ibhub import wire
+from ibhub.client.curve import ClientCurve
 from ibhub.protocol import Event
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ class EventStream:
         on_reconnect: Callable[[], None],
         *,
         rcvhwm: int = 100_000,
+        curve: ClientCurve | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve = curve  # CURVE client keys for a hub that requires them (client/curve.py)
         self.on_event = on_event
         self.on_reconnect = on_reconnect
         self.connected = False
@@ -61,6 +64,8 @@ class EventStream:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
         self._monitor = sock.get_monitor_socket(_MONITORED)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._socket = sock
         loop = asyncio.get_running_loop()
