@@ -52,6 +52,7 @@ async def hub_killed_cycles(cycles: int, per_script: int = 40, seed: int = SEED)
     data = tempfile.mkdtemp(prefix="ibhub-kill-")
     ctx = zmq.asyncio.Context()
     acked_total = journaled_total = retried_dup = 0
+    delays: list[float] = []
     made: list[RawClient] = []
     async with SimGateway(SimConfig(host="127.0.0.1", port=0, seed=seed, tick_rate=40.0)) as sim:
         hub = await start_hub(sim, data, "h0")
@@ -64,19 +65,22 @@ async def hub_killed_cycles(cycles: int, per_script: int = 40, seed: int = SEED)
                 for c, name in zip(scripts, SCRIPTS, strict=True):
                     await c.hello(name)
                 acked: dict[tuple[str, str], int] = {}
+                # Kill at a random acknowledgement, then a random moment later: early
+                # kills hit the journal, late ones the pacer sending to the Gateway.
                 kill_after = rng.randrange(1, len(SCRIPTS) * per_script)
-                proc = hub
+                kill_delay = rng.choice([0.0, 0.0, rng.uniform(0.0, 1.5)])
+                reached = asyncio.Event()
 
                 async def collect(c: RawClient, name: str, coids: dict[int, str],
                                   acked: dict[tuple[str, str], int] = acked,
                                   kill_after: int = kill_after,
-                                  proc: asyncio.subprocess.Process = proc) -> None:
+                                  reached: asyncio.Event = reached) -> None:
                     while True:
                         reply = await c.recv_reply(timeout=30)
                         if isinstance(reply, OrderAccepted):
                             acked[(name, coids[reply.id])] = reply.order_id
                             if len(acked) == kill_after:
-                                proc.send_signal(signal.SIGKILL)
+                                reached.set()
 
                 readers = []
                 for c, name in zip(scripts, SCRIPTS, strict=True):
@@ -86,7 +90,12 @@ async def hub_killed_cycles(cycles: int, per_script: int = 40, seed: int = SEED)
                         req = order(c, f"{name}-c{n}-{i}")
                         coids[req.id] = req.client_order_id
                         await c.send_raw(wire.encode(req))
+                await asyncio.wait_for(reached.wait(), 30.0)
+                if kill_delay:
+                    await asyncio.sleep(kill_delay)  # the fault's timing, not a wait
+                hub.send_signal(signal.SIGKILL)
                 await asyncio.wait_for(hub.wait(), 30.0)
+                delays.append(kill_delay)
                 for t in readers:
                     t.cancel()
                 await asyncio.gather(*readers, return_exceptions=True)
@@ -131,6 +140,7 @@ async def hub_killed_cycles(cycles: int, per_script: int = 40, seed: int = SEED)
                 journaled_total = len(rows)
             fig.duplicated = duplicates(sim)
             fig.notes.update(orders_sent=cycles * len(SCRIPTS) * per_script,
+                             kill_delays_s=f"0..{max(delays):.2f}",
                              acknowledged=acked_total, journaled=journaled_total,
                              at_gateway=len(sim.broker.orders()),
                              retries_answered_duplicate=retried_dup)

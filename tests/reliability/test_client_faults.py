@@ -12,7 +12,7 @@ async def test_stalled_subscriber_is_bounded_and_recovers(monkeypatch: pytest.Mo
     # A small PUB high-water mark so a CI-length stall overflows it many times over;
     # bench/faults.py runs the hub's real one (ibhub.fanout.PUB_SNDHWM).
     monkeypatch.setattr("ibhub.hub.PUB_SNDHWM", 2000)
-    async with rig(tick_rate=300.0) as r:
+    async with rig(tick_rate=300.0, heartbeat_interval=0.5, lease_timeout=20.0) as r:
         fig = await cf.slow_subscriber(r, stall=3.0)
     fig.save()
     n = fig.notes
