@@ -16,7 +16,9 @@ look like a gap, or worse, like old data, to a subscriber that kept listening).
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -30,10 +32,13 @@ from ibhub.protocol import (
     Bar,
     ContractInfo,
     ErrorEvent,
+    Event,
     HubStatus,
     Tick,
 )
 from ibhub.wire import Publisher, encode
+
+log = logging.getLogger(__name__)
 
 NAN: Final = float("nan")
 PUB_SNDHWM: Final = 50_000  # per subscriber; ~0.5 s of a 100k ticks/s burst
@@ -212,6 +217,7 @@ class Fanout:
         self._topics: dict[str, Topic] = {}
         self._owner: dict[str, int] = {}  # market-data topic -> con_id that named it
         self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
+        self._listeners: list[tuple[tuple[str, ...], Callable[[str, Event], None]]] = []
 
     def topic(self, name: str) -> Topic:
         t = self._topics.get(name)
@@ -271,23 +277,45 @@ class Fanout:
 
     # ------------------------------------------------------------------ rare events
 
-    def status(self, state: str, kind: str, code: int, message: str, reconnect_count: int) -> None:
-        t = self.topic(TOPIC_STATUS)
+    def add_listener(
+        self, prefixes: tuple[str, ...], fn: Callable[[str, Event], None]
+    ) -> Callable[[], None]:
+        """Follow every event :meth:`emit` publishes on a topic under ``prefixes``, in-process.
+
+        For hub components (the TWS front door) that need order, account, error and
+        status events: they get the stamped event synchronously, in publish order, with
+        nothing to lose (a SUB socket on our own PUB could be dropped at its high-water
+        mark, and would need CURVE keys of its own). Ticks and bars never pass here:
+        their streams have ``taps``. Returns a function that removes the listener.
+        """
+        entry = (prefixes, fn)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry)
+
+    def emit(self, topic: str, event: Event) -> None:
+        """Publish a non-market event: next seq of ``topic``, hub time, last value, listeners.
+
+        ``event`` is built with any ``seq``/``ts`` (0, 0); both are replaced here.
+        """
+        t = self.topic(topic)
         t.seq += 1
-        payload = encode(
-            HubStatus(t.seq, time.time_ns(), state, kind, code, message, reconnect_count)
-        )
+        stamped = msgspec.structs.replace(event, seq=t.seq, ts=time.time_ns())
+        payload = encode(stamped)
         t.last = payload
         self.publisher.publish(t.key, payload)
+        for prefixes, fn in self._listeners:
+            if topic.startswith(prefixes):
+                try:
+                    fn(topic, stamped)
+                except Exception:  # a listener's bug must not stop the hub's event flow
+                    log.exception("event listener %r failed on %s", fn, topic)
+
+    def status(self, state: str, kind: str, code: int, message: str, reconnect_count: int) -> None:
+        self.emit(TOPIC_STATUS, HubStatus(0, 0, state, kind, code, message, reconnect_count))
 
     def error(self, lease: str, ib_code: int, message: str, explanation: str, topic: str) -> None:
-        t = self.topic(TOPIC_ERROR + lease)
-        t.seq += 1
-        payload = encode(
-            ErrorEvent(t.seq, time.time_ns(), lease, ib_code, message, explanation, topic)
-        )
-        t.last = payload
-        self.publisher.publish(t.key, payload)
+        event = ErrorEvent(0, 0, lease, ib_code, message, explanation, topic)
+        self.emit(TOPIC_ERROR + lease, event)
 
     # ------------------------------------------------------------------ snapshots
 

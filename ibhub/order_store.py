@@ -22,8 +22,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import msgspec
-
 from ibhub.journal import FillRecord, Journal, JournalWriter, OrderRecord
 from ibhub.order_feed import UpstreamCommission
 from ibhub.protocol import (
@@ -34,7 +32,6 @@ from ibhub.protocol import (
     OrderEvent,
     OrderInfo,
 )
-from ibhub.wire import encode
 
 log = logging.getLogger(__name__)
 
@@ -306,14 +303,7 @@ class OrderStore:
 
 
 def fanout_sink(fanout: Any) -> EventSink:
-    """An :data:`EventSink` publishing through ``ibhub.fanout.Fanout`` (per-topic seq,
-    hub timestamp, last-value cache), kept here so fanout.py needs no order knowledge."""
-
-    def publish(topic: str, ev: Event) -> None:
-        t = fanout.topic(topic)
-        t.seq += 1
-        payload = encode(msgspec.structs.replace(ev, seq=t.seq, ts=time.time_ns()))
-        t.last = payload
-        fanout.publisher.publish(t.key, payload)
-
+    """An :data:`EventSink` publishing through ``ibhub.fanout.Fanout.emit`` (per-topic seq,
+    hub timestamp, last-value cache, in-process listeners such as the TWS front door)."""
+    publish: EventSink = fanout.emit
     return publish

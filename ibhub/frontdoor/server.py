@@ -30,19 +30,37 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ibhub.config import ConfigError
 from ibhub.frontdoor import accounts, market, orders
-from ibhub.frontdoor.events import EventListener
 from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler, req_id_of
-from ibhub.protocol import ContractInfo, HubStatus, UpstreamState
+from ibhub.protocol import (
+    TOPIC_ACCOUNT,
+    TOPIC_ERROR,
+    TOPIC_ORDER,
+    TOPIC_POSITION,
+    TOPIC_STATUS,
+    ContractInfo,
+    HubStatus,
+    UpstreamState,
+)
 
 log = logging.getLogger(__name__)
+
+#: the hub events the front door follows in-process (Fanout.add_listener); "tws:" is
+#: the owner/lease prefix of its downstream connections. Ticks arrive through taps.
+EVENT_PREFIXES = (
+    TOPIC_ORDER + "tws:",
+    TOPIC_ERROR + "tws:",
+    TOPIC_STATUS,
+    TOPIC_ACCOUNT,
+    TOPIC_POSITION,
+)
 
 CONNECTIVITY_LOST = (1100, "Connectivity between IB and Trader Workstation has been lost.")
 RESTORED_LOST = (
@@ -97,7 +115,7 @@ class FrontDoor:
         self.handlers.update(self.passthrough.handlers())
         self._server: asyncio.AbstractServer | None = None
         self._numbers = itertools.count(1)
-        self._events: EventListener | None = None
+        self._unlisten: Callable[[], None] | None = None
         self._accounts_ready = asyncio.Event()
 
     # ------------------------------------------------------------------ life cycle
@@ -110,13 +128,6 @@ class FrontDoor:
         return door
 
     async def start(self) -> None:
-        if getattr(self.hub.settings, "curve_server_secret_key_file", None) is not None:
-            # The front door follows order/account/status events on the hub's PUB socket;
-            # under CURVE its in-process SUB would need an allow-listed key, which the
-            # security settings cannot give it yet. Refuse rather than lose fills.
-            raise ConfigError("tws_port cannot be combined with CURVE "
-                              "(curve_server_secret_key_file) yet: the TWS front door reads "
-                              "the hub's events over its PUB socket; run it without CURVE")
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
@@ -127,8 +138,7 @@ class FrontDoor:
                               f"{exc.strerror or exc}; choose another --tws-port") from exc
         self.tws_port = self._server.sockets[0].getsockname()[1]
         self.passthrough.install()
-        self._events = EventListener(self.hub.pub_endpoint, self.on_event)
-        await self._events.start()
+        self._unlisten = self.hub.fanout.add_listener(EVENT_PREFIXES, self.on_event)
         up = self.hub.upstream
         if up is not None and up.connected:
             self.on_connected(up.port, up.accounts)
@@ -145,9 +155,9 @@ class FrontDoor:
             self.session_closed(s)
         self.market.stop()
         self.passthrough.uninstall()
-        if self._events is not None:
-            await self._events.stop()
-            self._events = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if server is not None:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
