@@ -39,7 +39,7 @@ from tests.reliability import upstream_faults as uf  # noqa: E402
 from tests.reliability.harness import RESULTS_ENV, Figures, rig  # noqa: E402
 
 
-async def scenarios(n: dict[str, int]) -> list[Figures]:
+async def scenarios(n: dict[str, Any]) -> list[Figures]:
     """Each scenario on a fresh simulator and hub; returns the rows in table order."""
     rows: list[Figures] = []
 
@@ -118,9 +118,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # the scenarios' faults log loudly
-    n = (dict(restarts=10, cycles=3, slow_cycles=2, stall_s=3.0, kills=2, hub_kills=2)
-         if args.quick else
-         dict(restarts=100, cycles=20, slow_cycles=10, stall_s=10.0, kills=10, hub_kills=10))
+    quick = dict(restarts=10, cycles=3, slow_cycles=2, stall_s=3.0, kills=2, hub_kills=2)
+    full = dict(restarts=100, cycles=20, slow_cycles=10, stall_s=10.0, kills=10, hub_kills=10)
+    n: dict[str, Any] = quick if args.quick else full
     if args.restarts is not None:
         n["restarts"] = args.restarts
     examples = args.fuzz_examples or (60 if args.quick else 1000)

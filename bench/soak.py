@@ -56,7 +56,7 @@ from ibhub.protocol import (  # noqa: E402
 )
 
 SYMBOLS = ("AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOGL", "META", "AMD", "NFLX", "JPM")
-HUB_SETTINGS = dict(heartbeat_interval=0.5, lease_timeout=6.0, connect_timeout=2.0,
+HUB_SETTINGS: dict[str, Any] = dict(heartbeat_interval=0.5, lease_timeout=6.0, connect_timeout=2.0,
                     reconnect_backoff_initial=0.1, reconnect_backoff_max=1.0,
                     request_timeout=5.0, stale_after=2.0)
 
@@ -69,7 +69,7 @@ async def role_hub(port: int, pub: str, rpc: str, data: str) -> None:
     from ibhub.order_service import attach_orders
 
     hub = HubServer(HubSettings(gateway_host="127.0.0.1", gateway_port=port, client_id=0,
-                                pub=pub, rpc=rpc, data_dir=data, **HUB_SETTINGS))
+                                pub=pub, rpc=rpc, data_dir=Path(data), **HUB_SETTINGS))
     await hub.start()
     if getattr(hub, "orders", None) is None:  # the hub wires its own once that lands
         await attach_orders(hub, order_rate=100.0, order_burst=100.0)
@@ -356,7 +356,7 @@ class Soak:
                 lost += 1
             elif oid not in sim_ids and row.status != "Inactive":
                 lost += 1  # neither placed nor reported as not sent
-        unknown_at_sim = sum(1 for o in at_sim if parse_order_ref(o.order_ref)[0] == "")
+        unknown_at_sim = sum(1 for o in at_sim if parse_order_ref(o.order_ref) is None)
         rec = self.recover_s
         retries: Counter[str] = Counter()
         for t in traders:

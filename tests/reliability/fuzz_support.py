@@ -30,8 +30,8 @@ FUZZ = settings(
 TRIED: Counter[str] = Counter()
 SAVED: Counter[str] = Counter()  # already written to the results file
 
-TAGS = sorted(t.__struct_config__.tag for t in AnyRequest.__args__)  # type: ignore[attr-defined]
-FIELDS = sorted({f for t in AnyRequest.__args__ for f in t.__struct_fields__}  # type: ignore[attr-defined]
+TAGS = sorted(t.__struct_config__.tag for t in AnyRequest.__args__)
+FIELDS = sorted({f for t in AnyRequest.__args__ for f in t.__struct_fields__}
                 | {"type"})
 INT64 = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 HUGE_TEXT = st.integers(min_value=10_000, max_value=600_000).map(lambda n: "x" * n)

@@ -28,8 +28,8 @@ from tests.reliability import fuzz_support as fz
 from tests.reliability.harness import Figures
 
 MAX_FRAME = 4096
-fields = st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                                   blacklist_characters="\x00"), max_size=20),
+fields = st.lists(st.text(alphabet=st.characters(exclude_categories=["Cs"],
+                                                   exclude_characters="\x00"), max_size=20),
                   min_size=1, max_size=12)
 
 
