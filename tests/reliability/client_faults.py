@@ -155,9 +155,10 @@ async def slow_subscriber(r: Rig, stall: float, baseline: float = 1.5) -> Figure
                     topic = topic_b.decode()
                     seq = seqs.get(topic)
                     if seq is None:
-                        seq = seqs[topic] = TopicSequencer(
-                            topic, lambda e, t=topic: delivered.setdefault(t, []).append(e.seq),
-                            request_snapshot)
+                        def deliver(e: Event, t: str = topic) -> None:
+                            delivered.setdefault(t, []).append(e.seq)
+
+                        seq = seqs[topic] = TopicSequencer(topic, deliver, request_snapshot)
                     event = wire.decode_event(payload)
                     queued += event.ts < resumed_ns  # published while it was not reading
                     caught_up = caught_up or event.ts >= resumed_ns
@@ -230,14 +231,19 @@ async def script_killed(r: Rig, cycles: int) -> Figures:
                 proc.send_signal(signal.SIGKILL)
             await proc.wait()
         t0 = now()
-        await wait_until(lambda lease=lease: r.hub.leases.get(lease) is None,
-                         10.0, "victim lease expired")
+        def expired(lease: str = lease) -> bool:
+            return r.hub.leases.get(lease) is None
+
+        await wait_until(expired, 10.0, "victim lease expired")
         await wait_until(lambda: not any(s.symbol == "IBM"
                                          for s in r.sim.market_data_subscriptions()),
                          5.0, "IBM line cancelled upstream")
         fig.recover_s.append(now() - t0)
         mark = len(lst.on("tick.AAPL"))
-        await wait_until(lambda m=mark: len(lst.on("tick.AAPL")) > m, 5.0, "survivor ticks")
+        def more(m: int = mark) -> bool:
+            return len(lst.on("tick.AAPL")) > m
+
+        await wait_until(more, 5.0, "survivor ticks")
         aapl = [s for s in r.sim.market_data_subscriptions() if s.symbol == "AAPL"]
         if len(aapl) != 1:
             fig.lost += 1  # the shared line was cancelled (or doubled)

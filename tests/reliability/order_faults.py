@@ -201,7 +201,10 @@ async def outage_orders(r: Rig, rounds: int, per_round: int = 10) -> Figures:
             return sum(1 for o in r.sim.broker.orders()
                        if (parse_order_ref(o.order_ref) or ("", ""))[1] == coid)
 
-        await wait_until(lambda cs=coids: all(at_gateway(x) >= 1 for x in cs), 10.0,
+        def all_placed(cs: list[str] = coids) -> bool:
+            return all(at_gateway(x) >= 1 for x in cs)
+
+        await wait_until(all_placed, 10.0,
                          "each retried order at the Gateway")  # twice: duplicates() below
         fig.recoveries += 1
     fig.duplicated += duplicates(r.sim)

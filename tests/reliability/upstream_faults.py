@@ -10,7 +10,10 @@ subscriber receives through the recovered session.
 
 from __future__ import annotations
 
+from functools import partial
+
 from ibhub.protocol import UpstreamState
+from ibhub.upstream import Upstream
 from tests.reliability.harness import Figures, Ordered, Rig, now, wait_until
 
 REQ_MKT_DATA = 1  # TWS message id the simulator counts in request_counts
@@ -40,6 +43,20 @@ def leases(r: Rig) -> list[str]:
     return sorted(le.lease_id for le in r.hub.leases.leases())
 
 
+def reconnected(up: Upstream, n: int) -> bool:
+    return up.connected and up.reconnect_count == n
+
+
+def all_told(subs: list[tuple[Ordered, str]], starts: list[int], kind: str) -> bool:
+    return all(lst.status_after(x, kind=kind) is not None
+               for (lst, _), x in zip(subs, starts, strict=True))
+
+
+def timed_out(lst: Ordered, start: int, at_least: int) -> bool:
+    return sum(1 for t, e in lst.log[start:] if t == "hub.status" and e.kind == "alert"
+               and "timed out" in e.message) >= at_least
+
+
 async def resumed(subs: list[tuple[Ordered, str]], starts: list[int], **status: object) -> None:
     """Wait until every subscriber got a tick after its hub.status event ``status``."""
     def ok() -> bool:
@@ -60,7 +77,7 @@ async def restart_loop(r: Rig, cycles: int, down: float = 0.2) -> Figures:
         t0 = now()
         fault = r.sim.spawn(r.sim.restart(down))
         await resumed(subs, starts, state=UpstreamState.RECONNECTING)
-        await wait_until(lambda n=n: up.reconnect_count == n and up.connected, 5.0, "CONNECTED")
+        await wait_until(partial(reconnected, up, n), 5.0, "CONNECTED")
         fig.recover_s.append(now() - t0)
         await fault
         if lines(r) != ["AAPL", "MSFT"]:
@@ -126,9 +143,7 @@ async def freeze_loop(r: Rig, cycles: int, seconds: float = 0.8) -> Figures:
         await r.sim.freeze(seconds)
         t0 = now()
         await resumed(subs, starts, kind="stale")
-        await wait_until(lambda s=starts: all(lst.status_after(x, kind="fresh") is not None
-                                              for (lst, _), x in zip(subs, s, strict=True)),
-                         5.0, "fresh")
+        await wait_until(partial(all_told, subs, starts, "fresh"), 5.0, "fresh")
         fig.recover_s.append(now() - t0)
         told += sum(lst.status_after(s, kind="stale") is not None
                     for (lst, _), s in zip(subs, starts, strict=True))
@@ -150,14 +165,13 @@ async def stalled_handshake_loop(r: Rig, cycles: int, timeouts: int = 2) -> Figu
         starts = [lst.mark() for lst, _ in subs]
         r.sim.stall_handshakes(True)
         await r.sim.restart(0.05)
-        await wait_until(lambda s=starts[0]: sum(
-            1 for t, e in lst0.log[s:] if t == "hub.status" and e.kind == "alert"
-            and "timed out" in e.message) >= timeouts, RECOVER_TIMEOUT, "timed-out attempts")
+        await wait_until(partial(timed_out, lst0, starts[0], timeouts), RECOVER_TIMEOUT,
+                         "timed-out attempts")
         assert up.state == UpstreamState.RECONNECTING
         r.sim.stall_handshakes(False)
         t0 = now()
         await resumed(subs, starts, state=UpstreamState.RECONNECTING)
-        await wait_until(lambda n=n: up.connected and up.reconnect_count == n, 5.0, "connected")
+        await wait_until(partial(reconnected, up, n), 5.0, "connected")
         fig.recover_s.append(now() - t0)
         fig.recoveries += 1
     return fig
@@ -177,7 +191,7 @@ async def client_id_held_loop(r: Rig, cycles: int, hold: float = 0.6) -> Figures
         t_free = now() + hold
         await r.sim.restart(0.02)
         await resumed(subs, starts, state=UpstreamState.RECONNECTING)
-        await wait_until(lambda n=n: up.connected and up.reconnect_count == n, 5.0, "connected")
+        await wait_until(partial(reconnected, up, n), 5.0, "connected")
         fig.recover_s.append(now() - t_free)
         refused += sum(1 for t, e in subs[0][0].log[starts[0]:]
                        if t == "hub.status" and e.kind == "ib" and e.code == 326)
