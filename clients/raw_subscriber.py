@@ -22,6 +22,7 @@ import time
 
 import msgspec
 import zmq
+import zmq.auth
 
 # ---------------------------------------------------------------- events (msgpack arrays)
 # Every event is [tag, seq, ts_ns, ...fields]; the tag is the first element.
@@ -97,6 +98,7 @@ class Requester:
     def __init__(self, context: zmq.Context, endpoint: str, timeout: float = 5.0) -> None:
         self.sock = context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        apply_curve(self.sock)
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self.timeout_ms = int(timeout * 1000)
@@ -117,6 +119,26 @@ class Requester:
             if reply.type == "error":
                 sys.exit(f"hub refused {type_!r}: {reply.code}: {reply.message}")
             return reply
+
+
+def apply_curve(sock: zmq.Socket) -> None:
+    """Keys for a hub that requires CURVE (docs/operations.md, "Security / remote
+    clients"): ``IBHUB_SERVER_KEY`` is the hub's public key (Z85 text or its ``.key``
+    file), ``IBHUB_CLIENT_KEY_FILE`` this client's ``.key_secret`` file. Unset: plain."""
+    server = os.environ.get("IBHUB_SERVER_KEY")
+    key_file = os.environ.get("IBHUB_CLIENT_KEY_FILE")
+    if not server and not key_file:
+        return
+    if not server or not key_file:
+        sys.exit("CURVE needs both IBHUB_SERVER_KEY and IBHUB_CLIENT_KEY_FILE")
+    server_key = zmq.auth.load_certificate(server)[0] if os.path.isfile(server) \
+        else server.encode()
+    public, secret = zmq.auth.load_certificate(key_file)
+    if secret is None:
+        sys.exit(f"{key_file} holds no secret key: give the .key_secret file")
+    sock.curve_serverkey = server_key
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
 
 
 def fmt(x: float) -> str:
@@ -151,6 +173,7 @@ def main() -> int:
     sub.setsockopt(zmq.LINGER, 0)
     for prefix in args.topics:
         sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+    apply_curve(sub)
     sub.connect(args.pub)
     rpc = Requester(context, args.rpc)
 

@@ -9,6 +9,7 @@ checked to happen before anything is bound, so no test ever listens on 0.0.0.0.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from tests.e2e.conftest import FAST, HubFactory
 pytestmark = pytest.mark.timeout(60)
 
 LOOPBACK_ANY_PORT = "tcp://127.0.0.1:0"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def keygen(directory: Path, name: str) -> tuple[Path, Path]:
@@ -282,3 +284,27 @@ async def test_curve_on_ipc_works_too(make_hub: HubFactory, keys: dict[str, Path
 
 def _public_of(directory: Path) -> list[str]:
     return [load_public_key(p).decode() for p in sorted(directory.glob("*.key"))]
+
+
+async def test_raw_subscriber_example_reaches_a_curve_hub(
+    make_hub: HubFactory, keys: dict[str, Path]
+) -> None:
+    """clients/raw_subscriber.py (no ibhub import) with the two environment variables."""
+    hub = await curve_hub(make_hub, keys)
+    env = {**os.environ, "IBHUB_PUB": hub.pub_endpoint, "IBHUB_RPC": hub.rpc_endpoint,
+           "IBHUB_SERVER_KEY": load_public_key(keys["hub_pub"]).decode(),
+           "IBHUB_CLIENT_KEY_FILE": str(keys["client_sec"])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "clients/raw_subscriber.py", "--subscribe", "AAPL", "--count", "5",
+        "tick.AAPL", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env, cwd=REPO,
+    )
+    try:
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert len([ln for ln in out.decode().splitlines() if " AAPL bid " in ln]) == 5, out
