@@ -29,6 +29,7 @@ FUZZ = settings(
 )
 TRIED: Counter[str] = Counter()
 SAVED: Counter[str] = Counter()  # already written to the results file
+REPLIES: dict[str, Counter[str]] = {}  # input class -> reply type / error code -> count
 
 TAGS = sorted(t.__struct_config__.tag for t in AnyRequest.__args__)
 FIELDS = sorted({f for t in AnyRequest.__args__ for f in t.__struct_fields__}

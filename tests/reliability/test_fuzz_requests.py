@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,7 +115,9 @@ async def target() -> AsyncIterator[Target]:
 def save() -> None:
     """Rows for the inputs tried since the last save (one per class)."""
     for name, n in sorted((fz.TRIED - fz.SAVED).items()):
-        Figures(f"bad input: {name}", attempts=n, recoveries=n).save()
+        replies = dict(fz.REPLIES.get(name, Counter()).most_common())
+        Figures(f"bad input: {name}", attempts=n, recoveries=n,
+                notes={"replies": replies} if replies else {}).save()
     fz.SAVED.update(fz.TRIED - fz.SAVED)
     print("inputs tried:", dict(fz.TRIED))
 
@@ -127,6 +130,8 @@ async def check(t: Target, payload: bytes, what: str) -> Reply:
         assert t.sim_total() == before, f"{what}: a malformed request reached the Gateway"
         assert reply.message
     fz.TRIED[what] += 1
+    kind = reply.code if isinstance(reply, Error) else type(reply).__struct_config__.tag
+    fz.REPLIES.setdefault(what, Counter())[str(kind)] += 1
     await t.settle()
     await t.healthy()
     return reply
@@ -179,6 +184,8 @@ async def test_many_part_frames(target: Target, frames: list[bytes]) -> None:
     if isinstance(reply, Error) and reply.code in MALFORMED:
         assert target.sim_total() == before
     fz.TRIED["many-part and empty frames"] += 1
+    kind = reply.code if isinstance(reply, Error) else type(reply).__struct_config__.tag
+    fz.REPLIES.setdefault("many-part and empty frames", Counter())[str(kind)] += 1
     await target.healthy()
 
 
