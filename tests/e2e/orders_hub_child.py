@@ -19,8 +19,10 @@ from tests.e2e.test_orders_hub import wire_orders
 
 
 async def main(port: int, pub: str, rpc: str, data_dir: str) -> None:
-    settings = HubSettings(gateway_host="127.0.0.1", gateway_port=port, client_id=0, pub=pub,
-                           rpc=rpc, data_dir=data_dir, **FAST)  # fmt: skip
+    settings = HubSettings.model_validate(
+        {"gateway_host": "127.0.0.1", "gateway_port": port, "client_id": 0, "pub": pub,
+         "rpc": rpc, "data_dir": data_dir, **FAST}
+    )  # fmt: skip
     hub = HubServer(settings)
     await hub.start()
     while hub.upstream is None or not hub.upstream.connected:
