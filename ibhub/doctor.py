@@ -603,11 +603,22 @@ async def check_hub(endpoint: str, *, timeout: float = 2.0) -> HubReport:
 
     t0 = time.perf_counter()
     report = HubReport(endpoint=endpoint, diagnosis=Diagnosis.HUB_NOT_ANSWERING, detail="")
+    from ibhub.client.curve import client_curve
+    from ibhub.curve_keys import KeyFileError
+
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     try:
         try:
+            curve = client_curve()  # $IBHUB_SERVER_KEY / $IBHUB_CLIENT_KEY_FILE, else plain
+        except KeyFileError as exc:
+            report.detail = f"CURVE keys: {exc}"
+            report.hints = ["See docs/operations.md, 'Security / remote clients'."]
+            return report
+        try:
+            if curve is not None:
+                curve.apply(sock)
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             report.detail = f"cannot use endpoint {endpoint!r}: {exc}"
@@ -620,6 +631,9 @@ async def check_hub(endpoint: str, *, timeout: float = 2.0) -> HubReport:
                 "Is the hub running? Start it with `ibhub run` (or check `systemctl status "
                 "ibhub` / the container's logs).",
                 f"Check the endpoint: {endpoint} (set with --hub, or $IBHUB_RPC).",
+                "A hub bound beyond loopback requires CURVE: set $IBHUB_SERVER_KEY and "
+                "$IBHUB_CLIENT_KEY_FILE, with this client's key on the hub's allow-list "
+                "(the hub logs refused keys).",
             ]
             return report
         payload = await sock.recv()

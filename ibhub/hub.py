@@ -101,6 +101,7 @@ class HubServer:
         self._pub: zmq.Socket[bytes] | None = None
         self._router: zmq.asyncio.Socket | None = None
         self._auth: Any = None  # the CURVE ZAP handler (ibhub.security), when configured
+        self.security = ServerSecurity()  # set from the settings by start()
         self._tasks: list[asyncio.Task[None]] = []
         self._pub_endpoint = ""
         self._rpc_endpoint = ""
@@ -169,6 +170,7 @@ class HubServer:
     async def start(self) -> None:
         s = self.settings
         security = ServerSecurity.from_settings(s)  # ConfigError: bad keys, no allow-list
+        self.security = security
         pub_ep = bindable(s.pub, security.enabled, "pub")
         rpc_ep = bindable(s.rpc, security.enabled, "rpc")
         if s.sim:

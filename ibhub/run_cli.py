@@ -47,6 +47,10 @@ async def _serve(settings: HubSettings) -> None:
         click.echo(f"ibhub {_version()} running")
         click.echo(f"  pub  {hub.pub_endpoint}")
         click.echo(f"  rpc  {hub.rpc_endpoint}")
+        sec = hub.security
+        if sec.enabled and sec.allow is not None and sec.public_key is not None:
+            click.echo(f"  curve on: {len(sec.allow.keys())} client key(s) allowed, "
+                       f"hub public key {sec.public_key.decode()}")
         if hub.sim is not None:
             click.echo(f"  simulated Gateway on 127.0.0.1:{hub.sim.port} (seed {s.sim_seed})")
         click.echo(f"  upstream {s.gateway_host}:{s.gateway_port} client id {s.client_id}")

@@ -188,7 +188,7 @@ async def run_top(rpc: str | None, pub: str | None, http_port: int, interval: fl
                         connect_timeout=timeout, connect_retries=1,
                         request_timeout=timeout) as hub:
         context = zmq.asyncio.Context()
-        channel = RpcChannel(context, endpoint, timeout=timeout)
+        channel = RpcChannel(context, endpoint, timeout=timeout, curve=hub.curve)
         channel.open()
         try:
             prev = await _sample(hub, channel, http_port, timeout)

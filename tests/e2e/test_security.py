@@ -9,8 +9,10 @@ checked to happen before anything is bound, so no test ever listens on 0.0.0.0.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +23,16 @@ import zmq
 import zmq.asyncio
 from click.testing import CliRunner
 
-from ibhub import wire
+from ibhub import doctor, wire
 from ibhub.cli import main as ibhub_cli
 from ibhub.client import AsyncHub, HubTimeout, Tick
 from ibhub.config import ConfigError, HubSettings
 from ibhub.curve_keys import load_public_key
+from ibhub.doctor import Diagnosis
 from ibhub.hub import HubServer
 from ibhub.protocol import TOPIC_STATUS, GetStatus, StatusReply
 from ibhub.sim import SimGateway
+from ibhub.top import run_top
 from tests.e2e.conftest import FAST, HubFactory
 
 pytestmark = pytest.mark.timeout(60)
@@ -308,3 +312,57 @@ async def test_raw_subscriber_example_reaches_a_curve_hub(
             await proc.wait()
     assert proc.returncode == 0, err.decode()
     assert len([ln for ln in out.decode().splitlines() if " AAPL bid " in ln]) == 5, out
+
+
+async def test_doctor_and_top_reach_a_curve_hub_through_the_environment(
+    make_hub: HubFactory, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = await curve_hub(make_hub, keys)
+    assert (await doctor.check_hub(hub.rpc_endpoint, timeout=0.5)).diagnosis \
+        is Diagnosis.HUB_NOT_ANSWERING  # no keys: the hub never answers
+    monkeypatch.setenv("IBHUB_SERVER_KEY", str(keys["hub_pub"]))
+    monkeypatch.setenv("IBHUB_CLIENT_KEY_FILE", str(keys["client_sec"]))
+    report = await doctor.check_hub(hub.rpc_endpoint, timeout=3.0)
+    assert report.diagnosis is Diagnosis.HUB_HEALTHY, report.detail
+    out = io.StringIO()
+    await run_top(hub.rpc_endpoint, hub.pub_endpoint, 0, 0.2, True, 3.0, out)
+    assert "ibhub-top" in out.getvalue()
+
+
+async def test_ibhub_run_with_curve_prints_the_hub_key_and_serves_listed_clients(
+    keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """A real `ibhub run --sim` with the keys in a TOML config, bound on loopback."""
+    config = tmp_path / "ibhub.toml"
+    config.write_text(
+        'pub = "tcp://127.0.0.1:0"\nrpc = "tcp://127.0.0.1:0"\nhttp_port = 0\n'
+        f'[curve]\nserver_secret_key_file = "{keys["hub_sec"]}"\n'
+        f'authorized_keys_dir = "{keys["allowed"]}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IBHUB_", "IB_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from ibhub.cli import main; main()", "run", "--sim",
+        "--config", str(config), "--log-level", "WARNING",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not any(line.strip().startswith("state") for line in lines):
+            raw = await asyncio.wait_for(proc.stdout.readline(), 15.0)
+            assert raw, f"ibhub run exited early: {lines}"
+            lines.append(raw.decode())
+        text = "".join(lines)
+        hub_key = load_public_key(keys["hub_pub"]).decode()
+        assert f"curve on: 1 client key(s) allowed, hub public key {hub_key}" in text, text
+        pub = next(ln.split()[1] for ln in lines if ln.strip().startswith("pub "))
+        rpc = next(ln.split()[1] for ln in lines if ln.strip().startswith("rpc "))
+        async with AsyncHub(pub, rpc, name="alice", server_key=hub_key,
+                            client_key_file=str(keys["client_sec"])) as client:
+            assert (await client.status()).connected
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10.0) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
