@@ -79,6 +79,7 @@ class TickRecorder:
         self.count = 0
         self.lost = 0
         self.hist = LatencyHist()
+        self.hop = LatencyHist()  # hub publish (the event's ts) -> receive
         self._last: dict[int, int] = {}
 
     def window(self, t0: float, t1: float) -> None:
@@ -102,6 +103,7 @@ class TickRecorder:
             s = ev.last_size
         if s > STAMP_MIN:
             self.hist.add(now // 1000 - int(s))
+        self.hop.add((now - ev.ts) // 1000)
 
     def on_stamp(self, now: int, size: float) -> None:
         """A direct reader's tick (``now`` ns, ``size`` its size field)."""
@@ -112,7 +114,7 @@ class TickRecorder:
             self.hist.add(now // 1000 - int(size))
 
     def result(self) -> dict[str, Any]:
-        return {"count": self.count, "lost": self.lost, "hist": self.hist}
+        return {"count": self.count, "lost": self.lost, "hist": self.hist, "hop": self.hop}
 
 
 # ---------------------------------------------------------------------------- subscribers
@@ -331,8 +333,10 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
             for w in workers:
                 w.close()
     hist = LatencyHist()
+    hop = LatencyHist()
     for r in reports:
         hist.merge(r["hist"])
+        hop.merge(r["hop"])
     counts = [r["count"] for r in reports]
     sent = (msg1 - msg0) / (subs if mode in ("direct", "tcp") else 1)
     if mode in ("direct", "tcp"):
@@ -351,6 +355,7 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
         "got_min": min(counts) / duration,
         "lost": lost, "lost_pct": 100.0 * lost / total if total else 0.0,
         "p50": hist.percentile(50), "p99": hist.percentile(99), "p999": hist.percentile(99.9),
+        "hop50": hop.percentile(50), "hop99": hop.percentile(99),
         "hub_cpu": hub_cpu if hub else float("nan"),
         "sub_cpu": sum(b - a for a, b in zip(cpu0, cpu1, strict=True)),
         "sim_cpu": sim_cpu1 - sim_cpu0,
@@ -365,7 +370,8 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
 COLUMNS = [
     ("sent/s", "sent", "{:,.0f}"), ("got/s/sub", "got", "{:,.0f}"),
     ("lost %", "lost_pct", "{:.2f}"), ("p50 us", "p50", "{:,.0f}"), ("p99 us", "p99", "{:,.0f}"),
-    ("p99.9 us", "p999", "{:,.0f}"), ("hub CPU s", "hub_cpu", "{:.2f}"),
+    ("p99.9 us", "p999", "{:,.0f}"), ("hub->sub p50", "hop50", "{:,.0f}"),
+    ("hub->sub p99", "hop99", "{:,.0f}"), ("hub CPU s", "hub_cpu", "{:.2f}"),
     ("subs CPU s", "sub_cpu", "{:.2f}"), ("hub us/tick", "us_per_tick", "{:.2f}"),
     ("hub RSS MB", "rss", "{:.0f}"),
 ]
@@ -450,6 +456,7 @@ def main() -> None:
                     print(f"  [{rep + 1}/{args.repeat}] {rate:>8} x{subs} {mode:<6} "
                           f"got/s {r['got']:>9,.0f}  lost {r['lost_pct']:6.2f}%  "
                           f"p50 {r['p50']:>6,.0f}  p99 {r['p99']:>7,.0f} us  "
+                          f"(hub->sub {r['hop50']:,.0f}/{r['hop99']:,.0f})  "
                           f"hub {r['hub_cpu']:.2f}s subs {r['sub_cpu']:.2f}s", flush=True)
     report(results, args.duration)
     print(f"\ntotal {time.monotonic() - started:.0f} s")

@@ -29,6 +29,29 @@ _MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 DRAIN_BATCH = 1000  # messages handled per burst before yielding to other tasks
 
 
+def fast_receiver(sock: zmq.Socket[bytes]) -> Callable[[], list[bytes]]:
+    """``sock.recv_multipart(zmq.NOBLOCK)`` at a quarter of the cost (raises ``zmq.Again``).
+
+    pyzmq's ``recv_multipart`` asks for ``RCVMORE`` through its Python option layer
+    after every frame (~0.9 us a call); the backend's ``recv`` with ``copy=False``
+    returns a Frame whose ``more`` flag is free. Measured on a two-frame event:
+    4.9 us -> 1.75 us per message. The frames of a message arrive together, so
+    only the first receive can find nothing queued.
+    """
+    recv = zmq.backend.Socket.recv.__get__(sock)  # skips the sugar wrapper too
+    noblock = int(zmq.NOBLOCK)
+
+    def receive() -> list[bytes]:
+        frame = recv(noblock, False)
+        frames = [frame.bytes]
+        while frame.more:
+            frame = recv(noblock, False)
+            frames.append(frame.bytes)
+        return frames
+
+    return receive
+
+
 class EventStream:
     """One SUB socket, its reader task and its connection monitor."""
 
@@ -112,16 +135,17 @@ class EventStream:
 
         ``zmq.asyncio`` costs ~30 us per awaited receive (a Future and a poller
         update); draining a burst through a blocking-API shadow of the same socket
-        with NOBLOCK costs ~2 us per message, so a burst is handled at several
-        times the rate. ``DRAIN_BATCH`` bounds how long one burst holds the loop.
+        with NOBLOCK (:func:`fast_receiver`) costs ~2 us per message, so a burst is
+        handled at several times the rate. ``DRAIN_BATCH`` bounds how long one
+        burst holds the loop.
         """
-        drain = zmq.Socket.shadow(sock.underlying).recv_multipart
+        drain = fast_receiver(zmq.Socket.shadow(sock.underlying))
         handle = self._handle
         while True:
             handle(await sock.recv_multipart())
             for _ in range(DRAIN_BATCH):
                 try:
-                    frames = drain(zmq.NOBLOCK)
+                    frames = drain()
                 except zmq.Again:
                     break
                 handle(frames)
