@@ -10,14 +10,21 @@ a file holding it) and ``IBHUB_CLIENT_KEY_FILE`` (a ``.key_secret`` file written
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from ibhub.curve_keys import KeyFileError, load_secret_key_file, parse_key_or_file
+
+log = logging.getLogger(__name__)
 
 ENV_SERVER_KEY: Final = "IBHUB_SERVER_KEY"
 ENV_CLIENT_KEY_FILE: Final = "IBHUB_CLIENT_KEY_FILE"
@@ -67,3 +74,65 @@ def client_curve(
     server = parse_key_or_file(text, "hub public key (server_key / $IBHUB_SERVER_KEY)")
     public, secret = load_secret_key_file(client_key_file)
     return ClientCurve(server_key=server, public_key=public, secret_key=secret)
+
+
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+class HandshakeWatch:
+    """Turns a CURVE client socket's silent failures into a sentence for timeouts.
+
+    A refused CURVE client sees nothing at all: ZeroMQ drops the connection inside
+    the handshake, so a request just times out. This watches the socket's monitor
+    and keeps the reason: the hub refused the key (ZAP status 400; libzmq then does
+    not reconnect, so the client must be restarted once its key is listed), or the
+    handshake failed (a wrong server key, or a hub without CURVE).
+    """
+
+    def __init__(self, sock: zmq.asyncio.Socket, curve: ClientCurve) -> None:
+        self.failure: str | None = None
+        self._curve = curve
+        self._sock = sock
+        self._monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        self._task = asyncio.get_running_loop().create_task(
+            self._watch(), name="ibhub-curve-handshake"
+        )
+
+    async def _watch(self) -> None:
+        while True:
+            frames = await self._monitor.recv_multipart()
+            try:
+                event = parse_monitor_message(frames)
+            except (ValueError, IndexError):
+                continue
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.failure = None
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.failure = (
+                    f"the hub refused this client's CURVE key {self._curve.public_key.decode()} "
+                    f"(ZAP status {value}): it is not on the hub's allow-list; add the client's "
+                    ".key file to curve_authorized_keys_dir (or the key to "
+                    "curve_authorized_keys) and reconnect"
+                )
+                log.warning("%s", self.failure)
+            else:
+                self.failure = (
+                    "the CURVE handshake with the hub failed: check server_key / "
+                    "IBHUB_SERVER_KEY is the hub's public key (`ibhub keys show hub.key`) and "
+                    "that the hub runs CURVE"
+                )
+                log.info("%s", self.failure)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        with contextlib.suppress(zmq.ZMQError):
+            self._sock.disable_monitor()
+        self._monitor.close(linger=0)

@@ -97,9 +97,11 @@ class LeaseKeeper:
                 self._heartbeat_loop(), name=f"ibhub-heartbeat {self.name}"
             )
             return
+        hint = getattr(self._rpc, "auth_failure", None) \
+            or "start it with `ibhub run`, or point IBHUB_RPC / rpc= at it"
         raise HubTimeout(
             f"no hub answered at {self._rpc.endpoint} after {attempts} attempt(s) of "
-            f"{timeout:.1f}s: start it with `ibhub run`, or point IBHUB_RPC / rpc= at it"
+            f"{timeout:.1f}s: {hint}"
         ) from last
 
     async def goodbye(self, timeout: float) -> None:

@@ -23,7 +23,7 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
-from ibhub.client.curve import ClientCurve
+from ibhub.client.curve import ClientCurve, HandshakeWatch
 from ibhub.client.errors import HubError, HubTimeout
 from ibhub.protocol import Error, Reply, Request
 
@@ -51,6 +51,12 @@ class RpcChannel:
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._handshake: HandshakeWatch | None = None
+
+    @property
+    def auth_failure(self) -> str | None:
+        """Why the last CURVE handshake failed (None: no CURVE, or it succeeded)."""
+        return self._handshake.failure if self._handshake is not None else None
 
     def open(self) -> None:
         """Create the socket and start the reply reader (needs a running loop)."""
@@ -61,6 +67,7 @@ class RpcChannel:
         sock.setsockopt(zmq.IMMEDIATE, 1)
         if self.curve is not None:
             self.curve.apply(sock)
+            self._handshake = HandshakeWatch(sock, self.curve)
         sock.connect(self.endpoint)
         self._socket = sock
         self._reader = asyncio.get_running_loop().create_task(
@@ -80,6 +87,9 @@ class RpcChannel:
             if not future.done():
                 future.set_exception(HubError("cancelled", "the SDK was closed"))
         self._pending.clear()
+        handshake, self._handshake = self._handshake, None
+        if handshake is not None:
+            await handshake.close()
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
@@ -106,7 +116,7 @@ class RpcChannel:
             tag = type(request).__struct_config__.tag
             raise HubTimeout(
                 f"no reply to {tag!r} request #{rid} from the hub at {self.endpoint} "
-                f"within {limit:.1f}s (is `ibhub run` running there?)"
+                f"within {limit:.1f}s ({self.auth_failure or 'is `ibhub run` running there?'})"
             ) from None
         finally:
             self._pending.pop(rid, None)

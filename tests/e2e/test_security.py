@@ -96,8 +96,10 @@ async def test_unlisted_and_plain_clients_get_nothing(
     stranger = sdk(hub, name="mallory", server_key=server_key,
                    client_key_file=str(keys["stranger_sec"]),
                    connect_timeout=0.5, connect_retries=1)
-    with pytest.raises(HubTimeout):
+    with pytest.raises(HubTimeout, match="refused this client's CURVE key") as err:
         await stranger.connect()
+    stranger_key = zmq.auth.load_certificate(keys["stranger_sec"])[0].decode()
+    assert stranger_key in str(err.value) and "curve_authorized_keys_dir" in str(err.value)
     plain = sdk(hub, name="plain", connect_timeout=0.5, connect_retries=1)
     with pytest.raises(HubTimeout):
         await plain.connect()
@@ -247,6 +249,17 @@ def test_ibhub_run_refuses_a_non_loopback_bind_without_keys(tmp_path: Path) -> N
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "refusing to bind pub to 'tcp://0.0.0.0:5570'" in result.stderr
     assert "simulated Gateway" not in result.stdout
+
+
+async def test_curve_client_against_a_plain_hub_says_the_handshake_failed(
+    make_hub: HubFactory, keys: dict[str, Path]
+) -> None:
+    hub = await make_hub(pub=LOOPBACK_ANY_PORT, rpc=LOOPBACK_ANY_PORT)  # no CURVE
+    client = sdk(hub, name="alice", server_key=str(keys["hub_pub"]),
+                 client_key_file=str(keys["client_sec"]), connect_timeout=0.5,
+                 connect_retries=1)
+    with pytest.raises(HubTimeout, match="CURVE handshake with the hub failed"):
+        await client.connect()
 
 
 @pytest.mark.parametrize("transport", ["tcp-loopback", "ipc"])
