@@ -297,3 +297,14 @@ def test_keys_cli_generate_and_show(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "does not exist" in bad.output
     none = runner.invoke(ibhub_cli, ["keys", "show"])
     assert none.exit_code == 2
+
+
+def test_allow_list_refuses_when_its_check_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    key, _ = zmq.curve_keypair()
+    allow = AllowList([key])
+
+    def broken() -> frozenset[bytes]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(allow, "keys", broken)
+    assert allow.callback("ibhub", key) is False  # refused, and the ZAP thread lives on
