@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +380,25 @@ async def test_ibhub_run_with_curve_prints_the_hub_key_and_serves_listed_clients
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_failed_bind_with_curve_stops_the_authenticator(
+    make_hub: HubFactory, keys: dict[str, Path], hub_sim: SimGateway
+) -> None:
+    first = await curve_hub(make_hub, keys)
+    threads_before = threading.active_count()
+    values: dict[str, Any] = dict(
+        gateway_host="127.0.0.1", gateway_port=hub_sim.port, client_id=3,
+        pub=LOOPBACK_ANY_PORT, rpc=first.rpc_endpoint,  # already taken
+        curve_server_secret_key_file=keys["hub_sec"],
+        curve_authorized_keys_dir=keys["allowed"], **FAST,
+    )
+    settings = HubSettings(**values)
+    second = HubServer(settings)
+    with pytest.raises(ConfigError, match="cannot bind"):
+        await second.start()
+    assert second._auth is None and second._ctx is None
+    assert threading.active_count() == threads_before  # the ZAP thread was joined
+    async with sdk(first, name="alice", server_key=str(keys["hub_pub"]),
+                   client_key_file=str(keys["client_sec"])) as alice:
+        assert (await alice.status()).connected  # the first hub is unaffected
