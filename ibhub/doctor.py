@@ -593,19 +593,19 @@ async def check_hub(endpoint: str, *, timeout: float = 2.0) -> HubReport:
     """Ask a running hub for its status over its request socket (raw zmq + ibhub.wire).
 
     A fresh REQ socket with linger 0: if the hub never answers, closing it drops the
-    queued request instead of hanging the process.
+    queued request instead of hanging the process. A hub that requires CURVE is
+    reached with the SDK's keys from ``$IBHUB_SERVER_KEY`` / ``$IBHUB_CLIENT_KEY_FILE``.
     """
     import msgspec
     import zmq
     import zmq.asyncio
 
     from ibhub import protocol, wire
-
-    t0 = time.perf_counter()
-    report = HubReport(endpoint=endpoint, diagnosis=Diagnosis.HUB_NOT_ANSWERING, detail="")
     from ibhub.client.curve import client_curve
     from ibhub.curve_keys import KeyFileError
 
+    t0 = time.perf_counter()
+    report = HubReport(endpoint=endpoint, diagnosis=Diagnosis.HUB_NOT_ANSWERING, detail="")
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)

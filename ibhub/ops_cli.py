@@ -148,7 +148,8 @@ def _default_ports() -> list[int]:
     flag_value="",
     default=None,
     metavar="[ENDPOINT]",
-    help="Also check a running hub (default endpoint: $IBHUB_RPC or tcp://127.0.0.1:5571).",
+    help="Also check a running hub (default endpoint: $IBHUB_RPC or tcp://127.0.0.1:5571; "
+    "a CURVE hub needs $IBHUB_SERVER_KEY and $IBHUB_CLIENT_KEY_FILE).",
 )
 @click.option(
     "--gateway/--no-gateway",
