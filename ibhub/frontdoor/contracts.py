@@ -1,33 +1,19 @@
-"""Contracts between the TWS wire (the C12 block) and the hub's typed contracts."""
+"""Contracts between the TWS wire (the C12 block) and the hub's typed contracts.
+
+Both directions use :class:`~ibhub.tws.contracts.ContractFields`: parsed from a
+request, and built from a :class:`ContractInfo` for the simulator's message
+builders (which read those twelve fields).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ibhub.protocol import ContractInfo, ContractSpec
-from ibhub.sim.contracts import ContractQuery
+from ibhub.tws.contracts import ContractFields
 
 
-@dataclass(slots=True)
-class Inst:
-    """What the simulator's message builders read from a contract (``InstrumentLike``)."""
-
-    con_id: int
-    symbol: str
-    sec_type: str
-    last_trade_date: str = ""
-    strike: float = 0.0
-    right: str = ""
-    multiplier: str = ""
-    exchange: str = ""
-    primary_exchange: str = ""
-    currency: str = ""
-    local_symbol: str = ""
-    trading_class: str = ""
-
-
-def inst_from_info(info: ContractInfo) -> Inst:
-    return Inst(
+def inst_from_info(info: ContractInfo) -> ContractFields:
+    """The twelve fields of a contract the hub resolved."""
+    return ContractFields(
         con_id=info.con_id, symbol=info.symbol, sec_type=info.sec_type,
         last_trade_date=info.expiry, strike=info.strike, right=info.right,
         multiplier=info.multiplier, exchange=info.exchange,
@@ -37,16 +23,16 @@ def inst_from_info(info: ContractInfo) -> Inst:
 
 
 def inst_for(known: dict[int, ContractInfo], con_id: int, symbol: str, sec_type: str,
-             currency: str, exchange: str = "") -> Inst:
+             currency: str, exchange: str = "") -> ContractFields:
     """The full contract if the hub resolved it before, else the fields at hand."""
     info = known.get(con_id)
     if info is not None:
         return inst_from_info(info)
-    return Inst(con_id=con_id, symbol=symbol, sec_type=sec_type, currency=currency,
-                exchange=exchange)
+    return ContractFields(con_id=con_id, symbol=symbol, sec_type=sec_type,
+                          currency=currency, exchange=exchange)
 
 
-def spec_from_query(q: ContractQuery) -> ContractSpec:
+def spec_from_query(q: ContractFields) -> ContractSpec:
     """A C12 block as the hub's :class:`ContractSpec`.
 
     With a conId the block is taken as given (blank fields stay blank, so a conId

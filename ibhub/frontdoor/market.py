@@ -30,9 +30,9 @@ from ibhub.frontdoor.contracts import spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
 from ibhub.protocol import ContractInfo, Error
-from ibhub.sim.codec import fmt_float
-from ibhub.sim.contracts import parse_c12
 from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription
+from ibhub.tws.codec import fmt_float
+from ibhub.tws.contracts import parse_c12
 
 if TYPE_CHECKING:
     from ibhub.frontdoor.server import FrontDoor

@@ -46,8 +46,8 @@ from ibhub.protocol import (
     PlaceOrder,
 )
 from ibhub.sim import broker_messages as msgs
-from ibhub.sim.contracts import parse_c12
 from ibhub.sim.orders import OrderRequest, SimExecution, SimOrder, parse_place_order
+from ibhub.tws.contracts import parse_c12
 
 if TYPE_CHECKING:
     from ibhub.frontdoor.server import FrontDoor

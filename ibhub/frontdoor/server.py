@@ -38,7 +38,7 @@ from ibhub.frontdoor import accounts, market, orders
 from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
-from ibhub.frontdoor.session import DownstreamSession, Handler, req_id_of
+from ibhub.frontdoor.session import DownstreamSession, Handler
 from ibhub.protocol import (
     TOPIC_ACCOUNT,
     TOPIC_ERROR,
@@ -49,6 +49,7 @@ from ibhub.protocol import (
     HubStatus,
     UpstreamState,
 )
+from ibhub.tws.server_session import FARM_OK, req_id_of
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,6 @@ RESTORED_LOST = (
 RESTORED_KEPT = (
     1102,
     "Connectivity between IB and Trader Workstation has been restored - data maintained.",
-)
-FARM_OK = (
-    (2104, "Market data farm connection is OK:usfarm"),
-    (2106, "HMDS data farm connection is OK:ushmds"),
-    (2158, "Sec-def data farm connection is OK:secdefnj"),
 )
 ACCOUNTS_WAIT = 30.0  # START_API waits this long for the upstream's account list
 
@@ -213,9 +209,7 @@ class FrontDoor:
         if client_id in self.clients:
             log.info("tws client %s: client id %d already in use; 326 and close", s.peer,
                      client_id)
-            s.send_error(-1, 326, "Unable to connect as the client id is already in use. "
-                                  "Retry with a unique client id.")
-            s.close()
+            s.refuse_client_id()
             return None
         s.client_id = client_id
         s.started = True
@@ -235,14 +229,10 @@ class FrontDoor:
             return
         assert s.book is not None
         self.orders.session_started(s)  # may adopt journaled orders: before nextValidId
-        s.send(9, 1, s.book.next_id)
-        s.send(15, 1, ",".join(self.accounts_known or ["DU0000000"]))
         up = self.hub.upstream
-        if up is not None and up.connected and not self.outage:
-            for code, text in FARM_OK:
-                s.send_error(-1, code, text)
-        else:
-            s.send_error(-1, *CONNECTIVITY_LOST)
+        farms_ok = up is not None and up.connected and not self.outage
+        s.welcome(s.book.next_id, self.accounts_known or ["DU0000000"],
+                  FARM_OK if farms_ok else (CONNECTIVITY_LOST,))
         log.info("tws client %d connected from %s (%d connections)", s.client_id, s.peer,
                  len(self.clients))
 

@@ -15,27 +15,41 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from ibhub.sim.orders import UNSET_DOUBLE, SimExecution, SimOrder
+from ibhub.sim.orders import SimExecution, SimOrder
+from ibhub.tws.codec import UNSET_DOUBLE
 
 OPEN_ORDER_FIELDS = 128
 COMPLETED_ORDER_FIELDS = 97
 
 
 class InstrumentLike(Protocol):
-    """What the builders read from `ibhub.sim.contracts.Instrument`."""
+    """What the builders read from `ibhub.sim.contracts.Instrument` or a
+    `ibhub.tws.contracts.ContractFields` (read-only, so frozen dataclasses fit)."""
 
-    con_id: int
-    symbol: str
-    sec_type: str
-    last_trade_date: str
-    strike: float
-    right: str
-    multiplier: str
-    exchange: str
-    primary_exchange: str
-    currency: str
-    local_symbol: str
-    trading_class: str
+    @property
+    def con_id(self) -> int: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def sec_type(self) -> str: ...
+    @property
+    def last_trade_date(self) -> str: ...
+    @property
+    def strike(self) -> float: ...
+    @property
+    def right(self) -> str: ...
+    @property
+    def multiplier(self) -> str: ...
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def primary_exchange(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def local_symbol(self) -> str: ...
+    @property
+    def trading_class(self) -> str: ...
 
 
 def _mult(inst: InstrumentLike) -> str:

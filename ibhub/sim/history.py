@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from ibhub.sim.codec import frame_payload, pack_len
 from ibhub.sim.contracts import Instrument, parse_c12
 from ibhub.sim.market import stable_seed
 from ibhub.sim.session import RequestError
+from ibhub.tws.codec import frame_payload, pack_len
 
 if TYPE_CHECKING:
     from ibhub.sim.session import ClientSession

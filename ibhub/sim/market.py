@@ -18,8 +18,8 @@ import random
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ibhub.sim.codec import fmt_float
 from ibhub.sim.contracts import Instrument, Universe
+from ibhub.tws.codec import fmt_float
 
 __all__ = ["QUOTE", "TRADE", "Market", "Quote", "Walk", "stable_seed"]
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import enum
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-UNSET_DOUBLE = sys.float_info.max
-UNSET_INT = 2**31 - 1
+from ibhub.tws.codec import UNSET_DOUBLE
 
 # Number of fields an order condition occupies on the wire, including its leading type field
 # (ib_insync order.py: PriceCondition, TimeCondition, MarginCondition, ExecutionCondition,

@@ -24,6 +24,7 @@ from ibhub.sim.handlers import core_handlers
 from ibhub.sim.market import Market
 from ibhub.sim.session import ClientSession, Handler
 from ibhub.sim.streaming import SimSubscription, StreamEngine
+from ibhub.tws.server_session import FARM_OK
 
 if TYPE_CHECKING:
     from ibhub.sim.threaded import ThreadedSim
@@ -32,11 +33,6 @@ __all__ = ["SimGateway"]
 
 log = logging.getLogger(__name__)
 
-FARM_OK = (
-    (2104, "Market data farm connection is OK:usfarm"),
-    (2106, "HMDS data farm connection is OK:ushmds"),
-    (2158, "Sec-def data farm connection is OK:secdefnj"),
-)
 FARM_BROKEN = (2103, "Market data farm connection is broken:usfarm")
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from ibhub.sim.codec import fmt_float, frame
 from ibhub.sim.contracts import Instrument
 from ibhub.sim.market import QUOTE, Walk
+from ibhub.tws.codec import fmt_float, frame
 
 __all__ = ["DELAYED", "LIVE", "bar_price", "initial_block", "mkt_tails", "size_text",
            "tbt_tail"]

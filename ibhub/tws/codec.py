@@ -1,4 +1,4 @@
-"""TWS socket framing: the only code in the simulator that knows the byte layout.
+"""TWS socket framing: the only code on the server side that knows the byte layout.
 
 Every message is a 4-byte big-endian length followed by NUL-terminated text fields
 (``docs``: /work/shared/tws-protocol.md section 2). Outgoing messages are built by
@@ -125,8 +125,7 @@ class FrameReader:
 
 def parse_version_range(text: str) -> tuple[int, int] | None:
     """The client's ``vMIN..MAX`` hello (``v100`` alone, or with ``+PACEAPI``-style
-    options after a space) as ``(min, max)``; None if it is not one. Shared by the
-    simulator and the hub's TWS front door, which both answer the handshake."""
+    options after a space) as ``(min, max)``; None if it is not one."""
     m = _VERSION_RE.match(text.strip())
     if m is None:
         return None
