@@ -60,6 +60,10 @@ HUB_SETTINGS: dict[str, Any] = dict(heartbeat_interval=0.5, lease_timeout=6.0, c
                     reconnect_backoff_initial=0.1, reconnect_backoff_max=1.0,
                     request_timeout=5.0, stale_after=2.0)
 
+# Relative frequency of each fault kind.
+FAULT_WEIGHTS = {"restart": 3, "1101": 2, "1102": 2, "farm_blip": 2, "freeze": 2, "stall": 1,
+                 "326": 1, "subscriber_stop": 2, "hub_kill": 1}
+
 # ---------------------------------------------------------------------- child roles
 
 
@@ -263,9 +267,9 @@ class Soak:
 
     async def fault(self) -> None:
         sim, rng = self.sim, self.rng
-        kinds = ["restart", "1101", "1102", "farm_blip", "freeze", "stall", "326",
-                 "subscriber_stop", "hub_kill"]
-        kind = rng.choices(kinds, weights=[3, 2, 2, 2, 2, 1, 1, 2, 1])[0]
+        weights = {k: w for k, w in FAULT_WEIGHTS.items()
+                   if not self.args.faults or k in self.args.faults}
+        kind = rng.choices(list(weights), weights=list(weights.values()))[0]
         self.faults[kind] += 1
         print(f"  {time.strftime('%H:%M:%S')} fault {kind}", file=sys.stderr)
         if kind == "restart":
@@ -334,7 +338,10 @@ class Soak:
                 await self.hub.kill()
             await self.sim.stop()
             self.ctx.destroy(linger=0)
-            shutil.rmtree(self.data, ignore_errors=True)
+            if a.keep:
+                print(f"data (journal) kept in {self.data}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.data, ignore_errors=True)
 
     def summary(self, subs: list[dict[str, Any]], traders: list[dict[str, Any]],
                 took: float) -> dict[str, Any]:
@@ -356,6 +363,11 @@ class Soak:
                 lost += 1
             elif oid not in sim_ids and row.status != "Inactive":
                 lost += 1  # neither placed nor reported as not sent
+        sim_status = {o.order_id: o.status for o in at_sim}
+        # Acknowledged orders whose journal row is not Filled although the Gateway
+        # filled them: the hub missed or did not record a fill.
+        unfilled = [(oid, rows[oid].status, sim_status.get(oid)) for oid in acked.values()
+                    if oid in rows and rows[oid].status != "Filled"]
         unknown_at_sim = sum(1 for o in at_sim if parse_order_ref(o.order_ref) is None)
         rec = self.recover_s
         retries: Counter[str] = Counter()
@@ -376,6 +388,8 @@ class Soak:
             "orders_refused": dict(Counter(v for v in outcomes.values() if isinstance(v, str))),
             "orders_filled": sum(1 for oid in acked.values()
                                  if rows.get(oid) is not None and rows[oid].status == "Filled"),
+            "orders_not_filled_in_journal": len(unfilled),
+            "not_filled_examples (id, journal, gateway)": unfilled[:5],
             "orders_reported_not_sent": sum(1 for oid in acked.values() if oid not in sim_ids),
             "orders_lost": lost,
             "orders_duplicated": sum(n - 1 for n in refs.values() if n > 1),
@@ -399,6 +413,9 @@ def main() -> None:
     ap.add_argument("--order-rate", type=float, default=2.0, help="orders/s per trader")
     ap.add_argument("--tick-rate", type=float, default=20.0)
     ap.add_argument("--fault-every", type=float, default=10.0, help="mean seconds")
+    ap.add_argument("--faults", nargs="*", choices=sorted(FAULT_WEIGHTS), default=None,
+                    help="only these fault kinds (default: all)")
+    ap.add_argument("--keep", action="store_true", help="keep the data dir (journal)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--role", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = ap.parse_args()

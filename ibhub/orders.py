@@ -138,9 +138,27 @@ class OrderBook:
         self.store = store or OrderStore(writer, publish)
         self.updates = OrderUpdates(self.store, upstream)
         self._pending: dict[int, asyncio.Future[None]] = {}
-        # Orders handed to the pacer and not sent (or failed) yet. Reconciliation after a
-        # Gateway reconnect must not judge them "never sent": they are about to be.
+        # Orders in flight: registered by place() (being journaled, then waiting in the
+        # pacer) and not sent (or failed) yet. Reconciliation after a (re)connect must
+        # not judge them "never sent": they are about to be.
         self.queued: set[int] = set()
+        self._watchers: list[set[int]] = []
+
+    def watch_in_flight(self) -> set[int]:
+        """The orders in flight now, in a set that also collects every order entering
+        flight until :meth:`unwatch`: reconciliation compares the book with a snapshot
+        of the Gateway taken meanwhile, which cannot know an order sent after it."""
+        seen = set(self.queued)
+        self._watchers.append(seen)
+        return seen
+
+    def unwatch(self, seen: set[int]) -> None:
+        self._watchers.remove(seen)
+
+    def _in_flight(self, order_id: int) -> None:
+        self.queued.add(order_id)
+        for seen in self._watchers:
+            seen.add(order_id)
 
     def bind_owner(self, owner: str, lease: str, *, release: bool = True) -> None:
         """Route ``owner``'s order events to ``order.<lease>`` (call on Hello); see
@@ -289,12 +307,14 @@ class OrderBook:
         pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for rec in recs:
             self.store.register(rec)
+            self._in_flight(rec.order_id)
         self._pending[parent.order_id] = pending
         try:
             await self.store.writer.write(op_insert, [replace(r) for r in recs])
         except JournalError as exc:
             for rec in recs:
                 self.store.unregister(rec)
+                self.queued.discard(rec.order_id)
             return self._reject(
                 req.id,
                 coid,
@@ -408,7 +428,7 @@ class OrderBook:
             lambda: self._up.place(rec.order_id, spec, fields),
             label=f"placeOrder {rec.order_id}",
         )
-        self.queued.add(rec.order_id)
+        self._in_flight(rec.order_id)
         fut.add_done_callback(lambda f: self._sent(rec, f))
 
     def _sent(self, rec: OrderRecord, fut: asyncio.Future[None]) -> None:

@@ -302,35 +302,43 @@ class IbOrderGateway:
         ib = self._ib
         report = None
         if self._book is not None:
-            done_trades = None
-            if completed:
-                try:
-                    done_trades = await asyncio.wait_for(
-                        ib.reqCompletedOrdersAsync(apiOnly=False), completed_timeout
-                    )
-                except TimeoutError:
-                    log.warning(
-                        "no answer to reqCompletedOrders within %gs; reconciling without it "
-                        "(orders the Gateway does not list stay as journaled)", completed_timeout
-                    )  # fmt: skip
-            trades = ib.openTrades()
-            fills = ib.fills()
-            report = self._book.updates.reconcile(
-                open_orders=[trade_to_order(t) for t in trades],
-                executions=[fill_to_execution(f) for f in fills],
-                commissions=[
-                    report_to_commission(f.commissionReport)
-                    for f in fills
-                    if f.commissionReport.execId
-                ],
-                completed=None if done_trades is None else [trade_to_order(t) for t in done_trades],
-                statuses=[trade_to_status(t) for t in trades],
-                in_flight=self._book.queued,
-            )
-            log.info(
-                "orders reconciled: %d seen upstream, %d fills published, %d adopted, %d lost",
-                report.updated, report.fills_published, report.adopted, len(report.lost),
-            )  # fmt: skip
+            # Orders that enter flight from now on were sent after the snapshot below
+            # was asked for; it cannot know them, so they are not judged by it.
+            in_flight = self._book.watch_in_flight()
+            try:
+                done_trades = None
+                if completed:
+                    try:
+                        done_trades = await asyncio.wait_for(
+                            ib.reqCompletedOrdersAsync(apiOnly=False), completed_timeout
+                        )
+                    except TimeoutError:
+                        log.warning(
+                            "no answer to reqCompletedOrders within %gs; reconciling without "
+                            "it (orders the Gateway does not list stay as journaled)",
+                            completed_timeout,
+                        )
+                trades = ib.openTrades()
+                fills = ib.fills()
+                report = self._book.updates.reconcile(
+                    open_orders=[trade_to_order(t) for t in trades],
+                    executions=[fill_to_execution(f) for f in fills],
+                    commissions=[
+                        report_to_commission(f.commissionReport)
+                        for f in fills
+                        if f.commissionReport.execId
+                    ],
+                    completed=(None if done_trades is None
+                               else [trade_to_order(t) for t in done_trades]),
+                    statuses=[trade_to_status(t) for t in trades],
+                    in_flight=in_flight | self._book.queued,
+                )
+                log.info(
+                    "orders reconciled: %d seen upstream, %d fills published, %d adopted, %d lost",
+                    report.updated, report.fills_published, report.adopted, len(report.lost),
+                )  # fmt: skip
+            finally:
+                self._book.unwatch(in_flight)
         if self._account is not None:
             for v in ib.accountValues():
                 self._on_account_value(v)

@@ -21,6 +21,7 @@ import shutil
 import signal
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -53,6 +54,7 @@ async def hub_killed_cycles(cycles: int, per_script: int = 40, seed: int = SEED)
     ctx = zmq.asyncio.Context()
     acked_total = journaled_total = retried_dup = 0
     delays: list[float] = []
+    contradicted: list[tuple[int, str, str]] = []  # journal "not sent" yet at the Gateway
     made: list[RawClient] = []
     async with SimGateway(SimConfig(host="127.0.0.1", port=0, seed=seed, tick_rate=40.0)) as sim:
         hub = await start_hub(sim, data, "h0")
@@ -120,6 +122,8 @@ async def hub_killed_cycles(cycles: int, per_script: int = 40, seed: int = SEED)
                     if row is None or parse_order_ref(o.order_ref) != (row.owner,
                                                                         row.client_order_id):
                         fig.lost += 1  # the Gateway has an order the journal cannot place
+                    elif row.status == "Inactive" and o.status != "Inactive":
+                        contradicted.append((oid, row.message, str(o.status)))
                 # Owners restored: every acknowledged order answers its owner's retry as
                 # a duplicate with the same order id.
                 rpc = f"ipc://{data}/h{n + 1}-rpc"
@@ -143,7 +147,10 @@ async def hub_killed_cycles(cycles: int, per_script: int = 40, seed: int = SEED)
                              kill_delays_s=f"0..{max(delays):.2f}",
                              acknowledged=acked_total, journaled=journaled_total,
                              at_gateway=len(sim.broker.orders()),
-                             retries_answered_duplicate=retried_dup)
+                             retries_answered_duplicate=retried_dup,
+                             contradicted=len(set(contradicted)))
+            if contradicted:
+                fig.notes["contradicted_examples"] = sorted(set(contradicted))[:3]
         finally:
             await kill(hub)
             for c in made:
@@ -260,3 +267,72 @@ async def drop_mid_burst(r: Rig, burst: int = 60) -> Figures:
                      # told "rejected, not sent" yet at the Gateway: the owner was misled
                      contradicted=len(told & at))
     return fig
+
+
+async def orders_through_restarts(r: Rig, cycles: int, rate: float = 100.0) -> Figures:
+    """A script keeps placing orders (retrying ``upstream_down`` with the same id) while
+    the Gateway restarts ``cycles`` times: orders land in every phase of a reconnect
+    (journal write, pacer, reconciliation). Each acknowledged order must end at the
+    Gateway once, or reported not sent and absent from it; never both."""
+    fig = Figures("orders placed through Gateway restarts", notes={"orders_per_s": rate})
+    svc = await wire_orders(r.hub, order_rate=1000.0, order_burst=1000.0)
+    c = r.client()
+    await c.hello("steady")
+    up = r.hub.upstream
+    assert up is not None
+    acked: dict[str, int] = {}
+    refused = 0
+    stop = asyncio.Event()
+
+    async def trade() -> None:
+        nonlocal refused
+        n = 0
+        while not stop.is_set():
+            coid = f"t-{n}"
+            n += 1
+            while not stop.is_set():
+                reply = await c.request(place(c, coid, quantity=1.0))
+                if isinstance(reply, OrderAccepted):
+                    acked[coid] = reply.order_id
+                    break
+                refused += 1  # upstream_down: retry the same id after a pause
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0 / rate)
+
+    trader = asyncio.create_task(trade())
+    try:
+        for n in range(1, cycles + 1):
+            fig.attempts += 1
+            def flowing(mark: int = len(acked)) -> bool:
+                return len(acked) >= mark + 20
+
+            await wait_until(flowing, 10.0, "orders flowing")
+            t0 = now()
+            await r.sim.restart(0.05)
+            await wait_until(partial_reconnected(up, n), 10.0, "reconnected")
+            await wait_until(svc.reconciled.is_set, 10.0, "reconciled")
+            fig.recover_s.append(now() - t0)
+            fig.recoveries += 1
+    finally:
+        stop.set()
+        await trader
+    book = svc.book
+    await wait_until(lambda: not book.queued and not any(svc.pacer.depth().values()), 20.0,
+                     "pacer empty")
+    await wait_until(lambda: all(book.store.by_id[oid].status in ("Filled", "Inactive")
+                                 for oid in acked.values()), 10.0, "orders settled")
+    at = {o.order_id for o in r.sim.broker.orders()}
+    inactive = {oid for oid in acked.values() if book.store.by_id[oid].status == "Inactive"}
+    fig.lost = sum(1 for oid in acked.values() if oid not in at and oid not in inactive)
+    fig.duplicated = duplicates(r.sim)
+    fig.notes.update(acknowledged=len(acked), refused_upstream_down=refused,
+                     at_gateway=len(at & set(acked.values())),
+                     reported_not_sent=len(inactive - at),
+                     contradicted=len(inactive & at))
+    return fig
+
+
+def partial_reconnected(up: object, n: int) -> Callable[[], bool]:
+    def done() -> bool:
+        return bool(getattr(up, "connected", False)) and getattr(up, "reconnect_count", 0) == n
+    return done

@@ -32,3 +32,13 @@ async def test_gateway_drop_with_orders_in_flight() -> None:
     assert fig.lost == 0 and fig.duplicated == 0
     assert fig.notes["acknowledged"] + fig.notes["refused"] == 60
     assert fig.notes["contradicted"] == 0  # found: queued orders were "rejected", then sent
+
+
+async def test_orders_placed_through_gateway_restarts() -> None:
+    async with rig() as r:
+        fig = await of.orders_through_restarts(r, 10)
+    fig.save()
+    print(fig.row())
+    assert fig.recoveries == 10 and fig.lost == 0 and fig.duplicated == 0
+    # found: orders placed while a reconnect reconciled were marked "not sent", then sent
+    assert fig.notes["contradicted"] == 0
