@@ -67,6 +67,7 @@ async def scenarios(n: dict[str, Any]) -> list[Figures]:
     await run("hub kill", lambda _r: of.hub_killed_cycles(n["hub_kills"]), no_rig=True)
     await run("outage", lambda r: of.outage_orders(r, n["cycles"], per_round=10))
     await run("in flight", lambda r: of.drop_mid_burst(r, 200))
+    await run("through restarts", lambda r: of.orders_through_restarts(r, n["cycles"]))
     return rows
 
 
