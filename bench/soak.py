@@ -211,6 +211,8 @@ class Soak:
         self.recover_s: list[float] = []
         self.unrecovered = 0
         self.peak_rss = 0
+        self.rss_by_minute: dict[int, int] = {}  # minute -> hub peak RSS in it (growth?)
+        self.started = time.monotonic()
         self.hub: Child | None = None
         self.hub_starts = 0
         self.ticks_seen = 0
@@ -237,6 +239,8 @@ class Soak:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     rss = psutil.Process(self.hub.proc.pid).memory_info().rss
                     self.peak_rss = max(self.peak_rss, rss)
+                    minute = int((time.monotonic() - self.started) // 60)
+                    self.rss_by_minute[minute] = max(self.rss_by_minute.get(minute, 0), rss)
 
     async def status(self) -> StatusReply | None:
         sock = self.ctx.socket(zmq.DEALER)
@@ -401,6 +405,8 @@ class Soak:
             "subscribers_receiving_at_end": sum(1 for s in subs if s["quiet_s"] < 5.0),
             "subscribers": len(subs),
             "hub_peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "hub_peak_rss_mb_per_minute": [round(self.rss_by_minute[m] / 2**20)
+                                           for m in sorted(self.rss_by_minute)],
         }
 
 
