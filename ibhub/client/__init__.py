@@ -27,21 +27,30 @@ and recovers gaps from a snapshot (``sub.gaps`` counts them). Refusals raise
 from ibhub.client.async_hub import AsyncHub
 from ibhub.client.contracts import contract_spec
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
+from ibhub.client.orders import Fill, Order, OrderRejectedError
 from ibhub.client.subscription import Subscription
 from ibhub.client.sync_hub import BlockingSubscription, Hub
 from ibhub.protocol import (
+    AccountValue,
     Bar,
     BarData,
     ContractInfo,
     ContractSpec,
     ErrorCode,
     ErrorEvent,
+    ExecutionInfo,
     HubStatus,
+    OrderEvent,
+    OrderInfo,
+    PortfolioItem,
+    PositionInfo,
+    RejectReason,
     StatusReply,
     Tick,
 )
 
 __all__ = [
+    "AccountValue",
     "AsyncHub",
     "Bar",
     "BarData",
@@ -50,11 +59,20 @@ __all__ = [
     "ContractSpec",
     "ErrorCode",
     "ErrorEvent",
+    "ExecutionInfo",
+    "Fill",
     "Hub",
     "HubError",
     "HubStatus",
     "HubTimeout",
     "NotConnected",
+    "Order",
+    "OrderEvent",
+    "OrderInfo",
+    "OrderRejectedError",
+    "PortfolioItem",
+    "PositionInfo",
+    "RejectReason",
     "StatusReply",
     "Subscription",
     "Tick",

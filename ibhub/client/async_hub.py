@@ -24,15 +24,28 @@ import zmq.asyncio
 from ibhub import wire
 from ibhub.client.contracts import contract_spec, default_name
 from ibhub.client.curve import client_curve
-from ibhub.client.errors import HubError, NotConnected
+from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.lease import LeaseKeeper, expect
+from ibhub.client.orders import (
+    Order,
+    OrderTopicTable,
+    OrderTracker,
+    new_client_order_id,
+    rejected_or,
+)
 from ibhub.client.rpc import RpcChannel
 from ibhub.client.stream import EventStream
 from ibhub.client.subscription import Subscription
 from ibhub.client.topics import TopicTable
 from ibhub.client.upstream_watch import Handler, UpstreamWatch
 from ibhub.protocol import (
+    AccountSummaryReply,
+    AccountValue,
+    AccountValuesReply,
     BarData,
+    CancelAllOrders,
+    CancelOrder,
+    CancelRequested,
     ClientIdLeased,
     ContractDetailsReply,
     ContractInfo,
@@ -40,14 +53,33 @@ from ibhub.protocol import (
     ErrorCode,
     ErrorEvent,
     Event,
+    ExecutionInfo,
+    ExecutionsReply,
+    GetAccountSummary,
+    GetAccountValues,
+    GetCompletedOrders,
     GetContractDetails,
+    GetExecutions,
     GetHistoricalBars,
+    GetOpenOrders,
+    GetPortfolio,
+    GetPositions,
     GetSnapshot,
     GetStatus,
+    GlobalCancel,
     HistoricalBarsReply,
     LeaseClientId,
+    ModifyOrder,
+    OrderInfo,
+    OrdersReply,
+    PlaceOrder,
+    PortfolioItem,
+    PortfolioReply,
+    PositionInfo,
+    PositionsReply,
     ReleaseClientId,
     Reply,
+    Request,
     Snapshot,
     StatusReply,
     Subscribe,
@@ -104,6 +136,7 @@ class AsyncHub:
         self._table: TopicTable | None = None
         self._keeper: LeaseKeeper | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._orders: OrderTracker | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,9 +162,13 @@ class AsyncHub:
         try:
             self._rpc.open()
             self._stream.open()
-            self._table = TopicTable(
+            self._table = OrderTopicTable(
                 self._stream, self._last_value, self._spawn, self.upstream.on_event,
                 self._on_error_event,
+            )
+            self._table.orders = self._orders = OrderTracker(
+                self._stream.subscribe, self._stream.unsubscribe, self._last_value,
+                self._order_book, self._spawn,
             )
             keeper = LeaseKeeper(
                 self._rpc, self._table, self._spawn, name=self.name, role=self.role
@@ -378,6 +415,162 @@ class AsyncHub:
 
     async def release_client_id(self, client_id: int) -> None:
         await self._channel().request(ReleaseClientId(id=0, client_id=client_id))
+
+    # ------------------------------------------------------------------ orders and account
+    # The order logic lives in ``orders.py``; these methods build a request and hand the
+    # reply over. A refusal raises ``OrderRejectedError`` (docs/orders.md, "Orders from
+    # the SDK").
+
+    async def place_order(
+        self,
+        contract: str | int | ContractSpec,
+        action: str,
+        quantity: float,
+        order_type: str = "MKT",
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+        client_order_id: str | None = None,
+        account: str = "",
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+        **fields: Any,
+    ) -> Order:
+        """Place an order; returns its live ``Order`` (``await order.wait_done()``).
+
+        ``client_order_id`` (default: a fresh unique one) makes the call idempotent:
+        the same id again returns the same order, never a second one; a request that
+        timed out is retried once with it. ``take_profit`` / ``stop_loss`` make a
+        bracket (``order.children``). Raises ``OrderRejectedError`` with the reason.
+        """
+        coid = client_order_id or new_client_order_id(self.name)
+        spec = contract_spec(contract, **fields)
+        def build(lease: str) -> PlaceOrder:
+            return PlaceOrder(
+                id=0, lease=lease, client_order_id=coid, contract=spec, action=action,
+                quantity=quantity, order_type=order_type, limit_price=limit_price,
+                stop_price=stop_price, tif=tif, outside_rth=outside_rth, account=account,
+                take_profit=take_profit, stop_loss=stop_loss,
+            )
+
+        reply = await self._order_request(build, retry=f"client_order_id={coid!r}")
+        return self._order_tracker().placed(build(""), reply)
+
+    async def modify_order(
+        self,
+        order: Order | int,
+        quantity: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> Order:
+        """Change a working order; ``None`` keeps a value. IB refusing it later shows as a
+        ``modify_rejected`` event that restores the old values on the ``Order``."""
+        target = self._order_of(order)
+        changes = {name: value for name, value in (("quantity", quantity), (
+            "limit_price", limit_price), ("stop_price", stop_price)) if value is not None}
+        def build(lease: str) -> ModifyOrder:
+            return ModifyOrder(id=0, lease=lease, order_id=target.order_id, quantity=quantity,
+                               limit_price=limit_price, stop_price=stop_price)
+
+        reply = await self._order_request(build)
+        return self._order_tracker().modified(target, changes, reply)
+
+    async def cancel_order(self, order: Order | int) -> Order:
+        """Ask for a cancel; ``await order.wait_done()`` for the outcome (it may fill first)."""
+        target = self._order_of(order)
+        reply = await self._order_request(
+            lambda lease: CancelOrder(id=0, lease=lease, order_id=target.order_id)
+        )
+        rejected_or(reply, CancelRequested)
+        return target
+
+    async def cancel_all_orders(self) -> list[int]:
+        """Cancel every working order of this script (name); the order ids cancelled."""
+        reply = await self._order_request(lambda lease: CancelAllOrders(id=0, lease=lease))
+        return rejected_or(reply, CancelRequested).order_ids
+
+    async def global_cancel(self) -> list[int]:
+        """Cancel every working order of the account, external ones too (operator role)."""
+        reply = await self._order_request(lambda lease: GlobalCancel(id=0, lease=lease))
+        return rejected_or(reply, CancelRequested).order_ids
+
+    def orders(self) -> list[Order]:
+        """Every order this client has seen (placed here, or announced on its topic)."""
+        return list(self._order_tracker().orders.values())
+
+    async def open_orders(self, scope: str = "mine") -> list[OrderInfo]:
+        """Working orders as the hub knows them (``scope="all"``: operators)."""
+        reply = await self._order_request(
+            lambda lease: GetOpenOrders(id=0, lease=lease, scope=scope)
+        )
+        return rejected_or(reply, OrdersReply).orders
+
+    async def completed_orders(self, scope: str = "mine") -> list[OrderInfo]:
+        reply = await self._order_request(
+            lambda lease: GetCompletedOrders(id=0, lease=lease, scope=scope)
+        )
+        return rejected_or(reply, OrdersReply).orders
+
+    async def executions(self, scope: str = "mine") -> list[ExecutionInfo]:
+        """Fills with their commissions."""
+        reply = await self._order_request(
+            lambda lease: GetExecutions(id=0, lease=lease, scope=scope)
+        )
+        return rejected_or(reply, ExecutionsReply).executions
+
+    async def positions(self, account: str = "") -> list[PositionInfo]:
+        reply = await self._channel().request(GetPositions(id=0, account=account))
+        return rejected_or(reply, PositionsReply).positions
+
+    async def portfolio(self, account: str = "") -> list[PortfolioItem]:
+        reply = await self._channel().request(GetPortfolio(id=0, account=account))
+        return rejected_or(reply, PortfolioReply).items
+
+    async def account_values(self, account: str = "") -> list[AccountValue]:
+        reply = await self._channel().request(GetAccountValues(id=0, account=account))
+        return rejected_or(reply, AccountValuesReply).values
+
+    async def account_summary(
+        self, tags: list[str] | None = None, account: str = ""
+    ) -> dict[str, AccountValue]:
+        """Account summary values by tag (``NetLiquidation``, ``BuyingPower``, ...)."""
+        request = GetAccountSummary(id=0, account=account, tags=list(tags or []))
+        values = rejected_or(await self._channel().request(request), AccountSummaryReply).values
+        return {value.key: value for value in values}
+
+    async def _order_request(
+        self, build: Callable[[str], Request], retry: str | None = None
+    ) -> Reply:
+        """A lease request (renewed on ``unknown_lease``). With ``retry`` (an idempotent
+        request), a timeout is retried once; the second one names what to retry with."""
+        keeper = self._lease_keeper()
+        try:
+            return await keeper.request(build)
+        except HubTimeout:
+            if retry is None:
+                raise
+            log.warning("order request timed out; retrying with the same %s", retry)
+        try:
+            return await keeper.request(build)
+        except HubTimeout as exc:
+            raise HubTimeout(f"{exc.message}; call again with {retry}: the hub returns the "
+                             "same order if it has it") from exc
+
+    async def _order_book(self) -> tuple[list[OrderInfo], list[ExecutionInfo]]:
+        """This script's orders and fills at the hub (order-topic gap recovery)."""
+        return [*await self.open_orders(), *await self.completed_orders()], \
+            await self.executions()
+
+    def _order_tracker(self) -> OrderTracker:
+        if self._orders is None:
+            raise NotConnected()
+        return self._orders
+
+    def _order_of(self, order: Order | int) -> Order:
+        if isinstance(order, Order):
+            return order
+        return self._order_tracker().orders.get(order) or Order(order, "")
 
     # ------------------------------------------------------------------ internals
 

@@ -22,9 +22,22 @@ from typing import Any, TypeVar
 
 from ibhub.client.async_hub import AsyncHub
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
+from ibhub.client.orders import Order
 from ibhub.client.subscription import Subscription
 from ibhub.client.upstream_watch import Handler
-from ibhub.protocol import BarData, ContractInfo, ContractSpec, ErrorEvent, Event, StatusReply
+from ibhub.protocol import (
+    AccountValue,
+    BarData,
+    ContractInfo,
+    ContractSpec,
+    ErrorEvent,
+    Event,
+    ExecutionInfo,
+    OrderInfo,
+    PortfolioItem,
+    PositionInfo,
+    StatusReply,
+)
 
 T = TypeVar("T")
 _CLOSED: Any = object()
@@ -329,3 +342,63 @@ class Hub:
 
     def release_client_id(self, client_id: int) -> None:
         self._call(self.async_hub.release_client_id(client_id))
+
+    # ------------------------------------------------------------------ orders and account
+    # Same arguments and refusals (``OrderRejectedError``) as ``AsyncHub``. The ``Order``
+    # objects are updated on the SDK thread; wait for them from the script's thread with
+    # ``hub.wait_done(order, timeout)`` or ``order.wait_until_blocking(predicate, timeout)``.
+
+    def place_order(
+        self, contract: str | int | ContractSpec, action: str, quantity: float, **options: Any
+    ) -> Order:
+        """Like ``AsyncHub.place_order`` (``order_type``, ``limit_price``, ``tif``, ...)."""
+        return self._call(self.async_hub.place_order(contract, action, quantity, **options))
+
+    def wait_done(self, order: Order, timeout: float | None = None) -> Order:
+        """Block until ``order`` is filled, cancelled or rejected; ``HubTimeout`` after
+        ``timeout`` seconds."""
+        return order.wait_done_blocking(timeout)
+
+    def modify_order(
+        self,
+        order: Order | int,
+        quantity: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> Order:
+        return self._call(self.async_hub.modify_order(order, quantity, limit_price, stop_price))
+
+    def cancel_order(self, order: Order | int) -> Order:
+        return self._call(self.async_hub.cancel_order(order))
+
+    def cancel_all_orders(self) -> list[int]:
+        return self._call(self.async_hub.cancel_all_orders())
+
+    def global_cancel(self) -> list[int]:
+        return self._call(self.async_hub.global_cancel())
+
+    def orders(self) -> list[Order]:
+        return self.async_hub.orders()
+
+    def open_orders(self, scope: str = "mine") -> list[OrderInfo]:
+        return self._call(self.async_hub.open_orders(scope))
+
+    def completed_orders(self, scope: str = "mine") -> list[OrderInfo]:
+        return self._call(self.async_hub.completed_orders(scope))
+
+    def executions(self, scope: str = "mine") -> list[ExecutionInfo]:
+        return self._call(self.async_hub.executions(scope))
+
+    def positions(self, account: str = "") -> list[PositionInfo]:
+        return self._call(self.async_hub.positions(account))
+
+    def portfolio(self, account: str = "") -> list[PortfolioItem]:
+        return self._call(self.async_hub.portfolio(account))
+
+    def account_values(self, account: str = "") -> list[AccountValue]:
+        return self._call(self.async_hub.account_values(account))
+
+    def account_summary(
+        self, tags: list[str] | None = None, account: str = ""
+    ) -> dict[str, AccountValue]:
+        return self._call(self.async_hub.account_summary(tags, account))
