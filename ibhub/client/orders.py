@@ -417,8 +417,8 @@ class OrderTracker:
         seq.on_snapshot(event)
         if seq.last is None:
             seq.last = 0  # an empty topic: its first event is seq 1, a later one is a gap
-        if refresh and self.orders:
-            await self.refresh()
+        if (refresh or event is not None) and self.orders:
+            await self.refresh()  # a non-empty topic at start: events before ours may be lost
 
     async def refresh(self) -> None:
         """Merge the hub's view (orders and executions of this script) into tracked orders."""
