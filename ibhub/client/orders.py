@@ -135,6 +135,12 @@ class Order:
         return self.status in TERMINAL or self.rejected
 
     @property
+    def commissions_reported(self) -> bool:
+        """Every fill so far has IB's commission report (it follows the fill, so an
+        order can be ``done`` a moment before its commission is known)."""
+        return all(f.commission is not None for f in self.fills)
+
+    @property
     def cancelled(self) -> bool:
         return self.status in ("Cancelled", "ApiCancelled") and not self.rejected
 
@@ -283,6 +289,21 @@ class Order:
             if not self.events:
                 self.remaining = req.quantity
 
+    def set_leg_request(self, parent: PlaceOrder, suffix: str) -> None:
+        """What a bracket child's fields are, from its parent's request: the opposite
+        side, a take-profit limit (``tp``) or a stop-loss stop (``sl``)."""
+        with self._cond:
+            self.contract = parent.contract
+            self.symbol = self.symbol or parent.contract.symbol
+            self.action = "SELL" if parent.action == "BUY" else "BUY"
+            self.quantity, self.tif = parent.quantity, parent.tif
+            if suffix == "tp":
+                self.order_type, self.limit_price = "LMT", parent.take_profit
+            else:
+                self.order_type, self.stop_price = "STP", parent.stop_loss
+            if not self.events:
+                self.remaining = parent.quantity
+
     def set_modified(self, changes: dict[str, Any]) -> None:
         """A modify the hub accepted: show the new values now, keep the old ones in case
         IB refuses it (a ``modify_rejected`` event puts them back)."""
@@ -293,20 +314,6 @@ class Order:
             if "quantity" in changes:
                 self.remaining = max(0.0, changes["quantity"] - self.filled)
         self._changed_now(None)
-
-
-def child(parent: Order, order_id: int, suffix: str, req: PlaceOrder) -> Order:
-    """A bracket child's order (take-profit ``.tp`` / stop-loss ``.sl``) from the parent request."""
-    order = Order(order_id, f"{parent.client_order_id}.{suffix}")
-    order.contract, order.symbol = req.contract, req.contract.symbol
-    order.action = "SELL" if req.action == "BUY" else "BUY"
-    order.quantity = order.remaining = req.quantity
-    if suffix == "tp":
-        order.order_type, order.limit_price = "LMT", req.take_profit
-    else:
-        order.order_type, order.stop_price = "STP", req.stop_loss
-    order.tif = req.tif
-    return order
 
 
 def new_client_order_id(name: str) -> str:
@@ -379,9 +386,8 @@ class OrderTracker:
         legs = [s for s, price in (("tp", req.take_profit), ("sl", req.stop_loss))
                 if price is not None]
         for order_id, suffix in zip(accepted.child_order_ids, legs, strict=False):
-            leg = self.orders.get(order_id)
-            if leg is None:
-                leg = self.orders[order_id] = child(order, order_id, suffix, req)
+            leg = self.order(order_id, f"{order.client_order_id}.{suffix}")
+            leg.set_leg_request(req, suffix)
             if leg not in order.children:
                 order.children.append(leg)
         return order

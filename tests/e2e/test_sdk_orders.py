@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,7 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 AAPL = 265598
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -197,7 +200,10 @@ async def test_bracket_children_are_tracked(order_hub: HubServer, hub_sim: SimGa
         )
         assert [c.client_order_id for c in parent.children] == [
             f"{parent.client_order_id}.tp", f"{parent.client_order_id}.sl"]
-        assert [c.action for c in parent.children] == ["SELL", "SELL"]
+        assert [(c.action, c.order_type) for c in parent.children] == [
+            ("SELL", "LMT"), ("SELL", "STP")]
+        assert parent.children[0].limit_price == round(price * 1.04, 2)
+        assert parent.children[1].stop_price == round(price * 0.96, 2)
         for leg in (parent, *parent.children):
             await leg.wait_until(lambda o: o.status in ("Submitted", "PreSubmitted"), 5.0)
         assert sorted(await hub.cancel_all_orders()) == sorted(
@@ -205,3 +211,17 @@ async def test_bracket_children_are_tracked(order_hub: HubServer, hub_sim: SimGa
         for leg in (parent, *parent.children):
             await leg.wait_done(5.0)
             assert leg.cancelled
+
+
+async def test_the_example_script_runs_its_demo() -> None:
+    """clients/example_orders.py --demo: its own simulator and hub, blocking then asyncio."""
+    for extra in ([], ["--asyncio"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(REPO / "clients" / "example_orders.py"), "--demo", *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        text = out.decode()
+        assert proc.returncode == 0, (text, err.decode())
+        assert "MKT -> Filled; 10 @" in text and "LMT -> Cancelled" in text, text
+        assert "position" in text or "positions" in text, text
