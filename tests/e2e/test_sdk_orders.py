@@ -225,3 +225,43 @@ async def test_the_example_script_runs_its_demo() -> None:
         assert proc.returncode == 0, (text, err.decode())
         assert "MKT -> Filled; 10 @" in text and "LMT -> Cancelled" in text, text
         assert "position" in text or "positions" in text, text
+
+
+async def test_an_order_filled_while_the_hub_was_down_ends_filled_after_restart(
+    make_hub: HubFactory, hub_sim: SimGateway, ipc_dir: str
+) -> None:
+    """The hub dies with a resting order; the market fills it meanwhile. The restarted hub
+    (same journal) reconciles; the SDK says hello again, listens on its new lease's order
+    topic and its ``Order`` ends Filled with the fill, without the script doing anything."""
+    endpoints = {"pub": f"ipc://{ipc_dir}/pub-o", "rpc": f"ipc://{ipc_dir}/rpc-o"}
+    first = await make_hub(**endpoints)
+    await wait_until((await wire_orders(first)).reconciled.is_set, 5.0, "reconciled")
+    client = AsyncHub(endpoints["pub"], endpoints["rpc"], name="sleeper", request_timeout=2.0)
+    await client.connect()
+    try:
+        ask = hub_sim.market.quote(AAPL).ask
+        order = await client.place_order("AAPL", "BUY", 5, order_type="LMT",
+                                         limit_price=round(ask - 0.02, 2))  # fmt: skip
+        await order.wait_until(lambda o: o.status == "Submitted", 5.0)
+        lease = client.lease
+        await first.stop()
+        for _ in range(20_000):  # the market walks on without the hub until the order fills
+            if hub_sim.broker.orders()[0].status == "Filled":
+                break
+            hub_sim.market.step(AAPL)
+        assert hub_sim.broker.orders()[0].status == "Filled" and not order.done
+
+        second = await make_hub(**endpoints)
+        await wait_until((await wire_orders(second)).reconciled.is_set, 5.0, "reconciled")
+        await order.wait_until(lambda o: o.done and o.commissions_reported, 10.0)
+        assert client.lease != lease and client.rehellos >= 1
+        assert order.status == "Filled" and order.filled == 5 and order.remaining == 0
+        sim_fills = [x.exec_id for x in hub_sim.broker.executions()]
+        assert [f.exec_id for f in order.fills] == sim_fills
+        assert order.commission > 0
+        assert len(hub_sim.broker.orders()) == 1  # nothing re-sent
+        # the fill also arrives as events, held by the hub for the script's next lease
+        await wait_until(lambda: [e.kind for e in order.events][-2:] == ["filled", "commission"],
+                         5.0, "the held fill events on the new lease's topic")  # fmt: skip
+    finally:
+        await client.close()
