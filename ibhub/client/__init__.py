@@ -18,6 +18,14 @@ asyncio::
         async for tick in sub:
             ...
 
+Trading (docs/orders.md, "Orders from the SDK")::
+
+    order = hub.place_order("AAPL", "BUY", 10, order_type="LMT", limit_price=180.0)
+    hub.wait_done(order, timeout=30)         # Hub; with AsyncHub: await order.wait_done(30)
+    print(order.status, order.filled, order.avg_fill_price, order.commission)
+
+A refused order raises ``OrderRejectedError`` (``reason``, ``message``).
+
 The SDK holds a lease (heartbeats for it), says hello again and re-subscribes if
 the hub forgot it (lease expiry, hub restart), checks every topic's sequence numbers
 and recovers gaps from a snapshot (``sub.gaps`` counts them). Refusals raise

@@ -4,8 +4,9 @@ One object per script connection, on the caller's event loop, composed of one
 DEALER for requests (``rpc.RpcChannel``), one SUB for events (``stream.EventStream``),
 the topics it listens to (``topics.TopicTable``: per-topic sequence checking with
 snapshot recovery), the lease (``lease.LeaseKeeper``: hello, heartbeats, re-hello and
-resubscribe after ``unknown_lease``) and the upstream state (``upstream_watch``:
-connect/disconnect handlers). Nothing here blocks the loop.
+resubscribe after ``unknown_lease``), the upstream state (``upstream_watch``:
+connect/disconnect handlers) and this script's orders (``orders.OrderTracker`` on
+``order.<lease>``, live ``Order`` objects). Nothing here blocks the loop.
 
 It imports only the protocol, the frame layout, pyzmq and msgspec: a script that
 talks to the hub never pays for ``ib_insync``.
