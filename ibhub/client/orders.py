@@ -381,7 +381,8 @@ class OrderTracker:
         ``OrderRejectedError`` on a refusal."""
         accepted = rejected_or(reply, OrderAccepted)
         order = self.order(accepted.order_id, accepted.client_order_id)
-        order.set_request(req)
+        if order.contract is None:  # a retry must not undo a modification made since
+            order.set_request(req)
         order.apply_accepted(accepted)
         legs = [s for s, price in (("tp", req.take_profit), ("sl", req.stop_loss))
                 if price is not None]

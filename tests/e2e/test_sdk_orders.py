@@ -105,6 +105,10 @@ async def test_limit_order_rests_is_modified_then_cancelled(
         await wait_until(lambda: sim_order.total_qty == 7 and sim_order.lmt_price == lower,
                          5.0, "the modification at the simulator")  # fmt: skip
 
+        retried = await hub.place_order("AAPL", "BUY", 5, order_type="LMT", limit_price=price,
+                                        client_order_id=order.client_order_id)  # fmt: skip
+        assert retried is order and order.limit_price == lower  # not undone by the retry
+
         assert await hub.cancel_order(order) is order
         await order.wait_done(5.0)
         assert order.status == "Cancelled" and order.cancelled and not order.rejected
