@@ -24,6 +24,7 @@ import logging
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from ibhub.client import AsyncHub, Hub, HubError, Order, OrderRejectedError
 
@@ -98,7 +99,7 @@ async def demo_hub() -> AsyncIterator[tuple[str, str]]:
         async with SimGateway(SimConfig(host="127.0.0.1", port=0, seed=1)) as sim:
             settings = HubSettings(gateway_host="127.0.0.1", gateway_port=sim.port,
                                    pub=f"ipc://{tmp}/pub", rpc=f"ipc://{tmp}/rpc",
-                                   data_dir=tmp, http_port=0)  # fmt: skip
+                                   data_dir=Path(tmp), http_port=0)  # fmt: skip
             async with HubServer(settings) as hub:
                 service = getattr(hub, "orders", None) or await attach_orders(hub)
                 await asyncio.wait_for(service.reconciled.wait(), 10)
