@@ -110,6 +110,7 @@ def format_status(status: StatusReply, endpoint: str) -> str:
         )
     raw = ", ".join(str(i) for i in status.raw_client_ids) or "-"
     lines.append(f"raw client ids: {raw}")
+    lines.append(f"trading: {status.trading or 'unknown (older hub)'}")
     return "\n".join(lines)
 
 

@@ -98,6 +98,20 @@ class HubSettings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 
+    # Trading (ibhub.order_service; docs/orders.md). orders=false: a data-only hub that
+    # answers order requests with bad_request.
+    orders: bool = True
+    # Orders on a live port (7496/4001) or a non-paper account are refused unless this
+    # is set (--live, IBHUB_ALLOW_LIVE=1): a demo config must never trade real money.
+    allow_live: bool = False
+    read_only: bool = False  # refuse every order; data keeps flowing
+    max_order_quantity: float = Field(default=10_000.0, gt=0)
+    price_band_pct: float = Field(default=10.0, gt=0)  # limit/stop within this % of last
+    order_rate: float = Field(default=20.0, gt=0)  # per lease, orders/s (token bucket)
+    order_burst: float = Field(default=50.0, gt=0)
+    pacer_rate: float = Field(default=40.0, gt=0, le=50)  # all upstream msgs/s (IB: 50)
+    journal_sync: Literal["FULL", "NORMAL"] = "FULL"  # FULL survives a power cut
+
     # Health and metrics over HTTP on 127.0.0.1 (/health, /metrics); 0 = off.
     http_port: int = Field(default=8570, ge=0, le=65535)
 

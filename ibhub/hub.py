@@ -89,6 +89,7 @@ class HubServer:
         self.settings = settings or HubSettings()
         self.sim: Any = None  # the embedded simulator (a ThreadedSim) when settings.sim
         self.upstream: Upstream | None = None
+        self.orders: Any = None  # the OrderService when settings.orders (attach_orders)
         self.fanout: Fanout | None = None
         self.rpc: RpcServer | None = None
         self.leases = LeaseTable(
@@ -213,6 +214,10 @@ class HubServer:
         ]
         if s.stale_after > 0:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
+        if s.orders:  # journal, risk gate, pacing, order book (docs/orders.md)
+            from ibhub.order_service import attach_orders
+
+            await attach_orders(self)
         if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
             from ibhub.frontdoor import FrontDoor
 
@@ -530,6 +535,7 @@ class HubServer:
             lines_used=self.subs.lines_used,
             lines_max=self.subs.lines_max,
             raw_client_ids=sorted(r.client_id for r in self.leases.raw_leases()),
+            trading=self.orders.status()["trading"] if self.orders is not None else "off",
         )
 
     # ------------------------------------------------------------------ contracts

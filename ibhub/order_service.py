@@ -306,4 +306,5 @@ async def attach_orders(hub: Any, **overrides: Any) -> OrderService:
     await service.start(up.ib, client_id=up.client_id, connected=lambda: up.connected, port=up.port)
     service.register(hub.rpc)
     hub.add_service(service)  # on_connected now if already connected, then on every reconnect
+    hub.orders = service
     return service

@@ -378,6 +378,8 @@ class StatusReply(Reply, frozen=True, tag="status"):
     lines_used: int
     lines_max: int
     raw_client_ids: list[int] = []
+    # "allowed", "off" (a data-only hub), or why orders are refused (live guard, read-only)
+    trading: str = ""
 
 
 # ------------------------------------------------------------ replies: orders and account

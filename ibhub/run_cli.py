@@ -75,6 +75,10 @@ async def _serve(settings: HubSettings) -> None:
             if up.connected:
                 extra = f" (server version {up.server_version}, accounts {','.join(up.accounts)})"
             click.echo(f"  state {up.state}{extra}")
+        if hub.orders is not None:
+            click.echo(f"  trading {hub.orders.status()['trading']}")
+        else:
+            click.echo("  trading off (orders = false: a data-only hub)")
         click.echo("Ctrl-C to stop", err=True)
         await stop.wait()
     finally:
@@ -104,6 +108,12 @@ def _version() -> str:
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
 @click.option("--tws-port", type=int, default=None,
               help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
+@click.option("--live", "allow_live", is_flag=True, default=None,
+              help="Allow orders on a live port/account (else refused; IBHUB_ALLOW_LIVE=1).")
+@click.option("--read-only", is_flag=True, default=None,
+              help="Refuse every order; market data and queries keep working.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the order journal lives (default ~/.local/share/ibhub).")
 @click.option("--config", "config_file", default=None, metavar="FILE",
               help="TOML config file (default $IBHUB_CONFIG, ./ibhub.toml, "
                    "~/.config/ibhub/ibhub.toml, /etc/ibhub/ibhub.toml).")
@@ -124,6 +134,9 @@ def run(
     sim_tick_rate: float | None,
     lines_max: int | None,
     tws_port: int | None,
+    allow_live: bool | None,
+    read_only: bool | None,
+    data_dir: str | None,
     config_file: str | None,
     http_port: str | None,
     log_level: str | None,
@@ -143,6 +156,9 @@ def run(
             sim_tick_rate=sim_tick_rate,
             lines_max=lines_max,
             tws_port=tws_port,
+            allow_live=allow_live,
+            read_only=read_only,
+            data_dir=data_dir,
             http_port=http_port,
             log_level=log_level,
             log_format=log_format,

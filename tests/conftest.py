@@ -7,6 +7,8 @@ their own ``SimGateway(SimConfig(...))``.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,6 +16,10 @@ import pytest
 from ibhub.sim import SimConfig, SimGateway
 
 SIM_SEED = 20240102
+
+# Hubs started by tests (in-process or as `ibhub run` subprocesses) journal their
+# orders here, never in the user's ~/.local/share/ibhub.
+os.environ.setdefault("IBHUB_DATA_DIR", tempfile.mkdtemp(prefix="ibhub-tests-"))
 
 
 @pytest.fixture

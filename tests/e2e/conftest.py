@@ -50,6 +50,7 @@ FAST = dict(
     request_timeout=5.0,
     stale_after=0.0,
     http_port=0,  # no /health server unless a test asks for one (tests/e2e/test_health.py)
+    orders=False,  # order tests attach the service themselves, with their own settings
 )
 
 
