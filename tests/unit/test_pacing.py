@@ -116,7 +116,8 @@ async def test_identical_historical_waits_15s_without_blocking_others(
     pacer.submit(Priority.QUERY, lambda: sent.append((clock.now(), "b")), historical_key=other)
     pacer.submit(Priority.SUBSCRIPTION, lambda: sent.append((clock.now(), "sub")))
     await settle(pacer)
-    assert [n for _, n in sent] == ["sub", "a1", "b"]  # a2 waits, b and sub do not
+    # a1 went at once (nothing queued); a2 waits its 15 s; b and sub do not wait for it
+    assert [n for _, n in sent] == ["a1", "sub", "b"]
     await advance(clock, pacer, 14.9)
     assert len(sent) == 3
     await advance(clock, pacer, 0.2)
@@ -215,3 +216,14 @@ async def test_call_paces_a_coroutine_request(clock: ManualClock, pacer: Pacer) 
     assert len(started) == 1 and not second.done()  # identical request: waits 15 s
     await advance(clock, pacer, 15.0)
     assert await second == 4 and started[1] - started[0] == pytest.approx(15.0)
+
+
+async def test_an_idle_pacer_sends_at_once(clock: ManualClock, pacer: Pacer) -> None:
+    sent: list[int] = []
+    fut = pacer.submit(Priority.SUBSCRIPTION, partial(sent.append, 1))
+    assert sent == [1] and fut.done()  # sent before submit returned: no added latency
+    for i in range(2, 9):
+        pacer.submit(Priority.ORDER, partial(sent.append, i))
+    assert sent == [1, 2, 3, 4, 5]  # the burst; the rest wait for the budget, in order
+    await advance(clock, pacer, 0.1)
+    assert sent == list(range(1, 9))
