@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import statistics
@@ -431,7 +432,13 @@ def main() -> None:
     p.add_argument("--stamp", choices=["write", "slice"], default="write",
                    help="latency origin: the simulator's socket write (default) or the "
                         "start of its 10 ms slice (its native stamp, ~0.5-1 ms earlier)")
+    p.add_argument("--out", help="append each cell's figures to this JSON-lines file")
+    p.add_argument("--report", metavar="FILE", help="only print the tables of a saved --out file")
     args = p.parse_args()
+    if args.report:
+        saved = [json.loads(line) for line in open(args.report) if line.strip()]
+        report(saved, float("nan"))
+        return
     if args.quick:
         args.duration, args.warmup, args.rates = 3.0, 1.0, "10000,flat"
     rates = [r.strip() for r in args.rates.split(",")]
@@ -448,11 +455,14 @@ def main() -> None:
                 for mode in modes:
                     try:
                         r = run_cell(mode, rate, subs, args.duration, args.warmup, args.stamp)
-                    except (TimeoutError, RuntimeError, ConnectionError) as exc:
+                    except (TimeoutError, RuntimeError, ConnectionError, EOFError) as exc:
                         print(f"  [{rep + 1}/{args.repeat}] {rate:>8} x{subs} {mode:<6} "
                               f"FAILED: {exc}", flush=True)
                         continue
                     results.append(r)
+                    if args.out:
+                        with open(args.out, "a") as f:
+                            f.write(json.dumps(r) + "\n")
                     print(f"  [{rep + 1}/{args.repeat}] {rate:>8} x{subs} {mode:<6} "
                           f"got/s {r['got']:>9,.0f}  lost {r['lost_pct']:6.2f}%  "
                           f"p50 {r['p50']:>6,.0f}  p99 {r['p99']:>7,.0f} us  "

@@ -37,7 +37,7 @@ from benchlib import SPAWN, SimProcess, free_port, machine, pct, print_table, sp
 PLACE_ORDER = 3  # TWS message id of placeOrder
 
 
-def hub_main(conn: Connection, gateway_port: int, data_dir: str) -> None:
+def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: str) -> None:
     """A hub with orders attached, on uvloop, until told to stop."""
     logging.basicConfig(level=logging.WARNING)
 
@@ -52,7 +52,7 @@ def hub_main(conn: Connection, gateway_port: int, data_dir: str) -> None:
         async with HubServer(settings) as hub:
             while not (hub.upstream and hub.upstream.connected):
                 await asyncio.sleep(0.02)
-            svc = await attach_orders(hub, data_dir=data_dir)
+            svc = await attach_orders(hub, data_dir=data_dir, journal_sync=journal_sync)
             await asyncio.wait_for(svc.reconciled.wait(), 30)
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -252,7 +252,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     with SimProcess(stamp="slice", tick_rate=4.0) as sim, \
             tempfile.TemporaryDirectory(prefix="ibhub-bench-orders-") as data_dir:
         parent, child = SPAWN.Pipe()
-        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir), daemon=True)
+        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir, args.journal_sync),
+                                daemon=True)
         proc.start()
         try:
             if not parent.poll(60):
@@ -270,7 +271,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     with SimProcess(stamp="slice", tick_rate=4.0, max_msg_rate=50.0) as sim, \
             tempfile.TemporaryDirectory(prefix="ibhub-bench-orders-") as data_dir:
         parent, child = SPAWN.Pipe()
-        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir), daemon=True)
+        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir, args.journal_sync),
+                                daemon=True)
         proc.start()
         try:
             if not parent.poll(60):
@@ -292,6 +294,8 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.06)
     p.add_argument("--burst-orders", type=int, default=300)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--journal-sync", default="FULL", choices=["FULL", "NORMAL"],
+                   help="the order journal's SQLite synchronous mode (hub default FULL)")
     args = p.parse_args()
     if args.quick:
         args.orders, args.burst_orders = 100, 100
@@ -307,8 +311,8 @@ def main() -> None:
                      spread((1e3 * pct(r[key], 50) for r in runs), ms),
                      spread((1e3 * pct(r[key], 99) for r in runs), ms),
                      spread((1e3 * max(r[key]) for r in runs), ms)])
-    print(f"\norder round trips, {args.orders} market orders, {args.interval * 1e3:.0f} ms apart "
-          "(ms; median [min-max] over repeats)")
+    print(f"\norder round trips, {args.orders} market orders, {args.interval * 1e3:.0f} ms apart, "
+          f"journal_sync={args.journal_sync} (ms; median [min-max] over repeats)")
     print_table(["path", "n", "p50 ms", "p99 ms", "max ms"], rows)
     ratio = [pct(r["fill"], 50) / pct(r["direct"], 50) for r in runs]
     print(f"hub fill p50 / direct fill p50: {spread(ratio, '{:.2f}')}")
