@@ -208,10 +208,7 @@ class HubServer:
         self.upstream = Upstream(self.settings, self)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
         await self.upstream.start()
-        self._tasks = [
-            asyncio.create_task(self.rpc.serve(), name="ibhub-rpc"),
-            asyncio.create_task(self._reaper(), name="ibhub-leases"),
-        ]
+        self._tasks = [asyncio.create_task(self._reaper(), name="ibhub-leases")]
         if s.stale_after > 0:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
         if s.orders:  # journal, risk gate, pacing, order book (docs/orders.md)
@@ -225,6 +222,10 @@ class HubServer:
         from ibhub.health import attach_ops  # metrics, alerts, /health on s.http_port
 
         await attach_ops(self)
+        # Requests are served only now that every service has registered its request
+        # types: before, a place_order sent at start-up was answered "not served by this
+        # hub" (found by bench/soak.py; tests/reliability/test_order_faults.py).
+        self._tasks.append(asyncio.create_task(self.rpc.serve(), name="ibhub-rpc"))
         log.info(
             "hub %s serving: pub %s, rpc %s, upstream %s:%s client %s",
             __version__, self._pub_endpoint, self._rpc_endpoint,

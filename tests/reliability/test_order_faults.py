@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+
+from ibhub.order_service import OrderService
 from tests.reliability import order_faults as of
 from tests.reliability.harness import rig
 
@@ -42,3 +48,23 @@ async def test_orders_placed_through_gateway_restarts() -> None:
     assert fig.recoveries == 10 and fig.lost == 0 and fig.duplicated == 0
     # found: orders placed while a reconnect reconciled were marked "not sent", then sent
     assert fig.notes["contradicted"] == 0
+
+
+async def test_no_request_is_served_before_the_order_service_is_attached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by bench/soak.py: traders retrying across a hub restart got bad_request
+    # "request type 'place_order' is not served by this hub" while the order service
+    # was still starting, because the request loop already ran.
+    serving_during_start: list[bool] = []
+    original = OrderService.start
+
+    async def spy(self: OrderService, *args: Any, **kwargs: Any) -> Any:
+        serving_during_start.append(
+            any(t.get_name() == "ibhub-rpc" for t in asyncio.all_tasks()))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OrderService, "start", spy)
+    async with rig(orders=True) as r:
+        assert r.hub.orders is not None
+    assert serving_during_start == [False]
