@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
@@ -353,8 +354,12 @@ class HubProcess:
                  ready_timeout: float = 30.0) -> None:
         self.pub = f"tcp://127.0.0.1:{free_port()}"
         self.rpc = f"tcp://127.0.0.1:{free_port()}"
+        # its own order journal and no /health port: benchmark hubs must not touch the
+        # user's journal or collide with another hub's HTTP port
+        self._data_dir = tempfile.TemporaryDirectory(prefix="ibhub-bench-")
         args = [*ibhub_command(), "run", "--pub", self.pub, "--rpc", self.rpc,
-                "--log-level", "WARNING", *extra]
+                "--log-level", "WARNING", "--data-dir", self._data_dir.name,
+                "--http-port", "off", *extra]
         if sim:
             args.append("--sim")
         else:
@@ -406,6 +411,7 @@ class HubProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+        self._data_dir.cleanup()
 
     def __enter__(self) -> HubProcess:
         return self

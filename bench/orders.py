@@ -1,9 +1,8 @@
 """Order round trips through the hub vs a direct ib_insync connection (issue 7, #2).
 
 Not a test. The simulated Gateway runs in its own process; the hub runs in another
-(``HubServer`` with the order service attached by ``attach_orders``, the hub's own
-extension point, journal in a temporary directory with its default ``FULL`` sync),
-so ``ibhub run``'s wiring of orders is not needed. The script side is a raw wire
+(``HubServer`` with its order service, journal in a temporary directory with its
+default ``FULL`` sync). The script side is a raw wire
 client (pyzmq DEALER for requests, SUB on ``order.<lease>``), the same frames the
 SDK sends.
 
@@ -48,11 +47,14 @@ def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: s
 
         settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
                                pub=f"tcp://127.0.0.1:{free_port()}",
-                               rpc=f"tcp://127.0.0.1:{free_port()}")
+                               rpc=f"tcp://127.0.0.1:{free_port()}", http_port=0,
+                               data_dir=data_dir, journal_sync=journal_sync)
         async with HubServer(settings) as hub:
             while not (hub.upstream and hub.upstream.connected):
                 await asyncio.sleep(0.02)
-            svc = await attach_orders(hub, data_dir=data_dir, journal_sync=journal_sync)
+            svc = hub.orders  # the hub attaches its order service itself (settings.orders)
+            if svc is None:
+                svc = await attach_orders(hub, data_dir=data_dir, journal_sync=journal_sync)
             await asyncio.wait_for(svc.reconciled.wait(), 30)
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
