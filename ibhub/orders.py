@@ -153,7 +153,14 @@ class OrderBook:
         return seen
 
     def unwatch(self, seen: set[int]) -> None:
-        self._watchers.remove(seen)
+        """Stop collecting into ``seen``. By identity: ``list.remove`` compares sets by
+        value, so with two reconciliations running (a reconnect during one's 10 s
+        completed-orders wait) it removed the *other*, equal, set, which then stopped
+        collecting, and the second unwatch raised ValueError."""
+        for i, watcher in enumerate(self._watchers):
+            if watcher is seen:
+                del self._watchers[i]
+                return
 
     def _in_flight(self, order_id: int) -> None:
         self.queued.add(order_id)
@@ -327,8 +334,18 @@ class OrderBook:
             pending.set_result(None)
         for rec in recs:
             self.store.deliver(rec, self.store.event(rec, "acknowledged"))
-            self._send(rec, Priority.ORDER)
+        # The send runs on the loop's next turn, after the RPC task has put this reply
+        # on the socket: the reply needs only the journal commit, while a send costs
+        # 0.2-2 ms (ib_insync's placeOrder formats the whole Trade for its log) and sets
+        # the Gateway and ib_insync's order events competing for the CPU with the
+        # reply's trip to the script (issue 7, docs/performance.md). The orders are in
+        # flight (``queued``) from registration, so reconciliation already expects them.
+        asyncio.get_running_loop().call_soon(self._send_all, recs, Priority.ORDER)
         return self._accepted(req.id, parent, duplicate=False)
+
+    def _send_all(self, recs: list[OrderRecord], priority: Priority) -> None:
+        for rec in recs:
+            self._send(rec, priority)
 
     def _allocate(self) -> int:
         self._up.ensure_ids_above(self.store.max_id)

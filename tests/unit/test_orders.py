@@ -548,3 +548,17 @@ async def test_session_drop_while_resolving_is_upstream_down(hub: Harness) -> No
     assert hub.book.store.find("alice", "drop") is None
     await hub.flush()
     assert hub.up.placed == [] and hub.events == []
+
+
+async def test_overlapping_reconciliations_unwatch_their_own_set(hub: Harness) -> None:
+    """Two reconciliations watching at once (a reconnect during one's completed-orders
+    wait) start with equal, empty sets; each unwatch must remove its own set, so the
+    other keeps collecting orders that enter flight and its unwatch does not raise."""
+    first = hub.book.watch_in_flight()
+    second = hub.book.watch_in_flight()
+    assert first == second and first is not second
+    hub.book.unwatch(second)  # the second finishes first
+    reply = await hub.book.place(ALICE, place("while-first-watches"))
+    assert isinstance(reply, OrderAccepted)
+    assert first == {reply.order_id} and second == set()
+    hub.book.unwatch(first)
