@@ -1,0 +1,211 @@
+"""Where an order acknowledgement's time goes, stage by stage (issue 7, #2).
+
+Not a test. Runs the same set-up as ``bench/orders.py`` (simulator and hub in their
+own processes, a raw wire client placing 1-share market orders ``--interval`` apart)
+and stamps each order with ``time.perf_counter_ns`` (CLOCK_MONOTONIC: one clock for
+every process on the host) at each stage of the ack path:
+
+    client send -> ROUTER receive -> RPC task spawned -> OrderBook.place starts ->
+    journal queue.put -> writer thread commit start -> commit end (fsync) ->
+    place resumes on the loop -> place returns -> reply send starts -> send returns
+    -> client has the reply
+
+The hub side is timed by wrapping those methods *in the hub process of this script
+only* (the package is unchanged). Prints p50/p90/p99/max of each stage in us.
+
+    python bench/order_stages.py [--orders 300] [--interval 0.06] [--journal-sync FULL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from benchlib import SPAWN, SimProcess, free_port, machine
+from orders import WireClient, place_req
+
+STAGES: dict[str, list[int]] = {}
+
+
+def _mark(name: str, t: int | None = None) -> None:
+    STAGES.setdefault(name, []).append(time.perf_counter_ns() if t is None else t)
+
+
+def _instrument() -> None:
+    """Wrap the ack path's methods with timestamps (this hub process only)."""
+    from ibhub import journal, orders, rpc
+
+    last_recv = [0]
+    handle, spawn = rpc.RpcServer._handle, rpc.RpcServer._spawn
+    place, write = orders.OrderBook.place, journal.JournalWriter.write
+    run_batch, send = journal.Journal.run_batch, rpc.RpcServer._send
+
+    async def _handle(self: Any, frames: list[bytes]) -> None:
+        last_recv[0] = time.perf_counter_ns()
+        await handle(self, frames)
+
+    def _spawn(self: Any, envelope: list[bytes], req: Any, fn: Any) -> None:
+        if type(req).__name__ == "PlaceOrder":
+            _mark("1 hub receive", last_recv[0])
+            _mark("2 task spawned")
+        spawn(self, envelope, req, fn)
+
+    async def _place(self: Any, caller: Any, req: Any) -> Any:
+        _mark("3 place starts")
+        reply = await place(self, caller, req)
+        _mark("8 place returns")
+        return reply
+
+    async def _write(self: Any, fn: Any, *args: Any) -> Any:
+        insert = fn.__name__ == "op_insert"
+        if insert:
+            _mark("4 journal put")
+        result = await write(self, fn, *args)
+        if insert:
+            _mark("7 place resumes")
+        return result
+
+    def _run_batch(self: Any, ops: list[Any]) -> list[Any]:
+        t0 = time.perf_counter_ns()
+        results = run_batch(self, ops)
+        if any(getattr(fn, "__name__", "") == "op_insert" for fn, _ in ops):
+            _mark("5 commit starts", t0)
+            _mark("6 commit ends")
+        return results
+
+    async def _send(self: Any, envelope: list[bytes], reply: Any) -> None:
+        ack = type(reply).__name__ == "OrderAccepted"
+        if ack:
+            _mark("9 reply send starts")
+        await send(self, envelope, reply)
+        if ack:
+            _mark("10 reply send returns")
+
+    rpc.RpcServer._handle = _handle  # type: ignore[method-assign]
+    rpc.RpcServer._spawn = _spawn  # type: ignore[method-assign]
+    rpc.RpcServer._send = _send  # type: ignore[method-assign]
+    orders.OrderBook.place = _place  # type: ignore[method-assign]
+    journal.JournalWriter.write = _write  # type: ignore[method-assign]
+    journal.Journal.run_batch = _run_batch  # type: ignore[method-assign]
+
+
+def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: str) -> None:
+    _instrument()
+    logging.basicConfig(level=logging.WARNING)
+
+    async def serve() -> None:
+        from ibhub.config import HubSettings
+        from ibhub.hub import HubServer
+
+        settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
+                               pub=f"tcp://127.0.0.1:{free_port()}",
+                               rpc=f"tcp://127.0.0.1:{free_port()}", http_port=0,
+                               data_dir=data_dir, journal_sync=journal_sync)
+        async with HubServer(settings) as hub:
+            while not (hub.upstream and hub.upstream.connected and hub.orders):
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(hub.orders.reconciled.wait(), 30)
+            STAGES.clear()
+            conn.send((hub.pub_endpoint, hub.rpc_endpoint))
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            conn.send(STAGES)
+
+    import uvloop
+
+    uvloop.run(serve())
+
+
+def client(pub: str, rpc: str, n: int, interval: float) -> tuple[list[int], list[int]]:
+    import zmq
+
+    from ibhub.protocol import OrderAccepted, OrderEvent
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    c = WireClient(ctx, pub, rpc, "bench-order-stages")
+    sent: list[int] = []
+    acked: list[int] = []
+    run = f"{time.time_ns()}"
+    next_at = time.perf_counter()
+    try:
+        for i in range(n):
+            next_at += interval
+            coid = f"{run}-{i}"
+            req = place_req(c, coid)
+            t0 = time.perf_counter_ns()
+            c.send(req)
+            reply = c.recv_reply()
+            t1 = time.perf_counter_ns()
+            if not isinstance(reply, OrderAccepted):
+                raise RuntimeError(f"order refused: {reply}")
+            sent.append(t0)
+            acked.append(t1)
+            while True:  # one order at a time, as bench/orders.py
+                ev = c.event()
+                if isinstance(ev, OrderEvent) and ev.client_order_id == coid and \
+                        ev.kind == "filled":
+                    break
+            if i % 10 == 0:
+                c.heartbeat()
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+    finally:
+        c.close()
+        ctx.term()
+    return sent, acked
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--orders", type=int, default=300)
+    p.add_argument("--interval", type=float, default=0.06)
+    p.add_argument("--journal-sync", default="FULL", choices=["FULL", "NORMAL"])
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"machine: {machine()}")
+    print(f"command: python bench/order_stages.py {' '.join(sys.argv[1:])}")
+    with SimProcess(stamp="slice", tick_rate=4.0) as sim, \
+            tempfile.TemporaryDirectory(prefix="ibhub-bench-stages-") as data_dir:
+        parent, child = SPAWN.Pipe()
+        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir, args.journal_sync),
+                             daemon=True)
+        proc.start()
+        try:
+            if not parent.poll(60):
+                raise TimeoutError("hub with orders did not start")
+            pub, rpc = parent.recv()
+            sent, acked = client(pub, rpc, args.orders, args.interval)
+            parent.send("stop")
+            stages: dict[str, list[int]] = parent.recv()
+        finally:
+            proc.join(20)
+            if proc.is_alive():
+                proc.terminate()
+    stages["0 client sends"] = sent
+    stages["11 client has reply"] = acked
+    names = sorted(stages, key=lambda k: int(k.split()[0]))
+    n = min(len(v) for v in stages.values())
+    print(f"\n{n} orders, journal_sync={args.journal_sync}; us per stage (p50 / p90 / p99 / max)")
+    for a, b in itertools.pairwise(names):
+        ds = [(stages[b][i] - stages[a][i]) / 1e3 for i in range(n)]
+        print(f"{a:>22} -> {b:<22} {_pct(ds, 50):7.0f} {_pct(ds, 90):7.0f} "
+              f"{_pct(ds, 99):7.0f} {max(ds):7.0f}")
+    total = [(acked[i] - sent[i]) / 1e3 for i in range(n)]
+    print(f"{'total (client send -> reply)':>48} {_pct(total, 50):7.0f} {_pct(total, 90):7.0f} "
+          f"{_pct(total, 99):7.0f} {max(total):7.0f}")
+
+
+if __name__ == "__main__":
+    main()
