@@ -29,6 +29,7 @@ from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
 from ibhub.fanout import PUB_SNDHWM, Fanout
 from ibhub.leases import LeaseTable, NoFreeClientId
+from ibhub.pacing import Pacer
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_ERROR,
@@ -69,6 +70,7 @@ from ibhub.wire import MAX_REQUEST_BYTES
 log = logging.getLogger(__name__)
 
 RESOLVE_CACHE_MAX = 10_000
+PACER_BURST = 5.0  # with pacer_rate 40/s: at most 45 messages in any second (IB: 50)
 
 
 def bindable(endpoint: str, curve: bool = False, setting: str = "endpoint") -> str:
@@ -90,6 +92,7 @@ class HubServer:
         self.sim: Any = None  # the embedded simulator (a ThreadedSim) when settings.sim
         self.upstream: Upstream | None = None
         self.orders: Any = None  # the OrderService when settings.orders (attach_orders)
+        self.pacer: Pacer | None = None  # shared by the upstream session and the orders
         self.fanout: Fanout | None = None
         self.rpc: RpcServer | None = None
         self.leases = LeaseTable(
@@ -205,7 +208,10 @@ class HubServer:
             raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
         self.fanout = Fanout(pub)
         self.rpc = RpcServer(router, self)
-        self.upstream = Upstream(self.settings, self)
+        # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
+        self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST)
+        self.pacer.start()
+        self.upstream = Upstream(self.settings, self, pacer=self.pacer)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
         await self.upstream.start()
         self._tasks = [asyncio.create_task(self._reaper(), name="ibhub-leases")]
@@ -273,6 +279,9 @@ class HubServer:
         if self.upstream is not None:
             await self.upstream.stop()
             self.upstream = None
+        if self.pacer is not None:
+            await self.pacer.stop()
+            self.pacer = None
         self._close_sockets()
         if self.sim is not None:
             await asyncio.to_thread(self.sim.stop)
@@ -537,6 +546,7 @@ class HubServer:
             lines_max=self.subs.lines_max,
             raw_client_ids=sorted(r.client_id for r in self.leases.raw_leases()),
             trading=self.orders.status()["trading"] if self.orders is not None else "off",
+            upstream_queue=self.pacer.depth() if self.pacer is not None else {},
         )
 
     # ------------------------------------------------------------------ contracts

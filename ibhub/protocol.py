@@ -380,6 +380,9 @@ class StatusReply(Reply, frozen=True, tag="status"):
     raw_client_ids: list[int] = []
     # "allowed", "off" (a data-only hub), or why orders are refused (live guard, read-only)
     trading: str = ""
+    # Requests waiting for the upstream budget, per priority (cancel, order, subscription,
+    # query): the hub's pacing queue depth.
+    upstream_queue: dict[str, int] = {}
 
 
 # ------------------------------------------------------------ replies: orders and account

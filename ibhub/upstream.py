@@ -53,13 +53,15 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from ib_insync import IB, Contract
 from ib_insync.wrapper import RequestError
 
 from ibhub.config import HubSettings
+from ibhub.pacing import Pacer, Priority
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
 from ibhub.subscriptions import Subscription
 
@@ -226,8 +228,12 @@ class Upstream:
         listener: UpstreamListener,
         *,
         rng: random.Random | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
+        # The hub's one outgoing budget (ibhub.pacing): line requests and cancels,
+        # contract details and historical data wait their turn there (None: unpaced).
+        self.pacer = pacer
         self.host = settings.gateway_host
         self.port = settings.gateway_port
         self.client_id = settings.client_id
@@ -245,6 +251,7 @@ class Upstream:
         # wire, so the hot path looks it up without decoding or parsing it.
         self._sinks: dict[bytes, Any] = {}
         self._lines: dict[int, Subscription] = {}  # live req id -> subscription
+        self._sent: set[int] = set()  # line req ids actually sent (only those get a cancel)
         self._fast: dict[bytes, Callable[[list[bytes]], None]] = {}
         # Raw taps (see add_tap): message id bytes -> tap, consulted before ib_insync.
         self._taps: dict[bytes, Callable[[list[bytes]], bool]] = {}
@@ -478,15 +485,29 @@ class Upstream:
             return
         self._sinks.pop(b"%d" % req_id, None)
         self._lines.pop(req_id, None)
+        if req_id not in self._sent:
+            return  # still queued in the pacer: its send sees the line closed and skips
+        self._sent.discard(req_id)
+        self._paced(Priority.CANCEL, partial(self._send_cancel, sub.kind, req_id),
+                    f"cancel line {req_id}")  # fmt: skip
+
+    def _send_cancel(self, kind: str, req_id: int) -> None:
         ib = self._ib
         if ib is not None and ib.client.isReady():
             try:
-                if sub.kind == "bars":
+                if kind == "bars":
                     ib.client.cancelRealTimeBars(req_id)
                 else:
                     ib.client.cancelMktData(req_id)
             except ConnectionError:
                 pass  # the session is going away; its requests die with it
+
+    def _paced(self, priority: Priority, send: Callable[[], None], label: str) -> None:
+        """Send now (no pacer) or when the budget allows; failures are only logged."""
+        if self.pacer is None:
+            send()
+            return
+        self.pacer.submit(priority, send, label=label).add_done_callback(_log_failed_send)
 
     def add_tap(self, msg_id: int, tap: Callable[[list[bytes]], bool]) -> None:
         """Show raw upstream messages of ``msg_id`` to ``tap`` before ib_insync sees them.
@@ -517,10 +538,25 @@ class Upstream:
         sub.req_id = None
         try:
             req_id = ib.client.getReqId()
-            self._lines[req_id] = sub
-            self._sinks[b"%d" % req_id] = sub.stream
-            sub.req_id = req_id
-            contract = info_to_contract(sub.contract)
+        except ConnectionError:
+            # The session died under us; the line stays active and is requested again
+            # when the next session is up.
+            log.debug("could not request %s now: not connected", sub.topic)
+            return
+        self._lines[req_id] = sub
+        self._sinks[b"%d" % req_id] = sub.stream
+        sub.req_id = req_id
+        self._paced(Priority.SUBSCRIPTION, partial(self._send_line, sub, req_id),
+                    f"line {sub.topic}")  # fmt: skip
+
+    def _send_line(self, sub: Subscription, req_id: int) -> None:
+        if sub.req_id != req_id:
+            return  # closed or re-requested while it waited in the pacer
+        ib = self._ib
+        if ib is None or not ib.client.isReady():
+            return  # requested again with a fresh id when the next session is up
+        contract = info_to_contract(sub.contract)
+        try:
             if sub.kind == "bars":
                 # IB has no TRADES bars for forex; MIDPOINT is what it offers there.
                 what = "MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES"
@@ -528,9 +564,9 @@ class Upstream:
             else:
                 ib.client.reqMktData(req_id, contract, "", False, False, [])
         except ConnectionError:
-            # The session died under us; the line stays active and is requested again
-            # when the next session is up.
             log.debug("could not request %s now: not connected", sub.topic)
+            return
+        self._sent.add(req_id)
 
     def _request_all(self) -> int:
         """(Re)request every active line with fresh ids; returns how many."""
@@ -547,6 +583,7 @@ class Upstream:
             sub.req_id = None
         self._lines.clear()
         self._sinks.clear()
+        self._sent.clear()
 
     # ------------------------------------------------------------------ hot path
 
@@ -716,6 +753,24 @@ class Upstream:
 
     # ------------------------------------------------------------------ requests
 
+    async def _query(
+        self,
+        start: Callable[[], Awaitable[Any]],
+        *,
+        historical_key: Any = None,
+        historical_group: Any = None,
+        label: str = "",
+    ) -> Any:
+        if self.pacer is None:
+            return await start()
+        return await self.pacer.call(
+            Priority.QUERY,
+            start,
+            historical_key=historical_key,
+            historical_group=historical_group,
+            label=label,
+        )
+
     def _require(self) -> IB:
         ib = self._ib
         if ib is None or not ib.client.isReady():
@@ -729,7 +784,10 @@ class Upstream:
             # asyncio.timeout rather than wait_for: on 3.11 wait_for can swallow a
             # cancellation that coincides with the reply (hub shutdown would then wait).
             async with asyncio.timeout(self.settings.request_timeout):
-                details = await ib.reqContractDetailsAsync(spec_to_contract(spec))
+                details = await self._query(
+                    lambda: ib.reqContractDetailsAsync(spec_to_contract(spec)),
+                    label=f"contract details {spec.symbol or spec.con_id}",
+                )
         except RequestError as exc:
             if exc.code == 200:  # "No security definition has been found"
                 return []
@@ -751,8 +809,11 @@ class Upstream:
         ib = self._require()
         timeout = self.settings.request_timeout
         started = time.monotonic()
-        try:
-            bars = await ib.reqHistoricalDataAsync(
+
+        def request() -> Awaitable[list[Any]]:
+            nonlocal started
+            started = time.monotonic()  # the timeout runs from the send, not the queue
+            return ib.reqHistoricalDataAsync(
                 info_to_contract(contract),
                 end,
                 duration,
@@ -761,6 +822,16 @@ class Upstream:
                 use_rth,
                 formatDate=2,
                 timeout=timeout,
+            )
+
+        try:
+            # IB's historical pacing (identical request within 15 s, 5 per contract in
+            # 2 s, 60 in 10 min) is honoured by waiting in the pacer, never by failing.
+            bars = await self._query(
+                request,
+                historical_key=(contract.con_id, end, duration, bar_size, what_to_show, use_rth),
+                historical_group=(contract.con_id, contract.exchange, what_to_show),
+                label=f"historical {contract.symbol} {duration} {bar_size}",
             )
         except RequestError as exc:
             raise UpstreamRequestError(exc.code, exc.message) from None
@@ -789,6 +860,11 @@ def _no_reader(data: bytes) -> None:  # pragma: no cover - replaced in start()
 
 class _AttemptFailed(Exception):
     """A connect attempt ended early (326, socket closed, ...)."""
+
+
+def _log_failed_send(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.debug("paced upstream send failed: %s", fut.exception())
 
 
 def _describe(exc: BaseException) -> str:

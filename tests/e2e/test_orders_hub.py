@@ -16,19 +16,24 @@ from ibhub import wire
 from ibhub.config import HubSettings
 from ibhub.hub import HubServer
 from ibhub.order_service import OrderService, attach_orders
+from ibhub.pacing import Priority
 from ibhub.protocol import (
     CancelOrder,
     CancelRequested,
     ContractSpec,
+    GetHistoricalBars,
     GetOpenOrders,
     GetPositions,
+    GetStatus,
     Hello,
+    HistoricalBarsReply,
     OrderAccepted,
     OrderEvent,
     OrderRejected,
     PlaceOrder,
     PositionsReply,
     RejectReason,
+    StatusReply,
     Welcome,
 )
 from ibhub.sim import SimConfig, SimGateway
@@ -48,7 +53,7 @@ async def wire_orders(hub: HubServer, **overrides: Any) -> OrderService:
         await existing.stop()
         hub._services.remove(existing)
     svc = await attach_orders(hub, **overrides)
-    hub.orders = svc  # type: ignore[attr-defined]
+    hub.orders = svc
     return svc
 
 
@@ -106,7 +111,7 @@ async def test_two_scripts_see_only_their_own_orders(
     assert fill.status == "Filled" and fill.filled == 10.0
     pos = await alice.request(GetPositions(id=alice.next_id()))
     assert isinstance(pos, PositionsReply)
-    await wait_until(lambda: order_hub.orders.account.positions(), 5.0, "positions")  # type: ignore[attr-defined]
+    await wait_until(lambda: order_hub.orders.account.positions(), 5.0, "positions")
 
 
 async def test_retried_client_order_id_is_one_order(
@@ -307,3 +312,27 @@ async def test_cancel_jumps_the_queue_of_orders(
     await wait_until(lambda: hub_sim.request_counts[4] == 1, 5.0, "cancel at the sim")
     assert hub_sim.request_counts[PLACE_ORDER] < 40  # most orders were still queued
     await wait_until(lambda: "cancelled" in kinds(lst, c.lease), 5.0, "cancelled event")
+
+
+async def test_all_upstream_traffic_shares_one_pacer(
+    order_hub: HubServer, hub_sim: SimGateway, clients: Callable[..., RawClient]
+) -> None:
+    pacer = order_hub.pacer
+    assert pacer is not None and order_hub.orders.pacer is pacer
+    before = dict(pacer.sent_by_priority)
+    c = clients(order_hub.rpc_endpoint)
+    await c.hello("everything")
+    await c.subscribe("MSFT")
+    bars = await c.request(GetHistoricalBars(id=c.next_id(), contract=ContractSpec(symbol="MSFT"),
+                                             duration="1 D", bar_size="1 hour"))  # fmt: skip
+    assert isinstance(bars, HistoricalBarsReply), bars
+    placed = await c.request(place(c, "paced"))
+    assert isinstance(placed, OrderAccepted), placed
+    await wait_until(lambda: pacer.sent_by_priority[Priority.ORDER] > before[Priority.ORDER],
+                     5.0, "order sent through the pacer")  # fmt: skip
+    for priority in (Priority.SUBSCRIPTION, Priority.QUERY):
+        assert pacer.sent_by_priority[priority] > before[priority], priority
+    status = await c.request(GetStatus(id=c.next_id()))
+    assert isinstance(status, StatusReply)
+    assert status.upstream_queue == {"cancel": 0, "order": 0, "subscription": 0, "query": 0}
+    assert status.trading == "allowed"
