@@ -111,6 +111,8 @@ def format_status(status: StatusReply, endpoint: str) -> str:
     raw = ", ".join(str(i) for i in status.raw_client_ids) or "-"
     lines.append(f"raw client ids: {raw}")
     lines.append(f"trading: {status.trading or 'unknown (older hub)'}")
+    queue = ", ".join(f"{k} {v}" for k, v in status.upstream_queue.items()) or "-"
+    lines.append(f"upstream queue: {queue}")
     return "\n".join(lines)
 
 
