@@ -146,6 +146,11 @@ class IbOrderGateway:
         self._connected = connected
         self._book: OrderBook | None = None
         self._account: AccountBook | None = None
+        # ib_insync keys its completed-orders request by name, not by id: two in flight
+        # at once orphan the first future (it then waits out its timeout). Reconciles
+        # triggered back to back (a service attached while connected, then the state
+        # change) therefore run one after the other.
+        self._reconcile_lock = asyncio.Lock()
         self.on_order_error_unrouted: Callable[[int, int, str], None] | None = None
 
     # ------------------------------------------------------------------ OrderUpstream
@@ -299,6 +304,12 @@ class IbOrderGateway:
         Call after every (re)connect. ``completed``: also ask IB for completed orders
         (one request), which lets the book tell "cancelled while away" from "never sent".
         """
+        async with self._reconcile_lock:
+            return await self._reconcile(completed=completed, completed_timeout=completed_timeout)
+
+    async def _reconcile(
+        self, *, completed: bool, completed_timeout: float
+    ) -> ReconcileReport | None:
         ib = self._ib
         report = None
         if self._book is not None:
