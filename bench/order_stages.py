@@ -28,8 +28,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from benchlib import SPAWN, SimProcess, free_port, machine
-from orders import WireClient, place_req
+from benchlib import SPAWN, SimProcess, machine
+from orders import WireClient, order_hub, place_req
 
 STAGES: dict[str, list[int]] = {}
 
@@ -101,17 +101,7 @@ def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: s
     logging.basicConfig(level=logging.WARNING)
 
     async def serve() -> None:
-        from ibhub.config import HubSettings
-        from ibhub.hub import HubServer
-
-        settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
-                               pub=f"tcp://127.0.0.1:{free_port()}",
-                               rpc=f"tcp://127.0.0.1:{free_port()}", http_port=0,
-                               data_dir=data_dir, journal_sync=journal_sync)
-        async with HubServer(settings) as hub:
-            while not (hub.upstream and hub.upstream.connected and hub.orders):
-                await asyncio.sleep(0.02)
-            await asyncio.wait_for(hub.orders.reconciled.wait(), 30)
+        async with order_hub(gateway_port, data_dir, journal_sync) as hub:
             STAGES.clear()
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)

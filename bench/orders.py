@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -36,29 +38,35 @@ from benchlib import SPAWN, SimProcess, free_port, machine, pct, print_table, sp
 PLACE_ORDER = 3  # TWS message id of placeOrder
 
 
+@contextlib.asynccontextmanager
+async def order_hub(gateway_port: int, data_dir: str, journal_sync: str) -> AsyncIterator[Any]:
+    """A started ``HubServer`` on the simulator with its order service reconciled.
+
+    The hub attaches its order service itself (``settings.orders``); shared by this
+    script and ``order_stages.py``.
+    """
+    from ibhub.config import HubSettings
+    from ibhub.hub import HubServer
+
+    settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
+                           pub=f"tcp://127.0.0.1:{free_port()}",
+                           rpc=f"tcp://127.0.0.1:{free_port()}", http_port=0,
+                           data_dir=data_dir, journal_sync=journal_sync)
+    async with HubServer(settings) as hub:
+        while not (hub.upstream and hub.upstream.connected and hub.orders):
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(hub.orders.reconciled.wait(), 30)
+        yield hub
+
+
 def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: str) -> None:
     """A hub with orders attached, on uvloop, until told to stop."""
     logging.basicConfig(level=logging.WARNING)
 
     async def serve() -> None:
-        from ibhub.config import HubSettings
-        from ibhub.hub import HubServer
-        from ibhub.order_service import attach_orders
-
-        settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
-                               pub=f"tcp://127.0.0.1:{free_port()}",
-                               rpc=f"tcp://127.0.0.1:{free_port()}", http_port=0,
-                               data_dir=data_dir, journal_sync=journal_sync)
-        async with HubServer(settings) as hub:
-            while not (hub.upstream and hub.upstream.connected):
-                await asyncio.sleep(0.02)
-            svc = hub.orders  # the hub attaches its order service itself (settings.orders)
-            if svc is None:
-                svc = await attach_orders(hub, data_dir=data_dir, journal_sync=journal_sync)
-            await asyncio.wait_for(svc.reconciled.wait(), 30)
+        async with order_hub(gateway_port, data_dir, journal_sync) as hub:
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-            await svc.stop()
 
     import uvloop
 
