@@ -23,13 +23,12 @@ import asyncio
 import itertools
 import logging
 import sys
-import tempfile
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from benchlib import SPAWN, SimProcess, machine
-from orders import WireClient, order_hub, place_req
+from benchlib import machine
+from orders import HubProcess, WireClient, order_hub, place_req
 
 STAGES: dict[str, list[int]] = {}
 
@@ -166,23 +165,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     print(f"machine: {machine()}")
     print(f"command: python bench/order_stages.py {' '.join(sys.argv[1:])}")
-    with SimProcess(stamp="slice", tick_rate=4.0) as sim, \
-            tempfile.TemporaryDirectory(prefix="ibhub-bench-stages-") as data_dir:
-        parent, child = SPAWN.Pipe()
-        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir, args.journal_sync),
-                             daemon=True)
-        proc.start()
-        try:
-            if not parent.poll(60):
-                raise TimeoutError("hub with orders did not start")
-            pub, rpc = parent.recv()
-            sent, acked = client(pub, rpc, args.orders, args.interval)
-            parent.send("stop")
-            stages: dict[str, list[int]] = parent.recv()
-        finally:
-            proc.join(20)
-            if proc.is_alive():
-                proc.terminate()
+    with HubProcess(hub_main, args.journal_sync) as h:
+        sent, acked = client(h.pub, h.rpc, args.orders, args.interval)
+        h.stop()
+        stages: dict[str, list[int]] = h.conn.recv()
     stages["0 client sends"] = sent
     stages["11 client has reply"] = acked
     names = sorted(stages, key=lambda k: int(k.split()[0]))

@@ -73,6 +73,56 @@ def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: s
     uvloop.run(serve())
 
 
+class HubProcess:
+    """A hub with orders in a child process (``target``), on a simulator in another.
+
+    ``with HubProcess(hub_main, journal_sync, **sim_options) as h``: ``h.sim``, ``h.pub``,
+    ``h.rpc``; ``h.stop()`` tells the hub to stop (done on exit if the caller did not),
+    after which ``h.conn`` carries anything the hub sends back.
+    """
+
+    def __init__(self, target: Any, journal_sync: str, **sim_options: Any) -> None:
+        self._target = target
+        self._journal_sync = journal_sync
+        self._sim_options = sim_options
+        self._stack = contextlib.ExitStack()
+        self._stopped = False
+
+    def __enter__(self) -> HubProcess:
+        stack = self._stack
+        self.sim = stack.enter_context(SimProcess(stamp="slice", tick_rate=4.0,
+                                                  **self._sim_options))
+        data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ibhub-bench-orders-"))
+        self.conn, child = SPAWN.Pipe()
+        proc = SPAWN.Process(target=self._target,
+                             args=(child, self.sim.port, data_dir, self._journal_sync),
+                             daemon=True)
+        proc.start()
+        stack.callback(self._end, proc)
+        try:
+            if not self.conn.poll(60):
+                raise TimeoutError("hub with orders did not start")
+            self.pub, self.rpc = self.conn.recv()
+        except BaseException:
+            stack.close()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self.conn.send("stop")
+
+    def _end(self, proc: Any) -> None:
+        self.stop()
+        proc.join(20)
+        if proc.is_alive():
+            proc.terminate()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
 class WireClient:
     """A script speaking the wire protocol: DEALER for requests, SUB for its order topic."""
 
@@ -259,41 +309,13 @@ def sustained(pub: str, rpc: str, sim: SimProcess, total: int,
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with SimProcess(stamp="slice", tick_rate=4.0) as sim, \
-            tempfile.TemporaryDirectory(prefix="ibhub-bench-orders-") as data_dir:
-        parent, child = SPAWN.Pipe()
-        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir, args.journal_sync),
-                                daemon=True)
-        proc.start()
-        try:
-            if not parent.poll(60):
-                raise TimeoutError("hub with orders did not start")
-            pub, rpc = parent.recv()
-            acks, fills = hub_latency(pub, rpc, args.orders, args.interval)
-            out["ack"], out["fill"] = acks, fills
-            out["direct"] = asyncio.run(direct_latency(sim.port, args.orders, args.interval))
-        finally:
-            parent.send("stop")
-            proc.join(20)
-            if proc.is_alive():
-                proc.terminate()
+    with HubProcess(hub_main, args.journal_sync) as h:
+        acks, fills = hub_latency(h.pub, h.rpc, args.orders, args.interval)
+        out["ack"], out["fill"] = acks, fills
+        out["direct"] = asyncio.run(direct_latency(h.sim.port, args.orders, args.interval))
     # sustained rate against IB's own pacing limit (a fresh simulator, 50 msgs/s per client)
-    with SimProcess(stamp="slice", tick_rate=4.0, max_msg_rate=50.0) as sim, \
-            tempfile.TemporaryDirectory(prefix="ibhub-bench-orders-") as data_dir:
-        parent, child = SPAWN.Pipe()
-        proc = SPAWN.Process(target=hub_main, args=(child, sim.port, data_dir, args.journal_sync),
-                                daemon=True)
-        proc.start()
-        try:
-            if not parent.poll(60):
-                raise TimeoutError("hub with orders did not start")
-            pub, rpc = parent.recv()
-            out["burst"] = sustained(pub, rpc, sim, args.burst_orders)
-        finally:
-            parent.send("stop")
-            proc.join(20)
-            if proc.is_alive():
-                proc.terminate()
+    with HubProcess(hub_main, args.journal_sync, max_msg_rate=50.0) as h:
+        out["burst"] = sustained(h.pub, h.rpc, h.sim, args.burst_orders)
     return out
 
 
