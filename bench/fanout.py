@@ -144,7 +144,7 @@ def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
 def raw_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx: int) -> None:
     """pyzmq + msgspec only: hello, subscribe, heartbeat over a DEALER; SUB for ticks."""
     from ibhub import wire
-    from ibhub.protocol import ContractSpec, Heartbeat, Hello, Subscribe, Tick
+    from ibhub.protocol import ContractSpec, Heartbeat, Hello, Subscribe, Tick, Ticks
 
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
@@ -194,7 +194,10 @@ def raw_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
             except zmq.Again:
                 break
             ev = decode(frames[1])
-            if type(ev) is Tick:
+            if type(ev) is Ticks:
+                for tick in ev.ticks:
+                    on_tick(tick)
+            elif type(ev) is Tick:
                 on_tick(ev)
     conn.send(rec.result())
     sub.close(0)

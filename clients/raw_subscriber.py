@@ -42,6 +42,14 @@ class Tick(msgspec.Struct, array_like=True, tag_field="t", tag="tick"):
     volume: float
 
 
+class Ticks(msgspec.Struct, array_like=True, tag_field="t", tag="ticks"):
+    """Several ticks of one topic in one message, numbered seq, seq + 1, ..."""
+
+    seq: int
+    ts: int
+    ticks: list[Tick]
+
+
 class Bar(msgspec.Struct, array_like=True, tag_field="t", tag="bar"):
     seq: int
     ts: int
@@ -68,7 +76,7 @@ class Status(msgspec.Struct, array_like=True, tag_field="t", tag="status"):
 
 
 KnownEvent = Tick | Bar | Status
-event_decoder = msgspec.msgpack.Decoder(KnownEvent)
+event_decoder = msgspec.msgpack.Decoder(KnownEvent | Ticks)
 raw_decoder = msgspec.msgpack.Decoder()  # for events this script does not know
 
 # ---------------------------------------------------------------- requests and replies (maps)
@@ -179,7 +187,8 @@ def main() -> int:
 
     lease, beat_every, next_beat = "", 1.0, 0.0
     if args.subscribe:
-        welcome = rpc.call("hello", name=f"raw_subscriber[{os.getpid()}]", role="readonly")
+        welcome = rpc.call("hello", name=f"raw_subscriber[{os.getpid()}]", role="readonly",
+                           protocol=2)
         lease, beat_every = welcome.lease, welcome.heartbeat_interval
         next_beat = time.monotonic() + beat_every
         for symbol in args.subscribe:
@@ -199,27 +208,31 @@ def main() -> int:
             topic_frame, payload = sub.recv_multipart()
             topic = topic_frame.decode()
             try:
-                event = event_decoder.decode(payload)
+                message = event_decoder.decode(payload)
             except msgspec.ValidationError:
                 fields = raw_decoder.decode(payload)  # a newer event type: skip it politely
                 print(f"# {topic}: skipping event type {fields[0]!r}", file=sys.stderr)
                 continue
-            previous = last_seq.get(topic)
-            if previous is not None and 1 < event.seq <= previous:
-                continue  # already covered by a snapshot (seq 1 again: a new hub, accept)
-            if previous is not None and event.seq > previous + 1:
-                print(f"# {topic}: gap after #{previous}, recovering from a snapshot",
-                      file=sys.stderr)
-                snap = rpc.call("snapshot", topic=topic)
-                for name, raw in zip(snap.topics, snap.events, strict=True):
-                    if name == topic:
-                        latest = event_decoder.decode(raw)
-                        if latest.seq > event.seq:
-                            event = latest
-            last_seq[topic] = event.seq
-            show(topic, event)
-            if not isinstance(event, Status):
-                shown += 1
+            # A batch is its ticks, in order, each handled as if it had come alone.
+            for event in message.ticks if isinstance(message, Ticks) else (message,):
+                previous = last_seq.get(topic)
+                if previous is not None and 1 < event.seq <= previous:
+                    continue  # already covered by a snapshot (seq 1 again: a new hub, accept)
+                if previous is not None and event.seq > previous + 1:
+                    print(f"# {topic}: gap after #{previous}, recovering from a snapshot",
+                          file=sys.stderr)
+                    snap = rpc.call("snapshot", topic=topic)
+                    for name, raw in zip(snap.topics, snap.events, strict=True):
+                        if name == topic:
+                            latest = event_decoder.decode(raw)
+                            if isinstance(latest, Tick | Bar | Status) and latest.seq > event.seq:
+                                event = latest
+                last_seq[topic] = event.seq
+                show(topic, event)
+                if not isinstance(event, Status):
+                    shown += 1
+                    if shown == args.count:
+                        break
     except KeyboardInterrupt:
         pass
     finally:

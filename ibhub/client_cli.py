@@ -248,16 +248,20 @@ async def _tail_events(
                 continue
             try:
                 topic = frames[0].decode()
-                event = wire.decode_event(frames[1])
+                message = wire.decode_event(frames[1])
             except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 click.echo(f"-- undecodable event on {frames[0][:64]!r}: {exc}", err=True)
                 continue
-            previous = last_seq.get(topic)
-            if previous is not None and event.seq > previous + 1:
-                click.echo(f"-- gap on {topic}: {event.seq - previous - 1} event(s) lost", err=True)
-            last_seq[topic] = event.seq
-            click.echo(_event_json(topic, event) if as_json else format_event(topic, event))
-            shown[0] += 1
+            for event in wire.unbatch(message):
+                previous = last_seq.get(topic)
+                if previous is not None and event.seq > previous + 1:
+                    click.echo(f"-- gap on {topic}: {event.seq - previous - 1} event(s) lost",
+                               err=True)
+                last_seq[topic] = event.seq
+                click.echo(_event_json(topic, event) if as_json else format_event(topic, event))
+                shown[0] += 1
+                if shown[0] == count:
+                    break
     finally:
         if hub is not None:
             await hub.close()

@@ -211,7 +211,7 @@ class HubServer:
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
         self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST)
         self.pacer.start()
-        self.upstream = Upstream(self.settings, self, pacer=self.pacer)
+        self.upstream = Upstream(self.settings, self, pacer=self.pacer, flush=self.fanout.flush)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
         await self.upstream.start()
         self._tasks = [asyncio.create_task(self._reaper(), name="ibhub-leases")]

@@ -19,7 +19,10 @@ from __future__ import annotations
 import msgspec
 from msgspec import Struct
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+# 2: tick topics carry ``Ticks`` batches (several ticks of one instrument in one
+# message) as well as single ``Tick`` events. A version-1 client would skip every
+# batch as an unknown tag and silently lose most ticks, so the hub refuses it.
 
 # --------------------------------------------------------------------------- shared
 
@@ -628,6 +631,22 @@ class Tick(Event, frozen=True, tag="tick"):
     volume: float
 
 
+class Ticks(Event, frozen=True, tag="ticks"):
+    """Consecutive ticks of one topic in one message (protocol 2).
+
+    The hub publishes every tick it decoded from one Gateway socket read for an
+    instrument as one message: with one tick it sends a plain :class:`Tick`, with
+    several a ``Ticks``. ``seq`` is the first tick's sequence number and the ticks
+    inside number ``seq, seq + 1, ...`` (apply the sequence rules to each tick);
+    ``ts`` is when the hub published the batch, each tick's own ``ts`` when the hub
+    decoded it. Batching divides ZeroMQ's per-message cost (a receive, a decode,
+    a wake-up) by the batch size on both sides, which is what lets subscriber
+    processes keep up at 100k ticks/s (docs/performance.md).
+    """
+
+    ticks: list[Tick]
+
+
 class Bar(Event, frozen=True, tag="bar"):
     """A 5-second real-time bar; ``time`` is the bar's start, epoch seconds UTC."""
 
@@ -726,7 +745,9 @@ class PositionEvent(Event, frozen=True, tag="position"):
     realized_pnl: float
 
 
-AnyEvent = Tick | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent | PositionEvent
+AnyEvent = (
+    Tick | Ticks | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent | PositionEvent
+)
 
 # Topic prefixes (see docs/protocol.md).
 TOPIC_TICK = "tick."

@@ -229,8 +229,12 @@ class Upstream:
         *,
         rng: random.Random | None = None,
         pacer: Pacer | None = None,
+        flush: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
+        # Called after every socket read's ticks have been handed to their streams:
+        # the fan-out publishes them, one message per instrument (ibhub.fanout).
+        self._flush = flush
         # The hub's one outgoing budget (ibhub.pacing): line requests and cancels,
         # contract details and historical data wait their turn there (None: unpaced).
         self.pacer = pacer
@@ -311,7 +315,7 @@ class Upstream:
         # The same handlers in ib_insync's table (its reader hands over str fields),
         # so market data never reaches ib_insync's Ticker code whichever reader runs.
         for msg_id in (1, 2, 50):
-            handlers[msg_id] = _from_str(self._fast[str(msg_id).encode()])
+            handlers[msg_id] = _from_str(self._fast[str(msg_id).encode()], self._flush)
         conn = ib.client.conn
         self._slow_reader = ib.client._onSocketHasData
         conn.hasData -= self._slow_reader
@@ -648,6 +652,7 @@ class Upstream:
         client._data = buf[pos:]
         client._numMsgRecv += count
         self.ticks_in += count - other
+        self._flush()
         processed = client._tcpDataProcessed
         if processed is not None:
             processed()
@@ -847,9 +852,15 @@ YIELD_READ_BYTES = 64 * 1024  # a read this large means the hub is behind the Ga
 MAX_MESSAGES_PER_TURN = 1000  # ~4 ms of parsing and publishing per loop turn
 
 
-def _from_str(handler: Callable[[list[bytes]], None]) -> Callable[[list[str]], None]:
+def _from_str(
+    handler: Callable[[list[bytes]], None], flush: Callable[[], None]
+) -> Callable[[list[str]], None]:
+    """A fast handler for ib_insync's own reader (before the session is ready): str fields
+    and no end-of-read hook there, so each message is published at once."""
+
     def from_str(fields: list[str]) -> None:
         handler([f.encode() for f in fields])
+        flush()
 
     return from_str
 

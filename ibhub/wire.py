@@ -20,7 +20,7 @@ from typing import Final
 import msgspec
 import zmq
 
-from ibhub.protocol import AnyEvent, AnyReply, AnyRequest, Event, Reply, Request
+from ibhub.protocol import AnyEvent, AnyReply, AnyRequest, Event, Reply, Request, Ticks
 
 DEFAULT_PUB: Final = "tcp://127.0.0.1:5570"
 DEFAULT_RPC: Final = "tcp://127.0.0.1:5571"
@@ -61,6 +61,11 @@ def decode_reply(payload: bytes) -> Reply:
 
 def decode_event(payload: bytes) -> Event:
     return _event_decoder.decode(payload)
+
+
+def unbatch(event: Event) -> Sequence[Event]:
+    """The events one PUB message carries: a ``Ticks`` batch's ticks, else the event itself."""
+    return event.ticks if type(event) is Ticks else (event,)
 
 
 def request_id_of(payload: bytes) -> int:

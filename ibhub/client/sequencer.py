@@ -24,7 +24,7 @@ snapshot is the late joiner's first value.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ibhub.protocol import Event
 
@@ -39,6 +39,7 @@ class TopicSequencer:
     __slots__ = (
         "buffer",
         "deliver",
+        "deliver_all",
         "gaps",
         "last",
         "recovering",
@@ -52,9 +53,12 @@ class TopicSequencer:
         topic: str,
         deliver: Callable[[Event], None],
         request_snapshot: Callable[[str], None],
+        deliver_all: Callable[[Sequence[Event]], None] | None = None,
     ) -> None:
         self.topic = topic
         self.deliver = deliver
+        # Several in-order events at once (a Ticks batch); default: deliver each.
+        self.deliver_all = deliver_all or self._deliver_each
         self.request_snapshot = request_snapshot
         self.last: int | None = None
         self.gaps = 0
@@ -90,6 +94,24 @@ class TopicSequencer:
             self.recovering = True
             self.buffer = [event]
             self.request_snapshot(self.topic)
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        """Handle consecutive live events of one message (``seq``, ``seq + 1``, ...).
+
+        The usual case, a batch that continues the sequence, is checked once and
+        delivered in one call; anything else goes event by event through the rules.
+        """
+        last = self.last
+        if not self.recovering and last is not None and events and events[0].seq == last + 1:
+            self.last = events[-1].seq
+            self.deliver_all(events)
+            return
+        for event in events:
+            self.on_event(event)
+
+    def _deliver_each(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.deliver(event)
 
     def sync(self, request: bool = True) -> None:
         """Start (or restart) from a snapshot without counting a gap.

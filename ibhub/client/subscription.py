@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ibhub.client.errors import HubError, HubTimeout
@@ -76,6 +76,29 @@ class Subscription:
                 log.exception("subscription callback for %s raised; continuing", self.topic)
             return
         self._put(event)
+
+    def _deliver_all(self, events: Sequence[Event]) -> None:
+        """``_deliver`` for consecutive events of one message (a ``Ticks`` batch)."""
+        callback = self.callback
+        if callback is None:
+            for event in events:
+                if self.closed:
+                    return
+                self.received += 1
+                self.latest = event
+                self._put(event)
+            return
+        for event in events:
+            if self.closed:  # the callback may close the subscription mid-batch
+                return
+            self.received += 1
+            self.latest = event
+            try:
+                result = callback(event)
+                if asyncio.iscoroutine(result):
+                    self._hub._spawn(result, f"callback {self.topic}")
+            except Exception:
+                log.exception("subscription callback for %s raised; continuing", self.topic)
 
     def _put(self, item: Event) -> None:
         if self._queue.full():

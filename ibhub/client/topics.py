@@ -10,7 +10,7 @@ subscribed, so the owner can subscribe it again after a re-hello.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -28,6 +28,7 @@ from ibhub.protocol import (
     Event,
     HubStatus,
     Tick,
+    Ticks,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,10 @@ class TopicTable:
     def add(self, topic: str, spec: ContractSpec, kind: str) -> TopicEntry:
         entry = TopicEntry(topic, spec, kind)
         entry.sequencer = TopicSequencer(
-            topic, lambda event: self._deliver(entry, event), self.request_snapshot
+            topic,
+            lambda event: self._deliver(entry, event),
+            self.request_snapshot,
+            lambda events: self._deliver_all(entry, events),
         )
         self.entries[topic] = entry
         self._stream.subscribe(topic)
@@ -132,7 +136,10 @@ class TopicTable:
         """One event from the SUB socket (prefix matches included: filter exactly)."""
         entry = self.entries.get(topic)
         if entry is not None:
-            entry.sequencer.on_event(event)
+            if type(event) is Ticks:
+                entry.sequencer.on_events(event.ticks)
+            else:
+                entry.sequencer.on_event(event)
         elif topic == TOPIC_STATUS:
             self.status.on_event(event)
         elif self.errors is not None and topic == self.errors.topic:
@@ -147,6 +154,15 @@ class TopicTable:
         entry.latest = event
         for sub in list(entry.subs):
             sub._deliver(event)
+
+    def _deliver_all(self, entry: TopicEntry, events: Sequence[Event]) -> None:
+        if type(events[0]) is not _EXPECTED[entry.kind]:
+            log.warning("ignoring unexpected %s events on %s", type(events[0]).__name__,
+                        entry.topic)
+            return
+        entry.latest = events[-1]
+        for sub in list(entry.subs):
+            sub._deliver_all(events)
 
     def _status_event(self, event: Event) -> None:
         if isinstance(event, HubStatus):

@@ -211,7 +211,8 @@ class Listener:
     async def _run(self) -> None:
         while True:
             topic, payload = await self.sock.recv_multipart()
-            self.events.setdefault(topic.decode(), []).append(wire.decode_event(payload))
+            self.events.setdefault(topic.decode(), []).extend(
+                wire.unbatch(wire.decode_event(payload)))
 
     def on(self, topic: str) -> list[Any]:
         return self.events.get(topic, [])

@@ -94,6 +94,10 @@ async def test_unsupported_protocol_version(hub: HubServer, clients) -> None:
     c = clients(hub.rpc_endpoint)
     reply = await c.request(Hello(id=3, name="future", protocol=99))
     assert isinstance(reply, Error) and reply.code == ErrorCode.UNSUPPORTED_VERSION
+    # A version-1 client cannot read tick batches: told to upgrade, not fed a thinned stream.
+    reply = await c.request(Hello(id=4, name="old", protocol=1))
+    assert isinstance(reply, Error) and reply.code == ErrorCode.UNSUPPORTED_VERSION
+    assert "protocol 1" in reply.message and "upgrade" in reply.message
 
 
 async def test_order_requests_not_served_yet_are_refused_cleanly(hub: HubServer,

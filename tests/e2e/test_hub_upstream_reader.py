@@ -102,3 +102,23 @@ async def test_ib_insync_decoder_table_routes_ticks_to_us_too() -> None:
     ib.client.decoder.interpret(["2", "6", "7", "8", "99"])
     assert sink.prices == [(2, 5.25, 3.0)] and sink.sizes == [(8, 99.0)]
     assert not ib.wrapper.pendingTickers  # ib_insync's Ticker machinery never saw them
+
+
+async def test_each_read_ends_with_one_flush() -> None:
+    """The fan-out publishes a read's ticks as one message per instrument: the reader
+    must call its flush hook once after each read, after every tick of it."""
+    flushes: list[int] = []
+    sink = Sink()
+    up = Upstream(HubSettings(), Listener(), flush=lambda: flushes.append(len(sink.prices)))
+    ib = IB()
+    up._install(ib)
+    ib.client._apiReady = True
+    up._sinks[b"7"] = sink
+    up._on_socket_data(frame(1, 6, 7, 1, "1.0", "1", 0) + frame(1, 6, 7, 2, "2.0", "1", 0))
+    assert flushes == [2]  # once, after both ticks
+    up._on_socket_data(frame(1, 6, 7, 1, "3.0", "1", 0)[:5])  # a partial frame: no tick yet
+    up._on_socket_data(frame(1, 6, 7, 1, "3.0", "1", 0)[5:])
+    assert flushes == [2, 2, 3]
+    # ib_insync's own reader (before the session is ready) publishes each tick at once.
+    ib.client.decoder.handlers[1](["1", "6", "7", "2", "4.0", "1", "0"])
+    assert flushes == [2, 2, 3, 4]

@@ -57,17 +57,23 @@ class Fast:
         self.sock.subscribe(b"tick.")
         self.times = array("d")  # monotonic receive time of every EVERY-th event
         self.lat = array("d")  # its latency, ms (hub publish -> here)
+        self.msg_times = array("d")  # monotonic receive time of every message (batch)
         self.count = 0
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
             _topic, payload = await self.sock.recv_multipart()
-            self.count += 1
-            if self.count % self.EVERY == 0:
-                ev = wire.decode_event(payload)
-                self.times.append(now())
-                self.lat.append((time.time_ns() - ev.ts) / 1e6)
+            self.msg_times.append(now())
+            for ev in wire.unbatch(wire.decode_event(payload)):
+                self.count += 1
+                if self.count % self.EVERY == 0:
+                    self.times.append(now())
+                    self.lat.append((time.time_ns() - ev.ts) / 1e6)
+
+    def messages_between(self, t0: float, t1: float) -> int:
+        """PUB messages (a tick or a batch: what the high-water marks count)."""
+        return sum(1 for t in self.msg_times if t0 <= t < t1)
 
     def events_between(self, t0: float, t1: float) -> int:
         return sum(1 for t in self.times if t0 <= t < t1) * self.EVERY
@@ -121,7 +127,7 @@ async def slow_subscriber(r: Rig, stall: float, baseline: float = 1.5) -> Figure
             await asyncio.sleep(0.1)
         t2 = now()
         stall_rate, stall_p50, stall_p99 = fast.window(t1, t2)
-        published = fast.events_between(t1, t2)
+        published = fast.messages_between(t1, t2)  # high-water marks count messages
 
         # Read again, through the SDK's sequencer; a gap asks the hub for a snapshot.
         def request_snapshot(topic: str) -> None:
@@ -159,10 +165,11 @@ async def slow_subscriber(r: Rig, stall: float, baseline: float = 1.5) -> Figure
                             delivered.setdefault(t, []).append(e.seq)
 
                         seq = seqs[topic] = TopicSequencer(topic, deliver, request_snapshot)
-                    event = wire.decode_event(payload)
-                    queued += event.ts < resumed_ns  # published while it was not reading
-                    caught_up = caught_up or event.ts >= resumed_ns
-                    seq.on_event(event)
+                    message = wire.decode_event(payload)
+                    queued += message.ts < resumed_ns  # published while it was not reading
+                    caught_up = caught_up or message.ts >= resumed_ns
+                    for event in wire.unbatch(message):
+                        seq.on_event(event)
         await asyncio.gather(*snapshots)
         gaps = sum(s.gaps for s in seqs.values())
         recovered = sum(1 for t, s in seqs.items()

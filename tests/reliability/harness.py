@@ -151,9 +151,9 @@ class Ordered(Listener):
         while True:
             topic, payload = await self.sock.recv_multipart()
             name = topic.decode()
-            event = wire.decode_event(payload)
-            self.events.setdefault(name, []).append(event)
-            self.log.append((name, event))
+            for event in wire.unbatch(wire.decode_event(payload)):
+                self.events.setdefault(name, []).append(event)
+                self.log.append((name, event))
 
     def mark(self) -> int:
         return len(self.log)

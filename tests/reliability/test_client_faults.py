@@ -9,15 +9,17 @@ from tests.reliability.harness import rig
 
 
 async def test_stalled_subscriber_is_bounded_and_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A small PUB high-water mark so a CI-length stall overflows it many times over;
-    # bench/faults.py runs the hub's real one (ibhub.fanout.PUB_SNDHWM).
-    monkeypatch.setattr("ibhub.hub.PUB_SNDHWM", 2000)
+    # Small high-water marks so a CI-length stall overflows them many times over;
+    # bench/faults.py runs the hub's real one (ibhub.fanout.PUB_SNDHWM). They count
+    # messages, and a message is a batch of several ticks (~7 at this rate).
+    monkeypatch.setattr("ibhub.hub.PUB_SNDHWM", 200)
+    monkeypatch.setattr(cf, "SLOW_RCVHWM", 100)
     async with rig(tick_rate=300.0, heartbeat_interval=0.5, lease_timeout=20.0) as r:
         fig = await cf.slow_subscriber(r, stall=3.0)
     fig.save()
     n = fig.notes
     print(fig.row())
-    assert n["pub_sndhwm"] == 2000
+    assert n["pub_sndhwm"] == 200
     assert n["published_during"] > 4 * (n["pub_sndhwm"] + n["slow_rcvhwm"])  # overflowed
     # Bounded: what was queued for it (published during the stall, read afterwards) is
     # the high-water marks plus socket buffers, far below what was published.

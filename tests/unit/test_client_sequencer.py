@@ -111,3 +111,27 @@ def test_buffer_is_bounded() -> None:
     assert len(h.seq.buffer) == sequencer.BUFFER_MAX
     h.seq.on_snapshot(None)
     assert h.delivered[-1] == 3 + sequencer.BUFFER_MAX + 10
+
+
+def test_a_batch_that_continues_the_sequence_is_delivered_in_one_call() -> None:
+    calls: list[list[int]] = []
+    h = Harness()
+    h.seq = TopicSequencer("tick.X", h.deliver, h.snapshot_requests.append,
+                           lambda events: calls.append([e.seq for e in events]))
+    h.feed(1)
+    h.seq.on_events([tick(2), tick(3), tick(4)])
+    assert calls == [[2, 3, 4]] and h.seq.last == 4
+    # A batch after a gap goes tick by tick through the rules: one gap, one snapshot.
+    h.seq.on_events([tick(7), tick(8)])
+    assert h.seq.gaps == 1 and h.snapshot_requests == ["tick.X"] and h.seq.recovering
+    h.seq.on_snapshot(tick(7))
+    assert h.delivered == [1, 7, 8] and calls == [[2, 3, 4]]
+    # Without a batch deliverer, a batch is delivered event by event.
+    plain = Harness()
+    plain.feed(1)
+    plain.seq.on_events([tick(2), tick(3)])
+    assert plain.delivered == [1, 2, 3]
+    # Before any baseline, a batch is taken as it comes (the first event is the baseline).
+    fresh = Harness()
+    fresh.seq.on_events([tick(4), tick(5)])
+    assert fresh.delivered == [4, 5] and fresh.seq.gaps == 0

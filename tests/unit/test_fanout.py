@@ -10,7 +10,7 @@ import zmq
 
 from ibhub import wire
 from ibhub.fanout import Fanout
-from ibhub.protocol import Bar, ContractInfo, ErrorEvent, HubStatus, Tick
+from ibhub.protocol import Bar, ContractInfo, ErrorEvent, HubStatus, Tick, Ticks
 
 
 def info(con_id: int, symbol: str, sec_type: str = "STK", currency: str = "USD") -> ContractInfo:
@@ -52,6 +52,14 @@ def recv(sub: zmq.Socket[bytes]) -> tuple[str, object]:
     return topic.decode(), wire.decode_event(payload)
 
 
+def recv_ticks(sub: zmq.Socket[bytes]) -> list[Tick]:
+    """One message's ticks (a Tick or a Ticks batch)."""
+    _topic, event = recv(sub)
+    ticks = list(wire.unbatch(event))  # type: ignore[arg-type]
+    assert all(isinstance(t, Tick) for t in ticks)
+    return ticks  # type: ignore[return-value]
+
+
 def test_topic_names() -> None:
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
@@ -70,7 +78,7 @@ def test_topic_names() -> None:
         ctx.term()
 
 
-def test_every_tick_message_is_one_event_with_consecutive_seq(pubsub) -> None:
+def test_one_read_of_ticks_is_one_batch_with_consecutive_seq(pubsub) -> None:
     fan, sub = pubsub
     stream = fan.tick_stream("tick.AAPL", info(265598, "AAPL"))
     stream.price(1, 190.0, 100.0)  # bid + size
@@ -81,19 +89,45 @@ def test_every_tick_message_is_one_event_with_consecutive_seq(pubsub) -> None:
     stream.size(0, 300.0)  # repeated size: nothing new, no event
     stream.price(6, 191.0, 0.0)  # high: not top of book, no event
     stream.price(1, 190.0, 100.0)  # an unchanged bid price is still a new upstream tick
-    events = [recv(sub) for _ in range(6)]
-    assert not sub.poll(100)
-    assert {t for t, _ in events} == {"tick.AAPL"}
-    ticks = [e for _, e in events]
+    assert not sub.poll(50)  # nothing leaves before the read is over
+    fan.flush()
+    topic, batch = recv(sub)
+    assert not sub.poll(100)  # one message for the whole read
+    assert topic == "tick.AAPL" and isinstance(batch, Ticks)
+    ticks = batch.ticks
     assert all(isinstance(t, Tick) for t in ticks)
-    assert [t.seq for t in ticks] == [1, 2, 3, 4, 5, 6]
-    assert all(t.ts > 0 for t in ticks)
+    assert batch.seq == 1 and [t.seq for t in ticks] == [1, 2, 3, 4, 5, 6]
+    assert all(0 < t.ts <= batch.ts for t in ticks)
     first, last = ticks[0], ticks[-1]
     assert first.bid == 190.0 and first.bid_size == 100.0 and math.isnan(first.ask)
     assert (last.bid, last.ask, last.last) == (190.0, 190.02, 190.01)
     assert (last.bid_size, last.ask_size, last.last_size, last.volume) == (100.0, 200.0, 5.0,
                                                                            123456.0)
     assert stream.ticks == 6 and stream.last_ts == last.ts
+    # The topic's last value is the last tick alone, as a plain Tick.
+    _, seqs, raws = fan.snapshot("tick.AAPL")
+    assert seqs == [6] and wire.decode_event(bytes(raws[0])) == last
+
+
+def test_a_lone_tick_is_a_plain_tick_and_each_instrument_its_own_message(pubsub) -> None:
+    fan, sub = pubsub
+    aapl = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
+    msft = fan.tick_stream("tick.MSFT", info(2, "MSFT"))
+    fan.flush()  # nothing pending: nothing sent
+    assert not sub.poll(50)
+    aapl.price(1, 1.0, 1.0)
+    msft.price(2, 3.0, 1.0)
+    msft.price(2, 3.5, 1.0)
+    fan.flush()
+    (t1, e1), (t2, e2) = recv(sub), recv(sub)
+    assert (t1, type(e1), e1.seq) == ("tick.AAPL", Tick, 1)
+    assert (t2, type(e2)) == ("tick.MSFT", Ticks)
+    assert [t.seq for t in e2.ticks] == [1, 2]  # type: ignore[attr-defined]
+    fan.flush()  # already flushed: nothing again
+    assert not sub.poll(50)
+    aapl.price(1, 2.0, 1.0)
+    fan.flush()
+    assert [t.seq for t in recv_ticks(sub)] == [2]
 
 
 def test_delayed_tick_types(pubsub) -> None:
@@ -102,7 +136,8 @@ def test_delayed_tick_types(pubsub) -> None:
     stream.price(66, 150.0, 1.0)
     stream.price(67, 150.5, 2.0)
     stream.size(74, 10.0)
-    t = [recv(sub)[1] for _ in range(3)][-1]
+    fan.flush()
+    t = recv_ticks(sub)[-1]
     assert (t.bid, t.ask, t.volume) == (150.0, 150.5, 10.0)
 
 
@@ -113,6 +148,7 @@ def test_snapshot_and_seq_survive_resubscription(pubsub) -> None:
     aapl.price(1, 1.0, 1.0)
     aapl.price(1, 2.0, 1.0)
     msft.price(2, 3.0, 1.0)
+    fan.flush()  # the upstream reader's end of read
     fan.status("CONNECTED", "state", 0, "up", 0)
     topics, seqs, raws = fan.snapshot("tick.AAPL")
     assert (topics, seqs) == (["tick.AAPL"], [2])
@@ -126,6 +162,7 @@ def test_snapshot_and_seq_survive_resubscription(pubsub) -> None:
     assert fan.snapshot("tick.AAPL") == ([], [], [])
     again = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
     again.price(1, 5.0, 1.0)
+    fan.flush()
     assert fan.snapshot("tick.AAPL")[1] == [3]
 
 
