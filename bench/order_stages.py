@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import itertools
 import logging
 import sys
@@ -46,9 +47,9 @@ def _instrument() -> None:
     place, write = orders.OrderBook.place, journal.JournalWriter.write
     run_batch, send = journal.Journal.run_batch, rpc.RpcServer._send
 
-    async def _handle(self: Any, frames: list[bytes]) -> None:
+    def _handle(self: Any, frames: list[bytes]) -> Any:
         last_recv[0] = time.perf_counter_ns()
-        await handle(self, frames)
+        return handle(self, frames)  # a coroutine before the add_reader RpcServer
 
     def _spawn(self: Any, envelope: list[bytes], req: Any, fn: Any) -> None:
         if type(req).__name__ == "PlaceOrder":
@@ -79,11 +80,19 @@ def _instrument() -> None:
             _mark("6 commit ends")
         return results
 
-    async def _send(self: Any, envelope: list[bytes], reply: Any) -> None:
+    def _send(self: Any, envelope: list[bytes], reply: Any) -> Any:
         ack = type(reply).__name__ == "OrderAccepted"
         if ack:
             _mark("9 reply send starts")
-        await send(self, envelope, reply)
+        result = send(self, envelope, reply)
+        if not inspect.isawaitable(result):
+            if ack:
+                _mark("10 reply send returns")
+            return None
+        return _sent(result, ack)
+
+    async def _sent(result: Any, ack: bool) -> None:  # before: zmq.asyncio's awaited send
+        await result
         if ack:
             _mark("10 reply send returns")
 
