@@ -7,11 +7,13 @@ the simulator's rate, warms up, and measures a window of ``--duration`` seconds:
 
     python bench/fanout.py [--quick] [--duration 10] [--repeat 1]
                            [--rates 10000,50000,100000,flat] [--subs 1,8]
-                           [--modes sdk,raw,direct,tcp]
+                           [--modes sdk,bundle,raw,direct,tcp]
 
 Modes (each subscriber is a separate process, on a stdlib asyncio loop):
 
 * ``sdk``: ``ibhub.client.AsyncHub``, one ``subscribe(con_id, callback=...)`` per instrument;
+* ``bundle``: the same SDK script with ``AsyncHub(tick_bundle=True)``: every tick
+  arrives through ``bundle.tick``, one message per Gateway read (docs/protocol.md);
 * ``raw``: plain pyzmq SUB + DEALER with msgspec (hello, subscribe, heartbeat), no SDK;
 * ``direct``: the baseline, ib_insync ``IB.connectAsync`` to the simulator,
   ``reqMktData`` per instrument, ticks from ``pendingTickersEvent`` / ``ticker.ticks``;
@@ -65,6 +67,7 @@ from benchlib import (
 )
 
 FLAT = "flat"
+HUB_MODES = ("sdk", "bundle", "raw")  # subscribers of a hub; the others read the simulator
 FLAT_PER_INSTRUMENT = 20_000.0  # events/s per instrument: ~1.6 M msgs/s offered
 STAMP_MIN = 1e15  # a stamped size is epoch microseconds; real sizes are far smaller
 
@@ -121,14 +124,16 @@ class TickRecorder:
 # ---------------------------------------------------------------------------- subscribers
 
 
-def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx: int) -> None:
+def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx: int,
+                   bundle: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     async def main() -> None:
         from ibhub.client import AsyncHub
 
         rec = TickRecorder()
-        hub = AsyncHub(pub, rpc, name=f"bench-sdk-{idx}", request_timeout=30.0)
+        hub = AsyncHub(pub, rpc, name=f"bench-sdk-{idx}", request_timeout=30.0,
+                       tick_bundle=bundle)
         await hub.connect()
         for cid in con_ids:
             await hub.subscribe(cid, callback=rec.on_tick)
@@ -299,11 +304,14 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
         hub: HubProcess | None = None
         workers: list[Worker] = []
         try:
-            if mode in ("sdk", "raw"):
+            if mode in HUB_MODES:
                 hub = HubProcess(sim.port)
-                target = sdk_subscriber if mode == "sdk" else raw_subscriber
-                workers = start_workers(target, [(hub.pub, hub.rpc, con_ids, i)
-                                                 for i in range(subs)])
+                if mode == "raw":
+                    workers = start_workers(raw_subscriber, [(hub.pub, hub.rpc, con_ids, i)
+                                                             for i in range(subs)])
+                else:
+                    workers = start_workers(sdk_subscriber, [
+                        (hub.pub, hub.rpc, con_ids, i, mode == "bundle") for i in range(subs)])
             else:
                 target = direct_subscriber if mode == "direct" else tcp_subscriber
                 workers = start_workers(target, [(sim.port, con_ids, 1 + i)
@@ -402,7 +410,7 @@ def report(results: list[dict[str, Any]], duration: float) -> None:
     # hub vs direct, per rate and subscriber count, from the same run
     ratio_rows = []
     for rate, subs, mode in order:
-        if mode not in ("sdk", "raw"):
+        if mode not in HUB_MODES:
             continue
         direct = groups.get((rate, subs, "direct"))
         if not direct:
@@ -431,7 +439,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--rates", default="10000,50000,100000,flat")
     p.add_argument("--subs", default="1,8")
-    p.add_argument("--modes", default="sdk,raw,direct,tcp")
+    p.add_argument("--modes", default="sdk,bundle,raw,direct,tcp")
     p.add_argument("--stamp", choices=["write", "slice"], default="write",
                    help="latency origin: the simulator's socket write (default) or the "
                         "start of its 10 ms slice (its native stamp, ~0.5-1 ms earlier)")

@@ -29,7 +29,9 @@ from ibhub.client.curve import client_curve
 from ibhub.client.rpc import RpcChannel
 from ibhub.curve_keys import KeyFileError
 from ibhub.protocol import (
+    TOPIC_BUNDLE,
     Bar,
+    Bundle,
     ClientIdLeased,
     ErrorEvent,
     Event,
@@ -204,6 +206,14 @@ def _event_json(topic: str, event: Event) -> str:
     return json.dumps(body)
 
 
+def _unpack(topic: str, message: Event) -> list[tuple[str, Event]]:
+    """(topic, event) of every event one PUB message carries (batches, bundles)."""
+    if isinstance(message, Bundle):
+        return [(name, event) for name, inner in message.messages
+                for event in wire.unbatch(inner)]
+    return [(topic, event) for event in wire.unbatch(message)]
+
+
 async def _tail(
     pub: str, rpc: str | None, topics: Sequence[str], symbols: Sequence[str],
     count: int, as_json: bool, duration: float,
@@ -241,6 +251,7 @@ async def _tail_events(
                 sub = await hub.subscribe(symbol, callback=lambda event: None)
                 click.echo(f"subscribed {symbol} -> {sub.topic}", err=True)
         last_seq: dict[str, int] = {}
+        bundles = any(t.startswith("bundle") for t in topics)  # asked for by name only
         while count <= 0 or shown[0] < count:
             frames = await sock.recv_multipart()
             if len(frames) != 2:
@@ -252,13 +263,15 @@ async def _tail_events(
             except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 click.echo(f"-- undecodable event on {frames[0][:64]!r}: {exc}", err=True)
                 continue
-            for event in wire.unbatch(message):
-                previous = last_seq.get(topic)
+            if topic == TOPIC_BUNDLE and not bundles:
+                continue  # the same ticks as the tick.* topics, again (docs/protocol.md)
+            for name, event in _unpack(topic, message):
+                previous = last_seq.get(name)
                 if previous is not None and event.seq > previous + 1:
-                    click.echo(f"-- gap on {topic}: {event.seq - previous - 1} event(s) lost",
+                    click.echo(f"-- gap on {name}: {event.seq - previous - 1} event(s) lost",
                                err=True)
-                last_seq[topic] = event.seq
-                click.echo(_event_json(topic, event) if as_json else format_event(topic, event))
+                last_seq[name] = event.seq
+                click.echo(_event_json(name, event) if as_json else format_event(name, event))
                 shown[0] += 1
                 if shown[0] == count:
                     break

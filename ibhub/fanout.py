@@ -32,10 +32,12 @@ import zmq
 
 from ibhub.protocol import (
     TOPIC_BAR,
+    TOPIC_BUNDLE,
     TOPIC_ERROR,
     TOPIC_STATUS,
     TOPIC_TICK,
     Bar,
+    Bundle,
     ContractInfo,
     ErrorEvent,
     Event,
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 NAN: Final = float("nan")
 TICK_TAG: Final = Tick.__struct_config__.tag
 TICKS_TAG: Final = Ticks.__struct_config__.tag
+BUNDLE_TAG: Final = Bundle.__struct_config__.tag
 PUB_SNDHWM: Final = 50_000  # per subscriber; ~0.5 s of a 100k ticks/s burst
 
 
@@ -187,11 +190,12 @@ class TickStream:
         self.ticks += 1
         self.last_ts = ts
 
-    def flush(self) -> None:
-        """Publish the pending ticks as one message; the last one becomes the topic's value."""
+    def flush(self) -> bytes:
+        """Publish the pending ticks as one message (returned; b"" if there were none);
+        the last tick becomes the topic's value."""
         pending = self._pending
         if not pending:
-            return
+            return b""
         self._pending = []
         topic = self._topic
         last = encode(pending[-1])
@@ -201,6 +205,7 @@ class TickStream:
         else:
             payload = encode((TICKS_TAG, pending[0][1], time.time_ns(), pending))
         self._publish(topic.key, payload)
+        return payload
 
 
 class BarStream:
@@ -259,6 +264,7 @@ class Fanout:
         self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
         self._listeners: list[tuple[tuple[str, ...], Callable[[str, Event], None]]] = []
         self._dirty: list[TickStream] = []  # streams with ticks waiting for flush()
+        self._bundle: Topic | None = None  # bundle.tick, from the first bundle; no last value
 
     def topic(self, name: str) -> Topic:
         t = self._topics.get(name)
@@ -292,12 +298,24 @@ class Fanout:
         )
 
     def flush(self) -> None:
-        """Publish every tick stream's pending ticks (the upstream reader ends each read here)."""
+        """Publish every tick stream's pending ticks (the upstream reader ends each read
+        here), then the read's bundle: the same messages again as one, on ``bundle.tick``.
+
+        The bundle embeds the payloads already encoded (``msgspec.Raw``: a copy, no
+        re-encoding), so it costs one encode and one send per read, and the PUB socket
+        drops it at once when nobody subscribes to it.
+        """
         dirty = self._dirty
-        if dirty:
-            for stream in dirty:
-                stream.flush()
-            dirty.clear()
+        if not dirty:
+            return
+        messages = [(stream.topic, msgspec.Raw(stream.flush())) for stream in dirty]
+        dirty.clear()
+        bundle = self._bundle
+        if bundle is None:
+            bundle = self._bundle = self.topic(TOPIC_BUNDLE)
+        seq = bundle.seq + 1
+        bundle.seq = seq
+        self.publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(), messages)))
 
     def bar_stream(self, topic: str, contract: ContractInfo) -> BarStream:
         return BarStream(self.topic(topic), contract.con_id, contract.symbol, self.publisher)

@@ -647,6 +647,22 @@ class Ticks(Event, frozen=True, tag="ticks"):
     ticks: list[Tick]
 
 
+class Bundle(Event, frozen=True, tag="bundle"):
+    """Every tick message of one Gateway read, all instruments, as one message (protocol 2).
+
+    Published on ``bundle.tick`` after the read's per-instrument messages:
+    ``messages`` holds ``(topic, Tick or Ticks)`` pairs, each exactly what went out on
+    that topic. A script that watches most of what the hub streams subscribes to
+    this one topic instead of one per instrument and pays one receive, one decode
+    and one wake-up per Gateway read instead of one per instrument per read
+    (docs/performance.md); it ignores the topics it does not hold. ``seq`` counts
+    bundles; each tick keeps its own topic's sequence number, and those are what
+    gap detection uses.
+    """
+
+    messages: list[tuple[str, Tick | Ticks]]
+
+
 class Bar(Event, frozen=True, tag="bar"):
     """A 5-second real-time bar; ``time`` is the bar's start, epoch seconds UTC."""
 
@@ -746,12 +762,14 @@ class PositionEvent(Event, frozen=True, tag="position"):
 
 
 AnyEvent = (
-    Tick | Ticks | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent | PositionEvent
+    Tick | Ticks | Bundle | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent
+    | PositionEvent
 )
 
 # Topic prefixes (see docs/protocol.md).
 TOPIC_TICK = "tick."
 TOPIC_BAR = "bar."
+TOPIC_BUNDLE = "bundle.tick"  # every tick topic's messages of one Gateway read
 TOPIC_ORDER = "order."
 TOPIC_ERROR = "error."
 TOPIC_STATUS = "hub.status"

@@ -21,7 +21,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ibhub import wire
 from ibhub.client.curve import ClientCurve
-from ibhub.protocol import Event, Ticks
+from ibhub.protocol import Bundle, Event, Ticks
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class EventStream:
             self.undecodable += 1
             log.warning("ignoring an undecodable event on %r: %s", frames[0][:64], exc)
             return
-        self.received += len(event.ticks) if type(event) is Ticks else 1
+        self.received += _count(event)
         try:
             self.on_event(topic, event)
         except Exception:
@@ -243,3 +243,16 @@ class EventStream:
                         self.on_reconnect()
                     except Exception:
                         log.exception("on_reconnect handler failed")
+
+
+def _count(event: Event) -> int:
+    """Events in one message: a batch's ticks, a bundle's ticks, else 1."""
+    kind = type(event)
+    if kind is Ticks:
+        return len(event.ticks)  # type: ignore[attr-defined]
+    if kind is Bundle:
+        n = 0
+        for _, message in event.messages:  # type: ignore[attr-defined]
+            n += len(message.ticks) if type(message) is Ticks else 1
+        return n
+    return 1

@@ -20,9 +20,11 @@ from ibhub.client.sequencer import TopicSequencer
 from ibhub.client.stream import EventStream
 from ibhub.client.subscription import Subscription
 from ibhub.protocol import (
+    TOPIC_BUNDLE,
     TOPIC_ERROR,
     TOPIC_STATUS,
     Bar,
+    Bundle,
     ContractSpec,
     ErrorEvent,
     Event,
@@ -62,8 +64,12 @@ class TopicTable:
         spawn: Callable[[Coroutine[Any, Any, Any], str], None],
         on_status: Callable[[HubStatus], None],
         on_error: Callable[[ErrorEvent], None],
+        bundle: bool = False,
     ) -> None:
         self._stream = stream
+        # Ticks through bundle.tick (one message per Gateway read, every instrument)
+        # instead of one SUB subscription per tick topic; see AsyncHub(tick_bundle=).
+        self.bundle = bundle
         self._snapshot = snapshot
         self._spawn = spawn
         self._on_status = on_status
@@ -72,6 +78,8 @@ class TopicTable:
         self.status = TopicSequencer(TOPIC_STATUS, self._status_event, self.request_snapshot)
         self.errors: TopicSequencer | None = None
         stream.subscribe(TOPIC_STATUS)
+        if bundle:
+            stream.subscribe(TOPIC_BUNDLE)
 
     # ------------------------------------------------------------------ membership
 
@@ -87,13 +95,15 @@ class TopicTable:
             lambda events: self._deliver_all(entry, events),
         )
         self.entries[topic] = entry
-        self._stream.subscribe(topic)
+        if not self._bundled(entry):
+            self._stream.subscribe(topic)
         return entry
 
     def remove(self, entry: TopicEntry) -> None:
         if self.entries.get(entry.topic) is entry:
             del self.entries[entry.topic]
-            self._stream.unsubscribe(entry.topic)
+            if not self._bundled(entry):
+                self._stream.unsubscribe(entry.topic)
 
     def rename(self, entry: TopicEntry, topic: str) -> TopicEntry:
         """The hub now publishes ``entry`` under another topic (rare: a name clash)."""
@@ -130,6 +140,9 @@ class TopicTable:
         self.errors = TopicSequencer(topic, self._error_event, self.request_snapshot)
         self._stream.subscribe(topic)
 
+    def _bundled(self, entry: TopicEntry) -> bool:
+        return self.bundle and entry.kind == "ticks"
+
     # ------------------------------------------------------------------ events
 
     def on_event(self, topic: str, event: Event) -> None:
@@ -140,6 +153,17 @@ class TopicTable:
                 entry.sequencer.on_events(event.ticks)
             else:
                 entry.sequencer.on_event(event)
+        elif type(event) is Bundle:
+            # A read's tick messages; the topics this script does not hold are skipped.
+            entries = self.entries
+            for name, message in event.messages:
+                bundled = entries.get(name)
+                if bundled is None or bundled.kind != "ticks":
+                    continue
+                if type(message) is Ticks:
+                    bundled.sequencer.on_events(message.ticks)
+                else:
+                    bundled.sequencer.on_event(message)
         elif topic == TOPIC_STATUS:
             self.status.on_event(event)
         elif self.errors is not None and topic == self.errors.topic:

@@ -10,7 +10,16 @@ import zmq
 
 from ibhub import wire
 from ibhub.fanout import Fanout
-from ibhub.protocol import Bar, ContractInfo, ErrorEvent, HubStatus, Tick, Ticks
+from ibhub.protocol import (
+    TOPIC_BUNDLE,
+    Bar,
+    Bundle,
+    ContractInfo,
+    ErrorEvent,
+    HubStatus,
+    Tick,
+    Ticks,
+)
 
 
 def info(con_id: int, symbol: str, sec_type: str = "STK", currency: str = "USD") -> ContractInfo:
@@ -30,7 +39,10 @@ def pubsub() -> Iterator[tuple[Fanout, zmq.Socket[bytes]]]:
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVTIMEO, 2000)
     sub.connect(f"tcp://127.0.0.1:{port}")
-    sub.subscribe(b"")
+    # Per-topic messages only (not bundle.tick); the probe goes last, so once it
+    # arrives every subscription before it has reached the publisher too.
+    for prefix in (b"tick.", b"bar.", b"hub.", b"error.", b"probe"):
+        sub.subscribe(prefix)
     fan = Fanout(pub)
     # Wait until the subscription has reached the publisher (no sleeps: poll a probe topic).
     probe = fan.topic("probe")
@@ -181,3 +193,44 @@ def test_status_error_and_bar_events(pubsub) -> None:
                                                              "explained")
     assert t3 == "bar.AAPL" and isinstance(b, Bar)
     assert (b.seq, b.time, b.high, b.count) == (1, 1_700_000_000, 2.0, 7)
+
+
+def test_each_read_is_also_published_as_one_bundle(pubsub) -> None:
+    fan, sub = pubsub
+    bundles = sub.context.socket(zmq.SUB)
+    bundles.setsockopt(zmq.LINGER, 0)
+    bundles.setsockopt(zmq.RCVTIMEO, 2000)
+    bundles.connect(sub.getsockopt(zmq.LAST_ENDPOINT).decode())
+    bundles.subscribe(TOPIC_BUNDLE.encode())
+    try:
+        aapl = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
+        msft = fan.tick_stream("tick.MSFT", info(2, "MSFT"))
+        # until the bundle subscription has reached the publisher, reads go unseen
+        while True:
+            aapl.price(1, 1.0, 1.0)
+            fan.flush()
+            if bundles.poll(20):
+                break
+        while bundles.poll(50):
+            bundles.recv_multipart()
+        while sub.poll(50):
+            sub.recv_multipart()
+        aapl.price(1, 2.0, 1.0)
+        msft.price(2, 3.0, 1.0)
+        msft.price(2, 3.5, 1.0)
+        fan.flush()
+        per_topic = [sub.recv_multipart() for _ in range(2)]
+        topic, payload = bundles.recv_multipart()
+        assert topic == TOPIC_BUNDLE.encode() and not bundles.poll(50)
+        bundle = wire.decode_event(payload)
+        assert isinstance(bundle, Bundle) and bundle.seq > 1
+        # the read's messages, in publish order, each exactly as on its own topic
+        assert [t for t, _ in bundle.messages] == ["tick.AAPL", "tick.MSFT"]
+        assert [(t.encode(), wire.encode(e)) for t, e in bundle.messages] == \
+            [(t, p) for t, p in per_topic]
+        assert isinstance(bundle.messages[1][1], Ticks)
+        assert fan.published()["bundle"] == bundle.seq
+        fan.flush()  # nothing pending: no bundle either
+        assert not bundles.poll(50)
+    finally:
+        bundles.close(0)
