@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 
 import msgspec
 import zmq
+import zmq.asyncio
 
 from ibhub import wire
 from ibhub.protocol import (
@@ -57,6 +58,7 @@ ROLES = ("trader", "readonly", "operator")
 MAX_NAME = 200
 MAX_TASKS = 1024  # concurrent slow requests; more are refused rather than queued unboundedly
 DRAIN_BATCH = 256  # requests handled per loop turn before the loop's other work runs
+POLL_FALLBACK_MS = 50  # loops without add_reader: the longest a lost edge delays a request
 
 
 class RequestHandler(Protocol):
@@ -190,13 +192,33 @@ class RpcServer:
         """Watch the socket until cancelled."""
         loop = self._loop = asyncio.get_running_loop()
         fd = self._sock.FD
-        loop.add_reader(fd, self._drain)
+        try:
+            loop.add_reader(fd, self._drain)
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            try:
+                await self._poll_forever()
+            finally:
+                self._loop = None
+            return
         try:
             self._drain()  # requests queued before the reader was registered
             await loop.create_future()  # until cancelled
         finally:
             loop.remove_reader(fd)
             self._loop = None
+
+    async def _poll_forever(self) -> None:
+        """Fallback: wait for requests with zmq.asyncio's poller, then drain. The
+        timeout bounds the wait should a send have taken the edge of a waiting request."""
+        sock = self.socket
+        if not isinstance(sock, zmq.asyncio.Socket):
+            sock = zmq.asyncio.Socket.from_socket(self._sock)
+        # (the hub's socket is a zmq.asyncio one: closing it clears the poller's reader)
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while True:
+            await poller.poll(POLL_FALLBACK_MS)
+            self._drain()
 
     async def close(self) -> None:
         for task in list(self._tasks):

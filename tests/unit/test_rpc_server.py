@@ -174,3 +174,47 @@ async def test_reply_to_a_gone_peer_is_counted(served) -> None:
     while server._tasks:
         await asyncio.sleep(0.001)
     assert server.dropped == 1
+
+
+async def test_loop_without_add_reader_falls_back_to_polling(monkeypatch) -> None:
+    """Windows' proactor loop has no add_reader (pyzmq's own poller then runs a
+    selector thread, which this test cannot have): requests are still served."""
+    loop = asyncio.get_running_loop()
+    add_reader = loop.add_reader
+    refused: list[object] = []
+
+    def no_add_reader_for_rpc(fd: Any, callback: Any, *args: Any) -> None:
+        if not refused:  # the first call is RpcServer.serve's; then pyzmq's poller
+            refused.append(fd)
+            raise NotImplementedError
+        add_reader(fd, callback, *args)
+
+    monkeypatch.setattr(loop, "add_reader", no_add_reader_for_rpc)
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    server = RpcServer(router, Handler())  # type: ignore[arg-type]
+
+    async def slow(req: PlaceOrder) -> Reply:
+        await asyncio.sleep(0)
+        return Ok(id=req.id)
+
+    server.register(PlaceOrder, slow, slow=True)
+    task = asyncio.create_task(server.serve())
+    dealer = zmq.Socket(ctx, zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        for i in range(1, 101):
+            send(dealer, GetStatus(id=i) if i % 2 else place(i))
+        assert sorted(r.id for r in await replies(dealer, 100)) == list(range(1, 101))
+        assert refused
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await server.close()
+        dealer.close(0)
+        router.close(0)
+        ctx.term()
