@@ -18,6 +18,16 @@ Design decisions:
   write before replying, so "journal before reply" holds while the loop keeps serving.
 * **Each operation in its own SAVEPOINT**, so one failing operation (a constraint) fails
   only its own future, not the batch.
+* **Checkpoints off the commit path.** SQLite's automatic checkpoint runs inside the
+  commit that takes the WAL past 1,000 pages (about every 200 commits here): that
+  commit, often an order's, took 5-14 ms instead of 0.3-1 ms (issue 7,
+  docs/performance.md). The writer's connection only checkpoints as a backstop
+  (``BACKSTOP_PAGES``); a second thread with its own connection runs a PASSIVE
+  checkpoint once ``checkpoint_every`` commits have accumulated and the writer is idle,
+  concurrently with the writer (WAL lets a checkpoint and a writer run at once). The
+  WAL restarts from its beginning at the first write after a checkpoint that copied
+  everything; one that could not (writes kept coming) is retried at the next idle
+  moment, and under writes without pause the backstop keeps the WAL bounded.
 * An append-only ``log`` table keeps the history (audit); ``orders`` and ``fills`` hold
   the latest state, which is what a restart restores.
 """
@@ -41,6 +51,8 @@ log = logging.getLogger(__name__)
 
 JOURNAL_FILE: Final = "orders.sqlite3"
 SCHEMA_VERSION: Final = 1
+CHECKPOINT_EVERY: Final = 100  # commits between background checkpoints (~5 pages each)
+BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~16 MB)
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -217,6 +229,18 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    def set_autocheckpoint(self, pages: int) -> None:
+        """Checkpoint inside a commit only once the WAL holds ``pages`` pages (0: never)."""
+        self._db.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """One PASSIVE checkpoint (never waits for, or blocks, a writer):
+        (busy, frames in the WAL, frames checkpointed), as ``PRAGMA wal_checkpoint``."""
+        # fetchall: a statement left unfinished would hold a read snapshot open, and
+        # the writer could then never restart the WAL from its beginning.
+        ((busy, frames, done),) = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return int(busy), int(frames), int(done)
+
     # ---------------------------------------------------------------- transactions
 
     def run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
@@ -385,19 +409,34 @@ class JournalWriter:
     so events published from callbacks keep their order.
     """
 
-    def __init__(self, journal_factory: Callable[[], Journal], *, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        journal_factory: Callable[[], Journal],
+        *,
+        max_batch: int = 512,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> None:
+        """``checkpoint_every``: commits between background checkpoints (0: none; the
+        writer's connection then checkpoints inside commits, SQLite's default)."""
         self._factory = journal_factory
         self._max_batch = max_batch
+        self._checkpoint_every = checkpoint_every
         self._queue: queue.SimpleQueue[_Op | _Stop] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_due = threading.Event()
+        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
         self.batches = 0  # commits so far (observability; tests)
         self.ops = 0
+        self.checkpoints = 0  # background checkpoints run
+        self._since_checkpoint = 0  # commits since the last complete one
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ibhub-journal", daemon=True)
         self._thread.start()
         await asyncio.to_thread(self._ready.wait)
@@ -405,6 +444,11 @@ class JournalWriter:
             raise JournalError(f"cannot open the order journal: {self._open_error}") from (
                 self._open_error
             )
+        if self._checkpoint_every > 0:
+            self._checkpointer = threading.Thread(
+                target=self._run_checkpoints, name="ibhub-journal-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
     async def stop(self) -> None:
         """Finish every queued write, then close the database."""
@@ -413,6 +457,11 @@ class JournalWriter:
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            self._stopping = True
+            self._checkpoint_due.set()
+            await asyncio.to_thread(checkpointer.join)
 
     def write_then(
         self,
@@ -446,6 +495,8 @@ class JournalWriter:
     def _run(self) -> None:
         try:
             journal = self._factory()
+            if self._checkpoint_every > 0:
+                journal.set_autocheckpoint(BACKSTOP_PAGES)
         except (sqlite3.Error, OSError, JournalError) as exc:
             self._open_error = exc
             self._ready.set()
@@ -480,6 +531,10 @@ class JournalWriter:
             results = [JournalError(f"journal commit failed: {exc}")] * len(batch)
         self.batches += 1
         self.ops += len(batch)
+        self._since_checkpoint += 1
+        every = self._checkpoint_every
+        if every > 0 and self._since_checkpoint >= every and self._queue.empty():
+            self._checkpoint_due.set()
         for (fn, _args, _cb), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("journal %s failed: %s", getattr(fn, "__name__", fn), result)
@@ -489,6 +544,35 @@ class JournalWriter:
             self._loop.call_soon_threadsafe(_run_callbacks, callbacks)
         except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
             log.debug("journal batch finished after the event loop closed")
+
+
+    # ---------------------------------------------------------------- checkpoint thread
+
+    def _run_checkpoints(self) -> None:
+        """PASSIVE checkpoints on a connection of their own, when the writer asks
+        (idle, ``checkpoint_every`` commits since the last complete checkpoint)."""
+        try:
+            journal = self._factory()
+        except (sqlite3.Error, OSError, JournalError) as exc:
+            log.warning("order journal: no background checkpoints (%s); the writer "
+                        "checkpoints past %d WAL pages instead", exc, BACKSTOP_PAGES)
+            return
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._stopping:
+                    return
+                try:
+                    _busy, frames, copied = journal.checkpoint()
+                except sqlite3.Error as exc:  # the writer asks again when next idle
+                    log.warning("order journal checkpoint failed: %s", exc)
+                    continue
+                self.checkpoints += 1
+                if copied >= frames:
+                    self._since_checkpoint = 0
+        finally:
+            journal.close()
 
 
 def _run_callbacks(callbacks: list[tuple[Callable[[Any], None], Any]]) -> None:
