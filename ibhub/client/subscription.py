@@ -70,7 +70,7 @@ class Subscription:
         if self.callback is not None:
             try:
                 result = self.callback(event)
-                if asyncio.iscoroutine(result):
+                if result is not None and asyncio.iscoroutine(result):
                     self._hub._spawn(result, f"callback {self.topic}")
             except Exception:
                 log.exception("subscription callback for %s raised; continuing", self.topic)
