@@ -11,8 +11,9 @@ SDK sends.
 1. Latency: ``--orders`` market orders of 1 share, one at a time, ``--interval``
    seconds apart (slower than the hub's per-script order rate, 20/s, and the
    Gateway's 50 messages/s, so pacing never queues them): place -> ``order_accepted``
-   reply (ack), place -> ``filled`` event; the same count through ib_insync
-   ``placeOrder`` -> ``filledEvent``, same spacing, its own connection.
+   reply (ack), place -> ``filled`` event; the same count through the SDK
+   (``AsyncHub.place_order`` returning, and ``wait_done``); the same count through
+   ib_insync ``placeOrder`` -> ``filledEvent``, same spacing, its own connection.
 2. Sustained rate: five scripts place ``--burst-orders`` orders as fast as the hub
    accepts them, against a simulator enforcing IB's 50 messages/s; figures: orders/s
    accepted, orders/s reaching the Gateway, fills/s, and how many the Gateway refused
@@ -228,6 +229,33 @@ def hub_latency(pub: str, rpc: str, n: int, interval: float) -> tuple[list[float
     return acks, fills
 
 
+async def sdk_latency(pub: str, rpc: str, n: int,
+                      interval: float) -> tuple[list[float], list[float]]:
+    """The same orders through the SDK (``AsyncHub.place_order``, stdlib asyncio as a
+    script would run it): place -> the call returns (ack), and -> ``wait_done`` (fill)."""
+    from ibhub.client import AsyncHub
+
+    acks: list[float] = []
+    fills: list[float] = []
+    async with AsyncHub(pub, rpc, name="bench-orders-sdk") as hub:
+        ticked = asyncio.Event()  # a price for the hub's risk band, as WireClient waits
+        await hub.subscribe("AAPL", callback=lambda _ev: ticked.set())
+        await asyncio.wait_for(ticked.wait(), 10)
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        for _ in range(n):
+            next_at += interval
+            t0 = time.perf_counter()
+            order = await hub.place_order("AAPL", "BUY", 1)
+            acks.append(time.perf_counter() - t0)
+            await order.wait_done(10)
+            if order.status != "Filled":
+                raise RuntimeError(f"order not filled: {order}")
+            fills.append(time.perf_counter() - t0)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    return acks, fills
+
+
 async def direct_latency(port: int, n: int, interval: float) -> list[float]:
     from ib_insync import IB, MarketOrder, Stock
 
@@ -312,6 +340,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     with HubProcess(hub_main, args.journal_sync) as h:
         acks, fills = hub_latency(h.pub, h.rpc, args.orders, args.interval)
         out["ack"], out["fill"] = acks, fills
+        out["sdk_ack"], out["sdk_fill"] = asyncio.run(
+            sdk_latency(h.pub, h.rpc, args.orders, args.interval))
         out["direct"] = asyncio.run(direct_latency(h.sim.port, args.orders, args.interval))
     # sustained rate against IB's own pacing limit (a fresh simulator, 50 msgs/s per client)
     with HubProcess(hub_main, args.journal_sync, max_msg_rate=50.0) as h:
@@ -338,6 +368,8 @@ def main() -> None:
     ms = "{:.2f}"
     rows = []
     for label, key in (("hub: place -> ack", "ack"), ("hub: place -> fill event", "fill"),
+                       ("SDK: place_order -> ack", "sdk_ack"),
+                       ("SDK: place_order -> filled (wait_done)", "sdk_fill"),
                        ("direct ib_insync: placeOrder -> fill", "direct")):
         rows.append([label, str(len(runs[0][key])),
                      spread((1e3 * pct(r[key], 50) for r in runs), ms),
