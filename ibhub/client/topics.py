@@ -41,12 +41,15 @@ _EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar}
 class TopicEntry:
     """One market-data topic: how to resubscribe it, its readers, its sequence state."""
 
-    __slots__ = ("kind", "latest", "pending", "sequencer", "spec", "subs", "topic", "warned")
+    __slots__ = (
+        "expected", "kind", "latest", "pending", "sequencer", "spec", "subs", "topic", "warned",
+    )
 
     def __init__(self, topic: str, spec: ContractSpec, kind: str) -> None:
         self.topic = topic
         self.spec = spec
         self.kind = kind
+        self.expected = _EXPECTED[kind]  # the event type of this topic (Tick or Bar)
         self.subs: list[Subscription] = []
         self.latest: Event | None = None
         self.pending = False  # the hub does not hold it for the current lease yet
@@ -172,7 +175,7 @@ class TopicTable:
             log.debug("event on %s, which no subscription here wants (prefix match)", topic)
 
     def _deliver(self, entry: TopicEntry, event: Event) -> None:
-        if not isinstance(event, _EXPECTED[entry.kind]):
+        if type(event) is not entry.expected:
             log.warning("ignoring an unexpected %s event on %s", type(event).__name__, entry.topic)
             return
         entry.latest = event
@@ -180,7 +183,7 @@ class TopicTable:
             sub._deliver(event)
 
     def _deliver_all(self, entry: TopicEntry, events: Sequence[Event]) -> None:
-        if type(events[0]) is not _EXPECTED[entry.kind]:
+        if type(events[0]) is not entry.expected:
             log.warning("ignoring unexpected %s events on %s", type(events[0]).__name__,
                         entry.topic)
             return
