@@ -66,6 +66,9 @@ class OrderSettings:
     pacer_burst: float = 5.0
     journal_sync: str = "FULL"
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
+    # seconds an ended order waits in ib_insync's caches for missing executions or
+    # commissions before it is pruned anyway (ibhub.trade_cache); None: never prune
+    ib_cache_grace: float | None = 60.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> OrderSettings:
@@ -166,7 +169,9 @@ class OrderService:
         if self._own_pacer:
             self.pacer.start()
         self.risk.set_upstream(port, ())
-        self.gateway = IbOrderGateway(ib, client_id=client_id, connected=connected)
+        self.gateway = IbOrderGateway(
+            ib, client_id=client_id, connected=connected, cache_grace=s.ib_cache_grace
+        )
         self.gateway.on_order_error_unrouted = self._order_error
         self.book = OrderBook(
             upstream=self.gateway,
@@ -269,11 +274,13 @@ class OrderService:
     def status(self) -> dict[str, Any]:
         """Trading state for status/diagnostics: queue depth, live guard, counts."""
         book = self.book
+        cache = self.gateway.cache if self.gateway is not None else None
         return {
             "trading": self.risk.trading_blocked or "allowed",
             "queue": self.pacer.depth(),
             "sent": self.pacer.sent,
             "working_orders": len(book.store.working) if book else 0,
+            "ib_cache": cache.sizes() if cache is not None else {},
         }
 
 

@@ -92,6 +92,12 @@ class OrderUpdates:
             return store.by_key.get(parsed)
         return None
 
+    def find(
+        self, order_id: int, client_id: int, perm_id: int, order_ref: str = ""
+    ) -> OrderRecord | None:
+        """The book's record of an upstream order, or None (never adopts)."""
+        return self._lookup(order_id, client_id, perm_id, order_ref)
+
     def _adopt(self, o: UpstreamOrder) -> OrderRecord | None:
         """An order the book does not know: ours by orderRef (journal lost), else external."""
         parsed = parse_order_ref(o.order_ref) if o.client_id == self._up.client_id else None

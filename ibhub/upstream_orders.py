@@ -17,6 +17,10 @@ Two ib_insync behaviours it corrects for:
 * Start-up sync (open orders, executions) fires no events, so after every (re)connect
   :meth:`IbOrderGateway.reconcile` feeds the session's trades, fills and completed
   orders to the book and seeds the account cache.
+
+And one it works around: ib_insync caches every order and fill of the session until
+it ends. :class:`~ibhub.trade_cache.TradeCache` prunes ended orders once the book holds
+them; this adapter is its view of the book (:class:`~ibhub.trade_cache.BookView`).
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from ibhub.order_feed import (
     UpstreamOrder,
     UpstreamStatus,
 )
+from ibhub.order_store import EPS, TERMINAL
 from ibhub.order_updates import ReconcileReport
 from ibhub.orders import OrderBook
 from ibhub.protocol import ContractSpec
+from ibhub.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +112,10 @@ def trade_to_status(trade: Any) -> UpstreamStatus:
 
 
 def fill_to_execution(fill: Any) -> UpstreamExecution:
-    e, c = fill.execution, fill.contract
-    when = e.time or fill.time
+    return execution_to_upstream(fill.contract, fill.execution, fill.execution.time or fill.time)
+
+
+def execution_to_upstream(c: Any, e: Any, when: Any) -> UpstreamExecution:
     return UpstreamExecution(
         exec_id=e.execId,
         order_id=int(e.orderId),
@@ -140,8 +148,20 @@ def report_to_commission(report: Any) -> UpstreamCommission:
 class IbOrderGateway:
     """Implements ``OrderUpstream`` on an ib_insync ``IB`` and feeds the book its events."""
 
-    def __init__(self, ib: IB, *, client_id: int, connected: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        ib: IB,
+        *,
+        client_id: int,
+        connected: Callable[[], bool],
+        cache_grace: float | None = GRACE,
+    ) -> None:
+        """``cache_grace``: seconds an ended order may wait in ib_insync's caches for its
+        missing executions or commissions (:mod:`ibhub.trade_cache`); None keeps
+        ib_insync's caches unpruned."""
         self._ib = ib
+        self._cache_grace = cache_grace
+        self.cache: TradeCache | None = None
         self._client_id = client_id
         self._connected = connected
         self._book: OrderBook | None = None
@@ -221,6 +241,9 @@ class IbOrderGateway:
             ib.execDetailsEvent += self._on_exec
             ib.commissionReportEvent += self._on_commission
             ib.errorEvent += self._on_error
+            if self._cache_grace is not None:
+                self.cache = TradeCache(ib, self, grace=self._cache_grace)
+                self.cache.install()
         if account is not None:
             ib.accountValueEvent += self._on_account_value
             ib.accountSummaryEvent += self._on_summary
@@ -235,6 +258,9 @@ class IbOrderGateway:
             ib.execDetailsEvent -= self._on_exec
             ib.commissionReportEvent -= self._on_commission
             ib.errorEvent -= self._on_error
+        if self.cache is not None:
+            self.cache.uninstall()
+            self.cache = None
         if self._account is not None:
             ib.accountValueEvent -= self._on_account_value
             ib.accountSummaryEvent -= self._on_summary
@@ -268,6 +294,60 @@ class IbOrderGateway:
         ended = book.updates.on_order_error(req_id, code, message, is_warning(code))
         if not ended and not is_warning(code) and self.on_order_error_unrouted is not None:
             self.on_order_error_unrouted(req_id, code, message)
+
+    # ------------------------------------------------------------------ BookView (trade_cache)
+
+    def _record(self, order_id: int, client_id: int, perm_id: int, ref: str = "") -> Any:
+        if self._book is None:
+            return None
+        return self._book.updates.find(int(order_id), int(client_id), int(perm_id), ref)
+
+    def trade_state(self, trade: Any) -> str:
+        o, s = trade.order, trade.orderStatus
+        rec = self._record(o.orderId, o.clientId, o.permId or s.permId or 0, o.orderRef or "")
+        if rec is None or self._book is None:
+            return UNKNOWN
+        if rec.status not in TERMINAL:
+            return WORKING
+        fills, shares = self._book.store.fills, 0.0
+        for f in trade.fills:
+            got = fills.get(f.execution.execId)
+            if got is None or got.commission is None:
+                return PENDING
+            shares += float(f.execution.shares)
+        # executions the status already counts but that have not arrived yet
+        return PENDING if shares < float(s.filled or 0.0) - EPS else SETTLED
+
+    def fill_settled(self, exec_id: str) -> bool:
+        fill = None if self._book is None else self._book.store.fills.get(exec_id)
+        return fill is not None and fill.commission is not None
+
+    def knows_fill(self, exec_id: str) -> bool:
+        return self._book is not None and exec_id in self._book.store.fills
+
+    def knows_order(self, order_id: int, client_id: int, perm_id: int) -> bool:
+        return self._record(order_id, client_id, perm_id) is not None
+
+    def late_execution(self, contract: Any, execution: Any) -> None:
+        if self._book is not None:
+            e = execution_to_upstream(contract, execution, execution.time)
+            self._book.updates.on_execution(e)
+
+    def late_commission(self, report: Any) -> None:
+        if self._book is not None:
+            self._book.updates.on_commission(report_to_commission(report))
+
+    def late_status(
+        self, order_id: int, client_id: int, perm_id: int, status: str, filled: float,
+        remaining: float, avg_fill_price: float, last_fill_price: float, why_held: str,
+    ) -> None:  # fmt: skip
+        if self._book is not None:
+            self._book.updates.on_order_status(UpstreamStatus(
+                int(order_id), int(client_id), int(perm_id), status, float(filled),
+                float(remaining), float(avg_fill_price), float(last_fill_price), why_held or "",
+            ))  # fmt: skip
+
+    # ------------------------------------------------------------------ account
 
     def _on_account_value(self, v: Any) -> None:
         if self._account is not None and not v.modelCode:
@@ -350,6 +430,8 @@ class IbOrderGateway:
                 )  # fmt: skip
             finally:
                 self._book.unwatch(in_flight)
+            if self.cache is not None:
+                self.cache.scan()  # the sync re-listed the day's ended orders and fills
         if self._account is not None:
             for v in ib.accountValues():
                 self._on_account_value(v)

@@ -93,6 +93,11 @@ class Broker:
         # Opt-in: LMT / STP LMT orders fill at most the size shown at the touch per quote, so
         # hub tests can see partial fills. MKT, STP and TRAIL orders always fill whole.
         self.partial_fills = False
+        # Opt-in: the live fill reports named here ("execDetails", "commissionReport") wait
+        # for release_reports(), so tests can deliver them after the order's final status
+        # (a real Gateway may send a commission report seconds after its execution).
+        self.hold_reports: set[str] = set()
+        self._held_reports: list[tuple[SimOrder, list[object]]] = []
         self._handlers: dict[int, Callable[[SessionLike, Sequence[str]], None]] = {
             3: self._place_order,
             4: self._cancel_order,
@@ -523,16 +528,29 @@ class Broker:
         if order.remaining <= 1e-9:
             self._unrest(entry)
             self._complete(order, Status.FILLED)
-        self._send_owner(order, msg.exec_details(-1, ex, inst, entry.exchange))
+        self._fill_report(order, "execDetails", msg.exec_details(-1, ex, inst, entry.exchange))
         self._send_owner(order, msg.order_status(order))
         if order.status == Status.FILLED:
             self._send_owner(order, msg.open_order(order, inst, entry.exchange))
-        self._send_owner(order, msg.commission_report(ex))
+        self._fill_report(order, "commissionReport", msg.commission_report(ex))
         log.info("filled %s %s %g %s @ %s (client %s order %s)", order.account, order.side,
                  shares, inst.symbol, price, order.client_id, order.order_id)
         if order.status == Status.FILLED:
             self._after_filled(entry)
         self.feed.account_changed(order.account, inst.con_id)
+
+    def _fill_report(self, order: SimOrder, kind: str, fields: list[object]) -> None:
+        if kind in self.hold_reports:
+            self._held_reports.append((order, fields))
+        else:
+            self._send_owner(order, fields)
+
+    def release_reports(self) -> int:
+        """Send the fill reports held by ``hold_reports``, in order; how many were sent."""
+        held, self._held_reports = self._held_reports, []
+        for order, fields in held:
+            self._send_owner(order, fields)
+        return len(held)
 
     def _after_filled(self, entry: _Entry) -> None:
         """Bracket children start working; OCA partners and bracket siblings are cancelled."""
