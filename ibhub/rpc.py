@@ -164,7 +164,7 @@ class RpcServer:
         # A plain view of the same socket (a zmq.asyncio socket is served the same way:
         # its own machinery stays idle because nothing awaits on it).
         self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
-        self._recv = _fast_receiver(self._sock)
+        self._recv = wire.fast_receiver(self._sock)
         self.handler = handler
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -384,22 +384,3 @@ class RpcServer:
                 self._schedule_drain()
         except zmq.ZMQError:  # closed during shutdown
             pass
-
-
-def _fast_receiver(sock: zmq.Socket[bytes]) -> Callable[[], list[bytes]]:
-    """``sock.recv_multipart(zmq.NOBLOCK)`` without pyzmq's per-frame ``RCVMORE``
-    option lookup (the backend's ``recv(copy=False)`` gives a Frame whose ``more`` is
-    free; the same technique as the SDK's ``client.stream.fast_receiver``). Raises
-    ``zmq.Again`` when nothing is queued; the frames of a message arrive together."""
-    recv = zmq.backend.Socket.recv.__get__(sock)
-    noblock = int(zmq.NOBLOCK)
-
-    def receive() -> list[bytes]:
-        frame = recv(noblock, False)
-        frames = [frame.bytes]
-        while frame.more:
-            frame = recv(noblock, False)
-            frames.append(frame.bytes)
-        return frames
-
-    return receive

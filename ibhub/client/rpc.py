@@ -35,7 +35,6 @@ import zmq.asyncio
 from ibhub import wire
 from ibhub.client.curve import ClientCurve, HandshakeWatch
 from ibhub.client.errors import HubError, HubTimeout
-from ibhub.client.stream import fast_receiver
 from ibhub.protocol import Error, Reply, Request
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ class RpcChannel:
             )
             return
         self._loop, self._plain, self._fd = loop, plain, fd
-        self._receive = fast_receiver(plain)
+        self._receive = wire.fast_receiver(plain)
         self._schedule_drain()
 
     async def close(self) -> None:

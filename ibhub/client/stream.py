@@ -29,29 +29,6 @@ _MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 DRAIN_BATCH = 1000  # messages handled per burst before yielding to other tasks
 
 
-def fast_receiver(sock: zmq.Socket[bytes]) -> Callable[[], list[bytes]]:
-    """``sock.recv_multipart(zmq.NOBLOCK)`` at a quarter of the cost (raises ``zmq.Again``).
-
-    pyzmq's ``recv_multipart`` asks for ``RCVMORE`` through its Python option layer
-    after every frame (~0.9 us a call); the backend's ``recv`` with ``copy=False``
-    returns a Frame whose ``more`` flag is free. Measured on a two-frame event:
-    4.9 us -> 1.75 us per message. The frames of a message arrive together, so
-    only the first receive can find nothing queued.
-    """
-    recv = zmq.backend.Socket.recv.__get__(sock)  # skips the sugar wrapper too
-    noblock = int(zmq.NOBLOCK)
-
-    def receive() -> list[bytes]:
-        frame = recv(noblock, False)
-        frames = [frame.bytes]
-        while frame.more:
-            frame = recv(noblock, False)
-            frames.append(frame.bytes)
-        return frames
-
-    return receive
-
-
 class EventStream:
     """One SUB socket, its reader task and its connection monitor."""
 
@@ -97,7 +74,7 @@ class EventStream:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch(self._monitor), name="ibhub-sub-monitor")]
         plain: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
-        self._receive = fast_receiver(plain)
+        self._receive = wire.fast_receiver(plain)
         fd = int(plain.getsockopt(zmq.FD))
         try:
             loop.add_reader(fd, self._drain)
@@ -186,11 +163,11 @@ class EventStream:
 
         ``zmq.asyncio`` costs ~30 us per awaited receive (a Future and a poller
         update); draining a burst through a blocking-API shadow of the same socket
-        with NOBLOCK (:func:`fast_receiver`) costs ~2 us per message, so a burst is
+        with NOBLOCK (:func:`ibhub.wire.fast_receiver`) costs ~2 us per message, so a burst is
         handled at several times the rate. ``DRAIN_BATCH`` bounds how long one
         burst holds the loop.
         """
-        drain = fast_receiver(zmq.Socket.shadow(sock.underlying))
+        drain = wire.fast_receiver(zmq.Socket.shadow(sock.underlying))
         handle = self._handle
         while True:
             handle(await sock.recv_multipart())

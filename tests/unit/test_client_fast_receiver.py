@@ -1,11 +1,11 @@
-"""``fast_receiver``: the SDK's cheap NOBLOCK multipart receive keeps every frame boundary."""
+"""``fast_receiver``: the cheap NOBLOCK multipart receive (SDK and hub) keeps every frame boundary."""
 
 from __future__ import annotations
 
 import pytest
 import zmq
 
-from ibhub.client.stream import fast_receiver
+from ibhub.wire import fast_receiver
 from tests.helpers import wait_until
 
 
