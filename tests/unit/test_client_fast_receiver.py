@@ -1,4 +1,4 @@
-"""``fast_receiver``: the cheap NOBLOCK multipart receive (SDK and hub) keeps every frame boundary."""
+"""``wire.fast_receiver``: the cheap NOBLOCK multipart receive keeps every frame boundary."""
 
 from __future__ import annotations
 
