@@ -36,7 +36,12 @@ from orders import WireClient, place_req
 
 
 def hub_main(
-    conn: Connection, gateway_port: int, data_dir: str, grace: float | None, trace: bool = False
+    conn: Connection,
+    gateway_port: int,
+    data_dir: str,
+    grace: float | None,
+    trace: bool = False,
+    throttle: bool = False,
 ) -> None:
     """A hub on the simulator with its order service; answers "stats" until "stop"
     (and "top": where the Python heap grew since the previous "top", with ``trace``)."""
@@ -59,7 +64,8 @@ def hub_main(
             while not (hub.upstream and hub.upstream.connected):
                 await asyncio.sleep(0.02)
             hub.pacer.rate, hub.pacer.burst = 5_000.0, 500.0  # see the module doc
-            hub.upstream.ib.client.MaxRequests = 0  # ib_insync's own 45/s throttle
+            if not throttle:
+                hub.upstream.ib.client.MaxRequests = 0  # ib_insync's own 45/s throttle
             svc = await attach_orders(hub, ib_cache_grace=grace, order_rate=100_000.0,
                                       order_burst=100_000.0)  # fmt: skip
             await asyncio.wait_for(svc.reconciled.wait(), 30)
@@ -96,12 +102,12 @@ def hub_main(
 
 
 class Hub:
-    def __init__(self, grace: float | None, trace: bool = False) -> None:
+    def __init__(self, grace: float | None, trace: bool = False, throttle: bool = False) -> None:
         self.sim = SimProcess(stamp="slice", tick_rate=4.0)
         self._dir = tempfile.TemporaryDirectory(prefix="ibhub-bench-ordmem-")
         self.conn, child = SPAWN.Pipe()
-        self.proc = SPAWN.Process(target=hub_main, args=(child, self.sim.port, self._dir.name,
-                                                         grace, trace), daemon=True)  # fmt: skip
+        args = (child, self.sim.port, self._dir.name, grace, trace, throttle)
+        self.proc = SPAWN.Process(target=hub_main, args=args, daemon=True)
         self.proc.start()
         if not self.conn.poll(60):
             raise TimeoutError("hub did not start")
@@ -166,9 +172,11 @@ def settle(hub: Hub, c: WireClient, total: int, pruning: bool, timeout: float = 
         time.sleep(0.5)
 
 
-def run_mode(mode: str, orders: int, warmup: int, trace: bool, steps: int) -> dict[str, Any]:
+def run_mode(
+    mode: str, orders: int, warmup: int, trace: bool, steps: int, throttle: bool
+) -> dict[str, Any]:
     pruning = mode == "on"
-    hub = Hub(None if not pruning else 60.0, trace)
+    hub = Hub(None if not pruning else 60.0, trace, throttle)
     ctx: zmq.Context[Any] = zmq.Context()
     c = WireClient(ctx, hub.pub, hub.rpc, f"bench-mem-{mode}")
     c.sub.setsockopt(zmq.UNSUBSCRIBE, f"order.{c.lease}".encode())  # only the hub's stats
@@ -207,12 +215,17 @@ def main() -> None:
         action="store_true",
         help="also show where the hub's Python heap grew (tracemalloc; slower)",
     )
+    ap.add_argument(
+        "--throttle",
+        action="store_true",
+        help="keep ib_insync's 45 requests/s throttle (orders at ~43/s)",
+    )
     args = ap.parse_args()
     print(f"# {machine()}")
     print(f"# command: python bench/order_memory.py {' '.join(sys.argv[1:])}".rstrip())
     rows = []
     for mode in args.modes.split(","):
-        r = run_mode(mode.strip(), args.orders, args.warmup, args.trace, args.steps)
+        r = run_mode(mode.strip(), args.orders, args.warmup, args.trace, args.steps, args.throttle)
         b, a = r["before"], r["after"]
         if args.steps > 1:
             print(
