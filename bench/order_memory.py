@@ -13,7 +13,8 @@ Modes: ``off`` keeps ib_insync's caches as ib_insync leaves them (``ib_cache_gra
 the hub before pruning); ``on`` prunes with the default grace (60 s). Pacing is lifted
 for the run (hub pacer and per-script order rate raised, the simulator's message limit
 too, and ib_insync's own 45/s throttle): memory per order does not depend on the rate,
-and 5,000 orders at IB's 50/s would take minutes per mode.
+and 5,000 orders at IB's 50/s would take minutes per mode. ``--throttle`` keeps the
+hub's pacer (40/s) as in production: orders wait in its queue, not in ib_insync's.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def hub_main(
         async with HubServer(settings) as hub:
             while not (hub.upstream and hub.upstream.connected):
                 await asyncio.sleep(0.02)
-            hub.pacer.rate, hub.pacer.burst = 5_000.0, 500.0  # see the module doc
-            if not throttle:
+            if not throttle:  # see the module doc
+                hub.pacer.rate, hub.pacer.burst = 5_000.0, 500.0
                 hub.upstream.ib.client.MaxRequests = 0  # ib_insync's own 45/s throttle
             svc = await attach_orders(hub, ib_cache_grace=grace, order_rate=100_000.0,
                                       order_burst=100_000.0)  # fmt: skip
@@ -218,7 +219,7 @@ def main() -> None:
     ap.add_argument(
         "--throttle",
         action="store_true",
-        help="keep ib_insync's 45 requests/s throttle (orders at ~43/s)",
+        help="keep the hub's pacing (40 messages/s to the Gateway)",
     )
     args = ap.parse_args()
     print(f"# {machine()}")
