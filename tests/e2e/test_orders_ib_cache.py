@@ -165,3 +165,33 @@ async def test_a_commission_late_within_the_grace_period_keeps_the_order_cached(
     await wait_until(lambda: "commission" in kinds(lst, c.lease), 5.0, "commission")
     assert cache.late_routed == routed  # ib_insync still had the fill: the usual path
     await wait_until(lambda: empty(cached(hub, {r.order_id})), 5.0, "pruned once complete")
+
+
+async def test_a_reconnect_relists_ended_orders_and_they_are_pruned_again(
+    make_hub: HubFactory, hub_sim: SimGateway,
+    clients: Callable[..., RawClient], listeners: Callable[..., Listener],
+) -> None:  # fmt: skip
+    hub = await pruning_hub(make_hub)
+    c = clients(hub.rpc_endpoint)
+    await c.hello("again")
+    lst = listeners(hub.pub_endpoint, "order.", "tick.AAPL")
+    await watching(lst, c)
+    replies = [await c.request(place(c, f"r-{i}")) for i in range(4)]
+    ids = {r.order_id for r in replies}  # type: ignore[union-attr]
+    await wait_until(lambda: kinds(lst, c.lease).count("commission") == 4, 5.0, "commissions")
+    await wait_until(lambda: empty(cached(hub, ids)), 5.0, "pruned")
+    seen = list(kinds(lst, c.lease))
+    svc = hub.orders
+    pruned = svc.gateway.cache.pruned_trades
+    svc.reconciled.clear()
+    await hub_sim.restart(0.1)
+    # ib_insync's start-up sync re-lists the day's ended orders and executions...
+    await wait_until(svc.reconciled.is_set, 10.0, "reconciled after the reconnect")
+    # ...and the scan after reconciling prunes them again, without a second event
+    await wait_until(lambda: empty(cached(hub, ids)), 5.0, "pruned again")
+    assert svc.gateway.cache.pruned_trades >= pruned + 4  # they were cached again
+    assert kinds(lst, c.lease) == seen
+    done = await c.request(GetCompletedOrders(id=c.next_id(), lease=c.lease))
+    assert isinstance(done, OrdersReply)
+    assert {o.order_id for o in done.orders} == ids
+    assert all(o.status == "Filled" and o.commission > 0 for o in done.orders)
