@@ -110,7 +110,15 @@ def spread(values: Iterable[float], fmt: str = "{:,.0f}") -> str:
     return f"{fmt.format(med)} [{fmt.format(min(vals))}-{fmt.format(max(vals))}]"
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+                markdown: bool = False) -> None:
+    if markdown:  # for docs/performance.md
+        print("| " + " | ".join(headers) + " |")
+        print("|" + "---|" * len(headers))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        sys.stdout.flush()
+        return
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))

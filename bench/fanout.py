@@ -389,7 +389,7 @@ COLUMNS = [
 ]
 
 
-def report(results: list[dict[str, Any]], duration: float) -> None:
+def report(results: list[dict[str, Any]], duration: float, markdown: bool = False) -> None:
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     order: list[tuple[str, int, str]] = []
     for r in results:
@@ -406,7 +406,7 @@ def report(results: list[dict[str, Any]], duration: float) -> None:
                      *(spread((r[k] for r in rs), fmt) for _, k, fmt in COLUMNS)])
     print(f"\nfan-out, {duration:g} s windows, {len(results)} cells "
           "(median [min-max] over repeats)")
-    print_table(["rate", "subs", "mode", *(c for c, _, _ in COLUMNS)], rows)
+    print_table(["rate", "subs", "mode", *(c for c, _, _ in COLUMNS)], rows, markdown)
     # hub vs direct, per rate and subscriber count, from the same run
     ratio_rows = []
     for rate, subs, mode in order:
@@ -435,7 +435,7 @@ def report(results: list[dict[str, Any]], duration: float) -> None:
               "(hub + subscribers) / direct scripts, the same per delivered tick, "
               "latency difference")
         print_table(["rate", "subs", "mode", "got ratio", "CPU ratio", "CPU/tick ratio",
-                     "p50 +us", "p99 +us"], ratio_rows)
+                     "p50 +us", "p99 +us"], ratio_rows, markdown)
 
 
 def main() -> None:
@@ -456,10 +456,11 @@ def main() -> None:
                         "slices mean smaller bursts, closer to per-hop latency")
     p.add_argument("--out", help="append each cell's figures to this JSON-lines file")
     p.add_argument("--report", metavar="FILE", help="only print the tables of a saved --out file")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = p.parse_args()
     if args.report:
         saved = [json.loads(line) for line in open(args.report) if line.strip()]
-        report(saved, float("nan"))
+        report(saved, float("nan"), args.markdown)
         return
     if args.quick:
         args.duration, args.warmup, args.rates = 3.0, 1.0, "10000,flat"
@@ -491,7 +492,7 @@ def main() -> None:
                           f"p50 {r['p50']:>6,.0f}  p99 {r['p99']:>7,.0f} us  "
                           f"(hub->sub {r['hop50']:,.0f}/{r['hop99']:,.0f})  "
                           f"hub {r['hub_cpu']:.2f}s subs {r['sub_cpu']:.2f}s", flush=True)
-    report(results, args.duration)
+    report(results, args.duration, args.markdown)
     print(f"\ntotal {time.monotonic() - started:.0f} s")
 
 
