@@ -149,7 +149,15 @@ def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
 def raw_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx: int) -> None:
     """pyzmq + msgspec only: hello, subscribe, heartbeat over a DEALER; SUB for ticks."""
     from ibhub import wire
-    from ibhub.protocol import ContractSpec, Heartbeat, Hello, Subscribe, Tick, Ticks
+    from ibhub.protocol import (
+        PROTOCOL_VERSION,
+        ContractSpec,
+        Heartbeat,
+        Hello,
+        Subscribe,
+        Tick,
+        Ticks,
+    )
 
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
@@ -166,7 +174,7 @@ def raw_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
             raise TimeoutError(f"no reply to {type(req).__name__}")
         return wire.decode_reply(dealer.recv_multipart()[-1])
 
-    welcome = call(Hello(id=1, name=f"bench-raw-{idx}"))
+    welcome = call(Hello(id=1, name=f"bench-raw-{idx}", protocol=PROTOCOL_VERSION))
     lease, beat = welcome.lease, float(welcome.heartbeat_interval)
     for i, cid in enumerate(con_ids):
         reply = call(Subscribe(id=10 + i, lease=lease, contract=ContractSpec(con_id=cid)))

@@ -129,7 +129,7 @@ class WireClient:
 
     def __init__(self, ctx: zmq.Context[Any], pub: str, rpc: str, name: str) -> None:
         from ibhub import wire
-        from ibhub.protocol import ContractSpec, Hello, Subscribe
+        from ibhub.protocol import PROTOCOL_VERSION, ContractSpec, Hello, Subscribe
 
         self.wire = wire
         self.dealer = ctx.socket(zmq.DEALER)
@@ -139,7 +139,7 @@ class WireClient:
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(pub)
         self._id = 0
-        welcome = self.call(Hello(id=self.next_id(), name=name))
+        welcome = self.call(Hello(id=self.next_id(), name=name, protocol=PROTOCOL_VERSION))
         self.lease = welcome.lease
         self.sub.setsockopt(zmq.SUBSCRIBE, f"order.{self.lease}".encode())
         # Watch AAPL until a tick arrives: then the SUB socket is connected (no

@@ -43,7 +43,15 @@ def lease_holder(conn: Connection, pub: str, rpc: str, con_ids: list[int], lease
                  per_lease: int) -> None:
     """``leases`` DEALER leases heartbeating, their subscriptions, one SUB counting ticks."""
     from ibhub import wire
-    from ibhub.protocol import ContractSpec, Heartbeat, Hello, Subscribe, Subscribed, Welcome
+    from ibhub.protocol import (
+        PROTOCOL_VERSION,
+        ContractSpec,
+        Heartbeat,
+        Hello,
+        Subscribe,
+        Subscribed,
+        Welcome,
+    )
 
     ctx: zmq.Context[Any] = zmq.Context()
     socks = []
@@ -54,7 +62,8 @@ def lease_holder(conn: Connection, pub: str, rpc: str, con_ids: list[int], lease
         d = ctx.socket(zmq.DEALER)
         d.setsockopt(zmq.LINGER, 0)
         d.connect(rpc)
-        d.send_multipart([b"", wire.encode(Hello(id=1, name=f"bench-scale-{k}"))])
+        hello = Hello(id=1, name=f"bench-scale-{k}", protocol=PROTOCOL_VERSION)
+        d.send_multipart([b"", wire.encode(hello)])
         if not d.poll(30_000):
             raise TimeoutError("no welcome")
         w = wire.decode_reply(d.recv_multipart()[-1])

@@ -91,7 +91,10 @@ class Request(Struct, frozen=True, tag_field="type", kw_only=True):
 class Hello(Request, frozen=True, tag="hello"):
     name: str
     role: str = "trader"  # "trader", "readonly" or "operator" (may also global-cancel)
-    protocol: int = PROTOCOL_VERSION
+    # The client's protocol version. A hello without it is a version-1 client (whose
+    # document gave it this default): refused, since it cannot read tick batches.
+    # Clients send PROTOCOL_VERSION explicitly.
+    protocol: int = 1
 
 
 class Heartbeat(Request, frozen=True, tag="heartbeat"):

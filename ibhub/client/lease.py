@@ -20,6 +20,7 @@ from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.rpc import RpcChannel
 from ibhub.client.topics import TopicTable
 from ibhub.protocol import (
+    PROTOCOL_VERSION,
     ErrorCode,
     Goodbye,
     Heartbeat,
@@ -161,7 +162,7 @@ class LeaseKeeper:
     # ------------------------------------------------------------------ internals
 
     def _hello(self) -> Hello:
-        return Hello(id=0, name=self.name, role=self.role)
+        return Hello(id=0, name=self.name, role=self.role, protocol=PROTOCOL_VERSION)
 
     def _adopt(self, welcome: Welcome) -> None:
         self.lease = welcome.lease

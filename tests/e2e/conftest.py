@@ -24,6 +24,7 @@ from ibhub import wire
 from ibhub.config import HubSettings
 from ibhub.hub import HubServer
 from ibhub.protocol import (
+    PROTOCOL_VERSION,
     TOPIC_STATUS,
     ContractSpec,
     Event,
@@ -149,7 +150,8 @@ class RawClient:
                 return reply
 
     async def hello(self, name: str, heartbeat: bool = True) -> Welcome:
-        reply = await self.request(Hello(id=self.next_id(), name=name))
+        reply = await self.request(Hello(id=self.next_id(), name=name,
+                                         protocol=PROTOCOL_VERSION))
         assert isinstance(reply, Welcome), reply
         self.lease = reply.lease
         if heartbeat:

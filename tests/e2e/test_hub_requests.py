@@ -98,6 +98,12 @@ async def test_unsupported_protocol_version(hub: HubServer, clients) -> None:
     reply = await c.request(Hello(id=4, name="old", protocol=1))
     assert isinstance(reply, Error) and reply.code == ErrorCode.UNSUPPORTED_VERSION
     assert "protocol 1" in reply.message and "upgrade" in reply.message
+    # A hello that does not say its version is a version-1 client (that document's
+    # default): refused too, rather than fed batches it would skip.
+    await c.send_raw(msgspec.msgpack.encode({"type": "hello", "id": 5, "name": "legacy"}))
+    reply = await c.recv_reply()
+    assert isinstance(reply, Error) and reply.code == ErrorCode.UNSUPPORTED_VERSION
+    assert reply.id == 5
 
 
 async def test_order_requests_not_served_yet_are_refused_cleanly(hub: HubServer,

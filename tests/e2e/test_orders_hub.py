@@ -18,6 +18,7 @@ from ibhub.hub import HubServer
 from ibhub.order_service import OrderService, attach_orders
 from ibhub.pacing import Priority
 from ibhub.protocol import (
+    PROTOCOL_VERSION,
     CancelOrder,
     CancelRequested,
     ContractSpec,
@@ -159,7 +160,8 @@ async def test_invalid_orders_never_reach_the_gateway(
         assert reply.reason == reason, (req.client_order_id, reply)
         assert reply.message
     reader = clients(order_hub.rpc_endpoint)
-    reply = await reader.request(Hello(id=reader.next_id(), name="viewer", role="readonly"))
+    reply = await reader.request(Hello(id=reader.next_id(), name="viewer", role="readonly",
+                                              protocol=PROTOCOL_VERSION))
     assert isinstance(reply, Welcome)
     reader.lease = reply.lease
     refused = await reader.request(place(reader, "ro"))

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from ibhub import wire
 from ibhub.protocol import (
+    PROTOCOL_VERSION,
     CancelOrder,
     ContractSpec,
     Error,
@@ -85,7 +86,8 @@ class Target:
         lease = self.c.lease
         aapl = ContractSpec(symbol="AAPL")
         reqs = [
-            Hello(id=1, name="fuzz"), Heartbeat(id=2, lease=lease), GetStatus(id=3),
+            Hello(id=1, name="fuzz", protocol=PROTOCOL_VERSION), Heartbeat(id=2, lease=lease),
+            GetStatus(id=3),
             Subscribe(id=4, lease=lease, contract=aapl), Unsubscribe(id=5, lease=lease,
                                                                    topic="tick.AAPL"),
             GetSnapshot(id=6, topic="tick."), GetContractDetails(id=7, contract=aapl),
