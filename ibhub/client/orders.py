@@ -38,11 +38,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from ibhub.client.errors import HubError, HubTimeout
 from ibhub.client.sequencer import TopicSequencer
-from ibhub.client.topics import TopicTable
+from ibhub.client.topics import TopicTable, last_value
 from ibhub.protocol import (
     TOPIC_ORDER,
     ContractSpec,
@@ -412,13 +410,7 @@ class OrderTracker:
         """Take the topic's baseline from its snapshot, then (after a gap) merge the
         hub's book into every tracked order."""
         seq = self.sequencer
-        event: Event | None = None
-        try:
-            event = await self._snapshot(topic)
-        except HubError as exc:
-            log.warning("snapshot of %s failed: %s", topic, exc)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("snapshot of %s had an undecodable event: %s", topic, exc)
+        event = await last_value(self._snapshot, topic)
         if seq is None or seq is not self.sequencer:
             return  # the lease moved on meanwhile
         seq.on_snapshot(event)

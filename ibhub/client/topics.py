@@ -38,6 +38,20 @@ log = logging.getLogger(__name__)
 _EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar}
 
 
+async def last_value(
+    snapshot: Callable[[str], Awaitable[Event | None]], topic: str
+) -> Event | None:
+    """``topic``'s last value through ``snapshot``; a failed or undecodable snapshot is
+    logged and gives ``None`` (the sequencer then goes on from live events)."""
+    try:
+        return await snapshot(topic)
+    except HubError as exc:
+        log.warning("snapshot of %s failed: %s", topic, exc)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("snapshot of %s had an undecodable event: %s", topic, exc)
+    return None
+
+
 class TopicEntry:
     """One market-data topic: how to resubscribe it, its readers, its sequence state."""
 
@@ -233,13 +247,7 @@ class TopicTable:
         if seq.recovering:
             return
         seq.sync(request=False)
-        event: Event | None = None
-        try:
-            event = await self._snapshot(TOPIC_STATUS)
-        except HubError as exc:
-            log.warning("snapshot of %s failed: %s", TOPIC_STATUS, exc)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("snapshot of %s had an undecodable event: %s", TOPIC_STATUS, exc)
+        event = await last_value(self._snapshot, TOPIC_STATUS)
         if seq is self.status:
             seq.on_snapshot(event)
 
@@ -248,13 +256,7 @@ class TopicTable:
 
     async def _fetch_snapshot(self, topic: str) -> None:
         before = self._sequencer_of(topic)
-        event: Event | None = None
-        try:
-            event = await self._snapshot(topic)
-        except HubError as exc:
-            log.warning("snapshot of %s failed: %s", topic, exc)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("snapshot of %s had an undecodable event: %s", topic, exc)
+        event = await last_value(self._snapshot, topic)
         seq = self._sequencer_of(topic)
         if seq is not None and seq is before:  # not replaced or removed meanwhile
             seq.on_snapshot(event)
