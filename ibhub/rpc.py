@@ -230,25 +230,19 @@ class RpcServer:
         """Handle every queued request (at most ``DRAIN_BATCH`` per loop turn)."""
         self._drain_scheduled = False
         self._draining = True
-        recv = self._recv
         try:
-            for _ in range(DRAIN_BATCH):
-                try:
-                    frames = recv()
-                except zmq.Again:
-                    return
-                except zmq.ZMQError as exc:  # the socket was closed under the loop
-                    log.warning("request socket: receive failed: %s", exc)
-                    return
-                try:
-                    self._handle(frames)
-                except Exception:  # a bug must cost one request, never the request loop
-                    log.exception(
-                        "request loop: unexpected error handling %d frame(s)", len(frames)
-                    )
-            self._schedule_drain()  # more may be queued: after the loop's other work
+            if wire.drain(self._recv, self._handle_guarded, DRAIN_BATCH):
+                self._schedule_drain()  # more may be queued: after the loop's other work
+        except zmq.ZMQError as exc:  # the socket was closed under the loop
+            log.warning("request socket: receive failed: %s", exc)
         finally:
             self._draining = False
+
+    def _handle_guarded(self, frames: list[bytes]) -> None:
+        try:
+            self._handle(frames)
+        except Exception:  # a bug must cost one request, never the request loop
+            log.exception("request loop: unexpected error handling %d frame(s)", len(frames))
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled and self._loop is not None:

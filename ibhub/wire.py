@@ -119,6 +119,25 @@ def fast_receiver(sock: zmq.Socket[bytes]) -> Callable[[], list[bytes]]:
     return receive
 
 
+def drain(
+    receive: Callable[[], list[bytes]], handle: Callable[[list[bytes]], None], limit: int
+) -> bool:
+    """Receive (NOBLOCK, e.g. :func:`fast_receiver`) and handle up to ``limit`` messages.
+
+    Returns True when it stopped at ``limit`` (more may be queued: drain again on a
+    later loop turn, since an edge-triggered ZMQ_FD will not signal them again), False
+    when nothing is left. ``zmq.ZMQError`` other than ``Again`` (a closed socket)
+    reaches the caller.
+    """
+    for _ in range(limit):
+        try:
+            frames = receive()
+        except zmq.Again:
+            return False
+        handle(frames)
+    return True
+
+
 class Publisher:
     """Publishes ``[topic, payload]`` on a plain PUB socket (never blocks).
 

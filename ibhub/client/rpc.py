@@ -198,16 +198,12 @@ class RpcChannel:
         receive, plain = self._receive, self._plain
         if receive is None or plain is None:
             return  # closed meanwhile
-        for _ in range(DRAIN_BATCH):
-            try:
-                frames = receive()
-            except zmq.Again:
-                break
-            except zmq.ZMQError as exc:  # the socket was closed under us
-                log.debug("request socket receive failed: %s", exc)
-                return
-            self._on_reply(frames)
-        else:
+        try:
+            more = wire.drain(receive, self._on_reply, DRAIN_BATCH)
+        except zmq.ZMQError as exc:  # the socket was closed under us
+            log.debug("request socket receive failed: %s", exc)
+            return
+        if more:
             self._schedule_drain()  # more may be queued: after the loop's other work
         if self._writable and int(plain.getsockopt(zmq.EVENTS)) & zmq.POLLOUT:
             waiters, self._writable = self._writable, []

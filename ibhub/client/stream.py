@@ -144,18 +144,14 @@ class EventStream:
         receive = self._receive
         if self._fd is None or receive is None:
             return  # closed meanwhile
-        handle = self._handle
-        for _ in range(DRAIN_BATCH):
-            try:
-                frames = receive()
-            except zmq.Again:
-                return
-            except zmq.ZMQError as exc:  # the socket was closed under us
-                log.debug("SUB socket receive failed: %s", exc)
-                return
-            handle(frames)
-        assert self._loop is not None
-        self._loop.call_soon(self._drain)
+        try:
+            more = wire.drain(receive, self._handle, DRAIN_BATCH)
+        except zmq.ZMQError as exc:  # the socket was closed under us
+            log.debug("SUB socket receive failed: %s", exc)
+            return
+        if more:
+            assert self._loop is not None
+            self._loop.call_soon(self._drain)
 
     async def _read(self, sock: zmq.asyncio.Socket) -> None:
         """Fallback for loops without ``add_reader``: await one message, then drain
@@ -167,17 +163,11 @@ class EventStream:
         handled at several times the rate. ``DRAIN_BATCH`` bounds how long one
         burst holds the loop.
         """
-        drain = wire.fast_receiver(zmq.Socket.shadow(sock.underlying))
+        receive = wire.fast_receiver(zmq.Socket.shadow(sock.underlying))
         handle = self._handle
         while True:
             handle(await sock.recv_multipart())
-            for _ in range(DRAIN_BATCH):
-                try:
-                    frames = drain()
-                except zmq.Again:
-                    break
-                handle(frames)
-            else:
+            if wire.drain(receive, handle, DRAIN_BATCH):
                 await asyncio.sleep(0)  # a long burst: let other tasks run
 
     def _handle(self, frames: list[bytes]) -> None:
