@@ -31,7 +31,6 @@ from ibhub.curve_keys import KeyFileError
 from ibhub.protocol import (
     TOPIC_BUNDLE,
     Bar,
-    Bundle,
     ClientIdLeased,
     ErrorEvent,
     Event,
@@ -206,14 +205,6 @@ def _event_json(topic: str, event: Event) -> str:
     return json.dumps(body)
 
 
-def _unpack(topic: str, message: Event) -> list[tuple[str, Event]]:
-    """(topic, event) of every event one PUB message carries (batches, bundles)."""
-    if isinstance(message, Bundle):
-        return [(name, event) for name, inner in message.messages
-                for event in wire.unbatch(inner)]
-    return [(topic, event) for event in wire.unbatch(message)]
-
-
 async def _tail(
     pub: str, rpc: str | None, topics: Sequence[str], symbols: Sequence[str],
     count: int, as_json: bool, duration: float,
@@ -265,7 +256,7 @@ async def _tail_events(
                 continue
             if topic == TOPIC_BUNDLE and not bundles:
                 continue  # the same ticks as the tick.* topics, again (docs/protocol.md)
-            for name, event in _unpack(topic, message):
+            for name, event in wire.events_of(topic, message):
                 previous = last_seq.get(name)
                 if previous is not None and event.seq > previous + 1:
                     click.echo(f"-- gap on {name}: {event.seq - previous - 1} event(s) lost",

@@ -20,7 +20,7 @@ from typing import Final
 import msgspec
 import zmq
 
-from ibhub.protocol import AnyEvent, AnyReply, AnyRequest, Event, Reply, Request, Ticks
+from ibhub.protocol import AnyEvent, AnyReply, AnyRequest, Bundle, Event, Reply, Request, Ticks
 
 DEFAULT_PUB: Final = "tcp://127.0.0.1:5570"
 DEFAULT_RPC: Final = "tcp://127.0.0.1:5571"
@@ -66,6 +66,15 @@ def decode_event(payload: bytes) -> Event:
 def unbatch(event: Event) -> Sequence[Event]:
     """The events one PUB message carries: a ``Ticks`` batch's ticks, else the event itself."""
     return event.ticks if type(event) is Ticks else (event,)
+
+
+def events_of(topic: str, message: Event) -> list[tuple[str, Event]]:
+    """(topic, event) of every event one PUB message on ``topic`` carries: a batch's
+    ticks, a bundle's ticks under their own topics, else the event itself."""
+    if type(message) is Bundle:
+        return [(name, event) for name, inner in message.messages
+                for event in unbatch(inner)]
+    return [(topic, event) for event in unbatch(message)]
 
 
 def request_id_of(payload: bytes) -> int:

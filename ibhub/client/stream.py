@@ -21,7 +21,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ibhub import wire
 from ibhub.client.curve import ClientCurve
-from ibhub.protocol import Bundle, Event, Ticks
+from ibhub.protocol import Bundle, Event
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,6 @@ class EventStream:
 
 def _count(event: Event) -> int:
     """Events in one message: a batch's ticks, a bundle's ticks, else 1."""
-    kind = type(event)
-    if kind is Ticks:
-        return len(event.ticks)  # type: ignore[attr-defined]
-    if kind is Bundle:
-        n = 0
-        for _, message in event.messages:  # type: ignore[attr-defined]
-            n += len(message.ticks) if type(message) is Ticks else 1
-        return n
-    return 1
+    if type(event) is Bundle:
+        return sum(len(wire.unbatch(m)) for _, m in event.messages)
+    return len(wire.unbatch(event))
