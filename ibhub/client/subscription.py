@@ -63,22 +63,10 @@ class Subscription:
 
     def _deliver(self, event: Event) -> None:
         """Called by the hub's receive loop, in sequence order. Never raises."""
-        if self.closed:
-            return
-        self.received += 1
-        self.latest = event
-        if self.callback is not None:
-            try:
-                result = self.callback(event)
-                if result is not None and asyncio.iscoroutine(result):
-                    self._hub._spawn(result, f"callback {self.topic}")
-            except Exception:
-                log.exception("subscription callback for %s raised; continuing", self.topic)
-            return
-        self._put(event)
+        self._deliver_all((event,))
 
     def _deliver_all(self, events: Sequence[Event]) -> None:
-        """``_deliver`` for consecutive events of one message (a ``Ticks`` batch)."""
+        """Consecutive events (one, or a ``Ticks`` batch), in sequence order. Never raises."""
         callback = self.callback
         if callback is None:
             for event in events:

@@ -189,16 +189,11 @@ class TopicTable:
             log.debug("event on %s, which no subscription here wants (prefix match)", topic)
 
     def _deliver(self, entry: TopicEntry, event: Event) -> None:
-        if type(event) is not entry.expected:
-            log.warning("ignoring an unexpected %s event on %s", type(event).__name__, entry.topic)
-            return
-        entry.latest = event
-        for sub in list(entry.subs):
-            sub._deliver(event)
+        self._deliver_all(entry, (event,))
 
     def _deliver_all(self, entry: TopicEntry, events: Sequence[Event]) -> None:
         if type(events[0]) is not entry.expected:
-            log.warning("ignoring unexpected %s events on %s", type(events[0]).__name__,
+            log.warning("ignoring an unexpected %s event on %s", type(events[0]).__name__,
                         entry.topic)
             return
         entry.latest = events[-1]
