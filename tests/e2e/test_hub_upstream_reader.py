@@ -7,6 +7,7 @@ of a frame across reads is covered deterministically.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from ib_insync import IB
 
@@ -40,12 +41,16 @@ class Listener:
         return lambda *args: None
 
 
-async def ready_upstream() -> tuple[Upstream, Sink, IB]:
-    up = Upstream(HubSettings(), Listener())
+async def ready_upstream(
+    flush: Callable[[Sink], None] = lambda sink: None,
+) -> tuple[Upstream, Sink, IB]:
+    """An upstream after the handshake with one tick sink on req id 7; ``flush`` is
+    called with that sink at the end of every read."""
+    sink = Sink()
+    up = Upstream(HubSettings(), Listener(), flush=lambda: flush(sink))
     ib = IB()
     up._install(ib)
     ib.client._apiReady = True  # as after the handshake
-    sink = Sink()
     up._sinks[b"7"] = sink
     return up, sink, ib
 
@@ -108,12 +113,7 @@ async def test_each_read_ends_with_one_flush() -> None:
     """The fan-out publishes a read's ticks as one message per instrument: the reader
     must call its flush hook once after each read, after every tick of it."""
     flushes: list[int] = []
-    sink = Sink()
-    up = Upstream(HubSettings(), Listener(), flush=lambda: flushes.append(len(sink.prices)))
-    ib = IB()
-    up._install(ib)
-    ib.client._apiReady = True
-    up._sinks[b"7"] = sink
+    up, _sink, ib = await ready_upstream(lambda sink: flushes.append(len(sink.prices)))
     up._on_socket_data(frame(1, 6, 7, 1, "1.0", "1", 0) + frame(1, 6, 7, 2, "2.0", "1", 0))
     assert flushes == [2]  # once, after both ticks
     up._on_socket_data(frame(1, 6, 7, 1, "3.0", "1", 0)[:5])  # a partial frame: no tick yet
