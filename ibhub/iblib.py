@@ -40,6 +40,8 @@ from importlib import metadata
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
+from ibhub.errors import is_warning
+
 log = logging.getLogger(__name__)
 
 #: The libraries the hub runs on, and the versions it is tested with.
@@ -93,11 +95,6 @@ else:
     Order = module.Order
     RequestError = submodule("wrapper").RequestError
 
-#: The library's own rule for which error codes are warnings (a warning does not end a
-#: pending request). ib_async added 105, 321 and 329 and dropped 202.
-_INSYNC_WARNINGS: Final = frozenset({110, 165, 202, 399, 404, 434, 492, 10167})
-
-
 def describe() -> str:
     """``"ib_async 2.1.0"``: the library in use and its version (for logs and status)."""
     return f"{NAME} {VERSION}"
@@ -122,7 +119,8 @@ def _ib_insync_request_errors(ib: IB) -> None:
     validating request": a bad bar size, duration or contract field) is left waiting,
     and the hub's client would get a time-out after ``request_timeout`` instead of
     IB's refusal at once. ib_insync fails the request with the code, so we do the same:
-    after ib_async's own handling, a request still pending for such an error ends with
+    after ib_async's own handling, a request still pending after an error that is no
+    warning by the hub's rule (:func:`ibhub.errors.is_warning`, ib_insync's) ends with
     a :class:`RequestError` (or empty, when ``RaiseRequestErrors`` is off, as ib_insync
     does). Order errors are untouched (the hub judges those itself, by code).
     """
@@ -131,11 +129,7 @@ def _ib_insync_request_errors(ib: IB) -> None:
 
     def error(reqId: int, errorCode: int, errorString: str, *args: Any) -> None:
         original(reqId, errorCode, errorString, *args)
-        if (
-            errorCode not in _INSYNC_WARNINGS
-            and not 2100 <= errorCode < 2200
-            and reqId in wrapper._futures
-        ):
+        if reqId in wrapper._futures and not is_warning(errorCode):
             if ib.RaiseRequestErrors:
                 wrapper._endReq(reqId, RequestError(reqId, errorCode, errorString), success=False)
             else:

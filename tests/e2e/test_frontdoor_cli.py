@@ -9,10 +9,9 @@ import re
 import signal
 import sys
 
-from ib_insync import IB, Stock
-
 from tests.e2e.frontdoor_support import quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import IB, Stock
 
 
 async def test_run_with_tws_port(ipc_dir: str) -> None:

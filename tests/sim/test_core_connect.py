@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
-from ib_insync import IB, ContFuture, Contract, Forex, Future, Option, Stock
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
+from tests.ibclient import IB, ContFuture, Contract, Forex, Future, Option, Stock
 from tests.sim.core_support import RawClient, connected
 
 

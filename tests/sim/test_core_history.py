@@ -6,10 +6,10 @@ import asyncio
 import datetime as dt
 
 import pytest
-from ib_insync import Forex, Future, Stock
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
+from tests.ibclient import Forex, Future, Stock
 from tests.sim.core_support import connected
 
 END = "20240306 16:00:00 US/Eastern"  # a Wednesday

@@ -6,11 +6,10 @@ import asyncio
 import math
 import time
 
-from ib_insync import IB, Forex, Stock
-
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.market import Market
 from tests.helpers import wait_until
+from tests.ibclient import IB, Forex, Stock
 from tests.sim.core_support import connected
 
 SEED = 4242
