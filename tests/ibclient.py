@@ -11,6 +11,9 @@ from ibhub import iblib
 
 lib = iblib.module
 NAME = iblib.NAME
+#: Error codes this library treats as warnings (a pending request is not ended) where
+#: ib_insync, and so the hub (ibhub.errors.is_warning), treats them as errors.
+CLIENT_ONLY_WARNINGS: frozenset[int] = frozenset({105, 321, 329} if NAME == "ib_async" else ())
 
 IB = lib.IB
 Bag = lib.Bag

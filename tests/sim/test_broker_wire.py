@@ -121,6 +121,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self.ib = type("IBStub", (), {"TimezoneTWS": None})()
+        self.defaultTimezone = UTC  # ib_async's decoder converts execution times to it
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         def record(*args: object) -> None:
@@ -131,7 +132,7 @@ class _Recorder:
 def _decode(fields: list[object], caplog: pytest.LogCaptureFixture) -> tuple[str, tuple]:
     rec = _Recorder()
     dec = Decoder(rec, 176)  # type: ignore[arg-type]
-    with caplog.at_level(logging.ERROR, logger=f"{NAME}.decoder"):
+    with caplog.at_level(logging.ERROR, logger=NAME):
         dec.interpret([fmt(f) for f in fields])
     assert not caplog.records, caplog.text
     assert len(rec.calls) == 1, rec.calls

@@ -71,7 +71,9 @@ async def test_line_limit_error_101() -> None:
             subs = sim.market_data_subscriptions()
             assert len(subs) == 2 and req_id not in {s.req_id for s in subs}
             # snapshots do not take a line
-            [t] = await asyncio.wait_for(ib.reqTickersAsync(Stock("KO", "SMART", "USD")), 2)
+            ko = Stock("KO", "SMART", "USD")
+            await ib.qualifyContractsAsync(ko)  # ib_async cannot hash a contract without conId
+            [t] = await asyncio.wait_for(ib.reqTickersAsync(ko), 2)
             assert t.bid > 0
 
 

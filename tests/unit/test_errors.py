@@ -76,7 +76,7 @@ def test_errors_are_not_warnings(code: int) -> None:
 
 
 #: Where ib_async's warning rule differs from ib_insync's (the hub's): requests refused
-#: with these codes are ended by ibhub.iblib as ib_insync would (test_hub_requests pins it).
+#: with these codes are ended by ibhub.iblib as ib_insync would (tests/e2e/test_iblib.py).
 IB_ASYNC_ALSO_WARNS = {105, 321, 329}
 IB_ASYNC_NO_LONGER_WARNS = {202}
 
@@ -89,13 +89,14 @@ def test_the_library_agrees_on_warnings() -> None:
     import inspect
     import re
 
-    from tests.ibclient import NAME, wrapper
+    from tests.ibclient import CLIENT_ONLY_WARNINGS, NAME, wrapper
 
     src = inspect.getsource(wrapper.Wrapper.error)
     match = re.search(r"warningCodes = (?:frozenset\()?\{([0-9, ]+)\}", src)
     assert match, f"{NAME} changed how it lists warning codes"
     theirs = {int(x) for x in match.group(1).split(",")}
     if NAME == "ib_async":
+        assert CLIENT_ONLY_WARNINGS == IB_ASYNC_ALSO_WARNS
         theirs = (theirs - IB_ASYNC_ALSO_WARNS) | IB_ASYNC_NO_LONGER_WARNS
     for code in theirs:
         assert is_warning(code)
