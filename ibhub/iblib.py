@@ -107,6 +107,7 @@ def new_ib() -> IB:
     """
     ib = IB()
     check_internals(ib)
+    log.info("IB client library %s", describe())
     if NAME != "ib_insync":
         _ib_insync_request_errors(ib)
     return ib
