@@ -95,6 +95,7 @@ else:
     Order = module.Order
     RequestError = submodule("wrapper").RequestError
 
+
 def describe() -> str:
     """``"ib_async 2.1.0"``: the library in use and its version (for logs and status)."""
     return f"{NAME} {VERSION}"
