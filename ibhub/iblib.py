@@ -184,6 +184,11 @@ def _callable(value: Any) -> bool:
     return callable(value)
 
 
+def _present(value: Any) -> bool:
+    """there (None until connected)"""
+    return True
+
+
 def _event(value: Any) -> bool:
     """an event (``+=`` / ``-=`` / ``emit``)"""
     return _is_event(value)
@@ -202,6 +207,7 @@ FAST_READER: Final[Mapping[str, Callable[[Any], bool]]] = {
     "client._tcpDataArrived": _callable,
     "client._tcpDataProcessed": _callable,
     "client.conn.hasData": _event,
+    "client.conn.transport": _present,
     "client.decoder.handlers": _has_keys(1, 2, 50),
     "client.decoder.interpret": _params("fields"),
 }
