@@ -115,22 +115,33 @@ def new_ib() -> IB:
 
 
 def _ib_insync_request_errors(ib: IB) -> None:
-    """End a pending request on an error ib_async calls a warning but ib_insync does not.
+    """Where ib_async's error handling differs from ib_insync's in a way the hub's clients
+    could see, do as ib_insync does.
 
-    ib_async treats 105, 321 and 329 as warnings: a request IB refused with 321 ("error
-    validating request": a bad bar size, duration or contract field) is left waiting,
-    and the hub's client would get a time-out after ``request_timeout`` instead of
-    IB's refusal at once. ib_insync fails the request with the code, so we do the same:
-    after ib_async's own handling, a request still pending after an error that is no
-    warning by the hub's rule (:func:`ibhub.errors.is_warning`, ib_insync's) ends with
-    a :class:`RequestError` (or empty, when ``RaiseRequestErrors`` is off, as ib_insync
-    does). Order errors are untouched (the hub judges those itself, by code).
+    * ib_async treats 105, 321 and 329 as warnings: a request IB refused with 321
+      ("error validating request": a bad bar size, duration or contract field) is left
+      waiting, and the hub's client would get a time-out after ``request_timeout``
+      instead of IB's refusal at once. ib_insync fails the request with the code, so we
+      do the same: after ib_async's own handling, a request still pending after an
+      error that is no warning by the hub's rule (:func:`ibhub.errors.is_warning`,
+      ib_insync's) ends with a :class:`RequestError` (or empty, when
+      ``RaiseRequestErrors`` is off, as ib_insync does).
+    * For such a warning about an order, ib_async sets the trade's status to
+      ``ValidationError``, a status IB never sends. The trade keeps the status IB last
+      reported instead (the hub reads it again on the next openOrder), so the status
+      never reaches the hub's order book; the error itself reaches the book through
+      ``errorEvent`` as with ib_insync, and the book judges it by code
+      (:mod:`ibhub.upstream_orders`).
     """
     wrapper = ib.wrapper
     original = wrapper.error
 
     def error(reqId: int, errorCode: int, errorString: str, *args: Any) -> None:
+        trade = wrapper.trades.get((wrapper.clientId, reqId)) if reqId > 0 else None
+        status = trade.orderStatus.status if trade is not None else ""
         original(reqId, errorCode, errorString, *args)
+        if trade is not None and trade.orderStatus.status == _VALIDATION_ERROR != status:
+            trade.orderStatus.status = status
         if reqId in wrapper._futures and not is_warning(errorCode):
             if ib.RaiseRequestErrors:
                 wrapper._endReq(reqId, RequestError(reqId, errorCode, errorString), success=False)
@@ -138,6 +149,9 @@ def _ib_insync_request_errors(ib: IB) -> None:
                 wrapper._endReq(reqId)
 
     wrapper.error = error
+
+
+_VALIDATION_ERROR: Final = "ValidationError"  # ib_async's own order status
 
 
 # ---------------------------------------------------------------------------- internals
@@ -242,6 +256,7 @@ ORDER_CACHES: Final[Mapping[str, Callable[[Any], bool]]] = {
 REQUESTS: Final[Mapping[str, Callable[[Any], bool]]] = {
     "wrapper.error": _params("reqId", "errorCode", "errorString"),
     "wrapper._endReq": _params("key", "result", "success"),
+    "wrapper.clientId": _INT,
     "RaiseRequestErrors": _kind(bool, "a bool"),
 }
 

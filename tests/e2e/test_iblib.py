@@ -152,3 +152,26 @@ async def test_hub_reports_ibs_refusal_of_a_historical_request_with_either_libra
     ok = await c.request(GetHistoricalBars(id=2, contract=ContractSpec(symbol="AAPL"),
                                            duration="1 D", bar_size="1 hour"))  # fmt: skip
     assert isinstance(ok, HistoricalBarsReply) and ok.bars
+
+
+def test_an_order_error_reaches_the_hub_alike_and_sets_no_status_ib_never_sends() -> None:
+    """321 about an order: ib_insync marks the trade Cancelled itself, ib_async sets
+    ``ValidationError``; either way the status event carries the error code (so the hub
+    forwards no synthetic status, ibhub.upstream_orders) and the error reaches the hub
+    through errorEvent; ibhub's IB never leaves ib_async's ``ValidationError`` behind."""
+    lib = iblib.module
+    ib = iblib.new_ib()
+    w = ib.wrapper
+    w.clientId = 1
+    order = lib.LimitOrder("BUY", 1, 10.0, orderId=5, clientId=1)
+    trade = lib.Trade(lib.Stock("AAPL", "SMART", "USD"), order,
+                      lib.OrderStatus(orderId=5, status="Submitted"))  # fmt: skip
+    w.trades[(1, 5)] = trade
+    errors: list[tuple[int, int]] = []
+    statuses: list[tuple[str, int]] = []
+    ib.errorEvent += lambda req_id, code, *_: errors.append((req_id, code))
+    ib.orderStatusEvent += lambda t: statuses.append((t.orderStatus.status, t.log[-1].errorCode))
+    w.error(5, 321, "Error validating request.-'bN' : cause - price out of range", "")
+    assert errors == [(5, 321)]
+    assert trade.orderStatus.status in ("Submitted", "Cancelled")  # ib_async / ib_insync
+    assert all(code == 321 for _, code in statuses), statuses
