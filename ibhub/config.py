@@ -33,7 +33,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from ibhub.wire import DEFAULT_PUB, DEFAULT_RPC
+from ibhub.wire import DEFAULT_PUB, DEFAULT_RPC, MAX_REQUEST_BYTES
 
 
 class ConfigError(ValueError):
@@ -83,6 +83,9 @@ class HubSettings(BaseSettings):
     # ZeroMQ endpoints.
     pub: str = DEFAULT_PUB
     rpc: str = DEFAULT_RPC
+    # A request frame above this is answered too_large unread (4x this: ZeroMQ drops
+    # the peer). Real requests are a few hundred bytes.
+    max_request_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=4096, le=64 << 20)
 
     # Leases and market-data lines.
     lines_max: int = Field(default=100, ge=1)

@@ -5,9 +5,15 @@ frames up to the empty delimiter) is echoed verbatim in front of the reply. Ever
 failure becomes a typed :class:`~ibhub.protocol.Error` naming the problem:
 
 * more frames than any client sends, or a missing payload -> ``bad_request``
-* a payload above ``wire.MAX_REQUEST_BYTES`` -> ``too_large`` (not decoded at all)
+* a payload above the size limit (``max_request_bytes``, default
+  ``wire.MAX_REQUEST_BYTES``) -> ``too_large`` (not decoded at all)
+* a payload nested too deep for the decoder (msgpack maps/arrays inside each other a
+  thousand times: Python's recursion limit) -> ``too_deep``
 * not msgpack, unknown ``type``, wrong or missing fields -> ``bad_request`` with
   msgspec's message, which names the field (e.g. "Expected `int`, got `str` - at `$.id`")
+* a text field with a control character (NUL, CR, LF, TAB, DEL, C1) or longer than its
+  kind allows (``protocol.TEXT_PATTERN`` / ``MAX_*``) -> ``bad_request`` naming the
+  field ("`$.contract.symbol` contains a control character ...")
 * values that type-check but make no sense (empty name, unknown role/kind, a
   contract with neither symbol nor conId, negative ttl) -> ``bad_request``
 * a handler that raises -> ``internal`` (logged with its traceback)
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
@@ -126,21 +133,69 @@ def validate(req: Request) -> None:
             pass
 
 
-def decode(payload: bytes) -> Request:
-    """Payload -> validated request; raises :class:`BadRequest` naming the problem."""
-    if len(payload) > wire.MAX_REQUEST_BYTES:
+_PATTERN_ERROR = re.compile(r"^Expected `str` matching regex '.*' - at `(?P<path>[^`]*)`$", re.S)
+
+
+def describe_invalid(exc: msgspec.ValidationError) -> str:
+    """msgspec's message, with the text-field pattern said in words (the regex is
+    unreadable): "`$.account` contains a control character ..."."""
+    text = str(exc)
+    m = _PATTERN_ERROR.match(text)
+    if m is None:
+        return text
+    return (
+        f"`{m['path']}` contains a control character (NUL, CR, LF, TAB, DEL or a C1 "
+        "control); text fields must be printable: NUL separates fields on the TWS wire"
+    )
+
+
+def decode(payload: bytes, max_bytes: int = wire.MAX_REQUEST_BYTES) -> Request:
+    """Payload -> validated request; raises :class:`BadRequest` naming the problem.
+
+    Depth is bounded by the decoder itself: msgspec enters Python's recursion guard
+    for every nested map or array, so a payload nested ~1,000 deep raises
+    ``RecursionError`` cleanly (no C stack overflow); that becomes ``too_deep``. A
+    pre-scan of the bytes would cost a Python loop over every request for the same
+    answer. No real request nests deeper than 3.
+    """
+    if len(payload) > max_bytes:
         raise BadRequest(
-            f"request of {len(payload)} bytes exceeds the limit of {wire.MAX_REQUEST_BYTES} bytes",
+            f"request of {len(payload)} bytes exceeds the limit of {max_bytes} bytes "
+            "(max_request_bytes)",
             ErrorCode.TOO_LARGE,
         )
     try:
         req = wire.decode_request(payload)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request: {exc}") from None
+        raise BadRequest(f"invalid request: {describe_invalid(exc)}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request is not valid msgpack: {exc}") from None
+    except RecursionError:
+        raise BadRequest(
+            "request is nested too deeply to decode (maps or arrays inside each other "
+            "about a thousand times); no request nests more than a few levels",
+            ErrorCode.TOO_DEEP,
+        ) from None
     validate(req)
     return req
+
+
+def request_id(payload: bytes) -> int:
+    """The id to answer a refused payload with (0 when it cannot be read)."""
+    try:
+        return wire.request_id_of(payload)
+    except RecursionError:  # the id may sit after a deeply nested field
+        return 0
+
+
+def check_fields(req: msgspec.Struct) -> None:
+    """Apply the decode-time field rules (text patterns, lengths) to a request built
+    in-process (the TWS front door builds them from a script's fields, which never
+    pass through :func:`decode`); raises :class:`BadRequest` naming the field."""
+    try:
+        msgspec.convert(msgspec.to_builtins(req), type(req), strict=True)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request: {describe_invalid(exc)}") from None
 
 
 class RpcServer:
@@ -159,8 +214,15 @@ class RpcServer:
     a drain when a request is waiting.
     """
 
-    def __init__(self, socket: zmq.Socket[Any], handler: RequestHandler) -> None:
+    def __init__(
+        self,
+        socket: zmq.Socket[Any],
+        handler: RequestHandler,
+        *,
+        max_request_bytes: int = wire.MAX_REQUEST_BYTES,
+    ) -> None:
         self.socket = socket
+        self.max_request_bytes = max_request_bytes
         # A plain view of the same socket (a zmq.asyncio socket is served the same way:
         # its own machinery stays idle because nothing awaits on it).
         self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
@@ -261,10 +323,10 @@ class RpcServer:
             self.errors += 1
             return
         try:
-            req = decode(payload)
+            req = decode(payload, self.max_request_bytes)
         except BadRequest as exc:
             self.errors += 1
-            rid = wire.request_id_of(payload) if exc.code != ErrorCode.TOO_LARGE else 0
+            rid = request_id(payload) if exc.code != ErrorCode.TOO_LARGE else 0
             self._send(envelope, Error(id=rid, code=exc.code, message=str(exc)))
             return
         h = self.handler
