@@ -134,19 +134,26 @@ def validate(req: Request) -> None:
 
 
 _PATTERN_ERROR = re.compile(r"^Expected `str` matching regex '.*' - at `(?P<path>[^`]*)`$", re.S)
+_LENGTH_ERROR = re.compile(r"^Expected `(?P<what>str|array)` of length <= (?P<n>\d+) - at "
+                           r"`(?P<path>[^`]*)`$")
 
 
 def describe_invalid(exc: msgspec.ValidationError) -> str:
-    """msgspec's message, with the text-field pattern said in words (the regex is
-    unreadable): "`$.account` contains a control character ..."."""
+    """msgspec's message, with the text-field rules said in words (the regex is
+    unreadable): "`$.account` contains a control character ...", "`$.contract.symbol`
+    is longer than 64 characters"."""
     text = str(exc)
     m = _PATTERN_ERROR.match(text)
-    if m is None:
-        return text
-    return (
-        f"`{m['path']}` contains a control character (NUL, CR, LF, TAB, DEL or a C1 "
-        "control); text fields must be printable: NUL separates fields on the TWS wire"
-    )
+    if m is not None:
+        return (
+            f"`{m['path']}` contains a control character (NUL, CR, LF, TAB, DEL or a C1 "
+            "control); text fields must be printable: NUL separates fields on the TWS wire"
+        )
+    m = _LENGTH_ERROR.match(text)
+    if m is not None:
+        unit = "characters" if m["what"] == "str" else "entries"
+        return f"`{m['path']}` is longer than {m['n']} {unit}"
+    return text
 
 
 def decode(payload: bytes, max_bytes: int = wire.MAX_REQUEST_BYTES) -> Request:
