@@ -281,7 +281,9 @@ def default_config_paths() -> list[Path]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Settings from a TOML file: top-level keys are setting names; a table is a prefix
-    (``[alert] webhook = ...`` is ``alert_webhook``). Unknown names are an error."""
+    (``[alert] webhook = ...`` is ``alert_webhook``), unless the table's name is itself a
+    setting (``[max_order_quantity_by_sec_type] CASH = 2e6``: a mapping setting's value).
+    Unknown names are an error."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -291,7 +293,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in HubSettings.model_fields:
             for sub, inner in value.items():
                 if isinstance(inner, dict):
                     raise ConfigError(f"config file {path}: [{key}.{sub}] nests too deep")
