@@ -494,7 +494,12 @@ class OrderBook:
             ext = Refusal(RejectReason.NOT_OWNER, "external orders cannot be modified here")
             return self._reject(req.id, req.client_order_id, ext, rec.order_id)
         current = OrderParams(
-            rec.action, rec.quantity, rec.order_type, rec.limit_price, rec.stop_price, rec.tif,
+            rec.action,
+            rec.quantity,
+            rec.order_type,
+            rec.limit_price,
+            rec.stop_price,
+            rec.tif,
             sec_type=rec.sec_type,
         )
         refusal = self.risk.check_modify(

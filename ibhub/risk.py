@@ -92,8 +92,7 @@ class RiskLimits:
         for sec_type, value in self.max_quantity_by_sec_type.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(
-                    f"max_quantity_by_sec_type[{sec_type!r}] must be a positive number, "
-                    f"not {value}"
+                    f"max_quantity_by_sec_type[{sec_type!r}] must be a positive number, not {value}"
                 )
         if not (self.min_fx_quantity > 0 and math.isfinite(self.min_fx_quantity)):
             raise ValueError(
@@ -227,8 +226,7 @@ def quantity_refusal(quantity: float, sec_type: str, limits: RiskLimits) -> Refu
         what = f"{kind} orders" if kind else "orders"
         return Refusal(
             RejectReason.QUANTITY_LIMIT,
-            f"quantity {quantity:g} is above the hub's maximum {maximum:g} for {what} "
-            f"({setting})",
+            f"quantity {quantity:g} is above the hub's maximum {maximum:g} for {what} ({setting})",
         )
     return None
 
@@ -395,8 +393,10 @@ class RiskGate:
             return f"LIVE trading allowed (--live): {live}"
         where = f"port {self.upstream_port}" if self.upstream_port else "no port yet"
         if not self.accounts:
-            return (f"trading allowed (paper {where}; accounts not known until the Gateway "
-                    "connects, when the live guard is applied again)")
+            return (
+                f"trading allowed (paper {where}; accounts not known until the Gateway "
+                "connects, when the live guard is applied again)"
+            )
         return f"trading allowed (paper: {where}, account(s) {', '.join(self.accounts)})"
 
     def _may_trade(self, role: str, account: str) -> Refusal | None:

@@ -78,6 +78,8 @@ def field_problem(fields: Sequence[str]) -> str | None:
             return f"field {index} is {len(text)} characters long (at most {MAX_FIELD})"
         m = _CONTROL.search(text)
         if m is not None:
-            return (f"field {index} contains control character U+{ord(m.group()):04X}; "
-                    "request fields must be printable text")
+            return (
+                f"field {index} contains control character U+{ord(m.group()):04X}; "
+                "request fields must be printable text"
+            )
     return None
