@@ -191,8 +191,75 @@ def request_id(payload: bytes) -> int:
     """The id to answer a refused payload with (0 when it cannot be read)."""
     try:
         return wire.request_id_of(payload)
-    except RecursionError:  # the id may sit after a deeply nested field
+    except RecursionError:  # too deep for the decoder: walk the top level without it
+        return _shallow_id(payload)
+
+
+# msgpack first bytes -> (fixed bytes that follow, bytes of a length prefix, items)
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17}
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin / str: length bytes
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # length bytes, then a type byte, then the data
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (len bytes, x)
+
+
+def _skip(data: bytes, pos: int) -> int:
+    """Position after the msgpack value at ``pos``, nested values included, walked with
+    a counter instead of recursion (any depth). Raises ``IndexError`` / ``ValueError``
+    on truncated or invalid bytes."""
+    pending = 1
+    while pending:
+        pending -= 1
+        b = data[pos]
+        pos += 1
+        if b <= 0x7F or b >= 0xE0:  # positive / negative fixint
+            continue
+        if 0x80 <= b <= 0x8F:
+            pending += 2 * (b & 0x0F)
+        elif 0x90 <= b <= 0x9F:
+            pending += b & 0x0F
+        elif 0xA0 <= b <= 0xBF:
+            pos += b & 0x1F
+        elif b in _FIXED:
+            pos += _FIXED[b]
+        elif b in _SIZED:
+            n = _SIZED[b]
+            pos += n + int.from_bytes(data[pos:pos + n], "big")
+        elif b in _EXT:
+            n = _EXT[b]
+            pos += n + 1 + int.from_bytes(data[pos:pos + n], "big")
+        elif b in _CONTAINERS:
+            n, per = _CONTAINERS[b]
+            pending += per * int.from_bytes(data[pos:pos + n], "big")
+            pos += n
+        else:
+            raise ValueError(f"invalid msgpack byte 0x{b:02x}")
+        if pos > len(data):
+            raise IndexError("truncated")
+    return pos
+
+
+def _shallow_id(payload: bytes) -> int:
+    """The top-level ``id`` of a map too deep for the decoder, else 0."""
+    try:
+        b = payload[0]
+        if 0x80 <= b <= 0x8F:
+            count, pos = b & 0x0F, 1
+        elif b in (0xDE, 0xDF):
+            n = 2 if b == 0xDE else 4
+            count, pos = int.from_bytes(payload[1:1 + n], "big"), 1 + n
+        else:
+            return 0
+        for _ in range(count):
+            end = _skip(payload, pos)
+            key = payload[pos:end]
+            pos, start = _skip(payload, end), end
+            if key == b"\xa2id":
+                value = msgspec.msgpack.decode(payload[start:pos])
+                return value if type(value) is int else 0
+    except (IndexError, ValueError, msgspec.DecodeError):
         return 0
+    return 0
 
 
 def check_fields(req: msgspec.Struct) -> None:

@@ -26,7 +26,7 @@ from ibhub.protocol import (
     ModifyOrder,
     PlaceOrder,
 )
-from ibhub.rpc import BadRequest, check_fields, decode
+from ibhub.rpc import BadRequest, check_fields, decode, request_id
 from ibhub.tws.codec import UnsafeField, frame, holds_nul
 
 AAPL = ContractSpec(symbol="AAPL")
@@ -120,6 +120,22 @@ def test_deep_nesting_is_too_deep_not_a_recursion_error(depth: int) -> None:
     head = msgspec.msgpack.encode({"type": "status", "id": 3, "x": None})[:-1]
     exc = refused(head + b"\x91" * depth + b"\x01")
     assert exc.code == ErrorCode.TOO_DEEP
+
+
+@pytest.mark.parametrize(
+    ("payload", "rid"),
+    [
+        (msgspec.msgpack.encode({"id": 7, "type": "status", "x": None})[:-1]
+         + b"\x91" * 100_000 + b"\x01", 7),
+        (msgspec.msgpack.encode({"type": "status", "x": None, "id": 300})
+         .replace(b"\xc0", b"\x81\xa1a" * 50_000 + b"\xc4\x02ab"), 300),
+        (b"\x83\xa4type\xa6status\xa1x" + b"\x91" * 100_000, 0),  # truncated: no id
+    ],
+    ids=["id-first", "id-after-the-nesting", "truncated"],
+)
+def test_the_error_reply_to_a_too_deep_request_carries_its_id(payload: bytes, rid: int) -> None:
+    assert refused(payload).code == ErrorCode.TOO_DEEP
+    assert request_id(payload) == rid
 
 
 def test_shallow_nesting_in_an_unknown_field_is_ignored() -> None:
