@@ -39,14 +39,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ibhub.protocol import ModifyOrder, PlaceOrder, RejectReason
+from ibhub.protocol import MAX_CLIENT_ORDER_ID, ModifyOrder, PlaceOrder, RejectReason
 
 ACTIONS: Final = frozenset({"BUY", "SELL"})
 ORDER_TYPES: Final = frozenset({"MKT", "LMT", "STP", "STP LMT"})
 TIFS: Final = frozenset({"DAY", "GTC", "IOC"})
 LIVE_PORTS: Final = frozenset({7496, 4001})
 PAPER_PREFIXES: Final = ("DU", "DF")
-MAX_CLIENT_ORDER_ID: Final = 64
 #: security types traded in whole units (contracts, or combos of them)
 WHOLE_CONTRACTS: Final = frozenset({"FUT", "OPT", "FOP", "WAR", "IOPT", "BAG"})
 #: the smallest stock order with fractional_shares set (IB trades fractions to 1e-4)

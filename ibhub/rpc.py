@@ -40,6 +40,7 @@ import zmq.asyncio
 
 from ibhub import wire
 from ibhub.protocol import (
+    MAX_NAME,
     ContractSpec,
     Error,
     ErrorCode,
@@ -62,7 +63,6 @@ from ibhub.subscriptions import KINDS
 log = logging.getLogger(__name__)
 
 ROLES = ("trader", "readonly", "operator")
-MAX_NAME = 200
 MAX_TASKS = 1024  # concurrent slow requests; more are refused rather than queued unboundedly
 DRAIN_BATCH = 256  # requests handled per loop turn before the loop's other work runs
 POLL_FALLBACK_MS = 50  # loops without add_reader: the longest a lost edge delays a request
