@@ -252,8 +252,10 @@ ORDER_CACHES: Final[Mapping[str, Callable[[Any], bool]]] = {
     "wrapper.orderStatus": _params(*_ORDER_STATUS),
 }
 
-#: What :func:`new_ib` and the request path use.
+#: What :func:`new_ib` and the request path use (``client.send``: wrapped by
+#: :func:`ibhub.upstream.guard_fields`).
 REQUESTS: Final[Mapping[str, Callable[[Any], bool]]] = {
+    "client.send": _params("fields"),
     "wrapper.error": _params("reqId", "errorCode", "errorString"),
     "wrapper._endReq": _params("key", "result", "success"),
     "wrapper.clientId": _INT,
