@@ -100,13 +100,13 @@ async def test_two_scripts_see_only_their_own_orders(
     await wait_until(lambda: "commission" in kinds(lst, alice.lease)
                      and "commission" in kinds(lst, bob.lease), 5.0, "both fills")  # fmt: skip
     assert kinds(lst, alice.lease) == ["acknowledged", "submitted", "filled", "commission"]
-    assert {e.owner for e in lst.on("order." + alice.lease)} == {"alice"}
-    assert {e.owner for e in lst.on("order." + bob.lease)} == {"bob"}
-    assert {e.order_id for e in lst.on("order." + alice.lease)} == {a.order_id}
-    assert {e.order_id for e in lst.on("order." + bob.lease)} == {b.order_id}
+    assert {e.owner for e in lst.on("order." + alice.handle)} == {"alice"}
+    assert {e.owner for e in lst.on("order." + bob.handle)} == {"bob"}
+    assert {e.order_id for e in lst.on("order." + alice.handle)} == {a.order_id}
+    assert {e.order_id for e in lst.on("order." + bob.handle)} == {b.order_id}
     assert sorted(o.order_id for o in hub_sim.broker.orders()) == sorted([a.order_id, b.order_id])
     # market order filled with IB's commission
-    fill = next(e for e in lst.on("order." + alice.lease) if e.kind == "commission")
+    fill = next(e for e in lst.on("order." + alice.handle) if e.kind == "commission")
     sim_exec = next(x for x in hub_sim.broker.executions() if x.order_id == a.order_id)
     assert fill.commission == pytest.approx(sim_exec.commission) and fill.commission > 0
     assert fill.status == "Filled" and fill.filled == 10.0
@@ -227,7 +227,7 @@ async def test_fill_while_the_hub_is_down_is_published_after_restart(
     await back.hello("sleeper")  # the script comes back under its name, with a new lease
     await wait_until(lambda: "commission" in kinds(lst2, back.lease), 5.0, "held fill delivered")
     assert kinds(lst2, back.lease) == ["filled", "commission"]
-    ev = lst2.on("order." + back.lease)[0]
+    ev = lst2.on("order." + back.handle)[0]
     assert ev.order_id == r.order_id and ev.client_order_id == "away" and ev.status == "Filled"
     assert len(hub_sim.broker.orders()) == 1  # nothing re-sent
     again = await back.request(place(back, "away", order_type="LMT",

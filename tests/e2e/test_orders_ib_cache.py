@@ -123,7 +123,7 @@ async def test_fill_reports_after_the_order_was_pruned_still_land(
     assert cache.late_routed == routed + 2
     assert empty(cached(hub, {r.order_id}))  # routed to the book, not cached again
     sim_exec = next(x for x in hub_sim.broker.executions() if x.order_id == r.order_id)
-    ev = [e for e in lst.on("order." + c.lease) if e.kind == "commission"][-1]
+    ev = [e for e in lst.on("order." + c.handle) if e.kind == "commission"][-1]
     assert ev.exec_id == sim_exec.exec_id
     assert ev.commission == pytest.approx(sim_exec.commission) and ev.commission > 0
     execs = await c.request(GetExecutions(id=c.next_id(), lease=c.lease))
