@@ -221,7 +221,7 @@ async def test_ib_error_for_a_line_goes_to_its_leases(make_hub, clients, listene
         await wait_until(lambda: everything.on(f"error.{a.handle}"), 5.0, "error event for a")
         err = everything.on(f"error.{a.handle}")[0]
         assert isinstance(err, ErrorEvent)
-        assert (err.lease, err.ib_code, err.topic, err.seq) == (a.lease, 101, "tick.MSFT", 1)
+        assert (err.lease, err.ib_code, err.topic, err.seq) == (a.handle, 101, "tick.MSFT", 1)
         assert err.message and err.explanation
         assert not everything.on(f"error.{b.handle}")
         assert not any(e.code == 101 for e in everything.statuses())  # not everyone's business
