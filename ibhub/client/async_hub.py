@@ -235,7 +235,8 @@ class AsyncHub:
 
     @property
     def lease(self) -> str | None:
-        """The lease id the hub gave this client (None when not connected)."""
+        """The lease's public handle (status, order.<lease> topics; None when not
+        connected). Requests carry its secret token, which only the SDK holds."""
         return self._keeper.lease if self._keeper is not None else None
 
     @property
