@@ -191,8 +191,10 @@ class LeaseTable:
         if lease is None:
             return None
         bound = lease.peer
-        if not (hmac.compare_digest(bound.route, peer.route)
-                and hmac.compare_digest(bound.key.encode(), peer.key.encode())):
+        if not (
+            hmac.compare_digest(bound.route, peer.route)
+            and hmac.compare_digest(bound.key.encode(), peer.key.encode())
+        ):
             return None
         return lease
 
@@ -241,8 +243,9 @@ class LeaseTable:
         self._check_cap("raw client ids", len(self._raw), self.raw_max, "raw_lease_max")
         cid = self._allocate()
         now = self._clock()
-        raw = RawLease(cid, name, owner, now, self._raw_deadline(now, ttl, owner),
-                       token=self._new_token())
+        raw = RawLease(
+            cid, name, owner, now, self._raw_deadline(now, ttl, owner), token=self._new_token()
+        )
         self._raw[cid] = raw
         return raw
 

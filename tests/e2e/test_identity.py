@@ -41,7 +41,6 @@ from ibhub.protocol import (
     OrderRejected,
     RejectReason,
     StatusReply,
-    Welcome,
 )
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory, RawClient
@@ -61,8 +60,9 @@ async def order_hub(make_hub: HubFactory, **settings: Any) -> HubServer:
 
 
 def sdk(hub: HubServer, name: str, **kw: Any) -> AsyncHub:
-    return AsyncHub(pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name=name,
-                    request_timeout=5.0, **kw)
+    return AsyncHub(
+        pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name=name, request_timeout=5.0, **kw
+    )
 
 
 async def resting_order(hub: HubServer, hub_sim: SimGateway, alice: AsyncHub) -> int:
@@ -71,8 +71,11 @@ async def resting_order(hub: HubServer, hub_sim: SimGateway, alice: AsyncHub) ->
     await sub.get(5.0)  # the hub knows a last price (price band)
     price = round(hub_sim.broker.price_of(AAPL) * 0.95, 2)
     order = await alice.place_order("AAPL", "BUY", 5, order_type="LMT", limit_price=price)
-    await wait_until(lambda: [o.status for o in hub_sim.broker.orders()] == ["Submitted"],
-                     5.0, "alice's order working at the Gateway")
+    await wait_until(
+        lambda: [o.status for o in hub_sim.broker.orders()] == ["Submitted"],
+        5.0,
+        "alice's order working at the Gateway",
+    )
     return order.order_id
 
 
@@ -96,16 +99,18 @@ async def test_nothing_status_shows_lets_another_script_touch_her_order(
 
         # Everything status shows, and alice's real token leaked to another connection.
         for stolen in [*shown.values(), keeper.token]:
-            for req in (CancelOrder(id=mallory.next_id(), lease=stolen, order_id=order_id),
-                        ModifyOrder(id=mallory.next_id(), lease=stolen, order_id=order_id,
-                                    limit_price=1.0),
-                        Heartbeat(id=mallory.next_id(), lease=stolen)):
+            for req in (
+                CancelOrder(id=mallory.next_id(), lease=stolen, order_id=order_id),
+                ModifyOrder(id=mallory.next_id(), lease=stolen, order_id=order_id, limit_price=1.0),
+                Heartbeat(id=mallory.next_id(), lease=stolen),
+            ):
                 reply = await mallory.request(req)
                 assert isinstance(reply, Error) and reply.code == ErrorCode.UNKNOWN_LEASE, reply
                 assert "alice" not in reply.message and stolen not in reply.message
         # Her own lease gives mallory nothing over alice's order either.
-        reply = await mallory.request(CancelOrder(id=mallory.next_id(), lease=mallory.lease,
-                                                  order_id=order_id))
+        reply = await mallory.request(
+            CancelOrder(id=mallory.next_id(), lease=mallory.lease, order_id=order_id)
+        )
         assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.NOT_OWNER
         reply = await mallory.request(GlobalCancel(id=mallory.next_id(), lease=mallory.lease))
         assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.FORBIDDEN
@@ -113,12 +118,16 @@ async def test_nothing_status_shows_lets_another_script_touch_her_order(
         assert [o.status for o in hub_sim.broker.orders()] == ["Submitted"]
         assert alice.rehellos == 0
         await alice.cancel_order(order_id)  # and she still can
-        await wait_until(lambda: [o.status for o in hub_sim.broker.orders()] == ["Cancelled"],
-                         5.0, "alice's own cancel")
+        await wait_until(
+            lambda: [o.status for o in hub_sim.broker.orders()] == ["Cancelled"],
+            5.0,
+            "alice's own cancel",
+        )
 
 
 async def test_operator_is_refused_without_proof_and_granted_with_the_token_file(
-    make_hub: HubFactory, clients: Callable[..., RawClient],
+    make_hub: HubFactory,
+    clients: Callable[..., RawClient],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hub = await make_hub()
@@ -127,8 +136,15 @@ async def test_operator_is_refused_without_proof_and_granted_with_the_token_file
 
     c = clients(hub.rpc_endpoint)
     for credential in ("", "not-the-token"):
-        reply = await c.request(Hello(id=c.next_id(), name="claims-operator", role="operator",
-                                      protocol=PROTOCOL_VERSION, credential=credential))
+        reply = await c.request(
+            Hello(
+                id=c.next_id(),
+                name="claims-operator",
+                role="operator",
+                protocol=PROTOCOL_VERSION,
+                credential=credential,
+            )
+        )
         assert isinstance(reply, Error) and reply.code == ErrorCode.FORBIDDEN, reply
         assert str(token_file) in reply.message  # says how to get the role
     assert len(hub.leases) == 0
@@ -151,30 +167,44 @@ async def test_operator_is_refused_without_proof_and_granted_with_the_token_file
 
 
 async def test_with_curve_only_a_listed_key_may_be_operator(
-    make_hub: HubFactory, keys: dict[str, Path]  # noqa: F811
+    make_hub: HubFactory,
+    keys: dict[str, Path],  # noqa: F811
 ) -> None:
     ops_pub, ops_sec = keygen(keys["root"] / "ops", "ops")
     shutil.copy(ops_pub, keys["allowed"] / ops_pub.name)
-    hub = await make_hub(pub="tcp://127.0.0.1:0", rpc="tcp://127.0.0.1:0",
-                         curve_server_secret_key_file=keys["hub_sec"],
-                         curve_authorized_keys_dir=keys["allowed"],
-                         curve_operator_keys=[str(ops_pub)])
+    hub = await make_hub(
+        pub="tcp://127.0.0.1:0",
+        rpc="tcp://127.0.0.1:0",
+        curve_server_secret_key_file=keys["hub_sec"],
+        curve_authorized_keys_dir=keys["allowed"],
+        curve_operator_keys=[str(ops_pub)],
+    )
     server_key = keys["hub_pub"].read_text()
     server_public = zmq.auth.load_certificate(keys["hub_pub"])[0]
     # The local token file does not make an allowed but unlisted key an operator.
     token = hub.settings.operator_token_path.read_text().strip()
     with pytest.raises(HubError) as exc:
-        async with sdk(hub, "alice", role="operator", server_key=server_public,
-                       client_key_file=str(keys["client_sec"]), operator_token=token,
-                       connect_retries=1):
+        async with sdk(
+            hub,
+            "alice",
+            role="operator",
+            server_key=server_public,
+            client_key_file=str(keys["client_sec"]),
+            operator_token=token,
+            connect_retries=1,
+        ):
             pass
     assert exc.value.code == ErrorCode.FORBIDDEN and "curve_operator_keys" in exc.value.message
     assert server_key  # (the file is readable; the SDK took the key itself)
 
-    async with sdk(hub, "ops", role="operator", server_key=server_public,
-                   client_key_file=str(ops_sec)) as ops, \
-            sdk(hub, "alice", server_key=server_public,
-                client_key_file=str(keys["client_sec"])) as alice:
+    async with (
+        sdk(
+            hub, "ops", role="operator", server_key=server_public, client_key_file=str(ops_sec)
+        ) as ops,
+        sdk(
+            hub, "alice", server_key=server_public, client_key_file=str(keys["client_sec"])
+        ) as alice,
+    ):
         assert hub.leases.get(ops.lease).role == "operator"  # type: ignore[arg-type, union-attr]
         assert hub.leases.get(alice.lease).role == "trader"  # type: ignore[arg-type, union-attr]
         # Alice's token presented over a connection authenticated with the ops key.
@@ -187,8 +217,9 @@ async def test_with_curve_only_a_listed_key_may_be_operator(
             sock.curve_publickey, sock.curve_secretkey = public, secret
             sock.curve_serverkey = server_public
             sock.connect(hub.rpc_endpoint)
-            await sock.send_multipart([b"", wire.encode(
-                Heartbeat(id=7, lease=alice._keeper.token))])
+            await sock.send_multipart(
+                [b"", wire.encode(Heartbeat(id=7, lease=alice._keeper.token))]
+            )
             async with asyncio.timeout(5.0):
                 reply = wire.decode_reply((await sock.recv_multipart())[-1])
             assert isinstance(reply, Error) and reply.code == ErrorCode.UNKNOWN_LEASE, reply
@@ -221,7 +252,8 @@ async def test_a_flood_of_raw_leases_leaves_scripts_their_client_ids(
 
     async with sdk(hub, "late-script") as script:
         assert script.client_id is not None and script.client_id not in {
-            g.client_id for g in granted}
+            g.client_id for g in granted
+        }
 
 
 class Forwarder:
@@ -279,8 +311,12 @@ async def test_the_sdk_keeps_its_lease_across_its_own_reconnect(
     relay = Forwarder(port)
     await relay.start()
     try:
-        async with AsyncHub(pub=hub.pub_endpoint, rpc=f"tcp://127.0.0.1:{relay.port}",
-                            name="blip", request_timeout=5.0) as script:
+        async with AsyncHub(
+            pub=hub.pub_endpoint,
+            rpc=f"tcp://127.0.0.1:{relay.port}",
+            name="blip",
+            request_timeout=5.0,
+        ) as script:
             lease = script.lease
             relay.cut()  # the DEALER reconnects (same socket, new TCP connection)
             await wait_until(lambda: relay.accepted >= 2, 5.0, "the SDK reconnected")

@@ -142,9 +142,14 @@ def test_holder_list_is_bounded() -> None:
 
 def policy(tmp_path: Path, **kw: object) -> RolePolicy:
     settings = HubSettings(data_dir=tmp_path, **kw)  # type: ignore[arg-type]
-    return RolePolicy.from_settings(settings, curve=bool(kw.get("curve_operator_keys")
-                                                         or kw.get("curve_trader_keys")
-                                                         or kw.get("curve_readonly_keys")))
+    return RolePolicy.from_settings(
+        settings,
+        curve=bool(
+            kw.get("curve_operator_keys")
+            or kw.get("curve_trader_keys")
+            or kw.get("curve_readonly_keys")
+        ),
+    )
 
 
 def test_operator_token_file_is_created_private_and_checked(tmp_path: Path) -> None:
@@ -153,7 +158,7 @@ def test_operator_token_file_is_created_private_and_checked(tmp_path: Path) -> N
     assert len(token) >= 43 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert ensure_operator_token(path) == token  # kept across restarts
     os.chmod(path, 0o644)
-    with pytest.raises(ConfigError, match="accessible by other users.*chmod 600"):
+    with pytest.raises(ConfigError, match=r"accessible by other users.*chmod 600"):
         ensure_operator_token(path)
 
 
@@ -174,7 +179,7 @@ def test_loopback_roles_come_from_config_not_from_the_claim(tmp_path: Path) -> N
     p = policy(tmp_path)
     assert p.grant("trader", ALICE) == "trader"
     assert p.grant("readonly", ALICE) == "readonly"
-    with pytest.raises(RoleRefused, match="operator.token"):
+    with pytest.raises(RoleRefused, match=r"operator\.token"):
         p.grant("operator", ALICE)
     with pytest.raises(RoleRefused, match="wrong operator token"):
         p.grant("operator", ALICE, "guess")
