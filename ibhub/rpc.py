@@ -310,8 +310,8 @@ class RpcServer:
         peer = Peer(b"\0".join(envelope), self._peer_key)
         if self._bind_lease is not None and getattr(req, "lease", None):
             bound = self._bind_lease(req, peer)
-            if isinstance(bound, Error):
-                self.errors += 1
+            if isinstance(bound, Error):  # counted like a handler's unknown_lease
+                self._observe(req, bound, time.perf_counter())
                 self._send(envelope, bound)
                 return
             req = bound
