@@ -131,6 +131,9 @@ class Hello(Request, frozen=True, tag="hello"):
     # document gave it this default): refused, since it cannot read tick batches.
     # Clients send PROTOCOL_VERSION explicitly.
     protocol: int = 1
+    # Proof for role="operator" on a loopback hub: the operator token the hub keeps in
+    # its data dir (operator.token, readable only by the hub's user). See docs/security.md.
+    credential: Token = ""
 
 
 class Heartbeat(Request, frozen=True, tag="heartbeat"):
@@ -177,12 +180,17 @@ class LeaseClientId(Request, frozen=True, tag="lease_client_id"):
     """A raw TWS client id for a script that must open its own Gateway connection."""
 
     name: Name
-    ttl: float = 0.0  # seconds; 0 = hold until released (or the owning lease expires)
+    # seconds; 0 = the hub's raw_lease_ttl (24 h by default; the owning lease's life
+    # when ``lease`` is given); longer than raw_lease_ttl is cut to it
+    ttl: float = 0.0
     lease: Token = ""  # optional: tie the raw id to this lease's life
+    token: Token = ""  # renew the raw id this token (from client_id_leased) names instead
 
 
 class ReleaseClientId(Request, frozen=True, tag="release_client_id"):
     client_id: int
+    token: Token = ""  # the raw id's token from client_id_leased
+    credential: Token = ""  # or the operator token: release anyone's raw id
 
 
 class GetStatus(Request, frozen=True, tag="status"):
@@ -351,11 +359,15 @@ class Error(Reply, frozen=True, tag="error"):
 
 
 class Welcome(Reply, frozen=True, tag="welcome"):
-    lease: str
+    lease: str  # the public handle: status, logs, order.<lease> / error.<lease> topics
     client_id: int
     heartbeat_interval: float
     hub_version: str
     protocol: int = PROTOCOL_VERSION
+    # The lease's secret: put it in the ``lease`` field of every request. Only this
+    # reply carries it; it works only from the connection (and CURVE key) that said hello.
+    token: str = ""
+    role: str = ""  # the role granted (from the hub's configuration, never the claim)
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):
@@ -383,7 +395,8 @@ class HistoricalBarsReply(Reply, frozen=True, tag="historical_bars"):
 
 class ClientIdLeased(Reply, frozen=True, tag="client_id_leased"):
     client_id: int
-    expires_in: float = 0.0
+    expires_in: float = 0.0  # seconds; 0 = until released or the owning lease ends
+    token: str = ""  # secret: needed to release or renew this raw id
 
 
 class SubscriptionInfo(Struct, frozen=True):

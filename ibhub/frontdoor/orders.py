@@ -93,7 +93,10 @@ class OrderRelay:
         return None if service is None else service.book
 
     def _caller(self, s: DownstreamSession) -> Caller:
-        return Caller(s.lease, s.owner)
+        # A TWS client is a loopback client: the hub's local_role, never more (the TWS
+        # protocol has no way to prove operator; docs/security.md).
+        settings = getattr(self._door.hub, "settings", None)
+        return Caller(s.lease, s.owner, getattr(settings, "local_role", "trader"))
 
     def session_started(self, s: DownstreamSession) -> None:
         """Before nextValidId: adopt this client id's working orders the front door has no
