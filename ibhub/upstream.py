@@ -350,7 +350,7 @@ class Upstream:
             self.req_id_floor = req_id + 1
             return req_id
 
-        client.getReqId = get_req_id  # type: ignore[method-assign]
+        client.getReqId = get_req_id
 
     async def stop(self) -> None:
         task, self._task = self._task, None

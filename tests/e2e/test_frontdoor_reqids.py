@@ -28,16 +28,33 @@ ib_clients = frontdoor_support.ib_clients
 
 SIM_MAX_QTY = 50  # the simulated Gateway refuses (201) larger orders; the hub allows them
 
-STOCKS = ("MSFT", "TSLA", "NVDA", "AMZN", "GOOGL", "META", "AMD", "NFLX", "JPM", "XOM",
-          "BAC", "INTC", "KO", "PEP", "WMT", "DIS")
+STOCKS = (
+    "MSFT",
+    "TSLA",
+    "NVDA",
+    "AMZN",
+    "GOOGL",
+    "META",
+    "AMD",
+    "NFLX",
+    "JPM",
+    "XOM",
+    "BAC",
+    "INTC",
+    "KO",
+    "PEP",
+    "WMT",
+    "DIS",
+)
 
 
 @pytest.fixture
 async def hub_sim() -> AsyncIterator[SimGateway]:
     """The shared simulator, but one that refuses orders above SIM_MAX_QTY."""
     print(f"sim seed {SEED}")
-    config = SimConfig(host="127.0.0.1", port=0, seed=SEED, tick_rate=40.0,
-                       max_order_qty=SIM_MAX_QTY)
+    config = SimConfig(
+        host="127.0.0.1", port=0, seed=SEED, tick_rate=40.0, max_order_qty=SIM_MAX_QTY
+    )
     async with SimGateway(config) as gw:
         yield gw
 
@@ -74,8 +91,11 @@ async def test_frontdoor_after_gateway_restart(
     # and a market-data request on another new contract is served (hub-side lookup)
     t = Stock("CSCO", "SMART", "USD")
     ib.reqMktData(t)
-    await wait_until(lambda: ib.ticker(t) is not None and ib.ticker(t).bid > 0, 4.0,
-                     "CSCO quotes after the restart")
+    await wait_until(
+        lambda: ib.ticker(t) is not None and ib.ticker(t).bid > 0,
+        4.0,
+        "CSCO quotes after the restart",
+    )
     assert not [e for e in errors if e[1] not in (201,) and e[1] < 2100], errors
 
 
@@ -91,8 +111,8 @@ async def test_sdk_contract_details_after_gateway_restart(
     await rpc.hello("after-restart")
     for sym in ("IBM", "V", "CSCO"):
         reply = await rpc.request(
-            GetContractDetails(id=rpc.next_id(), contract=ContractSpec(symbol=sym)),
-            timeout=4.0)
+            GetContractDetails(id=rpc.next_id(), contract=ContractSpec(symbol=sym)), timeout=4.0
+        )
         assert isinstance(reply, ContractDetailsReply), reply
         assert reply.contracts[0].symbol == sym
     assert door_of(door_hub).passthrough.routes == {}
