@@ -31,6 +31,7 @@ from aiohttp import web
 
 from ibhub import __version__
 from ibhub.alerts import Alerts
+from ibhub.limits import Limits
 from ibhub.metrics import CONTENT_TYPE, HubMetrics, find_pacer
 from ibhub.protocol import UpstreamState
 
@@ -65,6 +66,16 @@ def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any
                   "max_wait_seconds": round(pacer.max_wait, 3)}
         if status == HEALTHY and pacer.queued >= PACING_BACKLOG:
             reasons.append(f"{pacer.queued} upstream requests waiting for the pacer")
+    limits = getattr(hub, "limits", None)
+    connections = limits.report() if isinstance(limits, Limits) else None
+    if status == HEALTHY and connections is not None:
+        for name, st in connections["listeners"].items():
+            if st["refusing"] or st["open"] >= st["max"]:
+                reasons.append(f"{name} listener at its connection cap "
+                               f"({st['open']}/{st['max']})")
+        used, most = connections["open_files"], connections["open_files_max"]
+        if used is not None and most and used >= most - connections["reserve"]:
+            reasons.append(f"open files at the reserve ({used} of {most})")
     if status == HEALTHY and reasons:
         status = DEGRADED
     started = getattr(hub, "_started", 0.0)
@@ -89,6 +100,7 @@ def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any
         "lines_max": hub.subs.lines_max,
         "uptime_seconds": round(time.monotonic() - started, 3) if started else 0.0,
         "pacing": pacing,
+        "connections": connections,
         "alerts": list(alerts.recent)[-10:] if alerts is not None else [],
         "alert_counts": dict(alerts.counts) if alerts is not None else {},
     }
