@@ -203,7 +203,7 @@ def harden_zmq_listener(sock: zmq.Socket[Any]) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(HEARTBEAT_TIMEOUT * 1000))
 
 
-_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
 class ZmqListenerGuard:
@@ -227,6 +227,10 @@ class ZmqListenerGuard:
         self._mon.connect(self._addr)
         self._task: asyncio.Task[None] | None = None
         self._unbound_at = 0.0
+        # Unbound, and the monitor has not yet reported the listener closed: events
+        # queued until then belong to peers the unbind dropped (libzmq sends no
+        # per-peer event for those), so they are not counted.
+        self._draining = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"ibhub-guard-{self.stats.name}")
@@ -261,6 +265,11 @@ class ZmqListenerGuard:
             return
         event = int.from_bytes(frames[0][:2], "little")
         s = self.stats
+        if self._draining:
+            if event == zmq.EVENT_CLOSED:
+                self._draining = False
+                s.open = 0
+            return
         if event == zmq.EVENT_ACCEPTED:
             s.open += 1
             s.accepted += 1
@@ -281,14 +290,14 @@ class ZmqListenerGuard:
             return
         s.refusing = True
         s.refused += 1
-        s.open = 0  # unbind dropped every peer of the endpoint (no per-peer event)
+        self._draining = True
         self._unbound_at = time.monotonic()
         log.warning("%s listener %s refuses new connections for now: %s; its peers are "
                     "dropped and reconnect once it listens again", s.name, self.endpoint, why)
 
     def _maybe_rebind(self) -> None:
         s = self.stats
-        if time.monotonic() - self._unbound_at < REBIND_HOLD:
+        if self._draining or time.monotonic() - self._unbound_at < REBIND_HOLD:
             return
         if s.open >= s.cap * LOW_WATER or not self._limits.fds_recovered():
             return
