@@ -63,6 +63,9 @@ except ImportError:  # pragma: no cover - Windows has no RLIMIT_NOFILE
 NOFILE_CEILING = 1 << 20
 #: descriptors the hub needs before any client (interpreter, libraries, sockets, journal)
 BASELINE_FDS = 64
+#: concurrent /health and /metrics connections (scrapers and probes are few); they live
+#: in the descriptor reserve, so they never crowd out the upstream
+HTTP_MAX_CONNECTIONS = 16
 TWS_HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to START_API
 ZMQ_HANDSHAKE_IVL = 5.0  # seconds a ZeroMQ peer has to complete the ZMTP greeting
 HEARTBEAT_IVL = 5.0  # ZMTP PING every ... (libzmq answers PINGs itself)
@@ -155,6 +158,7 @@ class Limits:
         for name in ("tws", "rpc", "pub"):
             cap = getattr(settings, f"max_{name}_connections", None)
             limits.listeners[name] = ListenerStats(name, int(cap) if cap else share)
+        limits.listeners["http"] = ListenerStats("http", HTTP_MAX_CONNECTIONS)
         return limits
 
     def stats(self, name: str) -> ListenerStats:

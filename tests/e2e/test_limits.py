@@ -178,8 +178,50 @@ def test_limits_derive_caps_from_the_open_file_limit() -> None:
         "tws": share,
         "rpc": share,
         "pub": share,
+        "http": limits_mod.HTTP_MAX_CONNECTIONS,
     }
     # the caps and the reserve fit in the limit with room for the hub itself
-    assert sum(s.cap for s in limits.listeners.values()) + 64 + 64 <= 1024
+    clients = sum(s.cap for n, s in limits.listeners.items() if n != "http")
+    assert clients + 64 + limits_mod.BASELINE_FDS <= 1024
+    assert limits_mod.HTTP_MAX_CONNECTIONS < 64  # /health lives in the reserve
     set_ = limits_mod.Limits.from_settings(HubSettings(max_tws_connections=7), soft=1024)
     assert set_.stats("tws").cap == 7 and set_.stats("rpc").cap == share
+
+
+async def test_health_server_caps_its_connections(make_hub: HubFactory) -> None:
+    hub = await make_hub(http_port=_free_port())
+    assert hub.ops is not None and hub.ops.http_port
+    port = hub.ops.http_port
+    cap = limits_mod.HTTP_MAX_CONNECTIONS
+    with idle_flood(port, cap + 4) as socks:
+        # the connections over the cap are answered 503 and closed at once
+        await wait_until(
+            lambda: sum(closed_by_peer(s) for s in socks) >= 4,
+            5.0,
+            "connections over the cap closed",
+        )
+        stats = hub.limits.stats("http")  # type: ignore[union-attr]
+        assert stats.refused >= 4
+    # the idle ones are gone (closed by us): /health is served again
+    await wait_until(lambda: hub.limits.stats("http").open == 0, 5.0, "idle closed")  # type: ignore[union-attr]
+    assert await _get_health(port) == 200
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _get_health(port: int) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(3.0):
+            status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()
