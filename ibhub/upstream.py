@@ -826,7 +826,7 @@ class Upstream:
                 return []
             raise UpstreamRequestError(exc.code, exc.message) from None
         except ConnectionError as exc:
-            raise UpstreamDown(str(exc)) from None
+            raise UpstreamDown(_session_ended(exc)) from None
         return [details_to_info(d, spec.exchange) for d in details]
 
     async def historical_bars(
@@ -869,7 +869,7 @@ class Upstream:
         except RequestError as exc:
             raise UpstreamRequestError(exc.code, exc.message) from None
         except ConnectionError as exc:
-            raise UpstreamDown(str(exc)) from None
+            raise UpstreamDown(_session_ended(exc)) from None
         if not bars and time.monotonic() - started >= timeout * 0.99:
             raise TimeoutError(f"no historical data within {timeout:g}s")
         return [bar_to_bardata(b) for b in bars]
@@ -904,6 +904,12 @@ class _AttemptFailed(Exception):
 def _log_failed_send(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.debug("paced upstream send failed: %s", fut.exception())
+
+
+def _session_ended(exc: BaseException) -> str:
+    """The error for a request whose Gateway session ended before its answer came."""
+    return (f"the Gateway session ended before the answer came ({exc or 'not connected'}); "
+            "the request was not answered: send it again once upstream is CONNECTED")
 
 
 def _describe(exc: BaseException) -> str:

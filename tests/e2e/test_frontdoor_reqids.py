@@ -9,14 +9,22 @@ out and an order the Gateway refused stayed PendingSubmit for ever.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from ib_insync import LimitOrder, Stock
 
 from ibhub.hub import HubServer
-from ibhub.protocol import ContractDetailsReply, ContractSpec, GetContractDetails
+from ibhub.protocol import (
+    ContractDetailsReply,
+    ContractSpec,
+    Error,
+    ErrorCode,
+    GetContractDetails,
+)
 from ibhub.sim import SimConfig, SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.conftest import SEED
@@ -106,7 +114,12 @@ async def test_sdk_contract_details_after_gateway_restart(
     ib = await ib_clients(92)
     for sym in STOCKS:
         assert await ib.reqContractDetailsAsync(Stock(sym, "SMART", "USD"))
+    up = door_hub.upstream
+    assert up is not None and up.ib is not None
+    used = up.req_id_floor  # every id taken so far is below this
+    assert used > len(STOCKS)
     await _restart(door_hub, hub_sim)
+    assert up.ib.client.getReqId() >= used  # the new session goes on above them
     rpc = clients(door_hub.rpc_endpoint)
     await rpc.hello("after-restart")
     for sym in ("IBM", "V", "CSCO"):
@@ -116,3 +129,41 @@ async def test_sdk_contract_details_after_gateway_restart(
         assert isinstance(reply, ContractDetailsReply), reply
         assert reply.contracts[0].symbol == sym
     assert door_of(door_hub).passthrough.routes == {}
+
+
+async def test_requests_in_flight_at_a_restart_fail_at_once(
+    ib_clients: ClientFactory, door_hub: HubServer, hub_sim: SimGateway, clients
+) -> None:
+    """A request whose session ends is answered at once, not after request_timeout."""
+    quiet_ib_insync()
+    asked = asyncio.Event()
+    answer = hub_sim.handlers[9]
+
+    def never_for_ibm(s: Any, f: list[str]) -> None:
+        if "IBM" in f:
+            asked.set()  # and no answer: the Gateway goes away first
+            return
+        answer(s, f)
+
+    hub_sim.handlers[9] = never_for_ibm
+    ib = await ib_clients(93)
+    codes: list[int] = []
+    ib.errorEvent += lambda _rid, code, _msg, _c: codes.append(code)
+    rpc = clients(door_hub.rpc_endpoint)
+    await rpc.hello("in-flight")
+    sdk = asyncio.ensure_future(
+        rpc.request(
+            GetContractDetails(id=rpc.next_id(), contract=ContractSpec(symbol="IBM")),
+            timeout=10.0,
+        )
+    )
+    script = asyncio.ensure_future(ib.reqContractDetailsAsync(Stock("IBM", "SMART", "USD")))
+    await wait_until(asked.is_set, 5.0, "the lookups reached the Gateway")
+    started = time.monotonic()
+    await hub_sim.restart(0.3)
+    async with asyncio.timeout(3.0):
+        reply, details = await asyncio.gather(sdk, script)
+    assert time.monotonic() - started < 3.0
+    assert isinstance(reply, Error) and reply.code == ErrorCode.UPSTREAM_DOWN, reply
+    assert "session ended" in reply.message
+    assert details == [] and 504 in codes
