@@ -225,3 +225,21 @@ async def _get_health(port: int) -> int:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def test_the_reserve_line_is_seen_before_the_limit() -> None:
+    import socket
+
+    used = limits_mod.open_fds()
+    assert used is not None
+    limits = limits_mod.Limits(soft=used + 16 + 3, reserve=16)
+    assert not limits.fds_low()
+    extra = [socket.socket() for _ in range(4)]
+    try:
+        assert limits.fds_low()  # near the line every check counts again
+        assert not limits.fds_recovered()
+    finally:
+        for s in extra:
+            s.close()
+    # far under the line again: a refusing listener may accept
+    assert limits_mod.Limits(soft=(used + 16) * 2, reserve=16).fds_recovered()
