@@ -72,6 +72,10 @@ async def test_front_door_refuses_beyond_its_cap_and_serves_once_idle_ones_go(
         assert isinstance(status, StatusReply)
         assert status.connections["tws"]["open"] == CAP
         assert status.connections["tws"]["refused"] == FLOOD - CAP + 1
+        from ibhub.client_cli import format_status
+
+        text = format_status(status, hub.rpc_endpoint)
+        assert f"connections: tws {CAP}/{CAP} ({FLOOD - CAP + 1} refused)" in text, text
     # the idle connections went: a script is served again
     await wait_until(lambda: len(door.sessions) == 0, 5.0, "idle sessions gone")
     ib, errors = await _connect_ib(door.tws_port, 6)
