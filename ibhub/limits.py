@@ -99,15 +99,17 @@ def raise_nofile() -> tuple[int, int]:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:
-            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target,
-                        exc)
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
         else:
             soft = target
     shown = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
     log.info("open-file limit %d (hard %s)", soft, shown)
     if soft < 4096:
-        log.warning("open-file limit %d is low for a hub with many clients; raise it "
-                    "(systemd LimitNOFILE=65536, ulimit -n) — see docs/operations.md", soft)
+        log.warning(
+            "open-file limit %d is low for a hub with many clients; raise it "
+            "(systemd LimitNOFILE=65536, ulimit -n) — see docs/operations.md",
+            soft,
+        )
     return soft, hard
 
 
@@ -134,8 +136,13 @@ class ListenerStats:
     refusing: bool = False  # a ZeroMQ listener unbound for now
 
     def as_dict(self) -> dict[str, Any]:
-        return {"open": self.open, "max": self.cap, "accepted": self.accepted,
-                "refused": self.refused, "refusing": self.refusing}
+        return {
+            "open": self.open,
+            "max": self.cap,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "refusing": self.refusing,
+        }
 
 
 @dataclass
@@ -191,8 +198,12 @@ class Limits:
         """
         now = time.monotonic()
         line = self.soft - self.reserve
-        if (fresh or self._fds is None or now - self._fds_at > FD_RECOUNT
-                or self._fds >= line - self.reserve):
+        if (
+            fresh
+            or self._fds is None
+            or now - self._fds_at > FD_RECOUNT
+            or self._fds >= line - self.reserve
+        ):
             self._fds = open_fds()
             self._fds_at = now
         return self._fds
@@ -237,8 +248,14 @@ class ZmqListenerGuard:
     on the hub's loop, reading the socket's monitor.
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, sock: zmq.Socket[Any], endpoint: str,
-                 stats: ListenerStats, limits: Limits) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        sock: zmq.Socket[Any],
+        endpoint: str,
+        stats: ListenerStats,
+        limits: Limits,
+    ) -> None:
         self._sock = sock
         self.endpoint = endpoint
         self.stats = stats
@@ -303,20 +320,27 @@ class ZmqListenerGuard:
 
     def _stop_accepting(self) -> None:
         s = self.stats
-        why = (f"{s.open} peers (max_{s.name}_connections {s.cap})" if s.open >= s.cap
-               else f"open files at the reserve ({self._limits.soft} - {self._limits.reserve})")
+        why = (
+            f"{s.open} peers (max_{s.name}_connections {s.cap})"
+            if s.open >= s.cap
+            else f"open files at the reserve ({self._limits.soft} - {self._limits.reserve})"
+        )
         try:
             self._sock.unbind(self.endpoint)
         except zmq.ZMQError as exc:
-            log.error("%s listener: could not stop accepting on %s: %s", s.name,
-                      self.endpoint, exc)
+            log.error("%s listener: could not stop accepting on %s: %s", s.name, self.endpoint, exc)
             return
         s.refusing = True
         s.refused += 1
         self._draining = True
         self._unbound_at = time.monotonic()
-        log.warning("%s listener %s refuses new connections for now: %s; its peers are "
-                    "dropped and reconnect once it listens again", s.name, self.endpoint, why)
+        log.warning(
+            "%s listener %s refuses new connections for now: %s; its peers are "
+            "dropped and reconnect once it listens again",
+            s.name,
+            self.endpoint,
+            why,
+        )
 
     def _maybe_rebind(self) -> None:
         s = self.stats
@@ -327,10 +351,12 @@ class ZmqListenerGuard:
         try:
             self._sock.bind(self.endpoint)
         except zmq.ZMQError as exc:
-            log.warning("%s listener: rebinding %s failed (%s); retrying", s.name,
-                        self.endpoint, exc)
+            log.warning(
+                "%s listener: rebinding %s failed (%s); retrying", s.name, self.endpoint, exc
+            )
             self._unbound_at = time.monotonic()
             return
         s.refusing = False
-        log.info("%s listener %s accepts connections again (%d peers)", s.name,
-                 self.endpoint, s.open)
+        log.info(
+            "%s listener %s accepts connections again (%d peers)", s.name, self.endpoint, s.open
+        )
