@@ -152,8 +152,9 @@ class Limits:
     soft: int
     reserve: int
     listeners: dict[str, ListenerStats] = field(default_factory=dict)
-    _fds: int | None = None  # the last count of open descriptors (see _used)
-    _fds_at: float = 0.0
+    # the last count of open descriptors and when it was taken (see _used)
+    _fds: int | None = field(default=None, init=False, repr=False)
+    _fds_at: float = field(default=0.0, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Any, soft: int | None = None) -> Limits:
