@@ -114,6 +114,14 @@ def format_status(status: StatusReply, endpoint: str) -> str:
     lines.append(f"trading: {status.trading or 'unknown (older hub)'}")
     queue = ", ".join(f"{k} {v}" for k, v in status.upstream_queue.items()) or "-"
     lines.append(f"upstream queue: {queue}")
+    conns = ", ".join(
+        f"{name} {c.get('open', 0)}/{c.get('max', 0)}"
+        + (f" ({c['refused']} refused)" if c.get("refused") else "")
+        + (" REFUSING" if c.get("refusing") else "")
+        for name, c in status.connections.items()
+    )
+    if conns:
+        lines.append(f"connections: {conns}")
     return "\n".join(lines)
 
 

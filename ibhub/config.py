@@ -159,6 +159,15 @@ class HubSettings(BaseSettings):
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Descriptors and connection caps (ibhub.limits, docs/operations.md "Connection
+    # limits"): descriptors kept back from clients for the upstream, journal and health
+    # server, and the most concurrent connections per listener (0 = an equal share of
+    # the open-file limit left after the reserve).
+    fd_reserve: int = Field(default=64, ge=16)
+    max_tws_connections: int = Field(default=0, ge=0)
+    max_rpc_connections: int = Field(default=0, ge=0)
+    max_pub_connections: int = Field(default=0, ge=0)
+
     # CURVE (ibhub.security): required to bind pub/rpc to a non-loopback address. The
     # hub's key pair (a .key_secret file from `ibhub keys generate`) and the client
     # public keys allowed in: a directory of .key files and/or Z85 keys listed here.

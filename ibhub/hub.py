@@ -30,6 +30,7 @@ from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
 from ibhub.fanout import PUB_SNDHWM, Fanout
 from ibhub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
+from ibhub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
 from ibhub.pacing import Pacer
 from ibhub.protocol import (
     PROTOCOL_VERSION,
@@ -126,6 +127,8 @@ class HubServer:
         self._stale = False
         self._services: list[Any] = []
         self.ops: Any = None  # health/metrics/alerts (ibhub.health.attach_ops), once started
+        self.limits: Limits | None = None  # descriptor budget and connection caps
+        self._guards: list[ZmqListenerGuard] = []
 
     # ------------------------------------------------------------------ extension
 
@@ -207,6 +210,7 @@ class HubServer:
             security.apply(pub)
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+            harden_zmq_listener(pub)
             pub.bind(pub_ep)
             self._pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             router = self._router = ctx.socket(zmq.ROUTER)
@@ -218,8 +222,10 @@ class HubServer:
             # beyond this the peer is simply dropped.
             router.setsockopt(zmq.MAXMSGSIZE, 4 * s.max_request_bytes)
             security.apply(router)
+            harden_zmq_listener(router)
             router.bind(rpc_ep)
             self._rpc_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._guard_listeners(ctx)
         except zmq.ZMQError as exc:
             self._close_sockets()
             if self.sim is not None:
@@ -259,6 +265,16 @@ class HubServer:
             self.settings.gateway_host, self.settings.gateway_port, self.settings.client_id,
         )
 
+    def _guard_listeners(self, ctx: zmq.asyncio.Context) -> None:
+        """Count the ZeroMQ listeners' peers; cap them (ibhub.limits)."""
+        limits = limits_of(self)
+        for name, sock, endpoint in (("rpc", self._router, self._rpc_endpoint),
+                                     ("pub", self._pub, self._pub_endpoint)):
+            if sock is not None and endpoint.startswith("tcp://"):
+                guard = ZmqListenerGuard(ctx, sock, endpoint, limits.stats(name), limits)
+                guard.start()
+                self._guards.append(guard)
+
     async def _start_sim(self) -> None:
         """Start the embedded simulator on its own thread and loop.
 
@@ -295,6 +311,9 @@ class HubServer:
                 await t
         if self.rpc is not None:
             await self.rpc.close()
+        guards, self._guards = self._guards, []
+        for guard in guards:
+            await guard.stop()
         for fut in self._resolving.values():
             fut.cancel()
         if self.upstream is not None:
@@ -607,6 +626,8 @@ class HubServer:
             raw_client_ids=sorted(r.client_id for r in self.leases.raw_leases()),
             trading=self.orders.status()["trading"] if self.orders is not None else "off",
             upstream_queue=self.pacer.depth() if self.pacer is not None else {},
+            connections={n: {k: int(v) for k, v in st.as_dict().items()}
+                         for n, st in limits_of(self).listeners.items()},
         )
 
     # ------------------------------------------------------------------ contracts

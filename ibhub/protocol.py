@@ -438,6 +438,9 @@ class StatusReply(Reply, frozen=True, tag="status"):
     # Requests waiting for the upstream budget, per priority (cancel, order, subscription,
     # query): the hub's pacing queue depth.
     upstream_queue: dict[str, int] = {}
+    # Client connections per listener ("tws", "rpc", "pub"): open, max, accepted, refused,
+    # refusing (1 while a listener refuses new connections); ibhub.limits.
+    connections: dict[str, dict[str, int]] = {}
 
 
 # ------------------------------------------------------------ replies: orders and account
