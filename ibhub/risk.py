@@ -137,6 +137,64 @@ def check_client_order_id(client_order_id: str) -> Refusal | None:
     return None
 
 
+OCA_TYPES: Final = frozenset({0, 1, 2, 3})
+MAX_ATTRIBUTE_TEXT: Final = 64  # oca_group, order_ref, algo names and parameter tags/values
+MAX_ALGO_PARAMS: Final = 32
+
+
+def _text_refusal(name: str, value: str) -> Refusal | None:
+    if len(value) > MAX_ATTRIBUTE_TEXT:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"{name} is {len(value)} characters; at most {MAX_ATTRIBUTE_TEXT} are allowed",
+        )
+    if value and not value.isprintable():
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE, f"{name} contains non-printable characters"
+        )
+    return None
+
+
+def check_order_attributes(req: PlaceOrder) -> Refusal | None:
+    """OCA, order ref and algo fields: each is honoured, so each must make sense."""
+    if req.oca_type not in OCA_TYPES:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"oca_type must be 1 (cancel the others), 2 (reduce them, with block), "
+            f"3 (reduce them, no block) or 0 (IB's default), not {req.oca_type}",
+        )
+    if req.oca_type and not req.oca_group:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"oca_type {req.oca_type} needs an oca_group (the orders it links)",
+        )
+    if (req.algo_params or req.algo_id) and not req.algo_strategy:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            "algo_params / algo_id need an algo_strategy (e.g. 'Adaptive')",
+        )
+    if len(req.algo_params) > MAX_ALGO_PARAMS:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"{len(req.algo_params)} algo_params; at most {MAX_ALGO_PARAMS} are allowed",
+        )
+    texts = [
+        ("oca_group", req.oca_group),
+        ("order_ref", req.order_ref),
+        ("algo_strategy", req.algo_strategy),
+        ("algo_id", req.algo_id),
+    ]
+    for tag, value in req.algo_params.items():
+        if not tag:
+            return Refusal(RejectReason.BAD_ORDER_ATTRIBUTE, "an algo_params tag is empty")
+        texts += [(f"algo_params tag {tag[:20]!r}", tag), (f"algo_params[{tag[:20]!r}]", value)]
+    for name, value in texts:
+        refusal = _text_refusal(name, value)
+        if refusal:
+            return refusal
+    return None
+
+
 def _price(
     name: str, value: float | None, last: float | None, limits: RiskLimits, band: bool
 ) -> Refusal | None:
@@ -336,6 +394,7 @@ class RiskGate:
             check_client_order_id(req.client_order_id)
             or self._may_trade(role, req.account)
             or validate_params(OrderParams.of(req), self.limits, band=False)
+            or check_order_attributes(req)
         )
 
     def check_band_and_rate(
