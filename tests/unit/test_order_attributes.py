@@ -3,17 +3,24 @@ of the honoured ones, and the fingerprint of orders journaled before they existe
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import msgspec
 import pytest
 from ib_insync import LimitOrder, MarketOrder, Order, Stock, StopLimitOrder, StopOrder, TagValue
 from ib_insync.order import PriceCondition
 
 from ibhub.frontdoor.orders import refusal_for, unhonoured
+from ibhub.order_feed import make_oca_group, make_order_ref, parse_order_ref
 from ibhub.orders import fingerprint
-from ibhub.protocol import ContractSpec, PlaceOrder, RejectReason
+from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder, RejectReason
 from ibhub.risk import check_order_attributes
 from ibhub.sim.orders import parse_place_order
+from tests.helpers import wait_until
 from tests.sim.broker_support import place_order_fields
+from tests.unit.test_orders import ALICE, Harness, open_order
+from tests.unit.test_orders import place as book_place
 
 AAPL = Stock("AAPL", "SMART", "USD")
 
@@ -114,3 +121,59 @@ def test_well_formed_attributes_pass() -> None:
                                          algo_strategy="Adaptive",
                                          algo_params={"adaptivePriority": "Normal"},
                                          algo_id="a")) is None
+
+
+# --------------------------------------------------------------------------- the order book
+
+
+async def test_the_book_sends_journals_and_restores_the_attributes(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.start()
+    try:
+        reply = await h.book.place(ALICE, book_place(
+            "a1", oca_group="exit", oca_type=2, order_ref="mine", algo_strategy="Adaptive",
+            algo_params={"adaptivePriority": "Normal"}, algo_id="x1", take_profit=200.0))
+        assert isinstance(reply, OrderAccepted)
+        await wait_until(lambda: len(h.up.placed) == 2, what="parent and child sent")
+        (_, _, parent), (_, _, child) = h.up.placed
+        assert parent.oca_group == make_oca_group("alice", "exit") and parent.oca_type == 2
+        assert (parent.algo_strategy, parent.algo_params, parent.algo_id) == (
+            "Adaptive", (("adaptivePriority", "Normal"),), "x1")
+        assert parse_order_ref(parent.order_ref) == ("alice", "a1")  # the hub's own ref
+        assert (child.oca_group, child.algo_strategy) == ("", "")  # the parent's, not the leg's
+        [info, leg] = h.book.store.orders("alice", working=True)
+        assert (info.order_ref, info.oca_group, info.oca_type, info.algo_params) == (
+            "mine", "exit", 2, {"adaptivePriority": "Normal"})
+        assert leg.order_ref == "mine" and leg.oca_group == ""
+        # the Gateway reduces the order (its OCA group filled elsewhere): the book follows
+        h.book.updates.on_open_order(open_order(reply.order_id, "Submitted", qty=4.0))
+        assert h.book.store.get(reply.order_id).quantity == 4.0  # type: ignore[union-attr]
+        await h.flush()
+    finally:
+        await h.stop()
+    h2 = Harness(tmp_path)  # a restart restores them from the journal
+    await h2.start()
+    try:
+        [info, _] = h2.book.store.orders("alice", working=True)
+        assert (info.order_ref, info.oca_group, info.algo_id, info.quantity) == (
+            "mine", "exit", "x1", 4.0)
+    finally:
+        await h2.stop()
+
+
+async def test_an_order_adopted_after_losing_the_journal_keeps_its_group(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    await h.start()
+    try:
+        found = replace(open_order(50, "Submitted", ref=make_order_ref("carol", "c9")),
+                        oca_group=make_oca_group("carol", "exit"), oca_type=1,
+                        algo_strategy="Twap", algo_params=(("startTime", "09:30"),))
+        h.book.updates.reconcile(open_orders=[found], executions=[], commissions=[])
+        await h.flush()
+        rec = h.book.store.find("carol", "c9")
+        assert rec is not None and (rec.oca_group, rec.oca_type) == ("exit", 1)
+        assert h.book.store.info(rec).algo_params == {"startTime": "09:30"}
+    finally:
+        await h.stop()
