@@ -507,8 +507,13 @@ def _fixed_changes(rec: OrderRecord, req: OrderRequest) -> list[str]:
         ("algoParams", decode_algo_params(rec.algo_params), dict(req.algo_params)),
         ("algoId", rec.algo_id, req.algo_id),
         ("action", rec.action, req.action),
+        ("account", rec.account, req.account or rec.account),
     )
-    return [name for name, old, new in pairs if old != new]
+    changed = [name for name, old, new in pairs if old != new]
+    con_id = req.c12[0]
+    if con_id not in ("", "0") and con_id != str(rec.con_id):
+        changed.append("the contract")
+    return changed
 
 
 def _ib_time(ns: int) -> str:
