@@ -96,6 +96,8 @@ _WHAT: Final[dict[str, str]] = {
     "faGroup": "FA allocation", "faMethod": "FA allocation", "faPercentage": "FA allocation",
     "faProfile": "FA allocation", "volatility": "volatility orders",
     "cashQty": "cash-quantity orders", "triggerMethod": "stop trigger methods",
+    "lmtPrice": "a limit price on a MKT or STP order",
+    "auxPrice": "a stop price on a MKT or LMT order",
 }  # fmt: skip
 #: IB's own error for attributes it no longer accepts (code, attribute name in the text).
 _IB_CODES: Final[dict[str, tuple[int, str]]] = {
@@ -121,9 +123,10 @@ def unhonoured(req: OrderRequest) -> list[str]:
     """The attributes of a placeOrder the hub would not honour, in wire order."""
     out = [name for name, value in req.attributes
            if name not in HONOURED and not _is_default(name, value)]
-    if req.order_type in ("MKT", "STP") and req.lmt_price is not None:
+    # a price the order type does not use (0 is how some clients write "no price")
+    if req.order_type in ("MKT", "STP") and req.lmt_price not in (None, 0.0):
         out.append("lmtPrice")
-    if req.order_type in ("MKT", "LMT") and req.aux_price is not None:
+    if req.order_type in ("MKT", "LMT") and req.aux_price not in (None, 0.0):
         out.append("auxPrice")
     return out
 
@@ -231,12 +234,16 @@ class OrderRelay:
             s.send_error(oid, UNSUPPORTED, unsupported_text(3, "whatIf orders"))
             return
         bad = unhonoured(req)
+        existing = await cbook.hub_id(oid)
         if bad:
             log.info("tws client %d order %d refused: unhonoured attribute(s) %s",
                      s.client_id, oid, ", ".join(bad))
-            s.send_error(oid, *refusal_for(bad))
+            if existing is None:
+                s.send_error(oid, *refusal_for(bad))
+            else:  # a refused modification: a warning, the order keeps working (not an end)
+                s.send_error(oid, ORDER_MESSAGE, "Order message: modification refused: "
+                                                 + refusal_for(bad)[1])
             return
-        existing = await cbook.hub_id(oid)
         if existing is not None:
             await self._modify(s, book, oid, existing, req)
             return

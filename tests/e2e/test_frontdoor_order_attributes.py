@@ -148,3 +148,14 @@ async def test_a_modify_may_not_change_the_oca_group(
     assert code == 399 and "ocaGroup" in msg
     [up] = _sim_orders(hub_sim)
     assert up.oca_group.endswith("g1") and up.status == "Submitted"
+    # a modification adding an attribute the hub does not honour: refused as a warning,
+    # so the script's trade does not end while the order works at the Gateway
+    order.ocaGroup = "g1"
+    order.hidden = True
+    ib.placeOrder(c, order)
+    await wait_until(lambda: len([e for e in errors if e[0] == order.orderId]) == 2, 10.0,
+                     "second refusal")
+    _, code, msg = errors[-1]
+    assert code == 399 and "'hidden'" in msg
+    assert not trade.isDone() and trade.orderStatus.status == "Submitted"
+    assert up.status == "Submitted" and up.request is not None and not up.request.hidden

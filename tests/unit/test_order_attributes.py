@@ -177,3 +177,12 @@ async def test_an_order_adopted_after_losing_the_journal_keeps_its_group(
         assert h.book.store.info(rec).algo_params == {"startTime": "09:30"}
     finally:
         await h.stop()
+
+
+def test_a_zero_price_is_no_price() -> None:
+    order = MarketOrder("BUY", 1)
+    order.lmtPrice = 0.0
+    order.auxPrice = 0.0
+    assert _walk(order) == []
+    order.lmtPrice = 10.0
+    assert refusal_for(_walk(order))[1].count("a limit price on a MKT or STP order") == 1
