@@ -112,3 +112,23 @@ def _journaled(path: Path, coid: str) -> bool:
         return reader.find("labeller", coid) is not None
     finally:
         reader.close()
+
+
+async def test_oca_type_2_reduction_at_the_gateway_reaches_the_script(
+    order_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    async with sdk(order_hub, "reducer") as hub:
+        larger = await hub.place_order("AAPL", "BUY", 6, order_type="LMT",
+                                       limit_price=resting_buy_price(hub_sim),
+                                       oca_group="r", oca_type=2)
+        await larger.wait_until(lambda o: o.status == "Submitted", 5.0)
+        filled = await hub.place_order("AAPL", "BUY", 4, oca_group="r", oca_type=2)
+        await filled.wait_done(5.0)
+        assert filled.status == "Filled"
+        up = next(o for o in hub_sim.broker.orders() if o.order_id == larger.order_id)
+        assert up.total_qty == 2 and up.status == "Submitted"  # the Gateway cut it
+
+        store = order_hub.orders.book.store  # type: ignore[attr-defined]
+        await wait_until(lambda: store.get(larger.order_id).quantity == 2, 5.0, "the hub's cut")
+        [info] = await hub.open_orders()
+        assert (info.order_id, info.quantity, info.remaining) == (larger.order_id, 2.0, 2.0)
