@@ -322,7 +322,9 @@ class OrderBook:
         if dup is not None:
             return dup
         last = self._resolver.last_price(info.con_id)
-        refusal = self.risk.check_band_and_rate(req, lease=caller.lease, last_price=last)
+        refusal = self.risk.check_band_and_rate(
+            req, lease=caller.lease, last_price=last, sec_type=info.sec_type
+        )
         if refusal is not None:
             return self._reject(req.id, coid, refusal)
 
@@ -530,7 +532,13 @@ class OrderBook:
             ext = Refusal(RejectReason.NOT_OWNER, "external orders cannot be modified here")
             return self._reject(req.id, req.client_order_id, ext, rec.order_id)
         current = OrderParams(
-            rec.action, rec.quantity, rec.order_type, rec.limit_price, rec.stop_price, rec.tif
+            rec.action,
+            rec.quantity,
+            rec.order_type,
+            rec.limit_price,
+            rec.stop_price,
+            rec.tif,
+            sec_type=rec.sec_type,
         )
         refusal = self.risk.check_modify(
             req,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ibhub.client import OrderRejectedError
+from ibhub.client import HubError, OrderRejectedError
 from ibhub.hub import HubServer
 from ibhub.journal import Journal
 from ibhub.order_feed import decode_algo_params
-from ibhub.protocol import RejectReason
+from ibhub.protocol import ErrorCode, RejectReason
 from ibhub.sim import SimGateway
 from tests.e2e.test_sdk_orders import order_hub, resting_buy_price, sdk
 from tests.helpers import wait_until
@@ -95,14 +95,24 @@ async def test_malformed_attributes_are_refused_typed(
         for kwargs, word in (
             ({"oca_group": "g", "oca_type": 7}, "oca_type"),
             ({"oca_type": 1}, "oca_group"),
-            ({"order_ref": "x\0y"}, "order_ref"),
             ({"algo_params": {"a": "b"}}, "algo_strategy"),
-            ({"algo_strategy": "Adaptive", "algo_params": {"p": "\n"}}, "algo_params"),
         ):
             with pytest.raises(OrderRejectedError) as info:
                 await hub.place_order("AAPL", "BUY", 1, **kwargs)
             assert info.value.reason == RejectReason.BAD_ORDER_ATTRIBUTE, kwargs
             assert word in info.value.message, (kwargs, info.value.message)
+        # control characters never reach the order book: decoding refuses them
+        for kwargs, word in (
+            ({"order_ref": "x\0y"}, "order_ref"),
+            ({"oca_group": "a\tb"}, "oca_group"),
+            ({"algo_strategy": "Adaptive", "algo_params": {"p": "\n"}}, "algo_params"),
+            ({"algo_strategy": "Adaptive", "algo_params": {f"k{i}": "v" for i in range(33)}},
+             "algo_params"),
+        ):
+            with pytest.raises(HubError) as bad:
+                await hub.place_order("AAPL", "BUY", 1, **kwargs)
+            assert bad.value.code == ErrorCode.BAD_REQUEST, kwargs
+            assert word in str(bad.value), (kwargs, str(bad.value))
     assert hub_sim.broker.orders() == []
 
 
