@@ -87,12 +87,13 @@ def submodule(name: str) -> ModuleType:
 
 
 if TYPE_CHECKING:
-    from ib_insync import IB, Contract, Order
+    from ib_insync import IB, Contract, Order, TagValue
     from ib_insync.wrapper import RequestError
 else:
     IB = module.IB
     Contract = module.Contract
     Order = module.Order
+    TagValue = module.TagValue
     RequestError = submodule("wrapper").RequestError
 
 
