@@ -156,5 +156,6 @@ async def test_a_modify_may_not_change_the_oca_group(
                      "second refusal")
     _, code, msg = errors[-1]
     assert code == 399 and "'hidden'" in msg
-    assert not trade.isDone() and trade.orderStatus.status == "Submitted"
+    # (ib_async marks the trade ValidationError on a warning about it; it still works)
+    assert not trade.isDone() and trade.orderStatus.status in ("Submitted", "ValidationError")
     assert up.status == "Submitted" and up.request is not None and not up.request.hidden
