@@ -356,6 +356,19 @@ class OrderRelay:
         elif kind == "modify_rejected":
             s.send_error(down, ORDER_MESSAGE, f"Order message: {ev.message}")
             self._send_open(s, rec, down, ev.status)
+        elif kind == "cancel_rejected":
+            # A warning, not IB's 10147/10148 error: both client libraries end a trade on
+            # an order error, and the order may well work on. The status that follows is
+            # the one the hub holds (the script's library set PendingCancel itself).
+            s.send_error(down, ORDER_MESSAGE, f"Order message: cancel refused: {ev.message}")
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+        elif kind == "corrected":
+            # reconciliation with the Gateway: the true state, even after an end
+            if ev.status not in TERMINAL:
+                self._send_open(s, rec, down, ev.status)
+            else:
+                s.send_error(down, ORDER_MESSAGE, f"Order message: {ev.message}")
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
 
     # ------------------------------------------------------------------ builders
 
