@@ -336,6 +336,9 @@ async def attach_orders(hub: Any, **overrides: Any) -> OrderService:
     )
     await service.start(up.ib, client_id=up.client_id, connected=lambda: up.connected, port=up.port)
     service.register(hub.rpc)
+    ops = getattr(hub, "ops", None)
+    if ops is not None:  # attached after the hub's alerts: their corrections alert too
+        ops.alerts.attach_orders(service)
     hub.add_service(service)  # on_connected now if already connected, then on every reconnect
     hub.orders = service
     return service
