@@ -73,8 +73,10 @@ _KIND_BY_STATUS: Final[dict[str, str]] = {
 # be cancelled (136). ib_insync marks the trade Cancelled on each of them; the hub asks
 # the Gateway instead.
 CANCEL_ERRORS: Final = frozenset({136, 161, 10147, 10148})
-# Statuses that say the same thing (no correction between them).
-_SAME: Final[dict[str, str]] = {"ApiCancelled": "Cancelled"}
+# Ended statuses that say the same thing for a correction: ended without (more) fills.
+# IB lists an order it rejected as Inactive or Cancelled; a journal saying the other is
+# not wrong in any way that matters, and an alert for it would be noise.
+_SAME: Final[dict[str, str]] = {"ApiCancelled": "Cancelled", "Inactive": "Cancelled"}
 UNKNOWN_AT_GATEWAY: Final = "unknown"
 
 

@@ -134,10 +134,11 @@ async def test_cancel_that_overtakes_its_order_leaves_it_working(
             await wait_until(lambda: rig.pacer.queued == 1, 5.0, "the placement queued")
             assert sim.request_counts[3] == 0  # not sent yet
             rig.gw.cancel(oid)  # the cancel overtakes its order
-            await wait_until(lambda: "cancel_rejected" in rig.kinds("order.lease-a"), 5.0,
-                             "the refused cancel reported to the owner")
+            await wait_until(lambda: len(rig.kinds("order.lease-a")) >= 2, 5.0,
+                             "the owner told of the refused cancel")
             rec = rig.book.store.get(oid)
-            assert rec is not None and rec.status == "PendingSubmit"
+            assert rec is not None and rec.status == "PendingSubmit", rec.status
+            assert rig.kinds("order.lease-a")[1] == "cancel_rejected"
             assert "IB 10147" in rig.last("order.lease-a").message
             clock.advance(2.0)  # the placement goes out now
             await wait_until(lambda: rec.status == "Submitted", 5.0, "working at the book")
