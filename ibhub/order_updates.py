@@ -96,8 +96,11 @@ class Correction:
     message: str
 
     def describe(self) -> str:
-        said = "knows nothing of it" if self.gateway_status == UNKNOWN_AT_GATEWAY else (
-            f"says {self.gateway_status}")
+        said = (
+            "knows nothing of it"
+            if self.gateway_status == UNKNOWN_AT_GATEWAY
+            else (f"says {self.gateway_status}")
+        )
         return (
             f"order {self.order_id} of {self.owner} ({self.client_order_id or '-'}): "
             f"the journal said {self.journal_status}, the Gateway {said}; {self.message}"
@@ -239,8 +242,10 @@ class OrderUpdates:
             # (the book may have ended it on its own word): ask the Gateway. Filled is
             # final (the executions prove it), so nothing there is doubted.
             if status not in TERMINAL and rec.status != "Filled":
-                self._doubt(rec.order_id, f"the Gateway reports {status} for an order "
-                                          f"the journal has as {rec.status}")
+                self._doubt(
+                    rec.order_id,
+                    f"the Gateway reports {status} for an order the journal has as {rec.status}",
+                )
             return False
         changed: list[str] = []
         kind = _KIND_BY_STATUS.get(status) if status != rec.status else None
@@ -331,8 +336,10 @@ class OrderUpdates:
             rec.status = "Filled"
         elif ended_as is not None:
             # a fill on an order the journal has as ended: it may still be working
-            self._doubt(rec.order_id, f"the Gateway reports a fill for an order the journal "
-                                      f"has as {ended_as}")
+            self._doubt(
+                rec.order_id,
+                f"the Gateway reports a fill for an order the journal has as {ended_as}",
+            )
         rec.updated_ns = self.store.now()
         early = self._early_commissions.pop(e.exec_id, None)
         changes = snapshot(
@@ -341,8 +348,13 @@ class OrderUpdates:
         ev = self.store.event(rec, "filled" if done else "partially_filled", fill)
         self.store.persist(op_fill, (replace(fill), changes), rec, ev)
         if done and ended_as is not None:
-            self._correct(rec, ended_as, "Filled", "Filled",
-                          f"the Gateway reports execution {e.exec_id} completing it")
+            self._correct(
+                rec,
+                ended_as,
+                "Filled",
+                "Filled",
+                f"the Gateway reports execution {e.exec_id} completing it",
+            )
         if early is not None:
             self.on_commission(early)
         return True
@@ -460,8 +472,12 @@ class OrderUpdates:
             # Filled is final: its executions are in the journal (a different word from
             # the Gateway is logged, never applied).
             if rec.status == "Filled" and not _same_status(rec.status, o.status):
-                log.warning("order %d: the Gateway says %s, the journal's executions say "
-                            "Filled; keeping Filled", rec.order_id, o.status)
+                log.warning(
+                    "order %d: the Gateway says %s, the journal's executions say "
+                    "Filled; keeping Filled",
+                    rec.order_id,
+                    o.status,
+                )
             return self.on_open_order(o)
         self._set_perm(rec, o.perm_id)
         self.store.modifying.pop(rec.order_id, None)
@@ -471,7 +487,7 @@ class OrderUpdates:
             if o.avg_fill_price:
                 rec.avg_fill_price = o.avg_fill_price
         working = o.status not in TERMINAL
-        why = ("it is working there" if working else f"it ended there as {o.status}")
+        why = "it is working there" if working else f"it ended there as {o.status}"
         self._correct(rec, rec.status, o.status, o.status, why)
         return rec
 
@@ -532,8 +548,10 @@ class OrderUpdates:
             self.on_commission(c)
         report.adopted = len(set(self.store.by_id) - known_before)
         for rec in sorted(self.store.working, key=lambda r: r.order_id):
-            if rec.order_id in seen or rec.owner == EXTERNAL or self._family_in_flight(
-                rec, in_flight
+            if (
+                rec.order_id in seen
+                or rec.owner == EXTERNAL
+                or self._family_in_flight(rec, in_flight)
             ):
                 continue
             if completed is None and rec.sent:

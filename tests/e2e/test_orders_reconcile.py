@@ -84,8 +84,14 @@ async def order_hub(make_hub: HubFactory, **kw: Any) -> tuple[HubServer, OrderSe
 async def place_resting(
     client: AsyncHub, sim: SimGateway, coid: str, price: float | None = None
 ) -> Order:
-    o = await client.place_order("AAPL", "BUY", 5, order_type="LMT",
-                                 limit_price=price or resting_price(sim), client_order_id=coid)
+    o = await client.place_order(
+        "AAPL",
+        "BUY",
+        5,
+        order_type="LMT",
+        limit_price=price or resting_price(sim),
+        client_order_id=coid,
+    )
     await o.wait_until(lambda o: o.status == "Submitted", 10.0)
     return o
 
@@ -127,15 +133,17 @@ async def test_cancel_that_overtakes_its_order_leaves_it_working(
         async with rig:
             rig.pacer.submit(Priority.QUERY, lambda: None)  # spends the only token
             price = resting_price(sim)
-            reply = await rig.book.place(ALICE, order("race", order_type="LMT",
-                                                      limit_price=price))
+            reply = await rig.book.place(ALICE, order("race", order_type="LMT", limit_price=price))
             assert isinstance(reply, OrderAccepted)
             oid = reply.order_id
             await wait_until(lambda: rig.pacer.queued == 1, 5.0, "the placement queued")
             assert sim.request_counts[3] == 0  # not sent yet
             rig.gw.cancel(oid)  # the cancel overtakes its order
-            await wait_until(lambda: len(rig.kinds("order.lease-a")) >= 2, 5.0,
-                             "the owner told of the refused cancel")
+            await wait_until(
+                lambda: len(rig.kinds("order.lease-a")) >= 2,
+                5.0,
+                "the owner told of the refused cancel",
+            )
             rec = rig.book.store.get(oid)
             assert rec is not None and rec.status == "PendingSubmit", rec.status
             assert rig.kinds("order.lease-a")[1] == "cancel_rejected"
@@ -204,8 +212,9 @@ async def test_restart_corrects_a_cancelled_journal_for_a_working_order(
     await hub_sim.close_port()  # the Gateway is down while the hub starts
     hub2, svc2 = await order_hub(make_hub, wait_connected=False, alert_file=alert_file)
     async with sdk(hub2, "alice") as client:
-        again = await client.place_order("AAPL", "BUY", 5, order_type="LMT",
-                                         limit_price=o.limit_price, client_order_id="wrong-1")
+        again = await client.place_order(
+            "AAPL", "BUY", 5, order_type="LMT", limit_price=o.limit_price, client_order_id="wrong-1"
+        )
         await again.wait_until(lambda o: o.status == "Cancelled", 5.0)  # as journaled
         assert again.done
         await hub_sim.open_port()
@@ -227,8 +236,14 @@ async def test_restart_corrects_a_cancelled_journal_for_a_working_order(
         notes = [data for _, kind, data in j.history(oid) if kind == "reconcile_correction"]
         j.close()
         assert row.status == "Submitted"
-        assert notes == [{"journal_status": "Cancelled", "gateway_status": "Submitted",
-                          "status": "Submitted", "message": "it is working there"}]
+        assert notes == [
+            {
+                "journal_status": "Cancelled",
+                "gateway_status": "Submitted",
+                "status": "Submitted",
+                "message": "it is working there",
+            }
+        ]
         # working means cancellable
         await client.cancel_order(again)
         await again.wait_done(10.0)
@@ -315,8 +330,11 @@ async def test_front_door_script_keeps_a_working_trade_after_10147(
         price = resting_price(hub_sim)
         trade = ib.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 3, price))
         await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "working")
-        hub_id = next(h for h, (cid, down) in door.books.owner_of.items()
-                      if cid == 7 and down == trade.order.orderId)
+        hub_id = next(
+            h
+            for h, (cid, down) in door.books.owner_of.items()
+            if cid == 7 and down == trade.order.orderId
+        )
         hub_sim.broker.refuse_cancels[hub_id] = 10147
         ib.cancelOrder(trade.order)
         await wait_until(lambda: any("cancel refused" in text for _, _, text in errors),
