@@ -21,7 +21,9 @@ held pacer in :func:`test_cancel_that_overtakes_its_order_leaves_it_working`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,11 @@ from ib_insync import IB, LimitOrder, Stock
 
 from ibhub.client import AsyncHub, Order
 from ibhub.hub import HubServer
-from ibhub.journal import Journal
+from ibhub.journal import Journal, OrderRecord
 from ibhub.order_service import OrderService
 from ibhub.pacing import ManualClock, Pacer, Priority
 from ibhub.protocol import ErrorEvent, OrderAccepted
-from ibhub.sim import SimGateway
+from ibhub.sim import SimConfig, SimGateway
 from tests.e2e.conftest import HubFactory
 from tests.e2e.frontdoor_support import door_of
 from tests.e2e.test_orders_upstream import ALICE, Rig, order
@@ -115,56 +117,84 @@ def walk_until_filled(sim: SimGateway, order_id: int) -> None:
 # --------------------------------------------------------------------------- errors on cancels
 
 
-async def test_cancel_that_overtakes_its_order_leaves_it_working(
-    tmp_path: Path,
-) -> None:
-    """The race of the report: the placement waits in the pacer, a cancel reaches the
-    Gateway first and gets 10147, then the placement goes out and the Gateway works the
-    order. The book must say working (it said Cancelled), and the owner hears of the
-    refusal as an event, not as an end."""
-    from ibhub.sim import SimConfig
-
+@contextlib.asynccontextmanager
+async def held_rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, ManualClock]]:
+    """The order book on ib_insync and the simulator, with a pacer whose clock moves only
+    when the test says: an order placed now waits in it until ``clock.advance``."""
     cfg = SimConfig(host="127.0.0.1", port=0, seed=20240102, tick_rate=0.0, max_order_qty=500)
     async with SimGateway(cfg) as sim:
         rig = Rig(sim, tmp_path)
         clock = ManualClock()
-        rig.pacer = Pacer(rate=1.0, burst=1.0, clock=clock)  # held: time moves on request
+        rig.pacer = Pacer(rate=1.0, burst=1.0, clock=clock)
         rig.book._pacer = rig.pacer
         async with rig:
             rig.pacer.submit(Priority.QUERY, lambda: None)  # spends the only token
-            price = resting_price(sim)
-            reply = await rig.book.place(ALICE, order("race", order_type="LMT", limit_price=price))
-            assert isinstance(reply, OrderAccepted)
-            oid = reply.order_id
-            await wait_until(lambda: rig.pacer.queued == 1, 5.0, "the placement queued")
-            assert sim.request_counts[3] == 0  # not sent yet
-            rig.gw.cancel(oid)  # the cancel overtakes its order
-            await wait_until(
-                lambda: len(rig.kinds("order.lease-a")) >= 2,
-                5.0,
-                "the owner told of the refused cancel",
-            )
-            rec = rig.book.store.get(oid)
-            assert rec is not None and rec.status == "PendingSubmit", rec.status
-            assert rig.kinds("order.lease-a")[1] == "cancel_rejected"
-            assert "IB 10147" in rig.last("order.lease-a").message
-            clock.advance(2.0)  # the placement goes out now
-            await wait_until(lambda: rec.status == "Submitted", 5.0, "working at the book")
-            assert sim_order(sim, oid).status == "Submitted"
-            await wait_until(lambda: rig.gw.verifications >= 1, 5.0, "the Gateway asked")
-            kinds = rig.kinds("order.lease-a")
-            assert kinds == ["acknowledged", "cancel_rejected", "submitted"], kinds
-            await rig.writer.write(Journal.note, 0, "flush", {})
-            j = Journal.in_dir(tmp_path)
-            row = j.find("alice", "race")
-            history = [kind for _, kind, _ in j.history(oid)]
-            j.close()
-            assert row is not None and row.status == "Submitted"
-            assert "ib_error" in history and "cancel_rejected" in history
-            # the order is really cancellable now
-            rig.gw.cancel(oid)
-            await wait_until(lambda: rec.status == "Cancelled", 5.0, "cancelled")
-            assert sim_order(sim, oid).status == "Cancelled"
+            yield rig, clock
+
+
+async def overtaken(rig: Rig, clock: ManualClock, price: float) -> OrderRecord:
+    """Place a LMT at ``price``; while it waits in the pacer, a cancel reaches the Gateway
+    first (10147); then the placement goes out. Returns the order's record."""
+    sim = rig.sim
+    reply = await rig.book.place(ALICE, order("race", order_type="LMT", limit_price=price))
+    assert isinstance(reply, OrderAccepted)
+    oid = reply.order_id
+    await wait_until(lambda: rig.pacer.queued == 1, 5.0, "the placement queued")
+    assert sim.request_counts[3] == 0  # not sent yet
+    rig.gw.cancel(oid)  # the cancel overtakes its order
+    await wait_until(
+        lambda: len(rig.kinds("order.lease-a")) >= 2, 5.0, "the owner told of the refused cancel"
+    )
+    rec = rig.book.store.get(oid)
+    assert rec is not None and rec.status == "PendingSubmit", rec.status
+    assert rig.kinds("order.lease-a")[1] == "cancel_rejected"
+    assert "IB 10147" in rig.last("order.lease-a").message
+    clock.advance(2.0)  # the placement goes out now
+    return rec
+
+
+async def test_cancel_that_overtakes_its_order_leaves_it_working(tmp_path: Path) -> None:
+    """The race of the report: the placement waits in the pacer, a cancel reaches the
+    Gateway first and gets 10147, then the placement goes out and the Gateway works the
+    order. The book must say working (it said Cancelled), and the owner hears of the
+    refusal as an event, not as an end."""
+    async with held_rig(tmp_path) as (rig, clock):
+        sim = rig.sim
+        rec = await overtaken(rig, clock, resting_price(sim))
+        oid = rec.order_id
+        await wait_until(lambda: rec.status == "Submitted", 5.0, "working at the book")
+        assert sim_order(sim, oid).status == "Submitted"
+        await wait_until(lambda: rig.gw.verifications >= 1, 5.0, "the Gateway asked")
+        kinds = rig.kinds("order.lease-a")
+        assert kinds == ["acknowledged", "cancel_rejected", "submitted"], kinds
+        await rig.writer.write(Journal.note, 0, "flush", {})
+        j = Journal.in_dir(tmp_path)
+        row = j.find("alice", "race")
+        history = [kind for _, kind, _ in j.history(oid)]
+        j.close()
+        assert row is not None and row.status == "Submitted"
+        assert "ib_error" in history and "cancel_rejected" in history
+        # the order is really cancellable now
+        rig.gw.cancel(oid)
+        await wait_until(lambda: rec.status == "Cancelled", 5.0, "cancelled")
+        assert sim_order(sim, oid).status == "Cancelled"
+
+
+async def test_cancel_that_overtakes_a_marketable_order_reports_its_fill(
+    tmp_path: Path,
+) -> None:
+    """The same race with a marketable limit: the order fills at the Gateway, and the
+    book says Filled with the execution (it said Cancelled while the position grew)."""
+    async with held_rig(tmp_path) as (rig, clock):
+        sim = rig.sim
+        rec = await overtaken(rig, clock, round(sim.market.quote(AAPL).ask + 0.05, 2))
+        await wait_until(lambda: rec.status == "Filled" and rec.commission > 0, 5.0, "filled")
+        assert rec.filled == 10.0 and sim.broker.positions()[AAPL][0] == 10.0
+        kinds = rig.kinds("order.lease-a")
+        assert kinds == ["acknowledged", "cancel_rejected", "submitted", "filled",
+                         "commission"], kinds  # fmt: skip
+        (fill,) = rig.book.store.fills_by_order[rec.order_id]
+        assert fill.exec_id == sim.broker.executions()[0].exec_id
 
 
 @pytest.mark.parametrize("code", [10147, 10148, 161])
