@@ -34,6 +34,7 @@ them; this adapter is its view of the book (:class:`~ibhub.trade_cache.BookView`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import sys
@@ -111,6 +112,16 @@ def trade_to_order(trade: Any) -> UpstreamOrder:
         remaining=float(s.remaining or 0.0),
         avg_fill_price=float(s.avgFillPrice or 0.0),
     )
+
+
+def gateway_status(trade: Any) -> str:
+    """The trade's last status that came from the Gateway: ib_insync's own Cancelled after
+    an order error (a log entry with the error code) is skipped."""
+    if trade.log and trade.log[-1].errorCode:
+        for entry in reversed(trade.log):
+            if not entry.errorCode and entry.status:
+                return str(entry.status)
+    return str(trade.orderStatus.status)
 
 
 def trade_to_status(trade: Any) -> UpstreamStatus:
@@ -427,6 +438,9 @@ class IbOrderGateway:
                 log.warning("asking the Gateway about orders %s failed (%s); the next "
                             "reconcile decides", sorted(doubts), exc)  # fmt: skip
                 return
+            except Exception:  # a background task: its failure must be seen, not lost
+                log.exception("asking the Gateway about orders %s failed", sorted(doubts))
+                return
 
     async def reconcile(
         self, *, completed: bool = True, completed_timeout: float = SNAPSHOT_TIMEOUT,
@@ -481,6 +495,13 @@ class IbOrderGateway:
                     if trades is None or fills is None:
                         return None  # a partial picture judges nothing
                     trades = [t for t in trades if not t.order.whatIf]
+                    # listed open: a status ib_insync invented after an error is not the
+                    # Gateway's (TWS follows each openOrder with its orderStatus, which
+                    # normally has replaced it already)
+                    open_orders = [
+                        dataclasses.replace(trade_to_order(t), status=gateway_status(t))
+                        for t in trades
+                    ]
                     # reqExecutions answers with new Fill objects; the commission reports
                     # that follow update ib_insync's cached ones
                     cached = ib.wrapper.fills
@@ -493,13 +514,15 @@ class IbOrderGateway:
                     trades = ib.openTrades()
                     fills = ib.fills()
                     reports = [f.commissionReport for f in fills]
+                    open_orders = [trade_to_order(t) for t in trades]
                 report = self._book.updates.reconcile(
-                    open_orders=[trade_to_order(t) for t in trades],
+                    open_orders=open_orders,
                     executions=[fill_to_execution(f) for f in fills],
                     commissions=[report_to_commission(r) for r in reports if r.execId],
                     completed=(None if done_trades is None
                                else [trade_to_order(t) for t in done_trades]),
-                    statuses=[trade_to_status(t) for t in trades],
+                    statuses=[trade_to_status(t) for t in trades if not t.log
+                              or not t.log[-1].errorCode],
                     in_flight=in_flight | self._book.queued,
                 )
                 log.info(
