@@ -126,6 +126,16 @@ class OrderRelay:
             log.info("tws client %d: %d working order(s) from before the hub restarted",
                      s.client_id, len(lost))
 
+    def _adopt_corrected(self, owner: str, order_id: int, book: Any) -> tuple[int, int] | None:
+        """An order reconciliation found working that the connected script has no id for
+        (the journal said it had ended when the script started): give it the script's id,
+        as for working orders at session start; openOrder then tells the script."""
+        for s in list(self._door.clients.values()):
+            if s.owner == owner and s.book is not None:
+                self._adopt(s, book)
+                return self._door.books.owner_of.get(order_id)
+        return None
+
     def session_gone(self, s: DownstreamSession) -> None:
         for key in [k for k in self._held if k[0] == s.number]:
             del self._held[key]  # never transmitted: nothing reached the hub or IB
@@ -326,7 +336,11 @@ class OrderRelay:
             return
         route = self._door.books.owner_of.get(ev.order_id)
         book = self._book()
-        if route is None or book is None:
+        if book is None:
+            return
+        if route is None and ev.kind == "corrected" and ev.status not in TERMINAL:
+            route = self._adopt_corrected(ev.owner, ev.order_id, book)
+        if route is None:
             return
         client_id, down = route
         s = self._door.clients.get(client_id)

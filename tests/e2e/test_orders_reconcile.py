@@ -382,3 +382,54 @@ async def test_front_door_script_keeps_a_working_trade_after_10147(
         assert sim_order(hub_sim, hub_id).status == "Cancelled"
     finally:
         ib.disconnect()
+
+
+async def test_front_door_script_sees_a_restart_correction(
+    make_hub: HubFactory, hub_sim: SimGateway, ipc_dir: str
+) -> None:
+    """An unmodified ib_insync script whose order the journal wrongly calls Cancelled: after
+    the hub restarts and reconciles, the script is told the order works (openOrder and
+    orderStatus Submitted) and can cancel it."""
+    hub1, _ = await order_hub(make_hub, tws_port=0)
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", door_of(hub1).tws_port, clientId=7, timeout=10)
+    trade = ib.placeOrder(
+        Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 3, resting_price(hub_sim))
+    )
+    await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "working")
+    down_id = trade.order.orderId
+    hub_id = next(h for h, (cid, down) in door_of(hub1).books.owner_of.items()
+                  if cid == 7 and down == down_id)  # fmt: skip
+    ib.disconnect()
+    await hub1.stop()
+    j = Journal.in_dir(Path(ipc_dir))
+    j.update_order(hub_id, "status", {"status": "Cancelled"})
+    j.close()
+    await hub_sim.close_port()
+    hub2, _ = await order_hub(make_hub, wait_connected=False, tws_port=0)
+    door2 = door_of(hub2)
+    ib2 = IB()
+    try:
+        # the script connects while the hub has no Gateway: its session starts (the order
+        # is Cancelled in the journal, so it gets no id), its start-up sync waits
+        connecting = asyncio.ensure_future(
+            ib2.connectAsync("127.0.0.1", door2.tws_port, clientId=7, timeout=30)
+        )
+        await wait_until(lambda: 7 in door2.clients, 10.0, "the script's session")
+        assert hub_id not in door2.books.owner_of
+        await hub_sim.open_port()
+        await connecting
+
+        def found() -> Any:
+            return next((t for t in ib2.openTrades() if t.order.orderId == down_id), None)
+
+        await wait_until(lambda: found() is not None, 20.0, "the order told to the script")
+        again = found()
+        await wait_until(lambda: again.orderStatus.status == "Submitted", 10.0, "working")
+        assert again.order.totalQuantity == 3 and again.order.lmtPrice == trade.order.lmtPrice
+        assert [a["details"]["order_id"] for a in corrections(hub2)] == [hub_id]
+        ib2.cancelOrder(again.order)
+        await wait_until(lambda: again.orderStatus.status == "Cancelled", 10.0, "cancelled")
+        assert sim_order(hub_sim, hub_id).status == "Cancelled"
+    finally:
+        ib2.disconnect()
