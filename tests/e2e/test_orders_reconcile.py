@@ -165,6 +165,7 @@ async def test_cancel_that_overtakes_its_order_leaves_it_working(tmp_path: Path)
         await wait_until(lambda: rec.status == "Submitted", 5.0, "working at the book")
         assert sim_order(sim, oid).status == "Submitted"
         await wait_until(lambda: rig.gw.verifications >= 1, 5.0, "the Gateway asked")
+        await rig.writer.write(Journal.note, 0, "flush", {})  # every event published
         kinds = rig.kinds("order.lease-a")
         assert kinds == ["acknowledged", "cancel_rejected", "submitted"], kinds
         await rig.writer.write(Journal.note, 0, "flush", {})
@@ -190,6 +191,7 @@ async def test_cancel_that_overtakes_a_marketable_order_reports_its_fill(
         rec = await overtaken(rig, clock, round(sim.market.quote(AAPL).ask + 0.05, 2))
         await wait_until(lambda: rec.status == "Filled" and rec.commission > 0, 5.0, "filled")
         assert rec.filled == 10.0 and sim.broker.positions()[AAPL][0] == 10.0
+        await rig.writer.write(Journal.note, 0, "flush", {})  # every event published
         kinds = rig.kinds("order.lease-a")
         assert kinds == ["acknowledged", "cancel_rejected", "submitted", "filled",
                          "commission"], kinds  # fmt: skip
