@@ -40,7 +40,9 @@ from ibhub.order_feed import (
     UpstreamExecution,
     UpstreamOrder,
     UpstreamStatus,
+    encode_algo_params,
     parse_order_ref,
+    script_oca_group,
 )
 from ibhub.order_store import (
     EPS,
@@ -190,6 +192,12 @@ class OrderUpdates:
             sent=True,
             created_ns=now,
             updated_ns=now,
+            # the Gateway's view; a hub order's OCA group back in its script's name (the
+            # script's own order ref is only in the journal: lost with it)
+            oca_group=script_oca_group(o.oca_group) if owner != EXTERNAL else o.oca_group,
+            oca_type=o.oca_type,
+            algo_strategy=o.algo_strategy,
+            algo_params=encode_algo_params(dict(o.algo_params)),
         )
         self.store.register(rec)
         self.store.persist(op_insert, ([replace(rec)],), rec, None)
@@ -203,10 +211,24 @@ class OrderUpdates:
             if rec is None:
                 return None
         self._set_perm(rec, o.perm_id)
+        if rec.order_id not in self.store.modifying:
+            self._gateway_resized(rec, o)
         self.store.modifying.pop(rec.order_id, None)  # IB took the modification
         filled = o.filled if o.filled > rec.filled else None
         self.apply_status(rec, o.status, filled, o.remaining if filled else None, o.avg_fill_price)
         return rec
+
+    def _gateway_resized(self, rec: OrderRecord, o: UpstreamOrder) -> None:
+        """An OCA group that reduces (ocaType 2 / 3) shrinks its other orders at the
+        Gateway when one fills: the openOrder's size is then the order's size."""
+        if rec.oca_type not in (2, 3) or not (EPS < o.quantity < rec.quantity - EPS):
+            return
+        log.info("order %d reduced by its OCA group at the Gateway: %g -> %g",
+                 rec.order_id, rec.quantity, o.quantity)  # fmt: skip
+        rec.quantity = o.quantity
+        rec.remaining = max(0.0, rec.quantity - rec.filled)
+        changes = {"quantity": rec.quantity, "remaining": rec.remaining}
+        self.store.persist(op_update, (rec.order_id, "oca_reduced", changes), rec, None)
 
     def _set_perm(self, rec: OrderRecord, perm_id: int) -> None:
         if perm_id and rec.perm_id != perm_id:

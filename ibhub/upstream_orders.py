@@ -41,7 +41,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ib_insync import IB, Contract, Order
+from ib_insync import IB, Contract, Order, TagValue
 
 from ibhub.account import AccountBook
 from ibhub.errors import is_warning
@@ -111,6 +111,10 @@ def trade_to_order(trade: Any) -> UpstreamOrder:
         filled=filled,
         remaining=float(s.remaining or 0.0),
         avg_fill_price=float(s.avgFillPrice or 0.0),
+        oca_group=o.ocaGroup or "",
+        oca_type=int(o.ocaType or 0),
+        algo_strategy=o.algoStrategy or "",
+        algo_params=tuple((p.tag, p.value) for p in o.algoParams or ()),
     )
 
 
@@ -242,6 +246,11 @@ class IbOrderGateway:
             parentId=fields.parent_id,
             transmit=fields.transmit,
             orderRef=fields.order_ref,
+            ocaGroup=fields.oca_group,
+            ocaType=fields.oca_type,
+            algoStrategy=fields.algo_strategy,
+            algoParams=[TagValue(tag, value) for tag, value in fields.algo_params],
+            algoId=fields.algo_id,
         )
         if fields.limit_price is not None:
             order.lmtPrice = fields.limit_price
