@@ -250,6 +250,8 @@ async def attach_ops(hub: Any, http_port: int | None = None) -> Ops:
     alerts.start()
     if hub.upstream is not None:
         alerts.attach_ib(hub.upstream.ib)
+    if getattr(hub, "orders", None) is not None:
+        alerts.attach_orders(hub.orders)  # reconciliation's corrections
     metrics = HubMetrics(hub)
     metrics.alerts = alerts
     if hub.rpc is not None:

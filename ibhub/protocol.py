@@ -796,7 +796,11 @@ class OrderEvent(Event, frozen=True, tag="order"):
     ``kind``: "acknowledged" (journaled, sent upstream), "submitted", "partially_filled",
     "filled", "commission" (IB's commission report for fill ``exec_id``), "modified",
     "modify_rejected" (IB refused a modification; the order works on unchanged),
-    "cancelled", "rejected" (``message`` says why). Fill kinds carry the fill in
+    "cancel_rejected" (IB answered a cancel with an error, 10147 say; ``status`` is
+    unchanged and the hub asks the Gateway what is true), "cancelled", "rejected"
+    (``message`` says why), "corrected" (reconciliation with the Gateway changed the
+    order's state, even after an end: ``status`` is the Gateway's, ``message`` names
+    both states). Fill kinds carry the fill in
     ``exec_id`` / ``last_fill_qty`` / ``last_fill_price``; ``commission`` is the order's
     total so far (NaN until the first report).
     """

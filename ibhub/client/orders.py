@@ -210,7 +210,12 @@ class Order:
             self.action = ev.action or self.action
             if not self.client_order_id:
                 self.client_order_id = ev.client_order_id
-            if not (self.done and ev.status not in TERMINAL):  # a finished order stays so
+            if ev.kind == "corrected":
+                # the hub reconciled the order with the Gateway, which wins even over
+                # an end the hub reported before
+                self.status = ev.status or self.status
+                self.rejected = ev.status == "Inactive"
+            elif not (self.done and ev.status not in TERMINAL):  # a finished order stays so
                 self.status = ev.status or self.status
             if ev.filled >= self.filled:
                 self.filled, self.remaining = ev.filled, ev.remaining
@@ -228,7 +233,7 @@ class Order:
                 self.commission = ev.commission
             if ev.kind == "rejected":
                 self.rejected = True
-            if ev.kind in ("rejected", "modify_rejected") or ev.message:
+            if ev.kind in ("rejected", "modify_rejected", "cancel_rejected") or ev.message:
                 self.message = ev.message or self.message
             if ev.kind == "modified":
                 self._before_modify = None

@@ -213,6 +213,16 @@ class OrderRelay:
             log.info("tws client %d: %d working order(s) from before the hub restarted",
                      s.client_id, len(lost))
 
+    def _adopt_corrected(self, owner: str, order_id: int, book: Any) -> tuple[int, int] | None:
+        """An order reconciliation found working that the connected script has no id for
+        (the journal said it had ended when the script started): give it the script's id,
+        as for working orders at session start; openOrder then tells the script."""
+        for s in list(self._door.clients.values()):
+            if s.owner == owner and s.book is not None:
+                self._adopt(s, book)
+                return self._door.books.owner_of.get(order_id)
+        return None
+
     def session_gone(self, s: DownstreamSession) -> None:
         for key in [k for k in self._held if k[0] == s.number]:
             del self._held[key]  # never transmitted: nothing reached the hub or IB
@@ -433,7 +443,11 @@ class OrderRelay:
             return
         route = self._door.books.owner_of.get(ev.order_id)
         book = self._book()
-        if route is None or book is None:
+        if book is None:
+            return
+        if route is None and ev.kind == "corrected" and ev.status not in TERMINAL:
+            route = self._adopt_corrected(ev.owner, ev.order_id, book)
+        if route is None:
             return
         client_id, down = route
         s = self._door.clients.get(client_id)
@@ -463,6 +477,19 @@ class OrderRelay:
         elif kind == "modify_rejected":
             s.send_error(down, ORDER_MESSAGE, f"Order message: {ev.message}")
             self._send_open(s, rec, down, ev.status)
+        elif kind == "cancel_rejected":
+            # A warning, not IB's 10147/10148 error: both client libraries end a trade on
+            # an order error, and the order may well work on. The status that follows is
+            # the one the hub holds (the script's library set PendingCancel itself).
+            s.send_error(down, ORDER_MESSAGE, f"Order message: cancel refused: {ev.message}")
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+        elif kind == "corrected":
+            # reconciliation with the Gateway: the true state, even after an end
+            if ev.status not in TERMINAL:
+                self._send_open(s, rec, down, ev.status)
+            else:
+                s.send_error(down, ORDER_MESSAGE, f"Order message: {ev.message}")
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
 
     # ------------------------------------------------------------------ builders
 

@@ -98,6 +98,10 @@ class Broker:
         # (a real Gateway may send a commission report seconds after its execution).
         self.hold_reports: set[str] = set()
         self._held_reports: list[tuple[SimOrder, list[object]]] = []
+        # Opt-in fault: the next cancelOrder of an order id named here is answered with that
+        # error code (10147 not found, 10148 / 161 not cancellable) and the order is left as
+        # it is, as a real Gateway does when the cancel reached it before the order did.
+        self.refuse_cancels: dict[int, int] = {}
         self._handlers: dict[int, Callable[[SessionLike, Sequence[str]], None]] = {
             3: self._place_order,
             4: self._cancel_order,
@@ -427,6 +431,16 @@ class Broker:
     def _cancel_order(self, session: SessionLike, fields: Sequence[str]) -> None:
         order_id = int(fields[2])
         perm = self._by_key.get((session.client_id, order_id))
+        refused = self.refuse_cancels.pop(order_id, None)
+        if refused is not None:
+            state = self._entries[perm].order.status if perm is not None else "unknown"
+            text = {10147: f"OrderId {order_id} that needs to be cancelled is not found.",
+                    161: "Cancel attempted when order is not in a cancellable state."}.get(
+                refused, f"OrderId {order_id} that needs to be cancelled cannot be cancelled, "
+                         f"state: {state}.")
+            log.info("cancel of order %s refused with %s (refuse_cancels)", order_id, refused)
+            session.send_error(order_id, refused, text)
+            return
         if perm is None:
             session.send_error(order_id, 10147,
                                f"OrderId {order_id} that needs to be cancelled is not found.")
