@@ -20,12 +20,14 @@ The hub's contract with the library
     with either library.
 
 Private internals
-    The fast socket reader (:mod:`ibhub.upstream`) and the order-cache pruning
-    (:mod:`ibhub.trade_cache`) reach into the library's private state. What each one
-    needs is listed here (:data:`FAST_READER`, :data:`ORDER_CACHES`) and checked when the
-    hub starts (:func:`check_internals`): a library version that moved any of it stops
-    the hub with :class:`LibraryMismatch` naming what moved, instead of a hub that
-    runs and then misreads the socket.
+    The fast socket reader (:mod:`ibhub.upstream`), the order-cache pruning
+    (:mod:`ibhub.trade_cache`) and the request shims (here, and the NUL guard on
+    ``Client.send``) reach into the library's private state. What each one needs is
+    listed here (:data:`FAST_READER`, :data:`ORDER_CACHES`, :data:`REQUESTS`) and checked
+    when the hub starts (:func:`check_internals`, from :func:`new_ib`): a library version
+    that moved any of it stops the hub with :class:`LibraryMismatch` naming what moved
+    (``ibhub run`` exits with that message), instead of a hub that runs and then
+    misreads the socket.
 """
 
 from __future__ import annotations
