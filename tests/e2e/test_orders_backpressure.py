@@ -28,6 +28,8 @@ from ibhub.journal import JOURNAL_FILE, Journal
 from ibhub.pacing import Priority
 from ibhub.protocol import (
     ContractSpec,
+    Error,
+    ErrorCode,
     GetStatus,
     OrderAccepted,
     OrderEvent,
@@ -36,6 +38,8 @@ from ibhub.protocol import (
     RejectReason,
     Reply,
     StatusReply,
+    Subscribe,
+    Subscribed,
 )
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory, Listener, RawClient
@@ -209,3 +213,31 @@ async def test_flood_then_kill_leaves_nothing_acknowledged_unsent(
         assert len(hub_sim.broker.orders()) == len(ids)
     finally:
         await kill(hub)
+
+
+async def test_queries_and_subscriptions_are_bounded_too(
+    make_hub: HubFactory, clients: Callable[..., RawClient]
+) -> None:
+    """Contract lookups and new market-data lines may queue, but not beyond the overall
+    bound: past it the request gets a ``busy`` error naming the limit, and the hub
+    serves on once the queue drains."""
+    hub = await make_hub(pacer_rate=2.0, pacer_queue_max=3)  # burst 5, then one per 0.5 s
+    c = clients(hub.rpc_endpoint)
+    await c.hello("many")
+    symbols = ("AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOGL", "META", "AMD", "NFLX", "JPM",
+               "XOM", "BAC")  # fmt: skip
+    reqs = [Subscribe(id=c.next_id(), lease=c.lease, contract=ContractSpec(symbol=s))
+            for s in symbols]  # fmt: skip
+    for req in reqs:
+        await c.send_raw(wire.encode(req))
+    replies = [await c.recv_reply(timeout=30) for _ in reqs]
+    busy = [r for r in replies if isinstance(r, Error) and r.code == ErrorCode.BUSY]
+    ok = [r for r in replies if isinstance(r, Subscribed)]
+    assert busy and ok and len(busy) + len(ok) == len(reqs), replies
+    assert all("pacer_queue_max=3" in r.message for r in busy), busy[0].message
+    pacer = hub.pacer
+    assert pacer is not None and pacer.refused >= len(busy)
+    await wait_until(lambda: pacer.queued == 0, 20.0, "the queue drained")
+    again = await c.request(Subscribe(id=c.next_id(), lease=c.lease,
+                                      contract=ContractSpec(symbol=symbols[-1])))  # fmt: skip
+    assert isinstance(again, Subscribed), again
