@@ -444,8 +444,7 @@ class OrderBook:
             partial(self._write, unsent),
             cost=len(unsent.recs),
             key=self._family(head),
-            owner=head.lease,
-            reservation=slot,
+            reservation=slot,  # counts against the lease that asked for the room
             label=f"{what} {' '.join(str(r.order_id) for r in unsent.recs)}",
         )
         if not fut.done():

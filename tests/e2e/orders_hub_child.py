@@ -21,7 +21,6 @@ from ibhub.journal import Journal
 from tests.e2e.conftest import FAST
 from tests.e2e.test_orders_hub import wire_orders
 
-
 WIDE_OPEN: dict[str, Any] = {
     "hub": {"pacer_queue_per_lease": 10_000},
     "orders": {"order_rate": 1000.0, "order_burst": 1000.0, "max_order_delay": 600.0},
