@@ -33,7 +33,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from ibhub.wire import DEFAULT_PUB, DEFAULT_RPC
+from ibhub.risk import DEFAULT_MAX_BY_SEC_TYPE
+from ibhub.wire import DEFAULT_PUB, DEFAULT_RPC, MAX_REQUEST_BYTES
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,9 @@ class HubSettings(BaseSettings):
     # ZeroMQ endpoints.
     pub: str = DEFAULT_PUB
     rpc: str = DEFAULT_RPC
+    # A request frame above this is answered too_large unread (4x this: ZeroMQ drops
+    # the peer). Real requests are a few hundred bytes.
+    max_request_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=4096, le=64 << 20)
 
     # Leases and market-data lines.
     lines_max: int = Field(default=100, ge=1)
@@ -105,7 +109,14 @@ class HubSettings(BaseSettings):
     # is set (--live, IBHUB_ALLOW_LIVE=1): a demo config must never trade real money.
     allow_live: bool = False
     read_only: bool = False  # refuse every order; data keeps flowing
-    max_order_quantity: float = Field(default=10_000.0, gt=0)
+    max_order_quantity: float = Field(default=10_000.0, gt=0)  # per order, any sec_type
+    # Per security type maxima overriding max_order_quantity ("CASH=1000000,FUT=50" in
+    # the environment, a table in TOML). FX counts currency units, hence its own default.
+    max_order_quantity_by_sec_type: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_BY_SEC_TYPE)
+    )
+    fractional_shares: bool = False  # STK orders may be fractional (needs IB's permission)
+    min_fx_quantity: float = Field(default=1.0, gt=0)  # smallest CASH order, base units
     price_band_pct: float = Field(default=10.0, gt=0)  # limit/stop within this % of last
     order_rate: float = Field(default=20.0, gt=0)  # per lease, orders/s (token bucket)
     order_burst: float = Field(default=50.0, gt=0)
@@ -194,6 +205,32 @@ class HubSettings(BaseSettings):
             return [k for k in value.replace(",", " ").split() if k]
         return value
 
+    @field_validator("max_order_quantity_by_sec_type", mode="before")
+    @classmethod
+    def _sec_type_map(cls, value: Any) -> Any:
+        """The environment gives ``CASH=1000000,FUT=50`` (commas or spaces); keys are
+        security types, upper-cased; every value must be a positive number."""
+        if isinstance(value, str):
+            pairs = {}
+            for item in value.replace(",", " ").split():
+                key, sep, number = item.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"{item!r} is not SEC_TYPE=QUANTITY (e.g. CASH=1000000)")
+                pairs[key.strip()] = number.strip()
+            value = pairs
+        if isinstance(value, Mapping):
+            out = {}
+            for key, number in value.items():
+                try:
+                    quantity = float(number)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{key}: {number!r} is not a number") from None
+                if not (quantity > 0 and quantity < float("inf")):
+                    raise ValueError(f"{key}: the maximum must be a positive number")
+                out[str(key).strip().upper()] = quantity
+            return out
+        return value
+
     @field_validator("raw_client_id_range", mode="before")
     @classmethod
     def _range(cls, value: Any) -> Any:
@@ -252,7 +289,9 @@ def default_config_paths() -> list[Path]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Settings from a TOML file: top-level keys are setting names; a table is a prefix
-    (``[alert] webhook = ...`` is ``alert_webhook``). Unknown names are an error."""
+    (``[alert] webhook = ...`` is ``alert_webhook``), unless the table's name is itself a
+    setting (``[max_order_quantity_by_sec_type] CASH = 2e6``: a mapping setting's value).
+    Unknown names are an error."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -262,7 +301,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in HubSettings.model_fields:
             for sub, inner in value.items():
                 if isinstance(inner, dict):
                     raise ConfigError(f"config file {path}: [{key}.{sub}] nests too deep")

@@ -65,7 +65,6 @@ from ibhub.rpc import RpcServer
 from ibhub.security import ServerSecurity, check_bind, stop_authenticator
 from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
 from ibhub.upstream import Upstream, UpstreamDown, UpstreamRequestError, explain
-from ibhub.wire import MAX_REQUEST_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +193,9 @@ class HubServer:
             # Undeliverable replies raise (and are logged by rpc.py) instead of being
             # dropped silently by ZeroMQ.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # Far above MAX_REQUEST_BYTES so an oversized request still gets a reply;
+            # Far above max_request_bytes so an oversized request still gets a reply;
             # beyond this the peer is simply dropped.
-            router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)
+            router.setsockopt(zmq.MAXMSGSIZE, 4 * s.max_request_bytes)
             security.apply(router)
             router.bind(rpc_ep)
             self._rpc_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -207,7 +206,7 @@ class HubServer:
                 self.sim = None
             raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
         self.fanout = Fanout(pub)
-        self.rpc = RpcServer(router, self)
+        self.rpc = RpcServer(router, self, max_request_bytes=s.max_request_bytes)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
         self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
                            max_queue_per_owner=s.pacer_queue_per_lease)

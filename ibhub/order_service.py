@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from ibhub.protocol import (
     RejectReason,
     Reply,
 )
-from ibhub.risk import RiskGate, RiskLimits
+from ibhub.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ class OrderSettings:
     allow_live: bool = False
     read_only: bool = False
     max_order_quantity: float = 10_000.0
+    max_order_quantity_by_sec_type: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_MAX_BY_SEC_TYPE)
+    )
+    fractional_shares: bool = False
+    min_fx_quantity: float = 1.0
     price_band_pct: float = 10.0
     require_reference_price: bool = False
     order_rate: float = 20.0  # per lease, orders/s
@@ -90,6 +95,9 @@ class OrderSettings:
             order_rate=self.order_rate,
             order_burst=self.order_burst,
             require_reference_price=self.require_reference_price,
+            max_quantity_by_sec_type=dict(self.max_order_quantity_by_sec_type),
+            fractional_shares=self.fractional_shares,
+            min_fx_quantity=self.min_fx_quantity,
         )
 
 
@@ -193,11 +201,11 @@ class OrderService:
         )
         self.book.store.restore(orders, fills)
         self.gateway.attach(self.book, self.account)
-        blocked = self.risk.trading_blocked
+        risky = self.risk.trading_blocked or self.risk.live  # refused, or real money
         log.log(
-            logging.WARNING if blocked else logging.INFO,
+            logging.WARNING if risky else logging.INFO,
             "orders: journal %s (%d orders restored); %s",
-            self.journal_path, len(orders), blocked or "trading allowed (paper)",
+            self.journal_path, len(orders), self.risk.trading_mode,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -241,8 +249,8 @@ class OrderService:
     def on_connected(self, port: int, accounts: list[str]) -> None:
         """Every (re)connect: learn the accounts (live guard), then reconcile."""
         self.risk.set_upstream(port, accounts)
-        if self.risk.trading_blocked:
-            log.warning("orders: %s", self.risk.trading_blocked)
+        if self.risk.trading_blocked or self.risk.live:
+            log.warning("orders: %s", self.risk.trading_mode)
         task = asyncio.ensure_future(self._reconcile())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

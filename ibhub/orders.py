@@ -359,7 +359,9 @@ class OrderBook:
         if isinstance(slot, Refusal):
             return self._reject(req.id, coid, slot)
         last = self._resolver.last_price(info.con_id)
-        refusal = self.risk.check_band_and_rate(req, lease=caller.lease, last_price=last)
+        refusal = self.risk.check_band_and_rate(
+            req, lease=caller.lease, last_price=last, sec_type=info.sec_type
+        )
         if refusal is not None:
             slot.release()
             return self._reject(req.id, coid, refusal)
@@ -724,7 +726,13 @@ class OrderBook:
                 return self._reject(req.id, req.client_order_id, room, rec.order_id)
             slot = room
         current = OrderParams(
-            rec.action, rec.quantity, rec.order_type, rec.limit_price, rec.stop_price, rec.tif
+            rec.action,
+            rec.quantity,
+            rec.order_type,
+            rec.limit_price,
+            rec.stop_price,
+            rec.tif,
+            sec_type=rec.sec_type,
         )
         refusal = self.risk.check_modify(
             req,

@@ -16,13 +16,49 @@ are maps: they are rare, and names make them easy to produce from other language
 
 from __future__ import annotations
 
+from typing import Annotated, Final
+
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 PROTOCOL_VERSION = 2
 # 2: tick topics carry ``Ticks`` batches (several ticks of one instrument in one
 # message) as well as single ``Tick`` events. A version-1 client would skip every
 # batch as an unknown tag and silently lose most ticks, so the hub refuses it.
+
+# --------------------------------------------------------------------------- text limits
+# Every text field of a request may end up in a message to the Gateway (symbols,
+# accounts, order refs built from names and client order ids, ...). NUL is the TWS
+# field separator: a NUL inside a field shifts every later field of the message (an
+# account "DU1\0\0" once moved the order ref into the parentId slot). So decoding
+# refuses, naming the field:
+#
+# * C0 controls (U+0000-U+001F: NUL, TAB, CR, LF, ...), DEL (U+007F) and the C1 controls
+#   (U+0080-U+009F), plus the Unicode line/paragraph separators (U+2028/U+2029). None
+#   is ever part of an IB symbol, code, account or reference; C1 and the separators
+#   are refused too because they act as controls in terminals and log viewers (a CSI
+#   U+009B or a line break in a symbol could forge log lines). Other Unicode (accented
+#   names, CJK local symbols) is allowed: IB has such names, and UTF-8 carries no NUL.
+# * text longer than a limit per kind of field (below): far above any real value, low
+#   enough that a careless or hostile value is refused instead of passed on.
+#
+# The pattern ends in ``\Z``, not ``$`` (which also matches before a final newline).
+
+TEXT_PATTERN: Final = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*\\Z"
+MAX_CODE: Final = 32  # sec_type, exchange, currency, right, tif, order type, bar size, ...
+MAX_SYMBOL: Final = 64  # symbol, local symbol, trading class (option local symbols ~21)
+MAX_ACCOUNT: Final = 64  # account ids (DU1234567) and FA group names
+MAX_CLIENT_ORDER_ID: Final = 64  # becomes part of the IB orderRef
+MAX_NAME: Final = 200  # a script's name (the order owner, also part of the orderRef)
+MAX_TOKEN: Final = 256  # lease ids, topics, account-summary tags, duration / end strings
+MAX_TAGS: Final = 256  # entries in an account-summary tag list
+
+Code = Annotated[str, Meta(max_length=MAX_CODE, pattern=TEXT_PATTERN)]
+Symbol = Annotated[str, Meta(max_length=MAX_SYMBOL, pattern=TEXT_PATTERN)]
+Account = Annotated[str, Meta(max_length=MAX_ACCOUNT, pattern=TEXT_PATTERN)]
+ClientOrderId = Annotated[str, Meta(max_length=MAX_CLIENT_ORDER_ID, pattern=TEXT_PATTERN)]
+Name = Annotated[str, Meta(max_length=MAX_NAME, pattern=TEXT_PATTERN)]
+Token = Annotated[str, Meta(max_length=MAX_TOKEN, pattern=TEXT_PATTERN)]
 
 # --------------------------------------------------------------------------- shared
 
@@ -30,18 +66,18 @@ PROTOCOL_VERSION = 2
 class ContractSpec(Struct, frozen=True, omit_defaults=True):
     """What a script asks for. Either ``con_id`` alone or a symbol with filters."""
 
-    symbol: str = ""
-    sec_type: str = "STK"
-    exchange: str = "SMART"
-    currency: str = "USD"
-    expiry: str = ""  # lastTradeDateOrContractMonth: YYYYMM or YYYYMMDD
+    symbol: Symbol = ""
+    sec_type: Code = "STK"
+    exchange: Code = "SMART"
+    currency: Code = "USD"
+    expiry: Code = ""  # lastTradeDateOrContractMonth: YYYYMM or YYYYMMDD
     strike: float = 0.0
-    right: str = ""  # "C" / "P" for options
-    multiplier: str = ""
+    right: Code = ""  # "C" / "P" for options
+    multiplier: Code = ""
     con_id: int = 0
-    primary_exchange: str = ""
-    local_symbol: str = ""
-    trading_class: str = ""
+    primary_exchange: Code = ""
+    local_symbol: Symbol = ""
+    trading_class: Symbol = ""
 
 
 class ContractInfo(Struct, frozen=True):
@@ -89,8 +125,8 @@ class Request(Struct, frozen=True, tag_field="type", kw_only=True):
 
 
 class Hello(Request, frozen=True, tag="hello"):
-    name: str
-    role: str = "trader"  # "trader", "readonly" or "operator" (may also global-cancel)
+    name: Name
+    role: Code = "trader"  # "trader", "readonly" or "operator" (may also global-cancel)
     # The client's protocol version. A hello without it is a version-1 client (whose
     # document gave it this default): refused, since it cannot read tick batches.
     # Clients send PROTOCOL_VERSION explicitly.
@@ -98,30 +134,30 @@ class Hello(Request, frozen=True, tag="hello"):
 
 
 class Heartbeat(Request, frozen=True, tag="heartbeat"):
-    lease: str
+    lease: Token
 
 
 class Goodbye(Request, frozen=True, tag="goodbye"):
-    lease: str
+    lease: Token
 
 
 class Subscribe(Request, frozen=True, tag="subscribe"):
     """Stream market data. ``kind``: "ticks" (top of book) or "bars" (5-second real-time bars)."""
 
-    lease: str
+    lease: Token
     contract: ContractSpec
-    kind: str = "ticks"
+    kind: Code = "ticks"
 
 
 class Unsubscribe(Request, frozen=True, tag="unsubscribe"):
-    lease: str
-    topic: str
+    lease: Token
+    topic: Token
 
 
 class GetSnapshot(Request, frozen=True, tag="snapshot"):
     """The last event published on ``topic`` (or on every topic starting with it)."""
 
-    topic: str
+    topic: Token
 
 
 class GetContractDetails(Request, frozen=True, tag="contract_details"):
@@ -130,19 +166,19 @@ class GetContractDetails(Request, frozen=True, tag="contract_details"):
 
 class GetHistoricalBars(Request, frozen=True, tag="historical_bars"):
     contract: ContractSpec
-    duration: str = "1 D"  # IB duration string: "60 S", "5 D", "2 W", "1 M", "1 Y"
-    bar_size: str = "1 hour"  # IB bar size: "1 secs" ... "1 month"
-    what_to_show: str = "TRADES"
+    duration: Token = "1 D"  # IB duration string: "60 S", "5 D", "2 W", "1 M", "1 Y"
+    bar_size: Code = "1 hour"  # IB bar size: "1 secs" ... "1 month"
+    what_to_show: Code = "TRADES"
     use_rth: bool = True
-    end: str = ""  # "" = now, else "YYYYMMDD HH:MM:SS UTC"
+    end: Token = ""  # "" = now, else "YYYYMMDD HH:MM:SS UTC"
 
 
 class LeaseClientId(Request, frozen=True, tag="lease_client_id"):
     """A raw TWS client id for a script that must open its own Gateway connection."""
 
-    name: str
+    name: Name
     ttl: float = 0.0  # seconds; 0 = hold until released (or the owning lease expires)
-    lease: str = ""  # optional: tie the raw id to this lease's life
+    lease: Token = ""  # optional: tie the raw id to this lease's life
 
 
 class ReleaseClientId(Request, frozen=True, tag="release_client_id"):
@@ -172,17 +208,17 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
     ``parent_order_id`` links this order to an existing parent (advanced use).
     """
 
-    lease: str
-    client_order_id: str
+    lease: Token
+    client_order_id: ClientOrderId
     contract: ContractSpec
-    action: str
+    action: Code
     quantity: float
-    order_type: str = "MKT"
+    order_type: Code = "MKT"
     limit_price: float | None = None
     stop_price: float | None = None
-    tif: str = "DAY"
+    tif: Code = "DAY"
     outside_rth: bool = False
-    account: str = ""
+    account: Account = ""
     take_profit: float | None = None
     stop_loss: float | None = None
     parent_order_id: int = 0
@@ -194,72 +230,72 @@ class ModifyOrder(Request, frozen=True, tag="modify_order"):
     The order is named by ``order_id`` or, if 0, by ``client_order_id``.
     """
 
-    lease: str
+    lease: Token
     order_id: int = 0
-    client_order_id: str = ""
+    client_order_id: ClientOrderId = ""
     quantity: float | None = None
     limit_price: float | None = None
     stop_price: float | None = None
-    tif: str | None = None
+    tif: Code | None = None
     outside_rth: bool | None = None
 
 
 class CancelOrder(Request, frozen=True, tag="cancel_order"):
     """Cancel one order of mine, by ``order_id`` or (if 0) by ``client_order_id``."""
 
-    lease: str
+    lease: Token
     order_id: int = 0
-    client_order_id: str = ""
+    client_order_id: ClientOrderId = ""
 
 
 class CancelAllOrders(Request, frozen=True, tag="cancel_all_orders"):
     """Cancel every working order owned by this lease's script (name)."""
 
-    lease: str
+    lease: Token
 
 
 class GlobalCancel(Request, frozen=True, tag="global_cancel"):
     """Cancel every working order of the account, external ones too (operator role only)."""
 
-    lease: str
+    lease: Token
 
 
 class GetOpenOrders(Request, frozen=True, tag="open_orders"):
     """Working orders. ``scope``: "mine" (this lease's script) or "all" (operator role)."""
 
-    lease: str
-    scope: str = "mine"
+    lease: Token
+    scope: Code = "mine"
 
 
 class GetCompletedOrders(Request, frozen=True, tag="completed_orders"):
     """Filled, cancelled or rejected orders known to the hub's journal (same scopes)."""
 
-    lease: str
-    scope: str = "mine"
+    lease: Token
+    scope: Code = "mine"
 
 
 class GetExecutions(Request, frozen=True, tag="executions"):
     """Fills with their commissions (same scopes)."""
 
-    lease: str
-    scope: str = "mine"
+    lease: Token
+    scope: Code = "mine"
 
 
 class GetPositions(Request, frozen=True, tag="positions"):
-    account: str = ""  # "" = every account
+    account: Account = ""  # "" = every account
 
 
 class GetPortfolio(Request, frozen=True, tag="portfolio"):
-    account: str = ""
+    account: Account = ""
 
 
 class GetAccountValues(Request, frozen=True, tag="account_values"):
-    account: str = ""
+    account: Account = ""
 
 
 class GetAccountSummary(Request, frozen=True, tag="account_summary"):
-    account: str = ""
-    tags: list[str] = []  # [] = every tag the hub has
+    account: Account = ""
+    tags: Annotated[list[Token], Meta(max_length=MAX_TAGS)] = []  # [] = every tag the hub has
 
 
 AnyRequest = (
@@ -578,6 +614,7 @@ class ErrorCode:
 
     BAD_REQUEST = "bad_request"  # not msgpack, unknown type, wrong/missing fields
     TOO_LARGE = "too_large"  # request frame above the size limit
+    TOO_DEEP = "too_deep"  # request nested deeper than the decoder allows
     UNSUPPORTED_VERSION = "unsupported_version"
     UNKNOWN_LEASE = "unknown_lease"  # expired, said goodbye, or never existed
     UNKNOWN_CONTRACT = "unknown_contract"

@@ -64,6 +64,7 @@ from ibhub.config import HubSettings
 from ibhub.pacing import Pacer, Priority
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
 from ibhub.subscriptions import Subscription
+from ibhub.tws.codec import UnsafeField, holds_nul
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,31 @@ def info_to_contract(info: ContractInfo) -> Contract:
     )
 
 
+def guard_fields(client: Any) -> None:
+    """Refuse, at the last step before the wire, any field that holds a NUL.
+
+    Every request the hub sends upstream (orders, contract details, market data ...)
+    goes through ``Client.send(*fields)`` (ib_insync and ib_async alike), which joins
+    the fields with NUL, the TWS separator, without looking at them. A NUL inside a
+    field would shift the rest of the message at the Gateway, so the wrapped ``send``
+    raises :class:`~ibhub.tws.codec.UnsafeField` instead: the request fails with that
+    error and nothing is sent. The hub's decoders refuse such text long before this;
+    this is the defence in depth. Cost: one check per field of a request (requests
+    are rare; ticks never pass here)."""
+    send = client.send
+
+    def guarded_send(*fields: Any, **kwargs: Any) -> None:
+        for index, value in enumerate(fields):
+            if holds_nul(value):
+                raise UnsafeField(
+                    f"field {index} of request {fields[0] if fields else '?'} holds a NUL "
+                    f"(the TWS field separator): {value!r}; the request was not sent"
+                )
+        send(*fields, **kwargs)
+
+    client.send = guarded_send
+
+
 def _epoch(value: Any) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
@@ -305,6 +331,7 @@ class Upstream:
         """Hook our tick handlers, socket reader and event handlers into ``ib``."""
         ib.RaiseRequestErrors = True
         self._ib = ib
+        guard_fields(ib.client)
         self._lost = asyncio.Event()
         handlers = ib.client.decoder.handlers
         self._fast = {

@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ibhub.frontdoor.contracts import inst_for, spec_from_query
+from ibhub.frontdoor.contracts import checked, inst_for, spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
 from ibhub.journal import FillRecord, OrderRecord
@@ -181,13 +181,13 @@ class OrderRelay:
                **extra: Any) -> PlaceOrder:
         limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
         stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
-        return PlaceOrder(
+        return checked(PlaceOrder(
             id=0, lease=s.lease, client_order_id=f"{req.order_id}.{self._door.run_tag}",
             contract=spec_from_query(parse_c12(f, 2)), action=req.action,
             quantity=req.total_qty, order_type=req.order_type, limit_price=limit,
             stop_price=stop, tif=req.tif or "DAY", outside_rth=req.outside_rth,
             account=req.account, **extra,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     async def _submit(self, s: DownstreamSession, book: Any, order: PlaceOrder,
                       down_ids: list[int]) -> None:

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ibhub.frontdoor.requests import field_problem
 from ibhub.tws.server_session import TwsServerSession, req_id_of
 
 if TYPE_CHECKING:
@@ -118,6 +119,11 @@ class DownstreamSession(TwsServerSession):
     def _dispatch(self, fields: list[str]) -> Awaitable[None] | None:
         msg_id = self._message_id(fields)
         if msg_id is None or not self._check_started(msg_id, fields):
+            return None
+        problem = field_problem(fields)
+        if problem is not None:  # refused here: nothing of it reaches the hub or IB
+            log.info("tws client %s: refused message %d: %s", self.client_id, msg_id, problem)
+            self.reject(msg_id, fields, problem)
             return None
         handler = self.door.handlers.get(msg_id)
         if handler is None:
