@@ -605,8 +605,12 @@ class OrderBook:
         if rec in unsent.recs:
             unsent.recs.remove(rec)
             unsent.fields.pop(rec.order_id, None)
-        if not unsent.recs and unsent.future is not None:
-            self._pacer.withdraw(unsent.future)  # _queue_send skips one not queued yet
+        if unsent.future is None:
+            return  # not queued yet: _queue_send sends what is left, or nothing
+        if unsent.recs:
+            self._pacer.recost(unsent.future, len(unsent.recs))
+        else:
+            self._pacer.withdraw(unsent.future)
 
     def _withdraw_placement(self, rec: OrderRecord) -> bool:
         """If ``rec`` was never sent, take it (and its unsent children) out of the queue and

@@ -369,6 +369,14 @@ class Pacer:
         self._wake.set()  # a later item of its key may be free to go now
         return True
 
+    def recost(self, fut: asyncio.Future[Any], cost: float) -> None:
+        """A queued item will send fewer messages than it said (a bracket leg withdrawn)."""
+        item = self._items.get(fut)
+        if item is not None:
+            new = max(1.0, cost)
+            self._cost[item.priority] = max(0.0, self._cost[item.priority] + new - item.cost)
+            item.cost = new
+
     def expected_delay(self, priority: Priority, cost: float = 1.0) -> float:
         """Seconds a request of ``priority`` submitted now would wait before it is sent:
         what waits ahead of it (its priority and above, reservations included) less the

@@ -177,7 +177,10 @@ async def test_bracket_cancel_of_a_queued_leg(rig: Rig) -> None:
     await rig.busy()
     reply = await accepted(rig, ALICE, "br", take_profit=195.0, stop_loss=185.0)
     tp, sl = reply.child_order_ids
+    await rig.settle()
+    before = rig.pacer.expected_delay(Priority.ORDER)
     await rig.book.cancel(ALICE, cancel(sl))
+    assert rig.pacer.expected_delay(Priority.ORDER) == pytest.approx(before - 1 / 40)
     await rig.run()
     # the family goes without the stop-loss; the take-profit, now last, transmits it
     assert rig.up.calls == [f"place {reply.order_id}", f"place {tp}"]
