@@ -182,7 +182,7 @@ def run_mode(
     hub = Hub(None if not pruning else 60.0, trace, throttle)
     ctx: zmq.Context[Any] = zmq.Context()
     c = WireClient(ctx, hub.pub, hub.rpc, f"bench-mem-{mode}")
-    c.sub.setsockopt(zmq.UNSUBSCRIBE, f"order.{c.lease}".encode())  # only the hub's stats
+    c.sub.setsockopt(zmq.UNSUBSCRIBE, f"order.{c.handle}".encode())  # only the hub's stats
     marks: list[dict[str, Any]] = []
     try:
         place_batch(c, warmup, "warm")

@@ -94,6 +94,25 @@ class HubSettings(BaseSettings):
     lease_timeout: float = Field(default=3.0, gt=0)  # missed heartbeats before a lease expires
     # NoDecode: the environment gives "1-999" (parsed below), not JSON.
     raw_client_id_range: Annotated[tuple[int, int], NoDecode] = (1, 999)
+    # Separate caps on the ids SDK leases and raw leases (`ibhub lease`) may hold, so
+    # neither kind can take the ids the other needs (with the default range: 400 raw
+    # ids at most leaves 599 for scripts). A raw id leased without a ttl lives
+    # raw_lease_ttl seconds (renewable; 0 = until released), and no ttl may exceed it.
+    lease_max: int = Field(default=500, ge=1)
+    raw_lease_max: int = Field(default=400, ge=0)
+    raw_lease_ttl: float = Field(default=86_400.0, ge=0)
+
+    # Roles (docs/security.md): never what a client claims. Clients on loopback/ipc
+    # (no CURVE) get local_role; operator needs the token in operator_token_file
+    # (default DATA_DIR/operator.token, created 0600 at start). With CURVE, a key's role
+    # comes from the lists below (Z85 keys or key files), else curve_default_role.
+    # "readonly" may always be asked for.
+    local_role: Literal["trader", "readonly"] = "trader"
+    operator_token_file: Path | None = None
+    curve_default_role: Literal["trader", "readonly"] = "trader"
+    curve_operator_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    curve_trader_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    curve_readonly_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Embedded simulator (``ibhub run --sim``).
     sim: bool = False
@@ -148,6 +167,15 @@ class HubSettings(BaseSettings):
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Descriptors and connection caps (ibhub.limits, docs/operations.md "Connection
+    # limits"): descriptors kept back from clients for the upstream, journal and health
+    # server, and the most concurrent connections per listener (0 = an equal share of
+    # the open-file limit left after the reserve).
+    fd_reserve: int = Field(default=64, ge=16)
+    max_tws_connections: int = Field(default=0, ge=0)
+    max_rpc_connections: int = Field(default=0, ge=0)
+    max_pub_connections: int = Field(default=0, ge=0)
+
     # CURVE (ibhub.security): required to bind pub/rpc to a non-loopback address. The
     # hub's key pair (a .key_secret file from `ibhub keys generate`) and the client
     # public keys allowed in: a directory of .key files and/or Z85 keys listed here.
@@ -192,12 +220,14 @@ class HubSettings(BaseSettings):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value
 
-    @field_validator("curve_server_secret_key_file", "curve_authorized_keys_dir", mode="before")
+    @field_validator("curve_server_secret_key_file", "curve_authorized_keys_dir",
+                     "operator_token_file", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("curve_authorized_keys", mode="before")
+    @field_validator("curve_authorized_keys", "curve_operator_keys", "curve_trader_keys",
+                     "curve_readonly_keys", mode="before")
     @classmethod
     def _key_list(cls, value: Any) -> Any:
         """The environment gives ``KEY1,KEY2`` (commas or spaces); a TOML file a list."""
@@ -256,6 +286,11 @@ class HubSettings(BaseSettings):
                 f"({self.reconnect_backoff_max} < {self.reconnect_backoff_initial})"
             )
         return self
+
+    @property
+    def operator_token_path(self) -> Path:
+        """Where the local operator token lives (``operator_token_file`` or the data dir)."""
+        return self.operator_token_file or Path(self.data_dir) / "operator.token"
 
     @property
     def lease_ttl(self) -> float:

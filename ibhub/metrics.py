@@ -202,6 +202,8 @@ class HubCollector(Collector):
                                       "(orders cancelled before they were sent)",
                                       value=snap["withdrawn"])
 
+        yield from _connection_metrics(hub)
+
         alerts = self.metrics.alerts
         fam = CounterMetricFamily("ibhub_alerts", "Alerts raised, by kind", labels=["kind"])
         if alerts is not None:
@@ -212,3 +214,32 @@ class HubCollector(Collector):
             yield CounterMetricFamily("ibhub_alert_deliveries_failed",
                                       "Webhook or file deliveries that failed",
                                       value=alerts.delivery_failures)
+
+
+def _connection_metrics(hub: Any) -> Iterator[Metric]:
+    """Connections per listener and the descriptor budget (ibhub.limits)."""
+    from ibhub.limits import Limits
+
+    limits = getattr(hub, "limits", None)
+    if not isinstance(limits, Limits):
+        return
+    open_ = GaugeMetricFamily("ibhub_connections", "Open client connections, by listener",
+                              labels=["listener"])
+    cap = GaugeMetricFamily("ibhub_connections_max", "Connection cap, by listener",
+                            labels=["listener"])
+    refused = CounterMetricFamily(
+        "ibhub_connections_refused",
+        "Connections refused (TWS front door), or times a ZeroMQ listener stopped "
+        "accepting (rpc, pub), by listener", labels=["listener"])
+    refusing = GaugeMetricFamily("ibhub_connections_refusing",
+                                 "1 while a listener refuses new connections",
+                                 labels=["listener"])
+    for name, st in sorted(limits.listeners.items()):
+        open_.add_metric([name], st.open)
+        cap.add_metric([name], st.cap)
+        refused.add_metric([name], st.refused)
+        refusing.add_metric([name], 1.0 if st.refusing else 0.0)
+    yield from (open_, cap, refused, refusing)
+    yield GaugeMetricFamily("ibhub_open_files_reserve",
+                            "Descriptors kept back from clients (fd_reserve)",
+                            value=limits.reserve)

@@ -21,6 +21,7 @@ hub serves requests, so idempotency holds across restarts from the first request
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import math
@@ -33,6 +34,7 @@ from ibhub.account import ACCOUNT_REQUESTS, AccountBook
 from ibhub.errors import explain
 from ibhub.journal import Journal, JournalWriter, default_data_dir
 from ibhub.order_store import fanout_sink
+from ibhub.order_updates import Correction
 from ibhub.orders import ORDER_REQUESTS, Caller, OrderBook, UnknownContract
 from ibhub.pacing import Pacer, Priority
 from ibhub.protocol import (
@@ -163,6 +165,11 @@ class OrderService:
         self.gateway: Any = None  # IbOrderGateway once started
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconciled = asyncio.Event()
+        # reconciliation's corrections (ibhub.order_updates.Correction): the recent ones,
+        # those made while nobody listened (replayed to the first listener), listeners
+        self.corrections: collections.deque[Correction] = collections.deque(maxlen=100)
+        self._unreported: collections.deque[Correction] = collections.deque(maxlen=1000)
+        self._correction_listeners: list[Callable[[Correction], None]] = []
 
     @property
     def journal_path(self) -> Path:
@@ -200,6 +207,7 @@ class OrderService:
             max_order_delay=s.max_order_delay,
         )
         self.book.store.restore(orders, fills)
+        self.book.updates.on_correction = self._corrected
         self.gateway.attach(self.book, self.account)
         risky = self.risk.trading_blocked or self.risk.live  # refused, or real money
         log.log(
@@ -280,6 +288,21 @@ class OrderService:
         self.book.store.release_held(lease.name)
         return await self.book.handle(Caller(lease.lease_id, lease.name, lease.role), req)
 
+    def add_correction_listener(self, fn: Callable[[Correction], None]) -> None:
+        """Call ``fn`` for every correction from now on, and now for those nobody heard."""
+        self._correction_listeners.append(fn)
+        unreported = list(self._unreported)
+        self._unreported.clear()
+        for c in unreported:
+            fn(c)
+
+    def _corrected(self, c: Correction) -> None:
+        self.corrections.append(c)
+        if not self._correction_listeners:
+            self._unreported.append(c)
+        for fn in list(self._correction_listeners):
+            fn(c)
+
     def _order_error(self, order_id: int, code: int, message: str) -> None:
         """An IB error about an order that did not end it (a refused modify or cancel):
         tell the owner on ``error.<lease>`` like any other error of theirs."""
@@ -298,6 +321,7 @@ class OrderService:
             "queue": self.pacer.depth(),
             "sent": self.pacer.sent,
             "working_orders": len(book.store.working) if book else 0,
+            "corrections": len(self.corrections),
             "ib_cache": cache.sizes() if cache is not None else {},
             # back-pressure: what a new order would wait now, and the limit it is held to
             "expected_order_delay": self.pacer.expected_delay(Priority.ORDER),
@@ -334,6 +358,9 @@ async def attach_orders(hub: Any, **overrides: Any) -> OrderService:
     )
     await service.start(up.ib, client_id=up.client_id, connected=lambda: up.connected, port=up.port)
     service.register(hub.rpc)
+    ops = getattr(hub, "ops", None)
+    if ops is not None:  # attached after the hub's alerts: their corrections alert too
+        ops.alerts.attach_orders(service)
     hub.add_service(service)  # on_connected now if already connected, then on every reconnect
     hub.orders = service
     return service

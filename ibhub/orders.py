@@ -48,7 +48,14 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from ibhub.journal import JournalError, JournalWriter, OrderRecord
-from ibhub.order_feed import OrderFields, OrderUpstream, make_order_ref
+from ibhub.order_feed import (
+    OrderFields,
+    OrderUpstream,
+    decode_algo_params,
+    encode_algo_params,
+    make_oca_group,
+    make_order_ref,
+)
 from ibhub.order_store import (
     EPS,
     EXTERNAL,
@@ -136,8 +143,22 @@ class ContractResolver(Protocol):
 
 
 def fingerprint(req: PlaceOrder) -> str:
-    """The order a request describes, without the per-attempt parts (request id, lease)."""
-    return msgspec.json.encode(msgspec.structs.replace(req, id=0, lease="")).decode()
+    """The order a request describes, without the per-attempt parts (request id, lease).
+
+    Fields appended to PlaceOrder later are left out while at their default, so an order
+    journaled by an older hub keeps its fingerprint (a retry stays a retry)."""
+    data = msgspec.to_builtins(msgspec.structs.replace(req, id=0, lease=""))
+    for name in _LATER_FIELDS:
+        if data.get(name) == _PLACE_DEFAULTS[name]:
+            del data[name]
+    return msgspec.json.encode(data).decode()
+
+
+_LATER_FIELDS = ("oca_group", "oca_type", "order_ref", "algo_strategy", "algo_params", "algo_id")
+_PLACE_DEFAULTS = msgspec.to_builtins(
+    PlaceOrder(id=0, lease="", client_order_id="", contract=ContractSpec(symbol="X"),
+               action="BUY", quantity=1.0)
+)  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -505,6 +526,12 @@ class OrderBook:
             fingerprint=fingerprint(req),
             created_ns=now,
             updated_ns=now,
+            oca_group=req.oca_group,
+            oca_type=req.oca_type,
+            order_ref=req.order_ref,
+            algo_strategy=req.algo_strategy,
+            algo_params=encode_algo_params(req.algo_params),
+            algo_id=req.algo_id,
         )
         recs = [base]
         exit_action = "SELL" if req.action == "BUY" else "BUY"
@@ -523,6 +550,12 @@ class OrderBook:
                     stop_price=stop,
                     parent_id=base.order_id,
                     fingerprint="",
+                    # the entry's OCA group and algo are the parent's; the label is the family's
+                    oca_group="",
+                    oca_type=0,
+                    algo_strategy="",
+                    algo_params="",
+                    algo_id="",
                 )
             )
         return recs
@@ -560,6 +593,11 @@ class OrderBook:
             parent_id=rec.parent_id,
             transmit=transmit,
             order_ref=make_order_ref(rec.owner, rec.client_order_id or ""),
+            oca_group=make_oca_group(rec.owner, rec.oca_group),
+            oca_type=rec.oca_type,
+            algo_strategy=rec.algo_strategy,
+            algo_params=tuple(decode_algo_params(rec.algo_params).items()),
+            algo_id=rec.algo_id,
         )
 
     def _sent(self, unsent: _Unsent, fut: asyncio.Future[None]) -> None:

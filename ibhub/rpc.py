@@ -39,6 +39,7 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.leases import Peer
 from ibhub.protocol import (
     MAX_NAME,
     ContractSpec,
@@ -71,7 +72,7 @@ POLL_FALLBACK_MS = 50  # loops without add_reader: the longest a lost edge delay
 class RequestHandler(Protocol):
     """What the hub implements; one method per request type."""
 
-    def hello(self, req: Hello) -> Reply: ...
+    def hello(self, req: Hello, peer: Peer) -> Reply: ...
     def heartbeat(self, req: Heartbeat) -> Reply: ...
     def goodbye(self, req: Goodbye) -> Reply: ...
     async def subscribe(self, req: Subscribe) -> Reply: ...
@@ -82,6 +83,12 @@ class RequestHandler(Protocol):
     def lease_client_id(self, req: LeaseClientId) -> Reply: ...
     def release_client_id(self, req: ReleaseClientId) -> Reply: ...
     def status(self, req: GetStatus) -> Reply: ...
+
+
+# Maps a request's secret lease token to the lease's public handle, checking that the
+# request came from the connection and key holding that lease (hub.HubServer.bind_lease):
+# the rewritten request, or the Error to answer instead.
+LeaseBinder = Callable[[Request, Peer], "Request | Error"]
 
 
 class BadRequest(Exception):
@@ -293,6 +300,8 @@ class RpcServer:
         socket: zmq.Socket[Any],
         handler: RequestHandler,
         *,
+        bind_lease: LeaseBinder | None = None,
+        peer_keys: bool = False,
         max_request_bytes: int = wire.MAX_REQUEST_BYTES,
     ) -> None:
         self.socket = socket
@@ -300,8 +309,13 @@ class RpcServer:
         # A plain view of the same socket (a zmq.asyncio socket is served the same way:
         # its own machinery stays idle because nothing awaits on it).
         self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
-        self._recv = wire.fast_receiver(self._sock)
+        # With CURVE, each request's authenticated client key (ZAP User-Id) is read
+        # from its frame metadata as it is received (_peer_key, for _handle).
+        self._peer_key = ""
+        self._recv = (self._keyed_receiver() if peer_keys
+                      else wire.fast_receiver(self._sock))
         self.handler = handler
+        self._bind_lease = bind_lease
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._drain_scheduled = False
@@ -323,6 +337,26 @@ class RpcServer:
         one (``slow=True``, run as a task). It may raise :class:`BadRequest`.
         """
         self._extra[req_type] = (fn, slow)
+
+    def _keyed_receiver(self) -> Callable[[], list[bytes]]:
+        """Like :func:`wire.fast_receiver`, also noting the message's ``User-Id`` (the
+        Z85 client key the ZAP handler authenticated) in ``_peer_key``."""
+        recv = zmq.backend.Socket.recv.__get__(self._sock)
+        noblock = int(zmq.NOBLOCK)
+
+        def receive() -> list[bytes]:
+            frame = recv(noblock, False)
+            frames = [frame.bytes]
+            while frame.more:
+                frame = recv(noblock, False)
+                frames.append(frame.bytes)
+            try:
+                self._peer_key = str(frame.get("User-Id"))
+            except zmq.ZMQError:  # no metadata: not a CURVE peer
+                self._peer_key = ""
+            return frames
+
+        return receive
 
     async def serve(self) -> None:
         """Watch the socket until cancelled."""
@@ -404,9 +438,17 @@ class RpcServer:
             self._send(envelope, Error(id=rid, code=exc.code, message=str(exc)))
             return
         h = self.handler
+        peer = Peer(b"\0".join(envelope), self._peer_key)
+        if self._bind_lease is not None and getattr(req, "lease", None):
+            bound = self._bind_lease(req, peer)
+            if isinstance(bound, Error):  # counted like a handler's unknown_lease
+                self._observe(req, bound, time.perf_counter())
+                self._send(envelope, bound)
+                return
+            req = bound
         match req:
             case Hello():
-                self._answer(envelope, req, h.hello)
+                self._answer(envelope, req, lambda r: h.hello(r, peer))
             case Heartbeat():
                 self._answer(envelope, req, h.heartbeat)
             case Goodbye():

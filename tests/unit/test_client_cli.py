@@ -70,10 +70,10 @@ async def test_lease_and_release(fake: FakeHub) -> None:
     assert result.output.splitlines()[0] == "101"
     request = fake.of_type(LeaseClientId)[0]
     assert isinstance(request, LeaseClientId) and (request.name, request.ttl) == ("direct", 30.0)
-    result = await invoke("lease", "--release", "101", "--rpc", fake.rpc)
+    result = await invoke("lease", "--release", "101", "--token", "T", "--rpc", fake.rpc)
     assert result.exit_code == 0, result.output
     release = fake.of_type(ReleaseClientId)[0]
-    assert isinstance(release, ReleaseClientId) and release.client_id == 101
+    assert isinstance(release, ReleaseClientId) and (release.client_id, release.token) == (101, "T")
 
 
 async def test_tail_prints_events_and_stops_after_count(fake: FakeHub) -> None:
