@@ -393,6 +393,9 @@ class OrderBook:
             slot.release()
             down = Refusal(RejectReason.UPSTREAM_DOWN, f"the Gateway session dropped: {exc}")
             return self._reject(req.id, coid, down)
+        except BaseException:  # a bug: the room must not stay held for ever
+            slot.release()
+            raise
         parent = recs[0]
         pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         unsent = _Unsent(recs, {}, modify=False, reservation=slot)
@@ -416,6 +419,9 @@ class OrderBook:
                     RejectReason.INTERNAL, f"the order journal failed, nothing was sent: {exc}"
                 ),
             )
+        except BaseException:  # cancelled (hub stopping): nothing will queue this send
+            slot.release()
+            raise
         finally:
             del self._pending[parent.order_id]
             pending.set_result(None)
@@ -818,6 +824,10 @@ class OrderBook:
                 setattr(rec, name, value)
             refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
             return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        except BaseException:  # cancelled (hub stopping): the room must not stay held
+            if slot is not None:
+                slot.release()
+            raise
         self.store.deliver(rec, self.store.event(rec, "modified"))
         if rec.status in TERMINAL:  # ended while the journal committed: nothing to send
             if slot is not None:
