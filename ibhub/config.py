@@ -140,6 +140,14 @@ class HubSettings(BaseSettings):
     order_rate: float = Field(default=20.0, gt=0)  # per lease, orders/s (token bucket)
     order_burst: float = Field(default=50.0, gt=0)
     pacer_rate: float = Field(default=40.0, gt=0, le=50)  # all upstream msgs/s (IB: 50)
+    # Back-pressure (docs/orders.md, "Back-pressure"): a place or modify that would wait
+    # longer than this in the upstream queue is refused at once with "busy".
+    max_order_delay: float = Field(default=2.0, gt=0)
+    # Requests that may wait for the pacer at once: all of them (orders, subscriptions,
+    # queries; the hub's own cancels and re-subscriptions are never refused), and one
+    # lease's orders.
+    pacer_queue_max: int = Field(default=1000, ge=1)
+    pacer_queue_per_lease: int = Field(default=50, ge=1)
     journal_sync: Literal["FULL", "NORMAL"] = "FULL"  # FULL survives a power cut
 
     # Health and metrics over HTTP on 127.0.0.1 (/health, /metrics); 0 = off.

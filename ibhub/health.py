@@ -7,8 +7,9 @@
   unable to serve market data or orders.
 * ``degraded`` (HTTP 200): connected, but something needs a look: market data has
   gone stale while the socket is up (the Gateway's frozen-after-restart mode), the
-  market-data line budget is used up, or the pacer's queue is backed up. 200,
-  because restarting the hub fixes none of these.
+  market-data line budget is used up, the pacer's queue is backed up, or requests
+  were refused ``busy`` (back-pressure) in the last minute. 200, because restarting
+  the hub fixes none of these.
 * ``healthy`` (HTTP 200).
 
 ``reasons`` lists why, in words. ``GET /metrics`` is the Prometheus text format
@@ -34,6 +35,7 @@ from ibhub import __version__
 from ibhub.alerts import Alerts
 from ibhub.limits import Limits, ListenerStats, limits_of
 from ibhub.metrics import CONTENT_TYPE, HubMetrics, find_pacer
+from ibhub.pacing import REFUSALS_WINDOW
 from ibhub.protocol import UpstreamState
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,19 @@ def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any
     pacer = find_pacer(hub)
     pacing: dict[str, Any] | None = None
     if pacer is not None:
-        pacing = {"queue": pacer.depth(), "queued": pacer.queued, "sent": pacer.sent,
-                  "max_wait_seconds": round(pacer.max_wait, 3)}
+        pacing = pacer.snapshot()
+        limit = getattr(getattr(getattr(hub, "orders", None), "settings", None),
+                        "max_order_delay", None)
+        pacing["max_order_delay"] = limit
         if status == HEALTHY and pacer.queued >= PACING_BACKLOG:
             reasons.append(f"{pacer.queued} upstream requests waiting for the pacer")
+        busy = pacing["refused_recently"]
+        if status == HEALTHY and busy:
+            # Back-pressure at work: scripts are being told to retry. The hub is fine;
+            # the load (or pacer_rate / max_order_delay) needs a look.
+            reasons.append(f"{busy} request(s) refused busy in the last "
+                           f"{REFUSALS_WINDOW:g}s (a new order would wait "
+                           f"{pacing['expected_order_delay']:.2f}s now)")
     limits = getattr(hub, "limits", None)
     connections = limits.report() if isinstance(limits, Limits) else None
     if status == HEALTHY and connections is not None:

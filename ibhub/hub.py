@@ -31,7 +31,7 @@ from ibhub.config import ConfigError, HubSettings
 from ibhub.fanout import PUB_SNDHWM, Fanout
 from ibhub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
 from ibhub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
-from ibhub.pacing import Pacer
+from ibhub.pacing import Pacer, PacerBusy, Priority
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_ERROR,
@@ -236,7 +236,8 @@ class HubServer:
         self.rpc = RpcServer(router, self, bind_lease=self.bind_lease,
                              peer_keys=security.enabled, max_request_bytes=s.max_request_bytes)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
-        self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST)
+        self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
+                           max_queue_per_owner=s.pacer_queue_per_lease)
         self.pacer.start()
         self.upstream = Upstream(self.settings, self, pacer=self.pacer, flush=self.fanout.flush)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
@@ -501,8 +502,12 @@ class HubServer:
         if existing is None:
             try:
                 self.subs.check_line_available(info.con_id, req.kind)
+                if self.pacer is not None:  # a new line queues a request upstream
+                    self.pacer.check(Priority.SUBSCRIPTION)
             except LineLimit as exc:
                 return Error(id=req.id, code=ErrorCode.LINE_LIMIT, message=str(exc))
+            except PacerBusy as exc:
+                return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
             topic = self.fanout.topic_for(info, req.kind)
             stream = (self.fanout.tick_stream(topic, info) if req.kind == "ticks"
                       else self.fanout.bar_stream(topic, info))
@@ -558,6 +563,8 @@ class HubServer:
                          message=f"IB refused the historical request: {exc.message}")
         except TimeoutError as exc:
             return Error(id=req.id, code=ErrorCode.TIMEOUT, message=str(exc))
+        except PacerBusy as exc:
+            return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
         return HistoricalBarsReply(id=req.id, contract=resolved, bars=bars)
 
     def lease_client_id(self, req: LeaseClientId) -> Reply:
@@ -628,7 +635,25 @@ class HubServer:
             upstream_queue=self.pacer.depth() if self.pacer is not None else {},
             connections={n: {k: int(v) for k, v in st.as_dict().items()}
                          for n, st in limits_of(self).listeners.items()},
+            **self._pacing_status(),
         )
+
+    def _pacing_status(self) -> dict[str, Any]:
+        """Back-pressure fields of the status reply (docs/orders.md, "Back-pressure")."""
+        pacer = self.pacer if self.pacer is not None else getattr(self.orders, "pacer", None)
+        if pacer is None:
+            return {}
+        snap = pacer.snapshot()
+        return {
+            "expected_order_delay": snap["expected_order_delay"],
+            "max_order_delay": getattr(getattr(self.orders, "settings", None),
+                                       "max_order_delay", 0.0),
+            "upstream_queued": snap["queued"] + snap["reserved"],
+            "upstream_queue_max": pacer.max_queue or 0,
+            "upstream_queue_per_lease": pacer.max_queue_per_owner or 0,
+            "busy_refusals": snap["refused"],
+            "order_wait_max": snap["max_order_wait_seconds"],
+        }
 
     # ------------------------------------------------------------------ contracts
 
@@ -647,6 +672,8 @@ class HubServer:
             found = await asyncio.shield(fut)
         except UpstreamDown as exc:
             return Error(id=rid, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
+        except PacerBusy as exc:
+            return Error(id=rid, code=ErrorCode.BUSY, message=str(exc))
         except UpstreamRequestError as exc:
             return Error(id=rid, code=ErrorCode.IB_ERROR, ib_code=exc.code,
                          message=f"IB refused the contract lookup: {exc.message}")

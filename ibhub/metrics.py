@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ibhub.pacing import Priority
 from ibhub.protocol import Error, OrderRejected, Reply, UpstreamState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -176,6 +177,30 @@ class HubCollector(Collector):
             yield GaugeMetricFamily("ibhub_pacing_max_wait_seconds",
                                     "Longest time a request waited in the pacer",
                                     value=pacer.max_wait)
+            snap = pacer.snapshot()
+            yield GaugeMetricFamily("ibhub_pacing_expected_order_delay_seconds",
+                                    "Seconds a new order would wait for the upstream budget now",
+                                    value=pacer.expected_delay(Priority.ORDER))
+            limit = getattr(getattr(getattr(hub, "orders", None), "settings", None),
+                            "max_order_delay", None)
+            if limit is not None:
+                yield GaugeMetricFamily("ibhub_pacing_max_order_delay_seconds",
+                                        "Expected wait above which an order is refused busy",
+                                        value=limit)
+            yield GaugeMetricFamily("ibhub_pacing_queued",
+                                    "Requests waiting for the pacer, with room held for "
+                                    "orders being journaled",
+                                    value=snap["queued"] + snap["reserved"])
+            yield GaugeMetricFamily("ibhub_pacing_max_order_wait_seconds",
+                                    "Longest time an order waited in the pacer",
+                                    value=snap["max_order_wait_seconds"])
+            yield CounterMetricFamily("ibhub_pacing_busy_refusals",
+                                      "Requests refused busy (queue full or too long a wait)",
+                                      value=snap["refused"])
+            yield CounterMetricFamily("ibhub_pacing_withdrawn",
+                                      "Queued sends withdrawn before they went upstream "
+                                      "(orders cancelled before they were sent)",
+                                      value=snap["withdrawn"])
 
         yield from _connection_metrics(hub)
 

@@ -36,7 +36,7 @@ from ibhub.journal import Journal, JournalWriter, default_data_dir
 from ibhub.order_store import fanout_sink
 from ibhub.order_updates import Correction
 from ibhub.orders import ORDER_REQUESTS, Caller, OrderBook, UnknownContract
-from ibhub.pacing import Pacer
+from ibhub.pacing import Pacer, Priority
 from ibhub.protocol import (
     ContractInfo,
     ContractSpec,
@@ -71,6 +71,9 @@ class OrderSettings:
     order_burst: float = 50.0
     pacer_rate: float = 40.0  # all upstream messages/s (IB allows 50)
     pacer_burst: float = 5.0
+    max_order_delay: float = 2.0  # seconds a place/modify may expect to wait, else "busy"
+    pacer_queue_max: int = 1000  # requests waiting for the pacer, overall (own pacer)
+    pacer_queue_per_lease: int = 50  # orders of one lease waiting for the pacer (own pacer)
     journal_sync: str = "FULL"
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
     # seconds an ended order waits in ib_insync's caches for missing executions or
@@ -110,11 +113,12 @@ class _Resolver:
     async def qualify(self, spec: ContractSpec) -> ContractInfo:
         found = await self._resolve(spec)
         if isinstance(found, Error):
-            reason = (
-                RejectReason.UPSTREAM_DOWN
-                if found.code in (ErrorCode.UPSTREAM_DOWN, ErrorCode.TIMEOUT)
-                else RejectReason.UNKNOWN_CONTRACT
-            )
+            if found.code in (ErrorCode.UPSTREAM_DOWN, ErrorCode.TIMEOUT):
+                reason = RejectReason.UPSTREAM_DOWN
+            elif found.code == ErrorCode.BUSY:
+                reason = RejectReason.BUSY
+            else:
+                reason = RejectReason.UNKNOWN_CONTRACT
             raise UnknownContract(found.message, reason)
         return found
 
@@ -148,7 +152,12 @@ class OrderService:
         self._fanout = fanout
         self._publish = fanout_sink(fanout)
         self._own_pacer = pacer is None
-        self.pacer = pacer or Pacer(rate=settings.pacer_rate, burst=settings.pacer_burst)
+        self.pacer = pacer or Pacer(
+            rate=settings.pacer_rate,
+            burst=settings.pacer_burst,
+            max_queue=settings.pacer_queue_max,
+            max_queue_per_owner=settings.pacer_queue_per_lease,
+        )
         self.risk = RiskGate(settings.limits())
         self.account = AccountBook(self._publish)
         self.writer: JournalWriter | None = None
@@ -195,6 +204,7 @@ class OrderService:
             pacer=self.pacer,
             resolver=self._resolver,
             publish=self._publish,
+            max_order_delay=s.max_order_delay,
         )
         self.book.store.restore(orders, fills)
         self.book.updates.on_correction = self._corrected
@@ -313,6 +323,10 @@ class OrderService:
             "working_orders": len(book.store.working) if book else 0,
             "corrections": len(self.corrections),
             "ib_cache": cache.sizes() if cache is not None else {},
+            # back-pressure: what a new order would wait now, and the limit it is held to
+            "expected_order_delay": self.pacer.expected_delay(Priority.ORDER),
+            "max_order_delay": self.settings.max_order_delay,
+            "unsent_orders": len(book.unsent) if book else 0,
         }
 
 

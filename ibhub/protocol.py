@@ -460,6 +460,18 @@ class StatusReply(Reply, frozen=True, tag="status"):
     # Client connections per listener ("tws", "rpc", "pub"): open, max, accepted, refused,
     # refusing (1 while a listener refuses new connections); ibhub.limits.
     connections: dict[str, dict[str, int]] = {}
+    # Back-pressure (docs/orders.md): seconds a new order would wait for the upstream budget
+    # now, and the limit above which it is refused "busy" (0: no order service);
+    # requests waiting (with room held for orders being journaled) and the bounds
+    # (overall, per lease); requests refused "busy" since start; the longest an order
+    # waited for the budget since start (seconds).
+    expected_order_delay: float = 0.0
+    max_order_delay: float = 0.0
+    upstream_queued: int = 0
+    upstream_queue_max: int = 0
+    upstream_queue_per_lease: int = 0
+    busy_refusals: int = 0
+    order_wait_max: float = 0.0
 
 
 # ------------------------------------------------------------ replies: orders and account
@@ -688,6 +700,10 @@ class RejectReason:
     IB_REJECTED = "ib_rejected"  # IB refused; see ib_code
     INTERNAL = "internal"
     BAD_ORDER_ATTRIBUTE = "bad_order_attribute"  # oca / algo / order_ref field malformed
+    # The hub could not send it to the Gateway within max_order_delay (or the upstream
+    # queue, overall or this lease's share, is full): refused at once, nothing journaled
+    # or sent; the message gives the expected delay and the limit. Retry later.
+    BUSY = "busy"
 
 
 # --------------------------------------------------------------------------- events

@@ -827,6 +827,7 @@ class Upstream:
             historical_key=historical_key,
             historical_group=historical_group,
             label=label,
+            bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
         )
 
     def _require(self) -> IB:

@@ -484,6 +484,15 @@ class IbOrderGateway:
             # was asked for; it cannot know them, so they are not judged by it.
             in_flight = self._book.watch_in_flight()
             try:
+                # Open orders are listed before completed orders (the start-up sync did
+                # the same for ``fresh=False``): an order that ends between the two
+                # snapshots (a cancel or fill landing meanwhile) is then in the second;
+                # asked the other way round it would be in neither and judged lost.
+                open_trades = None
+                if fresh:
+                    open_trades = await self._ask(
+                        "reqOpenOrders", ib.reqOpenOrdersAsync(), completed_timeout
+                    )
                 done_trades = None
                 if completed:
                     done_trades = await self._ask(
@@ -494,9 +503,7 @@ class IbOrderGateway:
                         log.warning("reconciling without completed orders (orders the "
                                     "Gateway does not list stay as journaled)")  # fmt: skip
                 if fresh:
-                    trades = await self._ask(
-                        "reqOpenOrders", ib.reqOpenOrdersAsync(), completed_timeout
-                    )
+                    trades = open_trades
                     fills = await self._ask(
                         "reqExecutions", ib.reqExecutionsAsync(), completed_timeout
                     )

@@ -104,14 +104,21 @@ class FakeResolver:
 
 
 class Harness:
-    def __init__(self, data_dir: Path, upstream: FakeUpstream | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        upstream: FakeUpstream | None = None,
+        pacer: Pacer | None = None,
+        max_order_delay: float | None = 2.0,
+    ) -> None:
         self.data_dir = data_dir
         self.up = upstream or FakeUpstream()
         self.resolver = FakeResolver()
         self.events: list[tuple[str, Event]] = []
         self.writer = JournalWriter(lambda: Journal.in_dir(data_dir))
-        self.pacer = Pacer(rate=1000.0, burst=100)
+        self.pacer = pacer or Pacer(rate=1000.0, burst=100)
         self.book = OrderBook(
+            max_order_delay=max_order_delay,
             upstream=self.up,
             writer=self.writer,
             risk=RiskGate(RiskLimits(), upstream_port=4002, accounts=["DU1234567"]),
