@@ -117,7 +117,7 @@ class AsyncHub:
     ``$IBHUB_NAMES_DIR``, else ``~/.local/state/ibhub/names``), created on first use,
     so the same script restarted by the same user keeps its name and its orders;
     ``name_secret`` gives it explicitly instead. Without ``name`` the default
-    ``prog[pid]`` is never reused, and its secret stays in memory. A name bound to
+    ``prog[pid-tag]`` is never reused, and its secret stays in memory. A name bound to
     someone else's secret is refused at connect with ``name_taken``.
 
     ``tick_bundle=True``: receive ticks through the hub's ``bundle.tick`` topic (every
@@ -153,7 +153,7 @@ class AsyncHub:
         self.rpc_endpoint = wire.rpc_endpoint(rpc)
         self.name = name or default_name()
         # Read (or made) at connect: a file only this user reads, or memory for the
-        # default prog[pid] name that no later run reuses.
+        # default prog[pid-tag] name that no later run reuses.
         self._name_secret = name_secret
         self._names_dir = names_dir
         self._named = name is not None

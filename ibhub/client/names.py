@@ -9,7 +9,7 @@ created with ``O_EXCL`` on first use (never briefly readable by others, and two
 scripts starting at once under one name end with the same secret). A secret file
 other users can read is refused (they could act as the script).
 
-A script that does not choose a name gets ``prog[pid]``, which no later run reuses:
+A script that does not choose a name gets ``prog[pid-tag]``, which no later run reuses:
 its secret lives in memory only, and no file is written.
 """
 
