@@ -487,6 +487,8 @@ class HubServer:
             log.warning("hello as %r refused%s: %s", req.name,
                         f" (key {peer.key})" if peer.key else "", exc)
             return Error(id=req.id, code=ErrorCode.NAME_TAKEN, message=str(exc))
+        except sqlite3.Error as exc:
+            return self._names_unavailable(req.id, exc)
         try:
             lease = self.leases.open(req.name, role, peer)
         except NoFreeClientId as exc:
@@ -504,10 +506,7 @@ class HubServer:
                 return Error(id=req.id, code=ErrorCode.NAME_TAKEN, message=str(exc))
             except sqlite3.Error as exc:
                 self.leases.close(lease.lease_id)
-                log.error("script-name bindings (%s): %s", names.path, exc)
-                return Error(id=req.id, code=ErrorCode.INTERNAL,
-                             message="the hub cannot record script names right now (see its "
-                                     "log); try again")
+                return self._names_unavailable(req.id, exc)
         log.info("lease %s opened for %r (%s%s), client id %s",
                  lease.lease_id, lease.name, lease.role,
                  f", key {peer.key}" if peer.key else "", lease.client_id)
@@ -516,6 +515,13 @@ class HubServer:
                        heartbeat_interval=self.settings.heartbeat_interval,
                        hub_version=__version__, token=lease.token, role=lease.role,
                        name_secret=made)
+
+    def _names_unavailable(self, rid: int, exc: sqlite3.Error) -> Error:
+        path = self.names.path if self.names is not None else NAMES_FILE
+        log.error("script-name bindings (%s): %s", path, exc)
+        return Error(id=rid, code=ErrorCode.INTERNAL,
+                     message="the hub cannot check or record script names right now (see "
+                             "its log); try again")
 
     def heartbeat(self, req: Heartbeat) -> Reply:
         if self.leases.touch(req.lease) is None:

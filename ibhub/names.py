@@ -82,21 +82,24 @@ def reserved(name: str) -> bool:
 class NameBindings:
     """The bindings table (``DATA_DIR/names.db``); the clock is injectable for tests."""
 
-    def __init__(self, path: Path | str, *, ttl: float = DEFAULT_TTL,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path | str, *, ttl: float = DEFAULT_TTL, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ttl = ttl
         self._clock = clock
         # isolation_level=None: autocommit; every write below is one statement, hence
         # one transaction. timeout: another hub on the same data dir may be writing.
-        self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(
+            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, secret_hash TEXT NOT "
-            "NULL, key TEXT NOT NULL, bound_at REAL NOT NULL, last_seen REAL NOT NULL)")
+            "NULL, key TEXT NOT NULL, bound_at REAL NOT NULL, last_seen REAL NOT NULL)"
+        )
         self.path.chmod(0o600)
 
     def close(self) -> None:
@@ -106,13 +109,14 @@ class NameBindings:
 
     def get(self, name: str) -> Binding | None:
         row = self._db.execute(
-            "SELECT name, secret_hash, key, bound_at, last_seen FROM names WHERE name = ?",
-            (name,)).fetchone()
+            "SELECT name, secret_hash, key, bound_at, last_seen FROM names WHERE name = ?", (name,)
+        ).fetchone()
         return None if row is None else Binding(*row)
 
     def all(self) -> list[Binding]:
         rows = self._db.execute(
-            "SELECT name, secret_hash, key, bound_at, last_seen FROM names ORDER BY name")
+            "SELECT name, secret_hash, key, bound_at, last_seen FROM names ORDER BY name"
+        )
         return [Binding(*row) for row in rows]
 
     def __len__(self) -> int:
@@ -128,12 +132,14 @@ class NameBindings:
             raise NameRefused(
                 f"script name {name!r} is reserved: names starting {RESERVED_PREFIX!r} belong "
                 "to the TWS front door's scripts (by client id) and 'external' to orders "
-                "placed outside the hub; pick another name")
+                "placed outside the hub; pick another name"
+            )
         if secret and len(secret) < MIN_SECRET:
             raise NameRefused(
                 f"name_secret holds {len(secret)} characters, fewer than {MIN_SECRET}: use "
                 "256 random bits (e.g. secrets.token_urlsafe(32)), or send none and keep the "
-                "one the welcome returns")
+                "one the welcome returns"
+            )
         binding = self.get(name)
         if binding is None:
             return None
@@ -141,19 +147,26 @@ class NameBindings:
             if hmac.compare_digest(binding.key.encode(), key.encode()):
                 return binding
             why = f"bound to another CURVE key ({binding.key[:8]}...)"
-        elif secret and binding.secret_hash and hmac.compare_digest(
-                secret_hash(secret).encode(), binding.secret_hash.encode()):
+        elif (
+            secret
+            and binding.secret_hash
+            and hmac.compare_digest(secret_hash(secret).encode(), binding.secret_hash.encode())
+        ):
             return binding
         else:
-            why = ("bound to a name secret, and this hello carries none" if not secret
-                   else "bound to another name secret")
+            why = (
+                "bound to a name secret, and this hello carries none"
+                if not secret
+                else "bound to another name secret"
+            )
         raise NameRefused(
             f"script name {name!r} is {why}: a script name is claimed by the first hello "
             "that uses it, and orders belong to it. Run the script as the user that claimed "
             "it (the SDK keeps the secret in ~/.local/state/ibhub/names/, or "
             "$IBHUB_NAMES_DIR), or send the secret its first welcome gave; or pick another "
             "name; or have the hub's operator forget the binding (`ibhub names --forget "
-            "NAME`, docs/security.md)")
+            "NAME`, docs/security.md)"
+        )
 
     def bind(self, name: str, secret: str, key: str) -> Binding:
         """Bind the unbound ``name`` to ``secret`` (and ``key``); :class:`NameRefused` if
@@ -162,7 +175,8 @@ class NameBindings:
         cur = self._db.execute(
             "INSERT OR IGNORE INTO names (name, secret_hash, key, bound_at, last_seen) "
             "VALUES (?, ?, ?, ?, ?)",
-            (name, secret_hash(secret) if secret else "", key, now, now))
+            (name, secret_hash(secret) if secret else "", key, now, now),
+        )
         if cur.rowcount != 1:
             found = self.check(name, secret, key)
             assert found is not None  # a row exists now
@@ -174,8 +188,7 @@ class NameBindings:
         """Record an accepted hello (written at most once a minute per name)."""
         now = self._clock()
         if now - binding.last_seen >= SEEN_EVERY:
-            self._db.execute("UPDATE names SET last_seen = ? WHERE name = ?",
-                             (now, binding.name))
+            self._db.execute("UPDATE names SET last_seen = ? WHERE name = ?", (now, binding.name))
 
     # ------------------------------------------------------------------ operator
 
@@ -192,12 +205,17 @@ class NameBindings:
         if self.ttl <= 0:
             return []
         cutoff = self._clock() - self.ttl
-        old = [row[0] for row in self._db.execute(
-            "SELECT name FROM names WHERE last_seen < ?", (cutoff,))]
+        old = [
+            row[0]
+            for row in self._db.execute("SELECT name FROM names WHERE last_seen < ?", (cutoff,))
+        ]
         dropped = [name for name in old if name not in keep]
         if dropped:
-            self._db.executemany("DELETE FROM names WHERE name = ? AND last_seen < ?",
-                                 [(name, cutoff) for name in dropped])
-            log.info("forgot %d script name(s) unused for %.0f days", len(dropped),
-                     self.ttl / 86400)
+            self._db.executemany(
+                "DELETE FROM names WHERE name = ? AND last_seen < ?",
+                [(name, cutoff) for name in dropped],
+            )
+            log.info(
+                "forgot %d script name(s) unused for %.0f days", len(dropped), self.ttl / 86400
+            )
         return dropped

@@ -64,8 +64,10 @@ def load_name_secret(name: str, directory: str | Path | None = None) -> str:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise NameSecretError(f"cannot create the secret of script name {name!r} in "
-                              f"{path.parent}: {exc}; set IBHUB_NAMES_DIR or names_dir=") from None
+        raise NameSecretError(
+            f"cannot create the secret of script name {name!r} in "
+            f"{path.parent}: {exc}; set IBHUB_NAMES_DIR or names_dir="
+        ) from None
     else:
         with os.fdopen(fd, "w", encoding="ascii") as fh:
             fh.write(new_secret() + "\n")
@@ -73,19 +75,24 @@ def load_name_secret(name: str, directory: str | Path | None = None) -> str:
         st = path.stat()
         text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise NameSecretError(f"cannot read the secret of script name {name!r} ({path}): "
-                              f"{exc}") from None
+        raise NameSecretError(
+            f"cannot read the secret of script name {name!r} ({path}): {exc}"
+        ) from None
     if st.st_uid != os.getuid():
-        raise NameSecretError(f"{path} (the secret of script name {name!r}) belongs to uid "
-                              f"{st.st_uid}, not to you (uid {os.getuid()})")
+        raise NameSecretError(
+            f"{path} (the secret of script name {name!r}) belongs to uid "
+            f"{st.st_uid}, not to you (uid {os.getuid()})"
+        )
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise NameSecretError(
             f"{path} (the secret of script name {name!r}) is accessible by other users "
             f"(mode {stat.S_IMODE(st.st_mode):o}): whoever reads it can act as this script; "
-            f"`chmod 600 {path}`")
+            f"`chmod 600 {path}`"
+        )
     if len(text) < 32:
         raise NameSecretError(
             f"{path} holds {len(text)} characters, not a secret of 32 or more: restore it "
             "from a backup, or remove it and have the hub's operator forget the name "
-            "(`ibhub names --forget NAME`)")
+            "(`ibhub names --forget NAME`)"
+        )
     return text

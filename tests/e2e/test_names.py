@@ -30,10 +30,12 @@ from ibhub.protocol import (
     Error,
     ErrorCode,
     ForgetName,
+    GetStatus,
     Hello,
     ListNames,
     OrderRejected,
     RejectReason,
+    StatusReply,
     Welcome,
 )
 from ibhub.sim import SimGateway
@@ -48,8 +50,14 @@ WRONG = "w" * 43
 
 
 def sdk(hub: HubServer, name: str, names_dir: Path, **kw: Any) -> AsyncHub:
-    return AsyncHub(pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name=name,
-                    names_dir=str(names_dir), request_timeout=5.0, **kw)
+    return AsyncHub(
+        pub=hub.pub_endpoint,
+        rpc=hub.rpc_endpoint,
+        name=name,
+        names_dir=str(names_dir),
+        request_timeout=5.0,
+        **kw,
+    )
 
 
 def hello(c: RawClient, name: str, secret: str = "", **kw: Any) -> Hello:
@@ -67,7 +75,9 @@ def broker_statuses(hub_sim: SimGateway) -> list[str]:
 
 
 async def test_only_alices_secret_acts_as_alice_across_script_and_hub_restarts(
-    make_hub: HubFactory, hub_sim: SimGateway, clients: Callable[..., RawClient],
+    make_hub: HubFactory,
+    hub_sim: SimGateway,
+    clients: Callable[..., RawClient],
     tmp_path: Path,
 ) -> None:
     secrets_dir = tmp_path / "alice-home"  # alice's ~/.local/state/ibhub/names
@@ -91,8 +101,9 @@ async def test_only_alices_secret_acts_as_alice_across_script_and_hub_restarts(
         await refused_as(mallory, reserved, WRONG)
     # Under her own name she has no power over alice's order.
     await mallory.hello("mallory")
-    reply = await mallory.request(CancelOrder(id=mallory.next_id(), lease=mallory.lease,
-                                              order_id=order_id))
+    reply = await mallory.request(
+        CancelOrder(id=mallory.next_id(), lease=mallory.lease, order_id=order_id)
+    )
     assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.NOT_OWNER
     assert [ls.name for ls in (await alice.status()).leases].count("alice") == 1
     assert broker_statuses(hub_sim) == ["Submitted"]
@@ -112,13 +123,15 @@ async def test_only_alices_secret_acts_as_alice_across_script_and_hub_restarts(
     await refused_as(mallory, "alice", "")
     async with sdk(hub, "alice", secrets_dir) as again:
         await again.cancel_order(order_id)
-        await wait_until(lambda: broker_statuses(hub_sim) == ["Cancelled"], 5.0,
-                         "alice's cancel after both restarts")
+        await wait_until(
+            lambda: broker_statuses(hub_sim) == ["Cancelled"],
+            5.0,
+            "alice's cancel after both restarts",
+        )
 
     # An operator forgets the binding; then a new script may claim the name.
     token = hub.settings.operator_token_path.read_text().strip()
-    async with sdk(hub, "ops", tmp_path / "ops-home", role="operator",
-                   operator_token=token) as ops:
+    async with sdk(hub, "ops", tmp_path / "ops-home", role="operator", operator_token=token) as ops:
         listed = {n.name: n for n in await ops.names()}
         assert "alice" in listed and listed["alice"].live == 0 and listed["ops"].live == 1
         assert listed["alice"].last_seen >= listed["alice"].bound_at > 0
@@ -146,8 +159,10 @@ async def test_name_operations_need_the_operator_role(
     hub = await make_hub()
     c = clients(hub.rpc_endpoint)
     await c.hello("trader-bob")
-    for req in (ListNames(id=c.next_id(), lease=c.lease),
-                ForgetName(id=c.next_id(), lease=c.lease, name="trader-bob")):
+    for req in (
+        ListNames(id=c.next_id(), lease=c.lease),
+        ForgetName(id=c.next_id(), lease=c.lease, name="trader-bob"),
+    ):
         reply = await c.request(req)
         assert isinstance(reply, Error) and reply.code == ErrorCode.FORBIDDEN, reply
         assert "operator" in reply.message
@@ -186,7 +201,9 @@ async def test_ibhub_names_cli_lists_and_forgets(
 
 
 async def test_with_curve_a_name_follows_the_key_that_claimed_it(
-    make_hub: HubFactory, keys: dict[str, Path], tmp_path: Path  # noqa: F811
+    make_hub: HubFactory,
+    keys: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     bob_pub, bob_sec = keygen(tmp_path / "bob", "bob")
     shutil.copy(bob_pub, keys["allowed"] / bob_pub.name)
@@ -195,9 +212,15 @@ async def test_with_curve_a_name_follows_the_key_that_claimed_it(
     secret = "s" * 43
 
     def client(key_file: Path, name_secret: str) -> AsyncHub:
-        return AsyncHub(pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name="desk",
-                        request_timeout=3.0, server_key=server_key,
-                        client_key_file=str(key_file), name_secret=name_secret)
+        return AsyncHub(
+            pub=hub.pub_endpoint,
+            rpc=hub.rpc_endpoint,
+            name="desk",
+            request_timeout=3.0,
+            server_key=server_key,
+            client_key_file=str(key_file),
+            name_secret=name_secret,
+        )
 
     async with client(keys["client_sec"], secret):
         pass  # alice's key claims "desk"
@@ -206,3 +229,18 @@ async def test_with_curve_a_name_follows_the_key_that_claimed_it(
     assert err.value.code == ErrorCode.NAME_TAKEN and "another CURVE key" in err.value.message
     async with client(keys["client_sec"], WRONG) as again:  # alice's key proves it alone
         assert again.lease is not None
+
+
+async def test_a_broken_names_table_refuses_hellos_and_the_hub_serves_on(
+    make_hub: HubFactory, clients: Callable[..., RawClient]
+) -> None:
+    hub = await make_hub()
+    c = clients(hub.rpc_endpoint)
+    await c.hello("before")
+    assert hub.names is not None
+    hub.names.close()  # as if the disk had gone away under it
+    reply = await c.request(hello(c, "after", "e" * 43))
+    assert isinstance(reply, Error) and reply.code == ErrorCode.INTERNAL, reply
+    assert "script names" in reply.message
+    assert [ls.name for ls in hub.leases.leases()] == ["before"]  # no lease left behind
+    assert isinstance(await c.request(GetStatus(id=c.next_id())), StatusReply)

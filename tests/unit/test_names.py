@@ -101,8 +101,9 @@ def test_reserved_names_and_short_secrets_are_refused(names: NameBindings) -> No
     assert len(new_secret()) >= MIN_SECRET
 
 
-def test_a_race_between_two_binders_keeps_the_first(names: NameBindings, tmp_path: Path,
-                                                   clock: Clock) -> None:
+def test_a_race_between_two_binders_keeps_the_first(
+    names: NameBindings, tmp_path: Path, clock: Clock
+) -> None:
     other_hub = NameBindings(tmp_path / "names.db", clock=clock)
     try:
         assert names.check("alice", ALICE, "") is None
@@ -172,8 +173,9 @@ def test_sdk_refuses_a_secret_file_others_can_read(tmp_path: Path) -> None:
         load_name_secret("alice", tmp_path)
 
 
-def test_sdk_names_dir_from_the_environment(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_names_dir_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IBHUB_NAMES_DIR", str(tmp_path / "n"))
     assert secret_path("alice") == tmp_path / "n" / "alice"
     monkeypatch.delenv("IBHUB_NAMES_DIR")
