@@ -141,7 +141,7 @@ async def role_trader(pub: str, rpc: str, name: str, rate: float, seed: int) -> 
                 await asyncio.sleep(0.5)
                 continue
             if isinstance(reply, OrderRejected) and reply.reason in ("upstream_down",
-                                                                     "unknown_lease"):
+                                                                     "unknown_lease", "busy"):
                 counts[f"retry_{reply.reason}"] += 1
                 await asyncio.sleep(0.5)
                 continue

@@ -117,6 +117,22 @@ def format_status(status: StatusReply, endpoint: str) -> str:
     lines.append(f"trading: {status.trading or 'unknown (older hub)'}")
     queue = ", ".join(f"{k} {v}" for k, v in status.upstream_queue.items()) or "-"
     lines.append(f"upstream queue: {queue}")
+    if status.upstream_queue_max:  # back-pressure (hubs that report it)
+        limit = f"limit {status.max_order_delay:g} s" if status.max_order_delay else "no orders"
+        lines.append(
+            f"order delay: {status.expected_order_delay:.2f} s expected now ({limit}),"
+            f" longest wait {status.order_wait_max:.2f} s; waiting {status.upstream_queued}"
+            f"/{status.upstream_queue_max} (per lease {status.upstream_queue_per_lease});"
+            f" refused busy {status.busy_refusals}"
+        )
+    conns = ", ".join(
+        f"{name} {c.get('open', 0)}/{c.get('max', 0)}"
+        + (f" ({c['refused']} refused)" if c.get("refused") else "")
+        + (" REFUSING" if c.get("refusing") else "")
+        for name, c in status.connections.items()
+    )
+    if conns:
+        lines.append(f"connections: {conns}")
     return "\n".join(lines)
 
 

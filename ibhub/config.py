@@ -145,6 +145,14 @@ class HubSettings(BaseSettings):
     order_rate: float = Field(default=20.0, gt=0)  # per lease, orders/s (token bucket)
     order_burst: float = Field(default=50.0, gt=0)
     pacer_rate: float = Field(default=40.0, gt=0, le=50)  # all upstream msgs/s (IB: 50)
+    # Back-pressure (docs/orders.md, "Back-pressure"): a place or modify that would wait
+    # longer than this in the upstream queue is refused at once with "busy".
+    max_order_delay: float = Field(default=2.0, gt=0)
+    # Requests that may wait for the pacer at once: all of them (orders, subscriptions,
+    # queries; the hub's own cancels and re-subscriptions are never refused), and one
+    # lease's orders.
+    pacer_queue_max: int = Field(default=1000, ge=1)
+    pacer_queue_per_lease: int = Field(default=50, ge=1)
     journal_sync: Literal["FULL", "NORMAL"] = "FULL"  # FULL survives a power cut
 
     # Health and metrics over HTTP on 127.0.0.1 (/health, /metrics); 0 = off.
@@ -163,6 +171,15 @@ class HubSettings(BaseSettings):
 
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
+
+    # Descriptors and connection caps (ibhub.limits, docs/operations.md "Connection
+    # limits"): descriptors kept back from clients for the upstream, journal and health
+    # server, and the most concurrent connections per listener (0 = an equal share of
+    # the open-file limit left after the reserve).
+    fd_reserve: int = Field(default=64, ge=16)
+    max_tws_connections: int = Field(default=0, ge=0)
+    max_rpc_connections: int = Field(default=0, ge=0)
+    max_pub_connections: int = Field(default=0, ge=0)
 
     # CURVE (ibhub.security): required to bind pub/rpc to a non-loopback address. The
     # hub's key pair (a .key_secret file from `ibhub keys generate`) and the client

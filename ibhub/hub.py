@@ -32,8 +32,9 @@ from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
 from ibhub.fanout import PUB_SNDHWM, Fanout
 from ibhub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
+from ibhub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
 from ibhub.names import NAMES_FILE, NameBindings, NameRefused, new_secret
-from ibhub.pacing import Pacer
+from ibhub.pacing import Pacer, PacerBusy, Priority
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_ERROR,
@@ -135,6 +136,8 @@ class HubServer:
         self._stale = False
         self._services: list[Any] = []
         self.ops: Any = None  # health/metrics/alerts (ibhub.health.attach_ops), once started
+        self.limits: Limits | None = None  # descriptor budget and connection caps
+        self._guards: list[ZmqListenerGuard] = []
 
     # ------------------------------------------------------------------ extension
 
@@ -221,6 +224,7 @@ class HubServer:
             security.apply(pub)
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+            harden_zmq_listener(pub)
             pub.bind(pub_ep)
             self._pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             router = self._router = ctx.socket(zmq.ROUTER)
@@ -232,8 +236,10 @@ class HubServer:
             # beyond this the peer is simply dropped.
             router.setsockopt(zmq.MAXMSGSIZE, 4 * s.max_request_bytes)
             security.apply(router)
+            harden_zmq_listener(router)
             router.bind(rpc_ep)
             self._rpc_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._guard_listeners(ctx)
         except zmq.ZMQError as exc:
             self._close_sockets()
             if self.sim is not None:
@@ -246,7 +252,8 @@ class HubServer:
         self.rpc.register(ListNames, self.list_names, slow=False)
         self.rpc.register(ForgetName, self.forget_name, slow=False)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
-        self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST)
+        self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
+                           max_queue_per_owner=s.pacer_queue_per_lease)
         self.pacer.start()
         self.upstream = Upstream(self.settings, self, pacer=self.pacer, flush=self.fanout.flush)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
@@ -275,6 +282,16 @@ class HubServer:
             __version__, self._pub_endpoint, self._rpc_endpoint,
             self.settings.gateway_host, self.settings.gateway_port, self.settings.client_id,
         )
+
+    def _guard_listeners(self, ctx: zmq.asyncio.Context) -> None:
+        """Count the ZeroMQ listeners' peers; cap them (ibhub.limits)."""
+        limits = limits_of(self)
+        for name, sock, endpoint in (("rpc", self._router, self._rpc_endpoint),
+                                     ("pub", self._pub, self._pub_endpoint)):
+            if sock is not None and endpoint.startswith("tcp://"):
+                guard = ZmqListenerGuard(ctx, sock, endpoint, limits.stats(name), limits)
+                guard.start()
+                self._guards.append(guard)
 
     async def _start_sim(self) -> None:
         """Start the embedded simulator on its own thread and loop.
@@ -312,6 +329,9 @@ class HubServer:
                 await t
         if self.rpc is not None:
             await self.rpc.close()
+        guards, self._guards = self._guards, []
+        for guard in guards:
+            await guard.stop()
         for fut in self._resolving.values():
             fut.cancel()
         if self.upstream is not None:
@@ -553,8 +573,12 @@ class HubServer:
         if existing is None:
             try:
                 self.subs.check_line_available(info.con_id, req.kind)
+                if self.pacer is not None:  # a new line queues a request upstream
+                    self.pacer.check(Priority.SUBSCRIPTION)
             except LineLimit as exc:
                 return Error(id=req.id, code=ErrorCode.LINE_LIMIT, message=str(exc))
+            except PacerBusy as exc:
+                return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
             topic = self.fanout.topic_for(info, req.kind)
             stream = (self.fanout.tick_stream(topic, info) if req.kind == "ticks"
                       else self.fanout.bar_stream(topic, info))
@@ -610,6 +634,8 @@ class HubServer:
                          message=f"IB refused the historical request: {exc.message}")
         except TimeoutError as exc:
             return Error(id=req.id, code=ErrorCode.TIMEOUT, message=str(exc))
+        except PacerBusy as exc:
+            return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
         return HistoricalBarsReply(id=req.id, contract=resolved, bars=bars)
 
     def lease_client_id(self, req: LeaseClientId) -> Reply:
@@ -715,7 +741,27 @@ class HubServer:
             raw_client_ids=sorted(r.client_id for r in self.leases.raw_leases()),
             trading=self.orders.status()["trading"] if self.orders is not None else "off",
             upstream_queue=self.pacer.depth() if self.pacer is not None else {},
+            connections={n: {k: int(v) for k, v in st.as_dict().items()}
+                         for n, st in limits_of(self).listeners.items()},
+            **self._pacing_status(),
         )
+
+    def _pacing_status(self) -> dict[str, Any]:
+        """Back-pressure fields of the status reply (docs/orders.md, "Back-pressure")."""
+        pacer = self.pacer if self.pacer is not None else getattr(self.orders, "pacer", None)
+        if pacer is None:
+            return {}
+        snap = pacer.snapshot()
+        return {
+            "expected_order_delay": snap["expected_order_delay"],
+            "max_order_delay": getattr(getattr(self.orders, "settings", None),
+                                       "max_order_delay", 0.0),
+            "upstream_queued": snap["queued"] + snap["reserved"],
+            "upstream_queue_max": pacer.max_queue or 0,
+            "upstream_queue_per_lease": pacer.max_queue_per_owner or 0,
+            "busy_refusals": snap["refused"],
+            "order_wait_max": snap["max_order_wait_seconds"],
+        }
 
     # ------------------------------------------------------------------ contracts
 
@@ -734,6 +780,8 @@ class HubServer:
             found = await asyncio.shield(fut)
         except UpstreamDown as exc:
             return Error(id=rid, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
+        except PacerBusy as exc:
+            return Error(id=rid, code=ErrorCode.BUSY, message=str(exc))
         except UpstreamRequestError as exc:
             return Error(id=rid, code=ErrorCode.IB_ERROR, ib_code=exc.code,
                          message=f"IB refused the contract lookup: {exc.message}")

@@ -52,6 +52,7 @@ MAX_CLIENT_ORDER_ID: Final = 64  # becomes part of the IB orderRef
 MAX_NAME: Final = 200  # a script's name (the order owner, also part of the orderRef)
 MAX_TOKEN: Final = 256  # lease ids, topics, account-summary tags, duration / end strings
 MAX_TAGS: Final = 256  # entries in an account-summary tag list
+MAX_ALGO_PARAMS: Final = 32  # tag/value parameters of an IB algo (Adaptive has 1, Vwap ~8)
 
 Code = Annotated[str, Meta(max_length=MAX_CODE, pattern=TEXT_PATTERN)]
 Symbol = Annotated[str, Meta(max_length=MAX_SYMBOL, pattern=TEXT_PATTERN)]
@@ -232,6 +233,16 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
     the parent held (transmit off) and the children opposite-side with ``parentId``; the
     children get client order ids ``<client_order_id>.tp`` / ``.sl``.
     ``parent_order_id`` links this order to an existing parent (advanced use).
+
+    ``oca_group`` / ``oca_type``: IB's One-Cancels-All group of this script's orders
+    (groups are per script: two scripts' groups of the same name never touch) and how a
+    fill treats the group's other orders: 1 cancel them (with block), 2 reduce them by
+    the filled quantity (with block), 3 reduce them (no block); 0 leaves it to IB.
+    ``order_ref``: the script's own label, stored and shown back (OrderInfo, the front
+    door's openOrder and executions); upstream the hub keeps its own orderRef.
+    ``algo_strategy`` / ``algo_params`` / ``algo_id``: an IB algo ("Adaptive",
+    "Twap", ...) with its tag/value parameters, passed to the Gateway unchanged.
+    In a bracket these apply to the parent; ``order_ref`` also labels the children.
     """
 
     lease: Token
@@ -248,6 +259,14 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
     take_profit: float | None = None
     stop_loss: float | None = None
     parent_order_id: int = 0
+    oca_group: ClientOrderId = ""
+    oca_type: int = 0
+    order_ref: ClientOrderId = ""
+    algo_strategy: Code = ""
+    algo_params: Annotated[
+        dict[ClientOrderId, ClientOrderId], Meta(max_length=MAX_ALGO_PARAMS)
+    ] = {}
+    algo_id: ClientOrderId = ""
 
 
 class ModifyOrder(Request, frozen=True, tag="modify_order"):
@@ -475,6 +494,21 @@ class StatusReply(Reply, frozen=True, tag="status"):
     # Requests waiting for the upstream budget, per priority (cancel, order, subscription,
     # query): the hub's pacing queue depth.
     upstream_queue: dict[str, int] = {}
+    # Client connections per listener ("tws", "rpc", "pub"): open, max, accepted, refused,
+    # refusing (1 while a listener refuses new connections); ibhub.limits.
+    connections: dict[str, dict[str, int]] = {}
+    # Back-pressure (docs/orders.md): seconds a new order would wait for the upstream budget
+    # now, and the limit above which it is refused "busy" (0: no order service);
+    # requests waiting (with room held for orders being journaled) and the bounds
+    # (overall, per lease); requests refused "busy" since start; the longest an order
+    # waited for the budget since start (seconds).
+    expected_order_delay: float = 0.0
+    max_order_delay: float = 0.0
+    upstream_queued: int = 0
+    upstream_queue_max: int = 0
+    upstream_queue_per_lease: int = 0
+    busy_refusals: int = 0
+    order_wait_max: float = 0.0
 
 
 # ------------------------------------------------------------ replies: orders and account
@@ -509,6 +543,12 @@ class OrderInfo(Struct, frozen=True):
     created_ns: int = 0
     updated_ns: int = 0
     message: str = ""  # last rejection / warning text from IB or the hub
+    oca_group: str = ""  # as the script named it (upstream it is prefixed per script)
+    oca_type: int = 0
+    order_ref: str = ""  # the script's own label (PlaceOrder.order_ref)
+    algo_strategy: str = ""
+    algo_params: dict[str, str] = {}
+    algo_id: str = ""
 
 
 class ExecutionInfo(Struct, frozen=True):
@@ -529,6 +569,7 @@ class ExecutionInfo(Struct, frozen=True):
     commission: float | None  # None until IB's commission report arrives
     commission_currency: str = ""
     realized_pnl: float | None = None
+    order_ref: str = ""  # the order's PlaceOrder.order_ref
 
 
 class PositionInfo(Struct, frozen=True):
@@ -698,6 +739,11 @@ class RejectReason:
     UPSTREAM_DOWN = "upstream_down"
     IB_REJECTED = "ib_rejected"  # IB refused; see ib_code
     INTERNAL = "internal"
+    BAD_ORDER_ATTRIBUTE = "bad_order_attribute"  # oca / algo / order_ref field malformed
+    # The hub could not send it to the Gateway within max_order_delay (or the upstream
+    # queue, overall or this lease's share, is full): refused at once, nothing journaled
+    # or sent; the message gives the expected delay and the limit. Retry later.
+    BUSY = "busy"
 
 
 # --------------------------------------------------------------------------- events
@@ -806,7 +852,11 @@ class OrderEvent(Event, frozen=True, tag="order"):
     ``kind``: "acknowledged" (journaled, sent upstream), "submitted", "partially_filled",
     "filled", "commission" (IB's commission report for fill ``exec_id``), "modified",
     "modify_rejected" (IB refused a modification; the order works on unchanged),
-    "cancelled", "rejected" (``message`` says why). Fill kinds carry the fill in
+    "cancel_rejected" (IB answered a cancel with an error, 10147 say; ``status`` is
+    unchanged and the hub asks the Gateway what is true), "cancelled", "rejected"
+    (``message`` says why), "corrected" (reconciliation with the Gateway changed the
+    order's state, even after an end: ``status`` is the Gateway's, ``message`` names
+    both states). Fill kinds carry the fill in
     ``exec_id`` / ``last_fill_qty`` / ``last_fill_price``; ``commission`` is the order's
     total so far (NaN until the first report).
     """

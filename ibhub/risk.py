@@ -39,7 +39,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ibhub.protocol import MAX_CLIENT_ORDER_ID, ModifyOrder, PlaceOrder, RejectReason
+from ibhub.protocol import (
+    MAX_ALGO_PARAMS,
+    MAX_CLIENT_ORDER_ID,
+    ModifyOrder,
+    PlaceOrder,
+    RejectReason,
+)
 
 ACTIONS: Final = frozenset({"BUY", "SELL"})
 ORDER_TYPES: Final = frozenset({"MKT", "LMT", "STP", "STP LMT"})
@@ -227,6 +233,65 @@ def quantity_refusal(quantity: float, sec_type: str, limits: RiskLimits) -> Refu
             RejectReason.QUANTITY_LIMIT,
             f"quantity {quantity:g} is above the hub's maximum {maximum:g} for {what} ({setting})",
         )
+    return None
+
+
+OCA_TYPES: Final = frozenset({0, 1, 2, 3})
+# Decoding already enforces these (protocol.py); checked again here because in-process
+# callers build requests without decoding them.
+MAX_ATTRIBUTE_TEXT: Final = MAX_CLIENT_ORDER_ID  # oca_group, order_ref, algo tags/values
+
+
+def _text_refusal(name: str, value: str) -> Refusal | None:
+    if len(value) > MAX_ATTRIBUTE_TEXT:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"{name} is {len(value)} characters; at most {MAX_ATTRIBUTE_TEXT} are allowed",
+        )
+    if value and not value.isprintable():
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE, f"{name} contains non-printable characters"
+        )
+    return None
+
+
+def check_order_attributes(req: PlaceOrder) -> Refusal | None:
+    """OCA, order ref and algo fields: each is honoured, so each must make sense."""
+    if req.oca_type not in OCA_TYPES:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"oca_type must be 1 (cancel the others), 2 (reduce them, with block), "
+            f"3 (reduce them, no block) or 0 (IB's default), not {req.oca_type}",
+        )
+    if req.oca_type and not req.oca_group:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"oca_type {req.oca_type} needs an oca_group (the orders it links)",
+        )
+    if (req.algo_params or req.algo_id) and not req.algo_strategy:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            "algo_params / algo_id need an algo_strategy (e.g. 'Adaptive')",
+        )
+    if len(req.algo_params) > MAX_ALGO_PARAMS:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"{len(req.algo_params)} algo_params; at most {MAX_ALGO_PARAMS} are allowed",
+        )
+    texts = [
+        ("oca_group", req.oca_group),
+        ("order_ref", req.order_ref),
+        ("algo_strategy", req.algo_strategy),
+        ("algo_id", req.algo_id),
+    ]
+    for tag, value in req.algo_params.items():
+        if not tag:
+            return Refusal(RejectReason.BAD_ORDER_ATTRIBUTE, "an algo_params tag is empty")
+        texts += [(f"algo_params tag {tag[:20]!r}", tag), (f"algo_params[{tag[:20]!r}]", value)]
+    for name, value in texts:
+        refusal = _text_refusal(name, value)
+        if refusal:
+            return refusal
     return None
 
 
@@ -443,6 +508,7 @@ class RiskGate:
             check_client_order_id(req.client_order_id)
             or self._may_trade(role, req.account)
             or validate_params(OrderParams.of(req), self.limits, band=False)
+            or check_order_attributes(req)
         )
 
     def check_band_and_rate(

@@ -291,6 +291,9 @@ class Upstream:
         # Tick/bar messages read by our reader (metrics); counted per socket read, not
         # per tick: every message is counted anyway, the rare others are subtracted.
         self.ticks_in = 0
+        # Every request/order id handed out by this process is below this (see
+        # _unique_req_ids): ids stay unique across sessions, whatever the library resets.
+        self.req_id_floor = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -343,6 +346,7 @@ class Upstream:
         # so market data never reaches ib_insync's Ticker code whichever reader runs.
         for msg_id in (1, 2, 50):
             handlers[msg_id] = _from_str(self._fast[str(msg_id).encode()], self._flush)
+        self._unique_req_ids(ib)
         conn = ib.client.conn
         self._slow_reader = ib.client._onSocketHasData
         conn.hasData -= self._slow_reader
@@ -350,6 +354,30 @@ class Upstream:
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
         ib.client.apiError += self._on_api_error
+
+    def _unique_req_ids(self, ib: IB) -> None:
+        """Make the session's id counter monotonic over the life of the process.
+
+        ib_insync's ``Client.reset()`` (every disconnect) sets its counter to 0 and the
+        next session starts it at the Gateway's nextValidId, which is above the order
+        ids the Gateway has seen but knows nothing of the *request* ids used before
+        (market-data lines, contract details, the front door's pass-through). Reusing
+        one of those makes a late reply, or a map that still remembers the old id,
+        look like the answer to the new request. So every id the hub takes
+        (``getReqId``: requests and order ids alike, ib_insync's own calls included)
+        is also above every id this process has taken before; order ids stay above
+        nextValidId and the journal's ids as well (``updateReqId`` only raises).
+        """
+        client = ib.client
+        issue = client.getReqId
+
+        def get_req_id() -> int:
+            client.updateReqId(self.req_id_floor)
+            req_id = int(issue())
+            self.req_id_floor = req_id + 1
+            return req_id
+
+        client.getReqId = get_req_id
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -801,6 +829,7 @@ class Upstream:
             historical_key=historical_key,
             historical_group=historical_group,
             label=label,
+            bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
         )
 
     def _require(self) -> IB:
@@ -825,7 +854,7 @@ class Upstream:
                 return []
             raise UpstreamRequestError(exc.code, exc.message) from None
         except ConnectionError as exc:
-            raise UpstreamDown(str(exc)) from None
+            raise UpstreamDown(_session_ended(exc)) from None
         return [details_to_info(d, spec.exchange) for d in details]
 
     async def historical_bars(
@@ -868,7 +897,7 @@ class Upstream:
         except RequestError as exc:
             raise UpstreamRequestError(exc.code, exc.message) from None
         except ConnectionError as exc:
-            raise UpstreamDown(str(exc)) from None
+            raise UpstreamDown(_session_ended(exc)) from None
         if not bars and time.monotonic() - started >= timeout * 0.99:
             raise TimeoutError(f"no historical data within {timeout:g}s")
         return [bar_to_bardata(b) for b in bars]
@@ -903,6 +932,12 @@ class _AttemptFailed(Exception):
 def _log_failed_send(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.debug("paced upstream send failed: %s", fut.exception())
+
+
+def _session_ended(exc: BaseException) -> str:
+    """The error for a request whose Gateway session ended before its answer came."""
+    return (f"the Gateway session ended before the answer came ({exc or 'not connected'}); "
+            "the request was not answered: send it again once upstream is CONNECTED")
 
 
 def _describe(exc: BaseException) -> str:

@@ -503,6 +503,13 @@ class AsyncHub:
         account: str = "",
         take_profit: float | None = None,
         stop_loss: float | None = None,
+        *,
+        oca_group: str = "",
+        oca_type: int = 0,
+        order_ref: str = "",
+        algo_strategy: str = "",
+        algo_params: dict[str, str] | None = None,
+        algo_id: str = "",
         **fields: Any,
     ) -> Order:
         """Place an order; returns its live ``Order`` (``await order.wait_done()``).
@@ -510,7 +517,12 @@ class AsyncHub:
         ``client_order_id`` (default: a fresh unique one) makes the call idempotent:
         the same id again returns the same order, never a second one; a request that
         timed out is retried once with it. ``take_profit`` / ``stop_loss`` make a
-        bracket (``order.children``). Raises ``OrderRejectedError`` with the reason.
+        bracket (``order.children``). ``oca_group`` / ``oca_type`` put the order in a
+        One-Cancels-All group of this script (1: a fill cancels the others; 2 / 3: a
+        fill reduces them); ``order_ref`` is a label of yours, shown back on the
+        ``Order`` and in ``executions()``; ``algo_strategy`` / ``algo_params`` /
+        ``algo_id`` ask for an IB algo (e.g. ``"Adaptive"``,
+        ``{"adaptivePriority": "Normal"}``). Raises ``OrderRejectedError`` with the reason.
         """
         coid = client_order_id or new_client_order_id(self.name)
         spec = contract_spec(contract, **fields)
@@ -519,7 +531,9 @@ class AsyncHub:
                 id=0, lease=lease, client_order_id=coid, contract=spec, action=action,
                 quantity=quantity, order_type=order_type, limit_price=limit_price,
                 stop_price=stop_price, tif=tif, outside_rth=outside_rth, account=account,
-                take_profit=take_profit, stop_loss=stop_loss,
+                take_profit=take_profit, stop_loss=stop_loss, oca_group=oca_group,
+                oca_type=oca_type, order_ref=order_ref, algo_strategy=algo_strategy,
+                algo_params=dict(algo_params or {}), algo_id=algo_id,
             )
 
         reply = await self._order_request(build, retry=f"client_order_id={coid!r}")

@@ -265,9 +265,11 @@ async def test_burst_of_500_orders_never_trips_ib_pacing(
 ) -> None:  # fmt: skip
     """Five scripts fire 100 orders each at once. The hub paces them to 40 msgs/s, below
     the simulated Gateway's 50/s: every order arrives (none dropped with error 100) and
-    fills. Takes ~13 s: 500 messages at 40/s."""
-    hub = await make_hub()
-    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0)
+    fills. Takes ~13 s: 500 messages at 40/s. Back-pressure is opened wide here (the
+    orders may wait 13 s): this test is about IB's pacing, test_orders_backpressure.py
+    about the bound."""
+    hub = await make_hub(pacer_queue_per_lease=1000)
+    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0, max_order_delay=60.0)
     await wait_until(svc.reconciled.is_set, 5.0, "reconciled")
     lst = listeners(hub.pub_endpoint, "order.")
     scripts = [clients(hub.rpc_endpoint) for _ in range(5)]
@@ -293,8 +295,8 @@ async def test_cancel_jumps_the_queue_of_orders(
 ) -> None:  # fmt: skip
     """ib_insync's own throttle is FIFO; the hub's pacer sends a cancel before the
     orders queued ahead of it."""
-    hub = await make_hub()
-    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0)
+    hub = await make_hub(pacer_queue_per_lease=1000)
+    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0, max_order_delay=60.0)
     await wait_until(svc.reconciled.is_set, 5.0, "reconciled")
     c = clients(hub.rpc_endpoint)
     await c.hello("queue")
