@@ -195,6 +195,17 @@ class HubServer:
         await self.stop()
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # A start refused half-way (bad endpoint, bind failure ...) leaves no open
+            # database behind (Python 3.13 warns about an unclosed sqlite connection).
+            if self.names is not None:
+                self.names.close()
+                self.names = None
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         security = ServerSecurity.from_settings(s)  # ConfigError: bad keys, no allow-list
         self.security = security
