@@ -223,7 +223,7 @@ def direct_subscriber(conn: Connection, port: int, con_ids: list[int], client_id
     logging.basicConfig(level=logging.ERROR)
 
     async def main() -> None:
-        from ibhub.iblib import IB, Contract
+        from ibhub.ib.lib import IB, Contract
 
         rec = TickRecorder()
         ib = IB()

@@ -40,7 +40,7 @@ from ibhub.client.stream import EventStream
 from ibhub.client.subscription import Subscription
 from ibhub.client.topics import TopicTable
 from ibhub.client.upstream_watch import Handler, UpstreamWatch
-from ibhub.curve_keys import read_operator_token
+from ibhub.keys import read_operator_token
 from ibhub.protocol import (
     AccountSummaryReply,
     AccountValue,

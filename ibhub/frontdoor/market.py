@@ -1,7 +1,7 @@
 """Market data through the front door: the hub's shared, ref-counted lines.
 
 ``reqMktData`` resolves the contract with the hub's cache and joins the hub's
-:class:`~ibhub.subscriptions.SubscriptionRegistry` entry for it, the same one
+:class:`~ibhub.hub.subscriptions.SubscriptionRegistry` entry for it, the same one
 ZeroMQ subscribers use: however many scripts (of either kind) watch an
 instrument, the Gateway sees one line. Each downstream request is one holder
 (``tws:<connection>:<reqId>``) of the subscription, so ``cancelMktData`` or a
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ibhub.frontdoor.contracts import spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription
 from ibhub.protocol import ContractInfo, Error
-from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription
 from ibhub.tws.codec import fmt_float
 from ibhub.tws.contracts import parse_c12
 

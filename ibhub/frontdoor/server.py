@@ -39,7 +39,7 @@ from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
-from ibhub.limits import TWS_HANDSHAKE_TIMEOUT, Limits, limits_of, open_fds
+from ibhub.hub.limits import TWS_HANDSHAKE_TIMEOUT, Limits, limits_of, open_fds
 from ibhub.protocol import (
     TOPIC_ACCOUNT,
     TOPIC_ERROR,

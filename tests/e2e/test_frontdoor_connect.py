@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync

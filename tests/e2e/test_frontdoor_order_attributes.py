@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync

@@ -7,8 +7,8 @@ the script sees openOrder/orderStatus/execDetails/commission under its own.
 
 from __future__ import annotations
 
-from ibhub.hub import HubServer
-from ibhub.order_service import attach_orders
+from ibhub.hub.server import HubServer
+from ibhub.orders.service import attach_orders
 from ibhub.protocol import GetOpenOrders, OrdersReply
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
@@ -141,8 +141,8 @@ async def test_disconnect_releases_lines_but_orders_stay(
 
 
 def _operator():  # type: ignore[no-untyped-def]
-    from ibhub.orders import Caller
-    from ibhub.risk import Role
+    from ibhub.orders.manager import Caller
+    from ibhub.orders.risk import Role
 
     return Caller("op", "operator", Role.OPERATOR)
 

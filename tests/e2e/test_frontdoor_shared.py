@@ -7,7 +7,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import Ok, Unsubscribe
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support

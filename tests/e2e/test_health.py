@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import GetSnapshot, GetStatus, Heartbeat, Snapshot, StatusReply
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory, wait_until
@@ -182,7 +182,7 @@ async def test_ibhub_run_serves_health_with_json_logs(ipc_dir: str, tmp_path) ->
         err = (await proc.stderr.read()).decode().splitlines()
         records = [json.loads(line) for line in err if line.startswith("{")]
         assert records, err
-        assert any(r["logger"] == "ibhub.health" and f":{port}/health" in r["message"]
+        assert any(r["logger"] == "ibhub.hub.ops.health" and f":{port}/health" in r["message"]
                    for r in records)
     finally:
         if proc.returncode is None:

@@ -8,7 +8,7 @@ import msgspec
 import zmq
 
 from ibhub import wire
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     Bar,
     ContractSpec,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from ibhub import wire
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     ContractDetailsReply,
     ContractSpec,

@@ -11,7 +11,7 @@ import asyncio
 import struct
 
 from ibhub.config import HubSettings
-from ibhub.upstream import MAX_MESSAGES_PER_TURN, YIELD_READ_BYTES, Upstream
+from ibhub.ib.session import MAX_MESSAGES_PER_TURN, YIELD_READ_BYTES, Upstream
 from tests.helpers import wait_until
 from tests.ibclient import IB
 

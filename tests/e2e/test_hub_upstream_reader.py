@@ -10,7 +10,7 @@ import struct
 from collections.abc import Callable
 
 from ibhub.config import HubSettings
-from ibhub.upstream import Upstream
+from ibhub.ib.session import Upstream
 from tests.ibclient import IB
 
 

@@ -1,4 +1,4 @@
-"""The one door to the IB client library (ibhub.iblib): which library, its private
+"""The one door to the IB client library (ibhub.ib.lib): which library, its private
 internals checked at start-up, and the hub answering the same with either library.
 
 Runs with whichever library this Python has (ib_insync on 3.11, ib_async on 3.12+).
@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from ibhub import iblib
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
+from ibhub.ib import lib as iblib
+from ibhub.ib.session import Upstream
+from ibhub.ib.trade_cache import TradeCache
 from ibhub.protocol import ContractSpec, Error, ErrorCode, GetHistoricalBars, HistoricalBarsReply
 from ibhub.sim import SimGateway
-from ibhub.trade_cache import TradeCache
-from ibhub.upstream import Upstream
 from tests.e2e.conftest import HubFactory
 from tests.sim.core_support import connected
 
@@ -157,7 +157,7 @@ async def test_hub_reports_ibs_refusal_of_a_historical_request_with_either_libra
 def test_an_order_error_reaches_the_hub_alike_and_sets_no_status_ib_never_sends() -> None:
     """321 about an order: ib_insync marks the trade Cancelled itself, ib_async sets
     ``ValidationError``; either way the status event carries the error code (so the hub
-    forwards no synthetic status, ibhub.upstream_orders) and the error reaches the hub
+    forwards no synthetic status, ibhub.ib.orders) and the error reaches the hub
     through errorEvent; ibhub's IB never leaves ib_async's ``ValidationError`` behind."""
     lib = iblib.module
     ib = iblib.new_ib()

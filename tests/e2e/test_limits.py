@@ -1,4 +1,4 @@
-"""Connection caps and the descriptor reserve (ibhub.limits) on real loopback sockets.
+"""Connection caps and the descriptor reserve (ibhub.hub.limits) on real loopback sockets.
 
 Small caps (20) and twice as many idle TCP connections stand in for the thousand
 idle connections that once left new clients unanswered and the upstream unable to
@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from ibhub import limits as limits_mod
-from ibhub.health import health_report
+from ibhub.hub import limits as limits_mod
+from ibhub.hub.ops.health import health_report
 from ibhub.protocol import GetStatus, StatusReply
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory
@@ -72,7 +72,7 @@ async def test_front_door_refuses_beyond_its_cap_and_serves_once_idle_ones_go(
         assert isinstance(status, StatusReply)
         assert status.connections["tws"]["open"] == CAP
         assert status.connections["tws"]["refused"] == FLOOD - CAP + 1
-        from ibhub.client_cli import format_status
+        from ibhub.cli.client import format_status
 
         text = format_status(status, hub.rpc_endpoint)
         assert f"connections: tws {CAP}/{CAP} ({FLOOD - CAP + 1} refused)" in text, text

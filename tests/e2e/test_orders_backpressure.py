@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 
 from ibhub import wire
-from ibhub.health import DEGRADED, health_report
-from ibhub.journal import JOURNAL_FILE, Journal
-from ibhub.pacing import Priority
+from ibhub.hub.ops.health import DEGRADED, health_report
+from ibhub.orders.journal import JOURNAL_FILE, Journal
 from ibhub.protocol import (
     ContractSpec,
     Error,
@@ -42,6 +41,7 @@ from ibhub.protocol import (
     Subscribed,
 )
 from ibhub.sim import SimGateway
+from ibhub.tws.pacing import Priority
 from tests.e2e.conftest import HubFactory, Listener, RawClient
 from tests.e2e.test_orders_hub import watching, wire_orders
 from tests.e2e.test_orders_kill import REPO, kill

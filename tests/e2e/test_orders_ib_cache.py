@@ -1,4 +1,4 @@
-"""Ended orders leave ib_insync's session caches; the hub still reports them (ibhub.trade_cache).
+"""Ended orders leave ib_insync's session caches; the hub still reports them (ibhub.ib.trade_cache).
 
 A real hub on the simulator over TCP, raw ZeroMQ clients: orders fill, the hub prunes
 them from ``ib.wrapper`` (trades, permId2Trade, fills) once its book holds them with
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ibhub.hub import HubServer
-from ibhub.journal import Journal
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal
 from ibhub.protocol import (
     ExecutionsReply,
     GetCompletedOrders,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from ibhub import wire
-from ibhub.journal import JOURNAL_FILE, Journal
-from ibhub.order_feed import parse_order_ref
+from ibhub.orders.journal import JOURNAL_FILE, Journal
+from ibhub.orders.port import parse_order_ref
 from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import RawClient

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import pytest
 
 from ibhub.client import AsyncHub, Order, OrderRejectedError
-from ibhub.hub import HubServer
-from ibhub.journal import OrderRecord
-from ibhub.order_store import TERMINAL
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import OrderRecord
+from ibhub.orders.store import TERMINAL
 from ibhub.protocol import RejectReason
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support

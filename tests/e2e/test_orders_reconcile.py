@@ -30,12 +30,12 @@ from typing import Any
 import pytest
 
 from ibhub.client import AsyncHub, Order
-from ibhub.hub import HubServer
-from ibhub.journal import Journal, OrderRecord
-from ibhub.order_service import OrderService
-from ibhub.pacing import ManualClock, Pacer, Priority
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal, OrderRecord
+from ibhub.orders.service import OrderService
 from ibhub.protocol import ErrorEvent, OrderAccepted
 from ibhub.sim import SimConfig, SimGateway
+from ibhub.tws.pacing import ManualClock, Pacer, Priority
 from tests.e2e.conftest import HubFactory
 from tests.e2e.frontdoor_support import door_of
 from tests.e2e.test_orders_upstream import ALICE, Rig, order

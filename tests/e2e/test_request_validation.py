@@ -17,8 +17,8 @@ import msgspec
 import pytest
 
 from ibhub.client import AsyncHub, HubError, OrderRejectedError
-from ibhub.hub import HubServer
-from ibhub.order_service import attach_orders
+from ibhub.hub.server import HubServer
+from ibhub.orders.service import attach_orders
 from ibhub.protocol import (
     ContractSpec,
     Error,
@@ -238,11 +238,11 @@ async def test_trading_mode_log_line_says_live_or_paper(
     port = overrides.pop("_port", None)
     if port is not None:  # the sim listens elsewhere: say the session is on a live port
         hub.upstream.port = port  # type: ignore[union-attr]
-    caplog.set_level(logging.INFO, logger="ibhub.order_service")
+    caplog.set_level(logging.INFO, logger="ibhub.orders.service")
     svc = await attach_orders(hub, journal_sync="NORMAL", **overrides)
     try:
         lines = [r for r in caplog.records
-                 if r.name == "ibhub.order_service" and "orders: journal" in r.getMessage()]
+                 if r.name == "ibhub.orders.service" and "orders: journal" in r.getMessage()]
         assert len(lines) == 1, [r.getMessage() for r in caplog.records]
         assert expect in lines[0].getMessage(), lines[0].getMessage()
         assert "(paper)" not in lines[0].getMessage() or port is None

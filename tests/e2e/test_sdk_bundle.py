@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ibhub.client import AsyncHub, Subscription, Tick
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ibhub.client import HubError, OrderRejectedError
-from ibhub.hub import HubServer
-from ibhub.journal import Journal
-from ibhub.order_feed import decode_algo_params
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal
+from ibhub.orders.port import decode_algo_params
 from ibhub.protocol import ErrorCode, RejectReason
 from ibhub.sim import SimGateway
 from tests.e2e.test_sdk_orders import order_hub, resting_buy_price, sdk

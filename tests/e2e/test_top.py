@@ -7,9 +7,9 @@ import io
 import os
 import sys
 
-from ibhub.order_service import attach_orders
+from ibhub.cli.top import run_top
+from ibhub.orders.service import attach_orders
 from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder
-from ibhub.top import run_top
 from tests.e2e.conftest import HubFactory, wait_until
 from tests.e2e.test_health import free_port
 

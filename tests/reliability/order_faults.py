@@ -28,8 +28,8 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
-from ibhub.journal import JOURNAL_FILE, Journal
-from ibhub.order_feed import parse_order_ref
+from ibhub.orders.journal import JOURNAL_FILE, Journal
+from ibhub.orders.port import parse_order_ref
 from ibhub.protocol import OrderAccepted, OrderEvent, OrderRejected, RejectReason, UpstreamState
 from ibhub.sim import SimConfig, SimGateway
 from tests.e2e.conftest import RawClient

@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 from ibhub import wire
-from ibhub.fanout import Fanout
+from ibhub.hub.fanout import Fanout
 from ibhub.protocol import (
     TOPIC_BUNDLE,
     Bar,

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ibhub.journal import (
+from ibhub.cli.orders import orders as orders_cmd
+from ibhub.orders.journal import (
     JOURNAL_FILE,
     FillRecord,
     Journal,
@@ -25,7 +26,6 @@ from ibhub.journal import (
     JournalWriter,
     OrderRecord,
 )
-from ibhub.orders_cli import orders as orders_cmd
 from tests.helpers import wait_until
 
 
@@ -208,7 +208,7 @@ def test_readonly_missing(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from ibhub.journal import Journal, JournalWriter, OrderRecord
+    from ibhub.orders.journal import Journal, JournalWriter, OrderRecord
 
     def rec(order_id, coid):
         return OrderRecord(order_id=order_id, owner="burst", client_order_id=coid, lease="L",

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ibhub.order_feed import OrderFields
-from ibhub.orders import MODIFY_WITHDRAWN, NOT_SENT, Caller
-from ibhub.pacing import ManualClock, Pacer, Priority
+from ibhub.orders.manager import MODIFY_WITHDRAWN, NOT_SENT, Caller
+from ibhub.orders.port import OrderFields
+from ibhub.orders.risk import Role
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
@@ -29,7 +29,7 @@ from ibhub.protocol import (
     OrderRejected,
     RejectReason,
 )
-from ibhub.risk import Role
+from ibhub.tws.pacing import ManualClock, Pacer, Priority
 from tests.unit.test_orders import ALICE, BOB, FakeUpstream, Harness, place, status
 from tests.unit.test_pacing import advance, settle
 

@@ -17,6 +17,7 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.hub.requests import BadRequest, RpcServer
 from ibhub.protocol import (
     ContractSpec,
     Error,
@@ -26,7 +27,6 @@ from ibhub.protocol import (
     PlaceOrder,
     Reply,
 )
-from ibhub.rpc import BadRequest, RpcServer
 
 
 class Handler:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ibhub.hub.subscriptions import LineLimit, NotSubscribed, SubscriptionRegistry
 from ibhub.protocol import ContractInfo
-from ibhub.subscriptions import LineLimit, NotSubscribed, SubscriptionRegistry
 
 
 def info(con_id: int, symbol: str) -> ContractInfo:

@@ -39,7 +39,8 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
-from ibhub.leases import Peer
+from ibhub.hub.leases import Peer
+from ibhub.hub.subscriptions import KINDS
 from ibhub.protocol import (
     MAX_NAME,
     ContractSpec,
@@ -59,7 +60,6 @@ from ibhub.protocol import (
     Subscribe,
     Unsubscribe,
 )
-from ibhub.subscriptions import KINDS
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ibhub.account import ACCOUNT_REQUESTS, AccountBook
-from ibhub.errors import explain
-from ibhub.journal import Journal, JournalWriter, default_data_dir
-from ibhub.order_store import fanout_sink
-from ibhub.order_updates import Correction
-from ibhub.orders import ORDER_REQUESTS, Caller, OrderBook, UnknownContract
-from ibhub.pacing import Pacer, Priority
+from ibhub.orders.account import ACCOUNT_REQUESTS, AccountBook
+from ibhub.orders.journal import Journal, JournalWriter, default_data_dir
+from ibhub.orders.manager import ORDER_REQUESTS, Caller, OrderManager, UnknownContract
+from ibhub.orders.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
+from ibhub.orders.store import fanout_sink
+from ibhub.orders.updates import Correction
 from ibhub.protocol import (
     ContractInfo,
     ContractSpec,
@@ -45,7 +44,8 @@ from ibhub.protocol import (
     RejectReason,
     Reply,
 )
-from ibhub.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
+from ibhub.tws.ib_codes import explain
+from ibhub.tws.pacing import Pacer, Priority
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class OrderSettings:
     journal_sync: str = "FULL"
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
     # seconds an ended order waits in ib_insync's caches for missing executions or
-    # commissions before it is pruned anyway (ibhub.trade_cache); None: never prune
+    # commissions before it is pruned anyway (ibhub.ib.trade_cache); None: never prune
     ib_cache_grace: float | None = 60.0
 
     @classmethod
@@ -161,11 +161,11 @@ class OrderService:
         self.risk = RiskGate(settings.limits())
         self.account = AccountBook(self._publish)
         self.writer: JournalWriter | None = None
-        self.book: OrderBook | None = None
+        self.book: OrderManager | None = None
         self.gateway: Any = None  # IbOrderGateway once started
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconciled = asyncio.Event()
-        # reconciliation's corrections (ibhub.order_updates.Correction): the recent ones,
+        # reconciliation's corrections (ibhub.orders.updates.Correction): the recent ones,
         # those made while nobody listened (replayed to the first listener), listeners
         self.corrections: collections.deque[Correction] = collections.deque(maxlen=100)
         self._unreported: collections.deque[Correction] = collections.deque(maxlen=1000)
@@ -179,7 +179,7 @@ class OrderService:
         self, ib: Any, *, client_id: int, connected: Callable[[], bool], port: int
     ) -> None:
         """Open and restore the journal, start the writer and the pacer, attach to ``ib``."""
-        from ibhub.upstream_orders import IbOrderGateway  # imports ib_insync
+        from ibhub.ib.orders import IbOrderGateway  # imports ib_insync
 
         s = self.settings
         data_dir = Path(s.data_dir)
@@ -197,7 +197,7 @@ class OrderService:
             ib, client_id=client_id, connected=connected, cache_grace=s.ib_cache_grace
         )
         self.gateway.on_order_error_unrouted = self._order_error
-        self.book = OrderBook(
+        self.book = OrderManager(
             upstream=self.gateway,
             writer=self.writer,
             risk=self.risk,

@@ -1,8 +1,8 @@
 """Composition root: builds the hub's parts, runs them, shuts them down.
 
 ``HubServer(settings)`` owns one ZeroMQ context with a plain PUB socket (the hot
-path, see :mod:`ibhub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
-:mod:`ibhub.rpc`), the lease table, the subscription registry and the upstream
+path, see :mod:`ibhub.hub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
+:mod:`ibhub.hub.requests`), the lease table, the subscription registry and the upstream
 session. It implements the request handlers and the upstream listener, i.e. the
 policy that ties them together: who may subscribe, when a line is opened or
 cancelled upstream, where an IB error goes.
@@ -30,11 +30,20 @@ import zmq.asyncio
 
 from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
-from ibhub.fanout import PUB_SNDHWM, Fanout
-from ibhub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
-from ibhub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
-from ibhub.names import NAMES_FILE, NameBindings, NameRefused, new_secret
-from ibhub.pacing import Pacer, PacerBusy, Priority
+from ibhub.hub.fanout import PUB_SNDHWM, Fanout
+from ibhub.hub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
+from ibhub.hub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
+from ibhub.hub.names import NAMES_FILE, NameBindings, NameRefused, new_secret
+from ibhub.hub.requests import RpcServer
+from ibhub.hub.security import (
+    RolePolicy,
+    RoleRefused,
+    ServerSecurity,
+    check_bind,
+    stop_authenticator,
+)
+from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
+from ibhub.ib.session import Upstream, UpstreamDown, UpstreamRequestError, explain
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_ERROR,
@@ -71,16 +80,7 @@ from ibhub.protocol import (
     UpstreamState,
     Welcome,
 )
-from ibhub.rpc import RpcServer
-from ibhub.security import (
-    RolePolicy,
-    RoleRefused,
-    ServerSecurity,
-    check_bind,
-    stop_authenticator,
-)
-from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
-from ibhub.upstream import Upstream, UpstreamDown, UpstreamRequestError, explain
+from ibhub.tws.pacing import Pacer, PacerBusy, Priority
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ PACER_BURST = 5.0  # with pacer_rate 40/s: at most 45 messages in any second (IB
 
 def bindable(endpoint: str, curve: bool = False, setting: str = "endpoint") -> str:
     """Check a bind endpoint (loopback/ipc, or anything with CURVE on: see
-    :func:`ibhub.security.check_bind`); map ``tcp://HOST:0`` to a random port."""
+    :func:`ibhub.hub.security.check_bind`); map ``tcp://HOST:0`` to a random port."""
     check_bind(setting, endpoint, curve)
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[len("tcp://"):].rpartition(":")
@@ -125,7 +125,7 @@ class HubServer:
         self._ctx: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket[bytes] | None = None
         self._router: zmq.asyncio.Socket | None = None
-        self._auth: Any = None  # the CURVE ZAP handler (ibhub.security), when configured
+        self._auth: Any = None  # the CURVE ZAP handler (ibhub.hub.security), when configured
         self.security = ServerSecurity()  # set from the settings by start()
         self._tasks: list[asyncio.Task[None]] = []
         self._pub_endpoint = ""
@@ -135,7 +135,7 @@ class HubServer:
         self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
         self._stale = False
         self._services: list[Any] = []
-        self.ops: Any = None  # health/metrics/alerts (ibhub.health.attach_ops), once started
+        self.ops: Any = None  # health/metrics/alerts (ibhub.hub.ops.health.attach_ops), once started
         self.limits: Limits | None = None  # descriptor budget and connection caps
         self._guards: list[ZmqListenerGuard] = []
 
@@ -273,14 +273,14 @@ class HubServer:
         if s.stale_after > 0:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
         if s.orders:  # journal, risk gate, pacing, order book (docs/orders.md)
-            from ibhub.order_service import attach_orders
+            from ibhub.orders.service import attach_orders
 
             await attach_orders(self)
         if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
             from ibhub.frontdoor import FrontDoor
 
             self.add_service(await FrontDoor.start_for(self, s.tws_port))
-        from ibhub.health import attach_ops  # metrics, alerts, /health on s.http_port
+        from ibhub.hub.ops.health import attach_ops  # metrics, alerts, /health on s.http_port
 
         await attach_ops(self)
         self._prune_names()  # now that the journal's working orders are known
@@ -295,7 +295,7 @@ class HubServer:
         )
 
     def _guard_listeners(self, ctx: zmq.asyncio.Context) -> None:
-        """Count the ZeroMQ listeners' peers; cap them (ibhub.limits)."""
+        """Count the ZeroMQ listeners' peers; cap them (ibhub.hub.limits)."""
         limits = limits_of(self)
         for name, sock, endpoint in (("rpc", self._router, self._rpc_endpoint),
                                      ("pub", self._pub, self._pub_endpoint)):

@@ -1,4 +1,4 @@
-"""The one Gateway/TWS session, over the IB client library (:mod:`ibhub.iblib`).
+"""The one Gateway/TWS session, over the IB client library (:mod:`ibhub.ib.lib`).
 
 Connection policy
     ``Upstream`` runs a supervisor task on the hub's loop: connect (``IB.connectAsync``
@@ -19,7 +19,7 @@ States (``protocol.UpstreamState``)
     FAILED when the attempt budget is spent.
 
 Subscriptions
-    The hub hands in :class:`~ibhub.subscriptions.Subscription` objects. Every active
+    The hub hands in :class:`~ibhub.hub.subscriptions.Subscription` objects. Every active
     one is (re)requested after every new session and after 1101 (data lost), with a
     fresh request id; 1102 (data kept) requests nothing.
 
@@ -38,7 +38,7 @@ Tick path (issue 7)
     ib_insync's decoder, so orders, account data and requests behave as usual.
 
 Errors
-    Every IB error is logged with its code (and ``ibhub.errors.explain`` when
+    Every IB error is logged with its code (and ``ibhub.tws.ib_codes.explain`` when
     available). Errors for a market-data request id go to the listener's
     ``on_line_error`` (the hub routes them to the subscribing leases); errors with
     no request (reqId -1) go to ``on_ib_message`` (hub.status). Errors for contract
@@ -58,11 +58,11 @@ from functools import partial
 from typing import Any, Protocol
 
 from ibhub.config import HubSettings
-from ibhub.iblib import IB, Contract, RequestError, new_ib
-from ibhub.pacing import Pacer, Priority
+from ibhub.hub.subscriptions import Subscription
+from ibhub.ib.lib import IB, Contract, RequestError, new_ib
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
-from ibhub.subscriptions import Subscription
 from ibhub.tws.codec import UnsafeField, holds_nul
+from ibhub.tws.pacing import Pacer, Priority
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ class UpstreamListener(Protocol):
 
 
 def explain(code: int) -> str:
-    """What ``code`` means and what to do, from :mod:`ibhub.errors` ("" if unavailable)."""
+    """What ``code`` means and what to do, from :mod:`ibhub.tws.ib_codes` ("" if unavailable)."""
     try:
-        from ibhub.errors import explain as _explain
+        from ibhub.tws.ib_codes import explain as _explain
     except ImportError:  # pragma: no cover - the module ships with ibhub
         return ""
     exp = _explain(code)
@@ -113,7 +113,7 @@ def explain(code: int) -> str:
 
 def _is_warning(code: int) -> bool:
     try:
-        from ibhub.errors import is_warning
+        from ibhub.tws.ib_codes import is_warning
     except ImportError:  # pragma: no cover
         return 2100 <= code < 2200
     return is_warning(code)
@@ -257,9 +257,9 @@ class Upstream:
     ) -> None:
         self.settings = settings
         # Called after every socket read's ticks have been handed to their streams:
-        # the fan-out publishes them, one message per instrument (ibhub.fanout).
+        # the fan-out publishes them, one message per instrument (ibhub.hub.fanout).
         self._flush = flush
-        # The hub's one outgoing budget (ibhub.pacing): line requests and cancels,
+        # The hub's one outgoing budget (ibhub.tws.pacing): line requests and cancels,
         # contract details and historical data wait their turn there (None: unpaced).
         self.pacer = pacer
         self.host = settings.gateway_host

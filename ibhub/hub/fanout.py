@@ -336,7 +336,7 @@ class Fanout:
     def published(self) -> dict[str, int]:
         """Events published so far per topic family ("tick", "bar", "status", ...).
 
-        Read at scrape time (:mod:`ibhub.metrics`): the sum of the topics' sequence
+        Read at scrape time (:mod:`ibhub.hub.ops.metrics`): the sum of the topics' sequence
         numbers, so the hot path counts nothing extra.
         """
         totals = dict(self._retired)
