@@ -53,8 +53,7 @@ def hub_main(
 
     async def serve() -> None:
         from ibhub.config import HubSettings
-        from ibhub.hub.server import HubServer
-        from ibhub.orders.service import attach_orders
+        from ibhub.hub.server import HubServer, attach_orders
         from ibhub.orders.store import TERMINAL
 
         settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,

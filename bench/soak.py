@@ -69,8 +69,7 @@ FAULT_WEIGHTS = {"restart": 3, "1101": 2, "1102": 2, "farm_blip": 2, "freeze": 2
 
 async def role_hub(port: int, pub: str, rpc: str, data: str) -> None:
     from ibhub.config import HubSettings
-    from ibhub.hub.server import HubServer
-    from ibhub.orders.service import attach_orders
+    from ibhub.hub.server import HubServer, attach_orders
 
     hub = HubServer(HubSettings(gateway_host="127.0.0.1", gateway_port=port, client_id=0,
                                 pub=pub, rpc=rpc, data_dir=Path(data), **HUB_SETTINGS))

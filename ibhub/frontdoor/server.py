@@ -18,9 +18,10 @@ they share:
   the order book: ``order.tws:N`` becomes openOrder/orderStatus/execDetails/
   commissionReport, ``hub.status`` becomes 1100/1101/1102.
 
-It plugs into the hub only through public pieces: ``hub.subs``/``hub.fanout``/
-``hub.upstream`` (lines), ``hub.resolve_contract``, ``hub.services`` (the order
-service, if attached), ``Upstream.add_tap`` and ``TickStream.taps``.
+It plugs into the hub only through public pieces: ``hub.market`` (contracts and
+lines, :mod:`ibhub.hub.market_data`), ``hub.upstream`` (pass-through),
+``hub.services`` (the order service, if attached), ``Upstream.add_tap`` and
+``TickStream.taps``.
 """
 
 from __future__ import annotations

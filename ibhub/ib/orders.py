@@ -1,8 +1,9 @@
 """Orders and account data over the hub's ib_insync session.
 
-The order book (:mod:`ibhub.orders.manager`) and the account cache (:mod:`ibhub.orders.account`) never
-see ib_insync; this adapter is their bridge to the :class:`ib_insync.IB` object that
-:class:`ibhub.ib.session.Upstream` owns. Like ``upstream.py``, it is where IB's camelCase
+The order manager (:mod:`ibhub.orders.manager`) and the account cache
+(:mod:`ibhub.orders.account`) never see ib_insync; this adapter is their bridge to the
+:class:`ib_insync.IB` object that :class:`ibhub.ib.session.Upstream` owns. Like
+:mod:`ibhub.ib.convert`, it is where IB's camelCase
 stops: it implements :class:`~ibhub.orders.port.OrderUpstream` (place / cancel /
 global cancel / order ids) and turns ib_insync's order, fill, commission, error and
 account events into the plain dataclasses of :mod:`ibhub.orders.port`.

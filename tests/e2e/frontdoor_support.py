@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from ibhub.frontdoor import FrontDoor
-from ibhub.hub.server import HubServer
-from ibhub.orders.service import attach_orders
+from ibhub.hub.server import HubServer, attach_orders
 from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
 from tests.ibclient import IB, NAME

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ibhub.orders.service import attach_orders
+from ibhub.hub.server import attach_orders
 from ibhub.protocol import ContractSpec, OrderAccepted, OrderRejected, PlaceOrder
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory, wait_until

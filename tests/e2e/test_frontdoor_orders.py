@@ -7,8 +7,7 @@ the script sees openOrder/orderStatus/execDetails/commission under its own.
 
 from __future__ import annotations
 
-from ibhub.hub.server import HubServer
-from ibhub.orders.service import attach_orders
+from ibhub.hub.server import HubServer, attach_orders
 from ibhub.protocol import GetOpenOrders, OrdersReply
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support

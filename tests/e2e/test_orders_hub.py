@@ -14,8 +14,8 @@ import pytest
 
 from ibhub import wire
 from ibhub.config import HubSettings
-from ibhub.hub.server import HubServer
-from ibhub.orders.service import OrderService, attach_orders
+from ibhub.hub.server import HubServer, attach_orders
+from ibhub.orders.service import OrderService
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     CancelOrder,

@@ -17,8 +17,7 @@ import msgspec
 import pytest
 
 from ibhub.client import AsyncHub, HubError, OrderRejectedError
-from ibhub.hub.server import HubServer
-from ibhub.orders.service import attach_orders
+from ibhub.hub.server import HubServer, attach_orders
 from ibhub.protocol import (
     ContractSpec,
     Error,

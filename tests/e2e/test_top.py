@@ -8,7 +8,7 @@ import os
 import sys
 
 from ibhub.cli.top import run_top
-from ibhub.orders.service import attach_orders
+from ibhub.hub.server import attach_orders
 from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder
 from tests.e2e.conftest import HubFactory, wait_until
 from tests.e2e.test_health import free_port
