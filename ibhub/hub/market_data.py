@@ -24,7 +24,8 @@ from typing import Any
 from ibhub.config import HubSettings
 from ibhub.hub.fanout import Fanout
 from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry
-from ibhub.ib.session import Upstream, UpstreamDown, UpstreamRequestError
+from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
+from ibhub.ib.session import Upstream
 from ibhub.protocol import ContractInfo, ContractSpec, Error, ErrorCode
 from ibhub.tws.pacing import Pacer, PacerBusy, Priority
 

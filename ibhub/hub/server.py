@@ -45,7 +45,8 @@ from ibhub.hub.security import (
     stop_authenticator,
 )
 from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
-from ibhub.ib.session import Upstream, UpstreamDown, UpstreamRequestError, explain
+from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
+from ibhub.ib.session import Upstream, explain
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_ERROR,

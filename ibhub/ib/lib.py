@@ -20,7 +20,7 @@ The hub's contract with the library
     with either library.
 
 Private internals
-    The fast socket reader (:mod:`ibhub.ib.session`), the order-cache pruning
+    The fast socket reader (:mod:`ibhub.ib.reader`), the order-cache pruning
     (:mod:`ibhub.ib.trade_cache`) and the request shims (here, and the NUL guard on
     ``Client.send``) reach into the library's private state. What each one needs is
     listed here (:data:`FAST_READER`, :data:`ORDER_CACHES`, :data:`REQUESTS`) and checked
@@ -214,7 +214,7 @@ def _event(value: Any) -> bool:
 _INT = _kind(int, "an int")
 _DICT = _kind(dict, "a dict")
 
-#: What :meth:`ibhub.ib.session.Upstream._on_socket_data` reads and writes on ``ib``.
+#: What :meth:`ibhub.ib.reader.TickReader.on_socket_data` reads and writes on ``ib``.
 FAST_READER: Final[Mapping[str, Callable[[Any], bool]]] = {
     "client._onSocketHasData": _params("data"),
     "client._apiReady": _kind(bool, "a bool"),

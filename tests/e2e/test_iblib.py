@@ -17,7 +17,7 @@ import pytest
 
 from ibhub.hub.server import HubServer
 from ibhub.ib import lib as iblib
-from ibhub.ib.session import Upstream
+from ibhub.ib.reader import TickReader
 from ibhub.ib.trade_cache import TradeCache
 from ibhub.protocol import ContractSpec, Error, ErrorCode, GetHistoricalBars, HistoricalBarsReply
 from ibhub.sim import SimGateway
@@ -102,7 +102,7 @@ def test_the_fast_reader_check_covers_what_it_touches() -> None:
     import inspect
     import re
 
-    src = inspect.getsource(Upstream._on_socket_data) + inspect.getsource(Upstream._install)
+    src = inspect.getsource(TickReader.on_socket_data) + inspect.getsource(TickReader.install)
     used = set(re.findall(r"client\.(_[A-Za-z]+)", src))
     listed = {p.split(".")[1] for p in iblib.FAST_READER if p.startswith("client._")}
     assert used and used <= listed, used - listed

@@ -137,7 +137,7 @@ class HubCollector(Collector):
             "Events the hub knows were lost: malformed upstream messages dropped; "
             "subscriber_recovery counts snapshot requests (late joins and gap recoveries, "
             "as PUB drops are only visible to subscribers)", labels=["reason"])
-        dropped.add_metric(["malformed_upstream"], getattr(up, "_bad_messages", 0) if up else 0)
+        dropped.add_metric(["malformed_upstream"], up.reader.bad_messages if up else 0)
         dropped.add_metric(["subscriber_recovery"], self.metrics.snapshots)
         rpc = hub.rpc
         dropped.add_metric(["reply_undeliverable"], getattr(rpc, "dropped", 0) if rpc else 0)
