@@ -1,4 +1,4 @@
-"""Where an order acknowledgement's time goes, stage by stage (issue 7, #2).
+"""Where an order acknowledgement's time goes, stage by stage.
 
 Not a test. Runs the same set-up as ``bench/manager.py`` (simulator and hub in their
 own processes, a raw wire client placing 1-share market orders ``--interval`` apart)

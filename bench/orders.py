@@ -1,4 +1,4 @@
-"""Order round trips through the hub vs a direct ib_insync connection (issue 7, #2).
+"""Order round trips through the hub vs a direct ib_insync connection.
 
 Not a test. The simulated Gateway runs in its own process; the hub runs in another
 (``HubServer`` with its order service, journal in a temporary directory with its

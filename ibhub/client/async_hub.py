@@ -485,7 +485,7 @@ class AsyncHub:
                                                                     name=name))
 
     # ------------------------------------------------------------------ orders and account
-    # The order logic lives in ``orders.py``; these methods build a request and hand the
+    # The order logic lives in ``client/orders.py``; these methods build a request and hand the
     # reply over. A refusal raises ``OrderRejectedError`` (docs/orders.md, "Orders from
     # the SDK").
 

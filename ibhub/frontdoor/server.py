@@ -15,7 +15,7 @@ they share:
   anything else gets an error naming the request, never silence;
 * **hub events** — order, account, error and status events arrive on the hub's
   own PUB socket (:mod:`.events`), so the front door needs no private hook into
-  the order book: ``order.tws:N`` becomes openOrder/orderStatus/execDetails/
+  the order manager: ``order.tws:N`` becomes openOrder/orderStatus/execDetails/
   commissionReport, ``hub.status`` becomes 1100/1101/1102.
 
 It plugs into the hub only through public pieces: ``hub.market`` (contracts and

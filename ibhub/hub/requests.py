@@ -338,7 +338,7 @@ class RpcServer:
     with ``loop.add_reader`` and every wake-up drains the socket with NOBLOCK receives
     until ``zmq.Again``. Replies go out with the plain socket's NOBLOCK send. Per
     request this saves the awaited receive and send of ``zmq.asyncio`` (a future and a
-    loop round trip each) and, for inline requests, a task (issue 7: the order ack).
+    loop round trip each) and, for inline requests, a task (the order ack's latency).
 
     The ZMQ FD is edge-triggered: it signals that the socket's state *changed*, and
     any operation on the socket (a send included) may consume that signal while a

@@ -245,7 +245,7 @@ class HubServer:
             self._pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             router = self._router = ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
-            # Undeliverable replies raise (and are logged by rpc.py) instead of being
+            # Undeliverable replies raise (and are logged by ibhub.hub.requests) instead of being
             # dropped silently by ZeroMQ.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             # Far above max_request_bytes so an oversized request still gets a reply;
@@ -278,7 +278,7 @@ class HubServer:
         self._tasks = [asyncio.create_task(self._reaper(), name="ibhub-leases")]
         if s.stale_after > 0:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
-        if s.orders:  # journal, risk gate, pacing, order book (docs/orders.md)
+        if s.orders:  # journal, risk gate, pacing, order manager (docs/orders.md)
             await attach_orders(self)
         if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
             from ibhub.frontdoor import FrontDoor
@@ -482,7 +482,7 @@ class HubServer:
         """``req`` with its ``lease`` token replaced by the lease's public handle, if the
         token is live and ``peer`` is the connection (and CURVE key) that opened it.
 
-        Every request naming a lease passes here (rpc.py) before any handler, so the
+        Every request naming a lease passes here (ibhub.hub.requests) before any handler, so the
         handlers and services only ever see handles. An unknown token and a token from
         another connection get the same reply, which names nobody.
         """

@@ -178,7 +178,7 @@ class TickReader:
         buffered, ``backlog``), and after a large read or with a backlog reading
         pauses until the next loop iteration. Measured with bench/fanout.py at 50k
         ticks/s to 8 subscriber processes on 2 cores: status round trips of up to
-        5 s and expired SDK leases before, see the commit for after.
+        5 s and expired SDK leases before this reader yielded (docs/performance.md).
         """
         if transport is None or self._reads_paused:
             return

@@ -1,4 +1,4 @@
-"""ib_insync's per-session order caches, pruned once the order book holds what they say.
+"""ib_insync's per-session order caches, pruned once the order manager holds what they say.
 
 ib_insync keeps every order of a Gateway session in ``ib.wrapper.trades`` (keyed by
 (clientId, orderId), or by permId for orders placed elsewhere and for completed orders)
@@ -64,7 +64,7 @@ _UNSET_DOUBLE: Final = 1.7976931348623157e308
 
 
 class BookView(Protocol):
-    """What the cache needs to know from (and hand to) the order book."""
+    """What the cache needs to know from (and hand to) the order manager."""
 
     def trade_state(self, trade: Any) -> str:
         """WORKING, SETTLED, PENDING or UNKNOWN (above) for an ended ib_insync trade."""

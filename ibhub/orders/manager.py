@@ -1,4 +1,4 @@
-"""The order book's front door: place, modify and cancel requests from scripts.
+"""The order manager's front door: place, modify and cancel requests from scripts.
 
 One :class:`OrderManager` per hub, composed of the shared state (:class:`OrderStore`) and
 the upstream side (:class:`OrderUpdates`, reached as ``book.updates``). For a new order:

@@ -14,7 +14,7 @@ is a handful of calls (``ibhub.hub.server.attach_orders`` makes them):
     service.on_connected(accounts)         # every (re)connect: reconcile with the Gateway
     await service.stop()
 
-It owns the journal writer, the pacer, the risk gate, the order book, the account cache
+It owns the journal writer, the pacer, the risk gate, the order manager, the account cache
 and the ib_insync adapter. Start-up restores the book from the journal *before* the
 hub serves requests, so idempotency holds across restarts from the first request.
 """

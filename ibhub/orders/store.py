@@ -1,4 +1,4 @@
-"""The order book's state: every order and fill, who owns them, and how changes
+"""The order manager's state: every order and fill, who owns them, and how changes
 are journaled and published.
 
 Shared by :mod:`ibhub.orders.manager` (requests from scripts) and :mod:`ibhub.orders.updates`

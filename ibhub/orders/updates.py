@@ -1,4 +1,4 @@
-"""What the Gateway reports about orders, applied to the order book's state.
+"""What the Gateway reports about orders, applied to the order manager's state.
 
 openOrder / orderStatus / execDetails / commissionReport / order errors arrive here
 as plain dataclasses (:mod:`ibhub.orders.port`) and become journaled state changes and

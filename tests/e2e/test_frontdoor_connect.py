@@ -1,4 +1,4 @@
-"""Front door (issue 8): unmodified ib_insync scripts connect to the hub's TWS port.
+"""Front door: unmodified ib_insync scripts connect to the hub's TWS port.
 
 The hub is connected to the simulated Gateway; every script below is plain
 ib_insync over TCP, as it would talk to a real Gateway.

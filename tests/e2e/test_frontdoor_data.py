@@ -1,4 +1,4 @@
-"""Front door (issue 8): contract details, historical data and other requests that
+"""Front door: contract details, historical data and other requests that
 pass through to the Gateway with their request ids remapped."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Front door (issue 8): orders, positions and account data for ib_insync scripts.
+"""Front door: orders, positions and account data for ib_insync scripts.
 
 Orders go through the hub's order path (journal, risk, pacing, ownership): the
 simulator's book shows they reached the Gateway under the hub's order ids, while
@@ -120,7 +120,7 @@ async def test_disconnect_releases_lines_but_orders_stay(
     assert hub_sim.market_data_subscriptions()
     ib.disconnect()
     await wait_until(lambda: not hub_sim.market_data_subscriptions(), 5.0, "line released")
-    # the order still works, visible to an operator over ZeroMQ's order book
+    # the order still works, visible to an operator over the hub's order manager
     book = door_hub.orders.book  # type: ignore[attr-defined]
     reply = await book.handle(_operator(), GetOpenOrders(id=1, lease="op", scope="all"))
     assert isinstance(reply, OrdersReply)

@@ -1,4 +1,4 @@
-"""Front door (issue 8): one upstream line serves ZeroMQ subscribers and TWS scripts
+"""Front door: one upstream line serves ZeroMQ subscribers and TWS scripts
 alike; bad input on the TWS port costs only that connection."""
 
 from __future__ import annotations

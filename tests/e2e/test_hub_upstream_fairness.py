@@ -1,4 +1,4 @@
-"""The upstream reader leaves the event loop a turn when it falls behind (issue 7).
+"""The upstream reader leaves the event loop a turn when it falls behind.
 
 A hub behind the Gateway gets huge reads; handling them all in one loop turn
 starved the ROUTER (heartbeats unanswered, leases expired) in bench/fanout.py.

@@ -1,4 +1,4 @@
-"""Orders through the hub over ZeroMQ, against the simulated Gateway (issue 4).
+"""Orders through the hub over ZeroMQ, against the simulated Gateway.
 
 Raw clients (ibhub.wire + DEALER sockets, no SDK) place, retry, cancel and watch their
 ``order.<lease>`` topics; the simulator's book (``sim.broker``) and request counters say

@@ -1,4 +1,4 @@
-"""kill -9 of the hub in the middle of an order burst, then a restart (issue 4).
+"""kill -9 of the hub in the middle of an order burst, then a restart.
 
 The hub runs in a subprocess; three scripts fire 60 orders each without waiting; the
 hub is SIGKILLed once the simulated Gateway has received some of them. After a restart

@@ -67,7 +67,7 @@ class SimResolver:
 
 
 class Rig:
-    """A session (client 0) with the order book, journal, pacer and account cache."""
+    """A session (client 0) with the order manager, journal, pacer and account cache."""
 
     def __init__(self, sim: SimGateway, data_dir: Path) -> None:
         self.sim, self.data_dir = sim, data_dir

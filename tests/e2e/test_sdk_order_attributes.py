@@ -101,7 +101,7 @@ async def test_malformed_attributes_are_refused_typed(
                 await hub.place_order("AAPL", "BUY", 1, **kwargs)
             assert info.value.reason == RejectReason.BAD_ORDER_ATTRIBUTE, kwargs
             assert word in info.value.message, (kwargs, info.value.message)
-        # control characters never reach the order book: decoding refuses them
+        # control characters never reach the order manager: decoding refuses them
         for kwargs, word in (
             ({"order_ref": "x\0y"}, "order_ref"),
             ({"oca_group": "a\tb"}, "oca_group"),

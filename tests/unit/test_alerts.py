@@ -61,7 +61,7 @@ def test_lost_and_restored_follow_connected(caplog: pytest.LogCaptureFixture) ->
           "violation", True, False),
     (420, "Invalid Real-time Query:Pacing violation", True, False),
     (201, "Order rejected - reason:...", False, True),
-    # an error on a cancel is not a rejection: the order book asks the Gateway
+    # an error on a cancel is not a rejection: the order manager asks the Gateway
     (10147, "OrderId 7 that needs to be cancelled is not found.", False, False),
     (10148, "OrderId 7 that needs to be cancelled cannot be cancelled", False, False),
     (161, "Cancel attempted when order is not in a cancellable state.", False, False),

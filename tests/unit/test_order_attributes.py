@@ -131,7 +131,7 @@ def test_well_formed_attributes_pass() -> None:
                                          algo_id="a")) is None
 
 
-# --------------------------------------------------------------------------- the order book
+# --------------------------------------------------------------------------- the order manager
 
 
 async def test_the_book_sends_journals_and_restores_the_attributes(tmp_path: Path) -> None:
