@@ -35,8 +35,8 @@ async def door_hub(make_hub: HubFactory) -> HubServer:
     hub = await make_hub(tws_port=0)
     if getattr(hub, "orders", None) is None:
         svc = await attach_orders(hub, journal_sync="NORMAL")
-        hub.orders = svc  # type: ignore[attr-defined]
-    await wait_until(hub.orders.reconciled.is_set, 5.0, "orders reconciled")  # type: ignore[attr-defined]
+        hub.orders = svc
+    await wait_until(hub.orders.reconciled.is_set, 5.0, "orders reconciled")
     return hub
 
 

@@ -57,7 +57,7 @@ async def reader() -> tuple[Upstream, Sink, Transport]:
     up._install(ib)
     ib.client._apiReady = True  # as after the handshake
     transport = Transport()
-    ib.client.conn.transport = transport  # type: ignore[assignment]
+    ib.client.conn.transport = transport
     sink = Sink()
     up._sinks[b"7"] = sink
     return up, sink, transport

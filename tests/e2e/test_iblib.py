@@ -67,7 +67,7 @@ def test_this_library_has_every_internal_the_hub_uses() -> None:
     assert iblib.missing_internals(ib) == []
 
 
-class _MovedReader(iblib.IB):  # type: ignore[misc,valid-type]
+class _MovedReader(iblib.IB):
     """A library 'release' that renamed the reader's buffer and changed its caches."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:

@@ -9,6 +9,7 @@ limit.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 
@@ -146,8 +147,8 @@ async def test_zmq_peers_that_never_greet_are_dropped(
         with idle_flood(_port(endpoint), 5) as socks:
             await wait_until(lambda st=stats: st.accepted >= 5, 5.0, f"{name} peers counted")  # type: ignore[misc]
             await wait_until(
-                lambda ss=socks: all(closed_by_peer(s) for s in ss),
-                5.0,  # type: ignore[misc]
+                partial(lambda ss: all(closed_by_peer(s) for s in ss), socks),
+                5.0,
                 f"{name} idle peers dropped",
             )
         await wait_until(lambda st=stats: st.open == 0, 5.0, f"{name} count back to 0")  # type: ignore[misc]

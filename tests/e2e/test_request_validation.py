@@ -103,7 +103,8 @@ async def test_control_characters_in_any_contract_field_are_refused(
     hub: HubServer, clients: Any, field: str, value: str, path: str
 ) -> None:
     c = clients(hub.rpc_endpoint)
-    spec = ContractSpec(symbol="AAPL", **{field: value})
+    fields: dict[str, Any] = {field: value}
+    spec = ContractSpec(symbol="AAPL", **fields)
     reply = await c.request(GetContractDetails(id=c.next_id(), contract=spec))
     assert isinstance(reply, Error) and reply.code == ErrorCode.BAD_REQUEST, reply
     assert f"`{path}` contains a control character" in reply.message
@@ -164,7 +165,8 @@ async def test_upstream_send_refuses_a_nul_field_and_sends_nothing(
                              Order(action="BUY", totalQuantity=1, orderType="MKT",
                                    account="DU1234567\0\0"))
     details = await ib.reqContractDetailsAsync(Stock("AAPL", "SMART", "USD"))
-    assert details and details[0].contract.symbol == "AAPL"
+    assert details and details[0].contract is not None
+    assert details[0].contract.symbol == "AAPL"
     assert hub_sim.request_counts[CONTRACT_DETAILS] == before + 1  # only the good one
     assert hub_sim.request_counts[PLACE_ORDER] == 0
 

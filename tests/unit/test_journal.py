@@ -169,7 +169,7 @@ async def test_writer_checkpoints_off_the_commit_path(tmp_path: Path) -> None:
             done = writer.checkpoints
             for i in range(burst * 10 + 1, burst * 10 + 11):
                 await writer.write(Journal.insert_order, rec(i))
-            await wait_until(lambda done=done: writer.checkpoints > done, 5.0, "a checkpoint")
+            await wait_until(partial(lambda d: writer.checkpoints > d, done), 5.0, "a checkpoint")
         # Without restarts: 300 commits x ~4 pages x 4 KB = ~5 MB of WAL.
         assert wal.stat().st_size < 1_000_000, wal.stat().st_size
     finally:
