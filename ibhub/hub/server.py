@@ -2,10 +2,14 @@
 
 ``HubServer(settings)`` owns one ZeroMQ context with a plain PUB socket (the hot
 path, see :mod:`ibhub.hub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
-:mod:`ibhub.hub.requests`), the lease table, the subscription registry and the upstream
-session. It implements the request handlers and the upstream listener, i.e. the
-policy that ties them together: who may subscribe, when a line is opened or
-cancelled upstream, where an IB error goes.
+:mod:`ibhub.hub.requests`), the lease table, the subscription registry, the
+market-data service (:mod:`ibhub.hub.market_data`: contracts and lines, shared with the
+front door) and the upstream session (:mod:`ibhub.ib.session`). It implements the
+request handlers and the upstream listener, i.e. the policy that ties them together:
+who may subscribe, when a lease's lines are released, where an IB error goes. With
+``orders`` on, :func:`attach_orders` builds the order service and the upstream order
+gateway it is handed (:mod:`ibhub.orders.service`, :mod:`ibhub.ib.orders`); with
+``tws_port``, the front door (:mod:`ibhub.frontdoor`).
 
 Background tasks: the RPC loop, the lease reaper (expires leases that stopped
 heartbeating and releases what they held) and the staleness watchdog (reports
