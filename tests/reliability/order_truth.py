@@ -121,10 +121,13 @@ class Tally:
     examples_of: dict[str, str] = dataclasses.field(default_factory=dict)
     settle_s: list[float] = dataclasses.field(default_factory=list)
 
-    def add_mismatches(self, found: list[str]) -> None:
-        if found:
+    def add_mismatches(self, found: list[str], seen: set[str]) -> None:
+        """Count ``found``, minus what this example (``seen``) already reported."""
+        new = [m for m in found if m not in seen]
+        if new and not seen:
             self.mismatched_examples += 1
-        for m in found:
+        seen.update(new)
+        for m in new:
             kind = m.split(":", 1)[0]
             self.mismatches[kind] += 1
             self.examples_of.setdefault(kind, m)
@@ -464,6 +467,8 @@ class OrderTruth(RuleBasedStateMachine):
         asyncio.set_event_loop(self.loop)
         self.w = World(self.seed)
         self.kills = 0
+        self.failed = False  # a check failed: teardown only cleans up
+        self.reported: set[str] = set()
         TALLY.examples += 1
         try:
             self.run(self.w.start())
@@ -688,10 +693,11 @@ class OrderTruth(RuleBasedStateMachine):
         found = self.run(settle_and_compare(self.w), timeout=SETTLE_S + 30.0)
         TALLY.settle_s.append(time.monotonic() - started)
         if found:
-            TALLY.add_mismatches(found)
+            TALLY.add_mismatches(found, self.reported)
             for m in found:
                 log.warning("order truth: %s", m)
         if found and self.strict:
+            self.failed = True
             shown = "\n  ".join(found[:20])
             raise AssertionError(f"{len(found)} mismatch(es) after settling (seed "
                                  f"{self.seed}):\n  {shown}")
@@ -703,7 +709,8 @@ class OrderTruth(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            self._check()
+            if not self.failed:
+                self._check()
         finally:
             with contextlib.suppress(Exception):
                 v = self.run(views(self.w))
