@@ -290,6 +290,11 @@ def _gateway_snapshot(sim: ThreadedSim) -> tuple[dict[int, tuple[str, float, str
     return orders, positions
 
 
+def _perm(t: Trade) -> int:
+    """ib_insync sets the order's permId from openOrder, the status's from orderStatus."""
+    return int(t.order.permId or t.orderStatus.permId)
+
+
 async def views(w: World) -> Views:
     assert w.sim is not None
     gateway, positions = await w.sim_call(_gateway_snapshot, w.sim)
@@ -302,8 +307,8 @@ async def views(w: World) -> Views:
     sdk = {name: {o.order_id: (o.status, o.filled) for o in hub.orders()}
            for name, hub in w.sdk.items()}
     fd_held = [(t.order.orderId, t.orderStatus.status, float(t.orderStatus.filled),
-                t.order.permId) for s, t in w.fd_trades if s == w.fd_session]
-    fd_open = ([(t.order.orderId, t.order.permId) for t in w.ib.openTrades()]
+                _perm(t)) for s, t in w.fd_trades if s == w.fd_session]
+    fd_open = ([(t.order.orderId, _perm(t)) for t in w.ib.openTrades()]
                if w.ib is not None and w.ib.isConnected() else [])
     queue, connected = 0, False
     with contextlib.suppress(HubError):

@@ -15,8 +15,8 @@ from hypothesis.stateful import run_state_machine_as_test
 from tests.e2e.frontdoor_support import quiet_ib_insync
 from tests.reliability.order_truth import OrderTruth, seed_from_env
 
-EXAMPLES = 8
-STEPS = 15
+EXAMPLES = 10
+STEPS = 20
 
 
 @pytest.mark.timeout(600)  # a failure shrinks (many more examples) before it is reported
