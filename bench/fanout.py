@@ -175,7 +175,7 @@ def raw_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
         return wire.decode_reply(dealer.recv_multipart()[-1])
 
     welcome = call(Hello(id=1, name=f"bench-raw-{idx}", protocol=PROTOCOL_VERSION))
-    lease, beat = welcome.lease, float(welcome.heartbeat_interval)
+    lease, beat = welcome.token, float(welcome.heartbeat_interval)
     for i, cid in enumerate(con_ids):
         reply = call(Subscribe(id=10 + i, lease=lease, contract=ContractSpec(con_id=cid)))
         sub.setsockopt(zmq.SUBSCRIBE, reply.topic.encode())

@@ -60,15 +60,17 @@ def hub_main(
         settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
                                pub=f"tcp://127.0.0.1:{free_port()}",
                                rpc=f"tcp://127.0.0.1:{free_port()}", http_port=0,
-                               data_dir=data_dir, orders=False)  # fmt: skip
+                               data_dir=data_dir, orders=False, pacer_queue_max=1_000_000,
+                               pacer_queue_per_lease=1_000_000)  # fmt: skip
         async with HubServer(settings) as hub:
             while not (hub.upstream and hub.upstream.connected):
                 await asyncio.sleep(0.02)
             if not throttle:  # see the module doc
                 hub.pacer.rate, hub.pacer.burst = 5_000.0, 500.0
                 hub.upstream.ib.client.MaxRequests = 0  # ib_insync's own 45/s throttle
+            # back-pressure off: this measures memory with orders queued, not refusals
             svc = await attach_orders(hub, ib_cache_grace=grace, order_rate=100_000.0,
-                                      order_burst=100_000.0)  # fmt: skip
+                                      order_burst=100_000.0, max_order_delay=3600.0)  # fmt: skip
             await asyncio.wait_for(svc.reconciled.wait(), 30)
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             loop = asyncio.get_running_loop()
@@ -180,7 +182,7 @@ def run_mode(
     hub = Hub(None if not pruning else 60.0, trace, throttle)
     ctx: zmq.Context[Any] = zmq.Context()
     c = WireClient(ctx, hub.pub, hub.rpc, f"bench-mem-{mode}")
-    c.sub.setsockopt(zmq.UNSUBSCRIBE, f"order.{c.lease}".encode())  # only the hub's stats
+    c.sub.setsockopt(zmq.UNSUBSCRIBE, f"order.{c.handle}".encode())  # only the hub's stats
     marks: list[dict[str, Any]] = []
     try:
         place_batch(c, warmup, "warm")

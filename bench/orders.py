@@ -140,8 +140,8 @@ class WireClient:
         self.sub.connect(pub)
         self._id = 0
         welcome = self.call(Hello(id=self.next_id(), name=name, protocol=PROTOCOL_VERSION))
-        self.lease = welcome.lease
-        self.sub.setsockopt(zmq.SUBSCRIBE, f"order.{self.lease}".encode())
+        self.lease, self.handle = welcome.token, welcome.lease  # secret / public handle
+        self.sub.setsockopt(zmq.SUBSCRIBE, f"order.{self.handle}".encode())
         # Watch AAPL until a tick arrives: then the SUB socket is connected (no
         # slow-joiner loss of order events) and the hub knows a price (risk band).
         topic = self.call(Subscribe(id=self.next_id(), lease=self.lease,
@@ -298,7 +298,7 @@ def sustained(pub: str, rpc: str, sim: SimProcess, total: int,
         # every script fires its orders back to back, all scripts at once
         for c in clients:
             for i in range(per):
-                c.send(place_req(c, f"{run}-{c.lease}-{i}"))
+                c.send(place_req(c, f"{run}-{c.handle}-{i}"))
         for c in clients:
             for _ in range(per):
                 r = c.recv_reply(60)

@@ -70,7 +70,7 @@ def lease_holder(conn: Connection, pub: str, rpc: str, con_ids: list[int], lease
         assert isinstance(w, Welcome), w
         for j in range(per_lease):
             cid = con_ids[(k + j) % len(con_ids)]
-            d.send_multipart([b"", wire.encode(Subscribe(id=2 + j, lease=w.lease,
+            d.send_multipart([b"", wire.encode(Subscribe(id=2 + j, lease=w.token,
                                                          contract=ContractSpec(con_id=cid)))])
             if not d.poll(30_000):
                 raise TimeoutError("no reply to subscribe")
@@ -79,7 +79,7 @@ def lease_holder(conn: Connection, pub: str, rpc: str, con_ids: list[int], lease
             subscribed += 1
             topics.add(r.topic.encode())
         socks.append(d)
-        lease_ids.append(w.lease)
+        lease_ids.append(w.token)
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVHWM, 100_000)

@@ -131,7 +131,7 @@ async def role_trader(pub: str, rpc: str, name: str, rate: float, seed: int) -> 
         for _attempt in range(100):  # retry with the same id until the hub decides
             try:
                 reply = await hub._channel().request(
-                    msgspec_replace(req, lease=hub.lease or ""))
+                    msgspec_replace(req, lease=(hub._keeper.token if hub._keeper else "") or ""))
             except HubTimeout:
                 counts["retry_timeout"] += 1
                 await asyncio.sleep(0.5)
@@ -141,7 +141,7 @@ async def role_trader(pub: str, rpc: str, name: str, rate: float, seed: int) -> 
                 await asyncio.sleep(0.5)
                 continue
             if isinstance(reply, OrderRejected) and reply.reason in ("upstream_down",
-                                                                     "unknown_lease"):
+                                                                     "unknown_lease", "busy"):
                 counts[f"retry_{reply.reason}"] += 1
                 await asyncio.sleep(0.5)
                 continue

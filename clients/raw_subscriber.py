@@ -90,6 +90,7 @@ class Reply(msgspec.Struct):
     code: str = ""
     message: str = ""
     lease: str = ""
+    token: str = ""  # welcome: the lease's secret, carried in every request's "lease"
     heartbeat_interval: float = 1.0
     topic: str = ""
     topics: list[str] = []
@@ -189,7 +190,7 @@ def main() -> int:
     if args.subscribe:
         welcome = rpc.call("hello", name=f"raw_subscriber[{os.getpid()}]", role="readonly",
                            protocol=2)
-        lease, beat_every = welcome.lease, welcome.heartbeat_interval
+        lease, beat_every = welcome.token, welcome.heartbeat_interval
         next_beat = time.monotonic() + beat_every
         for symbol in args.subscribe:
             spec = {"symbol": symbol, "sec_type": "STK", "exchange": "SMART", "currency": "USD"}

@@ -1,4 +1,5 @@
-"""Alerts: upstream lost and restored, order rejections, pacing violations.
+"""Alerts: upstream lost and restored, order rejections, pacing violations, and orders
+whose journaled state the Gateway contradicted (``order_corrected``).
 
 Every alert is a WARNING log line and a ``hub.status`` event of kind ``"alert"``
 (scripts and ``ibhub tail hub.status`` see it), and, when configured
@@ -18,8 +19,14 @@ how many were suppressed.
 
 Sources: the hub's ``on_upstream_state`` service hook; ib_insync's ``errorEvent``
 (IB's codes: order rejections by :mod:`ibhub.errors` category, pacing violations
-100 and "pacing violation" texts such as 162/420); and the request loop's observer
-(``OrderRejected`` replies: the hub's own risk gate refused an order).
+100 and "pacing violation" texts such as 162/420; errors on a cancel are not
+rejections: the order book asks the Gateway, and a wrong state becomes an
+``order_corrected`` alert); the request loop's observer (``OrderRejected`` replies:
+the hub's own risk gate refused an order); and the order book's reconciliation
+(:meth:`Alerts.attach_orders`): every correction names the order, its owner and
+both states (``details``: ``order_id``, ``owner``, ``client_order_id``,
+``journal_status``, ``gateway_status``; ``"unknown"`` when the Gateway knows nothing
+of the order).
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ UPSTREAM_LOST: Final = "upstream_lost"
 UPSTREAM_RESTORED: Final = "upstream_restored"
 ORDER_REJECTED: Final = "order_rejected"
 PACING_VIOLATION: Final = "pacing_violation"
-KINDS: Final = (UPSTREAM_LOST, UPSTREAM_RESTORED, ORDER_REJECTED, PACING_VIOLATION)
+ORDER_CORRECTED: Final = "order_corrected"
+KINDS: Final = (UPSTREAM_LOST, UPSTREAM_RESTORED, ORDER_REJECTED, PACING_VIOLATION,
+                ORDER_CORRECTED)
 
 BURST: Final = 10  # alerts of one kind per WINDOW before suppression
 WINDOW: Final = 60.0
@@ -62,11 +71,10 @@ def is_pacing_violation(code: int, message: str) -> bool:
 
 
 def is_order_rejection(code: int) -> bool:
-    try:
-        from ibhub.errors import explain
-    except ImportError:  # pragma: no cover - ships with ibhub
-        return code in (103, 110, 201, 202)
-    return explain(code).category == "order_rejection"
+    from ibhub.errors import explain
+    from ibhub.order_updates import CANCEL_ERRORS
+
+    return code not in CANCEL_ERRORS and explain(code).category == "order_rejection"
 
 
 class Alerts:
@@ -124,6 +132,20 @@ class Alerts:
         if ib is not None and self._ib is None:
             self._ib = ib
             ib.errorEvent += self._on_ib_error
+
+    def attach_orders(self, service: Any) -> None:
+        """Raise an ``order_corrected`` alert for every correction of the order book's
+        reconciliation (:class:`ibhub.order_service.OrderService`), including those made
+        before the alerts were attached (the reconcile at start-up may come first)."""
+        service.add_correction_listener(self.on_order_corrected)
+
+    def on_order_corrected(self, c: Any) -> None:
+        """One :class:`ibhub.order_updates.Correction`."""
+        self.raise_alert(
+            ORDER_CORRECTED, c.describe(), 0, order_id=c.order_id, owner=c.owner,
+            client_order_id=c.client_order_id, journal_status=c.journal_status,
+            gateway_status=c.gateway_status,
+        )  # fmt: skip
 
     async def stop(self, drain: float = 2.0) -> None:
         """Detach; give queued deliveries up to ``drain`` seconds, then cancel."""

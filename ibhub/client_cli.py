@@ -27,7 +27,7 @@ from ibhub import wire
 from ibhub.client import AsyncHub, HubError
 from ibhub.client.curve import client_curve
 from ibhub.client.rpc import RpcChannel
-from ibhub.curve_keys import KeyFileError
+from ibhub.curve_keys import KeyFileError, read_operator_token
 from ibhub.protocol import (
     TOPIC_BUNDLE,
     Bar,
@@ -114,6 +114,22 @@ def format_status(status: StatusReply, endpoint: str) -> str:
     lines.append(f"trading: {status.trading or 'unknown (older hub)'}")
     queue = ", ".join(f"{k} {v}" for k, v in status.upstream_queue.items()) or "-"
     lines.append(f"upstream queue: {queue}")
+    if status.upstream_queue_max:  # back-pressure (hubs that report it)
+        limit = f"limit {status.max_order_delay:g} s" if status.max_order_delay else "no orders"
+        lines.append(
+            f"order delay: {status.expected_order_delay:.2f} s expected now ({limit}),"
+            f" longest wait {status.order_wait_max:.2f} s; waiting {status.upstream_queued}"
+            f"/{status.upstream_queue_max} (per lease {status.upstream_queue_per_lease});"
+            f" refused busy {status.busy_refusals}"
+        )
+    conns = ", ".join(
+        f"{name} {c.get('open', 0)}/{c.get('max', 0)}"
+        + (f" ({c['refused']} refused)" if c.get("refused") else "")
+        + (" REFUSING" if c.get("refusing") else "")
+        for name, c in status.connections.items()
+    )
+    if conns:
+        lines.append(f"connections: {conns}")
     return "\n".join(lines)
 
 
@@ -139,28 +155,46 @@ def status(rpc: str | None, timeout: float, as_json: bool) -> None:
 @rpc_option
 @timeout_option
 @click.option("--name", default="ibhub-lease", show_default=True, help="who holds the id")
-@click.option("--ttl", default=0.0, type=float, help="seconds until it frees itself (0: never)")
+@click.option("--ttl", default=0.0, type=float,
+              help="seconds until it frees itself (0: the hub's raw_lease_ttl, 24 h by default)")
 @click.option("--release", "release_id", type=int, default=None, metavar="ID",
-              help="give back a raw client id instead of leasing one")
+              help="give back a raw client id instead of leasing one (needs --token, or "
+                   "the hub's operator token file readable by you)")
+@click.option("--renew", "renew", is_flag=True,
+              help="extend the raw id --token names by --ttl (or the default) from now")
+@click.option("--token", default=None, metavar="TOKEN",
+              help="the raw id's token, printed when it was leased [env IBHUB_LEASE_TOKEN]",
+              envvar="IBHUB_LEASE_TOKEN")
 def lease(
-    rpc: str | None, timeout: float, name: str, ttl: float, release_id: int | None
+    rpc: str | None, timeout: float, name: str, ttl: float, release_id: int | None,
+    renew: bool, token: str | None,
 ) -> None:
-    """Lease a free raw TWS client id (printed on stdout), or --release one.
+    """Lease a free raw TWS client id (printed on stdout), or --release / --renew one.
 
     For scripts that must open their own Gateway connection: the id is never the
-    hub's own and never one in use, and stays reserved until released or expired.
+    hub's own and never one in use, and stays reserved until released or expired
+    (raw ids live raw_lease_ttl, 24 h by default, unless renewed). The lease's secret
+    token is printed on stderr: releasing or renewing takes it.
     """
     if release_id is not None:
-        _request_or_exit(rpc, ReleaseClientId(id=0, client_id=release_id), timeout)
+        credential = "" if token else (read_operator_token() or "")
+        _request_or_exit(rpc, ReleaseClientId(id=0, client_id=release_id, token=token or "",
+                                              credential=credential), timeout)
         click.echo(f"released client id {release_id}", err=True)
         return
-    reply = _request_or_exit(rpc, LeaseClientId(id=0, name=name, ttl=ttl), timeout)
+    if renew and not token:
+        raise click.UsageError("--renew needs the raw id's --token")
+    reply = _request_or_exit(
+        rpc, LeaseClientId(id=0, name=name, ttl=ttl, token=token if renew and token else ""),
+        timeout)
     if not isinstance(reply, ClientIdLeased):
         raise click.ClickException(f"unexpected reply {type(reply).__name__} to a lease request")
     click.echo(str(reply.client_id))
     note = f" for {reply.expires_in:.0f} s" if reply.expires_in else " until released"
-    click.echo(f"client id {reply.client_id} leased to {name!r}{note}"
-               f" (release with: ibhub lease --release {reply.client_id})", err=True)
+    what = "renewed" if renew else f"leased to {name!r}"
+    click.echo(f"client id {reply.client_id} {what}{note}; token {reply.token} "
+               f"(renew: ibhub lease --renew --token TOKEN; release: ibhub lease --release "
+               f"{reply.client_id} --token TOKEN)", err=True)
 
 
 # ---------------------------------------------------------------------------- tail

@@ -33,7 +33,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from ibhub.wire import DEFAULT_PUB, DEFAULT_RPC
+from ibhub.risk import DEFAULT_MAX_BY_SEC_TYPE
+from ibhub.wire import DEFAULT_PUB, DEFAULT_RPC, MAX_REQUEST_BYTES
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,9 @@ class HubSettings(BaseSettings):
     # ZeroMQ endpoints.
     pub: str = DEFAULT_PUB
     rpc: str = DEFAULT_RPC
+    # A request frame above this is answered too_large unread (4x this: ZeroMQ drops
+    # the peer). Real requests are a few hundred bytes.
+    max_request_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=4096, le=64 << 20)
 
     # Leases and market-data lines.
     lines_max: int = Field(default=100, ge=1)
@@ -90,6 +94,25 @@ class HubSettings(BaseSettings):
     lease_timeout: float = Field(default=3.0, gt=0)  # missed heartbeats before a lease expires
     # NoDecode: the environment gives "1-999" (parsed below), not JSON.
     raw_client_id_range: Annotated[tuple[int, int], NoDecode] = (1, 999)
+    # Separate caps on the ids SDK leases and raw leases (`ibhub lease`) may hold, so
+    # neither kind can take the ids the other needs (with the default range: 400 raw
+    # ids at most leaves 599 for scripts). A raw id leased without a ttl lives
+    # raw_lease_ttl seconds (renewable; 0 = until released), and no ttl may exceed it.
+    lease_max: int = Field(default=500, ge=1)
+    raw_lease_max: int = Field(default=400, ge=0)
+    raw_lease_ttl: float = Field(default=86_400.0, ge=0)
+
+    # Roles (docs/security.md): never what a client claims. Clients on loopback/ipc
+    # (no CURVE) get local_role; operator needs the token in operator_token_file
+    # (default DATA_DIR/operator.token, created 0600 at start). With CURVE, a key's role
+    # comes from the lists below (Z85 keys or key files), else curve_default_role.
+    # "readonly" may always be asked for.
+    local_role: Literal["trader", "readonly"] = "trader"
+    operator_token_file: Path | None = None
+    curve_default_role: Literal["trader", "readonly"] = "trader"
+    curve_operator_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    curve_trader_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    curve_readonly_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Embedded simulator (``ibhub run --sim``).
     sim: bool = False
@@ -105,11 +128,26 @@ class HubSettings(BaseSettings):
     # is set (--live, IBHUB_ALLOW_LIVE=1): a demo config must never trade real money.
     allow_live: bool = False
     read_only: bool = False  # refuse every order; data keeps flowing
-    max_order_quantity: float = Field(default=10_000.0, gt=0)
+    max_order_quantity: float = Field(default=10_000.0, gt=0)  # per order, any sec_type
+    # Per security type maxima overriding max_order_quantity ("CASH=1000000,FUT=50" in
+    # the environment, a table in TOML). FX counts currency units, hence its own default.
+    max_order_quantity_by_sec_type: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_BY_SEC_TYPE)
+    )
+    fractional_shares: bool = False  # STK orders may be fractional (needs IB's permission)
+    min_fx_quantity: float = Field(default=1.0, gt=0)  # smallest CASH order, base units
     price_band_pct: float = Field(default=10.0, gt=0)  # limit/stop within this % of last
     order_rate: float = Field(default=20.0, gt=0)  # per lease, orders/s (token bucket)
     order_burst: float = Field(default=50.0, gt=0)
     pacer_rate: float = Field(default=40.0, gt=0, le=50)  # all upstream msgs/s (IB: 50)
+    # Back-pressure (docs/orders.md, "Back-pressure"): a place or modify that would wait
+    # longer than this in the upstream queue is refused at once with "busy".
+    max_order_delay: float = Field(default=2.0, gt=0)
+    # Requests that may wait for the pacer at once: all of them (orders, subscriptions,
+    # queries; the hub's own cancels and re-subscriptions are never refused), and one
+    # lease's orders.
+    pacer_queue_max: int = Field(default=1000, ge=1)
+    pacer_queue_per_lease: int = Field(default=50, ge=1)
     journal_sync: Literal["FULL", "NORMAL"] = "FULL"  # FULL survives a power cut
 
     # Health and metrics over HTTP on 127.0.0.1 (/health, /metrics); 0 = off.
@@ -128,6 +166,15 @@ class HubSettings(BaseSettings):
 
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
+
+    # Descriptors and connection caps (ibhub.limits, docs/operations.md "Connection
+    # limits"): descriptors kept back from clients for the upstream, journal and health
+    # server, and the most concurrent connections per listener (0 = an equal share of
+    # the open-file limit left after the reserve).
+    fd_reserve: int = Field(default=64, ge=16)
+    max_tws_connections: int = Field(default=0, ge=0)
+    max_rpc_connections: int = Field(default=0, ge=0)
+    max_pub_connections: int = Field(default=0, ge=0)
 
     # CURVE (ibhub.security): required to bind pub/rpc to a non-loopback address. The
     # hub's key pair (a .key_secret file from `ibhub keys generate`) and the client
@@ -173,17 +220,45 @@ class HubSettings(BaseSettings):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value
 
-    @field_validator("curve_server_secret_key_file", "curve_authorized_keys_dir", mode="before")
+    @field_validator("curve_server_secret_key_file", "curve_authorized_keys_dir",
+                     "operator_token_file", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("curve_authorized_keys", mode="before")
+    @field_validator("curve_authorized_keys", "curve_operator_keys", "curve_trader_keys",
+                     "curve_readonly_keys", mode="before")
     @classmethod
     def _key_list(cls, value: Any) -> Any:
         """The environment gives ``KEY1,KEY2`` (commas or spaces); a TOML file a list."""
         if isinstance(value, str):
             return [k for k in value.replace(",", " ").split() if k]
+        return value
+
+    @field_validator("max_order_quantity_by_sec_type", mode="before")
+    @classmethod
+    def _sec_type_map(cls, value: Any) -> Any:
+        """The environment gives ``CASH=1000000,FUT=50`` (commas or spaces); keys are
+        security types, upper-cased; every value must be a positive number."""
+        if isinstance(value, str):
+            pairs = {}
+            for item in value.replace(",", " ").split():
+                key, sep, number = item.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"{item!r} is not SEC_TYPE=QUANTITY (e.g. CASH=1000000)")
+                pairs[key.strip()] = number.strip()
+            value = pairs
+        if isinstance(value, Mapping):
+            out = {}
+            for key, number in value.items():
+                try:
+                    quantity = float(number)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{key}: {number!r} is not a number") from None
+                if not (quantity > 0 and quantity < float("inf")):
+                    raise ValueError(f"{key}: the maximum must be a positive number")
+                out[str(key).strip().upper()] = quantity
+            return out
         return value
 
     @field_validator("raw_client_id_range", mode="before")
@@ -211,6 +286,11 @@ class HubSettings(BaseSettings):
                 f"({self.reconnect_backoff_max} < {self.reconnect_backoff_initial})"
             )
         return self
+
+    @property
+    def operator_token_path(self) -> Path:
+        """Where the local operator token lives (``operator_token_file`` or the data dir)."""
+        return self.operator_token_file or Path(self.data_dir) / "operator.token"
 
     @property
     def lease_ttl(self) -> float:
@@ -244,7 +324,9 @@ def default_config_paths() -> list[Path]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Settings from a TOML file: top-level keys are setting names; a table is a prefix
-    (``[alert] webhook = ...`` is ``alert_webhook``). Unknown names are an error."""
+    (``[alert] webhook = ...`` is ``alert_webhook``), unless the table's name is itself a
+    setting (``[max_order_quantity_by_sec_type] CASH = 2e6``: a mapping setting's value).
+    Unknown names are an error."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -254,7 +336,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in HubSettings.model_fields:
             for sub, inner in value.items():
                 if isinstance(inner, dict):
                     raise ConfigError(f"config file {path}: [{key}.{sub}] nests too deep")

@@ -10,6 +10,8 @@ unless asked.
 
 Keys travel as Z85 text: 40 characters for a 32-byte key. This module imports
 only pyzmq, so the SDK can use it without pulling in the hub's settings machinery.
+It also finds the hub's local operator token (:func:`read_operator_token`) for the
+SDK and the command-line tools, for the same reason.
 """
 
 from __future__ import annotations
@@ -145,6 +147,35 @@ def public_keys_in(directory: str | Path) -> dict[bytes, Path]:
     for path in sorted(d.glob(f"*{PUBLIC_SUFFIX}")):
         found[load_public_key(path)] = path
     return found
+
+
+OPERATOR_TOKEN_FILE = "operator.token"
+ENV_OPERATOR_TOKEN_FILE = "IBHUB_OPERATOR_TOKEN_FILE"
+ENV_DATA_DIR = "IBHUB_DATA_DIR"
+
+
+def operator_token_path(explicit: str | Path | None = None) -> Path:
+    """Where the hub's operator token is looked for: ``explicit``, else
+    ``$IBHUB_OPERATOR_TOKEN_FILE``, else ``operator.token`` in ``$IBHUB_DATA_DIR`` or
+    the hub's default data dir (``~/.local/share/ibhub``)."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_OPERATOR_TOKEN_FILE)
+    if env:
+        return Path(env).expanduser()
+    data_dir = os.environ.get(ENV_DATA_DIR)
+    base = Path(data_dir).expanduser() if data_dir else Path.home() / ".local" / "share" / "ibhub"
+    return base / OPERATOR_TOKEN_FILE
+
+
+def read_operator_token(path: str | Path | None = None) -> str | None:
+    """The operator token (see :func:`operator_token_path`), or None when the file is
+    missing or this user cannot read it (then the hub refuses role="operator" with a
+    message saying how to get it)."""
+    try:
+        return operator_token_path(path).read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def parse_key_or_file(value: str, what: str) -> bytes:

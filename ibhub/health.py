@@ -7,8 +7,9 @@
   unable to serve market data or orders.
 * ``degraded`` (HTTP 200): connected, but something needs a look: market data has
   gone stale while the socket is up (the Gateway's frozen-after-restart mode), the
-  market-data line budget is used up, or the pacer's queue is backed up. 200,
-  because restarting the hub fixes none of these.
+  market-data line budget is used up, the pacer's queue is backed up, or requests
+  were refused ``busy`` (back-pressure) in the last minute. 200, because restarting
+  the hub fixes none of these.
 * ``healthy`` (HTTP 200).
 
 ``reasons`` lists why, in words. ``GET /metrics`` is the Prometheus text format
@@ -23,21 +24,27 @@ monitoring port must not stop a trading connection from coming up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from ibhub import __version__
 from ibhub.alerts import Alerts
+from ibhub.limits import Limits, ListenerStats, limits_of
 from ibhub.metrics import CONTENT_TYPE, HubMetrics, find_pacer
+from ibhub.pacing import REFUSALS_WINDOW
 from ibhub.protocol import UpstreamState
 
 log = logging.getLogger(__name__)
 
 HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
 PACING_BACKLOG = 100  # queued upstream requests that make the hub "degraded"
+_BUSY_BODY = b"ibhub: too many open /health and /metrics connections; try again\n"
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(_BUSY_BODY)) + _BUSY_BODY
 
 
 def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any], int]:
@@ -61,10 +68,29 @@ def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any
     pacer = find_pacer(hub)
     pacing: dict[str, Any] | None = None
     if pacer is not None:
-        pacing = {"queue": pacer.depth(), "queued": pacer.queued, "sent": pacer.sent,
-                  "max_wait_seconds": round(pacer.max_wait, 3)}
+        pacing = pacer.snapshot()
+        limit = getattr(getattr(getattr(hub, "orders", None), "settings", None),
+                        "max_order_delay", None)
+        pacing["max_order_delay"] = limit
         if status == HEALTHY and pacer.queued >= PACING_BACKLOG:
             reasons.append(f"{pacer.queued} upstream requests waiting for the pacer")
+        busy = pacing["refused_recently"]
+        if status == HEALTHY and busy:
+            # Back-pressure at work: scripts are being told to retry. The hub is fine;
+            # the load (or pacer_rate / max_order_delay) needs a look.
+            reasons.append(f"{busy} request(s) refused busy in the last "
+                           f"{REFUSALS_WINDOW:g}s (a new order would wait "
+                           f"{pacing['expected_order_delay']:.2f}s now)")
+    limits = getattr(hub, "limits", None)
+    connections = limits.report() if isinstance(limits, Limits) else None
+    if status == HEALTHY and connections is not None:
+        for name, st in connections["listeners"].items():
+            if st["refusing"] or st["open"] >= st["max"]:
+                reasons.append(f"{name} listener at its connection cap "
+                               f"({st['open']}/{st['max']})")
+        used, most = connections["open_files"], connections["open_files_max"]
+        if used is not None and most and used >= most - connections["reserve"]:
+            reasons.append(f"open files at the reserve ({used} of {most})")
     if status == HEALTHY and reasons:
         status = DEGRADED
     started = getattr(hub, "_started", 0.0)
@@ -89,6 +115,7 @@ def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any
         "lines_max": hub.subs.lines_max,
         "uptime_seconds": round(time.monotonic() - started, 3) if started else 0.0,
         "pacing": pacing,
+        "connections": connections,
         "alerts": list(alerts.recent)[-10:] if alerts is not None else [],
         "alert_counts": dict(alerts.counts) if alerts is not None else {},
     }
@@ -104,6 +131,7 @@ class HealthServer:
         self.alerts = alerts
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     async def start(self, port: int) -> None:
         app = web.Application()
@@ -112,17 +140,38 @@ class HealthServer:
         app.router.add_get("/", self._index)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+        # Our own listener instead of web.TCPSite, so each connection passes the cap
+        # first (HTTP_MAX_CONNECTIONS, inside the descriptor reserve: ibhub.limits).
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._listener = await loop.create_server(self._protocol, "127.0.0.1", port,
+                                                      reuse_address=True)
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        self.port = int(runner.addresses[0][1]) if runner.addresses else port
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("health and metrics on http://127.0.0.1:%d/health and /metrics", self.port)
 
+    def _protocol(self) -> asyncio.BaseProtocol:
+        runner = self._runner
+        assert runner is not None and runner.server is not None
+        limits = limits_of(self.hub)
+        stats = limits.stats("http")
+        stats.accepted += 1
+        if stats.open >= stats.cap or limits.fds_low():
+            stats.refused += 1
+            if stats.refused == 1 or stats.refused % 100 == 0:
+                log.warning("health/metrics server refuses a connection: %d open (max %d); "
+                            "%d refused so far", stats.open, stats.cap, stats.refused)
+            return _Busy()
+        stats.open += 1
+        return _Counted(runner.server(), stats)
+
     async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -137,6 +186,43 @@ class HealthServer:
 
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(text="ibhub: /health (JSON), /metrics (Prometheus)\n")
+
+
+class _Busy(asyncio.Protocol):
+    """A connection over the cap: a 503 naming the reason, then closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t = cast(asyncio.Transport, transport)
+        t.write(_BUSY)
+        t.close()
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler for one connection, counted from accept to close (aiohttp's own
+    list of connections grows only once a burst of accepts has been set up)."""
+
+    def __init__(self, inner: Any, stats: ListenerStats) -> None:
+        self._inner = inner
+        self._stats = stats
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stats.open = max(0, self._stats.open - 1)
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return cast("bool | None", self._inner.eof_received())
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
 
 
 class Ops:
@@ -175,6 +261,8 @@ async def attach_ops(hub: Any, http_port: int | None = None) -> Ops:
     alerts.start()
     if hub.upstream is not None:
         alerts.attach_ib(hub.upstream.ib)
+    if getattr(hub, "orders", None) is not None:
+        alerts.attach_orders(hub.orders)  # reconciliation's corrections
     metrics = HubMetrics(hub)
     metrics.alerts = alerts
     if hub.rpc is not None:

@@ -22,14 +22,16 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import zmq
 import zmq.asyncio
 
 from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
 from ibhub.fanout import PUB_SNDHWM, Fanout
-from ibhub.leases import LeaseTable, NoFreeClientId
-from ibhub.pacing import Pacer
+from ibhub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
+from ibhub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
+from ibhub.pacing import Pacer, PacerBusy, Priority
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_ERROR,
@@ -52,6 +54,7 @@ from ibhub.protocol import (
     Ok,
     ReleaseClientId,
     Reply,
+    Request,
     Snapshot,
     StatusReply,
     Subscribe,
@@ -62,10 +65,15 @@ from ibhub.protocol import (
     Welcome,
 )
 from ibhub.rpc import RpcServer
-from ibhub.security import ServerSecurity, check_bind, stop_authenticator
+from ibhub.security import (
+    RolePolicy,
+    RoleRefused,
+    ServerSecurity,
+    check_bind,
+    stop_authenticator,
+)
 from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
 from ibhub.upstream import Upstream, UpstreamDown, UpstreamRequestError, explain
-from ibhub.wire import MAX_REQUEST_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +107,11 @@ class HubServer:
             id_range=self.settings.raw_client_id_range,
             reserved=(self.settings.client_id,),
             ttl=self.settings.lease_ttl,
+            lease_max=self.settings.lease_max,
+            raw_max=self.settings.raw_lease_max,
+            raw_ttl=self.settings.raw_lease_ttl,
         )
+        self.roles = RolePolicy()  # from the settings by start() (docs/security.md)
         self.subs = SubscriptionRegistry(self.settings.lines_max)
         self._ctx: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket[bytes] | None = None
@@ -115,6 +127,8 @@ class HubServer:
         self._stale = False
         self._services: list[Any] = []
         self.ops: Any = None  # health/metrics/alerts (ibhub.health.attach_ops), once started
+        self.limits: Limits | None = None  # descriptor budget and connection caps
+        self._guards: list[ZmqListenerGuard] = []
 
     # ------------------------------------------------------------------ extension
 
@@ -175,6 +189,15 @@ class HubServer:
         s = self.settings
         security = ServerSecurity.from_settings(s)  # ConfigError: bad keys, no allow-list
         self.security = security
+        # Roles come from the configuration; creates the operator token file if absent
+        # (ConfigError: a token file other users can read).
+        self.roles = RolePolicy.from_settings(s, security.enabled)
+        lo, hi = s.raw_client_id_range
+        if s.lease_max + s.raw_lease_max > hi - lo + 1:
+            log.warning(
+                "lease_max %d + raw_lease_max %d exceed the %d ids of raw_client_id_range "
+                "%d..%d: raw ids can take ids scripts need", s.lease_max, s.raw_lease_max,
+                hi - lo + 1, lo, hi)
         pub_ep = bindable(s.pub, security.enabled, "pub")
         rpc_ep = bindable(s.rpc, security.enabled, "rpc")
         if s.sim:
@@ -187,6 +210,7 @@ class HubServer:
             security.apply(pub)
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+            harden_zmq_listener(pub)
             pub.bind(pub_ep)
             self._pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             router = self._router = ctx.socket(zmq.ROUTER)
@@ -194,12 +218,14 @@ class HubServer:
             # Undeliverable replies raise (and are logged by rpc.py) instead of being
             # dropped silently by ZeroMQ.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # Far above MAX_REQUEST_BYTES so an oversized request still gets a reply;
+            # Far above max_request_bytes so an oversized request still gets a reply;
             # beyond this the peer is simply dropped.
-            router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)
+            router.setsockopt(zmq.MAXMSGSIZE, 4 * s.max_request_bytes)
             security.apply(router)
+            harden_zmq_listener(router)
             router.bind(rpc_ep)
             self._rpc_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._guard_listeners(ctx)
         except zmq.ZMQError as exc:
             self._close_sockets()
             if self.sim is not None:
@@ -207,9 +233,11 @@ class HubServer:
                 self.sim = None
             raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
         self.fanout = Fanout(pub)
-        self.rpc = RpcServer(router, self)
+        self.rpc = RpcServer(router, self, bind_lease=self.bind_lease,
+                             peer_keys=security.enabled, max_request_bytes=s.max_request_bytes)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
-        self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST)
+        self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
+                           max_queue_per_owner=s.pacer_queue_per_lease)
         self.pacer.start()
         self.upstream = Upstream(self.settings, self, pacer=self.pacer, flush=self.fanout.flush)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
@@ -237,6 +265,16 @@ class HubServer:
             __version__, self._pub_endpoint, self._rpc_endpoint,
             self.settings.gateway_host, self.settings.gateway_port, self.settings.client_id,
         )
+
+    def _guard_listeners(self, ctx: zmq.asyncio.Context) -> None:
+        """Count the ZeroMQ listeners' peers; cap them (ibhub.limits)."""
+        limits = limits_of(self)
+        for name, sock, endpoint in (("rpc", self._router, self._rpc_endpoint),
+                                     ("pub", self._pub, self._pub_endpoint)):
+            if sock is not None and endpoint.startswith("tcp://"):
+                guard = ZmqListenerGuard(ctx, sock, endpoint, limits.stats(name), limits)
+                guard.start()
+                self._guards.append(guard)
 
     async def _start_sim(self) -> None:
         """Start the embedded simulator on its own thread and loop.
@@ -274,6 +312,9 @@ class HubServer:
                 await t
         if self.rpc is not None:
             await self.rpc.close()
+        guards, self._guards = self._guards, []
+        for guard in guards:
+            await guard.stop()
         for fut in self._resolving.values():
             fut.cancel()
         if self.upstream is not None:
@@ -391,21 +432,45 @@ class HubServer:
 
     # ------------------------------------------------------------------ request handlers
 
-    def hello(self, req: Hello) -> Reply:
+    def bind_lease(self, req: Request, peer: Peer) -> Request | Error:
+        """``req`` with its ``lease`` token replaced by the lease's public handle, if the
+        token is live and ``peer`` is the connection (and CURVE key) that opened it.
+
+        Every request naming a lease passes here (rpc.py) before any handler, so the
+        handlers and services only ever see handles. An unknown token and a token from
+        another connection get the same reply, which names nobody.
+        """
+        token = getattr(req, "lease", "")
+        lease = self.leases.resolve(token, peer)
+        if lease is None:
+            return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
+                         message="the lease in this request is unknown on this connection "
+                                 "(expired, said goodbye, the hub restarted, or it was opened "
+                                 "by another connection); say hello again and use the token "
+                                 "of its welcome")
+        return msgspec.structs.replace(req, lease=lease.lease_id)
+
+    def hello(self, req: Hello, peer: Peer = LOCAL) -> Reply:
         if req.protocol != PROTOCOL_VERSION:
             return Error(id=req.id, code=ErrorCode.UNSUPPORTED_VERSION,
                          message=f"client speaks protocol {req.protocol}, this hub speaks "
                                  f"{PROTOCOL_VERSION}; upgrade the older side")
         try:
-            lease = self.leases.open(req.name, req.role)
+            role = self.roles.grant(req.role, peer, req.credential)
+        except RoleRefused as exc:
+            log.warning("hello from %r refused: %s", req.name, exc)
+            return Error(id=req.id, code=ErrorCode.FORBIDDEN, message=str(exc))
+        try:
+            lease = self.leases.open(req.name, role, peer)
         except NoFreeClientId as exc:
             return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
-        log.info("lease %s opened for %r (%s), client id %s",
-                 lease.lease_id, lease.name, lease.role, lease.client_id)
+        log.info("lease %s opened for %r (%s%s), client id %s",
+                 lease.lease_id, lease.name, lease.role,
+                 f", key {peer.key}" if peer.key else "", lease.client_id)
         self._notify("on_hello", lease.lease_id, lease.name)
         return Welcome(id=req.id, lease=lease.lease_id, client_id=lease.client_id,
                        heartbeat_interval=self.settings.heartbeat_interval,
-                       hub_version=__version__)
+                       hub_version=__version__, token=lease.token, role=lease.role)
 
     def heartbeat(self, req: Heartbeat) -> Reply:
         if self.leases.touch(req.lease) is None:
@@ -437,8 +502,12 @@ class HubServer:
         if existing is None:
             try:
                 self.subs.check_line_available(info.con_id, req.kind)
+                if self.pacer is not None:  # a new line queues a request upstream
+                    self.pacer.check(Priority.SUBSCRIPTION)
             except LineLimit as exc:
                 return Error(id=req.id, code=ErrorCode.LINE_LIMIT, message=str(exc))
+            except PacerBusy as exc:
+                return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
             topic = self.fanout.topic_for(info, req.kind)
             stream = (self.fanout.tick_stream(topic, info) if req.kind == "ticks"
                       else self.fanout.bar_stream(topic, info))
@@ -494,23 +563,40 @@ class HubServer:
                          message=f"IB refused the historical request: {exc.message}")
         except TimeoutError as exc:
             return Error(id=req.id, code=ErrorCode.TIMEOUT, message=str(exc))
+        except PacerBusy as exc:
+            return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
         return HistoricalBarsReply(id=req.id, contract=resolved, bars=bars)
 
     def lease_client_id(self, req: LeaseClientId) -> Reply:
         if req.lease and self.leases.touch(req.lease) is None:
             return self._unknown_lease(req.id, req.lease)
-        try:
-            raw = self.leases.lease_raw(req.name, req.ttl, req.lease)
-        except NoFreeClientId as exc:
-            return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
-        log.info("raw client id %s leased to %r", raw.client_id, raw.name)
+        if req.token:  # a renewal
+            raw = self.leases.renew_raw(req.token, req.ttl)
+            if raw is None:
+                return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
+                             message="no raw client id is leased under this token (released "
+                                     "or expired); lease a new one")
+            log.info("raw client id %s (%s) renewed", raw.client_id, raw.name)
+        else:
+            try:
+                raw = self.leases.lease_raw(req.name, req.ttl, req.lease)
+            except NoFreeClientId as exc:
+                log.warning("raw client id for %r refused: %s", req.name, exc)
+                return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
+            log.info("raw client id %s leased to %r", raw.client_id, raw.name)
         return ClientIdLeased(id=req.id, client_id=raw.client_id,
-                              expires_in=raw.expires_in(self.leases.now()))
+                              expires_in=raw.expires_in(self.leases.now()), token=raw.token)
 
     def release_client_id(self, req: ReleaseClientId) -> Reply:
-        if self.leases.release_raw(req.client_id) is None:
+        """Release with the raw id's own token, or any raw id with the operator token."""
+        token = None if self.roles.is_operator_token(req.credential) else req.token
+        if token == "":
+            return Error(id=req.id, code=ErrorCode.FORBIDDEN,
+                         message=f"releasing client id {req.client_id} needs the token its "
+                                 "client_id_leased reply gave (or the operator token)")
+        if self.leases.release_raw(req.client_id, token) is None:
             return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
-                         message=f"client id {req.client_id} is not leased")
+                         message=f"client id {req.client_id} is not leased under this token")
         return Ok(id=req.id)
 
     def status(self, req: GetStatus) -> Reply:
@@ -547,7 +633,27 @@ class HubServer:
             raw_client_ids=sorted(r.client_id for r in self.leases.raw_leases()),
             trading=self.orders.status()["trading"] if self.orders is not None else "off",
             upstream_queue=self.pacer.depth() if self.pacer is not None else {},
+            connections={n: {k: int(v) for k, v in st.as_dict().items()}
+                         for n, st in limits_of(self).listeners.items()},
+            **self._pacing_status(),
         )
+
+    def _pacing_status(self) -> dict[str, Any]:
+        """Back-pressure fields of the status reply (docs/orders.md, "Back-pressure")."""
+        pacer = self.pacer if self.pacer is not None else getattr(self.orders, "pacer", None)
+        if pacer is None:
+            return {}
+        snap = pacer.snapshot()
+        return {
+            "expected_order_delay": snap["expected_order_delay"],
+            "max_order_delay": getattr(getattr(self.orders, "settings", None),
+                                       "max_order_delay", 0.0),
+            "upstream_queued": snap["queued"] + snap["reserved"],
+            "upstream_queue_max": pacer.max_queue or 0,
+            "upstream_queue_per_lease": pacer.max_queue_per_owner or 0,
+            "busy_refusals": snap["refused"],
+            "order_wait_max": snap["max_order_wait_seconds"],
+        }
 
     # ------------------------------------------------------------------ contracts
 
@@ -566,6 +672,8 @@ class HubServer:
             found = await asyncio.shield(fut)
         except UpstreamDown as exc:
             return Error(id=rid, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
+        except PacerBusy as exc:
+            return Error(id=rid, code=ErrorCode.BUSY, message=str(exc))
         except UpstreamRequestError as exc:
             return Error(id=rid, code=ErrorCode.IB_ERROR, ib_code=exc.code,
                          message=f"IB refused the contract lookup: {exc.message}")

@@ -50,7 +50,7 @@ from typing import Any, Final, TypeVar
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE: Final = "orders.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 CHECKPOINT_EVERY: Final = 100  # commits between background checkpoints (~5 pages each)
 BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~16 MB)
 T = TypeVar("T")
@@ -87,6 +87,12 @@ CREATE TABLE IF NOT EXISTS orders (
     message TEXT NOT NULL,
     created_ns INTEGER NOT NULL,
     updated_ns INTEGER NOT NULL,
+    oca_group TEXT NOT NULL DEFAULT '',
+    oca_type INTEGER NOT NULL DEFAULT 0,
+    order_ref TEXT NOT NULL DEFAULT '',
+    algo_strategy TEXT NOT NULL DEFAULT '',
+    algo_params TEXT NOT NULL DEFAULT '',
+    algo_id TEXT NOT NULL DEFAULT '',
     UNIQUE (owner, client_order_id)
 );
 CREATE TABLE IF NOT EXISTS fills (
@@ -116,6 +122,18 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_by_order ON log (order_id);
 """
+
+# Columns added after schema 1, as ``ALTER TABLE orders ADD COLUMN`` clauses: a journal
+# written by an older hub gets them (with their defaults) when a writable Journal opens
+# it; a read-only open reads the columns that exist and defaults the rest.
+_ADDED_ORDER_COLUMNS: Final = (
+    ("oca_group", "TEXT NOT NULL DEFAULT ''"),
+    ("oca_type", "INTEGER NOT NULL DEFAULT 0"),
+    ("order_ref", "TEXT NOT NULL DEFAULT ''"),
+    ("algo_strategy", "TEXT NOT NULL DEFAULT ''"),
+    ("algo_params", "TEXT NOT NULL DEFAULT ''"),
+    ("algo_id", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 def default_data_dir() -> Path:
@@ -157,6 +175,13 @@ class OrderRecord:
     message: str = ""
     created_ns: int = 0
     updated_ns: int = 0
+    # schema 2: order attributes the hub honours besides the basic fields
+    oca_group: str = ""  # as the script named it; upstream it carries the owner prefix
+    oca_type: int = 0
+    order_ref: str = ""  # the script's own label; the upstream orderRef is the hub's
+    algo_strategy: str = ""
+    algo_params: str = ""  # JSON object of tag -> value ("" = none)
+    algo_id: str = ""
 
 
 @dataclass(slots=True)
@@ -209,6 +234,8 @@ class Journal:
             uri = f"file:{self.path}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
+            present = self._order_table_columns()
+            self._columns = tuple(c for c in _ORDER_COLUMNS if c in present)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -221,6 +248,37 @@ class Journal:
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
+        self._migrate()
+        self._columns = _ORDER_COLUMNS
+
+    def _order_table_columns(self) -> set[str]:
+        return {row[1] for row in self._db.execute("PRAGMA table_info(orders)")}
+
+    def _migrate(self) -> None:
+        """Bring a journal written by an older hub to ``SCHEMA_VERSION`` (in one
+        transaction, so two connections opening the same old file cannot both alter it)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            present = self._order_table_columns()
+            added = [name for name, _ in _ADDED_ORDER_COLUMNS if name not in present]
+            for name, decl in _ADDED_ORDER_COLUMNS:
+                if name in added:
+                    db.execute(f"ALTER TABLE orders ADD COLUMN {name} {decl}")
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                " WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+                (str(SCHEMA_VERSION),),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if added:
+            log.info("%s: order journal upgraded to schema %d (added %s)", self.path,
+                     SCHEMA_VERSION, ", ".join(added))
 
     @classmethod
     def in_dir(cls, data_dir: Path | str, **kwargs: Any) -> Journal:
@@ -345,18 +403,18 @@ class Journal:
     # ---------------------------------------------------------------- reads
 
     def orders(self) -> list[OrderRecord]:
-        cur = self._db.execute(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders ORDER BY order_id")
-        return [_order_from_row(r) for r in cur]
+        cur = self._db.execute(f"SELECT {', '.join(self._columns)} FROM orders ORDER BY order_id")
+        return [_order_from_row(r, self._columns) for r in cur]
 
     def find(self, owner: str, client_order_id: str) -> OrderRecord | None:
         """The order a script placed under ``client_order_id`` (the idempotency key)."""
         cur = self._db.execute(
-            f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders"
+            f"SELECT {', '.join(self._columns)} FROM orders"
             " WHERE owner = ? AND client_order_id = ?",
             (owner, client_order_id),
         )
         row = cur.fetchone()
-        return _order_from_row(row) if row else None
+        return _order_from_row(row, self._columns) if row else None
 
     def fills(self, order_id: int | None = None) -> list[FillRecord]:
         sql = f"SELECT {', '.join(_FILL_COLUMNS)} FROM fills"
@@ -382,8 +440,8 @@ class Journal:
         return int(row[0] or 0)
 
 
-def _order_from_row(row: Iterable[Any]) -> OrderRecord:
-    rec = OrderRecord(*row)
+def _order_from_row(row: Iterable[Any], columns: tuple[str, ...] = _ORDER_COLUMNS) -> OrderRecord:
+    rec = OrderRecord(**dict(zip(columns, row, strict=True)))
     rec.outside_rth = bool(rec.outside_rth)
     rec.sent = bool(rec.sent)
     return rec

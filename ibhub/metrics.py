@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ibhub.pacing import Priority
 from ibhub.protocol import Error, OrderRejected, Reply, UpstreamState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -176,6 +177,32 @@ class HubCollector(Collector):
             yield GaugeMetricFamily("ibhub_pacing_max_wait_seconds",
                                     "Longest time a request waited in the pacer",
                                     value=pacer.max_wait)
+            snap = pacer.snapshot()
+            yield GaugeMetricFamily("ibhub_pacing_expected_order_delay_seconds",
+                                    "Seconds a new order would wait for the upstream budget now",
+                                    value=pacer.expected_delay(Priority.ORDER))
+            limit = getattr(getattr(getattr(hub, "orders", None), "settings", None),
+                            "max_order_delay", None)
+            if limit is not None:
+                yield GaugeMetricFamily("ibhub_pacing_max_order_delay_seconds",
+                                        "Expected wait above which an order is refused busy",
+                                        value=limit)
+            yield GaugeMetricFamily("ibhub_pacing_queued",
+                                    "Requests waiting for the pacer, with room held for "
+                                    "orders being journaled",
+                                    value=snap["queued"] + snap["reserved"])
+            yield GaugeMetricFamily("ibhub_pacing_max_order_wait_seconds",
+                                    "Longest time an order waited in the pacer",
+                                    value=snap["max_order_wait_seconds"])
+            yield CounterMetricFamily("ibhub_pacing_busy_refusals",
+                                      "Requests refused busy (queue full or too long a wait)",
+                                      value=snap["refused"])
+            yield CounterMetricFamily("ibhub_pacing_withdrawn",
+                                      "Queued sends withdrawn before they went upstream "
+                                      "(orders cancelled before they were sent)",
+                                      value=snap["withdrawn"])
+
+        yield from _connection_metrics(hub)
 
         alerts = self.metrics.alerts
         fam = CounterMetricFamily("ibhub_alerts", "Alerts raised, by kind", labels=["kind"])
@@ -187,3 +214,32 @@ class HubCollector(Collector):
             yield CounterMetricFamily("ibhub_alert_deliveries_failed",
                                       "Webhook or file deliveries that failed",
                                       value=alerts.delivery_failures)
+
+
+def _connection_metrics(hub: Any) -> Iterator[Metric]:
+    """Connections per listener and the descriptor budget (ibhub.limits)."""
+    from ibhub.limits import Limits
+
+    limits = getattr(hub, "limits", None)
+    if not isinstance(limits, Limits):
+        return
+    open_ = GaugeMetricFamily("ibhub_connections", "Open client connections, by listener",
+                              labels=["listener"])
+    cap = GaugeMetricFamily("ibhub_connections_max", "Connection cap, by listener",
+                            labels=["listener"])
+    refused = CounterMetricFamily(
+        "ibhub_connections_refused",
+        "Connections refused (TWS front door), or times a ZeroMQ listener stopped "
+        "accepting (rpc, pub), by listener", labels=["listener"])
+    refusing = GaugeMetricFamily("ibhub_connections_refusing",
+                                 "1 while a listener refuses new connections",
+                                 labels=["listener"])
+    for name, st in sorted(limits.listeners.items()):
+        open_.add_metric([name], st.open)
+        cap.add_metric([name], st.cap)
+        refused.add_metric([name], st.refused)
+        refusing.add_metric([name], 1.0 if st.refusing else 0.0)
+    yield from (open_, cap, refused, refusing)
+    yield GaugeMetricFamily("ibhub_open_files_reserve",
+                            "Descriptors kept back from clients (fd_reserve)",
+                            value=limits.reserve)

@@ -10,10 +10,22 @@ Order references: every order the hub places carries ``orderRef`` =
 ``ibhub1:<len(owner)>:<owner><client_order_id>`` so that, even if the journal were
 lost, an order seen at the Gateway can be traced back to its owner and client order
 id (reconciliation uses this before declaring an order external).
+
+A script's own ``order_ref`` does not go upstream: the journal stores it and the hub
+shows it back (OrderInfo, ExecutionInfo, the front door's openOrder, completed orders
+and executions). One orderRef slot cannot hold both, and the hub's must survive a lost
+journal; a script's label only matters to that script, which reads it from the hub.
+A lost journal loses the script's labels, never the ownership.
+
+OCA groups are per script: upstream the group is ``make_oca_group(owner, group)``
+(the orderRef scheme), because every hub order shares the hub's one client id at the
+Gateway, and two scripts that both call their group "exit" must not cancel each
+other's orders. Scripts see the group name they gave.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +49,11 @@ class OrderFields:
     parent_id: int = 0
     transmit: bool = True
     order_ref: str = ""
+    oca_group: str = ""  # as sent upstream (already carrying the owner prefix)
+    oca_type: int = 0
+    algo_strategy: str = ""
+    algo_params: tuple[tuple[str, str], ...] = ()
+    algo_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,10 @@ class UpstreamOrder:
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
+    oca_group: str = ""
+    oca_type: int = 0
+    algo_strategy: str = ""
+    algo_params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,3 +179,26 @@ def parse_order_ref(ref: str) -> tuple[str, str] | None:
     if n > len(tail) or n == len(tail):
         return None
     return tail[:n], tail[n:]
+
+
+def make_oca_group(owner: str, group: str) -> str:
+    """The upstream ocaGroup of a script's group ("" stays "": no group)."""
+    return make_order_ref(owner, group) if group else ""
+
+
+def script_oca_group(upstream: str) -> str:
+    """The group name a script gave, from an upstream ocaGroup the hub wrote (else as is)."""
+    parsed = parse_order_ref(upstream)
+    return parsed[1] if parsed is not None else upstream
+
+
+def encode_algo_params(params: dict[str, str]) -> str:
+    """The journal's text form of algo parameters ("" for none)."""
+    return json.dumps(params, separators=(",", ":")) if params else ""
+
+
+def decode_algo_params(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}

@@ -21,10 +21,11 @@ hub serves requests, so idempotency holds across restarts from the first request
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from ibhub.account import ACCOUNT_REQUESTS, AccountBook
 from ibhub.errors import explain
 from ibhub.journal import Journal, JournalWriter, default_data_dir
 from ibhub.order_store import fanout_sink
+from ibhub.order_updates import Correction
 from ibhub.orders import ORDER_REQUESTS, Caller, OrderBook, UnknownContract
-from ibhub.pacing import Pacer
+from ibhub.pacing import Pacer, Priority
 from ibhub.protocol import (
     ContractInfo,
     ContractSpec,
@@ -43,7 +45,7 @@ from ibhub.protocol import (
     RejectReason,
     Reply,
 )
-from ibhub.risk import RiskGate, RiskLimits
+from ibhub.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,20 @@ class OrderSettings:
     allow_live: bool = False
     read_only: bool = False
     max_order_quantity: float = 10_000.0
+    max_order_quantity_by_sec_type: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_MAX_BY_SEC_TYPE)
+    )
+    fractional_shares: bool = False
+    min_fx_quantity: float = 1.0
     price_band_pct: float = 10.0
     require_reference_price: bool = False
     order_rate: float = 20.0  # per lease, orders/s
     order_burst: float = 50.0
     pacer_rate: float = 40.0  # all upstream messages/s (IB allows 50)
     pacer_burst: float = 5.0
+    max_order_delay: float = 2.0  # seconds a place/modify may expect to wait, else "busy"
+    pacer_queue_max: int = 1000  # requests waiting for the pacer, overall (own pacer)
+    pacer_queue_per_lease: int = 50  # orders of one lease waiting for the pacer (own pacer)
     journal_sync: str = "FULL"
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
     # seconds an ended order waits in ib_insync's caches for missing executions or
@@ -87,6 +97,9 @@ class OrderSettings:
             order_rate=self.order_rate,
             order_burst=self.order_burst,
             require_reference_price=self.require_reference_price,
+            max_quantity_by_sec_type=dict(self.max_order_quantity_by_sec_type),
+            fractional_shares=self.fractional_shares,
+            min_fx_quantity=self.min_fx_quantity,
         )
 
 
@@ -100,11 +113,12 @@ class _Resolver:
     async def qualify(self, spec: ContractSpec) -> ContractInfo:
         found = await self._resolve(spec)
         if isinstance(found, Error):
-            reason = (
-                RejectReason.UPSTREAM_DOWN
-                if found.code in (ErrorCode.UPSTREAM_DOWN, ErrorCode.TIMEOUT)
-                else RejectReason.UNKNOWN_CONTRACT
-            )
+            if found.code in (ErrorCode.UPSTREAM_DOWN, ErrorCode.TIMEOUT):
+                reason = RejectReason.UPSTREAM_DOWN
+            elif found.code == ErrorCode.BUSY:
+                reason = RejectReason.BUSY
+            else:
+                reason = RejectReason.UNKNOWN_CONTRACT
             raise UnknownContract(found.message, reason)
         return found
 
@@ -138,7 +152,12 @@ class OrderService:
         self._fanout = fanout
         self._publish = fanout_sink(fanout)
         self._own_pacer = pacer is None
-        self.pacer = pacer or Pacer(rate=settings.pacer_rate, burst=settings.pacer_burst)
+        self.pacer = pacer or Pacer(
+            rate=settings.pacer_rate,
+            burst=settings.pacer_burst,
+            max_queue=settings.pacer_queue_max,
+            max_queue_per_owner=settings.pacer_queue_per_lease,
+        )
         self.risk = RiskGate(settings.limits())
         self.account = AccountBook(self._publish)
         self.writer: JournalWriter | None = None
@@ -146,6 +165,11 @@ class OrderService:
         self.gateway: Any = None  # IbOrderGateway once started
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconciled = asyncio.Event()
+        # reconciliation's corrections (ibhub.order_updates.Correction): the recent ones,
+        # those made while nobody listened (replayed to the first listener), listeners
+        self.corrections: collections.deque[Correction] = collections.deque(maxlen=100)
+        self._unreported: collections.deque[Correction] = collections.deque(maxlen=1000)
+        self._correction_listeners: list[Callable[[Correction], None]] = []
 
     @property
     def journal_path(self) -> Path:
@@ -180,14 +204,16 @@ class OrderService:
             pacer=self.pacer,
             resolver=self._resolver,
             publish=self._publish,
+            max_order_delay=s.max_order_delay,
         )
         self.book.store.restore(orders, fills)
+        self.book.updates.on_correction = self._corrected
         self.gateway.attach(self.book, self.account)
-        blocked = self.risk.trading_blocked
+        risky = self.risk.trading_blocked or self.risk.live  # refused, or real money
         log.log(
-            logging.WARNING if blocked else logging.INFO,
+            logging.WARNING if risky else logging.INFO,
             "orders: journal %s (%d orders restored); %s",
-            self.journal_path, len(orders), blocked or "trading allowed (paper)",
+            self.journal_path, len(orders), self.risk.trading_mode,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -231,8 +257,8 @@ class OrderService:
     def on_connected(self, port: int, accounts: list[str]) -> None:
         """Every (re)connect: learn the accounts (live guard), then reconcile."""
         self.risk.set_upstream(port, accounts)
-        if self.risk.trading_blocked:
-            log.warning("orders: %s", self.risk.trading_blocked)
+        if self.risk.trading_blocked or self.risk.live:
+            log.warning("orders: %s", self.risk.trading_mode)
         task = asyncio.ensure_future(self._reconcile())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -262,6 +288,21 @@ class OrderService:
         self.book.store.release_held(lease.name)
         return await self.book.handle(Caller(lease.lease_id, lease.name, lease.role), req)
 
+    def add_correction_listener(self, fn: Callable[[Correction], None]) -> None:
+        """Call ``fn`` for every correction from now on, and now for those nobody heard."""
+        self._correction_listeners.append(fn)
+        unreported = list(self._unreported)
+        self._unreported.clear()
+        for c in unreported:
+            fn(c)
+
+    def _corrected(self, c: Correction) -> None:
+        self.corrections.append(c)
+        if not self._correction_listeners:
+            self._unreported.append(c)
+        for fn in list(self._correction_listeners):
+            fn(c)
+
     def _order_error(self, order_id: int, code: int, message: str) -> None:
         """An IB error about an order that did not end it (a refused modify or cancel):
         tell the owner on ``error.<lease>`` like any other error of theirs."""
@@ -280,7 +321,12 @@ class OrderService:
             "queue": self.pacer.depth(),
             "sent": self.pacer.sent,
             "working_orders": len(book.store.working) if book else 0,
+            "corrections": len(self.corrections),
             "ib_cache": cache.sizes() if cache is not None else {},
+            # back-pressure: what a new order would wait now, and the limit it is held to
+            "expected_order_delay": self.pacer.expected_delay(Priority.ORDER),
+            "max_order_delay": self.settings.max_order_delay,
+            "unsent_orders": len(book.unsent) if book else 0,
         }
 
 
@@ -312,6 +358,9 @@ async def attach_orders(hub: Any, **overrides: Any) -> OrderService:
     )
     await service.start(up.ib, client_id=up.client_id, connected=lambda: up.connected, port=up.port)
     service.register(hub.rpc)
+    ops = getattr(hub, "ops", None)
+    if ops is not None:  # attached after the hub's alerts: their corrections alert too
+        ops.alerts.attach_orders(service)
     hub.add_service(service)  # on_connected now if already connected, then on every reconnect
     hub.orders = service
     return service

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ibhub.journal import FillRecord, Journal, JournalWriter, OrderRecord
-from ibhub.order_feed import UpstreamCommission
+from ibhub.order_feed import UpstreamCommission, decode_algo_params
 from ibhub.protocol import (
     ORDER_OWNER_EXTERNAL,
     TOPIC_ORDER,
@@ -262,6 +262,12 @@ class OrderStore:
             created_ns=rec.created_ns,
             updated_ns=rec.updated_ns,
             message=rec.message,
+            oca_group=rec.oca_group,
+            oca_type=rec.oca_type,
+            order_ref=rec.order_ref,
+            algo_strategy=rec.algo_strategy,
+            algo_params=decode_algo_params(rec.algo_params),
+            algo_id=rec.algo_id,
         )
 
     def orders(self, owner: str | None, *, working: bool) -> list[OrderInfo]:
@@ -297,6 +303,7 @@ class OrderStore:
                     commission=fill.commission,
                     commission_currency=fill.commission_currency,
                     realized_pnl=fill.realized_pnl,
+                    order_ref=rec.order_ref,
                 )
             )
         return out

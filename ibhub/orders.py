@@ -10,10 +10,28 @@ the upstream side (:class:`OrderUpdates`, reached as ``book.updates``). For a ne
 2. **Risk** (:mod:`ibhub.risk`): field, permission and live-trading checks before the
    contract lookup; price band and rate limit after it. A refused order never reaches
    the Gateway.
-3. **Journal, then send, then reply.** The order (a bracket: parent and children in one
+3. **Room upstream, or ``busy``.** An order that could not reach the Gateway within
+   ``max_order_delay`` seconds (what waits in the pacer ahead of it, at its rate), or
+   whose lease already has its share of the queue, is refused at once with ``busy``
+   rather than acknowledged and left waiting; the room is held while it is journaled.
+4. **Journal, then send, then reply.** The order (a bracket: parent and children in one
    transaction) is committed before anything goes upstream; the send is queued on the
    pacer at order priority and the reply says ``PendingSubmit``. What IB says next
    arrives as events on ``order.<lease>``.
+
+**Nothing about an order reaches the Gateway before the order itself.** Every send about
+one order family (a bracket's parent and legs, a child placed under a parent) carries
+the family's pacer key, and the pacer sends one key's items in the order they were
+queued. Until its placeOrder is written to the socket an order is *unsent*
+(``_unsent``, from registration on, so also between the reply and the call_soon that
+queues it): a cancel then withdraws it (with its unsent children) and nothing is ever
+sent: it ends ``Cancelled`` locally, saying it was cancelled before it was sent; a
+modify replaces the fields the queued placeOrder will carry (one placeOrder, the newest
+fields). A cancel of an order already written goes after it on the same socket, so the
+Gateway sees them in order. Cancel-all and global cancel do the same for every order
+they touch; a global cancel withdraws every unsent placement before reqGlobalCancel.
+A cancel is decided the moment it arrives (after the order's own journal insert, if
+that is still being committed), never held up by the journal.
 
 IB requires strictly increasing order ids in one id space: ids come from the upstream
 session's allocator, raised above the journal's highest id after a restart.
@@ -23,14 +41,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Final, Protocol
 
 import msgspec
 
 from ibhub.journal import JournalError, JournalWriter, OrderRecord
-from ibhub.order_feed import OrderFields, OrderUpstream, make_order_ref
+from ibhub.order_feed import (
+    OrderFields,
+    OrderUpstream,
+    decode_algo_params,
+    encode_algo_params,
+    make_oca_group,
+    make_order_ref,
+)
 from ibhub.order_store import (
     EPS,
     EXTERNAL,
@@ -44,7 +69,7 @@ from ibhub.order_store import (
     snapshot,
 )
 from ibhub.order_updates import OrderUpdates
-from ibhub.pacing import Pacer, Priority
+from ibhub.pacing import Pacer, PacerBusy, Priority, Reservation
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
@@ -67,6 +92,16 @@ from ibhub.protocol import (
 from ibhub.risk import OrderParams, Refusal, RiskGate, Role
 
 log = logging.getLogger(__name__)
+
+NOT_SENT: Final = (
+    "cancelled before it was sent to the Gateway: the hub withdrew it from its upstream "
+    "queue, so IB never saw it"
+)
+MODIFY_WITHDRAWN: Final = (
+    "modification withdrawn before it was sent to the Gateway: the order is being "
+    "cancelled; the Gateway keeps the order as it was"
+)
+DEFAULT_MAX_ORDER_DELAY: Final = 2.0  # seconds an order may wait in the pacer
 
 ORDER_REQUESTS: Final = (
     PlaceOrder,
@@ -108,8 +143,36 @@ class ContractResolver(Protocol):
 
 
 def fingerprint(req: PlaceOrder) -> str:
-    """The order a request describes, without the per-attempt parts (request id, lease)."""
-    return msgspec.json.encode(msgspec.structs.replace(req, id=0, lease="")).decode()
+    """The order a request describes, without the per-attempt parts (request id, lease).
+
+    Fields appended to PlaceOrder later are left out while at their default, so an order
+    journaled by an older hub keeps its fingerprint (a retry stays a retry)."""
+    data = msgspec.to_builtins(msgspec.structs.replace(req, id=0, lease=""))
+    for name in _LATER_FIELDS:
+        if data.get(name) == _PLACE_DEFAULTS[name]:
+            del data[name]
+    return msgspec.json.encode(data).decode()
+
+
+_LATER_FIELDS = ("oca_group", "oca_type", "order_ref", "algo_strategy", "algo_params", "algo_id")
+_PLACE_DEFAULTS = msgspec.to_builtins(
+    PlaceOrder(id=0, lease="", client_order_id="", contract=ContractSpec(symbol="X"),
+               action="BUY", quantity=1.0)
+)  # fmt: skip
+
+
+@dataclass(eq=False)
+class _Unsent:
+    """One placeOrder send not written to the Gateway yet: a new order (a bracket: the
+    parent and its legs, in send order) or a modification. Its fields are snapshots of
+    committed state; a modify that arrives meanwhile replaces them."""
+
+    recs: list[OrderRecord]
+    fields: dict[int, OrderFields]
+    modify: bool
+    reservation: Reservation | None = None
+    future: asyncio.Future[None] | None = None  # the pacer's, once queued
+    written: list[OrderRecord] = field(default_factory=list)
 
 
 def _log_send_failure(fut: asyncio.Future[None]) -> None:
@@ -130,8 +193,12 @@ class OrderBook:
         resolver: ContractResolver,
         publish: EventSink,
         store: OrderStore | None = None,
+        max_order_delay: float | None = DEFAULT_MAX_ORDER_DELAY,
     ) -> None:
+        """``max_order_delay``: seconds a place or modify may expect to wait in the pacer
+        before it is refused ``busy`` (None: never refused for the delay)."""
         self._up = upstream
+        self.max_order_delay = max_order_delay
         self.risk = risk
         self._pacer = pacer
         self._resolver = resolver
@@ -143,6 +210,13 @@ class OrderBook:
         # not judge them "never sent": they are about to be.
         self.queued: set[int] = set()
         self._watchers: list[set[int]] = []
+        # Order id -> its placeOrder (placement or modification) not written upstream yet.
+        self._unsent: dict[int, _Unsent] = {}
+
+    @property
+    def unsent(self) -> list[int]:
+        """Order ids whose placeOrder (or modification) has not been written upstream."""
+        return sorted(self._unsent)
 
     def watch_in_flight(self) -> set[int]:
         """The orders in flight now, in a set that also collects every order entering
@@ -300,28 +374,44 @@ class OrderBook:
         dup = await self._existing(caller, req)  # a retry may have won the race meanwhile
         if dup is not None:
             return dup
+        legs = 1 + (req.take_profit is not None) + (req.stop_loss is not None)
+        # Before the rate limit, so a busy refusal costs the script no rate token.
+        slot = self._room(caller, legs)
+        if isinstance(slot, Refusal):
+            return self._reject(req.id, coid, slot)
         last = self._resolver.last_price(info.con_id)
-        refusal = self.risk.check_band_and_rate(req, lease=caller.lease, last_price=last)
+        refusal = self.risk.check_band_and_rate(
+            req, lease=caller.lease, last_price=last, sec_type=info.sec_type
+        )
         if refusal is not None:
+            slot.release()
             return self._reject(req.id, coid, refusal)
 
         try:
             recs = self._new_records(caller, req, info)
         except ConnectionError as exc:  # the session dropped while the contract resolved
+            slot.release()
             down = Refusal(RejectReason.UPSTREAM_DOWN, f"the Gateway session dropped: {exc}")
             return self._reject(req.id, coid, down)
+        except BaseException:  # a bug: the room must not stay held for ever
+            slot.release()
+            raise
         parent = recs[0]
         pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        unsent = _Unsent(recs, {}, modify=False, reservation=slot)
         for rec in recs:
             self.store.register(rec)
             self._in_flight(rec.order_id)
+            self._unsent[rec.order_id] = unsent
         self._pending[parent.order_id] = pending
         try:
             await self.store.writer.write(op_insert, [replace(r) for r in recs])
         except JournalError as exc:
+            slot.release()
             for rec in recs:
                 self.store.unregister(rec)
                 self.queued.discard(rec.order_id)
+                self._unsent.pop(rec.order_id, None)
             return self._reject(
                 req.id,
                 coid,
@@ -329,6 +419,9 @@ class OrderBook:
                     RejectReason.INTERNAL, f"the order journal failed, nothing was sent: {exc}"
                 ),
             )
+        except BaseException:  # cancelled (hub stopping): nothing will queue this send
+            slot.release()
+            raise
         finally:
             del self._pending[parent.order_id]
             pending.set_result(None)
@@ -338,14 +431,69 @@ class OrderBook:
         # on the socket: the reply needs only the journal commit, while a send costs
         # 0.2-2 ms (ib_insync's placeOrder formats the whole Trade for its log) and sets
         # the Gateway and ib_insync's order events competing for the CPU with the
-        # reply's trip to the script (issue 7, docs/performance.md). The orders are in
-        # flight (``queued``) from registration, so reconciliation already expects them.
-        asyncio.get_running_loop().call_soon(self._send_all, recs, Priority.ORDER)
+        # reply's trip to the script (docs/performance.md). The orders are in flight
+        # (``queued``) and unsent (``_unsent``) from registration, so reconciliation
+        # expects them and a cancel arriving before this send is queued withdraws them.
+        unsent.fields = {r.order_id: self._fields(r, placing=True) for r in recs}
+        asyncio.get_running_loop().call_soon(self._queue_send, unsent)
         return self._accepted(req.id, parent, duplicate=False)
 
-    def _send_all(self, recs: list[OrderRecord], priority: Priority) -> None:
+    def _room(self, caller: Caller, cost: int) -> Reservation | Refusal:
+        """Room in the pacer for a place or modify of ``caller``, held until it is queued:
+        or a ``busy`` refusal saying why (queue full, the lease's share used, or a wait
+        longer than ``max_order_delay``)."""
+        try:
+            return self._pacer.reserve(
+                Priority.ORDER, cost=cost, owner=caller.lease, max_delay=self.max_order_delay
+            )
+        except PacerBusy as exc:
+            return Refusal(RejectReason.BUSY, str(exc))
+
+    def _family(self, rec: OrderRecord) -> tuple[str, int]:
+        """The pacer key of everything about ``rec``: its top-most parent's id."""
+        root = rec
+        while root.parent_id:
+            parent = self.store.by_id.get(root.parent_id)
+            if parent is None:
+                break
+            root = parent
+        return ("order", root.order_id)
+
+    def _queue_send(self, unsent: _Unsent) -> None:
+        """Hand an unsent placeOrder to the pacer (unless a cancel emptied it meanwhile)."""
+        slot, unsent.reservation = unsent.reservation, None
+        if not unsent.recs:
+            if slot is not None:
+                slot.release()
+            return
+        head = unsent.recs[0]
+        what = "modify" if unsent.modify else "placeOrder"
+        fut: asyncio.Future[None] = self._pacer.submit(
+            Priority.ORDER,
+            partial(self._write, unsent),
+            cost=len(unsent.recs),
+            key=self._family(head),
+            reservation=slot,  # counts against the lease that asked for the room
+            label=f"{what} {' '.join(str(r.order_id) for r in unsent.recs)}",
+        )
+        if not fut.done():
+            unsent.future = fut
+        fut.add_done_callback(partial(self._sent, unsent))
+
+    def _write(self, unsent: _Unsent) -> None:
+        """The pacer's send: write the placeOrder(s) to the Gateway session, now."""
+        recs = list(unsent.recs)
         for rec in recs:
-            self._send(rec, priority)
+            if self._unsent.get(rec.order_id) is unsent:
+                del self._unsent[rec.order_id]  # from here on it is the Gateway's to know
+        for i, rec in enumerate(recs):
+            fields = unsent.fields[rec.order_id]
+            if not unsent.modify:  # a family transmits with its last leg (IB's convention)
+                fields = replace(fields, transmit=i == len(recs) - 1)
+            self._up.place(rec.order_id, self._spec(rec), fields)
+            unsent.written.append(rec)
+            if not unsent.modify:
+                rec.sent = True
 
     def _allocate(self) -> int:
         self._up.ensure_ids_above(self.store.max_id)
@@ -384,6 +532,12 @@ class OrderBook:
             fingerprint=fingerprint(req),
             created_ns=now,
             updated_ns=now,
+            oca_group=req.oca_group,
+            oca_type=req.oca_type,
+            order_ref=req.order_ref,
+            algo_strategy=req.algo_strategy,
+            algo_params=encode_algo_params(req.algo_params),
+            algo_id=req.algo_id,
         )
         recs = [base]
         exit_action = "SELL" if req.action == "BUY" else "BUY"
@@ -402,6 +556,12 @@ class OrderBook:
                     stop_price=stop,
                     parent_id=base.order_id,
                     fingerprint="",
+                    # the entry's OCA group and algo are the parent's; the label is the family's
+                    oca_group="",
+                    oca_type=0,
+                    algo_strategy="",
+                    algo_params="",
+                    algo_id="",
                 )
             )
         return recs
@@ -416,11 +576,14 @@ class OrderBook:
             con_id=rec.con_id,
         )
 
-    def _fields(self, rec: OrderRecord) -> OrderFields:
-        # A bracket goes out parent first with transmit off; the last child transmits all.
-        # Once an order is working, a re-send is a modify and always transmits.
+    def _fields(self, rec: OrderRecord, placing: bool = False) -> OrderFields:
+        # A bracket goes out parent first with transmit off; the last child transmits all
+        # (for a placement :meth:`_write` sets it by the legs it sends). Once an order is
+        # working, a re-send is a modify and always transmits.
         pending = rec.status == "PendingSubmit"
-        if rec.parent_id and rec.parent_id in self.store.children:
+        if placing:
+            transmit = True
+        elif rec.parent_id and rec.parent_id in self.store.children:
             transmit = not pending or rec.order_id == self.store.children[rec.parent_id][-1]
         else:
             transmit = not pending or not self.store.children.get(rec.order_id)
@@ -436,29 +599,29 @@ class OrderBook:
             parent_id=rec.parent_id,
             transmit=transmit,
             order_ref=make_order_ref(rec.owner, rec.client_order_id or ""),
+            oca_group=make_oca_group(rec.owner, rec.oca_group),
+            oca_type=rec.oca_type,
+            algo_strategy=rec.algo_strategy,
+            algo_params=tuple(decode_algo_params(rec.algo_params).items()),
+            algo_id=rec.algo_id,
         )
 
-    def _send(self, rec: OrderRecord, priority: Priority) -> None:
-        spec, fields = self._spec(rec), self._fields(rec)
-        fut = self._pacer.submit(
-            priority,
-            lambda: self._up.place(rec.order_id, spec, fields),
-            label=f"placeOrder {rec.order_id}",
-        )
-        self._in_flight(rec.order_id)
-        fut.add_done_callback(lambda f: self._sent(rec, f))
-
-    def _sent(self, rec: OrderRecord, fut: asyncio.Future[None]) -> None:
-        self.queued.discard(rec.order_id)
+    def _sent(self, unsent: _Unsent, fut: asyncio.Future[None]) -> None:
+        """The pacer is done with ``unsent``: written, failed, withdrawn or stopped."""
+        for rec in unsent.recs:
+            if self._unsent.get(rec.order_id) is not unsent:
+                self.queued.discard(rec.order_id)
         if fut.cancelled():
-            return  # hub stopping: reconciliation decides what happened
+            return  # withdrawn (the canceller ended its orders) or hub stopping
         exc = fut.exception()
-        if exc is None:
-            if not rec.sent:
-                rec.sent = True
+        for rec in unsent.written:
+            if not unsent.modify:
                 self.store.persist(op_update, (rec.order_id, "sent", {"sent": True}), rec, None)
+        if exc is None or unsent.modify:
             return
-        if rec.status == "PendingSubmit":
+        for rec in unsent.recs:
+            if rec in unsent.written or rec.status != "PendingSubmit":
+                continue
             rec.status = "Inactive"
             rec.message = (
                 f"could not be sent to the Gateway: {exc}; it was not sent and will not be "
@@ -468,6 +631,114 @@ class OrderBook:
             changes = snapshot(rec, ("status", "message", "updated_ns"))
             ev = self.store.event(rec, "rejected")
             self.store.persist(op_update, (rec.order_id, "send_failed", changes), rec, ev)
+
+    # ------------------------------------------------------------------ withdrawing
+
+    def _descendants(self, rec: OrderRecord) -> list[OrderRecord]:
+        out: list[OrderRecord] = []
+        for child_id in self.store.children.get(rec.order_id, ()):
+            child = self.store.by_id.get(child_id)
+            if child is not None:
+                out.extend([child, *self._descendants(child)])
+        return out
+
+    def _take_out(self, rec: OrderRecord, unsent: _Unsent) -> None:
+        """Remove ``rec`` from its unsent send; withdraw the send once it carries nothing."""
+        del self._unsent[rec.order_id]
+        self.queued.discard(rec.order_id)
+        if rec in unsent.recs:
+            unsent.recs.remove(rec)
+            unsent.fields.pop(rec.order_id, None)
+        if unsent.future is None:
+            return  # not queued yet: _queue_send sends what is left, or nothing
+        if unsent.recs:
+            self._pacer.recost(unsent.future, len(unsent.recs))
+        else:
+            self._pacer.withdraw(unsent.future)
+
+    def _withdraw_placement(self, rec: OrderRecord) -> bool:
+        """If ``rec`` was never sent, take it (and its unsent children) out of the queue and
+        end it Cancelled here: True. False if its placeOrder has been written upstream."""
+        unsent = self._unsent.get(rec.order_id)
+        if unsent is None or unsent.modify:
+            return False
+        for child in self._descendants(rec):
+            self._withdraw_placement(child)
+        if self._unsent.get(rec.order_id) is unsent:
+            self._take_out(rec, unsent)
+            log.info("order %d cancelled before it was sent upstream", rec.order_id)
+            self.store.modifying.pop(rec.order_id, None)
+            self.updates.apply_status(rec, "Cancelled", None, None, None, NOT_SENT)
+        return True
+
+    def _withdraw_modify(self, rec: OrderRecord) -> None:
+        """A modification of ``rec`` still queued is moot once ``rec`` is being cancelled:
+        withdraw it and restore the fields the Gateway has (a ``modify_rejected`` event)."""
+        unsent = self._unsent.get(rec.order_id)
+        if unsent is None or not unsent.modify:
+            return
+        self._take_out(rec, unsent)
+        before = self.store.modifying.pop(rec.order_id, None)
+        if before is None:
+            return
+        for name, value in before.items():
+            setattr(rec, name, value)
+        rec.message = MODIFY_WITHDRAWN
+        rec.updated_ns = self.store.now()
+        changes = snapshot(rec, [*before, "message", "updated_ns"])
+        ev = self.store.event(rec, "modify_rejected")
+        self.store.persist(op_update, (rec.order_id, "modify_withdrawn", changes), rec, ev)
+
+    def _cancel_now(self, rec: OrderRecord) -> None:
+        """Cancel ``rec``, decided synchronously: withdrawn here if it was never sent,
+        else a cancelOrder queued after everything already queued about it."""
+        if rec.status in TERMINAL:
+            return
+        for child in self._descendants(rec):
+            self._withdraw_placement(child)  # IB would cancel them with their parent
+        if self._withdraw_placement(rec):
+            return
+        self._withdraw_modify(rec)
+        fut = self._pacer.submit(
+            Priority.CANCEL,
+            partial(self._up.cancel, rec.order_id),
+            key=self._family(rec),
+            label=f"cancelOrder {rec.order_id}",
+        )
+        fut.add_done_callback(_log_send_failure)
+
+    def _needs_upstream(self, recs: list[OrderRecord]) -> bool:
+        """Whether cancelling ``recs`` has to send anything (some were written upstream)."""
+        for rec in recs:
+            if rec.status in TERMINAL:
+                continue
+            unsent = self._unsent.get(rec.order_id)
+            if unsent is None or unsent.modify:
+                return True
+        return False
+
+    async def _journaled(self, recs: list[OrderRecord]) -> None:
+        """Wait until the placements of ``recs`` that are still being journaled have
+        committed, so their ``acknowledged`` event precedes whatever a cancel publishes."""
+        while True:
+            waits = {
+                p
+                for rec in recs
+                for p in (self._pending.get(rec.order_id), self._pending.get(rec.parent_id))
+                if p is not None and not p.done()
+            }
+            if not waits:
+                return
+            await asyncio.wait(waits)
+
+    def _note(self, order_id: int, kind: str, data: dict[str, Any]) -> None:
+        """An audit note in the journal's log, not awaited: a cancel must not wait for it."""
+
+        def done(result: Any) -> None:
+            if isinstance(result, BaseException):
+                log.error("journal note %s for order %d failed: %s", kind, order_id, result)
+
+        self.store.writer.write_then(op_note, (order_id, kind, data), done)
 
     def _mine(self, caller: Caller, order_id: int, coid: str) -> OrderRecord | Refusal:
         rec = (
@@ -486,13 +757,30 @@ class OrderBook:
 
     async def modify(self, caller: Caller, req: ModifyOrder) -> OrderAccepted | OrderRejected:
         rec = self._mine(caller, req.order_id, req.client_order_id)
+        if isinstance(rec, OrderRecord):
+            await self._journaled([rec])  # "acknowledged" first
+            rec = self._mine(caller, req.order_id, req.client_order_id)
         if isinstance(rec, Refusal):
             return self._reject(req.id, req.client_order_id, rec, req.order_id)
         if rec.owner == EXTERNAL:
             ext = Refusal(RejectReason.NOT_OWNER, "external orders cannot be modified here")
             return self._reject(req.id, req.client_order_id, ext, rec.order_id)
+        # A modification of an order whose placeOrder is still queued rides on it; any
+        # other needs room upstream like a new order (else ``busy``).
+        slot: Reservation | None = None
+        if rec.order_id not in self._unsent:
+            room = self._room(caller, 1)
+            if isinstance(room, Refusal):
+                return self._reject(req.id, req.client_order_id, room, rec.order_id)
+            slot = room
         current = OrderParams(
-            rec.action, rec.quantity, rec.order_type, rec.limit_price, rec.stop_price, rec.tif
+            rec.action,
+            rec.quantity,
+            rec.order_type,
+            rec.limit_price,
+            rec.stop_price,
+            rec.tif,
+            sec_type=rec.sec_type,
         )
         refusal = self.risk.check_modify(
             req,
@@ -511,6 +799,8 @@ class OrderBook:
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:
+            if slot is not None:
+                slot.release()
             return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
         before = snapshot(rec, MODIFY_FIELDS)
         rec.quantity, rec.limit_price, rec.stop_price, rec.tif = (
@@ -528,54 +818,75 @@ class OrderBook:
                 op_update, rec.order_id, "modify", snapshot(rec, MODIFY_FIELDS)
             )
         except JournalError as exc:
+            if slot is not None:
+                slot.release()
             for name, value in before.items():
                 setattr(rec, name, value)
             refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
             return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        except BaseException:  # cancelled (hub stopping): the room must not stay held
+            if slot is not None:
+                slot.release()
+            raise
+        self.store.deliver(rec, self.store.event(rec, "modified"))
+        if rec.status in TERMINAL:  # ended while the journal committed: nothing to send
+            if slot is not None:
+                slot.release()
+            return self._accepted(req.id, rec, duplicate=False)
+        unsent = self._unsent.get(rec.order_id)
+        if unsent is not None:
+            # Still queued: the one placeOrder goes up with the newest (committed) fields.
+            # A queued modification keeps the Gateway's fields it saved in ``modifying``.
+            unsent.fields[rec.order_id] = self._fields(rec, placing=not unsent.modify)
+            if slot is not None:
+                slot.release()
+            return self._accepted(req.id, rec, duplicate=False)
         # Until IB acknowledges (openOrder), a refusal restores these (OrderUpdates).
         self.store.modifying[rec.order_id] = before
-        self.store.deliver(rec, self.store.event(rec, "modified"))
-        self._send(rec, Priority.ORDER)
+        send = _Unsent([rec], {rec.order_id: self._fields(rec)}, modify=True, reservation=slot)
+        self._unsent[rec.order_id] = send
+        self._in_flight(rec.order_id)
+        self._queue_send(send)
         return self._accepted(req.id, rec, duplicate=False)
-
-    async def _cancel_ids(self, order_ids: list[int], kind: str) -> None:
-        for order_id in order_ids:
-            await self.store.writer.write(op_note, order_id, kind, {})
-            fut = self._pacer.submit(
-                Priority.CANCEL, partial(self._up.cancel, order_id), label=f"cancelOrder {order_id}"
-            )
-            fut.add_done_callback(_log_send_failure)
 
     async def cancel(self, caller: Caller, req: CancelOrder) -> CancelRequested | OrderRejected:
         rec = self._mine(caller, req.order_id, req.client_order_id)
+        if isinstance(rec, OrderRecord):
+            await self._journaled([rec])  # "acknowledged" first
+            rec = self._mine(caller, req.order_id, req.client_order_id)
         refusal = rec if isinstance(rec, Refusal) else self.risk.check_cancel(caller.role)
-        if refusal is None and not self._up.is_connected():
+        if (
+            refusal is None
+            and isinstance(rec, OrderRecord)
+            and self._needs_upstream([rec])
+            and not self._up.is_connected()
+        ):
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:
             return self._reject(req.id, req.client_order_id, refusal, req.order_id)
         assert isinstance(rec, OrderRecord)
-        try:
-            await self._cancel_ids([rec.order_id], "cancel_request")
-        except JournalError as exc:
-            refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
-            return self._reject(req.id, req.client_order_id, refusal, rec.order_id)
+        self._note(rec.order_id, "cancel_request", {})
+        self._cancel_now(rec)
         return CancelRequested(id=req.id, order_ids=[rec.order_id])
 
     async def cancel_all(
         self, caller: Caller, req: CancelAllOrders
     ) -> CancelRequested | OrderRejected:
         refusal = self.risk.check_cancel(caller.role)
-        if refusal is None and not self._up.is_connected():
-            refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:
             return self._reject(req.id, "", refusal)
-        ids = sorted(r.order_id for r in self.store.working if r.owner == caller.owner)
-        try:
-            await self._cancel_ids(ids, "cancel_all_request")
-        except JournalError as exc:
-            refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
-            return self._reject(req.id, "", refusal)
-        return CancelRequested(id=req.id, order_ids=ids)
+        await self._journaled([r for r in self.store.working if r.owner == caller.owner])
+        mine = sorted(
+            (r for r in self.store.working if r.owner == caller.owner), key=lambda r: r.order_id
+        )
+        if self._needs_upstream(mine) and not self._up.is_connected():
+            down = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
+            return self._reject(req.id, "", down)
+        for rec in mine:
+            self._note(rec.order_id, "cancel_all_request", {})
+        for rec in mine:
+            self._cancel_now(rec)  # parents first (lower ids): their unsent legs go with them
+        return CancelRequested(id=req.id, order_ids=[r.order_id for r in mine])
 
     async def global_cancel(
         self, caller: Caller, req: GlobalCancel
@@ -585,12 +896,14 @@ class OrderBook:
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:
             return self._reject(req.id, "", refusal)
-        ids = sorted(r.order_id for r in self.store.working)
-        try:
-            await self.store.writer.write(op_note, 0, "global_cancel", {"by": caller.owner})
-        except JournalError as exc:
-            refusal = Refusal(RejectReason.INTERNAL, f"the order journal failed: {exc}")
-            return self._reject(req.id, "", refusal)
+        await self._journaled(self.store.working)
+        working = sorted(self.store.working, key=lambda r: r.order_id)
+        self._note(0, "global_cancel", {"by": caller.owner})
+        # Nothing the hub still holds survives: unsent placements end here, queued
+        # modifications are withdrawn, then reqGlobalCancel goes after what was sent.
+        for rec in working:
+            if not self._withdraw_placement(rec):
+                self._withdraw_modify(rec)
         fut = self._pacer.submit(Priority.CANCEL, self._up.global_cancel, label="reqGlobalCancel")
         fut.add_done_callback(_log_send_failure)
-        return CancelRequested(id=req.id, order_ids=ids)
+        return CancelRequested(id=req.id, order_ids=[r.order_id for r in working])

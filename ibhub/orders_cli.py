@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from ibhub.journal import JOURNAL_FILE, Journal, OrderRecord, default_data_dir
+from ibhub.order_feed import decode_algo_params
 from ibhub.order_store import TERMINAL
 
 
@@ -125,6 +126,12 @@ def orders(
                 "message": r.message,
                 "created_ns": r.created_ns,
                 "updated_ns": r.updated_ns,
+                "order_ref": r.order_ref,
+                "oca_group": r.oca_group,
+                "oca_type": r.oca_type,
+                "algo_strategy": r.algo_strategy,
+                "algo_params": decode_algo_params(r.algo_params),
+                "algo_id": r.algo_id,
             }
             for r in recs
         ]

@@ -12,7 +12,18 @@ upstream request therefore goes through one :class:`Pacer`:
   historical and contract queries), FIFO within a priority;
 * historical requests also wait (never fail) for IB's historical pacing: no identical
   request within 15 s, at most 5 for the same contract/exchange/type within 2 s, and at
-  most 60 in any 10 minutes. A waiting historical request does not hold up the rest.
+  most 60 in any 10 minutes. A waiting historical request does not hold up the rest;
+* **keyed** items (everything about one order family carries the family's key) go in
+  submission order per key, whatever their priorities: a cancel never overtakes the
+  placement or modification of its own order while that is still queued. A queued item
+  can be withdrawn (:meth:`Pacer.withdraw`): it is never sent;
+* **bounded**: at most ``max_queue`` items overall and ``max_queue_per_owner`` per
+  owner (a lease) wait at once, and a caller may ask for room only if its request would
+  go within ``max_delay`` seconds (:meth:`Pacer.reserve`, :meth:`Pacer.check`); a request
+  that does not fit is refused at once with :class:`PacerBusy`. Cancels are never
+  refused: they are cheap and withdraw work. The expected delay of a new request is
+  what is queued ahead of it at its priority and above, less the budget at hand,
+  divided by the rate (:meth:`Pacer.expected_delay`).
 
 Time comes from an injectable :class:`Clock` so tests are deterministic: the pacer
 only ever asks "what time is it" and "call me back at t", and :class:`ManualClock`
@@ -27,13 +38,15 @@ import heapq
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+REFUSALS_WINDOW: Final = 60.0  # seconds over which recent busy refusals are counted
 
 
 class Priority(enum.IntEnum):
@@ -158,6 +171,17 @@ class HistoricalPacing:
             self._last_identical = {k: t for k, t in self._last_identical.items() if t > horizon}
 
 
+class PacerBusy(Exception):
+    """The pacer cannot take a request now: its queue is full (overall or for this
+    owner), or the request would wait longer than the caller's limit. The message says
+    which, with the figures; nothing was queued."""
+
+    def __init__(self, message: str, *, expected_delay: float, limit: float | None) -> None:
+        super().__init__(message)
+        self.expected_delay = expected_delay
+        self.limit = limit
+
+
 @dataclass(eq=False)
 class _Item:
     priority: Priority
@@ -168,6 +192,31 @@ class _Item:
     hist_group: Hashable | None = None
     enqueued: float = 0.0
     label: str = ""
+    key: Hashable | None = None
+    owner: Hashable | None = None
+
+
+class Reservation:
+    """Room held in the queue for a request being prepared (an order being journaled):
+    it counts as queued (for the bounds and the expected delay of others) until it is
+    handed to :meth:`Pacer.submit` or :meth:`released <release>`."""
+
+    __slots__ = ("_pacer", "active", "cost", "owner", "priority")
+
+    def __init__(
+        self, pacer: Pacer, priority: Priority, cost: float, owner: Hashable | None
+    ) -> None:
+        self._pacer = pacer
+        self.priority = priority
+        self.cost = cost
+        self.owner = owner
+        self.active = True
+
+    def release(self) -> None:
+        """Give the room back (the request was refused or failed before it was queued)."""
+        if self.active:
+            self.active = False
+            self._pacer._unreserve(self)
 
 
 class Pacer:
@@ -180,16 +229,34 @@ class Pacer:
         burst: float = 5.0,
         clock: Clock | None = None,
         historical: HistoricalRules | None = None,
+        max_queue: int | None = None,
+        max_queue_per_owner: int | None = None,
     ) -> None:
+        """``max_queue``: items (plus reservations) that may wait at once, all owners
+        and priorities; ``max_queue_per_owner``: the same per owner. None: no bound.
+        Only :meth:`check` / :meth:`reserve` and ``submit(bounded=True)`` enforce them;
+        the hub's own sends (re-subscribing after a reconnect, cancels) always queue."""
         if not rate > 0:
             raise ValueError(f"pacer rate must be > 0 messages/s, got {rate}")
         if burst < 1:
             raise ValueError(f"pacer burst must be >= 1, got {burst}")
+        for name, bound in (("max_queue", max_queue), ("max_queue_per_owner", max_queue_per_owner)):
+            if bound is not None and bound < 1:
+                raise ValueError(f"pacer {name} must be >= 1 (or None), got {bound}")
         self.rate = rate
         self.burst = burst
+        self.max_queue = max_queue
+        self.max_queue_per_owner = max_queue_per_owner
         self.clock: Clock = clock or LoopClock()
         self.historical = HistoricalPacing(historical)
         self._queues: dict[Priority, deque[_Item]] = {p: deque() for p in Priority}
+        # What waits, for the bounds and the delay estimate: queued items and reservations.
+        self._cost: dict[Priority, float] = dict.fromkeys(Priority, 0.0)  # queued items
+        self._rcost: dict[Priority, float] = dict.fromkeys(Priority, 0.0)  # reservations
+        self._owners: Counter[Hashable] = Counter()
+        self._reserved = 0
+        self._by_key: dict[Hashable, deque[_Item]] = {}  # per-key FIFO of queued items
+        self._items: dict[asyncio.Future[Any], _Item] = {}  # queued items by future
         self._tokens = burst
         self._stamp: float | None = None
         self._wake = asyncio.Event()
@@ -198,7 +265,11 @@ class Pacer:
         self.sent = 0
         self.sent_by_priority: dict[Priority, int] = dict.fromkeys(Priority, 0)
         self.max_wait = 0.0  # longest time an item waited in the queue (seconds)
+        self.max_wait_by_priority: dict[Priority, float] = dict.fromkeys(Priority, 0.0)
         self.waiting = False  # True while the loop waits for a token, a timer or work
+        self.withdrawn = 0  # items withdrawn before they were sent
+        self.refused = 0  # requests refused with PacerBusy
+        self._refusals: deque[float] = deque(maxlen=10_000)  # when, for recent_refusals()
 
     # ---------------------------------------------------------------- public
 
@@ -221,7 +292,9 @@ class Pacer:
             self._timer = None
         for q in self._queues.values():
             while q:
-                q.popleft().future.cancel()
+                item = q[0]
+                self._unqueue(item)
+                item.future.cancel()
 
     def submit(
         self,
@@ -232,6 +305,10 @@ class Pacer:
         historical_key: Hashable | None = None,
         historical_group: Hashable | None = None,
         label: str = "",
+        key: Hashable | None = None,
+        owner: Hashable | None = None,
+        reservation: Reservation | None = None,
+        bounded: bool = False,
     ) -> asyncio.Future[T]:
         """Queue ``send`` (a synchronous callable that writes one request upstream).
 
@@ -239,7 +316,19 @@ class Pacer:
         request (identical requests share the key); ``historical_group`` identifies
         contract+exchange+data type for the 2-second rule. To pace a coroutine-based call,
         let ``send`` start it (``loop.create_task``) and return the task.
+
+        ``key``: items with the same key are sent in the order they were submitted, even
+        across priorities. ``owner``: whom the item counts against (per-owner bound).
+        ``reservation``: room taken earlier with :meth:`reserve`, now used by this item.
+        ``bounded``: refuse with :class:`PacerBusy` when the queue is full (a request
+        from a script; the hub's own sends queue regardless). The future is cancelled
+        if the item is withdrawn or the pacer stops before it is sent.
         """
+        if reservation is not None:
+            owner = reservation.owner if owner is None else owner
+            reservation.release()  # its room passes to the item
+        elif bounded:
+            self.check(priority, cost=cost, owner=owner)
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         item = _Item(
             priority,
@@ -250,6 +339,8 @@ class Pacer:
             hist_group=historical_group,
             enqueued=self.clock.now(),
             label=label,
+            key=key,
+            owner=owner,
         )
         if self._task is not None and not self.queued:
             # Nothing waiting: send at once if the budget allows (no added latency, and
@@ -262,9 +353,125 @@ class Pacer:
             if ready and self._tokens + 1e-9 >= item.cost:
                 self._dispatch(item, now)
                 return fut
-        self._queues[priority].append(item)
+        self._enqueue(item)
         self._wake.set()
         return fut
+
+    def withdraw(self, fut: asyncio.Future[Any]) -> bool:
+        """Take a queued item out before it is sent: it never will be, and its future
+        is cancelled. False if it is not queued (already sent, or never was)."""
+        item = self._items.get(fut)
+        if item is None:
+            return False
+        self._unqueue(item)
+        self.withdrawn += 1
+        fut.cancel()
+        self._wake.set()  # a later item of its key may be free to go now
+        return True
+
+    def recost(self, fut: asyncio.Future[Any], cost: float) -> None:
+        """A queued item will send fewer messages than it said (a bracket leg withdrawn)."""
+        item = self._items.get(fut)
+        if item is not None:
+            new = max(1.0, cost)
+            self._cost[item.priority] = max(0.0, self._cost[item.priority] + new - item.cost)
+            item.cost = new
+
+    def expected_delay(self, priority: Priority, cost: float = 1.0) -> float:
+        """Seconds a request of ``priority`` submitted now would wait before it is sent:
+        what waits ahead of it (its priority and above, reservations included) less the
+        budget at hand, at the pacer's rate. Requests of higher priority submitted later
+        go first and add to it; historical requests may also wait for IB's rules."""
+        now = self.clock.now()
+        tokens = (
+            self.burst
+            if self._stamp is None
+            else min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        )
+        ahead = sum(self._cost[p] + self._rcost[p] for p in Priority if p <= priority)
+        return max(0.0, (ahead + max(1.0, cost) - tokens) / self.rate)
+
+    def check(
+        self,
+        priority: Priority,
+        *,
+        cost: float = 1.0,
+        owner: Hashable | None = None,
+        max_delay: float | None = None,
+    ) -> None:
+        """Raise :class:`PacerBusy` if a request like this would not be taken now: the
+        queue is full, ``owner`` has its share waiting, or it would wait longer than
+        ``max_delay`` seconds. Cancels always fit."""
+        if priority == Priority.CANCEL:
+            return
+        delay = self.expected_delay(priority, cost)
+        waiting = self.queued + self._reserved
+        if self.max_queue is not None and waiting >= self.max_queue:
+            self._refuse(
+                f"the hub's upstream queue is full: {waiting} requests wait for the "
+                f"Gateway (limit pacer_queue_max={self.max_queue}); retry in a moment",
+                delay,
+                max_delay,
+            )
+        mine = self._owners.get(owner, 0) if owner is not None else 0
+        if owner is not None and self.max_queue_per_owner is not None:
+            if mine >= self.max_queue_per_owner:
+                self._refuse(
+                    f"{mine} of your requests already wait for the Gateway (limit "
+                    f"pacer_queue_per_lease={self.max_queue_per_owner}); retry in a moment",
+                    delay,
+                    max_delay,
+                )
+        if max_delay is not None and delay > max_delay + 1e-9:
+            self._refuse(
+                f"the Gateway is busy: this would wait about {delay:.2f}s before it is "
+                f"sent (limit max_order_delay={max_delay:g}s; {waiting} requests wait "
+                f"ahead of it at {self.rate:g} messages/s); retry in a moment",
+                delay,
+                max_delay,
+            )
+
+    def reserve(
+        self,
+        priority: Priority,
+        *,
+        cost: float = 1.0,
+        owner: Hashable | None = None,
+        max_delay: float | None = None,
+    ) -> Reservation:
+        """:meth:`check`, then hold room for the request until it is submitted (pass the
+        reservation to :meth:`submit`) or released. Requests being prepared meanwhile
+        (journaled, say) count as queued, so a burst of them cannot all pass the check
+        against the same empty queue."""
+        self.check(priority, cost=cost, owner=owner, max_delay=max_delay)
+        r = Reservation(self, priority, max(1.0, cost), owner)
+        self._rcost[priority] += r.cost
+        self._reserved += 1
+        if owner is not None:
+            self._owners[owner] += 1
+        return r
+
+    def recent_refusals(self, window: float = REFUSALS_WINDOW) -> int:
+        """Requests refused as busy in the last ``window`` seconds (at most 60)."""
+        horizon = self.clock.now() - window
+        return sum(1 for t in self._refusals if t > horizon)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Depths, bounds and the delay a new order would see now (status, health)."""
+        return {
+            "queue": self.depth(),
+            "queued": self.queued,
+            "reserved": self._reserved,
+            "expected_order_delay": round(self.expected_delay(Priority.ORDER), 3),
+            "max_queue": self.max_queue,
+            "max_queue_per_owner": self.max_queue_per_owner,
+            "refused": self.refused,
+            "refused_recently": self.recent_refusals(),
+            "withdrawn": self.withdrawn,
+            "sent": self.sent,
+            "max_wait_seconds": round(self.max_wait, 3),
+            "max_order_wait_seconds": round(self.max_wait_by_priority[Priority.ORDER], 3),
+        }
 
     async def call(
         self,
@@ -275,6 +482,7 @@ class Pacer:
         historical_key: Hashable | None = None,
         historical_group: Hashable | None = None,
         label: str = "",
+        bounded: bool = False,
     ) -> T:
         """Pace a coroutine-based request (``ib.reqHistoricalDataAsync(...)``): ``start``
         is called when the budget allows (that sends the request), then its result is
@@ -291,6 +499,7 @@ class Pacer:
             historical_key=historical_key,
             historical_group=historical_group,
             label=label,
+            bounded=bounded,
         )
         return await task
 
@@ -320,10 +529,12 @@ class Pacer:
         for priority in Priority:
             q = self._queues[priority]
             while q and q[0].future.done():  # caller gave up (cancelled)
-                q.popleft()
+                self._unqueue(q[0])
             for item in q:
                 if item.future.done():
                     continue
+                if item.key is not None and self._by_key[item.key][0] is not item:
+                    continue  # an earlier item of its key goes first
                 if item.hist_key is None:
                     return item, None
                 ready = self.historical.ready_at(item.hist_key, item.hist_group, now)
@@ -360,10 +571,65 @@ class Pacer:
                 self._schedule(now + (item.cost - self._tokens) / self.rate)
                 await self._sleep()
                 continue
-            self._queues[item.priority].remove(item)
+            self._unqueue(item)
             self._dispatch(item, now)
             # Let the loop breathe between sends (other coroutines, incoming data).
             await asyncio.sleep(0)
+
+    def _enqueue(self, item: _Item) -> None:
+        self._queues[item.priority].append(item)
+        self._cost[item.priority] += item.cost
+        if item.owner is not None:
+            self._owners[item.owner] += 1
+        if item.key is not None:
+            self._by_key.setdefault(item.key, deque()).append(item)
+        self._items[item.future] = item
+        item.future.add_done_callback(self._gone)
+
+    def _gone(self, fut: asyncio.Future[Any]) -> None:
+        """A queued item's future ended before it was sent (its caller gave up)."""
+        item = self._items.get(fut)
+        if item is not None:
+            self._unqueue(item)
+            self._wake.set()
+
+    def _unqueue(self, item: _Item) -> None:
+        if self._items.pop(item.future, None) is None:
+            return
+        self._queues[item.priority].remove(item)
+        self._cost[item.priority] = max(0.0, self._cost[item.priority] - item.cost)
+        if not self._queues[item.priority]:
+            self._cost[item.priority] = 0.0  # no float residue once empty
+        if item.owner is not None:
+            self._uncount(item.owner)
+        if item.key is not None:
+            same = self._by_key[item.key]
+            same.remove(item)
+            if not same:
+                del self._by_key[item.key]
+
+    def _unreserve(self, r: Reservation) -> None:
+        self._reserved -= 1
+        self._rcost[r.priority] = (
+            max(0.0, self._rcost[r.priority] - r.cost) if self._reserved else 0.0
+        )
+        if r.owner is not None:
+            self._uncount(r.owner)
+
+    def _uncount(self, owner: Hashable) -> None:
+        left = self._owners[owner] - 1
+        if left > 0:
+            self._owners[owner] = left
+        else:
+            del self._owners[owner]
+
+    def _refuse(self, message: str, delay: float, limit: float | None) -> None:
+        now = self.clock.now()
+        self.refused += 1
+        self._refusals.append(now)
+        while self._refusals and self._refusals[0] <= now - REFUSALS_WINDOW:
+            self._refusals.popleft()
+        raise PacerBusy(message, expected_delay=delay, limit=limit)
 
     def _dispatch(self, item: _Item, now: float) -> None:
         """Spend the budget for ``item``, send it, and resolve its future."""
@@ -372,7 +638,10 @@ class Pacer:
             self.historical.record(item.hist_key, item.hist_group, now)
         self.sent += 1
         self.sent_by_priority[item.priority] += 1
-        self.max_wait = max(self.max_wait, now - item.enqueued)
+        waited = now - item.enqueued
+        self.max_wait = max(self.max_wait, waited)
+        if waited > self.max_wait_by_priority[item.priority]:
+            self.max_wait_by_priority[item.priority] = waited
         try:
             result = item.send()
         except Exception as exc:  # the send failed: that caller learns why, others go on

@@ -16,13 +16,50 @@ are maps: they are rare, and names make them easy to produce from other language
 
 from __future__ import annotations
 
+from typing import Annotated, Final
+
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 PROTOCOL_VERSION = 2
 # 2: tick topics carry ``Ticks`` batches (several ticks of one instrument in one
 # message) as well as single ``Tick`` events. A version-1 client would skip every
 # batch as an unknown tag and silently lose most ticks, so the hub refuses it.
+
+# --------------------------------------------------------------------------- text limits
+# Every text field of a request may end up in a message to the Gateway (symbols,
+# accounts, order refs built from names and client order ids, ...). NUL is the TWS
+# field separator: a NUL inside a field shifts every later field of the message (an
+# account "DU1\0\0" once moved the order ref into the parentId slot). So decoding
+# refuses, naming the field:
+#
+# * C0 controls (U+0000-U+001F: NUL, TAB, CR, LF, ...), DEL (U+007F) and the C1 controls
+#   (U+0080-U+009F), plus the Unicode line/paragraph separators (U+2028/U+2029). None
+#   is ever part of an IB symbol, code, account or reference; C1 and the separators
+#   are refused too because they act as controls in terminals and log viewers (a CSI
+#   U+009B or a line break in a symbol could forge log lines). Other Unicode (accented
+#   names, CJK local symbols) is allowed: IB has such names, and UTF-8 carries no NUL.
+# * text longer than a limit per kind of field (below): far above any real value, low
+#   enough that a careless or hostile value is refused instead of passed on.
+#
+# The pattern ends in ``\Z``, not ``$`` (which also matches before a final newline).
+
+TEXT_PATTERN: Final = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*\\Z"
+MAX_CODE: Final = 32  # sec_type, exchange, currency, right, tif, order type, bar size, ...
+MAX_SYMBOL: Final = 64  # symbol, local symbol, trading class (option local symbols ~21)
+MAX_ACCOUNT: Final = 64  # account ids (DU1234567) and FA group names
+MAX_CLIENT_ORDER_ID: Final = 64  # becomes part of the IB orderRef
+MAX_NAME: Final = 200  # a script's name (the order owner, also part of the orderRef)
+MAX_TOKEN: Final = 256  # lease ids, topics, account-summary tags, duration / end strings
+MAX_TAGS: Final = 256  # entries in an account-summary tag list
+MAX_ALGO_PARAMS: Final = 32  # tag/value parameters of an IB algo (Adaptive has 1, Vwap ~8)
+
+Code = Annotated[str, Meta(max_length=MAX_CODE, pattern=TEXT_PATTERN)]
+Symbol = Annotated[str, Meta(max_length=MAX_SYMBOL, pattern=TEXT_PATTERN)]
+Account = Annotated[str, Meta(max_length=MAX_ACCOUNT, pattern=TEXT_PATTERN)]
+ClientOrderId = Annotated[str, Meta(max_length=MAX_CLIENT_ORDER_ID, pattern=TEXT_PATTERN)]
+Name = Annotated[str, Meta(max_length=MAX_NAME, pattern=TEXT_PATTERN)]
+Token = Annotated[str, Meta(max_length=MAX_TOKEN, pattern=TEXT_PATTERN)]
 
 # --------------------------------------------------------------------------- shared
 
@@ -30,18 +67,18 @@ PROTOCOL_VERSION = 2
 class ContractSpec(Struct, frozen=True, omit_defaults=True):
     """What a script asks for. Either ``con_id`` alone or a symbol with filters."""
 
-    symbol: str = ""
-    sec_type: str = "STK"
-    exchange: str = "SMART"
-    currency: str = "USD"
-    expiry: str = ""  # lastTradeDateOrContractMonth: YYYYMM or YYYYMMDD
+    symbol: Symbol = ""
+    sec_type: Code = "STK"
+    exchange: Code = "SMART"
+    currency: Code = "USD"
+    expiry: Code = ""  # lastTradeDateOrContractMonth: YYYYMM or YYYYMMDD
     strike: float = 0.0
-    right: str = ""  # "C" / "P" for options
-    multiplier: str = ""
+    right: Code = ""  # "C" / "P" for options
+    multiplier: Code = ""
     con_id: int = 0
-    primary_exchange: str = ""
-    local_symbol: str = ""
-    trading_class: str = ""
+    primary_exchange: Code = ""
+    local_symbol: Symbol = ""
+    trading_class: Symbol = ""
 
 
 class ContractInfo(Struct, frozen=True):
@@ -89,39 +126,42 @@ class Request(Struct, frozen=True, tag_field="type", kw_only=True):
 
 
 class Hello(Request, frozen=True, tag="hello"):
-    name: str
-    role: str = "trader"  # "trader", "readonly" or "operator" (may also global-cancel)
+    name: Name
+    role: Code = "trader"  # "trader", "readonly" or "operator" (may also global-cancel)
     # The client's protocol version. A hello without it is a version-1 client (whose
     # document gave it this default): refused, since it cannot read tick batches.
     # Clients send PROTOCOL_VERSION explicitly.
     protocol: int = 1
+    # Proof for role="operator" on a loopback hub: the operator token the hub keeps in
+    # its data dir (operator.token, readable only by the hub's user). See docs/security.md.
+    credential: Token = ""
 
 
 class Heartbeat(Request, frozen=True, tag="heartbeat"):
-    lease: str
+    lease: Token
 
 
 class Goodbye(Request, frozen=True, tag="goodbye"):
-    lease: str
+    lease: Token
 
 
 class Subscribe(Request, frozen=True, tag="subscribe"):
     """Stream market data. ``kind``: "ticks" (top of book) or "bars" (5-second real-time bars)."""
 
-    lease: str
+    lease: Token
     contract: ContractSpec
-    kind: str = "ticks"
+    kind: Code = "ticks"
 
 
 class Unsubscribe(Request, frozen=True, tag="unsubscribe"):
-    lease: str
-    topic: str
+    lease: Token
+    topic: Token
 
 
 class GetSnapshot(Request, frozen=True, tag="snapshot"):
     """The last event published on ``topic`` (or on every topic starting with it)."""
 
-    topic: str
+    topic: Token
 
 
 class GetContractDetails(Request, frozen=True, tag="contract_details"):
@@ -130,23 +170,28 @@ class GetContractDetails(Request, frozen=True, tag="contract_details"):
 
 class GetHistoricalBars(Request, frozen=True, tag="historical_bars"):
     contract: ContractSpec
-    duration: str = "1 D"  # IB duration string: "60 S", "5 D", "2 W", "1 M", "1 Y"
-    bar_size: str = "1 hour"  # IB bar size: "1 secs" ... "1 month"
-    what_to_show: str = "TRADES"
+    duration: Token = "1 D"  # IB duration string: "60 S", "5 D", "2 W", "1 M", "1 Y"
+    bar_size: Code = "1 hour"  # IB bar size: "1 secs" ... "1 month"
+    what_to_show: Code = "TRADES"
     use_rth: bool = True
-    end: str = ""  # "" = now, else "YYYYMMDD HH:MM:SS UTC"
+    end: Token = ""  # "" = now, else "YYYYMMDD HH:MM:SS UTC"
 
 
 class LeaseClientId(Request, frozen=True, tag="lease_client_id"):
     """A raw TWS client id for a script that must open its own Gateway connection."""
 
-    name: str
-    ttl: float = 0.0  # seconds; 0 = hold until released (or the owning lease expires)
-    lease: str = ""  # optional: tie the raw id to this lease's life
+    name: Name
+    # seconds; 0 = the hub's raw_lease_ttl (24 h by default; the owning lease's life
+    # when ``lease`` is given); longer than raw_lease_ttl is cut to it
+    ttl: float = 0.0
+    lease: Token = ""  # optional: tie the raw id to this lease's life
+    token: Token = ""  # renew the raw id this token (from client_id_leased) names instead
 
 
 class ReleaseClientId(Request, frozen=True, tag="release_client_id"):
     client_id: int
+    token: Token = ""  # the raw id's token from client_id_leased
+    credential: Token = ""  # or the operator token: release anyone's raw id
 
 
 class GetStatus(Request, frozen=True, tag="status"):
@@ -170,22 +215,40 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
     the parent held (transmit off) and the children opposite-side with ``parentId``; the
     children get client order ids ``<client_order_id>.tp`` / ``.sl``.
     ``parent_order_id`` links this order to an existing parent (advanced use).
+
+    ``oca_group`` / ``oca_type``: IB's One-Cancels-All group of this script's orders
+    (groups are per script: two scripts' groups of the same name never touch) and how a
+    fill treats the group's other orders: 1 cancel them (with block), 2 reduce them by
+    the filled quantity (with block), 3 reduce them (no block); 0 leaves it to IB.
+    ``order_ref``: the script's own label, stored and shown back (OrderInfo, the front
+    door's openOrder and executions); upstream the hub keeps its own orderRef.
+    ``algo_strategy`` / ``algo_params`` / ``algo_id``: an IB algo ("Adaptive",
+    "Twap", ...) with its tag/value parameters, passed to the Gateway unchanged.
+    In a bracket these apply to the parent; ``order_ref`` also labels the children.
     """
 
-    lease: str
-    client_order_id: str
+    lease: Token
+    client_order_id: ClientOrderId
     contract: ContractSpec
-    action: str
+    action: Code
     quantity: float
-    order_type: str = "MKT"
+    order_type: Code = "MKT"
     limit_price: float | None = None
     stop_price: float | None = None
-    tif: str = "DAY"
+    tif: Code = "DAY"
     outside_rth: bool = False
-    account: str = ""
+    account: Account = ""
     take_profit: float | None = None
     stop_loss: float | None = None
     parent_order_id: int = 0
+    oca_group: ClientOrderId = ""
+    oca_type: int = 0
+    order_ref: ClientOrderId = ""
+    algo_strategy: Code = ""
+    algo_params: Annotated[
+        dict[ClientOrderId, ClientOrderId], Meta(max_length=MAX_ALGO_PARAMS)
+    ] = {}
+    algo_id: ClientOrderId = ""
 
 
 class ModifyOrder(Request, frozen=True, tag="modify_order"):
@@ -194,72 +257,72 @@ class ModifyOrder(Request, frozen=True, tag="modify_order"):
     The order is named by ``order_id`` or, if 0, by ``client_order_id``.
     """
 
-    lease: str
+    lease: Token
     order_id: int = 0
-    client_order_id: str = ""
+    client_order_id: ClientOrderId = ""
     quantity: float | None = None
     limit_price: float | None = None
     stop_price: float | None = None
-    tif: str | None = None
+    tif: Code | None = None
     outside_rth: bool | None = None
 
 
 class CancelOrder(Request, frozen=True, tag="cancel_order"):
     """Cancel one order of mine, by ``order_id`` or (if 0) by ``client_order_id``."""
 
-    lease: str
+    lease: Token
     order_id: int = 0
-    client_order_id: str = ""
+    client_order_id: ClientOrderId = ""
 
 
 class CancelAllOrders(Request, frozen=True, tag="cancel_all_orders"):
     """Cancel every working order owned by this lease's script (name)."""
 
-    lease: str
+    lease: Token
 
 
 class GlobalCancel(Request, frozen=True, tag="global_cancel"):
     """Cancel every working order of the account, external ones too (operator role only)."""
 
-    lease: str
+    lease: Token
 
 
 class GetOpenOrders(Request, frozen=True, tag="open_orders"):
     """Working orders. ``scope``: "mine" (this lease's script) or "all" (operator role)."""
 
-    lease: str
-    scope: str = "mine"
+    lease: Token
+    scope: Code = "mine"
 
 
 class GetCompletedOrders(Request, frozen=True, tag="completed_orders"):
     """Filled, cancelled or rejected orders known to the hub's journal (same scopes)."""
 
-    lease: str
-    scope: str = "mine"
+    lease: Token
+    scope: Code = "mine"
 
 
 class GetExecutions(Request, frozen=True, tag="executions"):
     """Fills with their commissions (same scopes)."""
 
-    lease: str
-    scope: str = "mine"
+    lease: Token
+    scope: Code = "mine"
 
 
 class GetPositions(Request, frozen=True, tag="positions"):
-    account: str = ""  # "" = every account
+    account: Account = ""  # "" = every account
 
 
 class GetPortfolio(Request, frozen=True, tag="portfolio"):
-    account: str = ""
+    account: Account = ""
 
 
 class GetAccountValues(Request, frozen=True, tag="account_values"):
-    account: str = ""
+    account: Account = ""
 
 
 class GetAccountSummary(Request, frozen=True, tag="account_summary"):
-    account: str = ""
-    tags: list[str] = []  # [] = every tag the hub has
+    account: Account = ""
+    tags: Annotated[list[Token], Meta(max_length=MAX_TAGS)] = []  # [] = every tag the hub has
 
 
 AnyRequest = (
@@ -315,11 +378,15 @@ class Error(Reply, frozen=True, tag="error"):
 
 
 class Welcome(Reply, frozen=True, tag="welcome"):
-    lease: str
+    lease: str  # the public handle: status, logs, order.<lease> / error.<lease> topics
     client_id: int
     heartbeat_interval: float
     hub_version: str
     protocol: int = PROTOCOL_VERSION
+    # The lease's secret: put it in the ``lease`` field of every request. Only this
+    # reply carries it; it works only from the connection (and CURVE key) that said hello.
+    token: str = ""
+    role: str = ""  # the role granted (from the hub's configuration, never the claim)
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):
@@ -347,7 +414,8 @@ class HistoricalBarsReply(Reply, frozen=True, tag="historical_bars"):
 
 class ClientIdLeased(Reply, frozen=True, tag="client_id_leased"):
     client_id: int
-    expires_in: float = 0.0
+    expires_in: float = 0.0  # seconds; 0 = until released or the owning lease ends
+    token: str = ""  # secret: needed to release or renew this raw id
 
 
 class SubscriptionInfo(Struct, frozen=True):
@@ -389,6 +457,21 @@ class StatusReply(Reply, frozen=True, tag="status"):
     # Requests waiting for the upstream budget, per priority (cancel, order, subscription,
     # query): the hub's pacing queue depth.
     upstream_queue: dict[str, int] = {}
+    # Client connections per listener ("tws", "rpc", "pub"): open, max, accepted, refused,
+    # refusing (1 while a listener refuses new connections); ibhub.limits.
+    connections: dict[str, dict[str, int]] = {}
+    # Back-pressure (docs/orders.md): seconds a new order would wait for the upstream budget
+    # now, and the limit above which it is refused "busy" (0: no order service);
+    # requests waiting (with room held for orders being journaled) and the bounds
+    # (overall, per lease); requests refused "busy" since start; the longest an order
+    # waited for the budget since start (seconds).
+    expected_order_delay: float = 0.0
+    max_order_delay: float = 0.0
+    upstream_queued: int = 0
+    upstream_queue_max: int = 0
+    upstream_queue_per_lease: int = 0
+    busy_refusals: int = 0
+    order_wait_max: float = 0.0
 
 
 # ------------------------------------------------------------ replies: orders and account
@@ -423,6 +506,12 @@ class OrderInfo(Struct, frozen=True):
     created_ns: int = 0
     updated_ns: int = 0
     message: str = ""  # last rejection / warning text from IB or the hub
+    oca_group: str = ""  # as the script named it (upstream it is prefixed per script)
+    oca_type: int = 0
+    order_ref: str = ""  # the script's own label (PlaceOrder.order_ref)
+    algo_strategy: str = ""
+    algo_params: dict[str, str] = {}
+    algo_id: str = ""
 
 
 class ExecutionInfo(Struct, frozen=True):
@@ -443,6 +532,7 @@ class ExecutionInfo(Struct, frozen=True):
     commission: float | None  # None until IB's commission report arrives
     commission_currency: str = ""
     realized_pnl: float | None = None
+    order_ref: str = ""  # the order's PlaceOrder.order_ref
 
 
 class PositionInfo(Struct, frozen=True):
@@ -566,6 +656,7 @@ class ErrorCode:
 
     BAD_REQUEST = "bad_request"  # not msgpack, unknown type, wrong/missing fields
     TOO_LARGE = "too_large"  # request frame above the size limit
+    TOO_DEEP = "too_deep"  # request nested deeper than the decoder allows
     UNSUPPORTED_VERSION = "unsupported_version"
     UNKNOWN_LEASE = "unknown_lease"  # expired, said goodbye, or never existed
     UNKNOWN_CONTRACT = "unknown_contract"
@@ -608,6 +699,11 @@ class RejectReason:
     UPSTREAM_DOWN = "upstream_down"
     IB_REJECTED = "ib_rejected"  # IB refused; see ib_code
     INTERNAL = "internal"
+    BAD_ORDER_ATTRIBUTE = "bad_order_attribute"  # oca / algo / order_ref field malformed
+    # The hub could not send it to the Gateway within max_order_delay (or the upstream
+    # queue, overall or this lease's share, is full): refused at once, nothing journaled
+    # or sent; the message gives the expected delay and the limit. Retry later.
+    BUSY = "busy"
 
 
 # --------------------------------------------------------------------------- events
@@ -716,7 +812,11 @@ class OrderEvent(Event, frozen=True, tag="order"):
     ``kind``: "acknowledged" (journaled, sent upstream), "submitted", "partially_filled",
     "filled", "commission" (IB's commission report for fill ``exec_id``), "modified",
     "modify_rejected" (IB refused a modification; the order works on unchanged),
-    "cancelled", "rejected" (``message`` says why). Fill kinds carry the fill in
+    "cancel_rejected" (IB answered a cancel with an error, 10147 say; ``status`` is
+    unchanged and the hub asks the Gateway what is true), "cancelled", "rejected"
+    (``message`` says why), "corrected" (reconciliation with the Gateway changed the
+    order's state, even after an end: ``status`` is the Gateway's, ``message`` names
+    both states). Fill kinds carry the fill in
     ``exec_id`` / ``last_fill_qty`` / ``last_fill_price``; ``commission`` is the order's
     total so far (NaN until the first report).
     """

@@ -16,24 +16,49 @@ Decisions:
   order passes unless ``require_reference_price`` is set (then it is refused).
 * **Per-lease rate limit** is a token bucket consumed only by orders that pass every
   other check, so a script fixing a typo is not also rate-limited for it.
+* **Quantity rules per security type** (:func:`quantity_refusal`), for new orders and
+  modifications alike: stocks (STK) in whole shares, unless ``fractional_shares`` is
+  set (then at least ``MIN_FRACTIONAL_SHARES``); futures, options, futures options,
+  warrants and combos (FUT, OPT, FOP, WAR, IOPT, BAG) in whole contracts >= 1; FX
+  (CASH) at least ``min_fx_quantity`` units of the base currency (default 1; IB sends
+  orders below its IdealPro minimum as odd lots, so the hub does not refuse those). Other
+  types must be positive and finite. A quantity like 1e-9 or 0.5 shares is a bug in the
+  script, never an order anyone meant.
+* **Maximum quantity per security type**: ``max_quantity_by_sec_type`` (default: CASH
+  1,000,000 units, so a standard 25,000 EUR.USD order passes), else ``max_quantity``
+  (default 10,000) for every other type. The type is the resolved contract's; before
+  the contract is resolved the request's own ``sec_type`` is used only when it names no
+  ``con_id`` (a bare con_id names any type, whatever the spec's default says).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
-from ibhub.protocol import ModifyOrder, PlaceOrder, RejectReason
+from ibhub.protocol import (
+    MAX_ALGO_PARAMS,
+    MAX_CLIENT_ORDER_ID,
+    ModifyOrder,
+    PlaceOrder,
+    RejectReason,
+)
 
 ACTIONS: Final = frozenset({"BUY", "SELL"})
 ORDER_TYPES: Final = frozenset({"MKT", "LMT", "STP", "STP LMT"})
 TIFS: Final = frozenset({"DAY", "GTC", "IOC"})
 LIVE_PORTS: Final = frozenset({7496, 4001})
 PAPER_PREFIXES: Final = ("DU", "DF")
-MAX_CLIENT_ORDER_ID: Final = 64
+#: security types traded in whole units (contracts, or combos of them)
+WHOLE_CONTRACTS: Final = frozenset({"FUT", "OPT", "FOP", "WAR", "IOPT", "BAG"})
+#: the smallest stock order with fractional_shares set (IB trades fractions to 1e-4)
+MIN_FRACTIONAL_SHARES: Final = 0.0001
+#: per-type maxima that differ from max_quantity: FX is counted in currency units
+DEFAULT_MAX_BY_SEC_TYPE: Final[dict[str, float]] = {"CASH": 1_000_000.0}
+_WHOLE_TOLERANCE: Final = 1e-9
 
 
 class Role:
@@ -52,21 +77,43 @@ class Refusal:
 
 @dataclass(frozen=True)
 class RiskLimits:
-    max_quantity: float = 10_000.0
+    max_quantity: float = 10_000.0  # every security type without its own maximum
     price_band_pct: float = 10.0  # 0 disables the band
     allow_live: bool = False
     read_only: bool = False
     order_rate: float = 20.0  # orders per second per lease (token refill); 0 disables
     order_burst: float = 50.0  # bucket size: orders a lease may place at once
     require_reference_price: bool = False
+    # sec_type -> maximum order quantity (upper-case keys), overriding max_quantity
+    max_quantity_by_sec_type: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_MAX_BY_SEC_TYPE)
+    )
+    fractional_shares: bool = False  # STK orders may be fractional (IB account permission)
+    min_fx_quantity: float = 1.0  # smallest CASH order, in units of the base currency
 
     def __post_init__(self) -> None:
         if not (self.max_quantity > 0 and math.isfinite(self.max_quantity)):
             raise ValueError(f"max_quantity must be a positive number, not {self.max_quantity}")
+        for sec_type, value in self.max_quantity_by_sec_type.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(
+                    f"max_quantity_by_sec_type[{sec_type!r}] must be a positive number, not {value}"
+                )
+        if not (self.min_fx_quantity > 0 and math.isfinite(self.min_fx_quantity)):
+            raise ValueError(
+                f"min_fx_quantity must be a positive number, not {self.min_fx_quantity}"
+            )
         if not (0 <= self.price_band_pct < 1000):
             raise ValueError(f"price_band_pct must be in [0, 1000), not {self.price_band_pct}")
         if self.order_rate < 0 or self.order_burst < 1:
             raise ValueError("order_rate must be >= 0 and order_burst >= 1")
+
+    def max_quantity_for(self, sec_type: str) -> tuple[float, str]:
+        """The maximum order quantity for ``sec_type`` and the setting it comes from."""
+        own = self.max_quantity_by_sec_type.get(sec_type.upper()) if sec_type else None
+        if own is not None:
+            return own, f"max_quantity_by_sec_type[{sec_type.upper()}]"
+        return self.max_quantity, "max_quantity"
 
 
 @dataclass(frozen=True)
@@ -81,9 +128,14 @@ class OrderParams:
     tif: str
     take_profit: float | None = None
     stop_loss: float | None = None
+    sec_type: str = ""  # "" = not known yet: only the rules every type shares apply
 
     @classmethod
-    def of(cls, req: PlaceOrder) -> OrderParams:
+    def of(cls, req: PlaceOrder, sec_type: str = "") -> OrderParams:
+        """``sec_type``: the resolved contract's; "" takes the request's own, unless
+        the request names a con_id (whose spec's sec_type may be just the default)."""
+        if not sec_type and not req.contract.con_id:
+            sec_type = req.contract.sec_type
         return cls(
             req.action,
             req.quantity,
@@ -93,6 +145,7 @@ class OrderParams:
             req.tif,
             req.take_profit,
             req.stop_loss,
+            sec_type,
         )
 
     def modified(self, req: ModifyOrder) -> OrderParams:
@@ -103,6 +156,7 @@ class OrderParams:
             self.limit_price if req.limit_price is None else req.limit_price,
             self.stop_price if req.stop_price is None else req.stop_price,
             self.tif if req.tif is None else req.tif,
+            sec_type=self.sec_type,
         )
 
 
@@ -134,6 +188,110 @@ def check_client_order_id(client_order_id: str) -> Refusal | None:
         return Refusal(
             RejectReason.BAD_CLIENT_ORDER_ID, "client_order_id contains non-printable characters"
         )
+    return None
+
+
+def quantity_refusal(quantity: float, sec_type: str, limits: RiskLimits) -> Refusal | None:
+    """The quantity rules of ``sec_type`` ("" = unknown: positive and finite only) and
+    its maximum; the refusal names the rule broken."""
+    if not (math.isfinite(quantity) and quantity > 0):
+        return Refusal(RejectReason.BAD_QUANTITY, f"quantity must be > 0, got {quantity}")
+    kind = sec_type.upper()
+    whole = abs(quantity - round(quantity)) <= _WHOLE_TOLERANCE
+    if kind == "STK" and limits.fractional_shares:
+        if quantity < MIN_FRACTIONAL_SHARES:
+            return Refusal(
+                RejectReason.BAD_QUANTITY,
+                f"quantity {quantity:g} is below the smallest fractional stock order "
+                f"{MIN_FRACTIONAL_SHARES:g} shares",
+            )
+    elif kind == "STK" and not (whole and quantity >= 1):
+        return Refusal(
+            RejectReason.BAD_QUANTITY,
+            f"quantity {quantity:g}: stocks trade in whole shares (>= 1) on this hub; "
+            "fractional shares need fractional_shares = true (and IB's permission)",
+        )
+    elif kind in WHOLE_CONTRACTS and not (whole and quantity >= 1):
+        return Refusal(
+            RejectReason.BAD_QUANTITY,
+            f"quantity {quantity:g}: {kind} orders are in whole contracts (>= 1)",
+        )
+    elif kind == "CASH" and quantity < limits.min_fx_quantity:
+        return Refusal(
+            RejectReason.BAD_QUANTITY,
+            f"quantity {quantity:g}: FX (CASH) orders are at least {limits.min_fx_quantity:g} "
+            "units of the base currency (min_fx_quantity)",
+        )
+    if kind:
+        maximum, setting = limits.max_quantity_for(kind)
+    else:  # type unknown until the contract resolves: only the largest maximum applies
+        maximum = max(limits.max_quantity, *limits.max_quantity_by_sec_type.values())
+        setting = "max_quantity"
+    if quantity > maximum:
+        what = f"{kind} orders" if kind else "orders"
+        return Refusal(
+            RejectReason.QUANTITY_LIMIT,
+            f"quantity {quantity:g} is above the hub's maximum {maximum:g} for {what} ({setting})",
+        )
+    return None
+
+
+OCA_TYPES: Final = frozenset({0, 1, 2, 3})
+# Decoding already enforces these (protocol.py); checked again here because in-process
+# callers build requests without decoding them.
+MAX_ATTRIBUTE_TEXT: Final = MAX_CLIENT_ORDER_ID  # oca_group, order_ref, algo tags/values
+
+
+def _text_refusal(name: str, value: str) -> Refusal | None:
+    if len(value) > MAX_ATTRIBUTE_TEXT:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"{name} is {len(value)} characters; at most {MAX_ATTRIBUTE_TEXT} are allowed",
+        )
+    if value and not value.isprintable():
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE, f"{name} contains non-printable characters"
+        )
+    return None
+
+
+def check_order_attributes(req: PlaceOrder) -> Refusal | None:
+    """OCA, order ref and algo fields: each is honoured, so each must make sense."""
+    if req.oca_type not in OCA_TYPES:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"oca_type must be 1 (cancel the others), 2 (reduce them, with block), "
+            f"3 (reduce them, no block) or 0 (IB's default), not {req.oca_type}",
+        )
+    if req.oca_type and not req.oca_group:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"oca_type {req.oca_type} needs an oca_group (the orders it links)",
+        )
+    if (req.algo_params or req.algo_id) and not req.algo_strategy:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            "algo_params / algo_id need an algo_strategy (e.g. 'Adaptive')",
+        )
+    if len(req.algo_params) > MAX_ALGO_PARAMS:
+        return Refusal(
+            RejectReason.BAD_ORDER_ATTRIBUTE,
+            f"{len(req.algo_params)} algo_params; at most {MAX_ALGO_PARAMS} are allowed",
+        )
+    texts = [
+        ("oca_group", req.oca_group),
+        ("order_ref", req.order_ref),
+        ("algo_strategy", req.algo_strategy),
+        ("algo_id", req.algo_id),
+    ]
+    for tag, value in req.algo_params.items():
+        if not tag:
+            return Refusal(RejectReason.BAD_ORDER_ATTRIBUTE, "an algo_params tag is empty")
+        texts += [(f"algo_params tag {tag[:20]!r}", tag), (f"algo_params[{tag[:20]!r}]", value)]
+    for name, value in texts:
+        refusal = _text_refusal(name, value)
+        if refusal:
+            return refusal
     return None
 
 
@@ -183,14 +341,9 @@ def validate_params(
         return Refusal(
             RejectReason.BAD_TIF, f"tif must be one of {', '.join(sorted(TIFS))}, not {p.tif!r}"
         )
-    if not (math.isfinite(p.quantity) and p.quantity > 0):
-        return Refusal(RejectReason.BAD_QUANTITY, f"quantity must be > 0, got {p.quantity}")
-    if p.quantity > limits.max_quantity:
-        return Refusal(
-            RejectReason.QUANTITY_LIMIT,
-            f"quantity {p.quantity:g} is above the hub's maximum {limits.max_quantity:g} "
-            "(max_quantity)",
-        )
+    refusal = quantity_refusal(p.quantity, p.sec_type, limits)
+    if refusal:
+        return refusal
     if p.order_type in ("LMT", "STP LMT") and p.limit_price is None:
         return Refusal(
             RejectReason.MISSING_LIMIT_PRICE, f"a {p.order_type} order needs a limit_price"
@@ -291,6 +444,25 @@ class RiskGate:
             return f"live trading is off: {live}; start the hub with --live to allow it"
         return None
 
+    @property
+    def trading_mode(self) -> str:
+        """What the hub may do with orders right now, in words, for the log: refused
+        (and why), live trading allowed, or paper trading. Live vs paper comes from the
+        upstream port and the managed accounts (known once connected)."""
+        blocked = self.trading_blocked
+        if blocked:
+            return blocked
+        live = self.live
+        if live:
+            return f"LIVE trading allowed (--live): {live}"
+        where = f"port {self.upstream_port}" if self.upstream_port else "no port yet"
+        if not self.accounts:
+            return (
+                f"trading allowed (paper {where}; accounts not known until the Gateway "
+                "connects, when the live guard is applied again)"
+            )
+        return f"trading allowed (paper: {where}, account(s) {', '.join(self.accounts)})"
+
     def _may_trade(self, role: str, account: str) -> Refusal | None:
         if self.limits.read_only:
             return Refusal(
@@ -336,13 +508,16 @@ class RiskGate:
             check_client_order_id(req.client_order_id)
             or self._may_trade(role, req.account)
             or validate_params(OrderParams.of(req), self.limits, band=False)
+            or check_order_attributes(req)
         )
 
     def check_band_and_rate(
-        self, req: PlaceOrder, *, lease: str, last_price: float | None
+        self, req: PlaceOrder, *, lease: str, last_price: float | None, sec_type: str = ""
     ) -> Refusal | None:
-        """The price band (needs the last price), then the lease's rate limit."""
-        return validate_params(OrderParams.of(req), self.limits, last_price) or self._rate(lease)
+        """The price band (needs the last price) and the quantity rules of the resolved
+        contract's ``sec_type``, then the lease's rate limit."""
+        params = OrderParams.of(req, sec_type)
+        return validate_params(params, self.limits, last_price) or self._rate(lease)
 
     def check_place(
         self, req: PlaceOrder, *, lease: str, role: str, last_price: float | None = None

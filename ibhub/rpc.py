@@ -5,9 +5,15 @@ frames up to the empty delimiter) is echoed verbatim in front of the reply. Ever
 failure becomes a typed :class:`~ibhub.protocol.Error` naming the problem:
 
 * more frames than any client sends, or a missing payload -> ``bad_request``
-* a payload above ``wire.MAX_REQUEST_BYTES`` -> ``too_large`` (not decoded at all)
+* a payload above the size limit (``max_request_bytes``, default
+  ``wire.MAX_REQUEST_BYTES``) -> ``too_large`` (not decoded at all)
+* a payload nested too deep for the decoder (msgpack maps/arrays inside each other a
+  thousand times: Python's recursion limit) -> ``too_deep``
 * not msgpack, unknown ``type``, wrong or missing fields -> ``bad_request`` with
   msgspec's message, which names the field (e.g. "Expected `int`, got `str` - at `$.id`")
+* a text field with a control character (NUL, CR, LF, TAB, DEL, C1) or longer than its
+  kind allows (``protocol.TEXT_PATTERN`` / ``MAX_*``) -> ``bad_request`` naming the
+  field ("`$.contract.symbol` contains a control character ...")
 * values that type-check but make no sense (empty name, unknown role/kind, a
   contract with neither symbol nor conId, negative ttl) -> ``bad_request``
 * a handler that raises -> ``internal`` (logged with its traceback)
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
@@ -32,7 +39,9 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.leases import Peer
 from ibhub.protocol import (
+    MAX_NAME,
     ContractSpec,
     Error,
     ErrorCode,
@@ -55,7 +64,6 @@ from ibhub.subscriptions import KINDS
 log = logging.getLogger(__name__)
 
 ROLES = ("trader", "readonly", "operator")
-MAX_NAME = 200
 MAX_TASKS = 1024  # concurrent slow requests; more are refused rather than queued unboundedly
 DRAIN_BATCH = 256  # requests handled per loop turn before the loop's other work runs
 POLL_FALLBACK_MS = 50  # loops without add_reader: the longest a lost edge delays a request
@@ -64,7 +72,7 @@ POLL_FALLBACK_MS = 50  # loops without add_reader: the longest a lost edge delay
 class RequestHandler(Protocol):
     """What the hub implements; one method per request type."""
 
-    def hello(self, req: Hello) -> Reply: ...
+    def hello(self, req: Hello, peer: Peer) -> Reply: ...
     def heartbeat(self, req: Heartbeat) -> Reply: ...
     def goodbye(self, req: Goodbye) -> Reply: ...
     async def subscribe(self, req: Subscribe) -> Reply: ...
@@ -75,6 +83,12 @@ class RequestHandler(Protocol):
     def lease_client_id(self, req: LeaseClientId) -> Reply: ...
     def release_client_id(self, req: ReleaseClientId) -> Reply: ...
     def status(self, req: GetStatus) -> Reply: ...
+
+
+# Maps a request's secret lease token to the lease's public handle, checking that the
+# request came from the connection and key holding that lease (hub.HubServer.bind_lease):
+# the rewritten request, or the Error to answer instead.
+LeaseBinder = Callable[[Request, Peer], "Request | Error"]
 
 
 class BadRequest(Exception):
@@ -126,21 +140,143 @@ def validate(req: Request) -> None:
             pass
 
 
-def decode(payload: bytes) -> Request:
-    """Payload -> validated request; raises :class:`BadRequest` naming the problem."""
-    if len(payload) > wire.MAX_REQUEST_BYTES:
+_PATTERN_ERROR = re.compile(r"^Expected `str` matching regex '.*' - at `(?P<path>[^`]*)`$", re.S)
+_LENGTH_ERROR = re.compile(r"^Expected `(?P<what>str|array)` of length <= (?P<n>\d+) - at "
+                           r"`(?P<path>[^`]*)`$")
+
+
+def describe_invalid(exc: msgspec.ValidationError) -> str:
+    """msgspec's message, with the text-field rules said in words (the regex is
+    unreadable): "`$.account` contains a control character ...", "`$.contract.symbol`
+    is longer than 64 characters"."""
+    text = str(exc)
+    m = _PATTERN_ERROR.match(text)
+    if m is not None:
+        return (
+            f"`{m['path']}` contains a control character (NUL, CR, LF, TAB, DEL or a C1 "
+            "control); text fields must be printable: NUL separates fields on the TWS wire"
+        )
+    m = _LENGTH_ERROR.match(text)
+    if m is not None:
+        unit = "characters" if m["what"] == "str" else "entries"
+        return f"`{m['path']}` is longer than {m['n']} {unit}"
+    return text
+
+
+def decode(payload: bytes, max_bytes: int = wire.MAX_REQUEST_BYTES) -> Request:
+    """Payload -> validated request; raises :class:`BadRequest` naming the problem.
+
+    Depth is bounded by the decoder itself: msgspec enters Python's recursion guard
+    for every nested map or array, so a payload nested ~1,000 deep raises
+    ``RecursionError`` cleanly (no C stack overflow); that becomes ``too_deep``. A
+    pre-scan of the bytes would cost a Python loop over every request for the same
+    answer. No real request nests deeper than 3.
+    """
+    if len(payload) > max_bytes:
         raise BadRequest(
-            f"request of {len(payload)} bytes exceeds the limit of {wire.MAX_REQUEST_BYTES} bytes",
+            f"request of {len(payload)} bytes exceeds the limit of {max_bytes} bytes "
+            "(max_request_bytes)",
             ErrorCode.TOO_LARGE,
         )
     try:
         req = wire.decode_request(payload)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request: {exc}") from None
+        raise BadRequest(f"invalid request: {describe_invalid(exc)}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request is not valid msgpack: {exc}") from None
+    except RecursionError:
+        raise BadRequest(
+            "request is nested too deeply to decode (maps or arrays inside each other "
+            "about a thousand times); no request nests more than a few levels",
+            ErrorCode.TOO_DEEP,
+        ) from None
     validate(req)
     return req
+
+
+def request_id(payload: bytes) -> int:
+    """The id to answer a refused payload with (0 when it cannot be read)."""
+    try:
+        return wire.request_id_of(payload)
+    except RecursionError:  # too deep for the decoder: walk the top level without it
+        return _shallow_id(payload)
+
+
+# msgpack first bytes -> (fixed bytes that follow, bytes of a length prefix, items)
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17}
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin / str: length bytes
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # length bytes, then a type byte, then the data
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (len bytes, x)
+
+
+def _skip(data: bytes, pos: int) -> int:
+    """Position after the msgpack value at ``pos``, nested values included, walked with
+    a counter instead of recursion (any depth). Raises ``IndexError`` / ``ValueError``
+    on truncated or invalid bytes."""
+    pending = 1
+    while pending:
+        pending -= 1
+        b = data[pos]
+        pos += 1
+        if b <= 0x7F or b >= 0xE0:  # positive / negative fixint
+            continue
+        if 0x80 <= b <= 0x8F:
+            pending += 2 * (b & 0x0F)
+        elif 0x90 <= b <= 0x9F:
+            pending += b & 0x0F
+        elif 0xA0 <= b <= 0xBF:
+            pos += b & 0x1F
+        elif b in _FIXED:
+            pos += _FIXED[b]
+        elif b in _SIZED:
+            n = _SIZED[b]
+            pos += n + int.from_bytes(data[pos:pos + n], "big")
+        elif b in _EXT:
+            n = _EXT[b]
+            pos += n + 1 + int.from_bytes(data[pos:pos + n], "big")
+        elif b in _CONTAINERS:
+            n, per = _CONTAINERS[b]
+            pending += per * int.from_bytes(data[pos:pos + n], "big")
+            pos += n
+        else:
+            raise ValueError(f"invalid msgpack byte 0x{b:02x}")
+        if pos > len(data):
+            raise IndexError("truncated")
+    return pos
+
+
+def _shallow_id(payload: bytes) -> int:
+    """The top-level ``id`` of a map too deep for the decoder, else 0."""
+    try:
+        b = payload[0]
+        if 0x80 <= b <= 0x8F:
+            count, pos = b & 0x0F, 1
+        elif b in (0xDE, 0xDF):
+            n = 2 if b == 0xDE else 4
+            count, pos = int.from_bytes(payload[1:1 + n], "big"), 1 + n
+        else:
+            return 0
+        for _ in range(count):
+            end = _skip(payload, pos)
+            key = payload[pos:end]
+            pos, start = _skip(payload, end), end
+            if key == b"\xa2id":
+                value = msgspec.msgpack.decode(payload[start:pos])
+                return value if type(value) is int else 0
+    except (IndexError, ValueError, msgspec.DecodeError):
+        return 0
+    return 0
+
+
+def check_fields(req: msgspec.Struct) -> None:
+    """Apply the decode-time field rules (text patterns, lengths) to a request built
+    in-process (the TWS front door builds them from a script's fields, which never
+    pass through :func:`decode`); raises :class:`BadRequest` naming the field."""
+    try:
+        msgspec.convert(msgspec.to_builtins(req), type(req), strict=True)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request: {describe_invalid(exc)}") from None
 
 
 class RpcServer:
@@ -159,13 +295,27 @@ class RpcServer:
     a drain when a request is waiting.
     """
 
-    def __init__(self, socket: zmq.Socket[Any], handler: RequestHandler) -> None:
+    def __init__(
+        self,
+        socket: zmq.Socket[Any],
+        handler: RequestHandler,
+        *,
+        bind_lease: LeaseBinder | None = None,
+        peer_keys: bool = False,
+        max_request_bytes: int = wire.MAX_REQUEST_BYTES,
+    ) -> None:
         self.socket = socket
+        self.max_request_bytes = max_request_bytes
         # A plain view of the same socket (a zmq.asyncio socket is served the same way:
         # its own machinery stays idle because nothing awaits on it).
         self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
-        self._recv = wire.fast_receiver(self._sock)
+        # With CURVE, each request's authenticated client key (ZAP User-Id) is read
+        # from its frame metadata as it is received (_peer_key, for _handle).
+        self._peer_key = ""
+        self._recv = (self._keyed_receiver() if peer_keys
+                      else wire.fast_receiver(self._sock))
         self.handler = handler
+        self._bind_lease = bind_lease
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._drain_scheduled = False
@@ -187,6 +337,26 @@ class RpcServer:
         one (``slow=True``, run as a task). It may raise :class:`BadRequest`.
         """
         self._extra[req_type] = (fn, slow)
+
+    def _keyed_receiver(self) -> Callable[[], list[bytes]]:
+        """Like :func:`wire.fast_receiver`, also noting the message's ``User-Id`` (the
+        Z85 client key the ZAP handler authenticated) in ``_peer_key``."""
+        recv = zmq.backend.Socket.recv.__get__(self._sock)
+        noblock = int(zmq.NOBLOCK)
+
+        def receive() -> list[bytes]:
+            frame = recv(noblock, False)
+            frames = [frame.bytes]
+            while frame.more:
+                frame = recv(noblock, False)
+                frames.append(frame.bytes)
+            try:
+                self._peer_key = str(frame.get("User-Id"))
+            except zmq.ZMQError:  # no metadata: not a CURVE peer
+                self._peer_key = ""
+            return frames
+
+        return receive
 
     async def serve(self) -> None:
         """Watch the socket until cancelled."""
@@ -261,16 +431,24 @@ class RpcServer:
             self.errors += 1
             return
         try:
-            req = decode(payload)
+            req = decode(payload, self.max_request_bytes)
         except BadRequest as exc:
             self.errors += 1
-            rid = wire.request_id_of(payload) if exc.code != ErrorCode.TOO_LARGE else 0
+            rid = request_id(payload) if exc.code != ErrorCode.TOO_LARGE else 0
             self._send(envelope, Error(id=rid, code=exc.code, message=str(exc)))
             return
         h = self.handler
+        peer = Peer(b"\0".join(envelope), self._peer_key)
+        if self._bind_lease is not None and getattr(req, "lease", None):
+            bound = self._bind_lease(req, peer)
+            if isinstance(bound, Error):  # counted like a handler's unknown_lease
+                self._observe(req, bound, time.perf_counter())
+                self._send(envelope, bound)
+                return
+            req = bound
         match req:
             case Hello():
-                self._answer(envelope, req, h.hello)
+                self._answer(envelope, req, lambda r: h.hello(r, peer))
             case Heartbeat():
                 self._answer(envelope, req, h.heartbeat)
             case Goodbye():

@@ -168,6 +168,9 @@ def run(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
+    from ibhub.limits import raise_nofile
+
+    raise_nofile()  # before anything opens a socket (docs/operations.md, "Connection limits")
     # uvloop for the hub's loop only (a loop factory, not the global policy), so the
     # embedded simulator's thread keeps a stdlib loop.
     try:

@@ -25,8 +25,12 @@ shutdown. The cost is one mostly idle thread, only when CURVE is on.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
+import os
+import secrets
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,9 +45,11 @@ from ibhub.curve_keys import (
     KeyFileError,
     check_z85_key,
     load_secret_key_file,
+    parse_key_or_file,
     public_keys_in,
     secret_file_exposed,
 )
+from ibhub.leases import Peer
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +237,139 @@ def stop_authenticator(auth: ThreadAuthenticator | None) -> None:
     """Stop the ZAP thread and close its sockets (before the context terminates)."""
     if auth is not None:
         auth.stop()
+
+
+# ---------------------------------------------------------------------------- roles
+
+ROLE_RANK = {"readonly": 0, "trader": 1, "operator": 2}
+OPERATOR_TOKEN_BYTES = 32
+
+
+class RoleRefused(Exception):
+    """A Hello asked for a role its connection is not granted; the message says how to
+    get it."""
+
+
+def ensure_operator_token(path: Path) -> str:
+    """The local operator token in ``path``, created (0600, 256 random bits) if absent.
+
+    A file another user could read, or that this user does not own, is refused
+    (``ConfigError``): whoever reads it is an operator (docs/security.md).
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_urlsafe(OPERATOR_TOKEN_BYTES) + "\n")
+        log.info("created the operator token %s (0600)", path)
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"operator_token_file {path}: cannot read it: {exc}") from None
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"operator_token_file {path} belongs to uid {st.st_uid}, not to the hub's user "
+            f"(uid {os.getuid()}): remove it, the hub makes a new one"
+        )
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"operator_token_file {path} is accessible by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}): anyone who reads it is an operator; "
+            f"`chmod 600 {path}` (or remove it to have a new one made)"
+        )
+    if len(text) < 32:
+        raise ConfigError(
+            f"operator_token_file {path} holds {len(text)} characters, fewer than 32: "
+            "remove it, the hub makes a new one"
+        )
+    return text
+
+
+@dataclass
+class RolePolicy:
+    """Which role a Hello gets: from the hub's configuration, never from the claim.
+
+    * ``readonly`` is always granted (a downgrade).
+    * Without CURVE (loopback / ipc clients): up to ``local_role``; ``operator`` only
+      with the operator token (``Hello.credential``).
+    * With CURVE: up to the role listed for the client's key (``curve_operator_keys``,
+      ``curve_trader_keys``, ``curve_readonly_keys``), else ``curve_default_role``. The
+      operator token does not count there: one list says who the operators are, and
+      a token copied off the box makes no remote key an operator.
+
+    A role above the grant is refused (never silently lowered: a script that asked to
+    trade would otherwise learn it cannot only at its first order).
+    """
+
+    curve: bool = False
+    local_role: str = "trader"
+    curve_default_role: str = "trader"
+    key_roles: dict[str, str] = field(default_factory=dict)
+    operator_token: str = field(default="", repr=False)
+    token_path: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, curve: bool) -> RolePolicy:
+        """The policy for ``settings``; creates the operator token file if absent."""
+        key_roles: dict[str, str] = {}
+        for role in ("readonly", "trader", "operator"):  # highest listed wins
+            for entry in getattr(settings, f"curve_{role}_keys", None) or ():
+                try:
+                    key = parse_key_or_file(entry, f"curve_{role}_keys entry").decode()
+                except KeyFileError as exc:
+                    raise ConfigError(str(exc)) from None
+                key_roles[key] = role
+        if key_roles and not curve:
+            log.warning("curve_*_keys are set but CURVE is off: they grant nothing")
+        path = Path(settings.operator_token_path)
+        return cls(
+            curve=curve,
+            local_role=str(getattr(settings, "local_role", "trader")),
+            curve_default_role=str(getattr(settings, "curve_default_role", "trader")),
+            key_roles=key_roles,
+            operator_token=ensure_operator_token(path),
+            token_path=path,
+        )
+
+    def is_operator_token(self, credential: str) -> bool:
+        """True when ``credential`` is the local operator token (never with CURVE on)."""
+        return bool(not self.curve and credential and self.operator_token
+                    and hmac.compare_digest(credential.encode(), self.operator_token.encode()))
+
+    def grant(self, requested: str, peer: Peer, credential: str = "") -> str:
+        """The role for a Hello asking for ``requested``; :class:`RoleRefused` if above
+        what ``peer`` (and ``credential``) is granted."""
+        if requested == "readonly":
+            return requested
+        if self.curve:
+            granted = self.key_roles.get(peer.key, self.curve_default_role)
+            if ROLE_RANK.get(requested, 99) <= ROLE_RANK[granted]:
+                return requested
+            listing = "curve_operator_keys" if requested == "operator" else "curve_trader_keys"
+            raise RoleRefused(
+                f"role {requested!r} is not granted to CURVE key {peer.key or '?'} (it has "
+                f"{granted!r}); the hub's operator grants it by listing the key in "
+                f"{listing} (docs/security.md)"
+            )
+        if requested == "operator":
+            if self.is_operator_token(credential):
+                return requested
+            where = self.token_path or "DATA_DIR/operator.token"
+            why = "a wrong operator token" if credential else "no proof"
+            raise RoleRefused(
+                f"role 'operator' refused: {why}. Operators prove it with the token in {where} "
+                "(readable only by the hub's user): the SDK (role='operator') and the ibhub "
+                "tools read it when run as that user (or set IBHUB_OPERATOR_TOKEN_FILE); "
+                "see docs/security.md"
+            )
+        if ROLE_RANK.get(requested, 99) <= ROLE_RANK[self.local_role]:
+            return requested
+        raise RoleRefused(
+            f"role {requested!r} is not granted to local clients on this hub (local_role = "
+            f"{self.local_role!r}); ask for 'readonly', or have the hub's operator change "
+            "local_role (docs/security.md)"
+        )

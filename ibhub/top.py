@@ -1,7 +1,10 @@
 """``ibhub top``: a live terminal dashboard of a running hub.
 
 Built on the SDK: an :class:`~ibhub.client.AsyncHub` (operator role, so it may list
-every script's orders) asks for the hub's status once per refresh; tick rates are
+every script's orders: the SDK reads the hub's operator token when run as the hub's
+user, or the CURVE key must be listed as an operator; without it ``top`` runs
+read-only and says why the orders are missing) asks for the hub's status once per
+refresh; tick rates are
 the change in each subscription's tick count between two status replies divided by
 the time between them (no PUB traffic needed, so ``top`` costs the hub one request
 per second). Recent orders come from the order requests when the hub serves them;
@@ -27,7 +30,7 @@ from typing import Any
 import click
 
 from ibhub import wire
-from ibhub.protocol import GetCompletedOrders, GetOpenOrders, OrderInfo, OrdersReply, StatusReply
+from ibhub.protocol import OrderInfo, StatusReply
 
 HOME, CLEAR_EOL, CLEAR_EOS = "\x1b[H", "\x1b[K", "\x1b[J"
 MAX_ORDERS = 8
@@ -137,19 +140,16 @@ def render(sample: Sample, endpoint: str, now: float | None = None) -> list[str]
     return out
 
 
-async def _orders(channel: Any, lease: str) -> tuple[list[OrderInfo] | None, str]:
+async def _orders(hub: Any, refused: str) -> tuple[list[OrderInfo] | None, str]:
     from ibhub.client import HubError
 
-    found: list[OrderInfo] = []
-    for req in (GetOpenOrders(id=0, lease=lease, scope="all"),
-                GetCompletedOrders(id=0, lease=lease, scope="all")):
-        try:
-            reply = await channel.request(req)
-        except HubError as exc:  # e.g. a hub without the order service
-            return None, str(exc)
-        if not isinstance(reply, OrdersReply):
-            return None, getattr(reply, "message", "no order service")
-        found.extend(reply.orders)
+    if refused:
+        return None, refused
+    try:
+        found: list[OrderInfo] = [*await hub.open_orders("all"),
+                                  *await hub.completed_orders("all")]
+    except HubError as exc:  # e.g. a hub without the order service
+        return None, str(exc)
     found.sort(key=lambda o: o.order_id, reverse=True)
     return found[:MAX_ORDERS], ""
 
@@ -168,44 +168,47 @@ async def _health(http_port: int, timeout: float) -> tuple[dict[str, Any] | None
         return None, f"{url}: {exc or type(exc).__name__}"
 
 
-async def _sample(hub: Any, channel: Any, http_port: int, timeout: float) -> Sample:
+async def _sample(hub: Any, refused: str, http_port: int, timeout: float) -> Sample:
     status = await hub.status()
     sample = Sample(at=time.monotonic(), status=status)
-    sample.orders, sample.orders_note = await _orders(channel, hub.lease)
+    sample.orders, sample.orders_note = await _orders(hub, refused)
     sample.health, sample.health_note = await _health(http_port, timeout)
     return sample
 
 
 async def run_top(rpc: str | None, pub: str | None, http_port: int, interval: float,
                   once: bool, timeout: float, out: Any) -> None:
-    import zmq.asyncio
-
-    from ibhub.client import AsyncHub
-    from ibhub.client.rpc import RpcChannel
+    from ibhub.client import AsyncHub, HubError
+    from ibhub.protocol import ErrorCode
 
     endpoint = wire.rpc_endpoint(rpc)
-    async with AsyncHub(pub, rpc, name="ibhub-top", role="operator",
-                        connect_timeout=timeout, connect_retries=1,
-                        request_timeout=timeout) as hub:
-        context = zmq.asyncio.Context()
-        channel = RpcChannel(context, endpoint, timeout=timeout, curve=hub.curve)
-        channel.open()
-        try:
-            prev = await _sample(hub, channel, http_port, timeout)
-            while True:
-                await asyncio.sleep(interval)
-                cur = await _sample(hub, channel, http_port, timeout)
-                cur.rates = tick_rates(prev, cur)
-                lines = render(cur, endpoint)
-                if once:
-                    out.write("\n".join(lines) + "\n")
-                    return
-                out.write(HOME + "".join(line + CLEAR_EOL + "\n" for line in lines) + CLEAR_EOS)
-                out.flush()
-                prev = cur
-        finally:
-            await channel.close()
-            context.term()
+    options: dict[str, Any] = dict(name="ibhub-top", connect_timeout=timeout,
+                                   connect_retries=1, request_timeout=timeout)
+    hub = AsyncHub(pub, rpc, role="operator", **options)
+    refused = ""
+    try:
+        await hub.connect()
+    except HubError as exc:
+        if exc.code != ErrorCode.FORBIDDEN:
+            raise
+        hub = AsyncHub(pub, rpc, role="readonly", **options)  # status needs no role
+        await hub.connect()
+        refused = f"every script's orders need the operator role: {exc.message}"
+    try:
+        prev = await _sample(hub, refused, http_port, timeout)
+        while True:
+            await asyncio.sleep(interval)
+            cur = await _sample(hub, refused, http_port, timeout)
+            cur.rates = tick_rates(prev, cur)
+            lines = render(cur, endpoint)
+            if once:
+                out.write("\n".join(lines) + "\n")
+                return
+            out.write(HOME + "".join(line + CLEAR_EOL + "\n" for line in lines) + CLEAR_EOS)
+            out.flush()
+            prev = cur
+    finally:
+        await hub.close()
 
 
 @click.command("top")

@@ -64,6 +64,7 @@ from ibhub.config import HubSettings
 from ibhub.pacing import Pacer, Priority
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
 from ibhub.subscriptions import Subscription
+from ibhub.tws.codec import UnsafeField, holds_nul
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,31 @@ def info_to_contract(info: ContractInfo) -> Contract:
     )
 
 
+def guard_fields(client: Any) -> None:
+    """Refuse, at the last step before the wire, any field that holds a NUL.
+
+    Every request the hub sends upstream (orders, contract details, market data ...)
+    goes through ``Client.send(*fields)`` (ib_insync and ib_async alike), which joins
+    the fields with NUL, the TWS separator, without looking at them. A NUL inside a
+    field would shift the rest of the message at the Gateway, so the wrapped ``send``
+    raises :class:`~ibhub.tws.codec.UnsafeField` instead: the request fails with that
+    error and nothing is sent. The hub's decoders refuse such text long before this;
+    this is the defence in depth. Cost: one check per field of a request (requests
+    are rare; ticks never pass here)."""
+    send = client.send
+
+    def guarded_send(*fields: Any, **kwargs: Any) -> None:
+        for index, value in enumerate(fields):
+            if holds_nul(value):
+                raise UnsafeField(
+                    f"field {index} of request {fields[0] if fields else '?'} holds a NUL "
+                    f"(the TWS field separator): {value!r}; the request was not sent"
+                )
+        send(*fields, **kwargs)
+
+    client.send = guarded_send
+
+
 def _epoch(value: Any) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
@@ -265,6 +291,9 @@ class Upstream:
         # Tick/bar messages read by our reader (metrics); counted per socket read, not
         # per tick: every message is counted anyway, the rare others are subtracted.
         self.ticks_in = 0
+        # Every request/order id handed out by this process is below this (see
+        # _unique_req_ids): ids stay unique across sessions, whatever the library resets.
+        self.req_id_floor = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -305,6 +334,7 @@ class Upstream:
         """Hook our tick handlers, socket reader and event handlers into ``ib``."""
         ib.RaiseRequestErrors = True
         self._ib = ib
+        guard_fields(ib.client)
         self._lost = asyncio.Event()
         handlers = ib.client.decoder.handlers
         self._fast = {
@@ -316,6 +346,7 @@ class Upstream:
         # so market data never reaches ib_insync's Ticker code whichever reader runs.
         for msg_id in (1, 2, 50):
             handlers[msg_id] = _from_str(self._fast[str(msg_id).encode()], self._flush)
+        self._unique_req_ids(ib)
         conn = ib.client.conn
         self._slow_reader = ib.client._onSocketHasData
         conn.hasData -= self._slow_reader
@@ -323,6 +354,30 @@ class Upstream:
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
         ib.client.apiError += self._on_api_error
+
+    def _unique_req_ids(self, ib: IB) -> None:
+        """Make the session's id counter monotonic over the life of the process.
+
+        ib_insync's ``Client.reset()`` (every disconnect) sets its counter to 0 and the
+        next session starts it at the Gateway's nextValidId, which is above the order
+        ids the Gateway has seen but knows nothing of the *request* ids used before
+        (market-data lines, contract details, the front door's pass-through). Reusing
+        one of those makes a late reply, or a map that still remembers the old id,
+        look like the answer to the new request. So every id the hub takes
+        (``getReqId``: requests and order ids alike, ib_insync's own calls included)
+        is also above every id this process has taken before; order ids stay above
+        nextValidId and the journal's ids as well (``updateReqId`` only raises).
+        """
+        client = ib.client
+        issue = client.getReqId
+
+        def get_req_id() -> int:
+            client.updateReqId(self.req_id_floor)
+            req_id = int(issue())
+            self.req_id_floor = req_id + 1
+            return req_id
+
+        client.getReqId = get_req_id
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -774,6 +829,7 @@ class Upstream:
             historical_key=historical_key,
             historical_group=historical_group,
             label=label,
+            bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
         )
 
     def _require(self) -> IB:
@@ -798,7 +854,7 @@ class Upstream:
                 return []
             raise UpstreamRequestError(exc.code, exc.message) from None
         except ConnectionError as exc:
-            raise UpstreamDown(str(exc)) from None
+            raise UpstreamDown(_session_ended(exc)) from None
         return [details_to_info(d, spec.exchange) for d in details]
 
     async def historical_bars(
@@ -841,7 +897,7 @@ class Upstream:
         except RequestError as exc:
             raise UpstreamRequestError(exc.code, exc.message) from None
         except ConnectionError as exc:
-            raise UpstreamDown(str(exc)) from None
+            raise UpstreamDown(_session_ended(exc)) from None
         if not bars and time.monotonic() - started >= timeout * 0.99:
             raise TimeoutError(f"no historical data within {timeout:g}s")
         return [bar_to_bardata(b) for b in bars]
@@ -876,6 +932,12 @@ class _AttemptFailed(Exception):
 def _log_failed_send(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.debug("paced upstream send failed: %s", fut.exception())
+
+
+def _session_ended(exc: BaseException) -> str:
+    """The error for a request whose Gateway session ended before its answer came."""
+    return (f"the Gateway session ended before the answer came ({exc or 'not connected'}); "
+            "the request was not answered: send it again once upstream is CONNECTED")
 
 
 def _describe(exc: BaseException) -> str:

@@ -14,9 +14,17 @@ Two ib_insync behaviours it corrects for:
   or a cancel and the order keeps working). Those synthetic statuses (their log entry
   carries the error code) are not forwarded; the error goes to
   :meth:`OrderUpdates.on_order_error`, which decides whether the order really ended.
+* ``IB.cancelOrder`` sets the trade to PendingCancel (or Cancelled, for an order it
+  believes held or inactive) and emits ``orderStatusEvent`` before the Gateway said
+  anything; the hub cancels with the plain client call, so the book records only what
+  the Gateway reports.
 * Start-up sync (open orders, executions) fires no events, so after every (re)connect
   :meth:`IbOrderGateway.reconcile` feeds the session's trades, fills and completed
   orders to the book and seeds the account cache.
+* When the book doubts its state of an order (an error on a cancel, a working status
+  for an order it has as ended), :meth:`IbOrderGateway.verify` asks the Gateway afresh
+  (reqOpenOrders, reqCompletedOrders, reqExecutions: ib_insync's own view may carry its
+  synthetic Cancelled) and reconciles with the answers.
 
 And one it works around: ib_insync caches every order and fill of the session until
 it ends. :class:`~ibhub.trade_cache.TradeCache` prunes ended orders once the book holds
@@ -26,13 +34,14 @@ them; this adapter is its view of the book (:class:`~ibhub.trade_cache.BookView`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from ib_insync import IB, Contract, Order
+from ib_insync import IB, Contract, Order, TagValue
 
 from ibhub.account import AccountBook
 from ibhub.errors import is_warning
@@ -50,6 +59,11 @@ from ibhub.protocol import ContractSpec
 from ibhub.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
 
 log = logging.getLogger(__name__)
+
+# Seconds a verification waits before asking the Gateway, so that a burst of doubts
+# (a dozen refused cancels) costs one round of questions.
+VERIFY_DELAY = 0.2
+SNAPSHOT_TIMEOUT = 10.0  # seconds for each of the Gateway's answers
 
 _UNSET = sys.float_info.max / 2  # anything this large is IB's UNSET_DOUBLE
 
@@ -70,6 +84,10 @@ def _fnum(value: Any) -> float:
 
 def trade_to_order(trade: Any) -> UpstreamOrder:
     o, c, s = trade.order, trade.contract, trade.orderStatus
+    filled = float(s.filled or 0.0)
+    if not filled:  # a completed order carries its filled quantity in the order only
+        filled = _fnum(getattr(o, "filledQuantity", 0.0))
+        filled = filled if filled == filled and filled > 0 else 0.0
     return UpstreamOrder(
         order_id=int(o.orderId),
         client_id=int(o.clientId),
@@ -90,10 +108,24 @@ def trade_to_order(trade: Any) -> UpstreamOrder:
         order_ref=o.orderRef or "",
         parent_id=int(o.parentId or 0),
         status=s.status,
-        filled=float(s.filled or 0.0),
+        filled=filled,
         remaining=float(s.remaining or 0.0),
         avg_fill_price=float(s.avgFillPrice or 0.0),
+        oca_group=o.ocaGroup or "",
+        oca_type=int(o.ocaType or 0),
+        algo_strategy=o.algoStrategy or "",
+        algo_params=tuple((p.tag, p.value) for p in o.algoParams or ()),
     )
+
+
+def gateway_status(trade: Any) -> str:
+    """The trade's last status that came from the Gateway: ib_insync's own Cancelled after
+    an order error (a log entry with the error code) is skipped."""
+    if trade.log and trade.log[-1].errorCode:
+        for entry in reversed(trade.log):
+            if not entry.errorCode and entry.status:
+                return str(entry.status)
+    return str(trade.orderStatus.status)
 
 
 def trade_to_status(trade: Any) -> UpstreamStatus:
@@ -172,6 +204,11 @@ class IbOrderGateway:
         # change) therefore run one after the other.
         self._reconcile_lock = asyncio.Lock()
         self.on_order_error_unrouted: Callable[[int, int, str], None] | None = None
+        # verify(): doubts collected while a fresh reconcile is pending or running
+        self._doubts: dict[int, str] = {}
+        self._verify_task: asyncio.Task[None] | None = None
+        self.verify_delay = VERIFY_DELAY
+        self.verifications = 0
 
     # ------------------------------------------------------------------ OrderUpstream
 
@@ -209,6 +246,11 @@ class IbOrderGateway:
             parentId=fields.parent_id,
             transmit=fields.transmit,
             orderRef=fields.order_ref,
+            ocaGroup=fields.oca_group,
+            ocaType=fields.oca_type,
+            algoStrategy=fields.algo_strategy,
+            algoParams=[TagValue(tag, value) for tag, value in fields.algo_params],
+            algoId=fields.algo_id,
         )
         if fields.limit_price is not None:
             order.lmtPrice = fields.limit_price
@@ -219,11 +261,8 @@ class IbOrderGateway:
     def cancel(self, order_id: int) -> None:
         if not self.is_connected():
             raise ConnectionError("not connected to the Gateway")
-        trade = self._ib.wrapper.trades.get((self._client_id, order_id))
-        if trade is not None:
-            self._ib.cancelOrder(trade.order)
-        else:
-            self._ib.client.cancelOrder(order_id, "")
+        # Not IB.cancelOrder: it invents a status (see the module doc).
+        self._ib.client.cancelOrder(order_id, "")
 
     def global_cancel(self) -> None:
         if not self.is_connected():
@@ -236,6 +275,7 @@ class IbOrderGateway:
         self._book, self._account = book, account
         ib = self._ib
         if book is not None:
+            book.updates.on_doubt = self.verify
             ib.openOrderEvent += self._on_open_order
             ib.orderStatusEvent += self._on_order_status
             ib.execDetailsEvent += self._on_exec
@@ -252,7 +292,11 @@ class IbOrderGateway:
 
     def detach(self) -> None:
         ib = self._ib
+        if self._verify_task is not None:
+            self._verify_task.cancel()
+            self._verify_task = None
         if self._book is not None:
+            self._book.updates.on_doubt = None
             ib.openOrderEvent -= self._on_open_order
             ib.orderStatusEvent -= self._on_order_status
             ib.execDetailsEvent -= self._on_exec
@@ -376,19 +420,63 @@ class IbOrderGateway:
 
     # ------------------------------------------------------------------ after (re)connect
 
+    def verify(self, order_id: int, why: str) -> None:
+        """The book doubts its state of ``order_id``: ask the Gateway (open orders,
+        completed orders, executions) and reconcile, once for a burst of doubts. Without
+        a session nothing is asked now: the reconcile after the reconnect will."""
+        self._doubts.setdefault(order_id, why)
+        if self._verify_task is None or self._verify_task.done():
+            self._verify_task = asyncio.get_running_loop().create_task(
+                self._verify(), name="ibhub-order-verify"
+            )
+
+    async def _verify(self) -> None:
+        while self._doubts:
+            await asyncio.sleep(self.verify_delay)
+            doubts, self._doubts = self._doubts, {}
+            if self._book is None or not self.is_connected():
+                log.info("orders %s: not connected; the next reconcile decides",
+                         sorted(doubts))  # fmt: skip
+                return
+            log.info("asking the Gateway about order(s) %s (%s)", sorted(doubts),
+                     "; ".join(sorted(set(doubts.values()))))  # fmt: skip
+            self.verifications += 1
+            try:
+                await self.reconcile(fresh=True)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                log.warning("asking the Gateway about orders %s failed (%s); the next "
+                            "reconcile decides", sorted(doubts), exc)  # fmt: skip
+                return
+            except Exception:  # a background task: its failure must be seen, not lost
+                log.exception("asking the Gateway about orders %s failed", sorted(doubts))
+                return
+
     async def reconcile(
-        self, *, completed: bool = True, completed_timeout: float = 10.0
-    ) -> ReconcileReport | None:
+        self, *, completed: bool = True, completed_timeout: float = SNAPSHOT_TIMEOUT,
+        fresh: bool = False,
+    ) -> ReconcileReport | None:  # fmt: skip
         """Feed the session's state to the book and the account cache (never sends orders).
 
-        Call after every (re)connect. ``completed``: also ask IB for completed orders
-        (one request), which lets the book tell "cancelled while away" from "never sent".
+        Call after every (re)connect (ib_insync's start-up sync has just listed the open
+        orders and executions). ``completed``: also ask IB for completed orders (one
+        request), which lets the book tell "cancelled while away" from "never sent".
+        ``fresh``: ask the Gateway for open orders and executions too, instead of using
+        ib_insync's view of them (mid-session, after a doubt).
         """
         async with self._reconcile_lock:
-            return await self._reconcile(completed=completed, completed_timeout=completed_timeout)
+            return await self._reconcile(
+                completed=completed, completed_timeout=completed_timeout, fresh=fresh
+            )
+
+    async def _ask(self, what: str, request: Any, timeout: float) -> Any:
+        try:
+            return await asyncio.wait_for(request, timeout)
+        except TimeoutError:
+            log.warning("no answer to %s within %gs", what, timeout)
+            return None
 
     async def _reconcile(
-        self, *, completed: bool, completed_timeout: float
+        self, *, completed: bool, completed_timeout: float, fresh: bool = False
     ) -> ReconcileReport | None:
         ib = self._ib
         report = None
@@ -397,36 +485,67 @@ class IbOrderGateway:
             # was asked for; it cannot know them, so they are not judged by it.
             in_flight = self._book.watch_in_flight()
             try:
+                # Open orders are listed before completed orders (the start-up sync did
+                # the same for ``fresh=False``): an order that ends between the two
+                # snapshots (a cancel or fill landing meanwhile) is then in the second;
+                # asked the other way round it would be in neither and judged lost.
+                open_trades = None
+                if fresh:
+                    open_trades = await self._ask(
+                        "reqOpenOrders", ib.reqOpenOrdersAsync(), completed_timeout
+                    )
                 done_trades = None
                 if completed:
-                    try:
-                        done_trades = await asyncio.wait_for(
-                            ib.reqCompletedOrdersAsync(apiOnly=False), completed_timeout
-                        )
-                    except TimeoutError:
-                        log.warning(
-                            "no answer to reqCompletedOrders within %gs; reconciling without "
-                            "it (orders the Gateway does not list stay as journaled)",
-                            completed_timeout,
-                        )
-                trades = ib.openTrades()
-                fills = ib.fills()
-                report = self._book.updates.reconcile(
-                    open_orders=[trade_to_order(t) for t in trades],
-                    executions=[fill_to_execution(f) for f in fills],
-                    commissions=[
-                        report_to_commission(f.commissionReport)
+                    done_trades = await self._ask(
+                        "reqCompletedOrders", ib.reqCompletedOrdersAsync(apiOnly=False),
+                        completed_timeout,
+                    )  # fmt: skip
+                    if done_trades is None:
+                        log.warning("reconciling without completed orders (orders the "
+                                    "Gateway does not list stay as journaled)")  # fmt: skip
+                if fresh:
+                    trades = open_trades
+                    fills = await self._ask(
+                        "reqExecutions", ib.reqExecutionsAsync(), completed_timeout
+                    )
+                    if trades is None or fills is None:
+                        return None  # a partial picture judges nothing
+                    trades = [t for t in trades if not t.order.whatIf]
+                    # listed open: a status ib_insync invented after an error is not the
+                    # Gateway's (TWS follows each openOrder with its orderStatus, which
+                    # normally has replaced it already)
+                    open_orders = [
+                        dataclasses.replace(trade_to_order(t), status=gateway_status(t))
+                        for t in trades
+                    ]
+                    # reqExecutions answers with new Fill objects; the commission reports
+                    # that follow update ib_insync's cached ones
+                    cached = ib.wrapper.fills
+                    reports = [
+                        cached[f.execution.execId].commissionReport
                         for f in fills
-                        if f.commissionReport.execId
-                    ],
+                        if f.execution.execId in cached
+                    ]
+                else:
+                    trades = ib.openTrades()
+                    fills = ib.fills()
+                    reports = [f.commissionReport for f in fills]
+                    open_orders = [trade_to_order(t) for t in trades]
+                report = self._book.updates.reconcile(
+                    open_orders=open_orders,
+                    executions=[fill_to_execution(f) for f in fills],
+                    commissions=[report_to_commission(r) for r in reports if r.execId],
                     completed=(None if done_trades is None
                                else [trade_to_order(t) for t in done_trades]),
-                    statuses=[trade_to_status(t) for t in trades],
+                    statuses=[trade_to_status(t) for t in trades if not t.log
+                              or not t.log[-1].errorCode],
                     in_flight=in_flight | self._book.queued,
                 )
                 log.info(
-                    "orders reconciled: %d seen upstream, %d fills published, %d adopted, %d lost",
+                    "orders reconciled%s: %d seen upstream, %d fills published, %d adopted, "
+                    "%d lost, %d corrected", " (asked afresh)" if fresh else "",
                     report.updated, report.fills_published, report.adopted, len(report.lost),
+                    len(report.corrected),
                 )  # fmt: skip
             finally:
                 self._book.unwatch(in_flight)

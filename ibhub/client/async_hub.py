@@ -39,6 +39,7 @@ from ibhub.client.stream import EventStream
 from ibhub.client.subscription import Subscription
 from ibhub.client.topics import TopicTable
 from ibhub.client.upstream_watch import Handler, UpstreamWatch
+from ibhub.curve_keys import read_operator_token
 from ibhub.protocol import (
     AccountSummaryReply,
     AccountValue,
@@ -128,6 +129,7 @@ class AsyncHub:
         server_key: str | bytes | None = None,
         client_key_file: str | None = None,
         tick_bundle: bool = False,
+        operator_token: str | None = None,
     ) -> None:
         self.pub_endpoint = wire.pub_endpoint(pub)
         self.tick_bundle = tick_bundle
@@ -135,6 +137,11 @@ class AsyncHub:
         self.rpc_endpoint = wire.rpc_endpoint(rpc)
         self.name = name or default_name()
         self.role = role
+        # role="operator" needs proof on a loopback hub: the hub's operator token, read
+        # from its file when not given (docs/security.md; readable by the hub's user only).
+        self._credential = operator_token or (
+            read_operator_token() or "" if role == "operator" else "")
+        self._raw_tokens: dict[int, str] = {}  # raw client ids this script leased
         self.connect_timeout = connect_timeout
         self.connect_retries = max(1, connect_retries)
         self.request_timeout = request_timeout
@@ -182,7 +189,8 @@ class AsyncHub:
                 self._order_book, self._spawn,
             )
             keeper = LeaseKeeper(
-                self._rpc, self._table, self._spawn, name=self.name, role=self.role
+                self._rpc, self._table, self._spawn, name=self.name, role=self.role,
+                credential=self._credential,
             )
             await keeper.hello(self.connect_timeout, self.connect_retries)
             self._keeper = keeper
@@ -227,7 +235,8 @@ class AsyncHub:
 
     @property
     def lease(self) -> str | None:
-        """The lease id the hub gave this client (None when not connected)."""
+        """The lease's public handle (status, order.<lease> topics; None when not
+        connected). Requests carry its secret token, which only the SDK holds."""
         return self._keeper.lease if self._keeper is not None else None
 
     @property
@@ -355,11 +364,11 @@ class AsyncHub:
         if entry.subs:
             return
         self._topic_table().remove(entry)
-        lease = self.lease
-        if lease is None or self._rpc is None:
+        token = self._keeper.token if self._keeper is not None else None
+        if token is None or self._rpc is None:
             return
         try:
-            await self._rpc.request(Unsubscribe(id=0, lease=lease, topic=sub.topic))
+            await self._rpc.request(Unsubscribe(id=0, lease=token, topic=sub.topic))
         except HubError as exc:
             benign = exc.code in (ErrorCode.UNKNOWN_LEASE, ErrorCode.NOT_SUBSCRIBED)
             level = logging.DEBUG if benign else logging.WARNING
@@ -418,14 +427,28 @@ class AsyncHub:
     ) -> int:
         """A raw TWS client id for a direct Gateway connection; free it with
         ``release_client_id``. ``tied=True`` releases it when this lease ends;
-        ``ttl`` > 0 releases it after that many seconds."""
-        request = LeaseClientId(
-            id=0, name=name or self.name, ttl=ttl, lease=(self.lease or "") if tied else ""
-        )
-        return expect(await self._channel().request(request), ClientIdLeased).client_id
+        ``ttl`` > 0 releases it after that many seconds, 0 after the hub's
+        ``raw_lease_ttl`` (24 h by default; call again with the same id to renew)."""
+        token = self._keeper.token if tied and self._keeper is not None else None
+        request = LeaseClientId(id=0, name=name or self.name, ttl=ttl, lease=token or "")
+        leased = expect(await self._channel().request(request), ClientIdLeased)
+        self._raw_tokens[leased.client_id] = leased.token
+        return leased.client_id
+
+    async def renew_client_id(self, client_id: int, ttl: float = 0.0) -> float:
+        """Extend a raw id this script leased; returns the seconds it now has left."""
+        request = LeaseClientId(id=0, name=self.name, ttl=ttl,
+                                token=self._raw_tokens.get(client_id, ""))
+        if not request.token:
+            raise HubError(ErrorCode.UNKNOWN_LEASE,
+                           f"client id {client_id} was not leased by this script")
+        return expect(await self._channel().request(request), ClientIdLeased).expires_in
 
     async def release_client_id(self, client_id: int) -> None:
-        await self._channel().request(ReleaseClientId(id=0, client_id=client_id))
+        """Release a raw id this script leased (an operator may release any)."""
+        await self._channel().request(ReleaseClientId(
+            id=0, client_id=client_id, token=self._raw_tokens.pop(client_id, ""),
+            credential=self._credential))
 
     # ------------------------------------------------------------------ orders and account
     # The order logic lives in ``orders.py``; these methods build a request and hand the
@@ -446,6 +469,13 @@ class AsyncHub:
         account: str = "",
         take_profit: float | None = None,
         stop_loss: float | None = None,
+        *,
+        oca_group: str = "",
+        oca_type: int = 0,
+        order_ref: str = "",
+        algo_strategy: str = "",
+        algo_params: dict[str, str] | None = None,
+        algo_id: str = "",
         **fields: Any,
     ) -> Order:
         """Place an order; returns its live ``Order`` (``await order.wait_done()``).
@@ -453,7 +483,12 @@ class AsyncHub:
         ``client_order_id`` (default: a fresh unique one) makes the call idempotent:
         the same id again returns the same order, never a second one; a request that
         timed out is retried once with it. ``take_profit`` / ``stop_loss`` make a
-        bracket (``order.children``). Raises ``OrderRejectedError`` with the reason.
+        bracket (``order.children``). ``oca_group`` / ``oca_type`` put the order in a
+        One-Cancels-All group of this script (1: a fill cancels the others; 2 / 3: a
+        fill reduces them); ``order_ref`` is a label of yours, shown back on the
+        ``Order`` and in ``executions()``; ``algo_strategy`` / ``algo_params`` /
+        ``algo_id`` ask for an IB algo (e.g. ``"Adaptive"``,
+        ``{"adaptivePriority": "Normal"}``). Raises ``OrderRejectedError`` with the reason.
         """
         coid = client_order_id or new_client_order_id(self.name)
         spec = contract_spec(contract, **fields)
@@ -462,7 +497,9 @@ class AsyncHub:
                 id=0, lease=lease, client_order_id=coid, contract=spec, action=action,
                 quantity=quantity, order_type=order_type, limit_price=limit_price,
                 stop_price=stop_price, tif=tif, outside_rth=outside_rth, account=account,
-                take_profit=take_profit, stop_loss=stop_loss,
+                take_profit=take_profit, stop_loss=stop_loss, oca_group=oca_group,
+                oca_type=oca_type, order_ref=order_ref, algo_strategy=algo_strategy,
+                algo_params=dict(algo_params or {}), algo_id=algo_id,
             )
 
         reply = await self._order_request(build, retry=f"client_order_id={coid!r}")

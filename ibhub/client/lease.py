@@ -1,6 +1,8 @@
 """The lease: hello with retries, heartbeats, re-hello and resubscribe, goodbye.
 
-A ``LeaseKeeper`` is the only code that knows the SDK's lease. When the hub says
+A ``LeaseKeeper`` is the only code that knows the SDK's lease: its public handle
+(``lease``: topics, logs) and its secret ``token`` (the ``lease`` field of every
+request; docs/security.md). When the hub says
 ``unknown_lease`` (the lease expired because the script stalled, or the hub
 restarted and lost its table), it says hello again and subscribes every topic of
 the ``TopicTable`` again, under the same topics, so the script's subscriptions keep
@@ -63,10 +65,13 @@ class LeaseKeeper:
         *,
         name: str,
         role: str,
+        credential: str = "",
     ) -> None:
         self.name = name
         self.role = role
-        self.lease: str | None = None
+        self._credential = credential  # the operator token, for role="operator"
+        self.lease: str | None = None  # the public handle
+        self.token: str | None = None  # the secret the requests carry
         self.client_id: int | None = None
         self.heartbeat_interval = 1.0
         self.hub_version = ""
@@ -113,10 +118,11 @@ class LeaseKeeper:
                 await self._heartbeat
             self._heartbeat = None
         lease, self.lease = self.lease, None
+        token, self.token = self.token, None
         self.hub_reachable = False
-        if lease is not None:
+        if token is not None:
             try:
-                await self._rpc.request(Goodbye(id=0, lease=lease), timeout=timeout)
+                await self._rpc.request(Goodbye(id=0, lease=token), timeout=timeout)
             except HubError as exc:
                 log.debug("goodbye for lease %s not acknowledged: %s", lease, exc)
 
@@ -128,18 +134,18 @@ class LeaseKeeper:
 
     async def request(self, build: Callable[[str], Request]) -> Reply:
         """Send a request that names the lease; renew the lease once if it is unknown."""
-        lease = self.lease
-        if lease is None:
+        lease, token = self.lease, self.token
+        if lease is None or token is None:
             raise NotConnected()
         try:
-            return await self._rpc.request(build(lease))
+            return await self._rpc.request(build(token))
         except HubError as exc:
             if exc.code != ErrorCode.UNKNOWN_LEASE:
                 raise
         await self.renew(lease)
-        if self.lease is None:
+        if self.token is None:
             raise NotConnected()
-        return await self._rpc.request(build(self.lease))
+        return await self._rpc.request(build(self.token))
 
     async def renew(self, stale: str) -> None:
         """Hello again and resubscribe everything (the hub forgot lease ``stale``)."""
@@ -162,10 +168,12 @@ class LeaseKeeper:
     # ------------------------------------------------------------------ internals
 
     def _hello(self) -> Hello:
-        return Hello(id=0, name=self.name, role=self.role, protocol=PROTOCOL_VERSION)
+        return Hello(id=0, name=self.name, role=self.role, protocol=PROTOCOL_VERSION,
+                     credential=self._credential)
 
     def _adopt(self, welcome: Welcome) -> None:
         self.lease = welcome.lease
+        self.token = welcome.token or welcome.lease  # a hub before tokens: the id itself
         self.client_id = welcome.client_id
         interval = welcome.heartbeat_interval
         self.heartbeat_interval = interval if interval > 0 else 1.0
@@ -183,10 +191,10 @@ class LeaseKeeper:
         """
         table = self._table
         for entry in [e for e in table.entries.values() if e.pending]:
-            lease = self.lease
-            if lease is None:
+            token = self.token
+            if token is None:
                 return
-            request = Subscribe(id=0, lease=lease, contract=entry.spec, kind=entry.kind)
+            request = Subscribe(id=0, lease=token, contract=entry.spec, kind=entry.kind)
             try:
                 reply = expect(await self._rpc.request(request), Subscribed)
             except HubError as exc:
@@ -217,11 +225,12 @@ class LeaseKeeper:
         # A Welcome for a hello that timed out: that lease would sit idle until it
         # expires, holding a client id; hand it back now.
         if isinstance(reply, Welcome) and reply.lease != self.lease:
-            self._spawn(self._goodbye_orphan(reply.lease), f"goodbye {reply.lease}")
+            self._spawn(self._goodbye_orphan(reply.token or reply.lease),
+                        f"goodbye {reply.lease}")
 
-    async def _goodbye_orphan(self, lease: str) -> None:
+    async def _goodbye_orphan(self, token: str) -> None:
         with contextlib.suppress(HubError):
-            await self._rpc.request(Goodbye(id=0, lease=lease), timeout=1.0)
+            await self._rpc.request(Goodbye(id=0, lease=token), timeout=1.0)
 
     async def _heartbeat_loop(self) -> None:
         """Heartbeat every ``heartbeat_interval`` (sooner when woken); a slow answer
@@ -239,12 +248,12 @@ class LeaseKeeper:
             await self._beat()
 
     async def _beat(self) -> None:
-        lease = self.lease
-        if lease is None:
+        lease, token = self.lease, self.token
+        if lease is None or token is None:
             return
         try:
             await self._rpc.request(
-                Heartbeat(id=0, lease=lease), timeout=max(self.heartbeat_interval, 0.5)
+                Heartbeat(id=0, lease=token), timeout=max(self.heartbeat_interval, 0.5)
             )
         except HubTimeout:
             if self.hub_reachable:

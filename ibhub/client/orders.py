@@ -107,6 +107,12 @@ class Order:
         self.limit_price: float | None = None
         self.stop_price: float | None = None
         self.tif = ""
+        self.order_ref = ""  # the script's own label (place_order(order_ref=...))
+        self.oca_group = ""
+        self.oca_type = 0
+        self.algo_strategy = ""
+        self.algo_params: dict[str, str] = {}
+        self.algo_id = ""
         self.status = "PendingSubmit"
         self.filled = 0.0
         self.remaining = 0.0
@@ -204,7 +210,12 @@ class Order:
             self.action = ev.action or self.action
             if not self.client_order_id:
                 self.client_order_id = ev.client_order_id
-            if not (self.done and ev.status not in TERMINAL):  # a finished order stays so
+            if ev.kind == "corrected":
+                # the hub reconciled the order with the Gateway, which wins even over
+                # an end the hub reported before
+                self.status = ev.status or self.status
+                self.rejected = ev.status == "Inactive"
+            elif not (self.done and ev.status not in TERMINAL):  # a finished order stays so
                 self.status = ev.status or self.status
             if ev.filled >= self.filled:
                 self.filled, self.remaining = ev.filled, ev.remaining
@@ -222,7 +233,7 @@ class Order:
                 self.commission = ev.commission
             if ev.kind == "rejected":
                 self.rejected = True
-            if ev.kind in ("rejected", "modify_rejected") or ev.message:
+            if ev.kind in ("rejected", "modify_rejected", "cancel_rejected") or ev.message:
                 self.message = ev.message or self.message
             if ev.kind == "modified":
                 self._before_modify = None
@@ -240,6 +251,10 @@ class Order:
             self.action, self.order_type = info.action, info.order_type
             self.limit_price, self.stop_price = info.limit_price, info.stop_price
             self.tif = info.tif
+            self.order_ref, self.oca_group, self.oca_type = (
+                info.order_ref, info.oca_group, info.oca_type)  # fmt: skip
+            self.algo_strategy, self.algo_params, self.algo_id = (
+                info.algo_strategy, dict(info.algo_params), info.algo_id)  # fmt: skip
             if not (self.done and info.status not in TERMINAL):
                 self.status = info.status
             if info.filled >= self.filled:
@@ -284,6 +299,10 @@ class Order:
             self.con_id = self.con_id or req.contract.con_id
             self.action, self.quantity, self.order_type = req.action, req.quantity, req.order_type
             self.limit_price, self.stop_price, self.tif = req.limit_price, req.stop_price, req.tif
+            self.order_ref, self.oca_group, self.oca_type = (
+                req.order_ref, req.oca_group, req.oca_type)  # fmt: skip
+            self.algo_strategy, self.algo_params, self.algo_id = (
+                req.algo_strategy, dict(req.algo_params), req.algo_id)  # fmt: skip
             if not self.events:
                 self.remaining = req.quantity
 
@@ -295,6 +314,7 @@ class Order:
             self.symbol = self.symbol or parent.contract.symbol
             self.action = "SELL" if parent.action == "BUY" else "BUY"
             self.quantity, self.tif = parent.quantity, parent.tif
+            self.order_ref = parent.order_ref  # the family's label; OCA and algo are the parent's
             if suffix == "tp":
                 self.order_type, self.limit_price = "LMT", parent.take_profit
             else:

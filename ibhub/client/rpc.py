@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 from collections.abc import Callable
 
 import msgspec
@@ -85,6 +86,11 @@ class RpcChannel:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        # The hub binds a lease to the routing identity of the connection that opened it
+        # (docs/security.md). An explicit random one survives the socket's reconnects (a
+        # hub restart, a network blip), where ZeroMQ would assign a new one per
+        # connection; the first byte is never 0 (ZeroMQ reserves those).
+        sock.setsockopt(zmq.ROUTING_ID, b"\x01" + secrets.token_bytes(16))
         if self.curve is not None:
             self.curve.apply(sock)
             self._handshake = HandshakeWatch(sock, self.curve)

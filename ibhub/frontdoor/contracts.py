@@ -7,8 +7,15 @@ builders (which read those twelve fields).
 
 from __future__ import annotations
 
-from ibhub.protocol import ContractInfo, ContractSpec
+from typing import TypeVar
+
+import msgspec
+
+from ibhub.protocol import ContractInfo, ContractSpec, GetContractDetails
+from ibhub.rpc import BadRequest, check_fields
 from ibhub.tws.contracts import ContractFields
+
+T = TypeVar("T", bound=msgspec.Struct)
 
 
 def inst_from_info(info: ContractInfo) -> ContractFields:
@@ -33,12 +40,31 @@ def inst_for(known: dict[int, ContractInfo], con_id: int, symbol: str, sec_type:
 
 
 def spec_from_query(q: ContractFields) -> ContractSpec:
-    """A C12 block as the hub's :class:`ContractSpec`.
+    """A C12 block as the hub's :class:`ContractSpec`, checked by the same field rules
+    as a ZeroMQ request (``protocol.TEXT_PATTERN``, lengths): a field that breaks one
+    raises ``ValueError`` naming it (``$.contract.symbol``), answered 321 on the
+    request's id.
 
     With a conId the block is taken as given (blank fields stay blank, so a conId
     names any kind of contract); without one, blank secType/exchange/currency get
     the hub's defaults (STK, SMART, USD), like its ZeroMQ clients.
     """
+    spec = _spec(q)
+    checked(GetContractDetails(id=0, contract=spec))
+    return spec
+
+
+def checked(req: T) -> T:
+    """``req`` (a request the front door built from a script's fields) if it meets the
+    ZeroMQ decoder's field rules, else ``ValueError`` naming the field (-> 321)."""
+    try:
+        check_fields(req)
+    except BadRequest as exc:
+        raise ValueError(str(exc)) from None
+    return req
+
+
+def _spec(q: ContractFields) -> ContractSpec:
     if q.con_id:
         return ContractSpec(
             con_id=q.con_id, symbol=q.symbol, sec_type=q.sec_type, exchange=q.exchange,

@@ -30,10 +30,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ibhub.frontdoor.contracts import inst_for, spec_from_query
+from ibhub.frontdoor.contracts import checked, inst_for, spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
 from ibhub.journal import FillRecord, OrderRecord
+from ibhub.order_feed import decode_algo_params
 from ibhub.order_store import TERMINAL
 from ibhub.orders import Caller
 from ibhub.protocol import (
@@ -47,6 +48,7 @@ from ibhub.protocol import (
 )
 from ibhub.sim import broker_messages as msgs
 from ibhub.sim.orders import OrderRequest, SimExecution, SimOrder, parse_place_order
+from ibhub.tws.codec import UNSET_DOUBLE, UNSET_INT
 from ibhub.tws.contracts import parse_c12
 
 if TYPE_CHECKING:
@@ -58,6 +60,88 @@ REJECTED: Final = 201  # "Order rejected - reason:"; ends the trade in both libr
 CANT_CANCEL: Final = 10148
 NOT_FOUND: Final = 135  # "Can't find order with id ="
 ORDER_MESSAGE: Final = 399  # a warning in both libraries: the order keeps working
+
+
+# ---------------------------------------------------------------- attributes of placeOrder
+#
+# Every field of the placeOrder walk is either honoured (it reaches the hub's PlaceOrder and
+# the Gateway) or must hold its default; an order with any other attribute set is refused
+# with an error on its id that names the attribute, never placed without it. Defaults are
+# what ib_insync / ib_async / ibapi send for an Order nobody touched ('' for unset values).
+
+#: Fields the hub honours (or handles before this check: whatIf, transmit, parentId).
+HONOURED: Final = frozenset({
+    "action", "totalQuantity", "orderType", "tif", "ocaGroup", "account", "orderRef",
+    "transmit", "parentId", "outsideRth", "ocaType", "algoStrategy", "algoParams",
+    "algoParams tag", "algoParams value", "algoId", "whatIf", "sharesAllocation",
+    "lmtPrice", "auxPrice",  # checked against the order type below
+})  # fmt: skip
+_NEUTRAL: Final = frozenset({"", "0", "0.0", "false", "False"})
+#: Defaults other than "unset / zero / false".
+_DEFAULTS: Final[dict[str, frozenset[str]]] = {
+    "exemptCode": frozenset({"", "-1"}),
+    "openClose": frozenset({"", "O"}),  # ib_insync sends "O" (open) by default
+    "discretionaryAmt": frozenset({"", "0", "0.0"}),
+}
+#: What a refused attribute is, for the error text.
+_WHAT: Final[dict[str, str]] = {
+    "secIdType": "contract by security id (use conId or symbol)",
+    "hedgeType": "hedge orders", "deltaNeutralOrderType": "delta-neutral orders",
+    "deltaNeutralContract": "delta-neutral contracts", "conditions": "order conditions",
+    "scalePriceIncrement": "scale orders", "scaleInitLevelSize": "scale orders",
+    "adjustedOrderType": "adjusted (attached) orders", "comboLegs": "combo orders",
+    "goodAfterTime": "good-after-time orders", "goodTillDate": "GTD orders",
+    "trailStopPrice": "trailing orders", "trailingPercent": "trailing orders",
+    "hidden": "hidden orders", "displaySize": "iceberg orders",
+    "faGroup": "FA allocation", "faMethod": "FA allocation", "faPercentage": "FA allocation",
+    "faProfile": "FA allocation", "volatility": "volatility orders",
+    "cashQty": "cash-quantity orders", "triggerMethod": "stop trigger methods",
+    "lmtPrice": "a limit price on a MKT or STP order",
+    "auxPrice": "a stop price on a MKT or LMT order",
+}  # fmt: skip
+#: IB's own error for attributes it no longer accepts (code, attribute name in the text).
+_IB_CODES: Final[dict[str, tuple[int, str]]] = {
+    "eTradeOnly": (10268, "EtradeOnly"),
+    "firmQuoteOnly": (10269, "firmQuoteOnly"),
+    "nbboPriceCap": (10270, "nbboPriceCap"),
+}
+
+
+def _is_default(name: str, value: str) -> bool:
+    if value in _DEFAULTS.get(name, _NEUTRAL):
+        return True
+    if name in _DEFAULTS:
+        return False
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return number >= UNSET_DOUBLE or number == UNSET_INT  # an unset value sent literally
+
+
+def unhonoured(req: OrderRequest) -> list[str]:
+    """The attributes of a placeOrder the hub would not honour, in wire order."""
+    out = [name for name, value in req.attributes
+           if name not in HONOURED and not _is_default(name, value)]
+    # a price the order type does not use (0 is how some clients write "no price")
+    if req.order_type in ("MKT", "STP") and req.lmt_price not in (None, 0.0):
+        out.append("lmtPrice")
+    if req.order_type in ("MKT", "LMT") and req.aux_price not in (None, 0.0):
+        out.append("auxPrice")
+    return out
+
+
+def refusal_for(names: list[str]) -> tuple[int, str]:
+    """The error for an order with unhonoured attributes: IB's own code where IB refuses
+    the attribute itself, else the front door's "not supported" (as for whatIf orders)."""
+    for name in names:
+        if name in _IB_CODES:
+            code, ib_name = _IB_CODES[name]
+            return code, f"The '{ib_name}' order attribute is not supported."
+    parts = [f"'{n}' ({_WHAT[n]})" if n in _WHAT else f"'{n}'" for n in names]
+    return UNSUPPORTED, unsupported_text(
+        3, f"order attribute {', '.join(parts)} is not honoured by the hub, so the order was "
+           "not placed; clear it or place the order elsewhere")
 
 
 @dataclass
@@ -93,7 +177,10 @@ class OrderRelay:
         return None if service is None else service.book
 
     def _caller(self, s: DownstreamSession) -> Caller:
-        return Caller(s.lease, s.owner)
+        # A TWS client is a loopback client: the hub's local_role, never more (the TWS
+        # protocol has no way to prove operator; docs/security.md).
+        settings = getattr(self._door.hub, "settings", None)
+        return Caller(s.lease, s.owner, getattr(settings, "local_role", "trader"))
 
     def session_started(self, s: DownstreamSession) -> None:
         """Before nextValidId: adopt this client id's working orders the front door has no
@@ -126,6 +213,16 @@ class OrderRelay:
             log.info("tws client %d: %d working order(s) from before the hub restarted",
                      s.client_id, len(lost))
 
+    def _adopt_corrected(self, owner: str, order_id: int, book: Any) -> tuple[int, int] | None:
+        """An order reconciliation found working that the connected script has no id for
+        (the journal said it had ended when the script started): give it the script's id,
+        as for working orders at session start; openOrder then tells the script."""
+        for s in list(self._door.clients.values()):
+            if s.owner == owner and s.book is not None:
+                self._adopt(s, book)
+                return self._door.books.owner_of.get(order_id)
+        return None
+
     def session_gone(self, s: DownstreamSession) -> None:
         for key in [k for k in self._held if k[0] == s.number]:
             del self._held[key]  # never transmitted: nothing reached the hub or IB
@@ -149,7 +246,17 @@ class OrderRelay:
         if req.what_if:
             s.send_error(oid, UNSUPPORTED, unsupported_text(3, "whatIf orders"))
             return
+        bad = unhonoured(req)
         existing = await cbook.hub_id(oid)
+        if bad:
+            log.info("tws client %d order %d refused: unhonoured attribute(s) %s",
+                     s.client_id, oid, ", ".join(bad))
+            if existing is None:
+                s.send_error(oid, *refusal_for(bad))
+            else:  # a refused modification: a warning, the order keeps working (not an end)
+                s.send_error(oid, ORDER_MESSAGE, "Order message: modification refused: "
+                                                 + refusal_for(bad)[1])
+            return
         if existing is not None:
             await self._modify(s, book, oid, existing, req)
             return
@@ -181,13 +288,15 @@ class OrderRelay:
                **extra: Any) -> PlaceOrder:
         limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
         stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
-        return PlaceOrder(
+        return checked(PlaceOrder(
             id=0, lease=s.lease, client_order_id=f"{req.order_id}.{self._door.run_tag}",
             contract=spec_from_query(parse_c12(f, 2)), action=req.action,
             quantity=req.total_qty, order_type=req.order_type, limit_price=limit,
             stop_price=stop, tif=req.tif or "DAY", outside_rth=req.outside_rth,
-            account=req.account, **extra,
-        )  # fmt: skip
+            account=req.account, oca_group=req.oca_group, oca_type=req.oca_type,
+            order_ref=req.order_ref, algo_strategy=req.algo_strategy,
+            algo_params=dict(req.algo_params), algo_id=req.algo_id, **extra,
+        ))  # fmt: skip
 
     async def _submit(self, s: DownstreamSession, book: Any, order: PlaceOrder,
                       down_ids: list[int]) -> None:
@@ -224,11 +333,13 @@ class OrderRelay:
         ids = [parent.order_id, *(c.order_id for c in family.children)]
         if (len(tp) > 1 or len(sl) > 1 or len(tp) + len(sl) != len(family.children)
                 or any(c.action != exit_action or abs(c.total_qty - parent.total_qty) > 1e-9
+                       or c.oca_group or c.algo_strategy or c.order_ref != parent.order_ref
                        for c in family.children)):
             for down in ids:
                 s.send_error(down, UNSUPPORTED, unsupported_text(
                     3, "this held order family; the hub places brackets of a parent with a "
-                       "take-profit LMT and/or a stop-loss STP of the same size, opposite side"))
+                       "take-profit LMT and/or a stop-loss STP of the same size, opposite side "
+                       "(the legs carry the parent's orderRef and no OCA group or algo)"))
             return
         order = self._order(s, parent, family.fields,
                             take_profit=tp[0].lmt_price if tp else None,
@@ -244,6 +355,12 @@ class OrderRelay:
         if rec is not None and req.order_type != rec.order_type:
             s.send_error(oid, ORDER_MESSAGE, f"Order message: cannot change order {oid} from "
                                              f"{rec.order_type} to {req.order_type} (ibhub)")
+            return
+        changed = [] if rec is None else _fixed_changes(rec, req)
+        if changed:
+            s.send_error(oid, ORDER_MESSAGE, f"Order message: modification refused: the hub "
+                                             f"cannot change {', '.join(changed)} of a working "
+                                             f"order; cancel it and place a new one (ibhub)")
             return
         reply = await book.modify(self._caller(s), ModifyOrder(
             id=0, lease=s.lease, order_id=hub_id, quantity=req.total_qty, limit_price=limit,
@@ -326,7 +443,11 @@ class OrderRelay:
             return
         route = self._door.books.owner_of.get(ev.order_id)
         book = self._book()
-        if route is None or book is None:
+        if book is None:
+            return
+        if route is None and ev.kind == "corrected" and ev.status not in TERMINAL:
+            route = self._adopt_corrected(ev.owner, ev.order_id, book)
+        if route is None:
             return
         client_id, down = route
         s = self._door.clients.get(client_id)
@@ -356,6 +477,19 @@ class OrderRelay:
         elif kind == "modify_rejected":
             s.send_error(down, ORDER_MESSAGE, f"Order message: {ev.message}")
             self._send_open(s, rec, down, ev.status)
+        elif kind == "cancel_rejected":
+            # A warning, not IB's 10147/10148 error: both client libraries end a trade on
+            # an order error, and the order may well work on. The status that follows is
+            # the one the hub holds (the script's library set PendingCancel itself).
+            s.send_error(down, ORDER_MESSAGE, f"Order message: cancel refused: {ev.message}")
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+        elif kind == "corrected":
+            # reconciliation with the Gateway: the true state, even after an end
+            if ev.status not in TERMINAL:
+                self._send_open(s, rec, down, ev.status)
+            else:
+                s.send_error(down, ORDER_MESSAGE, f"Order message: {ev.message}")
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
 
     # ------------------------------------------------------------------ builders
 
@@ -377,6 +511,9 @@ class OrderRelay:
             account=rec.account or self._door.account, parent_id=parent,
             outside_rth=rec.outside_rth,
             last_fill_price=ev.last_fill_price if ev is not None else 0.0,
+            order_ref=rec.order_ref, oca_group=rec.oca_group, oca_type=rec.oca_type,
+            algo_strategy=rec.algo_strategy,
+            algo_params=tuple(decode_algo_params(rec.algo_params).items()),
         )  # fmt: skip
 
     def _send_open(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str) -> None:
@@ -390,10 +527,30 @@ class OrderRelay:
             con_id=fill.con_id, account=fill.account or rec.account or self._door.account,
             side=fill.side, shares=fill.shares, price=fill.price,
             time=dt.datetime.fromtimestamp(fill.time_ns / 1e9, dt.UTC),
-            cum_qty=fill.cum_qty, avg_price=fill.avg_price, order_ref="",
+            cum_qty=fill.cum_qty, avg_price=fill.avg_price, order_ref=rec.order_ref,
             commission=fill.commission or 0.0, realized_pnl=fill.realized_pnl,
             exchange=fill.exchange,
         )  # fmt: skip
+
+
+def _fixed_changes(rec: OrderRecord, req: OrderRequest) -> list[str]:
+    """Attributes a modification may not change (ModifyOrder has no field for them): a
+    different value is refused, never dropped."""
+    pairs = (
+        ("ocaGroup", rec.oca_group, req.oca_group),
+        ("ocaType", rec.oca_type, req.oca_type),
+        ("orderRef", rec.order_ref, req.order_ref),
+        ("algoStrategy", rec.algo_strategy, req.algo_strategy),
+        ("algoParams", decode_algo_params(rec.algo_params), dict(req.algo_params)),
+        ("algoId", rec.algo_id, req.algo_id),
+        ("action", rec.action, req.action),
+        ("account", rec.account, req.account or rec.account),
+    )
+    changed = [name for name, old, new in pairs if old != new]
+    con_id = req.c12[0]
+    if con_id not in ("", "0") and con_id != str(rec.con_id):
+        changed.append("the contract")
+    return changed
 
 
 def _ib_time(ns: int) -> str:

@@ -17,6 +17,12 @@ end marker or a non-warning error; streaming ones (keepUpToDate, tick-by-tick)
 with the script's cancel or its disconnect (the front door cancels upstream).
 When the upstream session is lost every open route is failed with 504 on its
 downstream id: a script waiting on a reply must not wait forever.
+
+Nothing here outlives the upstream session it belongs to: routes are failed and
+the retired ids forgotten when the session changes (a late reply can only come
+on the socket its request went out on). The ids themselves never repeat within
+the hub process (``Upstream._unique_req_ids``), so an id retired in one session
+can never be the hub's own request in the next.
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ class Passthrough:
         # ids whose route ended: late replies (after a cancel) are dropped, not shown
         # to ib_insync, which would log them as unknown
         self._retired: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._retired_session: float | None = None  # Upstream.connected_at they belong to
 
     def handlers(self) -> dict[int, Handler]:
         table: dict[int, Handler] = {m: self.request for m in REQUESTS}
@@ -223,6 +230,9 @@ class Passthrough:
         """Fail every route whose upstream session is gone (504 on the script's id)."""
         up = self._door.hub.upstream
         current = up.connected_at if up is not None else None
+        if current != self._retired_session:
+            self._retired.clear()
+            self._retired_session = current
         for up_id, route in list(self.routes.items()):
             if current is not None and route.upstream_session == current:
                 continue

@@ -8,6 +8,8 @@ comes would hang instead.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Final
 
 REQUEST_NAMES: Final[dict[int, str]] = {
@@ -55,3 +57,29 @@ def request_name(msg_id: int) -> str:
 def unsupported_text(msg_id: int, why: str = "") -> str:
     tail = f": {why}" if why else "; see docs/tws-front-door.md for what is served"
     return f"{request_name(msg_id)} is not supported through ibhub{tail}"
+
+
+#: The longest field a script's request may carry. The longest real ones (a generic
+#: tick list, ``tag=value;`` option lists, an end date-time) are under 200 characters;
+#: typed fields (symbols, accounts, order fields) have tighter limits per kind
+#: (``protocol.MAX_*``) where the front door turns them into hub requests.
+MAX_FIELD: Final = 1024
+#: C0 controls, DEL, C1 controls, U+2028/U+2029 (``protocol.TEXT_PATTERN``'s set; NUL
+#: cannot occur: it separates the fields).
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def field_problem(fields: Sequence[str]) -> str | None:
+    """Why a script's request must not be served or passed upstream, or None: a field
+    with a control character, or longer than :data:`MAX_FIELD`. Names the field by its
+    position (0 is the message id)."""
+    for index, text in enumerate(fields):
+        if len(text) > MAX_FIELD:
+            return f"field {index} is {len(text)} characters long (at most {MAX_FIELD})"
+        m = _CONTROL.search(text)
+        if m is not None:
+            return (
+                f"field {index} contains control character U+{ord(m.group()):04X}; "
+                "request fields must be printable text"
+            )
+    return None

@@ -39,6 +39,7 @@ from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.limits import TWS_HANDSHAKE_TIMEOUT, Limits, limits_of, open_fds
 from ibhub.protocol import (
     TOPIC_ACCOUNT,
     TOPIC_ERROR,
@@ -74,6 +75,8 @@ RESTORED_KEPT = (
     "Connectivity between IB and Trader Workstation has been restored - data maintained.",
 )
 ACCOUNTS_WAIT = 30.0  # START_API waits this long for the upstream's account list
+REFUSE_GRACE = 2.0  # a refused connection has this long to take its 502
+REFUSING_MAX = 16  # refusals explained at once; beyond, refused connections just close
 
 
 class FrontDoor:
@@ -87,6 +90,7 @@ class FrontDoor:
         self.port = port
         self.tws_port = 0  # the bound port once started
         self.sessions: set[DownstreamSession] = set()
+        self._refusing: set[DownstreamSession] = set()  # refused, saying why, then closing
         self.clients: dict[int, DownstreamSession] = {}  # live client id -> session
         self.books = ClientBooks()
         self.contracts: dict[int, ContractInfo] = {}  # con_id -> what the hub resolved
@@ -149,6 +153,9 @@ class FrontDoor:
             s.abort()
             s.cancel_work()
             self.session_closed(s)
+        for s in list(self._refusing):
+            s.abort()
+        self._refusing.clear()
         self.market.stop()
         self.passthrough.uninstall()
         if self._unlisten is not None:
@@ -182,12 +189,40 @@ class FrontDoor:
     # ------------------------------------------------------------------ sessions
 
     def session_opened(self, s: DownstreamSession) -> None:
+        limits = limits_of(self.hub)
+        stats = limits.stats("tws")
+        stats.accepted += 1
+        if len(self.sessions) >= stats.cap or limits.fds_low():
+            self._refuse(s, limits)
+            return
         self.sessions.add(s)
+        stats.open = len(self.sessions)
+        s.expect_start(TWS_HANDSHAKE_TIMEOUT)
+
+    def _refuse(self, s: DownstreamSession, limits: Limits) -> None:
+        """Over the cap: a Gateway-like refusal (502 with the reason), or at the descriptor
+        reserve, or with many refusals already pending, a plain close."""
+        stats = limits.stats("tws")
+        stats.refused += 1
+        if stats.refused == 1 or stats.refused % 100 == 0:
+            log.warning("tws front door refuses %s: %d connections open (max_tws_connections "
+                        "%d), %d open files of %d; %d refused so far", s.peer,
+                        len(self.sessions), stats.cap, open_fds() or 0, limits.soft,
+                        stats.refused)
+        if limits.fds_low() or len(self._refusing) >= REFUSING_MAX:
+            s.abort()
+            return
+        self._refusing.add(s)
+        s.refuse(f"ibhub front door: connection refused: {len(self.sessions)} TWS API "
+                 f"connections are open (max_tws_connections {stats.cap}); close idle "
+                 f"connections or raise the cap (docs/operations.md)", REFUSE_GRACE)
 
     def session_closed(self, s: DownstreamSession) -> None:
         if s not in self.sessions:
+            self._refusing.discard(s)
             return
         self.sessions.discard(s)
+        limits_of(self.hub).stats("tws").open = len(self.sessions)
         if s.started and self.clients.get(s.client_id) is s:
             del self.clients[s.client_id]
             log.info("tws client %d (%s) disconnected; its working orders stay",

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ibhub.frontdoor.requests import field_problem
 from ibhub.tws.server_session import TwsServerSession, req_id_of
 
 if TYPE_CHECKING:
@@ -63,6 +64,29 @@ class DownstreamSession(TwsServerSession):
         self.held_lines = False  # had market data when the upstream went away
         self._queue: collections.deque[list[str]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
+        self._refusal = ""  # why this connection is refused (set by the front door)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ admission
+
+    def expect_start(self, seconds: float) -> None:
+        """Close the connection unless START_API arrives within ``seconds``."""
+        self._deadline = asyncio.get_running_loop().call_later(seconds, self._start_overdue,
+                                                               seconds)
+
+    def _start_overdue(self, seconds: float) -> None:
+        self._deadline = None
+        if not self.started and not self.closed:
+            log.info("tws client %s sent no START_API within %gs; closing", self.peer,
+                     seconds)
+            self.abort()
+
+    def refuse(self, message: str, grace: float) -> None:
+        """Answer the version handshake, then ``error(-1, 502, message)`` and close: what a
+        TWS API client shows as the reason its connect failed. Closed without a word if
+        the handshake does not come within ``grace`` seconds."""
+        self._refusal = message
+        self.expect_start(grace)
 
     # ------------------------------------------------------------------ TwsServerSession hooks
 
@@ -70,12 +94,22 @@ class DownstreamSession(TwsServerSession):
         self.door.session_opened(self)
 
     def _gone(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         # A request already being served finishes (an order that reached the hub's
         # order path is placed, as by a Gateway that read it); queued ones are dropped.
         self._queue.clear()
         self.door.session_closed(self)
 
     def _on_messages(self, messages: list[list[str]]) -> None:
+        if self._refusal:
+            if messages:
+                self._message_id(messages[0])  # the version handshake (or a close)
+                if not self.closed:
+                    self.send_error(-1, 502, self._refusal)
+                    self.close()
+            return
         self._queue.extend(messages)
         if self._worker is None:
             self._drain()
@@ -118,6 +152,11 @@ class DownstreamSession(TwsServerSession):
     def _dispatch(self, fields: list[str]) -> Awaitable[None] | None:
         msg_id = self._message_id(fields)
         if msg_id is None or not self._check_started(msg_id, fields):
+            return None
+        problem = field_problem(fields)
+        if problem is not None:  # refused here: nothing of it reaches the hub or IB
+            log.info("tws client %s: refused message %d: %s", self.client_id, msg_id, problem)
+            self.reject(msg_id, fields, problem)
             return None
         handler = self.door.handlers.get(msg_id)
         if handler is None:

@@ -98,6 +98,10 @@ class Broker:
         # (a real Gateway may send a commission report seconds after its execution).
         self.hold_reports: set[str] = set()
         self._held_reports: list[tuple[SimOrder, list[object]]] = []
+        # Opt-in fault: the next cancelOrder of an order id named here is answered with that
+        # error code (10147 not found, 10148 / 161 not cancellable) and the order is left as
+        # it is, as a real Gateway does when the cancel reached it before the order did.
+        self.refuse_cancels: dict[int, int] = {}
         self._handlers: dict[int, Callable[[SessionLike, Sequence[str]], None]] = {
             3: self._place_order,
             4: self._cancel_order,
@@ -279,7 +283,8 @@ class Broker:
             tif=req.tif or "DAY", status=Status.PENDING_SUBMIT, order_ref=req.order_ref,
             account=req.account or self.config.accounts[0], oca_group=req.oca_group,
             parent_id=req.parent_id, transmit=req.transmit, outside_rth=req.outside_rth,
-            trail_stop=req.trail_stop_price, trailing_percent=req.trailing_percent, request=req)
+            trail_stop=req.trail_stop_price, trailing_percent=req.trailing_percent, request=req,
+            oca_type=req.oca_type, algo_strategy=req.algo_strategy, algo_params=req.algo_params)
         entry = _Entry(order, inst, req.exchange or inst.exchange)
         self._entries[order.perm_id] = entry
         if req.order_id > 0:
@@ -294,15 +299,45 @@ class Broker:
     def _children(self, parent: SimOrder) -> list[_Entry]:
         return [self._entries[p] for p in self._kids.get(parent.perm_id, ())]
 
-    def _oca_partners(self, order: SimOrder) -> list[_Entry]:
-        """Orders that one fill of `order` cancels: its OCA group and its bracket siblings."""
-        perms = set(self._oca.get((order.client_id, order.oca_group), ())) if order.oca_group \
-            else set()
+    def _siblings(self, order: SimOrder) -> list[_Entry]:
+        """The other children of `order`'s parent: a filled bracket leg cancels them."""
         parent = self._parent(order)
-        if parent is not None:
-            perms.update(self._kids.get(parent.perm_id, ()))
+        perms = set(self._kids.get(parent.perm_id, ())) if parent is not None else set()
         perms.discard(order.perm_id)
         return [self._entries[p] for p in sorted(perms)]
+
+    def _oca_members(self, order: SimOrder) -> list[_Entry]:
+        """The other unfinished orders of `order`'s OCA group (same client, same name)."""
+        if not order.oca_group:
+            return []
+        perms = set(self._oca.get((order.client_id, order.oca_group), ()))
+        perms.discard(order.perm_id)
+        return [self._entries[p] for p in sorted(perms) if not self._entries[p].order.is_done]
+
+    def _oca_after_fill(self, entry: _Entry, shares: float) -> None:
+        """IB's ocaType on an execution of `shares` of a group member (docs/simulator.md):
+        1 (and 0, IB's default) cancels every other member at the first fill; 2 and 3
+        reduce each other member by the filled quantity, cancelling a member reduced to
+        what it has filled. "With block" (1, 2) is IB's overfill protection while routing;
+        fills here are atomic, so 2 and 3 behave alike."""
+        order = entry.order
+        for member in self._oca_members(order):
+            if order.oca_type in (2, 3):
+                self._reduce(member, shares)
+            else:
+                self._cancel(member, notify=False)
+
+    def _reduce(self, entry: _Entry, shares: float) -> None:
+        order = entry.order
+        order.total_qty = max(order.total_qty - shares, order.filled)
+        if order.remaining <= 1e-9:
+            self._cancel(entry, notify=False)
+            return
+        book = self._working.get(order.con_id)
+        if book is not None:
+            book.touch()
+        self._send_owner(order, msg.open_order(order, entry.inst, entry.exchange))
+        self._send_owner(order, msg.order_status(order))
 
     def _transmit_family(self, root: _Entry) -> None:
         """A transmit=1 order sends its held parent and siblings with it (a bracket)."""
@@ -369,6 +404,8 @@ class Broker:
             if req.oca_group:
                 self._oca.setdefault((order.client_id, req.oca_group), set()).add(order.perm_id)
             order.oca_group = req.oca_group
+        order.oca_type = req.oca_type
+        order.algo_strategy, order.algo_params = req.algo_strategy, req.algo_params
         order.request = req
         if order.status == Status.PENDING_SUBMIT:  # held (transmit=0) until now
             order.transmit = req.transmit
@@ -394,6 +431,16 @@ class Broker:
     def _cancel_order(self, session: SessionLike, fields: Sequence[str]) -> None:
         order_id = int(fields[2])
         perm = self._by_key.get((session.client_id, order_id))
+        refused = self.refuse_cancels.pop(order_id, None)
+        if refused is not None:
+            state = self._entries[perm].order.status if perm is not None else "unknown"
+            text = {10147: f"OrderId {order_id} that needs to be cancelled is not found.",
+                    161: "Cancel attempted when order is not in a cancellable state."}.get(
+                refused, f"OrderId {order_id} that needs to be cancelled cannot be cancelled, "
+                         f"state: {state}.")
+            log.info("cancel of order %s refused with %s (refuse_cancels)", order_id, refused)
+            session.send_error(order_id, refused, text)
+            return
         if perm is None:
             session.send_error(order_id, 10147,
                                f"OrderId {order_id} that needs to be cancelled is not found.")
@@ -453,7 +500,8 @@ class Broker:
             symbol=inst.symbol, action=req.action, total_qty=req.total_qty,
             order_type=req.order_type, lmt_price=req.lmt_price, aux_price=req.aux_price,
             tif=req.tif, status=Status.PRE_SUBMITTED, order_ref=req.order_ref,
-            account=book.name, request=req)
+            account=book.name, request=req, oca_group=req.oca_group, oca_type=req.oca_type,
+            algo_strategy=req.algo_strategy, algo_params=req.algo_params)
         session.send(*msg.open_order(order, inst, req.exchange or inst.exchange, margins))
 
     # ---- the market ---------------------------------------------------------------------
@@ -535,6 +583,7 @@ class Broker:
         self._fill_report(order, "commissionReport", msg.commission_report(ex))
         log.info("filled %s %s %g %s @ %s (client %s order %s)", order.account, order.side,
                  shares, inst.symbol, price, order.client_id, order.order_id)
+        self._oca_after_fill(entry, shares)
         if order.status == Status.FILLED:
             self._after_filled(entry)
         self.feed.account_changed(order.account, inst.con_id)
@@ -553,14 +602,14 @@ class Broker:
         return len(held)
 
     def _after_filled(self, entry: _Entry) -> None:
-        """Bracket children start working; OCA partners and bracket siblings are cancelled."""
+        """Bracket children start working; bracket siblings are cancelled (the OCA group
+        was handled at each fill: `_oca_after_fill`)."""
         order = entry.order
         for child in self._children(order):
             if child.order.status == Status.PRE_SUBMITTED:
                 self._submit(child)
-        partners = self._oca_partners(order)
-        for partner in partners:
-            self._cancel(partner, notify=False)
+        for sibling in self._siblings(order):
+            self._cancel(sibling, notify=False)
 
     # ---- requests: order reports ------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Protocol
 from ibhub.sim.orders import SimExecution, SimOrder
 from ibhub.tws.codec import UNSET_DOUBLE
 
-OPEN_ORDER_FIELDS = 128
+OPEN_ORDER_FIELDS = 128  # without algo parameters (they add 1 + 2n after algoStrategy)
 COMPLETED_ORDER_FIELDS = 97
 
 
@@ -104,6 +104,19 @@ def _order_head(order: SimOrder, inst: InstrumentLike, exchange: str) -> list[ob
     ]
 
 
+def _algo(order: SimOrder) -> list[object]:
+    """algoStrategy, then (only if it is set) the parameter count and tag/value pairs."""
+    if not order.algo_strategy:
+        return [""]
+    return [order.algo_strategy, len(order.algo_params),
+            *(x for pair in order.algo_params for x in pair)]
+
+
+def _algo_extra(order: SimOrder) -> int:
+    """Fields `_algo` adds beyond the one algoStrategy slot of the fixed counts."""
+    return 1 + 2 * len(order.algo_params) if order.algo_strategy else 0
+
+
 def _margin_state(order: SimOrder, margins: Sequence[float] | None) -> list[object]:
     """orderState: status, 9 margin strings, commission, min, max, currency, warningText."""
     if margins is None:
@@ -128,12 +141,12 @@ def open_order(order: SimOrder, inst: InstrumentLike, exchange: str,
         "", req.good_till_date if req else "", "", "", "", 0, "", -1, 0,  # 35-43
         "", "", "", "", "",                                               # 44-48
         req.display_size if req else 0, False, False, False, "",          # 49-53
-        req.oca_type if req else 0, False, False, "",                     # 54-57
+        order.oca_type, False, False, "",                                 # 54-57
         order.parent_id, req.trigger_method if req else 0, "", "", "", "",  # 58-63
         False, "", _opt(order.trail_stop), _opt(order.trailing_percent),  # 64-67
         "", "", "", 0, 0, 0,                                              # 68-73
         "", "", "", "",                                                   # 74-77
-        False, "", "", False, 0, "",                                      # 78-83
+        False, "", "", False, 0, *_algo(order),                           # 78-83
         False, what_if_margins is not None,                               # 84-85
         *_margin_state(order, what_if_margins),                           # 86-100
         False, False, 0,                                                  # 101-103
@@ -141,8 +154,9 @@ def open_order(order: SimOrder, inst: InstrumentLike, exchange: str,
         False, False, False, "",                                          # 116-119
         "", "", False, "", "", "", "", "",                                # 120-127
     ]
-    if len(fields) != OPEN_ORDER_FIELDS:  # a wrong count is silently dropped by the clients
-        raise AssertionError(f"openOrder has {len(fields)} fields, must be {OPEN_ORDER_FIELDS}")
+    want = OPEN_ORDER_FIELDS + _algo_extra(order)
+    if len(fields) != want:  # a wrong count is silently dropped by the clients
+        raise AssertionError(f"openOrder has {len(fields)} fields, must be {want}")
     return fields
 
 
@@ -161,21 +175,21 @@ def completed_order(order: SimOrder, inst: InstrumentLike, exchange: str) -> lis
         "", req.good_till_date if req else "", "", "", "", 0, "", -1,     # 32-39
         "", "", "", "", "",                                               # 40-44
         req.display_size if req else 0, False, False, "",                 # 45-48
-        req.oca_type if req else 0, req.trigger_method if req else 0,     # 49-50
+        order.oca_type, req.trigger_method if req else 0,                 # 49-50
         "", "", "", "",                                                   # 51-54 vol .. dnAux
         False, "", "", "", "",                                            # 55-59
         0, 0, 0,                                                          # 60-62 legs
         "", "", "", "",                                                   # 63-66 scale, hedge
-        "", "", False, 0, "",                                             # 67-71
+        "", "", False, 0, *_algo(order),                                  # 67-71
         False, order.status, False, False, 0,                             # 72-76
         "", "", "", False, False, "", order.filled, 0,                    # 77-84
         False, "", False, False, 0,                                       # 85-89
         order.completed_time, order.completed_status,                     # 90-91
         "", "", "", "", "",                                               # 92-96
     ]
-    if len(fields) != COMPLETED_ORDER_FIELDS:
-        raise AssertionError(f"completedOrder has {len(fields)} fields, must be "
-                             f"{COMPLETED_ORDER_FIELDS}")
+    want = COMPLETED_ORDER_FIELDS + _algo_extra(order)
+    if len(fields) != want:
+        raise AssertionError(f"completedOrder has {len(fields)} fields, must be {want}")
     return fields
 
 

@@ -76,6 +76,11 @@ class OrderRequest:
     what_if: bool
     trail_stop_price: float | None = None
     trailing_percent: float | None = None
+    algo_params: tuple[tuple[str, str], ...] = ()
+    algo_id: str = ""
+    # every field the walk read by name, as sent: (name, raw text); variable blocks
+    # appear as their count ("comboLegs", "conditions", "algoParams", ...)
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def exchange(self) -> str:
@@ -83,18 +88,28 @@ class OrderRequest:
 
 
 class _Cursor:
-    """Reads fields left to right; running out of fields is a parse error, never an IndexError."""
+    """Reads fields left to right; running out of fields is a parse error, never an IndexError.
+
+    Every field read by name is kept in ``seen`` (name -> raw text), so a reader of the
+    request (the hub's front door) can tell which attributes a client set."""
 
     def __init__(self, fields: Sequence[str], start: int) -> None:
         self._fields = fields
         self.pos = start
+        self.seen: dict[str, str] = {}
 
     def take(self, what: str) -> str:
         if self.pos >= len(self._fields):
             raise OrderParseError(f"placeOrder ends before field {self.pos} ({what})")
         value = self._fields[self.pos]
         self.pos += 1
+        self.seen[what] = value
         return value
+
+    def named(self, *names: str) -> None:
+        """Read one field per name (kept in ``seen``)."""
+        for name in names:
+            self.take(name)
 
     def skip(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > len(self._fields):
@@ -134,6 +149,20 @@ def _bool(text: str) -> bool:
     return text not in ("", "0", "false", "False")
 
 
+# The fixed tail after the conditions (§4.1 step 9), then the fields newer server
+# versions add (step 10); the latter are read when present.
+_ADJUSTED_TAIL = (
+    "adjustedOrderType", "triggerPrice", "lmtPriceOffset", "adjustedStopPrice",
+    "adjustedStopLimitPrice", "adjustedTrailingAmount", "adjustableTrailingUnit", "extOperator",
+    "softDollarTier.name", "softDollarTier.val", "cashQty", "mifid2DecisionMaker",
+    "mifid2DecisionAlgo", "mifid2ExecutionTrader", "mifid2ExecutionAlgo",
+    "dontUseAutoPriceForHedge", "isOmsContainer", "discretionaryUpToLimitPrice",
+    "usePriceMgmtAlgo",
+)  # fmt: skip
+_VERSION_TAIL = ("duration", "postToAts", "autoCancelParent", "advancedErrorOverride",
+                 "manualOrderTime")  # fmt: skip
+
+
 def parse_place_order(fields: Sequence[str]) -> OrderRequest:
     """Walk a placeOrder message (fields[0] == '3') at server version 176 (§4.1)."""
     if len(fields) < 35:
@@ -141,7 +170,7 @@ def parse_place_order(fields: Sequence[str]) -> OrderRequest:
     order_id = _int(fields[1], "orderId")
     c12 = tuple(fields[2:14])
     cur = _Cursor(fields, 14)
-    cur.skip(2, "secIdType/secId")
+    cur.named("secIdType", "secId")
     action = cur.take("action").upper()
     qty_text = cur.take("totalQuantity")
     total_qty = _float(qty_text, "totalQuantity")
@@ -156,69 +185,86 @@ def parse_place_order(fields: Sequence[str]) -> OrderRequest:
     order_ref = cur.take("orderRef")
     transmit = _bool(cur.take("transmit"))
     parent_id = _int(cur.take("parentId"), "parentId")
-    cur.skip(2, "blockOrder/sweepToFill")
+    cur.named("blockOrder", "sweepToFill")
     display_size = _int(cur.take("displaySize"), "displaySize")
     trigger_method = _int(cur.take("triggerMethod"), "triggerMethod")
     outside_rth = _bool(cur.take("outsideRth"))
     hidden = _bool(cur.take("hidden"))
 
     if c12[2].upper() == "BAG":
-        legs = cur.count("comboLegs count")
+        legs = cur.count("comboLegs")
         cur.skip(8 * legs, "combo leg")
-        cur.skip(cur.count("orderComboLegs count"), "order combo leg")
-        cur.skip(2 * cur.count("smartComboRoutingParams count"), "routing param")
+        cur.skip(cur.count("orderComboLegs"), "order combo leg")
+        cur.skip(2 * cur.count("smartComboRoutingParams"), "routing param")
 
     # 2: '', discretionaryAmt, goodAfterTime, goodTillDate, then 4 fa fields (faProfile at 176)
-    cur.skip(2, "sharesAllocation/discretionaryAmt")
+    cur.named("sharesAllocation", "discretionaryAmt")
     good_after_time = cur.take("goodAfterTime")
     good_till_date = cur.take("goodTillDate")
-    cur.skip(4, "fa")
+    cur.named("faGroup", "faMethod", "faPercentage", "faProfile")
     # 3: modelCode .. deltaNeutralAuxPrice (24 fields); ocaType is the 5th
-    cur.skip(4, "modelCode..exemptCode")
+    cur.named("modelCode", "shortSaleSlot", "designatedLocation", "exemptCode")
     oca_type = _int(cur.take("ocaType"), "ocaType")
-    cur.skip(17, "rule80A..volatilityType")
+    cur.named(
+        "rule80A", "settlingFirm", "allOrNone", "minQty", "percentOffset", "eTradeOnly",
+        "firmQuoteOnly", "nbboPriceCap", "auctionStrategy", "startingPrice", "stockRefPrice",
+        "delta", "stockRangeLower", "stockRangeUpper", "overridePercentageConstraints",
+        "volatility", "volatilityType",
+    )  # fmt: skip
     delta_neutral_type = cur.take("deltaNeutralOrderType")
-    cur.skip(1, "deltaNeutralAuxPrice")
+    cur.named("deltaNeutralAuxPrice")
     if delta_neutral_type:
         cur.skip(8, "delta-neutral")
     # 4: continuousUpdate .. scalePriceIncrement
-    cur.skip(2, "continuousUpdate/referencePriceType")
+    cur.named("continuousUpdate", "referencePriceType")
     trail_stop_price = _float(cur.take("trailStopPrice"), "trailStopPrice")
     trailing_percent = _float(cur.take("trailingPercent"), "trailingPercent")
-    cur.skip(2, "scaleInitLevelSize/scaleSubsLevelSize")
+    cur.named("scaleInitLevelSize", "scaleSubsLevelSize")
     increment = _float(cur.take("scalePriceIncrement"), "scalePriceIncrement")
     if increment is not None and increment > 0:
         cur.skip(7, "scale")
     # 5: scaleTable, activeStartTime, activeStopTime, hedgeType [hedgeParam]
-    cur.skip(3, "scaleTable/activeStartTime/activeStopTime")
+    cur.named("scaleTable", "activeStartTime", "activeStopTime")
     if cur.take("hedgeType"):
-        cur.skip(1, "hedgeParam")
+        cur.named("hedgeParam")
     # 6: optOutSmartRouting, clearingAccount, clearingIntent, notHeld, dncFlag [3]
-    cur.skip(4, "optOutSmartRouting..notHeld")
-    if _bool(cur.take("deltaNeutralContract flag")):
+    cur.named("optOutSmartRouting", "clearingAccount", "clearingIntent", "notHeld")
+    if _bool(cur.take("deltaNeutralContract")):
         cur.skip(3, "deltaNeutralContract")
     # 7: algoStrategy [n, 2n]
     algo_strategy = cur.take("algoStrategy")
+    algo_params: list[tuple[str, str]] = []
     if algo_strategy:
-        cur.skip(2 * cur.count("algoParams count"), "algo param")
+        for _ in range(cur.count("algoParams")):
+            tag = cur.take("algoParams tag")
+            algo_params.append((tag, cur.take("algoParams value")))
     # 8: algoId, whatIf, orderMiscOptions, solicited, randomizeSize, randomizePrice [PEG BENCH 5]
-    cur.skip(1, "algoId")
+    algo_id = cur.take("algoId")
     what_if = _bool(cur.take("whatIf"))
-    cur.skip(4, "orderMiscOptions..randomizePrice")
+    cur.named("orderMiscOptions", "solicited", "randomizeSize", "randomizePrice")
     if order_type == "PEG BENCH":
         cur.skip(5, "PEG BENCH")
-    # 9: conditions, then the fixed tail we do not need; only check it is there.
-    n_conditions = cur.count("conditions count")
+    # 9: conditions, then the adjusted-order / mifid2 block
+    n_conditions = cur.count("conditions")
     for _ in range(n_conditions):
-        cond_type = cur.count("condition type")
+        cond_type = _int(cur.take("condition type"), "condition type")
+        del cur.seen["condition type"]  # "conditions" (the count) names the attribute
         width = _CONDITION_WIDTH.get(cond_type)
         if width is None:
             raise OrderParseError(f"unknown order condition type {cond_type}")
         cur.skip(width - 1, "condition")
     if n_conditions:
-        cur.skip(2, "conditionsIgnoreRth/conditionsCancelOrder")
-    if cur.remaining() < 19:
+        cur.named("conditionsIgnoreRth", "conditionsCancelOrder")
+    if cur.remaining() < len(_ADJUSTED_TAIL):
         raise OrderParseError("placeOrder ends inside the adjusted-order/mifid2 block")
+    cur.named(*_ADJUSTED_TAIL)
+    # 10: fields of later server versions, as far as the client sent them
+    for name in _VERSION_TAIL:
+        if cur.remaining() == 0:
+            break
+        cur.take(name)
+    if cur.remaining():
+        cur.seen["minTradeQty/PEG BEST/PEG MID"] = "|".join(fields[cur.pos :])
 
     if total_qty is None:
         raise OrderParseError(f"totalQuantity is missing ({qty_text!r})")
@@ -230,6 +276,7 @@ def parse_place_order(fields: Sequence[str]) -> OrderRequest:
         trigger_method=trigger_method, good_after_time=good_after_time,
         good_till_date=good_till_date, oca_type=oca_type, algo_strategy=algo_strategy,
         what_if=what_if, trail_stop_price=trail_stop_price, trailing_percent=trailing_percent,
+        algo_params=tuple(algo_params), algo_id=algo_id, attributes=tuple(cur.seen.items()),
     )
 
 
@@ -281,6 +328,9 @@ class SimOrder:
     completed_time: str = ""
     completed_status: str = ""
     request: OrderRequest | None = field(default=None, repr=False)
+    oca_type: int = 0
+    algo_strategy: str = ""
+    algo_params: tuple[tuple[str, str], ...] = ()
 
     @property
     def remaining(self) -> float:

@@ -20,10 +20,12 @@ __all__ = [
     "UNSET_INT",
     "FrameReader",
     "ProtocolError",
+    "UnsafeField",
     "fmt",
     "fmt_float",
     "frame",
     "frame_payload",
+    "holds_nul",
     "parse_version_range",
 ]
 
@@ -41,6 +43,29 @@ pack_len = _LEN.pack
 
 class ProtocolError(Exception):
     """The peer broke the framing (bad length prefix, oversize frame, bad hello)."""
+
+
+class UnsafeField(ValueError):
+    """A field holds NUL, the TWS field separator: sent, it would shift every later
+    field of its message (an account "DU1\\0\\0" puts the order ref in parentId's slot).
+    Nothing is sent; the request fails with this error instead."""
+
+
+def holds_nul(value: object) -> bool:
+    """Whether a field for the TWS wire would carry a NUL: a string, an IB library
+    object whose text attributes are written as fields (a Contract), or a list of
+    TagValue-like items (written as ``tag=value;``). Numbers and None never do."""
+    if value is None or isinstance(value, (int, float)):
+        return False
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, list):
+        return any(holds_nul(getattr(v, "tag", v)) or holds_nul(getattr(v, "value", ""))
+                   for v in value)
+    attrs = getattr(value, "__dict__", None)
+    if attrs is not None:
+        return any("\0" in v for v in attrs.values() if isinstance(v, str))
+    return "\0" in str(value)
 
 
 def fmt_float(value: float) -> str:
@@ -71,8 +96,17 @@ def fmt(value: object) -> str:
 
 
 def frame_payload(fields: Sequence[object]) -> bytes:
-    """The NUL-terminated field text of one message, without the length prefix."""
-    return "".join([fmt(f) + "\0" for f in fields]).encode()
+    """The NUL-terminated field text of one message, without the length prefix.
+
+    Raises :class:`UnsafeField` when a field holds a NUL (checked by counting the
+    separators of the whole payload: one C-level pass, nothing per field)."""
+    payload = "".join([fmt(f) + "\0" for f in fields]).encode()
+    if payload.count(0) != len(fields):
+        bad = next(i for i, f in enumerate(fields) if "\0" in fmt(f))
+        msg_id = fmt(fields[0]) if fields else "?"
+        raise UnsafeField(f"field {bad} of message {msg_id} holds a NUL (the TWS field "
+                          f"separator): {fmt(fields[bad])!r}; the message was not sent")
+    return payload
 
 
 def frame(fields: Sequence[object]) -> bytes:

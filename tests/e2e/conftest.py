@@ -117,7 +117,13 @@ async def zctx() -> AsyncIterator[zmq.asyncio.Context]:
 
 
 class RawClient:
-    """A DEALER (or REQ) speaking ibhub.wire by hand; optional background heartbeats."""
+    """A DEALER (or REQ) speaking ibhub.wire by hand; optional background heartbeats.
+
+    ``lease`` is the lease's secret token (what requests carry), ``handle`` its public
+    handle (status, ``order.<handle>`` / ``error.<handle>`` topics). Heartbeats go out on
+    the same socket (the hub binds a lease to its connection); their replies are
+    skipped by :meth:`recv_reply`.
+    """
 
     def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, kind: int = zmq.DEALER) -> None:
         self.sock = ctx.socket(kind)
@@ -126,7 +132,9 @@ class RawClient:
         self.kind = kind
         self._ids = itertools.count(1)
         self.lease = ""
+        self.handle = ""
         self._beat: asyncio.Task[None] | None = None
+        self._beat_ids: set[int] = set()
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -139,8 +147,13 @@ class RawClient:
 
     async def recv_reply(self, timeout: float = 5.0) -> Reply:
         async with asyncio.timeout(timeout):
-            frames = await self.sock.recv_multipart()
-        return wire.decode_reply(frames[-1])
+            while True:
+                frames = await self.sock.recv_multipart()
+                reply = wire.decode_reply(frames[-1])
+                if reply.id in self._beat_ids:
+                    self._beat_ids.discard(reply.id)
+                    continue
+                return reply
 
     async def request(self, req: Request, timeout: float = 5.0) -> Reply:
         await self.send_raw(wire.encode(req))
@@ -149,33 +162,27 @@ class RawClient:
             if reply.id == req.id:
                 return reply
 
-    async def hello(self, name: str, heartbeat: bool = True) -> Welcome:
+    async def hello(self, name: str, heartbeat: bool = True, **fields: Any) -> Welcome:
         reply = await self.request(Hello(id=self.next_id(), name=name,
-                                         protocol=PROTOCOL_VERSION))
+                                         protocol=PROTOCOL_VERSION, **fields))
         assert isinstance(reply, Welcome), reply
-        self.lease = reply.lease
+        self.lease, self.handle = reply.token, reply.lease
         if heartbeat:
             self._beat = asyncio.create_task(self._heartbeat(reply.heartbeat_interval))
         return reply
 
     async def _heartbeat(self, interval: float) -> None:
-        # A separate socket, so heartbeat replies never interleave with the test's requests.
-        sock = self.sock.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
-        try:
-            while True:
-                await sock.send_multipart(
-                    [b"", wire.encode(Heartbeat(id=self.next_id(), lease=self.lease))]
-                )
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
-                # that lands as the reply arrives, and the task would never stop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval * 5):
-                        await sock.recv_multipart()
-                await asyncio.sleep(interval)
-        finally:
-            sock.close(0)
+        # On the test's own socket (a lease answers only the connection that opened it);
+        # recv_reply drops the replies. A REQ socket cannot interleave: no heartbeats.
+        if self.kind != zmq.DEALER:
+            return
+        while True:
+            rid = self.next_id()
+            self._beat_ids.add(rid)
+            await self.sock.send_multipart(
+                [b"", wire.encode(Heartbeat(id=rid, lease=self.lease))]
+            )
+            await asyncio.sleep(interval)
 
     async def stop_heartbeat(self) -> None:
         task, self._beat = self._beat, None

@@ -95,7 +95,7 @@ async def test_expired_lease_releases_its_subscriptions(hub: HubServer, hub_sim:
     assert len(mkt_subs(hub_sim)) == 2
 
     await quitter.stop_heartbeat()  # the script hangs: no goodbye, no heartbeats
-    await wait_until(lambda: hub.leases.get(quitter.lease) is None, 3.0, "lease expiry")
+    await wait_until(lambda: hub.leases.get(quitter.handle) is None, 3.0, "lease expiry")
     await wait_until(lambda: len(mkt_subs(hub_sim)) == 1, 3.0, "AAPL cancelled upstream")
     assert mkt_subs(hub_sim)[0].symbol == "MSFT"  # still held by keeper
     status = await keeper.request(GetStatus(id=keeper.next_id()))
@@ -182,8 +182,8 @@ async def test_line_limit(make_hub, hub_sim: SimGateway, clients) -> None:
 async def test_req_socket_and_status_fields(hub: HubServer, hub_sim: SimGateway,
                                             clients) -> None:
     req = clients(hub.rpc_endpoint, zmq.REQ)
-    w = await req.hello("req-client")  # heartbeats go on a DEALER of their own
-    s = await req.request(Subscribe(id=req.next_id(), lease=w.lease,
+    w = await req.hello("req-client")  # a REQ socket: no background heartbeats
+    s = await req.request(Subscribe(id=req.next_id(), lease=w.token,
                                     contract=ContractSpec(symbol="EUR", sec_type="CASH",
                                                           exchange="IDEALPRO")))
     assert s.topic == "tick.EURUSD", s
@@ -218,12 +218,12 @@ async def test_ib_error_for_a_line_goes_to_its_leases(make_hub, clients, listene
         await b.subscribe("AAPL")
         await wait_until(lambda: small.market_data_subscriptions(), 5.0, "first line")
         await a.subscribe("MSFT")
-        await wait_until(lambda: everything.on(f"error.{a.lease}"), 5.0, "error event for a")
-        err = everything.on(f"error.{a.lease}")[0]
+        await wait_until(lambda: everything.on(f"error.{a.handle}"), 5.0, "error event for a")
+        err = everything.on(f"error.{a.handle}")[0]
         assert isinstance(err, ErrorEvent)
-        assert (err.lease, err.ib_code, err.topic, err.seq) == (a.lease, 101, "tick.MSFT", 1)
+        assert (err.lease, err.ib_code, err.topic, err.seq) == (a.handle, 101, "tick.MSFT", 1)
         assert err.message and err.explanation
-        assert not everything.on(f"error.{b.lease}")
+        assert not everything.on(f"error.{b.handle}")
         assert not any(e.code == 101 for e in everything.statuses())  # not everyone's business
 
 

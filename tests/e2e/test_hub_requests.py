@@ -186,10 +186,12 @@ async def test_raw_client_id_leases(make_hub, hub_sim: SimGateway, clients) -> N
     c = clients(hub.rpc_endpoint)
     w = await c.hello("owner")
     got = {w.client_id}
+    tokens: dict[int, str] = {}
     for name in ("raw-a", "raw-b"):
         r = await c.request(LeaseClientId(id=c.next_id(), name=name))
         assert isinstance(r, ClientIdLeased), r
         got.add(r.client_id)
+        tokens[r.client_id] = r.token
     assert got == {1, 2, 3}  # 0 is the hub's own id and is never handed out
     r = await c.request(LeaseClientId(id=c.next_id(), name="one-too-many"))
     assert isinstance(r, Error) and r.code == ErrorCode.NO_FREE_CLIENT_ID, r
@@ -197,10 +199,15 @@ async def test_raw_client_id_leases(make_hub, hub_sim: SimGateway, clients) -> N
     assert isinstance(status, StatusReply)
     assert len(status.raw_client_ids) == 2 and w.client_id not in status.raw_client_ids
 
-    freed = status.raw_client_ids[0]
+    freed, other = status.raw_client_ids
+    # Releasing takes the raw id's own token: not none, not another id's.
     r = await c.request(ReleaseClientId(id=c.next_id(), client_id=freed))
+    assert isinstance(r, Error) and r.code == ErrorCode.FORBIDDEN, r
+    r = await c.request(ReleaseClientId(id=c.next_id(), client_id=freed, token=tokens[other]))
+    assert isinstance(r, Error) and r.code == ErrorCode.UNKNOWN_LEASE, r
+    r = await c.request(ReleaseClientId(id=c.next_id(), client_id=freed, token=tokens[freed]))
     assert isinstance(r, Ok), r
-    r = await c.request(ReleaseClientId(id=c.next_id(), client_id=freed))
+    r = await c.request(ReleaseClientId(id=c.next_id(), client_id=freed, token=tokens[freed]))
     assert isinstance(r, Error) and r.code == ErrorCode.UNKNOWN_LEASE
 
     # ttl: released by expiry; lease-bound: released with its lease.

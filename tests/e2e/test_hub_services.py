@@ -42,12 +42,12 @@ async def test_services_get_lease_and_upstream_events(hub: HubServer, hub_sim: S
     a, b = clients(hub.rpc_endpoint), clients(hub.rpc_endpoint)
     await a.hello("polite")  # the broken service's hook raises; hello still succeeds
     await b.hello("vanishing")
-    assert ("hello", a.lease, "polite") in rec.calls
-    assert ("hello", b.lease, "vanishing") in rec.calls
+    assert ("hello", a.handle, "polite") in rec.calls
+    assert ("hello", b.handle, "vanishing") in rec.calls
     assert isinstance(await a.request(Goodbye(id=a.next_id(), lease=a.lease)), Ok)
-    assert ("gone", a.lease) in rec.calls
+    assert ("gone", a.handle) in rec.calls
     await b.stop_heartbeat()
-    await wait_until(lambda: ("gone", b.lease) in rec.calls, 3.0, "expiry reported")
+    await wait_until(lambda: ("gone", b.handle) in rec.calls, 3.0, "expiry reported")
 
     await hub_sim.restart(0.1)
     await wait_until(lambda: sum(c[0] == "connected" for c in rec.calls) == 2, 10.0,

@@ -97,16 +97,16 @@ async def test_two_scripts_see_only_their_own_orders(
     a = await alice.request(place(alice, "a-1"))
     b = await bob.request(place(bob, "b-1", action="SELL", quantity=5.0))
     assert isinstance(a, OrderAccepted) and isinstance(b, OrderAccepted), (a, b)
-    await wait_until(lambda: "commission" in kinds(lst, alice.lease)
-                     and "commission" in kinds(lst, bob.lease), 5.0, "both fills")  # fmt: skip
-    assert kinds(lst, alice.lease) == ["acknowledged", "submitted", "filled", "commission"]
-    assert {e.owner for e in lst.on("order." + alice.lease)} == {"alice"}
-    assert {e.owner for e in lst.on("order." + bob.lease)} == {"bob"}
-    assert {e.order_id for e in lst.on("order." + alice.lease)} == {a.order_id}
-    assert {e.order_id for e in lst.on("order." + bob.lease)} == {b.order_id}
+    await wait_until(lambda: "commission" in kinds(lst, alice.handle)
+                     and "commission" in kinds(lst, bob.handle), 5.0, "both fills")  # fmt: skip
+    assert kinds(lst, alice.handle) == ["acknowledged", "submitted", "filled", "commission"]
+    assert {e.owner for e in lst.on("order." + alice.handle)} == {"alice"}
+    assert {e.owner for e in lst.on("order." + bob.handle)} == {"bob"}
+    assert {e.order_id for e in lst.on("order." + alice.handle)} == {a.order_id}
+    assert {e.order_id for e in lst.on("order." + bob.handle)} == {b.order_id}
     assert sorted(o.order_id for o in hub_sim.broker.orders()) == sorted([a.order_id, b.order_id])
     # market order filled with IB's commission
-    fill = next(e for e in lst.on("order." + alice.lease) if e.kind == "commission")
+    fill = next(e for e in lst.on("order." + alice.handle) if e.kind == "commission")
     sim_exec = next(x for x in hub_sim.broker.executions() if x.order_id == a.order_id)
     assert fill.commission == pytest.approx(sim_exec.commission) and fill.commission > 0
     assert fill.status == "Filled" and fill.filled == 10.0
@@ -163,7 +163,7 @@ async def test_invalid_orders_never_reach_the_gateway(
     reply = await reader.request(Hello(id=reader.next_id(), name="viewer", role="readonly",
                                               protocol=PROTOCOL_VERSION))
     assert isinstance(reply, Welcome)
-    reader.lease = reply.lease
+    reader.lease = reply.token
     refused = await reader.request(place(reader, "ro"))
     assert isinstance(refused, OrderRejected) and refused.reason == RejectReason.READ_ONLY_LEASE
     assert hub_sim.request_counts[PLACE_ORDER] == before == 0
@@ -181,7 +181,7 @@ async def test_limit_rests_then_cancel(
     price = round(hub_sim.broker.price_of(265598) * 0.95, 2)
     r = await c.request(place(c, "rest", order_type="LMT", limit_price=price))
     assert isinstance(r, OrderAccepted), r
-    await wait_until(lambda: "submitted" in kinds(lst, c.lease), 5.0, "resting")
+    await wait_until(lambda: "submitted" in kinds(lst, c.handle), 5.0, "resting")
     opened = await c.request(GetOpenOrders(id=c.next_id(), lease=c.lease))
     assert [o.client_order_id for o in opened.orders] == ["rest"]  # type: ignore[attr-defined]
     other = clients(order_hub.rpc_endpoint)
@@ -191,7 +191,7 @@ async def test_limit_rests_then_cancel(
     assert isinstance(stolen, OrderRejected) and stolen.reason == RejectReason.NOT_OWNER
     cancel = await c.request(CancelOrder(id=c.next_id(), lease=c.lease, order_id=r.order_id))
     assert isinstance(cancel, CancelRequested) and cancel.order_ids == [r.order_id]
-    await wait_until(lambda: "cancelled" in kinds(lst, c.lease), 5.0, "cancelled")
+    await wait_until(lambda: "cancelled" in kinds(lst, c.handle), 5.0, "cancelled")
     assert [o.status for o in hub_sim.broker.orders()] == ["Cancelled"]
 
 
@@ -208,7 +208,7 @@ async def test_fill_while_the_hub_is_down_is_published_after_restart(
     ask = hub_sim.market.quote(265598).ask
     r = await c.request(place(c, "away", order_type="LMT", limit_price=round(ask - 0.02, 2)))
     assert isinstance(r, OrderAccepted), r
-    await wait_until(lambda: "submitted" in kinds(lst, c.lease), 5.0, "resting")
+    await wait_until(lambda: "submitted" in kinds(lst, c.handle), 5.0, "resting")
     await c.stop_heartbeat()
     await hub.stop()
     for _ in range(20_000):  # the market walks on without the hub until the order fills
@@ -225,9 +225,9 @@ async def test_fill_while_the_hub_is_down_is_published_after_restart(
     await watching(lst2, watcher)
     back = clients(hub2.rpc_endpoint)
     await back.hello("sleeper")  # the script comes back under its name, with a new lease
-    await wait_until(lambda: "commission" in kinds(lst2, back.lease), 5.0, "held fill delivered")
-    assert kinds(lst2, back.lease) == ["filled", "commission"]
-    ev = lst2.on("order." + back.lease)[0]
+    await wait_until(lambda: "commission" in kinds(lst2, back.handle), 5.0, "held fill delivered")
+    assert kinds(lst2, back.handle) == ["filled", "commission"]
+    ev = lst2.on("order." + back.handle)[0]
     assert ev.order_id == r.order_id and ev.client_order_id == "away" and ev.status == "Filled"
     assert len(hub_sim.broker.orders()) == 1  # nothing re-sent
     again = await back.request(place(back, "away", order_type="LMT",
@@ -265,9 +265,11 @@ async def test_burst_of_500_orders_never_trips_ib_pacing(
 ) -> None:  # fmt: skip
     """Five scripts fire 100 orders each at once. The hub paces them to 40 msgs/s, below
     the simulated Gateway's 50/s: every order arrives (none dropped with error 100) and
-    fills. Takes ~13 s: 500 messages at 40/s."""
-    hub = await make_hub()
-    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0)
+    fills. Takes ~13 s: 500 messages at 40/s. Back-pressure is opened wide here (the
+    orders may wait 13 s): this test is about IB's pacing, test_orders_backpressure.py
+    about the bound."""
+    hub = await make_hub(pacer_queue_per_lease=1000)
+    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0, max_order_delay=60.0)
     await wait_until(svc.reconciled.is_set, 5.0, "reconciled")
     lst = listeners(hub.pub_endpoint, "order.")
     scripts = [clients(hub.rpc_endpoint) for _ in range(5)]
@@ -293,8 +295,8 @@ async def test_cancel_jumps_the_queue_of_orders(
 ) -> None:  # fmt: skip
     """ib_insync's own throttle is FIFO; the hub's pacer sends a cancel before the
     orders queued ahead of it."""
-    hub = await make_hub()
-    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0)
+    hub = await make_hub(pacer_queue_per_lease=1000)
+    svc = await wire_orders(hub, order_rate=1000.0, order_burst=1000.0, max_order_delay=60.0)
     await wait_until(svc.reconciled.is_set, 5.0, "reconciled")
     c = clients(hub.rpc_endpoint)
     await c.hello("queue")
@@ -313,7 +315,7 @@ async def test_cancel_jumps_the_queue_of_orders(
     assert isinstance(cancel, CancelRequested)
     await wait_until(lambda: hub_sim.request_counts[4] == 1, 5.0, "cancel at the sim")
     assert hub_sim.request_counts[PLACE_ORDER] < 40  # most orders were still queued
-    await wait_until(lambda: "cancelled" in kinds(lst, c.lease), 5.0, "cancelled event")
+    await wait_until(lambda: "cancelled" in kinds(lst, c.handle), 5.0, "cancelled event")
 
 
 async def test_all_upstream_traffic_shares_one_pacer(

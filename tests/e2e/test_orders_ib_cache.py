@@ -67,7 +67,7 @@ async def test_filled_orders_leave_ib_insync_but_the_hub_still_reports_them(
     replies = [await c.request(place(c, f"p-{i}", quantity=1.0 + i)) for i in range(n)]
     assert all(isinstance(r, OrderAccepted) for r in replies), replies
     ids = {r.order_id for r in replies}  # type: ignore[union-attr]
-    await wait_until(lambda: kinds(lst, c.lease).count("commission") == n, 10.0, "all commissions")
+    await wait_until(lambda: kinds(lst, c.handle).count("commission") == n, 10.0, "all commissions")
     cache = hub.orders.gateway.cache
     await wait_until(lambda: empty(cached(hub, ids)), 5.0, "ib_insync caches pruned")
     assert cache.pruned_trades >= n and cache.pruned_fills >= n
@@ -115,15 +115,15 @@ async def test_fill_reports_after_the_order_was_pruned_still_land(
     cache = hub.orders.gateway.cache
     await wait_until(lambda: cache.pruned_trades >= 1, 5.0, "pruned after the grace period")
     assert empty(cached(hub, {r.order_id}))
-    assert "commission" not in kinds(lst, c.lease)
+    assert "commission" not in kinds(lst, c.handle)
 
     routed = cache.late_routed
     assert hub_sim.broker.release_reports() == 2  # execDetails, commissionReport
-    await wait_until(lambda: "commission" in kinds(lst, c.lease), 5.0, "late commission")
+    await wait_until(lambda: "commission" in kinds(lst, c.handle), 5.0, "late commission")
     assert cache.late_routed == routed + 2
     assert empty(cached(hub, {r.order_id}))  # routed to the book, not cached again
     sim_exec = next(x for x in hub_sim.broker.executions() if x.order_id == r.order_id)
-    ev = [e for e in lst.on("order." + c.lease) if e.kind == "commission"][-1]
+    ev = [e for e in lst.on("order." + c.handle) if e.kind == "commission"][-1]
     assert ev.exec_id == sim_exec.exec_id
     assert ev.commission == pytest.approx(sim_exec.commission) and ev.commission > 0
     execs = await c.request(GetExecutions(id=c.next_id(), lease=c.lease))
@@ -155,14 +155,14 @@ async def test_a_commission_late_within_the_grace_period_keeps_the_order_cached(
     hub_sim.broker.hold_reports = {"commissionReport"}
     r = await c.request(place(c, "wait-1"))
     assert isinstance(r, OrderAccepted), r
-    await wait_until(lambda: "filled" in kinds(lst, c.lease), 5.0, "filled")
+    await wait_until(lambda: "filled" in kinds(lst, c.handle), 5.0, "filled")
     cache = hub.orders.gateway.cache
     sweeps = cache.sweeps
     await wait_until(lambda: cache.sweeps >= sweeps + 3, 5.0, "three sweeps")
     assert len(cached(hub, {r.order_id})["trades"]) == 1  # waits for its commission
     routed = cache.late_routed
     hub_sim.broker.release_reports()
-    await wait_until(lambda: "commission" in kinds(lst, c.lease), 5.0, "commission")
+    await wait_until(lambda: "commission" in kinds(lst, c.handle), 5.0, "commission")
     assert cache.late_routed == routed  # ib_insync still had the fill: the usual path
     await wait_until(lambda: empty(cached(hub, {r.order_id})), 5.0, "pruned once complete")
 
@@ -178,9 +178,9 @@ async def test_a_reconnect_relists_ended_orders_and_they_are_pruned_again(
     await watching(lst, c)
     replies = [await c.request(place(c, f"r-{i}")) for i in range(4)]
     ids = {r.order_id for r in replies}  # type: ignore[union-attr]
-    await wait_until(lambda: kinds(lst, c.lease).count("commission") == 4, 5.0, "commissions")
+    await wait_until(lambda: kinds(lst, c.handle).count("commission") == 4, 5.0, "commissions")
     await wait_until(lambda: empty(cached(hub, ids)), 5.0, "pruned")
-    seen = list(kinds(lst, c.lease))
+    seen = list(kinds(lst, c.handle))
     svc = hub.orders
     pruned = svc.gateway.cache.pruned_trades
     svc.reconciled.clear()
@@ -190,7 +190,7 @@ async def test_a_reconnect_relists_ended_orders_and_they_are_pruned_again(
     # ...and the scan after reconciling prunes them again, without a second event
     await wait_until(lambda: empty(cached(hub, ids)), 5.0, "pruned again")
     assert svc.gateway.cache.pruned_trades >= pruned + 4  # they were cached again
-    assert kinds(lst, c.lease) == seen
+    assert kinds(lst, c.handle) == seen
     done = await c.request(GetCompletedOrders(id=c.next_id(), lease=c.lease))
     assert isinstance(done, OrdersReply)
     assert {o.order_id for o in done.orders} == ids

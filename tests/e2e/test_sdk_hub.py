@@ -252,7 +252,9 @@ async def test_cli_status_json_and_tail(hub: HubServer) -> None:
         assert all(e["type"] == "tick" and e["symbol"] == "MSFT" for e in events)
         leased = (await _run(*cli, "lease", "--name", "cli-test", env_extra=env)).strip()
         assert int(leased) in (await holder.status()).raw_client_ids
-        await _run(*cli, "lease", "--release", leased, env_extra=env)
+        # Without the raw id's token, run as the hub's user: the operator token file.
+        ops_env = {**env, "IBHUB_OPERATOR_TOKEN_FILE": str(hub.settings.operator_token_path)}
+        await _run(*cli, "lease", "--release", leased, env_extra=ops_env)
         assert int(leased) not in (await holder.status()).raw_client_ids
 
 

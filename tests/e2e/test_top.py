@@ -14,8 +14,10 @@ from tests.e2e.conftest import HubFactory, wait_until
 from tests.e2e.test_health import free_port
 
 
-async def test_top_once_shows_the_hub(make_hub: HubFactory, clients) -> None:
+async def test_top_once_shows_the_hub(make_hub: HubFactory, clients, monkeypatch) -> None:
     hub = await make_hub(http_port=free_port())
+    # top runs as the hub's user: it reads the operator token to list every order.
+    monkeypatch.setenv("IBHUB_OPERATOR_TOKEN_FILE", str(hub.settings.operator_token_path))
     svc = getattr(hub, "orders", None) or await attach_orders(hub)
     await wait_until(svc.reconciled.is_set, 5.0, "orders reconciled")
     c = clients(hub.rpc_endpoint)

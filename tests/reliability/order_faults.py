@@ -248,7 +248,7 @@ async def drop_mid_burst(r: Rig, burst: int = 60) -> Figures:
 
     def settled() -> bool:
         at = {o.order_id for o in r.sim.broker.orders()}
-        told = {e.order_id for e in events.on("order." + c.lease)
+        told = {e.order_id for e in events.on("order." + c.handle)
                 if isinstance(e, OrderEvent) and e.kind == "rejected"}
         return all(oid in at or oid in told for oid in acked)
 
@@ -257,7 +257,7 @@ async def drop_mid_burst(r: Rig, burst: int = 60) -> Figures:
                      20.0, "every acknowledged order placed or reported, pacer empty")
     await wait_until(lambda: not book.store.working, 10.0, "no order left working")
     at = {o.order_id for o in r.sim.broker.orders()}
-    told = {e.order_id for e in events.on("order." + c.lease)
+    told = {e.order_id for e in events.on("order." + c.handle)
             if isinstance(e, OrderEvent) and e.kind == "rejected"}
     fig.lost = sum(1 for oid in acked if oid not in at and oid not in told)
     fig.duplicated = duplicates(r.sim)

@@ -61,6 +61,10 @@ def test_lost_and_restored_follow_connected(caplog: pytest.LogCaptureFixture) ->
           "violation", True, False),
     (420, "Invalid Real-time Query:Pacing violation", True, False),
     (201, "Order rejected - reason:...", False, True),
+    # an error on a cancel is not a rejection: the order book asks the Gateway
+    (10147, "OrderId 7 that needs to be cancelled is not found.", False, False),
+    (10148, "OrderId 7 that needs to be cancelled cannot be cancelled", False, False),
+    (161, "Cancel attempted when order is not in a cancellable state.", False, False),
     (2104, "Market data farm connection is OK:usfarm", False, False),
 ])
 def test_ib_codes(code: int, message: str, pacing: bool, order: bool) -> None:
@@ -154,3 +158,18 @@ async def test_never_connecting_after_start_is_an_alert() -> None:
         assert quiet == []
     finally:
         await alerts.stop()
+
+
+def test_an_order_correction_names_the_order_its_owner_and_both_states() -> None:
+    from ibhub.order_updates import Correction
+
+    alerts, published, _ = make()
+    c = Correction(42, "alice", "coid-1", "Cancelled", "Submitted", "it is working there")
+    alerts.on_order_corrected(c)
+    (alert,) = alerts.recent
+    assert alert["kind"] == "order_corrected"
+    assert alert["details"] == {"order_id": 42, "owner": "alice", "client_order_id": "coid-1",
+                                "journal_status": "Cancelled", "gateway_status": "Submitted"}
+    assert alert["message"] == ("order 42 of alice (coid-1): the journal said Cancelled, the "
+                                "Gateway says Submitted; it is working there")
+    assert published[0][1].startswith("order_corrected: order 42 of alice")

@@ -10,12 +10,21 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 
+import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
 from ibhub.cli import main
-from ibhub.client_cli import format_event
-from ibhub.protocol import Bar, ErrorEvent, HubStatus, LeaseClientId, ReleaseClientId, Tick
+from ibhub.client_cli import format_event, format_status
+from ibhub.protocol import (
+    Bar,
+    ErrorEvent,
+    HubStatus,
+    LeaseClientId,
+    ReleaseClientId,
+    StatusReply,
+    Tick,
+)
 from tests.unit.client_fakehub import FakeHub
 
 pytestmark = pytest.mark.timeout(30)
@@ -61,10 +70,10 @@ async def test_lease_and_release(fake: FakeHub) -> None:
     assert result.output.splitlines()[0] == "101"
     request = fake.of_type(LeaseClientId)[0]
     assert isinstance(request, LeaseClientId) and (request.name, request.ttl) == ("direct", 30.0)
-    result = await invoke("lease", "--release", "101", "--rpc", fake.rpc)
+    result = await invoke("lease", "--release", "101", "--token", "T", "--rpc", fake.rpc)
     assert result.exit_code == 0, result.output
     release = fake.of_type(ReleaseClientId)[0]
-    assert isinstance(release, ReleaseClientId) and release.client_id == 101
+    assert isinstance(release, ReleaseClientId) and (release.client_id, release.token) == (101, "T")
 
 
 async def test_tail_prints_events_and_stops_after_count(fake: FakeHub) -> None:
@@ -120,3 +129,18 @@ async def test_tail_timeout_without_enough_events_fails(fake: FakeHub) -> None:
     assert "only 0 of 2 event(s) within 0.3 s" in result.output
     result = await invoke("tail", "--timeout", "0.2", "--pub", fake.pub)  # a bounded tail
     assert result.exit_code == 0, result.output
+
+
+def test_status_shows_the_order_delay_and_back_pressure() -> None:
+    reply = StatusReply(
+        id=1, connected=True, state="CONNECTED", host="127.0.0.1", port=4002, client_id=0,
+        server_version=176, accounts=[], uptime_seconds=1.0, reconnect_count=0,
+        connected_at=None, last_tick_at=None, leases=[], subscriptions=[], lines_used=0,
+        lines_max=100, expected_order_delay=1.234, max_order_delay=2.0, upstream_queued=50,
+        upstream_queue_max=1000, upstream_queue_per_lease=50, busy_refusals=7,
+        order_wait_max=1.9,
+    )  # fmt: skip
+    assert ("order delay: 1.23 s expected now (limit 2 s), longest wait 1.90 s; waiting "
+            "50/1000 (per lease 50); refused busy 7") in format_status(reply, "ipc://x")
+    older = msgspec.structs.replace(reply, upstream_queue_max=0)  # a hub without the fields
+    assert "order delay" not in format_status(older, "ipc://x")

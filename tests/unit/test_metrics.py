@@ -13,7 +13,7 @@ from ibhub.config import HubSettings
 from ibhub.fanout import Fanout
 from ibhub.hub import HubServer
 from ibhub.metrics import HubMetrics, outcome_of
-from ibhub.pacing import Pacer, Priority
+from ibhub.pacing import Pacer, PacerBusy, Priority
 from ibhub.protocol import ContractInfo, Error, Ok, OrderRejected
 
 
@@ -109,4 +109,13 @@ async def test_pacing_queue_of_an_attached_service() -> None:
     assert val(m, "ibhub_pacing_queue_depth", priority="order") == 3
     assert val(m, "ibhub_pacing_queue_depth", priority="cancel") == 1
     assert val(m, "ibhub_pacing_sent_total") == 0
+    # back-pressure: 4 ahead of a new order, 1 token at hand, 1 message/s
+    assert val(m, "ibhub_pacing_expected_order_delay_seconds") == 4.0
+    assert val(m, "ibhub_pacing_queued") == 4
+    assert val(m, "ibhub_pacing_busy_refusals_total") == 0
+    with pytest.raises(PacerBusy):
+        pacer.check(Priority.ORDER, max_delay=2.0)
+    m = samples(HubMetrics(hub))
+    assert val(m, "ibhub_pacing_busy_refusals_total") == 1
+    assert val(m, "ibhub_pacing_withdrawn_total") == 0
     await pacer.stop()

@@ -104,14 +104,21 @@ class FakeResolver:
 
 
 class Harness:
-    def __init__(self, data_dir: Path, upstream: FakeUpstream | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        upstream: FakeUpstream | None = None,
+        pacer: Pacer | None = None,
+        max_order_delay: float | None = 2.0,
+    ) -> None:
         self.data_dir = data_dir
         self.up = upstream or FakeUpstream()
         self.resolver = FakeResolver()
         self.events: list[tuple[str, Event]] = []
         self.writer = JournalWriter(lambda: Journal.in_dir(data_dir))
-        self.pacer = Pacer(rate=1000.0, burst=100)
+        self.pacer = pacer or Pacer(rate=1000.0, burst=100)
         self.book = OrderBook(
+            max_order_delay=max_order_delay,
             upstream=self.up,
             writer=self.writer,
             risk=RiskGate(RiskLimits(), upstream_port=4002, accounts=["DU1234567"]),
@@ -562,3 +569,108 @@ async def test_overlapping_reconciliations_unwatch_their_own_set(hub: Harness) -
     assert isinstance(reply, OrderAccepted)
     assert first == {reply.order_id} and second == set()
     hub.book.unwatch(first)
+
+
+# ------------------------------------------------------------------ the Gateway is the truth
+
+
+async def _working(hub: Harness, coid: str) -> int:
+    reply = await hub.book.place(ALICE, place(coid))
+    assert isinstance(reply, OrderAccepted)
+    await wait_until(lambda: reply.order_id not in hub.book.queued, what="sent")
+    hub.book.updates.on_order_status(status(reply.order_id, "Submitted"))
+    return reply.order_id
+
+
+@pytest.mark.parametrize("code", [10147, 10148, 161, 136])
+async def test_an_error_on_a_cancel_never_ends_an_order(hub: Harness, code: int) -> None:
+    doubts: list[int] = []
+    hub.book.updates.on_doubt = lambda oid, why: doubts.append(oid)
+    reply = await hub.book.place(ALICE, place("c"))
+    assert isinstance(reply, OrderAccepted)
+    oid = reply.order_id
+    # before the Gateway acknowledged the order (the race) and after
+    for expected in ("PendingSubmit", "Submitted"):
+        ended = hub.book.updates.on_order_error(oid, code, "cancel refused", False)
+        await hub.flush()
+        rec = hub.book.store.get(oid)
+        assert not ended and rec is not None and rec.status == expected
+        ev = hub.order_events("order.lease-a")[-1]
+        assert ev.kind == "cancel_rejected" and ev.status == expected
+        assert ev.message == f"IB {code}: cancel refused"
+        hub.book.updates.on_order_status(status(oid, "Submitted"))
+    assert doubts == [oid, oid]
+
+
+async def test_reconcile_corrects_an_ended_journal_the_gateway_contradicts(hub: Harness) -> None:
+    found: list[object] = []
+    hub.book.updates.on_correction = found.append
+    works, filled, quiet = [await _working(hub, c) for c in ("works", "filled", "quiet")]
+    store = hub.book.store
+    for oid in (works, filled, quiet):  # the journal says they ended (wrongly, for two)
+        hub.book.updates.apply_status(store.by_id[oid], "Cancelled", None, None, None)
+    report = hub.book.updates.reconcile(
+        open_orders=[open_order(works, "Submitted")],
+        executions=[execution(filled, "e-1", 10.0, 10.0)],
+        completed=[open_order(filled, "Filled"), open_order(quiet, "Inactive")],
+    )
+    await hub.flush()
+    assert store.by_id[works].status == "Submitted"
+    assert store.by_id[filled].status == "Filled" and store.by_id[filled].filled == 10.0
+    assert store.by_id[quiet].status == "Cancelled"  # Inactive: the same end, no correction
+    assert [(c.order_id, c.journal_status, c.gateway_status) for c in report.corrected] == [
+        (works, "Cancelled", "Submitted"), (filled, "Cancelled", "Filled")]  # fmt: skip
+    assert found == report.corrected
+    corrected = [ev for ev in hub.order_events("order.lease-a") if ev.kind == "corrected"]
+    assert [(ev.order_id, ev.status) for ev in corrected] == [(works, "Submitted"),
+                                                              (filled, "Filled")]  # fmt: skip
+    assert "the journal said Cancelled, the Gateway says Submitted" in corrected[0].message
+    j = hub.journal()
+    notes = [d for _, kind, d in j.history(works) if kind == "reconcile_correction"]
+    row = j.find("alice", "works")
+    j.close()
+    assert notes[0]["journal_status"] == "Cancelled"
+    assert row is not None and row.status == "Submitted"
+    # a second reconcile with the same picture corrects nothing
+    again = hub.book.updates.reconcile([open_order(works, "Submitted")],
+                                       [execution(filled, "e-1", 10.0, 10.0)],
+                                       completed=[open_order(filled, "Filled")])  # fmt: skip
+    assert again.corrected == [] and len(found) == 2
+
+
+async def test_reconcile_resolves_a_working_order_the_gateway_does_not_know(
+    hub: Harness,
+) -> None:
+    found: list[object] = []
+    hub.book.updates.on_correction = found.append
+    gone = await _working(hub, "gone")
+    parent = await hub.book.place(ALICE, place("br", take_profit=195.0))
+    assert isinstance(parent, OrderAccepted)
+    await wait_until(lambda: not hub.book.queued, what="sent")
+    (child,) = parent.child_order_ids
+    # the bracket's child is still on its way: neither it nor its parent is judged
+    report = hub.book.updates.reconcile([], [], completed=[], in_flight={child})
+    await hub.flush()
+    assert report.lost == [gone]
+    rec = hub.book.store.get(gone)
+    assert rec is not None and rec.status == "Inactive"
+    (c,) = found
+    assert (c.order_id, c.owner, c.journal_status, c.gateway_status) == (  # type: ignore[attr-defined]
+        gone, "alice", "Submitted", "unknown")  # fmt: skip
+    ev = hub.order_events("order.lease-a")[-1]
+    assert ev.kind == "rejected" and "the Gateway knows nothing of it" in ev.message
+    assert hub.book.store.get(parent.order_id).status == "PendingSubmit"  # type: ignore[union-attr]
+
+
+async def test_a_working_status_for_an_ended_order_is_doubted(hub: Harness) -> None:
+    doubts: list[int] = []
+    hub.book.updates.on_doubt = lambda oid, why: doubts.append(oid)
+    oid = await _working(hub, "d")
+    rec = hub.book.store.by_id[oid]
+    hub.book.updates.apply_status(rec, "Cancelled", None, None, None)
+    hub.book.updates.on_order_status(status(oid, "Submitted"))  # not applied, but doubted
+    assert rec.status == "Cancelled" and doubts == [oid]
+    filled_id = await _working(hub, "f")
+    hub.book.updates.on_execution(execution(filled_id, "e-f", 10.0, 10.0))
+    hub.book.updates.on_order_status(status(filled_id, "Submitted", 10.0, 0.0))
+    assert doubts == [oid]  # Filled is final: an echo after it is no doubt

@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from ibhub.pacing import HistoricalRules, ManualClock, Pacer, Priority
+from ibhub.pacing import HistoricalRules, ManualClock, Pacer, PacerBusy, Priority
 from tests.helpers import wait_until
 
 
@@ -227,3 +227,134 @@ async def test_an_idle_pacer_sends_at_once(clock: ManualClock, pacer: Pacer) -> 
     assert sent == [1, 2, 3, 4, 5]  # the burst; the rest wait for the budget, in order
     await advance(clock, pacer, 0.1)
     assert sent == list(range(1, 9))
+
+
+# ----------------------------------------------------------------- keys, withdraw, bounds
+
+
+async def use_burst(p: Pacer, sent: list[str]) -> None:
+    for i in range(int(p.burst)):
+        p.submit(Priority.SUBSCRIPTION, partial(sent.append, f"burst{i}"))
+    await settle(p)
+    assert len(sent) == int(p.burst) and p.queued == 0
+
+
+async def test_same_key_goes_in_submission_order_across_priorities(
+    clock: ManualClock, pacer: Pacer
+) -> None:
+    sent: list[str] = []
+    await use_burst(pacer, sent)
+    pacer.submit(Priority.ORDER, lambda: sent.append("place 7"), key=7)
+    pacer.submit(Priority.CANCEL, lambda: sent.append("cancel 7"), key=7)
+    pacer.submit(Priority.CANCEL, lambda: sent.append("cancel 8"), key=8)
+    pacer.submit(Priority.ORDER, lambda: sent.append("place 9"), key=9)
+    await advance(clock, pacer, 1.0)
+    # the cancel of 8 jumps the queue; the cancel of 7 never overtakes the placement of 7
+    assert sent[5:] == ["cancel 8", "place 7", "cancel 7", "place 9"]
+
+
+async def test_withdrawn_item_is_never_sent_and_frees_its_key(
+    clock: ManualClock, pacer: Pacer
+) -> None:
+    sent: list[str] = []
+    await use_burst(pacer, sent)
+    place = pacer.submit(Priority.ORDER, lambda: sent.append("place 7"), key=7, owner="a")
+    cancel = pacer.submit(Priority.CANCEL, lambda: sent.append("cancel 7"), key=7, owner="a")
+    assert pacer.depth() == {"cancel": 1, "order": 1, "subscription": 0, "query": 0}
+    assert pacer.expected_delay(Priority.ORDER) > 0
+    assert pacer.withdraw(place) and place.cancelled()
+    assert not pacer.withdraw(place)  # only once
+    assert pacer.depth()["order"] == 0 and pacer.withdrawn == 1
+    await advance(clock, pacer, 1.0)
+    assert sent[5:] == ["cancel 7"] and cancel.done()
+    assert not pacer.withdraw(cancel)  # already sent
+    assert pacer.snapshot()["queued"] == 0 and pacer.expected_delay(Priority.ORDER) == 0.0
+
+
+async def test_expected_delay_and_the_delay_limit(clock: ManualClock, pacer: Pacer) -> None:
+    sent: list[str] = []
+    await use_burst(pacer, sent)
+    assert pacer.expected_delay(Priority.ORDER) == pytest.approx(1 / 40)  # a token away
+    for i in range(79):
+        pacer.submit(Priority.ORDER, partial(sent.append, f"o{i}"))
+    for i in range(30):  # below orders: not ahead of a new order
+        pacer.submit(Priority.QUERY, partial(sent.append, f"q{i}"))
+    assert pacer.expected_delay(Priority.ORDER) == pytest.approx(80 / 40)
+    assert pacer.expected_delay(Priority.QUERY) == pytest.approx(110 / 40)
+    pacer.check(Priority.ORDER, max_delay=2.0)  # exactly at the limit: fits
+    pacer.submit(Priority.ORDER, lambda: sent.append("o79"))
+    with pytest.raises(PacerBusy) as err:
+        pacer.check(Priority.ORDER, max_delay=2.0)
+    assert err.value.expected_delay == pytest.approx(81 / 40) and err.value.limit == 2.0
+    assert "2.02s" in str(err.value) and "max_order_delay=2s" in str(err.value)
+    pacer.check(Priority.CANCEL, max_delay=0.0)  # cancels always fit
+    assert pacer.refused == 1 and pacer.recent_refusals() == 1
+    await advance(clock, pacer, 0.5)  # 20 sent: the estimate follows
+    assert pacer.expected_delay(Priority.ORDER) == pytest.approx(61 / 40)
+    await advance(clock, pacer, 61.0)
+    assert pacer.recent_refusals() == 0 and pacer.refused == 1  # the window moved on
+
+
+async def test_reservations_count_as_queued(clock: ManualClock, pacer: Pacer) -> None:
+    sent: list[str] = []
+    await use_burst(pacer, sent)
+    held = [pacer.reserve(Priority.ORDER, owner="a", max_delay=2.0) for _ in range(79)]
+    assert pacer.queued == 0 and pacer.snapshot()["reserved"] == 79
+    with pytest.raises(PacerBusy):  # the 80th fits, the 81st does not
+        pacer.reserve(Priority.ORDER, cost=2, owner="b", max_delay=2.0)
+    last = pacer.reserve(Priority.ORDER, owner="b", max_delay=2.0)
+    for r in held[:40]:
+        r.release()
+    held[0].release()  # twice is harmless
+    assert pacer.snapshot()["reserved"] == 40
+    fut = pacer.submit(Priority.ORDER, lambda: sent.append("b"), reservation=last)
+    assert pacer.queued == 1 and pacer.snapshot()["reserved"] == 39
+    assert pacer.expected_delay(Priority.ORDER) == pytest.approx((39 + 1 + 1) / 40)
+    for r in held[40:]:
+        r.release()
+    await advance(clock, pacer, 0.1)
+    assert fut.done() and sent[-1] == "b"
+    assert pacer.snapshot()["reserved"] == 0 and pacer.expected_delay(Priority.ORDER) == 0.0
+
+
+async def test_bounds_overall_and_per_owner(clock: ManualClock) -> None:
+    p = Pacer(rate=10.0, burst=1, clock=clock, max_queue=4, max_queue_per_owner=2)
+    p.start()
+    try:
+        sent: list[str] = []
+        p.submit(Priority.ORDER, lambda: sent.append("first"))  # the burst: goes at once
+        p.submit(Priority.ORDER, lambda: sent.append("a1"), owner="a", bounded=True)
+        p.reserve(Priority.ORDER, owner="a")
+        with pytest.raises(PacerBusy, match="pacer_queue_per_lease=2"):
+            p.submit(Priority.ORDER, lambda: sent.append("a3"), owner="a", bounded=True)
+        p.submit(Priority.SUBSCRIPTION, lambda: sent.append("s1"), bounded=True)
+        p.submit(Priority.QUERY, lambda: sent.append("q1"), bounded=True)
+        with pytest.raises(PacerBusy, match="pacer_queue_max=4"):
+            p.check(Priority.QUERY)
+        # the hub's own sends and cancels queue whatever the bounds
+        p.submit(Priority.SUBSCRIPTION, lambda: sent.append("resubscribe"))
+        p.submit(Priority.CANCEL, lambda: sent.append("cancel"), owner="a", bounded=True)
+        assert p.queued == 5 and p.refused == 2
+        await advance(clock, p, 1.0)
+        assert sent == ["first", "cancel", "a1", "s1", "resubscribe", "q1"]
+    finally:
+        await p.stop()
+
+
+async def test_a_caller_that_gives_up_frees_its_room(clock: ManualClock, pacer: Pacer) -> None:
+    sent: list[str] = []
+    await use_burst(pacer, sent)
+    fut = pacer.submit(Priority.ORDER, lambda: sent.append("gone"), key=1, owner="a")
+    later = pacer.submit(Priority.ORDER, lambda: sent.append("kept"), key=1, owner="a")
+    fut.cancel()
+    await asyncio.sleep(0)  # the done-callback runs on the loop
+    assert pacer.queued == 1 and pacer.snapshot()["queue"]["order"] == 1
+    await advance(clock, pacer, 0.1)
+    assert later.done() and sent[-1] == "kept" and "gone" not in sent
+
+
+def test_bad_bounds() -> None:
+    with pytest.raises(ValueError, match="max_queue"):
+        Pacer(max_queue=0)
+    with pytest.raises(ValueError, match="max_queue_per_owner"):
+        Pacer(max_queue_per_owner=0)
