@@ -47,6 +47,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     quiet_ib_insync()
+    logging.getLogger(ot.__name__).setLevel(logging.WARNING)  # each mismatch as found
 
     class Machine(ot.OrderTruth):
         pass

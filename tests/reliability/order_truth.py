@@ -240,8 +240,10 @@ class World:
                            request_timeout=5.0)  # fmt: skip
             await hub.connect()
             self.sdk[name] = hub
+        # the operator proves it with the hub's token file (docs/security.md)
+        token = (Path(self.data) / "operator.token").read_text(encoding="utf-8").strip()
         ops = AsyncHub(self.pub, self.rpc, name="ops", role="operator", connect_retries=5,
-                       request_timeout=5.0)  # fmt: skip
+                       request_timeout=5.0, operator_token=token)  # fmt: skip
         try:
             await ops.connect()
             self.ops = ops
@@ -386,8 +388,13 @@ def _front_door(v: Views) -> list[str]:
     mine = {oid: rec for oid, rec in v.journal.items() if rec.owner == FD_OWNER}
     by_perm = {rec.perm_id: rec for rec in mine.values() if rec.perm_id}
     open_perms = {perm for _oid, perm in v.fd_open if perm}
+    open_ids = {down for down, _perm in v.fd_open}
     for oid, rec in sorted(mine.items()):
-        if klass(rec.status) == "working" and rec.perm_id and rec.perm_id not in open_perms:
+        # the script's id for it: the client order id's head, unless the front door had
+        # to give it a fresh one after a hub restart (then the permId tells)
+        head = (rec.client_order_id or "").split(".")[0]
+        known = (rec.perm_id in open_perms) or (head.isdigit() and int(head) in open_ids)
+        if klass(rec.status) == "working" and not known:
             out.append(f"front door: order {oid} ({rec.client_order_id}) works at the hub "
                        f"({rec.status}) but the ib_insync script has no open trade for it")
     for down, perm in v.fd_open:
@@ -474,6 +481,7 @@ class OrderTruth(RuleBasedStateMachine):
         self.kills = 0
         self.failed = False  # a check failed: teardown only cleans up
         self.reported: set[str] = set()
+        self.steps: list[str] = []  # this example's steps so far, for the mismatch log
         TALLY.examples += 1
         try:
             self.run(self.w.start())
@@ -485,8 +493,9 @@ class OrderTruth(RuleBasedStateMachine):
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = STEP_TIMEOUT_S) -> T:
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
-    def count(self, what: str) -> None:
+    def count(self, what: str, **args: Any) -> None:
         TALLY.operations[what] += 1
+        self.steps.append(f"{what}({', '.join(f'{k}={v!r}' for k, v in args.items())})")
 
     # ---- orders ---------------------------------------------------------------------
 
@@ -530,7 +539,7 @@ class OrderTruth(RuleBasedStateMachine):
           side=st.sampled_from(("BUY", "SELL")), qty=st.integers(1, 5),
           kind=st.sampled_from(("rest", "marketable", "mkt")))
     def place(self, who: str, symbol: str, side: str, qty: int, kind: str) -> None:
-        self.count("place")
+        self.count("place", who=who, symbol=symbol, side=side, qty=qty, kind=kind)
         if who == "tws":
             self.run(self._fd_place(symbol, side, qty, kind))
         else:
@@ -542,8 +551,8 @@ class OrderTruth(RuleBasedStateMachine):
     def burst(self, who: str, symbol: str, n: int, kind: str, cancel: bool) -> None:
         """``n`` placements at once, each cancelled as soon as it is acknowledged: the
         placements wait in the pacer while the cancels arrive."""
-        self.count("burst")
-        TALLY.operations["place"] += n
+        self.count("burst", who=who, symbol=symbol, n=n, kind=kind, cancel=cancel)
+        TALLY.operations["place"] += n  # the burst itself is one step
         if cancel:
             TALLY.operations["cancel"] += n
 
@@ -577,7 +586,7 @@ class OrderTruth(RuleBasedStateMachine):
           kind=st.sampled_from(("rest", "marketable")))
     def modify(self, who: str, pick: int, kind: str) -> None:
         """A working limit order gets a new price (resting, or through the market)."""
-        self.count("modify")
+        self.count("modify", who=who, pick=pick, kind=kind)
 
         async def go() -> None:
             if who == "tws":
@@ -602,7 +611,7 @@ class OrderTruth(RuleBasedStateMachine):
 
     @rule(who=st.sampled_from(SCRIPTS), pick=st.integers(0, 1000))
     def cancel(self, who: str, pick: int) -> None:
-        self.count("cancel")
+        self.count("cancel", who=who, pick=pick)
         if who == "tws":
             t = self._pick_fd(pick)
             if t is not None and self.w.ib is not None:
@@ -616,7 +625,7 @@ class OrderTruth(RuleBasedStateMachine):
     def cancel_all(self, who: str) -> None:
         """The script's own working orders (ib_insync's reqGlobalCancel through the front
         door cancels that client id's orders only)."""
-        self.count("cancel_all")
+        self.count("cancel_all", who=who)
         if who == "tws":
             assert self.w.ib is not None
             self.w.ib.reqGlobalCancel()
@@ -651,14 +660,14 @@ class OrderTruth(RuleBasedStateMachine):
     @rule(down=st.sampled_from((0.05, 0.2, 0.5)))
     def gateway_restart(self, down: float) -> None:
         """Every socket dropped, connects refused for ``down`` s; IB keeps the orders."""
-        self.count("gateway_restart")
+        self.count("gateway_restart", down=down)
         assert self.w.sim is not None
         self.run(self.w.sim_call(self.w.sim.restart, down))
 
     @rule(after=st.sampled_from((0.05, 0.3)))
     def connectivity_1101(self, after: float) -> None:
         """1100 (connectivity lost), then 1101 (restored, data lost)."""
-        self.count("1101")
+        self.count("1101", after=after)
         assert self.w.sim is not None
         self.run(self.w.sim_call(self.w.sim.connectivity_lost, "data_lost", after))
 
@@ -701,6 +710,7 @@ class OrderTruth(RuleBasedStateMachine):
             TALLY.add_mismatches(found, self.reported)
             for m in found:
                 log.warning("order truth: %s", m)
+            log.warning("order truth: after the steps %s", "; ".join(self.steps))
         if found and self.strict:
             self.failed = True
             shown = "\n  ".join(found[:20])
