@@ -223,7 +223,7 @@ def direct_subscriber(conn: Connection, port: int, con_ids: list[int], client_id
     logging.basicConfig(level=logging.ERROR)
 
     async def main() -> None:
-        from ib_insync import IB, Contract
+        from ibhub.iblib import IB, Contract
 
         rec = TickRecorder()
         ib = IB()

@@ -27,7 +27,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ib_insync import IB, Contract
+from ibhub import iblib
+from ibhub.iblib import IB, Contract
 
 PRICE_TICKS = frozenset({1, 2, 4})
 
@@ -88,7 +89,7 @@ def _spawn(target: Any, *args: Any) -> tuple[mp.process.BaseProcess, Connection]
 async def measure(port: int, con_ids: list[int], clients: int, seconds: float,
                   first_id: int) -> tuple[float, list[float]]:
     """Connect ``clients`` ib_insync scripts to ``port``; ticks/s and latencies (ms)."""
-    logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
+    logging.getLogger(iblib.NAME).setLevel(logging.CRITICAL)
     ibs = [IB() for _ in range(clients)]
     await asyncio.gather(*(ib.connectAsync("127.0.0.1", port, clientId=first_id + n,
                                            timeout=20) for n, ib in enumerate(ibs)))

@@ -257,7 +257,8 @@ async def sdk_latency(pub: str, rpc: str, n: int,
 
 
 async def direct_latency(port: int, n: int, interval: float) -> list[float]:
-    from ib_insync import IB, MarketOrder, Stock
+    from ibhub import iblib
+    IB, MarketOrder, Stock = iblib.IB, iblib.module.MarketOrder, iblib.module.Stock
 
     ib = IB()
     await ib.connectAsync("127.0.0.1", port, clientId=7, timeout=20)

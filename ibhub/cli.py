@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "status": "ibhub.client_cli:status",
     "tail": "ibhub.client_cli:tail",
     "lease": "ibhub.client_cli:lease",
+    "names": "ibhub.client_cli:names",
     "orders": "ibhub.orders_cli:orders",
     "config": "ibhub.config_cli:config",
     "top": "ibhub.top:top",

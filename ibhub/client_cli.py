@@ -25,7 +25,9 @@ import zmq.asyncio
 
 from ibhub import wire
 from ibhub.client import AsyncHub, HubError
+from ibhub.client.contracts import run_name
 from ibhub.client.curve import client_curve
+from ibhub.client.names import new_secret
 from ibhub.client.rpc import RpcChannel
 from ibhub.curve_keys import KeyFileError, read_operator_token
 from ibhub.protocol import (
@@ -37,6 +39,7 @@ from ibhub.protocol import (
     GetStatus,
     HubStatus,
     LeaseClientId,
+    NameInfo,
     ReleaseClientId,
     Reply,
     Request,
@@ -197,6 +200,62 @@ def lease(
                f"{reply.client_id} --token TOKEN)", err=True)
 
 
+# ---------------------------------------------------------------------------- names
+
+
+def format_names(names: Sequence[NameInfo]) -> str:
+    """Bound script names, one a line: name, bound at, last seen, live leases, key."""
+    if not names:
+        return "no script names are bound"
+    width = max(12, *(len(n.name) for n in names))
+    lines = [f"{'name':<{width}}  {'bound':<23}  {'last seen':<23}  live  key"]
+    for n in names:
+        lines.append(f"{n.name:<{width}}  {_when(n.bound_at):<23}  {_when(n.last_seen):<23}"
+                     f"  {n.live:>4}  {n.key or '-'}")
+    return "\n".join(lines)
+
+
+async def _names(pub: str | None, rpc: str | None, forget: str | None,
+                 timeout: float) -> list[NameInfo]:
+    # This tool's own name is of this process only, its secret in memory.
+    hub = AsyncHub(pub=pub, rpc=rpc, name=run_name("ibhub-names"),
+                   name_secret=new_secret(), role="operator", connect_timeout=timeout,
+                   connect_retries=1, request_timeout=timeout)
+    async with hub:
+        if forget is not None:
+            await hub.forget_name(forget)
+        return await hub.names()
+
+
+@click.command()
+@pub_option
+@rpc_option
+@timeout_option
+@click.option("--forget", default=None, metavar="NAME",
+              help="drop NAME's binding: the next script to say hello with it claims it")
+@click.option("--json", "as_json", is_flag=True, help="print the bound names as JSON")
+def names(pub: str | None, rpc: str | None, timeout: float, forget: str | None,
+          as_json: bool) -> None:
+    """List the bound script names (operator), or --forget one.
+
+    A script name is bound to the first secret (or CURVE key) that says hello with it;
+    later hellos with the name need it (docs/security.md, "Script names"). Forget a
+    binding when its secret is lost, or to let another script take the name. Needs the
+    operator role: the hub's operator token file readable by you, or a CURVE key in
+    curve_operator_keys.
+    """
+    try:
+        bound = asyncio.run(_names(pub, rpc, forget, timeout))
+    except (HubError, KeyFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if forget is not None:
+        click.echo(f"forgot script name {forget!r}", err=True)
+    if as_json:
+        click.echo(json.dumps([msgspec.to_builtins(n) for n in bound], indent=2))
+    else:
+        click.echo(format_names(bound))
+
+
 # ---------------------------------------------------------------------------- tail
 
 
@@ -270,7 +329,9 @@ async def _tail_events(
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sock.connect(pub)
         if symbols:
-            hub = AsyncHub(pub=pub, rpc=rpc, name="ibhub-tail", role="readonly")
+            # A name of this process only (docs/security.md, "Script names").
+            hub = AsyncHub(pub=pub, rpc=rpc, name=run_name("ibhub-tail"),
+                           name_secret=new_secret(), role="readonly")
             await hub.connect()
             for symbol in symbols:
                 sub = await hub.subscribe(symbol, callback=lambda event: None)

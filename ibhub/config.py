@@ -101,6 +101,11 @@ class HubSettings(BaseSettings):
     lease_max: int = Field(default=500, ge=1)
     raw_lease_max: int = Field(default=400, ge=0)
     raw_lease_ttl: float = Field(default=86_400.0, ge=0)
+    # Script names are bound to their first claimant's secret or CURVE key (docs/
+    # security.md, "Script names"), in DATA_DIR/names.db. A binding not claimed for
+    # name_binding_ttl seconds is forgotten (never while its name has a live lease or
+    # working orders); 0 = kept until an operator forgets it (`ibhub names --forget`).
+    name_binding_ttl: float = Field(default=30 * 86_400.0, ge=0)
 
     # Roles (docs/security.md): never what a client claims. Clients on loopback/ipc
     # (no CURVE) get local_role; operator needs the token in operator_token_file

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -31,6 +33,7 @@ from ibhub.config import ConfigError, HubSettings
 from ibhub.fanout import PUB_SNDHWM, Fanout
 from ibhub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
 from ibhub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
+from ibhub.names import NAMES_FILE, NameBindings, NameRefused, new_secret
 from ibhub.pacing import Pacer, PacerBusy, Priority
 from ibhub.protocol import (
     PROTOCOL_VERSION,
@@ -41,6 +44,7 @@ from ibhub.protocol import (
     ContractSpec,
     Error,
     ErrorCode,
+    ForgetName,
     GetContractDetails,
     GetHistoricalBars,
     GetSnapshot,
@@ -51,6 +55,9 @@ from ibhub.protocol import (
     HistoricalBarsReply,
     LeaseClientId,
     LeaseInfo,
+    ListNames,
+    NameInfo,
+    NamesReply,
     Ok,
     ReleaseClientId,
     Reply,
@@ -78,6 +85,7 @@ from ibhub.upstream import Upstream, UpstreamDown, UpstreamRequestError, explain
 log = logging.getLogger(__name__)
 
 RESOLVE_CACHE_MAX = 10_000
+PRUNE_NAMES_EVERY = 3600.0  # seconds between sweeps of unused script-name bindings
 PACER_BURST = 5.0  # with pacer_rate 40/s: at most 45 messages in any second (IB: 50)
 
 
@@ -112,6 +120,7 @@ class HubServer:
             raw_ttl=self.settings.raw_lease_ttl,
         )
         self.roles = RolePolicy()  # from the settings by start() (docs/security.md)
+        self.names: NameBindings | None = None  # script-name bindings, opened by start()
         self.subs = SubscriptionRegistry(self.settings.lines_max)
         self._ctx: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket[bytes] | None = None
@@ -186,12 +195,28 @@ class HubServer:
         await self.stop()
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # A start refused half-way (bad endpoint, bind failure ...) leaves no open
+            # database behind (Python 3.13 warns about an unclosed sqlite connection).
+            if self.names is not None:
+                self.names.close()
+                self.names = None
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         security = ServerSecurity.from_settings(s)  # ConfigError: bad keys, no allow-list
         self.security = security
         # Roles come from the configuration; creates the operator token file if absent
         # (ConfigError: a token file other users can read).
         self.roles = RolePolicy.from_settings(s, security.enabled)
+        try:
+            self.names = NameBindings(Path(s.data_dir) / NAMES_FILE, ttl=s.name_binding_ttl)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the script-name bindings in {s.data_dir}: "
+                              f"{exc}") from exc
         lo, hi = s.raw_client_id_range
         if s.lease_max + s.raw_lease_max > hi - lo + 1:
             log.warning(
@@ -235,6 +260,8 @@ class HubServer:
         self.fanout = Fanout(pub)
         self.rpc = RpcServer(router, self, bind_lease=self.bind_lease,
                              peer_keys=security.enabled, max_request_bytes=s.max_request_bytes)
+        self.rpc.register(ListNames, self.list_names, slow=False)
+        self.rpc.register(ForgetName, self.forget_name, slow=False)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
         self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
                            max_queue_per_owner=s.pacer_queue_per_lease)
@@ -256,6 +283,7 @@ class HubServer:
         from ibhub.health import attach_ops  # metrics, alerts, /health on s.http_port
 
         await attach_ops(self)
+        self._prune_names()  # now that the journal's working orders are known
         # Requests are served only now that every service has registered its request
         # types: before, a place_order sent at start-up was answered "not served by this
         # hub" (found by bench/soak.py; tests/reliability/test_order_faults.py).
@@ -327,6 +355,9 @@ class HubServer:
         if self.sim is not None:
             await asyncio.to_thread(self.sim.stop)
             self.sim = None
+        if self.names is not None:
+            self.names.close()
+            self.names = None
 
     def _close_sockets(self) -> None:
         for sock in (self._router, self._pub):
@@ -343,8 +374,12 @@ class HubServer:
 
     async def _reaper(self) -> None:
         period = min(0.5, self.settings.heartbeat_interval / 2)
+        pruned_at = time.monotonic()  # start() swept once, after the orders were restored
         while True:
             await asyncio.sleep(period)
+            if time.monotonic() - pruned_at >= PRUNE_NAMES_EVERY:
+                pruned_at = time.monotonic()
+                self._prune_names()
             leases, raws = self.leases.expire()
             for lease in leases:
                 log.info("lease %s (%s) expired: no heartbeat for %.1fs",
@@ -425,6 +460,22 @@ class HubServer:
             self.fanout.forget_last(sub.topic)
         log.info("cancelled %s (no subscribers left)", sub.topic)
 
+    def _names_in_use(self) -> set[str]:
+        """Names with a live lease or a working order: never pruned."""
+        used = {lease.name for lease in self.leases.leases()}
+        book = getattr(self.orders, "book", None)
+        if book is not None:
+            used.update(rec.owner for rec in book.store.working)
+        return used
+
+    def _prune_names(self) -> None:
+        if self.names is None:
+            return
+        try:
+            self.names.prune(self._names_in_use())
+        except sqlite3.Error as exc:
+            log.warning("could not prune unused script-name bindings: %s", exc)
+
     def _unknown_lease(self, rid: int, lease: str) -> Error:
         return Error(id=rid, code=ErrorCode.UNKNOWN_LEASE,
                      message=f"lease {lease!r} is unknown (expired, said goodbye, or never "
@@ -460,17 +511,48 @@ class HubServer:
         except RoleRefused as exc:
             log.warning("hello from %r refused: %s", req.name, exc)
             return Error(id=req.id, code=ErrorCode.FORBIDDEN, message=str(exc))
+        names = self.names
+        try:
+            binding = names.check(req.name, req.name_secret, peer.key) if names else None
+        except NameRefused as exc:
+            log.warning("hello as %r refused%s: %s", req.name,
+                        f" (key {peer.key})" if peer.key else "", exc)
+            return Error(id=req.id, code=ErrorCode.NAME_TAKEN, message=str(exc))
+        except sqlite3.Error as exc:
+            return self._names_unavailable(req.id, exc)
         try:
             lease = self.leases.open(req.name, role, peer)
         except NoFreeClientId as exc:
             return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
+        made = ""  # a secret the hub made for a client that brought none
+        if names is not None:
+            try:
+                if binding is None:
+                    made = "" if req.name_secret else new_secret()
+                    names.bind(req.name, req.name_secret or made, peer.key)
+                else:
+                    names.seen(binding)
+            except NameRefused as exc:  # another hub process on this data dir bound it
+                self.leases.close(lease.lease_id)
+                return Error(id=req.id, code=ErrorCode.NAME_TAKEN, message=str(exc))
+            except sqlite3.Error as exc:
+                self.leases.close(lease.lease_id)
+                return self._names_unavailable(req.id, exc)
         log.info("lease %s opened for %r (%s%s), client id %s",
                  lease.lease_id, lease.name, lease.role,
                  f", key {peer.key}" if peer.key else "", lease.client_id)
         self._notify("on_hello", lease.lease_id, lease.name)
         return Welcome(id=req.id, lease=lease.lease_id, client_id=lease.client_id,
                        heartbeat_interval=self.settings.heartbeat_interval,
-                       hub_version=__version__, token=lease.token, role=lease.role)
+                       hub_version=__version__, token=lease.token, role=lease.role,
+                       name_secret=made)
+
+    def _names_unavailable(self, rid: int, exc: sqlite3.Error) -> Error:
+        path = self.names.path if self.names is not None else NAMES_FILE
+        log.error("script-name bindings (%s): %s", path, exc)
+        return Error(id=rid, code=ErrorCode.INTERNAL,
+                     message="the hub cannot check or record script names right now (see "
+                             "its log); try again")
 
     def heartbeat(self, req: Heartbeat) -> Reply:
         if self.leases.touch(req.lease) is None:
@@ -597,6 +679,43 @@ class HubServer:
         if self.leases.release_raw(req.client_id, token) is None:
             return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
                          message=f"client id {req.client_id} is not leased under this token")
+        return Ok(id=req.id)
+
+    def _operator(self, rid: int, handle: str, what: str) -> Error | None:
+        lease = self.leases.touch(handle)
+        if lease is None:
+            return self._unknown_lease(rid, handle)
+        if lease.role != "operator":
+            return Error(id=rid, code=ErrorCode.FORBIDDEN,
+                         message=f"{what} needs the operator role (hello with role='operator': "
+                                 "the operator token on loopback, a curve_operator_keys key "
+                                 "with CURVE; docs/security.md)")
+        return None
+
+    def list_names(self, req: ListNames) -> Reply:
+        """Operator: every bound script name, with the leases live under it now."""
+        refused = self._operator(req.id, req.lease, "listing script names")
+        if refused is not None:
+            return refused
+        live: dict[str, int] = {}
+        for lease in self.leases.leases():
+            live[lease.name] = live.get(lease.name, 0) + 1
+        bindings = self.names.all() if self.names is not None else []
+        return NamesReply(id=req.id, names=[
+            NameInfo(name=b.name, key=b.key, bound_at=b.bound_at, last_seen=b.last_seen,
+                     live=live.get(b.name, 0))
+            for b in bindings
+        ])
+
+    def forget_name(self, req: ForgetName) -> Reply:
+        """Operator: drop a name's binding. Leases open under it stay (they proved the
+        name when they said hello); the next hello with the name binds it anew."""
+        refused = self._operator(req.id, req.lease, "forgetting a script name")
+        if refused is not None:
+            return refused
+        if self.names is None or not self.names.forget(req.name):
+            return Error(id=req.id, code=ErrorCode.UNKNOWN_NAME,
+                         message=f"script name {req.name!r} is not bound")
         return Ok(id=req.id)
 
     def status(self, req: GetStatus) -> Reply:

@@ -135,6 +135,11 @@ class Hello(Request, frozen=True, tag="hello"):
     # Proof for role="operator" on a loopback hub: the operator token the hub keeps in
     # its data dir (operator.token, readable only by the hub's user). See docs/security.md.
     credential: Token = ""
+    # The script name's secret (docs/security.md, "Script names"): a name is bound to
+    # the first secret (or, with CURVE, the first key) that says hello with it; later
+    # hellos with that name need the same secret. Empty: the hub makes one for an
+    # unbound name and returns it once in ``Welcome.name_secret``.
+    name_secret: Token = ""
 
 
 class Heartbeat(Request, frozen=True, tag="heartbeat"):
@@ -196,6 +201,19 @@ class ReleaseClientId(Request, frozen=True, tag="release_client_id"):
 
 class GetStatus(Request, frozen=True, tag="status"):
     pass
+
+
+class ListNames(Request, frozen=True, tag="list_names"):
+    """Operator: the bound script names (docs/security.md, "Script names")."""
+
+    lease: Token
+
+
+class ForgetName(Request, frozen=True, tag="forget_name"):
+    """Operator: drop a script name's binding; the next hello with it binds it anew."""
+
+    lease: Token
+    name: Name
 
 
 # ------------------------------------------------------------ requests: orders and account
@@ -337,6 +355,8 @@ AnyRequest = (
     | LeaseClientId
     | ReleaseClientId
     | GetStatus
+    | ListNames
+    | ForgetName
     # orders and account
     | PlaceOrder
     | ModifyOrder
@@ -387,6 +407,9 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     # reply carries it; it works only from the connection (and CURVE key) that said hello.
     token: str = ""
     role: str = ""  # the role granted (from the hub's configuration, never the claim)
+    # The name's secret, made by the hub for a hello that bound an unbound name without
+    # giving one; sent only here, once. Keep it: later hellos with this name need it.
+    name_secret: str = ""
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):
@@ -433,6 +456,20 @@ class LeaseInfo(Struct, frozen=True):
     client_id: int
     subscriptions: int
     age_seconds: float
+
+
+class NameInfo(Struct, frozen=True):
+    """One bound script name: bound by a secret (its hash is kept) or by a CURVE key."""
+
+    name: str
+    key: str  # the CURVE key it is bound to ("" when bound by secret only)
+    bound_at: float  # epoch seconds
+    last_seen: float  # epoch seconds of its last accepted hello
+    live: int  # leases open under this name now
+
+
+class NamesReply(Reply, frozen=True, tag="names"):
+    names: list[NameInfo]
 
 
 class StatusReply(Reply, frozen=True, tag="status"):
@@ -638,6 +675,7 @@ AnyReply = (
     | HistoricalBarsReply
     | ClientIdLeased
     | StatusReply
+    | NamesReply
     # orders and account
     | OrderAccepted
     | OrderRejected
@@ -669,6 +707,8 @@ class ErrorCode:
     TIMEOUT = "timeout"
     BUSY = "busy"  # too many slow requests in progress: retry after a short pause
     FORBIDDEN = "forbidden"
+    NAME_TAKEN = "name_taken"  # the script name is bound to another secret or key
+    UNKNOWN_NAME = "unknown_name"  # forget_name: no binding for that name
     INTERNAL = "internal"
 
 

@@ -166,11 +166,14 @@ def describe_invalid(exc: msgspec.ValidationError) -> str:
 def decode(payload: bytes, max_bytes: int = wire.MAX_REQUEST_BYTES) -> Request:
     """Payload -> validated request; raises :class:`BadRequest` naming the problem.
 
-    Depth is bounded by the decoder itself: msgspec enters Python's recursion guard
-    for every nested map or array, so a payload nested ~1,000 deep raises
-    ``RecursionError`` cleanly (no C stack overflow); that becomes ``too_deep``. A
-    pre-scan of the bytes would cost a Python loop over every request for the same
-    answer. No real request nests deeper than 3.
+    Depth: msgspec enters Python's recursion guard for every nested map or array, so
+    a payload nested deep enough raises ``RecursionError`` cleanly (no C stack
+    overflow); that becomes ``too_deep``. How deep is "enough" depends on the Python
+    (~1,000 on 3.11; 3.12+ guards C recursion separately, 10,000 on 3.13), so the hub
+    sets its own bound, :data:`MAX_NESTING`, the same on every Python: a payload with
+    fewer bytes that could open a map or an array than that (one C-level count, no
+    Python loop) cannot nest deeper; only others are walked (:func:`_nesting`). No
+    real request nests deeper than 3.
     """
     if len(payload) > max_bytes:
         raise BadRequest(
@@ -178,6 +181,11 @@ def decode(payload: bytes, max_bytes: int = wire.MAX_REQUEST_BYTES) -> Request:
             "(max_request_bytes)",
             ErrorCode.TOO_LARGE,
         )
+    if (
+        len(payload) - len(payload.translate(None, _CONTAINER_BYTES)) > MAX_NESTING
+        and _nesting(payload) > MAX_NESTING
+    ):
+        raise BadRequest(_TOO_DEEP, ErrorCode.TOO_DEEP)
     try:
         req = wire.decode_request(payload)
     except msgspec.ValidationError as exc:
@@ -185,13 +193,57 @@ def decode(payload: bytes, max_bytes: int = wire.MAX_REQUEST_BYTES) -> Request:
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request is not valid msgpack: {exc}") from None
     except RecursionError:
-        raise BadRequest(
-            "request is nested too deeply to decode (maps or arrays inside each other "
-            "about a thousand times); no request nests more than a few levels",
-            ErrorCode.TOO_DEEP,
-        ) from None
+        raise BadRequest(_TOO_DEEP, ErrorCode.TOO_DEEP) from None
     validate(req)
     return req
+
+
+#: Maps or arrays inside each other a request may have (real ones: 3); deeper is
+#: ``too_deep`` on every Python, below where any Python's recursion guard trips.
+MAX_NESTING = 256
+_TOO_DEEP = (
+    f"request is nested too deeply to decode (maps or arrays inside each other more than "
+    f"{MAX_NESTING} times); no request nests more than a few levels"
+)
+# msgpack bytes that can open a map or an array (fixmap, fixarray, array16/32, map16/32)
+_CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+
+
+def _nesting(payload: bytes) -> int:
+    """How deep maps and arrays nest in ``payload`` (walked with a stack of counts, any
+    depth); 0 for a scalar, MAX_NESTING + 1 as soon as it is deeper, and 0 for bytes
+    that are not msgpack (the decoder names that problem)."""
+    stack: list[int] = []  # items still to read in each open container
+    pos, deepest = 0, 0
+    try:
+        while True:
+            b = payload[pos]
+            if 0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF:
+                if 0x80 <= b <= 0x8F:
+                    items, pos = 2 * (b & 0x0F), pos + 1
+                elif b <= 0x9F:
+                    items, pos = b & 0x0F, pos + 1
+                else:
+                    n, per = _CONTAINERS[b]
+                    items = per * int.from_bytes(payload[pos + 1:pos + 1 + n], "big")
+                    pos += 1 + n
+                if items:
+                    stack.append(items)
+                    deepest = max(deepest, len(stack))
+                    if deepest > MAX_NESTING:
+                        return deepest
+                    continue
+            else:
+                pos = _skip(payload, pos)
+            while stack:
+                stack[-1] -= 1
+                if stack[-1]:
+                    break
+                stack.pop()
+            if not stack:
+                return deepest
+    except (IndexError, ValueError):
+        return deepest
 
 
 def request_id(payload: bytes) -> int:

@@ -179,8 +179,10 @@ def run(
         factory = None
     else:
         factory = uvloop.new_event_loop
+    from ibhub.iblib import LibraryMismatch  # the IB client library: the hub needs it now
+
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_serve(settings))
-    except ConfigError as exc:
+    except (ConfigError, LibraryMismatch) as exc:
         raise click.ClickException(str(exc)) from None

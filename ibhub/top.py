@@ -179,11 +179,16 @@ async def _sample(hub: Any, refused: str, http_port: int, timeout: float) -> Sam
 async def run_top(rpc: str | None, pub: str | None, http_port: int, interval: float,
                   once: bool, timeout: float, out: Any) -> None:
     from ibhub.client import AsyncHub, HubError
+    from ibhub.client.contracts import run_name
+    from ibhub.client.names import new_secret
     from ibhub.protocol import ErrorCode
 
     endpoint = wire.rpc_endpoint(rpc)
-    options: dict[str, Any] = dict(name="ibhub-top", connect_timeout=timeout,
-                                   connect_retries=1, request_timeout=timeout)
+    # A name of this process only, its secret in memory: the tool places no orders, and
+    # a fixed name would be bound to the first user who ran it (docs/security.md).
+    options: dict[str, Any] = dict(name=run_name("ibhub-top"), name_secret=new_secret(),
+                                   connect_timeout=timeout, connect_retries=1,
+                                   request_timeout=timeout)
     hub = AsyncHub(pub, rpc, role="operator", **options)
     refused = ""
     try:

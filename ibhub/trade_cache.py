@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from ibhub.iblib import ORDER_CACHES, check_internals
+
 log = logging.getLogger(__name__)
 
 ENDED: Final = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
@@ -114,7 +116,12 @@ class TradeCache:
     # ------------------------------------------------------------------ lifecycle
 
     def install(self) -> None:
-        """Watch ended trades and route late messages (call once, with the book attached)."""
+        """Watch ended trades and route late messages (call once, with the book attached).
+
+        Raises :class:`~ibhub.iblib.LibraryMismatch` naming what moved if the installed
+        library no longer keeps its caches where :data:`~ibhub.iblib.ORDER_CACHES` says.
+        """
+        check_internals(self._ib, (ORDER_CACHES,))
         ib, wrapper = self._ib, self._ib.wrapper
         ib.orderStatusEvent += self._on_trade
         ib.openOrderEvent += self._on_trade

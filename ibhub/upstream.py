@@ -1,4 +1,4 @@
-"""The one Gateway/TWS session. The only module that imports ``ib_insync``.
+"""The one Gateway/TWS session, over the IB client library (:mod:`ibhub.iblib`).
 
 Connection policy
     ``Upstream`` runs a supervisor task on the hub's loop: connect (``IB.connectAsync``
@@ -57,10 +57,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Protocol
 
-from ib_insync import IB, Contract
-from ib_insync.wrapper import RequestError
-
 from ibhub.config import HubSettings
+from ibhub.iblib import IB, Contract, RequestError, new_ib
 from ibhub.pacing import Pacer, Priority
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
 from ibhub.subscriptions import Subscription
@@ -327,7 +325,7 @@ class Upstream:
         # with a loop factory (uvloop.run, asyncio.Runner(loop_factory=...)) that is not
         # the running loop, and its socket futures would land on another loop.
         asyncio.set_event_loop(asyncio.get_running_loop())
-        self._install(IB())
+        self._install(new_ib())  # raises LibraryMismatch if the library moved an internal
         self._task = asyncio.create_task(self._supervise(), name="ibhub-upstream")
 
     def _install(self, ib: IB) -> None:

@@ -41,10 +41,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ib_insync import IB, Contract, Order, TagValue
-
 from ibhub.account import AccountBook
 from ibhub.errors import is_warning
+from ibhub.iblib import IB, Contract, Order, TagValue
 from ibhub.order_feed import (
     OrderFields,
     UpstreamCommission,

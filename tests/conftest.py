@@ -20,6 +20,9 @@ SIM_SEED = 20240102
 # Hubs started by tests (in-process or as `ibhub run` subprocesses) journal their
 # orders here, never in the user's ~/.local/share/ibhub.
 os.environ.setdefault("IBHUB_DATA_DIR", tempfile.mkdtemp(prefix="ibhub-tests-"))
+# The SDK's script-name secrets (docs/security.md, "Script names"): one directory for
+# the whole session, as the data dir above (whose names.db binds the names) is one.
+os.environ.setdefault("IBHUB_NAMES_DIR", tempfile.mkdtemp(prefix="ibhub-test-names-"))
 
 
 @pytest.fixture

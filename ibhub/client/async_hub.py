@@ -27,6 +27,7 @@ from ibhub.client.contracts import contract_spec, default_name
 from ibhub.client.curve import client_curve
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.lease import LeaseKeeper, expect
+from ibhub.client.names import load_name_secret, new_secret
 from ibhub.client.orders import (
     Order,
     OrderTopicTable,
@@ -57,6 +58,7 @@ from ibhub.protocol import (
     Event,
     ExecutionInfo,
     ExecutionsReply,
+    ForgetName,
     GetAccountSummary,
     GetAccountValues,
     GetCompletedOrders,
@@ -71,7 +73,10 @@ from ibhub.protocol import (
     GlobalCancel,
     HistoricalBarsReply,
     LeaseClientId,
+    ListNames,
     ModifyOrder,
+    NameInfo,
+    NamesReply,
     OrderInfo,
     OrdersReply,
     PlaceOrder,
@@ -106,6 +111,15 @@ class AsyncHub:
     / ``$IBHUB_CLIENT_KEY_FILE``; neither means a plain connection. A bad key raises
     ``KeyFileError`` (a ``ValueError``) here, not at connect time.
 
+    Script names (docs/security.md, "Script names"): orders belong to ``name``, and
+    the hub binds a name to the first secret that says hello with it. The SDK keeps
+    one secret per name in a file only this user can read (``names_dir``, else
+    ``$IBHUB_NAMES_DIR``, else ``~/.local/state/ibhub/names``), created on first use,
+    so the same script restarted by the same user keeps its name and its orders;
+    ``name_secret`` gives it explicitly instead. Without ``name`` the default
+    ``prog[pid-tag]`` is never reused, and its secret stays in memory. A name bound to
+    someone else's secret is refused at connect with ``name_taken``.
+
     ``tick_bundle=True``: receive ticks through the hub's ``bundle.tick`` topic (every
     instrument's ticks of one Gateway read in one message) instead of one topic per
     instrument. Each tick still reaches only this script's own subscriptions, in
@@ -130,12 +144,19 @@ class AsyncHub:
         client_key_file: str | None = None,
         tick_bundle: bool = False,
         operator_token: str | None = None,
+        name_secret: str | None = None,
+        names_dir: str | None = None,
     ) -> None:
         self.pub_endpoint = wire.pub_endpoint(pub)
         self.tick_bundle = tick_bundle
         self.curve = client_curve(server_key, client_key_file)
         self.rpc_endpoint = wire.rpc_endpoint(rpc)
         self.name = name or default_name()
+        # Read (or made) at connect: a file only this user reads, or memory for the
+        # default prog[pid-tag] name that no later run reuses.
+        self._name_secret = name_secret
+        self._names_dir = names_dir
+        self._named = name is not None
         self.role = role
         # role="operator" needs proof on a loopback hub: the hub's operator token, read
         # from its file when not given (docs/security.md; readable by the hub's user only).
@@ -169,6 +190,9 @@ class AsyncHub:
         """Open the sockets, get a lease and start heartbeating."""
         if self._keeper is not None:
             return
+        if self._name_secret is None:  # NameSecretError (a ValueError) before any socket
+            self._name_secret = (load_name_secret(self.name, self._names_dir) if self._named
+                                 else new_secret())
         self._context = zmq.asyncio.Context()
         self._rpc = RpcChannel(
             self._context, self.rpc_endpoint, timeout=self.request_timeout, curve=self.curve
@@ -190,7 +214,7 @@ class AsyncHub:
             )
             keeper = LeaseKeeper(
                 self._rpc, self._table, self._spawn, name=self.name, role=self.role,
-                credential=self._credential,
+                credential=self._credential, name_secret=self._name_secret,
             )
             await keeper.hello(self.connect_timeout, self.connect_retries)
             self._keeper = keeper
@@ -449,6 +473,16 @@ class AsyncHub:
         await self._channel().request(ReleaseClientId(
             id=0, client_id=client_id, token=self._raw_tokens.pop(client_id, ""),
             credential=self._credential))
+
+    async def names(self) -> list[NameInfo]:
+        """Operator: the bound script names (``role="operator"``)."""
+        reply = await self._lease_keeper().request(lambda lease: ListNames(id=0, lease=lease))
+        return expect(reply, NamesReply).names
+
+    async def forget_name(self, name: str) -> None:
+        """Operator: drop ``name``'s binding; the next hello with it binds it anew."""
+        await self._lease_keeper().request(lambda lease: ForgetName(id=0, lease=lease,
+                                                                    name=name))
 
     # ------------------------------------------------------------------ orders and account
     # The order logic lives in ``orders.py``; these methods build a request and hand the

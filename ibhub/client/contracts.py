@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from typing import Any
 
@@ -12,9 +13,16 @@ from ibhub.protocol import ContractSpec
 
 
 def default_name() -> str:
-    """A readable lease name: the script's file name and pid."""
+    """A readable lease name of this run only: the script's file name, its pid and a
+    random tag (pids come round again, and the hub binds a name to the run that first
+    used it: docs/security.md, "Script names")."""
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return f"{prog or 'python'}[{os.getpid()}]"
+    return run_name(prog or "python")
+
+
+def run_name(prog: str) -> str:
+    """``prog[pid-tag]``: a name no other run uses, for tools and scripts without one."""
+    return f"{prog}[{os.getpid()}-{secrets.token_hex(3)}]"
 
 
 def contract_spec(contract: str | int | ContractSpec, **fields: Any) -> ContractSpec:

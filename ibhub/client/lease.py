@@ -66,10 +66,12 @@ class LeaseKeeper:
         name: str,
         role: str,
         credential: str = "",
+        name_secret: str = "",
     ) -> None:
         self.name = name
         self.role = role
         self._credential = credential  # the operator token, for role="operator"
+        self._name_secret = name_secret  # proves the script name (docs/security.md)
         self.lease: str | None = None  # the public handle
         self.token: str | None = None  # the secret the requests carry
         self.client_id: int | None = None
@@ -169,7 +171,7 @@ class LeaseKeeper:
 
     def _hello(self) -> Hello:
         return Hello(id=0, name=self.name, role=self.role, protocol=PROTOCOL_VERSION,
-                     credential=self._credential)
+                     credential=self._credential, name_secret=self._name_secret)
 
     def _adopt(self, welcome: Welcome) -> None:
         self.lease = welcome.lease
@@ -178,6 +180,8 @@ class LeaseKeeper:
         interval = welcome.heartbeat_interval
         self.heartbeat_interval = interval if interval > 0 else 1.0
         self.hub_version = welcome.hub_version
+        if welcome.name_secret and not self._name_secret:  # the hub made one: keep it
+            self._name_secret = welcome.name_secret
         self.hub_reachable = True
         self._table.set_lease(welcome.lease)
 

@@ -116,6 +116,9 @@ async def zctx() -> AsyncIterator[zmq.asyncio.Context]:
     ctx.destroy(linger=0)
 
 
+NAME_SECRETS: dict[str, str] = {}  # script name -> the secret the hub made for it
+
+
 class RawClient:
     """A DEALER (or REQ) speaking ibhub.wire by hand; optional background heartbeats.
 
@@ -163,9 +166,15 @@ class RawClient:
                 return reply
 
     async def hello(self, name: str, heartbeat: bool = True, **fields: Any) -> Welcome:
+        # A raw client keeps the secret its first welcome gave for a name, and says
+        # hello with it from then on (docs/security.md, "Script names"). Kept for the
+        # session: the test hubs share one data dir, hence one table of names.
+        fields.setdefault("name_secret", NAME_SECRETS.get(name, ""))
         reply = await self.request(Hello(id=self.next_id(), name=name,
                                          protocol=PROTOCOL_VERSION, **fields))
         assert isinstance(reply, Welcome), reply
+        if reply.name_secret:
+            NAME_SECRETS[name] = reply.name_secret
         self.lease, self.handle = reply.token, reply.lease
         if heartbeat:
             self._beat = asyncio.create_task(self._heartbeat(reply.heartbeat_interval))

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from ib_insync import IB
 
 from ibhub.frontdoor import FrontDoor
 from ibhub.hub import HubServer
 from ibhub.order_service import attach_orders
 from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
+from tests.ibclient import IB, NAME
 
 ClientFactory = Callable[..., Awaitable[IB]]
 
@@ -62,8 +62,8 @@ async def ib_clients(door_hub: HubServer) -> AsyncIterator[ClientFactory]:
 
 
 def quiet_ib_insync() -> None:
-    """ib_insync logs every warning at INFO/ERROR; keep test output readable."""
-    logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
+    """The client library logs every warning at INFO/ERROR; keep test output readable."""
+    logging.getLogger(NAME).setLevel(logging.CRITICAL)
 
 
 async def settle(seconds: float) -> None:

@@ -150,7 +150,7 @@ async def test_half_open_socket_holding_the_id_gives_326(sim: SimGateway) -> Non
 
 
 async def test_live_ib_insync_connection_holding_the_id_gives_326(sim: SimGateway) -> None:
-    from ib_insync import IB
+    from tests.ibclient import IB
 
     ib = IB()
     await ib.connectAsync(HOST, sim.port, clientId=5, timeout=5, readonly=True)
@@ -445,11 +445,10 @@ async def test_real_hub_healthy_then_upstream_down(sim: SimGateway) -> None:
 
 async def test_hub_front_door_is_checked_like_a_gateway(sim: SimGateway) -> None:
     """The hub's TWS-protocol front door answers the same probe, 326 included."""
-    from ib_insync import IB
-
     from ibhub.config import HubSettings
     from ibhub.frontdoor import FrontDoor
     from ibhub.hub import HubServer
+    from tests.ibclient import IB
 
     settings = HubSettings(
         gateway_host=HOST,

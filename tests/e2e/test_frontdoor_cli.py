@@ -9,10 +9,9 @@ import re
 import signal
 import sys
 
-from ib_insync import IB, Stock
-
 from tests.e2e.frontdoor_support import quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import IB, Stock
 
 
 async def test_run_with_tws_port(ipc_dir: str) -> None:
@@ -36,7 +35,9 @@ async def test_run_with_tws_port(ipc_dir: str) -> None:
         m = re.search(r"tws  127\.0\.0\.1:(\d+)", text)
         assert m, text
         await ib.connectAsync("127.0.0.1", int(m.group(1)), clientId=3, timeout=5)
-        ticker = ib.reqMktData(Stock("AAPL", "SMART", "USD"))
+        # qualified first: ib_async cannot hash a contract without its conId
+        [aapl] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+        ticker = ib.reqMktData(aapl)
         await wait_until(lambda: ticker.bid > 0, 10.0, "ticks through ibhub run")
         ib.disconnect()
         proc.send_signal(signal.SIGTERM)

@@ -12,13 +12,13 @@ import time
 from typing import Any
 
 import pytest
-from ib_insync import IB, Stock
 
 from ibhub.hub import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import IB, Stock
 
 # fixtures shared by the front-door tests
 door_hub = frontdoor_support.door_hub
@@ -138,7 +138,7 @@ async def test_connect_time_answers_and_unsupported_request(ib_clients: ClientFa
     assert ib.wrapper.accounts  # managedAccounts from the hub's upstream accounts
     seen = errors_of(ib)
     # scanner subscriptions are not served: an error on that request id, not a hang
-    from ib_insync import ScannerSubscription
+    from tests.ibclient import ScannerSubscription
 
     async with asyncio.timeout(5):
         with pytest.raises(Exception) as info:  # ib_insync raises RequestError or returns []

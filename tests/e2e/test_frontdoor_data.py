@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from ib_insync import Forex, Stock
-
 from ibhub.hub import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import Forex, Stock
 
 # fixtures shared by the front-door tests
 door_hub = frontdoor_support.door_hub

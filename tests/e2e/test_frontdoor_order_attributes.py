@@ -9,14 +9,13 @@ and the session goes on.
 from __future__ import annotations
 
 import pytest
-from ib_insync import IB, LimitOrder, MarketOrder, Stock, TagValue
-from ib_insync.order import PriceCondition
 
 from ibhub.hub import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import IB, LimitOrder, MarketOrder, PriceCondition, Stock, TagValue
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,5 +156,6 @@ async def test_a_modify_may_not_change_the_oca_group(
                      "second refusal")
     _, code, msg = errors[-1]
     assert code == 399 and "'hidden'" in msg
-    assert not trade.isDone() and trade.orderStatus.status == "Submitted"
+    # (ib_async marks the trade ValidationError on a warning about it; it still works)
+    assert not trade.isDone() and trade.orderStatus.status in ("Submitted", "ValidationError")
     assert up.status == "Submitted" and up.request is not None and not up.request.hidden

@@ -7,8 +7,6 @@ the script sees openOrder/orderStatus/execDetails/commission under its own.
 
 from __future__ import annotations
 
-from ib_insync import IB, LimitOrder, MarketOrder, Stock
-
 from ibhub.hub import HubServer
 from ibhub.order_service import attach_orders
 from ibhub.protocol import GetOpenOrders, OrdersReply
@@ -17,6 +15,7 @@ from tests.e2e import frontdoor_support
 from tests.e2e.conftest import HubFactory
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import IB, LimitOrder, MarketOrder, Stock
 
 # fixtures shared by the front-door tests
 door_hub = frontdoor_support.door_hub

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from ib_insync import LimitOrder, Stock
 
 from ibhub.hub import HubServer
 from ibhub.protocol import (
@@ -30,6 +29,7 @@ from tests.e2e import frontdoor_support
 from tests.e2e.conftest import SEED
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import NAME, LimitOrder, Stock
 
 door_hub = frontdoor_support.door_hub
 ib_clients = frontdoor_support.ib_clients
@@ -98,6 +98,8 @@ async def test_frontdoor_after_gateway_restart(
     assert time.monotonic() - started < 4.0
     # and a market-data request on another new contract is served (hub-side lookup)
     t = Stock("CSCO", "SMART", "USD")
+    if NAME == "ib_async":  # it cannot hash a contract without its conId
+        await ib.qualifyContractsAsync(t)
     ib.reqMktData(t)
     await wait_until(
         lambda: ib.ticker(t) is not None and ib.ticker(t).bid > 0,

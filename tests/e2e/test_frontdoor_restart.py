@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ib_insync import IB, Stock
-
 from ibhub.hub import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import IB, Stock
 
 # fixtures shared by the front-door tests
 door_hub = frontdoor_support.door_hub

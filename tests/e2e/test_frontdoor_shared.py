@@ -7,8 +7,6 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-from ib_insync import Stock
-
 from ibhub.hub import HubServer
 from ibhub.protocol import Ok, Unsubscribe
 from ibhub.sim import SimGateway
@@ -16,6 +14,7 @@ from tests.e2e import frontdoor_support
 from tests.e2e.conftest import RawClient
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import Stock
 
 # fixtures shared by the front-door tests
 door_hub = frontdoor_support.door_hub

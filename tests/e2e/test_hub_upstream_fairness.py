@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from ib_insync import IB
-
 from ibhub.config import HubSettings
 from ibhub.upstream import MAX_MESSAGES_PER_TURN, YIELD_READ_BYTES, Upstream
 from tests.helpers import wait_until
+from tests.ibclient import IB
 
 
 def tick(req_id: int, price: float) -> bytes:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from ib_insync import IB
-
 from ibhub.config import HubSettings
 from ibhub.upstream import Upstream
+from tests.ibclient import IB
 
 
 def frame(*fields: object) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ib_insync import IB, Stock
 
 from ibhub import limits as limits_mod
 from ibhub.health import health_report
@@ -21,6 +20,7 @@ from tests.e2e.conftest import HubFactory
 from tests.e2e.frontdoor_support import door_of, quiet_ib_insync
 from tests.e2e.limits_support import closed_by_peer, idle_flood
 from tests.helpers import wait_until
+from tests.ibclient import IB, Stock
 
 CAP = 20
 FLOOD = 40

@@ -14,7 +14,6 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from ib_insync import LimitOrder, Stock
 
 from ibhub.client import AsyncHub, Order, OrderRejectedError
 from ibhub.hub import HubServer
@@ -27,6 +26,7 @@ from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync
 from tests.e2e.test_orders_hub import PLACE_ORDER
 from tests.e2e.test_sdk_orders import AAPL, order_hub, resting_buy_price, sdk
 from tests.helpers import wait_until
+from tests.ibclient import LimitOrder, Stock
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ib_insync import IB, LimitOrder, Stock
 
 from ibhub.client import AsyncHub, Order
 from ibhub.hub import HubServer
@@ -41,6 +40,7 @@ from tests.e2e.conftest import HubFactory
 from tests.e2e.frontdoor_support import door_of
 from tests.e2e.test_orders_upstream import ALICE, Rig, order
 from tests.helpers import wait_until
+from tests.ibclient import IB, LimitOrder, Stock
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ib_insync import IB
 
 from ibhub.account import AccountBook
 from ibhub.journal import Journal, JournalWriter
@@ -39,6 +38,7 @@ from ibhub.risk import RiskGate, RiskLimits
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.upstream_orders import IbOrderGateway
 from tests.helpers import wait_until
+from tests.ibclient import IB
 
 SEED = 20240102
 ALICE = Caller("lease-a", "alice")
@@ -52,7 +52,7 @@ class SimResolver:
         self.ib, self.sim = ib, sim
 
     async def qualify(self, spec: ContractSpec) -> ContractInfo:
-        from ib_insync import Stock
+        from tests.ibclient import Stock
 
         details = await self.ib.reqContractDetailsAsync(Stock(spec.symbol, "SMART", "USD"))
         if len(details) != 1:

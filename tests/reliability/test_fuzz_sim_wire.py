@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ib_insync import IB
 
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.codec import FrameReader, ProtocolError, frame
+from tests.ibclient import IB
 from tests.reliability import fuzz_support as fz
 from tests.reliability.harness import Figures
 

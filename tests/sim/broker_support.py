@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from ib_insync import IB, Contract, Order, Stock
-from ib_insync.client import Client
-
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
+from tests.ibclient import IB, Client, Contract, Order, Stock
 
 __all__ = ["SEED", "client", "gateway", "place_order_fields", "qualified", "step_until",
            "wait_until"]

@@ -7,10 +7,9 @@ import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ib_insync import IB
-
 from ibhub.sim import SimGateway
 from ibhub.sim.codec import FrameReader, frame
+from tests.ibclient import IB
 
 
 @asynccontextmanager

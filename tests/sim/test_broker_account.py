@@ -3,9 +3,8 @@ seen from unmodified ib_insync over TCP."""
 
 from __future__ import annotations
 
-from ib_insync import LimitOrder, MarketOrder
-
 from ibhub.sim.ledger import START_CASH
+from tests.ibclient import LimitOrder, MarketOrder
 from tests.sim.broker_support import client, gateway, qualified, step_until, wait_until
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ib_insync import LimitOrder, Stock
 
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.broker import HANDLED
+from tests.ibclient import LimitOrder, Stock
 from tests.sim.broker_support import place_order_fields
 
 

@@ -7,9 +7,8 @@ come back in openOrder and completedOrder (a fresh connection decodes them from 
 
 from __future__ import annotations
 
-from ib_insync import LimitOrder, MarketOrder, TagValue
-
 from ibhub.sim.orders import parse_place_order
+from tests.ibclient import LimitOrder, MarketOrder, TagValue
 from tests.sim.broker_support import client, gateway, place_order_fields, qualified, wait_until
 
 
@@ -78,8 +77,7 @@ async def test_order_ref_oca_and_algo_come_back_in_open_and_completed_orders() -
 
 
 def test_the_walk_names_every_field_it_reads() -> None:
-    from ib_insync import Stock
-    from ib_insync.order import PriceCondition
+    from tests.ibclient import PriceCondition, Stock
 
     contract = Stock("AAPL", "SMART", "USD")
     order = LimitOrder("BUY", 1, 10.0, orderRef="r", algoStrategy="Adaptive",

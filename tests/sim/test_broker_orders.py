@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ib_insync import LimitOrder, MarketOrder, Order, StopOrder
-
 from ibhub.sim.orders import Status
+from tests.ibclient import LimitOrder, MarketOrder, Order, StopOrder
 from tests.sim.broker_support import client, gateway, qualified, step_until, wait_until
 
 
@@ -111,7 +110,7 @@ async def test_absurd_quantity_is_rejected_with_201() -> None:
 
 async def test_unknown_contract_gets_200() -> None:
     async with gateway() as sim, client(sim) as ib:
-        from ib_insync import Stock
+        from tests.ibclient import Stock
 
         trade = ib.placeOrder(Stock("NOPE", "SMART", "USD"), MarketOrder("BUY", 1))
         await wait_until(trade.isDone)

@@ -3,8 +3,7 @@ order of a fill, the echoed client id, and the connect-time answers with their e
 
 from __future__ import annotations
 
-from ib_insync import LimitOrder, MarketOrder, Stock
-
+from tests.ibclient import LimitOrder, MarketOrder, Stock
 from tests.sim.broker_support import gateway, place_order_fields
 from tests.sim.core_support import RawClient
 

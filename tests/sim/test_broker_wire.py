@@ -11,21 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from ib_insync import (
-    Bag,
-    ComboLeg,
-    Contract,
-    LimitOrder,
-    MarketOrder,
-    Order,
-    PriceCondition,
-    Stock,
-    StopLimitOrder,
-    TagValue,
-    TimeCondition,
-)
-from ib_insync.contract import DeltaNeutralContract
-from ib_insync.decoder import Decoder
 
 from ibhub.sim import broker_messages as msg
 from ibhub.sim.codec import fmt
@@ -36,6 +21,22 @@ from ibhub.sim.orders import (
     commission_for,
     fill_price,
     parse_place_order,
+)
+from tests.ibclient import (
+    NAME,
+    Bag,
+    ComboLeg,
+    Contract,
+    Decoder,
+    DeltaNeutralContract,
+    LimitOrder,
+    MarketOrder,
+    Order,
+    PriceCondition,
+    Stock,
+    StopLimitOrder,
+    TagValue,
+    TimeCondition,
 )
 from tests.sim.broker_support import place_order_fields
 
@@ -120,6 +121,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self.ib = type("IBStub", (), {"TimezoneTWS": None})()
+        self.defaultTimezone = UTC  # ib_async's decoder converts execution times to it
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         def record(*args: object) -> None:
@@ -130,7 +132,7 @@ class _Recorder:
 def _decode(fields: list[object], caplog: pytest.LogCaptureFixture) -> tuple[str, tuple]:
     rec = _Recorder()
     dec = Decoder(rec, 176)  # type: ignore[arg-type]
-    with caplog.at_level(logging.ERROR, logger="ib_insync.decoder"):
+    with caplog.at_level(logging.ERROR, logger=NAME):
         dec.interpret([fmt(f) for f in fields])
     assert not caplog.records, caplog.text
     assert len(rec.calls) == 1, rec.calls

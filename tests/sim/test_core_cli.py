@@ -9,12 +9,12 @@ import sys
 
 import aiohttp
 from click.testing import CliRunner
-from ib_insync import IB
 
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.cli import sim_fault
 from ibhub.sim.control import ControlServer
 from tests.helpers import wait_until
+from tests.ibclient import IB
 from tests.sim.core_support import connected
 
 

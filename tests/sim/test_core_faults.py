@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from ib_insync import IB, Stock
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
+from tests.ibclient import IB, Stock
 from tests.sim.core_support import connected
 
 CONNECT_FAILED = (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)

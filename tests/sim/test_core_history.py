@@ -6,10 +6,10 @@ import asyncio
 import datetime as dt
 
 import pytest
-from ib_insync import Forex, Future, Stock
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
+from tests.ibclient import CLIENT_ONLY_WARNINGS, Forex, Future, Stock
 from tests.sim.core_support import connected
 
 END = "20240306 16:00:00 US/Eastern"  # a Wednesday
@@ -101,11 +101,20 @@ async def test_bad_settings_end_the_request(sim: SimGateway) -> None:
         await ib.qualifyContractsAsync(c)
         errors: list[int] = []
         ib.errorEvent += lambda rid, code, msg, c: errors.append(code)
-        for duration, size in (("1 D", "7 mins"), ("1 X", "1 min"), ("1000 Y", "1 secs")):
-            bars = await asyncio.wait_for(
-                ib.reqHistoricalDataAsync(c, END, duration, size, "TRADES", True, 1), 3)
+        for duration, size, code in (("1 D", "7 mins", 321), ("1 X", "1 min", 321),
+                                     ("1000 Y", "1 secs", 162)):
+            seen = len(errors)
+            request = asyncio.ensure_future(
+                ib.reqHistoricalDataAsync(c, END, duration, size, "TRADES", True, 1))
+            await wait_until(lambda: len(errors) > seen, 3, f"error {code}")  # noqa: B023
+            assert errors[seen:] == [code]
+            if code in CLIENT_ONLY_WARNINGS:
+                # the library calls it a warning and leaves the request waiting (the hub
+                # ends it itself: tests/e2e/test_iblib.py)
+                request.cancel()
+                continue
+            bars = await asyncio.wait_for(request, 3)
             assert len(bars) == 0
-        assert errors.count(321) == 2 and errors.count(162) == 1
 
 
 async def test_keep_up_to_date_and_cancel() -> None:

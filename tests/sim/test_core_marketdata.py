@@ -6,11 +6,10 @@ import asyncio
 import math
 import time
 
-from ib_insync import IB, Forex, Stock
-
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.market import Market
 from tests.helpers import wait_until
+from tests.ibclient import IB, Forex, Stock
 from tests.sim.core_support import connected
 
 SEED = 4242
@@ -72,7 +71,9 @@ async def test_line_limit_error_101() -> None:
             subs = sim.market_data_subscriptions()
             assert len(subs) == 2 and req_id not in {s.req_id for s in subs}
             # snapshots do not take a line
-            [t] = await asyncio.wait_for(ib.reqTickersAsync(Stock("KO", "SMART", "USD")), 2)
+            ko = Stock("KO", "SMART", "USD")
+            await ib.qualifyContractsAsync(ko)  # ib_async cannot hash a contract without conId
+            [t] = await asyncio.wait_for(ib.reqTickersAsync(ko), 2)
             assert t.bid > 0
 
 

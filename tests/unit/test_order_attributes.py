@@ -8,8 +8,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from ib_insync import LimitOrder, MarketOrder, Order, Stock, StopLimitOrder, StopOrder, TagValue
-from ib_insync.order import PriceCondition
 
 from ibhub.frontdoor.orders import refusal_for, unhonoured
 from ibhub.order_feed import make_oca_group, make_order_ref, parse_order_ref
@@ -18,6 +16,16 @@ from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder, RejectReason
 from ibhub.risk import check_order_attributes
 from ibhub.sim.orders import parse_place_order
 from tests.helpers import wait_until
+from tests.ibclient import (
+    LimitOrder,
+    MarketOrder,
+    Order,
+    PriceCondition,
+    Stock,
+    StopLimitOrder,
+    StopOrder,
+    TagValue,
+)
 from tests.sim.broker_support import place_order_fields
 from tests.unit.test_orders import ALICE, Harness, open_order
 from tests.unit.test_orders import place as book_place

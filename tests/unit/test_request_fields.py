@@ -7,7 +7,6 @@ import time
 
 import msgspec
 import pytest
-from ib_insync import Contract, TagValue
 
 from ibhub import wire
 from ibhub.frontdoor.requests import MAX_FIELD, field_problem
@@ -28,6 +27,7 @@ from ibhub.protocol import (
 )
 from ibhub.rpc import BadRequest, check_fields, decode, request_id
 from ibhub.tws.codec import UnsafeField, frame, holds_nul
+from tests.ibclient import Contract, TagValue
 
 AAPL = ContractSpec(symbol="AAPL")
 

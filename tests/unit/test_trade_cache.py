@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ib_insync import IB, CommissionReport, Contract, Execution, Order, OrderState
-
 from ibhub.trade_cache import PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
+from tests.ibclient import IB, CommissionReport, Contract, Execution, Order, OrderState
 
 CLIENT = 1
 PERM = 9000
