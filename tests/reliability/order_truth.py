@@ -151,6 +151,7 @@ class World:
         self.pub = f"ipc://{self.data}/pub"
         self.rpc = f"ipc://{self.data}/rpc"
         self.tws_port = free_port()
+        self.names = f"{self.data}/names"  # the SDK scripts' name secrets, never the user's
         self.sim: ThreadedSim | None = None
         self.hub: asyncio.subprocess.Process | None = None
         self.sdk: dict[str, AsyncHub] = {}
@@ -237,13 +238,14 @@ class World:
         await self.start_hub()
         for name in SDK_SCRIPTS:
             hub = AsyncHub(self.pub, self.rpc, name=name, connect_retries=20,
-                           request_timeout=5.0)  # fmt: skip
+                           request_timeout=5.0, names_dir=self.names)  # fmt: skip
             await hub.connect()
             self.sdk[name] = hub
         # the operator proves it with the hub's token file (docs/security.md)
         token = (Path(self.data) / "operator.token").read_text(encoding="utf-8").strip()
         ops = AsyncHub(self.pub, self.rpc, name="ops", role="operator", connect_retries=5,
-                       request_timeout=5.0, operator_token=token)  # fmt: skip
+                       request_timeout=5.0, operator_token=token,
+                       names_dir=self.names)  # fmt: skip
         try:
             await ops.connect()
             self.ops = ops
