@@ -66,17 +66,18 @@ from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
-from ib_insync import IB, LimitOrder, MarketOrder, Stock, Trade
 
 from ibhub.client import AsyncHub, HubError, HubTimeout, Order
 from ibhub.journal import JOURNAL_FILE, FillRecord, Journal, OrderRecord
 from ibhub.order_feed import parse_order_ref
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.threaded import ThreadedSim
+from tests.ibclient import IB, LimitOrder, MarketOrder, Stock, lib
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Trade = lib.Trade  # ib_insync's or ib_async's, whichever this Python has
 REPO = Path(__file__).resolve().parents[2]
 SEED = 20261206
 SEED_ENV = "IBHUB_ORDER_TRUTH_SEED"

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as use_seed
 from hypothesis.stateful import run_state_machine_as_test
-from ib_insync import LimitOrder
 
 from tests.e2e.frontdoor_support import quiet_ib_insync
 from tests.helpers import wait_until
+from tests.ibclient import LimitOrder
 from tests.reliability.order_truth import OrderTruth, World, seed_from_env, settle_and_compare
 
 EXAMPLES = 10
