@@ -386,9 +386,19 @@ class OrderRelay:
             return
         reply = await book.cancel(self._caller(s), CancelOrder(id=0, lease=s.lease,
                                                                 order_id=hub_id))
-        if isinstance(reply, OrderRejected):
+        if not isinstance(reply, OrderRejected):
+            return
+        rec: OrderRecord | None = book.store.get(hub_id)
+        if rec is None or rec.status in TERMINAL:
+            # the order has ended: IB's own answer, and it ends nothing that still works
             s.send_error(oid, CANT_CANCEL, f"OrderId {oid} that needs to be cancelled cannot "
                                            f"be cancelled: {reply.message}")
+            return
+        # The hub refused the cancel (no Gateway session, role, ...) and the order works
+        # on: a warning, then the status the hub holds. IB's 10148 here would make both
+        # client libraries end the trade as Cancelled while it works at the Gateway.
+        s.send_error(oid, ORDER_MESSAGE, f"Order message: cancel refused: {reply.message}")
+        s.send_fields(msgs.order_status(self._sim_order(s, rec, oid, rec.status)))
 
     async def global_cancel(self, s: DownstreamSession, f: list[str]) -> None:
         """reqGlobalCancel cancels this client id's working orders only: other scripts'

@@ -582,8 +582,9 @@ class OrderUpdates:
                 )
                 continue
             why = (
-                "the hub stopped before this order reached the Gateway; it was not sent "
-                "and will not be re-sent (place it again with a new client_order_id)"
+                "this order never reached the Gateway (the hub stopped, or the Gateway "
+                "session ended, before it was sent); it will not be re-sent (place it "
+                "again with a new client_order_id)"
                 if not rec.sent
                 else "the Gateway lists it neither as open nor as completed, and has no "
                 "execution for it: it is not working and will not be re-sent (place it "
