@@ -582,8 +582,8 @@ class OrderUpdates:
                 )
                 continue
             why = (
-                "this order never reached the Gateway (the hub stopped, or the Gateway "
-                "session ended, before it was sent); it will not be re-sent (place it "
+                "this order was not sent to the Gateway (the hub stopped, or its Gateway "
+                "session ended, before it went up); it will not be re-sent (place it "
                 "again with a new client_order_id)"
                 if not rec.sent
                 else "the Gateway lists it neither as open nor as completed, and has no "
