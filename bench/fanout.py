@@ -1,4 +1,4 @@
-"""Tick fan-out through the hub vs the same scripts each connected directly (issue 7, #1).
+"""Tick fan-out through the hub vs the same scripts each connected directly.
 
 Not a test. For every cell (target rate x number of subscriber processes x mode) it
 starts a fresh simulated Gateway in its own process (stamped sizes), and for the hub
@@ -223,7 +223,7 @@ def direct_subscriber(conn: Connection, port: int, con_ids: list[int], client_id
     logging.basicConfig(level=logging.ERROR)
 
     async def main() -> None:
-        from ibhub.iblib import IB, Contract
+        from ibhub.ib.lib import IB, Contract
 
         rec = TickRecorder()
         ib = IB()

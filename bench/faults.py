@@ -126,9 +126,9 @@ def main() -> None:
         n["restarts"] = args.restarts
     examples = args.fuzz_examples or (60 if args.quick else 1000)
     if args.quick:  # a short stall must still overflow the PUB high-water mark
-        import ibhub.hub
+        import ibhub.hub.server
 
-        ibhub.hub.PUB_SNDHWM = 2000  # type: ignore[misc]
+        ibhub.hub.server.PUB_SNDHWM = 2000  # type: ignore[misc]
     started = time.monotonic()
     rows = asyncio.run(scenarios(n))
     rows += fuzz(examples)

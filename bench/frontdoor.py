@@ -27,8 +27,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ibhub import iblib
-from ibhub.iblib import IB, Contract
+from ibhub.ib import lib
+from ibhub.ib.lib import IB, Contract
 
 PRICE_TICKS = frozenset({1, 2, 4})
 
@@ -52,7 +52,7 @@ def _serve_sim(args: dict[str, Any], conn: Connection) -> None:
 def _serve_hub(sim_port: int, conn: Connection) -> None:
     from ibhub.config import HubSettings
     from ibhub.frontdoor import FrontDoor
-    from ibhub.hub import HubServer
+    from ibhub.hub.server import HubServer
 
     async def run() -> None:
         tmp = tempfile.mkdtemp(prefix="ibhub-bench-")
@@ -89,7 +89,7 @@ def _spawn(target: Any, *args: Any) -> tuple[mp.process.BaseProcess, Connection]
 async def measure(port: int, con_ids: list[int], clients: int, seconds: float,
                   first_id: int) -> tuple[float, list[float]]:
     """Connect ``clients`` ib_insync scripts to ``port``; ticks/s and latencies (ms)."""
-    logging.getLogger(iblib.NAME).setLevel(logging.CRITICAL)
+    logging.getLogger(lib.NAME).setLevel(logging.CRITICAL)
     ibs = [IB() for _ in range(clients)]
     await asyncio.gather(*(ib.connectAsync("127.0.0.1", port, clientId=first_id + n,
                                            timeout=20) for n, ib in enumerate(ibs)))

@@ -1,6 +1,6 @@
 """What "journal before reply" costs per order.
 
-Not a test. Runs ``OrderBook.place`` (risk checks, idempotency lookup, journal commit,
+Not a test. Runs ``OrderManager.place`` (risk checks, idempotency lookup, journal commit,
 pacer hand-off, reply) against a no-op upstream, with the journal on this machine's
 disk, for each SQLite ``synchronous`` mode:
 
@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ibhub.journal import Journal, JournalWriter
-from ibhub.order_feed import OrderFields
-from ibhub.orders import Caller, OrderBook
-from ibhub.pacing import Pacer
+from ibhub.orders.journal import Journal, JournalWriter
+from ibhub.orders.manager import Caller, OrderManager
+from ibhub.orders.port import OrderFields
+from ibhub.orders.risk import RiskGate, RiskLimits
 from ibhub.protocol import ContractInfo, ContractSpec, PlaceOrder
-from ibhub.risk import RiskGate, RiskLimits
+from ibhub.tws.pacing import Pacer
 
 AAPL = ContractInfo(265598, "AAPL", "STK", "SMART", "NASDAQ", "USD", "AAPL", "NMS", "", 0.0, "",
                     "", 0.01, "APPLE INC")  # fmt: skip
@@ -74,7 +74,7 @@ async def run(mode: str, n: int, base: Path) -> None:
     data = Path(tempfile.mkdtemp(dir=base))
     writer = JournalWriter(lambda: Journal.in_dir(data, synchronous=mode))
     pacer = Pacer(rate=1e6, burst=1e6)
-    book = OrderBook(upstream=NullUpstream(), writer=writer,
+    book = OrderManager(upstream=NullUpstream(), writer=writer,
                      risk=RiskGate(RiskLimits(order_rate=0), upstream_port=4002, accounts=["DU1"]),
                      pacer=pacer, resolver=Resolver(), publish=lambda t, e: None)  # fmt: skip
     await writer.start()

@@ -1,4 +1,4 @@
-"""Hub memory per order, with and without pruning ib_insync's caches (ibhub.trade_cache).
+"""Hub memory per order, with and without pruning ib_insync's caches (ibhub.ib.trade_cache).
 
 Not a test. For each mode, a fresh simulated Gateway (its own process) and a fresh hub
 with its order service (another process, journal in a temporary directory): one wire
@@ -53,9 +53,8 @@ def hub_main(
 
     async def serve() -> None:
         from ibhub.config import HubSettings
-        from ibhub.hub import HubServer
-        from ibhub.order_service import attach_orders
-        from ibhub.order_store import TERMINAL
+        from ibhub.hub.server import HubServer, attach_orders
+        from ibhub.orders.store import TERMINAL
 
         settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
                                pub=f"tcp://127.0.0.1:{free_port()}",

@@ -1,11 +1,11 @@
-"""Where an order acknowledgement's time goes, stage by stage (issue 7, #2).
+"""Where an order acknowledgement's time goes, stage by stage.
 
-Not a test. Runs the same set-up as ``bench/orders.py`` (simulator and hub in their
+Not a test. Runs the same set-up as ``bench/manager.py`` (simulator and hub in their
 own processes, a raw wire client placing 1-share market orders ``--interval`` apart)
 and stamps each order with ``time.perf_counter_ns`` (CLOCK_MONOTONIC: one clock for
 every process on the host) at each stage of the ack path:
 
-    client send -> ROUTER receive -> RPC task spawned -> OrderBook.place starts ->
+    client send -> ROUTER receive -> RPC task spawned -> OrderManager.place starts ->
     journal queue.put -> writer thread commit start -> commit end (fsync) ->
     place resumes on the loop -> place returns -> reply send starts -> send returns
     -> client has the reply
@@ -40,12 +40,13 @@ def _mark(name: str, t: int | None = None) -> None:
 
 def _instrument() -> None:
     """Wrap the ack path's methods with timestamps (this hub process only)."""
-    from ibhub import journal, orders, rpc
+    from ibhub.hub import requests
+    from ibhub.orders import journal, manager
 
     last_recv = [0]
-    handle, spawn = rpc.RpcServer._handle, rpc.RpcServer._spawn
-    place, write = orders.OrderBook.place, journal.JournalWriter.write
-    run_batch, send = journal.Journal.run_batch, rpc.RpcServer._send
+    handle, spawn = requests.RpcServer._handle, requests.RpcServer._spawn
+    place, write = manager.OrderManager.place, journal.JournalWriter.write
+    run_batch, send = journal.Journal.run_batch, requests.RpcServer._send
 
     def _handle(self: Any, frames: list[bytes]) -> Any:
         last_recv[0] = time.perf_counter_ns()
@@ -96,10 +97,10 @@ def _instrument() -> None:
         if ack:
             _mark("10 reply send returns")
 
-    rpc.RpcServer._handle = _handle  # type: ignore[method-assign]
-    rpc.RpcServer._spawn = _spawn  # type: ignore[method-assign]
-    rpc.RpcServer._send = _send  # type: ignore[method-assign]
-    orders.OrderBook.place = _place  # type: ignore[method-assign]
+    requests.RpcServer._handle = _handle  # type: ignore[method-assign]
+    requests.RpcServer._spawn = _spawn  # type: ignore[method-assign]
+    requests.RpcServer._send = _send  # type: ignore[method-assign]
+    manager.OrderManager.place = _place  # type: ignore[method-assign]
     journal.JournalWriter.write = _write  # type: ignore[method-assign]
     journal.Journal.run_batch = _run_batch  # type: ignore[method-assign]
 
@@ -144,7 +145,7 @@ def client(pub: str, rpc: str, n: int, interval: float) -> tuple[list[int], list
                 raise RuntimeError(f"order refused: {reply}")
             sent.append(t0)
             acked.append(t1)
-            while True:  # one order at a time, as bench/orders.py
+            while True:  # one order at a time, as bench/manager.py
                 ev = c.event()
                 if isinstance(ev, OrderEvent) and ev.client_order_id == coid and \
                         ev.kind == "filled":

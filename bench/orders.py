@@ -1,4 +1,4 @@
-"""Order round trips through the hub vs a direct ib_insync connection (issue 7, #2).
+"""Order round trips through the hub vs a direct ib_insync connection.
 
 Not a test. The simulated Gateway runs in its own process; the hub runs in another
 (``HubServer`` with its order service, journal in a temporary directory with its
@@ -47,7 +47,7 @@ async def order_hub(gateway_port: int, data_dir: str, journal_sync: str) -> Asyn
     script and ``order_stages.py``.
     """
     from ibhub.config import HubSettings
-    from ibhub.hub import HubServer
+    from ibhub.hub.server import HubServer
 
     settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
                            pub=f"tcp://127.0.0.1:{free_port()}",
@@ -257,8 +257,8 @@ async def sdk_latency(pub: str, rpc: str, n: int,
 
 
 async def direct_latency(port: int, n: int, interval: float) -> list[float]:
-    from ibhub import iblib
-    IB, MarketOrder, Stock = iblib.IB, iblib.module.MarketOrder, iblib.module.Stock
+    from ibhub.ib import lib
+    IB, MarketOrder, Stock = lib.IB, lib.module.MarketOrder, lib.module.Stock
 
     ib = IB()
     await ib.connectAsync("127.0.0.1", port, clientId=7, timeout=20)

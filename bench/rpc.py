@@ -1,4 +1,4 @@
-"""Request/reply round trips: status and snapshot (issue 7, #4).
+"""Request/reply round trips: status and snapshot.
 
 Not a test.
 

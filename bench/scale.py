@@ -1,4 +1,4 @@
-"""Hub footprint with many scripts, and start-up time (issue 7, #3).
+"""Hub footprint with many scripts, and start-up time.
 
 Not a test.
 

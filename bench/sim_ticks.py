@@ -25,7 +25,7 @@ import struct
 import time
 from multiprocessing.connection import Connection
 
-from ibhub.iblib import IB, Contract
+from ibhub.ib.lib import IB, Contract
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.codec import frame
 

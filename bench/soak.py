@@ -69,8 +69,7 @@ FAULT_WEIGHTS = {"restart": 3, "1101": 2, "1102": 2, "farm_blip": 2, "freeze": 2
 
 async def role_hub(port: int, pub: str, rpc: str, data: str) -> None:
     from ibhub.config import HubSettings
-    from ibhub.hub import HubServer
-    from ibhub.order_service import attach_orders
+    from ibhub.hub.server import HubServer, attach_orders
 
     hub = HubServer(HubSettings(gateway_host="127.0.0.1", gateway_port=port, client_id=0,
                                 pub=pub, rpc=rpc, data_dir=Path(data), **HUB_SETTINGS))
@@ -349,8 +348,8 @@ class Soak:
 
     def summary(self, subs: list[dict[str, Any]], traders: list[dict[str, Any]],
                 took: float) -> dict[str, Any]:
-        from ibhub.journal import JOURNAL_FILE, Journal
-        from ibhub.order_feed import parse_order_ref
+        from ibhub.orders.journal import JOURNAL_FILE, Journal
+        from ibhub.orders.port import parse_order_ref
 
         journal = Journal(Path(self.data) / JOURNAL_FILE, readonly=True)
         rows = {r.order_id: r for r in journal.orders()}

@@ -91,8 +91,7 @@ async def run_async(args: argparse.Namespace, pub: str | None, rpc: str | None) 
 async def demo_hub() -> AsyncIterator[tuple[str, str]]:
     """A simulated Gateway and a hub serving orders, in a temporary directory."""
     from ibhub.config import HubSettings
-    from ibhub.hub import HubServer
-    from ibhub.order_service import attach_orders
+    from ibhub.hub.server import HubServer, attach_orders
     from ibhub.sim import SimConfig, SimGateway
 
     with tempfile.TemporaryDirectory(prefix="ibhub-demo-") as tmp:

@@ -33,7 +33,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from ibhub.risk import DEFAULT_MAX_BY_SEC_TYPE
+from ibhub.orders.risk import DEFAULT_MAX_BY_SEC_TYPE
 from ibhub.wire import DEFAULT_PUB, DEFAULT_RPC, MAX_REQUEST_BYTES
 
 
@@ -126,7 +126,7 @@ class HubSettings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 
-    # Trading (ibhub.order_service; docs/orders.md). orders=false: a data-only hub that
+    # Trading (ibhub.orders.service; docs/orders.md). orders=false: a data-only hub that
     # answers order requests with bad_request.
     orders: bool = True
     # Orders on a live port (7496/4001) or a non-paper account are refused unless this
@@ -172,7 +172,7 @@ class HubSettings(BaseSettings):
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
 
-    # Descriptors and connection caps (ibhub.limits, docs/operations.md "Connection
+    # Descriptors and connection caps (ibhub.hub.limits, docs/operations.md "Connection
     # limits"): descriptors kept back from clients for the upstream, journal and health
     # server, and the most concurrent connections per listener (0 = an equal share of
     # the open-file limit left after the reserve).
@@ -181,7 +181,7 @@ class HubSettings(BaseSettings):
     max_rpc_connections: int = Field(default=0, ge=0)
     max_pub_connections: int = Field(default=0, ge=0)
 
-    # CURVE (ibhub.security): required to bind pub/rpc to a non-loopback address. The
+    # CURVE (ibhub.hub.security): required to bind pub/rpc to a non-loopback address. The
     # hub's key pair (a .key_secret file from `ibhub keys generate`) and the client
     # public keys allowed in: a directory of .key files and/or Z85 keys listed here.
     curve_server_secret_key_file: Path | None = None

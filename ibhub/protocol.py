@@ -495,7 +495,7 @@ class StatusReply(Reply, frozen=True, tag="status"):
     # query): the hub's pacing queue depth.
     upstream_queue: dict[str, int] = {}
     # Client connections per listener ("tws", "rpc", "pub"): open, max, accepted, refused,
-    # refusing (1 while a listener refuses new connections); ibhub.limits.
+    # refusing (1 while a listener refuses new connections); ibhub.hub.limits.
     connections: dict[str, dict[str, int]] = {}
     # Back-pressure (docs/orders.md): seconds a new order would wait for the upstream budget
     # now, and the limit above which it is refused "busy" (0: no order service);

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ibhub.hub.server import HubServer
+    from ibhub.ib.session import Upstream
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
@@ -16,3 +21,9 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def upstream_of(hub: HubServer) -> Upstream:
+    """The started hub's upstream session (None only before start)."""
+    assert hub.upstream is not None, "the hub is not started"
+    return hub.upstream

@@ -1,4 +1,4 @@
-"""The installed IB client library (ib_insync or ib_async, see :mod:`ibhub.iblib`) for tests.
+"""The installed IB client library (ib_insync or ib_async, see :mod:`ibhub.ib.lib`) for tests.
 
 Tests that act as a Gateway *client* (of the simulator or the hub's front door) import
 the library's names from here, so they run with whichever library this Python has;
@@ -7,12 +7,12 @@ both speak the same API.
 
 from __future__ import annotations
 
-from ibhub import iblib
+from ibhub.ib import lib as iblib
 
 lib = iblib.module
 NAME = iblib.NAME
 #: Error codes this library treats as warnings (a pending request is not ended) where
-#: ib_insync, and so the hub (ibhub.errors.is_warning), treats them as errors.
+#: ib_insync, and so the hub (ibhub.tws.ib_codes.is_warning), treats them as errors.
 CLIENT_ONLY_WARNINGS: frozenset[int] = frozenset({105, 321, 329} if NAME == "ib_async" else ())
 
 IB = lib.IB

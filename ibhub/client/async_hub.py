@@ -40,7 +40,7 @@ from ibhub.client.stream import EventStream
 from ibhub.client.subscription import Subscription
 from ibhub.client.topics import TopicTable
 from ibhub.client.upstream_watch import Handler, UpstreamWatch
-from ibhub.curve_keys import read_operator_token
+from ibhub.keys import read_operator_token
 from ibhub.protocol import (
     AccountSummaryReply,
     AccountValue,
@@ -485,7 +485,7 @@ class AsyncHub:
                                                                     name=name))
 
     # ------------------------------------------------------------------ orders and account
-    # The order logic lives in ``orders.py``; these methods build a request and hand the
+    # The order logic lives in ``client/orders.py``; these methods build a request and hand the
     # reply over. A refusal raises ``OrderRejectedError`` (docs/orders.md, "Orders from
     # the SDK").
 

@@ -22,7 +22,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from ibhub.curve_keys import KeyFileError, load_secret_key_file, parse_key_or_file
+from ibhub.keys import KeyFileError, load_secret_key_file, parse_key_or_file
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def client_curve(
 ) -> ClientCurve | None:
     """The client's CURVE keys from the arguments, else the environment; None = plain.
 
-    Raises :class:`~ibhub.curve_keys.KeyFileError` naming what is wrong, including
+    Raises :class:`~ibhub.keys.KeyFileError` naming what is wrong, including
     when only one of the two is given (a CURVE hub needs both; a plain hub neither).
     """
     if server_key is None:

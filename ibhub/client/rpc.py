@@ -14,7 +14,7 @@ The socket is driven from the loop without ``zmq.asyncio`` where the loop has
 ``add_reader`` (as the SUB socket in ``stream.py``): requests go out with a NOBLOCK
 send, replies are drained when the socket's ZMQ_FD signals, and each resolves its
 request's future directly: no awaited send, no reader task to wake between the
-reply and the caller (issue 7: the SDK's order ack). The FD is edge-triggered, so a
+reply and the caller (the SDK's order ack). The FD is edge-triggered, so a
 drain reads until ``zmq.Again``, and a send (which can take the edge of a waiting
 reply) looks at ``EVENTS`` afterwards. A send refused with ``zmq.Again`` (no
 connection up yet, or the queue is full) waits for the FD to report the socket

@@ -1,7 +1,7 @@
 """Positions, portfolio, account values and summary from the hub's central cache.
 
 IB allows one account subscription per connection; the hub holds it (the order
-service's :class:`~ibhub.account.AccountBook`) and every downstream script is
+service's :class:`~ibhub.orders.account.AccountBook`) and every downstream script is
 answered from that cache, so forty scripts asking for positions at connect cost
 the Gateway nothing. ``reqPositions`` and ``reqAccountUpdates`` also stream: the
 hub's ``position.*`` / ``account.*`` events become position (61), updatePortfolio

@@ -11,8 +11,8 @@ from typing import TypeVar
 
 import msgspec
 
+from ibhub.hub.requests import BadRequest, check_fields
 from ibhub.protocol import ContractInfo, ContractSpec, GetContractDetails
-from ibhub.rpc import BadRequest, check_fields
 from ibhub.tws.contracts import ContractFields
 
 T = TypeVar("T", bound=msgspec.Struct)

@@ -1,8 +1,8 @@
 """Market data through the front door: the hub's shared, ref-counted lines.
 
-``reqMktData`` resolves the contract with the hub's cache and joins the hub's
-:class:`~ibhub.subscriptions.SubscriptionRegistry` entry for it, the same one
-ZeroMQ subscribers use: however many scripts (of either kind) watch an
+``reqMktData`` resolves the contract and joins the line through the hub's
+market-data service (:class:`~ibhub.hub.market_data.MarketDataService`), the same
+one ZeroMQ subscribers' requests use: however many scripts (of either kind) watch an
 instrument, the Gateway sees one line. Each downstream request is one holder
 (``tws:<connection>:<reqId>``) of the subscription, so ``cancelMktData`` or a
 disconnect releases exactly what that request took, and the line is cancelled
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ibhub.frontdoor.contracts import spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription
 from ibhub.protocol import ContractInfo, Error
-from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription
 from ibhub.tws.codec import fmt_float
 from ibhub.tws.contracts import parse_c12
 
@@ -166,7 +166,7 @@ class MarketData:
         if rid in s.lines:
             s.send_error(rid, 322, f"Error processing request: duplicate ticker id {rid}")
             return None
-        resolved = await hub.resolve_contract(spec_from_query(q))
+        resolved = await hub.market.resolve_one(0, spec_from_query(q))
         if isinstance(resolved, Error):
             s.send_error(rid, 200, f"No security definition has been found for the request "
                                    f"(ibhub: {resolved.message})")
@@ -176,24 +176,15 @@ class MarketData:
         info: ContractInfo = resolved
         self._door.contracts[info.con_id] = info
         holder = f"{s.lease}:{rid}"
-        existing = hub.subs.get(info.con_id, kind)
-        if existing is None:
-            try:
-                hub.subs.check_line_available(info.con_id, kind)
-            except LineLimit as exc:
-                s.send_error(rid, 101, f"Max number of tickers has been reached (ibhub: {exc})")
-                return None
-            topic = hub.fanout.topic_for(info, kind)
-            stream = (hub.fanout.tick_stream(topic, info) if kind == "ticks"
-                      else hub.fanout.bar_stream(topic, info))
-        else:
-            topic, stream = existing.topic, existing.stream
-        sub, created = hub.subs.add(holder, info, kind, topic, stream)
+        try:
+            sub, created = hub.market.open_line(holder, info, kind, pace=False)
+        except LineLimit as exc:
+            s.send_error(rid, 101, f"Max number of tickers has been reached (ibhub: {exc})")
+            return None
         tap = _tap_of(sub.stream)
         tap.add(s, rid, kind)
         line = s.lines[rid] = Line(holder, sub, tap, kind)
         if created:
-            hub.upstream.open_line(sub)
             log.info("subscribed %s upstream for tws client %d", sub.topic, s.client_id)
         return line
 
@@ -203,16 +194,8 @@ class MarketData:
         stream = line.sub.stream
         if not line.tap.outs:
             stream.taps = tuple(t for t in stream.taps if t is not line.tap)
-        try:
-            sub, empty = hub.subs.remove(line.holder, line.sub.topic)
-        except NotSubscribed:
-            return
-        if empty:
-            if hub.upstream is not None:
-                hub.upstream.close_line(sub)
-            if hub.fanout is not None:
-                hub.fanout.forget_last(sub.topic)
-            log.info("cancelled %s (no subscribers left)", sub.topic)
+        with contextlib.suppress(NotSubscribed):
+            hub.market.release(line.holder, line.sub.topic)
 
     def release_all(self, s: DownstreamSession) -> None:
         lines, s.lines = s.lines, {}

@@ -1,7 +1,7 @@
 """Orders through the front door: the hub's order path, the script's own order ids.
 
 ``placeOrder`` is parsed with the simulator's sv 176 field walk and becomes a
-:class:`~ibhub.protocol.PlaceOrder` handed to the hub's :class:`OrderBook` — the
+:class:`~ibhub.protocol.PlaceOrder` handed to the hub's :class:`OrderManager` — the
 same validation, risk limits, live-account guard, journal and pacing as a ZeroMQ
 script's order. The owner is ``tws-client-<clientId>``: like a Gateway, orders
 belong to the client id, so a script that reconnects with its id finds its
@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Final
 from ibhub.frontdoor.contracts import checked, inst_for, spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
-from ibhub.journal import FillRecord, OrderRecord
-from ibhub.order_feed import decode_algo_params
-from ibhub.order_store import TERMINAL
-from ibhub.orders import Caller
+from ibhub.orders.journal import FillRecord, OrderRecord
+from ibhub.orders.manager import Caller
+from ibhub.orders.port import decode_algo_params
+from ibhub.orders.store import TERMINAL
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,

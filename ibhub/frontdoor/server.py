@@ -15,12 +15,13 @@ they share:
   anything else gets an error naming the request, never silence;
 * **hub events** — order, account, error and status events arrive on the hub's
   own PUB socket (:mod:`.events`), so the front door needs no private hook into
-  the order book: ``order.tws:N`` becomes openOrder/orderStatus/execDetails/
+  the order manager: ``order.tws:N`` becomes openOrder/orderStatus/execDetails/
   commissionReport, ``hub.status`` becomes 1100/1101/1102.
 
-It plugs into the hub only through public pieces: ``hub.subs``/``hub.fanout``/
-``hub.upstream`` (lines), ``hub.resolve_contract``, ``hub.services`` (the order
-service, if attached), ``Upstream.add_tap`` and ``TickStream.taps``.
+It plugs into the hub only through public pieces: ``hub.market`` (contracts and
+lines, :mod:`ibhub.hub.market_data`), ``hub.upstream`` (pass-through),
+``hub.services`` (the order service, if attached), ``Upstream.add_tap`` and
+``TickStream.taps``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
-from ibhub.limits import TWS_HANDSHAKE_TIMEOUT, Limits, limits_of, open_fds
+from ibhub.hub.limits import TWS_HANDSHAKE_TIMEOUT, Limits, limits_of, open_fds
 from ibhub.protocol import (
     TOPIC_ACCOUNT,
     TOPIC_ERROR,

@@ -54,7 +54,7 @@ class DownstreamSession(TwsServerSession):
         self.door = door
         self.number = number  # unique per front door; names this connection's holders
         self.book: ClientBook | None = None
-        self.lease = f"tws:{number}"  # the order book's lease / the line holders' prefix
+        self.lease = f"tws:{number}"  # the order manager's lease / the line holders' prefix
         self.owner = ""  # order owner name, set by START_API
         # per-connection state owned by the handler modules
         self.lines: dict[int, Any] = {}  # reqId -> market-data or bar line

@@ -22,7 +22,7 @@ import zmq.asyncio
 
 from ibhub import wire
 from ibhub.config import HubSettings
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_STATUS,

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from ibhub.frontdoor import FrontDoor
-from ibhub.hub import HubServer
-from ibhub.order_service import attach_orders
+from ibhub.hub.server import HubServer, attach_orders
 from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
 from tests.ibclient import IB, NAME
@@ -36,8 +35,8 @@ async def door_hub(make_hub: HubFactory) -> HubServer:
     hub = await make_hub(tws_port=0)
     if getattr(hub, "orders", None) is None:
         svc = await attach_orders(hub, journal_sync="NORMAL")
-        hub.orders = svc  # type: ignore[attr-defined]
-    await wait_until(hub.orders.reconciled.is_set, 5.0, "orders reconciled")  # type: ignore[attr-defined]
+        hub.orders = svc
+    await wait_until(hub.orders.reconciled.is_set, 5.0, "orders reconciled")
     return hub
 
 

@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from ibhub.config import HubSettings
-from ibhub.hub import HubServer
-from ibhub.journal import Journal
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal
 from tests.e2e.conftest import FAST
 from tests.e2e.test_orders_hub import wire_orders
 

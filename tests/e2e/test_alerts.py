@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ibhub.order_service import attach_orders
+from ibhub.hub.server import attach_orders
 from ibhub.protocol import ContractSpec, OrderAccepted, OrderRejected, PlaceOrder
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory, wait_until
+from tests.helpers import upstream_of
 
 
 class Receiver:
@@ -68,7 +69,7 @@ async def subscribed(hub: Any, lst: Any) -> None:
     def probe() -> bool:
         if lst.statuses():
             return True
-        hub.fanout.status(hub.upstream.state, "probe", 0, "test probe", 0)
+        hub.fanout.status(upstream_of(hub).state, "probe", 0, "test probe", 0)
         return False
 
     await wait_until(probe, 5.0, "subscribed to hub.status", interval=0.02)
@@ -154,4 +155,4 @@ async def test_a_slow_or_failing_webhook_never_blocks_the_hub(
     receiver.status = 500  # now it answers, with an error
     await hub_sim.open_port()
     await wait_until(lambda: hub.ops.alerts.delivery_failures == 2, 10.0, "HTTP 500 counted")
-    assert hub.upstream.connected
+    assert upstream_of(hub).connected

@@ -24,9 +24,10 @@ import zmq
 import zmq.asyncio
 from click.testing import CliRunner, Result
 
-from ibhub import doctor, protocol, wire
-from ibhub.doctor import Diagnosis
-from ibhub.ops_cli import doctor_cmd
+from ibhub import protocol, wire
+from ibhub.cli import doctor
+from ibhub.cli.doctor import Diagnosis
+from ibhub.cli.ops import doctor_cmd
 from ibhub.sim import SimConfig, SimGateway
 
 pytestmark = pytest.mark.timeout(30)
@@ -399,7 +400,7 @@ def test_most_informative_failure_wins() -> None:
 async def test_real_hub_healthy_then_upstream_down(sim: SimGateway) -> None:
     """The real HubServer over the simulator: 0 while connected, 21 once the Gateway goes."""
     from ibhub.config import HubSettings
-    from ibhub.hub import HubServer
+    from ibhub.hub.server import HubServer
 
     settings = HubSettings(
         gateway_host=HOST,
@@ -447,7 +448,7 @@ async def test_hub_front_door_is_checked_like_a_gateway(sim: SimGateway) -> None
     """The hub's TWS-protocol front door answers the same probe, 326 included."""
     from ibhub.config import HubSettings
     from ibhub.frontdoor import FrontDoor
-    from ibhub.hub import HubServer
+    from ibhub.hub.server import HubServer
     from tests.ibclient import IB
 
     settings = HubSettings(

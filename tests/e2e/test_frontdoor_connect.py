@@ -1,4 +1,4 @@
-"""Front door (issue 8): unmodified ib_insync scripts connect to the hub's TWS port.
+"""Front door: unmodified ib_insync scripts connect to the hub's TWS port.
 
 The hub is connected to the simulated Gateway; every script below is plain
 ib_insync over TCP, as it would talk to a real Gateway.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync

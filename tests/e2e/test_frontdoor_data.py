@@ -1,11 +1,11 @@
-"""Front door (issue 8): contract details, historical data and other requests that
+"""Front door: contract details, historical data and other requests that
 pass through to the Gateway with their request ids remapped."""
 
 from __future__ import annotations
 
 import asyncio
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync

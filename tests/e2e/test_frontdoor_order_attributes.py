@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync
@@ -31,7 +31,7 @@ async def _aapl(ib: IB) -> Stock:
     return c
 
 
-def _sim_orders(sim: SimGateway, symbol: str = "AAPL") -> list:  # type: ignore[type-arg]
+def _sim_orders(sim: SimGateway, symbol: str = "AAPL") -> list:
     return [o for o in sim.broker.orders() if o.symbol == symbol]
 
 
@@ -61,7 +61,7 @@ async def test_oca_group_fill_cancels_the_other_order(
     await wait_until(lambda: any(p.contract.conId == c.conId and p.position == 3
                                  for p in ib.positions()), 10.0, "position streamed")
     # the hub's journal agrees, and shows the group as the script named it
-    book = door_hub.orders.book  # type: ignore[attr-defined]
+    book = door_hub.orders.book
     recs = [r for r in book.store.by_id.values() if r.owner == "tws-client-61"]
     assert sorted(r.status for r in recs) == ["Cancelled", "Filled"]
     assert {(r.oca_group, r.oca_type) for r in recs} == {("exit", 1)}

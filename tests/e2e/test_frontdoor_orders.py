@@ -1,4 +1,4 @@
-"""Front door (issue 8): orders, positions and account data for ib_insync scripts.
+"""Front door: orders, positions and account data for ib_insync scripts.
 
 Orders go through the hub's order path (journal, risk, pacing, ownership): the
 simulator's book shows they reached the Gateway under the hub's order ids, while
@@ -7,8 +7,7 @@ the script sees openOrder/orderStatus/execDetails/commission under its own.
 
 from __future__ import annotations
 
-from ibhub.hub import HubServer
-from ibhub.order_service import attach_orders
+from ibhub.hub.server import HubServer, attach_orders
 from ibhub.protocol import GetOpenOrders, OrdersReply
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
@@ -59,7 +58,7 @@ async def test_market_order_fills_with_the_scripts_own_ids(
     assert len(sim_orders) == 1 and sim_orders[0].client_id == door_hub.settings.client_id
     hub_id = sim_orders[0].order_id
     # ...and the hub's journal/book owns it for this client id
-    rec = door_hub.orders.book.store.get(hub_id)  # type: ignore[attr-defined]
+    rec = door_hub.orders.book.store.get(hub_id)
     assert rec is not None and rec.owner == "tws-client-21" and rec.status == "Filled"
     # positions and account summary answer from the hub's cache
     await wait_until(lambda: any(p.contract.conId == c.conId and p.position == 10
@@ -121,8 +120,8 @@ async def test_disconnect_releases_lines_but_orders_stay(
     assert hub_sim.market_data_subscriptions()
     ib.disconnect()
     await wait_until(lambda: not hub_sim.market_data_subscriptions(), 5.0, "line released")
-    # the order still works, visible to an operator over ZeroMQ's order book
-    book = door_hub.orders.book  # type: ignore[attr-defined]
+    # the order still works, visible to an operator over the hub's order manager
+    book = door_hub.orders.book
     reply = await book.handle(_operator(), GetOpenOrders(id=1, lease="op", scope="all"))
     assert isinstance(reply, OrdersReply)
     assert [o.owner for o in reply.orders] == ["tws-client-51"]
@@ -140,9 +139,9 @@ async def test_disconnect_releases_lines_but_orders_stay(
     ]
 
 
-def _operator():  # type: ignore[no-untyped-def]
-    from ibhub.orders import Caller
-    from ibhub.risk import Role
+def _operator():
+    from ibhub.orders.manager import Caller
+    from ibhub.orders.risk import Role
 
     return Caller("op", "operator", Role.OPERATOR)
 
@@ -167,7 +166,7 @@ async def test_bracket_order_is_one_hub_bracket(
     [stp] = [o for o in children if o.order_type == "STP"]
     assert stp.aux_price == round(bid * 0.90, 2)
     # the hub journaled one bracket: parent plus children with client order ids .tp/.sl
-    store = door_hub.orders.book.store  # type: ignore[attr-defined]
+    store = door_hub.orders.book.store
     recs = sorted((r for r in store.by_id.values() if r.owner == "tws-client-61"),
                   key=lambda r: r.order_id)
     assert [r.client_order_id.split(".")[-1] for r in recs][1:] == ["tp", "sl"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     ContractDetailsReply,
     ContractSpec,

@@ -1,4 +1,4 @@
-"""Front door (issue 8): a Gateway restart under the hub is ridden through.
+"""Front door: a Gateway restart under the hub is ridden through.
 
 Downstream scripts stay connected to the hub, see 1100 while the hub has no
 Gateway, then 1101 (their market data was lost and the hub re-requested it on
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync

@@ -1,4 +1,4 @@
-"""Front door (issue 8): one upstream line serves ZeroMQ subscribers and TWS scripts
+"""Front door: one upstream line serves ZeroMQ subscribers and TWS scripts
 alike; bad input on the TWS port costs only that connection."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import Ok, Unsubscribe
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support

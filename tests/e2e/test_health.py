@@ -13,10 +13,11 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import GetSnapshot, GetStatus, Heartbeat, Snapshot, StatusReply
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory, wait_until
+from tests.helpers import upstream_of
 
 
 def free_port() -> int:
@@ -61,7 +62,7 @@ async def test_health_and_metrics_of_a_busy_hub(make_hub: HubFactory, clients) -
     assert status == 200 and ctype.startswith("application/json")
     assert doc["status"] == "healthy" and doc["reasons"] == []
     assert doc["upstream"]["state"] == "CONNECTED"
-    assert doc["upstream"]["port"] == hub.upstream.port
+    assert doc["upstream"]["port"] == upstream_of(hub).port
     assert doc["connected_at"] and doc["last_tick_at"] >= doc["connected_at"] - 1
     assert doc["subscriptions"] == 1 and doc["leases"] == 1 and doc["reconnect_count"] == 0
     assert doc["lines_used"] == 1 and doc["uptime_seconds"] > 0
@@ -110,7 +111,7 @@ async def test_health_is_503_while_the_upstream_is_down(make_hub: HubFactory,
     hub = await make_hub(http_port=free_port())
     port = hub.ops.http_port
     await hub_sim.close_port()
-    await wait_until(lambda: not hub.upstream.connected, 5.0, "upstream lost")
+    await wait_until(lambda: not upstream_of(hub).connected, 5.0, "upstream lost")
     status, _, doc = await get(port, "/health")
     assert status == 503
     assert doc["status"] == "down" and doc["upstream"]["state"] in ("RECONNECTING", "FAILED")
@@ -123,7 +124,7 @@ async def test_health_is_503_while_the_upstream_is_down(make_hub: HubFactory,
     assert value(m, "ibhub_alerts_total", kind="upstream_lost") == 1
 
     await hub_sim.open_port()
-    await wait_until(lambda: hub.upstream.connected, 10.0, "reconnected")
+    await wait_until(lambda: upstream_of(hub).connected, 10.0, "reconnected")
     status, _, doc = await get(port, "/health")
     assert status == 200 and doc["status"] == "healthy" and doc["reconnect_count"] == 1
     _, _, text = await get(port, "/metrics")
@@ -145,7 +146,7 @@ async def test_http_port_in_use_does_not_stop_the_hub(make_hub: HubFactory) -> N
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         hub = await make_hub(http_port=busy.getsockname()[1])
-        assert hub.ops.http is None and hub.upstream.connected
+        assert hub.ops.http is None and upstream_of(hub).connected
 
 
 async def test_http_off(make_hub: HubFactory) -> None:
@@ -182,7 +183,7 @@ async def test_ibhub_run_serves_health_with_json_logs(ipc_dir: str, tmp_path) ->
         err = (await proc.stderr.read()).decode().splitlines()
         records = [json.loads(line) for line in err if line.startswith("{")]
         assert records, err
-        assert any(r["logger"] == "ibhub.health" and f":{port}/health" in r["message"]
+        assert any(r["logger"] == "ibhub.hub.ops.health" and f":{port}/health" in r["message"]
                    for r in records)
     finally:
         if proc.returncode is None:

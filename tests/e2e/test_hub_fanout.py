@@ -8,7 +8,7 @@ import msgspec
 import zmq
 
 from ibhub import wire
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     Bar,
     ContractSpec,
@@ -27,11 +27,11 @@ from ibhub.protocol import (
     Tick,
     Unsubscribe,
 )
-from ibhub.sim import SimConfig, SimGateway
+from ibhub.sim import SimConfig, SimGateway, SimSubscription
 from tests.e2e.conftest import assert_consecutive, wait_until
 
 
-def mkt_subs(sim: SimGateway, con_id: int | None = None) -> list[object]:
+def mkt_subs(sim: SimGateway, con_id: int | None = None) -> list[SimSubscription]:
     return [s for s in sim.market_data_subscriptions()
             if s.kind == "mkt" and (con_id is None or s.con_id == con_id)]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
 

@@ -8,9 +8,10 @@ continuing) and what hub.status reported.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from ibhub import wire
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     ContractDetailsReply,
     ContractSpec,
@@ -22,13 +23,14 @@ from ibhub.protocol import (
     StatusReply,
     UpstreamState,
 )
-from ibhub.sim import SimGateway
+from ibhub.sim import SimGateway, SimSubscription
 from tests.e2e.conftest import Listener, RawClient, assert_consecutive, wait_until
+from tests.helpers import upstream_of
 
 REQ_MKT_DATA = 1
 
 
-def mkt_subs(sim: SimGateway) -> list[object]:
+def mkt_subs(sim: SimGateway) -> list[SimSubscription]:
     return [s for s in sim.market_data_subscriptions() if s.kind == "mkt"]
 
 
@@ -60,7 +62,7 @@ async def test_gateway_restart(hub: HubServer, hub_sim: SimGateway, clients,
     a, b = await two_subscribers(hub, clients, listeners)
     before = a.on("tick.AAPL")[-1].seq
     await hub_sim.restart(0.3)
-    await wait_until(lambda: hub.upstream.connected and hub.upstream.reconnect_count == 1,
+    await wait_until(lambda: upstream_of(hub).connected and upstream_of(hub).reconnect_count == 1,
                      10.0, "reconnected")
     await ticks_resume(a, before)
     await ticks_resume(b, before)
@@ -98,7 +100,7 @@ async def test_1101_resubscribes(hub: HubServer, hub_sim: SimGateway, clients,
     assert k.index(("state", UpstreamState.RECONNECTING, 1100)) < k.index(
         ("state", UpstreamState.CONNECTED, 1101))
     assert_consecutive(a.on("tick.AAPL"), "across 1101")
-    assert hub.upstream.reconnect_count == 0  # the socket never dropped
+    assert upstream_of(hub).reconnect_count == 0  # the socket never dropped
 
 
 async def test_1102_does_not_resubscribe(hub: HubServer, hub_sim: SimGateway, clients,
@@ -128,10 +130,10 @@ async def test_stalled_handshake_times_out_then_recovers(make_hub, hub_sim: SimG
     await wait_until(
         lambda: sum(e.kind == "alert" and "timed out" in e.message for e in lst.statuses()) >= 2,
         10.0, "two timed-out connect attempts reported")
-    assert hub.upstream.state == UpstreamState.RECONNECTING
+    assert upstream_of(hub).state == UpstreamState.RECONNECTING
     before = lst.on("tick.AAPL")[-1].seq
     hub_sim.stall_handshakes(False)
-    await wait_until(lambda: hub.upstream.connected, 10.0, "recovery")
+    await wait_until(lambda: upstream_of(hub).connected, 10.0, "recovery")
     await ticks_resume(lst, before)
     assert lst.states()[-1] == UpstreamState.CONNECTED
 
@@ -140,7 +142,7 @@ async def test_client_id_in_use_is_retried(make_hub, hub_sim: SimGateway, listen
     hub_sim.hold_client_id(0, 0.6)  # a half-open socket from a previous run holds id 0
     hub = await make_hub(wait_connected=False, connect_timeout=3.0)
     lst = listeners(hub.pub_endpoint, "hub.status")
-    await wait_until(lambda: hub.upstream.connected, 10.0, "connected once the id is free")
+    await wait_until(lambda: upstream_of(hub).connected, 10.0, "connected once the id is free")
     alerts = [e for e in lst.statuses() if e.kind == "alert"]
     # Failed fast on 326 rather than waiting out the 3 s connect timeout each time.
     assert alerts and all("326" in e.message for e in alerts), alerts
@@ -155,7 +157,7 @@ async def test_farm_blip_reported(hub: HubServer, hub_sim: SimGateway, clients,
     await ticks_resume(a, before)
     codes = [e.code for e in a.statuses() if e.kind == "ib"]
     assert codes.index(2103) < len(codes) - 1 - codes[::-1].index(2104)
-    assert hub.upstream.connected
+    assert upstream_of(hub).connected
 
 
 async def test_data_freeze_reported_stale_then_fresh(make_hub, hub_sim: SimGateway, clients,
@@ -169,14 +171,14 @@ async def test_data_freeze_reported_stale_then_fresh(make_hub, hub_sim: SimGatew
     hub_sim.spawn(hub_sim.freeze(1.0))
     await wait_until(lambda: any(e.kind == "stale" for e in lst.statuses()), 5.0, "stale")
     await wait_until(lambda: any(e.kind == "fresh" for e in lst.statuses()), 5.0, "fresh")
-    assert hub.upstream.state == UpstreamState.CONNECTED
+    assert upstream_of(hub).state == UpstreamState.CONNECTED
 
 
 async def test_gives_up_after_max_attempts(make_hub, hub_sim: SimGateway, clients) -> None:
     await hub_sim.close_port()
     hub = await make_hub(wait_connected=False, reconnect_max_attempts=3,
                          reconnect_backoff_initial=0.02, reconnect_backoff_max=0.05)
-    await wait_until(lambda: hub.upstream.state == UpstreamState.FAILED, 10.0, "FAILED")
+    await wait_until(lambda: upstream_of(hub).state == UpstreamState.FAILED, 10.0, "FAILED")
     status = await clients(hub.rpc_endpoint).request(GetStatus(id=1))
     assert isinstance(status, StatusReply)
     assert status.state == UpstreamState.FAILED and not status.connected
@@ -193,16 +195,16 @@ async def test_starts_before_gateway_is_up(make_hub, hub_sim: SimGateway, listen
     lst = listeners(hub.pub_endpoint, "hub.status")
     await wait_until(lambda: sum(e.kind == "alert" for e in lst.statuses()) >= 2, 5.0,
                      "refused attempts reported")
-    assert hub.upstream.state == UpstreamState.CONNECTING
+    assert upstream_of(hub).state == UpstreamState.CONNECTING
     await hub_sim.open_port()
-    await wait_until(lambda: hub.upstream.connected, 5.0, "connected")
-    assert hub.upstream.reconnect_count == 0
+    await wait_until(lambda: upstream_of(hub).connected, 5.0, "connected")
+    assert upstream_of(hub).reconnect_count == 0
 
 
 async def test_stop_while_a_handshake_hangs(make_hub, hub_sim: SimGateway) -> None:
     hub_sim.stall_handshakes(True)
     hub = await make_hub(wait_connected=False, connect_timeout=30.0)
-    await wait_until(lambda: hub_sim.request_counts or hub.upstream.state == "CONNECTING",
+    await wait_until(lambda: hub_sim.request_counts or upstream_of(hub).state == "CONNECTING",
                      5.0, "connect attempt under way")
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -220,7 +222,7 @@ async def test_subscribe_during_1100_is_served_after_1102(hub: HubServer, hub_si
         symbol="MSFT")))
     assert isinstance(reply, ContractDetailsReply)  # now cached by the hub
     outage = hub_sim.spawn(hub_sim.connectivity_lost("data_kept", after=0.5))
-    await wait_until(lambda: hub.upstream.state == UpstreamState.RECONNECTING, 5.0, "1100")
+    await wait_until(lambda: upstream_of(hub).state == UpstreamState.RECONNECTING, 5.0, "1100")
     sub = await c.subscribe("MSFT")  # accepted while IB is away
     assert sub.topic == "tick.MSFT"
     assert not [s for s in hub_sim.market_data_subscriptions() if s.symbol == "MSFT"]
@@ -245,7 +247,8 @@ async def test_short_sessions_back_off(make_hub, hub_sim: SimGateway) -> None:
     for n in range(1, 4):
         dropped = loop.time()
         await hub_sim.restart(0.0)
-        await wait_until(lambda n=n: hub.upstream.reconnect_count == n and hub.upstream.connected,
+        await wait_until(partial(lambda k: upstream_of(hub).reconnect_count == k
+                                 and upstream_of(hub).connected, n),
                          10.0, f"reconnect {n}")
         gaps.append(connected_at[-1] - dropped)
     # Back-off 0.2, 0.4, 0.8 s with +-20% jitter.

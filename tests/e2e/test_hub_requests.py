@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from ibhub import wire
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     ClientIdLeased,
     ContractDetailsReply,

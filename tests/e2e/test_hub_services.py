@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import ContractInfo, ContractSpec, Error, Goodbye, Ok
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import wait_until

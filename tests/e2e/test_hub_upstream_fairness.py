@@ -1,4 +1,4 @@
-"""The upstream reader leaves the event loop a turn when it falls behind (issue 7).
+"""The upstream reader leaves the event loop a turn when it falls behind.
 
 A hub behind the Gateway gets huge reads; handling them all in one loop turn
 starved the ROUTER (heartbeats unanswered, leases expired) in bench/fanout.py.
@@ -11,7 +11,8 @@ import asyncio
 import struct
 
 from ibhub.config import HubSettings
-from ibhub.upstream import MAX_MESSAGES_PER_TURN, YIELD_READ_BYTES, Upstream
+from ibhub.ib.reader import MAX_MESSAGES_PER_TURN, YIELD_READ_BYTES
+from ibhub.ib.session import Upstream
 from tests.helpers import wait_until
 from tests.ibclient import IB
 
@@ -56,7 +57,7 @@ async def reader() -> tuple[Upstream, Sink, Transport]:
     up._install(ib)
     ib.client._apiReady = True  # as after the handshake
     transport = Transport()
-    ib.client.conn.transport = transport  # type: ignore[assignment]
+    ib.client.conn.transport = transport
     sink = Sink()
     up._sinks[b"7"] = sink
     return up, sink, transport
@@ -74,7 +75,7 @@ async def test_a_backlog_is_handled_over_several_loop_turns_in_order() -> None:
             await asyncio.sleep(0)
 
     worker = asyncio.create_task(other_work())
-    up._on_socket_data(data)
+    up.reader.on_socket_data(data)
     assert len(sink.prices) == MAX_MESSAGES_PER_TURN and transport.paused
     await wait_until(lambda: len(sink.prices) == total, 5.0, "the backlog to drain")
     await worker
@@ -86,12 +87,12 @@ async def test_a_backlog_is_handled_over_several_loop_turns_in_order() -> None:
 
 async def test_small_reads_never_pause_and_a_large_read_pauses_until_the_next_turn() -> None:
     up, sink, transport = await reader()
-    up._on_socket_data(tick(7, 1.0) + tick(7, 2.0))
+    up.reader.on_socket_data(tick(7, 1.0) + tick(7, 2.0))
     assert sink.prices == [1.0, 2.0] and transport.pauses == 0
     one = tick(7, 3.0)
     big = one * (YIELD_READ_BYTES // len(one) + 1)  # more than a turn's worth, too
-    up._on_socket_data(big)
-    up._on_socket_data(b"")  # another read in the same turn does not pause twice
+    up.reader.on_socket_data(big)
+    up.reader.on_socket_data(b"")  # another read in the same turn does not pause twice
     assert transport.pauses == 1 and transport.paused
     await wait_until(lambda: len(sink.prices) == 2 + len(big) // len(one), 5.0, "all ticks")
     await wait_until(lambda: not transport.paused, 5.0, "reading to resume")

@@ -10,7 +10,7 @@ import struct
 from collections.abc import Callable
 
 from ibhub.config import HubSettings
-from ibhub.upstream import Upstream
+from ibhub.ib.session import Upstream
 from tests.ibclient import IB
 
 
@@ -65,14 +65,14 @@ async def test_frames_split_anywhere_and_batched() -> None:
         frame(1, 6, 7, 4, "", "5", 0),  # empty price: no tick (as ib_insync)
     ])
     for chunk in (stream[i:i + 3] for i in range(0, len(stream), 3)):
-        up._on_socket_data(chunk)
+        up.reader.on_socket_data(chunk)
     assert sink.prices == [(1, 190.01, 100.0), (2, 190.03, 0.0)]
     assert sink.sizes == [(8, 12345.0)]
     assert sink.bars == [(1700000000, 1.0, 2.0, 0.5, 1.5, 10.0, 1.2, 3)]
     assert ib.client._data == b"" and ib.client._numMsgRecv == 6
     # All in one read gives the same result.
     up2, sink2, _ = await ready_upstream()
-    up2._on_socket_data(stream)
+    up2.reader.on_socket_data(stream)
     assert sink2.prices == sink.prices and sink2.sizes == sink.sizes
 
 
@@ -80,13 +80,13 @@ async def test_other_messages_reach_ib_insync_and_bad_ticks_are_dropped() -> Non
     up, sink, ib = await ready_upstream()
     errors: list[tuple[int, int, str]] = []
     ib.errorEvent += lambda req_id, code, msg, contract: errors.append((req_id, code, msg))
-    up._on_socket_data(
+    up.reader.on_socket_data(
         frame(1, 6, 7)  # truncated tickPrice
         + frame(1, 6, 7, 1, "not-a-price", "1", 0)
         + frame(4, 2, -1, 2104, "Market data farm connection is OK:usfarm", "")
         + frame(1, 6, 7, 1, "10.5", "2", 0)
     )
-    assert up._bad_messages == 2
+    assert up.reader.bad_messages == 2
     assert errors == [(-1, 2104, "Market data farm connection is OK:usfarm")]
     assert sink.prices == [(1, 10.5, 2.0)]
 
@@ -95,8 +95,8 @@ async def test_before_the_session_is_ready_ib_insync_reads() -> None:
     up, sink, ib = await ready_upstream()
     ib.client._apiReady = False
     seen: list[bytes] = []
-    up._slow_reader = seen.append
-    up._on_socket_data(b"abc")
+    up.reader._slow_reader = seen.append
+    up.reader.on_socket_data(b"abc")
     assert seen == [b"abc"] and sink.prices == []
 
 
@@ -113,10 +113,10 @@ async def test_each_read_ends_with_one_flush() -> None:
     must call its flush hook once after each read, after every tick of it."""
     flushes: list[int] = []
     up, _sink, ib = await ready_upstream(lambda sink: flushes.append(len(sink.prices)))
-    up._on_socket_data(frame(1, 6, 7, 1, "1.0", "1", 0) + frame(1, 6, 7, 2, "2.0", "1", 0))
+    up.reader.on_socket_data(frame(1, 6, 7, 1, "1.0", "1", 0) + frame(1, 6, 7, 2, "2.0", "1", 0))
     assert flushes == [2]  # once, after both ticks
-    up._on_socket_data(frame(1, 6, 7, 1, "3.0", "1", 0)[:5])  # a partial frame: no tick yet
-    up._on_socket_data(frame(1, 6, 7, 1, "3.0", "1", 0)[5:])
+    up.reader.on_socket_data(frame(1, 6, 7, 1, "3.0", "1", 0)[:5])  # a partial frame: no tick yet
+    up.reader.on_socket_data(frame(1, 6, 7, 1, "3.0", "1", 0)[5:])
     assert flushes == [2, 2, 3]
     # ib_insync's own reader (before the session is ready) publishes each tick at once.
     ib.client.decoder.handlers[1](["1", "6", "7", "2", "4.0", "1", "0"])

@@ -1,4 +1,4 @@
-"""The one door to the IB client library (ibhub.iblib): which library, its private
+"""The one door to the IB client library (ibhub.ib.lib): which library, its private
 internals checked at start-up, and the hub answering the same with either library.
 
 Runs with whichever library this Python has (ib_insync on 3.11, ib_async on 3.12+).
@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from ibhub import iblib
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
+from ibhub.ib import lib as iblib
+from ibhub.ib.reader import TickReader
+from ibhub.ib.trade_cache import TradeCache
 from ibhub.protocol import ContractSpec, Error, ErrorCode, GetHistoricalBars, HistoricalBarsReply
 from ibhub.sim import SimGateway
-from ibhub.trade_cache import TradeCache
-from ibhub.upstream import Upstream
 from tests.e2e.conftest import HubFactory
 from tests.sim.core_support import connected
 
@@ -67,7 +67,7 @@ def test_this_library_has_every_internal_the_hub_uses() -> None:
     assert iblib.missing_internals(ib) == []
 
 
-class _MovedReader(iblib.IB):  # type: ignore[misc,valid-type]
+class _MovedReader(iblib.IB):
     """A library 'release' that renamed the reader's buffer and changed its caches."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -102,7 +102,7 @@ def test_the_fast_reader_check_covers_what_it_touches() -> None:
     import inspect
     import re
 
-    src = inspect.getsource(Upstream._on_socket_data) + inspect.getsource(Upstream._install)
+    src = inspect.getsource(TickReader.on_socket_data) + inspect.getsource(TickReader.install)
     used = set(re.findall(r"client\.(_[A-Za-z]+)", src))
     listed = {p.split(".")[1] for p in iblib.FAST_READER if p.startswith("client._")}
     assert used and used <= listed, used - listed
@@ -157,7 +157,7 @@ async def test_hub_reports_ibs_refusal_of_a_historical_request_with_either_libra
 def test_an_order_error_reaches_the_hub_alike_and_sets_no_status_ib_never_sends() -> None:
     """321 about an order: ib_insync marks the trade Cancelled itself, ib_async sets
     ``ValidationError``; either way the status event carries the error code (so the hub
-    forwards no synthetic status, ibhub.upstream_orders) and the error reaches the hub
+    forwards no synthetic status, ibhub.ib.orders) and the error reaches the hub
     through errorEvent; ibhub's IB never leaves ib_async's ``ValidationError`` behind."""
     lib = iblib.module
     ib = iblib.new_ib()

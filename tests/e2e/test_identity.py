@@ -24,8 +24,7 @@ import zmq.auth
 
 from ibhub import wire
 from ibhub.client import AsyncHub, HubError
-from ibhub.hub import HubServer
-from ibhub.order_service import attach_orders
+from ibhub.hub.server import HubServer, attach_orders
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     CancelOrder,

@@ -1,4 +1,4 @@
-"""Connection caps and the descriptor reserve (ibhub.limits) on real loopback sockets.
+"""Connection caps and the descriptor reserve (ibhub.hub.limits) on real loopback sockets.
 
 Small caps (20) and twice as many idle TCP connections stand in for the thousand
 idle connections that once left new clients unanswered and the upstream unable to
@@ -9,11 +9,12 @@ limit.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 
-from ibhub import limits as limits_mod
-from ibhub.health import health_report
+from ibhub.hub import limits as limits_mod
+from ibhub.hub.ops.health import health_report
 from ibhub.protocol import GetStatus, StatusReply
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory
@@ -72,7 +73,7 @@ async def test_front_door_refuses_beyond_its_cap_and_serves_once_idle_ones_go(
         assert isinstance(status, StatusReply)
         assert status.connections["tws"]["open"] == CAP
         assert status.connections["tws"]["refused"] == FLOOD - CAP + 1
-        from ibhub.client_cli import format_status
+        from ibhub.cli.client import format_status
 
         text = format_status(status, hub.rpc_endpoint)
         assert f"connections: tws {CAP}/{CAP} ({FLOOD - CAP + 1} refused)" in text, text
@@ -146,8 +147,8 @@ async def test_zmq_peers_that_never_greet_are_dropped(
         with idle_flood(_port(endpoint), 5) as socks:
             await wait_until(lambda st=stats: st.accepted >= 5, 5.0, f"{name} peers counted")  # type: ignore[misc]
             await wait_until(
-                lambda ss=socks: all(closed_by_peer(s) for s in ss),
-                5.0,  # type: ignore[misc]
+                partial(lambda ss: all(closed_by_peer(s) for s in ss), socks),
+                5.0,
                 f"{name} idle peers dropped",
             )
         await wait_until(lambda st=stats: st.open == 0, 5.0, f"{name} count back to 0")  # type: ignore[misc]

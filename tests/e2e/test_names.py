@@ -22,8 +22,8 @@ from click.testing import CliRunner
 
 from ibhub.cli import main as ibhub_cli
 from ibhub.client import AsyncHub, HubError
-from ibhub.curve_keys import load_public_key
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
+from ibhub.keys import load_public_key
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     CancelOrder,

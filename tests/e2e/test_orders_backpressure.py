@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 
 from ibhub import wire
-from ibhub.health import DEGRADED, health_report
-from ibhub.journal import JOURNAL_FILE, Journal
-from ibhub.pacing import Priority
+from ibhub.hub.ops.health import DEGRADED, health_report
+from ibhub.orders.journal import JOURNAL_FILE, Journal
 from ibhub.protocol import (
     ContractSpec,
     Error,
@@ -42,6 +41,7 @@ from ibhub.protocol import (
     Subscribed,
 )
 from ibhub.sim import SimGateway
+from ibhub.tws.pacing import Priority
 from tests.e2e.conftest import HubFactory, Listener, RawClient
 from tests.e2e.test_orders_hub import watching, wire_orders
 from tests.e2e.test_orders_kill import REPO, kill
@@ -115,7 +115,7 @@ async def test_flood_acknowledged_orders_go_within_the_bound(
     ids = {a.order_id for a in acked}
 
     def all_filled() -> bool:
-        return all(store.get(i) is not None and store.get(i).status == "Filled" for i in ids)
+        return all((rec := store.get(i)) is not None and rec.status == "Filled" for i in ids)
 
     await wait_until(all_filled, 15.0, "every acknowledged order filled")
     # acknowledged -> the first word from the Gateway (submitted, or filled at once),
@@ -142,7 +142,8 @@ async def test_flood_acknowledged_orders_go_within_the_bound(
     assert waited <= MAX_DELAY + SLACK / 2
     assert delays[-1] <= MAX_DELAY + SLACK
     # nothing acknowledged ended "not sent"; the Gateway has exactly these orders
-    assert all(store.get(i).sent and "not sent" not in store.get(i).message for i in ids)
+    assert all((rec := store.get(i)) is not None and rec.sent and "not sent" not in rec.message
+               for i in ids)
     at_sim = {o.order_id for o in hub_sim.broker.orders()}
     assert at_sim == ids
     assert hub_sim.broker.positions()[AAPL][0] == pytest.approx(len(ids))

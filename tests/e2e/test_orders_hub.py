@@ -1,4 +1,4 @@
-"""Orders through the hub over ZeroMQ, against the simulated Gateway (issue 4).
+"""Orders through the hub over ZeroMQ, against the simulated Gateway.
 
 Raw clients (ibhub.wire + DEALER sockets, no SDK) place, retry, cancel and watch their
 ``order.<lease>`` topics; the simulator's book (``sim.broker``) and request counters say
@@ -14,9 +14,8 @@ import pytest
 
 from ibhub import wire
 from ibhub.config import HubSettings
-from ibhub.hub import HubServer
-from ibhub.order_service import OrderService, attach_orders
-from ibhub.pacing import Priority
+from ibhub.hub.server import HubServer, attach_orders
+from ibhub.orders.service import OrderService
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     CancelOrder,
@@ -38,6 +37,7 @@ from ibhub.protocol import (
     Welcome,
 )
 from ibhub.sim import SimConfig, SimGateway
+from ibhub.tws.pacing import Priority
 from tests.e2e.conftest import FAST, HubFactory, Listener, RawClient
 from tests.helpers import wait_until
 

@@ -1,4 +1,4 @@
-"""Ended orders leave ib_insync's session caches; the hub still reports them (ibhub.trade_cache).
+"""Ended orders leave ib_insync's session caches; the hub still reports them (ibhub.ib.trade_cache).
 
 A real hub on the simulator over TCP, raw ZeroMQ clients: orders fill, the hub prunes
 them from ``ib.wrapper`` (trades, permId2Trade, fills) once its book holds them with
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ibhub.hub import HubServer
-from ibhub.journal import Journal
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal
 from ibhub.protocol import (
     ExecutionsReply,
     GetCompletedOrders,
@@ -31,7 +31,7 @@ from tests.helpers import wait_until
 
 def cached(hub: HubServer, order_ids: set[int]) -> dict[str, Any]:
     """What ib_insync still holds of ``order_ids`` (and of their fills)."""
-    assert hub.upstream is not None
+    assert hub.upstream is not None and hub.upstream.ib is not None
     w = hub.upstream.ib.wrapper
     perms = {t.order.permId for t in w.trades.values() if t.order.orderId in order_ids}
     return {
@@ -66,7 +66,7 @@ async def test_filled_orders_leave_ib_insync_but_the_hub_still_reports_them(
     n = 12
     replies = [await c.request(place(c, f"p-{i}", quantity=1.0 + i)) for i in range(n)]
     assert all(isinstance(r, OrderAccepted) for r in replies), replies
-    ids = {r.order_id for r in replies}  # type: ignore[union-attr]
+    ids = {r.order_id for r in replies if isinstance(r, OrderAccepted)}
     await wait_until(lambda: kinds(lst, c.handle).count("commission") == n, 10.0, "all commissions")
     cache = hub.orders.gateway.cache
     await wait_until(lambda: empty(cached(hub, ids)), 5.0, "ib_insync caches pruned")
@@ -177,7 +177,7 @@ async def test_a_reconnect_relists_ended_orders_and_they_are_pruned_again(
     lst = listeners(hub.pub_endpoint, "order.", "tick.AAPL")
     await watching(lst, c)
     replies = [await c.request(place(c, f"r-{i}")) for i in range(4)]
-    ids = {r.order_id for r in replies}  # type: ignore[union-attr]
+    ids = {r.order_id for r in replies if isinstance(r, OrderAccepted)}
     await wait_until(lambda: kinds(lst, c.handle).count("commission") == 4, 5.0, "commissions")
     await wait_until(lambda: empty(cached(hub, ids)), 5.0, "pruned")
     seen = list(kinds(lst, c.handle))

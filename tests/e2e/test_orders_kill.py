@@ -1,4 +1,4 @@
-"""kill -9 of the hub in the middle of an order burst, then a restart (issue 4).
+"""kill -9 of the hub in the middle of an order burst, then a restart.
 
 The hub runs in a subprocess; three scripts fire 60 orders each without waiting; the
 hub is SIGKILLed once the simulated Gateway has received some of them. After a restart
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from ibhub import wire
-from ibhub.journal import JOURNAL_FILE, Journal
-from ibhub.order_feed import parse_order_ref
+from ibhub.orders.journal import JOURNAL_FILE, Journal
+from ibhub.orders.port import parse_order_ref
 from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import RawClient

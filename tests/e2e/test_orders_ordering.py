@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import pytest
 
 from ibhub.client import AsyncHub, Order, OrderRejectedError
-from ibhub.hub import HubServer
-from ibhub.journal import OrderRecord
-from ibhub.order_store import TERMINAL
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import OrderRecord
+from ibhub.orders.store import TERMINAL
 from ibhub.protocol import RejectReason
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
@@ -43,7 +43,7 @@ NOT_SENT = "before it was sent to the Gateway"
 async def settled(hub: HubServer, sim: SimGateway) -> None:
     """Wait until the hub has nothing about orders left to send and the simulator has
     read every placeOrder the hub wrote."""
-    book = hub.orders.book  # type: ignore[attr-defined]
+    book = hub.orders.book
     pacer = hub.pacer
     assert pacer is not None
     await wait_until(lambda: pacer.queued == 0 and not book.queued, 10.0, "order sends drained")
@@ -98,10 +98,10 @@ async def _cancel_burst(order_hub: HubServer, hub_sim: SimGateway, price: float,
         else:
             orders = await burst(hub, price)
         await settled(order_hub, hub_sim)
-        store = order_hub.orders.book.store  # type: ignore[attr-defined]
+        store = order_hub.orders.book.store
         recs = [store.get(o.order_id) for o in orders]
         assert all(r is not None for r in recs)
-        check_against_gateway(hub_sim, recs)  # type: ignore[arg-type]
+        check_against_gateway(hub_sim, recs)
         for order, rec in zip(orders, recs, strict=True):
             assert rec is not None and order.status == rec.status and order.filled == rec.filled
         unsent = sum(1 for r in recs if r is not None and not r.sent)
@@ -154,7 +154,7 @@ async def test_front_door_cancel_right_after_place(
         trades.append(trade)
     await wait_until(lambda: all(t.isDone() for t in trades), 15.0, "every trade done")
     await settled(door_hub, hub_sim)
-    store = door_hub.orders.book.store  # type: ignore[attr-defined]
+    store = door_hub.orders.book.store
     recs = [r for r in store.by_id.values() if r.owner == "tws-client-71"]
     assert len(recs) == BURST
     check_against_gateway(hub_sim, recs)

@@ -30,16 +30,16 @@ from typing import Any
 import pytest
 
 from ibhub.client import AsyncHub, Order
-from ibhub.hub import HubServer
-from ibhub.journal import Journal, OrderRecord
-from ibhub.order_service import OrderService
-from ibhub.pacing import ManualClock, Pacer, Priority
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal, OrderRecord
+from ibhub.orders.service import OrderService
 from ibhub.protocol import ErrorEvent, OrderAccepted
 from ibhub.sim import SimConfig, SimGateway
+from ibhub.tws.pacing import ManualClock, Pacer, Priority
 from tests.e2e.conftest import HubFactory
 from tests.e2e.frontdoor_support import door_of
 from tests.e2e.test_orders_upstream import ALICE, Rig, order
-from tests.helpers import wait_until
+from tests.helpers import upstream_of, wait_until
 from tests.ibclient import IB, LimitOrder, Stock
 
 pytestmark = pytest.mark.timeout(90)
@@ -146,7 +146,7 @@ async def overtaken(rig: Rig, clock: ManualClock, price: float) -> OrderRecord:
         lambda: len(rig.kinds("order.lease-a")) >= 2, 5.0, "the owner told of the refused cancel"
     )
     rec = rig.book.store.get(oid)
-    assert rec is not None and rec.status == "PendingSubmit", rec.status
+    assert rec is not None and rec.status == "PendingSubmit", rec
     assert rig.kinds("order.lease-a")[1] == "cancel_rejected"
     assert "IB 10147" in rig.last("order.lease-a").message
     clock.advance(2.0)  # the placement goes out now
@@ -216,6 +216,7 @@ async def test_cancel_error_on_a_working_order_is_an_error_not_an_end(
         assert errors[0].ib_code == code
         await wait_until(lambda: svc.gateway.verifications >= 1, 5.0, "the Gateway asked")
         await wait_until(lambda: not svc.gateway._doubts, 5.0, "verified")
+        assert svc.book is not None
         rec = svc.book.store.get(o.order_id)
         assert rec is not None and rec.status == "Submitted"
         assert sim_order(hub_sim, o.order_id).status == "Submitted"
@@ -298,6 +299,7 @@ async def test_restart_corrects_a_cancelled_journal_for_a_filled_order(
     j.close()
     walk_until_filled(hub_sim, oid)
     hub2, svc2 = await order_hub(make_hub)
+    assert svc2.book is not None
     rec = svc2.book.store.get(oid)
     assert rec is not None and rec.status == "Filled" and rec.filled == 5
     assert [f.exec_id for f in svc2.book.store.fills_by_order[oid]] == [
@@ -319,7 +321,7 @@ async def test_fills_made_while_disconnected_are_journaled_once(
     async with sdk(hub, "carol") as client:
         o = await place_resting(client, hub_sim, "away-1", near_price(hub_sim))
         await hub_sim.close_port()  # the hub loses the Gateway
-        await wait_until(lambda: not hub.upstream.connected, 5.0, "upstream lost")
+        await wait_until(lambda: not upstream_of(hub).connected, 5.0, "upstream lost")
         walk_until_filled(hub_sim, o.order_id)
         svc.reconciled.clear()
         await hub_sim.open_port()
@@ -327,10 +329,11 @@ async def test_fills_made_while_disconnected_are_journaled_once(
         await o.wait_until(lambda o: o.status == "Filled" and len(o.fills) == 1, 10.0)
         # once more: a second reconnect re-lists the same execution
         await hub_sim.close_port()
-        await wait_until(lambda: not hub.upstream.connected, 5.0, "upstream lost again")
+        await wait_until(lambda: not upstream_of(hub).connected, 5.0, "upstream lost again")
         svc.reconciled.clear()
         await hub_sim.open_port()
         await wait_until(svc.reconciled.is_set, 20.0, "reconciled again")
+        assert svc.writer is not None
         await svc.writer.write(Journal.note, 0, "flush", {})
         j = Journal.in_dir(Path(ipc_dir))
         fills = j.fills(o.order_id)

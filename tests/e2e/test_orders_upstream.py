@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ibhub.account import AccountBook
-from ibhub.journal import Journal, JournalWriter
-from ibhub.orders import Caller, OrderBook, UnknownContract
-from ibhub.pacing import Pacer
+from ibhub.ib.orders import IbOrderGateway
+from ibhub.orders.account import AccountBook
+from ibhub.orders.journal import Journal, JournalWriter
+from ibhub.orders.manager import Caller, OrderManager, UnknownContract
+from ibhub.orders.risk import RiskGate, RiskLimits
 from ibhub.protocol import (
     CancelOrder,
     CancelRequested,
@@ -34,9 +35,8 @@ from ibhub.protocol import (
     PositionsReply,
     RejectReason,
 )
-from ibhub.risk import RiskGate, RiskLimits
 from ibhub.sim import SimConfig, SimGateway
-from ibhub.upstream_orders import IbOrderGateway
+from ibhub.tws.pacing import Pacer
 from tests.helpers import wait_until
 from tests.ibclient import IB
 
@@ -67,7 +67,7 @@ class SimResolver:
 
 
 class Rig:
-    """A session (client 0) with the order book, journal, pacer and account cache."""
+    """A session (client 0) with the order manager, journal, pacer and account cache."""
 
     def __init__(self, sim: SimGateway, data_dir: Path) -> None:
         self.sim, self.data_dir = sim, data_dir
@@ -77,7 +77,7 @@ class Rig:
         self.pacer = Pacer(rate=40.0, burst=5)
         self.gw = IbOrderGateway(self.ib, client_id=0, connected=self.ib.isConnected)
         publish = self.events.append
-        self.book = OrderBook(
+        self.book = OrderManager(
             upstream=self.gw,
             writer=self.writer,
             risk=RiskGate(

@@ -17,8 +17,7 @@ import msgspec
 import pytest
 
 from ibhub.client import AsyncHub, HubError, OrderRejectedError
-from ibhub.hub import HubServer
-from ibhub.order_service import attach_orders
+from ibhub.hub.server import HubServer, attach_orders
 from ibhub.protocol import (
     ContractSpec,
     Error,
@@ -104,7 +103,8 @@ async def test_control_characters_in_any_contract_field_are_refused(
     hub: HubServer, clients: Any, field: str, value: str, path: str
 ) -> None:
     c = clients(hub.rpc_endpoint)
-    spec = ContractSpec(symbol="AAPL", **{field: value})
+    fields: dict[str, Any] = {field: value}
+    spec = ContractSpec(symbol="AAPL", **fields)
     reply = await c.request(GetContractDetails(id=c.next_id(), contract=spec))
     assert isinstance(reply, Error) and reply.code == ErrorCode.BAD_REQUEST, reply
     assert f"`{path}` contains a control character" in reply.message
@@ -165,7 +165,8 @@ async def test_upstream_send_refuses_a_nul_field_and_sends_nothing(
                              Order(action="BUY", totalQuantity=1, orderType="MKT",
                                    account="DU1234567\0\0"))
     details = await ib.reqContractDetailsAsync(Stock("AAPL", "SMART", "USD"))
-    assert details and details[0].contract.symbol == "AAPL"
+    assert details and details[0].contract is not None
+    assert details[0].contract.symbol == "AAPL"
     assert hub_sim.request_counts[CONTRACT_DETAILS] == before + 1  # only the good one
     assert hub_sim.request_counts[PLACE_ORDER] == 0
 
@@ -238,11 +239,11 @@ async def test_trading_mode_log_line_says_live_or_paper(
     port = overrides.pop("_port", None)
     if port is not None:  # the sim listens elsewhere: say the session is on a live port
         hub.upstream.port = port  # type: ignore[union-attr]
-    caplog.set_level(logging.INFO, logger="ibhub.order_service")
+    caplog.set_level(logging.INFO, logger="ibhub.orders.service")
     svc = await attach_orders(hub, journal_sync="NORMAL", **overrides)
     try:
         lines = [r for r in caplog.records
-                 if r.name == "ibhub.order_service" and "orders: journal" in r.getMessage()]
+                 if r.name == "ibhub.orders.service" and "orders: journal" in r.getMessage()]
         assert len(lines) == 1, [r.getMessage() for r in caplog.records]
         assert expect in lines[0].getMessage(), lines[0].getMessage()
         assert "(paper)" not in lines[0].getMessage() or port is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ibhub.client import AsyncHub, Subscription, Tick
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
 
@@ -25,7 +25,7 @@ def seqs_in_order(sub: Subscription, ticks: list[Tick]) -> None:
 async def test_bundled_and_per_topic_clients_see_the_same_ticks(hub: HubServer) -> None:
     got: dict[tuple[str, str], list[Tick]] = {}
 
-    def recorder(who: str, symbol: str):  # type: ignore[no-untyped-def]
+    def recorder(who: str, symbol: str):
         return lambda tick: got.setdefault((who, symbol), []).append(tick)
 
     ep = (hub.pub_endpoint, hub.rpc_endpoint)

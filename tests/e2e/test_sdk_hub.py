@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ibhub.client import AsyncHub, Hub, HubError, Subscription, Tick
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import ErrorCode, HubStatus
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory

@@ -8,13 +8,14 @@ the algo reaches the Gateway unchanged; a malformed attribute is refused, typed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ibhub.client import HubError, OrderRejectedError
-from ibhub.hub import HubServer
-from ibhub.journal import Journal
-from ibhub.order_feed import decode_algo_params
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal
+from ibhub.orders.port import decode_algo_params
 from ibhub.protocol import ErrorCode, RejectReason
 from ibhub.sim import SimGateway
 from tests.e2e.test_sdk_orders import order_hub, resting_buy_price, sdk
@@ -77,7 +78,7 @@ async def test_order_ref_and_algo_round_trip(order_hub: HubServer, hub_sim: SimG
         assert up.request is not None and up.request.algo_id == "a-1"
         assert up.order_ref.startswith("ibhub1:")  # the hub's own ref stays upstream
         # the journal holds them too (what a restart restores)
-        path = order_hub.orders.journal_path  # type: ignore[attr-defined]
+        path = order_hub.orders.journal_path
         await wait_until(lambda: _journaled(path, working.client_order_id), 5.0, "journaled")
         reader = Journal(path, readonly=True)
         try:
@@ -92,6 +93,7 @@ async def test_malformed_attributes_are_refused_typed(
     order_hub: HubServer, hub_sim: SimGateway
 ) -> None:
     async with sdk(order_hub, "sloppy") as hub:
+        kwargs: dict[str, Any]
         for kwargs, word in (
             ({"oca_group": "g", "oca_type": 7}, "oca_type"),
             ({"oca_type": 1}, "oca_group"),
@@ -101,7 +103,7 @@ async def test_malformed_attributes_are_refused_typed(
                 await hub.place_order("AAPL", "BUY", 1, **kwargs)
             assert info.value.reason == RejectReason.BAD_ORDER_ATTRIBUTE, kwargs
             assert word in info.value.message, (kwargs, info.value.message)
-        # control characters never reach the order book: decoding refuses them
+        # control characters never reach the order manager: decoding refuses them
         for kwargs, word in (
             ({"order_ref": "x\0y"}, "order_ref"),
             ({"oca_group": "a\tb"}, "oca_group"),
@@ -138,7 +140,7 @@ async def test_oca_type_2_reduction_at_the_gateway_reaches_the_script(
         up = next(o for o in hub_sim.broker.orders() if o.order_id == larger.order_id)
         assert up.total_qty == 2 and up.status == "Submitted"  # the Gateway cut it
 
-        store = order_hub.orders.book.store  # type: ignore[attr-defined]
+        store = order_hub.orders.book.store
         await wait_until(lambda: store.get(larger.order_id).quantity == 2, 5.0, "the hub's cut")
         [info] = await hub.open_orders()
         assert (info.order_id, info.quantity, info.remaining) == (larger.order_id, 2.0, 2.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ibhub.client import AsyncHub, Hub, Order, OrderRejectedError
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import RejectReason
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory

@@ -24,16 +24,17 @@ import zmq
 import zmq.asyncio
 from click.testing import CliRunner
 
-from ibhub import doctor, wire
+from ibhub import wire
+from ibhub.cli import doctor
 from ibhub.cli import main as ibhub_cli
+from ibhub.cli.doctor import Diagnosis
+from ibhub.cli.top import run_top
 from ibhub.client import AsyncHub, HubTimeout, Tick
 from ibhub.config import ConfigError, HubSettings
-from ibhub.curve_keys import load_public_key
-from ibhub.doctor import Diagnosis
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
+from ibhub.keys import load_public_key
 from ibhub.protocol import TOPIC_STATUS, GetStatus, StatusReply
 from ibhub.sim import SimGateway
-from ibhub.top import run_top
 from tests.e2e.conftest import FAST, HubFactory
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,11 +7,12 @@ import io
 import os
 import sys
 
-from ibhub.order_service import attach_orders
+from ibhub.cli.top import run_top
+from ibhub.hub.server import attach_orders
 from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder
-from ibhub.top import run_top
 from tests.e2e.conftest import HubFactory, wait_until
 from tests.e2e.test_health import free_port
+from tests.helpers import upstream_of
 
 
 async def test_top_once_shows_the_hub(make_hub: HubFactory, clients, monkeypatch) -> None:
@@ -36,7 +37,7 @@ async def test_top_once_shows_the_hub(make_hub: HubFactory, clients, monkeypatch
     print(text)
     assert "\x1b[" not in text  # --once is plain text
     lines = text.splitlines()
-    assert lines[1].startswith("upstream   CONNECTED") and f":{hub.upstream.port}" in lines[1]
+    assert lines[1].startswith("upstream   CONNECTED") and f":{upstream_of(hub).port}" in lines[1]
     assert "reconnects 0" in text and "lines 2/100" in text
     assert "SUBSCRIPTIONS (2," in text
     rows = {ln.split()[0]: ln.split() for ln in lines if ln.startswith("tick.")}

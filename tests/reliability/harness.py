@@ -28,7 +28,7 @@ import zmq.asyncio
 
 from ibhub import wire
 from ibhub.config import HubSettings
-from ibhub.hub import HubServer
+from ibhub.hub.server import HubServer
 from ibhub.protocol import TOPIC_STATUS
 from ibhub.sim import SimConfig, SimGateway
 from tests.e2e.conftest import FAST, Listener, RawClient

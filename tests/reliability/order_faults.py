@@ -28,8 +28,8 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
-from ibhub.journal import JOURNAL_FILE, Journal
-from ibhub.order_feed import parse_order_ref
+from ibhub.orders.journal import JOURNAL_FILE, Journal
+from ibhub.orders.port import parse_order_ref
 from ibhub.protocol import OrderAccepted, OrderEvent, OrderRejected, RejectReason, UpstreamState
 from ibhub.sim import SimConfig, SimGateway
 from tests.e2e.conftest import RawClient
@@ -242,7 +242,7 @@ async def drop_mid_burst(r: Rig, burst: int = 60) -> Figures:
     t0 = now()
     await wait_until(lambda: up.connected and up.reconnect_count == 1, 10.0, "reconnected")
     fig.recover_s.append(now() - t0)
-    svc = r.hub.orders  # type: ignore[attr-defined]
+    svc = r.hub.orders
     acked = {x.order_id: x.client_order_id for x in replies.values()
              if isinstance(x, OrderAccepted)}
 
@@ -317,6 +317,7 @@ async def orders_through_restarts(r: Rig, cycles: int, rate: float = 100.0) -> F
         stop.set()
         await trader
     book = svc.book
+    assert book is not None
     await wait_until(lambda: not book.queued and not any(svc.pacer.depth().values()), 20.0,
                      "pacer empty")
     await wait_until(lambda: all(book.store.by_id[oid].status in ("Filled", "Inactive")

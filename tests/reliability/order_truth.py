@@ -62,22 +62,24 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from ibhub.client import AsyncHub, HubError, HubTimeout, Order
-from ibhub.journal import JOURNAL_FILE, FillRecord, Journal, OrderRecord
-from ibhub.order_feed import parse_order_ref
+from ibhub.orders.journal import JOURNAL_FILE, FillRecord, Journal, OrderRecord
+from ibhub.orders.port import parse_order_ref
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.threaded import ThreadedSim
-from tests.ibclient import IB, LimitOrder, MarketOrder, Stock, lib
+from tests.ibclient import IB, LimitOrder, MarketOrder, Stock
+
+if TYPE_CHECKING:
+    from ib_insync import Trade  # the type; at run time whichever library this Python has
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Trade = lib.Trade  # ib_insync's or ib_async's, whichever this Python has
 REPO = Path(__file__).resolve().parents[2]
 SEED = 20261206
 SEED_ENV = "IBHUB_ORDER_TRUTH_SEED"
@@ -401,10 +403,10 @@ def _front_door(v: Views) -> list[str]:
             out.append(f"front door: order {oid} ({rec.client_order_id}) works at the hub "
                        f"({rec.status}) but the ib_insync script has no open trade for it")
     for down, perm in v.fd_open:
-        rec = by_perm.get(perm) if perm else None
-        if rec is not None and klass(rec.status) != "working":
-            out.append(f"front door: the script's open trade {down} is order {rec.order_id}, "
-                       f"{rec.status} in the journal")
+        held = by_perm.get(perm) if perm else None
+        if held is not None and klass(held.status) != "working":
+            out.append(f"front door: the script's open trade {down} is order {held.order_id}, "
+                       f"{held.status} in the journal")
     return out
 
 
@@ -597,7 +599,9 @@ class OrderTruth(RuleBasedStateMachine):
                 if t is None or t.order.orderType != "LMT":
                     return
                 sym = t.contract.symbol
-                t.order.lmtPrice = await self._limit(sym, t.order.action, kind)
+                price = await self._limit(sym, t.order.action, kind)
+                assert price is not None  # a modify is never to a market order
+                t.order.lmtPrice = price
                 assert self.w.ib is not None
                 self.w.ib.placeOrder(t.contract, t.order)
                 return

@@ -15,8 +15,8 @@ import asyncio
 import sys
 
 from ibhub.config import HubSettings
-from ibhub.hub import HubServer
-from ibhub.journal import Journal
+from ibhub.hub.server import HubServer
+from ibhub.orders.journal import Journal
 from tests.e2e.conftest import FAST
 
 

@@ -10,9 +10,9 @@ from tests.reliability.harness import rig
 
 async def test_stalled_subscriber_is_bounded_and_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small high-water marks so a CI-length stall overflows them many times over;
-    # bench/faults.py runs the hub's real one (ibhub.fanout.PUB_SNDHWM). They count
+    # bench/faults.py runs the hub's real one (ibhub.hub.fanout.PUB_SNDHWM). They count
     # messages, and a message is a batch of several ticks (~7 at this rate).
-    monkeypatch.setattr("ibhub.hub.PUB_SNDHWM", 200)
+    monkeypatch.setattr("ibhub.hub.server.PUB_SNDHWM", 200)
     monkeypatch.setattr(cf, "SLOW_RCVHWM", 100)
     async with rig(tick_rate=300.0, heartbeat_interval=0.5, lease_timeout=20.0) as r:
         fig = await cf.slow_subscriber(r, stall=3.0)

@@ -69,7 +69,7 @@ class Target:
         return sum(self.r.sim.request_counts.values())
 
     async def settle(self) -> None:
-        book = self.r.hub.orders.book  # type: ignore[attr-defined]
+        book = self.r.hub.orders.book
         await wait_until(lambda: not book.queued, 5.0, "order sends done")
 
     async def send(self, *frames: bytes) -> Reply:

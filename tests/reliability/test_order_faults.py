@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ibhub.order_service import OrderService
+from ibhub.orders.service import OrderService
 from tests.reliability import order_faults as of
 from tests.reliability.harness import rig
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from functools import partial
 
+from ibhub.ib.session import Upstream
 from ibhub.protocol import UpstreamState
-from ibhub.upstream import Upstream
 from tests.reliability.harness import Figures, Ordered, Rig, now, wait_until
 
 REQ_MKT_DATA = 1  # TWS message id the simulator counts in request_counts

@@ -29,7 +29,7 @@ async def gateway(**overrides: object) -> AsyncIterator[SimGateway]:
 async def client(sim: SimGateway, client_id: int = 1, **kwargs: object) -> AsyncIterator[IB]:
     ib = IB()
     await ib.connectAsync("127.0.0.1", sim.port, clientId=client_id, timeout=5,
-                          **kwargs)  # type: ignore[arg-type]
+                          **kwargs)
     try:
         yield ib
     finally:
@@ -57,7 +57,7 @@ class _CapturingClient(Client):
     """ib_insync's real Client encoding, with the socket replaced by a list."""
 
     def __init__(self) -> None:
-        super().__init__(wrapper=None)  # type: ignore[arg-type]
+        super().__init__(wrapper=None)
         self._serverVersion = 176
         self.sent: list[list[str]] = []
 

@@ -19,7 +19,7 @@ async def connected(sim: SimGateway, client_id: int = 1, timeout: float = 3.0,
     ib = IB()
     try:
         await ib.connectAsync("127.0.0.1", sim.port, clientId=client_id, timeout=timeout,
-                              **kwargs)  # type: ignore[arg-type]
+                              **kwargs)
         yield ib
     finally:
         ib.disconnect()
@@ -50,7 +50,8 @@ class RawClient:
         """Read the START_API answers: nextValidId, managedAccounts and the three
         farm-status notices (2104, 2106, 2158) that follow them, like at a Gateway.
         Returns (next valid id, accounts); the next recv() is an answer to you."""
-        next_id, accounts, farms = -1, [""], set()
+        next_id, accounts = -1, [""]
+        farms: set[str] = set()
         while next_id < 0 or accounts == [""] or len(farms) < 3:
             msg = await self.recv()
             if msg[0] == "9":
@@ -78,7 +79,7 @@ class RawClient:
             self.inbox.extend(self.frames.feed(data))
         return self.inbox.pop(0)
 
-    async def recv_until(self, pred, timeout: float = 3.0) -> list[str]:  # type: ignore[no-untyped-def]
+    async def recv_until(self, pred, timeout: float = 3.0) -> list[str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -8,7 +8,7 @@ from tests.ibclient import LimitOrder, MarketOrder
 from tests.sim.broker_support import client, gateway, qualified, step_until, wait_until
 
 
-def _summary(ib, tag: str, account: str = "") -> float:  # type: ignore[no-untyped-def]
+def _summary(ib, tag: str, account: str = "") -> float:
     values = [v for v in ib.wrapper.acctSummary.values()
               if v.tag == tag and v.currency == "USD" and (not account or v.account == account)]
     assert len(values) == 1, (tag, values)

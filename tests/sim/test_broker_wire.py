@@ -123,7 +123,7 @@ class _Recorder:
         self.ib = type("IBStub", (), {"TimezoneTWS": None})()
         self.defaultTimezone = UTC  # ib_async's decoder converts execution times to it
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):
         def record(*args: object) -> None:
             self.calls.append((name, args))
         return record
@@ -131,7 +131,7 @@ class _Recorder:
 
 def _decode(fields: list[object], caplog: pytest.LogCaptureFixture) -> tuple[str, tuple]:
     rec = _Recorder()
-    dec = Decoder(rec, 176)  # type: ignore[arg-type]
+    dec = Decoder(rec, 176)
     with caplog.at_level(logging.ERROR, logger=NAME):
         dec.interpret([fmt(f) for f in fields])
     assert not caplog.records, caplog.text

@@ -74,7 +74,7 @@ async def test_sim_fault_command() -> None:
         await control.start()
         loop = asyncio.get_running_loop()
 
-        def run(*args: str):  # type: ignore[no-untyped-def]
+        def run(*args: str):
             return CliRunner().invoke(sim_fault, [*args, "--control", control.url])
 
         try:

@@ -40,7 +40,7 @@ async def fast_sim() -> AsyncIterator[SimGateway]:
         yield gw
 
 
-async def subscribe(ib: IB, symbol: str = "AAPL"):  # type: ignore[no-untyped-def]
+async def subscribe(ib: IB, symbol: str = "AAPL"):
     c = Stock(symbol, "SMART", "USD")
     await ib.qualifyContractsAsync(c)
     ticker = ib.reqMktData(c)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ibhub.account import AccountBook
+from ibhub.orders.account import AccountBook
 from ibhub.protocol import (
     AccountSummaryReply,
     AccountValueEvent,

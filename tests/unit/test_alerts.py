@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ibhub.alerts import BURST, WINDOW, Alerts, is_order_rejection, is_pacing_violation
+from ibhub.hub.ops.alerts import BURST, WINDOW, Alerts, is_order_rejection, is_pacing_violation
 from ibhub.protocol import Error, Ok, OrderRejected, UpstreamState
 from tests.helpers import wait_until
 
@@ -32,7 +32,7 @@ def make(**kw: object) -> tuple[Alerts, list[tuple[int, str]], Clock]:
 
 def test_lost_and_restored_follow_connected(caplog: pytest.LogCaptureFixture) -> None:
     alerts, published, clock = make()
-    caplog.set_level(logging.WARNING, "ibhub.alerts")
+    caplog.set_level(logging.WARNING, "ibhub.hub.ops.alerts")
     alerts.on_upstream_state(UpstreamState.CONNECTING, 0, "connecting")
     alerts.on_upstream_state(UpstreamState.CONNECTED, 0, "connected")
     assert published == []  # the first connect is not a restore
@@ -61,7 +61,7 @@ def test_lost_and_restored_follow_connected(caplog: pytest.LogCaptureFixture) ->
           "violation", True, False),
     (420, "Invalid Real-time Query:Pacing violation", True, False),
     (201, "Order rejected - reason:...", False, True),
-    # an error on a cancel is not a rejection: the order book asks the Gateway
+    # an error on a cancel is not a rejection: the order manager asks the Gateway
     (10147, "OrderId 7 that needs to be cancelled is not found.", False, False),
     (10148, "OrderId 7 that needs to be cancelled cannot be cancelled", False, False),
     (161, "Cancel attempted when order is not in a cancellable state.", False, False),
@@ -161,7 +161,7 @@ async def test_never_connecting_after_start_is_an_alert() -> None:
 
 
 def test_an_order_correction_names_the_order_its_owner_and_both_states() -> None:
-    from ibhub.order_updates import Correction
+    from ibhub.orders.updates import Correction
 
     alerts, published, _ = make()
     c = Correction(42, "alice", "coid-1", "Cancelled", "Submitted", "it is working there")

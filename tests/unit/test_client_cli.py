@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ibhub.cli import main
-from ibhub.client_cli import format_event, format_status
+from ibhub.cli.client import format_event, format_status
 from ibhub.protocol import (
     Bar,
     ErrorEvent,

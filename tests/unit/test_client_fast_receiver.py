@@ -10,7 +10,7 @@ from tests.helpers import wait_until
 
 
 async def test_frames_of_each_message_stay_together() -> None:
-    ctx: zmq.Context[bytes] = zmq.Context()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     push = ctx.socket(zmq.PAIR)
     pull = ctx.socket(zmq.PAIR)
     try:

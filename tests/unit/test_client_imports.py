@@ -10,10 +10,10 @@ def test_importing_the_sdk_does_not_import_the_ib_library_or_hub_internals() -> 
     code = (
         "import sys\n"
         "from ibhub.client import Hub, AsyncHub\n"
-        "import ibhub.client_cli\n"
+        "import ibhub.cli.client\n"
         "libs = ('ib_insync', 'ib_async', 'eventkit', 'aeventkit')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in libs\n"
-        "             or m in ('ibhub.hub', 'ibhub.upstream', 'ibhub.config')\n"
+        "             or m in ('ibhub.hub.server', 'ibhub.ib.session', 'ibhub.config')\n"
         "             or m.startswith('ibhub.sim'))\n"
         "print(','.join(bad))\n"
     )

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from ibhub.config import ConfigError, HubSettings, load_settings
-from ibhub.hub import bindable
-from ibhub.upstream import backoff_delay
+from ibhub.hub.server import bindable
+from ibhub.ib.session import backoff_delay
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ibhub.config import ConfigError, load_settings
-from ibhub.order_service import OrderSettings
+from ibhub.orders.service import OrderSettings
 
 
 def test_defaults_let_a_standard_fx_order_through() -> None:

@@ -191,7 +191,7 @@ def test_logging_text_and_json() -> None:
     import io
     import logging
 
-    from ibhub.logs import configure_logging
+    from ibhub.cli.logs import configure_logging
 
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)

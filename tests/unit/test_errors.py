@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ibhub import errors
-from ibhub.errors import Category, Explanation, concerns_everyone, explain, is_warning
-from ibhub.ops_cli import explain_cmd
+from ibhub.cli.ops import explain_cmd
+from ibhub.tws import ib_codes
+from ibhub.tws.ib_codes import Category, Explanation, concerns_everyone, explain, is_warning
 
 REQUIRED = [
     100, 101, 102, 103, 110, 162, 165, 200, 201, 202, 300, 321, 322, 326, 354, 502, 504,
@@ -76,7 +76,7 @@ def test_errors_are_not_warnings(code: int) -> None:
 
 
 #: Where ib_async's warning rule differs from ib_insync's (the hub's): requests refused
-#: with these codes are ended by ibhub.iblib as ib_insync would (tests/e2e/test_iblib.py).
+#: with these codes are ended by ibhub.ib.lib as ib_insync would (tests/e2e/test_iblib.py).
 IB_ASYNC_ALSO_WARNS = {105, 321, 329}
 IB_ASYNC_NO_LONGER_WARNS = {202}
 
@@ -116,15 +116,15 @@ def test_request_errors_do_not_concern_everyone(code: int) -> None:
 
 
 def test_format_error_names_code_category_and_action() -> None:
-    line = errors.format_error(201, "Order rejected - reason: margin")
+    line = ib_codes.format_error(201, "Order rejected - reason: margin")
     assert line.startswith("IB 201 [order_rejection]: Order rejected - reason: margin -- ")
     assert explain(201).action in line
     # an empty message falls back to the table's meaning
-    assert explain(2104).meaning in errors.format_error(2104, "  ")
+    assert explain(2104).meaning in ib_codes.format_error(2104, "  ")
 
 
 def test_all_codes_sorted_and_complete() -> None:
-    codes = [e.code for e in errors.all_codes()]
+    codes = [e.code for e in ib_codes.all_codes()]
     assert codes == sorted(codes)
     assert set(REQUIRED) <= set(codes)
 
@@ -150,7 +150,7 @@ def test_explain_cli_all_and_bad_input() -> None:
     runner = CliRunner()
     res = runner.invoke(explain_cmd, ["--all", "--json"])
     assert res.exit_code == 0
-    assert len(json.loads(res.output)) == len(errors.all_codes())
+    assert len(json.loads(res.output)) == len(ib_codes.all_codes())
     res = runner.invoke(explain_cmd, [])
     assert res.exit_code == 2
     res = runner.invoke(explain_cmd, ["abc"])

@@ -9,13 +9,14 @@ import pytest
 import zmq
 
 from ibhub import wire
-from ibhub.fanout import Fanout
+from ibhub.hub.fanout import Fanout
 from ibhub.protocol import (
     TOPIC_BUNDLE,
     Bar,
     Bundle,
     ContractInfo,
     ErrorEvent,
+    Event,
     HubStatus,
     Tick,
     Ticks,
@@ -59,7 +60,7 @@ def pubsub() -> Iterator[tuple[Fanout, zmq.Socket[bytes]]]:
     ctx.term()
 
 
-def recv(sub: zmq.Socket[bytes]) -> tuple[str, object]:
+def recv(sub: zmq.Socket[bytes]) -> tuple[str, Event]:
     topic, payload = sub.recv_multipart()
     return topic.decode(), wire.decode_event(payload)
 
@@ -67,7 +68,7 @@ def recv(sub: zmq.Socket[bytes]) -> tuple[str, object]:
 def recv_ticks(sub: zmq.Socket[bytes]) -> list[Tick]:
     """One message's ticks (a Tick or a Ticks batch)."""
     _topic, event = recv(sub)
-    ticks = list(wire.unbatch(event))  # type: ignore[arg-type]
+    ticks = list(wire.unbatch(event))
     assert all(isinstance(t, Tick) for t in ticks)
     return ticks  # type: ignore[return-value]
 
@@ -164,7 +165,8 @@ def test_snapshot_and_seq_survive_resubscription(pubsub) -> None:
     fan.status("CONNECTED", "state", 0, "up", 0)
     topics, seqs, raws = fan.snapshot("tick.AAPL")
     assert (topics, seqs) == (["tick.AAPL"], [2])
-    assert wire.decode_event(bytes(raws[0])).bid == 2.0
+    last = wire.decode_event(bytes(raws[0]))
+    assert isinstance(last, Tick) and last.bid == 2.0
     topics, seqs, _ = fan.snapshot("tick.")
     assert (topics, seqs) == (["tick.AAPL", "tick.MSFT"], [2, 1])
     topics, _, _ = fan.snapshot("")

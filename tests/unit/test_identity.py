@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ibhub.config import ConfigError, HubSettings
-from ibhub.curve_keys import operator_token_path, read_operator_token
-from ibhub.leases import LeaseTable, NoFreeClientId, Peer
-from ibhub.security import RolePolicy, RoleRefused, ensure_operator_token
+from ibhub.hub.leases import LeaseTable, NoFreeClientId, Peer
+from ibhub.hub.security import RolePolicy, RoleRefused, ensure_operator_token
+from ibhub.keys import operator_token_path, read_operator_token
 
 pytestmark = pytest.mark.timeout(10)
 

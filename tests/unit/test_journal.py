@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ibhub.journal import (
+from ibhub.cli.orders import orders as orders_cmd
+from ibhub.orders.journal import (
     JOURNAL_FILE,
     FillRecord,
     Journal,
@@ -25,7 +26,6 @@ from ibhub.journal import (
     JournalWriter,
     OrderRecord,
 )
-from ibhub.orders_cli import orders as orders_cmd
 from tests.helpers import wait_until
 
 
@@ -169,7 +169,7 @@ async def test_writer_checkpoints_off_the_commit_path(tmp_path: Path) -> None:
             done = writer.checkpoints
             for i in range(burst * 10 + 1, burst * 10 + 11):
                 await writer.write(Journal.insert_order, rec(i))
-            await wait_until(lambda done=done: writer.checkpoints > done, 5.0, "a checkpoint")
+            await wait_until(partial(lambda d: writer.checkpoints > d, done), 5.0, "a checkpoint")
         # Without restarts: 300 commits x ~4 pages x 4 KB = ~5 MB of WAL.
         assert wal.stat().st_size < 1_000_000, wal.stat().st_size
     finally:
@@ -208,7 +208,7 @@ def test_readonly_missing(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from ibhub.journal import Journal, JournalWriter, OrderRecord
+    from ibhub.orders.journal import Journal, JournalWriter, OrderRecord
 
     def rec(order_id, coid):
         return OrderRecord(order_id=order_id, owner="burst", client_order_id=coid, lease="L",

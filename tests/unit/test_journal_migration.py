@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-from ibhub.journal import JOURNAL_FILE, Journal
+from ibhub.orders.journal import JOURNAL_FILE, Journal
 from tests.unit.test_journal import rec
 
 # The journal as schema 1 wrote it (ibhub before OCA / order ref / algo fields).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibhub.leases import LeaseTable, NoFreeClientId
+from ibhub.hub.leases import LeaseTable, NoFreeClientId
 
 
 class Clock:

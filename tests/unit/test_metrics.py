@@ -10,11 +10,11 @@ import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from ibhub.config import HubSettings
-from ibhub.fanout import Fanout
-from ibhub.hub import HubServer
-from ibhub.metrics import HubMetrics, outcome_of
-from ibhub.pacing import Pacer, PacerBusy, Priority
+from ibhub.hub.fanout import Fanout
+from ibhub.hub.ops.metrics import HubMetrics, outcome_of
+from ibhub.hub.server import HubServer
 from ibhub.protocol import ContractInfo, Error, Ok, OrderRejected
+from ibhub.tws.pacing import Pacer, PacerBusy, Priority
 
 
 def samples(metrics: HubMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,4 +1,4 @@
-"""Script-name bindings (ibhub.names) and the SDK's secret files (ibhub.client.names)."""
+"""Script-name bindings (ibhub.hub.names) and the SDK's secret files (ibhub.client.names)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ibhub.client.names import NameSecretError, load_name_secret, secret_path
-from ibhub.names import (
+from ibhub.hub.names import (
     MIN_SECRET,
     SEEN_EVERY,
     NameBindings,

@@ -10,10 +10,10 @@ import msgspec
 import pytest
 
 from ibhub.frontdoor.orders import refusal_for, unhonoured
-from ibhub.order_feed import make_oca_group, make_order_ref, parse_order_ref
-from ibhub.orders import fingerprint
+from ibhub.orders.manager import fingerprint
+from ibhub.orders.port import make_oca_group, make_order_ref, parse_order_ref
+from ibhub.orders.risk import check_order_attributes
 from ibhub.protocol import ContractSpec, OrderAccepted, PlaceOrder, RejectReason
-from ibhub.risk import check_order_attributes
 from ibhub.sim.orders import parse_place_order
 from tests.helpers import wait_until
 from tests.ibclient import (
@@ -131,7 +131,7 @@ def test_well_formed_attributes_pass() -> None:
                                          algo_id="a")) is None
 
 
-# --------------------------------------------------------------------------- the order book
+# --------------------------------------------------------------------------- the order manager
 
 
 async def test_the_book_sends_journals_and_restores_the_attributes(tmp_path: Path) -> None:

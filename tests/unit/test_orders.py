@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ibhub.journal import JOURNAL_FILE, Journal, JournalWriter
-from ibhub.order_feed import (
+from ibhub.orders.journal import JOURNAL_FILE, Journal, JournalWriter
+from ibhub.orders.manager import Caller, OrderManager, UnknownContract
+from ibhub.orders.port import (
     OrderFields,
     UpstreamCommission,
     UpstreamExecution,
@@ -20,8 +21,7 @@ from ibhub.order_feed import (
     make_order_ref,
     parse_order_ref,
 )
-from ibhub.orders import Caller, OrderBook, UnknownContract
-from ibhub.pacing import Pacer
+from ibhub.orders.risk import RiskGate, RiskLimits, Role
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
@@ -41,7 +41,7 @@ from ibhub.protocol import (
     PlaceOrder,
     RejectReason,
 )
-from ibhub.risk import RiskGate, RiskLimits, Role
+from ibhub.tws.pacing import Pacer
 from tests.helpers import wait_until
 
 HUB_CLIENT = 0
@@ -117,7 +117,7 @@ class Harness:
         self.events: list[tuple[str, Event]] = []
         self.writer = JournalWriter(lambda: Journal.in_dir(data_dir))
         self.pacer = pacer or Pacer(rate=1000.0, burst=100)
-        self.book = OrderBook(
+        self.book = OrderManager(
             max_order_delay=max_order_delay,
             upstream=self.up,
             writer=self.writer,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ibhub.order_feed import OrderFields
-from ibhub.orders import MODIFY_WITHDRAWN, NOT_SENT, Caller
-from ibhub.pacing import ManualClock, Pacer, Priority
+from ibhub.orders.manager import MODIFY_WITHDRAWN, NOT_SENT, Caller
+from ibhub.orders.port import OrderFields
+from ibhub.orders.risk import Role
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
@@ -29,7 +29,7 @@ from ibhub.protocol import (
     OrderRejected,
     RejectReason,
 )
-from ibhub.risk import Role
+from ibhub.tws.pacing import ManualClock, Pacer, Priority
 from tests.unit.test_orders import ALICE, BOB, FakeUpstream, Harness, place, status
 from tests.unit.test_pacing import advance, settle
 
@@ -58,9 +58,13 @@ class Rig(Harness):
 
     up: LoggingUpstream
 
-    def __init__(self, data_dir: Path, **pacer_bounds: int) -> None:
+    def __init__(
+        self, data_dir: Path, *, max_queue: int | None = None,
+        max_queue_per_owner: int | None = None,
+    ) -> None:
         self.clock = ManualClock()
-        pacer = Pacer(rate=40.0, burst=5, clock=self.clock, **pacer_bounds)
+        pacer = Pacer(rate=40.0, burst=5, clock=self.clock, max_queue=max_queue,
+                      max_queue_per_owner=max_queue_per_owner)
         super().__init__(data_dir, upstream=LoggingUpstream(), pacer=pacer)
         self.lines: list[int] = []
 
@@ -81,7 +85,7 @@ class Rig(Harness):
         await advance(self.clock, self.pacer, seconds)
         await self.flush()
 
-    def rec(self, order_id: int):  # type: ignore[no-untyped-def]
+    def rec(self, order_id: int):
         rec = self.book.store.get(order_id)
         assert rec is not None
         return rec

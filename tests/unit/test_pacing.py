@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from ibhub.pacing import HistoricalRules, ManualClock, Pacer, PacerBusy, Priority
+from ibhub.tws.pacing import HistoricalRules, ManualClock, Pacer, PacerBusy, Priority
 from tests.helpers import wait_until
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from ibhub import wire
 from ibhub.frontdoor.requests import MAX_FIELD, field_problem
+from ibhub.hub.requests import BadRequest, check_fields, decode, request_id
 from ibhub.protocol import (
     MAX_ACCOUNT,
     MAX_CLIENT_ORDER_ID,
@@ -25,7 +26,6 @@ from ibhub.protocol import (
     ModifyOrder,
     PlaceOrder,
 )
-from ibhub.rpc import BadRequest, check_fields, decode, request_id
 from ibhub.tws.codec import UnsafeField, frame, holds_nul
 from tests.ibclient import Contract, TagValue
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from ibhub.orders.risk import OrderParams, RiskGate, RiskLimits, Role, is_paper_account, live_reason
 from ibhub.protocol import ContractSpec, ModifyOrder, PlaceOrder, RejectReason
-from ibhub.risk import OrderParams, RiskGate, RiskLimits, Role, is_paper_account, live_reason
 
 AAPL = ContractSpec(symbol="AAPL")
 

@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from ibhub.protocol import ContractSpec, ModifyOrder, PlaceOrder, RejectReason
-from ibhub.risk import (
+from ibhub.orders.risk import (
     DEFAULT_MAX_BY_SEC_TYPE,
     MIN_FRACTIONAL_SHARES,
     OrderParams,
@@ -16,6 +15,7 @@ from ibhub.risk import (
     Role,
     quantity_refusal,
 )
+from ibhub.protocol import ContractSpec, ModifyOrder, PlaceOrder, RejectReason
 
 
 def order(sec_type: str = "STK", quantity: float = 1.0, con_id: int = 0) -> PlaceOrder:

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from ibhub import wire
+from ibhub.hub.requests import BadRequest, decode
 from ibhub.protocol import (
     ContractSpec,
     ErrorCode,
@@ -16,7 +17,6 @@ from ibhub.protocol import (
     Subscribe,
     Unsubscribe,
 )
-from ibhub.rpc import BadRequest, decode
 
 enc = msgspec.msgpack.encode
 

@@ -17,6 +17,7 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.hub.requests import BadRequest, RpcServer
 from ibhub.protocol import (
     ContractSpec,
     Error,
@@ -26,7 +27,6 @@ from ibhub.protocol import (
     PlaceOrder,
     Reply,
 )
-from ibhub.rpc import BadRequest, RpcServer
 
 
 class Handler:
@@ -56,7 +56,7 @@ async def served() -> AsyncIterator[tuple[RpcServer, Handler, zmq.Socket[bytes]]
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     handler = Handler()
-    server = RpcServer(router, handler)  # type: ignore[arg-type]
+    server = RpcServer(router, handler)
     task = asyncio.create_task(server.serve())
     dealer = zmq.Socket(ctx, zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
@@ -194,7 +194,7 @@ async def test_loop_without_add_reader_falls_back_to_polling(monkeypatch) -> Non
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     port = router.bind_to_random_port("tcp://127.0.0.1")
-    server = RpcServer(router, Handler())  # type: ignore[arg-type]
+    server = RpcServer(router, Handler())
 
     async def slow(req: PlaceOrder) -> Reply:
         await asyncio.sleep(0)

@@ -15,7 +15,9 @@ from click.testing import CliRunner
 from ibhub.cli import main as ibhub_cli
 from ibhub.client.curve import ENV_CLIENT_KEY_FILE, ENV_SERVER_KEY, client_curve
 from ibhub.config import ConfigError, HubSettings, load_settings
-from ibhub.curve_keys import (
+from ibhub.hub.security import AllowList, ServerSecurity, check_bind, classify_endpoint
+from ibhub.hub.server import bindable
+from ibhub.keys import (
     KeyFileError,
     check_z85_key,
     generate_key_pair,
@@ -25,8 +27,6 @@ from ibhub.curve_keys import (
     public_keys_in,
     secret_file_exposed,
 )
-from ibhub.hub import bindable
-from ibhub.security import AllowList, ServerSecurity, check_bind, classify_endpoint
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 

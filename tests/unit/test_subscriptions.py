@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ibhub.hub.subscriptions import LineLimit, NotSubscribed, SubscriptionRegistry
 from ibhub.protocol import ContractInfo
-from ibhub.subscriptions import LineLimit, NotSubscribed, SubscriptionRegistry
 
 
 def info(con_id: int, symbol: str) -> ContractInfo:
@@ -53,7 +53,8 @@ def test_release_lease_returns_emptied_subscriptions() -> None:
     r.add("b", MSFT, "ticks", "tick.MSFT", None)
     emptied = r.release_lease("a")
     assert [s.topic for s in emptied] == ["tick.AAPL"]
-    assert r.get(2, "ticks").leases == {"b"}
+    sub = r.get(2, "ticks")
+    assert sub is not None and sub.leases == {"b"}
     assert r.release_lease("nobody") == []
 
 

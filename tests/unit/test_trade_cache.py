@@ -1,4 +1,4 @@
-"""The grace rule of ibhub.trade_cache on a real (unconnected) ib_insync wrapper.
+"""The grace rule of ibhub.ib.trade_cache on a real (unconnected) ib_insync wrapper.
 
 Messages go through the wrapper's own methods (openOrder, orderStatus, execDetails,
 commissionReport) as the decoder would call them; the book is a small fake that says
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ibhub.trade_cache import PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
+from ibhub.ib.trade_cache import PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
 from tests.ibclient import IB, CommissionReport, Contract, Execution, Order, OrderState
 
 CLIENT = 1

@@ -1,4 +1,4 @@
-"""The one Gateway/TWS session, over the IB client library (:mod:`ibhub.iblib`).
+"""The one Gateway/TWS session, over the IB client library (:mod:`ibhub.ib.lib`).
 
 Connection policy
     ``Upstream`` runs a supervisor task on the hub's loop: connect (``IB.connectAsync``
@@ -19,26 +19,20 @@ States (``protocol.UpstreamState``)
     FAILED when the attempt budget is spent.
 
 Subscriptions
-    The hub hands in :class:`~ibhub.subscriptions.Subscription` objects. Every active
+    The hub hands in :class:`~ibhub.hub.subscriptions.Subscription` objects. Every active
     one is (re)requested after every new session and after 1101 (data lost), with a
     fresh request id; 1102 (data kept) requests nothing.
 
-Tick path (issue 7)
-    We do not use ib_insync's ``Ticker`` machinery (``pendingTickersEvent`` /
-    ``ticker.ticks``): it allocates a ``TickData`` per tick, deduplicates unchanged
-    bid/ask ticks (so not every upstream message would become an event) and emits
-    per-packet events we don't need. Instead the decoder's handler table entries
-    for tickPrice (1), tickSize (2) and realtimeBar (50) are replaced with small
-    functions that parse the fields and call the subscription's stream directly:
-    one upstream tick message -> one dict lookup, three int/float conversions, one
-    published event. Market data is requested with ``client.reqMktData`` on request
-    ids we own, so ib_insync keeps no ticker state for them. Once the session is
-    ready we also read the socket ourselves (see ``_on_socket_data``): ticks are
-    framed and parsed straight from bytes; everything else still goes through
-    ib_insync's decoder, so orders, account data and requests behave as usual.
+Tick path
+    The socket reader and the tick handlers are :class:`~ibhub.ib.reader.TickReader`
+    (``self.reader``); this module opens and closes the lines (request ids, pacing,
+    resubscribe) and fills the reader's map of request ids to streams.
+
+Queries
+    Contract details and historical bars: :mod:`ibhub.ib.queries` (``self.queries``).
 
 Errors
-    Every IB error is logged with its code (and ``ibhub.errors.explain`` when
+    Every IB error is logged with its code (and ``ibhub.tws.ib_codes.explain`` when
     available). Errors for a market-data request id go to the listener's
     ``on_line_error`` (the hub routes them to the subscribing leases); errors with
     no request (reqId -1) go to ``on_ib_message`` (hub.status). Errors for contract
@@ -48,21 +42,24 @@ Errors
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import random
-import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ibhub.config import HubSettings
-from ibhub.iblib import IB, Contract, RequestError, new_ib
-from ibhub.pacing import Pacer, Priority
+from ibhub.ib.convert import info_to_contract
+from ibhub.ib.lib import IB, RequestError, new_ib
+from ibhub.ib.queries import Queries, UpstreamDown
+from ibhub.ib.reader import TickReader
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
-from ibhub.subscriptions import Subscription
 from ibhub.tws.codec import UnsafeField, holds_nul
+from ibhub.tws.pacing import Pacer, Priority
+
+if TYPE_CHECKING:
+    from ibhub.hub.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +71,6 @@ CLIENT_ID_IN_USE = 326
 STABLE_SESSION = 10.0  # seconds; a session ending sooner counts as a flap (backs off)
 # Errors during connect that mean "this attempt is over".
 _CONNECT_FATAL = frozenset({CLIENT_ID_IN_USE, 502, 503, 504, 507})
-
-
-class UpstreamDown(Exception):
-    """The Gateway session is not connected."""
-
-
-class UpstreamRequestError(Exception):
-    """IB refused a request; ``code`` is IB's error code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"IB error {code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class UpstreamListener(Protocol):
@@ -102,9 +86,9 @@ class UpstreamListener(Protocol):
 
 
 def explain(code: int) -> str:
-    """What ``code`` means and what to do, from :mod:`ibhub.errors` ("" if unavailable)."""
+    """What ``code`` means and what to do, from :mod:`ibhub.tws.ib_codes` ("" if unavailable)."""
     try:
-        from ibhub.errors import explain as _explain
+        from ibhub.tws.ib_codes import explain as _explain
     except ImportError:  # pragma: no cover - the module ships with ibhub
         return ""
     exp = _explain(code)
@@ -113,7 +97,7 @@ def explain(code: int) -> str:
 
 def _is_warning(code: int) -> bool:
     try:
-        from ibhub.errors import is_warning
+        from ibhub.tws.ib_codes import is_warning
     except ImportError:  # pragma: no cover
         return 2100 <= code < 2200
     return is_warning(code)
@@ -127,69 +111,6 @@ def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) 
     """
     base = min(cap, initial * (2 ** min(attempt - 1, 30)))
     return min(cap, base * (1.0 + rng.uniform(-0.2, 0.2)))
-
-
-# ---------------------------------------------------------------------------- conversions
-
-
-def spec_to_contract(spec: ContractSpec) -> Contract:
-    return Contract(
-        conId=spec.con_id,
-        symbol=spec.symbol,
-        secType=spec.sec_type,
-        lastTradeDateOrContractMonth=spec.expiry,
-        strike=spec.strike,
-        right=spec.right,
-        multiplier=spec.multiplier,
-        exchange=spec.exchange,
-        primaryExchange=spec.primary_exchange,
-        currency=spec.currency,
-        localSymbol=spec.local_symbol,
-        tradingClass=spec.trading_class,
-    )
-
-
-def details_to_info(details: Any, requested_exchange: str) -> ContractInfo:
-    """ib_insync ``ContractDetails`` -> :class:`ContractInfo` (keeps SMART if asked for)."""
-    c = details.contract
-    expiry = (c.lastTradeDateOrContractMonth or "").split(" ")[0]
-    exchange = requested_exchange if requested_exchange == "SMART" else c.exchange
-    return ContractInfo(
-        con_id=int(c.conId),
-        symbol=c.symbol,
-        sec_type=c.secType,
-        exchange=exchange or c.exchange,
-        primary_exchange=c.primaryExchange or "",
-        currency=c.currency,
-        local_symbol=c.localSymbol or "",
-        trading_class=c.tradingClass or "",
-        expiry=expiry,
-        strike=float(c.strike or 0.0),
-        right=c.right or "",
-        multiplier=str(c.multiplier or ""),
-        min_tick=float(details.minTick or 0.0),
-        long_name=details.longName or "",
-        time_zone=details.timeZoneId or "",
-        trading_hours=details.tradingHours or "",
-        liquid_hours=details.liquidHours or "",
-    )
-
-
-def info_to_contract(info: ContractInfo) -> Contract:
-    return Contract(
-        conId=info.con_id,
-        symbol=info.symbol,
-        secType=info.sec_type,
-        lastTradeDateOrContractMonth=info.expiry,
-        strike=info.strike,
-        right=info.right,
-        multiplier=info.multiplier,
-        exchange=info.exchange,
-        primaryExchange=info.primary_exchange,
-        currency=info.currency,
-        localSymbol=info.local_symbol,
-        tradingClass=info.trading_class,
-    )
 
 
 def guard_fields(client: Any) -> None:
@@ -217,29 +138,6 @@ def guard_fields(client: Any) -> None:
     client.send = guarded_send
 
 
-def _epoch(value: Any) -> int:
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return int(value.timestamp())
-    if isinstance(value, dt.date):
-        return int(dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp())
-    return int(value)
-
-
-def bar_to_bardata(bar: Any) -> BarData:
-    return BarData(
-        time=_epoch(bar.date),
-        open=float(bar.open),
-        high=float(bar.high),
-        low=float(bar.low),
-        close=float(bar.close),
-        volume=float(bar.volume),
-        wap=float(bar.average),
-        count=int(bar.barCount),
-    )
-
-
 # ---------------------------------------------------------------------------- session
 
 
@@ -256,10 +154,7 @@ class Upstream:
         flush: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
-        # Called after every socket read's ticks have been handed to their streams:
-        # the fan-out publishes them, one message per instrument (ibhub.fanout).
-        self._flush = flush
-        # The hub's one outgoing budget (ibhub.pacing): line requests and cancels,
+        # The hub's one outgoing budget (ibhub.tws.pacing): line requests and cancels,
         # contract details and historical data wait their turn there (None: unpaced).
         self.pacer = pacer
         self.host = settings.gateway_host
@@ -275,20 +170,14 @@ class Upstream:
         self._lost: asyncio.Event | None = None
         self._connect_abort: asyncio.Future[str] | None = None
         self._active: set[Subscription] = set()
-        # Live req id -> stream, keyed by the id's decimal bytes as they arrive on the
-        # wire, so the hot path looks it up without decoding or parsing it.
-        self._sinks: dict[bytes, Any] = {}
         self._lines: dict[int, Subscription] = {}  # live req id -> subscription
         self._sent: set[int] = set()  # line req ids actually sent (only those get a cancel)
-        self._fast: dict[bytes, Callable[[list[bytes]], None]] = {}
-        # Raw taps (see add_tap): message id bytes -> tap, consulted before ib_insync.
-        self._taps: dict[bytes, Callable[[list[bytes]], bool]] = {}
-        self._slow_reader: Callable[[bytes], None] = _no_reader
-        self._bad_messages = 0
-        self._reads_paused = False
-        # Tick/bar messages read by our reader (metrics); counted per socket read, not
-        # per tick: every message is counted anyway, the rare others are subtracted.
-        self.ticks_in = 0
+        # The fast socket reader and tick handlers (ibhub.ib.reader): it owns the map
+        # of live request ids to streams that the line code below fills.
+        self.reader = TickReader(flush)
+        self._sinks = self.reader.sinks
+        # Contract details and historical bars (ibhub.ib.queries).
+        self.queries = Queries(settings, self.require, lambda: self.pacer)
         # Every request/order id handed out by this process is below this (see
         # _unique_req_ids): ids stay unique across sessions, whatever the library resets.
         self.req_id_floor = 0
@@ -329,26 +218,13 @@ class Upstream:
         self._task = asyncio.create_task(self._supervise(), name="ibhub-upstream")
 
     def _install(self, ib: IB) -> None:
-        """Hook our tick handlers, socket reader and event handlers into ``ib``."""
+        """Hook the tick reader, the request-id counter and our event handlers into ``ib``."""
         ib.RaiseRequestErrors = True
         self._ib = ib
         guard_fields(ib.client)
         self._lost = asyncio.Event()
-        handlers = ib.client.decoder.handlers
-        self._fast = {
-            b"1": self._make_tick_price_handler(),
-            b"2": self._make_tick_size_handler(),
-            b"50": self._make_bar_handler(),
-        }
-        # The same handlers in ib_insync's table (its reader hands over str fields),
-        # so market data never reaches ib_insync's Ticker code whichever reader runs.
-        for msg_id in (1, 2, 50):
-            handlers[msg_id] = _from_str(self._fast[str(msg_id).encode()], self._flush)
+        self.reader.install(ib)
         self._unique_req_ids(ib)
-        conn = ib.client.conn
-        self._slow_reader = ib.client._onSocketHasData
-        conn.hasData -= self._slow_reader
-        conn.hasData += self._on_socket_data
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
         ib.client.apiError += self._on_api_error
@@ -390,8 +266,7 @@ class Upstream:
             ib.errorEvent -= self._on_error
             ib.disconnectedEvent -= self._on_disconnected
             ib.client.apiError -= self._on_api_error
-            ib.client.conn.hasData -= self._on_socket_data
-            ib.client.conn.hasData += self._slow_reader
+            self.reader.uninstall(ib)
             ib.disconnect()
             ib.client.disconnect()  # also closes a socket still in its handshake
         self._drop_lines()
@@ -567,19 +442,16 @@ class Upstream:
         self.pacer.submit(priority, send, label=label).add_done_callback(_log_failed_send)
 
     def add_tap(self, msg_id: int, tap: Callable[[list[bytes]], bool]) -> None:
-        """Show raw upstream messages of ``msg_id`` to ``tap`` before ib_insync sees them.
-
-        For the TWS front door, which passes some requests through with remapped ids
-        (contract details, historical data): ``tap(fields)`` gets the message's bytes
-        fields (the last one is the empty tail after the final NUL) and returns True
-        if it consumed the message (a reply to one of its own request ids); otherwise
-        the message goes to ib_insync as before. Only after the session is ready, and
-        never for ticks/bars (those have their own fast path). A tap must not raise.
-        """
-        self._taps[str(msg_id).encode()] = tap
+        """Show raw upstream messages of ``msg_id`` to ``tap`` first: :meth:`TickReader.add_tap`."""
+        self.reader.add_tap(msg_id, tap)
 
     def remove_tap(self, msg_id: int) -> None:
-        self._taps.pop(str(msg_id).encode(), None)
+        self.reader.remove_tap(msg_id)
+
+    @property
+    def ticks_in(self) -> int:
+        """Tick and bar messages read from the Gateway (metrics)."""
+        return self.reader.ticks_in
 
     @property
     def active_lines(self) -> int:
@@ -642,140 +514,33 @@ class Upstream:
         self._sinks.clear()
         self._sent.clear()
 
-    # ------------------------------------------------------------------ hot path
+    # ------------------------------------------------------------------ queries
 
-    def _on_socket_data(self, data: bytes) -> None:
-        """Frame and dispatch one socket read once the API session is ready.
-
-        ib_insync's reader re-slices its whole buffer for every message it takes
-        (``data = data[end:]``), which is quadratic in the size of a read: a hub
-        that falls behind gets reads of hundreds of messages and falls further
-        behind. This reader walks the buffer with an offset and keeps only the
-        tail. Ticks and bars go straight to our handlers; every other message goes
-        through ib_insync's decoder exactly as before. Until the session is ready
-        (handshake, nextValidId/managedAccounts) ib_insync's own reader runs.
-        """
+    def require(self) -> IB:
         ib = self._ib
-        assert ib is not None
-        client = ib.client
-        if not client._apiReady:
-            self._slow_reader(data)
-            return
-        arrived = client._tcpDataArrived
-        if arrived is not None:
-            arrived()
-        buf = client._data + data if client._data else data
-        client._numBytesRecv += len(data)
-        n = len(buf)
-        pos = 0
-        count = 0
-        other = 0
-        fast = self._fast.get
-        tapped = self._taps.get
-        interpret = client.decoder.interpret
-        unpack = _LENGTH.unpack_from
-        while n - pos > 4:
-            if count == MAX_MESSAGES_PER_TURN:
-                break  # the rest waits for the next loop iteration (see _yield_reads)
-            end = pos + 4 + unpack(buf, pos)[0]
-            if end > n:
-                break
-            body = buf[pos + 4:end]
-            pos = end
-            count += 1
-            # Ticks stay bytes (int() and float() take bytes): no decode per tick.
-            parts = body.split(b"\0")
-            handler = fast(parts[0])
-            if handler is None:
-                other += 1
-                tap = tapped(parts[0])
-                if tap is not None and tap(parts):
-                    continue
-                fields = body.decode(errors="backslashreplace").split("\0")
-                fields.pop()
-                interpret(fields)
-                continue
-            try:
-                handler(parts)
-            except (ValueError, IndexError):
-                # A malformed tick from the Gateway must not stop the reader.
-                self._bad_messages += 1
-                if self._bad_messages <= 10:
-                    log.warning("dropped malformed message %r", parts[:12])
-        client._data = buf[pos:]
-        client._numMsgRecv += count
-        self.ticks_in += count - other
-        self._flush()
-        processed = client._tcpDataProcessed
-        if processed is not None:
-            processed()
-        backlog = count == MAX_MESSAGES_PER_TURN
-        if backlog or len(data) >= YIELD_READ_BYTES:
-            self._yield_reads(client.conn.transport, backlog)
+        if ib is None or not ib.client.isReady():
+            raise UpstreamDown(f"upstream is {self.state}; try again when it is CONNECTED")
+        return ib
 
-    def _yield_reads(self, transport: Any, backlog: bool) -> None:
-        """We are behind the Gateway: give the loop a turn before reading more.
+    async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
+        """Every contract matching ``spec`` (empty if none): :mod:`ibhub.ib.queries`."""
+        return await self.queries.contract_details(spec)
 
-        uvloop (libuv) reads a readable socket up to 32 times in one loop iteration,
-        each read up to 256 KB (~6,000 ticks): a hub that falls behind then parses
-        ticks for hundreds of ms (seconds of wall time on a shared CPU) before its
-        ROUTER, heartbeats and timers get a turn, and leases expire. So at most
-        ``MAX_MESSAGES_PER_TURN`` messages are handled per turn (the rest stays
-        buffered, ``backlog``), and after a large read or with a backlog reading
-        pauses until the next loop iteration. Measured with bench/fanout.py at 50k
-        ticks/s to 8 subscriber processes on 2 cores: status round trips of up to
-        5 s and expired SDK leases before, see the commit for after.
-        """
-        if transport is None or self._reads_paused:
-            return
-        self._reads_paused = True
-        transport.pause_reading()
-        asyncio.get_running_loop().call_soon(self._resume_reads, transport, backlog)
-
-    def _resume_reads(self, transport: Any, backlog: bool) -> None:
-        self._reads_paused = False
-        if transport.is_closing() or self._ib is None:
-            return
-        transport.resume_reading()
-        if backlog:
-            self._on_socket_data(b"")
-
-    def _make_tick_price_handler(self) -> Callable[[list[bytes]], None]:
-        get = self._sinks.get
-
-        def tick_price(fields: list[bytes]) -> None:
-            # [1, version, reqId, tickType, price, size, attrMask]
-            sink = get(fields[2])
-            if sink is not None and fields[4]:
-                sink.price(int(fields[3]), float(fields[4]), float(fields[5] or 0.0))
-
-        return tick_price
-
-    def _make_tick_size_handler(self) -> Callable[[list[bytes]], None]:
-        get = self._sinks.get
-
-        def tick_size(fields: list[bytes]) -> None:
-            # [2, version, reqId, tickType, size]
-            sink = get(fields[2])
-            if sink is not None:
-                sink.size(int(fields[3]), float(fields[4] or 0.0))
-
-        return tick_size
-
-    def _make_bar_handler(self) -> Callable[[list[bytes]], None]:
-        get = self._sinks.get
-
-        def realtime_bar(fields: list[bytes]) -> None:
-            # [50, version, reqId, time, open, high, low, close, volume, wap, count]
-            sink = get(fields[2])
-            if sink is not None:
-                f = float
-                sink.bar(
-                    int(fields[3]), f(fields[4]), f(fields[5]), f(fields[6]), f(fields[7]),
-                    f(fields[8] or 0.0), f(fields[9] or 0.0), int(fields[10] or 0),
-                )
-
-        return realtime_bar
+    async def historical_bars(
+        self,
+        contract: ContractInfo,
+        *,
+        duration: str,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        end: str,
+    ) -> list[BarData]:
+        """Historical bars of ``contract``: :mod:`ibhub.ib.queries`."""
+        return await self.queries.historical_bars(
+            contract, duration=duration, bar_size=bar_size, what_to_show=what_to_show,
+            use_rth=use_rth, end=end,
+        )
 
     # ------------------------------------------------------------------ errors
 
@@ -809,118 +574,6 @@ class Upstream:
                 for sub in [x for x in self._active if x.req_id is None]:
                     self._request(sub)
 
-    # ------------------------------------------------------------------ requests
-
-    async def _query(
-        self,
-        start: Callable[[], Awaitable[Any]],
-        *,
-        historical_key: Any = None,
-        historical_group: Any = None,
-        label: str = "",
-    ) -> Any:
-        if self.pacer is None:
-            return await start()
-        return await self.pacer.call(
-            Priority.QUERY,
-            start,
-            historical_key=historical_key,
-            historical_group=historical_group,
-            label=label,
-            bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
-        )
-
-    def _require(self) -> IB:
-        ib = self._ib
-        if ib is None or not ib.client.isReady():
-            raise UpstreamDown(f"upstream is {self.state}; try again when it is CONNECTED")
-        return ib
-
-    async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
-        """Every contract matching ``spec`` (empty if none)."""
-        ib = self._require()
-        try:
-            # asyncio.timeout rather than wait_for: on 3.11 wait_for can swallow a
-            # cancellation that coincides with the reply (hub shutdown would then wait).
-            async with asyncio.timeout(self.settings.request_timeout):
-                details = await self._query(
-                    lambda: ib.reqContractDetailsAsync(spec_to_contract(spec)),
-                    label=f"contract details {spec.symbol or spec.con_id}",
-                )
-        except RequestError as exc:
-            if exc.code == 200:  # "No security definition has been found"
-                return []
-            raise UpstreamRequestError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise UpstreamDown(_session_ended(exc)) from None
-        return [details_to_info(d, spec.exchange) for d in details]
-
-    async def historical_bars(
-        self,
-        contract: ContractInfo,
-        *,
-        duration: str,
-        bar_size: str,
-        what_to_show: str,
-        use_rth: bool,
-        end: str,
-    ) -> list[BarData]:
-        ib = self._require()
-        timeout = self.settings.request_timeout
-        started = time.monotonic()
-
-        def request() -> Awaitable[list[Any]]:
-            nonlocal started
-            started = time.monotonic()  # the timeout runs from the send, not the queue
-            return ib.reqHistoricalDataAsync(
-                info_to_contract(contract),
-                end,
-                duration,
-                bar_size,
-                what_to_show,
-                use_rth,
-                formatDate=2,
-                timeout=timeout,
-            )
-
-        try:
-            # IB's historical pacing (identical request within 15 s, 5 per contract in
-            # 2 s, 60 in 10 min) is honoured by waiting in the pacer, never by failing.
-            bars = await self._query(
-                request,
-                historical_key=(contract.con_id, end, duration, bar_size, what_to_show, use_rth),
-                historical_group=(contract.con_id, contract.exchange, what_to_show),
-                label=f"historical {contract.symbol} {duration} {bar_size}",
-            )
-        except RequestError as exc:
-            raise UpstreamRequestError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise UpstreamDown(_session_ended(exc)) from None
-        if not bars and time.monotonic() - started >= timeout * 0.99:
-            raise TimeoutError(f"no historical data within {timeout:g}s")
-        return [bar_to_bardata(b) for b in bars]
-
-
-_LENGTH = struct.Struct(">I")
-YIELD_READ_BYTES = 64 * 1024  # a read this large means the hub is behind the Gateway
-MAX_MESSAGES_PER_TURN = 1000  # ~4 ms of parsing and publishing per loop turn
-
-
-def _from_str(
-    handler: Callable[[list[bytes]], None], flush: Callable[[], None]
-) -> Callable[[list[str]], None]:
-    """A fast handler for ib_insync's own reader (before the session is ready): str fields
-    and no end-of-read hook there, so each message is published at once."""
-
-    def from_str(fields: list[str]) -> None:
-        handler([f.encode() for f in fields])
-        flush()
-
-    return from_str
-
-
-def _no_reader(data: bytes) -> None:  # pragma: no cover - replaced in start()
-    raise RuntimeError("upstream not started")
 
 
 class _AttemptFailed(Exception):
@@ -930,12 +583,6 @@ class _AttemptFailed(Exception):
 def _log_failed_send(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.debug("paced upstream send failed: %s", fut.exception())
-
-
-def _session_ended(exc: BaseException) -> str:
-    """The error for a request whose Gateway session ended before its answer came."""
-    return (f"the Gateway session ended before the answer came ({exc or 'not connected'}); "
-            "the request was not answered: send it again once upstream is CONNECTED")
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
-"""The order book's state: every order and fill, who owns them, and how changes
+"""The order manager's state: every order and fill, who owns them, and how changes
 are journaled and published.
 
-Shared by :mod:`ibhub.orders` (requests from scripts) and :mod:`ibhub.order_updates`
+Shared by :mod:`ibhub.orders.manager` (requests from scripts) and :mod:`ibhub.orders.updates`
 (what the Gateway reports). Owners are script *names* (``Hello.name``): a script that
 reconnects, or a hub that restarts, keeps its orders; events go to ``order.<lease>`` of
 the name's current lease. Orders the hub did not place belong to ``"external"``
@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from ibhub.journal import FillRecord, Journal, JournalWriter, OrderRecord
-from ibhub.order_feed import UpstreamCommission, decode_algo_params
+from ibhub.orders.journal import FillRecord, Journal, JournalWriter, OrderRecord
+from ibhub.orders.port import UpstreamCommission, decode_algo_params
 from ibhub.protocol import (
     ORDER_OWNER_EXTERNAL,
     TOPIC_ORDER,
@@ -310,7 +310,7 @@ class OrderStore:
 
 
 def fanout_sink(fanout: Any) -> EventSink:
-    """An :data:`EventSink` publishing through ``ibhub.fanout.Fanout.emit`` (per-topic seq,
+    """An :data:`EventSink` publishing through ``ibhub.hub.fanout.Fanout.emit`` (per-topic seq,
     hub timestamp, last-value cache, in-process listeners such as the TWS front door)."""
     publish: EventSink = fanout.emit
     return publish

@@ -1,4 +1,4 @@
-"""ib_insync's per-session order caches, pruned once the order book holds what they say.
+"""ib_insync's per-session order caches, pruned once the order manager holds what they say.
 
 ib_insync keeps every order of a Gateway session in ``ib.wrapper.trades`` (keyed by
 (clientId, orderId), or by permId for orders placed elsewhere and for completed orders)
@@ -7,7 +7,7 @@ Fill with its CommissionReport), and each ``Trade`` carries its fills and a log 
 per status change. Nothing leaves before the session ends (``wrapper.reset`` on
 disconnect): ~13 KB per order, so a hub that trades for weeks grows without bound.
 
-The hub reads none of it once an order is over: its book (:mod:`ibhub.orders`) holds
+The hub reads none of it once an order is over: its book (:mod:`ibhub.orders.manager`) holds
 the order and its fills, the journal records them, and reconciliation after a
 reconnect asks the Gateway afresh (open orders, completed orders, executions; the
 session's caches were reset anyway). So a finished trade leaves the caches, with its
@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from ibhub.iblib import ORDER_CACHES, check_internals
+from ibhub.ib.lib import ORDER_CACHES, check_internals
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ _UNSET_DOUBLE: Final = 1.7976931348623157e308
 
 
 class BookView(Protocol):
-    """What the cache needs to know from (and hand to) the order book."""
+    """What the cache needs to know from (and hand to) the order manager."""
 
     def trade_state(self, trade: Any) -> str:
         """WORKING, SETTLED, PENDING or UNKNOWN (above) for an ended ib_insync trade."""
@@ -118,8 +118,8 @@ class TradeCache:
     def install(self) -> None:
         """Watch ended trades and route late messages (call once, with the book attached).
 
-        Raises :class:`~ibhub.iblib.LibraryMismatch` naming what moved if the installed
-        library no longer keeps its caches where :data:`~ibhub.iblib.ORDER_CACHES` says.
+        Raises :class:`~ibhub.ib.lib.LibraryMismatch` naming what moved if the installed
+        library no longer keeps its caches where :data:`~ibhub.ib.lib.ORDER_CACHES` says.
         """
         check_internals(self._ib, (ORDER_CACHES,))
         ib, wrapper = self._ib, self._ib.wrapper

@@ -1,11 +1,12 @@
 """Orders and account data over the hub's ib_insync session.
 
-The order book (:mod:`ibhub.orders`) and the account cache (:mod:`ibhub.account`) never
-see ib_insync; this adapter is their bridge to the :class:`ib_insync.IB` object that
-:class:`ibhub.upstream.Upstream` owns. Like ``upstream.py``, it is where IB's camelCase
-stops: it implements :class:`~ibhub.order_feed.OrderUpstream` (place / cancel /
+The order manager (:mod:`ibhub.orders.manager`) and the account cache
+(:mod:`ibhub.orders.account`) never see ib_insync; this adapter is their bridge to the
+:class:`ib_insync.IB` object that :class:`ibhub.ib.session.Upstream` owns. Like
+:mod:`ibhub.ib.convert`, it is where IB's camelCase
+stops: it implements :class:`~ibhub.orders.port.OrderUpstream` (place / cancel /
 global cancel / order ids) and turns ib_insync's order, fill, commission, error and
-account events into the plain dataclasses of :mod:`ibhub.order_feed`.
+account events into the plain dataclasses of :mod:`ibhub.orders.port`.
 
 Two ib_insync behaviours it corrects for:
 
@@ -27,8 +28,8 @@ Two ib_insync behaviours it corrects for:
   synthetic Cancelled) and reconciles with the answers.
 
 And one it works around: ib_insync caches every order and fill of the session until
-it ends. :class:`~ibhub.trade_cache.TradeCache` prunes ended orders once the book holds
-them; this adapter is its view of the book (:class:`~ibhub.trade_cache.BookView`).
+it ends. :class:`~ibhub.ib.trade_cache.TradeCache` prunes ended orders once the book holds
+them; this adapter is its view of the book (:class:`~ibhub.ib.trade_cache.BookView`).
 """
 
 from __future__ import annotations
@@ -41,21 +42,21 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ibhub.account import AccountBook
-from ibhub.errors import is_warning
-from ibhub.iblib import IB, Contract, Order, TagValue
-from ibhub.order_feed import (
+from ibhub.ib.lib import IB, Contract, Order, TagValue
+from ibhub.ib.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
+from ibhub.orders.account import AccountBook
+from ibhub.orders.manager import OrderManager
+from ibhub.orders.port import (
     OrderFields,
     UpstreamCommission,
     UpstreamExecution,
     UpstreamOrder,
     UpstreamStatus,
 )
-from ibhub.order_store import EPS, TERMINAL
-from ibhub.order_updates import ReconcileReport
-from ibhub.orders import OrderBook
+from ibhub.orders.store import EPS, TERMINAL
+from ibhub.orders.updates import ReconcileReport
 from ibhub.protocol import ContractSpec
-from ibhub.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
+from ibhub.tws.ib_codes import is_warning
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +189,14 @@ class IbOrderGateway:
         cache_grace: float | None = GRACE,
     ) -> None:
         """``cache_grace``: seconds an ended order may wait in ib_insync's caches for its
-        missing executions or commissions (:mod:`ibhub.trade_cache`); None keeps
+        missing executions or commissions (:mod:`ibhub.ib.trade_cache`); None keeps
         ib_insync's caches unpruned."""
         self._ib = ib
         self._cache_grace = cache_grace
         self.cache: TradeCache | None = None
         self._client_id = client_id
         self._connected = connected
-        self._book: OrderBook | None = None
+        self._book: OrderManager | None = None
         self._account: AccountBook | None = None
         # ib_insync keys its completed-orders request by name, not by id: two in flight
         # at once orphan the first future (it then waits out its timeout). Reconciles
@@ -270,7 +271,7 @@ class IbOrderGateway:
 
     # ------------------------------------------------------------------ events
 
-    def attach(self, book: OrderBook | None, account: AccountBook | None) -> None:
+    def attach(self, book: OrderManager | None, account: AccountBook | None) -> None:
         self._book, self._account = book, account
         ib = self._ib
         if book is not None:

@@ -1,9 +1,11 @@
-"""The boundary between the order book (``orders.py``) and the Gateway session.
+"""The upstream order port: the boundary between the order manager
+(:mod:`ibhub.orders.manager`) and the Gateway session.
 
-The order book never sees ib_insync: it asks the upstream to act through the small
+The order manager never sees the IB library: it asks the upstream to act through the small
 :class:`OrderUpstream` protocol and is told what happened through plain frozen
 dataclasses (openOrder, orderStatus, execDetails, commissionReport, order errors).
-``upstream.py`` (the only ib_insync importer) adapts both directions; the unit tests
+:mod:`ibhub.ib.orders` (in the only package that imports the IB library) adapts
+both directions; the unit tests
 use a fake that records calls.
 
 Order references: every order the hub places carries ``orderRef`` =
@@ -135,7 +137,7 @@ class UpstreamCommission:
 
 
 class OrderUpstream(Protocol):
-    """What the order book needs from the Gateway session. Sends are synchronous writes
+    """What the order manager needs from the Gateway session. Sends are synchronous writes
     to the socket (the pacer decides *when*); answers arrive through the book's
     ``on_*`` methods."""
 

@@ -13,7 +13,7 @@
 * ``healthy`` (HTTP 200).
 
 ``reasons`` lists why, in words. ``GET /metrics`` is the Prometheus text format
-(:mod:`ibhub.metrics`). The server binds 127.0.0.1 only (like every hub socket);
+(:mod:`ibhub.hub.ops.metrics`). The server binds 127.0.0.1 only (like every hub socket);
 scrape it from the same host or network namespace (see docs/operations.md).
 
 :func:`attach_ops` is the one call the hub makes: metrics and alerts always (they
@@ -32,11 +32,11 @@ from typing import Any, cast
 from aiohttp import web
 
 from ibhub import __version__
-from ibhub.alerts import Alerts
-from ibhub.limits import Limits, ListenerStats, limits_of
-from ibhub.metrics import CONTENT_TYPE, HubMetrics, find_pacer
-from ibhub.pacing import REFUSALS_WINDOW
+from ibhub.hub.limits import Limits, ListenerStats, limits_of
+from ibhub.hub.ops.alerts import Alerts
+from ibhub.hub.ops.metrics import CONTENT_TYPE, HubMetrics, find_pacer
 from ibhub.protocol import UpstreamState
+from ibhub.tws.pacing import REFUSALS_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class HealthServer:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         # Our own listener instead of web.TCPSite, so each connection passes the cap
-        # first (HTTP_MAX_CONNECTIONS, inside the descriptor reserve: ibhub.limits).
+        # first (HTTP_MAX_CONNECTIONS, inside the descriptor reserve: ibhub.hub.limits).
         loop = asyncio.get_running_loop()
         try:
             self._listener = await loop.create_server(self._protocol, "127.0.0.1", port,

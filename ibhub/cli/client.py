@@ -29,7 +29,7 @@ from ibhub.client.contracts import run_name
 from ibhub.client.curve import client_curve
 from ibhub.client.names import new_secret
 from ibhub.client.rpc import RpcChannel
-from ibhub.curve_keys import KeyFileError, read_operator_token
+from ibhub.keys import KeyFileError, read_operator_token
 from ibhub.protocol import (
     TOPIC_BUNDLE,
     Bar,

@@ -20,8 +20,8 @@ The hub's contract with the library
     with either library.
 
 Private internals
-    The fast socket reader (:mod:`ibhub.upstream`), the order-cache pruning
-    (:mod:`ibhub.trade_cache`) and the request shims (here, and the NUL guard on
+    The fast socket reader (:mod:`ibhub.ib.reader`), the order-cache pruning
+    (:mod:`ibhub.ib.trade_cache`) and the request shims (here, and the NUL guard on
     ``Client.send``) reach into the library's private state. What each one needs is
     listed here (:data:`FAST_READER`, :data:`ORDER_CACHES`, :data:`REQUESTS`) and checked
     when the hub starts (:func:`check_internals`, from :func:`new_ib`): a library version
@@ -42,7 +42,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
-from ibhub.errors import is_warning
+from ibhub.tws.ib_codes import is_warning
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _ib_insync_request_errors(ib: IB) -> None:
       waiting, and the hub's client would get a time-out after ``request_timeout``
       instead of IB's refusal at once. ib_insync fails the request with the code, so we
       do the same: after ib_async's own handling, a request still pending after an
-      error that is no warning by the hub's rule (:func:`ibhub.errors.is_warning`,
+      error that is no warning by the hub's rule (:func:`ibhub.tws.ib_codes.is_warning`,
       ib_insync's) ends with a :class:`RequestError` (or empty, when
       ``RaiseRequestErrors`` is off, as ib_insync does).
     * For such a warning about an order, ib_async sets the trade's status to
@@ -134,7 +134,7 @@ def _ib_insync_request_errors(ib: IB) -> None:
       reported instead (the hub reads it again on the next openOrder), so the status
       never reaches the hub's order book; the error itself reaches the book through
       ``errorEvent`` as with ib_insync, and the book judges it by code
-      (:mod:`ibhub.upstream_orders`).
+      (:mod:`ibhub.ib.orders`).
     """
     wrapper = ib.wrapper
     original = wrapper.error
@@ -214,7 +214,7 @@ def _event(value: Any) -> bool:
 _INT = _kind(int, "an int")
 _DICT = _kind(dict, "a dict")
 
-#: What :meth:`ibhub.upstream.Upstream._on_socket_data` reads and writes on ``ib``.
+#: What :meth:`ibhub.ib.reader.TickReader.on_socket_data` reads and writes on ``ib``.
 FAST_READER: Final[Mapping[str, Callable[[Any], bool]]] = {
     "client._onSocketHasData": _params("data"),
     "client._apiReady": _kind(bool, "a bool"),
@@ -243,7 +243,7 @@ _ORDER_STATUS: Final = (
     "mktCapPrice",
 )
 
-#: What :class:`ibhub.trade_cache.TradeCache` prunes and wraps on ``ib``.
+#: What :class:`ibhub.ib.trade_cache.TradeCache` prunes and wraps on ``ib``.
 ORDER_CACHES: Final[Mapping[str, Callable[[Any], bool]]] = {
     "wrapper.trades": _DICT,
     "wrapper.permId2Trade": _DICT,
@@ -256,7 +256,7 @@ ORDER_CACHES: Final[Mapping[str, Callable[[Any], bool]]] = {
 }
 
 #: What :func:`new_ib` and the request path use (``client.send``: wrapped by
-#: :func:`ibhub.upstream.guard_fields`).
+#: :func:`ibhub.ib.session.guard_fields`).
 REQUESTS: Final[Mapping[str, Callable[[Any], bool]]] = {
     "client.send": _params("fields"),
     "wrapper.error": _params("reqId", "errorCode", "errorString"),

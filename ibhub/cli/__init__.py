@@ -14,17 +14,17 @@ import click
 COMMANDS: dict[str, str] = {
     "sim": "ibhub.sim.cli:sim",
     "sim-fault": "ibhub.sim.cli:sim_fault",
-    "run": "ibhub.run_cli:run",
-    "explain": "ibhub.ops_cli:explain_cmd",
-    "doctor": "ibhub.ops_cli:doctor_cmd",
-    "status": "ibhub.client_cli:status",
-    "tail": "ibhub.client_cli:tail",
-    "lease": "ibhub.client_cli:lease",
-    "names": "ibhub.client_cli:names",
-    "orders": "ibhub.orders_cli:orders",
-    "config": "ibhub.config_cli:config",
-    "top": "ibhub.top:top",
-    "keys": "ibhub.keys_cli:keys",
+    "run": "ibhub.cli.run:run",
+    "explain": "ibhub.cli.ops:explain_cmd",
+    "doctor": "ibhub.cli.ops:doctor_cmd",
+    "status": "ibhub.cli.client:status",
+    "tail": "ibhub.cli.client:tail",
+    "lease": "ibhub.cli.client:lease",
+    "names": "ibhub.cli.client:names",
+    "orders": "ibhub.cli.orders:orders",
+    "config": "ibhub.cli.config:config",
+    "top": "ibhub.cli.top:top",
+    "keys": "ibhub.cli.keys:keys",
 }
 
 

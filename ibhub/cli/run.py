@@ -15,8 +15,8 @@ import time
 
 import click
 
+from ibhub.cli.logs import configure_logging
 from ibhub.config import ConfigError, HubSettings, load_settings
-from ibhub.logs import configure_logging
 from ibhub.protocol import UpstreamState
 
 
@@ -33,7 +33,7 @@ def _parse_gateway(value: str | None) -> tuple[str | None, int | None]:
 
 
 async def _serve(settings: HubSettings) -> None:
-    from ibhub.hub import HubServer
+    from ibhub.hub.server import HubServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,7 +168,7 @@ def run(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
-    from ibhub.limits import raise_nofile
+    from ibhub.hub.limits import raise_nofile
 
     raise_nofile()  # before anything opens a socket (docs/operations.md, "Connection limits")
     # uvloop for the hub's loop only (a loop factory, not the global policy), so the
@@ -179,7 +179,7 @@ def run(
         factory = None
     else:
         factory = uvloop.new_event_loop
-    from ibhub.iblib import LibraryMismatch  # the IB client library: the hub needs it now
+    from ibhub.ib.lib import LibraryMismatch  # the IB client library: the hub needs it now
 
     try:
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from ibhub.journal import JOURNAL_FILE, Journal, OrderRecord, default_data_dir
-from ibhub.order_feed import decode_algo_params
-from ibhub.order_store import TERMINAL
+from ibhub.orders.journal import JOURNAL_FILE, Journal, OrderRecord, default_data_dir
+from ibhub.orders.port import decode_algo_params
+from ibhub.orders.store import TERMINAL
 
 
 def _price(value: float | None) -> str:

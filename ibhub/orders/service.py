@@ -1,19 +1,20 @@
 """Orders and account data inside the hub: builds the parts and serves their requests.
 
-The hub (``hub.py``) owns leases, fan-out, contract resolution and the Gateway
-session; this module adds what trading needs, so that wiring it into the hub is a
-handful of calls:
+The hub (:mod:`ibhub.hub.server`) owns leases, fan-out, contract resolution and the
+Gateway session; this module adds what trading needs, so that wiring it into the hub
+is a handful of calls (``ibhub.hub.server.attach_orders`` makes them):
 
     service = OrderService(OrderSettings.from_settings(settings), fanout=..., leases=...,
                            resolve=..., last_price=...)
-    await service.start(ib, client_id=..., connected=..., port=...)  # after upstream.start()
+    gateway = IbOrderGateway(ib, client_id=..., connected=..., cache_grace=...)
+    await service.start(gateway, port=...)  # after upstream.start()
     service.register(rpc)                  # every order / account request type
     service.on_hello(lease_id, name)       # route that script's order events to its lease
     service.on_lease_gone(lease_id)        # expiry / goodbye
     service.on_connected(accounts)         # every (re)connect: reconcile with the Gateway
     await service.stop()
 
-It owns the journal writer, the pacer, the risk gate, the order book, the account cache
+It owns the journal writer, the pacer, the risk gate, the order manager, the account cache
 and the ib_insync adapter. Start-up restores the book from the journal *before* the
 hub serves requests, so idempotency holds across restarts from the first request.
 """
@@ -30,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ibhub.account import ACCOUNT_REQUESTS, AccountBook
-from ibhub.errors import explain
-from ibhub.journal import Journal, JournalWriter, default_data_dir
-from ibhub.order_store import fanout_sink
-from ibhub.order_updates import Correction
-from ibhub.orders import ORDER_REQUESTS, Caller, OrderBook, UnknownContract
-from ibhub.pacing import Pacer, Priority
+from ibhub.orders.account import ACCOUNT_REQUESTS, AccountBook
+from ibhub.orders.journal import Journal, JournalWriter, default_data_dir
+from ibhub.orders.manager import ORDER_REQUESTS, Caller, OrderManager, UnknownContract
+from ibhub.orders.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
+from ibhub.orders.store import fanout_sink
+from ibhub.orders.updates import Correction
 from ibhub.protocol import (
     ContractInfo,
     ContractSpec,
@@ -45,7 +45,8 @@ from ibhub.protocol import (
     RejectReason,
     Reply,
 )
-from ibhub.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
+from ibhub.tws.ib_codes import explain
+from ibhub.tws.pacing import Pacer, Priority
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class OrderSettings:
     journal_sync: str = "FULL"
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
     # seconds an ended order waits in ib_insync's caches for missing executions or
-    # commissions before it is pruned anyway (ibhub.trade_cache); None: never prune
+    # commissions before it is pruned anyway (ibhub.ib.trade_cache); None: never prune
     ib_cache_grace: float | None = 60.0
 
     @classmethod
@@ -161,11 +162,11 @@ class OrderService:
         self.risk = RiskGate(settings.limits())
         self.account = AccountBook(self._publish)
         self.writer: JournalWriter | None = None
-        self.book: OrderBook | None = None
+        self.book: OrderManager | None = None
         self.gateway: Any = None  # IbOrderGateway once started
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconciled = asyncio.Event()
-        # reconciliation's corrections (ibhub.order_updates.Correction): the recent ones,
+        # reconciliation's corrections (ibhub.orders.updates.Correction): the recent ones,
         # those made while nobody listened (replayed to the first listener), listeners
         self.corrections: collections.deque[Correction] = collections.deque(maxlen=100)
         self._unreported: collections.deque[Correction] = collections.deque(maxlen=1000)
@@ -175,12 +176,10 @@ class OrderService:
     def journal_path(self) -> Path:
         return Path(self.settings.data_dir) / "orders.sqlite3"
 
-    async def start(
-        self, ib: Any, *, client_id: int, connected: Callable[[], bool], port: int
-    ) -> None:
-        """Open and restore the journal, start the writer and the pacer, attach to ``ib``."""
-        from ibhub.upstream_orders import IbOrderGateway  # imports ib_insync
-
+    async def start(self, gateway: Any, *, port: int) -> None:
+        """Open and restore the journal, start the writer and the pacer, attach to the
+        upstream order ``gateway`` (an ``ibhub.ib.orders.IbOrderGateway``, built by the
+        composition root: ``ibhub.hub.server.attach_orders``)."""
         s = self.settings
         data_dir = Path(s.data_dir)
         journal = await asyncio.to_thread(Journal.in_dir, data_dir, synchronous=s.journal_sync)
@@ -193,11 +192,9 @@ class OrderService:
         if self._own_pacer:
             self.pacer.start()
         self.risk.set_upstream(port, ())
-        self.gateway = IbOrderGateway(
-            ib, client_id=client_id, connected=connected, cache_grace=s.ib_cache_grace
-        )
+        self.gateway = gateway
         self.gateway.on_order_error_unrouted = self._order_error
-        self.book = OrderBook(
+        self.book = OrderManager(
             upstream=self.gateway,
             writer=self.writer,
             risk=self.risk,
@@ -328,39 +325,3 @@ class OrderService:
             "max_order_delay": self.settings.max_order_delay,
             "unsent_orders": len(book.unsent) if book else 0,
         }
-
-
-async def attach_orders(hub: Any, **overrides: Any) -> OrderService:
-    """Build, start and attach an :class:`OrderService` to a started ``HubServer``.
-
-    ``overrides`` replace :class:`OrderSettings` fields (tests; the hub's settings give
-    the rest). Uses the hub's extension points only: ``upstream.ib``,
-    ``resolve_contract``, ``subs`` (last prices), ``rpc.register`` and ``add_service``.
-    """
-    settings = OrderSettings.from_settings(hub.settings)
-    if overrides:
-        settings = dataclasses.replace(settings, **overrides)
-
-    def last_price(con_id: int) -> float | None:
-        sub = hub.subs.get(con_id, "ticks")
-        return stream_price(sub.stream) if sub is not None else None
-
-    up = hub.upstream
-    if up is None or up.ib is None or hub.rpc is None:
-        raise RuntimeError("attach_orders needs a started hub (upstream session and rpc)")
-    service = OrderService(
-        settings,
-        fanout=hub.fanout,
-        leases=hub.leases,
-        resolve=hub.resolve_contract,
-        last_price=last_price,
-        pacer=getattr(hub, "pacer", None),
-    )
-    await service.start(up.ib, client_id=up.client_id, connected=lambda: up.connected, port=up.port)
-    service.register(hub.rpc)
-    ops = getattr(hub, "ops", None)
-    if ops is not None:  # attached after the hub's alerts: their corrections alert too
-        ops.alerts.attach_orders(service)
-    hub.add_service(service)  # on_connected now if already connected, then on every reconnect
-    hub.orders = service
-    return service

@@ -41,7 +41,8 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from ibhub.config import ConfigError
-from ibhub.curve_keys import (
+from ibhub.hub.leases import Peer
+from ibhub.keys import (
     KeyFileError,
     check_z85_key,
     load_secret_key_file,
@@ -49,7 +50,6 @@ from ibhub.curve_keys import (
     public_keys_in,
     secret_file_exposed,
 )
-from ibhub.leases import Peer
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class ServerSecurity:
         """Start the ZAP handler on ``context`` (before any socket binds); None when off."""
         if not self.enabled or self.allow is None:
             return None
-        auth = ThreadAuthenticator(context, log=logging.getLogger("ibhub.security.zap"))
+        auth = ThreadAuthenticator(context, log=logging.getLogger("ibhub.hub.security.zap"))
         auth.start()
         auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self.allow)
         log.info("CURVE on: %d client key(s) allowed; hub public key %s",

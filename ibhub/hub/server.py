@@ -1,11 +1,15 @@
 """Composition root: builds the hub's parts, runs them, shuts them down.
 
 ``HubServer(settings)`` owns one ZeroMQ context with a plain PUB socket (the hot
-path, see :mod:`ibhub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
-:mod:`ibhub.rpc`), the lease table, the subscription registry and the upstream
-session. It implements the request handlers and the upstream listener, i.e. the
-policy that ties them together: who may subscribe, when a line is opened or
-cancelled upstream, where an IB error goes.
+path, see :mod:`ibhub.hub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
+:mod:`ibhub.hub.requests`), the lease table, the subscription registry, the
+market-data service (:mod:`ibhub.hub.market_data`: contracts and lines, shared with the
+front door) and the upstream session (:mod:`ibhub.ib.session`). It implements the
+request handlers and the upstream listener, i.e. the policy that ties them together:
+who may subscribe, when a lease's lines are released, where an IB error goes. With
+``orders`` on, :func:`attach_orders` builds the order service and the upstream order
+gateway it is handed (:mod:`ibhub.orders.service`, :mod:`ibhub.ib.orders`); with
+``tws_port``, the front door (:mod:`ibhub.frontdoor`).
 
 Background tasks: the RPC loop, the lease reaper (expires leases that stopped
 heartbeating and releases what they held) and the staleness watchdog (reports
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
@@ -30,11 +35,22 @@ import zmq.asyncio
 
 from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
-from ibhub.fanout import PUB_SNDHWM, Fanout
-from ibhub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
-from ibhub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
-from ibhub.names import NAMES_FILE, NameBindings, NameRefused, new_secret
-from ibhub.pacing import Pacer, PacerBusy, Priority
+from ibhub.hub.fanout import PUB_SNDHWM, Fanout
+from ibhub.hub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
+from ibhub.hub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
+from ibhub.hub.market_data import MarketDataService
+from ibhub.hub.names import NAMES_FILE, NameBindings, NameRefused, new_secret
+from ibhub.hub.requests import RpcServer
+from ibhub.hub.security import (
+    RolePolicy,
+    RoleRefused,
+    ServerSecurity,
+    check_bind,
+    stop_authenticator,
+)
+from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
+from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
+from ibhub.ib.session import Upstream, explain
 from ibhub.protocol import (
     PROTOCOL_VERSION,
     TOPIC_ERROR,
@@ -71,27 +87,20 @@ from ibhub.protocol import (
     UpstreamState,
     Welcome,
 )
-from ibhub.rpc import RpcServer
-from ibhub.security import (
-    RolePolicy,
-    RoleRefused,
-    ServerSecurity,
-    check_bind,
-    stop_authenticator,
-)
-from ibhub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
-from ibhub.upstream import Upstream, UpstreamDown, UpstreamRequestError, explain
+from ibhub.tws.pacing import Pacer, PacerBusy
+
+if TYPE_CHECKING:
+    from ibhub.orders.service import OrderService
 
 log = logging.getLogger(__name__)
 
-RESOLVE_CACHE_MAX = 10_000
 PRUNE_NAMES_EVERY = 3600.0  # seconds between sweeps of unused script-name bindings
 PACER_BURST = 5.0  # with pacer_rate 40/s: at most 45 messages in any second (IB: 50)
 
 
 def bindable(endpoint: str, curve: bool = False, setting: str = "endpoint") -> str:
     """Check a bind endpoint (loopback/ipc, or anything with CURVE on: see
-    :func:`ibhub.security.check_bind`); map ``tcp://HOST:0`` to a random port."""
+    :func:`ibhub.hub.security.check_bind`); map ``tcp://HOST:0`` to a random port."""
     check_bind(setting, endpoint, curve)
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[len("tcp://"):].rpartition(":")
@@ -122,20 +131,20 @@ class HubServer:
         self.roles = RolePolicy()  # from the settings by start() (docs/security.md)
         self.names: NameBindings | None = None  # script-name bindings, opened by start()
         self.subs = SubscriptionRegistry(self.settings.lines_max)
+        # Contracts and lines, shared with the front door (ibhub.hub.market_data).
+        self.market = MarketDataService(self.settings, self.subs)
         self._ctx: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket[bytes] | None = None
         self._router: zmq.asyncio.Socket | None = None
-        self._auth: Any = None  # the CURVE ZAP handler (ibhub.security), when configured
+        self._auth: Any = None  # the CURVE ZAP handler (ibhub.hub.security), when configured
         self.security = ServerSecurity()  # set from the settings by start()
         self._tasks: list[asyncio.Task[None]] = []
         self._pub_endpoint = ""
         self._rpc_endpoint = ""
         self._started = 0.0
-        self._resolved: dict[ContractSpec, list[ContractInfo]] = {}
-        self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
         self._stale = False
         self._services: list[Any] = []
-        self.ops: Any = None  # health/metrics/alerts (ibhub.health.attach_ops), once started
+        self.ops: Any = None  # health/metrics/alerts (hub.ops.health.attach_ops), once started
         self.limits: Limits | None = None  # descriptor budget and connection caps
         self._guards: list[ZmqListenerGuard] = []
 
@@ -175,7 +184,7 @@ class HubServer:
 
     async def resolve_contract(self, spec: ContractSpec) -> ContractInfo | Error:
         """The one contract ``spec`` names (cached), or the Error reply explaining why not."""
-        return await self._resolve_one(0, spec)
+        return await self.market.resolve_one(0, spec)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -240,7 +249,7 @@ class HubServer:
             self._pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             router = self._router = ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
-            # Undeliverable replies raise (and are logged by rpc.py) instead of being
+            # Undeliverable replies raise (and are logged by ibhub.hub.requests) instead of being
             # dropped silently by ZeroMQ.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             # Far above max_request_bytes so an oversized request still gets a reply;
@@ -267,20 +276,19 @@ class HubServer:
                            max_queue_per_owner=s.pacer_queue_per_lease)
         self.pacer.start()
         self.upstream = Upstream(self.settings, self, pacer=self.pacer, flush=self.fanout.flush)
+        self.market.attach(self.upstream, self.fanout, self.pacer)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
         await self.upstream.start()
         self._tasks = [asyncio.create_task(self._reaper(), name="ibhub-leases")]
         if s.stale_after > 0:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
-        if s.orders:  # journal, risk gate, pacing, order book (docs/orders.md)
-            from ibhub.order_service import attach_orders
-
+        if s.orders:  # journal, risk gate, pacing, order manager (docs/orders.md)
             await attach_orders(self)
         if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
             from ibhub.frontdoor import FrontDoor
 
             self.add_service(await FrontDoor.start_for(self, s.tws_port))
-        from ibhub.health import attach_ops  # metrics, alerts, /health on s.http_port
+        from ibhub.hub.ops.health import attach_ops  # metrics, alerts, /health on s.http_port
 
         await attach_ops(self)
         self._prune_names()  # now that the journal's working orders are known
@@ -295,7 +303,7 @@ class HubServer:
         )
 
     def _guard_listeners(self, ctx: zmq.asyncio.Context) -> None:
-        """Count the ZeroMQ listeners' peers; cap them (ibhub.limits)."""
+        """Count the ZeroMQ listeners' peers; cap them (ibhub.hub.limits)."""
         limits = limits_of(self)
         for name, sock, endpoint in (("rpc", self._router, self._rpc_endpoint),
                                      ("pub", self._pub, self._pub_endpoint)):
@@ -343,8 +351,7 @@ class HubServer:
         guards, self._guards = self._guards, []
         for guard in guards:
             await guard.stop()
-        for fut in self._resolving.values():
-            fut.cancel()
+        self.market.stop()
         if self.upstream is not None:
             await self.upstream.stop()
             self.upstream = None
@@ -448,17 +455,9 @@ class HubServer:
 
     def _release_subscriptions(self, lease_id: str) -> None:
         """Everything an ended lease held: its subscriptions and its error topic."""
-        for sub in self.subs.release_lease(lease_id):
-            self._close_line(sub)
+        self.market.release_holder(lease_id)
         if self.fanout is not None:
             self.fanout.drop(TOPIC_ERROR + lease_id)
-
-    def _close_line(self, sub: Subscription) -> None:
-        if self.upstream is not None:
-            self.upstream.close_line(sub)
-        if self.fanout is not None:
-            self.fanout.forget_last(sub.topic)
-        log.info("cancelled %s (no subscribers left)", sub.topic)
 
     def _names_in_use(self) -> set[str]:
         """Names with a live lease or a working order: never pruned."""
@@ -487,7 +486,7 @@ class HubServer:
         """``req`` with its ``lease`` token replaced by the lease's public handle, if the
         token is live and ``peer`` is the connection (and CURVE key) that opened it.
 
-        Every request naming a lease passes here (rpc.py) before any handler, so the
+        Every request naming a lease passes here (ibhub.hub.requests) before any handler, so the
         handlers and services only ever see handles. An unknown token and a token from
         another connection get the same reply, which names nobody.
         """
@@ -572,33 +571,21 @@ class HubServer:
     async def subscribe(self, req: Subscribe) -> Reply:
         if self.leases.touch(req.lease) is None:
             return self._unknown_lease(req.id, req.lease)
-        resolved = await self._resolve_one(req.id, req.contract)
+        resolved = await self.market.resolve_one(req.id, req.contract)
         if isinstance(resolved, Error):
             return resolved
         info = resolved
         lease = self.leases.get(req.lease)
         if lease is None:  # expired while we were resolving
             return self._unknown_lease(req.id, req.lease)
-        assert self.fanout is not None and self.upstream is not None
-        existing = self.subs.get(info.con_id, req.kind)
-        if existing is None:
-            try:
-                self.subs.check_line_available(info.con_id, req.kind)
-                if self.pacer is not None:  # a new line queues a request upstream
-                    self.pacer.check(Priority.SUBSCRIPTION)
-            except LineLimit as exc:
-                return Error(id=req.id, code=ErrorCode.LINE_LIMIT, message=str(exc))
-            except PacerBusy as exc:
-                return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
-            topic = self.fanout.topic_for(info, req.kind)
-            stream = (self.fanout.tick_stream(topic, info) if req.kind == "ticks"
-                      else self.fanout.bar_stream(topic, info))
-        else:
-            topic, stream = existing.topic, existing.stream
-        sub, created = self.subs.add(lease.lease_id, info, req.kind, topic, stream)
+        try:
+            sub, created = self.market.open_line(lease.lease_id, info, req.kind, pace=True)
+        except LineLimit as exc:
+            return Error(id=req.id, code=ErrorCode.LINE_LIMIT, message=str(exc))
+        except PacerBusy as exc:
+            return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
         lease.topics.add(sub.topic)
         if created:
-            self.upstream.open_line(sub)
             log.info("subscribed %s (con_id %s) upstream for %r",
                      sub.topic, info.con_id, lease.name)
         return Subscribed(id=req.id, topic=sub.topic, contract=sub.contract,
@@ -609,12 +596,10 @@ class HubServer:
         if lease is None:
             return self._unknown_lease(req.id, req.lease)
         try:
-            sub, empty = self.subs.remove(req.lease, req.topic)
+            self.market.release(req.lease, req.topic)
         except NotSubscribed as exc:
             return Error(id=req.id, code=ErrorCode.NOT_SUBSCRIBED, message=str(exc))
         lease.topics.discard(req.topic)
-        if empty:
-            self._close_line(sub)
         return Ok(id=req.id)
 
     def snapshot(self, req: GetSnapshot) -> Reply:
@@ -623,13 +608,13 @@ class HubServer:
         return Snapshot(id=req.id, topics=topics, seqs=seqs, events=events)
 
     async def contract_details(self, req: GetContractDetails) -> Reply:
-        found = await self._resolve(req.id, req.contract)
+        found = await self.market.resolve(req.id, req.contract)
         if isinstance(found, Error):
             return found
         return ContractDetailsReply(id=req.id, contracts=found)
 
     async def historical_bars(self, req: GetHistoricalBars) -> Reply:
-        resolved = await self._resolve_one(req.id, req.contract)
+        resolved = await self.market.resolve_one(req.id, req.contract)
         if isinstance(resolved, Error):
             return resolved
         assert self.upstream is not None
@@ -774,66 +759,45 @@ class HubServer:
             "order_wait_max": snap["max_order_wait_seconds"],
         }
 
-    # ------------------------------------------------------------------ contracts
 
-    async def _resolve(self, rid: int, spec: ContractSpec) -> list[ContractInfo] | Error:
-        """Contracts matching ``spec`` (cached), or an Error reply."""
-        cached = self._resolved.get(spec)
-        if cached is not None:
-            return cached
-        fut = self._resolving.get(spec)
-        if fut is None:
-            assert self.upstream is not None
-            fut = asyncio.ensure_future(self.upstream.contract_details(spec))
-            self._resolving[spec] = fut
-            fut.add_done_callback(lambda f: self._resolved_done(spec, f))
-        try:
-            found = await asyncio.shield(fut)
-        except UpstreamDown as exc:
-            return Error(id=rid, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
-        except PacerBusy as exc:
-            return Error(id=rid, code=ErrorCode.BUSY, message=str(exc))
-        except UpstreamRequestError as exc:
-            return Error(id=rid, code=ErrorCode.IB_ERROR, ib_code=exc.code,
-                         message=f"IB refused the contract lookup: {exc.message}")
-        except TimeoutError:
-            return Error(id=rid, code=ErrorCode.TIMEOUT,
-                         message=f"no contract details within {self.settings.request_timeout:g}s")
-        if found:
-            if len(self._resolved) >= RESOLVE_CACHE_MAX:
-                self._resolved.clear()
-            self._resolved[spec] = found
-        return found
+async def attach_orders(hub: HubServer, **overrides: Any) -> OrderService:
+    """Build, start and attach an :class:`OrderService` to a started ``HubServer``.
 
-    def _resolved_done(self, spec: ContractSpec, fut: asyncio.Future[Any]) -> None:
-        self._resolving.pop(spec, None)
-        if not fut.cancelled():
-            fut.exception()  # retrieved here; every waiter got it through shield()
+    ``overrides`` replace :class:`OrderSettings` fields (tests; the hub's settings give
+    the rest). Uses the hub's extension points only: ``upstream.ib``,
+    ``resolve_contract``, ``subs`` (last prices), ``rpc.register`` and ``add_service``.
+    """
+    from ibhub.ib.orders import IbOrderGateway  # imports the IB library
+    from ibhub.orders.service import OrderService, OrderSettings, stream_price
 
-    async def _resolve_one(self, rid: int, spec: ContractSpec) -> ContractInfo | Error:
-        found = await self._resolve(rid, spec)
-        if isinstance(found, Error):
-            return found
-        if not found:
-            return Error(id=rid, code=ErrorCode.UNKNOWN_CONTRACT,
-                         message=f"no contract matches {_describe_spec(spec)}")
-        if len(found) > 1:
-            options = ", ".join(
-                f"{c.symbol} {c.sec_type} {c.expiry} {c.strike or ''}{c.right} {c.exchange} "
-                f"{c.currency} (con_id {c.con_id})".replace("  ", " ")
-                for c in found[:10]
-            )
-            more = f" and {len(found) - 10} more" if len(found) > 10 else ""
-            return Error(id=rid, code=ErrorCode.AMBIGUOUS_CONTRACT,
-                         message=f"{len(found)} contracts match {_describe_spec(spec)}: "
-                                 f"{options}{more}; add fields or give con_id")
-        return found[0]
+    settings = OrderSettings.from_settings(hub.settings)
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
 
+    def last_price(con_id: int) -> float | None:
+        sub = hub.subs.get(con_id, "ticks")
+        return stream_price(sub.stream) if sub is not None else None
 
-def _describe_spec(spec: ContractSpec) -> str:
-    if spec.con_id:
-        return f"con_id {spec.con_id}"
-    parts = [spec.symbol, spec.sec_type, spec.expiry, str(spec.strike or ""), spec.right,
-             spec.exchange, spec.currency]
-    return " ".join(p for p in parts if p)
-
+    up = hub.upstream
+    if up is None or up.ib is None or hub.rpc is None:
+        raise RuntimeError("attach_orders needs a started hub (upstream session and rpc)")
+    service = OrderService(
+        settings,
+        fanout=hub.fanout,
+        leases=hub.leases,
+        resolve=hub.resolve_contract,
+        last_price=last_price,
+        pacer=getattr(hub, "pacer", None),
+    )
+    # The composition root builds the upstream order gateway and hands it in: order
+    # code never reaches back into the hub or the IB library.
+    gateway = IbOrderGateway(up.ib, client_id=up.client_id, connected=lambda: up.connected,
+                             cache_grace=settings.ib_cache_grace)
+    await service.start(gateway, port=up.port)
+    service.register(hub.rpc)
+    ops = getattr(hub, "ops", None)
+    if ops is not None:  # attached after the hub's alerts: their corrections alert too
+        ops.alerts.attach_orders(service)
+    hub.add_service(service)  # on_connected now if already connected, then on every reconnect
+    hub.orders = service
+    return service

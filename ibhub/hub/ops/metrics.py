@@ -1,7 +1,7 @@
 """Prometheus metrics for the hub, read at scrape time.
 
 Cost model: nothing here runs per tick. The hot path already keeps plain ints that
-say everything we need (each topic's sequence number in :mod:`ibhub.fanout`, the
+say everything we need (each topic's sequence number in :mod:`ibhub.hub.fanout`, the
 upstream reader's ``ticks_in``); :class:`HubCollector` reads them when Prometheus
 scrapes and turns them into metric families. Calling ``Counter.inc`` per tick would
 cost a lock and a dict lookup on a path measured in hundreds of nanoseconds.
@@ -30,8 +30,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ibhub.pacing import Priority
 from ibhub.protocol import Error, OrderRejected, Reply, UpstreamState
+from ibhub.tws.pacing import Priority
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -137,7 +137,7 @@ class HubCollector(Collector):
             "Events the hub knows were lost: malformed upstream messages dropped; "
             "subscriber_recovery counts snapshot requests (late joins and gap recoveries, "
             "as PUB drops are only visible to subscribers)", labels=["reason"])
-        dropped.add_metric(["malformed_upstream"], getattr(up, "_bad_messages", 0) if up else 0)
+        dropped.add_metric(["malformed_upstream"], up.reader.bad_messages if up else 0)
         dropped.add_metric(["subscriber_recovery"], self.metrics.snapshots)
         rpc = hub.rpc
         dropped.add_metric(["reply_undeliverable"], getattr(rpc, "dropped", 0) if rpc else 0)
@@ -217,8 +217,8 @@ class HubCollector(Collector):
 
 
 def _connection_metrics(hub: Any) -> Iterator[Metric]:
-    """Connections per listener and the descriptor budget (ibhub.limits)."""
-    from ibhub.limits import Limits
+    """Connections per listener and the descriptor budget (ibhub.hub.limits)."""
+    from ibhub.hub.limits import Limits
 
     limits = getattr(hub, "limits", None)
     if not isinstance(limits, Limits):

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from ibhub import errors
+from ibhub.tws import ib_codes
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ def _take(report: PortReport, fields: list[str]) -> None:
         report.mode = _mode_of_accounts(report.accounts)
     elif msg_id == 4 and len(fields) >= 5 and fields[3].lstrip("-").isdigit():
         code = int(fields[3])
-        report.messages.append(IbMessage(code, fields[4], str(errors.explain(code).category)))
+        report.messages.append(IbMessage(code, fields[4], str(ib_codes.explain(code).category)))
 
 
 def _why_closed(exc: BaseException) -> str:
@@ -502,7 +502,7 @@ def _healthy(report: PortReport) -> PortReport:
         )
     for m in report.messages:
         if m.code in (2103, 2105, 2157, 2110, 1100):
-            hints.append(f"{m.code}: {errors.explain(m.code).meaning}")
+            hints.append(f"{m.code}: {ib_codes.explain(m.code).meaning}")
     farm_codes = {m.code for m in report.messages}
     if not farm_codes & {2104, 2106, 2158, 2107, 2108, 2119}:
         hints.append(
@@ -602,7 +602,7 @@ async def check_hub(endpoint: str, *, timeout: float = 2.0) -> HubReport:
 
     from ibhub import protocol, wire
     from ibhub.client.curve import client_curve
-    from ibhub.curve_keys import KeyFileError
+    from ibhub.keys import KeyFileError
 
     t0 = time.perf_counter()
     report = HubReport(endpoint=endpoint, diagnosis=Diagnosis.HUB_NOT_ANSWERING, detail="")

@@ -39,7 +39,8 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
-from ibhub.leases import Peer
+from ibhub.hub.leases import Peer
+from ibhub.hub.subscriptions import KINDS
 from ibhub.protocol import (
     MAX_NAME,
     ContractSpec,
@@ -59,7 +60,6 @@ from ibhub.protocol import (
     Subscribe,
     Unsubscribe,
 )
-from ibhub.subscriptions import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ class RpcServer:
     with ``loop.add_reader`` and every wake-up drains the socket with NOBLOCK receives
     until ``zmq.Again``. Replies go out with the plain socket's NOBLOCK send. Per
     request this saves the awaited receive and send of ``zmq.asyncio`` (a future and a
-    loop round trip each) and, for inline requests, a task (issue 7: the order ack).
+    loop round trip each) and, for inline requests, a task (the order ack's latency).
 
     The ZMQ FD is edge-triggered: it signals that the socket's state *changed*, and
     any operation on the socket (a send included) may consume that signal while a

@@ -1,13 +1,13 @@
-"""The order book's front door: place, modify and cancel requests from scripts.
+"""The order manager's front door: place, modify and cancel requests from scripts.
 
-One :class:`OrderBook` per hub, composed of the shared state (:class:`OrderStore`) and
+One :class:`OrderManager` per hub, composed of the shared state (:class:`OrderStore`) and
 the upstream side (:class:`OrderUpdates`, reached as ``book.updates``). For a new order:
 
 1. **Idempotency first.** (owner, client_order_id) maps to at most one order. A retry
    gets the existing order with ``duplicate=True`` (even if the rate limit would now
    refuse it); the same id with *different* fields is refused
    (``client_order_id_reused``) rather than answered with another order.
-2. **Risk** (:mod:`ibhub.risk`): field, permission and live-trading checks before the
+2. **Risk** (:mod:`ibhub.orders.risk`): field, permission and live-trading checks before the
    contract lookup; price band and rate limit after it. A refused order never reaches
    the Gateway.
 3. **Room upstream, or ``busy``.** An order that could not reach the Gateway within
@@ -47,8 +47,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from ibhub.journal import JournalError, JournalWriter, OrderRecord
-from ibhub.order_feed import (
+from ibhub.orders.journal import JournalError, JournalWriter, OrderRecord
+from ibhub.orders.port import (
     OrderFields,
     OrderUpstream,
     decode_algo_params,
@@ -56,7 +56,8 @@ from ibhub.order_feed import (
     make_oca_group,
     make_order_ref,
 )
-from ibhub.order_store import (
+from ibhub.orders.risk import OrderParams, Refusal, RiskGate, Role
+from ibhub.orders.store import (
     EPS,
     EXTERNAL,
     MODIFY_FIELDS,
@@ -68,8 +69,7 @@ from ibhub.order_store import (
     op_update,
     snapshot,
 )
-from ibhub.order_updates import OrderUpdates
-from ibhub.pacing import Pacer, PacerBusy, Priority, Reservation
+from ibhub.orders.updates import OrderUpdates
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
@@ -89,7 +89,7 @@ from ibhub.protocol import (
     RejectReason,
     Reply,
 )
-from ibhub.risk import OrderParams, Refusal, RiskGate, Role
+from ibhub.tws.pacing import Pacer, PacerBusy, Priority, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _log_send_failure(fut: asyncio.Future[None]) -> None:
         log.warning("a cancel did not reach the Gateway: %s", fut.exception())
 
 
-class OrderBook:
+class OrderManager:
     def __init__(
         self,
         *,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ibhub.curve_keys import (
+from ibhub.keys import (
     PUBLIC_SUFFIX,
     SECRET_SUFFIX,
     KeyFileError,

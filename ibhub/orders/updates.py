@@ -1,7 +1,7 @@
-"""What the Gateway reports about orders, applied to the order book's state.
+"""What the Gateway reports about orders, applied to the order manager's state.
 
 openOrder / orderStatus / execDetails / commissionReport / order errors arrive here
-as plain dataclasses (:mod:`ibhub.order_feed`) and become journaled state changes and
+as plain dataclasses (:mod:`ibhub.orders.port`) and become journaled state changes and
 :class:`~ibhub.protocol.OrderEvent` s on the owner's topic:
 
 * status changes -> "submitted" / "cancelled" / "rejected"; a late non-terminal echo
@@ -33,8 +33,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from ibhub.journal import FillRecord, OrderRecord
-from ibhub.order_feed import (
+from ibhub.orders.journal import FillRecord, OrderRecord
+from ibhub.orders.port import (
     OrderUpstream,
     UpstreamCommission,
     UpstreamExecution,
@@ -44,7 +44,7 @@ from ibhub.order_feed import (
     parse_order_ref,
     script_oca_group,
 )
-from ibhub.order_store import (
+from ibhub.orders.store import (
     EPS,
     EXTERNAL,
     TERMINAL,

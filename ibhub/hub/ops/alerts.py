@@ -18,11 +18,11 @@ per ``WINDOW`` seconds; the rest are counted and the next alert that goes out sa
 how many were suppressed.
 
 Sources: the hub's ``on_upstream_state`` service hook; ib_insync's ``errorEvent``
-(IB's codes: order rejections by :mod:`ibhub.errors` category, pacing violations
+(IB's codes: order rejections by :mod:`ibhub.tws.ib_codes` category, pacing violations
 100 and "pacing violation" texts such as 162/420; errors on a cancel are not
-rejections: the order book asks the Gateway, and a wrong state becomes an
+rejections: the order manager asks the Gateway, and a wrong state becomes an
 ``order_corrected`` alert); the request loop's observer (``OrderRejected`` replies:
-the hub's own risk gate refused an order); and the order book's reconciliation
+the hub's own risk gate refused an order); and the order manager's reconciliation
 (:meth:`Alerts.attach_orders`): every correction names the order, its owner and
 both states (``details``: ``order_id``, ``owner``, ``client_order_id``,
 ``journal_status``, ``gateway_status``; ``"unknown"`` when the Gateway knows nothing
@@ -71,8 +71,8 @@ def is_pacing_violation(code: int, message: str) -> bool:
 
 
 def is_order_rejection(code: int) -> bool:
-    from ibhub.errors import explain
-    from ibhub.order_updates import CANCEL_ERRORS
+    from ibhub.orders.updates import CANCEL_ERRORS
+    from ibhub.tws.ib_codes import explain
 
     return code not in CANCEL_ERRORS and explain(code).category == "order_rejection"
 
@@ -134,13 +134,13 @@ class Alerts:
             ib.errorEvent += self._on_ib_error
 
     def attach_orders(self, service: Any) -> None:
-        """Raise an ``order_corrected`` alert for every correction of the order book's
-        reconciliation (:class:`ibhub.order_service.OrderService`), including those made
+        """Raise an ``order_corrected`` alert for every correction of the order manager's
+        reconciliation (:class:`ibhub.orders.service.OrderService`), including those made
         before the alerts were attached (the reconcile at start-up may come first)."""
         service.add_correction_listener(self.on_order_corrected)
 
     def on_order_corrected(self, c: Any) -> None:
-        """One :class:`ibhub.order_updates.Correction`."""
+        """One :class:`ibhub.orders.updates.Correction`."""
         self.raise_alert(
             ORDER_CORRECTED, c.describe(), 0, order_id=c.order_id, owner=c.owner,
             client_order_id=c.client_order_id, journal_status=c.journal_status,

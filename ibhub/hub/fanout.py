@@ -5,7 +5,7 @@ wall clock in ns, and its encoded payload is kept as the topic's last value, so 
 snapshot request can hand a late or lossy subscriber the current state with the
 sequence number to continue from (zguide "Clone" pattern).
 
-Hot path (issue 7): a :class:`TickStream` per subscription holds the top of book,
+Hot path: a :class:`TickStream` per subscription holds the top of book,
 its topic's bytes key and a bound ``publish``. An upstream tick costs one tuple (the
 array-like ``Tick`` without building the struct) appended to the stream's pending
 list; when the upstream reader has handled a whole socket read it calls
@@ -336,7 +336,7 @@ class Fanout:
     def published(self) -> dict[str, int]:
         """Events published so far per topic family ("tick", "bar", "status", ...).
 
-        Read at scrape time (:mod:`ibhub.metrics`): the sum of the topics' sequence
+        Read at scrape time (:mod:`ibhub.hub.ops.metrics`): the sum of the topics' sequence
         numbers, so the hot path counts nothing extra.
         """
         totals = dict(self._retired)

@@ -20,8 +20,8 @@ Design decisions:
   only its own future, not the batch.
 * **Checkpoints off the commit path.** SQLite's automatic checkpoint runs inside the
   commit that takes the WAL past 1,000 pages (about every 200 commits here): that
-  commit, often an order's, took 5-14 ms instead of 0.3-1 ms (issue 7,
-  docs/performance.md). The writer's connection only checkpoints as a backstop
+  commit, often an order's, took 5-14 ms instead of 0.3-1 ms
+  (docs/performance.md). The writer's connection only checkpoints as a backstop
   (``BACKSTOP_PAGES``); a second thread with its own connection runs a PASSIVE
   checkpoint once ``checkpoint_every`` commits have accumulated and the writer is idle,
   concurrently with the writer (WAL lets a checkpoint and a writer run at once). The
@@ -144,7 +144,7 @@ def default_data_dir() -> Path:
 
 @dataclass(slots=True)
 class OrderRecord:
-    """An order's latest state: the journal row and the order book's in-memory record."""
+    """An order's latest state: the journal row and the order manager's in-memory record."""
 
     order_id: int
     owner: str

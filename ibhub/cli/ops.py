@@ -13,14 +13,16 @@ import textwrap
 
 import click
 
-from ibhub import doctor, errors, wire
+from ibhub import wire
+from ibhub.cli import doctor
+from ibhub.tws import ib_codes
 
 
-def _explanation_text(exp: errors.Explanation) -> str:
+def _explanation_text(exp: ib_codes.Explanation) -> str:
     flags = [str(exp.category)]
-    if errors.is_warning(exp.code):
+    if ib_codes.is_warning(exp.code):
         flags.append("does not end a request")
-    if errors.concerns_everyone(exp.code):
+    if ib_codes.concerns_everyone(exp.code):
         flags.append("sent to every client")
     if not exp.known:
         flags.append("not in ibhub's table")
@@ -44,14 +46,14 @@ def explain_cmd(codes: tuple[str, ...], show_all: bool, as_json: bool) -> None:
     Example: ibhub explain 326 2104 10197
     """
     if show_all:
-        found = errors.all_codes()
+        found = ib_codes.all_codes()
     else:
         if not codes:
             raise click.UsageError("give one or more IB error codes, or --all")
         found = []
         for raw in codes:
             try:
-                found.append(errors.explain(int(raw)))
+                found.append(ib_codes.explain(int(raw)))
             except ValueError:
                 raise click.BadParameter(
                     f"{raw!r} is not an integer IB error code", param_hint="CODES"

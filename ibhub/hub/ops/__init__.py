@@ -1,0 +1,1 @@
+"""Operating the hub: health, metrics and alerts."""

@@ -1,0 +1,141 @@
+"""One-off queries over the Gateway session: contract details, historical bars.
+
+Each waits its turn in the hub's one upstream budget (:mod:`ibhub.tws.pacing`, bounded:
+a full queue refuses with ``PacerBusy``) and answers in the hub's types
+(:mod:`ibhub.ib.convert`). A session that ends before the answer, or is not up, is
+:class:`UpstreamDown`; an IB refusal is :class:`UpstreamRequestError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ibhub.config import HubSettings
+from ibhub.ib.convert import bar_to_bardata, details_to_info, info_to_contract, spec_to_contract
+from ibhub.ib.lib import IB, RequestError
+from ibhub.protocol import BarData, ContractInfo, ContractSpec
+from ibhub.tws.pacing import Pacer, Priority
+
+
+class UpstreamDown(Exception):
+    """The Gateway session is not connected."""
+
+
+class UpstreamRequestError(Exception):
+    """IB refused a request; ``code`` is IB's error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"IB error {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Queries:
+    """Contract details and historical bars for a session.
+
+    ``require()`` returns the session's ready library object or raises
+    :class:`UpstreamDown`; ``pacer()`` the upstream budget (None: unpaced).
+    """
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        require: Callable[[], IB],
+        pacer: Callable[[], Pacer | None],
+    ) -> None:
+        self.settings = settings
+        self._require = require
+        self._pacer = pacer
+
+    async def _query(
+        self,
+        start: Callable[[], Awaitable[Any]],
+        *,
+        historical_key: Any = None,
+        historical_group: Any = None,
+        label: str = "",
+    ) -> Any:
+        pacer = self._pacer()
+        if pacer is None:
+            return await start()
+        return await pacer.call(
+            Priority.QUERY,
+            start,
+            historical_key=historical_key,
+            historical_group=historical_group,
+            label=label,
+            bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
+        )
+
+    async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
+        """Every contract matching ``spec`` (empty if none)."""
+        ib = self._require()
+        try:
+            # asyncio.timeout rather than wait_for: on 3.11 wait_for can swallow a
+            # cancellation that coincides with the reply (hub shutdown would then wait).
+            async with asyncio.timeout(self.settings.request_timeout):
+                details = await self._query(
+                    lambda: ib.reqContractDetailsAsync(spec_to_contract(spec)),
+                    label=f"contract details {spec.symbol or spec.con_id}",
+                )
+        except RequestError as exc:
+            if exc.code == 200:  # "No security definition has been found"
+                return []
+            raise UpstreamRequestError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise UpstreamDown(_session_ended(exc)) from None
+        return [details_to_info(d, spec.exchange) for d in details]
+
+    async def historical_bars(
+        self,
+        contract: ContractInfo,
+        *,
+        duration: str,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        end: str,
+    ) -> list[BarData]:
+        ib = self._require()
+        timeout = self.settings.request_timeout
+        started = time.monotonic()
+
+        def request() -> Awaitable[list[Any]]:
+            nonlocal started
+            started = time.monotonic()  # the timeout runs from the send, not the queue
+            return ib.reqHistoricalDataAsync(
+                info_to_contract(contract),
+                end,
+                duration,
+                bar_size,
+                what_to_show,
+                use_rth,
+                formatDate=2,
+                timeout=timeout,
+            )
+
+        try:
+            # IB's historical pacing (identical request within 15 s, 5 per contract in
+            # 2 s, 60 in 10 min) is honoured by waiting in the pacer, never by failing.
+            bars = await self._query(
+                request,
+                historical_key=(contract.con_id, end, duration, bar_size, what_to_show, use_rth),
+                historical_group=(contract.con_id, contract.exchange, what_to_show),
+                label=f"historical {contract.symbol} {duration} {bar_size}",
+            )
+        except RequestError as exc:
+            raise UpstreamRequestError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise UpstreamDown(_session_ended(exc)) from None
+        if not bars and time.monotonic() - started >= timeout * 0.99:
+            raise TimeoutError(f"no historical data within {timeout:g}s")
+        return [bar_to_bardata(b) for b in bars]
+
+
+def _session_ended(exc: BaseException) -> str:
+    """The error for a request whose Gateway session ended before its answer came."""
+    return (f"the Gateway session ended before the answer came ({exc or 'not connected'}); "
+            "the request was not answered: send it again once upstream is CONNECTED")
