@@ -9,7 +9,6 @@ begun counting from 1 again), so the owner resynchronises every topic then.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ibhub import wire
 from ibhub.client.curve import ClientCurve
 from ibhub.protocol import Bundle, Event
+from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class EventStream:
         self._rcvhwm = rcvhwm
         self._socket: zmq.asyncio.Socket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet(log)  # the connection monitor
         self._handshakes = 0
         self._topics: dict[str, int] = {}  # topic -> local reference count
         self._reader: wire.EdgeReader | None = None  # drains the SUB socket into _handle
@@ -69,8 +69,7 @@ class EventStream:
             self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._socket = sock
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._watch(self._monitor), name="ibhub-sub-monitor")]
+        self._tasks.spawn(self._watch(self._monitor), name="ibhub-sub-monitor")
         self._reader = wire.EdgeReader(
             sock, self._handle, batch=DRAIN_BATCH, name=f"sub-reader {self.endpoint}"
         )
@@ -80,12 +79,7 @@ class EventStream:
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.stop()
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
         if self._socket is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self._socket.disable_monitor()

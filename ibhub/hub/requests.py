@@ -60,6 +60,7 @@ from ibhub.protocol import (
     Subscribe,
     Unsubscribe,
 )
+from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +370,7 @@ class RpcServer:
         self._sock = self._reader.plain  # a plain view of the same socket, for replies
         self.handler = handler
         self._bind_lease = bind_lease
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
         self._extra: dict[type, tuple[Callable[..., object], bool]] = {}
         self.requests = 0
         self.errors = 0
@@ -417,10 +418,7 @@ class RpcServer:
             await self._reader.stop()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def _handle_guarded(self, frames: list[bytes]) -> None:
         try:
@@ -522,9 +520,7 @@ class RpcServer:
                 id=req.id, code=ErrorCode.BUSY,
                 message=f"hub busy: {MAX_TASKS} requests in progress; retry later"))
             return
-        task = asyncio.ensure_future(self._run(envelope, req, fn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(envelope, req, fn))
 
     async def _run(
         self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
