@@ -47,6 +47,7 @@ UNLIMITED_FRAME = 2**32 - 1
 _LEN = struct.Struct(">I")
 _VERSION_RE = re.compile(r"^v(\d+)(?:\.\.(\d+))?(?:\s.*)?$")
 pack_len = _LEN.pack
+_unpack_len = _LEN.unpack_from
 _Bytes = TypeVar("_Bytes", bytes, bytearray)
 
 
@@ -165,21 +166,19 @@ def split_frames(
     A length prefix of 0 or above ``max_frame`` is broken framing: :class:`ProtocolError`
     (raised as soon as the prefix is read, before its payload is waited for). This is the
     tick hot path (:meth:`ibhub.ib.reader.TickReader.on_socket_data`): one call per socket
-    read, a plain loop with local names, a slice per message.
+    read, a plain loop over local names, a slice per message.
     """
     bodies: list[_Bytes] = []
-    append = bodies.append
-    unpack = _LEN.unpack_from
     n = len(buf)
     pos = 0
-    while n - pos >= 4 and most != 0:
-        size = unpack(buf, pos)[0]
+    while n - pos >= 4 and most:
+        size = _unpack_len(buf, pos)[0]
         if size == 0 or size > max_frame:
             raise ProtocolError(f"bad length prefix {size} (allowed 1..{max_frame} bytes)")
         end = pos + 4 + size
         if end > n:
             break
-        append(buf[pos + 4 : end])
+        bodies.append(buf[pos + 4 : end])
         pos = end
         most -= 1
     return bodies, pos
