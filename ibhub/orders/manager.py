@@ -266,27 +266,28 @@ class OrderManager:
     def _orders(
         self, caller: Caller, req: GetOpenOrders | GetCompletedOrders, working: bool
     ) -> Reply:
-        owner = self._scope(caller, req.scope)
-        if isinstance(owner, Refusal):
-            return OrderRejected(
-                id=req.id, client_order_id="", reason=owner.reason, message=owner.message
-            )
+        owner = self._scope(caller, req.id, req.scope)
+        if isinstance(owner, OrderRejected):
+            return owner
         return OrdersReply(id=req.id, orders=self.store.orders(owner, working=working))
 
     async def executions(self, caller: Caller, req: GetExecutions) -> Reply:
-        owner = self._scope(caller, req.scope)
-        if isinstance(owner, Refusal):
-            return OrderRejected(
-                id=req.id, client_order_id="", reason=owner.reason, message=owner.message
-            )
+        owner = self._scope(caller, req.id, req.scope)
+        if isinstance(owner, OrderRejected):
+            return owner
         return ExecutionsReply(id=req.id, executions=self.store.executions(owner))
 
-    def _scope(self, caller: Caller, scope: str) -> str | Refusal | None:
+    def _scope(self, caller: Caller, req_id: int, scope: str) -> str | OrderRejected | None:
+        """The owner a query covers ("mine": the caller's; "all", operators only: None)."""
         if scope == "mine":
             return caller.owner
-        if scope == "all":
-            return self.risk.check_operator(caller.role, "scope='all'") or None
-        return Refusal(RejectReason.FORBIDDEN, f"scope must be 'mine' or 'all', not {scope!r}")
+        refusal = (self.risk.check_operator(caller.role, "scope='all'") if scope == "all"
+                   else Refusal(RejectReason.FORBIDDEN,
+                                f"scope must be 'mine' or 'all', not {scope!r}"))
+        if refusal is None:
+            return None
+        return OrderRejected(id=req_id, client_order_id="", reason=refusal.reason,
+                             message=refusal.message)
 
     def _reject(self, req_id: int, coid: str, refusal: Refusal, order_id: int = 0) -> OrderRejected:
         log.info("order request refused (%s): %s", refusal.reason, refusal.message)
