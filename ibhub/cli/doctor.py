@@ -23,14 +23,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Final
 
 from ibhub.tws import ib_codes
+from ibhub.tws.codec import FrameReader, ProtocolError, frame, pack_len
 
 log = logging.getLogger(__name__)
 
@@ -169,31 +170,39 @@ class HubReport:
 # --------------------------------------------------------------------------- framing
 
 
-def _frame(fields: list[object]) -> bytes:
-    payload = b"".join(str(f).encode() + b"\0" for f in fields)
-    return struct.pack(">I", len(payload)) + payload
-
-
 def hello_bytes() -> bytes:
     """The unframed ``API\\0`` prefix plus the framed supported-version range."""
     text = f"v{MIN_CLIENT_VERSION}..{MAX_CLIENT_VERSION}".encode()
-    return b"API\0" + struct.pack(">I", len(text)) + text
+    return b"API\0" + pack_len(len(text)) + text
 
 
 class _NotTws(Exception):
     """The peer sent bytes that cannot be the TWS API protocol."""
 
 
-async def _read_message(reader: asyncio.StreamReader) -> list[str]:
-    """One length-prefixed message as text fields; EOF -> ``IncompleteReadError``."""
-    header = await reader.readexactly(4)
-    (size,) = struct.unpack(">I", header)
-    if size == 0 or size > MAX_FRAME:
-        raise _NotTws(f"length prefix {size} (first bytes {header!r})")
-    payload = await reader.readexactly(size)
-    if not payload.endswith(b"\0"):
-        raise _NotTws(f"message of {size} bytes is not NUL-terminated text")
-    return payload[:-1].decode("utf-8", errors="replace").split("\0")
+class _Messages:
+    """The peer's messages one at a time, framed by :mod:`ibhub.tws.codec` (the hub's
+    own framing: a prefix above ``MAX_FRAME`` or of 0 is not TWS talking)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self._frames = FrameReader(MAX_FRAME)
+        self._ready: deque[list[str]] = deque()
+
+    async def next(self) -> list[str]:
+        """The next message as text fields; ``ConnectionError`` once the peer closes."""
+        while not self._ready:
+            data = await self._reader.read(1 << 16)
+            if not data:
+                held = self._frames.buffered
+                raise ConnectionError(
+                    f"closed after {held} byte(s) of a message" if held else "closed by peer"
+                )
+            try:
+                self._ready.extend(self._frames.feed(data))
+            except ProtocolError as exc:
+                raise _NotTws(f"{exc} (first bytes {data[:8]!r})") from None
+        return self._ready.popleft()
 
 
 def _mode_of_accounts(accounts: list[str]) -> str:
@@ -266,10 +275,11 @@ async def _converse(
     lap: Callable[[str], None],
 ) -> PortReport:
     # ---- stage 2: version handshake
+    messages = _Messages(reader)
     try:
         writer.write(hello_bytes())
         await writer.drain()
-        reply = await asyncio.wait_for(_read_message(reader), timeout)
+        reply = await asyncio.wait_for(messages.next(), timeout)
     except TimeoutError:
         lap("handshake")
         return _stalled(report, timeout)
@@ -310,7 +320,7 @@ async def _converse(
 
     # ---- stage 3: START_API, then wait for nextValidId + managedAccounts
     try:
-        writer.write(_frame([71, 2, report.client_id, ""]))
+        writer.write(frame([71, 2, report.client_id, ""]))
         await writer.drain()
     except ConnectionError as exc:
         lap("start")
@@ -324,7 +334,7 @@ async def _converse(
         if remaining <= 0:
             break
         try:
-            fields = await asyncio.wait_for(_read_message(reader), remaining)
+            fields = await asyncio.wait_for(messages.next(), remaining)
         except TimeoutError:
             break
         except (asyncio.IncompleteReadError, ConnectionError) as exc:

@@ -6,6 +6,16 @@ waits for its result, so any number of script threads may call one ``Hub``. No
 ``nest_asyncio``: the script's own thread never runs the loop, and an asyncio
 program should use ``AsyncHub`` directly.
 
+Most methods are generated from ``AsyncHub``'s (as ``jupyter_client.blocking`` does):
+``_blocking`` turns a coroutine method into one that runs it on the SDK thread and
+waits, ``_direct`` forwards a plain method, ``_Mirror`` a read-only property; each
+keeps the original's name, docstring, signature and type hints (``help(Hub)``,
+``inspect.signature`` and mypy see ``AsyncHub``'s parameters). Written by hand are
+only the members that differ: the lifecycle (the SDK thread), ``subscribe`` (a queue
+that crosses threads), ``stats`` and ``is_connected`` (see each).
+tests/unit/test_client_blocking.py checks that every public member of ``AsyncHub``
+has its blocking counterpart.
+
 Callbacks (subscription callbacks, connect/disconnect handlers) run on the SDK's
 thread and must not block it; the blocking iterator is the way to consume ticks
 in the script's own thread.
@@ -15,32 +25,89 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import queue
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ibhub.client.async_hub import AsyncHub
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.orders import Order
 from ibhub.client.subscription import Subscription
-from ibhub.client.upstream_watch import Handler
-from ibhub.protocol import (
-    AccountValue,
-    BarData,
-    ContractInfo,
-    ContractSpec,
-    ErrorEvent,
-    Event,
-    ExecutionInfo,
-    OrderInfo,
-    PortfolioItem,
-    PositionInfo,
-    StatusReply,
-)
+from ibhub.protocol import ContractInfo, ContractSpec, ErrorEvent, Event
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _CLOSED: Any = object()
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncHub, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Hub, P], T]:
+    """The blocking form of a coroutine method of ``AsyncHub``: the coroutine runs on
+    the SDK thread's loop and the caller's thread waits for its result (or exception)."""
+    if not inspect.iscoroutinefunction(method):
+        raise TypeError(f"{method.__qualname__} is not a coroutine method; use _direct")
+
+    @functools.wraps(method)
+    def call(self: Hub, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call(method(self.async_hub, *args, **kwargs))
+
+    return _as_hub_member(call)
+
+
+def _direct(method: Callable[Concatenate[AsyncHub, P], T]) -> Callable[Concatenate[Hub, P], T]:
+    """A plain (non-coroutine) method of ``AsyncHub``, called on the caller's thread as
+    before the facade was generated: it only appends a handler or copies a list."""
+    if inspect.iscoroutinefunction(method):
+        raise TypeError(f"{method.__qualname__} is a coroutine method; use _blocking")
+
+    @functools.wraps(method)
+    def call(self: Hub, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return method(self.async_hub, *args, **kwargs)
+
+    return _as_hub_member(call)
+
+
+def _as_hub_member(call: Callable[Concatenate[Hub, P], T]) -> Callable[Concatenate[Hub, P], T]:
+    """Name the wrapper as ``Hub``'s (tracebacks, ``help``); ``__wrapped__`` still
+    points at ``AsyncHub``'s method, whose signature ``inspect.signature`` shows."""
+    call.__module__ = __name__
+    call.__qualname__ = f"Hub.{call.__name__}"
+    return call
+
+
+class _Mirror(Generic[T]):
+    """A read-only property of ``AsyncHub``, read on the caller's thread (a plain
+    attribute read), or ``default`` while the ``Hub`` is not connected."""
+
+    def __init__(self, prop: Callable[[AsyncHub], T], default: T) -> None:
+        # ``AsyncHub.lease`` is a ``property`` at run time; mypy types it as its getter.
+        fget = prop.fget if isinstance(prop, property) else prop
+        if fget is None:
+            raise TypeError("_Mirror needs a property with a getter")
+        self._fget: Callable[[AsyncHub], T] = fget
+        self._default = default
+        self.__doc__ = prop.__doc__
+        self.__wrapped__ = prop
+
+    @overload
+    def __get__(self, obj: None, owner: type[Hub]) -> _Mirror[T]: ...
+
+    @overload
+    def __get__(self, obj: Hub, owner: type[Hub]) -> T: ...
+
+    def __get__(self, obj: Hub | None, owner: type[Hub]) -> T | _Mirror[T]:
+        if obj is None:
+            return self
+        hub = obj._async
+        return self._default if hub is None else self._fget(hub)
+
+    def __set__(self, obj: Hub, value: object) -> None:
+        """Read-only, like the property it mirrors (and ``help`` lists it as one)."""
+        raise AttributeError(f"Hub.{self._fget.__name__} is read-only")
 
 
 class BlockingSubscription:
@@ -249,51 +316,43 @@ class Hub:
 
     # ------------------------------------------------------------------ state
 
+    lease = _Mirror[str | None](AsyncHub.lease, None)
+    client_id = _Mirror[int | None](AsyncHub.client_id, None)
+    heartbeat_interval = _Mirror[float](AsyncHub.heartbeat_interval, 0.0)
+    hub_version = _Mirror[str](AsyncHub.hub_version, "")
+    hub_reachable = _Mirror[bool](AsyncHub.hub_reachable, False)
+    rehellos = _Mirror[int](AsyncHub.rehellos, 0)
+    upstream_state = _Mirror[str](AsyncHub.upstream_state, "UNKNOWN")
+
+    # By hand: False (not ``NotConnected``) before ``connect()`` and after ``close()``.
     def is_connected(self) -> bool:
+        """True when the SDK holds a live lease, the hub answers, and its upstream is up."""
         return self._async is not None and self._async.is_connected()
 
-    @property
-    def lease(self) -> str | None:
-        return self._async.lease if self._async else None
-
-    @property
-    def client_id(self) -> int | None:
-        return self._async.client_id if self._async else None
-
-    @property
-    def upstream_state(self) -> str:
-        return self._async.upstream_state if self._async else "UNKNOWN"
-
+    # By hand: computed on the SDK thread, since it walks the topic table that thread
+    # mutates (a property cannot be generated by ``_blocking``).
     @property
     def stats(self) -> dict[str, int]:
+        """Counters: events received, gaps recovered, stale events dropped, re-hellos."""
         return self._call(self._stats())
 
     async def _stats(self) -> dict[str, int]:
         return self.async_hub.stats
 
-    def wait_connected(self, timeout: float | None = None) -> bool:
-        """Block until the hub's upstream is connected; False if ``timeout`` passes first."""
-        return self._call(self.async_hub.wait_connected(timeout))
-
-    def add_disconnect_handler(self, fn: Handler) -> None:
-        """``fn(status)`` on the SDK thread, once each time the upstream goes down."""
-        self.async_hub.add_disconnect_handler(fn)
-
-    def add_connect_handler(self, fn: Handler) -> None:
-        """``fn(status)`` on the SDK thread, once each time the upstream comes back."""
-        self.async_hub.add_connect_handler(fn)
-
-    def add_status_handler(self, fn: Handler) -> None:
-        self.async_hub.add_status_handler(fn)
-
-    def add_error_handler(self, fn: Callable[[ErrorEvent], Any]) -> None:
-        self.async_hub.add_error_handler(fn)
+    wait_connected = _blocking(AsyncHub.wait_connected)
+    # Handlers run on the SDK thread and must not block it (a blocking ``Hub`` call
+    # there raises ``RuntimeError``); they may be coroutine functions.
+    add_disconnect_handler = _direct(AsyncHub.add_disconnect_handler)
+    add_connect_handler = _direct(AsyncHub.add_connect_handler)
+    add_status_handler = _direct(AsyncHub.add_status_handler)
+    add_error_handler = _direct(AsyncHub.add_error_handler)
 
     # ------------------------------------------------------------------ requests
 
-    def status(self) -> StatusReply:
-        return self._call(self.async_hub.status())
+    status = _blocking(AsyncHub.status)
 
+    # By hand: the blocking subscription hands events from the SDK thread to the
+    # script's thread through a queue (or calls ``callback`` on the SDK thread).
     def subscribe(
         self,
         contract: str | int | ContractSpec,
@@ -320,85 +379,42 @@ class Hub:
         inner.on_close = blocking._ended  # set on the SDK thread before any event can end it
         return inner
 
+    # By hand: takes the ``BlockingSubscription`` that ``subscribe`` returned.
     def unsubscribe(self, sub: BlockingSubscription) -> None:
         """Same as ``sub.close()``."""
         sub.close()
 
-    def snapshot(self, topic: str) -> dict[str, Event]:
-        return self._call(self.async_hub.snapshot(topic))
-
-    def contract_details(
-        self, contract: str | int | ContractSpec, **fields: Any
-    ) -> list[ContractInfo]:
-        return self._call(self.async_hub.contract_details(contract, **fields))
-
-    def historical_bars(self, contract: str | int | ContractSpec, **options: Any) -> list[BarData]:
-        return self._call(self.async_hub.historical_bars(contract, **options))
-
-    def lease_client_id(
-        self, name: str | None = None, ttl: float = 0.0, *, tied: bool = False
-    ) -> int:
-        return self._call(self.async_hub.lease_client_id(name, ttl, tied=tied))
-
-    def release_client_id(self, client_id: int) -> None:
-        self._call(self.async_hub.release_client_id(client_id))
+    snapshot = _blocking(AsyncHub.snapshot)
+    contract_details = _blocking(AsyncHub.contract_details)
+    historical_bars = _blocking(AsyncHub.historical_bars)
+    lease_client_id = _blocking(AsyncHub.lease_client_id)
+    renew_client_id = _blocking(AsyncHub.renew_client_id)
+    release_client_id = _blocking(AsyncHub.release_client_id)
+    names = _blocking(AsyncHub.names)
+    forget_name = _blocking(AsyncHub.forget_name)
 
     # ------------------------------------------------------------------ orders and account
     # Same arguments and refusals (``OrderRejectedError``) as ``AsyncHub``. The ``Order``
     # objects are updated on the SDK thread; wait for them from the script's thread with
     # ``hub.wait_done(order, timeout)`` or ``order.wait_until_blocking(predicate, timeout)``.
 
-    def place_order(
-        self, contract: str | int | ContractSpec, action: str, quantity: float, **options: Any
-    ) -> Order:
-        """Like ``AsyncHub.place_order`` (``order_type``, ``limit_price``, ``tif``, ...)."""
-        return self._call(self.async_hub.place_order(contract, action, quantity, **options))
+    place_order = _blocking(AsyncHub.place_order)
 
+    # Only here: the asyncio form is ``await order.wait_done(timeout)``.
     def wait_done(self, order: Order, timeout: float | None = None) -> Order:
         """Block until ``order`` is filled, cancelled or rejected; ``HubTimeout`` after
         ``timeout`` seconds."""
         return order.wait_done_blocking(timeout)
 
-    def modify_order(
-        self,
-        order: Order | int,
-        quantity: float | None = None,
-        limit_price: float | None = None,
-        stop_price: float | None = None,
-    ) -> Order:
-        return self._call(self.async_hub.modify_order(order, quantity, limit_price, stop_price))
-
-    def cancel_order(self, order: Order | int) -> Order:
-        return self._call(self.async_hub.cancel_order(order))
-
-    def cancel_all_orders(self) -> list[int]:
-        return self._call(self.async_hub.cancel_all_orders())
-
-    def global_cancel(self) -> list[int]:
-        return self._call(self.async_hub.global_cancel())
-
-    def orders(self) -> list[Order]:
-        return self.async_hub.orders()
-
-    def open_orders(self, scope: str = "mine") -> list[OrderInfo]:
-        return self._call(self.async_hub.open_orders(scope))
-
-    def completed_orders(self, scope: str = "mine") -> list[OrderInfo]:
-        return self._call(self.async_hub.completed_orders(scope))
-
-    def executions(self, scope: str = "mine") -> list[ExecutionInfo]:
-        return self._call(self.async_hub.executions(scope))
-
-    def positions(self, account: str = "") -> list[PositionInfo]:
-        return self._call(self.async_hub.positions(account))
-
-    def portfolio(self, account: str = "") -> list[PortfolioItem]:
-        return self._call(self.async_hub.portfolio(account))
-
-    def account_values(self, account: str = "") -> list[AccountValue]:
-        return self._call(self.async_hub.account_values(account))
-
-    def account_summary(
-        self, tags: list[str] | None = None, account: str = ""
-    ) -> dict[str, AccountValue]:
-        return self._call(self.async_hub.account_summary(tags, account))
+    modify_order = _blocking(AsyncHub.modify_order)
+    cancel_order = _blocking(AsyncHub.cancel_order)
+    cancel_all_orders = _blocking(AsyncHub.cancel_all_orders)
+    global_cancel = _blocking(AsyncHub.global_cancel)
+    orders = _direct(AsyncHub.orders)
+    open_orders = _blocking(AsyncHub.open_orders)
+    completed_orders = _blocking(AsyncHub.completed_orders)
+    executions = _blocking(AsyncHub.executions)
+    positions = _blocking(AsyncHub.positions)
+    portfolio = _blocking(AsyncHub.portfolio)
+    account_values = _blocking(AsyncHub.account_values)
+    account_summary = _blocking(AsyncHub.account_summary)

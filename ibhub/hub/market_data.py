@@ -1,6 +1,6 @@
 """The market-data service: contracts resolved with a cache, lines opened and closed.
 
-One instance per hub, used by the request server's handlers (``HubServer.subscribe``,
+One instance per hub, used by the request handlers (``MarketRequests.subscribe``,
 ``unsubscribe``, ``contract_details``, ``historical_bars``) and by the TWS front
 door (``ibhub.frontdoor.market``): however many scripts of either kind watch an
 instrument, the Gateway sees one line, opened when its first holder comes and

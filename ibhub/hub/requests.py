@@ -1,4 +1,4 @@
-"""ROUTER side: decode once, validate, dispatch with ``match``, reply with the request's id.
+"""ROUTER side: decode once, validate, dispatch by type, reply with the request's id.
 
 One ROUTER socket serves REQ and DEALER clients alike: the envelope (identity
 frames up to the empty delimiter) is echoed verbatim in front of the reply. Every
@@ -18,11 +18,15 @@ failure becomes a typed :class:`~ibhub.protocol.Error` naming the problem:
   contract with neither symbol nor conId, negative ttl) -> ``bad_request``
 * a handler that raises -> ``internal`` (logged with its traceback)
 
-The loop never exits on bad input. Cheap requests (heartbeat, status, snapshot,
-...) are answered inline; requests that wait on the Gateway (subscribe, contract
-details, historical bars) run as tasks, so a slow historical request never delays
-a heartbeat. Replies to DEALER clients may therefore come out of order; the id
-says which request each answers.
+* a type no module registered -> ``bad_request``; a lease or role the type needs and
+  the request lacks -> ``unknown_lease`` / ``forbidden`` (:mod:`ibhub.hub.registry`)
+
+The loop never exits on bad input. Each decoded request is looked up in the one
+registry (:class:`~ibhub.hub.registry.Registry`: type -> handler, with its flags).
+Cheap requests (heartbeat, status, snapshot, ...) are answered inline; requests that
+wait on the Gateway (subscribe, contract details, historical bars, orders) run as
+tasks, so a slow historical request never delays a heartbeat. Replies to DEALER
+clients may therefore come out of order; the id says which request each answers.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import zmq
@@ -40,6 +44,7 @@ import zmq.asyncio
 
 from ibhub import wire
 from ibhub.hub.leases import Peer
+from ibhub.hub.registry import Context, Handler, Registry
 from ibhub.hub.subscriptions import KINDS
 from ibhub.protocol import (
     MAX_NAME,
@@ -48,10 +53,6 @@ from ibhub.protocol import (
     ErrorCode,
     GetContractDetails,
     GetHistoricalBars,
-    GetSnapshot,
-    GetStatus,
-    Goodbye,
-    Heartbeat,
     Hello,
     LeaseClientId,
     ReleaseClientId,
@@ -67,28 +68,6 @@ log = logging.getLogger(__name__)
 ROLES = ("trader", "readonly", "operator")
 MAX_TASKS = 1024  # concurrent slow requests; more are refused rather than queued unboundedly
 DRAIN_BATCH = 256  # requests handled per loop turn before the loop's other work runs
-
-
-class RequestHandler(Protocol):
-    """What the hub implements; one method per request type."""
-
-    def hello(self, req: Hello, peer: Peer) -> Reply: ...
-    def heartbeat(self, req: Heartbeat) -> Reply: ...
-    def goodbye(self, req: Goodbye) -> Reply: ...
-    async def subscribe(self, req: Subscribe) -> Reply: ...
-    def unsubscribe(self, req: Unsubscribe) -> Reply: ...
-    def snapshot(self, req: GetSnapshot) -> Reply: ...
-    async def contract_details(self, req: GetContractDetails) -> Reply: ...
-    async def historical_bars(self, req: GetHistoricalBars) -> Reply: ...
-    def lease_client_id(self, req: LeaseClientId) -> Reply: ...
-    def release_client_id(self, req: ReleaseClientId) -> Reply: ...
-    def status(self, req: GetStatus) -> Reply: ...
-
-
-# Maps a request's secret lease token to the lease's public handle, checking that the
-# request came from the connection and key holding that lease (hub.HubServer.bind_lease):
-# the rewritten request, or the Error to answer instead.
-LeaseBinder = Callable[[Request, Peer], "Request | Error"]
 
 
 class BadRequest(Exception):
@@ -351,9 +330,8 @@ class RpcServer:
     def __init__(
         self,
         socket: zmq.Socket[Any],
-        handler: RequestHandler,
+        registry: Registry | None = None,
         *,
-        bind_lease: LeaseBinder | None = None,
         peer_keys: bool = False,
         max_request_bytes: int = wire.MAX_REQUEST_BYTES,
     ) -> None:
@@ -368,10 +346,9 @@ class RpcServer:
             failure_level=logging.WARNING,
         )
         self._sock = self._reader.plain  # a plain view of the same socket, for replies
-        self.handler = handler
-        self._bind_lease = bind_lease
+        # request type -> handler and what it needs (ibhub.hub.registry)
+        self.registry = registry if registry is not None else Registry()
         self._tasks = TaskSet(log)
-        self._extra: dict[type, tuple[Callable[..., object], bool]] = {}
         self.requests = 0
         self.errors = 0
         self.dropped = 0  # replies ZeroMQ could not take (peer gone, or not reading)
@@ -379,15 +356,12 @@ class RpcServer:
         # decoded request (metrics, alerts); an observer that raises is logged and skipped.
         self.observers: list[Callable[[str, Reply, float], None]] = []
 
-    def register(
-        self, req_type: type[Request], fn: Callable[..., object], *, slow: bool = True
-    ) -> None:
-        """Serve ``req_type`` (a request outside the core set, e.g. orders) with ``fn``.
-
-        ``fn(req)`` returns a Reply (``slow=False``, answered inline) or an awaitable of
-        one (``slow=True``, run as a task). It may raise :class:`BadRequest`.
-        """
-        self._extra[req_type] = (fn, slow)
+    def register(self, req_type: type[Request], fn: Handler, *, slow: bool = True,
+                 lease: bool = False, role: str = "", action: str = "") -> None:
+        """Serve ``req_type`` with ``fn(req, ctx)`` (:meth:`Registry.add`): a Reply
+        (``slow=False``, answered inline) or an awaitable of one (``slow=True``, run as a
+        task). It may raise :class:`BadRequest`."""
+        self.registry.add(req_type, fn, slow=slow, lease=lease, role=role, action=action)
 
     def _keyed_receiver(self, socket: zmq.Socket[Any]) -> Callable[[], list[bytes]]:
         """Like :func:`wire.fast_receiver`, also noting the message's ``User-Id`` (the
@@ -444,54 +418,22 @@ class RpcServer:
             rid = request_id(payload) if exc.code != ErrorCode.TOO_LARGE else 0
             self._send(envelope, Error(id=rid, code=exc.code, message=str(exc)))
             return
-        h = self.handler
-        peer = Peer(b"\0".join(envelope), self._peer_key)
-        if self._bind_lease is not None and getattr(req, "lease", None):
-            bound = self._bind_lease(req, peer)
-            if isinstance(bound, Error):  # counted like a handler's unknown_lease
-                self._observe(req, bound, time.perf_counter())
-                self._send(envelope, bound)
-                return
-            req = bound
-        match req:
-            case Hello():
-                self._answer(envelope, req, lambda r: h.hello(r, peer))
-            case Heartbeat():
-                self._answer(envelope, req, h.heartbeat)
-            case Goodbye():
-                self._answer(envelope, req, h.goodbye)
-            case Subscribe():
-                self._spawn(envelope, req, h.subscribe)
-            case Unsubscribe():
-                self._answer(envelope, req, h.unsubscribe)
-            case GetSnapshot():
-                self._answer(envelope, req, h.snapshot)
-            case GetContractDetails():
-                self._spawn(envelope, req, h.contract_details)
-            case GetHistoricalBars():
-                self._spawn(envelope, req, h.historical_bars)
-            case LeaseClientId():
-                self._answer(envelope, req, h.lease_client_id)
-            case ReleaseClientId():
-                self._answer(envelope, req, h.release_client_id)
-            case GetStatus():
-                self._answer(envelope, req, h.status)
-            case _:
-                extra = self._extra.get(type(req))
-                if extra is None:
-                    tag = type(req).__struct_config__.tag
-                    self._send(envelope, Error(
-                        id=req.id, code=ErrorCode.BAD_REQUEST,
-                        message=f"request type {tag!r} is not served by this hub"))
-                elif extra[1]:
-                    self._spawn(envelope, req, extra[0])  # type: ignore[arg-type]
-                else:
-                    self._answer(envelope, req, extra[0])  # type: ignore[arg-type]
+        admitted = self.registry.admit(req, Peer(b"\0".join(envelope), self._peer_key))
+        if isinstance(admitted, Error):  # counted like any other error reply
+            self._observe(req, admitted, time.perf_counter())
+            self._send(envelope, admitted)
+            return
+        route, req, ctx = admitted
+        if route.slow:
+            self._spawn(envelope, req, ctx, route.fn)  # type: ignore[arg-type]
+        else:
+            self._answer(envelope, req, ctx, route.fn)  # type: ignore[arg-type]
 
-    def _answer(self, envelope: list[bytes], req: Request, fn: Callable[..., Reply]) -> None:
+    def _answer(self, envelope: list[bytes], req: Request, ctx: Context,
+                fn: Callable[..., Reply]) -> None:
         t0 = time.perf_counter()
         try:
-            reply = fn(req)
+            reply = fn(req, ctx)
         except BadRequest as exc:
             reply = Error(id=req.id, code=exc.code, message=str(exc))
         except Exception:
@@ -512,22 +454,20 @@ class RpcServer:
             except Exception:
                 log.exception("request observer %r failed", observer)
 
-    def _spawn(
-        self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
-    ) -> None:
+    def _spawn(self, envelope: list[bytes], req: Request, ctx: Context,
+               fn: Callable[..., Awaitable[Reply]]) -> None:
         if len(self._tasks) >= MAX_TASKS:
             self._send(envelope, Error(
                 id=req.id, code=ErrorCode.BUSY,
                 message=f"hub busy: {MAX_TASKS} requests in progress; retry later"))
             return
-        self._tasks.spawn(self._run(envelope, req, fn))
+        self._tasks.spawn(self._run(envelope, req, ctx, fn))
 
-    async def _run(
-        self, envelope: list[bytes], req: Request, fn: Callable[..., Awaitable[Reply]]
-    ) -> None:
+    async def _run(self, envelope: list[bytes], req: Request, ctx: Context,
+                   fn: Callable[..., Awaitable[Reply]]) -> None:
         t0 = time.perf_counter()
         try:
-            reply = await fn(req)
+            reply = await fn(req, ctx)
         except BadRequest as exc:
             reply = Error(id=req.id, code=exc.code, message=str(exc))
         except Exception:

@@ -4,9 +4,12 @@
 path, see :mod:`ibhub.hub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
 :mod:`ibhub.hub.requests`), the lease table, the subscription registry, the
 market-data service (:mod:`ibhub.hub.market_data`: contracts and lines, shared with the
-front door) and the upstream session (:mod:`ibhub.ib.session`). It implements the
-request handlers and the upstream listener, i.e. the policy that ties them together:
-who may subscribe, when a lease's lines are released, where an IB error goes. With
+front door) and the upstream session (:mod:`ibhub.ib.session`). It fills the request
+registry (:mod:`ibhub.hub.registry`) with the modules that serve requests
+(:mod:`ibhub.hub.lease_requests`, :mod:`ibhub.hub.market_requests`,
+:mod:`ibhub.hub.name_requests`, :mod:`ibhub.hub.status`) and is the upstream listener,
+i.e. the policy that ties the parts together: when a lease's lines are released, where
+an IB error goes. With
 ``orders`` on, :func:`attach_orders` builds the order service and the upstream order
 gateway it is handed (:mod:`ibhub.orders.service`, :mod:`ibhub.ib.orders`); with
 ``tws_port``, the front door (:mod:`ibhub.frontdoor`).
@@ -28,66 +31,39 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import zmq
 import zmq.asyncio
 
 from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
 from ibhub.hub.fanout import PUB_SNDHWM, Fanout
-from ibhub.hub.leases import LOCAL, LeaseTable, NoFreeClientId, Peer
+from ibhub.hub.lease_requests import LeaseRequests
+from ibhub.hub.leases import LeaseTable
 from ibhub.hub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
 from ibhub.hub.market_data import MarketDataService
-from ibhub.hub.names import NAMES_FILE, NameBindings, NameRefused, new_secret
+from ibhub.hub.market_requests import MarketRequests
+from ibhub.hub.name_requests import NameRequests
+from ibhub.hub.names import NAMES_FILE, NameBindings
+from ibhub.hub.registry import Registry
 from ibhub.hub.requests import RpcServer
 from ibhub.hub.security import (
     RolePolicy,
-    RoleRefused,
     ServerSecurity,
     check_bind,
     stop_authenticator,
 )
-from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription, SubscriptionRegistry
-from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
+from ibhub.hub.status import StatusRequests
+from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry
 from ibhub.ib.session import Upstream, explain
 from ibhub.protocol import (
-    PROTOCOL_VERSION,
     TOPIC_ERROR,
-    ClientIdLeased,
-    ContractDetailsReply,
     ContractInfo,
     ContractSpec,
     Error,
-    ErrorCode,
-    ForgetName,
-    GetContractDetails,
-    GetHistoricalBars,
-    GetSnapshot,
-    GetStatus,
-    Goodbye,
-    Heartbeat,
-    Hello,
-    HistoricalBarsReply,
-    LeaseClientId,
-    LeaseInfo,
-    ListNames,
-    NameInfo,
-    NamesReply,
-    Ok,
-    ReleaseClientId,
-    Reply,
-    Request,
-    Snapshot,
-    StatusReply,
-    Subscribe,
-    Subscribed,
-    SubscriptionInfo,
-    Unsubscribe,
     UpstreamState,
-    Welcome,
 )
 from ibhub.tasks import TaskSet
-from ibhub.tws.pacing import Pacer, PacerBusy
+from ibhub.tws.pacing import Pacer
 
 if TYPE_CHECKING:
     from ibhub.orders.service import OrderService
@@ -133,6 +109,12 @@ class HubServer:
         self.subs = SubscriptionRegistry(self.settings.lines_max)
         # Contracts and lines, shared with the front door (ibhub.hub.market_data).
         self.market = MarketDataService(self.settings, self.subs)
+        # One table of request type -> handler and what it needs (ibhub.hub.registry):
+        # each module registers its own requests, the order service too (attach_orders).
+        self.registry = Registry(self.leases)
+        for requests in (LeaseRequests(self), MarketRequests(self), NameRequests(self),
+                         StatusRequests(self)):
+            requests.register(self.registry)
         self._ctx: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket[bytes] | None = None
         self._router: zmq.asyncio.Socket | None = None
@@ -159,20 +141,20 @@ class HubServer:
         ``on_upstream_state(state, code, message)`` (every upstream state change) and
         ``async stop()``
         (awaited first in :meth:`stop`). Its requests are served by registering
-        handlers on :attr:`rpc` (``rpc.register``). A hook that raises is logged and
-        never stops the hub or the other services.
+        handlers in :attr:`registry`. A hook that raises is logged and never stops the
+        hub or the other services.
         """
         self._services.append(service)
         up = self.upstream
         if up is not None and up.connected:
-            self._notify("on_connected", up.port, up.accounts)
+            self.notify("on_connected", up.port, up.accounts)
 
     @property
     def services(self) -> tuple[Any, ...]:
         """The attached services (the TWS front door finds the order service here)."""
         return tuple(self._services)
 
-    def _notify(self, hook: str, *args: Any) -> None:
+    def notify(self, hook: str, *args: Any) -> None:
         for service in self._services:
             fn = getattr(service, hook, None)
             if fn is None:
@@ -187,6 +169,11 @@ class HubServer:
         return await self.market.resolve_one(0, spec)
 
     # ------------------------------------------------------------------ life cycle
+
+    @property
+    def started_at(self) -> float:
+        """``time.monotonic()`` when the hub started serving (uptime)."""
+        return self._started
 
     @property
     def pub_endpoint(self) -> str:
@@ -267,10 +254,8 @@ class HubServer:
                 self.sim = None
             raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
         self.fanout = Fanout(pub)
-        self.rpc = RpcServer(router, self, bind_lease=self.bind_lease,
-                             peer_keys=security.enabled, max_request_bytes=s.max_request_bytes)
-        self.rpc.register(ListNames, self.list_names, slow=False)
-        self.rpc.register(ForgetName, self.forget_name, slow=False)
+        self.rpc = RpcServer(router, self.registry, peer_keys=security.enabled,
+                             max_request_bytes=s.max_request_bytes)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
         self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
                            max_queue_per_owner=s.pacer_queue_per_lease)
@@ -386,8 +371,8 @@ class HubServer:
             for lease in leases:
                 log.info("lease %s (%s) expired: no heartbeat for %.1fs",
                          lease.lease_id, lease.name, self.leases.ttl)
-                self._release_subscriptions(lease.lease_id)
-                self._notify("on_lease_gone", lease.lease_id)
+                self.release_subscriptions(lease.lease_id)
+                self.notify("on_lease_gone", lease.lease_id)
             for raw in raws:
                 log.info("raw client id %s (%s) released by expiry", raw.client_id, raw.name)
 
@@ -424,9 +409,9 @@ class HubServer:
         up = self.upstream
         if self.fanout is not None and up is not None:
             self.fanout.status(state, "state", code, message, up.reconnect_count)
-        self._notify("on_upstream_state", state, code, message)
+        self.notify("on_upstream_state", state, code, message)
         if state == UpstreamState.CONNECTED and up is not None:
-            self._notify("on_connected", up.port, up.accounts)
+            self.notify("on_connected", up.port, up.accounts)
 
     def on_ib_message(self, code: int, message: str) -> None:
         self._status("ib", code, message)
@@ -448,7 +433,7 @@ class HubServer:
 
     # ------------------------------------------------------------------ leases
 
-    def _release_subscriptions(self, lease_id: str) -> None:
+    def release_subscriptions(self, lease_id: str) -> None:
         """Everything an ended lease held: its subscriptions and its error topic."""
         self.market.release_holder(lease_id)
         if self.fanout is not None:
@@ -470,297 +455,13 @@ class HubServer:
         except sqlite3.Error as exc:
             log.warning("could not prune unused script-name bindings: %s", exc)
 
-    def _unknown_lease(self, rid: int, lease: str) -> Error:
-        return Error(id=rid, code=ErrorCode.UNKNOWN_LEASE,
-                     message=f"lease {lease!r} is unknown (expired, said goodbye, or never "
-                             "existed); say hello again")
-
-    # ------------------------------------------------------------------ request handlers
-
-    def bind_lease(self, req: Request, peer: Peer) -> Request | Error:
-        """``req`` with its ``lease`` token replaced by the lease's public handle, if the
-        token is live and ``peer`` is the connection (and CURVE key) that opened it.
-
-        Every request naming a lease passes here (ibhub.hub.requests) before any handler, so the
-        handlers and services only ever see handles. An unknown token and a token from
-        another connection get the same reply, which names nobody.
-        """
-        token = getattr(req, "lease", "")
-        lease = self.leases.resolve(token, peer)
-        if lease is None:
-            return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
-                         message="the lease in this request is unknown on this connection "
-                                 "(expired, said goodbye, the hub restarted, or it was opened "
-                                 "by another connection); say hello again and use the token "
-                                 "of its welcome")
-        return msgspec.structs.replace(req, lease=lease.lease_id)
-
-    def hello(self, req: Hello, peer: Peer = LOCAL) -> Reply:
-        if req.protocol != PROTOCOL_VERSION:
-            return Error(id=req.id, code=ErrorCode.UNSUPPORTED_VERSION,
-                         message=f"client speaks protocol {req.protocol}, this hub speaks "
-                                 f"{PROTOCOL_VERSION}; upgrade the older side")
-        try:
-            role = self.roles.grant(req.role, peer, req.credential)
-        except RoleRefused as exc:
-            log.warning("hello from %r refused: %s", req.name, exc)
-            return Error(id=req.id, code=ErrorCode.FORBIDDEN, message=str(exc))
-        names = self.names
-        try:
-            binding = names.check(req.name, req.name_secret, peer.key) if names else None
-        except NameRefused as exc:
-            log.warning("hello as %r refused%s: %s", req.name,
-                        f" (key {peer.key})" if peer.key else "", exc)
-            return Error(id=req.id, code=ErrorCode.NAME_TAKEN, message=str(exc))
-        except sqlite3.Error as exc:
-            return self._names_unavailable(req.id, exc)
-        try:
-            lease = self.leases.open(req.name, role, peer)
-        except NoFreeClientId as exc:
-            return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
-        made = ""  # a secret the hub made for a client that brought none
-        if names is not None:
-            try:
-                if binding is None:
-                    made = "" if req.name_secret else new_secret()
-                    names.bind(req.name, req.name_secret or made, peer.key)
-                else:
-                    names.seen(binding)
-            except NameRefused as exc:  # another hub process on this data dir bound it
-                self.leases.close(lease.lease_id)
-                return Error(id=req.id, code=ErrorCode.NAME_TAKEN, message=str(exc))
-            except sqlite3.Error as exc:
-                self.leases.close(lease.lease_id)
-                return self._names_unavailable(req.id, exc)
-        log.info("lease %s opened for %r (%s%s), client id %s",
-                 lease.lease_id, lease.name, lease.role,
-                 f", key {peer.key}" if peer.key else "", lease.client_id)
-        self._notify("on_hello", lease.lease_id, lease.name)
-        return Welcome(id=req.id, lease=lease.lease_id, client_id=lease.client_id,
-                       heartbeat_interval=self.settings.heartbeat_interval,
-                       hub_version=__version__, token=lease.token, role=lease.role,
-                       name_secret=made)
-
-    def _names_unavailable(self, rid: int, exc: sqlite3.Error) -> Error:
-        path = self.names.path if self.names is not None else NAMES_FILE
-        log.error("script-name bindings (%s): %s", path, exc)
-        return Error(id=rid, code=ErrorCode.INTERNAL,
-                     message="the hub cannot check or record script names right now (see "
-                             "its log); try again")
-
-    def heartbeat(self, req: Heartbeat) -> Reply:
-        if self.leases.touch(req.lease) is None:
-            return self._unknown_lease(req.id, req.lease)
-        return Ok(id=req.id)
-
-    def goodbye(self, req: Goodbye) -> Reply:
-        lease, raws = self.leases.close(req.lease)
-        if lease is None:
-            return self._unknown_lease(req.id, req.lease)
-        self._release_subscriptions(lease.lease_id)
-        self._notify("on_lease_gone", lease.lease_id)
-        log.info("lease %s (%r) said goodbye; released %d raw ids",
-                 lease.lease_id, lease.name, len(raws))
-        return Ok(id=req.id)
-
-    async def subscribe(self, req: Subscribe) -> Reply:
-        if self.leases.touch(req.lease) is None:
-            return self._unknown_lease(req.id, req.lease)
-        resolved = await self.market.resolve_one(req.id, req.contract)
-        if isinstance(resolved, Error):
-            return resolved
-        info = resolved
-        lease = self.leases.get(req.lease)
-        if lease is None:  # expired while we were resolving
-            return self._unknown_lease(req.id, req.lease)
-        try:
-            sub, created = self.market.open_line(lease.lease_id, info, req.kind, pace=True)
-        except LineLimit as exc:
-            return Error(id=req.id, code=ErrorCode.LINE_LIMIT, message=str(exc))
-        except PacerBusy as exc:
-            return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
-        lease.topics.add(sub.topic)
-        if created:
-            log.info("subscribed %s (con_id %s) upstream for %r",
-                     sub.topic, info.con_id, lease.name)
-        return Subscribed(id=req.id, topic=sub.topic, contract=sub.contract,
-                          subscribers=len(sub.leases))
-
-    def unsubscribe(self, req: Unsubscribe) -> Reply:
-        lease = self.leases.touch(req.lease)
-        if lease is None:
-            return self._unknown_lease(req.id, req.lease)
-        try:
-            self.market.release(req.lease, req.topic)
-        except NotSubscribed as exc:
-            return Error(id=req.id, code=ErrorCode.NOT_SUBSCRIBED, message=str(exc))
-        lease.topics.discard(req.topic)
-        return Ok(id=req.id)
-
-    def snapshot(self, req: GetSnapshot) -> Reply:
-        assert self.fanout is not None
-        topics, seqs, events = self.fanout.snapshot(req.topic)
-        return Snapshot(id=req.id, topics=topics, seqs=seqs, events=events)
-
-    async def contract_details(self, req: GetContractDetails) -> Reply:
-        found = await self.market.resolve(req.id, req.contract)
-        if isinstance(found, Error):
-            return found
-        return ContractDetailsReply(id=req.id, contracts=found)
-
-    async def historical_bars(self, req: GetHistoricalBars) -> Reply:
-        resolved = await self.market.resolve_one(req.id, req.contract)
-        if isinstance(resolved, Error):
-            return resolved
-        assert self.upstream is not None
-        try:
-            bars = await self.upstream.historical_bars(
-                resolved, duration=req.duration, bar_size=req.bar_size,
-                what_to_show=req.what_to_show, use_rth=req.use_rth, end=req.end,
-            )
-        except UpstreamDown as exc:
-            return Error(id=req.id, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
-        except UpstreamRequestError as exc:
-            return Error(id=req.id, code=ErrorCode.IB_ERROR, ib_code=exc.code,
-                         message=f"IB refused the historical request: {exc.message}")
-        except TimeoutError as exc:
-            return Error(id=req.id, code=ErrorCode.TIMEOUT, message=str(exc))
-        except PacerBusy as exc:
-            return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
-        return HistoricalBarsReply(id=req.id, contract=resolved, bars=bars)
-
-    def lease_client_id(self, req: LeaseClientId) -> Reply:
-        if req.lease and self.leases.touch(req.lease) is None:
-            return self._unknown_lease(req.id, req.lease)
-        if req.token:  # a renewal
-            raw = self.leases.renew_raw(req.token, req.ttl)
-            if raw is None:
-                return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
-                             message="no raw client id is leased under this token (released "
-                                     "or expired); lease a new one")
-            log.info("raw client id %s (%s) renewed", raw.client_id, raw.name)
-        else:
-            try:
-                raw = self.leases.lease_raw(req.name, req.ttl, req.lease)
-            except NoFreeClientId as exc:
-                log.warning("raw client id for %r refused: %s", req.name, exc)
-                return Error(id=req.id, code=ErrorCode.NO_FREE_CLIENT_ID, message=str(exc))
-            log.info("raw client id %s leased to %r", raw.client_id, raw.name)
-        return ClientIdLeased(id=req.id, client_id=raw.client_id,
-                              expires_in=raw.expires_in(self.leases.now()), token=raw.token)
-
-    def release_client_id(self, req: ReleaseClientId) -> Reply:
-        """Release with the raw id's own token, or any raw id with the operator token."""
-        token = None if self.roles.is_operator_token(req.credential) else req.token
-        if token == "":
-            return Error(id=req.id, code=ErrorCode.FORBIDDEN,
-                         message=f"releasing client id {req.client_id} needs the token its "
-                                 "client_id_leased reply gave (or the operator token)")
-        if self.leases.release_raw(req.client_id, token) is None:
-            return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
-                         message=f"client id {req.client_id} is not leased under this token")
-        return Ok(id=req.id)
-
-    def _operator(self, rid: int, handle: str, what: str) -> Error | None:
-        lease = self.leases.touch(handle)
-        if lease is None:
-            return self._unknown_lease(rid, handle)
-        if lease.role != "operator":
-            return Error(id=rid, code=ErrorCode.FORBIDDEN,
-                         message=f"{what} needs the operator role (hello with role='operator': "
-                                 "the operator token on loopback, a curve_operator_keys key "
-                                 "with CURVE; docs/security.md)")
-        return None
-
-    def list_names(self, req: ListNames) -> Reply:
-        """Operator: every bound script name, with the leases live under it now."""
-        refused = self._operator(req.id, req.lease, "listing script names")
-        if refused is not None:
-            return refused
-        live: dict[str, int] = {}
-        for lease in self.leases.leases():
-            live[lease.name] = live.get(lease.name, 0) + 1
-        bindings = self.names.all() if self.names is not None else []
-        return NamesReply(id=req.id, names=[
-            NameInfo(name=b.name, key=b.key, bound_at=b.bound_at, last_seen=b.last_seen,
-                     live=live.get(b.name, 0))
-            for b in bindings
-        ])
-
-    def forget_name(self, req: ForgetName) -> Reply:
-        """Operator: drop a name's binding. Leases open under it stay (they proved the
-        name when they said hello); the next hello with the name binds it anew."""
-        refused = self._operator(req.id, req.lease, "forgetting a script name")
-        if refused is not None:
-            return refused
-        if self.names is None or not self.names.forget(req.name):
-            return Error(id=req.id, code=ErrorCode.UNKNOWN_NAME,
-                         message=f"script name {req.name!r} is not bound")
-        return Ok(id=req.id)
-
-    def status(self, req: GetStatus) -> Reply:
-        up = self.upstream
-        assert up is not None
-        now = self.leases.now()
-        subs = self.subs.all()
-        newest = max((s.stream.last_ts for s in subs), default=0)
-        return StatusReply(
-            id=req.id,
-            connected=up.connected,
-            state=up.state,
-            host=up.host,
-            port=up.port,
-            client_id=up.client_id,
-            server_version=up.server_version,
-            accounts=up.accounts,
-            uptime_seconds=time.monotonic() - self._started,
-            reconnect_count=up.reconnect_count,
-            connected_at=up.connected_at,
-            last_tick_at=newest / 1e9 if newest else None,
-            leases=[
-                LeaseInfo(lease=ls.lease_id, name=ls.name, role=ls.role, client_id=ls.client_id,
-                          subscriptions=len(ls.topics), age_seconds=now - ls.created)
-                for ls in self.leases.leases()
-            ],
-            subscriptions=[
-                SubscriptionInfo(topic=s.topic, con_id=s.con_id, kind=s.kind,
-                                 subscribers=len(s.leases), ticks=s.stream.ticks)
-                for s in subs
-            ],
-            lines_used=self.subs.lines_used,
-            lines_max=self.subs.lines_max,
-            raw_client_ids=sorted(r.client_id for r in self.leases.raw_leases()),
-            trading=self.orders.status()["trading"] if self.orders is not None else "off",
-            upstream_queue=self.pacer.depth() if self.pacer is not None else {},
-            connections={n: {k: int(v) for k, v in st.as_dict().items()}
-                         for n, st in limits_of(self).listeners.items()},
-            **self._pacing_status(),
-        )
-
-    def _pacing_status(self) -> dict[str, Any]:
-        """Back-pressure fields of the status reply (docs/orders.md, "Back-pressure")."""
-        pacer = self.pacer if self.pacer is not None else getattr(self.orders, "pacer", None)
-        if pacer is None:
-            return {}
-        snap = pacer.snapshot()
-        return {
-            "expected_order_delay": snap["expected_order_delay"],
-            "max_order_delay": getattr(getattr(self.orders, "settings", None),
-                                       "max_order_delay", 0.0),
-            "upstream_queued": snap["queued"] + snap["reserved"],
-            "upstream_queue_max": pacer.max_queue or 0,
-            "upstream_queue_per_lease": pacer.max_queue_per_owner or 0,
-            "busy_refusals": snap["refused"],
-            "order_wait_max": snap["max_order_wait_seconds"],
-        }
-
 
 async def attach_orders(hub: HubServer, **overrides: Any) -> OrderService:
     """Build, start and attach an :class:`OrderService` to a started ``HubServer``.
 
     ``overrides`` replace :class:`OrderSettings` fields (tests; the hub's settings give
     the rest). Uses the hub's extension points only: ``upstream.ib``,
-    ``resolve_contract``, ``subs`` (last prices), ``rpc.register`` and ``add_service``.
+    ``resolve_contract``, ``subs`` (last prices), ``registry`` and ``add_service``.
     """
     from ibhub.ib.orders import IbOrderGateway  # imports the IB library
     from ibhub.orders.service import OrderService, OrderSettings, stream_price
@@ -779,7 +480,6 @@ async def attach_orders(hub: HubServer, **overrides: Any) -> OrderService:
     service = OrderService(
         settings,
         fanout=hub.fanout,
-        leases=hub.leases,
         resolve=hub.resolve_contract,
         last_price=last_price,
         pacer=getattr(hub, "pacer", None),
@@ -789,7 +489,7 @@ async def attach_orders(hub: HubServer, **overrides: Any) -> OrderService:
     gateway = IbOrderGateway(up.ib, client_id=up.client_id, connected=lambda: up.connected,
                              cache_grace=settings.ib_cache_grace)
     await service.start(gateway, port=up.port)
-    service.register(hub.rpc)
+    service.register(hub.registry)
     ops = getattr(hub, "ops", None)
     if ops is not None:  # attached after the hub's alerts: their corrections alert too
         ops.alerts.attach_orders(service)

@@ -14,20 +14,27 @@ from ibhub.ib.lib import Contract
 from ibhub.protocol import BarData, ContractInfo, ContractSpec
 
 
-def spec_to_contract(spec: ContractSpec) -> Contract:
+def to_ib_contract(c: ContractSpec | ContractInfo) -> Contract:
+    """The IB library's ``Contract`` for a hub contract: the one place the hub builds one.
+
+    Takes what a script asked for (:class:`ContractSpec`) or a qualified contract
+    (:class:`ContractInfo`); both carry the same contract fields by the same names.
+    Empty fields are the library's own defaults, so a spec of ``con_id`` alone sends
+    only the id.
+    """
     return Contract(
-        conId=spec.con_id,
-        symbol=spec.symbol,
-        secType=spec.sec_type,
-        lastTradeDateOrContractMonth=spec.expiry,
-        strike=spec.strike,
-        right=spec.right,
-        multiplier=spec.multiplier,
-        exchange=spec.exchange,
-        primaryExchange=spec.primary_exchange,
-        currency=spec.currency,
-        localSymbol=spec.local_symbol,
-        tradingClass=spec.trading_class,
+        conId=c.con_id,
+        symbol=c.symbol,
+        secType=c.sec_type,
+        lastTradeDateOrContractMonth=c.expiry,
+        strike=c.strike,
+        right=c.right,
+        multiplier=c.multiplier,
+        exchange=c.exchange,
+        primaryExchange=c.primary_exchange,
+        currency=c.currency,
+        localSymbol=c.local_symbol,
+        tradingClass=c.trading_class,
     )
 
 
@@ -54,23 +61,6 @@ def details_to_info(details: Any, requested_exchange: str) -> ContractInfo:
         time_zone=details.timeZoneId or "",
         trading_hours=details.tradingHours or "",
         liquid_hours=details.liquidHours or "",
-    )
-
-
-def info_to_contract(info: ContractInfo) -> Contract:
-    return Contract(
-        conId=info.con_id,
-        symbol=info.symbol,
-        secType=info.sec_type,
-        lastTradeDateOrContractMonth=info.expiry,
-        strike=info.strike,
-        right=info.right,
-        multiplier=info.multiplier,
-        exchange=info.exchange,
-        primaryExchange=info.primary_exchange,
-        currency=info.currency,
-        localSymbol=info.local_symbol,
-        tradingClass=info.trading_class,
     )
 
 

@@ -42,7 +42,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ibhub.ib.lib import IB, Contract, Order, TagValue
+from ibhub.ib.convert import to_ib_contract
+from ibhub.ib.lib import IB, Order, TagValue
 from ibhub.ib.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
 from ibhub.orders.account import AccountBook
 from ibhub.orders.manager import OrderManager
@@ -228,13 +229,7 @@ class IbOrderGateway:
     def place(self, order_id: int, contract: ContractSpec, fields: OrderFields) -> None:
         if not self.is_connected():
             raise ConnectionError("not connected to the Gateway")
-        ib_contract = Contract(
-            conId=contract.con_id,
-            symbol=contract.symbol,
-            secType=contract.sec_type,
-            exchange=contract.exchange,
-            currency=contract.currency,
-        )
+        ib_contract = to_ib_contract(contract)
         order = Order(
             orderId=order_id,
             action=fields.action,

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ibhub.config import HubSettings
-from ibhub.ib.convert import bar_to_bardata, details_to_info, info_to_contract, spec_to_contract
+from ibhub.ib.convert import bar_to_bardata, details_to_info, to_ib_contract
 from ibhub.ib.lib import IB, RequestError
 from ibhub.protocol import BarData, ContractInfo, ContractSpec
 from ibhub.tws.pacing import Pacer, Priority
@@ -78,7 +78,7 @@ class Queries:
             # cancellation that coincides with the reply (hub shutdown would then wait).
             async with asyncio.timeout(self.settings.request_timeout):
                 details = await self._query(
-                    lambda: ib.reqContractDetailsAsync(spec_to_contract(spec)),
+                    lambda: ib.reqContractDetailsAsync(to_ib_contract(spec)),
                     label=f"contract details {spec.symbol or spec.con_id}",
                 )
         except RequestError as exc:
@@ -107,7 +107,7 @@ class Queries:
             nonlocal started
             started = time.monotonic()  # the timeout runs from the send, not the queue
             return ib.reqHistoricalDataAsync(
-                info_to_contract(contract),
+                to_ib_contract(contract),
                 end,
                 duration,
                 bar_size,

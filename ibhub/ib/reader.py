@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections.abc import Callable
 from typing import Any
 
 from ibhub.ib.lib import IB
+from ibhub.tws.codec import UNLIMITED_FRAME, split_fields, split_frames
 
 log = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct(">I")
 YIELD_READ_BYTES = 64 * 1024  # a read this large means the hub is behind the Gateway
 MAX_MESSAGES_PER_TURN = 1000  # ~4 ms of parsing and publishing per loop turn
 
@@ -120,23 +119,13 @@ class TickReader:
             arrived()
         buf = client._data + data if client._data else data
         client._numBytesRecv += len(data)
-        n = len(buf)
-        pos = 0
-        count = 0
+        bodies, pos = split_frames(buf, UNLIMITED_FRAME, MAX_MESSAGES_PER_TURN)
+        count = len(bodies)
         other = 0
         fast = self._fast.get
         tapped = self._taps.get
         interpret = client.decoder.interpret
-        unpack = _LENGTH.unpack_from
-        while n - pos > 4:
-            if count == MAX_MESSAGES_PER_TURN:
-                break  # the rest waits for the next loop iteration (see _yield_reads)
-            end = pos + 4 + unpack(buf, pos)[0]
-            if end > n:
-                break
-            body = buf[pos + 4:end]
-            pos = end
-            count += 1
+        for body in bodies:
             # Ticks stay bytes (int() and float() take bytes): no decode per tick.
             parts = body.split(b"\0")
             handler = fast(parts[0])
@@ -145,9 +134,7 @@ class TickReader:
                 tap = tapped(parts[0])
                 if tap is not None and tap(parts):
                     continue
-                fields = body.decode(errors="backslashreplace").split("\0")
-                fields.pop()
-                interpret(fields)
+                interpret(split_fields(body))
                 continue
             try:
                 handler(parts)

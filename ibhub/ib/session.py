@@ -50,7 +50,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ibhub.config import HubSettings
-from ibhub.ib.convert import info_to_contract
+from ibhub.ib.convert import to_ib_contract
 from ibhub.ib.lib import IB, RequestError, new_ib
 from ibhub.ib.queries import Queries, UpstreamDown
 from ibhub.ib.reader import TickReader
@@ -484,7 +484,7 @@ class Upstream:
         ib = self._ib
         if ib is None or not ib.client.isReady():
             return  # requested again with a fresh id when the next session is up
-        contract = info_to_contract(sub.contract)
+        contract = to_ib_contract(sub.contract)
         try:
             if sub.kind == "bars":
                 # IB has no TRADES bars for forex; MIDPOINT is what it offers there.

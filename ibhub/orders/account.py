@@ -40,7 +40,6 @@ from ibhub.protocol import (
 log = logging.getLogger(__name__)
 
 NAN: Final = float("nan")
-ACCOUNT_REQUESTS: Final = (GetPositions, GetPortfolio, GetAccountValues, GetAccountSummary)
 EventSink = Callable[[str, Event], None]
 
 
@@ -212,14 +211,24 @@ class AccountBook:
             if self._pick(account, a) and (not wanted or k in wanted)
         ]
 
-    def handle(self, req: Any) -> Reply:
-        match req:
-            case GetPositions():
-                return PositionsReply(id=req.id, positions=self.positions(req.account))
-            case GetPortfolio():
-                return PortfolioReply(id=req.id, items=self.portfolio(req.account))
-            case GetAccountValues():
-                return AccountValuesReply(id=req.id, values=self.values(req.account))
-            case GetAccountSummary():
-                return AccountSummaryReply(id=req.id, values=self.summary(req.account, req.tags))
-        raise TypeError(f"not an account request: {type(req).__name__}")
+    def handlers(self) -> dict[type, Callable[[Any], Reply]]:
+        """Each account request type -> the method that answers it from the cache (the
+        service registers them in the hub's request registry)."""
+        return {
+            GetPositions: self.get_positions,
+            GetPortfolio: self.get_portfolio,
+            GetAccountValues: self.get_account_values,
+            GetAccountSummary: self.get_account_summary,
+        }
+
+    def get_positions(self, req: GetPositions) -> Reply:
+        return PositionsReply(id=req.id, positions=self.positions(req.account))
+
+    def get_portfolio(self, req: GetPortfolio) -> Reply:
+        return PortfolioReply(id=req.id, items=self.portfolio(req.account))
+
+    def get_account_values(self, req: GetAccountValues) -> Reply:
+        return AccountValuesReply(id=req.id, values=self.values(req.account))
+
+    def get_account_summary(self, req: GetAccountSummary) -> Reply:
+        return AccountSummaryReply(id=req.id, values=self.summary(req.account, req.tags))

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Final, Protocol
@@ -103,18 +104,6 @@ MODIFY_WITHDRAWN: Final = (
 )
 DEFAULT_MAX_ORDER_DELAY: Final = 2.0  # seconds an order may wait in the pacer
 
-ORDER_REQUESTS: Final = (
-    PlaceOrder,
-    ModifyOrder,
-    CancelOrder,
-    CancelAllOrders,
-    GlobalCancel,
-    GetOpenOrders,
-    GetCompletedOrders,
-    GetExecutions,
-)
-
-
 @dataclass(frozen=True)
 class Caller:
     """Who sent a request: their lease, script name (the order owner) and role."""
@@ -122,6 +111,10 @@ class Caller:
     lease: str
     owner: str
     role: str = Role.TRADER
+
+
+#: an order request's handler: ``fn(caller, req)`` -> the reply
+OrderHandler = Callable[[Caller, Any], Awaitable[Reply]]
 
 
 class UnknownContract(LookupError):
@@ -250,42 +243,51 @@ class OrderManager:
         self.store.lease_gone(lease)
         self.risk.forget_lease(lease)
 
-    async def handle(self, caller: Caller, req: Any) -> Reply:
-        """Answer one of ``ORDER_REQUESTS``."""
-        match req:
-            case PlaceOrder():
-                return await self.place(caller, req)
-            case ModifyOrder():
-                return await self.modify(caller, req)
-            case CancelOrder():
-                return await self.cancel(caller, req)
-            case CancelAllOrders():
-                return await self.cancel_all(caller, req)
-            case GlobalCancel():
-                return await self.global_cancel(caller, req)
-            case GetOpenOrders() | GetCompletedOrders():
-                owner = self._scope(caller, req.scope)
-                if isinstance(owner, Refusal):
-                    return OrderRejected(
-                        id=req.id, client_order_id="", reason=owner.reason, message=owner.message
-                    )
-                working = isinstance(req, GetOpenOrders)
-                return OrdersReply(id=req.id, orders=self.store.orders(owner, working=working))
-            case GetExecutions():
-                owner = self._scope(caller, req.scope)
-                if isinstance(owner, Refusal):
-                    return OrderRejected(
-                        id=req.id, client_order_id="", reason=owner.reason, message=owner.message
-                    )
-                return ExecutionsReply(id=req.id, executions=self.store.executions(owner))
-        raise TypeError(f"not an order request: {type(req).__name__}")
+    def handlers(self) -> dict[type, OrderHandler]:
+        """Each order request type -> the method that answers it, ``fn(caller, req)``
+        (the service registers them in the hub's request registry)."""
+        return {
+            PlaceOrder: self.place,
+            ModifyOrder: self.modify,
+            CancelOrder: self.cancel,
+            CancelAllOrders: self.cancel_all,
+            GlobalCancel: self.global_cancel,
+            GetOpenOrders: self.open_orders,
+            GetCompletedOrders: self.completed_orders,
+            GetExecutions: self.executions,
+        }
 
-    def _scope(self, caller: Caller, scope: str) -> str | Refusal | None:
+    async def open_orders(self, caller: Caller, req: GetOpenOrders) -> Reply:
+        return self._orders(caller, req, working=True)
+
+    async def completed_orders(self, caller: Caller, req: GetCompletedOrders) -> Reply:
+        return self._orders(caller, req, working=False)
+
+    def _orders(
+        self, caller: Caller, req: GetOpenOrders | GetCompletedOrders, working: bool
+    ) -> Reply:
+        owner = self._scope(caller, req.id, req.scope)
+        if isinstance(owner, OrderRejected):
+            return owner
+        return OrdersReply(id=req.id, orders=self.store.orders(owner, working=working))
+
+    async def executions(self, caller: Caller, req: GetExecutions) -> Reply:
+        owner = self._scope(caller, req.id, req.scope)
+        if isinstance(owner, OrderRejected):
+            return owner
+        return ExecutionsReply(id=req.id, executions=self.store.executions(owner))
+
+    def _scope(self, caller: Caller, req_id: int, scope: str) -> str | OrderRejected | None:
+        """The owner a query covers ("mine": the caller's; "all", operators only: None)."""
         if scope == "mine":
             return caller.owner
-        if scope == "all":
-            return self.risk.check_operator(caller.role, "scope='all'") or None
-        return Refusal(RejectReason.FORBIDDEN, f"scope must be 'mine' or 'all', not {scope!r}")
+        refusal = (self.risk.check_operator(caller.role, "scope='all'") if scope == "all"
+                   else Refusal(RejectReason.FORBIDDEN,
+                                f"scope must be 'mine' or 'all', not {scope!r}"))
+        if refusal is None:
+            return None
+        return OrderRejected(id=req_id, client_order_id="", reason=refusal.reason,
+                             message=refusal.message)
 
     def _reject(self, req_id: int, coid: str, refusal: Refusal, order_id: int = 0) -> OrderRejected:
         log.info("order request refused (%s): %s", refusal.reason, refusal.message)

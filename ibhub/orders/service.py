@@ -4,11 +4,11 @@ The hub (:mod:`ibhub.hub.server`) owns leases, fan-out, contract resolution and 
 Gateway session; this module adds what trading needs, so that wiring it into the hub
 is a handful of calls (``ibhub.hub.server.attach_orders`` makes them):
 
-    service = OrderService(OrderSettings.from_settings(settings), fanout=..., leases=...,
-                           resolve=..., last_price=...)
+    service = OrderService(OrderSettings.from_settings(settings), fanout=..., resolve=...,
+                           last_price=...)
     gateway = IbOrderGateway(ib, client_id=..., connected=..., cache_grace=...)
     await service.start(gateway, port=...)  # after upstream.start()
-    service.register(rpc)                  # every order / account request type
+    service.register(hub.registry)         # every order / account request type
     service.on_hello(lease_id, name)       # route that script's order events to its lease
     service.on_lease_gone(lease_id)        # expiry / goodbye
     service.on_connected(accounts)         # every (re)connect: reconcile with the Gateway
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ibhub.orders.account import ACCOUNT_REQUESTS, AccountBook
+from ibhub.orders.account import AccountBook
 from ibhub.orders.journal import Journal, JournalWriter, default_data_dir
-from ibhub.orders.manager import ORDER_REQUESTS, Caller, OrderManager, UnknownContract
+from ibhub.orders.manager import Caller, OrderHandler, OrderManager, UnknownContract
 from ibhub.orders.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
 from ibhub.orders.store import fanout_sink
 from ibhub.orders.updates import Correction
@@ -125,6 +125,11 @@ class _Resolver:
         return found
 
 
+def _without_context(fn: Callable[[Any], Reply]) -> Callable[[Any, Any], Reply]:
+    """A handler that needs only the request, as a registry handler ``(req, ctx)``."""
+    return lambda req, _ctx: fn(req)
+
+
 def stream_price(stream: Any) -> float | None:
     """A last price from a hub TickStream: the last trade, else the mid, else None."""
     last = getattr(stream, "last", math.nan)
@@ -142,14 +147,12 @@ class OrderService:
         settings: OrderSettings,
         *,
         fanout: Any,
-        leases: Any,
         resolve: ResolveFn,
         last_price: Callable[[int], float | None],
         pacer: Pacer | None = None,
     ) -> None:
         """``pacer``: the hub's shared upstream budget, if it has one (else our own)."""
         self.settings = settings
-        self._leases = leases
         self._resolver = _Resolver(resolve, last_price)
         self._fanout = fanout
         self._publish = fanout_sink(fanout)
@@ -225,11 +228,15 @@ class OrderService:
 
     # ------------------------------------------------------------------ hub hooks
 
-    def register(self, rpc: Any) -> None:
-        for order_type in ORDER_REQUESTS:
-            rpc.register(order_type, self.handle_order, slow=True)
-        for account_type in ACCOUNT_REQUESTS:
-            rpc.register(account_type, self.account.handle, slow=False)
+    def register(self, registry: Any) -> None:
+        """Register every order and account request type in the hub's request registry
+        (``ibhub.hub.registry.Registry``). Orders need a lease (the registry checks it and
+        hands the live lease in) and run as tasks; account reads are answered inline."""
+        assert self.book is not None, "OrderService.start() was not called"
+        for order_type, fn in self.book.handlers().items():
+            registry.add(order_type, self._as_owner(fn), slow=True, lease=True)
+        for account_type, read in self.account.handlers().items():
+            registry.add(account_type, _without_context(read))
 
     def on_hello(self, lease_id: str, name: str) -> None:
         """Bind the script's orders to its new lease. Events held while it was away
@@ -266,20 +273,21 @@ class OrderService:
             return
         self.reconciled.set()
 
-    async def handle_order(self, req: Any) -> Reply:
-        lease = self._leases.touch(req.lease)
-        if lease is None:
-            return Error(
-                id=req.id,
-                code=ErrorCode.UNKNOWN_LEASE,
-                message=f"lease {req.lease!r} is unknown (expired, said goodbye, or never "
-                "existed); say hello again",
-            )
-        assert self.book is not None, "OrderService.start() was not called"
-        if self.book.store.lease_of_owner.get(lease.name) != lease.lease_id:
-            self.book.bind_owner(lease.name, lease.lease_id, release=False)
-        self.book.store.release_held(lease.name)
-        return await self.book.handle(Caller(lease.lease_id, lease.name, lease.role), req)
+    def _as_owner(self, fn: OrderHandler) -> Callable[[Any, Any], Awaitable[Reply]]:
+        """``fn(caller, req)`` as a registry handler ``(req, ctx)``: the caller is the
+        request's live lease (``ctx.lease``), now the owner of its name's orders, whose
+        held events are released before the request is served."""
+        book = self.book
+        assert book is not None
+
+        async def handle(req: Any, ctx: Any) -> Reply:
+            lease = ctx.lease
+            if book.store.lease_of_owner.get(lease.name) != lease.lease_id:
+                book.bind_owner(lease.name, lease.lease_id, release=False)
+            book.store.release_held(lease.name)
+            return await fn(Caller(lease.lease_id, lease.name, lease.role), req)
+
+        return handle
 
     def add_correction_listener(self, fn: Callable[[Correction], None]) -> None:
         """Call ``fn`` for every correction from now on, and now for those nobody heard."""

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import msgspec
+
 from ibhub.orders.journal import FillRecord, Journal, JournalWriter, OrderRecord
 from ibhub.orders.port import UpstreamCommission, decode_algo_params
 from ibhub.protocol import (
@@ -236,39 +238,16 @@ class OrderStore:
         self.writer.write_then(op, args, done)
 
     def info(self, rec: OrderRecord) -> OrderInfo:
-        return OrderInfo(
-            order_id=rec.order_id,
-            client_order_id=rec.client_order_id or "",
-            owner=rec.owner,
-            con_id=rec.con_id,
-            symbol=rec.symbol,
-            sec_type=rec.sec_type,
-            currency=rec.currency,
-            action=rec.action,
-            quantity=rec.quantity,
-            order_type=rec.order_type,
-            limit_price=rec.limit_price,
-            stop_price=rec.stop_price,
-            tif=rec.tif,
-            outside_rth=rec.outside_rth,
-            account=rec.account,
-            status=rec.status,
-            filled=rec.filled,
-            remaining=rec.remaining,
-            avg_fill_price=rec.avg_fill_price,
-            commission=rec.commission,
-            perm_id=rec.perm_id,
-            parent_id=rec.parent_id,
-            created_ns=rec.created_ns,
-            updated_ns=rec.updated_ns,
-            message=rec.message,
-            oca_group=rec.oca_group,
-            oca_type=rec.oca_type,
-            order_ref=rec.order_ref,
-            algo_strategy=rec.algo_strategy,
-            algo_params=decode_algo_params(rec.algo_params),
-            algo_id=rec.algo_id,
-        )
+        """The wire view of ``rec``: msgspec copies (and type-checks) every field of the
+        same name; the record's internal fields (lease, exchange, sent, fingerprint) are
+        left out. Two fields are mapped here, not renamed or retyped in the record, because
+        the record is the journal row and keeps its column types: ``client_order_id`` is
+        NULL for orders the hub did not place ("" on the wire), ``algo_params`` is JSON
+        text (a dict on the wire)."""
+        fields = msgspec.to_builtins(rec)
+        fields["client_order_id"] = rec.client_order_id or ""
+        fields["algo_params"] = decode_algo_params(rec.algo_params)
+        return msgspec.convert(fields, OrderInfo)
 
     def orders(self, owner: str | None, *, working: bool) -> list[OrderInfo]:
         """Working (or completed) orders of ``owner`` (None: everyone's), by order id."""
@@ -284,28 +263,13 @@ class OrderStore:
             rec = self.by_id.get(fill.order_id)
             if rec is None or (owner is not None and rec.owner != owner):
                 continue
-            out.append(
-                ExecutionInfo(
-                    exec_id=fill.exec_id,
-                    order_id=fill.order_id,
-                    client_order_id=rec.client_order_id or "",
-                    owner=rec.owner,
-                    con_id=fill.con_id,
-                    symbol=fill.symbol,
-                    side=fill.side,
-                    shares=fill.shares,
-                    price=fill.price,
-                    cum_qty=fill.cum_qty,
-                    avg_price=fill.avg_price,
-                    time_ns=fill.time_ns,
-                    account=fill.account,
-                    exchange=fill.exchange,
-                    commission=fill.commission,
-                    commission_currency=fill.commission_currency,
-                    realized_pnl=fill.realized_pnl,
-                    order_ref=rec.order_ref,
-                )
-            )
+            # The fill's fields by name (msgspec copies and type-checks them); the
+            # order's identity comes from its record.
+            fields = msgspec.to_builtins(fill)
+            fields["client_order_id"] = rec.client_order_id or ""
+            fields["owner"] = rec.owner
+            fields["order_ref"] = rec.order_ref
+            out.append(msgspec.convert(fields, ExecutionInfo))
         return out
 
 

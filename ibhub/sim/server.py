@@ -132,6 +132,12 @@ class SimGateway:
 
     # -- sessions ----------------------------------------------------------
     def _session_opened(self, session: ClientSession) -> None:
+        if self._server is None:
+            # accepted just before the port closed (restart, close_port, stop), its
+            # connection_made ran after _unlisten aborted the sessions it knew: drop it
+            # too, or its transport outlives the Gateway unclosed
+            session.abort()
+            return
         if len(self._sessions) >= self.config.max_clients:
             log.warning("refusing connection from %s: %d clients already connected (max %d)",
                         session.peer, len(self._sessions), self.config.max_clients)

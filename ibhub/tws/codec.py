@@ -2,8 +2,10 @@
 
 Every message is a 4-byte big-endian length followed by NUL-terminated text fields
 (``docs``: /work/shared/tws-protocol.md section 2). Outgoing messages are built by
-:func:`frame`; incoming bytes are split by :class:`FrameReader`, which is incremental
-because TCP delivers arbitrary chunks.
+:func:`frame`; incoming bytes are cut into messages by :func:`split_frames` and into
+text fields by :func:`split_fields`. :class:`FrameReader` keeps the incomplete tail
+between reads (TCP delivers arbitrary chunks). The hub's fast tick reader
+(:mod:`ibhub.ib.reader`) and ``ibhub doctor`` use the same two functions.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import re
 import struct
 from collections.abc import Sequence
+from typing import TypeVar
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -27,6 +30,8 @@ __all__ = [
     "frame_payload",
     "holds_nul",
     "parse_version_range",
+    "split_fields",
+    "split_frames",
 ]
 
 UNSET_DOUBLE = 1.7976931348623157e308
@@ -35,10 +40,15 @@ UNSET_INT = 2**31 - 1
 #: A real client never sends more than a few kB (placeOrder is ~115 short fields);
 #: anything near a megabyte is garbage or an attack, so the session is closed.
 DEFAULT_MAX_FRAME = 1 << 20
+#: No limit but the prefix's own (for the Gateway's side: a year of one-minute bars is
+#: one message of several MB).
+UNLIMITED_FRAME = 2**32 - 1
 
 _LEN = struct.Struct(">I")
 _VERSION_RE = re.compile(r"^v(\d+)(?:\.\.(\d+))?(?:\s.*)?$")
 pack_len = _LEN.pack
+_unpack_len = _LEN.unpack_from
+_Bytes = TypeVar("_Bytes", bytes, bytearray)
 
 
 class ProtocolError(Exception):
@@ -137,24 +147,41 @@ class FrameReader:
     def feed(self, data: bytes) -> list[list[str]]:
         buf = self._buf
         buf += data
-        out: list[list[str]] = []
-        pos = 0
-        end = len(buf)
-        while end - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if size == 0 or size > self.max_frame:
-                self._buf = bytearray()
-                raise ProtocolError(
-                    f"bad length prefix {size} (allowed 1..{self.max_frame} bytes)"
-                )
-            if end - pos - 4 < size:
-                break
-            payload = bytes(buf[pos + 4 : pos + 4 + size])
-            pos += 4 + size
-            out.append(split_fields(payload))
+        try:
+            bodies, pos = split_frames(buf, self.max_frame)
+        except ProtocolError:
+            self._buf = bytearray()
+            raise
         if pos:
             del buf[:pos]
-        return out
+        return [split_fields(body) for body in bodies]
+
+
+def split_frames(
+    buf: _Bytes, max_frame: int = DEFAULT_MAX_FRAME, most: int = -1
+) -> tuple[list[_Bytes], int]:
+    """The payloads of the complete messages at the start of ``buf`` (at most ``most``
+    of them; -1: all) and the offset where the unread rest begins.
+
+    A length prefix of 0 or above ``max_frame`` is broken framing: :class:`ProtocolError`
+    (raised as soon as the prefix is read, before its payload is waited for). This is the
+    tick hot path (:meth:`ibhub.ib.reader.TickReader.on_socket_data`): one call per socket
+    read, a plain loop over local names, a slice per message.
+    """
+    bodies: list[_Bytes] = []
+    n = len(buf)
+    pos = 0
+    while n - pos >= 4 and most:
+        size = _unpack_len(buf, pos)[0]
+        if size == 0 or size > max_frame:
+            raise ProtocolError(f"bad length prefix {size} (allowed 1..{max_frame} bytes)")
+        end = pos + 4 + size
+        if end > n:
+            break
+        bodies.append(buf[pos + 4 : end])
+        pos = end
+        most -= 1
+    return bodies, pos
 
 
 def parse_version_range(text: str) -> tuple[int, int] | None:
@@ -167,7 +194,7 @@ def parse_version_range(text: str) -> tuple[int, int] | None:
     return lo, int(m.group(2) or m.group(1))
 
 
-def split_fields(payload: bytes) -> list[str]:
+def split_fields(payload: bytes | bytearray) -> list[str]:
     """Split one payload into its text fields."""
     parts = payload.decode("utf-8", "backslashreplace").split("\0")
     if parts and parts[-1] == "":

@@ -122,7 +122,7 @@ async def test_disconnect_releases_lines_but_orders_stay(
     await wait_until(lambda: not hub_sim.market_data_subscriptions(), 5.0, "line released")
     # the order still works, visible to an operator over the hub's order manager
     book = door_hub.orders.book
-    reply = await book.handle(_operator(), GetOpenOrders(id=1, lease="op", scope="all"))
+    reply = await book.open_orders(_operator(), GetOpenOrders(id=1, lease="op", scope="all"))
     assert isinstance(reply, OrdersReply)
     assert [o.owner for o in reply.orders] == ["tws-client-51"]
     # the same client id comes back and finds it under its own order id, and cancels it

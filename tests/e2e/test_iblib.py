@@ -44,7 +44,7 @@ def test_the_library_is_the_one_for_this_python() -> None:
 def _import_iblib(env_value: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, iblib.ENV_VAR: env_value}
     return subprocess.run(
-        [sys.executable, "-c", "from ibhub import iblib; print(iblib.NAME)"],
+        [sys.executable, "-c", "from ibhub.ib import lib; print(lib.NAME)"],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
 

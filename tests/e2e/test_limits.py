@@ -14,7 +14,10 @@ from functools import partial
 import pytest
 
 from ibhub.hub import limits as limits_mod
+from ibhub.hub.leases import LOCAL
 from ibhub.hub.ops.health import health_report
+from ibhub.hub.registry import Context
+from ibhub.hub.status import StatusRequests
 from ibhub.protocol import GetStatus, StatusReply
 from ibhub.sim import SimGateway
 from tests.e2e.conftest import HubFactory
@@ -69,7 +72,7 @@ async def test_front_door_refuses_beyond_its_cap_and_serves_once_idle_ones_go(
         with pytest.raises((ConnectionError, TimeoutError)):
             await attempt
         ib.disconnect()
-        status = hub.status(GetStatus(id=1))
+        status = StatusRequests(hub).status(GetStatus(id=1), Context(LOCAL))
         assert isinstance(status, StatusReply)
         assert status.connections["tws"]["open"] == CAP
         assert status.connections["tws"]["refused"] == FLOOD - CAP + 1

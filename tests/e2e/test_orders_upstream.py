@@ -150,7 +150,7 @@ async def test_market_order_fills_with_commission(sim: SimGateway, tmp_path: Pat
         # the account side followed the fill
         await wait_until(lambda: any(isinstance(e, PositionEvent) and e.position == 10.0
                                      for _, e in rig.events), what="position event")  # fmt: skip
-        pos = rig.account.handle(GetPositions(id=2))
+        pos = rig.account.get_positions(GetPositions(id=2))
         assert isinstance(pos, PositionsReply) and pos.positions[0].position == 10.0
         j = Journal.in_dir(tmp_path)
         row = j.find("alice", "mkt-1")

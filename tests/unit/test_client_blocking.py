@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 import tempfile
 import threading
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from ibhub.client import Hub, HubError, HubTimeout, NotConnected, Tick
+from ibhub.client import AsyncHub, Hub, HubError, HubTimeout, NotConnected, Tick
 from ibhub.protocol import Error, ErrorCode, Goodbye, HubStatus
 from tests.unit.client_fakehub import FakeHub, wait_until
 
@@ -112,7 +113,42 @@ async def test_methods_before_connect_raise_not_connected() -> None:
     hub = Hub(rpc="ipc:///nonexistent/rpc", pub="ipc:///nonexistent/pub")
     with pytest.raises(NotConnected):
         hub.status()
+    with pytest.raises(NotConnected):
+        hub.orders()
+    with pytest.raises(NotConnected):
+        hub.add_connect_handler(print)
+    assert (hub.lease, hub.client_id, hub.upstream_state) == (None, None, "UNKNOWN")
+    assert (hub.hub_reachable, hub.rehellos, hub.is_connected()) == (False, 0, False)
+    with pytest.raises(AttributeError):
+        hub.lease = "forged"
     hub.close()  # harmless
+
+
+# Written by hand in client/sync_hub.py (each says why there); everything else public in
+# AsyncHub is generated from it.
+HAND_WRITTEN = {"connect", "close", "is_connected", "stats", "subscribe", "unsubscribe"}
+
+
+def test_every_public_member_of_async_hub_has_its_blocking_counterpart() -> None:
+    """A new public AsyncHub method or property without a Hub one fails here."""
+    public = [name for name, _ in inspect.getmembers(AsyncHub) if not name.startswith("_")]
+    assert "place_order" in public and "lease" in public
+    missing = [name for name in public if not hasattr(Hub, name)]
+    assert missing == [], f"add these to Hub (client/sync_hub.py): {missing}"
+    for name in public:
+        original = inspect.getattr_static(AsyncHub, name)
+        mine = inspect.getattr_static(Hub, name)
+        if name in HAND_WRITTEN:
+            assert getattr(mine, "__wrapped__", None) is None, name
+            continue
+        assert mine.__wrapped__ is original, f"Hub.{name} is not generated from AsyncHub's"
+        if isinstance(original, property):
+            assert mine.__doc__ == original.__doc__, name
+            continue
+        blocking = getattr(Hub, name)
+        assert not inspect.iscoroutinefunction(blocking), name
+        assert inspect.signature(blocking) == inspect.signature(original), name
+        assert blocking.__doc__ == original.__doc__ and blocking.__qualname__ == f"Hub.{name}"
 
 
 async def test_failed_connect_stops_the_sdk_thread(ipc_dir: str) -> None:

@@ -7,6 +7,7 @@ import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ from ibhub.protocol import (
     OrdersReply,
     PlaceOrder,
     RejectReason,
+    Reply,
 )
 from ibhub.tws.pacing import Pacer
 from tests.helpers import wait_until
@@ -163,6 +165,11 @@ async def hub(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 _REQ = 0
+
+
+async def handle(book: OrderManager, caller: Caller, req: Any) -> Reply:
+    """What the hub's request registry does with an order request (the manager's table)."""
+    return await book.handlers()[type(req)](caller, req)
 
 
 def place(coid: str = "o1", **kw: object) -> PlaceOrder:
@@ -330,9 +337,9 @@ async def test_lifecycle_events_go_to_the_owner_only(hub: Harness) -> None:
     assert row is not None and (row.status, row.filled, row.commission) == ("Filled", 10.0, 1.0)
     assert j.fills(row.order_id)[0].commission == 1.0
     j.close()
-    execs = await hub.book.handle(BOB, GetExecutions(id=5, lease=BOB.lease))
+    execs = await handle(hub.book, BOB, GetExecutions(id=5, lease=BOB.lease))
     assert isinstance(execs, ExecutionsReply) and [e.exec_id for e in execs.executions] == ["e-b1"]
-    mine = await hub.book.handle(ALICE, GetExecutions(id=6, lease=ALICE.lease))
+    mine = await handle(hub.book, ALICE, GetExecutions(id=6, lease=ALICE.lease))
     assert isinstance(mine, ExecutionsReply) and mine.executions == []
 
 
@@ -382,10 +389,10 @@ async def test_external_orders(hub: Harness) -> None:
     rec = hub.book.store.get(-555)
     assert rec is not None and rec.owner == "external" and rec.status == "Filled"
     assert hub.events and all(t == "order.external" for t, _ in hub.events)
-    mine = await hub.book.handle(ALICE, GetOpenOrders(id=1, lease=ALICE.lease, scope="all"))
+    mine = await handle(hub.book, ALICE, GetOpenOrders(id=1, lease=ALICE.lease, scope="all"))
     assert isinstance(mine, OrderRejected) and mine.reason == RejectReason.FORBIDDEN
     op = Caller("lease-op", "ops", Role.OPERATOR)
-    every = await hub.book.handle(op, GetOpenOrders(id=2, lease="lease-op", scope="all"))
+    every = await handle(hub.book, op, GetOpenOrders(id=2, lease="lease-op", scope="all"))
     assert isinstance(every, OrdersReply)
 
 
@@ -396,27 +403,28 @@ async def test_cancel_modify_and_ownership(hub: Harness) -> None:
     a = await hub.book.place(ALICE, place("m1"))
     oid = a.order_id
     hub.book.updates.on_order_status(status(oid, "Submitted"))
-    stolen = await hub.book.handle(BOB, CancelOrder(id=1, lease=BOB.lease, order_id=oid))
+    stolen = await handle(hub.book, BOB, CancelOrder(id=1, lease=BOB.lease, order_id=oid))
     assert isinstance(stolen, OrderRejected) and stolen.reason == RejectReason.NOT_OWNER
-    moved = await hub.book.handle(
-        ALICE, ModifyOrder(id=2, lease=ALICE.lease, client_order_id="m1", limit_price=191.0)
+    moved = await handle(
+        hub.book, ALICE,
+        ModifyOrder(id=2, lease=ALICE.lease, client_order_id="m1", limit_price=191.0),
     )
     assert isinstance(moved, OrderAccepted) and moved.order_id == oid
     await wait_until(lambda: len(hub.up.placed) == 2, what="modify sent")
     assert hub.up.placed[1][0] == oid and hub.up.placed[1][2].limit_price == 191.0
     assert hub.up.placed[1][2].transmit
-    far = await hub.book.handle(ALICE, ModifyOrder(id=3, lease=ALICE.lease, order_id=oid,
-                                                   limit_price=400.0))  # fmt: skip
+    far = await handle(hub.book, ALICE, ModifyOrder(id=3, lease=ALICE.lease, order_id=oid,
+                                                    limit_price=400.0))  # fmt: skip
     assert isinstance(far, OrderRejected) and far.reason == RejectReason.PRICE_BAND
-    done = await hub.book.handle(ALICE, CancelOrder(id=4, lease=ALICE.lease, client_order_id="m1"))
+    done = await handle(hub.book, ALICE, CancelOrder(id=4, lease=ALICE.lease, client_order_id="m1"))
     assert isinstance(done, CancelRequested) and done.order_ids == [oid]
     await wait_until(lambda: hub.up.cancelled == [oid], what="cancel sent")
     hub.book.updates.on_order_status(status(oid, "Cancelled"))
     await hub.flush()
     assert hub.kinds("order.lease-a")[-2:] == ["modified", "cancelled"]
-    again = await hub.book.handle(ALICE, CancelOrder(id=5, lease=ALICE.lease, order_id=oid))
+    again = await handle(hub.book, ALICE, CancelOrder(id=5, lease=ALICE.lease, order_id=oid))
     assert isinstance(again, OrderRejected) and again.reason == RejectReason.ORDER_DONE
-    unknown = await hub.book.handle(ALICE, CancelOrder(id=6, lease=ALICE.lease, order_id=4242))
+    unknown = await handle(hub.book, ALICE, CancelOrder(id=6, lease=ALICE.lease, order_id=4242))
     assert isinstance(unknown, OrderRejected) and unknown.reason == RejectReason.UNKNOWN_ORDER
 
 
@@ -426,17 +434,17 @@ async def test_cancel_all_and_global_cancel(hub: Harness) -> None:
         r = await hub.book.place(ALICE, place(f"ca{i}"))
         ids.append(r.order_id)
     b = await hub.book.place(BOB, place("cb"))
-    reply = await hub.book.handle(ALICE, CancelAllOrders(id=1, lease=ALICE.lease))
+    reply = await handle(hub.book, ALICE, CancelAllOrders(id=1, lease=ALICE.lease))
     assert isinstance(reply, CancelRequested) and reply.order_ids == ids
     await wait_until(lambda: sorted(hub.up.cancelled) == ids, what="three cancels")
     assert b.order_id not in hub.up.cancelled
-    refused = await hub.book.handle(ALICE, GlobalCancel(id=2, lease=ALICE.lease))
+    refused = await handle(hub.book, ALICE, GlobalCancel(id=2, lease=ALICE.lease))
     assert isinstance(refused, OrderRejected) and refused.reason == RejectReason.FORBIDDEN
     op = Caller("lease-op", "ops", Role.OPERATOR)
-    g = await hub.book.handle(op, GlobalCancel(id=3, lease="lease-op"))
+    g = await handle(hub.book, op, GlobalCancel(id=3, lease="lease-op"))
     assert isinstance(g, CancelRequested) and b.order_id in g.order_ids
     await wait_until(lambda: hub.up.global_cancels == 1, what="global cancel")
-    listed = await hub.book.handle(ALICE, GetOpenOrders(id=4, lease=ALICE.lease))
+    listed = await handle(hub.book, ALICE, GetOpenOrders(id=4, lease=ALICE.lease))
     assert isinstance(listed, OrdersReply) and [o.order_id for o in listed.orders] == ids
 
 

@@ -17,6 +17,7 @@ import zmq
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.hub.registry import Context
 from ibhub.hub.requests import BadRequest, RpcServer
 from ibhub.protocol import (
     ContractSpec,
@@ -30,17 +31,20 @@ from ibhub.protocol import (
 
 
 class Handler:
-    """Only ``status`` (inline) is served from the core set; the rest is not called."""
+    """Serves ``status`` (inline); tests register what else they need."""
 
     def __init__(self) -> None:
         self.statuses = 0
 
-    def status(self, req: GetStatus) -> Reply:
+    def status(self, req: GetStatus, ctx: Context) -> Reply:
         self.statuses += 1
         return Ok(id=req.id)
 
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"unexpected handler call: {name}")
+
+def server_for(router: zmq.Socket[Any], handler: Handler) -> RpcServer:
+    server = RpcServer(router)
+    server.register(GetStatus, handler.status, slow=False)
+    return server
 
 
 def place(rid: int, coid: str = "c") -> PlaceOrder:
@@ -56,7 +60,7 @@ async def served() -> AsyncIterator[tuple[RpcServer, Handler, zmq.Socket[bytes]]
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     handler = Handler()
-    server = RpcServer(router, handler)
+    server = server_for(router, handler)
     task = asyncio.create_task(server.serve())
     dealer = zmq.Socket(ctx, zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
@@ -97,7 +101,7 @@ async def test_inline_and_task_replies_interleaved_are_all_answered(served) -> N
     rng = random.Random(7)
     print("seed 7")
 
-    async def slow(req: PlaceOrder) -> Reply:
+    async def slow(req: PlaceOrder, ctx: Context) -> Reply:
         for _ in range(rng.randrange(4)):
             await asyncio.sleep(0)
         return Ok(id=req.id)
@@ -120,7 +124,7 @@ async def test_request_arriving_after_a_task_reply_is_served(served) -> None:
     server, _handler, dealer = served
     gate = asyncio.Event()
 
-    async def slow(req: PlaceOrder) -> Reply:
+    async def slow(req: PlaceOrder, ctx: Context) -> Reply:
         await gate.wait()
         return Ok(id=req.id)
 
@@ -141,7 +145,7 @@ async def test_errors_and_observers(served) -> None:
     seen: list[tuple[str, str]] = []
     server.observers.append(lambda tag, reply, _s: seen.append((tag, type(reply).__name__)))
 
-    def refuse(req: PlaceOrder) -> Reply:
+    def refuse(req: PlaceOrder, ctx: Context) -> Reply:
         raise BadRequest("no orders here")
 
     server.register(PlaceOrder, refuse, slow=False)
@@ -160,7 +164,7 @@ async def test_reply_to_a_gone_peer_is_counted(served) -> None:
     server, _handler, dealer = served
     gate = asyncio.Event()
 
-    async def slow(req: PlaceOrder) -> Reply:
+    async def slow(req: PlaceOrder, ctx: Context) -> Reply:
         await gate.wait()
         return Ok(id=req.id)
 
@@ -194,9 +198,9 @@ async def test_loop_without_add_reader_falls_back_to_polling(monkeypatch) -> Non
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     port = router.bind_to_random_port("tcp://127.0.0.1")
-    server = RpcServer(router, Handler())
+    server = server_for(router, Handler())
 
-    async def slow(req: PlaceOrder) -> Reply:
+    async def slow(req: PlaceOrder, ctx: Context) -> Reply:
         await asyncio.sleep(0)
         return Ok(id=req.id)
 
