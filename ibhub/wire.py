@@ -9,16 +9,25 @@ Hot-path facts measured on this machine (see the performance issue) shape
 :class:`Publisher`: a plain (not ``zmq.asyncio``) socket, two ``send()`` calls with
 ``SNDMORE`` instead of ``send_multipart`` (0.5 us vs 1.6 us per publish), one reused
 encoder.
+
+:class:`EdgeReader` drives a socket from the event loop through its edge-triggered
+``ZMQ_FD`` (the SDK's SUB and DEALER, the hub's ROUTER): it lives here, beside
+:func:`fast_receiver` and :func:`drain`, because the SDK may import only the shared
+contract (``protocol``, ``wire``, ``keys``) and the hub reads its requests the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import zmq
+import zmq.asyncio
 
 from ibhub.protocol import AnyEvent, AnyReply, AnyRequest, Bundle, Event, Reply, Request, Ticks
 
@@ -29,6 +38,9 @@ ENV_RPC: Final = "IBHUB_RPC"
 
 MAX_REQUEST_BYTES: Final = 1 << 20  # a request frame larger than this is refused unread
 MAX_REQUEST_FRAMES: Final = 8  # identity + delimiter + payload, with room for proxies
+POLL_FALLBACK_MS: Final = 50  # loops without add_reader: the longest a lost edge delays a read
+
+log = logging.getLogger(__name__)
 
 
 def pub_endpoint(explicit: str | None = None) -> str:
@@ -145,6 +157,137 @@ def drain(
             return False
         handle(frames)
     return True
+
+
+class EdgeReader:
+    """Hands every message a socket receives to ``handle``, woken by the socket's ZMQ_FD.
+
+    Waking through ``loop.add_reader`` costs one callback; an awaited ``zmq.asyncio``
+    receive costs ~30 us (a Future and a poller update) per wake-up. The FD is
+    edge-triggered: it signals that the socket's state *changed*, so
+
+    * a wake-up drains until ``zmq.Again`` (:func:`drain`), at most ``batch`` messages
+      per loop turn, the rest on the next turn (the FD would not signal them again);
+    * any other operation on the socket (a send, a subscribe) may take the edge of a
+      message that is waiting: after one, the owner calls :meth:`after_send`, which looks
+      at ``EVENTS`` and drains on the next turn if input is queued (a send made inside
+      ``handle`` needs nothing: the drain reads until ``zmq.Again`` anyway), or
+      :meth:`schedule`, which drains on the next turn unconditionally.
+
+    ``after_drain`` (optional) runs after every drain that found the socket open (the
+    DEALER wakes its sends waiting for room there). A loop without ``add_reader``
+    (Windows' proactor) gets a task that waits with pyzmq's poller instead, bounded by
+    ``POLL_FALLBACK_MS`` should a send have taken an edge. ``handle`` must not raise;
+    a ``zmq.ZMQError`` while receiving (the socket closed under the loop) ends that
+    drain and is logged at ``failure_level``.
+    """
+
+    __slots__ = (
+        "_after_drain", "_batch", "_fd", "_handle", "_loop", "_scheduled", "_socket",
+        "_task", "draining", "failure_level", "name", "plain", "receive",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        socket: zmq.Socket[Any],
+        handle: Callable[[list[bytes]], None],
+        *,
+        batch: int,
+        name: str,
+        receive: Callable[[], list[bytes]] | None = None,
+        after_drain: Callable[[], None] | None = None,
+        failure_level: int = logging.DEBUG,
+    ) -> None:
+        self._socket = socket
+        # A plain view of the same socket (a zmq.asyncio socket is read the same way:
+        # its own machinery stays idle because nothing awaits on it).
+        self.plain: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
+        self.receive = receive if receive is not None else fast_receiver(self.plain)
+        self.name = name
+        self.failure_level = failure_level
+        self.draining = False  # inside handle: a send there needs no EVENTS check
+        self._handle = handle
+        self._batch = batch
+        self._after_drain = after_drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._scheduled = False
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def start(self) -> None:
+        """Watch the socket from the running loop; drain what is already queued."""
+        if self._loop is not None:
+            return
+        loop = asyncio.get_running_loop()
+        fd = int(self.plain.getsockopt(zmq.FD))
+        try:
+            loop.add_reader(fd, self._drain)
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            self._task = loop.create_task(self._poll_forever(), name=f"ibhub {self.name}")
+        else:
+            self._fd = fd
+        self._loop = loop
+        self.schedule()  # messages queued before the reader was registered
+
+    async def stop(self) -> None:
+        """Stop watching (the socket stays open: its owner closes it)."""
+        loop, self._loop = self._loop, None
+        fd, self._fd = self._fd, None
+        if fd is not None and loop is not None:
+            loop.remove_reader(fd)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def schedule(self) -> None:
+        """Drain on the next loop turn (once, however often it is asked)."""
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def after_send(self) -> None:
+        """After an operation on the socket outside a drain: drain on the next turn if
+        input waits (the operation may have taken the FD's edge)."""
+        if self.draining or self._loop is None:
+            return
+        try:
+            if int(self.plain.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                self.schedule()
+        except zmq.ZMQError:  # closed during shutdown
+            pass
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        if self._loop is None:
+            return  # stopped meanwhile
+        self.draining = True
+        try:
+            more = drain(self.receive, self._handle, self._batch)
+        except zmq.ZMQError as exc:  # the socket was closed under the loop
+            log.log(self.failure_level, "%s: receive failed: %s", self.name, exc)
+            return
+        finally:
+            self.draining = False
+        if more:
+            self.schedule()  # more may be queued: after the loop's other work
+        if self._after_drain is not None:
+            self._after_drain()
+
+    async def _poll_forever(self) -> None:
+        sock = self._socket
+        if not isinstance(sock, zmq.asyncio.Socket):
+            sock = zmq.asyncio.Socket.from_socket(self.plain)
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while True:
+            await poller.poll(POLL_FALLBACK_MS)
+            self._drain()
 
 
 class Publisher:

@@ -15,7 +15,6 @@ talks to the hub never pays for ``ib_insync``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -93,6 +92,7 @@ from ibhub.protocol import (
     Subscribed,
     Unsubscribe,
 )
+from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class AsyncHub:
         self._stream: EventStream | None = None
         self._table: TopicTable | None = None
         self._keeper: LeaseKeeper | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log)
         self._orders: OrderTracker | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -239,12 +239,7 @@ class AsyncHub:
         if self._table is not None:
             self._table.end_all()
             self._table = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.close()
         if self._stream is not None:
             await self._stream.close()
             self._stream = None
@@ -361,8 +356,9 @@ class AsyncHub:
         keeper = self._lease_keeper()
         reply = expect(await self._upstream_call(lambda: keeper.request(build)), Subscribed)
         sub = Subscription(
-            self, reply.topic, reply.contract, spec, kind, callback,
+            reply.topic, reply.contract, spec, kind, callback,
             self.queue_size if queue_size is None else queue_size,
+            spawn=self._spawn, gaps=self._gaps_of, unsubscribe=self.unsubscribe,
         )
         table = self._topic_table()
         entry = table.get(reply.topic)
@@ -717,11 +713,4 @@ class AsyncHub:
             self._keeper.wake()  # heartbeat now: a restarted hub has forgotten our lease
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=f"ibhub {what}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        self._tasks.spawn(coro, name=f"ibhub {what}")

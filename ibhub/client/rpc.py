@@ -10,15 +10,16 @@ the only thing that matches it to its request; a reply nobody waits for any more
 a request sent while the hub is down waits for it (bounded by the timeout) instead
 of being delivered minutes later to a hub that restarted.
 
-The socket is driven from the loop without ``zmq.asyncio`` where the loop has
-``add_reader`` (as the SUB socket in ``stream.py``): requests go out with a NOBLOCK
+The socket is driven from the loop without ``zmq.asyncio`` (by ``wire.EdgeReader``,
+as the SUB socket in ``stream.py``): requests go out with a NOBLOCK
 send, replies are drained when the socket's ZMQ_FD signals, and each resolves its
 request's future directly: no awaited send, no reader task to wake between the
 reply and the caller (the SDK's order ack). The FD is edge-triggered, so a
 drain reads until ``zmq.Again``, and a send (which can take the edge of a waiting
 reply) looks at ``EVENTS`` afterwards. A send refused with ``zmq.Again`` (no
 connection up yet, or the queue is full) waits for the FD to report the socket
-writable, retrying at least every ``SEND_RETRY`` seconds.
+writable, retrying at least every ``SEND_RETRY`` seconds (on a loop without
+``add_reader`` the reader polls instead, and the retry bound is what wakes a send).
 """
 
 from __future__ import annotations
@@ -64,15 +65,9 @@ class RpcChannel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._socket: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task[None] | None = None  # loops without add_reader only
         self._handshake: HandshakeWatch | None = None
-        # add_reader mode: a plain view of the socket, its FD, and sends waiting for room
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._plain: zmq.Socket[bytes] | None = None
-        self._fd: int | None = None
-        self._receive: Callable[[], list[bytes]] | None = None
-        self._drain_scheduled = False
-        self._writable: list[asyncio.Future[None]] = []
+        self._reader: wire.EdgeReader | None = None  # drains replies into _on_reply
+        self._writable: list[asyncio.Future[None]] = []  # sends waiting for room
 
     @property
     def auth_failure(self) -> str | None:
@@ -96,36 +91,21 @@ class RpcChannel:
             self._handshake = HandshakeWatch(sock, self.curve)
         sock.connect(self.endpoint)
         self._socket = sock
-        loop = asyncio.get_running_loop()
-        plain: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
-        fd = int(plain.getsockopt(zmq.FD))
-        try:
-            loop.add_reader(fd, self._drain)
-        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
-            self._reader = loop.create_task(
-                self._read_replies(sock), name=f"ibhub-rpc-reader {self.endpoint}"
-            )
-            return
-        self._loop, self._plain, self._fd = loop, plain, fd
-        self._receive = wire.fast_receiver(plain)
-        self._schedule_drain()
+        self._reader = wire.EdgeReader(
+            sock, self._on_reply, batch=DRAIN_BATCH, name=f"rpc-reader {self.endpoint}",
+            after_drain=self._wake_writers,
+        )
+        self._reader.start()
 
     async def close(self) -> None:
         """Stop the reader, fail pending requests and close the socket."""
-        if self._fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._fd)
-        self._fd = self._plain = self._receive = None
+        reader, self._reader = self._reader, None
         for waiter in self._writable:
             if not waiter.done():
                 waiter.set_result(None)  # its request then finds the channel closed
         self._writable.clear()
-        reader, self._reader = self._reader, None
         if reader is not None:
-            reader.cancel()
-            try:
-                await reader
-            except asyncio.CancelledError:
-                pass
+            await reader.stop()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(HubError("cancelled", "the SDK was closed"))
@@ -153,10 +133,7 @@ class RpcChannel:
         self._pending[rid] = future
         try:
             async with asyncio.timeout(limit):
-                if self._plain is None:
-                    await sock.send_multipart([b"", wire.encode(message)])
-                else:
-                    await self._send(wire.encode(message))
+                await self._send(wire.encode(message))
                 reply = await future
         except TimeoutError:
             tag = type(request).__struct_config__.tag
@@ -173,15 +150,14 @@ class RpcChannel:
     async def _send(self, payload: bytes) -> None:
         """NOBLOCK send on the plain socket; on ``zmq.Again`` wait until writable."""
         while True:
-            plain = self._plain
-            if plain is None:
+            reader = self._reader
+            if reader is None:
                 raise HubError("closed", "the request channel was closed")
             try:
-                plain.send_multipart([b"", payload], flags=zmq.NOBLOCK)
+                reader.plain.send_multipart([b"", payload], flags=zmq.NOBLOCK)
                 break
             except zmq.Again:  # no connection up (IMMEDIATE), or the queue is full
-                assert self._loop is not None
-                waiter = self._loop.create_future()
+                waiter = asyncio.get_running_loop().create_future()
                 self._writable.append(waiter)
                 try:
                     await asyncio.wait((waiter,), timeout=SEND_RETRY)
@@ -190,36 +166,18 @@ class RpcChannel:
                         self._writable.remove(waiter)
         # The send processed the socket's commands and may have taken the FD's edge
         # while a reply waits: look, and drain on the next turn if so.
-        if int(plain.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            self._schedule_drain()
+        reader.after_send()
 
-    def _schedule_drain(self) -> None:
-        if not self._drain_scheduled and self._loop is not None:
-            self._drain_scheduled = True
-            self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        """Handle every queued reply (the FD signalled); wake sends waiting for room."""
-        self._drain_scheduled = False
-        receive, plain = self._receive, self._plain
-        if receive is None or plain is None:
-            return  # closed meanwhile
-        try:
-            more = wire.drain(receive, self._on_reply, DRAIN_BATCH)
-        except zmq.ZMQError as exc:  # the socket was closed under us
-            log.debug("request socket receive failed: %s", exc)
-            return
-        if more:
-            self._schedule_drain()  # more may be queued: after the loop's other work
-        if self._writable and int(plain.getsockopt(zmq.EVENTS)) & zmq.POLLOUT:
+    def _wake_writers(self) -> None:
+        """After a drain (the FD signalled): wake the sends waiting for room."""
+        reader = self._reader
+        if self._writable and reader is not None and (
+            int(reader.plain.getsockopt(zmq.EVENTS)) & zmq.POLLOUT
+        ):
             waiters, self._writable = self._writable, []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-
-    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            self._on_reply(await sock.recv_multipart())
 
     def _on_reply(self, frames: list[bytes]) -> None:
         try:

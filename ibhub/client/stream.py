@@ -9,7 +9,6 @@ begun counting from 1 again), so the owner resynchronises every topic then.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ibhub import wire
 from ibhub.client.curve import ClientCurve
 from ibhub.protocol import Bundle, Event
+from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,10 @@ class EventStream:
         self._rcvhwm = rcvhwm
         self._socket: zmq.asyncio.Socket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet(log)  # the connection monitor
         self._handshakes = 0
         self._topics: dict[str, int] = {}  # topic -> local reference count
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._fd: int | None = None  # the SUB socket's ZMQ_FD while _drain watches it
-        self._receive: Callable[[], list[bytes]] | None = None
+        self._reader: wire.EdgeReader | None = None  # drains the SUB socket into _handle
 
     def open(self) -> None:
         if self._socket is not None:
@@ -71,32 +69,17 @@ class EventStream:
             self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._socket = sock
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._watch(self._monitor), name="ibhub-sub-monitor")]
-        plain: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
-        self._receive = wire.fast_receiver(plain)
-        fd = int(plain.getsockopt(zmq.FD))
-        try:
-            loop.add_reader(fd, self._drain)
-        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
-            self._tasks.append(
-                loop.create_task(self._read(sock), name=f"ibhub-sub-reader {self.endpoint}")
-            )
-        else:
-            self._loop = loop
-            self._fd = fd
-            loop.call_soon(self._drain)
+        self._tasks.spawn(self._watch(self._monitor), name="ibhub-sub-monitor")
+        self._reader = wire.EdgeReader(
+            sock, self._handle, batch=DRAIN_BATCH, name=f"sub-reader {self.endpoint}"
+        )
+        self._reader.start()
 
     async def close(self) -> None:
-        if self._fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._fd)
-            self._fd = None
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
+        await self._tasks.close()
         if self._socket is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self._socket.disable_monitor()
@@ -128,47 +111,8 @@ class EventStream:
     def _kick(self) -> None:
         """Drain on the next loop turn: an operation on the socket (a subscribe) may have
         taken the FD's edge while messages wait, and the FD would not signal them again."""
-        if self._fd is not None and self._loop is not None:
-            self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        """Handle every queued message; called when the socket's ZMQ_FD is readable.
-
-        Waking through ``loop.add_reader`` costs one callback; an awaited
-        ``zmq.asyncio`` receive costs ~30 us (a Future and a poller update) per
-        wake-up, which at 10k ticks/s was most of a subscriber's CPU. The FD is
-        edge-triggered: it signals only when the socket's state changes, so a
-        wake-up must drain until ``zmq.Again``. ``DRAIN_BATCH`` bounds how long one
-        burst holds the loop; the rest is drained on the next turn.
-        """
-        receive = self._receive
-        if self._fd is None or receive is None:
-            return  # closed meanwhile
-        try:
-            more = wire.drain(receive, self._handle, DRAIN_BATCH)
-        except zmq.ZMQError as exc:  # the socket was closed under us
-            log.debug("SUB socket receive failed: %s", exc)
-            return
-        if more:
-            assert self._loop is not None
-            self._loop.call_soon(self._drain)
-
-    async def _read(self, sock: zmq.asyncio.Socket) -> None:
-        """Fallback for loops without ``add_reader``: await one message, then drain
-        what is queued without awaiting.
-
-        ``zmq.asyncio`` costs ~30 us per awaited receive (a Future and a poller
-        update); draining a burst through a blocking-API shadow of the same socket
-        with NOBLOCK (:func:`ibhub.wire.fast_receiver`) costs ~2 us per message, so a burst is
-        handled at several times the rate. ``DRAIN_BATCH`` bounds how long one
-        burst holds the loop.
-        """
-        receive = wire.fast_receiver(zmq.Socket.shadow(sock.underlying))
-        handle = self._handle
-        while True:
-            handle(await sock.recv_multipart())
-            if wire.drain(receive, handle, DRAIN_BATCH):
-                await asyncio.sleep(0)  # a long burst: let other tasks run
+        if self._reader is not None:
+            self._reader.schedule()
 
     def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 2:

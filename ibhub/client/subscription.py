@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from ibhub.client.errors import HubError, HubTimeout
 from ibhub.protocol import ContractInfo, ContractSpec, ErrorEvent, Event
-
-if TYPE_CHECKING:
-    from ibhub.client.async_hub import AsyncHub
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +23,25 @@ _CLOSED: Any = object()  # queue sentinel that ends iteration
 
 
 class Subscription:
-    """Ticks (or bars) for one instrument; close it to unsubscribe."""
+    """Ticks (or bars) for one instrument; close it to unsubscribe.
+
+    What it needs of its SDK comes in as three callables: ``spawn(coro, what)`` runs a
+    coroutine callback's result as a task the SDK owns, ``gaps(topic)`` counts the
+    topic's sequence gaps, ``unsubscribe(sub)`` ends it (``AsyncHub.unsubscribe``).
+    """
 
     def __init__(
         self,
-        hub: AsyncHub,
         topic: str,
         contract: ContractInfo,
         spec: ContractSpec,
         kind: str,
         callback: Callable[[Event], Any] | None = None,
         maxsize: int = 10_000,
+        *,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], None],
+        gaps: Callable[[str], int],
+        unsubscribe: Callable[[Subscription], Awaitable[None]],
     ) -> None:
         self.topic = topic
         self.contract = contract
@@ -50,7 +55,9 @@ class Subscription:
         self.error: HubError | None = None  # why the SDK ended it, if the hub refused it
         self.last_error: ErrorEvent | None = None  # the last IB error about this topic
         self.on_close: Callable[[], None] | None = None  # called once when it ends
-        self._hub = hub
+        self._spawn = spawn
+        self._gaps = gaps
+        self._unsubscribe = unsubscribe
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max(1, maxsize))
 
     def __repr__(self) -> str:
@@ -59,7 +66,7 @@ class Subscription:
     @property
     def gaps(self) -> int:
         """Sequence gaps detected (and recovered from a snapshot) on this topic."""
-        return self._hub._gaps_of(self.topic)
+        return self._gaps(self.topic)
 
     def _deliver(self, event: Event) -> None:
         """Called by the hub's receive loop, in sequence order. Never raises."""
@@ -86,7 +93,7 @@ class Subscription:
                 result = callback(event)
                 # a plain callback returns None: skip the coroutine check (~0.1 us a tick)
                 if result is not None and iscoroutine(result):
-                    self._hub._spawn(result, f"callback {self.topic}")
+                    self._spawn(result, f"callback {self.topic}")
             except Exception:
                 log.exception("subscription callback for %s raised; continuing", self.topic)
 
@@ -134,7 +141,7 @@ class Subscription:
 
     async def close(self) -> None:
         """Unsubscribe (the hub cancels upstream when its last subscriber leaves)."""
-        await self._hub.unsubscribe(self)
+        await self._unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:
         return self

@@ -31,6 +31,7 @@ from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
 from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription
 from ibhub.protocol import ContractInfo, Error
+from ibhub.tasks import TaskSet
 from ibhub.tws.codec import fmt_float
 from ibhub.tws.contracts import parse_c12
 
@@ -108,15 +109,14 @@ class Line:
 class MarketData:
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
 
     def handlers(self) -> dict[int, Handler]:
         return {1: self.req_mkt_data, 2: self.cancel, 50: self.req_real_time_bars,
                 51: self.cancel}
 
     def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
 
     # ------------------------------------------------------------------ requests
 
@@ -139,9 +139,7 @@ class MarketData:
         s.send(58, 1, rid, 1)  # marketDataType: live
         self._initial(s, rid, stream)
         if snapshot:
-            task = asyncio.ensure_future(self._snapshot(s, rid, stream))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._snapshot(s, rid, stream))
 
     async def req_real_time_bars(self, s: DownstreamSession, f: list[str]) -> None:
         rid = int(f[2])

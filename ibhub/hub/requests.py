@@ -36,7 +36,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import zmq
@@ -61,13 +61,13 @@ from ibhub.protocol import (
     Subscribe,
     Unsubscribe,
 )
+from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
 ROLES = ("trader", "readonly", "operator")
 MAX_TASKS = 1024  # concurrent slow requests; more are refused rather than queued unboundedly
 DRAIN_BATCH = 256  # requests handled per loop turn before the loop's other work runs
-POLL_FALLBACK_MS = 50  # loops without add_reader: the longest a lost edge delays a request
 
 
 class BadRequest(Exception):
@@ -313,17 +313,18 @@ def check_fields(req: msgspec.Struct) -> None:
 class RpcServer:
     """Serves requests from one ROUTER socket until cancelled.
 
-    The socket is driven from the loop without ``zmq.asyncio``: its ZMQ FD is watched
-    with ``loop.add_reader`` and every wake-up drains the socket with NOBLOCK receives
-    until ``zmq.Again``. Replies go out with the plain socket's NOBLOCK send. Per
-    request this saves the awaited receive and send of ``zmq.asyncio`` (a future and a
-    loop round trip each) and, for inline requests, a task (the order ack's latency).
+    The socket is driven from the loop without ``zmq.asyncio`` (by ``wire.EdgeReader``):
+    its ZMQ FD is watched with ``loop.add_reader`` and every wake-up drains the socket
+    with NOBLOCK receives until ``zmq.Again``. Replies go out with the plain socket's
+    NOBLOCK send. Per request this saves the awaited receive and send of
+    ``zmq.asyncio`` (a future and a loop round trip each) and, for inline requests, a
+    task (the order ack's latency).
 
     The ZMQ FD is edge-triggered: it signals that the socket's state *changed*, and
     any operation on the socket (a send included) may consume that signal while a
     request is waiting. So a drain always reads until ``zmq.Again``, and a reply sent
     outside a drain (by a request that ran as a task) checks ``EVENTS`` and schedules
-    a drain when a request is waiting.
+    a drain when a request is waiting (``EdgeReader.after_send``).
     """
 
     def __init__(
@@ -336,20 +337,18 @@ class RpcServer:
     ) -> None:
         self.socket = socket
         self.max_request_bytes = max_request_bytes
-        # A plain view of the same socket (a zmq.asyncio socket is served the same way:
-        # its own machinery stays idle because nothing awaits on it).
-        self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
         # With CURVE, each request's authenticated client key (ZAP User-Id) is read
         # from its frame metadata as it is received (_peer_key, for _handle).
         self._peer_key = ""
-        self._recv = (self._keyed_receiver() if peer_keys
-                      else wire.fast_receiver(self._sock))
+        self._reader = wire.EdgeReader(
+            socket, self._handle_guarded, batch=DRAIN_BATCH, name="request socket",
+            receive=self._keyed_receiver(socket) if peer_keys else None,
+            failure_level=logging.WARNING,
+        )
+        self._sock = self._reader.plain  # a plain view of the same socket, for replies
         # request type -> handler and what it needs (ibhub.hub.registry)
         self.registry = registry if registry is not None else Registry()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._draining = False
-        self._drain_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
         self.requests = 0
         self.errors = 0
         self.dropped = 0  # replies ZeroMQ could not take (peer gone, or not reading)
@@ -364,10 +363,10 @@ class RpcServer:
         task). It may raise :class:`BadRequest`."""
         self.registry.add(req_type, fn, slow=slow, lease=lease, role=role, action=action)
 
-    def _keyed_receiver(self) -> Callable[[], list[bytes]]:
+    def _keyed_receiver(self, socket: zmq.Socket[Any]) -> Callable[[], list[bytes]]:
         """Like :func:`wire.fast_receiver`, also noting the message's ``User-Id`` (the
         Z85 client key the ZAP handler authenticated) in ``_peer_key``."""
-        recv = zmq.backend.Socket.recv.__get__(self._sock)
+        recv = zmq.backend.Socket.recv.__get__(zmq.Socket.shadow(socket.underlying))
         noblock = int(zmq.NOBLOCK)
 
         def receive() -> list[bytes]:
@@ -386,64 +385,20 @@ class RpcServer:
 
     async def serve(self) -> None:
         """Watch the socket until cancelled."""
-        loop = self._loop = asyncio.get_running_loop()
-        fd = self._sock.FD
+        self._reader.start()
         try:
-            loop.add_reader(fd, self._drain)
-        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
-            try:
-                await self._poll_forever()
-            finally:
-                self._loop = None
-            return
-        try:
-            self._drain()  # requests queued before the reader was registered
-            await loop.create_future()  # until cancelled
+            await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
-            loop.remove_reader(fd)
-            self._loop = None
-
-    async def _poll_forever(self) -> None:
-        """Fallback: wait for requests with zmq.asyncio's poller, then drain. The
-        timeout bounds the wait should a send have taken the edge of a waiting request."""
-        sock = self.socket
-        if not isinstance(sock, zmq.asyncio.Socket):
-            sock = zmq.asyncio.Socket.from_socket(self._sock)
-        # (the hub's socket is a zmq.asyncio one: closing it clears the poller's reader)
-        poller = zmq.asyncio.Poller()
-        poller.register(sock, zmq.POLLIN)
-        while True:
-            await poller.poll(POLL_FALLBACK_MS)
-            self._drain()
+            await self._reader.stop()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _drain(self) -> None:
-        """Handle every queued request (at most ``DRAIN_BATCH`` per loop turn)."""
-        self._drain_scheduled = False
-        self._draining = True
-        try:
-            if wire.drain(self._recv, self._handle_guarded, DRAIN_BATCH):
-                self._schedule_drain()  # more may be queued: after the loop's other work
-        except zmq.ZMQError as exc:  # the socket was closed under the loop
-            log.warning("request socket: receive failed: %s", exc)
-        finally:
-            self._draining = False
+        await self._tasks.close()
 
     def _handle_guarded(self, frames: list[bytes]) -> None:
         try:
             self._handle(frames)
         except Exception:  # a bug must cost one request, never the request loop
             log.exception("request loop: unexpected error handling %d frame(s)", len(frames))
-
-    def _schedule_drain(self) -> None:
-        if not self._drain_scheduled and self._loop is not None:
-            self._drain_scheduled = True
-            self._loop.call_soon(self._drain)
 
     def _handle(self, frames: list[bytes]) -> None:
         self.requests += 1
@@ -506,9 +461,7 @@ class RpcServer:
                 id=req.id, code=ErrorCode.BUSY,
                 message=f"hub busy: {MAX_TASKS} requests in progress; retry later"))
             return
-        task = asyncio.ensure_future(self._run(envelope, req, ctx, fn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(envelope, req, ctx, fn))
 
     async def _run(self, envelope: list[bytes], req: Request, ctx: Context,
                    fn: Callable[..., Awaitable[Reply]]) -> None:
@@ -539,12 +492,6 @@ class RpcServer:
                        if exc.errno == zmq.EAGAIN else f"{exc}")
                 log.warning("reply to request %d dropped: %s; %d replies dropped so far",
                             reply.id, why, self.dropped)
-        if self._draining:
-            return  # the drain reads until zmq.Again anyway
         # Sending processes the socket's pending commands, which can consume the FD's
-        # edge while a request is queued: look, and drain on the next turn if so.
-        try:
-            if cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                self._schedule_drain()
-        except zmq.ZMQError:  # closed during shutdown
-            pass
+        # edge while a request is queued (a reply sent inside a drain needs nothing).
+        self._reader.after_send()

@@ -24,7 +24,6 @@ nightly freeze sends no message at all).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -63,6 +62,7 @@ from ibhub.protocol import (
     Error,
     UpstreamState,
 )
+from ibhub.tasks import TaskSet
 from ibhub.tws.pacing import Pacer
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class HubServer:
         self._router: zmq.asyncio.Socket | None = None
         self._auth: Any = None  # the CURVE ZAP handler (ibhub.hub.security), when configured
         self.security = ServerSecurity()  # set from the settings by start()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet(log)  # the reaper, the stale watchdog, the request server
         self._pub_endpoint = ""
         self._rpc_endpoint = ""
         self._started = 0.0
@@ -264,9 +264,9 @@ class HubServer:
         self.market.attach(self.upstream, self.fanout, self.pacer)
         self.fanout.status(UpstreamState.DISCONNECTED, "state", 0, "hub started", 0)
         await self.upstream.start()
-        self._tasks = [asyncio.create_task(self._reaper(), name="ibhub-leases")]
+        self._tasks.spawn(self._reaper(), name="ibhub-leases")
         if s.stale_after > 0:
-            self._tasks.append(asyncio.create_task(self._watchdog(), name="ibhub-stale"))
+            self._tasks.spawn(self._watchdog(), name="ibhub-stale")
         if s.orders:  # journal, risk gate, pacing, order manager (docs/orders.md)
             await attach_orders(self)
         if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
@@ -280,7 +280,7 @@ class HubServer:
         # Requests are served only now that every service has registered its request
         # types: before, a place_order sent at start-up was answered "not served by this
         # hub" (found by bench/soak.py; tests/reliability/test_order_faults.py).
-        self._tasks.append(asyncio.create_task(self.rpc.serve(), name="ibhub-rpc"))
+        self._tasks.spawn(self.rpc.serve(), name="ibhub-rpc")
         log.info(
             "hub %s serving: pub %s, rpc %s, upstream %s:%s client %s",
             __version__, self._pub_endpoint, self._rpc_endpoint,
@@ -325,12 +325,7 @@ class HubServer:
                     await stop()
                 except Exception:
                     log.exception("stopping %s failed", type(service).__name__)
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await self._tasks.close()
         if self.rpc is not None:
             await self.rpc.close()
         guards, self._guards = self._guards, []

@@ -45,6 +45,7 @@ from ibhub.protocol import (
     RejectReason,
     Reply,
 )
+from ibhub.tasks import TaskSet
 from ibhub.tws.ib_codes import explain
 from ibhub.tws.pacing import Pacer, Priority
 
@@ -167,7 +168,7 @@ class OrderService:
         self.writer: JournalWriter | None = None
         self.book: OrderManager | None = None
         self.gateway: Any = None  # IbOrderGateway once started
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log)
         self.reconciled = asyncio.Event()
         # reconciliation's corrections (ibhub.orders.updates.Correction): the recent ones,
         # those made while nobody listened (replayed to the first listener), listeners
@@ -217,10 +218,7 @@ class OrderService:
         )  # fmt: skip
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self.gateway is not None:
             self.gateway.detach()
         if self._own_pacer:
@@ -263,9 +261,7 @@ class OrderService:
         self.risk.set_upstream(port, accounts)
         if self.risk.trading_blocked or self.risk.live:
             log.warning("orders: %s", self.risk.trading_mode)
-        task = asyncio.ensure_future(self._reconcile())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._reconcile(), name="ibhub-reconcile")
 
     async def _reconcile(self) -> None:
         if self.gateway is None:

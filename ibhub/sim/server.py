@@ -24,6 +24,7 @@ from ibhub.sim.handlers import core_handlers
 from ibhub.sim.market import Market
 from ibhub.sim.session import ClientSession, Handler
 from ibhub.sim.streaming import SimSubscription, StreamEngine
+from ibhub.tasks import TaskSet
 from ibhub.tws.server_session import FARM_OK
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class SimGateway:
         self._sessions: set[ClientSession] = set()
         self._by_client_id: dict[int, ClientSession] = {}
         self._held_ids: dict[int, float] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "background fault")
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -83,10 +84,7 @@ class SimGateway:
         if not self._started:
             return
         self._started = False
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.streams.stop()
         await self._unlisten()
         for _ in range(3):  # let the aborted transports' connection_lost callbacks run
@@ -225,12 +223,4 @@ class SimGateway:
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a fault in the background; it is cancelled on stop()."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._fault_done)
-        return task
-
-    def _fault_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background fault failed: %r", task.exception())
+        return self._tasks.spawn(coro)

@@ -154,13 +154,13 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
     ("package", "allowed"),
     [
         # The SDK is what a script installs and imports: the shared contract only.
-        ("ibhub.client", {"ibhub.protocol", "ibhub.wire", "ibhub.keys"}),
+        ("ibhub.client", {"ibhub.protocol", "ibhub.wire", "ibhub.keys", "ibhub.tasks"}),
         # The TWS wire is shared by the simulator, the front door and the doctor.
         ("ibhub.tws", {"ibhub.protocol"}),
         # The simulator is a stand-in for the Gateway: it knows TWS, not the hub.
-        ("ibhub.sim", {"ibhub.protocol", "ibhub.tws"}),
+        ("ibhub.sim", {"ibhub.protocol", "ibhub.tws", "ibhub.tasks"}),
         # Trading rules and state; the composition root wires in the upstream gateway.
-        ("ibhub.orders", {"ibhub.protocol", "ibhub.config", "ibhub.tws"}),
+        ("ibhub.orders", {"ibhub.protocol", "ibhub.config", "ibhub.tws", "ibhub.tasks"}),
         # The IB library's door: it implements the order port and speaks TWS.
         ("ibhub.ib", {"ibhub.protocol", "ibhub.config", "ibhub.tws", "ibhub.orders"}),
         # The running hub composes everything but the commands (server.py alone starts
@@ -177,6 +177,7 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
                 "ibhub.ib",
                 "ibhub.sim",
                 "ibhub.frontdoor",
+                "ibhub.tasks",
             },
         ),
         # The front door serves TWS scripts with the hub's services.
@@ -189,12 +190,15 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
                 "ibhub.orders",
                 "ibhub.hub",
                 "ibhub.sim",
+                "ibhub.tasks",
             },
         ),
         # The shared contract imports nothing of the packages built on it.
         ("ibhub.protocol", set()),
         ("ibhub.wire", {"ibhub.protocol"}),
         ("ibhub.keys", set()),
+        # Task bookkeeping shared by the SDK, the simulator, orders and the hub.
+        ("ibhub.tasks", set()),
         # Settings name the endpoints (wire) and the risk defaults (orders.risk) they
         # default to; nothing that runs.
         ("ibhub.config", {"ibhub.protocol", "ibhub.wire", "ibhub.keys", "ibhub.orders"}),
