@@ -113,7 +113,7 @@ class OrderStore:
         for fill in fills:
             self.fills[fill.exec_id] = fill
             self.fills_by_order.setdefault(fill.order_id, []).append(fill)
-        log.info("order book restored: %d orders, %d fills", len(orders), len(fills))
+        log.info("orders restored from the journal: %d orders, %d fills", len(orders), len(fills))
 
     def register(self, rec: OrderRecord) -> None:
         self.by_id[rec.order_id] = rec
