@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -166,6 +167,47 @@ def operator_token_path(explicit: str | Path | None = None) -> Path:
     data_dir = os.environ.get(ENV_DATA_DIR)
     base = Path(data_dir).expanduser() if data_dir else Path.home() / ".local" / "share" / "ibhub"
     return base / OPERATOR_TOKEN_FILE
+
+
+class PrivateFileError(Exception):
+    """A private secret file that cannot be trusted. ``kind`` says why: "create" and
+    "read" (``cause`` is the OSError), "owner" (``uid`` owns it), "exposed" (``mode``
+    lets others in) or "short" (``length`` characters). Callers word the message."""
+
+    def __init__(self, kind: str, path: Path, *, cause: Exception | None = None,
+                 uid: int = 0, mode: int = 0, length: int = 0) -> None:
+        super().__init__(f"{path}: {kind}")
+        self.kind, self.path, self.cause = kind, path, cause
+        self.uid, self.mode, self.length = uid, mode, length
+
+
+def ensure_private_secret(path: Path, make: Callable[[], str], *, min_chars: int = 32) -> str:
+    """The secret in ``path``, created ``0600`` (directory ``0700``) from ``make()`` when
+    absent, with ``O_EXCL`` so it is never briefly readable by others and two processes
+    racing keep one secret. Raises :class:`PrivateFileError` when the file belongs to
+    another user, is open to group or others, or holds fewer than ``min_chars``."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise PrivateFileError("create", path, cause=exc) from None
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(make() + "\n")
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PrivateFileError("read", path, cause=exc) from None
+    if st.st_uid != os.getuid():
+        raise PrivateFileError("owner", path, uid=st.st_uid)
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PrivateFileError("exposed", path, mode=stat.S_IMODE(st.st_mode))
+    if len(text) < min_chars:
+        raise PrivateFileError("short", path, length=len(text))
+    return text
 
 
 def read_operator_token(path: str | Path | None = None) -> str | None:

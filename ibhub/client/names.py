@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 from urllib.parse import quote
+
+from ibhub.keys import PrivateFileError, ensure_private_secret
 
 SECRET_BYTES = 32
 MAX_FILE_NAME = 200
@@ -59,40 +60,21 @@ def load_name_secret(name: str, directory: str | Path | None = None) -> str:
     file is readable by others, belongs to another user or is not a secret."""
     path = secret_path(name, directory)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise NameSecretError(
-            f"cannot create the secret of script name {name!r} in "
-            f"{path.parent}: {exc}; set IBHUB_NAMES_DIR or names_dir="
-        ) from None
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(new_secret() + "\n")
-    try:
-        st = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NameSecretError(
-            f"cannot read the secret of script name {name!r} ({path}): {exc}"
-        ) from None
-    if st.st_uid != os.getuid():
-        raise NameSecretError(
-            f"{path} (the secret of script name {name!r}) belongs to uid "
-            f"{st.st_uid}, not to you (uid {os.getuid()})"
-        )
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise NameSecretError(
-            f"{path} (the secret of script name {name!r}) is accessible by other users "
-            f"(mode {stat.S_IMODE(st.st_mode):o}): whoever reads it can act as this script; "
-            f"`chmod 600 {path}`"
-        )
-    if len(text) < 32:
-        raise NameSecretError(
-            f"{path} holds {len(text)} characters, not a secret of 32 or more: restore it "
-            "from a backup, or remove it and have the hub's operator forget the name "
-            "(`ibhub names --forget NAME`)"
-        )
-    return text
+        return ensure_private_secret(path, new_secret)
+    except PrivateFileError as err:
+        what = f"the secret of script name {name!r}"
+        if err.kind == "create":
+            msg = (f"cannot create {what} in {path.parent}: {err.cause}; set IBHUB_NAMES_DIR "
+                   "or names_dir=")
+        elif err.kind == "read":
+            msg = f"cannot read {what} ({path}): {err.cause}"
+        elif err.kind == "owner":
+            msg = f"{path} ({what}) belongs to uid {err.uid}, not to you (uid {os.getuid()})"
+        elif err.kind == "exposed":
+            msg = (f"{path} ({what}) is accessible by other users (mode {err.mode:o}): "
+                   f"whoever reads it can act as this script; `chmod 600 {path}`")
+        else:
+            msg = (f"{path} holds {err.length} characters, not a secret of 32 or more: "
+                   "restore it from a backup, or remove it and have the hub's operator "
+                   "forget the name (`ibhub names --forget NAME`)")
+        raise NameSecretError(msg) from None

@@ -30,7 +30,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,7 +43,9 @@ from ibhub.config import ConfigError
 from ibhub.hub.leases import Peer
 from ibhub.keys import (
     KeyFileError,
+    PrivateFileError,
     check_z85_key,
+    ensure_private_secret,
     load_secret_key_file,
     parse_key_or_file,
     public_keys_in,
@@ -256,37 +257,30 @@ def ensure_operator_token(path: Path) -> str:
     A file another user could read, or that this user does not own, is refused
     (``ConfigError``): whoever reads it is an operator (docs/security.md).
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(secrets.token_urlsafe(OPERATOR_TOKEN_BYTES) + "\n")
+    def make() -> str:  # called only when this process creates the file
         log.info("created the operator token %s (0600)", path)
+        return secrets.token_urlsafe(OPERATOR_TOKEN_BYTES)
+
     try:
-        st = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"operator_token_file {path}: cannot read it: {exc}") from None
-    if st.st_uid != os.getuid():
-        raise ConfigError(
-            f"operator_token_file {path} belongs to uid {st.st_uid}, not to the hub's user "
-            f"(uid {os.getuid()}): remove it, the hub makes a new one"
-        )
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"operator_token_file {path} is accessible by other users "
-            f"(mode {stat.S_IMODE(st.st_mode):o}): anyone who reads it is an operator; "
-            f"`chmod 600 {path}` (or remove it to have a new one made)"
-        )
-    if len(text) < 32:
-        raise ConfigError(
-            f"operator_token_file {path} holds {len(text)} characters, fewer than 32: "
-            "remove it, the hub makes a new one"
-        )
-    return text
+        return ensure_private_secret(path, make)
+    except PrivateFileError as err:
+        where = f"operator_token_file {path}"
+        if err.kind == "create":
+            assert err.cause is not None
+            raise err.cause from None
+        if err.kind == "read":
+            msg = f"{where}: cannot read it: {err.cause}"
+        elif err.kind == "owner":
+            msg = (f"{where} belongs to uid {err.uid}, not to the hub's user "
+                   f"(uid {os.getuid()}): remove it, the hub makes a new one")
+        elif err.kind == "exposed":
+            msg = (f"{where} is accessible by other users (mode {err.mode:o}): anyone who "
+                   f"reads it is an operator; `chmod 600 {path}` (or remove it to have a new "
+                   "one made)")
+        else:
+            msg = (f"{where} holds {err.length} characters, fewer than 32: remove it, the "
+                   "hub makes a new one")
+        raise ConfigError(msg) from None
 
 
 @dataclass
