@@ -18,7 +18,7 @@ from ibhub.frontdoor import FrontDoor
 from ibhub.hub.server import HubServer, attach_orders
 from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
-from tests.ibclient import IB, NAME
+from tests.ibclient import IB, NAME, Stock
 
 ClientFactory = Callable[..., Awaitable[IB]]
 
@@ -58,6 +58,16 @@ async def ib_clients(door_hub: HubServer) -> AsyncIterator[ClientFactory]:
     # let the hub see the closes before it is stopped
     with contextlib.suppress(AssertionError):
         await wait_until(lambda: not door_of(door_hub).sessions, 2.0, "front door sessions closed")
+
+
+async def priced_aapl(ib: IB) -> Stock:
+    """AAPL qualified through the front door, with a live bid (the hub's price band
+    needs a price before it accepts an order)."""
+    c = Stock("AAPL", "SMART", "USD")
+    await ib.qualifyContractsAsync(c)
+    ib.reqMktData(c)
+    await wait_until(lambda: ib.ticker(c) is not None and ib.ticker(c).bid > 0, 5.0, "AAPL bid")
+    return c
 
 
 def quiet_ib_insync() -> None:

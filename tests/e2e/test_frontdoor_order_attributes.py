@@ -13,22 +13,15 @@ import pytest
 from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
-from tests.e2e.frontdoor_support import ClientFactory, quiet_ib_insync
+from tests.e2e.frontdoor_support import ClientFactory, priced_aapl, quiet_ib_insync
 from tests.helpers import wait_until
-from tests.ibclient import IB, LimitOrder, MarketOrder, PriceCondition, Stock, TagValue
+from tests.ibclient import LimitOrder, MarketOrder, PriceCondition, TagValue
 
 pytestmark = pytest.mark.timeout(60)
 
 door_hub = frontdoor_support.door_hub
 ib_clients = frontdoor_support.ib_clients
 
-
-async def _aapl(ib: IB) -> Stock:
-    c = Stock("AAPL", "SMART", "USD")
-    await ib.qualifyContractsAsync(c)
-    ib.reqMktData(c)
-    await wait_until(lambda: ib.ticker(c) is not None and ib.ticker(c).bid > 0, 5.0, "AAPL bid")
-    return c
 
 
 def _sim_orders(sim: SimGateway, symbol: str = "AAPL") -> list:
@@ -40,7 +33,7 @@ async def test_oca_group_fill_cancels_the_other_order(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(61)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     low = round(ib.ticker(c).bid * 0.95, 2)
     a = ib.placeOrder(c, LimitOrder("BUY", 3, low, ocaGroup="exit", ocaType=1))
     b = ib.placeOrder(c, LimitOrder("BUY", 3, low, ocaGroup="exit", ocaType=1))
@@ -72,7 +65,7 @@ async def test_order_ref_and_algo_come_back_to_the_script(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(62)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     low = round(ib.ticker(c).bid * 0.95, 2)
     params = [TagValue("adaptivePriority", "Patient")]
     resting = ib.placeOrder(c, LimitOrder("BUY", 2, low, orderRef="strat-7",
@@ -105,7 +98,7 @@ async def test_an_unhonoured_attribute_is_refused_naming_it(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(63)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     errors: list[tuple[int, int, str]] = []
     ib.errorEvent += lambda rid, code, msg, _c: errors.append((rid, code, msg))
     conditioned = MarketOrder("BUY", 1)
@@ -134,7 +127,7 @@ async def test_a_modify_may_not_change_the_oca_group(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(64)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     errors: list[tuple[int, int, str]] = []
     ib.errorEvent += lambda rid, code, msg, _c: errors.append((rid, code, msg))
     order = LimitOrder("BUY", 2, round(ib.ticker(c).bid * 0.95, 2), ocaGroup="g1", ocaType=1)

@@ -12,22 +12,14 @@ from ibhub.protocol import GetOpenOrders, OrdersReply
 from ibhub.sim import SimGateway
 from tests.e2e import frontdoor_support
 from tests.e2e.conftest import HubFactory
-from tests.e2e.frontdoor_support import ClientFactory, door_of, quiet_ib_insync
+from tests.e2e.frontdoor_support import ClientFactory, door_of, priced_aapl, quiet_ib_insync
 from tests.helpers import wait_until
-from tests.ibclient import IB, LimitOrder, MarketOrder, Stock
+from tests.ibclient import IB, LimitOrder, MarketOrder
 
 # fixtures shared by the front-door tests
 door_hub = frontdoor_support.door_hub
 ib_clients = frontdoor_support.ib_clients
 
-
-async def _aapl(ib: IB) -> Stock:
-    c = Stock("AAPL", "SMART", "USD")
-    await ib.qualifyContractsAsync(c)
-    # a live price for the hub's price band
-    ib.reqMktData(c)
-    await wait_until(lambda: ib.ticker(c) is not None and ib.ticker(c).bid > 0, 5.0, "AAPL bid")
-    return c
 
 
 async def test_market_order_fills_with_the_scripts_own_ids(
@@ -35,7 +27,7 @@ async def test_market_order_fills_with_the_scripts_own_ids(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(21)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     seen: list[str] = []
     ib.openOrderEvent += lambda t: seen.append(f"openOrder {t.order.orderId}")
     ib.orderStatusEvent += lambda t: seen.append(f"orderStatus {t.orderStatus.status}")
@@ -80,7 +72,7 @@ async def test_limit_order_rests_and_is_cancelled(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(31)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     bid = ib.ticker(c).bid
     trade = ib.placeOrder(c, LimitOrder("BUY", 5, round(bid * 0.97, 2)))
     await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "resting")
@@ -99,7 +91,7 @@ async def test_limit_order_rests_and_is_cancelled(
 async def test_refused_order_is_an_error_on_its_id(ib_clients: ClientFactory) -> None:
     quiet_ib_insync()
     ib = await ib_clients(41)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     errors: list[tuple[int, int, str]] = []
     ib.errorEvent += lambda rid, code, msg, _c: errors.append((rid, code, msg))
     trade = ib.placeOrder(c, MarketOrder("BUY", 10_000_000))  # above the hub's limit
@@ -113,7 +105,7 @@ async def test_disconnect_releases_lines_but_orders_stay(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(51)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     bid = ib.ticker(c).bid
     trade = ib.placeOrder(c, LimitOrder("BUY", 3, round(bid * 0.95, 2)))
     await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "resting")
@@ -151,7 +143,7 @@ async def test_bracket_order_is_one_hub_bracket(
 ) -> None:
     quiet_ib_insync()
     ib = await ib_clients(61)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     bid = ib.ticker(c).bid
     trades = [ib.placeOrder(c, o) for o in ib.bracketOrder(
         "BUY", 4, round(bid * 0.97, 2), round(bid * 1.05, 2), round(bid * 0.90, 2))]
@@ -188,7 +180,7 @@ async def test_working_order_survives_a_hub_restart(
     await wait_until(svc.reconciled.is_set, 5.0, "orders reconciled")
     ib = IB()
     await ib.connectAsync("127.0.0.1", door_of(first).tws_port, clientId=77, timeout=5)
-    c = await _aapl(ib)
+    c = await priced_aapl(ib)
     trade = ib.placeOrder(c, LimitOrder("SELL", 2, round(ib.ticker(c).ask * 1.05, 2)))
     await wait_until(lambda: trade.orderStatus.status == "Submitted", 10.0, "resting")
     ib.disconnect()
