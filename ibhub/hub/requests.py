@@ -434,14 +434,21 @@ class RpcServer:
         t0 = time.perf_counter()
         try:
             reply = fn(req, ctx)
-        except BadRequest as exc:
-            reply = Error(id=req.id, code=exc.code, message=str(exc))
-        except Exception:
-            log.exception("handling %s failed", type(req).__name__)
-            reply = Error(id=req.id, code=ErrorCode.INTERNAL,
-                          message=f"internal error handling {type(req).__name__}; see hub log")
+        except Exception as exc:
+            reply = self._failed(req, exc)
         self._observe(req, reply, t0)
         self._send(envelope, reply)
+
+    @staticmethod
+    def _failed(req: Request, exc: Exception) -> Error:
+        """The reply to a handler that raised (called inside its ``except``): a
+        ``BadRequest`` names the problem; anything else is logged and answered as
+        internal."""
+        if isinstance(exc, BadRequest):
+            return Error(id=req.id, code=exc.code, message=str(exc))
+        log.exception("handling %s failed", type(req).__name__)
+        return Error(id=req.id, code=ErrorCode.INTERNAL,
+                     message=f"internal error handling {type(req).__name__}; see hub log")
 
     def _observe(self, req: Request, reply: Reply, t0: float) -> None:
         if not self.observers:
@@ -468,12 +475,8 @@ class RpcServer:
         t0 = time.perf_counter()
         try:
             reply = await fn(req, ctx)
-        except BadRequest as exc:
-            reply = Error(id=req.id, code=exc.code, message=str(exc))
-        except Exception:
-            log.exception("handling %s failed", type(req).__name__)
-            reply = Error(id=req.id, code=ErrorCode.INTERNAL,
-                          message=f"internal error handling {type(req).__name__}; see hub log")
+        except Exception as exc:
+            reply = self._failed(req, exc)
         self._observe(req, reply, t0)
         self._send(envelope, reply)
 
