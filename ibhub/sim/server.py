@@ -22,6 +22,7 @@ from ibhub.sim.config import SimConfig
 from ibhub.sim.contracts import Universe, build_universe
 from ibhub.sim.handlers import core_handlers
 from ibhub.sim.market import Market
+from ibhub.sim.reference import NewsDesk, reference_handlers
 from ibhub.sim.session import ClientSession, Handler
 from ibhub.sim.streaming import SimSubscription, StreamEngine
 from ibhub.tasks import TaskSet
@@ -54,7 +55,9 @@ class SimGateway:
         self.market = Market(self.config.seed, self.universe)
         self.streams = StreamEngine(self)
         self.broker = (broker_factory or _default_broker)(self)
+        self.news = NewsDesk(self)
         self.handlers: dict[int, Handler] = core_handlers()
+        self.handlers.update(reference_handlers(self))
         self.handlers.update(self.streams.handlers())
         for msg_id in getattr(self.broker, "HANDLED", ()):
             self.handlers[msg_id] = self.broker.handle
@@ -155,6 +158,7 @@ class SimGateway:
         if session.started and self._by_client_id.get(session.client_id) is session:
             del self._by_client_id[session.client_id]
             self.streams.drop_session(session)
+            self.news.subscribers.discard(session)
             log.info("client %d disconnected", session.client_id)
             self.broker.session_closed(session)
 
