@@ -36,8 +36,8 @@ from typing import Any
 
 from ibhub.config import ConfigError
 from ibhub.frontdoor import accounts, market, orders
-from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.idless import IdlessRequests
+from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
@@ -144,6 +144,7 @@ class FrontDoor:
         self.tws_port = self._server.sockets[0].getsockname()[1]
         self.passthrough.install()
         self.idless.install()
+        self.market.install()
         self._unlisten = self.hub.fanout.add_listener(EVENT_PREFIXES, self.on_event)
         up = self.hub.upstream
         if up is not None and up.connected:
@@ -165,6 +166,7 @@ class FrontDoor:
         self.market.stop()
         self.passthrough.uninstall()
         self.idless.uninstall()
+        self.market.uninstall()
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
