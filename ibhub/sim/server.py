@@ -67,6 +67,7 @@ class SimGateway:
         self.ib_connected = True  # False between 1100 and 1101/1102
         self._server: asyncio.Server | None = None
         self._sessions: set[ClientSession] = set()
+        self._refusing: set[ClientSession] = set()  # over max_clients, being told so
         self._by_client_id: dict[int, ClientSession] = {}
         self._held_ids: dict[int, float] = {}
         self._tasks = TaskSet(log, "background fault")
@@ -124,7 +125,7 @@ class SimGateway:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for s in list(self._sessions):
+        for s in [*self._sessions, *self._refusing]:
             s.abort()
         if server is not None:
             await server.wait_closed()
@@ -144,7 +145,11 @@ class SimGateway:
         if len(self._sessions) >= self.config.max_clients:
             log.warning("refusing connection from %s: %d clients already connected (max %d)",
                         session.peer, len(self._sessions), self.config.max_clients)
-            session.abort()
+            # answered after its handshake so the client's connect fails at once
+            # (TwsServerSession.refuse_connection); it never counts as a client
+            session.refusal = (f"Couldn't connect to TWS: {len(self._sessions)} API clients "
+                               f"are connected (max {self.config.max_clients})")
+            self._refusing.add(session)
             return
         self._sessions.add(session)
 
@@ -155,6 +160,7 @@ class SimGateway:
 
     def _session_closed(self, session: ClientSession) -> None:
         self._sessions.discard(session)
+        self._refusing.discard(session)
         if session.started and self._by_client_id.get(session.client_id) is session:
             del self._by_client_id[session.client_id]
             self.streams.drop_session(session)

@@ -58,6 +58,7 @@ class ClientSession(TwsServerSession):
         # "+PACEAPI" in the hello: over the rate, requests wait their turn (in order)
         # instead of being dropped with error 100, as a Gateway does for such clients
         self.pace_api = False
+        self.refusal = ""  # over max_clients: the handshake, then refuse_connection
         self._paced: collections.deque[list[str]] = collections.deque()
         self._drain: asyncio.TimerHandle | None = None
 
@@ -80,6 +81,12 @@ class ClientSession(TwsServerSession):
         super()._on_version(fields)
 
     def _on_messages(self, messages: list[list[str]]) -> None:
+        if self.refusal:
+            if messages:
+                self._message_id(messages[0])  # the version handshake (or a close)
+                if not self.closed:
+                    self.refuse_connection(502, self.refusal, self.gateway.config.accounts)
+            return
         for fields in messages:
             if self.closed:
                 return
