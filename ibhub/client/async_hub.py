@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import zmq.asyncio
 
@@ -44,6 +44,7 @@ from ibhub.protocol import (
     AccountSummaryReply,
     AccountValue,
     AccountValuesReply,
+    Bar,
     BarData,
     CancelAllOrders,
     CancelOrder,
@@ -90,11 +91,18 @@ from ibhub.protocol import (
     StatusReply,
     Subscribe,
     Subscribed,
+    Tick,
     Unsubscribe,
 )
 from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
+
+_E = TypeVar("_E", bound=Event)
+#: what ``subscribe`` accepts as a contract: a symbol, a conId or a full spec
+ContractArg = str | int | ContractSpec
+#: a subscription callback for events of type ``_E`` (or None: read the queue)
+OnEvent = Callable[[_E], Any] | None
 
 
 class AsyncHub:
@@ -334,15 +342,26 @@ class AsyncHub:
     async def status(self) -> StatusReply:
         return expect(await self._channel().request(GetStatus(id=0)), StatusReply)
 
+    # Typed subscriptions (issue 15): one overload per kind tells a type checker what
+    # the kind yields (``Subscription[Tick]`` for "ticks"). A new kind adds its own
+    # overload line here (and in ``sync_hub.Hub.subscribe``); the last one is the
+    # untyped fallback for a kind given as a plain ``str``.
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: Literal["ticks"] = ..., callback: OnEvent[Tick] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Tick]: ...  # noqa: E501
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: Literal["bars"], callback: OnEvent[Bar] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Bar]: ...  # noqa: E501
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: str, callback: OnEvent[Event] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Event]: ...  # noqa: E501
+
     async def subscribe(
         self,
         contract: str | int | ContractSpec,
         *,
         kind: str = "ticks",
-        callback: Callable[[Event], Any] | None = None,
+        callback: Callable[[Any], Any] | None = None,
         queue_size: int | None = None,
         **fields: Any,
-    ) -> Subscription:
+    ) -> Subscription[Any]:
         """Stream ticks (``kind="ticks"``) or 5-second bars (``"bars"``) for a contract.
 
         Events go to ``callback`` if given (on this loop), else to the returned
@@ -355,7 +374,7 @@ class AsyncHub:
 
         keeper = self._lease_keeper()
         reply = expect(await self._upstream_call(lambda: keeper.request(build)), Subscribed)
-        sub = Subscription(
+        sub: Subscription[Any] = Subscription(
             reply.topic, reply.contract, spec, kind, callback,
             self.queue_size if queue_size is None else queue_size,
             spawn=self._spawn, gaps=self._gaps_of, unsubscribe=self.unsubscribe,

@@ -32,35 +32,35 @@ class App(EWrapper, EClient):  # type: ignore[misc]
         EClient.__init__(self, self)
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
 
-    def nextValidId(self, orderId: int) -> None:  # noqa: N802, N803
+    def nextValidId(self, orderId: int) -> None:
         self.events.put(("nextValidId", orderId))
 
-    def managedAccounts(self, accountsList: str) -> None:  # noqa: N802, N803
+    def managedAccounts(self, accountsList: str) -> None:
         self.events.put(("managedAccounts", accountsList))
 
-    def error(self, reqId: int, errorTime: int, errorCode: int, errorString: str,  # noqa: N803
+    def error(self, reqId: int, errorTime: int, errorCode: int, errorString: str,
               advancedOrderRejectJson: str = "") -> None:
         self.events.put(("error", reqId, errorCode, errorString))
 
-    def tickPrice(self, reqId: int, tickType: int, price: float, attrib: Any) -> None:  # noqa: N802, N803
+    def tickPrice(self, reqId: int, tickType: int, price: float, attrib: Any) -> None:
         self.events.put(("tickPrice", reqId, tickType, price))
 
-    def tickString(self, reqId: int, tickType: int, value: str) -> None:  # noqa: N802, N803
+    def tickString(self, reqId: int, tickType: int, value: str) -> None:
         self.events.put(("tickString", reqId, tickType, value))
 
-    def openOrder(self, orderId: int, contract: Any, order: Any, orderState: Any) -> None:  # noqa: N802, N803
+    def openOrder(self, orderId: int, contract: Any, order: Any, orderState: Any) -> None:
         self.events.put(("openOrder", orderId, orderState.status))
 
-    def orderStatus(self, orderId: int, status: str, *rest: Any) -> None:  # noqa: N802, N803
+    def orderStatus(self, orderId: int, status: str, *rest: Any) -> None:
         self.events.put(("orderStatus", orderId, status))
 
-    def newsProviders(self, newsProviders: Any) -> None:  # noqa: N802, N803
+    def newsProviders(self, newsProviders: Any) -> None:
         self.events.put(("newsProviders", [p.code for p in newsProviders]))
 
-    def positionEnd(self) -> None:  # noqa: N802
+    def positionEnd(self) -> None:
         self.events.put(("positionEnd",))
 
-    def connectionClosed(self) -> None:  # noqa: N802
+    def connectionClosed(self) -> None:
         self.events.put(("connectionClosed",))
 
 
