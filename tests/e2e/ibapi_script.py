@@ -3,7 +3,7 @@ tests/e2e/test_frontdoor_ibapi.py against the hub's front door.
 
 ``python ibapi_script.py PORT CLIENT_ID`` connects, takes AAPL market data, places a
 resting limit order and cancels it, asks for news providers (an id-less request),
-sends a request the front door refuses (reqWshMetaData: its error must end it),
+asks for family codes and soft-dollar tiers, sends a request the front door refuses (reqWshMetaData: its error must end it),
 asks for positions, and prints one JSON object with what it saw. Each step waits at
 most STEP seconds; a step that does not finish is reported as ``failed``.
 """
@@ -56,6 +56,12 @@ class App(EWrapper, EClient):  # type: ignore[misc]
 
     def newsProviders(self, newsProviders: Any) -> None:
         self.events.put(("newsProviders", [p.code for p in newsProviders]))
+
+    def familyCodes(self, familyCodes: Any) -> None:  # noqa: N802, N803
+        self.events.put(("familyCodes", [f.accountID for f in familyCodes]))
+
+    def softDollarTiers(self, reqId: int, tiers: Any) -> None:  # noqa: N802, N803
+        self.events.put(("softDollarTiers", reqId, len(tiers)))
 
     def positionEnd(self) -> None:
         self.events.put(("positionEnd",))
@@ -118,6 +124,13 @@ def main() -> int:
         step = "news providers"
         app.reqNewsProviders()
         seen["news_providers"] = wait(lambda e: e[0] == "newsProviders", step)[1]
+        step = "family codes"
+        app.reqFamilyCodes()
+        seen["family_accounts"] = wait(lambda e: e[0] == "familyCodes", step)[1]
+        step = "soft dollar tiers"
+        app.reqSoftDollarTiers(3001)
+        seen["soft_dollar_tiers"] = wait(lambda e: e[0] == "softDollarTiers" and e[1] == 3001,
+                                         step)[2]
         step = "refused request"
         started = time.monotonic()
         app.reqWshMetaData(2001)

@@ -1,7 +1,8 @@
 """Front door with IB's official client: an unmodified ibapi EClient/EWrapper script
 (tests/e2e/ibapi_script.py) in a subprocess connects, takes market data (with the
-last-trade timestamp), places and cancels an order, gets news providers (an id-less
-request), has a refused request ended by its error, and reads positions.
+last-trade timestamp), places and cancels an order, gets news providers and family
+codes (id-less requests) and soft-dollar tiers, has a refused request ended by its
+error, and reads positions.
 
 ibapi (PyPI ``ibapi-stable``, imports as ``ibapi``) is in the ``test`` extra: it
 installs no ``eventkit`` and so does not clash with ib_insync or ib_async; it offers
@@ -51,6 +52,8 @@ async def test_unmodified_ibapi_script_through_the_front_door(door_hub: HubServe
     assert seen["order_status"] in ("Submitted", "PreSubmitted")
     assert seen["cancelled"] == "Cancelled"
     assert seen["news_providers"] == [code for code, _ in NEWS_PROVIDERS]
+    assert seen["family_accounts"] == door_of(door_hub).accounts_known
+    assert seen["soft_dollar_tiers"] == 0
     code, text, seconds = seen["refused"]
     assert code == 320 and "reqWshMetaData is not supported" in text and seconds < 2
     assert seen["positions_end"] is True
