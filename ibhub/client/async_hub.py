@@ -77,6 +77,7 @@ from ibhub.protocol import (
     ModifyOrder,
     NameInfo,
     NamesReply,
+    NewsBulletin,
     OrderInfo,
     OrdersReply,
     PlaceOrder,
@@ -177,6 +178,7 @@ class AsyncHub:
         self.queue_size = queue_size
         self.upstream = UpstreamWatch(self._spawn)
         self._error_handlers: list[Callable[[ErrorEvent], Any]] = []
+        self._bulletin_handlers: list[Callable[[NewsBulletin], Any]] = []
         self._context: zmq.asyncio.Context | None = None
         self._rpc: RpcChannel | None = None
         self._stream: EventStream | None = None
@@ -215,6 +217,7 @@ class AsyncHub:
             self._table = OrderTopicTable(
                 self._stream, self._last_value, self._spawn, self.upstream.on_event,
                 self._on_error_event, bundle=self.tick_bundle,
+                on_bulletin=self._on_bulletin_event,
             )
             self._table.orders = self._orders = OrderTracker(
                 self._stream.subscribe, self._stream.unsubscribe, self._last_value,
@@ -336,6 +339,12 @@ class AsyncHub:
     def add_error_handler(self, fn: Callable[[ErrorEvent], Any]) -> None:
         """``fn(error: ErrorEvent)`` for IB errors the hub routes to this lease."""
         self._error_handlers.append(fn)
+
+    def add_bulletin_handler(self, fn: Callable[[NewsBulletin], Any]) -> None:
+        """``fn(bulletin: NewsBulletin)`` for IB's news bulletins (exchange notices; the
+        hub subscribes to them once for everyone, ``news.bulletin``). A coroutine
+        function's result runs as a task."""
+        self._bulletin_handlers.append(fn)
 
     # ------------------------------------------------------------------ requests
 
@@ -723,6 +732,15 @@ class AsyncHub:
                     self._spawn(result, "error handler")
             except Exception:
                 log.exception("error handler %r raised; continuing", fn)
+
+    def _on_bulletin_event(self, event: NewsBulletin) -> None:
+        for fn in list(self._bulletin_handlers):
+            try:
+                result = fn(event)
+                if asyncio.iscoroutine(result):
+                    self._spawn(result, "bulletin handler")
+            except Exception:
+                log.exception("bulletin handler %r raised; continuing", fn)
 
     def _on_pub_reconnect(self) -> None:
         """New PUB connection: sequence numbers restart from what the hub has now."""

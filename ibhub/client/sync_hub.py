@@ -348,6 +348,7 @@ class Hub:
     add_connect_handler = _direct(AsyncHub.add_connect_handler)
     add_status_handler = _direct(AsyncHub.add_status_handler)
     add_error_handler = _direct(AsyncHub.add_error_handler)
+    add_bulletin_handler = _direct(AsyncHub.add_bulletin_handler)
 
     # ------------------------------------------------------------------ requests
 

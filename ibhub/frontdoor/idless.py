@@ -19,12 +19,13 @@ then the empty reply (no providers, no rule increments ...), so its request ends
 at once instead of never; a waiter whose reply does not come within
 :data:`REPLY_WAIT` seconds (the Gateway ignored it) is answered the same way.
 
-News bulletins (``reqNewsBulletins`` / ``cancelNewsBulletins``, no id either) are
-one upstream subscription for every script that wants them (ref-counted like a
-market-data line): the first subscriber starts it, the last one's cancel or
-disconnect ends it. The hub keeps the session's bulletins (at most
-:data:`BULLETINS_KEPT`) so a script subscribing with ``allMessages=1`` gets the
-day's earlier ones, as from a Gateway, and later ones as they come.
+News bulletins (``reqNewsBulletins`` / ``cancelNewsBulletins``, no id either) come
+from the hub's one upstream subscription (:mod:`ibhub.hub.bulletins`, which also
+publishes them to SDK scripts on ``news.bulletin``): the front door follows that
+topic in-process and writes each bulletin to the scripts that asked for them. It
+keeps the bulletins it saw (at most :data:`BULLETINS_KEPT`) so a script subscribing
+with ``allMessages=1`` gets the day's earlier ones, as from a Gateway, and later
+ones as they come.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ibhub.frontdoor.requests import NOT_CONNECTED, request_name
 from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.protocol import NewsBulletin
 
 if TYPE_CHECKING:
     from ibhub.frontdoor.server import FrontDoor
@@ -70,7 +72,6 @@ KINDS: Final[dict[int, IdlessKind]] = {
 #: seconds a script waits for an id-less reply before it is given the empty one
 REPLY_WAIT: Final = 20.0
 BULLETINS_KEPT: Final = 200
-BULLETIN_REPLY: Final = 14  # updateNewsBulletin: 14, 1, msgId, msgType, message, origExchange
 
 
 @dataclass(slots=True)
@@ -87,7 +88,6 @@ class IdlessRequests:
         self.waiting: dict[tuple[int, str], _Waiting] = {}  # (request id, key) -> waiters
         self.bulletin_subscribers: set[DownstreamSession] = set()
         self.bulletins: collections.deque[bytes] = collections.deque(maxlen=BULLETINS_KEPT)
-        self._bulletins_upstream = False
 
     def handlers(self) -> dict[int, Handler]:
         table: dict[int, Handler] = {m: self.request for m in KINDS}
@@ -103,7 +103,6 @@ class IdlessRequests:
             return
         for msg_id, kind in KINDS.items():
             up.add_tap(kind.reply, self._make_tap(msg_id, kind))
-        up.add_tap(BULLETIN_REPLY, self._on_bulletin)
 
     def uninstall(self) -> None:
         up = self._door.hub.upstream
@@ -115,7 +114,6 @@ class IdlessRequests:
             return
         for kind in KINDS.values():
             up.remove_tap(kind.reply)
-        up.remove_tap(BULLETIN_REPLY)
 
     def _make_tap(self, msg_id: int, kind: IdlessKind) -> Callable[[list[bytes]], bool]:
         def tap(parts: list[bytes]) -> bool:
@@ -187,8 +185,6 @@ class IdlessRequests:
                              f"Not connected: the hub lost its Gateway session during this "
                              f"{request_name(msg_id)}; an empty answer ends it")
                 s.send_fields(KINDS[msg_id].empty(key))
-        self.bulletins.clear()
-        self._bulletins_upstream = False
 
     def _ready_ib(self) -> Any:
         up = self._door.hub.upstream
@@ -200,47 +196,26 @@ class IdlessRequests:
     # ------------------------------------------------------------------ news bulletins
 
     def subscribe_bulletins(self, s: DownstreamSession, f: list[str]) -> None:
-        all_messages = len(f) > 2 and f[2] == "1"
+        """[12, 1, allMessages]: this script gets bulletins (the kept ones first if all)."""
         self.bulletin_subscribers.add(s)
-        if all_messages:
+        if len(f) > 2 and f[2] == "1":
             for data in self.bulletins:
                 s.write(data)
-        self._sync_upstream()
 
     def cancel_bulletins(self, s: DownstreamSession, f: list[str]) -> None:
         self.bulletin_subscribers.discard(s)
-        self._sync_upstream()
 
     def release_all(self, s: DownstreamSession) -> None:
         for w in self.waiting.values():
             if s in w.sessions:
                 w.sessions.remove(s)
-        if s in self.bulletin_subscribers:
-            self.bulletin_subscribers.discard(s)
-            self._sync_upstream()
+        self.bulletin_subscribers.discard(s)
 
-    def resubscribe(self) -> None:
-        """A new upstream session: bulletins are subscribed again if anyone wants them."""
-        self._bulletins_upstream = False
-        self._sync_upstream()
-
-    def _sync_upstream(self) -> None:
-        want = bool(self.bulletin_subscribers)
-        if want == self._bulletins_upstream:
-            return
-        ib = self._ready_ib()
-        if ib is None:
-            return  # resubscribe() runs when the session is back
-        # all messages: the hub keeps the day's bulletins for later subscribers
-        ib.client.sendMsg("12\x001\x001\x00" if want else "13\x001\x00")
-        self._bulletins_upstream = want
-        if not want:
-            self.bulletins.clear()
-
-    def _on_bulletin(self, parts: list[bytes]) -> bool:
-        payload = b"\0".join(parts)
+    def on_bulletin(self, event: NewsBulletin) -> None:
+        """A bulletin the hub published (``news.bulletin``): to every subscribed script."""
+        payload = "\0".join(("14", "1", str(event.msg_id), str(event.msg_type),
+                             event.message, event.exchange, "")).encode()
         data = _LEN.pack(len(payload)) + payload
         self.bulletins.append(data)
         for s in self.bulletin_subscribers:
             s.write(data)
-        return True

@@ -45,11 +45,13 @@ from ibhub.hub.limits import TWS_HANDSHAKE_TIMEOUT, Limits, limits_of, open_fds
 from ibhub.protocol import (
     TOPIC_ACCOUNT,
     TOPIC_ERROR,
+    TOPIC_NEWS_BULLETIN,
     TOPIC_ORDER,
     TOPIC_POSITION,
     TOPIC_STATUS,
     ContractInfo,
     HubStatus,
+    NewsBulletin,
     UpstreamState,
 )
 from ibhub.tws.server_session import FARM_OK, req_id_of
@@ -64,6 +66,7 @@ EVENT_PREFIXES = (
     TOPIC_STATUS,
     TOPIC_ACCOUNT,
     TOPIC_POSITION,
+    TOPIC_NEWS_BULLETIN,
 )
 
 CONNECTIVITY_LOST = (1100, "Connectivity between IB and Trader Workstation has been lost.")
@@ -303,6 +306,8 @@ class FrontDoor:
             self.orders.on_event(event)
         elif topic.startswith("error."):
             self.market.on_line_error(topic, event)
+        elif isinstance(event, NewsBulletin):
+            self.idless.on_bulletin(event)
         else:
             accounts.on_event(self, event)
 
@@ -310,9 +315,7 @@ class FrontDoor:
         if ev.kind != "state":
             return
         self.passthrough.drop_stale()
-        if ev.state == UpstreamState.CONNECTED:
-            self.idless.resubscribe()
-        else:
+        if ev.state != UpstreamState.CONNECTED:
             self.idless.fail_all()
         if ev.state == UpstreamState.CONNECTED:
             up = self.hub.upstream

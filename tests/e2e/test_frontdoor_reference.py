@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ibhub.client import AsyncHub, NewsBulletin
 from ibhub.hub.server import HubServer
 from ibhub.sim import SimGateway
 from ibhub.sim.reference import NEWS_PROVIDERS
@@ -45,20 +46,31 @@ async def test_reference_requests_through_the_front_door(
         assert increments and increments[0].increment > 0
         assert not door.idless.waiting
 
-        # news bulletins: one upstream subscription for both scripts
-        a.reqNewsBulletins(True)
-        b.reqNewsBulletins(True)
-        await wait_until(lambda: a.newsBulletins() and b.newsBulletins(), 5.0,
-                         "the day's bulletin in both scripts")
-        assert hub_sim.request_counts[12] == 1 and len(hub_sim.news.subscribers) == 1
-        hub_sim.news.post_bulletin("halt lifted", 1, "NASDAQ")
-        await wait_until(lambda: len(a.newsBulletins()) == len(b.newsBulletins()) == 2, 5.0,
-                         "the posted bulletin in both scripts")
+        # news bulletins: the hub's one upstream subscription (made at connect) serves
+        # both scripts and SDK scripts (news.bulletin events)
+        got: list[NewsBulletin] = []
+        async with AsyncHub(pub=door_hub.pub_endpoint, rpc=door_hub.rpc_endpoint,
+                            name="bulletins", request_timeout=5.0) as sdk:
+            sdk.add_bulletin_handler(got.append)
+            a.reqNewsBulletins(True)
+            b.reqNewsBulletins(True)
+            await wait_until(lambda: a.newsBulletins() and b.newsBulletins(), 5.0,
+                             "the day's bulletin in both scripts")
+            assert hub_sim.request_counts[12] == 1 and len(hub_sim.news.subscribers) == 1
+            hub_sim.news.post_bulletin("halt lifted", 3, "NASDAQ")
+            await wait_until(lambda: len(a.newsBulletins()) == len(b.newsBulletins()) == 2,
+                             5.0, "the posted bulletin in both scripts")
+            await wait_until(lambda: any(g.message == "halt lifted" for g in got), 5.0,
+                             "the bulletin as an SDK event")
+            assert [(g.msg_type, g.exchange) for g in got][-1] == (3, "NASDAQ")
         a.cancelNewsBulletins()
-        await wait_until(lambda: a not in door.idless.bulletin_subscribers, 2.0, "a cancelled")
-        assert len(hub_sim.news.subscribers) == 1  # b still wants them
+        await wait_until(lambda: not any(s.client_id == 71
+                                         for s in door.idless.bulletin_subscribers),
+                         2.0, "a cancelled")
+        hub_sim.news.post_bulletin("second notice", 1, "")
+        await wait_until(lambda: len(b.newsBulletins()) == 3, 5.0, "b still gets them")
+        assert len(a.newsBulletins()) == 2
         b.cancelNewsBulletins()
-        await wait_until(lambda: not hub_sim.news.subscribers, 5.0, "upstream cancelled")
 
         # passed through with remapped ids
         rows = await a.reqScannerDataAsync(ScannerSubscription(
