@@ -2,9 +2,9 @@
 tests/e2e/test_frontdoor_ibapi.py against the hub's front door.
 
 ``python ibapi_script.py PORT CLIENT_ID`` connects, takes AAPL market data, places a
-resting limit order and cancels it, asks for news providers (an id-less request),
-asks for family codes and soft-dollar tiers, sends a request the front door refuses (reqWshMetaData: its error must end it),
-asks for positions, and prints one JSON object with what it saw. Each step waits at
+resting limit order and cancels it, asks for news providers and family codes (id-less
+requests) and soft-dollar tiers, sends a request the front door refuses
+(reqWshMetaData: its error must end it), asks for positions, and prints one JSON object with what it saw. Each step waits at
 most STEP seconds; a step that does not finish is reported as ``failed``.
 """
 
@@ -57,10 +57,10 @@ class App(EWrapper, EClient):  # type: ignore[misc]
     def newsProviders(self, newsProviders: Any) -> None:
         self.events.put(("newsProviders", [p.code for p in newsProviders]))
 
-    def familyCodes(self, familyCodes: Any) -> None:  # noqa: N802, N803
+    def familyCodes(self, familyCodes: Any) -> None:
         self.events.put(("familyCodes", [f.accountID for f in familyCodes]))
 
-    def softDollarTiers(self, reqId: int, tiers: Any) -> None:  # noqa: N802, N803
+    def softDollarTiers(self, reqId: int, tiers: Any) -> None:
         self.events.put(("softDollarTiers", reqId, len(tiers)))
 
     def positionEnd(self) -> None:
