@@ -4,8 +4,9 @@ tests/e2e/test_frontdoor_ibapi.py against the hub's front door.
 ``python ibapi_script.py PORT CLIENT_ID`` connects, takes AAPL market data, places a
 resting limit order and cancels it, asks for news providers and family codes (id-less
 requests) and soft-dollar tiers, sends a request the front door refuses
-(reqWshMetaData: its error must end it), asks for positions, and prints one JSON object with what it saw. Each step waits at
-most STEP seconds; a step that does not finish is reported as ``failed``.
+(reqWshMetaData: its error must end it), asks for positions, and prints one JSON
+object with what it saw. Each step waits at most STEP seconds; a step that does not
+finish is reported as ``failed``.
 """
 
 from __future__ import annotations
