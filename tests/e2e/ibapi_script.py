@@ -27,7 +27,7 @@ from ibapi.wrapper import EWrapper
 STEP = 10.0
 
 
-class App(EWrapper, EClient):  # type: ignore[misc]
+class App(EWrapper, EClient):
     def __init__(self) -> None:
         EWrapper.__init__(self)
         EClient.__init__(self, self)

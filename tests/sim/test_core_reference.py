@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.reference import NEWS_PROVIDERS, SCAN_CODES
@@ -93,13 +95,13 @@ async def test_paceapi_client_is_paced_not_refused() -> None:
             await plain.close()
 
 
-def _eurusd():  # type: ignore[no-untyped-def]
+def _eurusd() -> Any:
     from tests.ibclient import Forex
 
     return Forex("EURUSD")
 
 
-async def _until(pred, what: str, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(pred: Callable[[], object], what: str, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not pred():
             await asyncio.sleep(0.01)
