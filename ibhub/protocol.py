@@ -904,9 +904,23 @@ class PositionEvent(Event, frozen=True, tag="position"):
     realized_pnl: float
 
 
+# --- issue 15 (gateway): IB news bulletins, published on news.bulletin -------------
+
+
+class NewsBulletin(Event, frozen=True, tag="bulletin"):
+    """An IB news bulletin (``hub.bulletins``): ``msg_type`` 1 regular, 2 exchange
+    unavailable, 3 exchange available again; ``exchange`` the one it concerns."""
+
+    msg_id: int
+    msg_type: int
+    message: str
+    exchange: str
+
+
 AnyEvent = (
     Tick | Ticks | Bundle | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent
     | PositionEvent
+    | NewsBulletin  # issue 15 (gateway)
 )
 
 # Topic prefixes (see docs/protocol.md).
@@ -918,6 +932,7 @@ TOPIC_ERROR = "error."
 TOPIC_STATUS = "hub.status"
 TOPIC_ACCOUNT = "account."  # account.<ACCOUNT>
 TOPIC_POSITION = "position."  # position.<ACCOUNT>
+TOPIC_NEWS_BULLETIN = "news.bulletin"  # issue 15 (gateway): IB news bulletins
 ORDER_OWNER_EXTERNAL = "external"  # owner of orders the hub did not place (order.external)
 
 

@@ -35,6 +35,7 @@ and recovers gaps from a snapshot (``sub.gaps`` counts them). Refusals raise
 from ibhub.client.async_hub import AsyncHub
 from ibhub.client.contracts import contract_spec
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
+from ibhub.client.frames import to_dataframe
 from ibhub.client.orders import Fill, Order, OrderRejectedError
 from ibhub.client.subscription import Subscription
 from ibhub.client.sync_hub import BlockingSubscription, Hub
@@ -48,6 +49,7 @@ from ibhub.protocol import (
     ErrorEvent,
     ExecutionInfo,
     HubStatus,
+    NewsBulletin,
     OrderEvent,
     OrderInfo,
     PortfolioItem,
@@ -73,6 +75,7 @@ __all__ = [
     "HubError",
     "HubStatus",
     "HubTimeout",
+    "NewsBulletin",
     "NotConnected",
     "Order",
     "OrderEvent",
@@ -85,4 +88,5 @@ __all__ = [
     "Subscription",
     "Tick",
     "contract_spec",
+    "to_dataframe",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import zmq.asyncio
 
@@ -44,6 +44,7 @@ from ibhub.protocol import (
     AccountSummaryReply,
     AccountValue,
     AccountValuesReply,
+    Bar,
     BarData,
     CancelAllOrders,
     CancelOrder,
@@ -76,6 +77,7 @@ from ibhub.protocol import (
     ModifyOrder,
     NameInfo,
     NamesReply,
+    NewsBulletin,
     OrderInfo,
     OrdersReply,
     PlaceOrder,
@@ -90,11 +92,18 @@ from ibhub.protocol import (
     StatusReply,
     Subscribe,
     Subscribed,
+    Tick,
     Unsubscribe,
 )
 from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
+
+_E = TypeVar("_E", bound=Event)
+#: what ``subscribe`` accepts as a contract: a symbol, a conId or a full spec
+ContractArg = str | int | ContractSpec
+#: a subscription callback for events of type ``_E`` (or None: read the queue)
+OnEvent = Callable[[_E], Any] | None
 
 
 class AsyncHub:
@@ -169,6 +178,7 @@ class AsyncHub:
         self.queue_size = queue_size
         self.upstream = UpstreamWatch(self._spawn)
         self._error_handlers: list[Callable[[ErrorEvent], Any]] = []
+        self._bulletin_handlers: list[Callable[[NewsBulletin], Any]] = []
         self._context: zmq.asyncio.Context | None = None
         self._rpc: RpcChannel | None = None
         self._stream: EventStream | None = None
@@ -207,6 +217,7 @@ class AsyncHub:
             self._table = OrderTopicTable(
                 self._stream, self._last_value, self._spawn, self.upstream.on_event,
                 self._on_error_event, bundle=self.tick_bundle,
+                on_bulletin=self._on_bulletin_event,
             )
             self._table.orders = self._orders = OrderTracker(
                 self._stream.subscribe, self._stream.unsubscribe, self._last_value,
@@ -329,20 +340,37 @@ class AsyncHub:
         """``fn(error: ErrorEvent)`` for IB errors the hub routes to this lease."""
         self._error_handlers.append(fn)
 
+    def add_bulletin_handler(self, fn: Callable[[NewsBulletin], Any]) -> None:
+        """``fn(bulletin: NewsBulletin)`` for IB's news bulletins (exchange notices; the
+        hub subscribes to them once for everyone, ``news.bulletin``). A coroutine
+        function's result runs as a task."""
+        self._bulletin_handlers.append(fn)
+
     # ------------------------------------------------------------------ requests
 
     async def status(self) -> StatusReply:
         return expect(await self._channel().request(GetStatus(id=0)), StatusReply)
+
+    # Typed subscriptions (issue 15): one overload per kind tells a type checker what
+    # the kind yields (``Subscription[Tick]`` for "ticks"). A new kind adds its own
+    # overload line here (and in ``sync_hub.Hub.subscribe``); the last one is the
+    # untyped fallback for a kind given as a plain ``str``.
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: Literal["ticks"] = ..., callback: OnEvent[Tick] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Tick]: ...  # noqa: E501
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: Literal["bars"], callback: OnEvent[Bar] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Bar]: ...  # noqa: E501
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: str, callback: OnEvent[Event] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Event]: ...  # noqa: E501
 
     async def subscribe(
         self,
         contract: str | int | ContractSpec,
         *,
         kind: str = "ticks",
-        callback: Callable[[Event], Any] | None = None,
+        callback: Callable[[Any], Any] | None = None,
         queue_size: int | None = None,
         **fields: Any,
-    ) -> Subscription:
+    ) -> Subscription[Any]:
         """Stream ticks (``kind="ticks"``) or 5-second bars (``"bars"``) for a contract.
 
         Events go to ``callback`` if given (on this loop), else to the returned
@@ -355,7 +383,7 @@ class AsyncHub:
 
         keeper = self._lease_keeper()
         reply = expect(await self._upstream_call(lambda: keeper.request(build)), Subscribed)
-        sub = Subscription(
+        sub: Subscription[Any] = Subscription(
             reply.topic, reply.contract, spec, kind, callback,
             self.queue_size if queue_size is None else queue_size,
             spawn=self._spawn, gaps=self._gaps_of, unsubscribe=self.unsubscribe,
@@ -704,6 +732,15 @@ class AsyncHub:
                     self._spawn(result, "error handler")
             except Exception:
                 log.exception("error handler %r raised; continuing", fn)
+
+    def _on_bulletin_event(self, event: NewsBulletin) -> None:
+        for fn in list(self._bulletin_handlers):
+            try:
+                result = fn(event)
+                if asyncio.iscoroutine(result):
+                    self._spawn(result, "bulletin handler")
+            except Exception:
+                log.exception("bulletin handler %r raised; continuing", fn)
 
     def _on_pub_reconnect(self) -> None:
         """New PUB connection: sequence numbers restart from what the hub has now."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from ibhub.client.errors import HubError, HubTimeout
 from ibhub.protocol import ContractInfo, ContractSpec, ErrorEvent, Event
@@ -21,9 +21,16 @@ log = logging.getLogger(__name__)
 
 _CLOSED: Any = object()  # queue sentinel that ends iteration
 
+#: What a subscription yields: ``Subscription[Tick]`` for ``kind="ticks"``,
+#: ``Subscription[Bar]`` for ``"bars"`` (``AsyncHub.subscribe``'s overloads say which).
+E = TypeVar("E", bound=Event)
 
-class Subscription:
+
+class Subscription(Generic[E]):
     """Ticks (or bars) for one instrument; close it to unsubscribe.
+
+    Generic in the event type it yields (``Subscription[Tick]``), so ``async for tick
+    in sub`` is typed; the type is the kind's (``AsyncHub.subscribe`` overloads).
 
     What it needs of its SDK comes in as three callables: ``spawn(coro, what)`` runs a
     coroutine callback's result as a task the SDK owns, ``gaps(topic)`` counts the
@@ -36,12 +43,12 @@ class Subscription:
         contract: ContractInfo,
         spec: ContractSpec,
         kind: str,
-        callback: Callable[[Event], Any] | None = None,
+        callback: Callable[[E], Any] | None = None,
         maxsize: int = 10_000,
         *,
         spawn: Callable[[Coroutine[Any, Any, Any], str], None],
         gaps: Callable[[str], int],
-        unsubscribe: Callable[[Subscription], Awaitable[None]],
+        unsubscribe: Callable[[Subscription[Any]], Awaitable[None]],
     ) -> None:
         self.topic = topic
         self.contract = contract
@@ -50,7 +57,7 @@ class Subscription:
         self.callback = callback
         self.received = 0
         self.dropped = 0
-        self.latest: Event | None = None
+        self.latest: E | None = None
         self.closed = False
         self.error: HubError | None = None  # why the SDK ended it, if the hub refused it
         self.last_error: ErrorEvent | None = None  # the last IB error about this topic
@@ -58,7 +65,7 @@ class Subscription:
         self._spawn = spawn
         self._gaps = gaps
         self._unsubscribe = unsubscribe
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max(1, maxsize))
+        self._queue: asyncio.Queue[E] = asyncio.Queue(maxsize=max(1, maxsize))
 
     def __repr__(self) -> str:
         return f"<Subscription {self.topic} received={self.received} gaps={self.gaps}>"
@@ -72,8 +79,9 @@ class Subscription:
         """Called by the hub's receive loop, in sequence order. Never raises."""
         self._deliver_all((event,))
 
-    def _deliver_all(self, events: Sequence[Event]) -> None:
+    def _deliver_all(self, delivered: Sequence[Event]) -> None:
         """Consecutive events (one, or a ``Ticks`` batch), in sequence order. Never raises."""
+        events = cast("Sequence[E]", delivered)  # the topic's kind: this subscription's E
         callback = self.callback
         if callback is None:
             for event in events:
@@ -97,7 +105,7 @@ class Subscription:
             except Exception:
                 log.exception("subscription callback for %s raised; continuing", self.topic)
 
-    def _put(self, item: Event) -> None:
+    def _put(self, item: E) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
@@ -116,7 +124,7 @@ class Subscription:
                 except Exception:
                     log.exception("on_close hook of %s raised", self.topic)
 
-    async def get(self, timeout: float | None = None) -> Event:
+    async def get(self, timeout: float | None = None) -> E:
         """The next event.
 
         Raises ``HubTimeout`` after ``timeout`` seconds, ``StopAsyncIteration`` once closed.
@@ -133,17 +141,17 @@ class Subscription:
             raise StopAsyncIteration
         return item
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> Subscription[E]:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> E:
         return await self.get()
 
     async def close(self) -> None:
         """Unsubscribe (the hub cancels upstream when its last subscriber leaves)."""
         await self._unsubscribe(self)
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Subscription[E]:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

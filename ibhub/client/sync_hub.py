@@ -30,13 +30,13 @@ import inspect
 import queue
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ibhub.client.async_hub import AsyncHub
+from ibhub.client.async_hub import AsyncHub, ContractArg, OnEvent
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.orders import Order
-from ibhub.client.subscription import Subscription
-from ibhub.protocol import ContractInfo, ContractSpec, ErrorEvent, Event
+from ibhub.client.subscription import E, Subscription
+from ibhub.protocol import Bar, ContractInfo, ContractSpec, ErrorEvent, Event, Tick
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -110,16 +110,18 @@ class _Mirror(Generic[T]):
         raise AttributeError(f"Hub.{self._fget.__name__} is read-only")
 
 
-class BlockingSubscription:
-    """A subscription read from a plain thread: ``for tick in sub:`` or ``sub.get()``."""
+class BlockingSubscription(Generic[E]):
+    """A subscription read from a plain thread: ``for tick in sub:`` or ``sub.get()``.
+
+    Generic in what it yields, like :class:`~ibhub.client.subscription.Subscription`."""
 
     def __init__(self, hub: Hub, maxsize: int) -> None:
         self._hub = hub
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize=max(1, maxsize))
-        self._inner: Subscription | None = None
+        self._queue: queue.Queue[E] = queue.Queue(maxsize=max(1, maxsize))
+        self._inner: Subscription[E] | None = None
         self.dropped = 0
 
-    def _push(self, event: Event) -> None:
+    def _push(self, event: E) -> None:
         """Runs on the SDK thread (the only producer): drop the oldest when full."""
         while True:
             try:
@@ -131,7 +133,7 @@ class BlockingSubscription:
                     self.dropped += 1
 
     @property
-    def inner(self) -> Subscription:
+    def inner(self) -> Subscription[E]:
         assert self._inner is not None
         return self._inner
 
@@ -152,7 +154,7 @@ class BlockingSubscription:
         return self.inner.received
 
     @property
-    def latest(self) -> Event | None:
+    def latest(self) -> E | None:
         return self.inner.latest
 
     @property
@@ -168,7 +170,7 @@ class BlockingSubscription:
     def last_error(self) -> ErrorEvent | None:
         return self.inner.last_error
 
-    def get(self, timeout: float | None = None) -> Event:
+    def get(self, timeout: float | None = None) -> E:
         """The next event; ``HubTimeout`` after ``timeout`` s, ``StopIteration`` once closed."""
         try:
             item = self._queue.get(timeout=timeout)
@@ -179,7 +181,7 @@ class BlockingSubscription:
             raise StopIteration
         return item
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[E]:
         while True:
             try:
                 yield self.get()
@@ -346,6 +348,7 @@ class Hub:
     add_connect_handler = _direct(AsyncHub.add_connect_handler)
     add_status_handler = _direct(AsyncHub.add_status_handler)
     add_error_handler = _direct(AsyncHub.add_error_handler)
+    add_bulletin_handler = _direct(AsyncHub.add_bulletin_handler)
 
     # ------------------------------------------------------------------ requests
 
@@ -353,34 +356,42 @@ class Hub:
 
     # By hand: the blocking subscription hands events from the SDK thread to the
     # script's thread through a queue (or calls ``callback`` on the SDK thread).
+    # One overload per kind, as AsyncHub.subscribe's (a new kind adds its line here too).
+    @overload
+    def subscribe(self, contract: ContractArg, *, kind: Literal["ticks"] = ..., callback: OnEvent[Tick] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[Tick]: ...  # noqa: E501
+    @overload
+    def subscribe(self, contract: ContractArg, *, kind: Literal["bars"], callback: OnEvent[Bar] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[Bar]: ...  # noqa: E501
+    @overload
+    def subscribe(self, contract: ContractArg, *, kind: str, callback: OnEvent[Event] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[Event]: ...  # noqa: E501
+
     def subscribe(
         self,
         contract: str | int | ContractSpec,
         *,
         kind: str = "ticks",
-        callback: Callable[[Event], Any] | None = None,
+        callback: Callable[[Any], Any] | None = None,
         queue_size: int = 10_000,
         **fields: Any,
-    ) -> BlockingSubscription:
+    ) -> BlockingSubscription[Any]:
         """Like ``AsyncHub.subscribe``; read it with ``for tick in sub`` or ``sub.get()``.
 
         With ``callback``, it is called on the SDK thread instead of queueing.
         """
-        blocking = BlockingSubscription(self, queue_size)
+        blocking: BlockingSubscription[Any] = BlockingSubscription(self, queue_size)
         sink = callback if callback is not None else blocking._push
         blocking._inner = self._call(self._subscribe(blocking, contract, kind, sink, fields))
         return blocking
 
     async def _subscribe(
-        self, blocking: BlockingSubscription, contract: str | int | ContractSpec, kind: str,
-        sink: Callable[[Event], Any], fields: dict[str, Any],
-    ) -> Subscription:
+        self, blocking: BlockingSubscription[Any], contract: str | int | ContractSpec,
+        kind: str, sink: Callable[[Any], Any], fields: dict[str, Any],
+    ) -> Subscription[Any]:
         inner = await self.async_hub.subscribe(contract, kind=kind, callback=sink, **fields)
         inner.on_close = blocking._ended  # set on the SDK thread before any event can end it
         return inner
 
     # By hand: takes the ``BlockingSubscription`` that ``subscribe`` returned.
-    def unsubscribe(self, sub: BlockingSubscription) -> None:
+    def unsubscribe(self, sub: BlockingSubscription[Any]) -> None:
         """Same as ``sub.close()``."""
         sub.close()
 

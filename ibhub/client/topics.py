@@ -22,6 +22,7 @@ from ibhub.client.subscription import Subscription
 from ibhub.protocol import (
     TOPIC_BUNDLE,
     TOPIC_ERROR,
+    TOPIC_NEWS_BULLETIN,
     TOPIC_STATUS,
     Bar,
     Bundle,
@@ -29,6 +30,7 @@ from ibhub.protocol import (
     ErrorEvent,
     Event,
     HubStatus,
+    NewsBulletin,
     Tick,
     Ticks,
 )
@@ -82,6 +84,7 @@ class TopicTable:
         on_status: Callable[[HubStatus], None],
         on_error: Callable[[ErrorEvent], None],
         bundle: bool = False,
+        on_bulletin: Callable[[NewsBulletin], None] | None = None,
     ) -> None:
         self._stream = stream
         # Ticks through bundle.tick (one message per Gateway read, every instrument)
@@ -95,6 +98,11 @@ class TopicTable:
         self.status = TopicSequencer(TOPIC_STATUS, self._status_event, self.request_snapshot)
         self.errors: TopicSequencer | None = None
         stream.subscribe(TOPIC_STATUS)
+        # IB news bulletins (issue 15): a rare topic every client follows, like status
+        self._on_bulletin = on_bulletin
+        self.bulletins = TopicSequencer(TOPIC_NEWS_BULLETIN, self._bulletin_event,
+                                        self.request_snapshot)
+        stream.subscribe(TOPIC_NEWS_BULLETIN)
         if bundle:
             stream.subscribe(TOPIC_BUNDLE)
 
@@ -185,6 +193,8 @@ class TopicTable:
             self.status.on_event(event)
         elif self.errors is not None and topic == self.errors.topic:
             self.errors.on_event(event)
+        elif topic == TOPIC_NEWS_BULLETIN:
+            self.bulletins.on_event(event)
         else:
             log.debug("event on %s, which no subscription here wants (prefix match)", topic)
 
@@ -206,6 +216,13 @@ class TopicTable:
         else:
             log.warning("ignoring an unexpected %s event on %s", type(event).__name__, TOPIC_STATUS)
 
+    def _bulletin_event(self, event: Event) -> None:
+        if not isinstance(event, NewsBulletin):
+            log.warning("ignoring an unexpected %s event on %s", type(event).__name__,
+                        TOPIC_NEWS_BULLETIN)
+        elif self._on_bulletin is not None:
+            self._on_bulletin(event)
+
     def _error_event(self, event: Event) -> None:
         if not isinstance(event, ErrorEvent):
             log.warning("ignoring an unexpected %s event on the error topic", type(event).__name__)
@@ -220,6 +237,7 @@ class TopicTable:
     def sequencers(self) -> list[TopicSequencer]:
         seqs = [entry.sequencer for entry in self.entries.values()]
         seqs.append(self.status)
+        seqs.append(self.bulletins)
         if self.errors is not None:
             seqs.append(self.errors)
         return seqs
@@ -260,7 +278,7 @@ class TopicTable:
         entry = self.entries.get(topic)
         if entry is not None:
             return entry.sequencer
-        for seq in (self.status, self.errors):
+        for seq in (self.status, self.errors, self.bulletins):
             if seq is not None and seq.topic == topic:
                 return seq
         return None

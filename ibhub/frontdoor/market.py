@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 _LEN = struct.Struct(">I")
 SNAPSHOT_WAIT: Final = 11.0  # seconds, as IB's snapshot: then tickSnapshotEnd regardless
+#: tickString types a Gateway sends on every reqMktData line without a generic tick list:
+#: bid/ask exchange (32, 33), last timestamp (45), last exchange (84). The hub's line
+#: carries them; the front door relays them from the upstream socket (tap on 46).
+DEFAULT_STRING_TICKS: Final = frozenset({b"32", b"33", b"45", b"84"})
 
 
 class LineTap:
@@ -84,6 +88,14 @@ class LineTap:
             if not s.paused:
                 s.write(pack(len(prefix) + n) + prefix + tail)
 
+    def string(self, tick_type: bytes, value: bytes) -> None:
+        """A tickString (46) of the line (last timestamp, exchanges) to every script."""
+        pack = _LEN.pack
+        for (s, rid), (_, size_prefix) in self.outs.items():
+            if size_prefix and not s.paused:  # tick lines only (bar lines have none)
+                body = b"46\x006\x00%d\x00%s\x00%s\x00" % (rid, tick_type, value)
+                s.write(pack(len(body)) + body)
+
     def bar(self, time_: int, open_: float, high: float, low: float, close: float,
             volume: float, wap: float, count: int) -> None:
         f = fmt_float
@@ -110,6 +122,49 @@ class MarketData:
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
         self._tasks = TaskSet(log)
+        # upstream line req id -> (subscription, tap) or None, for tickString; rebuilt
+        # when lines changed (``_generation``) or an unknown id comes: one lookup a tick
+        self._by_req_id: dict[int, tuple[Subscription, LineTap] | None] = {}
+        self._generation = 0
+        self._indexed = -1
+
+    def install(self) -> None:
+        up = self._door.hub.upstream
+        if up is not None:
+            up.add_tap(46, self._on_tick_string)
+
+    def uninstall(self) -> None:
+        up = self._door.hub.upstream
+        if up is not None:
+            up.remove_tap(46)
+
+    def _on_tick_string(self, parts: list[bytes]) -> bool:
+        """tickString [46, 6, reqId, tickType, value]: relayed to the scripts on that
+        line; always also left to ib_insync (returns False), as before the tap."""
+        if len(parts) < 5 or parts[3] not in DEFAULT_STRING_TICKS:
+            return False
+        try:
+            up_id = int(parts[2])
+        except ValueError:
+            return False
+        index = self._by_req_id
+        found = index.get(up_id)
+        if (self._indexed != self._generation or up_id not in index
+                or (found is not None and found[0].req_id != up_id)):
+            self._reindex()  # lines changed, an id not seen yet, or a re-requested line
+            found = self._by_req_id.setdefault(up_id, None)  # None: not a front-door line
+        if found is not None and found[0].req_id == up_id:
+            found[1].string(parts[3], parts[4])
+        return False
+
+    def _reindex(self) -> None:
+        self._by_req_id = {}
+        for s in self._door.sessions:
+            for line in s.lines.values():
+                rid = line.sub.req_id
+                if line.kind == "ticks" and rid is not None:
+                    self._by_req_id[rid] = (line.sub, line.tap)
+        self._indexed = self._generation
 
     def handlers(self) -> dict[int, Handler]:
         return {1: self.req_mkt_data, 2: self.cancel, 50: self.req_real_time_bars,
@@ -182,12 +237,14 @@ class MarketData:
         tap = _tap_of(sub.stream)
         tap.add(s, rid, kind)
         line = s.lines[rid] = Line(holder, sub, tap, kind)
+        self._generation += 1
         if created:
             log.info("subscribed %s upstream for tws client %d", sub.topic, s.client_id)
         return line
 
     def _release(self, s: DownstreamSession, rid: int, line: Line) -> None:
         hub = self._door.hub
+        self._generation += 1
         line.tap.remove(s, rid)
         stream = line.sub.stream
         if not line.tap.outs:

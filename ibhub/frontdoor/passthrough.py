@@ -58,9 +58,16 @@ REQUESTS: Final[dict[int, tuple[int, bool | None]]] = {
     83: (1, False),  # reqSmartComponents -> smartComponents (82)
     92: (1, True),  # reqPnL -> pnl (94)*
     94: (1, True),  # reqPnLSingle -> pnlSingle (95)*
+    # issue 15 (gateway): served by a Gateway, so passed through
+    79: (1, False),  # reqSoftDollarTiers -> softDollarTiers (77)
+    104: (1, False),  # reqUserInfo -> userInfo (107)
+    22: (1, True),  # reqScannerSubscription -> scannerData (20)* until cancelled
+    84: (1, False),  # reqNewsArticle -> newsArticle (83)
+    86: (1, False),  # reqHistoricalNews -> historicalNews (86)*, historicalNewsEnd (87)
 }
 #: cancel msg id -> index of the request id it cancels
-CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 11: 2, 53: 2, 93: 1, 95: 1}
+CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 11: 2, 53: 2, 93: 1, 95: 1,
+                                  23: 2}
 #: reply msg id -> (index of its request id, how it ends the route)
 REPLIES: Final[dict[int, tuple[int, str]]] = {
     10: (1, ""),
@@ -82,6 +89,12 @@ REPLIES: Final[dict[int, tuple[int, str]]] = {
     82: (1, "end"),
     94: (1, ""),
     95: (1, ""),
+    77: (1, "end"),  # softDollarTiers
+    107: (1, "end"),  # userInfo
+    20: (2, ""),  # scannerData (one full scan per message; streams until cancelled)
+    83: (1, "end"),  # newsArticle
+    86: (1, ""),  # historicalNews
+    87: (1, "end"),  # historicalNewsEnd
     4: (2, "error"),
 }
 RETIRED_MAX: Final = 4096
@@ -266,4 +279,6 @@ def _cancel_fields(msg_id: int, up_id: int) -> list[str] | None:
         return ["11", "1", str(up_id), "0"]
     if msg_id in (92, 94):
         return [str(msg_id + 1), str(up_id)]
+    if msg_id == 22:
+        return ["23", "1", str(up_id)]
     return None

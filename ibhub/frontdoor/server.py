@@ -36,6 +36,7 @@ from typing import Any
 
 from ibhub.config import ConfigError
 from ibhub.frontdoor import accounts, market, orders
+from ibhub.frontdoor.idless import IdlessRequests
 from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
@@ -44,11 +45,13 @@ from ibhub.hub.limits import TWS_HANDSHAKE_TIMEOUT, Limits, limits_of, open_fds
 from ibhub.protocol import (
     TOPIC_ACCOUNT,
     TOPIC_ERROR,
+    TOPIC_NEWS_BULLETIN,
     TOPIC_ORDER,
     TOPIC_POSITION,
     TOPIC_STATUS,
     ContractInfo,
     HubStatus,
+    NewsBulletin,
     UpstreamState,
 )
 from ibhub.tws.server_session import FARM_OK, req_id_of
@@ -63,6 +66,7 @@ EVENT_PREFIXES = (
     TOPIC_STATUS,
     TOPIC_ACCOUNT,
     TOPIC_POSITION,
+    TOPIC_NEWS_BULLETIN,
 )
 
 CONNECTIVITY_LOST = (1100, "Connectivity between IB and Trader Workstation has been lost.")
@@ -96,6 +100,7 @@ class FrontDoor:
         self.books = ClientBooks()
         self.contracts: dict[int, ContractInfo] = {}  # con_id -> what the hub resolved
         self.passthrough = Passthrough(self)
+        self.idless = IdlessRequests(self)
         self.market = market.MarketData(self)
         self.orders = orders.OrderRelay(self)
         self.accounts_known: list[str] = []
@@ -114,6 +119,8 @@ class FrontDoor:
         self.handlers.update(orders.handlers(self.orders))
         self.handlers.update(accounts.handlers(self))
         self.handlers.update(self.passthrough.handlers())
+        self.handlers.update(self.idless.handlers())
+        self.handlers[14] = _ignore  # setServerLogLevel: the Gateway's log is the operator's
         self._server: asyncio.AbstractServer | None = None
         self._numbers = itertools.count(1)
         self._unlisten: Callable[[], None] | None = None
@@ -139,6 +146,8 @@ class FrontDoor:
                               f"{exc.strerror or exc}; choose another --tws-port") from exc
         self.tws_port = self._server.sockets[0].getsockname()[1]
         self.passthrough.install()
+        self.idless.install()
+        self.market.install()
         self._unlisten = self.hub.fanout.add_listener(EVENT_PREFIXES, self.on_event)
         up = self.hub.upstream
         if up is not None and up.connected:
@@ -159,6 +168,8 @@ class FrontDoor:
         self._refusing.clear()
         self.market.stop()
         self.passthrough.uninstall()
+        self.idless.uninstall()
+        self.market.uninstall()
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
@@ -230,6 +241,7 @@ class FrontDoor:
                      s.client_id, s.peer)
         self.market.release_all(s)
         self.passthrough.release_all(s)
+        self.idless.release_all(s)
         self.orders.session_gone(s)
 
     def unsupported(self, s: DownstreamSession, msg_id: int, fields: list[str]) -> None:
@@ -294,6 +306,8 @@ class FrontDoor:
             self.orders.on_event(event)
         elif topic.startswith("error."):
             self.market.on_line_error(topic, event)
+        elif isinstance(event, NewsBulletin):
+            self.idless.on_bulletin(event)
         else:
             accounts.on_event(self, event)
 
@@ -301,6 +315,8 @@ class FrontDoor:
         if ev.kind != "state":
             return
         self.passthrough.drop_stale()
+        if ev.state != UpstreamState.CONNECTED:
+            self.idless.fail_all()
         if ev.state == UpstreamState.CONNECTED:
             up = self.hub.upstream
             if up is not None:

@@ -82,9 +82,10 @@ class DownstreamSession(TwsServerSession):
             self.abort()
 
     def refuse(self, message: str, grace: float) -> None:
-        """Answer the version handshake, then ``error(-1, 502, message)`` and close: what a
-        TWS API client shows as the reason its connect failed. Closed without a word if
-        the handshake does not come within ``grace`` seconds."""
+        """Answer the version handshake, then ``error(-1, 502, message)`` and close
+        (:meth:`refuse_connection`: the client's connect fails at once, with the reason
+        in its log). Closed without a word if the handshake does not come within
+        ``grace`` seconds."""
         self._refusal = message
         self.expect_start(grace)
 
@@ -107,8 +108,8 @@ class DownstreamSession(TwsServerSession):
             if messages:
                 self._message_id(messages[0])  # the version handshake (or a close)
                 if not self.closed:
-                    self.send_error(-1, 502, self._refusal)
-                    self.close()
+                    self.refuse_connection(502, self._refusal,
+                                           self.door.accounts_known or ["DU0000000"])
             return
         self._queue.extend(messages)
         if self._worker is None:

@@ -36,6 +36,7 @@ import zmq.asyncio
 
 from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
+from ibhub.hub.bulletins import NewsBulletins
 from ibhub.hub.fanout import PUB_SNDHWM, Fanout
 from ibhub.hub.lease_requests import LeaseRequests
 from ibhub.hub.leases import LeaseTable
@@ -269,6 +270,7 @@ class HubServer:
             self._tasks.spawn(self._watchdog(), name="ibhub-stale")
         if s.orders:  # journal, risk gate, pacing, order manager (docs/orders.md)
             await attach_orders(self)
+        self.add_service(NewsBulletins(self))  # IB news bulletins on news.bulletin (issue 15)
         if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
             from ibhub.frontdoor import FrontDoor
 

@@ -1,6 +1,7 @@
 """Handlers for the simulator's core requests (everything that is neither market
 data nor orders/account): current time, ids, market data type, contract details,
-managed accounts, market rules and a few requests that need no answer.
+managed accounts, market rules and a few requests that need no answer (news,
+scanners and other reference data: :mod:`ibhub.sim.reference`).
 
 Each handler is ``fn(session, fields)``; ``fields[0]`` is the message id. A handler
 raises :class:`~ibhub.sim.session.RequestError` (or ``ValueError`` for unparsable
@@ -70,15 +71,13 @@ def req_market_rule(s: ClientSession, f: list[str]) -> None:
 
 
 def ignore(s: ClientSession, f: list[str]) -> None:
-    """Requests that the Gateway acknowledges with silence (log level, bulletins)."""
+    """Requests that the Gateway acknowledges with silence (the log level)."""
 
 
 def core_handlers() -> dict[int, Handler]:
     return {
         8: req_ids,
         9: req_contract_details,
-        12: ignore,  # reqNewsBulletins: the simulator has no bulletins
-        13: ignore,  # cancelNewsBulletins
         14: ignore,  # setServerLogLevel
         17: req_managed_accounts,
         49: req_current_time,

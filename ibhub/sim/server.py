@@ -22,6 +22,7 @@ from ibhub.sim.config import SimConfig
 from ibhub.sim.contracts import Universe, build_universe
 from ibhub.sim.handlers import core_handlers
 from ibhub.sim.market import Market
+from ibhub.sim.reference import NewsDesk, reference_handlers
 from ibhub.sim.session import ClientSession, Handler
 from ibhub.sim.streaming import SimSubscription, StreamEngine
 from ibhub.tasks import TaskSet
@@ -54,7 +55,9 @@ class SimGateway:
         self.market = Market(self.config.seed, self.universe)
         self.streams = StreamEngine(self)
         self.broker = (broker_factory or _default_broker)(self)
+        self.news = NewsDesk(self)
         self.handlers: dict[int, Handler] = core_handlers()
+        self.handlers.update(reference_handlers(self))
         self.handlers.update(self.streams.handlers())
         for msg_id in getattr(self.broker, "HANDLED", ()):
             self.handlers[msg_id] = self.broker.handle
@@ -64,6 +67,7 @@ class SimGateway:
         self.ib_connected = True  # False between 1100 and 1101/1102
         self._server: asyncio.Server | None = None
         self._sessions: set[ClientSession] = set()
+        self._refusing: set[ClientSession] = set()  # over max_clients, being told so
         self._by_client_id: dict[int, ClientSession] = {}
         self._held_ids: dict[int, float] = {}
         self._tasks = TaskSet(log, "background fault")
@@ -121,7 +125,7 @@ class SimGateway:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for s in list(self._sessions):
+        for s in [*self._sessions, *self._refusing]:
             s.abort()
         if server is not None:
             await server.wait_closed()
@@ -141,7 +145,11 @@ class SimGateway:
         if len(self._sessions) >= self.config.max_clients:
             log.warning("refusing connection from %s: %d clients already connected (max %d)",
                         session.peer, len(self._sessions), self.config.max_clients)
-            session.abort()
+            # answered after its handshake so the client's connect fails at once
+            # (TwsServerSession.refuse_connection); it never counts as a client
+            session.refusal = (f"Couldn't connect to TWS: {len(self._sessions)} API clients "
+                               f"are connected (max {self.config.max_clients})")
+            self._refusing.add(session)
             return
         self._sessions.add(session)
 
@@ -152,9 +160,11 @@ class SimGateway:
 
     def _session_closed(self, session: ClientSession) -> None:
         self._sessions.discard(session)
+        self._refusing.discard(session)
         if session.started and self._by_client_id.get(session.client_id) is session:
             del self._by_client_id[session.client_id]
             self.streams.drop_session(session)
+            self.news.subscribers.discard(session)
             log.info("client %d disconnected", session.client_id)
             self.broker.session_closed(session)
 

@@ -10,6 +10,8 @@ never answers, and a held client id is refused with 326.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["ClientSession", list[str]], None]
 
+PACED_MAX = 10_000  # requests a +PACEAPI client may have waiting before it is cut off
+
 
 class ClientSession(TwsServerSession):
     """State of one API client connection (see module docstring)."""
@@ -51,6 +55,12 @@ class ClientSession(TwsServerSession):
         self._last_refill = time.monotonic()
         self._second = 0  # for the "rec=N" count in error 100
         self._in_second = 0
+        # "+PACEAPI" in the hello: over the rate, requests wait their turn (in order)
+        # instead of being dropped with error 100, as a Gateway does for such clients
+        self.pace_api = False
+        self.refusal = ""  # over max_clients: the handshake, then refuse_connection
+        self._paced: collections.deque[list[str]] = collections.deque()
+        self._drain: asyncio.TimerHandle | None = None
 
     def write_raw(self, data: bytes) -> None:
         """The streaming engine's way in to :meth:`write` (a hook for benchmarks)."""
@@ -61,28 +71,68 @@ class ClientSession(TwsServerSession):
         self._stalled = self.gateway.handshakes_stalled
         self.gateway._session_opened(self)
 
-    def _gone(self) -> None:
-        self.gateway._session_closed(self)
-
     def data_received(self, data: bytes) -> None:
         if self._stalled:
             return  # a stalled handshake reads and never answers, like a hidden dialog
         super().data_received(data)
 
+    def _on_version(self, fields: list[str]) -> None:
+        self.pace_api = bool(fields) and "+PACEAPI" in fields[0].split()
+        super()._on_version(fields)
+
     def _on_messages(self, messages: list[list[str]]) -> None:
+        if self.refusal:
+            if messages:
+                self._message_id(messages[0])  # the version handshake (or a close)
+                if not self.closed:
+                    self.refuse_connection(502, self.refusal, self.gateway.config.accounts)
+            return
         for fields in messages:
             if self.closed:
                 return
-            try:
-                self._on_message(fields)
-            except Exception:  # a bug must cost this client its socket, never the server
-                log.exception("client %s (clientId %s): failed on %r; closing the socket",
-                              self.peer, self.client_id, fields[:6])
-                self.abort()
-                return
+            paced = self.pace_api and self._version_done and self.started
+            if paced and (self._paced or not self._take_token()):
+                self._pace(fields)
+                continue
+            self._serve(fields, token_taken=paced)
+
+    def _serve(self, fields: list[str], token_taken: bool = False) -> None:
+        try:
+            self._on_message(fields, token_taken)
+        except Exception:  # a bug must cost this client its socket, never the server
+            log.exception("client %s (clientId %s): failed on %r; closing the socket",
+                          self.peer, self.client_id, fields[:6])
+            self.abort()
+
+    def _pace(self, fields: list[str]) -> None:
+        """Hold a paced client's request until the rate allows it (order kept)."""
+        if len(self._paced) >= PACED_MAX:
+            log.warning("client %d: %d paced requests waiting; closing", self.client_id,
+                        len(self._paced))
+            self.abort()
+            return
+        self._paced.append(fields)
+        if self._drain is None:
+            rate = self.gateway.config.max_msg_rate
+            self._drain = asyncio.get_running_loop().call_later(1.0 / rate, self._drain_paced)
+
+    def _drain_paced(self) -> None:
+        self._drain = None
+        while self._paced and not self.closed and self._take_token():
+            self._serve(self._paced.popleft(), token_taken=True)
+        if self._paced and not self.closed:
+            rate = self.gateway.config.max_msg_rate
+            self._drain = asyncio.get_running_loop().call_later(1.0 / rate, self._drain_paced)
+
+    def _gone(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+        self._paced.clear()
+        self.gateway._session_closed(self)
 
     # -- receiving ---------------------------------------------------------
-    def _on_message(self, fields: list[str]) -> None:
+    def _on_message(self, fields: list[str], token_taken: bool = False) -> None:
         msg_id = self._message_id(fields)
         if msg_id is None:
             return
@@ -92,7 +142,7 @@ class ClientSession(TwsServerSession):
             return
         if not self._check_started(msg_id, fields):
             return
-        if not self._take_token():
+        if not token_taken and not self._take_token():
             rate = self.gateway.config.max_msg_rate
             log.info("client %d exceeded %.0f msgs/s; dropping message %d",
                      self.client_id, rate, msg_id)
@@ -113,8 +163,10 @@ class ClientSession(TwsServerSession):
         known = msg_id in REQ_ID_INDEX or msg_id in KNOWN_WITHOUT_ID
         log.warning("client %d: %s message id %d; answering with an error", self.client_id,
                     "unsupported" if known else "unknown", msg_id)
-        if known:
-            self.reject(msg_id, fields, "this request is not supported by the ibhub simulator")
+        if known:  # 320, not 321: ib_async treats 321 as a warning and would wait forever
+            self.send_error(req_id_of(msg_id, fields), 320,
+                            f"Error reading request.-'{msg_id}' : cause - this request is not "
+                            "supported by the ibhub simulator")
         else:
             self.send_error(-1, 320, f"Error reading request. Unknown message id {msg_id}")
 

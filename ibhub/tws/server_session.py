@@ -199,6 +199,23 @@ class TwsServerSession(asyncio.Protocol):
         for code, text in notices:
             self.send_error(-1, code, text)
 
+    def refuse_connection(self, code: int, message: str, accounts: Iterable[str]) -> None:
+        """Refuse a connection over a client cap, after the version handshake, so that
+        the client notices **at once**: ``error(-1, code, message)`` (the reason, logged
+        by every library), then nextValidId and managedAccounts, then close.
+
+        Why the two "welcome" messages: ib_insync and ib_async only leave their connect
+        when both arrived (apiStart) or at their connect time-out; a socket that merely
+        closes costs the script its whole time-out. With them, the client finds the
+        socket closed on its first start-up request and its connect raises
+        ``ConnectionError`` at once; an ibapi script gets the error, then
+        connectionClosed. The order (reason first) keeps the cause at the top of the
+        script's log. Decision of issue 15 (docs/tws-front-door.md)."""
+        self.send_error(-1, code, message)
+        self.send(9, 1, 1)
+        self.send(15, 1, ",".join(accounts))
+        self.close()
+
     def refuse_client_id(self) -> None:
         """The Gateway's answer to a client id already in use: 326, then close."""
         self.send_error(-1, 326, _CLIENT_ID_IN_USE)

@@ -137,17 +137,13 @@ async def test_connect_time_answers_and_unsupported_request(ib_clients: ClientFa
     assert time.monotonic() - started < 2.0
     assert ib.wrapper.accounts  # managedAccounts from the hub's upstream accounts
     seen = errors_of(ib)
-    # scanner subscriptions are not served: an error on that request id, not a hang
-    from tests.ibclient import ScannerSubscription
-
+    # Wall Street Horizon data is not served: an error on that request id, not a hang
     async with asyncio.timeout(5):
         with pytest.raises(Exception) as info:  # ib_insync raises RequestError or returns []
             ib.RaiseRequestErrors = True
-            await ib.reqScannerDataAsync(ScannerSubscription(instrument="STK",
-                                                             locationCode="STK.US.MAJOR",
-                                                             scanCode="TOP_PERC_GAIN"))
+            await ib.getWshMetaDataAsync()
     assert "not supported through ibhub" in str(info.value)
-    assert any("reqScannerSubscription is not supported through ibhub" in m
+    assert any("reqWshMetaData is not supported through ibhub" in m
                for _, _, m in seen)
 
 

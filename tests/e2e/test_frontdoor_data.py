@@ -95,6 +95,6 @@ async def test_gateway_errors_come_back_on_the_scripts_request_id(
     ticker = ib.reqMktDepth(c, 5)
     own_id = ib.wrapper.ticker2ReqId["mktDepth"][ticker]
     await wait_until(lambda: errors, 5.0, "the Gateway's refusal")
-    assert errors[0][:2] == (own_id, 321), errors
+    assert errors[0][:2] == (own_id, 320), errors
     assert "simulator" in errors[0][2]
     await wait_until(lambda: not door_of(door_hub).passthrough.routes, 2.0, "route ended")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Callable
 
 from ibhub.hub.server import HubServer
@@ -32,11 +33,23 @@ async def test_zeromq_and_tws_scripts_share_one_line(
     ib = await ib_clients(81)
     c = Stock("AAPL", "SMART", "USD")
     await ib.qualifyContractsAsync(c)
+    strings: list[tuple[int, str]] = []
+    original = ib.wrapper.tickString
+
+    def tick_string(req_id: int, tick_type: int, value: str) -> None:
+        strings.append((tick_type, value))
+        original(req_id, tick_type, value)
+
+    ib.wrapper.tickString = tick_string  # ib_insync drops tick 45; ib_async keeps it
     ticker = ib.reqMktData(c)
     await wait_until(lambda: ticker.bid > 0, 5.0, "TWS script ticks")
     assert len(hub_sim.market_data_subscriptions()) == 1
     line = door_hub.subs.get(c.conId, "ticks")
     assert line is not None and len(line.leases) == 2  # the lease and the TWS request
+    # the last-trade timestamp (tickString 45) comes with trades, as from a Gateway
+    await wait_until(lambda: any(t == 45 for t, _ in strings), 5.0, "tick 45")
+    stamp = int(next(v for t, v in strings if t == 45))
+    assert abs(stamp - time.time()) < 60, stamp
     ib.cancelMktData(c)
     await wait_until(lambda: line is not None and len(line.leases) == 1, 5.0, "TWS released")
     assert len(hub_sim.market_data_subscriptions()) == 1  # the ZeroMQ script still holds it

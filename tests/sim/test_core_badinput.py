@@ -94,11 +94,11 @@ async def test_garbage_fields_get_errors_on_the_request_id(sim: SimGateway) -> N
     raw.send("zzz", 1)
     err = await raw.recv_until(lambda m: m[0] == "4")
     assert err[3] == "320"
-    # a known request the simulator does not implement (reqMktDepth, reqId 43)
-    raw.send(10, 5, 43, 265598, "AAPL", "STK", "", 0.0, "", "", "SMART", "", "USD", "", "",
-             5, 0, "")
+    # a known request the simulator does not implement (queryDisplayGroups, reqId 43):
+    # 320, which ends the request in ib_async too (it takes 321 for a warning)
+    raw.send(67, 1, 43)
     err = await raw.recv_until(lambda m: m[0] == "4")
-    assert err[2] == "43" and err[3] == "321"
+    assert err[2] == "43" and err[3] == "320"
     # invalid UTF-8 inside a field
     raw.send_bytes(struct.pack(">I", 6) + b"49\x00\xff\xfe\x00")
     msg = await raw.recv_until(lambda m: m[0] in ("49", "4"))

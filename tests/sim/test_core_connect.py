@@ -147,9 +147,15 @@ async def test_start_api_answers_exact_fields(sim: SimGateway) -> None:
 async def test_max_clients_refused() -> None:
     async with SimGateway(SimConfig(seed=1, max_clients=2)) as sim:
         async with connected(sim, 1), connected(sim, 2):
+            # the third is told why and its connect fails at once, not at its time-out
             third = IB()
-            with pytest.raises((TimeoutError, ConnectionError, asyncio.TimeoutError, OSError)):
-                await third.connectAsync("127.0.0.1", sim.port, clientId=3, timeout=1)
+            errors: list[tuple[int, str]] = []
+            third.errorEvent += lambda _rid, code, msg, _c: errors.append((code, msg))
+            started = time.monotonic()
+            with pytest.raises(ConnectionError):
+                await third.connectAsync("127.0.0.1", sim.port, clientId=3, timeout=3)
+            assert time.monotonic() - started < 1.5
+            assert errors and errors[0][0] == 502 and "max 2" in errors[0][1], errors
             third.disconnect()
             assert sim.connected_client_ids() == [1, 2]
 
