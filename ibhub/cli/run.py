@@ -58,7 +58,8 @@ async def _serve(settings: HubSettings) -> None:
             if getattr(service, "tws_port", None):
                 click.echo(f"  tws  127.0.0.1:{service.tws_port} (TWS API front door)")
         if hub.ops is not None and hub.ops.http_port:
-            click.echo(f"  http http://127.0.0.1:{hub.ops.http_port}/health and /metrics")
+            click.echo(f"  http http://127.0.0.1:{hub.ops.http_port}/ "
+                       "(status page; /health, /metrics)")
         deadline = time.monotonic() + s.connect_timeout * 3 + 1
         up = hub.upstream
         while (
@@ -118,7 +119,8 @@ def _version() -> str:
               help="TOML config file (default $IBHUB_CONFIG, ./ibhub.toml, "
                    "~/.config/ibhub/ibhub.toml, /etc/ibhub/ibhub.toml).")
 @click.option("--http-port", default=None, metavar="PORT|off",
-              help="/health and /metrics on 127.0.0.1:PORT (default 8570; 0 or off = none).")
+              help="Status page, /health and /metrics on 127.0.0.1:PORT "
+                   "(default 8570; 0 or off = none).")
 @click.option("--log-level", default=None,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level (default INFO).")
