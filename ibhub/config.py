@@ -134,6 +134,9 @@ class HubSettings(BaseSettings):
     sim: bool = False
     sim_seed: int = 1
     sim_tick_rate: float = Field(default=4.0, gt=0)
+    # The embedded simulator's fault control (`ibhub sim-fault ...`, as for `ibhub sim`)
+    # on 127.0.0.1:PORT; -1 = none. A port in use is logged and the hub runs without it.
+    sim_control_port: int = Field(default=4010, ge=-1, le=65535)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 

@@ -44,7 +44,8 @@ RATE_SAMPLES: Final = 120  # seconds of rate history in the charts
 HISTORY_MAX: Final = 20  # upstream state changes kept
 MAX_STREAMS: Final = 8  # concurrent /events streams
 ALERTS_SHOWN: Final = 10
-STATIC: Final = {"status.css": "text/css", "status.js": "text/javascript"}
+STATIC: Final = {"status.css": "text/css", "status.js": "text/javascript",
+                 "favicon.svg": "image/svg+xml"}
 # Everything from the hub itself; no inline script, no frames, no referrer.
 HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -213,6 +214,7 @@ class StatusPage:
         app.router.add_get("/status.json", self.json)
         app.router.add_get("/events", self.events)
         app.router.add_get("/static/{name}", self.static)
+        app.router.add_get("/favicon.ico", self.favicon)
 
     async def page(self, request: web.Request) -> web.Response:
         body = statusview.page(self.snapshot(), __version__)
@@ -228,6 +230,10 @@ class StatusPage:
             raise web.HTTPNotFound(text=f"no static file {name!r}")
         return web.Response(body=self._static[name], content_type=STATIC[name],
                             charset="utf-8", headers=HEADERS)
+
+    async def favicon(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._static["favicon.svg"], content_type="image/svg+xml",
+                            headers=HEADERS)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         if self.streams >= MAX_STREAMS:

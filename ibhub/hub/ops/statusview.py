@@ -221,6 +221,7 @@ def page(d: dict[str, Any], version: str) -> str:
         f"<title>{esc(title(d))}</title>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="stylesheet" href="static/status.css">'
+        '<link rel="icon" href="static/favicon.svg" type="image/svg+xml">'
         '<noscript><meta http-equiv="refresh" content="5"></noscript>'
         '<script src="static/status.js" defer></script></head><body>'
         f'<header><h1>ibhub <small>{esc(version)}</small></h1>'
