@@ -196,11 +196,15 @@ class StatusPage:
         self._publish()
 
     def _publish(self) -> None:
+        self.message = self._render()
+        self._wake()
+
+    def _render(self) -> bytes:
+        """The SSE ``status`` event for the hub's state now."""
         d = self.snapshot()
         payload = {"title": statusview.title(d), "state": d["upstream"]["state"],
                    "asof": statusview.clock(d["now"]), "sections": statusview.sections(d)}
-        self.message = b"event: status\ndata: " + json.dumps(payload).encode() + b"\n\n"
-        self._wake()
+        return b"event: status\ndata: " + json.dumps(payload).encode() + b"\n\n"
 
     def _wake(self) -> None:
         fresh, self._fresh = self._fresh, asyncio.Event()
@@ -246,8 +250,10 @@ class StatusPage:
         self.streams += 1
         try:
             await resp.prepare(request)
-            # retry: how soon a browser reconnects after the hub went away (ms).
-            await resp.write(b"retry: 1000\n" + self.message)
+            # retry: how soon a browser reconnects after the hub went away (ms). The
+            # first event is rendered now: the page it follows may be newer than the
+            # last sample.
+            await resp.write(b"retry: 1000\n" + self._render())
             while not self._closing:
                 fresh = self._fresh
                 with contextlib.suppress(TimeoutError):
