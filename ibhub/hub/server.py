@@ -314,6 +314,7 @@ class HubServer:
         if s.sim_control_port >= 0:  # `ibhub sim-fault` works as against `ibhub sim`
             from ibhub.sim.control import ControlServer
 
+            assert sim.gateway is not None  # started above
             control = ControlServer(sim.gateway, "127.0.0.1", s.sim_control_port)
             try:
                 await asyncio.to_thread(sim.call, control.start)

@@ -22,7 +22,9 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 def blocks() -> list[tuple[str, str]]:
     """(language, text) of every fenced block in the README."""
-    out, lang, lines = [], None, []
+    out: list[tuple[str, str]] = []
+    lang: str | None = None
+    lines: list[str] = []
     for line in README.splitlines():
         if line.startswith("```"):
             if lang is None:

@@ -66,7 +66,7 @@ def sim_hub(tmp_path: Path) -> Iterator[dict[str, str]]:
     tail = None
     try:
         assert hub.stdout is not None
-        out = []
+        out: list[str] = []
         deadline = time.monotonic() + 20
         while not any(line.strip().startswith("state") for line in out):
             line = hub.stdout.readline().decode()

@@ -8,15 +8,16 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ibhub.config import SIM_DATA_SUBDIR, ConfigError, load_settings_with_sources
+from ibhub.config import SIM_DATA_SUBDIR, ConfigError, HubSettings, load_settings_with_sources
 from ibhub.sim import SimConfig
 from ibhub.sim.broker import FIRST_PERM_ID, PERM_IDS_PER_SECOND, clock_perm_id
 
 
-def load(**kw: object):  # no config file, no .env, an empty environment
+def load(**kw: Any) -> tuple[HubSettings, dict[str, str]]:  # no file, no .env, no env
     return load_settings_with_sources(search=[], env={}, env_file=None, **kw)
 
 
