@@ -160,8 +160,8 @@ class HealthServer:
         self._runner = runner
         self.port = int(self._listener.sockets[0].getsockname()[1])
         self.page.start()
-        log.info("status page on http://127.0.0.1:%d/, health and metrics on /health and "
-                 "/metrics", self.port)
+        log.info("health and metrics on http://127.0.0.1:%d/health and /metrics, the status "
+                 "page on /", self.port)
 
     def _protocol(self) -> asyncio.BaseProtocol:
         runner = self._runner
