@@ -45,6 +45,17 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "ibhub"
 
 
+# ``ibhub run --sim`` without a data_dir of its own keeps its journal here, apart from
+# a real hub's: simulated orders must never be restored into a session with a real
+# Gateway, nor a real hub's orders into the simulator's (issue 18).
+SIM_DATA_SUBDIR = "sim"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.x.y.z, ::1 and localhost: the hub's own machine."""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 class HubSettings(BaseSettings):
     """Everything ``ibhub run`` can be told. Times are seconds."""
 
@@ -123,6 +134,9 @@ class HubSettings(BaseSettings):
     sim: bool = False
     sim_seed: int = 1
     sim_tick_rate: float = Field(default=4.0, gt=0)
+    # The embedded simulator's fault control (`ibhub sim-fault ...`, as for `ibhub sim`)
+    # on 127.0.0.1:PORT; -1 = none. A port in use is logged and the hub runs without it.
+    sim_control_port: int = Field(default=4010, ge=-1, le=65535)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 
@@ -290,6 +304,12 @@ class HubSettings(BaseSettings):
                 "reconnect_backoff_max must be >= reconnect_backoff_initial "
                 f"({self.reconnect_backoff_max} < {self.reconnect_backoff_initial})"
             )
+        if (self.tws_port and not self.sim and self.gateway_port == self.tws_port
+                and is_loopback_host(self.gateway_host)):
+            raise ValueError(
+                f"gateway_port {self.gateway_port} is the hub's own TWS front door "
+                f"(tws_port): the hub would connect to itself; point gateway_port at "
+                f"the Gateway/TWS or pick another tws_port")
         return self
 
     @property
@@ -486,7 +506,18 @@ def load_settings_with_sources(
         sources[name] = "command line"
 
     settings = _build(values, sources)
+    if settings.sim and sources["data_dir"] == "default":
+        # Orders and names apart; the operator token stays where the SDK and the CLI
+        # look for it (it says who the operator is, not what the hub traded).
+        update: dict[str, Any] = {"data_dir": Path(settings.data_dir) / SIM_DATA_SUBDIR}
+        if settings.operator_token_file is None:
+            update["operator_token_file"] = settings.operator_token_path
+        settings = settings.model_copy(update=update)
+        sources["data_dir"] = "default for --sim (apart from a real hub's journal)"
     if detect_port and sources["gateway_port"] == "default" and not settings.sim:
+        if settings.tws_port and is_loopback_host(settings.gateway_host):
+            # Never "detect" the hub's own front door (7497 is also TWS paper's port).
+            detect_ports = [p for p in detect_ports if p[0] != settings.tws_port]
         found = detect_gateway_port(settings.gateway_host, detect_timeout, detect_ports)
         if found is None:
             tried = ", ".join(str(p) for p, _ in detect_ports)

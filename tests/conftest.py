@@ -23,6 +23,10 @@ os.environ.setdefault("IBHUB_DATA_DIR", tempfile.mkdtemp(prefix="ibhub-tests-"))
 # The SDK's script-name secrets (docs/security.md, "Script names"): one directory for
 # the whole session, as the data dir above (whose names.db binds the names) is one.
 os.environ.setdefault("IBHUB_NAMES_DIR", tempfile.mkdtemp(prefix="ibhub-test-names-"))
+# `ibhub run --sim` hubs in tests open no fault-control port (the default 4010 would be
+# shared by every test and by an operator's own simulator); a test that needs one names
+# a free port (tests/e2e/test_statuspage_browser.py).
+os.environ.setdefault("IBHUB_SIM_CONTROL_PORT", "-1")
 
 
 @pytest.fixture

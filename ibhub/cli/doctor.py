@@ -474,7 +474,11 @@ def _client_id_in_use(report: PortReport, own: object = None) -> PortReport:
         "Re-run with --client-id N to probe another id.",
     ]
     peers = _local_peers(report.host, report.port, own)
-    if peers:
+    if peers is None:
+        report.hints.append(
+            "Cannot list the local processes connected to this port: psutil is missing "
+            "(a runtime dependency of ibhub; pip install psutil).")
+    elif peers:
         report.hints.append(
             "Local processes with a connection to this port (the holder is among them "
             "unless its socket is half-open): " + "; ".join(peers)
@@ -532,19 +536,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _local_peers(host: str, port: int, own: object = None) -> list[str]:
+def _local_peers(host: str, port: int, own: object = None) -> list[str] | None:
     """Best effort: local processes with an established connection to ``port``.
 
-    Only meaningful for a local TWS; needs psutil and may see only this user's
-    processes. ``own`` is the probe's own socket address, left out of the list.
-    Failures are silent by design: this is a hint, not a diagnosis.
+    Only meaningful for a local TWS; may see only this user's processes. ``own`` is
+    the probe's own socket address, left out of the list. None when psutil (a runtime
+    dependency) is missing, which the report says; other failures are silent by
+    design: this is a hint, not a diagnosis.
     """
     if not _is_loopback(host):
         return []
     try:
         import psutil
     except ImportError:
-        return []
+        return None
     found: list[str] = []
     try:
         conns = psutil.net_connections(kind="tcp")

@@ -53,12 +53,16 @@ async def _serve(settings: HubSettings) -> None:
                        f"hub public key {sec.public_key.decode()}")
         if hub.sim is not None:
             click.echo(f"  simulated Gateway on 127.0.0.1:{hub.sim.port} (seed {s.sim_seed})")
+            if hub.sim_control is not None:
+                click.echo(f"  sim-fault control {hub.sim_control.url}")
+            click.echo(f"  data {s.data_dir}")
         click.echo(f"  upstream {s.gateway_host}:{s.gateway_port} client id {s.client_id}")
         for service in hub.services:
             if getattr(service, "tws_port", None):
                 click.echo(f"  tws  127.0.0.1:{service.tws_port} (TWS API front door)")
         if hub.ops is not None and hub.ops.http_port:
-            click.echo(f"  http http://127.0.0.1:{hub.ops.http_port}/health and /metrics")
+            click.echo(f"  http http://127.0.0.1:{hub.ops.http_port}/ "
+                       "(status page; /health, /metrics)")
         deadline = time.monotonic() + s.connect_timeout * 3 + 1
         up = hub.upstream
         while (
@@ -105,6 +109,9 @@ def _version() -> str:
               help="Start a simulated Gateway in-process and use it.")
 @click.option("--sim-seed", type=int, default=None, help="Seed of the simulated market.")
 @click.option("--sim-tick-rate", type=float, default=None, help="Simulated ticks/s per instrument.")
+@click.option("--sim-control-port", type=int, default=None,
+              help="The simulator's fault control for `ibhub sim-fault` on 127.0.0.1:PORT "
+                   "(default 4010; -1 = none).")
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
 @click.option("--tws-port", type=int, default=None,
               help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
@@ -118,7 +125,8 @@ def _version() -> str:
               help="TOML config file (default $IBHUB_CONFIG, ./ibhub.toml, "
                    "~/.config/ibhub/ibhub.toml, /etc/ibhub/ibhub.toml).")
 @click.option("--http-port", default=None, metavar="PORT|off",
-              help="/health and /metrics on 127.0.0.1:PORT (default 8570; 0 or off = none).")
+              help="Status page, /health and /metrics on 127.0.0.1:PORT "
+                   "(default 8570; 0 or off = none).")
 @click.option("--log-level", default=None,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level (default INFO).")
@@ -132,6 +140,7 @@ def run(
     sim: bool | None,
     sim_seed: int | None,
     sim_tick_rate: float | None,
+    sim_control_port: int | None,
     lines_max: int | None,
     tws_port: int | None,
     allow_live: bool | None,
@@ -154,6 +163,7 @@ def run(
             sim=sim,
             sim_seed=sim_seed,
             sim_tick_rate=sim_tick_rate,
+            sim_control_port=sim_control_port,
             lines_max=lines_max,
             tws_port=tws_port,
             allow_live=allow_live,

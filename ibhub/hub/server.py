@@ -92,6 +92,7 @@ class HubServer:
     def __init__(self, settings: HubSettings | None = None) -> None:
         self.settings = settings or HubSettings()
         self.sim: Any = None  # the embedded simulator (a ThreadedSim) when settings.sim
+        self.sim_control: Any = None  # its fault control (ibhub.sim.control.ControlServer)
         self.upstream: Upstream | None = None
         self.orders: Any = None  # the OrderService when settings.orders (attach_orders)
         self.pacer: Pacer | None = None  # shared by the upstream session and the orders
@@ -250,9 +251,7 @@ class HubServer:
             self._guard_listeners(ctx)
         except zmq.ZMQError as exc:
             self._close_sockets()
-            if self.sim is not None:
-                await asyncio.to_thread(self.sim.stop)
-                self.sim = None
+            await self._stop_sim()
             raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
         self.fanout = Fanout(pub)
         self.rpc = RpcServer(router, self.registry, peer_keys=security.enabled,
@@ -314,6 +313,20 @@ class HubServer:
         )
         await asyncio.to_thread(sim.start)
         self.sim = sim
+        if s.sim_control_port >= 0:  # `ibhub sim-fault` works as against `ibhub sim`
+            from ibhub.sim.control import ControlServer
+
+            assert sim.gateway is not None  # started above
+            control = ControlServer(sim.gateway, "127.0.0.1", s.sim_control_port)
+            try:
+                await asyncio.to_thread(sim.call, control.start)
+            except OSError as exc:
+                log.warning("simulator fault control not started on 127.0.0.1:%d: %s (set "
+                            "sim_control_port to another port, or -1)", s.sim_control_port,
+                            exc)
+                await asyncio.to_thread(sim.call, control.stop)
+            else:
+                self.sim_control = control
         self.settings = s.model_copy(
             update={"gateway_host": "127.0.0.1", "gateway_port": sim.port}
         )
@@ -341,12 +354,19 @@ class HubServer:
             await self.pacer.stop()
             self.pacer = None
         self._close_sockets()
-        if self.sim is not None:
-            await asyncio.to_thread(self.sim.stop)
-            self.sim = None
+        await self._stop_sim()
         if self.names is not None:
             self.names.close()
             self.names = None
+
+    async def _stop_sim(self) -> None:
+        if self.sim is None:
+            return
+        if self.sim_control is not None:
+            await asyncio.to_thread(self.sim.call, self.sim_control.stop)
+            self.sim_control = None
+        await asyncio.to_thread(self.sim.stop)
+        self.sim = None
 
     def _close_sockets(self) -> None:
         for sock in (self._router, self._pub):

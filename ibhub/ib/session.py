@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ibhub.config import HubSettings
 from ibhub.ib.convert import to_ib_contract
 from ibhub.ib.lib import IB, RequestError, new_ib
+from ibhub.ib.liblog import demote_library_logs
 from ibhub.ib.queries import Queries, UpstreamDown
 from ibhub.ib.reader import TickReader
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
@@ -214,6 +215,7 @@ class Upstream:
         # with a loop factory (uvloop.run, asyncio.Runner(loop_factory=...)) that is not
         # the running loop, and its socket futures would land on another loop.
         asyncio.set_event_loop(asyncio.get_running_loop())
+        demote_library_logs()  # the library's per-retry ERROR lines (ibhub.ib.liblog)
         self._install(new_ib())  # raises LibraryMismatch if the library moved an internal
         self._task = asyncio.create_task(self._supervise(), name="ibhub-upstream")
 
@@ -304,7 +306,12 @@ class Upstream:
                         failures, s.reconnect_backoff_initial, s.reconnect_backoff_max, self._rng
                     )
                 )
-                log.warning(
+                # One WARNING per outage: "connection lost" (or, before the first
+                # session, the first failed attempt) says it; retries are INFO, giving
+                # up is a WARNING again. Alerts add upstream_lost/_restored.
+                first = failures == 1 and not ever_connected
+                log.log(
+                    logging.WARNING if first or delay is None else logging.INFO,
                     "connect to %s:%s (client %s) failed, attempt %d: %s%s",
                     self.host, self.port, self.client_id, failures, reason,
                     "" if delay is None else f"; retrying in {delay:.2f}s",

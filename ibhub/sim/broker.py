@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,18 @@ HANDLED: frozenset[int] = frozenset({3, 4, 5, 6, 7, 15, 16, 58, 61, 62, 63, 64, 
 
 EXTERNAL_CLIENT_ID = 0  # orders "typed by hand in TWS" belong to client 0, order id 0
 FIRST_PERM_ID = 1_000_001
+# permIds from the wall clock: PERM_IDS_PER_SECOND ids per second since PERM_EPOCH on top
+# of FIRST_PERM_ID. A restarted simulator starts above every permId an earlier run
+# handed out unless that run averaged more than this many orders per second over its
+# whole life; the ids stay below 2**31 (Java int, as IB's) until about 2040.
+PERM_EPOCH = 1_700_000_000  # 2023-11-14
+PERM_IDS_PER_SECOND = 2
+
+
+def clock_perm_id(now: float | None = None) -> int:
+    """The first permId of a simulator started at ``now`` (default: the wall clock)."""
+    t = time.time() if now is None else now
+    return FIRST_PERM_ID + max(0, int(t) - PERM_EPOCH) * PERM_IDS_PER_SECOND
 IMMEDIATE_TIFS = frozenset({"IOC", "FOK"})  # fill on arrival or be cancelled
 # where the request / order id sits in each message, for error replies to bad input
 _REQ_ID_INDEX = {3: 1, 4: 2, 7: 2, 62: 2, 63: 2, 76: 2, 77: 2}
@@ -82,9 +95,11 @@ class Broker:
         self._entries: dict[int, _Entry] = {}  # perm_id -> entry, in placement order
         self._by_key: dict[tuple[int, int], int] = {}  # (client_id, order_id) -> perm_id
         self._next_ids: dict[int, int] = {}
-        self._perm_ids = itertools.count(FIRST_PERM_ID)
+        first = self.config.first_perm_id or clock_perm_id()
+        self._perm_ids = itertools.count(first)
         self._exec_seq = itertools.count(1)
-        self._exec_prefix = f"{(self.config.seed * 2654435761) & 0xFFFFFFFF:08x}"
+        # Unique per run too (the first permId): a journal de-duplicates fills by execId.
+        self._exec_prefix = f"{(self.config.seed * 2654435761 ^ first) & 0xFFFFFFFF:08x}"
         self._executions: list[SimExecution] = []
         self._working: dict[int, RestingBook] = {}  # con_id -> orders working at the market
         self._kids: dict[int, list[int]] = {}  # parent perm_id -> child perm_ids (brackets)

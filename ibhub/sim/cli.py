@@ -109,7 +109,7 @@ async def _serve(cfg: object, control_port: int) -> None:
               help="Control URL printed by `ibhub sim`.")
 def sim_fault(kind: str, seconds: float | None, client_id: int | None, restored: str | None,
               hz: float | None, control: str) -> None:
-    """Inject a fault into a running `ibhub sim` (or read its status)."""
+    """Inject a fault into a running `ibhub sim` or `ibhub run --sim` (or read its status)."""
     params: dict[str, object] = {}
     if seconds is not None:
         params["seconds"] = seconds

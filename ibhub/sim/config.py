@@ -25,6 +25,11 @@ class SimConfig:
     max_clients: int = 32
     max_order_qty: float = 1_000_000
     stamp_sizes: bool = False  # tickPrice size = send time in integer microseconds
+    # The first permId (and the exec-id prefix) of this run. 0 = from the wall clock
+    # (ibhub.sim.broker.clock_perm_id): like a real Gateway's, permIds then keep growing
+    # across restarts, so a restarted simulator never hands out a permId (or execId)
+    # that a hub's order journal already holds from an earlier run (issue 18).
+    first_perm_id: int = 0
 
     rt_bar_seconds: float = 5.0  # real-time bar period (IB: always 5 s)
     slice_seconds: float = 0.01  # streaming timer slice: one write per client per slice

@@ -159,7 +159,8 @@ async def test_ibhub_run_serves_health_with_json_logs(ipc_dir: str, tmp_path) ->
     port = free_port()
     cfg = tmp_path / "ibhub.toml"
     cfg.write_text(f'pub = "ipc://{ipc_dir}/pub"\nrpc = "ipc://{ipc_dir}/rpc"\n'
-                   f'log_format = "json"\n[alert]\nfile = "{tmp_path}/alerts.jsonl"\n')
+                   f'log_format = "json"\ndata_dir = "{tmp_path}"\nsim_control_port = -1\n'
+                   f'[alert]\nfile = "{tmp_path}/alerts.jsonl"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IB_", "IBHUB_"))}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from ibhub.cli import main; main()",
@@ -173,7 +174,7 @@ async def test_ibhub_run_serves_health_with_json_logs(ipc_dir: str, tmp_path) ->
             raw = await asyncio.wait_for(proc.stdout.readline(), 15.0)
             assert raw, f"ibhub run exited early: {lines}"
             lines.append(raw.decode())
-        assert f"http http://127.0.0.1:{port}/health" in "".join(lines)
+        assert f"http http://127.0.0.1:{port}/ (status page; /health, /metrics)" in "".join(lines)
         status, _, doc = await get(port, "/health")
         assert status == 200 and doc["status"] == "healthy"
         status, _, text = await get(port, "/metrics")

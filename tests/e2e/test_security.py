@@ -352,6 +352,7 @@ async def test_ibhub_run_with_curve_prints_the_hub_key_and_serves_listed_clients
     config.write_text(
         'pub = "tcp://127.0.0.1:0"\nrpc = "tcp://127.0.0.1:0"\nhttp_port = 0\n'
         f'data_dir = "{tmp_path / "data"}"\n'  # never the user's: names.db, journal, token
+        'sim_control_port = -1\n'  # no fault-control port on the shared 4010
         f'[curve]\nserver_secret_key_file = "{keys["hub_sec"]}"\n'
         f'authorized_keys_dir = "{keys["allowed"]}"\n'
     )

@@ -1,4 +1,6 @@
-"""Health and metrics over HTTP (aiohttp) on 127.0.0.1, plus the hub's ops wiring.
+"""Health, metrics and the status page over HTTP (aiohttp) on 127.0.0.1, plus the hub's
+ops wiring. The status page (``/``, ``/events``, ``/status.json``) is
+:mod:`ibhub.hub.ops.statuspage`.
 
 ``GET /health`` answers JSON with ``status``:
 
@@ -35,6 +37,7 @@ from ibhub import __version__
 from ibhub.hub.limits import Limits, ListenerStats, limits_of
 from ibhub.hub.ops.alerts import Alerts
 from ibhub.hub.ops.metrics import CONTENT_TYPE, HubMetrics, find_pacer
+from ibhub.hub.ops.statuspage import StatusPage
 from ibhub.protocol import UpstreamState
 from ibhub.tws.pacing import REFUSALS_WINDOW
 
@@ -132,12 +135,17 @@ class HealthServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        # The live status page (/, /events, ...: ibhub.hub.ops.statuspage).
+        self.page = StatusPage(hub, alerts)
+
+    def on_upstream_state(self, state: str, code: int, message: str) -> None:
+        self.page.on_upstream_state(state, code, message)
 
     async def start(self, port: int) -> None:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/", self._index)
+        self.page.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         # Our own listener instead of web.TCPSite, so each connection passes the cap
@@ -151,7 +159,9 @@ class HealthServer:
             raise
         self._runner = runner
         self.port = int(self._listener.sockets[0].getsockname()[1])
-        log.info("health and metrics on http://127.0.0.1:%d/health and /metrics", self.port)
+        self.page.start()
+        log.info("health and metrics on http://127.0.0.1:%d/health and /metrics, the status "
+                 "page on /", self.port)
 
     def _protocol(self) -> asyncio.BaseProtocol:
         runner = self._runner
@@ -169,6 +179,7 @@ class HealthServer:
         return _Counted(runner.server(), stats)
 
     async def stop(self) -> None:
+        await self.page.stop()  # ends the /events streams the shutdown would wait for
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
@@ -183,9 +194,6 @@ class HealthServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
-
-    async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(text="ibhub: /health (JSON), /metrics (Prometheus)\n")
 
 
 class _Busy(asyncio.Protocol):
