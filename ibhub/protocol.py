@@ -16,7 +16,7 @@ are maps: they are rare, and names make them easy to produce from other language
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta, Struct
@@ -509,6 +509,8 @@ class StatusReply(Reply, frozen=True, tag="status"):
     upstream_queue_per_lease: int = 0
     busy_refusals: int = 0
     order_wait_max: float = 0.0
+    # NATS bridge (issue 17, ibhub.hub.nats_bridge): state, stream, counters; {} without it
+    nats: dict[str, Any] = {}
 
 
 # ------------------------------------------------------------ replies: orders and account
