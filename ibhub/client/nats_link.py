@@ -138,7 +138,8 @@ class NatsLink:
         still in the stream's window: what a consumer starting late needs first."""
         from nats.js.api import DeliverPolicy
 
-        return {t: e for t, e in await self._read(topic, DeliverPolicy.LAST_PER_SUBJECT)}
+        return {t: e.ticks[-1] if type(e) is Ticks else e
+                for t, e in await self._read(topic, DeliverPolicy.LAST_PER_SUBJECT)}
 
     async def replay(self, topic: str, since: float) -> list[tuple[str, Event]]:
         """Every message on ``topic`` (or under it, ending in ``.``) from unix time
@@ -150,27 +151,31 @@ class NatsLink:
 
     async def _read(self, topic: str, policy: Any, start: str | None = None,
                     ) -> list[tuple[str, Event]]:
-        js = self._js()
-        out: list[tuple[str, Event]] = []
-        kwargs: dict[str, Any] = {"deliver_policy": policy}
-        if start is not None:
-            kwargs["config"] = None
-            from nats.js.api import ConsumerConfig
+        """The stream's messages on ``topic`` by ``policy`` up to its last message now
+        (its last sequence number when the read starts), through an ordered consumer."""
+        from nats.js.api import ConsumerConfig
 
-            kwargs["config"] = ConsumerConfig(opt_start_time=start)
-        sub = await js.subscribe(natswire.filter_of(self.hub, topic),
-                                 stream=natswire.stream_name(self.hub),
-                                 ordered_consumer=True, **kwargs)
+        js = self._js()
+        stream = natswire.stream_name(self.hub)
+        last = (await js.stream_info(stream)).state.last_seq
+        out: list[tuple[str, Event]] = []
+        if not last:
+            return out
+        sub = await js.subscribe(natswire.filter_of(self.hub, topic), stream=stream,
+                                 ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=policy,
+                                                       opt_start_time=start))
         try:
             while True:
                 try:
                     msg = await sub.next_msg(timeout=REPLAY_IDLE)
                 except TimeoutError:
-                    break  # nothing in the window (or the stream is gone)
+                    break  # nothing more on this filter up to ``last``
                 name = natswire.topic_of(self.hub, msg.subject)
                 if name is not None:
                     out.append((name, wire.decode_event(msg.data)))
-                if msg.metadata.num_pending == 0:
+                meta = msg.metadata
+                if meta.sequence.stream >= last or meta.num_pending == 0:
                     break
         finally:
             with contextlib.suppress(Exception):

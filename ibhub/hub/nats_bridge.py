@@ -168,6 +168,7 @@ class NatsBridge:
             await nc.connect(
                 servers=self.urls, name=f"ibhub-{self.hub}", allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
+                dont_randomize=True,  # the first URL is the preferred node (docs/scale-out.md)
                 connect_timeout=2, pending_size=PENDING_BYTES, ping_interval=5,
                 max_outstanding_pings=2, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
