@@ -32,8 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil  # noqa: E402
-from benchlib import (  # noqa: E402
+import psutil
+from benchlib import (
     HubProcess,
     SimProcess,
     cpu_seconds,
@@ -44,7 +44,7 @@ from benchlib import (  # noqa: E402
     start_workers,
 )
 
-from tests.nats_support import PASSWORD, NatsCluster  # noqa: E402
+from tests.nats_support import PASSWORD, NatsCluster
 
 HUB = "bench"
 USER = "reader"

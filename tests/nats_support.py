@@ -95,7 +95,7 @@ class NatsCluster:
 
     def start(self, i: int | None = None) -> None:
         for n in range(len(self.procs)) if i is None else (i,):
-            log = open(self.dir / f"n{n}.log", "ab")  # noqa: SIM115 - the child keeps it
+            log = open(self.dir / f"n{n}.log", "ab")
             self.procs[n] = subprocess.Popen(
                 [self.binary, "-c", str(self._config(n))], stdout=log, stderr=log,
                 start_new_session=True)

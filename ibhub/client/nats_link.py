@@ -82,10 +82,10 @@ class NatsLink:
             await nc.connect(
                 servers=self.servers, name=f"ibhub-sdk-{self.user}",
                 connect_timeout=max(1, int(timeout)), allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.25, ping_interval=5,
+                max_reconnect_attempts=-1, ping_interval=5,
                 max_outstanding_pings=2, inbox_prefix=f"_INBOX.{self.user}",
                 reconnected_cb=self._reconnected, disconnected_cb=self._disconnected,
-                error_cb=self._error, **self.options,
+                error_cb=self._error, **{"reconnect_time_wait": 0.25, **self.options},
             )
         except Exception as exc:
             raise HubTimeout(f"cannot connect to NATS at {self.endpoint}: {exc}") from None
@@ -146,10 +146,10 @@ class NatsLink:
         ``since`` to now, in order, as (topic, event)."""
         from nats.js.api import DeliverPolicy
 
-        start = dt.datetime.fromtimestamp(since, dt.UTC).isoformat().replace("+00:00", "Z")
+        start = dt.datetime.fromtimestamp(since, dt.UTC)
         return await self._read(topic, DeliverPolicy.BY_START_TIME, start)
 
-    async def _read(self, topic: str, policy: Any, start: str | None = None,
+    async def _read(self, topic: str, policy: Any, start: dt.datetime | None = None,
                     ) -> list[tuple[str, Event]]:
         """The stream's messages on ``topic`` by ``policy`` up to its last message now
         (its last sequence number when the read starts), through an ordered consumer."""

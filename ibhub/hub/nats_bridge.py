@@ -167,12 +167,13 @@ class NatsBridge:
         try:
             await nc.connect(
                 servers=self.urls, name=f"ibhub-{self.hub}", allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
+                max_reconnect_attempts=-1,
                 dont_randomize=True,  # the first URL is the preferred node (docs/scale-out.md)
                 connect_timeout=2, pending_size=PENDING_BYTES, ping_interval=5,
                 max_outstanding_pings=2, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
-                closed_cb=self._on_closed, **nats_options(s),
+                closed_cb=self._on_closed,
+                **{"reconnect_time_wait": RECONNECT_WAIT, **nats_options(s)},
             )
         except Exception as exc:  # bad credentials, TLS: reported, the hub keeps running
             self.state = "closed"
@@ -189,7 +190,7 @@ class NatsBridge:
     def _flush_backlog(self) -> None:
         """From now on publish directly: what waited goes out first, on the next turn."""
         if self._backlog is not None:
-            self._tee._out[:0] = self._backlog  # noqa: SLF001 - ours: before newer ones
+            self._tee._out[:0] = self._backlog
             self._backlog = None
             self._wake_event.set()
 
@@ -261,12 +262,11 @@ class NatsBridge:
     # ------------------------------------------------------------------ events
 
     def _subject(self, topic: bytes) -> str | None:
-        subject = self._subjects.get(topic, "")
-        if subject == "":
-            name = topic.decode()
-            subject = None if name in natswire.NOT_MIRRORED else \
-                natswire.subject_of(self.hub, name)
-            self._subjects[topic] = subject
+        if topic in self._subjects:
+            return self._subjects[topic]
+        name = topic.decode()
+        subject = None if name in natswire.NOT_MIRRORED else natswire.subject_of(self.hub, name)
+        self._subjects[topic] = subject
         return subject
 
     async def _pump(self) -> None:
@@ -298,17 +298,17 @@ class NatsBridge:
                     log.warning("NATS bridge: a reply to %s was lost: %s", subject, exc)
             publish = nc.publish
             for topic, payload in batch:
-                subject = self._subject(topic)
-                if subject is None:
+                target = self._subject(topic)
+                if target is None:
                     continue
                 try:
                     seq = _head(payload).seq
-                    await publish(subject, payload, headers={natswire.SEQ_HEADER: str(seq)})
+                    await publish(target, payload, headers={natswire.SEQ_HEADER: str(seq)})
                 except Exception as exc:  # buffer full while reconnecting, closed
                     self.unpublished += 1
                     if self.unpublished & (self.unpublished - 1) == 0:  # 1, 2, 4, ...
                         log.warning("NATS bridge could not publish on %s: %s; %d unpublished "
-                                    "so far", subject, exc, self.unpublished)
+                                    "so far", target, exc, self.unpublished)
                 else:
                     self.published += 1
 

@@ -24,18 +24,20 @@ import pytest
 
 pytest.importorskip("nats")
 
-from ibhub.cli.client import format_status  # noqa: E402
-from ibhub.client import AsyncHub, HubError, OrderRejectedError  # noqa: E402
-from ibhub.config import HubSettings  # noqa: E402
-from ibhub.hub import nats_bridge  # noqa: E402
-from ibhub.hub.ops.health import health_report  # noqa: E402
-from ibhub.hub.server import HubServer  # noqa: E402
-from ibhub.protocol import RejectReason, Tick  # noqa: E402
-from ibhub.sim import SimConfig, SimGateway  # noqa: E402
-from ibhub.wire import unbatch  # noqa: E402
-from tests.e2e.conftest import FAST  # noqa: E402
-from tests.helpers import wait_until  # noqa: E402
-from tests.nats_support import PASSWORD, NatsCluster  # noqa: E402
+import itertools
+
+from ibhub.cli.client import format_status
+from ibhub.client import AsyncHub, HubError, OrderRejectedError
+from ibhub.config import HubSettings
+from ibhub.hub import nats_bridge
+from ibhub.hub.ops.health import health_report
+from ibhub.hub.server import HubServer
+from ibhub.protocol import RejectReason, Tick
+from ibhub.sim import SimConfig, SimGateway
+from ibhub.wire import unbatch
+from tests.e2e.conftest import FAST
+from tests.helpers import wait_until
+from tests.nats_support import PASSWORD, NatsCluster
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -115,8 +117,8 @@ async def test_node_a_killed_and_restarted_while_ticks_flow_no_undetected_loss(
 
             # No undetected loss: sequence numbers only grow, and every jump was seen as
             # a gap (and recovered from the last value).
-            assert all(x < y for x, y in zip(seqs, seqs[1:], strict=False))
-            jumps = sum(1 for x, y in zip(seqs, seqs[1:], strict=False) if y > x + 1)
+            assert all(x < y for x, y in itertools.pairwise(seqs))
+            jumps = sum(1 for x, y in itertools.pairwise(seqs) if y > x + 1)
             assert far.stats["gaps"] >= jumps, (jumps, far.stats)
             assert far.stats["stale"] == 0
             # The stream (R3) serves again once its leader is re-elected: the last value
@@ -193,7 +195,7 @@ async def test_two_hubs_one_cluster_script_reads_both_trades_on_paper(
         # bob cannot speak as alice: the server's permissions drop the request.
         impostor = script(urls, "paper", user="bob", name="impostor", connect_timeout=0.5,
                           connect_retries=1)
-        impostor._nats.user = "alice"  # noqa: SLF001 - forge the subject
+        impostor._nats.user = "alice"
         with pytest.raises(HubError):
             await impostor.connect()
         assert paper.nats.report()["requests"] > 0 and live.nats.report()["requests"] > 0
