@@ -29,8 +29,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# This file is bench/nats.py: its directory must not be on sys.path, or `import nats`
+# (the client library, in the hub and the subscribers) would find this script.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+sys.path.append(str(_HERE))  # benchlib, after site-packages
 
 import psutil
 from benchlib import (
