@@ -36,8 +36,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 sys.path.append(str(_HERE))  # benchlib, after site-packages
 
-import psutil
-from benchlib import (
+import psutil  # noqa: E402
+from benchlib import (  # noqa: E402
     HubProcess,
     SimProcess,
     cpu_seconds,
@@ -48,7 +48,7 @@ from benchlib import (
     start_workers,
 )
 
-from tests.nats_support import PASSWORD, NatsCluster
+from tests.nats_support import PASSWORD, NatsCluster  # noqa: E402
 
 HUB = "bench"
 USER = "reader"
