@@ -34,6 +34,17 @@ def server_binary() -> str:
     return found
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies (Linux), so a
+    killed pytest run never leaves a nats-server behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,7 +109,7 @@ class NatsCluster:
             log = open(self.dir / f"n{n}.log", "ab")
             self.procs[n] = subprocess.Popen(
                 [self.binary, "-c", str(self._config(n))], stdout=log, stderr=log,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
             log.close()
         for n in range(len(self.procs)) if i is None else (i,):
             self._wait_port(self.client_ports[n])
