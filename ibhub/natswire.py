@@ -7,7 +7,8 @@ place that knows the ZeroMQ frames (docs/scale-out.md, "Subjects"):
 * events: ``ibhub.<hub>.<topic>``: the ZeroMQ topic ``tick.AAPL`` of hub ``paper`` is
   ``ibhub.paper.tick.AAPL``; the payload is the ZeroMQ wire's payload byte for byte
   (msgpack ``Event``), and the header ``Ibhub-Seq`` carries the message's sequence
-  number (a ``Ticks`` batch: its first tick's);
+  number (a ``Ticks`` batch: its first tick's), ``Ibhub-Epoch`` the hub process's
+  start time in ns (a restarted hub counts from 1 again under a new epoch);
 * requests: ``ibhub.<hub>.rpc.<user>``, NATS request-reply, the payload a msgpack
   ``Request``, the reply a msgpack ``Reply``. ``<user>`` is the NATS user (or nkey)
   the server authenticated: the server's publish permissions let each user publish
@@ -29,6 +30,9 @@ from typing import Final
 
 SUBJECT_ROOT: Final = "ibhub"
 SEQ_HEADER: Final = "Ibhub-Seq"
+#: The hub process's start (ns): sequence numbers run unbroken only within one epoch, so
+#: a value from the stream is a valid recovery point only if its epoch is the live one.
+EPOCH_HEADER: Final = "Ibhub-Epoch"
 RPC_TOKEN: Final = "rpc"
 #: Topic families the hub publishes (protocol.TOPIC_*), each a subject tree in the stream.
 FAMILIES: Final = ("tick", "bar", "order", "error", "hub", "account", "position")

@@ -15,9 +15,11 @@ methods, so ``AsyncHub``, the topic table (gap detection), the lease keeper
   reconnect is: the topic table resynchronises every topic from its last value.
 
 Gap recovery reads the last value from JetStream (:meth:`NatsLink.last_value`: the
-stream's last message on the topic's subject, any replica answers), falling back to the
-hub's ``snapshot`` request; :meth:`NatsLink.replay` and :meth:`NatsLink.last_values`
-read the stream's window (a late consumer, a replay from a time).
+stream's last message on the topic's subject, any replica answers) when it comes from
+the hub process the script is following (``Ibhub-Epoch``), else, and when JetStream
+cannot answer, from the hub's ``snapshot`` request; :meth:`NatsLink.replay` and
+:meth:`NatsLink.last_values` read the stream's window (a late consumer, a replay from
+a time).
 
 ``nats-py`` is imported only here, and only when a script asks for NATS (the ``nats``
 extra).
@@ -66,6 +68,9 @@ class NatsLink:
         self.nc: Any = None
         self.on_reconnect: Callable[[], None] | None = None
         self.reconnects = 0
+        # Ibhub-Epoch of the newest live event: the hub process whose sequence numbers
+        # the topic table follows ("" until the first event).
+        self.epoch = ""
 
     @property
     def endpoint(self) -> str:
@@ -129,6 +134,11 @@ class NatsLink:
             msg = await js.get_last_msg(natswire.stream_name(self.hub),
                                         natswire.subject_of(self.hub, topic), direct=True)
         except NotFoundError:
+            return None
+        epoch = (msg.headers or {}).get(natswire.EPOCH_HEADER, "")
+        if self.epoch and epoch != self.epoch:
+            # Written by an earlier (or later) life of the hub: its sequence numbers
+            # belong to another count; the hub's own snapshot is the recovery point.
             return None
         event = wire.decode_event(msg.data)
         return event.ticks[-1] if type(event) is Ticks else event
@@ -319,6 +329,9 @@ class NatsEventStream:
             return
         if topic is None:
             return
+        headers = msg.headers
+        if headers:
+            self.link.epoch = headers.get(natswire.EPOCH_HEADER, self.link.epoch)
         self.received += len(event.ticks) if type(event) is Ticks else 1
         try:
             self.on_event(topic, event)

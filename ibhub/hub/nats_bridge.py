@@ -10,9 +10,10 @@ publish (one per instrument per Gateway read, or one rare event) appends the top
 the payload it already encoded to a list, and the first append of a loop turn wakes
 :meth:`NatsBridge._pump`. The pump runs after the read, off the ZeroMQ path: it takes the
 whole list and publishes each message on ``ibhub.<hub>.<topic>``
-(:mod:`ibhub.natswire`) with the same payload and its sequence number in the
-``Ibhub-Seq`` header. Core NATS publishes, no per-message JetStream acknowledgement:
-the stream ``IBHUB_<hub>`` captures the subjects server-side. A message the bridge
+(:mod:`ibhub.natswire`) with the same payload, its sequence number in the
+``Ibhub-Seq`` header and this hub process's epoch in ``Ibhub-Epoch``. Core NATS
+publishes, no per-message JetStream acknowledgement: the stream ``IBHUB_<hub>``
+captures the subjects server-side. A message the bridge
 could not hand to NATS (never connected, connection closed, the client's reconnect
 buffer full) is counted in ``unpublished``, never retried out of order: a consumer sees
 the gap in ``Ibhub-Seq`` and recovers the last value (the SDK does).
@@ -38,6 +39,7 @@ import contextlib
 import importlib.util
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +129,7 @@ class NatsBridge:
         self._nc: Any = None
         self._tasks = TaskSet(log)
         self._prefix = natswire.prefix(self.hub)
+        self.epoch = str(time.time_ns())  # this hub process's sequence numbers' epoch
 
     # ------------------------------------------------------------------ life
 
@@ -297,13 +300,15 @@ class NatsBridge:
                 except Exception as exc:
                     log.warning("NATS bridge: a reply to %s was lost: %s", subject, exc)
             publish = nc.publish
+            epoch = self.epoch
             for topic, payload in batch:
                 target = self._subject(topic)
                 if target is None:
                     continue
                 try:
                     seq = _head(payload).seq
-                    await publish(target, payload, headers={natswire.SEQ_HEADER: str(seq)})
+                    await publish(target, payload, headers={
+                        natswire.SEQ_HEADER: str(seq), natswire.EPOCH_HEADER: epoch})
                 except Exception as exc:  # buffer full while reconnecting, closed
                     self.unpublished += 1
                     if self.unpublished & (self.unpublished - 1) == 0:  # 1, 2, 4, ...

@@ -212,7 +212,9 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
     monkeypatch.setattr(nats_bridge, "BACKLOG_MAX", 5)
     paper_gw, _ = sims
     single = NatsCluster(1, hubs=("solo",))  # ports chosen, server not started yet
-    hub = HubServer(hub_settings(paper_gw, ipc_dir, "solo", single.urls))
+    settings = hub_settings(paper_gw, ipc_dir, "solo", single.urls)
+    hubs = [HubServer(settings)]
+    hub = hubs[0]
     await hub.start()
     try:
         await wait_until(lambda: hub.upstream is not None and hub.upstream.connected, 5.0,
@@ -232,16 +234,38 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
             assert "ibhub_nats_unpublished_total" in metrics
 
             single.start()  # NATS appears: the bridge connects on its own
-            try:
-                await wait_until(lambda: hub.nats.stream == "ok", 15.0, "bridge connected")
-                published = hub.nats.published
-                await wait_until(lambda: hub.nats.published > published + 5, 10.0,
-                                 "publishing after the server came up")
-                assert health_report(hub)[0]["status"] == "healthy"
-                assert "ibhub_nats_connected 1.0" in hub.ops.metrics.render().decode()
-                before = len(ticks)
-                await wait_until(lambda: len(ticks) > before + 5, 10.0, "ZeroMQ unaffected")
-            finally:
-                single.stop()
+            await wait_until(lambda: hub.nats.stream == "ok", 15.0, "bridge connected")
+            published = hub.nats.published
+            await wait_until(lambda: hub.nats.published > published + 5, 10.0,
+                             "publishing after the server came up")
+            assert health_report(hub)[0]["status"] == "healthy"
+            assert "ibhub_nats_connected 1.0" in hub.ops.metrics.render().decode()
+            before = len(ticks)
+            await wait_until(lambda: len(ticks) > before + 5, 10.0, "ZeroMQ unaffected")
+
+        # The hub restarts under a script on NATS: its sequence numbers start again at 1
+        # (a new Ibhub-Epoch); the script renews its lease and follows the new count
+        # (the stream's values of the old life are never taken as recovery points).
+        async with script(single.urls, "solo", name="across-restart") as far:
+            seen: list[Tick] = []
+            await far.subscribe("AAPL", callback=seen.append)
+            await wait_until(lambda: len(seen) >= 5, 10.0, "ticks over NATS")
+            old_epoch = far._nats.epoch  # noqa: SLF001
+            await hub.stop()
+            hubs.append(HubServer(settings))
+            hub = hubs[-1]
+            await hub.start()
+
+            def restarts() -> list[int]:  # where the delivered sequence starts again
+                seqs = [t.seq for t in seen]
+                return [i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1]]
+
+            await wait_until(lambda: far.rehellos >= 1 and len(restarts()) == 1
+                             and len(seen) - restarts()[0] >= 10, 15.0,
+                             "ticks from the restarted hub")
+            assert far._nats.epoch != old_epoch  # noqa: SLF001
+            tail = [t.seq for t in seen[restarts()[0]:]]
+            assert tail == sorted(tail) and len(restarts()) == 1
     finally:
         await hub.stop()
+        single.stop()
