@@ -410,6 +410,8 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     # The name's secret, made by the hub for a hello that bound an unbound name without
     # giving one; sent only here, once. Keep it: later hellos with this name need it.
     name_secret: str = ""
+    # NATS bridge (issue 17): this hub process's Ibhub-Epoch header; "" without --nats
+    nats_epoch: str = ""
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):

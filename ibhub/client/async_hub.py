@@ -249,7 +249,8 @@ class AsyncHub:
             raise
         log.info(
             "connected to the hub at %s as %s: lease %s, client id %s, upstream %s",
-            self.rpc_endpoint, self.name, self.lease, self.client_id, self.upstream.state,
+            self._nats.endpoint if self._nats is not None else self.rpc_endpoint, self.name,
+            self.lease, self.client_id, self.upstream.state,
         )
 
     async def close(self) -> None:
@@ -423,7 +424,8 @@ class AsyncHub:
         asked), else from the hub."""
         if self._nats is not None:
             try:
-                event = await self._nats.last_value(topic)
+                epoch = self._keeper.nats_epoch if self._keeper is not None else ""
+                event = await self._nats.last_value(topic, epoch)
             except Exception as exc:  # no JetStream (yet), permissions: ask the hub
                 log.debug("last value of %s from JetStream failed: %s", topic, exc)
             else:

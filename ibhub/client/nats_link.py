@@ -15,9 +15,10 @@ methods, so ``AsyncHub``, the topic table (gap detection), the lease keeper
   reconnect is: the topic table resynchronises every topic from its last value.
 
 Gap recovery reads the last value from JetStream (:meth:`NatsLink.last_value`: the
-stream's last message on the topic's subject, any replica answers) when it comes from
-the hub process the script is following (``Ibhub-Epoch``), else, and when JetStream
-cannot answer, from the hub's ``snapshot`` request; :meth:`NatsLink.replay` and
+stream's last message on the topic's subject, any replica answers) when the hub process
+that welcomed the script wrote it (``Ibhub-Epoch`` = ``Welcome.nats_epoch``; a restarted
+hub counts from 1 again), else, and when JetStream cannot answer, from the hub's
+``snapshot`` request; :meth:`NatsLink.replay` and
 :meth:`NatsLink.last_values` read the stream's window (a late consumer, a replay from
 a time).
 
@@ -124,9 +125,11 @@ class NatsLink:
             raise HubError("closed", "the NATS link is closed: connect() first")
         return self.nc.jetstream(timeout=3)
 
-    async def last_value(self, topic: str) -> Event | None:
-        """The stream's last event on exactly ``topic`` (a batch's last tick); None if it
-        has none in its window. Raises what JetStream raises (the caller falls back)."""
+    async def last_value(self, topic: str, epoch: str) -> Event | None:
+        """The stream's last event on exactly ``topic`` (a batch's last tick), if the hub
+        process of ``epoch`` (its Welcome's ``nats_epoch``) wrote it; None if it has none
+        in its window, or only an older life's. Raises what JetStream raises (the caller
+        falls back to the hub's snapshot)."""
         from nats.js.errors import NotFoundError
 
         js = self._js()
@@ -135,8 +138,7 @@ class NatsLink:
                                         natswire.subject_of(self.hub, topic), direct=True)
         except NotFoundError:
             return None
-        epoch = (msg.headers or {}).get(natswire.EPOCH_HEADER, "")
-        if self.epoch and epoch != self.epoch:
+        if not epoch or (msg.headers or {}).get(natswire.EPOCH_HEADER) != epoch:
             # Written by an earlier (or later) life of the hub: its sequence numbers
             # belong to another count; the hub's own snapshot is the recovery point.
             return None

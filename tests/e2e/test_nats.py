@@ -250,7 +250,7 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
             seen: list[Tick] = []
             await far.subscribe("AAPL", callback=seen.append)
             await wait_until(lambda: len(seen) >= 5, 10.0, "ticks over NATS")
-            old_epoch = far._nats.epoch  # noqa: SLF001
+            old_epoch = far._nats.epoch
             await hub.stop()
             hubs.append(HubServer(settings))
             hub = hubs[-1]
@@ -260,10 +260,14 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
                 seqs = [t.seq for t in seen]
                 return [i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1]]
 
-            await wait_until(lambda: far.rehellos >= 1 and len(restarts()) == 1
-                             and len(seen) - restarts()[0] >= 10, 15.0,
-                             "ticks from the restarted hub")
-            assert far._nats.epoch != old_epoch  # noqa: SLF001
+            try:
+                await wait_until(lambda: far.rehellos >= 1 and len(restarts()) == 1
+                                 and len(seen) - restarts()[0] >= 10, 15.0,
+                                 "ticks from the restarted hub")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: seqs {[t.seq for t in seen][-30:]}, "
+                                     f"{far.stats}, {hub.nats.report()}") from None
+            assert far._nats.epoch != old_epoch
             tail = [t.seq for t in seen[restarts()[0]:]]
             assert tail == sorted(tail) and len(restarts()) == 1
     finally:
