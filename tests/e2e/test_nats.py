@@ -161,7 +161,7 @@ async def test_two_hubs_one_cluster_script_reads_both_trades_on_paper(
     try:
         async with script(urls, "paper", name="two-hubs") as p, \
                 script(urls[1:], "live", name="two-hubs") as lv:
-            got: dict[str, list[Tick]] = {"paper": [], "live": []}
+            got: dict[str, list[Any]] = {"paper": [], "live": []}
             await p.subscribe("AAPL", callback=got["paper"].append)
             await lv.subscribe("AAPL", callback=got["live"].append)
             await wait_until(lambda: len(got["paper"]) >= 3 and len(got["live"]) >= 3, 10.0,
@@ -197,6 +197,7 @@ async def test_two_hubs_one_cluster_script_reads_both_trades_on_paper(
         # bob cannot speak as alice: the server's permissions drop the request.
         impostor = script(urls, "paper", user="bob", name="impostor", connect_timeout=0.5,
                           connect_retries=1)
+        assert impostor._nats is not None
         impostor._nats.user = "alice"
         with pytest.raises(HubError):
             await impostor.connect()
@@ -221,7 +222,7 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
                          "upstream connected")
         # ZeroMQ clients are served while NATS is unreachable.
         async with AsyncHub(pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name="local") as z:
-            ticks: list[Tick] = []
+            ticks: list[Any] = []
             await z.subscribe("AAPL", callback=ticks.append)
             await wait_until(lambda: len(ticks) >= 5, 10.0, "ZeroMQ ticks while NATS is down")
             await wait_until(lambda: hub.nats.unpublished > 0, 10.0, "unpublished counted")
@@ -247,9 +248,10 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
         # (a new Ibhub-Epoch); the script renews its lease and follows the new count
         # (the stream's values of the old life are never taken as recovery points).
         async with script(single.urls, "solo", name="across-restart") as far:
-            seen: list[Tick] = []
+            seen: list[Any] = []
             await far.subscribe("AAPL", callback=seen.append)
             await wait_until(lambda: len(seen) >= 5, 10.0, "ticks over NATS")
+            assert far._nats is not None
             old_epoch = far._nats.epoch
             await hub.stop()
             hubs.append(HubServer(settings))
