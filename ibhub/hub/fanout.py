@@ -280,6 +280,13 @@ class TeePublisher(Publisher):
         out, self._out = self._out, []
         return out
 
+    def put_back(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Put ``messages`` (taken earlier) in front of what was published since."""
+        if messages:
+            if not self._out:
+                self._wake()
+            self._out[:0] = messages
+
 
 class Fanout:
     """Owns the PUB socket's publisher and every topic's state."""

@@ -16,15 +16,12 @@ over NATS.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-
-pytest.importorskip("nats")
-
-import itertools
 
 from ibhub.cli.client import format_status
 from ibhub.client import AsyncHub, HubError, OrderRejectedError
@@ -34,10 +31,12 @@ from ibhub.hub.ops.health import health_report
 from ibhub.hub.server import HubServer
 from ibhub.protocol import RejectReason, Tick
 from ibhub.sim import SimConfig, SimGateway
-from ibhub.wire import unbatch
+from ibhub.wire import decode_event, unbatch
 from tests.e2e.conftest import FAST
 from tests.helpers import wait_until
 from tests.nats_support import PASSWORD, NatsCluster
+
+nats = pytest.importorskip("nats")  # the `nats` extra (the `test` extra includes it)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -168,6 +167,21 @@ async def test_two_hubs_one_cluster_script_reads_both_trades_on_paper(
                              "ticks from both hubs")
             # Two Gateways, two markets (different seeds): the data is each hub's own.
             assert {t.con_id for t in got["paper"]} == {t.con_id for t in got["live"]}
+
+            # Any NATS client reads the wire: the ZeroMQ payload, Ibhub-Seq, Ibhub-Epoch
+            # (written by the bridge's batch publisher, not nats-py's publish).
+            assert live.nats._batch is not None  # this nats-py is supported
+            raw = await nats.connect(urls[2], user="bob", password=PASSWORD,
+                                     inbox_prefix="_INBOX.bob")
+            try:
+                sub = await raw.subscribe("ibhub.live.tick.>")
+                msg = await sub.next_msg(timeout=5)
+                event = decode_event(msg.data)
+                assert msg.subject == "ibhub.live.tick.AAPL"
+                assert msg.headers == {"Ibhub-Seq": str(event.seq),
+                                       "Ibhub-Epoch": live.nats.epoch}
+            finally:
+                await raw.close()
 
             order = await p.place_order("AAPL", "BUY", 3)
             await order.wait_until(lambda o: o.status == "Filled", 10.0)
