@@ -4,6 +4,9 @@ roles of NATS users, the request path shared with the ZeroMQ socket."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -141,3 +144,34 @@ async def test_serve_payload_is_the_one_dispatch_for_any_transport() -> None:
     finally:
         router.close(0)
         ctx.term()
+
+
+def test_hub_and_sdk_run_without_nats_py_installed() -> None:
+    """nats-py is an extra: without it the hub and the SDK import and run (no --nats),
+    and asking for NATS says which extra to install."""
+    code = """
+import asyncio, sys
+sys.modules["nats"] = None  # as if nats-py were not installed
+from ibhub.hub.server import HubServer
+from ibhub.client import AsyncHub, HubError
+from ibhub.config import ConfigError, HubSettings
+from ibhub.hub.nats_bridge import NatsBridge
+try:
+    NatsBridge(HubSettings(nats_urls=["nats://127.0.0.1:1"]), None, None)
+except ConfigError as exc:
+    assert "ibhub[nats]" in str(exc), exc
+else:
+    raise SystemExit("no ConfigError")
+async def sdk():
+    try:
+        await AsyncHub(nats="nats://127.0.0.1:1", name="x").connect()
+    except HubError as exc:
+        assert "ibhub[nats]" in str(exc), exc
+    else:
+        raise SystemExit("no HubError")
+asyncio.run(sdk())
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
