@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 PASSWORD = "s3cret-for-tests"
@@ -51,9 +52,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def users_block(hubs: list[str], clients: list[str]) -> str:
+def users_block(hubs: Sequence[str], clients: Sequence[str], nkeys: Sequence[str] = ()) -> str:
     """Hub users publish their own subjects and serve their rpc; a client user may send
-    requests only as itself, read every hub's events, never another user's requests."""
+    requests only as itself, read every hub's events, never another user's requests.
+    ``nkeys``: public keys of clients that authenticate with an nkey (same rights)."""
     js_client = ('"$JS.API.CONSUMER.>", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>", '
                  '"$JS.API.STREAM.INFO.>", "$JS.API.INFO", "$JS.FC.>", "$JS.ACK.>"')
     entries = []
@@ -62,9 +64,10 @@ def users_block(hubs: list[str], clients: list[str]) -> str:
             f'{{user: "hub-{hub}", password: "{PASSWORD}", permissions: {{'
             f'publish: ["ibhub.{hub}.>", "$JS.API.>", "_INBOX.>"], '
             f'subscribe: ["ibhub.{hub}.rpc.*", "_INBOX.>"]}}}}')
-    for user in clients:
+    for user in [*clients, *nkeys]:
+        who = f'nkey: "{user}"' if user in nkeys else f'user: "{user}", password: "{PASSWORD}"'
         entries.append(
-            f'{{user: "{user}", password: "{PASSWORD}", permissions: {{'
+            f'{{{who}, permissions: {{'
             f'publish: ["ibhub.*.rpc.{user}", {js_client}], '
             f'subscribe: {{allow: ["ibhub.>", "_INBOX.{user}.>"], deny: ["ibhub.*.rpc.>"]}}}}}}')
     return "authorization {\n  users: [\n    " + ",\n    ".join(entries) + "\n  ]\n}\n"
@@ -74,12 +77,13 @@ class NatsCluster:
     """``nodes`` nats-server processes in one cluster (1: a single server)."""
 
     def __init__(self, nodes: int = 1, hubs: tuple[str, ...] = ("paper",),
-                 clients: tuple[str, ...] = ("alice", "bob")) -> None:
+                 clients: tuple[str, ...] = ("alice", "bob"),
+                 nkeys: tuple[str, ...] = ()) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ibhub-nats-"))
         self.client_ports = [free_port() for _ in range(nodes)]
         self.route_ports = [free_port() for _ in range(nodes)] if nodes > 1 else []
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
-        self.auth = users_block(list(hubs), list(clients))
+        self.auth = users_block(list(hubs), list(clients), list(nkeys))
         self.binary = server_binary()
 
     def url(self, i: int) -> str:

@@ -37,15 +37,19 @@ from tests.helpers import wait_until
 from tests.nats_support import PASSWORD, NatsCluster
 
 nats = pytest.importorskip("nats")  # the `nats` extra (the `test` extra includes it)
+nkeys = pytest.importorskip("nkeys")
 
 pytestmark = pytest.mark.timeout(90)
 
 SEED = 20240102
+# A client that proves an nkey instead of a password: its identity is the public key.
+NKEY_SEED = nkeys.encode_seed(bytes(range(32)), nkeys.PREFIX_BYTE_USER).decode()
+NKEY_USER = nkeys.from_seed(NKEY_SEED.encode()).public_key.decode()
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[NatsCluster]:
-    c = NatsCluster(3, hubs=("paper", "live"), clients=("alice", "bob"))
+    c = NatsCluster(3, hubs=("paper", "live"), clients=("alice", "bob"), nkeys=(NKEY_USER,))
     c.start()
     yield c
     c.stop()
@@ -58,7 +62,8 @@ def hub_settings(gw: SimGateway, ipc_dir: str, name: str, urls: list[str],
         "pub": f"ipc://{ipc_dir}/{name}-pub", "rpc": f"ipc://{ipc_dir}/{name}-rpc",
         "data_dir": f"{ipc_dir}/{name}", "nats_urls": urls, "nats_hub": name,
         "nats_user": f"hub-{name}", "nats_password": PASSWORD,
-        "nats_roles": {"alice": "trader"}, "nats_stream_max_bytes": 32 << 20,
+        "nats_roles": {"alice": "trader", NKEY_USER: "trader"},
+        "nats_stream_max_bytes": 32 << 20,
         "nats_stream_max_age": 600.0,
     }
     values.update(extra)
@@ -208,6 +213,12 @@ async def test_two_hubs_one_cluster_script_reads_both_trades_on_paper(
             refused_role.value)
         async with script(urls, "paper", user="bob", role="readonly", name="bob") as bob:
             assert (await bob.status()).nats["state"] == "connected"
+        # An nkey is an identity too: the hub maps its public key to a role.
+        async with AsyncHub(nats=urls, hub_name="paper", name="nkey-trader",
+                            nats_options={"nkeys_seed_str": NKEY_SEED}) as keyed:
+            assert keyed.lease is not None
+            lease = next(ls for ls in paper.leases.leases() if ls.lease_id == keyed.lease)
+            assert lease.role == "trader" and lease.peer.key == f"nats:{NKEY_USER}"
         # bob cannot speak as alice: the server's permissions drop the request.
         impostor = script(urls, "paper", user="bob", name="impostor", connect_timeout=0.5,
                           connect_retries=1)
