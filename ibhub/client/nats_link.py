@@ -78,6 +78,8 @@ class NatsLink:
         return f"{','.join(self.servers)} hub {self.hub!r}"
 
     async def connect(self, timeout: float) -> None:
+        """Connect within ``timeout`` seconds (then ``HubTimeout``); once connected,
+        nats-py reconnects on its own, forever, to any of ``servers``."""
         try:
             import nats
         except ImportError:
@@ -85,16 +87,21 @@ class NatsLink:
                                      "pip install 'ibhub[nats]'") from None
         nc = nats.NATS()
         try:
-            await nc.connect(
-                servers=self.servers, name=f"ibhub-sdk-{self.user}",
-                connect_timeout=max(1, int(timeout)), allow_reconnect=True,
-                max_reconnect_attempts=-1, ping_interval=5,
-                max_outstanding_pings=2, inbox_prefix=f"_INBOX.{self.user}",
-                reconnected_cb=self._reconnected, disconnected_cb=self._disconnected,
-                error_cb=self._error, **{"reconnect_time_wait": 0.25, **self.options},
-            )
-        except Exception as exc:
-            raise HubTimeout(f"cannot connect to NATS at {self.endpoint}: {exc}") from None
+            async with asyncio.timeout(timeout):
+                await nc.connect(
+                    servers=self.servers, name=f"ibhub-sdk-{self.user}",
+                    connect_timeout=max(1, int(timeout)), allow_reconnect=True,
+                    max_reconnect_attempts=-1, ping_interval=5,
+                    max_outstanding_pings=2, inbox_prefix=f"_INBOX.{self.user}",
+                    reconnected_cb=self._reconnected, disconnected_cb=self._disconnected,
+                    error_cb=self._error, **{"reconnect_time_wait": 0.25, **self.options},
+                )
+        except Exception as exc:  # TimeoutError (nothing answered), auth, TLS
+            with contextlib.suppress(Exception):
+                await nc.close()
+            why = "no server answered" if isinstance(exc, TimeoutError) else str(exc)
+            raise HubTimeout(f"cannot connect to NATS at {self.endpoint} within "
+                             f"{timeout:g}s: {why}") from None
         self.nc = nc
 
     async def close(self) -> None:

@@ -175,3 +175,15 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+async def test_sdk_gives_up_on_an_unreachable_nats_within_its_timeout() -> None:
+    from ibhub.client import AsyncHub, HubTimeout
+    from tests.nats_support import free_port
+
+    hub = AsyncHub(nats=f"nats://127.0.0.1:{free_port()}", hub_name="h", name="nobody",
+                   connect_timeout=0.5)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(HubTimeout, match="cannot connect to NATS"):
+        await hub.connect()
+    assert asyncio.get_running_loop().time() - started < 3.0
