@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from ibhub.cli.client import format_status
-from ibhub.client import AsyncHub, HubError, OrderRejectedError
+from ibhub.client import AsyncHub, Hub, HubError, OrderRejectedError
 from ibhub.config import HubSettings
 from ibhub.hub import nats_bridge
 from ibhub.hub.ops.health import health_report
@@ -213,6 +213,13 @@ async def test_two_hubs_one_cluster_script_reads_both_trades_on_paper(
             refused_role.value)
         async with script(urls, "paper", user="bob", role="readonly", name="bob") as bob:
             assert (await bob.status()).nats["state"] == "connected"
+        # The blocking Hub takes the same arguments (it runs AsyncHub on its own thread).
+        def blocking() -> int:
+            with Hub(nats=urls, hub_name="live", nats_user="alice", name="blocking",
+                     nats_options={"password": PASSWORD}) as h:
+                return int(h.status().nats["published"])
+
+        assert await asyncio.to_thread(blocking) > 0
         # An nkey is an identity too: the hub maps its public key to a role.
         async with AsyncHub(nats=urls, hub_name="paper", name="nkey-trader",
                             nats_options={"nkeys_seed_str": NKEY_SEED}) as keyed:
