@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 PENDING_BYTES = 8 << 20  # nats-py's buffer while reconnecting; beyond it publishes fail
 RECONNECT_WAIT = 0.5  # seconds between attempts on one server
 STREAM_RETRY = 1.0  # seconds between attempts to create/update the stream
+STREAM_CHECK = 5.0  # seconds between looks at the stream (leader, deleted)
 BACKLOG_MAX = 10_000  # messages kept (in order) until the first connection; more: counted
 
 
@@ -177,6 +178,7 @@ class NatsBridge:
         self.rpc = rpc
         self.state = "connecting"  # connecting | connected | reconnecting | closed
         self.stream = "pending"  # "ok", or why the stream is not (yet) there
+        self.streams_made = 0  # successful creates/updates of the stream (1 per connection)
         self.published = 0
         self.unpublished = 0
         self.reconnects = 0
@@ -257,6 +259,39 @@ class NatsBridge:
         log.info("NATS bridge connected to %s as hub %r", self.connected_url, self.hub)
         await nc.subscribe(natswire.rpc_filter(self.hub), cb=self._on_request)
         await self._ensure_stream(first=True)
+        await self._watch_stream()
+
+    async def _watch_stream(self) -> None:
+        """Every STREAM_CHECK seconds: is the stream there and led? ``stream`` says so
+        (``/health`` degrades while it is not: a leader election after a node loss, a
+        JetStream outage); a stream someone deleted is made again."""
+        from nats.js.errors import NotFoundError
+
+        while True:
+            await asyncio.sleep(STREAM_CHECK)
+            if self._nc is None or not self._nc.is_connected:
+                continue
+            try:
+                info = await self._nc.jetstream(timeout=2).stream_info(
+                    natswire.stream_name(self.hub))
+            except NotFoundError:
+                log.warning("NATS stream %s is gone; making it again",
+                            natswire.stream_name(self.hub))
+                self.stream = "missing"
+                await self._ensure_stream()
+                continue
+            except Exception as exc:
+                why = f"unavailable: {type(exc).__name__}: {exc}"[:200]
+                if why != self.stream:
+                    log.warning("NATS stream %s %s", natswire.stream_name(self.hub), why)
+                self.stream = why
+                continue
+            cluster = info.cluster
+            if cluster is not None and cluster.name and not cluster.leader:
+                self.stream = "unavailable: no leader"
+            elif self.stream != "ok":
+                log.info("NATS stream %s available again", natswire.stream_name(self.hub))
+                self.stream = "ok"
 
     def _flush_backlog(self) -> None:
         """From now on publish directly: what waited goes out first, on the next turn."""
@@ -300,6 +335,7 @@ class NatsBridge:
                 await asyncio.sleep(STREAM_RETRY)
                 continue
             self.stream = "ok"
+            self.streams_made += 1
             self._flush_backlog()
             log.info("NATS stream %s keeps %s for %.0fs / %d bytes, %d replica(s)",
                      config.name, ", ".join(config.subjects or ()), s.nats_stream_max_age,

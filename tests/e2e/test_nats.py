@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from ibhub import natswire
 from ibhub.cli.client import format_status
 from ibhub.client import AsyncHub, Hub, HubError, OrderRejectedError
 from ibhub.config import HubSettings
@@ -243,6 +244,7 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
     sims: tuple[SimGateway, SimGateway], ipc_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(nats_bridge, "BACKLOG_MAX", 5)
+    monkeypatch.setattr(nats_bridge, "STREAM_CHECK", 0.2)
     paper_gw, _ = sims
     single = NatsCluster(1, hubs=("solo",))  # ports chosen, server not started yet
     settings = hub_settings(paper_gw, ipc_dir, "solo", single.urls)
@@ -275,6 +277,18 @@ async def test_nats_down_never_stops_the_hub_and_the_bridge_catches_up(
             assert "ibhub_nats_connected 1.0" in hub.ops.metrics.render().decode()
             before = len(ticks)
             await wait_until(lambda: len(ticks) > before + 5, 10.0, "ZeroMQ unaffected")
+
+            # Someone deletes the hub's stream: the bridge notices and makes it again.
+            admin = await nats.connect(single.urls[0], user="hub-solo", password=PASSWORD)
+            try:
+                await admin.jetstream().delete_stream("IBHUB_solo")
+                made = hub.nats.streams_made
+                await wait_until(lambda: hub.nats.streams_made > made, 10.0,
+                                 "stream made again")
+                info = await admin.jetstream().stream_info("IBHUB_solo")
+                assert info.config.subjects == natswire.stream_subjects("solo")
+            finally:
+                await admin.close()
 
         # The hub restarts under a script on NATS: its sequence numbers start again at 1
         # (a new Ibhub-Epoch); the script renews its lease and follows the new count
