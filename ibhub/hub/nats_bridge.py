@@ -172,6 +172,10 @@ class NatsBridge:
         if importlib.util.find_spec("nats") is None:
             raise ConfigError("nats_urls (--nats) needs the NATS client: "
                               "pip install 'ibhub[nats]'")
+        try:  # TLS files are read now: a bad path fails the start, naming the setting
+            self._options = nats_options(settings)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"nats_tls_*: cannot load the TLS files: {exc}") from None
         self.settings = settings
         self.hub = settings.nats_hub
         self.urls = list(settings.nats_urls)
@@ -233,7 +237,6 @@ class NatsBridge:
     async def _connect(self) -> None:
         import nats  # the `nats` extra; imported only when the bridge runs
 
-        s = self.settings
         nc = nats.NATS()
         self._nc = nc
         try:
@@ -245,7 +248,7 @@ class NatsBridge:
                 max_outstanding_pings=2, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
-                **{"reconnect_time_wait": RECONNECT_WAIT, **nats_options(s)},
+                **{"reconnect_time_wait": RECONNECT_WAIT, **self._options},
             )
         except Exception as exc:  # bad credentials, TLS: reported, the hub keeps running
             self.state = "closed"

@@ -187,3 +187,12 @@ async def test_sdk_gives_up_on_an_unreachable_nats_within_its_timeout() -> None:
     with pytest.raises(HubTimeout, match="cannot connect to NATS"):
         await hub.connect()
     assert asyncio.get_running_loop().time() - started < 3.0
+
+
+def test_missing_tls_files_fail_the_start_naming_the_setting(tmp_path: Any) -> None:
+    from ibhub.hub.nats_bridge import NatsBridge
+
+    settings = HubSettings(nats_urls=["tls://127.0.0.1:1"],
+                           nats_tls_ca_file=tmp_path / "missing-ca.pem")
+    with pytest.raises(ConfigError, match="nats_tls_"):
+        NatsBridge(settings, None, None)  # type: ignore[arg-type]
