@@ -130,6 +130,28 @@ class HubSettings(BaseSettings):
     curve_trader_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     curve_readonly_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # NATS JetStream bridge (docs/scale-out.md; `ibhub run --nats URL`; needs the `nats`
+    # extra). Off while nats_urls is empty. Every PUB topic is mirrored to
+    # ibhub.<nats_hub>.<topic> and kept in the stream IBHUB_<nats_hub> for
+    # nats_stream_max_age seconds / nats_stream_max_bytes bytes; requests are served on
+    # ibhub.<nats_hub>.rpc.<user>, the role of a NATS user (or nkey) from [nats_roles].
+    nats_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    nats_hub: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_user: str = ""
+    nats_password: str = ""
+    nats_token: str = ""
+    nats_creds_file: Path | None = None
+    nats_nkey_seed_file: Path | None = None
+    nats_tls_ca_file: Path | None = None
+    nats_tls_cert_file: Path | None = None
+    nats_tls_key_file: Path | None = None
+    nats_stream_max_age: float = Field(default=3600.0, gt=0)
+    nats_stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    nats_stream_storage: Literal["file", "memory"] = "file"
+    nats_roles: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    nats_default_role: Literal["trader", "readonly"] = "readonly"
+
     # Embedded simulator (``ibhub run --sim``).
     sim: bool = False
     sim_seed: int = 1
@@ -253,6 +275,43 @@ class HubSettings(BaseSettings):
         if isinstance(value, str):
             return [k for k in value.replace(",", " ").split() if k]
         return value
+
+    @field_validator("nats_urls", mode="before")
+    @classmethod
+    def _nats_urls(cls, value: Any) -> Any:
+        """``nats://a:4222,nats://b:4222`` (commas or spaces) or a TOML list."""
+        if isinstance(value, str):
+            value = [u for u in value.replace(",", " ").split() if u]
+        for url in value or ():
+            if not isinstance(url, str) or not url.startswith(("nats://", "tls://", "ws://",
+                                                                "wss://")):
+                raise ValueError(f"{url!r} is not a NATS URL (nats://HOST:PORT or tls://...)")
+        return value
+
+    @field_validator("nats_roles", mode="before")
+    @classmethod
+    def _nats_roles(cls, value: Any) -> Any:
+        """``alice=trader,ops=operator`` or a TOML table ``[nats_roles] alice = "trader"``."""
+        if isinstance(value, str):
+            pairs = {}
+            for item in value.replace(",", " ").split():
+                user, sep, role = item.partition("=")
+                if not sep or not user:
+                    raise ValueError(f"{item!r} is not USER=ROLE (e.g. alice=trader)")
+                pairs[user] = role
+            value = pairs
+        if isinstance(value, Mapping):
+            for user, role in value.items():
+                if role not in ("readonly", "trader", "operator"):
+                    raise ValueError(f"{user}: role must be readonly, trader or operator, "
+                                     f"got {role!r}")
+        return value
+
+    @field_validator("nats_creds_file", "nats_nkey_seed_file", "nats_tls_ca_file",
+                     "nats_tls_cert_file", "nats_tls_key_file", mode="before")
+    @classmethod
+    def _nats_path(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("max_order_quantity_by_sec_type", mode="before")
     @classmethod

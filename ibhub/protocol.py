@@ -16,7 +16,7 @@ are maps: they are rare, and names make them easy to produce from other language
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta, Struct
@@ -410,6 +410,8 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     # The name's secret, made by the hub for a hello that bound an unbound name without
     # giving one; sent only here, once. Keep it: later hellos with this name need it.
     name_secret: str = ""
+    # NATS bridge (issue 17): this hub process's Ibhub-Epoch header; "" without --nats
+    nats_epoch: str = ""
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):
@@ -509,6 +511,8 @@ class StatusReply(Reply, frozen=True, tag="status"):
     upstream_queue_per_lease: int = 0
     busy_refusals: int = 0
     order_wait_max: float = 0.0
+    # NATS bridge (issue 17, ibhub.hub.nats_bridge): state, stream, counters; {} without it
+    nats: dict[str, Any] = {}
 
 
 # ------------------------------------------------------------ replies: orders and account

@@ -133,6 +133,14 @@ def format_status(status: StatusReply, endpoint: str) -> str:
     )
     if conns:
         lines.append(f"connections: {conns}")
+    nats = status.nats
+    if nats:  # the NATS bridge (docs/scale-out.md)
+        lines.append(
+            f"nats: {nats.get('state')} {nats.get('url') or ''} as hub {nats.get('hub')!r},"
+            f" stream {nats.get('stream')}; published {nats.get('published', 0)},"
+            f" unpublished {nats.get('unpublished', 0)}, reconnects"
+            f" {nats.get('reconnects', 0)}, requests {nats.get('requests', 0)}"
+            + (f"; last error: {nats['last_error']}" if nats.get("last_error") else ""))
     return "\n".join(lines)
 
 

@@ -60,6 +60,9 @@ async def _serve(settings: HubSettings) -> None:
         for service in hub.services:
             if getattr(service, "tws_port", None):
                 click.echo(f"  tws  127.0.0.1:{service.tws_port} (TWS API front door)")
+        if hub.nats is not None:
+            click.echo(f"  nats {', '.join(hub.nats.urls)} as ibhub.{hub.nats.hub}.* "
+                       "(docs/scale-out.md)")
         if hub.ops is not None and hub.ops.http_port:
             click.echo(f"  http http://127.0.0.1:{hub.ops.http_port}/ "
                        "(status page; /health, /metrics)")
@@ -124,6 +127,11 @@ def _version() -> str:
 @click.option("--config", "config_file", default=None, metavar="FILE",
               help="TOML config file (default $IBHUB_CONFIG, ./ibhub.toml, "
                    "~/.config/ibhub/ibhub.toml, /etc/ibhub/ibhub.toml).")
+@click.option("--nats", "nats_urls", default=None, metavar="URL[,URL...]",
+              help="Mirror every topic to NATS JetStream and serve requests there "
+                   "(docs/scale-out.md; needs the nats extra).")
+@click.option("--nats-hub", default=None, metavar="NAME",
+              help="This hub's name in NATS subjects ibhub.NAME.* (default 'hub').")
 @click.option("--http-port", default=None, metavar="PORT|off",
               help="Status page, /health and /metrics on 127.0.0.1:PORT "
                    "(default 8570; 0 or off = none).")
@@ -148,6 +156,8 @@ def run(
     data_dir: str | None,
     config_file: str | None,
     http_port: str | None,
+    nats_urls: str | None,
+    nats_hub: str | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
@@ -170,6 +180,8 @@ def run(
             read_only=read_only,
             data_dir=data_dir,
             http_port=http_port,
+            nats_urls=nats_urls,
+            nats_hub=nats_hub,
             log_level=log_level,
             log_format=log_format,
             config=config_file,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import zmq.asyncio
 
@@ -27,6 +27,7 @@ from ibhub.client.curve import client_curve
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.lease import LeaseKeeper, expect
 from ibhub.client.names import load_name_secret, new_secret
+from ibhub.client.nats_link import NatsEventStream, NatsLink, NatsRpcChannel
 from ibhub.client.orders import (
     Order,
     OrderTopicTable,
@@ -155,7 +156,18 @@ class AsyncHub:
         operator_token: str | None = None,
         name_secret: str | None = None,
         names_dir: str | None = None,
+        nats: str | list[str] | None = None,
+        hub_name: str = "hub",
+        nats_user: str = "",
+        nats_options: dict[str, Any] | None = None,
     ) -> None:
+        # NATS (docs/scale-out.md): the hub ``hub_name`` through a NATS cluster instead of
+        # the ZeroMQ endpoints; ``nats_user`` (or an nkey seed in ``nats_options``) is the
+        # identity the NATS server authenticates and the hub maps to a role.
+        if nats is not None and tick_bundle:
+            raise ValueError("tick_bundle is a ZeroMQ topic; over NATS subscribe per "
+                             "instrument (bundle.tick is not mirrored, docs/scale-out.md)")
+        self._nats = NatsLink(nats, hub_name, nats_user, nats_options) if nats else None
         self.pub_endpoint = wire.pub_endpoint(pub)
         self.tick_bundle = tick_bundle
         self.curve = client_curve(server_key, client_key_file)
@@ -203,14 +215,23 @@ class AsyncHub:
         if self._name_secret is None:  # NameSecretError (a ValueError) before any socket
             self._name_secret = (load_name_secret(self.name, self._names_dir) if self._named
                                  else new_secret())
-        self._context = zmq.asyncio.Context()
-        self._rpc = RpcChannel(
-            self._context, self.rpc_endpoint, timeout=self.request_timeout, curve=self.curve
-        )
-        self._stream = EventStream(
-            self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect,
-            curve=self.curve,
-        )
+        if self._nats is not None:
+            # The NATS stand-ins have the ZeroMQ classes' methods (client/nats_link.py):
+            # the lease keeper, topic table and order tracker are the same code.
+            await self._nats.connect(self.connect_timeout)
+            self._rpc = cast(RpcChannel, NatsRpcChannel(self._nats, timeout=self.request_timeout))
+            self._stream = cast(EventStream, NatsEventStream(
+                self._nats, self._on_event, self._on_pub_reconnect))
+        else:
+            self._context = zmq.asyncio.Context()
+            self._rpc = RpcChannel(
+                self._context, self.rpc_endpoint, timeout=self.request_timeout,
+                curve=self.curve,
+            )
+            self._stream = EventStream(
+                self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect,
+                curve=self.curve,
+            )
         try:
             self._rpc.open()
             self._stream.open()
@@ -239,7 +260,8 @@ class AsyncHub:
             raise
         log.info(
             "connected to the hub at %s as %s: lease %s, client id %s, upstream %s",
-            self.rpc_endpoint, self.name, self.lease, self.client_id, self.upstream.state,
+            self._nats.endpoint if self._nats is not None else self.rpc_endpoint, self.name,
+            self.lease, self.client_id, self.upstream.state,
         )
 
     async def close(self) -> None:
@@ -260,6 +282,8 @@ class AsyncHub:
         if self._context is not None:
             self._context.term()
             self._context = None
+        if self._nats is not None:
+            await self._nats.close()
 
     # ------------------------------------------------------------------ lease
 
@@ -423,7 +447,18 @@ class AsyncHub:
             log.log(level, "unsubscribe %s: %s", sub.topic, exc)
 
     async def _last_value(self, topic: str) -> Event | None:
-        """The hub's last event on exactly ``topic`` (None if it has none yet)."""
+        """The hub's last event on exactly ``topic`` (None if it has none yet). Over NATS,
+        from the hub's JetStream stream first (any replica answers; the hub is not
+        asked), else from the hub."""
+        if self._nats is not None:
+            try:
+                epoch = self._keeper.nats_epoch if self._keeper is not None else ""
+                event = await self._nats.last_value(topic, epoch)
+            except Exception as exc:  # no JetStream (yet), permissions: ask the hub
+                log.debug("last value of %s from JetStream failed: %s", topic, exc)
+            else:
+                if event is not None:
+                    return event
         reply = expect(
             await self._channel().request(GetSnapshot(id=0, topic=topic)), Snapshot
         )
@@ -431,6 +466,23 @@ class AsyncHub:
             if name == topic:
                 return wire.decode_event(raw)
         return None
+
+    async def replay(self, topic: str, since: float) -> list[tuple[str, Event]]:
+        """Over NATS: every event on ``topic`` (or under it, ending in ``.``) from unix
+        time ``since`` to now, from the hub's JetStream window, as (topic, event)."""
+        return await self._nats_link().replay(topic, since)
+
+    async def last_values(self, topic: str = "tick.") -> dict[str, Event]:
+        """Over NATS: the last event of every topic under ``topic`` still in the hub's
+        JetStream window (a late consumer's starting state), by topic."""
+        return await self._nats_link().last_values(topic)
+
+    def _nats_link(self) -> NatsLink:
+        if self._nats is None:
+            raise ValueError("replay and last_values read JetStream: AsyncHub(nats=...)")
+        if self._nats.nc is None:
+            raise NotConnected()
+        return self._nats
 
     async def snapshot(self, topic: str) -> dict[str, Event]:
         """The last event of ``topic`` (or of every topic starting with it)."""

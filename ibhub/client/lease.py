@@ -77,6 +77,7 @@ class LeaseKeeper:
         self.client_id: int | None = None
         self.heartbeat_interval = 1.0
         self.hub_version = ""
+        self.nats_epoch = ""  # the hub's NATS epoch (Welcome): the stream's valid values
         self.hub_reachable = False
         self.rehellos = 0  # completed renewals (hello again + resubscribe pass)
         self._rpc = rpc
@@ -180,6 +181,11 @@ class LeaseKeeper:
         interval = welcome.heartbeat_interval
         self.heartbeat_interval = interval if interval > 0 else 1.0
         self.hub_version = welcome.hub_version
+        if self.nats_epoch and welcome.nats_epoch != self.nats_epoch:
+            # Over NATS a restarted hub is seen here (no PUB socket reconnects): its
+            # sequence numbers start again, so every topic starts again from its value.
+            self._table.resync_all()
+        self.nats_epoch = welcome.nats_epoch
         if welcome.name_secret and not self._name_secret:  # the hub made one: keep it
             self._name_secret = welcome.name_secret
         self.hub_reachable = True

@@ -396,6 +396,8 @@ class Hub:
         sub.close()
 
     snapshot = _blocking(AsyncHub.snapshot)
+    replay = _blocking(AsyncHub.replay)  # over NATS (docs/scale-out.md)
+    last_values = _blocking(AsyncHub.last_values)
     contract_details = _blocking(AsyncHub.contract_details)
     historical_bars = _blocking(AsyncHub.historical_bars)
     lease_client_id = _blocking(AsyncHub.lease_client_id)

@@ -254,6 +254,40 @@ class BarStream:
         self._publish(topic.key, payload)
 
 
+class TeePublisher(Publisher):
+    """A :class:`Publisher` that also keeps what it sent for a second consumer (the NATS
+    bridge, :mod:`ibhub.hub.nats_bridge`): after the two ``send()`` calls, one tuple
+    appended per publish (per instrument per read, never per tick); the first of a loop
+    turn calls ``wake``. The consumer :meth:`take` s the list on its next turn."""
+
+    __slots__ = ("_out", "_wake")
+
+    def __init__(self, socket: zmq.Socket[bytes], wake: Callable[[], None]) -> None:
+        super().__init__(socket)
+        self._out: list[tuple[bytes, bytes]] = []
+        self._wake = wake
+
+    def publish(self, topic: bytes, payload: bytes) -> None:
+        send = self._send
+        send(topic, zmq.SNDMORE)
+        send(payload)
+        out = self._out
+        if not out:
+            self._wake()
+        out.append((topic, payload))
+
+    def take(self) -> list[tuple[bytes, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    def put_back(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Put ``messages`` (taken earlier) in front of what was published since."""
+        if messages:
+            if not self._out:
+                self._wake()
+            self._out[:0] = messages
+
+
 class Fanout:
     """Owns the PUB socket's publisher and every topic's state."""
 
@@ -265,6 +299,16 @@ class Fanout:
         self._listeners: list[tuple[tuple[str, ...], Callable[[str, Event], None]]] = []
         self._dirty: list[TickStream] = []  # streams with ticks waiting for flush()
         self._bundle: Topic | None = None  # bundle.tick, from the first bundle; no last value
+
+    def tee(self, wake: Callable[[], None]) -> TeePublisher:
+        """Publish through a :class:`TeePublisher` from now on (before any stream exists:
+        streams bind the publisher's ``publish`` when made). Without a tee the hot path is
+        the plain :class:`Publisher`, untouched."""
+        if self._topics and any(n.startswith((TOPIC_TICK, TOPIC_BAR)) for n in self._topics):
+            raise RuntimeError("Fanout.tee() after market-data streams were made")
+        tee = TeePublisher(self.publisher.socket, wake)
+        self.publisher = tee
+        return tee
 
     def topic(self, name: str) -> Topic:
         t = self._topics.get(name)

@@ -98,7 +98,8 @@ class LeaseRequests:
         return Welcome(id=req.id, lease=lease.lease_id, client_id=lease.client_id,
                        heartbeat_interval=hub.settings.heartbeat_interval,
                        hub_version=__version__, token=lease.token, role=lease.role,
-                       name_secret=made)
+                       name_secret=made,
+                       nats_epoch=hub.nats.epoch if hub.nats is not None else "")
 
     def heartbeat(self, req: Heartbeat, ctx: Context) -> Reply:
         return Ok(id=req.id)  # the registry refreshed the lease

@@ -32,6 +32,7 @@ clients may therefore come out of order; the id says which request each answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -401,35 +402,44 @@ class RpcServer:
             log.exception("request loop: unexpected error handling %d frame(s)", len(frames))
 
     def _handle(self, frames: list[bytes]) -> None:
-        self.requests += 1
         try:
             envelope, payload = wire.split_envelope(frames)
         except ValueError as exc:
+            self.requests += 1
             # Answer the identity the ROUTER gave us; a client that sent this much
             # garbage is a DEALER, so the delimiter is ours to add.
             self._send([frames[0], b""], Error(id=0, code=ErrorCode.BAD_REQUEST,
                                                message=f"malformed request: {exc}"))
             self.errors += 1
             return
+        self.serve_payload(payload, Peer(b"\0".join(envelope), self._peer_key),
+                           functools.partial(self._send, envelope))
+
+    def serve_payload(self, payload: bytes, peer: Peer, send: Callable[[Reply], None]) -> None:
+        """Decode, validate, admit and dispatch one request from any transport; its reply
+        (or the Error naming the problem) goes to ``send``. The ROUTER socket and the NATS
+        bridge (:mod:`ibhub.hub.nats_bridge`, ``ibhub.<hub>.rpc.<user>``) both come here,
+        so leases, roles, ownership, idempotency, risk and the live guard are one code."""
+        self.requests += 1
         try:
             req = decode(payload, self.max_request_bytes)
         except BadRequest as exc:
             self.errors += 1
             rid = request_id(payload) if exc.code != ErrorCode.TOO_LARGE else 0
-            self._send(envelope, Error(id=rid, code=exc.code, message=str(exc)))
+            send(Error(id=rid, code=exc.code, message=str(exc)))
             return
-        admitted = self.registry.admit(req, Peer(b"\0".join(envelope), self._peer_key))
+        admitted = self.registry.admit(req, peer)
         if isinstance(admitted, Error):  # counted like any other error reply
             self._observe(req, admitted, time.perf_counter())
-            self._send(envelope, admitted)
+            send(admitted)
             return
         route, req, ctx = admitted
         if route.slow:
-            self._spawn(envelope, req, ctx, route.fn)  # type: ignore[arg-type]
+            self._spawn(send, req, ctx, route.fn)  # type: ignore[arg-type]
         else:
-            self._answer(envelope, req, ctx, route.fn)  # type: ignore[arg-type]
+            self._answer(send, req, ctx, route.fn)  # type: ignore[arg-type]
 
-    def _answer(self, envelope: list[bytes], req: Request, ctx: Context,
+    def _answer(self, send: Callable[[Reply], None], req: Request, ctx: Context,
                 fn: Callable[..., Reply]) -> None:
         t0 = time.perf_counter()
         try:
@@ -437,7 +447,7 @@ class RpcServer:
         except Exception as exc:
             reply = self._failed(req, exc)
         self._observe(req, reply, t0)
-        self._send(envelope, reply)
+        send(reply)
 
     @staticmethod
     def _failed(req: Request, exc: Exception) -> Error:
@@ -461,16 +471,16 @@ class RpcServer:
             except Exception:
                 log.exception("request observer %r failed", observer)
 
-    def _spawn(self, envelope: list[bytes], req: Request, ctx: Context,
+    def _spawn(self, send: Callable[[Reply], None], req: Request, ctx: Context,
                fn: Callable[..., Awaitable[Reply]]) -> None:
         if len(self._tasks) >= MAX_TASKS:
-            self._send(envelope, Error(
+            send(Error(
                 id=req.id, code=ErrorCode.BUSY,
                 message=f"hub busy: {MAX_TASKS} requests in progress; retry later"))
             return
-        self._tasks.spawn(self._run(envelope, req, ctx, fn))
+        self._tasks.spawn(self._run(send, req, ctx, fn))
 
-    async def _run(self, envelope: list[bytes], req: Request, ctx: Context,
+    async def _run(self, send: Callable[[Reply], None], req: Request, ctx: Context,
                    fn: Callable[..., Awaitable[Reply]]) -> None:
         t0 = time.perf_counter()
         try:
@@ -478,7 +488,7 @@ class RpcServer:
         except Exception as exc:
             reply = self._failed(req, exc)
         self._observe(req, reply, t0)
-        self._send(envelope, reply)
+        send(reply)
 
     def _send(self, envelope: list[bytes], reply: Reply) -> None:
         """Send without waiting: a client that stopped reading its replies must not

@@ -283,6 +283,9 @@ def ensure_operator_token(path: Path) -> str:
         raise ConfigError(msg) from None
 
 
+NATS_PEER = "nats:"  # Peer.key prefix of a request that came over the NATS bridge
+
+
 @dataclass
 class RolePolicy:
     """Which role a Hello gets: from the hub's configuration, never from the claim.
@@ -305,6 +308,10 @@ class RolePolicy:
     key_roles: dict[str, str] = field(default_factory=dict)
     operator_token: str = field(default="", repr=False)
     token_path: Path | None = None
+    # NATS bridge (ibhub.hub.nats_bridge): peers whose key is "nats:<user>" get the role
+    # listed for the NATS user (or nkey) in nats_roles, else nats_default_role.
+    nats_roles: dict[str, str] = field(default_factory=dict)
+    nats_default_role: str = "readonly"
 
     @classmethod
     def from_settings(cls, settings: Any, curve: bool) -> RolePolicy:
@@ -327,6 +334,8 @@ class RolePolicy:
             key_roles=key_roles,
             operator_token=ensure_operator_token(path),
             token_path=path,
+            nats_roles=dict(getattr(settings, "nats_roles", None) or {}),
+            nats_default_role=str(getattr(settings, "nats_default_role", "readonly")),
         )
 
     def is_operator_token(self, credential: str) -> bool:
@@ -339,6 +348,16 @@ class RolePolicy:
         what ``peer`` (and ``credential``) is granted."""
         if requested == "readonly":
             return requested
+        if peer.key.startswith(NATS_PEER):  # authenticated by the NATS server
+            user = peer.key[len(NATS_PEER):]
+            granted = self.nats_roles.get(user, self.nats_default_role)
+            if ROLE_RANK.get(requested, 99) <= ROLE_RANK[granted]:
+                return requested
+            raise RoleRefused(
+                f"role {requested!r} is not granted to NATS user {user!r} (it has "
+                f"{granted!r}); the hub's operator grants it in [nats_roles] "
+                "(docs/scale-out.md)"
+            )
         if self.curve:
             granted = self.key_roles.get(peer.key, self.curve_default_role)
             if ROLE_RANK.get(requested, 99) <= ROLE_RANK[granted]:

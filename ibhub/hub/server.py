@@ -130,6 +130,7 @@ class HubServer:
         self._services: list[Any] = []
         self.ops: Any = None  # health/metrics/alerts (hub.ops.health.attach_ops), once started
         self.limits: Limits | None = None  # descriptor budget and connection caps
+        self.nats: Any = None  # the NATS bridge (ibhub.hub.nats_bridge) when nats_urls is set
         self._guards: list[ZmqListenerGuard] = []
 
     # ------------------------------------------------------------------ extension
@@ -256,6 +257,10 @@ class HubServer:
         self.fanout = Fanout(pub)
         self.rpc = RpcServer(router, self.registry, peer_keys=security.enabled,
                              max_request_bytes=s.max_request_bytes)
+        if s.nats_urls:  # the NATS JetStream bridge (docs/scale-out.md): tees the fan-out
+            from ibhub.hub.nats_bridge import NatsBridge
+
+            self.nats = NatsBridge(s, self.fanout, self.rpc)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
         self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
                            max_queue_per_owner=s.pacer_queue_per_lease)
@@ -282,6 +287,9 @@ class HubServer:
         # types: before, a place_order sent at start-up was answered "not served by this
         # hub" (found by bench/soak.py; tests/reliability/test_order_faults.py).
         self._tasks.spawn(self.rpc.serve(), name="ibhub-rpc")
+        if self.nats is not None:  # connects in the background; stopped as a service
+            await self.nats.start()
+            self.add_service(self.nats)
         log.info(
             "hub %s serving: pub %s, rpc %s, upstream %s:%s client %s",
             __version__, self._pub_endpoint, self._rpc_endpoint,

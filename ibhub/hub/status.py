@@ -69,6 +69,7 @@ class StatusRequests:
             upstream_queue=hub.pacer.depth() if hub.pacer is not None else {},
             connections={n: {k: int(v) for k, v in st.as_dict().items()}
                          for n, st in limits_of(hub).listeners.items()},
+            nats=hub.nats.report() if hub.nats is not None else {},
             **self.pacing(),
         )
 

@@ -154,7 +154,8 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
     ("package", "allowed"),
     [
         # The SDK is what a script installs and imports: the shared contract only.
-        ("ibhub.client", {"ibhub.protocol", "ibhub.wire", "ibhub.keys", "ibhub.tasks"}),
+        ("ibhub.client", {"ibhub.protocol", "ibhub.wire", "ibhub.keys", "ibhub.tasks",
+                          "ibhub.natswire"}),
         # The TWS wire is shared by the simulator, the front door and the doctor.
         ("ibhub.tws", {"ibhub.protocol"}),
         # The simulator is a stand-in for the Gateway: it knows TWS, not the hub.
@@ -178,6 +179,7 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
                 "ibhub.sim",
                 "ibhub.frontdoor",
                 "ibhub.tasks",
+                "ibhub.natswire",
             },
         ),
         # The front door serves TWS scripts with the hub's services.
@@ -197,6 +199,8 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
         ("ibhub.protocol", set()),
         ("ibhub.wire", {"ibhub.protocol"}),
         ("ibhub.keys", set()),
+        # The NATS subjects and headers, shared by the bridge and the SDK (issue 17).
+        ("ibhub.natswire", set()),
         # Task bookkeeping shared by the SDK, the simulator, orders and the hub.
         ("ibhub.tasks", set()),
         # Settings name the endpoints (wire) and the risk defaults (orders.risk) they

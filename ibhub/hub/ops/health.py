@@ -94,6 +94,13 @@ def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any
         used, most = connections["open_files"], connections["open_files_max"]
         if used is not None and most and used >= most - connections["reserve"]:
             reasons.append(f"open files at the reserve ({used} of {most})")
+    bridge = getattr(hub, "nats", None)  # the NATS bridge (ibhub.hub.nats_bridge)
+    nats = bridge.report() if bridge is not None else None
+    if status == HEALTHY and nats is not None and (nats["state"] != "connected"
+                                                   or nats["stream"] != "ok"):
+        # ZeroMQ clients are served either way: degraded, never down.
+        reasons.append(f"NATS bridge {nats['state']} (stream {nats['stream']}; "
+                       f"{nats['unpublished']} unpublished)")
     if status == HEALTHY and reasons:
         status = DEGRADED
     started = getattr(hub, "_started", 0.0)
@@ -119,6 +126,7 @@ def health_report(hub: Any, alerts: Alerts | None = None) -> tuple[dict[str, Any
         "uptime_seconds": round(time.monotonic() - started, 3) if started else 0.0,
         "pacing": pacing,
         "connections": connections,
+        "nats": nats,
         "alerts": list(alerts.recent)[-10:] if alerts is not None else [],
         "alert_counts": dict(alerts.counts) if alerts is not None else {},
     }

@@ -203,6 +203,7 @@ class HubCollector(Collector):
                                       value=snap["withdrawn"])
 
         yield from _connection_metrics(hub)
+        yield from _nats_metrics(hub)
 
         alerts = self.metrics.alerts
         fam = CounterMetricFamily("ibhub_alerts", "Alerts raised, by kind", labels=["kind"])
@@ -214,6 +215,23 @@ class HubCollector(Collector):
             yield CounterMetricFamily("ibhub_alert_deliveries_failed",
                                       "Webhook or file deliveries that failed",
                                       value=alerts.delivery_failures)
+
+
+def _nats_metrics(hub: Any) -> Iterator[Metric]:
+    """The NATS bridge (ibhub.hub.nats_bridge): state and counters; nothing without it."""
+    bridge = getattr(hub, "nats", None)
+    if bridge is None:
+        return
+    r = bridge.report()
+    yield GaugeMetricFamily("ibhub_nats_connected", "1 while the NATS bridge is connected",
+                            value=1.0 if r["state"] == "connected" else 0.0)
+    yield GaugeMetricFamily("ibhub_nats_stream_ok", "1 once the hub's JetStream stream exists",
+                            value=1.0 if r["stream"] == "ok" else 0.0)
+    for name, help_ in (("published", "Messages the bridge handed to NATS"),
+                        ("unpublished", "Messages the bridge could not hand to NATS"),
+                        ("reconnects", "Reconnections of the bridge to NATS"),
+                        ("requests", "Requests received over NATS")):
+        yield CounterMetricFamily(f"ibhub_nats_{name}", help_, value=r[name])
 
 
 def _connection_metrics(hub: Any) -> Iterator[Metric]:
