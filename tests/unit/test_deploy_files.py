@@ -65,7 +65,8 @@ def test_dockerfile_installs_dependencies_before_the_code() -> None:
     lines = [ln.strip() for ln in (DEPLOY / "Dockerfile").read_text().splitlines()
              if ln.strip() and not ln.lstrip().startswith("#")]
     copy_meta = next(i for i, ln in enumerate(lines) if ln.startswith("COPY pyproject.toml"))
-    deps = next(i for i, ln in enumerate(lines) if "pip install ." in ln)
+    # the dependency layer: `pip install .` or `pip install ".${EXTRAS}"` (the nats build arg)
+    deps = next(i for i, ln in enumerate(lines) if re.search(r'pip install "?\.', ln))
     copy_code = next(i for i, ln in enumerate(lines) if ln.startswith("COPY ibhub"))
     code = next(i for i, ln in enumerate(lines) if "pip install --no-deps ." in ln)
     assert copy_meta < deps < copy_code < code

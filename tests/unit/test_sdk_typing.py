@@ -20,7 +20,7 @@ TYPING = Path(__file__).with_name("sdk_typing")
 def test_package_is_marked_typed() -> None:
     assert (Path(ibhub.__file__).parent / "py.typed").is_file()
     pyproject = (Path(ibhub.__file__).parents[1] / "pyproject.toml").read_text()
-    assert re.search(r'ibhub = \["py.typed"\]', pyproject), "py.typed is not package data"
+    assert re.search(r'"?ibhub"? = \["py.typed"\]', pyproject), "py.typed is not package data"
 
 
 def test_mypy_knows_what_subscribe_yields(tmp_path: Path) -> None:
