@@ -226,9 +226,12 @@ class ForgetName(Request, frozen=True, tag="forget_name"):
 class PlaceOrder(Request, frozen=True, tag="place_order"):
     """Place one order (or a bracket: parent plus take-profit and/or stop-loss children).
 
-    ``action``: "BUY" / "SELL". ``order_type``: "MKT", "LMT", "STP", "STP LMT".
-    ``limit_price`` is required for LMT and STP LMT, ``stop_price`` for STP and STP LMT.
-    ``tif``: "DAY", "GTC", "IOC". ``account`` "" = the hub's (only) account.
+    ``action``: "BUY" / "SELL". ``order_type``: "MKT", "LMT", "STP", "STP LMT", "TRAIL",
+    "TRAIL LIMIT", "MIT", "LIT", "MOC", "LOC", "REL", "MIDPRICE" (the fields each takes:
+    ``ibhub/orders/order_types.py``). ``limit_price`` is required for LMT, STP LMT, LIT and
+    LOC, ``stop_price`` (the stop or trigger) for STP, STP LMT, MIT and LIT.
+    ``tif``: "DAY", "GTC", "IOC", "FOK", "GTD" (with ``good_till_date``).
+    ``account`` "" = the hub's (first) account.
     ``take_profit`` / ``stop_loss`` (optional) turn the order into a bracket: the hub places
     the parent held (transmit off) and the children opposite-side with ``parentId``; the
     children get client order ids ``<client_order_id>.tp`` / ``.sl``.
@@ -267,6 +270,14 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
         dict[ClientOrderId, ClientOrderId], Meta(max_length=MAX_ALGO_PARAMS)
     ] = {}
     algo_id: ClientOrderId = ""
+    # order types beyond MKT/LMT/STP/STP LMT (ibhub/orders/order_types.py): TRAIL,
+    # TRAIL LIMIT, MIT/LIT (``stop_price`` is the trigger), MOC/LOC, REL, MIDPRICE; TIF GTD
+    trailing_amount: float | None = None  # TRAIL / TRAIL LIMIT: stop this far from the best
+    trailing_percent: float | None = None  # ... or this percentage of the price
+    trail_stop_price: float | None = None  # initial stop of a trailing order
+    limit_price_offset: float | None = None  # TRAIL LIMIT: limit = stop -/+ this offset
+    peg_offset: float | None = None  # REL: offset from the bid (buy) / ask (sell)
+    good_till_date: ClientOrderId = ""  # tif GTD: "YYYYMMDD HH:MM:SS [zone]"
 
 
 class ModifyOrder(Request, frozen=True, tag="modify_order"):
@@ -549,6 +560,13 @@ class OrderInfo(Struct, frozen=True):
     algo_strategy: str = ""
     algo_params: dict[str, str] = {}
     algo_id: str = ""
+    # order-type fields (PlaceOrder), as placed
+    trailing_amount: float | None = None
+    trailing_percent: float | None = None
+    trail_stop_price: float | None = None
+    limit_price_offset: float | None = None
+    peg_offset: float | None = None
+    good_till_date: str = ""
 
 
 class ExecutionInfo(Struct, frozen=True):

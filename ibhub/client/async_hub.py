@@ -506,6 +506,12 @@ class AsyncHub:
         algo_strategy: str = "",
         algo_params: dict[str, str] | None = None,
         algo_id: str = "",
+        trailing_amount: float | None = None,
+        trailing_percent: float | None = None,
+        trail_stop_price: float | None = None,
+        limit_price_offset: float | None = None,
+        peg_offset: float | None = None,
+        good_till_date: str = "",
         **fields: Any,
     ) -> Order:
         """Place an order; returns its live ``Order`` (``await order.wait_done()``).
@@ -518,7 +524,13 @@ class AsyncHub:
         fill reduces them); ``order_ref`` is a label of yours, shown back on the
         ``Order`` and in ``executions()``; ``algo_strategy`` / ``algo_params`` /
         ``algo_id`` ask for an IB algo (e.g. ``"Adaptive"``,
-        ``{"adaptivePriority": "Normal"}``). Raises ``OrderRejectedError`` with the reason.
+        ``{"adaptivePriority": "Normal"}``). Order types beyond MKT/LMT/STP/STP LMT:
+        ``"TRAIL"`` / ``"TRAIL LIMIT"`` (``trailing_amount`` or ``trailing_percent``, an
+        optional initial ``trail_stop_price``, a TRAIL LIMIT's ``limit_price_offset``),
+        ``"MIT"`` / ``"LIT"`` (``stop_price`` is the trigger), ``"MOC"`` / ``"LOC"``,
+        ``"REL"`` (``peg_offset``, optional cap ``limit_price``), ``"MIDPRICE"``;
+        ``tif="GTD"`` with ``good_till_date`` ("YYYYMMDD HH:MM:SS US/Eastern").
+        Raises ``OrderRejectedError`` with the reason.
         """
         coid = client_order_id or new_client_order_id(self.name)
         spec = contract_spec(contract, **fields)
@@ -530,6 +542,9 @@ class AsyncHub:
                 take_profit=take_profit, stop_loss=stop_loss, oca_group=oca_group,
                 oca_type=oca_type, order_ref=order_ref, algo_strategy=algo_strategy,
                 algo_params=dict(algo_params or {}), algo_id=algo_id,
+                trailing_amount=trailing_amount, trailing_percent=trailing_percent,
+                trail_stop_price=trail_stop_price, limit_price_offset=limit_price_offset,
+                peg_offset=peg_offset, good_till_date=good_till_date,
             )
 
         reply = await self._order_request(build, retry=f"client_order_id={coid!r}")

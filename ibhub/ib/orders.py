@@ -47,6 +47,7 @@ from ibhub.ib.lib import IB, Order, TagValue
 from ibhub.ib.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
 from ibhub.orders.account import AccountBook
 from ibhub.orders.manager import OrderManager
+from ibhub.orders.order_types import ib_aux_price
 from ibhub.orders.port import (
     OrderFields,
     UpstreamCommission,
@@ -58,6 +59,12 @@ from ibhub.orders.store import EPS, TERMINAL
 from ibhub.orders.updates import ReconcileReport
 from ibhub.protocol import ContractSpec
 from ibhub.tws.ib_codes import is_warning
+
+#: order-type fields of the hub -> the IB Order attribute (auxPrice is ib_aux_price's)
+_IB_PARAM_NAMES = {
+    "trailing_percent": "trailingPercent", "trail_stop_price": "trailStopPrice",
+    "limit_price_offset": "lmtPriceOffset", "good_till_date": "goodTillDate",
+}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +256,13 @@ class IbOrderGateway:
         )
         if fields.limit_price is not None:
             order.lmtPrice = fields.limit_price
-        if fields.stop_price is not None:
-            order.auxPrice = fields.stop_price
+        params = dict(fields.params)
+        aux = ib_aux_price(fields.order_type, fields.stop_price, params)
+        if aux is not None:
+            order.auxPrice = aux
+        for name, ib_name in _IB_PARAM_NAMES.items():
+            if name in params:
+                setattr(order, ib_name, params[name])
         self._ib.placeOrder(ib_contract, order)
 
     def cancel(self, order_id: int) -> None:

@@ -48,7 +48,9 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from ibhub.orders import order_types
 from ibhub.orders.journal import JournalError, JournalWriter, OrderRecord
+from ibhub.orders.order_types import uses
 from ibhub.orders.port import (
     OrderFields,
     OrderUpstream,
@@ -147,7 +149,10 @@ def fingerprint(req: PlaceOrder) -> str:
     return msgspec.json.encode(data).decode()
 
 
-_LATER_FIELDS = ("oca_group", "oca_type", "order_ref", "algo_strategy", "algo_params", "algo_id")
+_LATER_FIELDS = (
+    "oca_group", "oca_type", "order_ref", "algo_strategy", "algo_params", "algo_id",
+    *order_types.PARAM_FIELDS,
+)  # fmt: skip
 _PLACE_DEFAULTS = msgspec.to_builtins(
     PlaceOrder(id=0, lease="", client_order_id="", contract=ContractSpec(symbol="X"),
                action="BUY", quantity=1.0)
@@ -524,8 +529,8 @@ class OrderManager:
             action=req.action,
             quantity=req.quantity,
             order_type=req.order_type,
-            limit_price=req.limit_price if req.order_type in ("LMT", "STP LMT") else None,
-            stop_price=req.stop_price if req.order_type in ("STP", "STP LMT") else None,
+            limit_price=req.limit_price if uses(req.order_type, "limit_price") else None,
+            stop_price=req.stop_price if uses(req.order_type, "stop_price") else None,
             tif=req.tif,
             outside_rth=req.outside_rth,
             account=req.account,
@@ -540,6 +545,7 @@ class OrderManager:
             algo_strategy=req.algo_strategy,
             algo_params=encode_algo_params(req.algo_params),
             algo_id=req.algo_id,
+            order_params=order_types.encode_params(order_types.params_of(req)),
         )
         recs = [base]
         exit_action = "SELL" if req.action == "BUY" else "BUY"
@@ -564,6 +570,7 @@ class OrderManager:
                     algo_strategy="",
                     algo_params="",
                     algo_id="",
+                    order_params="",
                 )
             )
         return recs
@@ -606,6 +613,7 @@ class OrderManager:
             algo_strategy=rec.algo_strategy,
             algo_params=tuple(decode_algo_params(rec.algo_params).items()),
             algo_id=rec.algo_id,
+            params=tuple(sorted(order_types.decode_params(rec.order_params).items())),
         )
 
     def _sent(self, unsent: _Unsent, fut: asyncio.Future[None]) -> None:

@@ -56,6 +56,8 @@ class OrderFields:
     algo_strategy: str = ""
     algo_params: tuple[tuple[str, str], ...] = ()
     algo_id: str = ""
+    # order-type fields (ibhub/orders/order_types.py PARAM_FIELDS) that are set
+    params: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True)
