@@ -278,6 +278,7 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
     limit_price_offset: float | None = None  # TRAIL LIMIT: limit = stop -/+ this offset
     peg_offset: float | None = None  # REL: offset from the bid (buy) / ask (sell)
     good_till_date: ClientOrderId = ""  # tif GTD: "YYYYMMDD HH:MM:SS [zone]"
+    stop_loss_limit: float | None = None  # bracket: the stop-loss leg is STP LMT at this limit
 
 
 class ModifyOrder(Request, frozen=True, tag="modify_order"):

@@ -512,6 +512,7 @@ class AsyncHub:
         limit_price_offset: float | None = None,
         peg_offset: float | None = None,
         good_till_date: str = "",
+        stop_loss_limit: float | None = None,
         **fields: Any,
     ) -> Order:
         """Place an order; returns its live ``Order`` (``await order.wait_done()``).
@@ -529,7 +530,8 @@ class AsyncHub:
         optional initial ``trail_stop_price``, a TRAIL LIMIT's ``limit_price_offset``),
         ``"MIT"`` / ``"LIT"`` (``stop_price`` is the trigger), ``"MOC"`` / ``"LOC"``,
         ``"REL"`` (``peg_offset``, optional cap ``limit_price``), ``"MIDPRICE"``;
-        ``tif="GTD"`` with ``good_till_date`` ("YYYYMMDD HH:MM:SS US/Eastern").
+        ``tif="GTD"`` with ``good_till_date`` ("YYYYMMDD HH:MM:SS US/Eastern");
+        ``stop_loss_limit`` makes a bracket's stop-loss leg a STP LMT.
         Raises ``OrderRejectedError`` with the reason.
         """
         coid = client_order_id or new_client_order_id(self.name)
@@ -545,6 +547,7 @@ class AsyncHub:
                 trailing_amount=trailing_amount, trailing_percent=trailing_percent,
                 trail_stop_price=trail_stop_price, limit_price_offset=limit_price_offset,
                 peg_offset=peg_offset, good_till_date=good_till_date,
+                stop_loss_limit=stop_loss_limit,
             )
 
         reply = await self._order_request(build, retry=f"client_order_id={coid!r}")

@@ -319,6 +319,8 @@ class Order:
                 self.order_type, self.limit_price = "LMT", parent.take_profit
             else:
                 self.order_type, self.stop_price = "STP", parent.stop_loss
+                if parent.stop_loss_limit is not None:
+                    self.order_type, self.limit_price = "STP LMT", parent.stop_loss_limit
             if not self.events:
                 self.remaining = parent.quantity
 

@@ -34,6 +34,7 @@ from ibhub.frontdoor.contracts import checked, inst_for, spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
 from ibhub.orders.journal import FillRecord, OrderRecord
+from ibhub.orders import order_types
 from ibhub.orders.manager import Caller
 from ibhub.orders.port import decode_algo_params
 from ibhub.orders.store import TERMINAL
@@ -75,6 +76,8 @@ HONOURED: Final = frozenset({
     "transmit", "parentId", "outsideRth", "ocaType", "algoStrategy", "algoParams",
     "algoParams tag", "algoParams value", "algoId", "whatIf", "sharesAllocation",
     "lmtPrice", "auxPrice",  # checked against the order type below
+    # order-type fields: the hub refuses them where the order type does not use them
+    "goodTillDate", "trailStopPrice", "trailingPercent", "lmtPriceOffset",
 })  # fmt: skip
 _NEUTRAL: Final = frozenset({"", "0", "0.0", "false", "False"})
 #: Defaults other than "unset / zero / false".
@@ -90,14 +93,14 @@ _WHAT: Final[dict[str, str]] = {
     "deltaNeutralContract": "delta-neutral contracts", "conditions": "order conditions",
     "scalePriceIncrement": "scale orders", "scaleInitLevelSize": "scale orders",
     "adjustedOrderType": "adjusted (attached) orders", "comboLegs": "combo orders",
-    "goodAfterTime": "good-after-time orders", "goodTillDate": "GTD orders",
-    "trailStopPrice": "trailing orders", "trailingPercent": "trailing orders",
+    "goodAfterTime": "good-after-time orders",
     "hidden": "hidden orders", "displaySize": "iceberg orders",
     "faGroup": "FA allocation", "faMethod": "FA allocation", "faPercentage": "FA allocation",
     "faProfile": "FA allocation", "volatility": "volatility orders",
     "cashQty": "cash-quantity orders", "triggerMethod": "stop trigger methods",
-    "lmtPrice": "a limit price on a MKT or STP order",
-    "auxPrice": "a stop price on a MKT or LMT order",
+    "lmtPrice": "a limit price on an order type without one",
+    "auxPrice": "an auxPrice (stop, trigger, trailing amount, offset) on an order type "
+                "without one",
 }  # fmt: skip
 #: IB's own error for attributes it no longer accepts (code, attribute name in the text).
 _IB_CODES: Final[dict[str, tuple[int, str]]] = {
@@ -123,12 +126,36 @@ def unhonoured(req: OrderRequest) -> list[str]:
     """The attributes of a placeOrder the hub would not honour, in wire order."""
     out = [name for name, value in req.attributes
            if name not in HONOURED and not _is_default(name, value)]
-    # a price the order type does not use (0 is how some clients write "no price")
-    if req.order_type in ("MKT", "STP") and req.lmt_price not in (None, 0.0):
-        out.append("lmtPrice")
-    if req.order_type in ("MKT", "LMT") and req.aux_price not in (None, 0.0):
-        out.append("auxPrice")
+    # a price the order type does not use (0 is how some clients write "no price"); an
+    # order type the hub does not know is the hub's to refuse (bad_order_type)
+    if req.order_type in order_types.ORDER_TYPES:
+        if not order_types.uses(req.order_type, "limit_price") and req.lmt_price not in (
+                None, 0.0):
+            out.append("lmtPrice")
+        if req.order_type not in _AUX_TYPES and req.aux_price not in (None, 0.0):
+            out.append("auxPrice")
     return out
+
+
+#: order types whose IB auxPrice means something (order_types.ib_aux_price)
+_AUX_TYPES: Final = frozenset({"STP", "STP LMT", "MIT", "LIT", "TRAIL", "TRAIL LIMIT", "REL"})
+
+
+def type_fields(req: OrderRequest) -> dict[str, Any]:
+    """PlaceOrder's price and order-type fields from IB's overloaded ones."""
+    otype = req.order_type
+    aux = req.aux_price
+    trailing = otype in ("TRAIL", "TRAIL LIMIT")
+    return {
+        "limit_price": req.lmt_price if order_types.uses(otype, "limit_price") else None,
+        "stop_price": aux if order_types.uses(otype, "stop_price") else None,
+        "trailing_amount": aux if trailing else None,
+        "trailing_percent": req.trailing_percent,
+        "trail_stop_price": req.trail_stop_price,
+        "limit_price_offset": req.lmt_price_offset,
+        "peg_offset": aux if otype == "REL" else None,
+        "good_till_date": req.good_till_date,
+    }
 
 
 def refusal_for(names: list[str]) -> tuple[int, str]:
@@ -286,13 +313,11 @@ class OrderRelay:
 
     def _order(self, s: DownstreamSession, req: OrderRequest, f: list[str],
                **extra: Any) -> PlaceOrder:
-        limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
-        stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
         return checked(PlaceOrder(
             id=0, lease=s.lease, client_order_id=f"{req.order_id}.{self._door.run_tag}",
             contract=spec_from_query(parse_c12(f, 2)), action=req.action,
-            quantity=req.total_qty, order_type=req.order_type, limit_price=limit,
-            stop_price=stop, tif=req.tif or "DAY", outside_rth=req.outside_rth,
+            quantity=req.total_qty, order_type=req.order_type, **type_fields(req),
+            tif=req.tif or "DAY", outside_rth=req.outside_rth,
             account=req.account, oca_group=req.oca_group, oca_type=req.oca_type,
             order_ref=req.order_ref, algo_strategy=req.algo_strategy,
             algo_params=dict(req.algo_params), algo_id=req.algo_id, **extra,
@@ -329,7 +354,7 @@ class OrderRelay:
         parent = family.req
         exit_action = "SELL" if parent.action == "BUY" else "BUY"
         tp = [c for c in family.children if c.order_type == "LMT"]
-        sl = [c for c in family.children if c.order_type == "STP"]
+        sl = [c for c in family.children if c.order_type in ("STP", "STP LMT")]
         ids = [parent.order_id, *(c.order_id for c in family.children)]
         if (len(tp) > 1 or len(sl) > 1 or len(tp) + len(sl) != len(family.children)
                 or any(c.action != exit_action or abs(c.total_qty - parent.total_qty) > 1e-9
@@ -338,20 +363,23 @@ class OrderRelay:
             for down in ids:
                 s.send_error(down, UNSUPPORTED, unsupported_text(
                     3, "this held order family; the hub places brackets of a parent with a "
-                       "take-profit LMT and/or a stop-loss STP of the same size, opposite side "
+                       "take-profit LMT and/or a stop-loss STP or STP LMT of the same size, "
+                       "opposite side "
                        "(the legs carry the parent's orderRef and no OCA group or algo)"))
             return
         order = self._order(s, parent, family.fields,
                             take_profit=tp[0].lmt_price if tp else None,
-                            stop_loss=sl[0].aux_price if sl else None)
+                            stop_loss=sl[0].aux_price if sl else None,
+                            stop_loss_limit=(sl[0].lmt_price if sl and sl[0].order_type ==
+                                             "STP LMT" else None))
         down_ids = [parent.order_id, *(c.order_id for c in tp), *(c.order_id for c in sl)]
         await self._submit(s, book, order, down_ids)
 
     async def _modify(self, s: DownstreamSession, book: Any, oid: int, hub_id: int,
                       req: OrderRequest) -> None:
         rec: OrderRecord | None = book.store.get(hub_id)
-        limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
-        stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
+        prices = type_fields(req)
+        limit, stop = prices["limit_price"], prices["stop_price"]
         if rec is not None and req.order_type != rec.order_type:
             s.send_error(oid, ORDER_MESSAGE, f"Order message: cannot change order {oid} from "
                                              f"{rec.order_type} to {req.order_type} (ibhub)")
@@ -511,10 +539,14 @@ class OrderRelay:
                    ev: OrderEvent | None = None) -> SimOrder:
         cbook = s.book
         parent = cbook.to_down.get(rec.parent_id, 0) if cbook is not None else 0
+        params = order_types.decode_params(rec.order_params)
         return SimOrder(
             order_id=down, client_id=s.client_id, perm_id=rec.perm_id, con_id=rec.con_id,
             symbol=rec.symbol, action=rec.action, total_qty=rec.quantity,
-            order_type=rec.order_type, lmt_price=rec.limit_price, aux_price=rec.stop_price,
+            order_type=rec.order_type, lmt_price=rec.limit_price,
+            aux_price=order_types.ib_aux_price(rec.order_type, rec.stop_price, params),
+            trail_stop=params.get("trail_stop_price"),
+            trailing_percent=params.get("trailing_percent"),
             tif=rec.tif, status=status,
             filled=ev.filled if ev is not None else rec.filled,
             avg_fill_price=ev.avg_fill_price if ev is not None else rec.avg_fill_price,
@@ -546,7 +578,12 @@ class OrderRelay:
 def _fixed_changes(rec: OrderRecord, req: OrderRequest) -> list[str]:
     """Attributes a modification may not change (ModifyOrder has no field for them): a
     different value is refused, never dropped."""
+    old = order_types.decode_params(rec.order_params)
+    new = {k: v for k, v in type_fields(req).items()
+           if k in order_types.PARAM_FIELDS and v not in (None, "")}
     pairs = (
+        ("the order-type fields (trailing amount/percent, trailStopPrice, lmtPriceOffset, "
+         "REL offset, goodTillDate)", old, new),
         ("ocaGroup", rec.oca_group, req.oca_group),
         ("ocaType", rec.oca_type, req.oca_type),
         ("orderRef", rec.order_ref, req.order_ref),

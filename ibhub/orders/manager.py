@@ -151,7 +151,7 @@ def fingerprint(req: PlaceOrder) -> str:
 
 _LATER_FIELDS = (
     "oca_group", "oca_type", "order_ref", "algo_strategy", "algo_params", "algo_id",
-    *order_types.PARAM_FIELDS,
+    *order_types.PARAM_FIELDS, "stop_loss_limit",
 )  # fmt: skip
 _PLACE_DEFAULTS = msgspec.to_builtins(
     PlaceOrder(id=0, lease="", client_order_id="", contract=ContractSpec(symbol="X"),
@@ -549,7 +549,9 @@ class OrderManager:
         )
         recs = [base]
         exit_action = "SELL" if req.action == "BUY" else "BUY"
-        legs = (("tp", "LMT", req.take_profit, None), ("sl", "STP", None, req.stop_loss))
+        sl_type = "STP" if req.stop_loss_limit is None else "STP LMT"
+        legs = (("tp", "LMT", req.take_profit, None),
+                ("sl", sl_type, req.stop_loss_limit, req.stop_loss))
         for suffix, order_type, limit, stop in legs:
             if limit is None and stop is None:
                 continue

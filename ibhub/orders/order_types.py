@@ -23,6 +23,9 @@ Decisions:
   ``good_till_date`` without GTD is refused. OPG, DTC, GTX are not offered. A time
   without a zone is in the Gateway's time zone, which the hub does not know, so only
   its format is checked there.
+* A bracket's stop-loss leg is a STP at ``stop_loss``, or with ``stop_loss_limit`` a
+  STP LMT (stop ``stop_loss``, limit ``stop_loss_limit``), as ib_insync's
+  ``bracketOrder`` with a StopLimitOrder builds it.
 * These fields are stored in the journal as one JSON column (``order_params``, schema 3),
   so a later field costs no migration.
 """
@@ -145,6 +148,13 @@ def type_refusal(req: PlaceOrder, now: Callable[[], dt.datetime] | None = None
     offset = req.peg_offset
     if offset is not None and not (math.isfinite(offset) and offset >= 0):
         return RejectReason.BAD_PRICE, f"peg_offset must be a finite number >= 0, got {offset}"
+    if req.stop_loss_limit is not None:
+        if req.stop_loss is None:
+            return (RejectReason.BAD_ORDER_ATTRIBUTE,
+                    "stop_loss_limit makes the stop-loss leg a STP LMT: it needs a stop_loss")
+        problem = _positive("stop_loss_limit", req.stop_loss_limit)
+        if problem:
+            return RejectReason.BAD_PRICE, problem
     if otype in AT_CLOSE and req.tif != "DAY":
         return RejectReason.BAD_TIF, f"{otype} orders trade at the close: tif must be DAY"
     return gtd_refusal(req.tif, req.good_till_date, now)

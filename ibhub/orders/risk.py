@@ -130,6 +130,7 @@ class OrderParams:
     take_profit: float | None = None
     stop_loss: float | None = None
     sec_type: str = ""  # "" = not known yet: only the rules every type shares apply
+    stop_loss_limit: float | None = None  # a bracket's STP LMT stop-loss leg
 
     @classmethod
     def of(cls, req: PlaceOrder, sec_type: str = "") -> OrderParams:
@@ -147,6 +148,7 @@ class OrderParams:
             req.take_profit,
             req.stop_loss,
             sec_type,
+            req.stop_loss_limit,
         )
 
     def modified(self, req: ModifyOrder) -> OrderParams:
@@ -364,6 +366,7 @@ def validate_params(
         ("stop_price", p.stop_price if uses(p.order_type, "stop_price") else None),
         ("take_profit", p.take_profit),
         ("stop_loss", p.stop_loss),
+        ("stop_loss_limit", p.stop_loss_limit),
     )
     for name, value in checks:
         refusal = _price(name, value, last_price, limits, band)
