@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ibhub.frontdoor.contracts import checked, inst_for, spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
-from ibhub.orders.journal import FillRecord, OrderRecord
 from ibhub.orders import order_types
+from ibhub.orders.journal import FillRecord, OrderRecord
 from ibhub.orders.manager import Caller
 from ibhub.orders.port import decode_algo_params
 from ibhub.orders.store import TERMINAL
