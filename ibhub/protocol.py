@@ -281,6 +281,17 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
     stop_loss_limit: float | None = None  # bracket: the stop-loss leg is STP LMT at this limit
 
 
+# --- what-if orders (trading): margin and commission of an order, never a working order
+class WhatIfOrder(PlaceOrder, frozen=True, kw_only=True, tag="what_if_order"):
+    """Ask the Gateway what ``PlaceOrder`` with these fields would do to the account
+    (IB's whatIf): the answer is a :class:`WhatIfReply`; nothing is placed, journaled or
+    shown as an order. The same checks as a real order apply (role, live guard, fields,
+    price band, rate limit), except that ``client_order_id`` may be empty; a bracket
+    (``take_profit`` / ``stop_loss``) or ``parent_order_id`` is refused: ask per leg."""
+
+    client_order_id: ClientOrderId = ""
+
+
 class ModifyOrder(Request, frozen=True, tag="modify_order"):
     """Change a working order of mine; fields left ``None`` keep their value.
 
@@ -382,6 +393,8 @@ AnyRequest = (
     | GetPortfolio
     | GetAccountValues
     | GetAccountSummary
+    # what-if orders (trading)
+    | WhatIfOrder
 )
 
 # --------------------------------------------------------------------------- replies
@@ -684,6 +697,28 @@ class AccountSummaryReply(Reply, frozen=True, tag="account_summary"):
     values: list[AccountValue]
 
 
+# --- what-if orders (trading)
+class WhatIfReply(Reply, frozen=True, tag="what_if"):
+    """IB's orderState for a what-if order: margins before, change and after (in the
+    account's currency; None where the Gateway sent none) and the commission estimate."""
+
+    status: str
+    init_margin_before: float | None = None
+    maint_margin_before: float | None = None
+    equity_with_loan_before: float | None = None
+    init_margin_change: float | None = None
+    maint_margin_change: float | None = None
+    equity_with_loan_change: float | None = None
+    init_margin_after: float | None = None
+    maint_margin_after: float | None = None
+    equity_with_loan_after: float | None = None
+    commission: float | None = None
+    min_commission: float | None = None
+    max_commission: float | None = None
+    commission_currency: str = ""
+    warning_text: str = ""
+
+
 AnyReply = (
     Ok
     | Error
@@ -705,6 +740,8 @@ AnyReply = (
     | PortfolioReply
     | AccountValuesReply
     | AccountSummaryReply
+    # what-if orders (trading)
+    | WhatIfReply
 )
 
 

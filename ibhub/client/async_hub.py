@@ -91,6 +91,8 @@ from ibhub.protocol import (
     Subscribe,
     Subscribed,
     Unsubscribe,
+    WhatIfOrder,
+    WhatIfReply,
 )
 from ibhub.tasks import TaskSet
 
@@ -552,6 +554,47 @@ class AsyncHub:
 
         reply = await self._order_request(build, retry=f"client_order_id={coid!r}")
         return self._order_tracker().placed(build(""), reply)
+
+    async def what_if_order(
+        self,
+        contract: str | int | ContractSpec,
+        action: str,
+        quantity: float,
+        order_type: str = "MKT",
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        tif: str = "DAY",
+        account: str = "",
+        *,
+        outside_rth: bool = False,
+        algo_strategy: str = "",
+        algo_params: dict[str, str] | None = None,
+        trailing_amount: float | None = None,
+        trailing_percent: float | None = None,
+        trail_stop_price: float | None = None,
+        limit_price_offset: float | None = None,
+        peg_offset: float | None = None,
+        good_till_date: str = "",
+        **fields: Any,
+    ) -> WhatIfReply:
+        """IB's margin and commission estimate for this order (``init_margin_change``,
+        ``commission``, ...); nothing is placed. The fields are ``place_order``'s, and
+        the same checks apply; a refusal raises ``OrderRejectedError`` (IB's own as
+        ``ib_rejected`` with its ``ib_code``)."""
+        spec = contract_spec(contract, **fields)
+
+        def build(lease: str) -> WhatIfOrder:
+            return WhatIfOrder(
+                id=0, lease=lease, contract=spec, action=action, quantity=quantity,
+                order_type=order_type, limit_price=limit_price, stop_price=stop_price,
+                tif=tif, outside_rth=outside_rth, account=account,
+                algo_strategy=algo_strategy, algo_params=dict(algo_params or {}),
+                trailing_amount=trailing_amount, trailing_percent=trailing_percent,
+                trail_stop_price=trail_stop_price, limit_price_offset=limit_price_offset,
+                peg_offset=peg_offset, good_till_date=good_till_date,
+            )
+
+        return rejected_or(await self._order_request(build), WhatIfReply)
 
     async def modify_order(
         self,

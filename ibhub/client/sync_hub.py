@@ -399,6 +399,7 @@ class Hub:
     # ``hub.wait_done(order, timeout)`` or ``order.wait_until_blocking(predicate, timeout)``.
 
     place_order = _blocking(AsyncHub.place_order)
+    what_if_order = _blocking(AsyncHub.what_if_order)
 
     # Only here: the asyncio form is ``await order.wait_done(timeout)``.
     def wait_done(self, order: Order, timeout: float | None = None) -> Order:

@@ -19,7 +19,8 @@ Brackets (ib_insync's ``bracketOrder``: a parent and a take-profit LMT sent with
 transmitting child arrives and then placed as one hub bracket (``take_profit`` /
 ``stop_loss``), so the journal and risk checks see the whole family; each leg
 keeps the script's own order id. Other held families are refused with an error
-on each id. Not supported (an error on the order id says so): whatIf orders.
+on each id. whatIf orders go to the hub's what-if service (the same checks as an
+order; IB's margin estimate comes back in one openOrder; nothing is placed).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ibhub.protocol import (
     OrderEvent,
     OrderRejected,
     PlaceOrder,
+    WhatIfOrder,
 )
 from ibhub.sim import broker_messages as msgs
 from ibhub.sim.orders import OrderRequest, SimExecution, SimOrder, parse_place_order
@@ -160,7 +162,7 @@ def type_fields(req: OrderRequest) -> dict[str, Any]:
 
 def refusal_for(names: list[str]) -> tuple[int, str]:
     """The error for an order with unhonoured attributes: IB's own code where IB refuses
-    the attribute itself, else the front door's "not supported" (as for whatIf orders)."""
+    the attribute itself, else the front door's "not supported"."""
     for name in names:
         if name in _IB_CODES:
             code, ib_name = _IB_CODES[name]
@@ -271,7 +273,7 @@ class OrderRelay:
                                         "this hub (no order service attached)")
             return
         if req.what_if:
-            s.send_error(oid, UNSUPPORTED, unsupported_text(3, "whatIf orders"))
+            await self._what_if(s, req, f)
             return
         bad = unhonoured(req)
         existing = await cbook.hub_id(oid)
@@ -310,6 +312,51 @@ class OrderRelay:
                                             f"{req.parent_id} is not known")
                 return
         await self._submit(s, book, self._order(s, req, f, parent_order_id=parent), [oid])
+
+    async def _what_if(self, s: DownstreamSession, req: OrderRequest, f: list[str]) -> None:
+        """IB's whatIf through the hub's what-if service: one openOrder with whatIf set
+        and the margins (what ends the client's request), or an error on the id. Nothing
+        is placed and the id is not bound to any order."""
+        oid = req.order_id
+        service = self._door.order_service()
+        bad = unhonoured(req)
+        if bad:
+            s.send_error(oid, *refusal_for(bad))
+            return
+        if req.parent_id or not req.transmit:
+            s.send_error(oid, UNSUPPORTED, unsupported_text(
+                3, "a what-if order that is part of a bracket (ask per order)"))
+            return
+        order = self._order(s, req, f)
+        ask = WhatIfOrder(**{n: getattr(order, n) for n in order.__struct_fields__})
+        reply = await service.what_if.check(self._caller(s), ask)
+        if isinstance(reply, OrderRejected):
+            s.send_error(oid, REJECTED, f"Order rejected - reason: {reply.message}")
+            return
+        margins = (reply.init_margin_before, reply.maint_margin_before,
+                   reply.equity_with_loan_before, reply.init_margin_change,
+                   reply.maint_margin_change, reply.equity_with_loan_change,
+                   reply.init_margin_after, reply.maint_margin_after,
+                   reply.equity_with_loan_after, reply.commission)  # fmt: skip
+        if any(m is None for m in margins):  # a client would wait for ever on blanks
+            s.send_error(oid, REJECTED, "Order rejected - reason: the Gateway's what-if "
+                                        "answer has no margin figures")
+            return
+        q = parse_c12(f, 2)
+        inst = inst_for(self._door.contracts, q.con_id, q.symbol, q.sec_type, q.currency,
+                        q.exchange)
+        fields = type_fields(req)
+        echo = SimOrder(
+            order_id=oid, client_id=s.client_id, perm_id=0, con_id=q.con_id,
+            symbol=q.symbol, action=req.action, total_qty=req.total_qty,
+            order_type=req.order_type, lmt_price=fields["limit_price"],
+            aux_price=req.aux_price, tif=req.tif or "DAY", status=reply.status or "PreSubmitted",
+            order_ref=req.order_ref, account=req.account or self._door.account, request=req,
+            trail_stop=req.trail_stop_price, trailing_percent=req.trailing_percent,
+            algo_strategy=req.algo_strategy, algo_params=req.algo_params,
+        )  # fmt: skip
+        s.send_fields(msgs.open_order(echo, inst, q.exchange,
+                                      [float(m) for m in margins if m is not None]))
 
     def _order(self, s: DownstreamSession, req: OrderRequest, f: list[str],
                **extra: Any) -> PlaceOrder:

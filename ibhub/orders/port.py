@@ -138,6 +138,28 @@ class UpstreamCommission:
     realized_pnl: float | None = None
 
 
+@dataclass(frozen=True)
+class UpstreamWhatIf:
+    """The orderState of a whatIf openOrder (IB sends the margins as strings)."""
+
+    status: str
+    margins: tuple[float | None, ...]  # init/maint/ewl before, change, after (9)
+    commission: float | None
+    min_commission: float | None
+    max_commission: float | None
+    commission_currency: str
+    warning_text: str
+
+
+class UpstreamRefused(Exception):
+    """The Gateway answered a request with an error (``code`` is IB's)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"IB {code}: {message}")
+        self.code = code
+        self.message = message
+
+
 class OrderUpstream(Protocol):
     """What the order manager needs from the Gateway session. Sends are synchronous writes
     to the socket (the pacer decides *when*); answers arrive through the book's

@@ -122,3 +122,29 @@ async def test_trailing_if_touched_relative_gtd_and_at_close_orders(
     open_by_type = {t.order.orderType: t.order for t in again.openTrades()}
     assert open_by_type["TRAIL"].trailingPercent == 5.0
     assert open_by_type["MIT"].auxPrice == round(bid * 0.95, 2)
+
+
+async def test_what_if_through_the_front_door(
+    ib_clients: ClientFactory, door_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    quiet_ib_insync()
+    ib = await ib_clients(73)
+    c = await priced_aapl(ib)
+    ask = ib.ticker(c).ask
+    state = await ib.whatIfOrderAsync(c, LimitOrder("BUY", 50, round(ask, 2)))
+    assert float(state.initMarginChange) > 0 and float(state.commission) > 0
+    assert float(state.initMarginAfter) == pytest.approx(
+        float(state.initMarginBefore) + float(state.initMarginChange), abs=0.01)
+    trail = await ib.whatIfOrderAsync(c, Order(action="SELL", totalQuantity=5,
+                                               orderType="TRAIL", trailingPercent=1.0))
+    assert float(trail.maintMarginChange) != 0
+    assert hub_sim.broker.orders() == [] and ib.openTrades() == []
+    assert not [r for r in door_hub.orders.book.store.by_id.values()]
+    # a refused what-if ends the request with the error (no hang) and places nothing
+    errors: list[tuple[int, int]] = []
+    ib.errorEvent += lambda rid, code, _m, _c: errors.append((rid, code))
+    refused = await ib.whatIfOrderAsync(c, Order(action="BUY", totalQuantity=1,
+                                                 orderType="TRAIL"))
+    assert not refused  # ib_insync / ib_async answer a failed what-if with an empty state
+    assert [code for _, code in errors] == [201]
+    assert hub_sim.broker.orders() == []

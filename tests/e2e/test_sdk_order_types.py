@@ -104,3 +104,32 @@ async def test_fields_that_do_not_fit_are_refused(
         with pytest.raises(OrderRejectedError) as info:
             await hub.place_order("AAPL", "BUY", 1, **kwargs)  # type: ignore[arg-type]
         assert info.value.reason == reason and text in info.value.message, info.value.message
+
+
+async def test_what_if_gives_margins_and_places_nothing(
+    order_hub: HubServer, hub_sim: SimGateway
+) -> None:
+    async with sdk(order_hub, "whatif") as hub:
+        px = hub_sim.broker.price_of(AAPL)
+        est = await hub.what_if_order("AAPL", "BUY", 100, order_type="LMT",
+                                      limit_price=round(px * 0.99, 2))
+        assert est.init_margin_change is not None and est.init_margin_change > 0
+        assert est.init_margin_after == pytest.approx(
+            (est.init_margin_before or 0) + est.init_margin_change)
+        assert est.commission is not None and est.commission > 0
+        assert est.commission_currency == "USD"
+        trail = await hub.what_if_order("AAPL", "SELL", 10, order_type="TRAIL",
+                                        trailing_percent=2.0)
+        assert trail.maint_margin_change is not None
+        # nothing was placed: no order at the Gateway, in the hub, or in the journal
+        assert hub_sim.broker.orders() == []
+        assert await hub.open_orders() == [] and await hub.completed_orders() == []
+        assert order_hub.orders.book.store.by_id == {}
+        # the checks of a real order apply
+        with pytest.raises(OrderRejectedError) as info:
+            await hub.what_if_order("AAPL", "BUY", 1, order_type="TRAIL")
+        assert info.value.reason == RejectReason.BAD_ORDER_ATTRIBUTE
+        # IB's own refusal comes back with its code
+        with pytest.raises(OrderRejectedError) as info:
+            await hub.what_if_order("AAPL", "BUY", 1, account="DU999")
+        assert info.value.reason == RejectReason.IB_REJECTED and info.value.ib_code == 201
