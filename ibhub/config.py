@@ -171,6 +171,11 @@ class HubSettings(BaseSettings):
 
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
+    # The front door's "Master API client ID" (IB's Gateway setting of that name): the
+    # TWS script connected with this client id sees the whole book (every script's and
+    # external orders) in reqAllOpenOrders, reqCompletedOrders and reqExecutions; other
+    # clients see their own orders. None = no master (docs/security.md).
+    tws_master_client_id: int | None = Field(default=None, ge=0)
 
     # Descriptors and connection caps (ibhub.hub.limits, docs/operations.md "Connection
     # limits"): descriptors kept back from clients for the upstream, journal and health

@@ -42,6 +42,7 @@ from ibhub.orders.store import TERMINAL
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
+    CancelRequested,
     ModifyOrder,
     OrderAccepted,
     OrderEvent,
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 REJECTED: Final = 201  # "Order rejected - reason:"; ends the trade in both libraries
 CANT_CANCEL: Final = 10148
 NOT_FOUND: Final = 135  # "Can't find order with id ="
+CANCELLED: Final = 202  # "Order Canceled - reason:" after a cancel the script asked for
 ORDER_MESSAGE: Final = 399  # a warning in both libraries: the order keeps working
 
 
@@ -188,7 +190,7 @@ def handlers(relay: OrderRelay) -> dict[int, Handler]:
         4: relay.cancel_order,
         58: relay.global_cancel,
         5: relay.req_open_orders,
-        16: relay.req_open_orders,
+        16: relay.req_all_open_orders,
         99: relay.req_completed_orders,
         7: relay.req_executions,
     }
@@ -198,6 +200,8 @@ class OrderRelay:
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
         self._held: dict[tuple[int, int], _Held] = {}  # (connection, parent id) -> family
+        # hub order ids a script asked to cancel: their Cancelled comes with IB's 202
+        self._cancelling: set[int] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -459,10 +463,12 @@ class OrderRelay:
         if book is None or hub_id is None:
             s.send_error(oid, NOT_FOUND, f"Can't find order with id ={oid}")
             return
+        self._cancelling.add(hub_id)
         reply = await book.cancel(self._caller(s), CancelOrder(id=0, lease=s.lease,
                                                                 order_id=hub_id))
         if not isinstance(reply, OrderRejected):
             return
+        self._cancelling.discard(hub_id)
         rec: OrderRecord | None = book.store.get(hub_id)
         if rec is None or rec.status in TERMINAL:
             # the order has ended: IB's own answer, and it ends nothing that still works
@@ -480,17 +486,31 @@ class OrderRelay:
         orders are theirs (the hub's operator can cancel everything)."""
         book = self._book()
         if book is not None:
-            await book.cancel_all(self._caller(s), CancelAllOrders(id=0, lease=s.lease))
+            mine = [hub_id for hub_id, _ in self._door.books.owner_of.items()
+                    if self._door.books.owner_of[hub_id][0] == s.client_id]
+            self._cancelling.update(mine)
+            reply = await book.cancel_all(self._caller(s), CancelAllOrders(id=0, lease=s.lease))
+            if isinstance(reply, CancelRequested):
+                self._cancelling.difference_update(set(mine) - set(reply.order_ids))
 
     def req_open_orders(self, s: DownstreamSession, f: list[str]) -> None:
-        for rec, down in self._mine(s, working=True):
-            self._send_open(s, rec, down, rec.status)
-            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, rec.status)))
+        for rec, cid, down in self._mine(s, working=True):
+            self._send_open(s, rec, down, rec.status, cid)
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, rec.status,
+                                                            client_id=cid)))
+        s.send_fields(msgs.open_order_end())
+
+    def req_all_open_orders(self, s: DownstreamSession, f: list[str]) -> None:
+        """The master client sees every working order (docs/security.md), others theirs."""
+        for rec, cid, down in self._visible(s, working=True):
+            self._send_open(s, rec, down, rec.status, cid)
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, rec.status,
+                                                            client_id=cid)))
         s.send_fields(msgs.open_order_end())
 
     def req_completed_orders(self, s: DownstreamSession, f: list[str]) -> None:
-        for rec, down in self._mine(s, working=False):
-            order = self._sim_order(s, rec, down, rec.status)
+        for rec, cid, down in self._visible(s, working=False):
+            order = self._sim_order(s, rec, down, rec.status, client_id=cid)
             order.completed_time = _ib_time(rec.updated_ns)
             order.completed_status = rec.message or rec.status
             s.send_fields(msgs.completed_order(order, self._inst(rec), rec.exchange))
@@ -500,15 +520,47 @@ class OrderRelay:
         rid = int(f[2])
         book = self._book()
         if book is not None:
-            for rec, down in self._mine(s, working=None):
+            for rec, cid, down in self._visible(s, working=None):
                 for fill in book.store.fills_by_order.get(rec.order_id, ()):
-                    ex = self._execution(s, rec, down, fill)
+                    ex = self._execution(s, rec, down, fill, client_id=cid)
                     s.send_fields(msgs.exec_details(rid, ex, self._inst(rec), rec.exchange))
                     if fill.commission is not None:
                         s.send_fields(msgs.commission_report(ex))
         s.send_fields(msgs.exec_details_end(rid))
 
-    def _mine(self, s: DownstreamSession, working: bool | None) -> list[tuple[OrderRecord, int]]:
+    def is_master(self, s: DownstreamSession) -> bool:
+        master = getattr(getattr(self._door.hub, "settings", None), "tws_master_client_id",
+                         None)
+        return master is not None and s.client_id == master
+
+    def _visible(self, s: DownstreamSession, working: bool | None
+                 ) -> list[tuple[OrderRecord, int, int]]:
+        """The orders this session may list: the whole book for the master client id,
+        else its own. Each with the (client id, order id) a Gateway would show: a front-
+        door script's own ids, the hub's client id and order id for a ZeroMQ script's
+        order, and for an external order its client id unknown here (0) and id 0."""
+        if not self.is_master(s):
+            return self._mine(s, working)
+        book = self._book()
+        if book is None:
+            return []
+        hub_cid = book.upstream_client_id
+        owner_of = self._door.books.owner_of
+        out = []
+        for rec in sorted(book.store.by_id.values(), key=lambda r: r.order_id):
+            if working is not None and (rec.status not in TERMINAL) != working:
+                continue
+            route = owner_of.get(rec.order_id)
+            if route is not None:
+                out.append((rec, *route))
+            elif rec.owner == "external" or rec.order_id <= 0:
+                out.append((rec, 0, 0))
+            else:
+                out.append((rec, hub_cid, rec.order_id))
+        return out
+
+    def _mine(self, s: DownstreamSession, working: bool | None
+              ) -> list[tuple[OrderRecord, int, int]]:
         book = self._book()
         cbook = s.book
         if book is None or cbook is None:
@@ -518,7 +570,7 @@ class OrderRelay:
             rec = book.store.get(hub_id)
             if rec is None or (working is not None and (rec.status not in TERMINAL) != working):
                 continue
-            out.append((rec, down))
+            out.append((rec, s.client_id, down))
         return out
 
     # ------------------------------------------------------------------ hub events
@@ -538,8 +590,11 @@ class OrderRelay:
         s = self._door.clients.get(client_id)
         rec = book.store.get(ev.order_id)
         if s is None or rec is None:
+            self._cancelling.discard(ev.order_id)
             return  # the script is away: its orders stay; reqOpenOrders shows them later
         kind = ev.kind
+        if kind != "cancelled" and ev.status in TERMINAL:
+            self._cancelling.discard(ev.order_id)  # ended otherwise (filled first, ...)
         if kind in ("submitted", "modified"):
             self._send_open(s, rec, down, ev.status)
             s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
@@ -556,6 +611,9 @@ class OrderRelay:
                 s.send_fields(msgs.commission_report(ex))
         elif kind == "cancelled":
             s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+            if ev.order_id in self._cancelling:  # as a Gateway: after the status, a warning
+                self._cancelling.discard(ev.order_id)
+                s.send_error(down, CANCELLED, "Order Canceled - reason:")
         elif kind == "rejected":
             s.send_error(down, REJECTED, f"Order rejected - reason: {ev.message}")
             s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
@@ -583,12 +641,18 @@ class OrderRelay:
                         rec.currency, rec.exchange)
 
     def _sim_order(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str,
-                   ev: OrderEvent | None = None) -> SimOrder:
+                   ev: OrderEvent | None = None, client_id: int | None = None) -> SimOrder:
         cbook = s.book
-        parent = cbook.to_down.get(rec.parent_id, 0) if cbook is not None else 0
+        own = client_id is None or client_id == s.client_id
+        if own:
+            parent = cbook.to_down.get(rec.parent_id, 0) if cbook is not None else 0
+        else:  # another client's order (master view): its parent in that client's ids
+            route = self._door.books.owner_of.get(rec.parent_id)
+            parent = route[1] if route is not None else rec.parent_id
         params = order_types.decode_params(rec.order_params)
         return SimOrder(
-            order_id=down, client_id=s.client_id, perm_id=rec.perm_id, con_id=rec.con_id,
+            order_id=down, client_id=s.client_id if client_id is None else client_id,
+            perm_id=rec.perm_id, con_id=rec.con_id,
             symbol=rec.symbol, action=rec.action, total_qty=rec.quantity,
             order_type=rec.order_type, lmt_price=rec.limit_price,
             aux_price=order_types.ib_aux_price(rec.order_type, rec.stop_price, params),
@@ -605,14 +669,16 @@ class OrderRelay:
             algo_params=tuple(decode_algo_params(rec.algo_params).items()),
         )  # fmt: skip
 
-    def _send_open(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str) -> None:
-        order = self._sim_order(s, rec, down, status)
+    def _send_open(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str,
+                   client_id: int | None = None) -> None:
+        order = self._sim_order(s, rec, down, status, client_id=client_id)
         s.send_fields(msgs.open_order(order, self._inst(rec), rec.exchange))
 
     def _execution(self, s: DownstreamSession, rec: OrderRecord, down: int,
-                   fill: FillRecord) -> SimExecution:
+                   fill: FillRecord, client_id: int | None = None) -> SimExecution:
         return SimExecution(
-            exec_id=fill.exec_id, order_id=down, client_id=s.client_id, perm_id=rec.perm_id,
+            exec_id=fill.exec_id, order_id=down,
+            client_id=s.client_id if client_id is None else client_id, perm_id=rec.perm_id,
             con_id=fill.con_id, account=fill.account or rec.account or self._door.account,
             side=fill.side, shares=fill.shares, price=fill.price,
             time=dt.datetime.fromtimestamp(fill.time_ns / 1e9, dt.UTC),

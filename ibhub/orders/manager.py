@@ -248,6 +248,11 @@ class OrderManager:
         self.store.lease_gone(lease)
         self.risk.forget_lease(lease)
 
+    @property
+    def upstream_client_id(self) -> int:
+        """The hub's own client id at the Gateway (what its orders show there)."""
+        return self._up.client_id
+
     def handlers(self) -> dict[type, OrderHandler]:
         """Each order request type -> the method that answers it, ``fn(caller, req)``
         (the service registers them in the hub's request registry)."""
