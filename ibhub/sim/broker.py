@@ -43,18 +43,20 @@ from ibhub.sim.orders import (
     fill_price,
     parse_place_order,
 )
+from ibhub.sim.pnl_feed import PnLFeed
 from ibhub.tws.order_time import OrderTimeError, parse_order_time
 
 log = logging.getLogger(__name__)
 
-HANDLED: frozenset[int] = frozenset({3, 4, 5, 6, 7, 15, 16, 58, 61, 62, 63, 64, 76, 77, 99})
+HANDLED: frozenset[int] = frozenset({3, 4, 5, 6, 7, 15, 16, 58, 61, 62, 63, 64, 76, 77, 99,
+                                     92, 93, 94, 95})
 
 EXTERNAL_CLIENT_ID = 0  # orders "typed by hand in TWS" belong to client 0, order id 0
 FIRST_PERM_ID = 1_000_001
 IMMEDIATE_TIFS = frozenset({"IOC", "FOK"})  # fill on arrival or be cancelled
 TIFS = frozenset({"DAY", "GTC", "IOC", "FOK", "GTD"})  # OPG / DTC / GTX are not simulated
 # where the request / order id sits in each message, for error replies to bad input
-_REQ_ID_INDEX = {3: 1, 4: 2, 7: 2, 62: 2, 63: 2, 76: 2, 77: 2}
+_REQ_ID_INDEX = {3: 1, 4: 2, 7: 2, 62: 2, 63: 2, 76: 2, 77: 2, 92: 1, 94: 1}
 
 
 class SessionLike(Protocol):
@@ -95,6 +97,7 @@ class Broker:
         self._oca: dict[tuple[int, str], set[int]] = {}  # (client_id, ocaGroup) -> perm_ids
         self._expiring: dict[int, datetime] = {}  # perm_id -> goodTillDate of a GTD order
         self.feed = AccountFeed(self)
+        self.pnl = PnLFeed(self)
         # Opt-in: LMT / STP LMT orders fill at most the size shown at the touch per quote, so
         # hub tests can see partial fills. MKT, STP and TRAIL orders always fill whole.
         self.partial_fills = False
@@ -123,6 +126,10 @@ class Broker:
             76: self.feed.req_account_updates_multi,
             77: self.feed.cancel_account_updates_multi,
             99: self._req_completed_orders,
+            92: self.pnl.req_pnl,
+            93: self.pnl.cancel,
+            94: self.pnl.req_pnl_single,
+            95: self.pnl.cancel,
         }
         gateway.market.add_listener(self._on_quote)
 
@@ -138,6 +145,7 @@ class Broker:
     def session_closed(self, session: SessionLike) -> None:
         """Drop the session's subscriptions; its orders keep working (IB behaviour)."""
         self.feed.drop_session(session)
+        self.pnl.drop_session(session)
 
     def handle(self, session: SessionLike, fields: Sequence[str]) -> None:
         """Dispatch one request whose id is in HANDLED; bad input gets an error, never a crash."""
@@ -527,6 +535,13 @@ class Broker:
 
     # ---- the market ---------------------------------------------------------------------
 
+    def market_acquire(self, con_id: int) -> None:
+        """Keep ``con_id``'s price walking (a PnL subscription follows it)."""
+        self._gw.market.acquire(con_id)
+
+    def market_release(self, con_id: int) -> None:
+        self._gw.market.release(con_id)
+
     def _rest(self, entry: _Entry) -> None:
         con_id = entry.order.con_id
         book = self._working.get(con_id)
@@ -547,6 +562,7 @@ class Broker:
     def _on_quote(self, con_id: int, quote: Any) -> None:
         """Market listener: fill resting orders the walk has reached. O(1) when none is."""
         self.feed.on_quote(con_id)
+        self.pnl.on_quote(con_id)
         if self._expiring:
             self._expire_gtd()
         book = self._working.get(con_id)
@@ -610,6 +626,7 @@ class Broker:
         if order.status == Status.FILLED:
             self._after_filled(entry)
         self.feed.account_changed(order.account, inst.con_id)
+        self.pnl.account_changed(order.account)
 
     def _expire_gtd(self) -> None:
         """Cancel GTD orders whose goodTillDate has passed (checked on market steps)."""
