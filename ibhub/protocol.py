@@ -292,6 +292,14 @@ class WhatIfOrder(PlaceOrder, frozen=True, kw_only=True, tag="what_if_order"):
     client_order_id: ClientOrderId = ""
 
 
+# --- PnL (trading): IB's reqPnL / reqPnLSingle, one upstream subscription each, shared
+class GetPnL(Request, frozen=True, tag="pnl"):
+    """The hub's PnL of ``account`` ("" = every managed account): per account (``con_id``
+    0) and per position. No lease needed."""
+
+    account: Account = ""
+
+
 class ModifyOrder(Request, frozen=True, tag="modify_order"):
     """Change a working order of mine; fields left ``None`` keep their value.
 
@@ -393,8 +401,9 @@ AnyRequest = (
     | GetPortfolio
     | GetAccountValues
     | GetAccountSummary
-    # what-if orders (trading)
+    # what-if orders, PnL (trading)
     | WhatIfOrder
+    | GetPnL
 )
 
 # --------------------------------------------------------------------------- replies
@@ -697,6 +706,25 @@ class AccountSummaryReply(Reply, frozen=True, tag="account_summary"):
     values: list[AccountValue]
 
 
+# --- PnL (trading)
+class PnLInfo(Struct, frozen=True):
+    """IB's pnl (``con_id`` 0: the account) or pnlSingle (one position) figures, in the
+    account's currency; NaN where the Gateway sent none. ``daily`` is since the
+    Gateway's day start."""
+
+    account: str
+    con_id: int
+    daily: float
+    unrealized: float
+    realized: float
+    position: float = float("nan")  # positions only
+    value: float = float("nan")  # positions only: market value
+
+
+class PnLReply(Reply, frozen=True, tag="pnl"):
+    items: list[PnLInfo]
+
+
 # --- what-if orders (trading)
 class WhatIfReply(Reply, frozen=True, tag="what_if"):
     """IB's orderState for a what-if order: margins before, change and after (in the
@@ -740,8 +768,9 @@ AnyReply = (
     | PortfolioReply
     | AccountValuesReply
     | AccountSummaryReply
-    # what-if orders (trading)
+    # what-if orders, PnL (trading)
     | WhatIfReply
+    | PnLReply
 )
 
 

@@ -65,6 +65,7 @@ from ibhub.protocol import (
     GetExecutions,
     GetHistoricalBars,
     GetOpenOrders,
+    GetPnL,
     GetPortfolio,
     GetPositions,
     GetSnapshot,
@@ -79,6 +80,8 @@ from ibhub.protocol import (
     OrderInfo,
     OrdersReply,
     PlaceOrder,
+    PnLInfo,
+    PnLReply,
     PortfolioItem,
     PortfolioReply,
     PositionInfo,
@@ -673,10 +676,26 @@ class AsyncHub:
     async def account_summary(
         self, tags: list[str] | None = None, account: str = ""
     ) -> dict[str, AccountValue]:
-        """Account summary values by tag (``NetLiquidation``, ``BuyingPower``, ...)."""
+        """Account summary values by tag (``NetLiquidation``, ``BuyingPower``, ...), from
+        IB's account summary. With several accounts (or currencies) a tag has several
+        rows and this keeps one of them: use ``account_summary_rows`` then."""
+        return {value.key: value for value in await self.account_summary_rows(tags, account)}
+
+    async def account_summary_rows(
+        self, tags: list[str] | None = None, account: str = ""
+    ) -> list[AccountValue]:
+        """Every account-summary row, as IB's reqAccountSummary gives them: plain tags,
+        ``"$LEDGER"`` (base currency), ``"$LEDGER:ALL"``, ``"$LEDGER:EUR"``; ``account``
+        "" = every account."""
         request = GetAccountSummary(id=0, account=account, tags=list(tags or []))
-        values = rejected_or(await self._channel().request(request), AccountSummaryReply).values
-        return {value.key: value for value in values}
+        return list(rejected_or(await self._channel().request(request),
+                                AccountSummaryReply).values)
+
+    async def pnl(self, account: str = "") -> list[PnLInfo]:
+        """IB's PnL per account (``con_id`` 0) and per position (``position``,
+        ``value``), from the hub's shared subscriptions; ``account`` "" = every one."""
+        reply = await self._channel().request(GetPnL(id=0, account=account))
+        return list(rejected_or(reply, PnLReply).items)
 
     async def _order_request(
         self, build: Callable[[str], Request], retry: str | None = None

@@ -419,3 +419,5 @@ class Hub:
     portfolio = _blocking(AsyncHub.portfolio)
     account_values = _blocking(AsyncHub.account_values)
     account_summary = _blocking(AsyncHub.account_summary)
+    account_summary_rows = _blocking(AsyncHub.account_summary_rows)
+    pnl = _blocking(AsyncHub.pnl)

@@ -77,14 +77,6 @@ def handlers(door: FrontDoor) -> dict[int, Handler]:
                                                     v.currency))
         s.send_fields(msgs.account_update_multi_end(rid))
 
-    def req_account_summary(s: DownstreamSession, f: list[str]) -> None:
-        rid = int(f[2])
-        tags = [t for t in (f[4] if len(f) > 4 else "").split(",") if t and not t.startswith("$")]
-        book = cache()
-        for v in book.summary("", tags) if book is not None else ():
-            s.send_fields(msgs.account_summary(rid, v.account, v.key, v.value, v.currency))
-        s.send_fields(msgs.account_summary_end(rid))
-
     def quiet(s: DownstreamSession, f: list[str]) -> None:
         """Cancels of snapshot-style requests: nothing streams, nothing to stop."""
 
@@ -96,8 +88,7 @@ def handlers(door: FrontDoor) -> dict[int, Handler]:
         6: req_account_updates,
         76: req_account_updates_multi,
         77: quiet,  # cancelAccountUpdatesMulti
-        62: req_account_summary,
-        63: quiet,  # cancelAccountSummary
+        # 62 / 63 (account summary): frontdoor/account_streams.py, kept updating
     }
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from ibhub.config import ConfigError
 from ibhub.frontdoor import accounts, market, orders
+from ibhub.frontdoor.account_streams import AccountStreams
 from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
@@ -114,6 +115,10 @@ class FrontDoor:
         self.handlers.update(orders.handlers(self.orders))
         self.handlers.update(accounts.handlers(self))
         self.handlers.update(self.passthrough.handlers())
+        # account summary and PnL from the hub's shared subscriptions (after the
+        # pass-through table, which would otherwise send reqPnL upstream per script)
+        self.account_streams = AccountStreams(self)
+        self.handlers.update(self.account_streams.handlers())
         self._server: asyncio.AbstractServer | None = None
         self._numbers = itertools.count(1)
         self._unlisten: Callable[[], None] | None = None
@@ -158,6 +163,7 @@ class FrontDoor:
             s.abort()
         self._refusing.clear()
         self.market.stop()
+        self.account_streams.stop()
         self.passthrough.uninstall()
         if self._unlisten is not None:
             self._unlisten()
@@ -231,6 +237,7 @@ class FrontDoor:
         self.market.release_all(s)
         self.passthrough.release_all(s)
         self.orders.session_gone(s)
+        self.account_streams.session_gone(s)
 
     def unsupported(self, s: DownstreamSession, msg_id: int, fields: list[str]) -> None:
         log.info("tws client %d: %s", s.client_id, unsupported_text(msg_id))

@@ -39,9 +39,10 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ibhub.ib.account_feed import IbAccountFeed
 from ibhub.ib.convert import to_ib_contract
 from ibhub.ib.lib import IB, Order, RequestError, TagValue
 from ibhub.ib.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
@@ -266,6 +267,7 @@ class IbOrderGateway:
         self._connected = connected
         self._book: OrderManager | None = None
         self._account: AccountBook | None = None
+        self.account_feed: IbAccountFeed | None = None
         # ib_insync keys its completed-orders request by name, not by id: two in flight
         # at once orphan the first future (it then waits out its timeout). Reconciles
         # triggered back to back (a service attached while connected, then the state
@@ -339,6 +341,7 @@ class IbOrderGateway:
                 self.cache = TradeCache(ib, self, grace=self._cache_grace)
                 self.cache.install()
         if account is not None:
+            self.account_feed = IbAccountFeed(ib, account)
             ib.accountValueEvent += self._on_account_value
             ib.accountSummaryEvent += self._on_summary
             ib.positionEvent += self._on_position
@@ -360,6 +363,9 @@ class IbOrderGateway:
             self.cache.uninstall()
             self.cache = None
         if self._account is not None:
+            if self.account_feed is not None:
+                self.account_feed.close()
+                self.account_feed = None
             ib.accountValueEvent -= self._on_account_value
             ib.accountSummaryEvent -= self._on_summary
             ib.positionEvent -= self._on_position
@@ -473,6 +479,11 @@ class IbOrderGateway:
             )  # fmt: skip
 
     # ------------------------------------------------------------------ after (re)connect
+
+    def subscribe_account_data(self, accounts: Sequence[str]) -> None:
+        """Every (re)connect: account summary, PnL, position PnL (ib/account_feed.py)."""
+        if self.account_feed is not None:
+            self.account_feed.subscribe(accounts)
 
     def verify(self, order_id: int, why: str) -> None:
         """The book doubts its state of ``order_id``: ask the Gateway (open orders,

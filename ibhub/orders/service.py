@@ -272,6 +272,9 @@ class OrderService:
         self.risk.set_upstream(port, accounts)
         if self.risk.trading_blocked or self.risk.live:
             log.warning("orders: %s", self.risk.trading_mode)
+        subscribe = getattr(self.gateway, "subscribe_account_data", None)
+        if subscribe is not None:
+            subscribe(accounts)
         self._tasks.spawn(self._reconcile(), name="ibhub-reconcile")
 
     async def _reconcile(self) -> None:

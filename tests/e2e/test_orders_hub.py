@@ -151,7 +151,7 @@ async def test_invalid_orders_never_reach_the_gateway(
         (place(c, "lmt", order_type="LMT"), RejectReason.MISSING_LIMIT_PRICE),
         (place(c, "band", order_type="LMT", limit_price=1.0), RejectReason.PRICE_BAND),
         (place(c, "neg", order_type="LMT", limit_price=-5.0), RejectReason.BAD_PRICE),
-        (place(c, "tif", tif="FOK"), RejectReason.BAD_TIF),
+        (place(c, "tif", tif="OPG"), RejectReason.BAD_TIF),
         (place(c, "nope", contract=ContractSpec(symbol="NOSUCH")), RejectReason.UNKNOWN_CONTRACT),
     ]
     for req, reason in cases:
