@@ -123,6 +123,10 @@ class HubSettings(BaseSettings):
     sim: bool = False
     sim_seed: int = 1
     sim_tick_rate: float = Field(default=4.0, gt=0)
+    # the simulator's managed accounts (``--sim-accounts DU111,DU222``), each with its own
+    # positions and cash
+    sim_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["DU1234567"], min_length=1)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 
@@ -243,6 +247,14 @@ class HubSettings(BaseSettings):
         """The environment gives ``KEY1,KEY2`` (commas or spaces); a TOML file a list."""
         if isinstance(value, str):
             return [k for k in value.replace(",", " ").split() if k]
+        return value
+
+    @field_validator("sim_accounts", mode="before")
+    @classmethod
+    def _account_list(cls, value: Any) -> Any:
+        """The environment and the CLI give ``DU111,DU222`` (commas or spaces)."""
+        if isinstance(value, str):
+            return [a for a in value.replace(",", " ").split() if a]
         return value
 
     @field_validator("max_order_quantity_by_sec_type", mode="before")

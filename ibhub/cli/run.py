@@ -105,6 +105,8 @@ def _version() -> str:
               help="Start a simulated Gateway in-process and use it.")
 @click.option("--sim-seed", type=int, default=None, help="Seed of the simulated market.")
 @click.option("--sim-tick-rate", type=float, default=None, help="Simulated ticks/s per instrument.")
+@click.option("--sim-accounts", default=None,
+              help="The simulator's managed accounts, comma-separated (default DU1234567).")
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
 @click.option("--tws-port", type=int, default=None,
               help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
@@ -132,6 +134,7 @@ def run(
     sim: bool | None,
     sim_seed: int | None,
     sim_tick_rate: float | None,
+    sim_accounts: str | None,
     lines_max: int | None,
     tws_port: int | None,
     allow_live: bool | None,
@@ -154,6 +157,7 @@ def run(
             sim=sim,
             sim_seed=sim_seed,
             sim_tick_rate=sim_tick_rate,
+            sim_accounts=sim_accounts,
             lines_max=lines_max,
             tws_port=tws_port,
             allow_live=allow_live,
