@@ -72,6 +72,7 @@ async def test_order_types_reach_the_gateway_and_fill(
         assert (tli.trailing_amount, tli.limit_price_offset, tli.good_till_date) == (
             3.0, 0.1, f"{later} UTC")
         assert infos[placed["trail"].order_id].trailing_percent == 5.0
+        assert placed["trail"].order_params == {"trailing_percent": 5.0}  # the SDK's Order
         assert infos[placed["rel"].order_id].peg_offset == 0.0
         assert infos[placed["mit"].order_id].stop_price == round(px * 0.95, 2)
 
