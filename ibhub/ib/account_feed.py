@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ibhub.orders.account import AccountBook, PnL
@@ -36,11 +36,21 @@ def _f(x: Any) -> float:
     return value if math.isfinite(value) and abs(value) < 1e300 else math.nan
 
 
+#: pace(send, label): send one upstream message when the hub's budget allows
+PaceFn = Callable[[Callable[[], Any], str], Any]
+
+
+def _now(send: Callable[[], Any], label: str) -> None:
+    send()
+
+
 class IbAccountFeed:
     def __init__(self, ib: Any, book: AccountBook) -> None:
         self._ib = ib
         self._book = book
         self.accounts: tuple[str, ...] = ()
+        self.pace: PaceFn = _now  # the order service's pacer once it subscribes
+        self._asked: set[tuple[str, int]] = set()  # (account, con_id or 0) this session
         ib.pnlEvent += self._on_pnl
         ib.pnlSingleEvent += self._on_pnl_single
         ib.positionEvent += self._on_position
@@ -51,29 +61,48 @@ class IbAccountFeed:
         ib.pnlSingleEvent -= self._on_pnl_single
         ib.positionEvent -= self._on_position
 
-    def subscribe(self, accounts: Sequence[str]) -> None:
-        """After every (re)connect: summary, PnL per account, pnlSingle per position."""
+    def subscribe(self, accounts: Sequence[str], pace: PaceFn | None = None) -> None:
+        """After every (re)connect: summary, PnL per account, pnlSingle per position,
+        each sent through ``pace`` (the hub's upstream budget)."""
         ib = self._ib
+        if pace is not None:
+            self.pace = pace
         if not ib.isConnected():
             return
         self.accounts = tuple(accounts)
-        summary = ib.reqAccountSummaryAsync()  # stays subscribed after its end marker
-        summary.add_done_callback(_quiet)
+        self._asked = set()
+        self.pace(lambda: ib.reqAccountSummaryAsync().add_done_callback(_quiet),
+                  "reqAccountSummary")
         for account in self.accounts:
-            if (account, "") not in ib.wrapper.pnlKey2ReqId:
-                ib.reqPnL(account)
+            self._want(account, 0)
         for p in ib.positions():
             self.want_single(p.account, p.contract.conId)
         log.info("account feed: summary, PnL of %s, %d position PnL(s)",
-                 ", ".join(self.accounts) or "no accounts", len(ib.wrapper.pnlSingleKey2ReqId))
+                 ", ".join(self.accounts) or "no accounts", len(self._asked) - len(accounts))
 
     def want_single(self, account: str, con_id: int) -> bool:
         """Subscribe reqPnLSingle of (account, con_id) unless it is; False when no session."""
-        ib = self._ib
-        if not ib.isConnected() or not con_id or not account:
+        if not con_id:
             return False
-        if (account, "", con_id) not in ib.wrapper.pnlSingleKey2ReqId:
-            ib.reqPnLSingle(account, "", con_id)
+        return self._want(account, con_id)
+
+    def _want(self, account: str, con_id: int) -> bool:
+        ib = self._ib
+        if not ib.isConnected() or not account:
+            return False
+        if (account, con_id) in self._asked:
+            return True
+        self._asked.add((account, con_id))
+
+        def send() -> None:
+            if not ib.isConnected():
+                return  # the session ended meanwhile: the next one asks again
+            if con_id and (account, "", con_id) not in ib.wrapper.pnlSingleKey2ReqId:
+                ib.reqPnLSingle(account, "", con_id)
+            elif not con_id and (account, "") not in ib.wrapper.pnlKey2ReqId:
+                ib.reqPnL(account)
+        what = f"reqPnLSingle {account} {con_id}" if con_id else f"reqPnL {account}"
+        self.pace(send, what)
         return True
 
     def _on_position(self, p: Any) -> None:

@@ -480,10 +480,11 @@ class IbOrderGateway:
 
     # ------------------------------------------------------------------ after (re)connect
 
-    def subscribe_account_data(self, accounts: Sequence[str]) -> None:
-        """Every (re)connect: account summary, PnL, position PnL (ib/account_feed.py)."""
+    def subscribe_account_data(self, accounts: Sequence[str], pace: Any = None) -> None:
+        """Every (re)connect: account summary, PnL, position PnL (ib/account_feed.py),
+        each sent through ``pace(send, label)`` (the hub's upstream budget)."""
         if self.account_feed is not None:
-            self.account_feed.subscribe(accounts)
+            self.account_feed.subscribe(accounts, pace)
 
     def verify(self, order_id: int, why: str) -> None:
         """The book doubts its state of ``order_id``: ask the Gateway (open orders,

@@ -133,6 +133,13 @@ def _without_context(fn: Callable[[Any], Reply]) -> Callable[[Any, Any], Reply]:
     return lambda req, _ctx: fn(req)
 
 
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """A paced send nobody awaits: its failure (session lost, pacer stopped) is logged by
+    the pacer already; retrieve it so asyncio does not report it again."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def stream_price(stream: Any) -> float | None:
     """A last price from a hub TickStream: the last trade, else the mid, else None."""
     last = getattr(stream, "last", math.nan)
@@ -274,8 +281,13 @@ class OrderService:
             log.warning("orders: %s", self.risk.trading_mode)
         subscribe = getattr(self.gateway, "subscribe_account_data", None)
         if subscribe is not None:
-            subscribe(accounts)
+            subscribe(accounts, self._pace_subscription)
         self._tasks.spawn(self._reconcile(), name="ibhub-reconcile")
+
+    def _pace_subscription(self, send: Callable[[], Any], label: str) -> None:
+        """An account subscription (summary, PnL) upstream, in the hub's budget."""
+        fut = self.pacer.submit(Priority.SUBSCRIPTION, send, label=label)
+        fut.add_done_callback(_retrieved)
 
     async def _reconcile(self) -> None:
         if self.gateway is None:
