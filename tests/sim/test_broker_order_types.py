@@ -10,9 +10,22 @@ import datetime as dt
 
 import pytest
 
-from ibhub.sim.orders import SimOrder, Status, close_fill_price, fill_price
-from tests.ibclient import Order
-from tests.sim.broker_support import client, gateway, qualified, step_until, wait_until
+from ibhub.sim.orders import (
+    SimOrder,
+    Status,
+    close_fill_price,
+    fill_price,
+    parse_place_order,
+)
+from tests.ibclient import Order, Stock
+from tests.sim.broker_support import (
+    client,
+    gateway,
+    place_order_fields,
+    qualified,
+    step_until,
+    wait_until,
+)
 
 
 def _order(otype: str, action: str = "BUY", lmt: float | None = None,
@@ -36,7 +49,10 @@ def test_trigger_and_peg_rules() -> None:
     assert fill_price(lit, 98.3, 98.5, 98.4, False) == 98.5
     # TRAIL LIMIT (sell, amount 1, offset 0.2): stop follows the high, limit = stop - 0.2
     tl = _order("TRAIL LIMIT", "SELL", aux=1.0)
-    tl.request = type("R", (), {"lmt_price_offset": 0.2, "trail_stop_price": None})()  # type: ignore[assignment]
+    tl.request = parse_place_order(place_order_fields(
+        Stock("AAPL", "SMART", "USD"), Order(action="SELL", totalQuantity=1,
+                                             orderType="TRAIL LIMIT", auxPrice=1.0,
+                                             lmtPriceOffset=0.2), 1))
     for last in (100.0, 102.0, 101.5):
         assert fill_price(tl, last - 0.1, last + 0.1, last, False) is None
     assert tl.trail_stop == 101.0
