@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from ibhub.frontdoor.orders import refusal_for, unhonoured
+from ibhub.frontdoor.order_fields import refusal_for, unhonoured
 from ibhub.orders.manager import fingerprint
 from ibhub.orders.port import make_oca_group, make_order_ref, parse_order_ref
 from ibhub.orders.risk import check_order_attributes
