@@ -6,6 +6,9 @@ subscriptions and kept updating, as a Gateway does.
   ``$LEDGER:ALL``, ``$LEDGER:CCY``; group "All" or one account), ends with
   accountSummaryEnd, then sends each row again when the Gateway updates it, until
   ``cancelAccountSummary`` (63).
+* ``reqAccountUpdatesMulti`` (76) answers the account's values (every managed account
+  for "" / "All"), ends with accountUpdateMultiEnd, then sends each changed value again
+  until ``cancelAccountUpdatesMulti`` (77).
 * ``reqPnL`` (92) / ``reqPnLSingle`` (94) answer from the hub's shared PnL (one upstream
   subscription per account and per position, ``ibhub.ib.account_feed``) and stream each
   change until ``cancelPnL`` (93) / ``cancelPnLSingle`` (95). A position the hub does not
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ibhub.frontdoor.session import DownstreamSession, Handler
 from ibhub.orders.account import PnL
 from ibhub.orders.account_summary import matches, wants
+from ibhub.protocol import AccountValueEvent
 from ibhub.sim import broker_messages as msgs
 from ibhub.tws.codec import UNSET_DOUBLE
 
@@ -43,6 +47,14 @@ class _Summary:
 
 
 @dataclass
+class _Multi:
+    session: DownstreamSession
+    req_id: int
+    account: str  # "" = every account
+    model: str
+
+
+@dataclass
 class _PnL:
     session: DownstreamSession
     req_id: int
@@ -55,11 +67,13 @@ class AccountStreams:
         self._door = door
         self._summaries: dict[tuple[int, int], _Summary] = {}  # (session no, reqId)
         self._pnls: dict[tuple[int, int], _PnL] = {}
+        self._multis: dict[tuple[int, int], _Multi] = {}
         self._following: Any = None  # the AccountBook whose listeners are ours
 
     def handlers(self) -> dict[int, Handler]:
         return {62: self.req_summary, 63: self.cancel_summary, 92: self.req_pnl,
-                93: self.cancel_pnl, 94: self.req_pnl_single, 95: self.cancel_pnl}
+                93: self.cancel_pnl, 94: self.req_pnl_single, 95: self.cancel_pnl,
+                76: self.req_updates_multi, 77: self.cancel_updates_multi}
 
     def _cache(self) -> Any:
         service = self._door.order_service()
@@ -77,7 +91,7 @@ class AccountStreams:
             book.pnl_listeners.remove(self._on_pnl)
 
     def session_gone(self, s: DownstreamSession) -> None:
-        for table in (self._summaries, self._pnls):
+        for table in (self._summaries, self._pnls, self._multis):
             for key in [k for k in table if k[0] == s.number]:
                 del table[key]
 
@@ -109,6 +123,32 @@ class AccountStreams:
             if matches((account, tag, currency), base, sub.plain, sub.ledger, sub.group):
                 sub.session.send_fields(msgs.account_summary(sub.req_id, account, tag, value,
                                                              currency))
+
+    # ------------------------------------------------------------------ account values
+
+    def req_updates_multi(self, s: DownstreamSession, f: list[str]) -> None:
+        """[76, 1, reqId, account, modelCode, ledgerAndNLV]"""
+        rid, account = int(f[2]), f[3] if len(f) > 3 else ""
+        model = f[4] if len(f) > 4 else ""
+        every = account in ("", "All", "ALL")
+        book = self._cache()
+        for v in (book.values("" if every else account) if book is not None else ()):
+            s.send_fields(msgs.account_update_multi(rid, v.account, model, v.key, v.value,
+                                                    v.currency))
+        s.send_fields(msgs.account_update_multi_end(rid))
+        self._multis[(s.number, rid)] = _Multi(s, rid, "" if every else account, model)
+
+    def cancel_updates_multi(self, s: DownstreamSession, f: list[str]) -> None:
+        self._multis.pop((s.number, int(f[2])), None)
+
+    def on_event(self, ev: Any) -> None:
+        """An account value changed in the hub's cache: to the Multi subscribers."""
+        if not self._multis or not isinstance(ev, AccountValueEvent):
+            return
+        for sub in list(self._multis.values()):
+            if sub.account in ("", ev.account):
+                sub.session.send_fields(msgs.account_update_multi(
+                    sub.req_id, ev.account, sub.model, ev.key, ev.value, ev.currency))
 
     # ------------------------------------------------------------------ PnL
 

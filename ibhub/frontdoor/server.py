@@ -303,6 +303,7 @@ class FrontDoor:
             self.market.on_line_error(topic, event)
         else:
             accounts.on_event(self, event)
+            self.account_streams.on_event(event)
 
     def _on_status(self, ev: HubStatus) -> None:
         if ev.kind != "state":

@@ -2,7 +2,8 @@
 ib_async.
 
 The script sees both accounts, IB's account summary (one row per account per tag, the
-$LEDGER forms by currency) that keeps updating after a fill, PnL per account and per
+$LEDGER forms by currency) and account values (reqAccountUpdatesMulti) that keep
+updating after a fill, PnL per account and per
 position served from the hub's shared subscriptions (however many scripts ask, one
 upstream subscription each), and each account's portfolio.
 """
@@ -76,6 +77,10 @@ async def test_portfolio_monitor_with_two_accounts(
                      10.0, "summary update after the fill")
     assert all(float(v.value) == 0 for v in summary(monitor)
                if v.account == "DU111" and v.tag == "GrossPositionValue")
+    # so do the account values of ib_insync's per-account reqAccountUpdatesMulti
+    await wait_until(lambda: any(v.account == "DU222" and v.tag == "GrossPositionValue"
+                                 and float(v.value) > 0 for v in monitor.accountValues()),
+                     10.0, "accountUpdateMulti after the fill")
 
     single = monitor.reqPnLSingle("DU222", "", c.conId)
     await wait_until(lambda: single.position == 7 and single.value > 0, 10.0, "pnlSingle")
