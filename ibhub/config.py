@@ -159,6 +159,10 @@ class HubSettings(BaseSettings):
     # The embedded simulator's fault control (`ibhub sim-fault ...`, as for `ibhub sim`)
     # on 127.0.0.1:PORT; -1 = none. A port in use is logged and the hub runs without it.
     sim_control_port: int = Field(default=4010, ge=-1, le=65535)
+    # the simulator's managed accounts (``--sim-accounts DU111,DU222``), each with its own
+    # positions and cash
+    sim_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["DU1234567"], min_length=1)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 
@@ -207,6 +211,11 @@ class HubSettings(BaseSettings):
 
     # TWS-protocol front door for existing TWS API scripts (loopback); None = off, 0 = any port.
     tws_port: int | None = Field(default=None, ge=0, le=65535)
+    # The front door's "Master API client ID" (IB's Gateway setting of that name): the
+    # TWS script connected with this client id sees the whole book (every script's and
+    # external orders) in reqAllOpenOrders, reqCompletedOrders and reqExecutions; other
+    # clients see their own orders. None = no master (docs/security.md).
+    tws_master_client_id: int | None = Field(default=None, ge=0)
 
     # Descriptors and connection caps (ibhub.hub.limits, docs/operations.md "Connection
     # limits"): descriptors kept back from clients for the upstream, journal and health
@@ -312,6 +321,14 @@ class HubSettings(BaseSettings):
     @classmethod
     def _nats_path(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sim_accounts", mode="before")
+    @classmethod
+    def _account_list(cls, value: Any) -> Any:
+        """The environment and the CLI give ``DU111,DU222`` (commas or spaces)."""
+        if isinstance(value, str):
+            return [a for a in value.replace(",", " ").split() if a]
+        return value
 
     @field_validator("max_order_quantity_by_sec_type", mode="before")
     @classmethod

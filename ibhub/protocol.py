@@ -226,9 +226,12 @@ class ForgetName(Request, frozen=True, tag="forget_name"):
 class PlaceOrder(Request, frozen=True, tag="place_order"):
     """Place one order (or a bracket: parent plus take-profit and/or stop-loss children).
 
-    ``action``: "BUY" / "SELL". ``order_type``: "MKT", "LMT", "STP", "STP LMT".
-    ``limit_price`` is required for LMT and STP LMT, ``stop_price`` for STP and STP LMT.
-    ``tif``: "DAY", "GTC", "IOC". ``account`` "" = the hub's (only) account.
+    ``action``: "BUY" / "SELL". ``order_type``: "MKT", "LMT", "STP", "STP LMT", "TRAIL",
+    "TRAIL LIMIT", "MIT", "LIT", "MOC", "LOC", "REL", "MIDPRICE" (the fields each takes:
+    ``ibhub/orders/order_types.py``). ``limit_price`` is required for LMT, STP LMT, LIT and
+    LOC, ``stop_price`` (the stop or trigger) for STP, STP LMT, MIT and LIT.
+    ``tif``: "DAY", "GTC", "IOC", "FOK", "GTD" (with ``good_till_date``).
+    ``account`` "" = the hub's (first) account.
     ``take_profit`` / ``stop_loss`` (optional) turn the order into a bracket: the hub places
     the parent held (transmit off) and the children opposite-side with ``parentId``; the
     children get client order ids ``<client_order_id>.tp`` / ``.sl``.
@@ -267,6 +270,34 @@ class PlaceOrder(Request, frozen=True, tag="place_order"):
         dict[ClientOrderId, ClientOrderId], Meta(max_length=MAX_ALGO_PARAMS)
     ] = {}
     algo_id: ClientOrderId = ""
+    # order types beyond MKT/LMT/STP/STP LMT (ibhub/orders/order_types.py): TRAIL,
+    # TRAIL LIMIT, MIT/LIT (``stop_price`` is the trigger), MOC/LOC, REL, MIDPRICE; TIF GTD
+    trailing_amount: float | None = None  # TRAIL / TRAIL LIMIT: stop this far from the best
+    trailing_percent: float | None = None  # ... or this percentage of the price
+    trail_stop_price: float | None = None  # initial stop of a trailing order
+    limit_price_offset: float | None = None  # TRAIL LIMIT: limit = stop -/+ this offset
+    peg_offset: float | None = None  # REL: offset from the bid (buy) / ask (sell)
+    good_till_date: ClientOrderId = ""  # tif GTD: "YYYYMMDD HH:MM:SS [zone]"
+    stop_loss_limit: float | None = None  # bracket: the stop-loss leg is STP LMT at this limit
+
+
+# --- what-if orders (trading): margin and commission of an order, never a working order
+class WhatIfOrder(PlaceOrder, frozen=True, kw_only=True, tag="what_if_order"):
+    """Ask the Gateway what ``PlaceOrder`` with these fields would do to the account
+    (IB's whatIf): the answer is a :class:`WhatIfReply`; nothing is placed, journaled or
+    shown as an order. The same checks as a real order apply (role, live guard, fields,
+    price band, rate limit), except that ``client_order_id`` may be empty; a bracket
+    (``take_profit`` / ``stop_loss``) or ``parent_order_id`` is refused: ask per leg."""
+
+    client_order_id: ClientOrderId = ""
+
+
+# --- PnL (trading): IB's reqPnL / reqPnLSingle, one upstream subscription each, shared
+class GetPnL(Request, frozen=True, tag="pnl"):
+    """The hub's PnL of ``account`` ("" = every managed account): per account (``con_id``
+    0) and per position. No lease needed."""
+
+    account: Account = ""
 
 
 class ModifyOrder(Request, frozen=True, tag="modify_order"):
@@ -370,6 +401,9 @@ AnyRequest = (
     | GetPortfolio
     | GetAccountValues
     | GetAccountSummary
+    # what-if orders, PnL (trading)
+    | WhatIfOrder
+    | GetPnL
 )
 
 # --------------------------------------------------------------------------- replies
@@ -553,6 +587,13 @@ class OrderInfo(Struct, frozen=True):
     algo_strategy: str = ""
     algo_params: dict[str, str] = {}
     algo_id: str = ""
+    # order-type fields (PlaceOrder), as placed
+    trailing_amount: float | None = None
+    trailing_percent: float | None = None
+    trail_stop_price: float | None = None
+    limit_price_offset: float | None = None
+    peg_offset: float | None = None
+    good_till_date: str = ""
 
 
 class ExecutionInfo(Struct, frozen=True):
@@ -669,6 +710,47 @@ class AccountSummaryReply(Reply, frozen=True, tag="account_summary"):
     values: list[AccountValue]
 
 
+# --- PnL (trading)
+class PnLInfo(Struct, frozen=True):
+    """IB's pnl (``con_id`` 0: the account) or pnlSingle (one position) figures, in the
+    account's currency; NaN where the Gateway sent none. ``daily`` is since the
+    Gateway's day start."""
+
+    account: str
+    con_id: int
+    daily: float
+    unrealized: float
+    realized: float
+    position: float = float("nan")  # positions only
+    value: float = float("nan")  # positions only: market value
+
+
+class PnLReply(Reply, frozen=True, tag="pnl"):
+    items: list[PnLInfo]
+
+
+# --- what-if orders (trading)
+class WhatIfReply(Reply, frozen=True, tag="what_if"):
+    """IB's orderState for a what-if order: margins before, change and after (in the
+    account's currency; None where the Gateway sent none) and the commission estimate."""
+
+    status: str
+    init_margin_before: float | None = None
+    maint_margin_before: float | None = None
+    equity_with_loan_before: float | None = None
+    init_margin_change: float | None = None
+    maint_margin_change: float | None = None
+    equity_with_loan_change: float | None = None
+    init_margin_after: float | None = None
+    maint_margin_after: float | None = None
+    equity_with_loan_after: float | None = None
+    commission: float | None = None
+    min_commission: float | None = None
+    max_commission: float | None = None
+    commission_currency: str = ""
+    warning_text: str = ""
+
+
 AnyReply = (
     Ok
     | Error
@@ -690,6 +772,9 @@ AnyReply = (
     | PortfolioReply
     | AccountValuesReply
     | AccountSummaryReply
+    # what-if orders, PnL (trading)
+    | WhatIfReply
+    | PnLReply
 )
 
 

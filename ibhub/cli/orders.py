@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from ibhub.orders.journal import JOURNAL_FILE, Journal, OrderRecord, default_data_dir
+from ibhub.orders.order_types import decode_params
 from ibhub.orders.port import decode_algo_params
 from ibhub.orders.store import TERMINAL
 
@@ -132,6 +133,7 @@ def orders(
                 "algo_strategy": r.algo_strategy,
                 "algo_params": decode_algo_params(r.algo_params),
                 "algo_id": r.algo_id,
+                "order_params": decode_params(r.order_params),  # trailing, offsets, GTD
             }
             for r in recs
         ]

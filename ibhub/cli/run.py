@@ -115,6 +115,8 @@ def _version() -> str:
 @click.option("--sim-control-port", type=int, default=None,
               help="The simulator's fault control for `ibhub sim-fault` on 127.0.0.1:PORT "
                    "(default 4010; -1 = none).")
+@click.option("--sim-accounts", default=None,
+              help="The simulator's managed accounts, comma-separated (default DU1234567).")
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
 @click.option("--tws-port", type=int, default=None,
               help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
@@ -149,6 +151,7 @@ def run(
     sim_seed: int | None,
     sim_tick_rate: float | None,
     sim_control_port: int | None,
+    sim_accounts: str | None,
     lines_max: int | None,
     tws_port: int | None,
     allow_live: bool | None,
@@ -174,6 +177,7 @@ def run(
             sim_seed=sim_seed,
             sim_tick_rate=sim_tick_rate,
             sim_control_port=sim_control_port,
+            sim_accounts=sim_accounts,
             lines_max=lines_max,
             tws_port=tws_port,
             allow_live=allow_live,

@@ -67,6 +67,7 @@ from ibhub.protocol import (
     GetExecutions,
     GetHistoricalBars,
     GetOpenOrders,
+    GetPnL,
     GetPortfolio,
     GetPositions,
     GetSnapshot,
@@ -82,6 +83,8 @@ from ibhub.protocol import (
     OrderInfo,
     OrdersReply,
     PlaceOrder,
+    PnLInfo,
+    PnLReply,
     PortfolioItem,
     PortfolioReply,
     PositionInfo,
@@ -95,6 +98,8 @@ from ibhub.protocol import (
     Subscribed,
     Tick,
     Unsubscribe,
+    WhatIfOrder,
+    WhatIfReply,
 )
 from ibhub.tasks import TaskSet
 
@@ -586,6 +591,13 @@ class AsyncHub:
         algo_strategy: str = "",
         algo_params: dict[str, str] | None = None,
         algo_id: str = "",
+        trailing_amount: float | None = None,
+        trailing_percent: float | None = None,
+        trail_stop_price: float | None = None,
+        limit_price_offset: float | None = None,
+        peg_offset: float | None = None,
+        good_till_date: str = "",
+        stop_loss_limit: float | None = None,
         **fields: Any,
     ) -> Order:
         """Place an order; returns its live ``Order`` (``await order.wait_done()``).
@@ -598,7 +610,14 @@ class AsyncHub:
         fill reduces them); ``order_ref`` is a label of yours, shown back on the
         ``Order`` and in ``executions()``; ``algo_strategy`` / ``algo_params`` /
         ``algo_id`` ask for an IB algo (e.g. ``"Adaptive"``,
-        ``{"adaptivePriority": "Normal"}``). Raises ``OrderRejectedError`` with the reason.
+        ``{"adaptivePriority": "Normal"}``). Order types beyond MKT/LMT/STP/STP LMT:
+        ``"TRAIL"`` / ``"TRAIL LIMIT"`` (``trailing_amount`` or ``trailing_percent``, an
+        optional initial ``trail_stop_price``, a TRAIL LIMIT's ``limit_price_offset``),
+        ``"MIT"`` / ``"LIT"`` (``stop_price`` is the trigger), ``"MOC"`` / ``"LOC"``,
+        ``"REL"`` (``peg_offset``, optional cap ``limit_price``), ``"MIDPRICE"``;
+        ``tif="GTD"`` with ``good_till_date`` ("YYYYMMDD HH:MM:SS US/Eastern");
+        ``stop_loss_limit`` makes a bracket's stop-loss leg a STP LMT.
+        Raises ``OrderRejectedError`` with the reason.
         """
         coid = client_order_id or new_client_order_id(self.name)
         spec = contract_spec(contract, **fields)
@@ -610,10 +629,55 @@ class AsyncHub:
                 take_profit=take_profit, stop_loss=stop_loss, oca_group=oca_group,
                 oca_type=oca_type, order_ref=order_ref, algo_strategy=algo_strategy,
                 algo_params=dict(algo_params or {}), algo_id=algo_id,
+                trailing_amount=trailing_amount, trailing_percent=trailing_percent,
+                trail_stop_price=trail_stop_price, limit_price_offset=limit_price_offset,
+                peg_offset=peg_offset, good_till_date=good_till_date,
+                stop_loss_limit=stop_loss_limit,
             )
 
         reply = await self._order_request(build, retry=f"client_order_id={coid!r}")
         return self._order_tracker().placed(build(""), reply)
+
+    async def what_if_order(
+        self,
+        contract: str | int | ContractSpec,
+        action: str,
+        quantity: float,
+        order_type: str = "MKT",
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        tif: str = "DAY",
+        account: str = "",
+        *,
+        outside_rth: bool = False,
+        algo_strategy: str = "",
+        algo_params: dict[str, str] | None = None,
+        trailing_amount: float | None = None,
+        trailing_percent: float | None = None,
+        trail_stop_price: float | None = None,
+        limit_price_offset: float | None = None,
+        peg_offset: float | None = None,
+        good_till_date: str = "",
+        **fields: Any,
+    ) -> WhatIfReply:
+        """IB's margin and commission estimate for this order (``init_margin_change``,
+        ``commission``, ...); nothing is placed. The fields are ``place_order``'s, and
+        the same checks apply; a refusal raises ``OrderRejectedError`` (IB's own as
+        ``ib_rejected`` with its ``ib_code``)."""
+        spec = contract_spec(contract, **fields)
+
+        def build(lease: str) -> WhatIfOrder:
+            return WhatIfOrder(
+                id=0, lease=lease, contract=spec, action=action, quantity=quantity,
+                order_type=order_type, limit_price=limit_price, stop_price=stop_price,
+                tif=tif, outside_rth=outside_rth, account=account,
+                algo_strategy=algo_strategy, algo_params=dict(algo_params or {}),
+                trailing_amount=trailing_amount, trailing_percent=trailing_percent,
+                trail_stop_price=trail_stop_price, limit_price_offset=limit_price_offset,
+                peg_offset=peg_offset, good_till_date=good_till_date,
+            )
+
+        return rejected_or(await self._order_request(build), WhatIfReply)
 
     async def modify_order(
         self,
@@ -692,10 +756,26 @@ class AsyncHub:
     async def account_summary(
         self, tags: list[str] | None = None, account: str = ""
     ) -> dict[str, AccountValue]:
-        """Account summary values by tag (``NetLiquidation``, ``BuyingPower``, ...)."""
+        """Account summary values by tag (``NetLiquidation``, ``BuyingPower``, ...), from
+        IB's account summary. With several accounts (or currencies) a tag has several
+        rows and this keeps one of them: use ``account_summary_rows`` then."""
+        return {value.key: value for value in await self.account_summary_rows(tags, account)}
+
+    async def account_summary_rows(
+        self, tags: list[str] | None = None, account: str = ""
+    ) -> list[AccountValue]:
+        """Every account-summary row, as IB's reqAccountSummary gives them: plain tags,
+        ``"$LEDGER"`` (base currency), ``"$LEDGER:ALL"``, ``"$LEDGER:EUR"``; ``account``
+        "" = every account."""
         request = GetAccountSummary(id=0, account=account, tags=list(tags or []))
-        values = rejected_or(await self._channel().request(request), AccountSummaryReply).values
-        return {value.key: value for value in values}
+        return list(rejected_or(await self._channel().request(request),
+                                AccountSummaryReply).values)
+
+    async def pnl(self, account: str = "") -> list[PnLInfo]:
+        """IB's PnL per account (``con_id`` 0) and per position (``position``,
+        ``value``), from the hub's shared subscriptions; ``account`` "" = every one."""
+        reply = await self._channel().request(GetPnL(id=0, account=account))
+        return list(rejected_or(reply, PnLReply).items)
 
     async def _order_request(
         self, build: Callable[[str], Request], retry: str | None = None

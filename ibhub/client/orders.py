@@ -113,6 +113,9 @@ class Order:
         self.algo_strategy = ""
         self.algo_params: dict[str, str] = {}
         self.algo_id = ""
+        # the order type's own fields as placed (trailing_amount, trailing_percent,
+        # trail_stop_price, limit_price_offset, peg_offset, good_till_date), when set
+        self.order_params: dict[str, Any] = {}
         self.status = "PendingSubmit"
         self.filled = 0.0
         self.remaining = 0.0
@@ -255,6 +258,7 @@ class Order:
                 info.order_ref, info.oca_group, info.oca_type)  # fmt: skip
             self.algo_strategy, self.algo_params, self.algo_id = (
                 info.algo_strategy, dict(info.algo_params), info.algo_id)  # fmt: skip
+            self.order_params = _order_params(info)
             if not (self.done and info.status not in TERMINAL):
                 self.status = info.status
             if info.filled >= self.filled:
@@ -303,6 +307,7 @@ class Order:
                 req.order_ref, req.oca_group, req.oca_type)  # fmt: skip
             self.algo_strategy, self.algo_params, self.algo_id = (
                 req.algo_strategy, dict(req.algo_params), req.algo_id)  # fmt: skip
+            self.order_params = _order_params(req)
             if not self.events:
                 self.remaining = req.quantity
 
@@ -319,6 +324,8 @@ class Order:
                 self.order_type, self.limit_price = "LMT", parent.take_profit
             else:
                 self.order_type, self.stop_price = "STP", parent.stop_loss
+                if parent.stop_loss_limit is not None:
+                    self.order_type, self.limit_price = "STP LMT", parent.stop_loss_limit
             if not self.events:
                 self.remaining = parent.quantity
 
@@ -482,6 +489,20 @@ class OrderTopicTable(TopicTable):
         if self.orders.sequencer is not None:
             seqs.append(self.orders.sequencer)
         return seqs
+
+
+_PARAM_FIELDS = ("trailing_amount", "trailing_percent", "trail_stop_price",
+                 "limit_price_offset", "peg_offset", "good_till_date")
+
+
+def _order_params(source: Any) -> dict[str, Any]:
+    """The order-type fields that are set, of a PlaceOrder or an OrderInfo."""
+    out = {}
+    for name in _PARAM_FIELDS:
+        value = getattr(source, name, None)
+        if value is not None and value != "":
+            out[name] = value
+    return out
 
 
 def rejected_or(reply: Reply, kind: type[Any]) -> Any:

@@ -412,6 +412,7 @@ class Hub:
     # ``hub.wait_done(order, timeout)`` or ``order.wait_until_blocking(predicate, timeout)``.
 
     place_order = _blocking(AsyncHub.place_order)
+    what_if_order = _blocking(AsyncHub.what_if_order)
 
     # Only here: the asyncio form is ``await order.wait_done(timeout)``.
     def wait_done(self, order: Order, timeout: float | None = None) -> Order:
@@ -431,3 +432,5 @@ class Hub:
     portfolio = _blocking(AsyncHub.portfolio)
     account_values = _blocking(AsyncHub.account_values)
     account_summary = _blocking(AsyncHub.account_summary)
+    account_summary_rows = _blocking(AsyncHub.account_summary_rows)
+    pnl = _blocking(AsyncHub.pnl)

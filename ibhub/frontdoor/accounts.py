@@ -69,22 +69,6 @@ def handlers(door: FrontDoor) -> dict[int, Handler]:
         s.send_fields(msgs.account_download_end(account))
         s.account_live = account
 
-    def req_account_updates_multi(s: DownstreamSession, f: list[str]) -> None:
-        rid, account, model = int(f[2]), f[3], f[4] if len(f) > 4 else ""
-        book = cache()
-        for v in book.values(account) if book is not None else ():
-            s.send_fields(msgs.account_update_multi(rid, v.account, model, v.key, v.value,
-                                                    v.currency))
-        s.send_fields(msgs.account_update_multi_end(rid))
-
-    def req_account_summary(s: DownstreamSession, f: list[str]) -> None:
-        rid = int(f[2])
-        tags = [t for t in (f[4] if len(f) > 4 else "").split(",") if t and not t.startswith("$")]
-        book = cache()
-        for v in book.summary("", tags) if book is not None else ():
-            s.send_fields(msgs.account_summary(rid, v.account, v.key, v.value, v.currency))
-        s.send_fields(msgs.account_summary_end(rid))
-
     def quiet(s: DownstreamSession, f: list[str]) -> None:
         """Cancels of snapshot-style requests: nothing streams, nothing to stop."""
 
@@ -94,10 +78,8 @@ def handlers(door: FrontDoor) -> dict[int, Handler]:
         74: req_positions_multi,
         75: quiet,  # cancelPositionsMulti
         6: req_account_updates,
-        76: req_account_updates_multi,
-        77: quiet,  # cancelAccountUpdatesMulti
-        62: req_account_summary,
-        63: quiet,  # cancelAccountSummary
+        # 76 / 77 (account updates multi): frontdoor/account_streams.py, kept updating
+        # 62 / 63 (account summary): frontdoor/account_streams.py, kept updating
     }
 
 

@@ -19,7 +19,8 @@ Brackets (ib_insync's ``bracketOrder``: a parent and a take-profit LMT sent with
 transmitting child arrives and then placed as one hub bracket (``take_profit`` /
 ``stop_loss``), so the journal and risk checks see the whole family; each leg
 keeps the script's own order id. Other held families are refused with an error
-on each id. Not supported (an error on the order id says so): whatIf orders.
+on each id. whatIf orders go to the hub's what-if service (the same checks as an
+order; IB's margin estimate comes back in one openOrder; nothing is placed).
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ibhub.frontdoor.contracts import checked, inst_for, spec_from_query
+from ibhub.frontdoor.order_fields import (
+    fixed_changes,
+    refusal_for,
+    type_fields,
+    unhonoured,
+)
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.orders import order_types
 from ibhub.orders.journal import FillRecord, OrderRecord
 from ibhub.orders.manager import Caller
 from ibhub.orders.port import decode_algo_params
@@ -40,15 +48,16 @@ from ibhub.orders.store import TERMINAL
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
+    CancelRequested,
     ModifyOrder,
     OrderAccepted,
     OrderEvent,
     OrderRejected,
     PlaceOrder,
+    WhatIfOrder,
 )
 from ibhub.sim import broker_messages as msgs
 from ibhub.sim.orders import OrderRequest, SimExecution, SimOrder, parse_place_order
-from ibhub.tws.codec import UNSET_DOUBLE, UNSET_INT
 from ibhub.tws.contracts import parse_c12
 
 if TYPE_CHECKING:
@@ -59,89 +68,8 @@ log = logging.getLogger(__name__)
 REJECTED: Final = 201  # "Order rejected - reason:"; ends the trade in both libraries
 CANT_CANCEL: Final = 10148
 NOT_FOUND: Final = 135  # "Can't find order with id ="
+CANCELLED: Final = 202  # "Order Canceled - reason:" after a cancel the script asked for
 ORDER_MESSAGE: Final = 399  # a warning in both libraries: the order keeps working
-
-
-# ---------------------------------------------------------------- attributes of placeOrder
-#
-# Every field of the placeOrder walk is either honoured (it reaches the hub's PlaceOrder and
-# the Gateway) or must hold its default; an order with any other attribute set is refused
-# with an error on its id that names the attribute, never placed without it. Defaults are
-# what ib_insync / ib_async / ibapi send for an Order nobody touched ('' for unset values).
-
-#: Fields the hub honours (or handles before this check: whatIf, transmit, parentId).
-HONOURED: Final = frozenset({
-    "action", "totalQuantity", "orderType", "tif", "ocaGroup", "account", "orderRef",
-    "transmit", "parentId", "outsideRth", "ocaType", "algoStrategy", "algoParams",
-    "algoParams tag", "algoParams value", "algoId", "whatIf", "sharesAllocation",
-    "lmtPrice", "auxPrice",  # checked against the order type below
-})  # fmt: skip
-_NEUTRAL: Final = frozenset({"", "0", "0.0", "false", "False"})
-#: Defaults other than "unset / zero / false".
-_DEFAULTS: Final[dict[str, frozenset[str]]] = {
-    "exemptCode": frozenset({"", "-1"}),
-    "openClose": frozenset({"", "O"}),  # ib_insync sends "O" (open) by default
-    "discretionaryAmt": frozenset({"", "0", "0.0"}),
-}
-#: What a refused attribute is, for the error text.
-_WHAT: Final[dict[str, str]] = {
-    "secIdType": "contract by security id (use conId or symbol)",
-    "hedgeType": "hedge orders", "deltaNeutralOrderType": "delta-neutral orders",
-    "deltaNeutralContract": "delta-neutral contracts", "conditions": "order conditions",
-    "scalePriceIncrement": "scale orders", "scaleInitLevelSize": "scale orders",
-    "adjustedOrderType": "adjusted (attached) orders", "comboLegs": "combo orders",
-    "goodAfterTime": "good-after-time orders", "goodTillDate": "GTD orders",
-    "trailStopPrice": "trailing orders", "trailingPercent": "trailing orders",
-    "hidden": "hidden orders", "displaySize": "iceberg orders",
-    "faGroup": "FA allocation", "faMethod": "FA allocation", "faPercentage": "FA allocation",
-    "faProfile": "FA allocation", "volatility": "volatility orders",
-    "cashQty": "cash-quantity orders", "triggerMethod": "stop trigger methods",
-    "lmtPrice": "a limit price on a MKT or STP order",
-    "auxPrice": "a stop price on a MKT or LMT order",
-}  # fmt: skip
-#: IB's own error for attributes it no longer accepts (code, attribute name in the text).
-_IB_CODES: Final[dict[str, tuple[int, str]]] = {
-    "eTradeOnly": (10268, "EtradeOnly"),
-    "firmQuoteOnly": (10269, "firmQuoteOnly"),
-    "nbboPriceCap": (10270, "nbboPriceCap"),
-}
-
-
-def _is_default(name: str, value: str) -> bool:
-    if value in _DEFAULTS.get(name, _NEUTRAL):
-        return True
-    if name in _DEFAULTS:
-        return False
-    try:
-        number = float(value)
-    except ValueError:
-        return False
-    return number >= UNSET_DOUBLE or number == UNSET_INT  # an unset value sent literally
-
-
-def unhonoured(req: OrderRequest) -> list[str]:
-    """The attributes of a placeOrder the hub would not honour, in wire order."""
-    out = [name for name, value in req.attributes
-           if name not in HONOURED and not _is_default(name, value)]
-    # a price the order type does not use (0 is how some clients write "no price")
-    if req.order_type in ("MKT", "STP") and req.lmt_price not in (None, 0.0):
-        out.append("lmtPrice")
-    if req.order_type in ("MKT", "LMT") and req.aux_price not in (None, 0.0):
-        out.append("auxPrice")
-    return out
-
-
-def refusal_for(names: list[str]) -> tuple[int, str]:
-    """The error for an order with unhonoured attributes: IB's own code where IB refuses
-    the attribute itself, else the front door's "not supported" (as for whatIf orders)."""
-    for name in names:
-        if name in _IB_CODES:
-            code, ib_name = _IB_CODES[name]
-            return code, f"The '{ib_name}' order attribute is not supported."
-    parts = [f"'{n}' ({_WHAT[n]})" if n in _WHAT else f"'{n}'" for n in names]
-    return UNSUPPORTED, unsupported_text(
-        3, f"order attribute {', '.join(parts)} is not honoured by the hub, so the order was "
-           "not placed; clear it or place the order elsewhere")
 
 
 @dataclass
@@ -159,7 +87,7 @@ def handlers(relay: OrderRelay) -> dict[int, Handler]:
         4: relay.cancel_order,
         58: relay.global_cancel,
         5: relay.req_open_orders,
-        16: relay.req_open_orders,
+        16: relay.req_all_open_orders,
         99: relay.req_completed_orders,
         7: relay.req_executions,
     }
@@ -169,6 +97,8 @@ class OrderRelay:
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
         self._held: dict[tuple[int, int], _Held] = {}  # (connection, parent id) -> family
+        # hub order ids a script asked to cancel: their Cancelled comes with IB's 202
+        self._cancelling: set[int] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -244,7 +174,7 @@ class OrderRelay:
                                         "this hub (no order service attached)")
             return
         if req.what_if:
-            s.send_error(oid, UNSUPPORTED, unsupported_text(3, "whatIf orders"))
+            await self._what_if(s, req, f)
             return
         bad = unhonoured(req)
         existing = await cbook.hub_id(oid)
@@ -284,15 +214,58 @@ class OrderRelay:
                 return
         await self._submit(s, book, self._order(s, req, f, parent_order_id=parent), [oid])
 
+    async def _what_if(self, s: DownstreamSession, req: OrderRequest, f: list[str]) -> None:
+        """IB's whatIf through the hub's what-if service: one openOrder with whatIf set
+        and the margins (what ends the client's request), or an error on the id. Nothing
+        is placed and the id is not bound to any order."""
+        oid = req.order_id
+        service = self._door.order_service()
+        bad = unhonoured(req)
+        if bad:
+            s.send_error(oid, *refusal_for(bad))
+            return
+        if req.parent_id or not req.transmit:
+            s.send_error(oid, UNSUPPORTED, unsupported_text(
+                3, "a what-if order that is part of a bracket (ask per order)"))
+            return
+        order = self._order(s, req, f)
+        ask = WhatIfOrder(**{n: getattr(order, n) for n in order.__struct_fields__})
+        reply = await service.what_if.check(self._caller(s), ask)
+        if isinstance(reply, OrderRejected):
+            s.send_error(oid, REJECTED, f"Order rejected - reason: {reply.message}")
+            return
+        margins = (reply.init_margin_before, reply.maint_margin_before,
+                   reply.equity_with_loan_before, reply.init_margin_change,
+                   reply.maint_margin_change, reply.equity_with_loan_change,
+                   reply.init_margin_after, reply.maint_margin_after,
+                   reply.equity_with_loan_after, reply.commission)  # fmt: skip
+        if any(m is None for m in margins):  # a client would wait for ever on blanks
+            s.send_error(oid, REJECTED, "Order rejected - reason: the Gateway's what-if "
+                                        "answer has no margin figures")
+            return
+        q = parse_c12(f, 2)
+        inst = inst_for(self._door.contracts, q.con_id, q.symbol, q.sec_type, q.currency,
+                        q.exchange)
+        fields = type_fields(req)
+        echo = SimOrder(
+            order_id=oid, client_id=s.client_id, perm_id=0, con_id=q.con_id,
+            symbol=q.symbol, action=req.action, total_qty=req.total_qty,
+            order_type=req.order_type, lmt_price=fields["limit_price"],
+            aux_price=req.aux_price, tif=req.tif or "DAY", status=reply.status or "PreSubmitted",
+            order_ref=req.order_ref, account=req.account or self._door.account, request=req,
+            trail_stop=req.trail_stop_price, trailing_percent=req.trailing_percent,
+            algo_strategy=req.algo_strategy, algo_params=req.algo_params,
+        )  # fmt: skip
+        s.send_fields(msgs.open_order(echo, inst, q.exchange,
+                                      [float(m) for m in margins if m is not None]))
+
     def _order(self, s: DownstreamSession, req: OrderRequest, f: list[str],
                **extra: Any) -> PlaceOrder:
-        limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
-        stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
         return checked(PlaceOrder(
             id=0, lease=s.lease, client_order_id=f"{req.order_id}.{self._door.run_tag}",
             contract=spec_from_query(parse_c12(f, 2)), action=req.action,
-            quantity=req.total_qty, order_type=req.order_type, limit_price=limit,
-            stop_price=stop, tif=req.tif or "DAY", outside_rth=req.outside_rth,
+            quantity=req.total_qty, order_type=req.order_type, **type_fields(req),
+            tif=req.tif or "DAY", outside_rth=req.outside_rth,
             account=req.account, oca_group=req.oca_group, oca_type=req.oca_type,
             order_ref=req.order_ref, algo_strategy=req.algo_strategy,
             algo_params=dict(req.algo_params), algo_id=req.algo_id, **extra,
@@ -329,7 +302,7 @@ class OrderRelay:
         parent = family.req
         exit_action = "SELL" if parent.action == "BUY" else "BUY"
         tp = [c for c in family.children if c.order_type == "LMT"]
-        sl = [c for c in family.children if c.order_type == "STP"]
+        sl = [c for c in family.children if c.order_type in ("STP", "STP LMT")]
         ids = [parent.order_id, *(c.order_id for c in family.children)]
         if (len(tp) > 1 or len(sl) > 1 or len(tp) + len(sl) != len(family.children)
                 or any(c.action != exit_action or abs(c.total_qty - parent.total_qty) > 1e-9
@@ -338,25 +311,28 @@ class OrderRelay:
             for down in ids:
                 s.send_error(down, UNSUPPORTED, unsupported_text(
                     3, "this held order family; the hub places brackets of a parent with a "
-                       "take-profit LMT and/or a stop-loss STP of the same size, opposite side "
+                       "take-profit LMT and/or a stop-loss STP or STP LMT of the same size, "
+                       "opposite side "
                        "(the legs carry the parent's orderRef and no OCA group or algo)"))
             return
         order = self._order(s, parent, family.fields,
                             take_profit=tp[0].lmt_price if tp else None,
-                            stop_loss=sl[0].aux_price if sl else None)
+                            stop_loss=sl[0].aux_price if sl else None,
+                            stop_loss_limit=(sl[0].lmt_price if sl and sl[0].order_type ==
+                                             "STP LMT" else None))
         down_ids = [parent.order_id, *(c.order_id for c in tp), *(c.order_id for c in sl)]
         await self._submit(s, book, order, down_ids)
 
     async def _modify(self, s: DownstreamSession, book: Any, oid: int, hub_id: int,
                       req: OrderRequest) -> None:
         rec: OrderRecord | None = book.store.get(hub_id)
-        limit = req.lmt_price if req.order_type in ("LMT", "STP LMT") else None
-        stop = req.aux_price if req.order_type in ("STP", "STP LMT") else None
+        prices = type_fields(req)
+        limit, stop = prices["limit_price"], prices["stop_price"]
         if rec is not None and req.order_type != rec.order_type:
             s.send_error(oid, ORDER_MESSAGE, f"Order message: cannot change order {oid} from "
                                              f"{rec.order_type} to {req.order_type} (ibhub)")
             return
-        changed = [] if rec is None else _fixed_changes(rec, req)
+        changed = [] if rec is None else fixed_changes(rec, req)
         if changed:
             s.send_error(oid, ORDER_MESSAGE, f"Order message: modification refused: the hub "
                                              f"cannot change {', '.join(changed)} of a working "
@@ -384,10 +360,12 @@ class OrderRelay:
         if book is None or hub_id is None:
             s.send_error(oid, NOT_FOUND, f"Can't find order with id ={oid}")
             return
+        self._cancelling.add(hub_id)
         reply = await book.cancel(self._caller(s), CancelOrder(id=0, lease=s.lease,
                                                                 order_id=hub_id))
         if not isinstance(reply, OrderRejected):
             return
+        self._cancelling.discard(hub_id)
         rec: OrderRecord | None = book.store.get(hub_id)
         if rec is None or rec.status in TERMINAL:
             # the order has ended: IB's own answer, and it ends nothing that still works
@@ -405,17 +383,31 @@ class OrderRelay:
         orders are theirs (the hub's operator can cancel everything)."""
         book = self._book()
         if book is not None:
-            await book.cancel_all(self._caller(s), CancelAllOrders(id=0, lease=s.lease))
+            mine = [hub_id for hub_id, _ in self._door.books.owner_of.items()
+                    if self._door.books.owner_of[hub_id][0] == s.client_id]
+            self._cancelling.update(mine)
+            reply = await book.cancel_all(self._caller(s), CancelAllOrders(id=0, lease=s.lease))
+            if isinstance(reply, CancelRequested):
+                self._cancelling.difference_update(set(mine) - set(reply.order_ids))
 
     def req_open_orders(self, s: DownstreamSession, f: list[str]) -> None:
-        for rec, down in self._mine(s, working=True):
-            self._send_open(s, rec, down, rec.status)
-            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, rec.status)))
+        for rec, cid, down in self._mine(s, working=True):
+            self._send_open(s, rec, down, rec.status, cid)
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, rec.status,
+                                                            client_id=cid)))
+        s.send_fields(msgs.open_order_end())
+
+    def req_all_open_orders(self, s: DownstreamSession, f: list[str]) -> None:
+        """The master client sees every working order (docs/security.md), others theirs."""
+        for rec, cid, down in self._visible(s, working=True):
+            self._send_open(s, rec, down, rec.status, cid)
+            s.send_fields(msgs.order_status(self._sim_order(s, rec, down, rec.status,
+                                                            client_id=cid)))
         s.send_fields(msgs.open_order_end())
 
     def req_completed_orders(self, s: DownstreamSession, f: list[str]) -> None:
-        for rec, down in self._mine(s, working=False):
-            order = self._sim_order(s, rec, down, rec.status)
+        for rec, cid, down in self._visible(s, working=False):
+            order = self._sim_order(s, rec, down, rec.status, client_id=cid)
             order.completed_time = _ib_time(rec.updated_ns)
             order.completed_status = rec.message or rec.status
             s.send_fields(msgs.completed_order(order, self._inst(rec), rec.exchange))
@@ -425,15 +417,47 @@ class OrderRelay:
         rid = int(f[2])
         book = self._book()
         if book is not None:
-            for rec, down in self._mine(s, working=None):
+            for rec, cid, down in self._visible(s, working=None):
                 for fill in book.store.fills_by_order.get(rec.order_id, ()):
-                    ex = self._execution(s, rec, down, fill)
+                    ex = self._execution(s, rec, down, fill, client_id=cid)
                     s.send_fields(msgs.exec_details(rid, ex, self._inst(rec), rec.exchange))
                     if fill.commission is not None:
                         s.send_fields(msgs.commission_report(ex))
         s.send_fields(msgs.exec_details_end(rid))
 
-    def _mine(self, s: DownstreamSession, working: bool | None) -> list[tuple[OrderRecord, int]]:
+    def is_master(self, s: DownstreamSession) -> bool:
+        master = getattr(getattr(self._door.hub, "settings", None), "tws_master_client_id",
+                         None)
+        return master is not None and s.client_id == master
+
+    def _visible(self, s: DownstreamSession, working: bool | None
+                 ) -> list[tuple[OrderRecord, int, int]]:
+        """The orders this session may list: the whole book for the master client id,
+        else its own. Each with the (client id, order id) a Gateway would show: a front-
+        door script's own ids, the hub's client id and order id for a ZeroMQ script's
+        order, and for an external order its client id unknown here (0) and id 0."""
+        if not self.is_master(s):
+            return self._mine(s, working)
+        book = self._book()
+        if book is None:
+            return []
+        hub_cid = book.upstream_client_id
+        owner_of = self._door.books.owner_of
+        out = []
+        for rec in sorted(book.store.by_id.values(), key=lambda r: r.order_id):
+            if working is not None and (rec.status not in TERMINAL) != working:
+                continue
+            route = owner_of.get(rec.order_id)
+            if route is not None:
+                out.append((rec, *route))
+            elif rec.owner == "external" or rec.order_id <= 0:
+                out.append((rec, 0, 0))
+            else:
+                out.append((rec, hub_cid, rec.order_id))
+        return out
+
+    def _mine(self, s: DownstreamSession, working: bool | None
+              ) -> list[tuple[OrderRecord, int, int]]:
         book = self._book()
         cbook = s.book
         if book is None or cbook is None:
@@ -443,7 +467,7 @@ class OrderRelay:
             rec = book.store.get(hub_id)
             if rec is None or (working is not None and (rec.status not in TERMINAL) != working):
                 continue
-            out.append((rec, down))
+            out.append((rec, s.client_id, down))
         return out
 
     # ------------------------------------------------------------------ hub events
@@ -463,8 +487,11 @@ class OrderRelay:
         s = self._door.clients.get(client_id)
         rec = book.store.get(ev.order_id)
         if s is None or rec is None:
+            self._cancelling.discard(ev.order_id)
             return  # the script is away: its orders stay; reqOpenOrders shows them later
         kind = ev.kind
+        if kind != "cancelled" and ev.status in TERMINAL:
+            self._cancelling.discard(ev.order_id)  # ended otherwise (filled first, ...)
         if kind in ("submitted", "modified"):
             self._send_open(s, rec, down, ev.status)
             s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
@@ -481,6 +508,9 @@ class OrderRelay:
                 s.send_fields(msgs.commission_report(ex))
         elif kind == "cancelled":
             s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
+            if ev.order_id in self._cancelling:  # as a Gateway: after the status, a warning
+                self._cancelling.discard(ev.order_id)
+                s.send_error(down, CANCELLED, "Order Canceled - reason:")
         elif kind == "rejected":
             s.send_error(down, REJECTED, f"Order rejected - reason: {ev.message}")
             s.send_fields(msgs.order_status(self._sim_order(s, rec, down, ev.status, ev)))
@@ -508,13 +538,23 @@ class OrderRelay:
                         rec.currency, rec.exchange)
 
     def _sim_order(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str,
-                   ev: OrderEvent | None = None) -> SimOrder:
+                   ev: OrderEvent | None = None, client_id: int | None = None) -> SimOrder:
         cbook = s.book
-        parent = cbook.to_down.get(rec.parent_id, 0) if cbook is not None else 0
+        own = client_id is None or client_id == s.client_id
+        if own:
+            parent = cbook.to_down.get(rec.parent_id, 0) if cbook is not None else 0
+        else:  # another client's order (master view): its parent in that client's ids
+            route = self._door.books.owner_of.get(rec.parent_id)
+            parent = route[1] if route is not None else rec.parent_id
+        params = order_types.decode_params(rec.order_params)
         return SimOrder(
-            order_id=down, client_id=s.client_id, perm_id=rec.perm_id, con_id=rec.con_id,
+            order_id=down, client_id=s.client_id if client_id is None else client_id,
+            perm_id=rec.perm_id, con_id=rec.con_id,
             symbol=rec.symbol, action=rec.action, total_qty=rec.quantity,
-            order_type=rec.order_type, lmt_price=rec.limit_price, aux_price=rec.stop_price,
+            order_type=rec.order_type, lmt_price=rec.limit_price,
+            aux_price=order_types.ib_aux_price(rec.order_type, rec.stop_price, params),
+            trail_stop=params.get("trail_stop_price"),
+            trailing_percent=params.get("trailing_percent"),
             tif=rec.tif, status=status,
             filled=ev.filled if ev is not None else rec.filled,
             avg_fill_price=ev.avg_fill_price if ev is not None else rec.avg_fill_price,
@@ -526,14 +566,16 @@ class OrderRelay:
             algo_params=tuple(decode_algo_params(rec.algo_params).items()),
         )  # fmt: skip
 
-    def _send_open(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str) -> None:
-        order = self._sim_order(s, rec, down, status)
+    def _send_open(self, s: DownstreamSession, rec: OrderRecord, down: int, status: str,
+                   client_id: int | None = None) -> None:
+        order = self._sim_order(s, rec, down, status, client_id=client_id)
         s.send_fields(msgs.open_order(order, self._inst(rec), rec.exchange))
 
     def _execution(self, s: DownstreamSession, rec: OrderRecord, down: int,
-                   fill: FillRecord) -> SimExecution:
+                   fill: FillRecord, client_id: int | None = None) -> SimExecution:
         return SimExecution(
-            exec_id=fill.exec_id, order_id=down, client_id=s.client_id, perm_id=rec.perm_id,
+            exec_id=fill.exec_id, order_id=down,
+            client_id=s.client_id if client_id is None else client_id, perm_id=rec.perm_id,
             con_id=fill.con_id, account=fill.account or rec.account or self._door.account,
             side=fill.side, shares=fill.shares, price=fill.price,
             time=dt.datetime.fromtimestamp(fill.time_ns / 1e9, dt.UTC),
@@ -541,26 +583,6 @@ class OrderRelay:
             commission=fill.commission or 0.0, realized_pnl=fill.realized_pnl,
             exchange=fill.exchange,
         )  # fmt: skip
-
-
-def _fixed_changes(rec: OrderRecord, req: OrderRequest) -> list[str]:
-    """Attributes a modification may not change (ModifyOrder has no field for them): a
-    different value is refused, never dropped."""
-    pairs = (
-        ("ocaGroup", rec.oca_group, req.oca_group),
-        ("ocaType", rec.oca_type, req.oca_type),
-        ("orderRef", rec.order_ref, req.order_ref),
-        ("algoStrategy", rec.algo_strategy, req.algo_strategy),
-        ("algoParams", decode_algo_params(rec.algo_params), dict(req.algo_params)),
-        ("algoId", rec.algo_id, req.algo_id),
-        ("action", rec.action, req.action),
-        ("account", rec.account, req.account or rec.account),
-    )
-    changed = [name for name, old, new in pairs if old != new]
-    con_id = req.c12[0]
-    if con_id not in ("", "0") and con_id != str(rec.con_id):
-        changed.append("the contract")
-    return changed
 
 
 def _ib_time(ns: int) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 
 from ibhub.config import ConfigError
 from ibhub.frontdoor import accounts, market, orders
+from ibhub.frontdoor.account_streams import AccountStreams
 from ibhub.frontdoor.idless import IdlessRequests
 from ibhub.frontdoor.ids import ClientBooks
 from ibhub.frontdoor.passthrough import Passthrough
@@ -121,6 +122,10 @@ class FrontDoor:
         self.handlers.update(self.passthrough.handlers())
         self.handlers.update(self.idless.handlers())
         self.handlers[14] = _ignore  # setServerLogLevel: the Gateway's log is the operator's
+        # account summary and PnL from the hub's shared subscriptions (after the
+        # pass-through table, which would otherwise send reqPnL upstream per script)
+        self.account_streams = AccountStreams(self)
+        self.handlers.update(self.account_streams.handlers())
         self._server: asyncio.AbstractServer | None = None
         self._numbers = itertools.count(1)
         self._unlisten: Callable[[], None] | None = None
@@ -167,6 +172,7 @@ class FrontDoor:
             s.abort()
         self._refusing.clear()
         self.market.stop()
+        self.account_streams.stop()
         self.passthrough.uninstall()
         self.idless.uninstall()
         self.market.uninstall()
@@ -243,6 +249,7 @@ class FrontDoor:
         self.passthrough.release_all(s)
         self.idless.release_all(s)
         self.orders.session_gone(s)
+        self.account_streams.session_gone(s)
 
     def unsupported(self, s: DownstreamSession, msg_id: int, fields: list[str]) -> None:
         log.info("tws client %d: %s", s.client_id, unsupported_text(msg_id))
@@ -310,6 +317,7 @@ class FrontDoor:
             self.idless.on_bulletin(event)
         else:
             accounts.on_event(self, event)
+            self.account_streams.on_event(event)
 
     def _on_status(self, ev: HubStatus) -> None:
         if ev.kind != "state":

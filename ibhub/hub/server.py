@@ -317,7 +317,8 @@ class HubServer:
 
         s = self.settings
         sim = SimGateway.in_thread(
-            SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed, tick_rate=s.sim_tick_rate)
+            SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed, tick_rate=s.sim_tick_rate,
+                      accounts=tuple(s.sim_accounts))
         )
         await asyncio.to_thread(sim.start)
         self.sim = sim

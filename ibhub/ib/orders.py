@@ -39,25 +39,36 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ibhub.ib.account_feed import IbAccountFeed
 from ibhub.ib.convert import to_ib_contract
-from ibhub.ib.lib import IB, Order, TagValue
+from ibhub.ib.lib import IB, Order, RequestError, TagValue
 from ibhub.ib.trade_cache import GRACE, PENDING, SETTLED, UNKNOWN, WORKING, TradeCache
 from ibhub.orders.account import AccountBook
 from ibhub.orders.manager import OrderManager
+from ibhub.orders.order_types import ib_aux_price
 from ibhub.orders.port import (
     OrderFields,
     UpstreamCommission,
     UpstreamExecution,
     UpstreamOrder,
+    UpstreamRefused,
     UpstreamStatus,
+    UpstreamWhatIf,
 )
 from ibhub.orders.store import EPS, TERMINAL
 from ibhub.orders.updates import ReconcileReport
 from ibhub.protocol import ContractSpec
+from ibhub.tws.codec import UNSET_DOUBLE
 from ibhub.tws.ib_codes import is_warning
+
+#: order-type fields of the hub -> the IB Order attribute (auxPrice is ib_aux_price's)
+_IB_PARAM_NAMES = {
+    "trailing_percent": "trailingPercent", "trail_stop_price": "trailStopPrice",
+    "limit_price_offset": "lmtPriceOffset", "good_till_date": "goodTillDate",
+}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +127,63 @@ def trade_to_order(trade: Any) -> UpstreamOrder:
         oca_type=int(o.ocaType or 0),
         algo_strategy=o.algoStrategy or "",
         algo_params=tuple((p.tag, p.value) for p in o.algoParams or ()),
+    )
+
+
+def _ib_order(order_id: int, fields: OrderFields) -> Any:
+    """The IB library Order for ``fields`` (order id 0: the library assigns one)."""
+    order = Order(
+        orderId=order_id,
+        action=fields.action,
+        totalQuantity=fields.quantity,
+        orderType=fields.order_type,
+        tif=fields.tif,
+        outsideRth=fields.outside_rth,
+        account=fields.account,
+        parentId=fields.parent_id,
+        transmit=fields.transmit,
+        orderRef=fields.order_ref,
+        ocaGroup=fields.oca_group,
+        ocaType=fields.oca_type,
+        algoStrategy=fields.algo_strategy,
+        algoParams=[TagValue(tag, value) for tag, value in fields.algo_params],
+        algoId=fields.algo_id,
+    )
+    if fields.limit_price is not None:
+        order.lmtPrice = fields.limit_price
+    params = dict(fields.params)
+    aux = ib_aux_price(fields.order_type, fields.stop_price, params)
+    if aux is not None:
+        order.auxPrice = aux
+    for name, ib_name in _IB_PARAM_NAMES.items():
+        if name in params:
+            setattr(order, ib_name, params[name])
+    return order
+
+
+def _num(value: Any) -> float | None:
+    """An orderState number (a string at the wire, a float in ib_async) or None."""
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if not math.isfinite(number) or abs(number) >= UNSET_DOUBLE else number
+
+
+def what_if_state(state: Any) -> UpstreamWhatIf:
+    names = ("initMarginBefore", "maintMarginBefore", "equityWithLoanBefore",
+             "initMarginChange", "maintMarginChange", "equityWithLoanChange",
+             "initMarginAfter", "maintMarginAfter", "equityWithLoanAfter")  # fmt: skip
+    return UpstreamWhatIf(
+        status=str(state.status or ""),
+        margins=tuple(_num(getattr(state, n, None)) for n in names),
+        commission=_num(state.commission),
+        min_commission=_num(state.minCommission),
+        max_commission=_num(state.maxCommission),
+        commission_currency=str(state.commissionCurrency or ""),
+        warning_text=str(state.warningText or ""),
     )
 
 
@@ -199,6 +267,7 @@ class IbOrderGateway:
         self._connected = connected
         self._book: OrderManager | None = None
         self._account: AccountBook | None = None
+        self.account_feed: IbAccountFeed | None = None
         # ib_insync keys its completed-orders request by name, not by id: two in flight
         # at once orphan the first future (it then waits out its timeout). Reconciles
         # triggered back to back (a service attached while connected, then the state
@@ -229,29 +298,21 @@ class IbOrderGateway:
     def place(self, order_id: int, contract: ContractSpec, fields: OrderFields) -> None:
         if not self.is_connected():
             raise ConnectionError("not connected to the Gateway")
-        ib_contract = to_ib_contract(contract)
-        order = Order(
-            orderId=order_id,
-            action=fields.action,
-            totalQuantity=fields.quantity,
-            orderType=fields.order_type,
-            tif=fields.tif,
-            outsideRth=fields.outside_rth,
-            account=fields.account,
-            parentId=fields.parent_id,
-            transmit=fields.transmit,
-            orderRef=fields.order_ref,
-            ocaGroup=fields.oca_group,
-            ocaType=fields.oca_type,
-            algoStrategy=fields.algo_strategy,
-            algoParams=[TagValue(tag, value) for tag, value in fields.algo_params],
-            algoId=fields.algo_id,
-        )
-        if fields.limit_price is not None:
-            order.lmtPrice = fields.limit_price
-        if fields.stop_price is not None:
-            order.auxPrice = fields.stop_price
-        self._ib.placeOrder(ib_contract, order)
+        self._ib.placeOrder(to_ib_contract(contract), _ib_order(order_id, fields))
+
+    async def what_if(self, contract: ContractSpec, fields: OrderFields) -> UpstreamWhatIf:
+        """IB's whatIf for an order (the library picks the request id); never an order.
+        Raises :class:`UpstreamRefused` with IB's error, ConnectionError when down."""
+        if not self.is_connected():
+            raise ConnectionError("not connected to the Gateway")
+        try:
+            state = await self._ib.whatIfOrderAsync(to_ib_contract(contract),
+                                                    _ib_order(0, fields))
+        except RequestError as exc:
+            raise UpstreamRefused(exc.code, exc.message) from None
+        if state is None:  # ended by an error while RaiseRequestErrors is off
+            raise UpstreamRefused(0, "the Gateway refused the what-if order")
+        return what_if_state(state)
 
     def cancel(self, order_id: int) -> None:
         if not self.is_connected():
@@ -280,6 +341,7 @@ class IbOrderGateway:
                 self.cache = TradeCache(ib, self, grace=self._cache_grace)
                 self.cache.install()
         if account is not None:
+            self.account_feed = IbAccountFeed(ib, account)
             ib.accountValueEvent += self._on_account_value
             ib.accountSummaryEvent += self._on_summary
             ib.positionEvent += self._on_position
@@ -301,6 +363,9 @@ class IbOrderGateway:
             self.cache.uninstall()
             self.cache = None
         if self._account is not None:
+            if self.account_feed is not None:
+                self.account_feed.close()
+                self.account_feed = None
             ib.accountValueEvent -= self._on_account_value
             ib.accountSummaryEvent -= self._on_summary
             ib.positionEvent -= self._on_position
@@ -414,6 +479,12 @@ class IbOrderGateway:
             )  # fmt: skip
 
     # ------------------------------------------------------------------ after (re)connect
+
+    def subscribe_account_data(self, accounts: Sequence[str], pace: Any = None) -> None:
+        """Every (re)connect: account summary, PnL, position PnL (ib/account_feed.py),
+        each sent through ``pace(send, label)`` (the hub's upstream budget)."""
+        if self.account_feed is not None:
+            self.account_feed.subscribe(accounts, pace)
 
     def verify(self, order_id: int, why: str) -> None:
         """The book doubts its state of ``order_id``: ask the Gateway (open orders,

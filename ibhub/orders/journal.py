@@ -50,7 +50,7 @@ from typing import Any, Final, TypeVar
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE: Final = "orders.sqlite3"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 CHECKPOINT_EVERY: Final = 100  # commits between background checkpoints (~5 pages each)
 BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~16 MB)
 T = TypeVar("T")
@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS orders (
     algo_strategy TEXT NOT NULL DEFAULT '',
     algo_params TEXT NOT NULL DEFAULT '',
     algo_id TEXT NOT NULL DEFAULT '',
+    order_params TEXT NOT NULL DEFAULT '',
     UNIQUE (owner, client_order_id)
 );
 CREATE TABLE IF NOT EXISTS fills (
@@ -133,6 +134,7 @@ _ADDED_ORDER_COLUMNS: Final = (
     ("algo_strategy", "TEXT NOT NULL DEFAULT ''"),
     ("algo_params", "TEXT NOT NULL DEFAULT ''"),
     ("algo_id", "TEXT NOT NULL DEFAULT ''"),
+    ("order_params", "TEXT NOT NULL DEFAULT ''"),  # schema 3
 )
 
 
@@ -182,6 +184,8 @@ class OrderRecord:
     algo_strategy: str = ""
     algo_params: str = ""  # JSON object of tag -> value ("" = none)
     algo_id: str = ""
+    # schema 3: trailing / offset / GTD fields of the order type (JSON, order_types.py)
+    order_params: str = ""
 
 
 @dataclass(slots=True)

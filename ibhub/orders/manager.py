@@ -48,7 +48,9 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from ibhub.orders import order_types
 from ibhub.orders.journal import JournalError, JournalWriter, OrderRecord
+from ibhub.orders.order_types import uses
 from ibhub.orders.port import (
     OrderFields,
     OrderUpstream,
@@ -147,7 +149,10 @@ def fingerprint(req: PlaceOrder) -> str:
     return msgspec.json.encode(data).decode()
 
 
-_LATER_FIELDS = ("oca_group", "oca_type", "order_ref", "algo_strategy", "algo_params", "algo_id")
+_LATER_FIELDS = (
+    "oca_group", "oca_type", "order_ref", "algo_strategy", "algo_params", "algo_id",
+    *order_types.PARAM_FIELDS, "stop_loss_limit",
+)  # fmt: skip
 _PLACE_DEFAULTS = msgspec.to_builtins(
     PlaceOrder(id=0, lease="", client_order_id="", contract=ContractSpec(symbol="X"),
                action="BUY", quantity=1.0)
@@ -242,6 +247,11 @@ class OrderManager:
     def lease_gone(self, lease: str) -> None:
         self.store.lease_gone(lease)
         self.risk.forget_lease(lease)
+
+    @property
+    def upstream_client_id(self) -> int:
+        """The hub's own client id at the Gateway (what its orders show there)."""
+        return self._up.client_id
 
     def handlers(self) -> dict[type, OrderHandler]:
         """Each order request type -> the method that answers it, ``fn(caller, req)``
@@ -524,8 +534,8 @@ class OrderManager:
             action=req.action,
             quantity=req.quantity,
             order_type=req.order_type,
-            limit_price=req.limit_price if req.order_type in ("LMT", "STP LMT") else None,
-            stop_price=req.stop_price if req.order_type in ("STP", "STP LMT") else None,
+            limit_price=req.limit_price if uses(req.order_type, "limit_price") else None,
+            stop_price=req.stop_price if uses(req.order_type, "stop_price") else None,
             tif=req.tif,
             outside_rth=req.outside_rth,
             account=req.account,
@@ -540,10 +550,13 @@ class OrderManager:
             algo_strategy=req.algo_strategy,
             algo_params=encode_algo_params(req.algo_params),
             algo_id=req.algo_id,
+            order_params=order_types.encode_params(order_types.params_of(req)),
         )
         recs = [base]
         exit_action = "SELL" if req.action == "BUY" else "BUY"
-        legs = (("tp", "LMT", req.take_profit, None), ("sl", "STP", None, req.stop_loss))
+        sl_type = "STP" if req.stop_loss_limit is None else "STP LMT"
+        legs = (("tp", "LMT", req.take_profit, None),
+                ("sl", sl_type, req.stop_loss_limit, req.stop_loss))
         for suffix, order_type, limit, stop in legs:
             if limit is None and stop is None:
                 continue
@@ -564,6 +577,7 @@ class OrderManager:
                     algo_strategy="",
                     algo_params="",
                     algo_id="",
+                    order_params="",
                 )
             )
         return recs
@@ -606,6 +620,7 @@ class OrderManager:
             algo_strategy=rec.algo_strategy,
             algo_params=tuple(decode_algo_params(rec.algo_params).items()),
             algo_id=rec.algo_id,
+            params=tuple(sorted(order_types.decode_params(rec.order_params).items())),
         )
 
     def _sent(self, unsent: _Unsent, fut: asyncio.Future[None]) -> None:

@@ -56,6 +56,8 @@ class OrderFields:
     algo_strategy: str = ""
     algo_params: tuple[tuple[str, str], ...] = ()
     algo_id: str = ""
+    # order-type fields (ibhub/orders/order_types.py PARAM_FIELDS) that are set
+    params: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,28 @@ class UpstreamCommission:
     commission: float
     currency: str
     realized_pnl: float | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamWhatIf:
+    """The orderState of a whatIf openOrder (IB sends the margins as strings)."""
+
+    status: str
+    margins: tuple[float | None, ...]  # init/maint/ewl before, change, after (9)
+    commission: float | None
+    min_commission: float | None
+    max_commission: float | None
+    commission_currency: str
+    warning_text: str
+
+
+class UpstreamRefused(Exception):
+    """The Gateway answered a request with an error (``code`` is IB's)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"IB {code}: {message}")
+        self.code = code
+        self.message = message
 
 
 class OrderUpstream(Protocol):

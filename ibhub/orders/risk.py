@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from ibhub.orders import order_types
 from ibhub.protocol import (
     MAX_ALGO_PARAMS,
     MAX_CLIENT_ORDER_ID,
@@ -48,8 +49,8 @@ from ibhub.protocol import (
 )
 
 ACTIONS: Final = frozenset({"BUY", "SELL"})
-ORDER_TYPES: Final = frozenset({"MKT", "LMT", "STP", "STP LMT"})
-TIFS: Final = frozenset({"DAY", "GTC", "IOC"})
+ORDER_TYPES: Final = frozenset(order_types.ORDER_TYPES)
+TIFS: Final = order_types.TIFS
 LIVE_PORTS: Final = frozenset({7496, 4001})
 PAPER_PREFIXES: Final = ("DU", "DF")
 #: security types traded in whole units (contracts, or combos of them)
@@ -129,6 +130,7 @@ class OrderParams:
     take_profit: float | None = None
     stop_loss: float | None = None
     sec_type: str = ""  # "" = not known yet: only the rules every type shares apply
+    stop_loss_limit: float | None = None  # a bracket's STP LMT stop-loss leg
 
     @classmethod
     def of(cls, req: PlaceOrder, sec_type: str = "") -> OrderParams:
@@ -146,6 +148,7 @@ class OrderParams:
             req.take_profit,
             req.stop_loss,
             sec_type,
+            req.stop_loss_limit,
         )
 
     def modified(self, req: ModifyOrder) -> OrderParams:
@@ -295,6 +298,12 @@ def check_order_attributes(req: PlaceOrder) -> Refusal | None:
     return None
 
 
+def check_order_type_fields(req: PlaceOrder) -> Refusal | None:
+    """Trailing, offset and GTD fields against the order type and TIF (order_types.py)."""
+    refusal = order_types.type_refusal(req)
+    return Refusal(*refusal) if refusal else None
+
+
 def _price(
     name: str, value: float | None, last: float | None, limits: RiskLimits, band: bool
 ) -> Refusal | None:
@@ -344,19 +353,20 @@ def validate_params(
     refusal = quantity_refusal(p.quantity, p.sec_type, limits)
     if refusal:
         return refusal
-    if p.order_type in ("LMT", "STP LMT") and p.limit_price is None:
+    if order_types.requires(p.order_type, "limit_price") and p.limit_price is None:
         return Refusal(
             RejectReason.MISSING_LIMIT_PRICE, f"a {p.order_type} order needs a limit_price"
         )
-    if p.order_type in ("STP", "STP LMT") and p.stop_price is None:
-        return Refusal(
-            RejectReason.MISSING_STOP_PRICE, f"a {p.order_type} order needs a stop_price"
-        )
+    if order_types.requires(p.order_type, "stop_price") and p.stop_price is None:
+        what = "stop_price (its trigger)" if p.order_type in ("MIT", "LIT") else "stop_price"
+        return Refusal(RejectReason.MISSING_STOP_PRICE, f"a {p.order_type} order needs a {what}")
+    uses = order_types.uses
     checks = (
-        ("limit_price", p.limit_price if p.order_type in ("LMT", "STP LMT") else None),
-        ("stop_price", p.stop_price if p.order_type in ("STP", "STP LMT") else None),
+        ("limit_price", p.limit_price if uses(p.order_type, "limit_price") else None),
+        ("stop_price", p.stop_price if uses(p.order_type, "stop_price") else None),
         ("take_profit", p.take_profit),
         ("stop_loss", p.stop_loss),
+        ("stop_loss_limit", p.stop_loss_limit),
     )
     for name, value in checks:
         refusal = _price(name, value, last_price, limits, band)
@@ -508,6 +518,7 @@ class RiskGate:
             check_client_order_id(req.client_order_id)
             or self._may_trade(role, req.account)
             or validate_params(OrderParams.of(req), self.limits, band=False)
+            or check_order_type_fields(req)
             or check_order_attributes(req)
         )
 

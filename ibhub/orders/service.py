@@ -37,6 +37,7 @@ from ibhub.orders.manager import Caller, OrderHandler, OrderManager, UnknownCont
 from ibhub.orders.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
 from ibhub.orders.store import fanout_sink
 from ibhub.orders.updates import Correction
+from ibhub.orders.what_if import WhatIfService
 from ibhub.protocol import (
     ContractInfo,
     ContractSpec,
@@ -44,6 +45,7 @@ from ibhub.protocol import (
     ErrorCode,
     RejectReason,
     Reply,
+    WhatIfOrder,
 )
 from ibhub.tasks import TaskSet
 from ibhub.tws.ib_codes import explain
@@ -81,6 +83,7 @@ class OrderSettings:
     # seconds an ended order waits in ib_insync's caches for missing executions or
     # commissions before it is pruned anyway (ibhub.ib.trade_cache); None: never prune
     ib_cache_grace: float | None = 60.0
+    what_if_timeout: float = 10.0  # seconds a what-if order waits for the Gateway
 
     @classmethod
     def from_settings(cls, settings: Any) -> OrderSettings:
@@ -130,6 +133,13 @@ def _without_context(fn: Callable[[Any], Reply]) -> Callable[[Any, Any], Reply]:
     return lambda req, _ctx: fn(req)
 
 
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """A paced send nobody awaits: its failure (session lost, pacer stopped) is logged by
+    the pacer already; retrieve it so asyncio does not report it again."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def stream_price(stream: Any) -> float | None:
     """A last price from a hub TickStream: the last trade, else the mid, else None."""
     last = getattr(stream, "last", math.nan)
@@ -167,6 +177,7 @@ class OrderService:
         self.account = AccountBook(self._publish)
         self.writer: JournalWriter | None = None
         self.book: OrderManager | None = None
+        self.what_if: WhatIfService | None = None
         self.gateway: Any = None  # IbOrderGateway once started
         self._tasks = TaskSet(log)
         self.reconciled = asyncio.Event()
@@ -207,6 +218,11 @@ class OrderService:
             publish=self._publish,
             max_order_delay=s.max_order_delay,
         )
+        self.what_if = WhatIfService(
+            risk=self.risk, resolver=self._resolver, pacer=self.pacer,
+            ask=lambda: self.gateway.what_if if self.gateway is not None else None,
+            timeout=s.what_if_timeout,
+        )
         self.book.store.restore(orders, fills)
         self.book.updates.on_correction = self._corrected
         self.gateway.attach(self.book, self.account)
@@ -235,6 +251,8 @@ class OrderService:
         assert self.book is not None, "OrderService.start() was not called"
         for order_type, fn in self.book.handlers().items():
             registry.add(order_type, self._as_owner(fn), slow=True, lease=True)
+        assert self.what_if is not None
+        registry.add(WhatIfOrder, self._as_owner(self.what_if.check), slow=True, lease=True)
         for account_type, read in self.account.handlers().items():
             registry.add(account_type, _without_context(read))
 
@@ -261,7 +279,15 @@ class OrderService:
         self.risk.set_upstream(port, accounts)
         if self.risk.trading_blocked or self.risk.live:
             log.warning("orders: %s", self.risk.trading_mode)
+        subscribe = getattr(self.gateway, "subscribe_account_data", None)
+        if subscribe is not None:
+            subscribe(accounts, self._pace_subscription)
         self._tasks.spawn(self._reconcile(), name="ibhub-reconcile")
+
+    def _pace_subscription(self, send: Callable[[], Any], label: str) -> None:
+        """An account subscription (summary, PnL) upstream, in the hub's budget."""
+        fut = self.pacer.submit(Priority.SUBSCRIPTION, send, label=label)
+        fut.add_done_callback(_retrieved)
 
     async def _reconcile(self) -> None:
         if self.gateway is None:

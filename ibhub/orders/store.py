@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from ibhub.orders.journal import FillRecord, Journal, JournalWriter, OrderRecord
+from ibhub.orders.order_types import decode_params
 from ibhub.orders.port import UpstreamCommission, decode_algo_params
 from ibhub.protocol import (
     ORDER_OWNER_EXTERNAL,
@@ -247,6 +248,7 @@ class OrderStore:
         fields = msgspec.to_builtins(rec)
         fields["client_order_id"] = rec.client_order_id or ""
         fields["algo_params"] = decode_algo_params(rec.algo_params)
+        fields.update(decode_params(fields.pop("order_params")))
         return msgspec.convert(fields, OrderInfo)
 
     def orders(self, owner: str | None, *, working: bool) -> list[OrderInfo]:

@@ -30,6 +30,7 @@ from ibhub.sim import broker_messages as msg
 from ibhub.sim.account_feed import AccountFeed
 from ibhub.sim.ledger import AccountBook, margin_for
 from ibhub.sim.orders import (
+    AT_CLOSE,
     SUPPORTED_ORDER_TYPES,
     OrderParseError,
     OrderRequest,
@@ -38,14 +39,18 @@ from ibhub.sim.orders import (
     SimOrder,
     Status,
     check_order,
+    close_fill_price,
     commission_for,
     fill_price,
     parse_place_order,
 )
+from ibhub.sim.pnl_feed import PnLFeed
+from ibhub.tws.order_time import OrderTimeError, parse_order_time
 
 log = logging.getLogger(__name__)
 
-HANDLED: frozenset[int] = frozenset({3, 4, 5, 6, 7, 15, 16, 58, 61, 62, 63, 64, 76, 77, 99})
+HANDLED: frozenset[int] = frozenset({3, 4, 5, 6, 7, 15, 16, 58, 61, 62, 63, 64, 76, 77, 99,
+                                     92, 93, 94, 95})
 
 EXTERNAL_CLIENT_ID = 0  # orders "typed by hand in TWS" belong to client 0, order id 0
 FIRST_PERM_ID = 1_000_001
@@ -62,8 +67,9 @@ def clock_perm_id(now: float | None = None) -> int:
     t = time.time() if now is None else now
     return FIRST_PERM_ID + max(0, int(t) - PERM_EPOCH) * PERM_IDS_PER_SECOND
 IMMEDIATE_TIFS = frozenset({"IOC", "FOK"})  # fill on arrival or be cancelled
+TIFS = frozenset({"DAY", "GTC", "IOC", "FOK", "GTD"})  # OPG / DTC / GTX are not simulated
 # where the request / order id sits in each message, for error replies to bad input
-_REQ_ID_INDEX = {3: 1, 4: 2, 7: 2, 62: 2, 63: 2, 76: 2, 77: 2}
+_REQ_ID_INDEX = {3: 1, 4: 2, 7: 2, 62: 2, 63: 2, 76: 2, 77: 2, 92: 1, 94: 1}
 
 
 class SessionLike(Protocol):
@@ -104,7 +110,9 @@ class Broker:
         self._working: dict[int, RestingBook] = {}  # con_id -> orders working at the market
         self._kids: dict[int, list[int]] = {}  # parent perm_id -> child perm_ids (brackets)
         self._oca: dict[tuple[int, str], set[int]] = {}  # (client_id, ocaGroup) -> perm_ids
+        self._expiring: dict[int, datetime] = {}  # perm_id -> goodTillDate of a GTD order
         self.feed = AccountFeed(self)
+        self.pnl = PnLFeed(self)
         # Opt-in: LMT / STP LMT orders fill at most the size shown at the touch per quote, so
         # hub tests can see partial fills. MKT, STP and TRAIL orders always fill whole.
         self.partial_fills = False
@@ -133,6 +141,10 @@ class Broker:
             76: self.feed.req_account_updates_multi,
             77: self.feed.cancel_account_updates_multi,
             99: self._req_completed_orders,
+            92: self.pnl.req_pnl,
+            93: self.pnl.cancel,
+            94: self.pnl.req_pnl_single,
+            95: self.pnl.cancel,
         }
         gateway.market.add_listener(self._on_quote)
 
@@ -148,6 +160,7 @@ class Broker:
     def session_closed(self, session: SessionLike) -> None:
         """Drop the session's subscriptions; its orders keep working (IB behaviour)."""
         self.feed.drop_session(session)
+        self.pnl.drop_session(session)
 
     def handle(self, session: SessionLike, fields: Sequence[str]) -> None:
         """Dispatch one request whose id is in HANDLED; bad input gets an error, never a crash."""
@@ -282,6 +295,20 @@ class Broker:
         if req.order_type not in SUPPORTED_ORDER_TYPES:
             return 387, (f"Unsupported order type {req.order_type!r} for this exchange and "
                          f"security type (simulated: {', '.join(sorted(SUPPORTED_ORDER_TYPES))})")
+        tif = req.tif or "DAY"
+        if tif not in TIFS:
+            return 201, (f"Order rejected - reason:Time in force {tif!r} is not supported "
+                         f"(simulated: {', '.join(sorted(TIFS))})")
+        if req.order_type in AT_CLOSE and tif != "DAY":
+            return 201, f"Order rejected - reason:{req.order_type} orders must be DAY orders"
+        if tif == "GTD" and req.good_till_date:
+            try:
+                until = parse_order_time(req.good_till_date)
+            except OrderTimeError as exc:
+                return 201, f"Order rejected - reason:Invalid goodTillDate: {exc}"
+            if until <= datetime.now(UTC):
+                return 201, (f"Order rejected - reason:goodTillDate {req.good_till_date!r} is "
+                             "in the past")
         if req.account and req.account not in self.accounts:
             return 201, (f"Order rejected - reason:Account {req.account} is not one of the "
                          f"managed accounts {', '.join(self.accounts)}")
@@ -301,6 +328,8 @@ class Broker:
             trail_stop=req.trail_stop_price, trailing_percent=req.trailing_percent, request=req,
             oca_type=req.oca_type, algo_strategy=req.algo_strategy, algo_params=req.algo_params)
         entry = _Entry(order, inst, req.exchange or inst.exchange)
+        if order.tif == "GTD" and req.good_till_date:
+            self._expiring[order.perm_id] = parse_order_time(req.good_till_date)
         self._entries[order.perm_id] = entry
         if req.order_id > 0:
             self._by_key[(client_id, req.order_id)] = order.perm_id
@@ -521,6 +550,13 @@ class Broker:
 
     # ---- the market ---------------------------------------------------------------------
 
+    def market_acquire(self, con_id: int) -> None:
+        """Keep ``con_id``'s price walking (a PnL subscription follows it)."""
+        self._gw.market.acquire(con_id)
+
+    def market_release(self, con_id: int) -> None:
+        self._gw.market.release(con_id)
+
     def _rest(self, entry: _Entry) -> None:
         con_id = entry.order.con_id
         book = self._working.get(con_id)
@@ -541,6 +577,9 @@ class Broker:
     def _on_quote(self, con_id: int, quote: Any) -> None:
         """Market listener: fill resting orders the walk has reached. O(1) when none is."""
         self.feed.on_quote(con_id)
+        self.pnl.on_quote(con_id)
+        if self._expiring:
+            self._expire_gtd()
         book = self._working.get(con_id)
         if book is None:
             return
@@ -602,6 +641,38 @@ class Broker:
         if order.status == Status.FILLED:
             self._after_filled(entry)
         self.feed.account_changed(order.account, inst.con_id)
+        self.pnl.account_changed(order.account)
+
+    def _expire_gtd(self) -> None:
+        """Cancel GTD orders whose goodTillDate has passed (checked on market steps)."""
+        now = datetime.now(UTC)
+        for perm, until in list(self._expiring.items()):
+            entry = self._entries.get(perm)
+            if entry is None or entry.order.is_done:
+                del self._expiring[perm]
+            elif until <= now:
+                del self._expiring[perm]
+                log.info("order %s expired (GTD %s)", entry.order.order_id, until)
+                self._cancel(entry, notify=True, reason="GTD order expired")
+
+    def closing_auction(self, con_id: int | None = None) -> int:
+        """The close of ``con_id`` (None: of every instrument): working MOC orders fill at
+        the last price, LOC orders where that price is at or better than their limit; the
+        rest of the at-close orders are cancelled (error 202), as after a real close.
+        Returns the number of orders filled. Call it on the simulator's loop."""
+        filled = 0
+        for entry in list(self._entries.values()):
+            order = entry.order
+            if (order.order_type not in AT_CLOSE or not order.is_working
+                    or (con_id is not None and order.con_id != con_id)):
+                continue
+            px = close_fill_price(order, self.price_of(order.con_id))
+            if px is None:
+                self._cancel(entry, notify=True, reason="LOC limit not reached at the close")
+                continue
+            self._fill(entry, order.remaining, px)
+            filled += 1
+        return filled
 
     def _fill_report(self, order: SimOrder, kind: str, fields: list[object]) -> None:
         if kind in self.hold_reports:

@@ -8,6 +8,7 @@
     POST /fault/freeze?seconds=10
     POST /fault/hold_client_id?client_id=1&seconds=30
     POST /tick_rate?hz=100
+    POST /close_auction[?con_id=265598]   (MOC/LOC orders trade at the close)
     GET  /status
 
 Timed faults run in the background and the request returns 202 at once, so a
@@ -54,6 +55,7 @@ class ControlServer:
         app = web.Application()
         app.router.add_post("/fault/{kind}", self._fault)
         app.router.add_post("/tick_rate", self._tick_rate)
+        app.router.add_post("/close_auction", self._close_auction)
         app.router.add_get("/status", self._status)
         self._app = app
 
@@ -123,6 +125,11 @@ class ControlServer:
             raise web.HTTPBadRequest(text="hz must be >= 0\n")
         self.gateway.set_tick_rate(hz)
         return web.json_response({"tick_rate": hz})
+
+    async def _close_auction(self, request: web.Request) -> web.Response:
+        con_id = int(_num(request, "con_id")) if "con_id" in request.query else None
+        filled = self.gateway.broker.closing_auction(con_id)
+        return web.json_response({"filled": filled})
 
     async def _status(self, request: web.Request) -> web.Response:
         gw = self.gateway

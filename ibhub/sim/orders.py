@@ -24,7 +24,14 @@ from ibhub.tws.codec import UNSET_DOUBLE
 # VolumeCondition, PercentChangeCondition).
 _CONDITION_WIDTH = {1: 7, 3: 4, 4: 4, 5: 5, 6: 6, 7: 6}
 
-SUPPORTED_ORDER_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT", "TRAIL"})
+SUPPORTED_ORDER_TYPES = frozenset({
+    "MKT", "LMT", "STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MIT", "LIT", "MOC", "LOC", "REL",
+    "MIDPRICE",
+})  # fmt: skip
+#: order types that trade only in the closing auction (`Broker.closing_auction`)
+AT_CLOSE = frozenset({"MOC", "LOC"})
+#: order types whose trigger or peg moves with the market: checked on every quote
+_MOVING = frozenset({"TRAIL", "TRAIL LIMIT", "MIT", "LIT", "REL", "MIDPRICE"})
 
 
 class OrderParseError(ValueError):
@@ -78,6 +85,7 @@ class OrderRequest:
     trailing_percent: float | None = None
     algo_params: tuple[tuple[str, str], ...] = ()
     algo_id: str = ""
+    lmt_price_offset: float | None = None  # TRAIL LIMIT: limit = stop -/+ offset
     # every field the walk read by name, as sent: (name, raw text); variable blocks
     # appear as their count ("comboLegs", "conditions", "algoParams", ...)
     attributes: tuple[tuple[str, str], ...] = ()
@@ -258,6 +266,7 @@ def parse_place_order(fields: Sequence[str]) -> OrderRequest:
     if cur.remaining() < len(_ADJUSTED_TAIL):
         raise OrderParseError("placeOrder ends inside the adjusted-order/mifid2 block")
     cur.named(*_ADJUSTED_TAIL)
+    lmt_price_offset = _float(cur.seen["lmtPriceOffset"], "lmtPriceOffset")
     # 10: fields of later server versions, as far as the client sent them
     for name in _VERSION_TAIL:
         if cur.remaining() == 0:
@@ -276,22 +285,37 @@ def parse_place_order(fields: Sequence[str]) -> OrderRequest:
         trigger_method=trigger_method, good_after_time=good_after_time,
         good_till_date=good_till_date, oca_type=oca_type, algo_strategy=algo_strategy,
         what_if=what_if, trail_stop_price=trail_stop_price, trailing_percent=trailing_percent,
-        algo_params=tuple(algo_params), algo_id=algo_id, attributes=tuple(cur.seen.items()),
+        algo_params=tuple(algo_params), algo_id=algo_id, lmt_price_offset=lmt_price_offset,
+        attributes=tuple(cur.seen.items()),
     )
 
 
 def check_order(req: OrderRequest) -> str | None:
     """Why IB would refuse this order (the text after 'reason:'), or None if it is acceptable."""
+    otype = req.order_type
     if req.action not in ("BUY", "SELL"):
         return f"Invalid action {req.action!r}; use BUY or SELL"
-    if req.order_type in ("LMT", "STP LMT") and req.lmt_price is None:
-        return f"{req.order_type} order needs a limit price"
-    if req.order_type in ("STP", "STP LMT") and req.aux_price is None:
-        return f"{req.order_type} order needs a stop price (auxPrice)"
-    if req.lmt_price is not None and req.lmt_price <= 0 and req.order_type in ("LMT", "STP LMT"):
+    if otype in ("LMT", "STP LMT", "LIT", "LOC") and req.lmt_price is None:
+        return f"{otype} order needs a limit price"
+    if otype in ("STP", "STP LMT") and req.aux_price is None:
+        return f"{otype} order needs a stop price (auxPrice)"
+    if otype in ("MIT", "LIT") and req.aux_price is None:
+        return f"{otype} order needs a trigger price (auxPrice)"
+    if req.lmt_price is not None and req.lmt_price <= 0 and otype in ("LMT", "STP LMT", "LIT",
+                                                                        "LOC"):
         return f"Limit price must be positive, got {req.lmt_price}"
-    if req.order_type == "TRAIL" and req.aux_price is None and req.trailing_percent is None:
-        return "TRAIL order needs a trailing amount (auxPrice) or a trailingPercent"
+    if otype in ("TRAIL", "TRAIL LIMIT"):
+        if (req.aux_price is None) == (req.trailing_percent is None):
+            return (f"{otype} order needs either a trailing amount (auxPrice) or a "
+                    "trailingPercent, not both")
+        if otype == "TRAIL LIMIT" and req.lmt_price_offset is None and (
+                req.lmt_price is None or req.trail_stop_price is None):
+            return ("TRAIL LIMIT order needs a lmtPriceOffset, or a limit price with an "
+                    "initial trailStopPrice")
+    if otype == "REL" and req.aux_price is not None and req.aux_price < 0:
+        return f"REL offset (auxPrice) must not be negative, got {req.aux_price}"
+    if req.tif == "GTD" and not req.good_till_date:
+        return "a GTD order needs a goodTillDate"
     return None
 
 
@@ -323,6 +347,7 @@ class SimOrder:
     stop_triggered: bool = False
     trail_stop: float | None = None  # current stop of a TRAIL order
     trailing_percent: float | None = None
+    trail_limit: float | None = None  # TRAIL LIMIT: limit price once its stop triggered
     commission: float = 0.0  # charged so far (IB's minimum applies per order)
     why_held: str = ""
     completed_time: str = ""
@@ -386,30 +411,38 @@ def fill_price(
     marketable limit); a resting LMT fills at its limit once the touch reaches it, because a random
     walk that jumps through the limit would have traded there first. STP and STP LMT trigger on
     the last price (IB's default trigger for most products); a triggered STP is a MKT, a
-    triggered STP LMT a LMT; a TRAIL is a STP whose stop follows the last price (`_trail`).
-    Mutates `order.stop_triggered` (and a TRAIL's `trail_stop`).
+    triggered STP LMT a LMT; a TRAIL is a STP whose stop follows the last price (`_trail`), a
+    TRAIL LIMIT a STP LMT whose limit is its stop less (buy: plus) lmtPriceOffset. MIT and LIT
+    trigger the other way (a buy when the last falls to the trigger: "if touched") and then are
+    a MKT / LMT. REL and MIDPRICE are pegs (`_peg_price`). MOC and LOC never trade here: only
+    in the closing auction. Mutates `order.stop_triggered` (and a trail's stop and limit).
     """
     buy = order.action == "BUY"
     otype = order.order_type
-    if otype == "TRAIL" and not order.stop_triggered:
+    if otype in AT_CLOSE:
+        return None
+    if otype in ("TRAIL", "TRAIL LIMIT") and not order.stop_triggered:
         if not _trail(order, last, buy):
             return None
         arriving = True
-    elif otype in ("STP", "STP LMT") and not order.stop_triggered:
-        stop = order.aux_price
-        if stop is None:
+    elif otype in ("STP", "STP LMT", "MIT", "LIT") and not order.stop_triggered:
+        trigger = order.aux_price
+        if trigger is None:
             return None
-        if (buy and last >= stop) or (not buy and last <= stop):
+        stop_like = otype in ("STP", "STP LMT")
+        if (buy == stop_like and last >= trigger) or (buy != stop_like and last <= trigger):
             order.stop_triggered = True
             arriving = True  # the triggered child order arrives at the market now
         else:
             return None
+    if otype in ("REL", "MIDPRICE"):
+        return _peg_fill(order, bid, ask, last, buy)
     touch = ask if buy else bid
     if touch <= 0:
         return None
-    if otype in ("MKT", "STP", "TRAIL"):
+    if otype in ("MKT", "STP", "TRAIL", "MIT"):
         return touch
-    limit = order.lmt_price
+    limit = order.trail_limit if otype == "TRAIL LIMIT" else order.lmt_price
     if limit is None:
         return None
     crossed = touch <= limit if buy else touch >= limit
@@ -419,11 +452,46 @@ def fill_price(
     return touch if arriving or order.filled > 0 else limit
 
 
+def _peg_fill(order: SimOrder, bid: float, ask: float, last: float, buy: bool) -> float | None:
+    """REL (pegged to primary): a buy rests at bid + offset (a sell at ask - offset), never
+    beyond its cap (lmtPrice), and fills there when the last trades at or through it.
+    MIDPRICE rests at the midpoint, capped by lmtPrice, and fills there at once (IB routes it
+    to where the midpoint trades); with the midpoint beyond the cap it waits."""
+    if bid <= 0 or ask <= 0:
+        return None
+    cap = order.lmt_price
+    if order.order_type == "MIDPRICE":
+        peg = (bid + ask) / 2.0
+        if cap is not None and (peg > cap if buy else peg < cap):
+            return None
+        return round(peg, 6)
+    offset = order.aux_price or 0.0
+    peg = bid + offset if buy else ask - offset
+    if cap is not None:
+        peg = min(peg, cap) if buy else max(peg, cap)
+    if (buy and last <= peg) or (not buy and last >= peg):
+        return round(peg, 6)
+    return None
+
+
+def close_fill_price(order: SimOrder, close: float) -> float | None:
+    """The closing auction: a MOC fills at the close, a LOC only if the close is at or
+    better than its limit (else it is cancelled with the auction)."""
+    if order.order_type == "MOC":
+        return close
+    limit = order.lmt_price
+    if limit is None:
+        return None
+    buy = order.action == "BUY"
+    return close if (close <= limit if buy else close >= limit) else None
+
+
 def _trail(order: SimOrder, last: float, buy: bool) -> bool:
     """Move a TRAIL order's stop with the last price; True once the stop is hit.
 
     A sell trail's stop sits `amount` below the highest last seen (a buy trail's above the
-    lowest); `amount` is auxPrice, or trailingPercent of the last price.
+    lowest); `amount` is auxPrice, or trailingPercent of the last price. A TRAIL LIMIT's
+    limit is set from the stop when it triggers (stop -/+ lmtPriceOffset).
     """
     if order.aux_price is not None:
         amount = order.aux_price
@@ -434,6 +502,14 @@ def _trail(order: SimOrder, last: float, buy: bool) -> bool:
     stop = order.trail_stop
     if stop is not None and ((buy and last >= stop) or (not buy and last <= stop)):
         order.stop_triggered = True
+        if order.order_type == "TRAIL LIMIT":
+            req = order.request
+            offset = req.lmt_price_offset if req is not None else None
+            if offset is None:  # lmtPrice given with the initial stop: keep their distance
+                first = req.trail_stop_price if req is not None else None
+                offset = abs(first - order.lmt_price) if (
+                    first is not None and order.lmt_price is not None) else 0.0
+            order.trail_limit = stop + offset if buy else stop - offset
         return True
     candidate = last + amount if buy else last - amount
     if stop is None:
@@ -482,7 +558,9 @@ class RestingBook:
         self._trails = False
         for o in self.orders.values():
             buy = o.action == "BUY"
-            if o.order_type == "TRAIL" or (o.order_type in ("MKT", "STP") and o.stop_triggered):
+            if o.order_type in AT_CLOSE:
+                continue  # the closing auction fills these, never a quote
+            if o.order_type in _MOVING or (o.order_type in ("MKT", "STP") and o.stop_triggered):
                 self._trails = True  # moves (or fills) on every step: always a candidate
             elif o.order_type in ("STP", "STP LMT") and not o.stop_triggered:
                 if o.aux_price is not None:

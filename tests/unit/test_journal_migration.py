@@ -110,12 +110,14 @@ def test_an_old_journal_is_migrated_and_stores_the_new_fields(tmp_path: Path) ->
     path = tmp_path / JOURNAL_FILE
     _old_journal(path)
     j = Journal(path)
-    assert j.meta("schema") == "2"
+    assert j.meta("schema") == "3"
     [old] = j.orders()
     assert (old.order_id, old.perm_id, old.fingerprint, old.sent) == (7, 4242, "fp", True)
     assert (old.oca_group, old.oca_type, old.order_ref, old.algo_id) == ("", 0, "", "")
     new = replace(rec(8), oca_group="g", oca_type=2, order_ref="mine", algo_strategy="Adaptive",
-                  algo_params='{"adaptivePriority":"Normal"}', algo_id="a1")
+                  algo_params='{"adaptivePriority":"Normal"}', algo_id="a1",
+                  order_params='{"trailing_percent":1.5}')  # schema 3
+    assert old.order_params == ""
     j.insert_order(new)
     j.close()
     again = Journal(path)  # a second open of a migrated file changes nothing

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from ibhub.frontdoor.orders import refusal_for, unhonoured
+from ibhub.frontdoor.order_fields import refusal_for, unhonoured
 from ibhub.orders.manager import fingerprint
 from ibhub.orders.port import make_oca_group, make_order_ref, parse_order_ref
 from ibhub.orders.risk import check_order_attributes
@@ -43,7 +43,15 @@ def _walk(order: Order, contract: Stock = AAPL) -> list[str]:
     LimitOrder("BUY", 1, 10.0, orderRef="r", ocaGroup="g", ocaType=1, account="DU1",
                algoStrategy="Adaptive", algoParams=[TagValue("adaptivePriority", "Normal")],
                algoId="x", transmit=False, parentId=4),
-], ids=["mkt", "lmt", "stp", "stp-lmt", "honoured-attributes"])  # fmt: skip
+    Order(action="SELL", totalQuantity=1, orderType="TRAIL", trailingPercent=1.0,
+          trailStopPrice=9.5),
+    Order(action="BUY", totalQuantity=1, orderType="TRAIL LIMIT", auxPrice=0.5,
+          lmtPriceOffset=0.1),
+    Order(action="BUY", totalQuantity=1, orderType="LIT", lmtPrice=10.0, auxPrice=9.9),
+    Order(action="BUY", totalQuantity=1, orderType="REL", auxPrice=0.01, lmtPrice=10.0),
+    LimitOrder("BUY", 1, 10.0, tif="GTD", goodTillDate="20300101 10:00:00 UTC"),
+], ids=["mkt", "lmt", "stp", "stp-lmt", "honoured-attributes", "trail", "trail-limit", "lit",
+        "rel", "gtd"])  # fmt: skip
 def test_what_ib_insync_sends_for_supported_orders_passes(order: Order) -> None:
     assert _walk(order) == []
 
@@ -54,12 +62,11 @@ def test_what_ib_insync_sends_for_supported_orders_passes(order: Order) -> None:
     ({"scaleInitLevelSize": 100, "scaleSubsLevelSize": 50}, "scaleInitLevelSize"),
     ({"scalePriceIncrement": 0.05}, "scalePriceIncrement"),
     ({"adjustedOrderType": "STP", "triggerPrice": 9.0}, "adjustedOrderType"),
-    ({"goodTillDate": "20300101 10:00:00 UTC"}, "goodTillDate"),
     ({"goodAfterTime": "20300101 10:00:00 UTC"}, "goodAfterTime"),
     ({"hidden": True}, "hidden"), ({"displaySize": 100}, "displaySize"),
     ({"allOrNone": True}, "allOrNone"), ({"minQty": 10}, "minQty"),
     ({"faGroup": "grp"}, "faGroup"), ({"cashQty": 1000.0}, "cashQty"),
-    ({"trailingPercent": 1.0}, "trailingPercent"), ({"notHeld": True}, "notHeld"),
+    ({"notHeld": True}, "notHeld"),
     ({"origin": 1}, "origin"), ({"openClose": "C"}, "openClose"),
     ({"eTradeOnly": True}, "eTradeOnly"), ({"sweepToFill": True}, "sweepToFill"),
     ({"orderMiscOptions": [TagValue("a", "b")]}, "orderMiscOptions"),
@@ -67,6 +74,7 @@ def test_what_ib_insync_sends_for_supported_orders_passes(order: Order) -> None:
     ({"mifid2DecisionMaker": "me"}, "mifid2DecisionMaker"),
     ({"usePriceMgmtAlgo": True}, "usePriceMgmtAlgo"), ({"duration": 30}, "duration"),
     ({"lmtPrice": 10.0}, "lmtPrice"),  # on a MKT order: not used, so not dropped silently
+    ({"auxPrice": 1.0}, "auxPrice"),
 ])  # fmt: skip
 def test_each_unhonoured_attribute_is_named(changes: dict[str, object], named: str) -> None:
     order = MarketOrder("BUY", 1)
@@ -193,4 +201,4 @@ def test_a_zero_price_is_no_price() -> None:
     order.auxPrice = 0.0
     assert _walk(order) == []
     order.lmtPrice = 10.0
-    assert refusal_for(_walk(order))[1].count("a limit price on a MKT or STP order") == 1
+    assert refusal_for(_walk(order))[1].count("a limit price on an order type without one") == 1

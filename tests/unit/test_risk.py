@@ -62,7 +62,7 @@ def test_a_good_order_passes() -> None:
         ({"quantity": 20_000.0}, RejectReason.QUANTITY_LIMIT, "max_quantity"),
         ({"action": "buy"}, RejectReason.BAD_ACTION, "BUY or SELL"),
         ({"order_type": "PEG"}, RejectReason.BAD_ORDER_TYPE, "order_type"),
-        ({"tif": "FOK"}, RejectReason.BAD_TIF, "tif"),
+        ({"tif": "OPG"}, RejectReason.BAD_TIF, "tif"),
         ({"limit_price": None}, RejectReason.MISSING_LIMIT_PRICE, "limit_price"),
         ({"order_type": "STP", "limit_price": None}, RejectReason.MISSING_STOP_PRICE, "stop_price"),
         ({"order_type": "STP LMT", "stop_price": None}, RejectReason.MISSING_STOP_PRICE, "stop"),
