@@ -123,6 +123,10 @@ class HubSettings(BaseSettings):
     sim: bool = False
     sim_seed: int = 1
     sim_tick_rate: float = Field(default=4.0, gt=0)
+    # ``ibhub run --sim --replay DIR``: the embedded simulator streams a recording
+    # (docs/recording.md); speed 0 = as fast as the hub takes it.
+    sim_replay: str | None = None
+    sim_replay_speed: float = Field(default=1.0, ge=0)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 

@@ -105,6 +105,10 @@ def _version() -> str:
               help="Start a simulated Gateway in-process and use it.")
 @click.option("--sim-seed", type=int, default=None, help="Seed of the simulated market.")
 @click.option("--sim-tick-rate", type=float, default=None, help="Simulated ticks/s per instrument.")
+@click.option("--replay", "sim_replay", default=None, type=click.Path(file_okay=False),
+              help="With --sim: the simulator streams this recording (ibhub record).")
+@click.option("--replay-speed", default=None,
+              help="With --replay: 1 (recorded spacing, default), 10, max.")
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
 @click.option("--tws-port", type=int, default=None,
               help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
@@ -132,6 +136,8 @@ def run(
     sim: bool | None,
     sim_seed: int | None,
     sim_tick_rate: float | None,
+    sim_replay: str | None,
+    replay_speed: str | None,
     lines_max: int | None,
     tws_port: int | None,
     allow_live: bool | None,
@@ -144,6 +150,16 @@ def run(
 ) -> None:
     """Run the hub: one upstream API connection shared over ZeroMQ."""
     host, port = _parse_gateway(gateway)
+    speed = None
+    if sim_replay is not None or replay_speed is not None:
+        if not sim or sim_replay is None:
+            raise click.UsageError("--replay needs --sim (and --replay-speed needs --replay)")
+        from ibhub.sim.replay import parse_speed
+
+        try:
+            speed = parse_speed(replay_speed or "1")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         settings = load_settings(
             gateway_host=host,
@@ -154,6 +170,8 @@ def run(
             sim=sim,
             sim_seed=sim_seed,
             sim_tick_rate=sim_tick_rate,
+            sim_replay=sim_replay,
+            sim_replay_speed=speed,
             lines_max=lines_max,
             tws_port=tws_port,
             allow_live=allow_live,

@@ -307,8 +307,14 @@ class HubServer:
         from ibhub.sim import SimConfig, SimGateway
 
         s = self.settings
+        replay = None
+        if s.sim_replay:
+            from ibhub.sim.replay import ReplaySpec
+
+            replay = ReplaySpec(s.sim_replay, speed=s.sim_replay_speed)
         sim = SimGateway.in_thread(
-            SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed, tick_rate=s.sim_tick_rate)
+            SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed, tick_rate=s.sim_tick_rate,
+                      replay=replay)
         )
         await asyncio.to_thread(sim.start)
         self.sim = sim
