@@ -18,7 +18,7 @@ def _csv(value: str | None) -> list[str]:
 
 async def _record(root: Path, pub: str | None, rpc: str | None, name: str,
                   selection: object, roll_seconds: float, roll_mb: float,
-                  hold: list[str]) -> None:
+                  hold: list[str | int]) -> None:
     from ibhub.client import AsyncHub
     from ibhub.record.recorder import Recorder, Selection
 
@@ -58,7 +58,8 @@ async def _record(root: Path, pub: str | None, rpc: str | None, name: str,
 @click.option("--topics", default=None,
               help="Only topics matching these patterns (comma-separated, fnmatch: tick.A*).")
 @click.option("--subscribe", "hold", default=None,
-              help="Also subscribe these contracts, so the hub streams them (comma-separated).")
+              help="Also subscribe these contracts (symbols or conIds, comma-separated), so the "
+                   "hub streams them even if no other script does.")
 @click.option("--roll-seconds", type=float, default=300.0, show_default=True,
               help="Write a part at least this often.")
 @click.option("--roll-mb", type=float, default=64.0, show_default=True,
@@ -83,7 +84,7 @@ def record(directory: str, pub: str | None, rpc: str | None, name: str, kinds: s
         info = disk_stats(root)
         click.echo(json.dumps(info, indent=1) if as_json else format_stats(info))
         return
-    from ibhub.record.recorder import RecorderBusy, Selection
+    from ibhub.record.recorder import RecorderError, Selection
 
     if roll_seconds <= 0 or roll_mb <= 0:
         raise click.UsageError("--roll-seconds and --roll-mb must be positive")
@@ -100,6 +101,6 @@ def record(directory: str, pub: str | None, rpc: str | None, name: str, kinds: s
     configure_logging("INFO", "text", sys.stderr)
     try:
         asyncio.run(_record(root, pub, rpc, name, selection, roll_seconds, roll_mb,
-                            _csv(hold)))
-    except RecorderBusy as exc:
+                            [int(c) if c.isdigit() else c for c in _csv(hold)]))
+    except RecorderError as exc:
         raise click.ClickException(str(exc)) from None

@@ -178,6 +178,7 @@ class AsyncHub:
         self._tasks = TaskSet(log)
         self._orders: OrderTracker | None = None
         self._taps: list[Tap] = []  # listen(): prefix taps, batches with gaps reported
+        self._lag = 0.0  # seconds behind the hub, as report_lag() was last told
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -218,6 +219,7 @@ class AsyncHub:
                 self._rpc, self._table, self._spawn, name=self.name, role=self.role,
                 credential=self._credential, name_secret=self._name_secret,
             )
+            keeper.report = self._keeping_up
             await keeper.hello(self.connect_timeout, self.connect_retries)
             self._keeper = keeper
             await self._table.baseline_status()
@@ -425,6 +427,19 @@ class AsyncHub:
         self._taps.append(tap)
         stream.subscribe(prefix)
         return tap
+
+    def report_lag(self, seconds: float) -> None:
+        """Tell the hub (with each heartbeat) how far behind its timestamps this script
+        is; the hub shows it in status and in ``ibhub_subscriber_lag_seconds``. The
+        SDK measures nothing per event itself: a consumer that knows (``ibhub record``)
+        reports it. Sequence gaps are always reported."""
+        self._lag = max(0.0, float(seconds))
+
+    def _keeping_up(self) -> dict[str, Any]:
+        table = self._table
+        gaps = sum(s.gaps for s in table.sequencers()) if table is not None else 0
+        gaps += sum(tap.gaps for tap in self._taps)
+        return {"gaps": gaps, "lag_ms": round(self._lag * 1000, 3)}
 
     def _close_tap(self, tap: Tap) -> None:
         if tap in self._taps:

@@ -189,6 +189,7 @@ class Tap:
         self.last: dict[str, int] = dict(since or {})
         self.received = 0
         self.missed = 0
+        self.gaps = 0  # sequence jumps seen (each lost one or more events)
         self.restarts = 0
         self.stale = 0  # events not newer than one already delivered (dropped)
         self.closed = False
@@ -230,6 +231,7 @@ class Tap:
             if first > last + 1:
                 missed = first - last - 1
                 self.missed += missed
+                self.gaps += 1
             elif first == 1:
                 restarted = True
                 self.restarts += 1
@@ -241,6 +243,7 @@ class Tap:
                 events = newer
                 missed = events[0].seq - last - 1
                 self.missed += missed
+                self.gaps += missed > 0
         self.last[topic] = events[-1].seq
         self.received += len(events)
         batch = Batch(topic, events, missed, restarted)

@@ -348,6 +348,7 @@ class Hub:
     add_connect_handler = _direct(AsyncHub.add_connect_handler)
     add_status_handler = _direct(AsyncHub.add_status_handler)
     add_error_handler = _direct(AsyncHub.add_error_handler)
+    report_lag = _direct(AsyncHub.report_lag)
 
     # ------------------------------------------------------------------ requests
 

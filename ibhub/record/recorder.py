@@ -38,7 +38,7 @@ from typing import Any
 
 from msgspec.structs import astuple
 
-from ibhub.client import AsyncHub, Batch, Tap
+from ibhub.client import AsyncHub, Batch, HubError, Tap
 from ibhub.protocol import TOPIC_STATUS
 from ibhub.record import format as fmt
 from ibhub.record.spool import leftover_segments, read_segment, spool_dir
@@ -51,7 +51,11 @@ RECORDABLE = tuple(PREFIXES)
 LAG_WARN = 1.0  # seconds between the hub's timestamp and receipt that count as behind
 
 
-class RecorderBusy(RuntimeError):
+class RecorderError(RuntimeError):
+    """The recorder cannot start as asked (the message says why)."""
+
+
+class RecorderBusy(RecorderError):
     """Another recorder holds the directory."""
 
 
@@ -115,7 +119,7 @@ class Recorder:
 
     def __init__(self, root: str | Path, hub: AsyncHub, selection: Selection | None = None,
                  *, roll_seconds: float = 300.0, roll_mb: float = 64.0,
-                 subscribe: Iterable[str] = (), status_interval: float = 1.0) -> None:
+                 subscribe: Iterable[str | int] = (), status_interval: float = 1.0) -> None:
         self.root = Path(root)
         self.hub = hub
         self.selection = selection or Selection()
@@ -160,7 +164,11 @@ class Recorder:
             self._taps.append(await self.hub.listen(
                 PREFIXES[kind], self._on_batch, since=self.durable, queue_size=1))
         for contract in self.hold:
-            self._subs.append(await self.hub.subscribe_batches(contract, callback=_ignore))
+            try:
+                self._subs.append(await self.hub.subscribe_batches(contract, callback=_ignore))
+            except HubError as exc:
+                await self.stop()
+                raise RecorderError(f"cannot subscribe {contract!r}: {exc}") from exc
         self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
         return self.recovery
 
@@ -336,6 +344,7 @@ class Recorder:
 
     def _update_lag(self) -> None:
         self.lag, self._lag_window = self._lag_window, 0.0
+        self.hub.report_lag(self.lag)  # the hub's ibhub_subscriber_lag_seconds
         behind = self.lag > LAG_WARN
         if behind and not self.behind:
             log.warning("the recorder is behind the hub by %.1f s", self.lag)

@@ -1,0 +1,156 @@
+"""Recorder throughput and replay rate (docs/performance.md, "Recording and replay").
+
+Not a test. A simulated Gateway in its own process, a hub (``ibhub run --gateway``)
+and an ``ibhub record`` process that holds every instrument of the simulator's
+universe (``--subscribe``) and records ticks. For each simulator rate it measures a
+window: ticks recorded per second, events lost (sequence gaps the recorder
+recorded), the recorder's lag, and its CPU per tick. The highest rate with zero
+loss and lag under a second is the recorder's sustained rate on this machine.
+Then the recording is replayed at ``--speed max`` into a simulator and an
+ib_insync / ib_async script counts the ticks it receives per second.
+
+    python bench/record.py [--rates 250,1000,2500,5000] [--window 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import SimProcess, cpu_seconds, machine
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "from ibhub.cli import main; main()"]
+
+
+def state(root: Path) -> dict:
+    try:
+        return json.loads((root / "_recorder" / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
+def record_cells(rates: list[float], window: float, tmp: Path) -> tuple[list[dict], Path]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    root = tmp / "rec"
+    rows = []
+    with SimProcess(stamp="slice") as sim:
+        pub, rpc = f"ipc://{tmp}/pub", f"ipc://{tmp}/rpc"
+        hub = subprocess.Popen([*CLI, "run", "--gateway", f"127.0.0.1:{sim.port}", "--pub", pub,
+                                "--rpc", rpc, "--http-port", "off", "--data-dir", str(tmp)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        con_ids = ",".join(str(i.con_id) for i in sim.instruments)
+        rec = None
+        try:
+            time.sleep(1.0)
+            rec = subprocess.Popen([*CLI, "record", str(root), "--pub", pub, "--rpc", rpc,
+                                    "--kinds", "ticks", "--subscribe", con_ids,
+                                    "--roll-seconds", "2"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=(tmp / "rec.log").open("w"))
+            wait_for(lambda: state(root).get("pid") == rec.pid, 30, "recorder up")
+            n = len(sim.instruments)
+            sim.rate(20)  # until every instrument's ticks are on disk (subscribing is paced)
+            wait_for(lambda: len(state(root).get("durable", {})) >= n, 60,
+                     f"ticks of all {n} instruments recorded")
+            ps, hub_ps = psutil.Process(rec.pid), psutil.Process(hub.pid)
+            for hz in rates:
+                sim.rate(hz)
+                time.sleep(1.5)  # warm up
+                s0, c0, h0, t0 = state(root), cpu_seconds(ps), cpu_seconds(hub_ps), time.time()
+                time.sleep(window)
+                s1, c1, h1, t1 = state(root), cpu_seconds(ps), cpu_seconds(hub_ps), time.time()
+                got = s1["received"]["ticks"] - s0["received"]["ticks"]
+                missed = s1["missed"] - s0["missed"]
+                rows.append({"hz": hz, "ticks_s": got / (t1 - t0), "missed": missed,
+                             "lag_s": max(s0["lag_seconds"], s1["lag_seconds"]),
+                             "rec_cpu_us_tick": (c1 - c0) / max(got, 1) * 1e6,
+                             "rec_cpu_pct": (c1 - c0) / (t1 - t0) * 100,
+                             "hub_cpu_pct": (h1 - h0) / (t1 - t0) * 100})
+                print(f"  {hz:>6,.0f} Hz/instrument: {rows[-1]['ticks_s']:>9,.0f} ticks/s "
+                      f"recorded, missed {missed:,}, lag {rows[-1]['lag_s']:.3f} s, "
+                      f"recorder {rows[-1]['rec_cpu_us_tick']:.2f} us CPU/tick "
+                      f"({rows[-1]['rec_cpu_pct']:.0f}% of a core)", flush=True)
+            sim.rate(0)
+            if not any(r["ticks_s"] for r in rows):
+                print((tmp / "rec.log").read_text()[-3000:])
+        finally:
+            if rec is not None:
+                rec.terminate()
+                rec.wait(30)
+            hub.terminate()
+            hub.wait(30)
+    return rows, root
+
+
+async def replay_rate(root: Path, seconds: float) -> tuple[float, int]:
+    sys.path.insert(0, str(REPO))
+    from ibhub.record import format as fmt
+    from ibhub.sim import SimConfig, SimGateway
+    from ibhub.sim.replay import ReplaySpec
+    from tests.ibclient import IB, Contract
+
+    con_ids = sorted(set(fmt.read_kind(root, "ticks", columns=["con_id"])["con_id"]
+                         .to_pylist()))
+    count = [0]
+
+    def on_pending(tickers: set) -> None:
+        count[0] += sum(len(t.ticks) for t in tickers)
+
+    cfg = SimConfig(seed=1, max_lines=1000, max_msg_rate=100_000.0,
+                    replay=ReplaySpec(str(root), speed=0))
+    async with SimGateway(cfg) as sim:
+        ib = IB()
+        await ib.connectAsync("127.0.0.1", sim.port, clientId=1, timeout=10)
+        ib.pendingTickersEvent += on_pending
+        for con_id in con_ids:
+            contract = Contract(conId=con_id)
+            await ib.qualifyContractsAsync(contract)
+            ib.reqMktData(contract)
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        ib.disconnect()
+    return count[0] / elapsed, len(con_ids)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rates", default="250,1000,2500,5000")
+    ap.add_argument("--window", type=float, default=4.0)
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    print(f"command: python bench/record.py {' '.join(sys.argv[1:])}")
+    with tempfile.TemporaryDirectory(prefix="ibhub-rec-") as tmp:
+        rows, root = record_cells([float(r) for r in args.rates.split(",")], args.window,
+                                  Path(tmp))
+        ok = [r for r in rows if r["missed"] == 0 and r["lag_s"] < 1.0]
+        best = max(ok, key=lambda r: r["ticks_s"]) if ok else None
+        if best:
+            print(f"highest zero-loss rate: {best['ticks_s']:,.0f} ticks/s, recorder "
+                  f"{best['rec_cpu_us_tick']:.2f} us CPU per tick")
+        rate, n = asyncio.run(replay_rate(root, 3.0))
+        size = sum(p.stat().st_size for p in root.rglob("*.parquet"))
+        print(f"replay --speed max: {rate:,.0f} ticks/s received by one ib client "
+              f"({n} instruments); recording {size / 1e6:.1f} MB on disk")
+
+
+if __name__ == "__main__":
+    main()
