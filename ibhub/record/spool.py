@@ -70,9 +70,13 @@ class Spool:
         self.path(segment).unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Close the current segment; an empty one is removed (nothing to recover)."""
         if self._fd >= 0:
+            empty = os.fstat(self._fd).st_size == 0
             os.close(self._fd)
             self._fd = -1
+            if empty:
+                self.path().unlink(missing_ok=True)
 
 
 def leftover_segments(root: Path) -> list[tuple[str, str, int, Path]]:
