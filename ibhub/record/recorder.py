@@ -161,8 +161,11 @@ class Recorder:
                                  self.roll_bytes, self._on_durable)
         self._save_state(clean=False)
         for kind in sorted(self.selection.kinds):
-            self._taps.append(await self.hub.listen(
-                PREFIXES[kind], self._on_batch, since=self.durable, queue_size=1))
+            tap = await self.hub.listen(PREFIXES[kind], self._on_batch, since=self.durable,
+                                        queue_size=1)
+            self._taps.append(tap)
+            if self.recovery.since:
+                await self._catch_up(tap)
         for contract in self.hold:
             try:
                 self._subs.append(await self.hub.subscribe_batches(contract, callback=_ignore))
@@ -195,6 +198,23 @@ class Recorder:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    async def _catch_up(self, tap: Tap) -> None:
+        """Record what was lost while no recorder ran now, not at each topic's next
+        event: the hub's last value of every topic under the tap's prefix goes through
+        the tap as if it had just arrived, so a topic that moved on gets its gap row
+        (recorder_down) and its last event at once. Topics that already sent a live
+        event since the tap opened are left alone (the tap drops the older value)."""
+        try:
+            last_values = await self.hub.snapshot(tap.prefix)
+        except HubError as exc:
+            log.warning("no catch-up snapshot of %s: %s; gaps are recorded as each topic's "
+                        "next event arrives", tap.prefix, exc)
+            return
+        for topic, event in sorted(last_values.items()):
+            seen = self.recovery.since.get(topic)
+            if seen is not None and event.seq > seen and tap.last.get(topic) == seen:
+                tap.on_message(topic, event)
 
     def _lock(self) -> None:
         fd = os.open(spool_dir(self.root) / "lock", os.O_RDWR | os.O_CREAT, 0o600)
