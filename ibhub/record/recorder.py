@@ -144,6 +144,7 @@ class Recorder:
         self._subs: list[Any] = []
         self._lock_fd = -1
         self._task: asyncio.Task[None] | None = None
+        self._flushing: dict[str, asyncio.Task[None]] = {}
         self._started = time.time()
         self.final: dict[str, Any] = {}  # status() at the clean stop
 
@@ -189,6 +190,8 @@ class Recorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for task in list(self._flushing.values()):
+            await asyncio.gather(task, return_exceptions=True)
         if self.writer is not None:
             await self.writer.flush_all()
             self.writer.close()
@@ -352,15 +355,25 @@ class Recorder:
                     await writer.full.wait()
             writer.full.clear()
             for kind in writer.due():
-                try:
-                    await writer.flush(kind)
-                except Exception:
-                    self.flush_errors += 1  # logged by the writer; rows kept, retried
+                # in the background: the status goes on being written during a long
+                # flush; one flush per kind at a time
+                if kind not in self._flushing:
+                    self._flushing[kind] = asyncio.get_running_loop().create_task(
+                        self._flush(kind), name=f"recorder flush {kind}")
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + self.status_interval
                 self._update_lag()
                 self._save_state(clean=False)
+
+    async def _flush(self, kind: str) -> None:
+        assert self.writer is not None
+        try:
+            await self.writer.flush(kind)
+        except Exception:
+            self.flush_errors += 1  # logged by the writer; the rows are kept and retried
+        finally:
+            self._flushing.pop(kind, None)
 
     def _update_lag(self) -> None:
         self.lag, self._lag_window = self._lag_window, 0.0

@@ -42,17 +42,29 @@ class Buffer:
         self.first_ts = 0
 
 
+CHUNK = 4096  # rows converted per step: each step holds the GIL for a few ms only
+
+
 def build_table(kind: str, topics: Sequence[str], rows: Sequence[Any]) -> pa.Table:
     """Rows of ``kind`` -> a table of its schema. ``rows`` are events (whose fields are
-    the schema's after ``topic``) or row tuples that already start with the topic."""
+    the schema's after ``topic``) or row tuples that already start with the topic.
+
+    Built in chunks on the flush thread: one conversion of a whole buffer is a single
+    long C call that holds the GIL, and the event loop reading the SUB socket would
+    wait for it (the recorder's lag); between chunks the loop gets its turn."""
     schema = fmt.SCHEMAS[kind]
-    if topics:
-        columns: list[Any] = [topics, *zip(*map(astuple, rows), strict=True)]
-    else:
-        columns = list(zip(*rows, strict=True))
-    arrays = [pa.array(col, type=field.type) for col, field in
-              zip(columns, schema, strict=True)]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    batches = []
+    for start in range(0, len(rows), CHUNK):
+        part = rows[start:start + CHUNK]
+        if topics:
+            columns: list[Any] = [topics[start:start + CHUNK],
+                                  *zip(*map(astuple, part), strict=True)]
+        else:
+            columns = list(zip(*part, strict=True))
+        batches.append(pa.RecordBatch.from_arrays(
+            [pa.array(col, type=field.type) for col, field in
+             zip(columns, schema, strict=True)], schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def fills_of(orders: pa.Table) -> pa.Table:
