@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,36 @@ async def test_blocking_hub_batches(hub: HubServer) -> None:
     got = await asyncio.wait_for(asyncio.to_thread(script), 20)
     contiguous(got)
     assert {e.symbol for b in got for e in b.events} == {"IBM"}
+
+
+async def test_a_slow_subscriber_is_visible_in_the_hubs_status_and_metrics(
+    hub: HubServer,
+) -> None:
+    """A PUB socket drops silently; what a client reports in its heartbeats (its gaps,
+    its lag) is the hub's view of slow subscribers."""
+    from ibhub.hub.ops.metrics import HubMetrics
+
+    async with sdk(hub, "slow-one") as client:
+        sub = await client.subscribe("AAPL")
+        await wait_until(lambda: sub.latest is not None and sub.latest.seq >= 5, 5, "AAPL ticks")
+        seen: list[Batch] = []
+        tap = await client.listen("tick.AAPL", seen.append, since={"tick.AAPL": 1})
+        await wait_until(lambda: bool(seen), 5, "a tick on the tap")
+        assert tap.gaps == 1 and seen[0].missed > 0  # seeded at seq 1: the rest is lost
+        client.report_lag(2.5)
+
+        def lease_info() -> Any:
+            return hub.leases.get(client.lease or "")
+
+        await wait_until(lambda: (lease_info() is not None and lease_info().gaps >= 1
+                                  and lease_info().lag_ms == 2500.0), 5, "a heartbeat report")
+        status = await client.status()
+        (mine,) = [ls for ls in status.leases if ls.name == "slow-one"]
+        assert mine.gaps >= 1 and mine.lag_ms == 2500.0
+        text = HubMetrics(hub).render().decode()
+        assert 'ibhub_subscriber_lag_seconds{name="slow-one"} 2.5' in text
+        assert "ibhub_slow_subscribers 1.0" in text
+        assert 'ibhub_subscriber_gaps_total{name="slow-one"}' in text
+        client.report_lag(0.0)
+        await wait_until(lambda: lease_info().lag_ms == 0.0, 5, "the lag cleared")
+        assert "ibhub_slow_subscribers 0.0" in HubMetrics(hub).render().decode()
