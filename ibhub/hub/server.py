@@ -316,7 +316,12 @@ class HubServer:
             SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed, tick_rate=s.sim_tick_rate,
                       replay=replay)
         )
-        await asyncio.to_thread(sim.start)
+        try:
+            await asyncio.to_thread(sim.start)
+        except RuntimeError as exc:  # a recording that cannot be replayed: configuration
+            if replay is not None and isinstance(exc.__cause__, (ValueError, ImportError)):
+                raise ConfigError(f"--replay {s.sim_replay}: {exc.__cause__}") from exc
+            raise
         self.sim = sim
         self.settings = s.model_copy(
             update={"gateway_host": "127.0.0.1", "gateway_port": sim.port}

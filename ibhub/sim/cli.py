@@ -66,6 +66,10 @@ def sim(host: str, port: int, seed: int, tick_rate: float, accounts: tuple[str, 
         raise click.UsageError(str(exc)) from None
     try:
         _run(_serve(cfg, control_port))
+    except (ValueError, ImportError) as exc:  # a recording that cannot be replayed
+        if replay is None:
+            raise
+        raise click.ClickException(f"--replay {replay_dir}: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
 

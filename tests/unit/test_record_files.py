@@ -190,3 +190,21 @@ def test_replay_options_are_checked() -> None:
     assert parse_time("1970-01-01T01:00:01+01:00") == 10**9
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+def test_replay_clock_scales_the_recorded_spacing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ibhub.sim import replay
+
+    now = [100.0]
+    monkeypatch.setattr(replay.time, "monotonic", lambda: now[0])
+    tape = Tape({name: [0.0] for name in ("bid", "ask", "last", "bid_size", "ask_size",
+                                          "last_size", "volume")} | {"ts": [5 * 10**9]})
+    clock = replay.ReplayClock({1: tape}, speed=10)
+    assert clock.horizon() == -math.inf  # nothing is due before the first subscription
+    clock.start()
+    now[0] += 0.5  # half a second of wall time = five recorded seconds at speed 10
+    assert clock.horizon() == pytest.approx(10 * 10**9)
+    assert replay.ReplayClock({1: tape}, speed=0).horizon() == -math.inf
+    fast = replay.ReplayClock({1: tape}, speed=0)
+    fast.start()
+    assert fast.horizon() == math.inf

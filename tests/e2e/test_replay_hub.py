@@ -1,0 +1,70 @@
+"""``ibhub run --sim --replay DIR``: the hub's embedded simulator streams a recording to
+SDK scripts (real ZeroMQ sockets, real TCP to the simulator); the replay options'
+errors are clear."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("pyarrow")
+
+from ibhub.cli import main  # noqa: E402
+from ibhub.client import AsyncHub, Tick  # noqa: E402
+from ibhub.config import HubSettings  # noqa: E402
+from ibhub.hub.server import HubServer  # noqa: E402
+from ibhub.record.writer import PartWriter  # noqa: E402
+from tests.e2e.conftest import FAST  # noqa: E402
+from tests.e2e.record_support import dedup  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+AAPL = 265598
+
+
+async def test_a_hub_on_a_replaying_simulator_streams_the_recorded_prices(
+    tmp_path: Path, ipc_dir: str,
+) -> None:
+    root = tmp_path / "rec"
+    writer = PartWriter(root, "t1", 60, 10**9, on_durable=lambda d: None)
+    t0 = time.time_ns() - 3600 * 10**9
+    bids = [round(190 + 0.01 * ((i * 7) % 13), 2) for i in range(60)]
+    writer.add_events("ticks", "tick.AAPL", [
+        Tick(i + 1, t0 + i * 10_000_000, AAPL, "AAPL", bid, bid + 0.02, bid + 0.01, 100.0 + i,
+             200.0, 1.0, 1000.0 + i) for i, bid in enumerate(bids)])
+    await writer.flush_all()
+    writer.close()
+    settings = HubSettings(**{**FAST, "sim": True, "sim_replay": str(root),
+                              "sim_replay_speed": 10.0, "pub": f"ipc://{ipc_dir}/pub",
+                              "rpc": f"ipc://{ipc_dir}/rpc", "data_dir": ipc_dir})
+    hub = HubServer(settings)
+    await hub.start()
+    try:
+        got: list[Tick] = []
+        async with AsyncHub(hub.pub_endpoint, hub.rpc_endpoint, name="replayed") as client:
+            await client.wait_connected(5)
+            await client.subscribe("AAPL", callback=got.append)
+            expected = dedup(bids)
+            await wait_until(lambda: dedup([t.bid for t in got]) == expected, 10,
+                             "the recorded bids through the hub")
+            assert dedup([t.ask for t in got]) == dedup([round(b + 0.02, 2) for b in bids])
+            assert max(t.volume for t in got) == 1059.0
+    finally:
+        await hub.stop()
+
+
+def test_replay_option_errors_are_clear(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["sim", "--from", "2026-12-07T14:30"])
+    assert result.exit_code == 2 and "need --replay" in result.output
+    result = runner.invoke(main, ["sim", "--replay", str(tmp_path), "--speed", "fast"])
+    assert result.exit_code == 2 and "--speed" in result.output
+    result = runner.invoke(main, ["sim", "--replay", str(tmp_path), "--port", "0",
+                                  "--control-port", "-1"])
+    assert result.exit_code == 1 and "holds no recorded ticks" in result.output
+    result = runner.invoke(main, ["run", "--replay", str(tmp_path)])
+    assert result.exit_code == 2 and "--replay needs --sim" in result.output
