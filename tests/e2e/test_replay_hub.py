@@ -4,7 +4,6 @@ errors are clear."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -13,14 +12,14 @@ from click.testing import CliRunner
 
 pytest.importorskip("pyarrow")
 
-from ibhub.cli import main  # noqa: E402
-from ibhub.client import AsyncHub, Tick  # noqa: E402
-from ibhub.config import HubSettings  # noqa: E402
-from ibhub.hub.server import HubServer  # noqa: E402
-from ibhub.record.writer import PartWriter  # noqa: E402
-from tests.e2e.conftest import FAST  # noqa: E402
-from tests.e2e.record_support import dedup  # noqa: E402
-from tests.helpers import wait_until  # noqa: E402
+from ibhub.cli import main
+from ibhub.client import AsyncHub, Tick
+from ibhub.config import HubSettings
+from ibhub.hub.server import HubServer
+from ibhub.record.writer import PartWriter
+from tests.e2e.conftest import FAST
+from tests.e2e.record_support import dedup
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 AAPL = 265598
