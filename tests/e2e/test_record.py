@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ async def test_record_kill_restart_every_tick_present_or_in_a_gap(
 ) -> None:
     root = tmp_path / "rec"
     log = tmp_path / "recorder.log"
-    truth: dict[str, dict[int, object]] = {}
+    truth: dict[str, dict[int, Any]] = {}
 
     def keep(batch: Batch) -> None:
         seen = truth.setdefault(batch.topic, {})
@@ -112,11 +113,11 @@ async def test_record_kill_restart_every_tick_present_or_in_a_gap(
     (order_topic,) = {t for t in truth if t.startswith("order.")}
     published = sorted(truth[order_topic])
     got = sorted(o["seq"] for o in orders if o["topic"] == order_topic)
-    holes = [(g["from_seq"], g["to_seq"], g["reason"]) for g in gaps
-             if g["topic"] == order_topic]
-    assert len(holes) == 1 and holes[0][2] == "recorder_down", holes
+    order_holes = [(g["from_seq"], g["to_seq"], g["reason"]) for g in gaps
+                   if g["topic"] == order_topic]
+    assert len(order_holes) == 1 and order_holes[0][2] == "recorder_down", order_holes
     missing = [s for s in published if s not in got]
-    assert missing == list(range(holes[0][0], holes[0][1] + 1)), (missing, holes)
+    assert missing == list(range(order_holes[0][0], order_holes[0][1] + 1)), missing
     by_order: dict[int, list[str]] = {}
     for o in sorted(orders, key=lambda o: o["seq"]):
         by_order.setdefault(o["order_id"], []).append(o["kind"])

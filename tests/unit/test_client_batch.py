@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ibhub.client.batch import Batch, Tap
 from ibhub.protocol import Bundle, Tick, Ticks
 
@@ -10,7 +12,7 @@ def tick(seq: int, symbol: str = "AAPL") -> Tick:
     return Tick(seq, 0, 1, symbol, 1.0, 2.0, 1.5, 1, 1, 1, 10)
 
 
-def make_tap(prefix: str = "tick.", **kw: object) -> tuple[Tap, list[Batch]]:
+def make_tap(prefix: str = "tick.", **kw: Any) -> tuple[Tap, list[Batch]]:
     got: list[Batch] = []
     tap = Tap(prefix, got.append, 10, spawn=lambda c, w: None, close=lambda t: None, **kw)
     return tap, got

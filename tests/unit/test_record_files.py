@@ -160,7 +160,7 @@ def test_replay_walk_sends_every_recorded_price_in_order() -> None:
     inst = build_universe().by_con_id(265598)
     assert inst is not None
     t0 = 1_000_000_000
-    cols = {"ts": [t0, t0 + 10, t0 + 20, t0 + 30],
+    cols: dict[str, list[Any]] = {"ts": [t0, t0 + 10, t0 + 20, t0 + 30],
             "bid": [190.0, 190.01, 190.01, 190.05], "ask": [190.02, 190.02, 190.02, 190.07],
             "last": [190.0, 190.0, 190.02, 190.06], "bid_size": [1.0, 2.0, 2.0, 3.0],
             "ask_size": [1.0, 1.0, 1.0, 4.0], "last_size": [1.0, 1.0, 3.0, 1.0],
