@@ -126,6 +126,32 @@ def replay_rate(root: Path, seconds: float) -> tuple[float, float, int]:
     return rates[0], rates[1], len(con_ids)
 
 
+def offline_capacity(tmp: Path, n: int = 400_000, per_batch: int = 8) -> float:
+    """The recorder's own work per tick without a hub or a socket: batches of ticks into
+    the recorder's batch callback, then the buffers written as parts (build, zstd,
+    fsync). Returns ticks per CPU second (all threads of this process)."""
+    from ibhub.client import Batch
+    from ibhub.protocol import Tick
+    from ibhub.record.recorder import Recorder
+    from ibhub.record.writer import PartWriter
+
+    rec = Recorder(tmp / "offline", hub=None)  # type: ignore[arg-type]
+    rec.writer = PartWriter(rec.root, "bench", 3600, 10**12, on_durable=rec._on_durable)
+    now = time.time_ns()
+    batches = []
+    for start in range(0, n, per_batch):
+        sym = f"S{(start // per_batch) % 41}"
+        batches.append(Batch(f"tick.{sym}", [
+            Tick(i + 1, now + i, 1000 + i % 41, sym, 100.0 + i % 7, 100.02, 100.01, 300.0,
+                 200.0, 100.0, float(i)) for i in range(start, start + per_batch)]))
+    cpu = time.process_time()
+    for batch in batches:
+        rec._on_batch(batch)
+    asyncio.run(rec.writer.flush_all())
+    rec.writer.close()
+    return n / (time.process_time() - cpu)
+
+
 def _listening(port: int) -> bool:
     import socket
 
@@ -220,6 +246,9 @@ def main() -> None:
         if best:
             print(f"highest zero-loss rate: {best['ticks_s']:,.0f} ticks/s, recorder "
                   f"{best['rec_cpu_us_tick']:.2f} us CPU per tick")
+        capacity = offline_capacity(Path(tmp))
+        print(f"recorder's own capacity (no hub, batches of 8 ticks, parts written): "
+              f"{capacity:,.0f} ticks per CPU second ({1e6 / capacity:.2f} us per tick)")
         bare, ib, n = replay_rate(root, 3.0)
         size = sum(p.stat().st_size for p in root.rglob("*.parquet"))
         print(f"replay --speed max ({n} instruments, recording {size / 1e6:.1f} MB): "
