@@ -187,9 +187,12 @@ class Tap:
         self.prefix = prefix
         self.callback = callback
         self.last: dict[str, int] = dict(since or {})
+        self._live: set[str] = set()  # topics that delivered a batch to this tap
         self.received = 0
         self.missed = 0
-        self.gaps = 0  # sequence jumps seen (each lost one or more events)
+        # sequence jumps while listening (each lost one or more events; not the first
+        # jump after ``since``, which is what was lost while this client was away)
+        self.gaps = 0
         self.restarts = 0
         self.stale = 0  # events not newer than one already delivered (dropped)
         self.closed = False
@@ -231,7 +234,7 @@ class Tap:
             if first > last + 1:
                 missed = first - last - 1
                 self.missed += missed
-                self.gaps += 1
+                self.gaps += topic in self._live
             elif first == 1:
                 restarted = True
                 self.restarts += 1
@@ -243,8 +246,9 @@ class Tap:
                 events = newer
                 missed = events[0].seq - last - 1
                 self.missed += missed
-                self.gaps += missed > 0
+                self.gaps += missed > 0 and topic in self._live
         self.last[topic] = events[-1].seq
+        self._live.add(topic)
         self.received += len(events)
         batch = Batch(topic, events, missed, restarted)
         callback = self.callback

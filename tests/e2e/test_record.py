@@ -53,7 +53,10 @@ async def test_record_kill_restart_every_tick_present_or_in_a_gap(
         try:
             await wait_written(root, proc, "ticks", 0, "a first ticks part")
             first = await sdk.place_order("AAPL", "BUY", 5)
-            await first.wait_until(lambda o: o.status == "Filled", 5.0)
+            await first.wait_until(lambda o: o.status == "Filled" and o.commission > 0, 5.0)
+            # the recorder has them (spooled): acknowledged, submitted, filled, commission
+            await wait_until(lambda: state(root).get("received", {}).get("orders", 0) >= 4, 5,
+                             "the first order's events at the recorder")
             # Kill -9 with ticks in the open buffer and the order's events (likely) only
             # in the spool: the ticks are lost and become a gap, the order events not.
             await wait_until(lambda: state(root).get("buffered", {}).get("ticks", 0) > 0, 5,

@@ -29,7 +29,7 @@ def test_tap_reports_gaps_restarts_and_drops_duplicates() -> None:
     assert [(b.first_seq, b.last_seq, b.missed, b.restarted) for b in got] == [
         (1, 1, 0, False), (2, 3, 0, False), (7, 7, 3, False), (8, 8, 0, False),
         (1, 1, 0, True)]
-    assert (tap.received, tap.missed, tap.restarts, tap.stale) == (6, 3, 1, 2)
+    assert (tap.received, tap.missed, tap.restarts, tap.stale, tap.gaps) == (6, 3, 1, 2, 1)
     assert "missed=3" in repr(got[2]) and len(got[1]) == 2
 
 
@@ -40,6 +40,10 @@ def test_tap_expands_bundles_and_honours_since() -> None:
     tap.on_message("bundle.tick", bundle)
     assert [(b.topic, b.first_seq, b.missed) for b in got] == [
         ("tick.AAPL", 5, 0), ("tick.AMD", 9, 0)]
+    seeded, got2 = make_tap(since={"tick.AAPL": 2})
+    seeded.on_message("tick.AAPL", tick(5))  # 3, 4 lost while away: missed, not a gap
+    seeded.on_message("tick.AAPL", tick(8))  # 6, 7 lost while listening: a gap
+    assert [b.missed for b in got2] == [2, 2] and (seeded.missed, seeded.gaps) == (4, 1)
     tap._end()
     tap.on_message("tick.AAPL", tick(7))
     assert len(got) == 2 and tap.closed
