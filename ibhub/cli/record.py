@@ -84,6 +84,7 @@ def record(directory: str, pub: str | None, rpc: str | None, name: str, kinds: s
         info = disk_stats(root)
         click.echo(json.dumps(info, indent=1) if as_json else format_stats(info))
         return
+    from ibhub.client import HubError
     from ibhub.record.recorder import RecorderError, Selection
 
     if roll_seconds <= 0 or roll_mb <= 0:
@@ -103,4 +104,6 @@ def record(directory: str, pub: str | None, rpc: str | None, name: str, kinds: s
         asyncio.run(_record(root, pub, rpc, name, selection, roll_seconds, roll_mb,
                             [int(c) if c.isdigit() else c for c in _csv(hold)]))
     except RecorderError as exc:
+        raise click.ClickException(str(exc)) from None
+    except HubError as exc:  # no hub, refused hello (a name taken), ...
         raise click.ClickException(str(exc)) from None

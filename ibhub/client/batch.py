@@ -44,17 +44,21 @@ class Batch:
     went back (the hub restarted and counts from 1 again): what came between the last
     event seen and this batch is unknown. ``BatchSubscription`` batches are always
     ``missed == 0``: it recovers gaps from a snapshot and counts them in ``gaps``.
+    ``prev_seq``: the topic's last sequence number seen before this batch (a tap's;
+    None for its first, and for a subscription's batches).
     """
 
-    __slots__ = ("events", "missed", "restarted", "topic")
+    __slots__ = ("events", "missed", "prev_seq", "restarted", "topic")
 
     def __init__(
-        self, topic: str, events: Sequence[Event], missed: int = 0, restarted: bool = False
+        self, topic: str, events: Sequence[Event], missed: int = 0, restarted: bool = False,
+        prev_seq: int | None = None,
     ) -> None:
         self.topic = topic
         self.events = events
         self.missed = missed
         self.restarted = restarted
+        self.prev_seq = prev_seq
 
     @property
     def first_seq(self) -> int:
@@ -250,7 +254,7 @@ class Tap:
         self.last[topic] = events[-1].seq
         self._live.add(topic)
         self.received += len(events)
-        batch = Batch(topic, events, missed, restarted)
+        batch = Batch(topic, events, missed, restarted, last)
         callback = self.callback
         if callback is None:
             self._batches.put(batch)

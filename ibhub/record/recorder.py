@@ -318,10 +318,10 @@ class Recorder:
         self.received[kind] += len(events)
 
     def _gap(self, batch: Batch, first_here: bool) -> None:
-        last = batch.first_seq - batch.missed - 1
+        last = batch.prev_seq if batch.prev_seq is not None else \
+            batch.first_seq - batch.missed - 1
         if batch.restarted:
             reason, to_seq, count = "hub_restart", None, None
-            last = self.durable.get(batch.topic, 0)
         else:
             reason = "recorder_down" if first_here and batch.topic in self.recovery.since \
                 else "hub_drop"

@@ -26,9 +26,9 @@ def test_tap_reports_gaps_restarts_and_drops_duplicates() -> None:
     tap.on_message("tick.AAPL", Ticks(6, 0, [tick(6), tick(7), tick(8)]))  # 6,7 again
     tap.on_message("tick.AAPL", tick(1))  # the hub restarted
     tap.on_message("bar.AAPL", tick(1))  # not under the prefix
-    assert [(b.first_seq, b.last_seq, b.missed, b.restarted) for b in got] == [
-        (1, 1, 0, False), (2, 3, 0, False), (7, 7, 3, False), (8, 8, 0, False),
-        (1, 1, 0, True)]
+    assert [(b.first_seq, b.last_seq, b.missed, b.restarted, b.prev_seq) for b in got] == [
+        (1, 1, 0, False, None), (2, 3, 0, False, 1), (7, 7, 3, False, 3),
+        (8, 8, 0, False, 7), (1, 1, 0, True, 8)]
     assert (tap.received, tap.missed, tap.restarts, tap.stale, tap.gaps) == (6, 3, 1, 2, 1)
     assert "missed=3" in repr(got[2]) and len(got[1]) == 2
 

@@ -208,3 +208,25 @@ def test_replay_clock_scales_the_recorded_spacing(monkeypatch: pytest.MonkeyPatc
     fast = replay.ReplayClock({1: tape}, speed=0)
     fast.start()
     assert fast.horizon() == math.inf
+
+
+async def test_gap_rows_name_what_is_missing_and_why(tmp_path: Path) -> None:
+    from ibhub.client import Batch
+
+    rec = Recorder(tmp_path, hub=None)  # type: ignore[arg-type]
+    rec.recovery.since = {"tick.AAPL": 3}  # what a previous run had on disk
+    rec.writer = PartWriter(tmp_path, "w1", 60, 10**9, on_durable=rec._on_durable)
+    now = time.time_ns()
+    rec._on_batch(Batch("tick.AAPL", [tick(6, now)], missed=2, prev_seq=3))  # while down
+    rec._on_batch(Batch("tick.AAPL", [tick(7, now + 1)], prev_seq=6))
+    rec._on_batch(Batch("tick.AAPL", [tick(10, now + 2)], missed=2, prev_seq=7))  # a drop
+    rec._on_batch(Batch("tick.AAPL", [tick(1, now + 3)], restarted=True, prev_seq=10))
+    await rec.writer.flush_all()
+    rec.writer.close()
+    gaps = fmt.read_kind(tmp_path, "gaps", columns=["topic", "from_seq", "to_seq", "count",
+                                                    "reason"]).to_pylist()
+    assert [(g["from_seq"], g["to_seq"], g["count"], g["reason"]) for g in gaps] == [
+        (4, 5, 2, "recorder_down"), (8, 9, 2, "hub_drop"), (11, None, None, "hub_restart")]
+    assert rec.missed == 4 and rec.received["ticks"] == 4
+    assert fmt.read_kind(tmp_path, "ticks", columns=["seq"])["seq"].to_pylist() == [
+        1, 6, 7, 10]
