@@ -230,3 +230,19 @@ async def test_gap_rows_name_what_is_missing_and_why(tmp_path: Path) -> None:
     assert rec.missed == 4 and rec.received["ticks"] == 4
     assert fmt.read_kind(tmp_path, "ticks", columns=["seq"])["seq"].to_pylist() == [
         1, 6, 7, 10]
+
+
+def test_every_kind_builds_a_table_of_its_schema() -> None:
+    from ibhub.protocol import Bar
+    from ibhub.record.writer import build_table
+
+    now = time.time_ns()
+    bars = build_table("bars", ["bar.AAPL"], [
+        Bar(1, now, 265598, "AAPL", 1_796_000_000, 1.0, 2.0, 0.5, 1.5, 100.0, 1.2, 7)])
+    assert bars.schema == fmt.SCHEMAS["bars"] and bars["count"][0].as_py() == 7
+    status = build_table("status", [], [("hub.status", *_fields(
+        HubStatus(1, now, "CONNECTED", "ib", 2104, "farm ok", 0)))])
+    assert status.schema == fmt.SCHEMAS["status"] and status["code"][0].as_py() == 2104
+    gaps = build_table("gaps", [], [("tick.AAPL", 4, None, None, "hub_restart", now, None,
+                                     now)])
+    assert gaps.schema == fmt.SCHEMAS["gaps"] and gaps["to_seq"][0].as_py() is None
