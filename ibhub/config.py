@@ -163,6 +163,10 @@ class HubSettings(BaseSettings):
     # positions and cash
     sim_accounts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["DU1234567"], min_length=1)
+    # ``ibhub run --sim --replay DIR``: the embedded simulator streams a recording
+    # (docs/recording.md); speed 0 = as fast as the hub takes it.
+    sim_replay: str | None = None
+    sim_replay_speed: float = Field(default=1.0, ge=0)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
 

@@ -144,6 +144,12 @@ class Hello(Request, frozen=True, tag="hello"):
 
 class Heartbeat(Request, frozen=True, tag="heartbeat"):
     lease: Token
+    # recording (issue 16): how this client keeps up, for the hub's slow-subscriber
+    # metrics (a PUB socket drops silently; only the subscriber sees the gaps).
+    # gaps: sequence gaps it detected since it connected; lag_ms: how far behind the
+    # hub's timestamps it is, as the client measured it (0: not measured).
+    gaps: int = 0
+    lag_ms: float = 0.0
 
 
 class Goodbye(Request, frozen=True, tag="goodbye"):
@@ -492,6 +498,9 @@ class LeaseInfo(Struct, frozen=True):
     client_id: int
     subscriptions: int
     age_seconds: float
+    # recording (issue 16): what the client last reported in its heartbeat
+    gaps: int = 0
+    lag_ms: float = 0.0
 
 
 class NameInfo(Struct, frozen=True):

@@ -105,6 +105,7 @@ def format_status(status: StatusReply, endpoint: str) -> str:
         lines.append(
             f"  {lease.lease:<12} {lease.name:<24} {lease.role:<9} client id {lease.client_id:<5}"
             f" subscriptions {lease.subscriptions:<3} age {lease.age_seconds:.1f} s"
+            + _keeping_up(lease.gaps, lease.lag_ms)
         )
     lines.append(f"subscriptions ({len(status.subscriptions)}):")
     for sub in status.subscriptions:
@@ -408,3 +409,10 @@ def tail(
         return
     if 0 < shown < count or (count > 0 and shown == 0):
         raise click.ClickException(f"only {shown} of {count} event(s) within {duration:g} s")
+
+
+def _keeping_up(gaps: int, lag_ms: float) -> str:
+    """What a lease's client reported about keeping up (a slow subscriber), if anything."""
+    parts = ([f"{gaps} gap(s)"] if gaps else []) + ([f"lag {lag_ms / 1000:.1f} s"]
+                                                    if lag_ms else [])
+    return f"  fell behind: {', '.join(parts)}" if parts else ""

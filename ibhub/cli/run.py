@@ -117,6 +117,10 @@ def _version() -> str:
                    "(default 4010; -1 = none).")
 @click.option("--sim-accounts", default=None,
               help="The simulator's managed accounts, comma-separated (default DU1234567).")
+@click.option("--replay", "sim_replay", default=None, type=click.Path(file_okay=False),
+              help="With --sim: the simulator streams this recording (ibhub record).")
+@click.option("--replay-speed", default=None,
+              help="With --replay: 1 (recorded spacing, default), 10, max.")
 @click.option("--lines-max", type=int, default=None, help="Market-data line budget (default 100).")
 @click.option("--tws-port", type=int, default=None,
               help="Also serve TWS API scripts on 127.0.0.1:PORT (docs/tws-front-door.md).")
@@ -152,6 +156,8 @@ def run(
     sim_tick_rate: float | None,
     sim_control_port: int | None,
     sim_accounts: str | None,
+    sim_replay: str | None,
+    replay_speed: str | None,
     lines_max: int | None,
     tws_port: int | None,
     allow_live: bool | None,
@@ -166,6 +172,16 @@ def run(
 ) -> None:
     """Run the hub: one upstream API connection shared over ZeroMQ."""
     host, port = _parse_gateway(gateway)
+    speed = None
+    if sim_replay is not None or replay_speed is not None:
+        if not sim or sim_replay is None:
+            raise click.UsageError("--replay needs --sim (and --replay-speed needs --replay)")
+        from ibhub.sim.replay import parse_speed
+
+        try:
+            speed = parse_speed(replay_speed or "1")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         settings = load_settings(
             gateway_host=host,
@@ -178,6 +194,8 @@ def run(
             sim_tick_rate=sim_tick_rate,
             sim_control_port=sim_control_port,
             sim_accounts=sim_accounts,
+            sim_replay=sim_replay,
+            sim_replay_speed=speed,
             lines_max=lines_max,
             tws_port=tws_port,
             allow_live=allow_live,

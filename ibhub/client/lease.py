@@ -87,6 +87,9 @@ class LeaseKeeper:
         self._lock = asyncio.Lock()  # one re-hello / resubscribe pass at a time
         self._heartbeat: asyncio.Task[None] | None = None
         rpc.on_unmatched = self._on_unmatched
+        # What each heartbeat tells the hub about keeping up (gaps, lag_ms); set by
+        # AsyncHub, read once a heartbeat (nothing per event).
+        self.report: Callable[[], dict[str, Any]] = dict
 
     # ------------------------------------------------------------------ life
 
@@ -263,7 +266,8 @@ class LeaseKeeper:
             return
         try:
             await self._rpc.request(
-                Heartbeat(id=0, lease=token), timeout=max(self.heartbeat_interval, 0.5)
+                Heartbeat(id=0, lease=token, **self.report()),
+                timeout=max(self.heartbeat_interval, 0.5)
             )
         except HubTimeout:
             if self.hub_reachable:

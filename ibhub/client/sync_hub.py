@@ -33,6 +33,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from ibhub.client.async_hub import AsyncHub, ContractArg, OnEvent
+from ibhub.client.batch import Batch
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.orders import Order
 from ibhub.client.subscription import E, Subscription
@@ -171,7 +172,8 @@ class BlockingSubscription(Generic[E]):
         return self.inner.last_error
 
     def get(self, timeout: float | None = None) -> E:
-        """The next event; ``HubTimeout`` after ``timeout`` s, ``StopIteration`` once closed."""
+        """The next event (a ``Batch`` for ``subscribe_batches``); ``HubTimeout`` after
+        ``timeout`` s, ``StopIteration`` once closed."""
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -349,6 +351,7 @@ class Hub:
     add_status_handler = _direct(AsyncHub.add_status_handler)
     add_error_handler = _direct(AsyncHub.add_error_handler)
     add_bulletin_handler = _direct(AsyncHub.add_bulletin_handler)
+    report_lag = _direct(AsyncHub.report_lag)
 
     # ------------------------------------------------------------------ requests
 
@@ -384,11 +387,37 @@ class Hub:
 
     async def _subscribe(
         self, blocking: BlockingSubscription[Any], contract: str | int | ContractSpec,
-        kind: str, sink: Callable[[Any], Any], fields: dict[str, Any],
+        kind: str, sink: Callable[[Any], Any], fields: dict[str, Any], batches: bool = False,
     ) -> Subscription[Any]:
-        inner = await self.async_hub.subscribe(contract, kind=kind, callback=sink, **fields)
+        inner: Subscription[Any]
+        if batches:
+            inner = await self.async_hub.subscribe_batches(
+                contract, kind=kind, callback=sink, **fields)
+        else:
+            inner = await self.async_hub.subscribe(contract, kind=kind, callback=sink, **fields)
         inner.on_close = blocking._ended  # set on the SDK thread before any event can end it
         return inner
+
+    # By hand, as ``subscribe``: ``for batch in sub`` reads ``Batch``es in the script's
+    # thread, or ``callback(batch)`` runs on the SDK thread.
+    def subscribe_batches(
+        self,
+        contract: str | int | ContractSpec,
+        *,
+        kind: str = "ticks",
+        callback: Callable[[Batch], Any] | None = None,
+        queue_size: int = 10_000,
+        **fields: Any,
+    ) -> BlockingSubscription[Any]:  # yields Batch (not an Event)
+        """Like ``AsyncHub.subscribe_batches``; ``for batch in sub`` or ``sub.get()``."""
+        blocking: BlockingSubscription[Any] = BlockingSubscription(self, queue_size)
+        sink = callback if callback is not None else blocking._push
+        blocking._inner = self._call(
+            self._subscribe(blocking, contract, kind, sink, fields, batches=True))
+        return blocking
+
+    # A tap's callback runs on the SDK thread (``for`` over a tap works on AsyncHub only).
+    listen = _blocking(AsyncHub.listen)
 
     # By hand: takes the ``BlockingSubscription`` that ``subscribe`` returned.
     def unsubscribe(self, sub: BlockingSubscription[Any]) -> None:

@@ -14,7 +14,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from ibhub import __version__
-from ibhub.hub.leases import NoFreeClientId
+from ibhub.hub.leases import Lease, NoFreeClientId
 from ibhub.hub.name_requests import names_unavailable
 from ibhub.hub.names import NameRefused, new_secret
 from ibhub.hub.registry import Context, Registry, unknown_lease
@@ -102,7 +102,10 @@ class LeaseRequests:
                        nats_epoch=hub.nats.epoch if hub.nats is not None else "")
 
     def heartbeat(self, req: Heartbeat, ctx: Context) -> Reply:
-        return Ok(id=req.id)  # the registry refreshed the lease
+        lease = ctx.lease  # the registry refreshed it
+        if lease is not None:
+            slow_subscriber_report(lease, req.gaps, req.lag_ms)
+        return Ok(id=req.id)
 
     def goodbye(self, req: Goodbye, ctx: Context) -> Reply:
         hub = self.hub
@@ -148,3 +151,21 @@ class LeaseRequests:
             return Error(id=req.id, code=ErrorCode.UNKNOWN_LEASE,
                          message=f"client id {req.client_id} is not leased under this token")
         return Ok(id=req.id)
+
+
+SLOW_LAG_MS = 1000.0  # a client this far behind the hub's timestamps counts as slow
+
+
+def slow_subscriber_report(lease: Lease, gaps: int, lag_ms: float) -> None:
+    """Keep what a client says about keeping up (its heartbeat) and say so in the log
+    when it starts losing events or falls behind: the PUB socket drops silently at
+    a slow subscriber's high-water mark, so only the subscriber can tell."""
+    if gaps > lease.gaps:
+        log.warning("subscriber %r (lease %s) lost events: %d new sequence gap(s), %d in "
+                    "all; it does not keep up with what it subscribed",
+                    lease.name, lease.lease_id, gaps - lease.gaps, gaps)
+    if lag_ms >= SLOW_LAG_MS > lease.lag_ms:
+        log.warning("subscriber %r (lease %s) is %.1f s behind the hub", lease.name,
+                    lease.lease_id, lag_ms / 1000)
+    lease.gaps = max(0, gaps)
+    lease.lag_ms = max(0.0, lag_ms)

@@ -69,6 +69,8 @@ class Lease:
     topics: set[str] = field(default_factory=set)  # subscriptions held (maintained by the hub)
     token: str = field(default="", repr=False)  # the secret the holder's requests carry
     peer: Peer = LOCAL  # the connection (and key) that opened it
+    gaps: int = 0  # sequence gaps the client reported (heartbeat): it fell behind
+    lag_ms: float = 0.0  # how far behind the hub it says it is
 
 
 @dataclass(slots=True)

@@ -316,11 +316,21 @@ class HubServer:
         from ibhub.sim import SimConfig, SimGateway
 
         s = self.settings
+        replay = None
+        if s.sim_replay:
+            from ibhub.sim.replay import ReplaySpec
+
+            replay = ReplaySpec(s.sim_replay, speed=s.sim_replay_speed)
         sim = SimGateway.in_thread(
             SimConfig(host="127.0.0.1", port=0, seed=s.sim_seed, tick_rate=s.sim_tick_rate,
-                      accounts=tuple(s.sim_accounts))
+                      accounts=tuple(s.sim_accounts), replay=replay)
         )
-        await asyncio.to_thread(sim.start)
+        try:
+            await asyncio.to_thread(sim.start)
+        except RuntimeError as exc:  # a recording that cannot be replayed: configuration
+            if replay is not None and isinstance(exc.__cause__, (ValueError, ImportError)):
+                raise ConfigError(f"--replay {s.sim_replay}: {exc.__cause__}") from exc
+            raise
         self.sim = sim
         if s.sim_control_port >= 0:  # `ibhub sim-fault` works as against `ibhub sim`
             from ibhub.sim.control import ControlServer

@@ -54,7 +54,8 @@ class StatusRequests:
             last_tick_at=newest / 1e9 if newest else None,
             leases=[
                 LeaseInfo(lease=ls.lease_id, name=ls.name, role=ls.role, client_id=ls.client_id,
-                          subscriptions=len(ls.topics), age_seconds=now - ls.created)
+                          subscriptions=len(ls.topics), age_seconds=now - ls.created,
+                          gaps=ls.gaps, lag_ms=ls.lag_ms)
                 for ls in hub.leases.leases()
             ],
             subscriptions=[

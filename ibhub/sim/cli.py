@@ -43,19 +43,54 @@ def _accounts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
               help="Loopback HTTP control port for `ibhub sim-fault` (-1 disables).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--replay", "replay_dir", default=None, type=click.Path(file_okay=False),
+              help="Stream this recording's ticks (ibhub record) instead of random walks.")
+@click.option("--speed", default="1", show_default=True,
+              help="Replay speed: 1 (recorded spacing), 10 (ten times faster), max.")
+@click.option("--from", "start", default=None, help="Replay from this UTC time (ISO 8601).")
+@click.option("--to", "end", default=None, help="Replay up to this UTC time (ISO 8601).")
+@click.option("--symbols", default=None, help="Replay only these symbols (comma-separated).")
 def sim(host: str, port: int, seed: int, tick_rate: float, accounts: tuple[str, ...],
-        max_msg_rate: float, control_port: int, log_level: str) -> None:
+        max_msg_rate: float, control_port: int, log_level: str, replay_dir: str | None,
+        speed: str, start: str | None, end: str | None, symbols: str | None) -> None:
     """Run a simulated IB Gateway that unmodified TWS API clients can connect to."""
     from ibhub.sim import SimConfig
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = SimConfig(host=host, port=port, seed=seed, tick_rate=tick_rate, accounts=accounts,
-                    max_msg_rate=max_msg_rate)
+    replay = replay_spec(replay_dir, speed, start, end, symbols)
+    try:
+        cfg = SimConfig(host=host, port=port, seed=seed, tick_rate=tick_rate,
+                        accounts=accounts, max_msg_rate=max_msg_rate, replay=replay)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         _run(_serve(cfg, control_port))
+    except (ValueError, ImportError) as exc:  # a recording that cannot be replayed
+        if replay is None:
+            raise
+        raise click.ClickException(f"--replay {replay_dir}: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def replay_spec(directory: str | None, speed: str, start: str | None, end: str | None,
+                symbols: str | None) -> Any:
+    """The ``--replay`` options as a ``ReplaySpec`` (None without ``--replay``)."""
+    if directory is None:
+        if start or end or symbols:
+            raise click.UsageError("--from, --to and --symbols need --replay DIR")
+        return None
+    from ibhub.sim.replay import ReplaySpec, parse_speed, parse_time
+
+    try:
+        return ReplaySpec(
+            directory, speed=parse_speed(speed), start_ns=parse_time(start),
+            end_ns=parse_time(end),
+            symbols=frozenset(s.strip() for s in symbols.split(",") if s.strip())
+            if symbols else None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

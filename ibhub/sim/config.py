@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ibhub.sim.replay import ReplaySpec
+
 __all__ = ["SimConfig"]
 
 
@@ -36,6 +38,7 @@ class SimConfig:
     max_frame: int = 1 << 20  # incoming frames larger than this close the socket
     max_hist_bars: int = 100_000  # larger historical requests get error 162
     server_version: int = 176
+    replay: ReplaySpec | None = None  # stream a recording instead of random walks
 
     def __post_init__(self) -> None:
         if not self.accounts or any(not a for a in self.accounts):

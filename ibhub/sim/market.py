@@ -16,7 +16,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ibhub.sim.contracts import Instrument, Universe
 from ibhub.tws.codec import fmt_float
@@ -157,9 +157,13 @@ class Walk:
 class Market:
     """All walks, the set of instruments that keep walking, and step listeners."""
 
-    def __init__(self, seed: int, universe: Universe) -> None:
+    def __init__(self, seed: int, universe: Universe,
+                 replay: tuple[dict[int, Any], Any] | None = None) -> None:
         self.seed = seed
         self.universe = universe
+        # (tapes per conId, ReplayClock) when replaying a recording (sim/replay.py)
+        self.tapes: dict[int, Any] = replay[0] if replay is not None else {}
+        self.clock: Any = replay[1] if replay is not None else None
         self._walks: dict[int, Walk] = {}
         self.active: dict[int, int] = {}  # con_id -> holders (subscriptions, resting orders)
         self._listeners: list[Callable[[int, Quote], None]] = []
@@ -170,7 +174,13 @@ class Market:
             inst = self.universe.by_con_id(con_id)
             if inst is None:
                 raise KeyError(f"conId {con_id} is not in the simulator's universe")
-            w = self._walks[con_id] = Walk(inst, self.seed)
+            tape = self.tapes.get(con_id)
+            if tape is not None:
+                from ibhub.sim.replay import ReplayWalk
+
+                w = self._walks[con_id] = ReplayWalk(inst, self.seed, tape)
+            else:
+                w = self._walks[con_id] = Walk(inst, self.seed)
         return w
 
     def quote(self, con_id: int) -> Quote:
@@ -180,6 +190,8 @@ class Market:
         """Keep ``con_id`` walking (a subscription or a resting order needs it)."""
         self.walk(con_id)
         self.active[con_id] = self.active.get(con_id, 0) + 1
+        if self.clock is not None and con_id in self.tapes:
+            self.clock.start()
 
     def release(self, con_id: int) -> None:
         n = self.active.get(con_id, 0) - 1

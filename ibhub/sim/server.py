@@ -52,7 +52,13 @@ class SimGateway:
         self.config = config or SimConfig()
         self.universe = universe or build_universe()
         self.request_counts: collections.Counter[int] = collections.Counter()
-        self.market = Market(self.config.seed, self.universe)
+        replay = None
+        if self.config.replay is not None:  # a recording's ticks (sim/replay.py)
+            from ibhub.sim.replay import ReplayClock, load_tapes
+
+            tapes = load_tapes(self.config.replay, self.universe)
+            replay = (tapes, ReplayClock(tapes, self.config.replay.speed))
+        self.market = Market(self.config.seed, self.universe, replay)
         self.streams = StreamEngine(self)
         self.broker = (broker_factory or _default_broker)(self)
         self.news = NewsDesk(self)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import struct
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ibhub.sim import history, tickwire
 from ibhub.sim.contracts import Instrument, parse_c12
 from ibhub.sim.handlers import NO_SECURITY
 from ibhub.sim.market import QUOTE, Walk
+from ibhub.sim.replay import ReplayWalk
 from ibhub.sim.session import ClientSession, Handler, RequestError
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ _pack = struct.Struct(">I").pack
 MKT, TBT, RTBARS, HIST = "mkt", "tbt", "rtbars", "hist"
 TBT_TYPES = {"Last": 1, "AllLast": 2, "BidAsk": 3, "MidPoint": 4}
 MAX_TICKERS = "Max number of tickers has been reached"
+REPLAY_CAP = 2000  # recorded ticks per instrument per slice at most (--speed max)
 INLINE_HIST_BARS = 2000  # larger historical replies are built off the event loop
 
 
@@ -342,7 +345,12 @@ class StreamEngine:
     def _slice(self, dt: float) -> None:
         rate = self._rate
         market = self.market
-        if rate <= 0 or not market.active:
+        clock = market.clock
+        if clock is not None:  # replaying a recording: its ticks, at their times
+            horizon = clock.horizon()
+            if horizon == -math.inf or not market.active:
+                return
+        elif rate <= 0 or not market.active:
             return
         stamp = str(time.time_ns() // 1000).encode() if self.config.stamp_sizes else None
         now_s = int(time.time())
@@ -359,14 +367,20 @@ class StreamEngine:
                 # walk waits for them instead of producing ticks nobody can take
                 acc[con_id] = 0.0
                 continue
-            a = acc.get(con_id, 0.0) + rate * dt
-            n = int(a)
-            acc[con_id] = a - n
-            if n == 0:
-                continue
-            if n > cap:
-                n = cap
-            w = market.walk(con_id)
+            if clock is not None:
+                w = market.walk(con_id)
+                n = w.due(horizon, REPLAY_CAP) if isinstance(w, ReplayWalk) else 0
+                if n == 0:
+                    continue
+            else:
+                a = acc.get(con_id, 0.0) + rate * dt
+                n = int(a)
+                acc[con_id] = a - n
+                if n == 0:
+                    continue
+                if n > cap:
+                    n = cap
+                w = market.walk(con_id)
             events += n
             for _ in range(n):
                 ev = w.step()

@@ -159,7 +159,11 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
         # The TWS wire is shared by the simulator, the front door and the doctor.
         ("ibhub.tws", {"ibhub.protocol"}),
         # The simulator is a stand-in for the Gateway: it knows TWS, not the hub.
-        ("ibhub.sim", {"ibhub.protocol", "ibhub.tws", "ibhub.tasks"}),
+        # ... and the recording format, to replay a recording (only ibhub.record.format,
+        # which imports pyarrow and nothing of ibhub).
+        ("ibhub.sim", {"ibhub.protocol", "ibhub.tws", "ibhub.tasks", "ibhub.record"}),
+        # The recorder is an SDK client that writes Parquet: never the hub.
+        ("ibhub.record", {"ibhub.protocol", "ibhub.wire", "ibhub.client", "ibhub.tasks"}),
         # Trading rules and state; the composition root wires in the upstream gateway.
         ("ibhub.orders", {"ibhub.protocol", "ibhub.config", "ibhub.tws", "ibhub.tasks"}),
         # The IB library's door: it implements the order port and speaks TWS.
@@ -211,6 +215,16 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
 def test_package_imports_only_what_its_rule_allows(package: str, allowed: set[str]) -> None:
     bad = _violations(package, allowed)
     assert bad == [], f"{package} may import only {sorted(allowed)}:\n" + "\n".join(bad)
+
+
+def test_the_simulator_reads_recordings_through_the_format_module_only() -> None:
+    """The replay needs the on-disk format, never the recorder (which is an SDK client);
+    and the format module imports nothing of ibhub but the protocol."""
+    bad = [str(imp) for imp in IMPORTS if _within(imp.module, "ibhub.sim")
+           and _within(imp.target, "ibhub.record") and imp.target != "ibhub.record.format"]
+    bad += [str(imp) for imp in IMPORTS if imp.module == "ibhub.record.format"
+            and imp.target.startswith("ibhub") and imp.target != "ibhub.protocol"]
+    assert bad == [], "\n".join(bad)
 
 
 def test_only_the_composition_root_imports_the_front_door_inside_the_hub() -> None:

@@ -153,8 +153,9 @@ class HubCollector(Collector):
         yield GaugeMetricFamily("ibhub_market_data_lines_max", "Market-data line budget",
                                 value=hub.subs.lines_max)
         yield GaugeMetricFamily("ibhub_subscriptions", "Upstream subscriptions", value=len(subs))
-        yield GaugeMetricFamily("ibhub_leases", "Open script leases",
-                                value=len(list(hub.leases.leases())))
+        leases = list(hub.leases.leases())
+        yield GaugeMetricFamily("ibhub_leases", "Open script leases", value=len(leases))
+        yield from _subscriber_metrics(leases)
         newest = max((s.stream.last_ts for s in subs), default=0)
         yield GaugeMetricFamily("ibhub_last_tick_seconds",
                                 "Unix time of the newest tick or bar (0 if none)",
@@ -261,3 +262,31 @@ def _connection_metrics(hub: Any) -> Iterator[Metric]:
     yield GaugeMetricFamily("ibhub_open_files_reserve",
                             "Descriptors kept back from clients (fd_reserve)",
                             value=limits.reserve)
+
+
+def _subscriber_metrics(leases: list[Any]) -> Iterator[Metric]:
+    """What subscribers report about keeping up (heartbeats; docs/recording.md): a PUB
+    socket drops silently at a slow subscriber's high-water mark, so the subscriber's
+    own gap count and lag are the only honest signal. One series per script name."""
+    from ibhub.hub.lease_requests import SLOW_LAG_MS
+
+    gaps = CounterMetricFamily("ibhub_subscriber_gaps",
+                               "Sequence gaps a subscriber detected (it lost events), "
+                               "by script name", labels=["name"])
+    lag = GaugeMetricFamily("ibhub_subscriber_lag_seconds",
+                            "How far behind the hub a subscriber says it is, by script name",
+                            labels=["name"])
+    by_name: dict[str, tuple[int, float]] = {}
+    slow = 0
+    for lease in leases:
+        g, ms = by_name.get(lease.name, (0, 0.0))
+        by_name[lease.name] = (g + lease.gaps, max(ms, lease.lag_ms))
+        slow += lease.lag_ms >= SLOW_LAG_MS
+    for name, (g, ms) in sorted(by_name.items()):
+        if g or ms:
+            gaps.add_metric([name], g)
+            lag.add_metric([name], ms / 1000)
+    yield gaps
+    yield lag
+    yield GaugeMetricFamily("ibhub_slow_subscribers",
+                            "Subscribers reporting a lag of a second or more", value=slow)
