@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ibhub.sim import faults
+from ibhub.sim import faults, hist_ticks
 from ibhub.sim.config import SimConfig
 from ibhub.sim.contracts import Universe, build_universe
+from ibhub.sim.depth import DepthEngine
 from ibhub.sim.handlers import core_handlers
 from ibhub.sim.market import Market
 from ibhub.sim.session import ClientSession, Handler
@@ -53,9 +54,12 @@ class SimGateway:
         self.request_counts: collections.Counter[int] = collections.Counter()
         self.market = Market(self.config.seed, self.universe)
         self.streams = StreamEngine(self)
+        self.depth = DepthEngine(self)
         self.broker = (broker_factory or _default_broker)(self)
         self.handlers: dict[int, Handler] = core_handlers()
         self.handlers.update(self.streams.handlers())
+        self.handlers.update(self.depth.handlers())
+        self.handlers.update(hist_ticks.handlers(self))
         for msg_id in getattr(self.broker, "HANDLED", ()):
             self.handlers[msg_id] = self.broker.handle
         self.port: int = self.config.port
@@ -86,6 +90,7 @@ class SimGateway:
         self._started = False
         await self._tasks.close()
         await self.streams.stop()
+        self.depth.drop_all()
         await self._unlisten()
         for _ in range(3):  # let the aborted transports' connection_lost callbacks run
             await asyncio.sleep(0)
@@ -155,6 +160,7 @@ class SimGateway:
         if session.started and self._by_client_id.get(session.client_id) is session:
             del self._by_client_id[session.client_id]
             self.streams.drop_session(session)
+            self.depth.drop_session(session)
             log.info("client %d disconnected", session.client_id)
             self.broker.session_closed(session)
 
