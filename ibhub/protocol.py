@@ -151,7 +151,8 @@ class Goodbye(Request, frozen=True, tag="goodbye"):
 
 
 class Subscribe(Request, frozen=True, tag="subscribe"):
-    """Stream market data. ``kind``: "ticks" (top of book) or "bars" (5-second real-time bars)."""
+    """Stream market data. ``kind``: "ticks" (top of book), "bars" (5-second real-time
+    bars) or "depth" (the SMART depth book, :class:`DepthBook`)."""
 
     lease: Token
     contract: ContractSpec
@@ -509,6 +510,10 @@ class StatusReply(Reply, frozen=True, tag="status"):
     upstream_queue_per_lease: int = 0
     busy_refusals: int = 0
     order_wait_max: float = 0.0
+    # Market depth (issue 15): depth subscriptions open upstream and IB's budget for them
+    # (HubSettings.depth_max, 3 by default as IB gives an account).
+    depth_used: int = 0
+    depth_max: int = 0
 
 
 # ------------------------------------------------------------ replies: orders and account
@@ -904,14 +909,41 @@ class PositionEvent(Event, frozen=True, tag="position"):
     realized_pnl: float
 
 
+# ------------------------------------------------------------ events: market depth (issue 15)
+
+
+class DepthLevel(Struct, frozen=True, array_like=True):
+    """One row of a depth book: price, size and (SMART depth) the exchange it rests on."""
+
+    price: float
+    size: float
+    market_maker: str = ""
+
+
+class DepthBook(Event, frozen=True, tag="depth"):
+    """An instrument's depth book after one Gateway read (``depth.<instrument>``).
+
+    The whole book (best first, ``HubSettings.depth_rows`` rows a side at most), not the
+    row operations: the topic's last value is then a complete book, which a late joiner
+    gets first, and a gap costs nothing (the next book replaces it).
+    """
+
+    con_id: int
+    symbol: str
+    bids: list[DepthLevel]
+    asks: list[DepthLevel]
+
+
 AnyEvent = (
     Tick | Ticks | Bundle | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent
     | PositionEvent
+    | DepthBook
 )
 
 # Topic prefixes (see docs/protocol.md).
 TOPIC_TICK = "tick."
 TOPIC_BAR = "bar."
+TOPIC_DEPTH = "depth."  # depth.<instrument>: DepthBook (issue 15)
 TOPIC_BUNDLE = "bundle.tick"  # every tick topic's messages of one Gateway read
 TOPIC_ORDER = "order."
 TOPIC_ERROR = "error."

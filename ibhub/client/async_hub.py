@@ -343,7 +343,9 @@ class AsyncHub:
         queue_size: int | None = None,
         **fields: Any,
     ) -> Subscription:
-        """Stream ticks (``kind="ticks"``) or 5-second bars (``"bars"``) for a contract.
+        """Stream ticks (``kind="ticks"``), 5-second bars (``"bars"``) or the SMART depth
+        book (``"depth"``: :class:`~ibhub.protocol.DepthBook`, the whole book per update)
+        for a contract.
 
         Events go to ``callback`` if given (on this loop), else to the returned
         subscription's queue (``async for tick in sub``). The topic's last value, if

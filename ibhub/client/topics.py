@@ -26,6 +26,7 @@ from ibhub.protocol import (
     Bar,
     Bundle,
     ContractSpec,
+    DepthBook,
     ErrorEvent,
     Event,
     HubStatus,
@@ -35,7 +36,7 @@ from ibhub.protocol import (
 
 log = logging.getLogger(__name__)
 
-_EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar}
+_EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar, "depth": DepthBook}
 
 
 async def last_value(
@@ -63,7 +64,7 @@ class TopicEntry:
         self.topic = topic
         self.spec = spec
         self.kind = kind
-        self.expected = _EXPECTED[kind]  # the event type of this topic (Tick or Bar)
+        self.expected = _EXPECTED[kind.partition(".")[0]]  # Tick, Bar or DepthBook
         self.subs: list[Subscription] = []
         self.latest: Event | None = None
         self.pending = False  # the hub does not hold it for the current lease yet

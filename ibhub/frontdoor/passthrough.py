@@ -2,7 +2,7 @@
 
 Contract details, historical bars (also ``keepUpToDate``), head timestamps,
 tick-by-tick data, matching symbols, option parameters, historical ticks,
-histograms, market depth, fundamentals, SMART components and PnL are not shared
+histograms, fundamentals, SMART components and PnL are not shared
 state: each is one request and its replies. The front
 door sends the downstream request's own bytes upstream on the hub's session
 with a fresh id from the hub's counter (ib_insync's ``getReqId``, the one the
@@ -53,14 +53,13 @@ REQUESTS: Final[dict[int, tuple[int, bool | None]]] = {
     78: (1, False),  # reqSecDefOptParams -> securityDefinitionOptionParameter (75)*, end (76)
     96: (1, False),  # reqHistoricalTicks -> historicalTicks* (96/97/98, last has done=1)
     88: (1, False),  # reqHistogramData -> histogramData (89)
-    10: (2, True),  # reqMktDepth -> updateMktDepth (12) / L2 (13)*: per request, not shared
     52: (2, False),  # reqFundamentalData -> fundamentalData (51)
     83: (1, False),  # reqSmartComponents -> smartComponents (82)
     92: (1, True),  # reqPnL -> pnl (94)*
     94: (1, True),  # reqPnLSingle -> pnlSingle (95)*
 }
 #: cancel msg id -> index of the request id it cancels
-CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 11: 2, 53: 2, 93: 1, 95: 1}
+CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 53: 2, 93: 1, 95: 1}
 #: reply msg id -> (index of its request id, how it ends the route)
 REPLIES: Final[dict[int, tuple[int, str]]] = {
     10: (1, ""),
@@ -76,8 +75,6 @@ REPLIES: Final[dict[int, tuple[int, str]]] = {
     97: (1, "done"),
     98: (1, "done"),
     89: (1, "end"),
-    12: (2, ""),
-    13: (2, ""),
     51: (2, "end"),
     82: (1, "end"),
     94: (1, ""),

@@ -30,9 +30,11 @@ from typing import Any, Final
 import msgspec
 import zmq
 
+from ibhub.hub.depth import DepthStream
 from ibhub.protocol import (
     TOPIC_BAR,
     TOPIC_BUNDLE,
+    TOPIC_DEPTH,
     TOPIC_ERROR,
     TOPIC_STATUS,
     TOPIC_TICK,
@@ -264,6 +266,7 @@ class Fanout:
         self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
         self._listeners: list[tuple[tuple[str, ...], Callable[[str, Event], None]]] = []
         self._dirty: list[TickStream] = []  # streams with ticks waiting for flush()
+        self._books: list[DepthStream] = []  # depth books changed by this read (issue 15)
         self._bundle: Topic | None = None  # bundle.tick, from the first bundle; no last value
 
     def topic(self, name: str) -> Topic:
@@ -279,7 +282,9 @@ class Fanout:
         a symbol does not identify them) and any name already owned by a different
         conId use the conId form. Ownership is permanent for the hub's life.
         """
-        prefix = TOPIC_TICK if kind == "ticks" else TOPIC_BAR
+        prefix = {"ticks": TOPIC_TICK, "depth": TOPIC_DEPTH}.get(kind, TOPIC_BAR)
+        if kind.startswith("bars."):  # bar.bid.AAPL: lower case never clashes with a symbol
+            prefix += kind.partition(".")[2].lower() + "."
         if contract.sec_type == "STK":
             name = prefix + contract.symbol
         elif contract.sec_type == "CASH":
@@ -305,6 +310,10 @@ class Fanout:
         re-encoding), so it costs one encode and one send per read, and the PUB socket
         drops it at once when nobody subscribes to it.
         """
+        if self._books:
+            books, self._books = self._books, []
+            for book in books:
+                book.flush()
         dirty = self._dirty
         if not dirty:
             return
@@ -316,6 +325,11 @@ class Fanout:
         seq = bundle.seq + 1
         bundle.seq = seq
         self.publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(), messages)))
+
+    def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
+        """A depth book published once per Gateway read that changed it (issue 15)."""
+        return DepthStream(self.topic(topic), contract.con_id, contract.symbol,
+                           self.publisher, self._books.append, rows)
 
     def bar_stream(self, topic: str, contract: ContractInfo) -> BarStream:
         return BarStream(self.topic(topic), contract.con_id, contract.symbol, self.publisher)

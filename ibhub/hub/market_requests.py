@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ibhub.hub.registry import Context, Registry, unknown_lease
-from ibhub.hub.subscriptions import LineLimit, NotSubscribed
+from ibhub.hub.subscriptions import KINDS, LineLimit, NotSubscribed
 from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
 from ibhub.protocol import (
     ContractDetailsReply,
@@ -51,6 +51,10 @@ class MarketRequests:
 
     async def subscribe(self, req: Subscribe, ctx: Context) -> Reply:
         hub = self.hub
+        if req.kind not in KINDS:
+            return Error(id=req.id, code=ErrorCode.BAD_REQUEST,
+                         message=f"unknown subscription kind {req.kind!r}; one of "
+                                 f"{', '.join(KINDS)}")
         resolved = await hub.market.resolve_one(req.id, req.contract)
         if isinstance(resolved, Error):
             return resolved

@@ -17,7 +17,11 @@ from typing import Any
 
 from ibhub.protocol import ContractInfo
 
-KINDS = ("ticks", "bars")
+#: "bars" are TRADES bars (MIDPOINT for forex, which has no trades); "bars.<WHAT>" are
+#: bars of that whatToShow (the front door serves each script's own, issue 15); depth
+#: lines have a registry (and budget) of their own (hub/depth.py).
+BAR_WHATS = ("TRADES", "MIDPOINT", "BID", "ASK")
+KINDS = ("ticks", "bars", "depth", *(f"bars.{w}" for w in BAR_WHATS))
 
 
 class LineLimit(Exception):
@@ -51,8 +55,11 @@ class Subscription:
 
 
 class SubscriptionRegistry:
-    def __init__(self, lines_max: int) -> None:
+    def __init__(self, lines_max: int, *, budget: str = "market-data line",
+                 setting: str = "lines_max") -> None:
         self.lines_max = lines_max
+        self._budget = budget  # what the limit is called in its error (depth: hub/depth.py)
+        self._setting = setting
         self._by_key: dict[tuple[int, str], Subscription] = {}
         self._by_topic: dict[str, Subscription] = {}
 
@@ -73,8 +80,8 @@ class SubscriptionRegistry:
         """Raise :class:`LineLimit` if a new ``(con_id, kind)`` would exceed the budget."""
         if (con_id, kind) not in self._by_key and len(self._by_key) >= self.lines_max:
             raise LineLimit(
-                f"market-data line limit reached: {len(self._by_key)} of {self.lines_max} lines "
-                "in use; unsubscribe something or raise lines_max"
+                f"{self._budget} limit reached: {len(self._by_key)} of {self.lines_max} lines "
+                f"in use; unsubscribe something or raise {self._setting}"
             )
 
     def add(

@@ -176,6 +176,10 @@ class Upstream:
         # of live request ids to streams that the line code below fills.
         self.reader = TickReader(flush)
         self._sinks = self.reader.sinks
+        # Depth rows (updateMktDepth 12, updateMktDepthL2 13) of the hub's depth lines go
+        # to their DepthStream (hub/depth.py) before ib_insync sees them.
+        self.reader.add_tap(12, self._depth_row)
+        self.reader.add_tap(13, self._depth_row)
         # Contract details and historical bars (ibhub.ib.queries).
         self.queries = Queries(settings, self.require, lambda: self.pacer)
         # Every request/order id handed out by this process is below this (see
@@ -427,12 +431,31 @@ class Upstream:
         ib = self._ib
         if ib is not None and ib.client.isReady():
             try:
-                if kind == "bars":
+                if kind.startswith("bars"):
                     ib.client.cancelRealTimeBars(req_id)
+                elif kind == "depth":
+                    ib.client.cancelMktDepth(req_id, True)
                 else:
                     ib.client.cancelMktData(req_id)
             except ConnectionError:
                 pass  # the session is going away; its requests die with it
+
+    def _depth_row(self, f: list[bytes]) -> bool:
+        """[12, 1, reqId, pos, op, side, price, size] / [13, 1, reqId, pos, maker, op, side,
+        price, size, isSmart] -> the line's book; False if it is not a depth line's."""
+        sink = self._sinks.get(f[2])
+        row = getattr(sink, "row", None)
+        if row is None:
+            return False
+        try:
+            if f[0] == b"12":
+                row(int(f[3]), "", int(f[4]), int(f[5]), float(f[6]), float(f[7]))
+            else:
+                row(int(f[3]), f[4].decode(errors="replace"), int(f[5]), int(f[6]),
+                    float(f[7]), float(f[8]))
+        except (ValueError, IndexError):
+            log.warning("dropped malformed depth message %r", f[:10])
+        return True
 
     def _paced(self, priority: Priority, send: Callable[[], None], label: str) -> None:
         """Send now (no pacer) or when the budget allows; failures are only logged."""
@@ -486,10 +509,17 @@ class Upstream:
             return  # requested again with a fresh id when the next session is up
         contract = to_ib_contract(sub.contract)
         try:
-            if sub.kind == "bars":
-                # IB has no TRADES bars for forex; MIDPOINT is what it offers there.
-                what = "MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES"
+            if sub.kind.startswith("bars"):
+                # "bars.<WHAT>": that whatToShow. Plain "bars" (the SDK's default): TRADES,
+                # or MIDPOINT for forex, which has no TRADES bars at IB.
+                _, _, what = sub.kind.partition(".")
+                what = what or ("MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES")
+                # (the plain default is hub.market_data.default_bars; ib/ may not import hub/)
                 ib.client.reqRealTimeBars(req_id, contract, 5, what, False, [])
+            elif sub.kind == "depth":
+                # one SMART book per instrument for every reader (hub/depth.py)
+                sub.stream.reset()
+                ib.client.reqMktDepth(req_id, contract, self.settings.depth_rows, True, [])
             else:
                 ib.client.reqMktData(req_id, contract, "", False, False, [])
         except ConnectionError:

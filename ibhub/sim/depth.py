@@ -29,6 +29,7 @@ from ibhub.sim.contracts import Instrument, parse_c12
 from ibhub.sim.handlers import NO_SECURITY
 from ibhub.sim.market import Quote, Walk, stable_seed
 from ibhub.sim.session import ClientSession, Handler, RequestError
+from ibhub.tws.codec import frame
 
 if TYPE_CHECKING:
     from ibhub.sim.server import SimGateway
@@ -186,25 +187,27 @@ class DepthEngine:
         return rng
 
     def _send(self, sub: _DepthSub, w: Walk) -> None:
+        """The rows that changed since the last send, in one write (one Gateway read)."""
         s = sub.session
         if s.closed or s.paused:
             return  # a reader that is behind catches up with the next full diff
         bids, asks = book_rows(w, self._rng(w.con_id), sub.rows)
+        out: list[bytes] = []
         for side, rows in ((1, bids), (0, asks)):
             for pos, row in enumerate(rows):
                 old = sub.sent.get((side, pos))
-                if old == row:
-                    continue
-                sub.sent[(side, pos)] = row
-                op = 0 if old is None else 1
-                if sub.smart:
-                    s.send(13, 1, sub.req_id, pos, row[2], op, side, row[0], row[1], 1)
-                else:
-                    s.send(12, 1, sub.req_id, pos, op, side, row[0], row[1])
-            for pos in range(len(rows), sub.rows):  # a side that got shorter (near zero)
-                old = sub.sent.pop((side, pos), None)
-                if old is not None:
-                    if sub.smart:
-                        s.send(13, 1, sub.req_id, pos, old[2], 2, side, old[0], old[1], 1)
-                    else:
-                        s.send(12, 1, sub.req_id, pos, 2, side, old[0], old[1])
+                if old != row:
+                    sub.sent[(side, pos)] = row
+                    out.append(_row(sub, pos, 0 if old is None else 1, side, row))
+            for pos in range(sub.rows - 1, len(rows) - 1, -1):  # a side that got shorter
+                gone = sub.sent.pop((side, pos), None)
+                if gone is not None:
+                    out.append(_row(sub, pos, 2, side, gone))
+        if out:
+            s.write_raw(b"".join(out))
+
+
+def _row(sub: _DepthSub, pos: int, op: int, side: int, row: Row) -> bytes:
+    if sub.smart:
+        return frame((13, 1, sub.req_id, pos, row[2], op, side, row[0], row[1], 1))
+    return frame((12, 1, sub.req_id, pos, op, side, row[0], row[1]))

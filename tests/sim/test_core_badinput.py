@@ -94,9 +94,9 @@ async def test_garbage_fields_get_errors_on_the_request_id(sim: SimGateway) -> N
     raw.send("zzz", 1)
     err = await raw.recv_until(lambda m: m[0] == "4")
     assert err[3] == "320"
-    # a known request the simulator does not implement (reqMktDepth, reqId 43)
-    raw.send(10, 5, 43, 265598, "AAPL", "STK", "", 0.0, "", "", "SMART", "", "USD", "", "",
-             5, 0, "")
+    # a known request the simulator does not implement (reqHistogramData, reqId 43)
+    raw.send(88, 43, 265598, "AAPL", "STK", "", 0.0, "", "", "SMART", "", "USD", "", "",
+             1, "3 days")
     err = await raw.recv_until(lambda m: m[0] == "4")
     assert err[2] == "43" and err[3] == "321"
     # invalid UTF-8 inside a field
