@@ -33,8 +33,10 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ibhub.frontdoor.learned import info_from_details
 from ibhub.frontdoor.requests import NOT_CONNECTED, UNSUPPORTED, request_name, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.tws.pacing import Priority
 
 if TYPE_CHECKING:
     from ibhub.frontdoor.server import FrontDoor
@@ -143,6 +145,10 @@ class Passthrough:
                 self._end(up_id)
             elif ending == "done" and len(parts) >= 2 and parts[-2] == b"1":
                 self._end(up_id)
+            if parts[0] == b"10":  # contractDetails: the line request that follows needs
+                info = info_from_details(parts)  # no second lookup (frontdoor/learned.py)
+                if info is not None:
+                    self._door.hub.market.remember(info)
             parts = list(parts)
             parts[index] = b"%d" % route.down_id
             payload = b"\0".join(parts)
@@ -187,7 +193,7 @@ class Passthrough:
         fields[index] = str(up_id)
         self.routes[up_id] = Route(s, down_id, msg_id, streaming, up.connected_at)
         s.routes[down_id] = up_id
-        ib.client.sendMsg("\0".join(fields) + "\0")
+        self._send(ib, "\0".join(fields) + "\0", Priority.QUERY, request_name(msg_id))
 
     def cancel(self, s: DownstreamSession, f: list[str]) -> None:
         down_id = int(f[CANCELS[int(f[0])]])
@@ -209,7 +215,23 @@ class Passthrough:
         up = self._door.hub.upstream
         ib = up.ib if up is not None else None
         if cancel and ib is not None and ib.client.isReady():
-            ib.client.sendMsg("\0".join(cancel) + "\0")
+            self._send(ib, "\0".join(cancel) + "\0", Priority.CANCEL, "pass-through cancel")
+
+    def _send(self, ib: Any, msg: str, priority: Priority, label: str) -> None:
+        """Through the hub's one upstream budget (ibhub.tws.pacing), behind the market-data
+        lines: a script's first tick must not wait behind other scripts' lookups, and
+        the budget must count every message (else ib_insync's own throttle stops
+        everything for a second when the hub and the scripts together pass 45/s)."""
+        pacer = self._door.hub.pacer
+        if pacer is None:
+            ib.client.sendMsg(msg)
+            return
+
+        def send() -> None:
+            if ib.client.isReady():
+                ib.client.sendMsg(msg)
+
+        pacer.submit(priority, send, label=label).add_done_callback(_log_failure)
 
     def release_all(self, s: DownstreamSession) -> None:
         """The script went away: cancel its streaming requests upstream, forget the rest."""
@@ -238,6 +260,11 @@ class Passthrough:
                 route.down_id, NOT_CONNECTED,
                 f"Not connected: the hub lost its Gateway session during this "
                 f"{request_name(route.msg_id)}; request it again after 1101/1102")
+
+
+def _log_failure(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("pass-through send failed: %s", fut.exception())
 
 
 def _int(b: bytes) -> int:

@@ -48,6 +48,10 @@ class MarketDataService:
         self.fanout: Fanout | None = None
         self.pacer: Pacer | None = None
         self._resolved: dict[ContractSpec, list[ContractInfo]] = {}
+        # Contracts by conId, from every lookup and from the Gateway's contractDetails
+        # replies the front door passes through (frontdoor/learned.py): a spec that
+        # names a known conId needs no upstream request (issue 15, first-tick latency).
+        self._by_con_id: dict[int, ContractInfo] = {}
         self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
 
     def attach(self, upstream: Upstream, fanout: Fanout, pacer: Pacer | None) -> None:
@@ -152,6 +156,8 @@ class MarketDataService:
             if len(self._resolved) >= RESOLVE_CACHE_MAX:
                 self._resolved.clear()
             self._resolved[spec] = found
+            for info in found:
+                self.remember(info)
         return found
 
     def _resolved_done(self, spec: ContractSpec, fut: asyncio.Future[Any]) -> None:
@@ -159,8 +165,18 @@ class MarketDataService:
         if not fut.cancelled():
             fut.exception()  # retrieved here; every waiter got it through shield()
 
+    def remember(self, info: ContractInfo) -> None:
+        """A contract the Gateway described (see ``_by_con_id``)."""
+        if len(self._by_con_id) >= RESOLVE_CACHE_MAX:
+            self._by_con_id.clear()
+        self._by_con_id[info.con_id] = info
+
     async def resolve_one(self, rid: int, spec: ContractSpec) -> ContractInfo | Error:
         """The one contract ``spec`` names, or the Error reply explaining why not."""
+        if spec.con_id:
+            known = self._by_con_id.get(spec.con_id)
+            if known is not None:
+                return known
         found = await self.resolve(rid, spec)
         if isinstance(found, Error):
             return found

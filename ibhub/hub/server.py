@@ -72,6 +72,15 @@ log = logging.getLogger(__name__)
 
 PRUNE_NAMES_EVERY = 3600.0  # seconds between sweeps of unused script-name bindings
 PACER_BURST = 5.0  # with pacer_rate 40/s: at most 45 messages in any second (IB: 50)
+# The pacer's window: at most 35 messages in any second through the pacer, 10 below the
+# IB library's own throttle (45 a second, which stops every send for up to a second
+# once reached; the library's own requests at connect bypass the pacer) and 15 below
+# IB's 50. New market-data lines may use the window's room as a batch (up to 30 a
+# second; lookups up to 15; 5 kept for orders and cancels) instead of one per 25 ms: 30
+# scripts starting together get their first ticks in tens of ms (issue 15;
+# bench/first_tick.py).
+PACER_WINDOW_MAX = 35.0
+PACER_BATCH_RESERVE = 5.0
 
 
 def bindable(endpoint: str, curve: bool = False, setting: str = "endpoint") -> str:
@@ -258,7 +267,9 @@ class HubServer:
                              max_request_bytes=s.max_request_bytes)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
         self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
-                           max_queue_per_owner=s.pacer_queue_per_lease)
+                           max_queue_per_owner=s.pacer_queue_per_lease,
+                           window=min(PACER_BURST + s.pacer_rate, PACER_WINDOW_MAX),
+                           batch_reserve=PACER_BATCH_RESERVE)
         self.pacer.start()
         self.upstream = Upstream(self.settings, self, pacer=self.pacer, flush=self.fanout.flush)
         self.market.attach(self.upstream, self.fanout, self.pacer)

@@ -79,7 +79,7 @@ def test_unknown_kind_refused() -> None:
 def test_depth_budget_is_its_own_and_named() -> None:
     depth = SubscriptionRegistry(1, budget="market-depth", setting="depth_max")
     depth.add("a", AAPL, "depth", "depth.AAPL", None)
-    with pytest.raises(LineLimit, match="market-depth limit reached: 1 of 1 .* depth_max"):
+    with pytest.raises(LineLimit, match=r"market-depth limit reached: 1 of 1 .* depth_max"):
         depth.add("a", IBM, "depth", "depth.IBM", None)
     sub, created = depth.add("b", AAPL, "depth", "depth.AAPL", None)
     assert not created and sub.leases == {"a", "b"} and depth.lines_used == 1
