@@ -152,7 +152,8 @@ class Goodbye(Request, frozen=True, tag="goodbye"):
 
 class Subscribe(Request, frozen=True, tag="subscribe"):
     """Stream market data. ``kind``: "ticks" (top of book), "bars" (5-second real-time
-    bars) or "depth" (the SMART depth book, :class:`DepthBook`)."""
+    bars), "depth" (the SMART depth book, :class:`DepthBook`) or "tbt.<type>"
+    (tick-by-tick: Last, AllLast, BidAsk, MidPoint; :class:`TickByTick`)."""
 
     lease: Token
     contract: ContractSpec
@@ -934,16 +935,40 @@ class DepthBook(Event, frozen=True, tag="depth"):
     asks: list[DepthLevel]
 
 
+class TickByTick(Event, frozen=True, tag="tbt"):
+    """One tick-by-tick tick (``tbt.<type>.<instrument>``, issue 15): ``kind`` is "Last",
+    "AllLast" (``price``, ``size``, ``exchange``, ``conditions``), "BidAsk" (``bid``,
+    ``ask``, ``bid_size``, ``ask_size``) or "MidPoint" (``price``); fields a kind does
+    not carry are NaN / "". ``time`` is IB's, epoch seconds; ``mask`` IB's attribute
+    bits (Last: 1 past limit, 2 unreported; BidAsk: 1 bid past low, 2 ask past high).
+    """
+
+    con_id: int
+    symbol: str
+    kind: str
+    time: int
+    price: float
+    size: float
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    mask: int
+    exchange: str = ""
+    conditions: str = ""
+
+
 AnyEvent = (
     Tick | Ticks | Bundle | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent
     | PositionEvent
-    | DepthBook
+    | DepthBook | TickByTick
 )
 
 # Topic prefixes (see docs/protocol.md).
 TOPIC_TICK = "tick."
 TOPIC_BAR = "bar."
 TOPIC_DEPTH = "depth."  # depth.<instrument>: DepthBook (issue 15)
+TOPIC_TBT = "tbt."  # tbt.<type>.<instrument>: TickByTick (issue 15), type lower case
 TOPIC_BUNDLE = "bundle.tick"  # every tick topic's messages of one Gateway read
 TOPIC_ORDER = "order."
 TOPIC_ERROR = "error."

@@ -31,12 +31,14 @@ from ibhub.protocol import (
     Event,
     HubStatus,
     Tick,
+    TickByTick,
     Ticks,
 )
 
 log = logging.getLogger(__name__)
 
-_EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar, "depth": DepthBook}
+_EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar, "depth": DepthBook,
+                                     "tbt": TickByTick}
 
 
 async def last_value(

@@ -94,11 +94,15 @@ async def req_mkt_depth(market: MarketData, s: DownstreamSession, f: list[str]) 
         return
     smart = f[16] == "1"
     tap = DepthTap(s, rid, rows, smart)
-    line = await market.join(s, rid, q, "depth", tap)
+
+    def tap_for(stream: Any) -> DepthTap:
+        stream.taps = (*stream.taps, tap)
+        return tap
+
+    line = await market.join(s, rid, q, "depth", tap_for)
     if line is None:
         return
     stream = line.sub.stream
-    stream.taps = (*stream.taps, tap)
     if stream.bids or stream.asks:
         tap.book(stream.bids, stream.asks)
 

@@ -23,10 +23,11 @@ import contextlib
 import logging
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ibhub.frontdoor import depth
+from ibhub.frontdoor import depth, tick_by_tick
 from ibhub.frontdoor.contracts import spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
@@ -103,7 +104,7 @@ class Line:
 
     holder: str
     sub: Subscription
-    tap: LineTap | depth.DepthTap
+    tap: LineTap | depth.DepthTap | tick_by_tick.TbtTap
     kind: str
 
 
@@ -116,7 +117,20 @@ class MarketData:
     def handlers(self) -> dict[int, Handler]:
         return {1: self.req_mkt_data, 2: self.cancel, 50: self.req_real_time_bars,
                 51: self.cancel, 10: self.req_mkt_depth, 11: self.cancel,
-                82: self._depth_exchanges.request}
+                82: self._depth_exchanges.request, 97: self.req_tick_by_tick,
+                98: self.cancel_tick_by_tick}
+
+    async def req_tick_by_tick(self, s: DownstreamSession, f: list[str]) -> None:
+        await tick_by_tick.request(self, self._door.passthrough, s, f)
+
+    def cancel_tick_by_tick(self, s: DownstreamSession, f: list[str]) -> None:
+        """[98, reqId]: a shared line's holder lets go; else a passed-through request."""
+        rid = int(f[1])
+        line = s.lines.pop(rid, None)
+        if line is not None:
+            self._release(s, rid, line)
+        else:
+            self._door.passthrough.cancel(s, f)
 
     async def req_mkt_depth(self, s: DownstreamSession, f: list[str]) -> None:
         await depth.req_mkt_depth(self, s, f)
@@ -179,12 +193,13 @@ class MarketData:
     # ------------------------------------------------------------------ lines
 
     async def join(self, s: DownstreamSession, rid: int, q: Any, kind: str,
-                   tap: Any) -> Line | None:
-        """:meth:`_join` with the caller's own tap (depth: one per request)."""
-        return await self._join(s, rid, q, kind, tap)
+                   tap_for: Callable[[Any], Any]) -> Line | None:
+        """:meth:`_join` with the caller's own taps: ``tap_for(stream)`` returns the tap
+        this request reads through, already in ``stream.taps`` (depth, tick-by-tick)."""
+        return await self._join(s, rid, q, kind, tap_for)
 
     async def _join(self, s: DownstreamSession, rid: int, q: Any, kind: str,
-                    own_tap: Any = None) -> Line | None:
+                    tap_for: Callable[[Any], Any] | None = None) -> Line | None:
         hub = self._door.hub
         if rid in s.lines:
             s.send_error(rid, 322, f"Error processing request: duplicate ticker id {rid}")
@@ -208,8 +223,8 @@ class MarketData:
             else:
                 s.send_error(rid, 101, f"Max number of tickers has been reached (ibhub: {exc})")
             return None
-        if own_tap is not None:
-            tap = own_tap
+        if tap_for is not None:
+            tap = tap_for(sub.stream)
         else:
             tap = _tap_of(sub.stream)
             tap.add(s, rid, kind)

@@ -50,7 +50,7 @@ REQUESTS: Final[dict[int, tuple[int, bool | None]]] = {
     9: (2, False),  # reqContractDetails -> contractDetails* (10), contractDetailsEnd (52)
     20: (1, None),  # reqHistoricalData -> historicalData (17) [+ updates (90) if keepUpToDate]
     87: (1, False),  # reqHeadTimeStamp -> headTimestamp (88)
-    97: (1, True),  # reqTickByTickData -> tickByTick (99)*
+    97: (1, True),  # reqTickByTickData with numberOfTicks / ignoreSize -> tickByTick (99)*
     81: (1, False),  # reqMatchingSymbols -> symbolSamples (79)
     78: (1, False),  # reqSecDefOptParams -> securityDefinitionOptionParameter (75)*, end (76)
     96: (1, False),  # reqHistoricalTicks -> historicalTicks* (96/97/98, last has done=1)
@@ -84,6 +84,9 @@ REPLIES: Final[dict[int, tuple[int, str]]] = {
     4: (2, "error"),
 }
 RETIRED_MAX: Final = 4096
+#: requests served on the hub's shared lines (frontdoor/tick_by_tick.py), which pass only
+#: their unshareable variants through (request() / cancel() called from there)
+SHARED: Final = frozenset({97, 98})
 _WARNINGS: Final = frozenset({110, 165, 202, 399, 404, 434, 492, 10167})
 
 
@@ -106,8 +109,8 @@ class Passthrough:
         self._retired_session: float | None = None  # Upstream.connected_at they belong to
 
     def handlers(self) -> dict[int, Handler]:
-        table: dict[int, Handler] = {m: self.request for m in REQUESTS}
-        table.update({m: self.cancel for m in CANCELS})
+        table: dict[int, Handler] = {m: self.request for m in REQUESTS if m not in SHARED}
+        table.update({m: self.cancel for m in CANCELS if m not in SHARED})
         return table
 
     # ------------------------------------------------------------------ upstream taps

@@ -31,12 +31,14 @@ import msgspec
 import zmq
 
 from ibhub.hub.depth import DepthStream
+from ibhub.hub.tbt import TbtStream
 from ibhub.protocol import (
     TOPIC_BAR,
     TOPIC_BUNDLE,
     TOPIC_DEPTH,
     TOPIC_ERROR,
     TOPIC_STATUS,
+    TOPIC_TBT,
     TOPIC_TICK,
     Bar,
     Bundle,
@@ -285,6 +287,8 @@ class Fanout:
         prefix = {"ticks": TOPIC_TICK, "depth": TOPIC_DEPTH}.get(kind, TOPIC_BAR)
         if kind.startswith("bars."):  # bar.bid.AAPL: lower case never clashes with a symbol
             prefix += kind.partition(".")[2].lower() + "."
+        elif kind.startswith("tbt."):  # tbt.bidask.AAPL
+            prefix = TOPIC_TBT + kind.partition(".")[2].lower() + "."
         if contract.sec_type == "STK":
             name = prefix + contract.symbol
         elif contract.sec_type == "CASH":
@@ -330,6 +334,11 @@ class Fanout:
         """A depth book published once per Gateway read that changed it (issue 15)."""
         return DepthStream(self.topic(topic), contract.con_id, contract.symbol,
                            self.publisher, self._books.append, rows)
+
+    def tbt_stream(self, topic: str, contract: ContractInfo, kind: str) -> TbtStream:
+        """A shared tick-by-tick line (issue 15): one event per upstream tick."""
+        return TbtStream(self.topic(topic), contract.con_id, contract.symbol, kind[4:],
+                         self.publisher)
 
     def bar_stream(self, topic: str, contract: ContractInfo) -> BarStream:
         return BarStream(self.topic(topic), contract.con_id, contract.symbol, self.publisher)

@@ -91,6 +91,8 @@ class MarketDataService:
                 stream = self.fanout.tick_stream(topic, info)
             elif kind == "depth":
                 stream = self.fanout.depth_stream(topic, info, self.settings.depth_rows)
+            elif kind.startswith("tbt."):
+                stream = self.fanout.tbt_stream(topic, info, kind)
             else:
                 stream = self.fanout.bar_stream(topic, info)
         else:

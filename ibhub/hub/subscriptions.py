@@ -21,7 +21,9 @@ from ibhub.protocol import ContractInfo
 #: bars of that whatToShow (the front door serves each script's own, issue 15); depth
 #: lines have a registry (and budget) of their own (hub/depth.py).
 BAR_WHATS = ("TRADES", "MIDPOINT", "BID", "ASK")
-KINDS = ("ticks", "bars", "depth", *(f"bars.{w}" for w in BAR_WHATS))
+TBT_TYPES = ("Last", "AllLast", "BidAsk", "MidPoint")  # tick-by-tick lines: "tbt.<type>"
+KINDS = ("ticks", "bars", "depth", *(f"bars.{w}" for w in BAR_WHATS),
+         *(f"tbt.{t}" for t in TBT_TYPES))
 
 
 class LineLimit(Exception):

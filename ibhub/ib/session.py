@@ -178,8 +178,13 @@ class Upstream:
         self._sinks = self.reader.sinks
         # Depth rows (updateMktDepth 12, updateMktDepthL2 13) of the hub's depth lines go
         # to their DepthStream (hub/depth.py) before ib_insync sees them.
-        self.reader.add_tap(12, self._depth_row)
-        self.reader.add_tap(13, self._depth_row)
+        # Tick-by-tick (99) of the hub's shared tick-by-tick lines likewise (hub/tbt.py).
+        # These taps come first; a tap added with add_tap for the same message (the
+        # front door's pass-through) sees what they do not take.
+        self._own_taps: dict[int, Callable[[list[bytes]], bool]] = {
+            12: self._depth_row, 13: self._depth_row, 99: self._tbt_tick}
+        for msg_id, own in self._own_taps.items():
+            self.reader.add_tap(msg_id, own)
         # Contract details and historical bars (ibhub.ib.queries).
         self.queries = Queries(settings, self.require, lambda: self.pacer)
         # Every request/order id handed out by this process is below this (see
@@ -435,6 +440,8 @@ class Upstream:
                     ib.client.cancelRealTimeBars(req_id)
                 elif kind == "depth":
                     ib.client.cancelMktDepth(req_id, True)
+                elif kind.startswith("tbt."):
+                    ib.client.cancelTickByTickData(req_id)
                 else:
                     ib.client.cancelMktData(req_id)
             except ConnectionError:
@@ -457,6 +464,18 @@ class Upstream:
             log.warning("dropped malformed depth message %r", f[:10])
         return True
 
+    def _tbt_tick(self, f: list[bytes]) -> bool:
+        """[99, reqId, tickType, time, ...] -> the tick-by-tick line's stream (hub/tbt.py)."""
+        sink = self._sinks.get(f[1])
+        tick = getattr(sink, "tbt", None)
+        if tick is None:
+            return False
+        try:
+            tick(f)
+        except (ValueError, IndexError):
+            log.warning("dropped malformed tick-by-tick message %r", f[:10])
+        return True
+
     def _paced(self, priority: Priority, send: Callable[[], None], label: str) -> None:
         """Send now (no pacer) or when the budget allows; failures are only logged."""
         if self.pacer is None:
@@ -465,11 +484,20 @@ class Upstream:
         self.pacer.submit(priority, send, label=label).add_done_callback(_log_failed_send)
 
     def add_tap(self, msg_id: int, tap: Callable[[list[bytes]], bool]) -> None:
-        """Show raw upstream messages of ``msg_id`` to ``tap`` first: :meth:`TickReader.add_tap`."""
-        self.reader.add_tap(msg_id, tap)
+        """Show raw upstream messages of ``msg_id`` to ``tap`` first: :meth:`TickReader.add_tap`
+        (after the session's own tap for that message, if it has one)."""
+        own = self._own_taps.get(msg_id)
+        if own is None:
+            self.reader.add_tap(msg_id, tap)
+        else:
+            self.reader.add_tap(msg_id, lambda f: own(f) or tap(f))
 
     def remove_tap(self, msg_id: int) -> None:
-        self.reader.remove_tap(msg_id)
+        own = self._own_taps.get(msg_id)
+        if own is None:
+            self.reader.remove_tap(msg_id)
+        else:
+            self.reader.add_tap(msg_id, own)
 
     @property
     def ticks_in(self) -> int:
@@ -516,6 +544,9 @@ class Upstream:
                 what = what or ("MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES")
                 # (the plain default is hub.market_data.default_bars; ib/ may not import hub/)
                 ib.client.reqRealTimeBars(req_id, contract, 5, what, False, [])
+            elif sub.kind.startswith("tbt."):
+                # one tick-by-tick stream per instrument and type for every reader (hub/tbt.py)
+                ib.client.reqTickByTickData(req_id, contract, sub.kind[4:], 0, False)
             elif sub.kind == "depth":
                 # one SMART book per instrument for every reader (hub/depth.py)
                 sub.stream.reset()
