@@ -969,6 +969,7 @@ TOPIC_TICK = "tick."
 TOPIC_BAR = "bar."
 TOPIC_DEPTH = "depth."  # depth.<instrument>: DepthBook (issue 15)
 TOPIC_TBT = "tbt."  # tbt.<type>.<instrument>: TickByTick (issue 15), type lower case
+TOPIC_HBAR = "hbar."  # hbar.<size>.<what>.<instrument>: keepUpToDate Bar updates (issue 15)
 TOPIC_BUNDLE = "bundle.tick"  # every tick topic's messages of one Gateway read
 TOPIC_ORDER = "order."
 TOPIC_ERROR = "error."

@@ -38,7 +38,7 @@ from ibhub.protocol import (
 log = logging.getLogger(__name__)
 
 _EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar, "depth": DepthBook,
-                                     "tbt": TickByTick}
+                                     "tbt": TickByTick, "hist": Bar}
 
 
 async def last_value(

@@ -31,12 +31,14 @@ import msgspec
 import zmq
 
 from ibhub.hub.depth import DepthStream
+from ibhub.hub.hist_updates import HistUpdateStream, parse_kind
 from ibhub.hub.tbt import TbtStream
 from ibhub.protocol import (
     TOPIC_BAR,
     TOPIC_BUNDLE,
     TOPIC_DEPTH,
     TOPIC_ERROR,
+    TOPIC_HBAR,
     TOPIC_STATUS,
     TOPIC_TBT,
     TOPIC_TICK,
@@ -289,6 +291,9 @@ class Fanout:
             prefix += kind.partition(".")[2].lower() + "."
         elif kind.startswith("tbt."):  # tbt.bidask.AAPL
             prefix = TOPIC_TBT + kind.partition(".")[2].lower() + "."
+        elif kind.startswith("hist."):  # hbar.1min.trades.AAPL
+            size, what = parse_kind(kind)
+            prefix = f"{TOPIC_HBAR}{size.replace(' ', '')}.{what.lower()}."
         if contract.sec_type == "STK":
             name = prefix + contract.symbol
         elif contract.sec_type == "CASH":
@@ -339,6 +344,11 @@ class Fanout:
         """A shared tick-by-tick line (issue 15): one event per upstream tick."""
         return TbtStream(self.topic(topic), contract.con_id, contract.symbol, kind[4:],
                          self.publisher)
+
+    def hist_stream(self, topic: str, contract: ContractInfo) -> HistUpdateStream:
+        """A shared keepUpToDate line (issue 15): one Bar per upstream update."""
+        return HistUpdateStream(self.topic(topic), contract.con_id, contract.symbol,
+                                self.publisher)
 
     def bar_stream(self, topic: str, contract: ContractInfo) -> BarStream:
         return BarStream(self.topic(topic), contract.con_id, contract.symbol, self.publisher)

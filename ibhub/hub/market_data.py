@@ -93,6 +93,8 @@ class MarketDataService:
                 stream = self.fanout.depth_stream(topic, info, self.settings.depth_rows)
             elif kind.startswith("tbt."):
                 stream = self.fanout.tbt_stream(topic, info, kind)
+            elif kind.startswith("hist."):
+                stream = self.fanout.hist_stream(topic, info)
             else:
                 stream = self.fanout.bar_stream(topic, info)
         else:

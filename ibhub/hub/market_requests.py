@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ibhub.hub.registry import Context, Registry, unknown_lease
-from ibhub.hub.subscriptions import KINDS, LineLimit, NotSubscribed
+from ibhub.hub.subscriptions import KINDS, LineLimit, NotSubscribed, valid_kind
 from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
 from ibhub.protocol import (
     ContractDetailsReply,
@@ -51,7 +51,7 @@ class MarketRequests:
 
     async def subscribe(self, req: Subscribe, ctx: Context) -> Reply:
         hub = self.hub
-        if req.kind not in KINDS:
+        if not valid_kind(req.kind):
             return Error(id=req.id, code=ErrorCode.BAD_REQUEST,
                          message=f"unknown subscription kind {req.kind!r}; one of "
                                  f"{', '.join(KINDS)}")

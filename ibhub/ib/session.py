@@ -182,7 +182,8 @@ class Upstream:
         # These taps come first; a tap added with add_tap for the same message (the
         # front door's pass-through) sees what they do not take.
         self._own_taps: dict[int, Callable[[list[bytes]], bool]] = {
-            12: self._depth_row, 13: self._depth_row, 99: self._tbt_tick}
+            12: self._depth_row, 13: self._depth_row, 99: self._tbt_tick,
+            17: self._hist_reply, 90: self._hist_update}
         for msg_id, own in self._own_taps.items():
             self.reader.add_tap(msg_id, own)
         # Contract details and historical bars (ibhub.ib.queries).
@@ -442,6 +443,8 @@ class Upstream:
                     ib.client.cancelMktDepth(req_id, True)
                 elif kind.startswith("tbt."):
                     ib.client.cancelTickByTickData(req_id)
+                elif kind.startswith("hist."):
+                    ib.client.cancelHistoricalData(req_id)
                 else:
                     ib.client.cancelMktData(req_id)
             except ConnectionError:
@@ -462,6 +465,23 @@ class Upstream:
                     float(f[7]), float(f[8]))
         except (ValueError, IndexError):
             log.warning("dropped malformed depth message %r", f[:10])
+        return True
+
+    def _hist_reply(self, f: list[bytes]) -> bool:
+        """historicalData (17) of a shared keepUpToDate line: the start-up history nobody
+        asked for (scripts get theirs one-shot); dropped. hub/hist_updates.py."""
+        return hasattr(self._sinks.get(f[1]), "update")
+
+    def _hist_update(self, f: list[bytes]) -> bool:
+        """historicalDataUpdate (90) -> the keepUpToDate line's stream."""
+        sink = self._sinks.get(f[1])
+        update = getattr(sink, "update", None)
+        if update is None:
+            return False
+        try:
+            update(f)
+        except (ValueError, IndexError):
+            log.warning("dropped malformed historical update %r", f[:10])
         return True
 
     def _tbt_tick(self, f: list[bytes]) -> bool:
@@ -547,6 +567,11 @@ class Upstream:
             elif sub.kind.startswith("tbt."):
                 # one tick-by-tick stream per instrument and type for every reader (hub/tbt.py)
                 ib.client.reqTickByTickData(req_id, contract, sub.kind[4:], 0, False)
+            elif sub.kind.startswith("hist."):
+                # keepUpToDate bars, shared (hub/hist_updates.py): the shortest history
+                size, _, what = sub.kind[5:].rpartition(".")
+                ib.client.reqHistoricalData(req_id, contract, "", hist_duration(size), size,
+                                            what, 0, 2, True, [])
             elif sub.kind == "depth":
                 # one SMART book per instrument for every reader (hub/depth.py)
                 sub.stream.reset()
@@ -635,6 +660,20 @@ class Upstream:
                 for sub in [x for x in self._active if x.req_id is None]:
                     self._request(sub)
 
+
+
+_UNIT = {"sec": 1, "min": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
+         "month": 30 * 86400}
+
+
+def hist_duration(bar_size: str) -> str:
+    """The shortest duration IB accepts that covers a couple of bars of ``bar_size``
+    (a shared keepUpToDate line only needs the stream of updates)."""
+    n, unit = bar_size.split()
+    seconds = int(n) * _UNIT[unit.rstrip("s")]
+    if seconds < 86400:
+        return f"{max(2 * seconds, 60)} S"
+    return {86400: "5 D", 7 * 86400: "3 W"}.get(seconds, "3 M")
 
 
 class _AttemptFailed(Exception):
