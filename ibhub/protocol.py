@@ -345,6 +345,22 @@ class GetAccountSummary(Request, frozen=True, tag="account_summary"):
     tags: Annotated[list[Token], Meta(max_length=MAX_TAGS)] = []  # [] = every tag the hub has
 
 
+# ------------------------------------------------------------ requests: market data (issue 15)
+
+
+class GetHistoricalTicks(Request, frozen=True, tag="historical_ticks"):
+    """IB's historical ticks: ``what_to_show`` TRADES, BID_ASK or MIDPOINT; exactly one of
+    ``start`` / ``end`` ("YYYYMMDD-HH:MM:SS" UTC or "YYYYMMDD HH:MM:SS <zone>"); ``count``
+    1..1000 ticks from ``start`` forward or back from ``end``."""
+
+    contract: ContractSpec
+    what_to_show: Code = "TRADES"
+    count: int = 1000
+    start: Token = ""
+    end: Token = ""
+    use_rth: bool = False
+
+
 AnyRequest = (
     Hello
     | Heartbeat
@@ -372,6 +388,8 @@ AnyRequest = (
     | GetPortfolio
     | GetAccountValues
     | GetAccountSummary
+    # market data (issue 15)
+    | GetHistoricalTicks
 )
 
 # --------------------------------------------------------------------------- replies
@@ -671,6 +689,30 @@ class AccountSummaryReply(Reply, frozen=True, tag="account_summary"):
     values: list[AccountValue]
 
 
+# ------------------------------------------------------------ replies: market data (issue 15)
+
+
+class HistoricalTick(Struct, frozen=True, array_like=True):
+    """One historical tick: TRADES fill ``price``, ``size``, ``exchange``, ``conditions``;
+    BID_ASK ``bid``, ``ask``, ``bid_size``, ``ask_size``; MIDPOINT ``price``. The others
+    are NaN / "". ``time``: epoch seconds UTC."""
+
+    time: int
+    price: float
+    size: float
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    exchange: str = ""
+    conditions: str = ""
+
+
+class HistoricalTicksReply(Reply, frozen=True, tag="historical_ticks"):
+    contract: ContractInfo
+    ticks: list[HistoricalTick]
+
+
 AnyReply = (
     Ok
     | Error
@@ -692,6 +734,8 @@ AnyReply = (
     | PortfolioReply
     | AccountValuesReply
     | AccountSummaryReply
+    # market data (issue 15)
+    | HistoricalTicksReply
 )
 
 

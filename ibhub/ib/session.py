@@ -54,7 +54,7 @@ from ibhub.ib.convert import to_ib_contract
 from ibhub.ib.lib import IB, RequestError, new_ib
 from ibhub.ib.queries import Queries, UpstreamDown
 from ibhub.ib.reader import TickReader
-from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
+from ibhub.protocol import BarData, ContractInfo, ContractSpec, HistoricalTick, UpstreamState
 from ibhub.tws.codec import UnsafeField, holds_nul
 from ibhub.tws.pacing import Pacer, Priority
 
@@ -627,6 +627,10 @@ class Upstream:
             contract, duration=duration, bar_size=bar_size, what_to_show=what_to_show,
             use_rth=use_rth, end=end,
         )
+
+    async def historical_ticks(self, contract: ContractInfo, **kw: Any) -> list[HistoricalTick]:
+        """Historical ticks of ``contract``: :mod:`ibhub.ib.queries`."""
+        return await self.queries.historical_ticks(contract, **kw)
 
     # ------------------------------------------------------------------ errors
 

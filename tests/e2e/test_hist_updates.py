@@ -46,3 +46,24 @@ async def test_two_subscribers_share_one_keep_up_to_date_request(
         await live_a.close()
         await live_b.close()
     await wait_until(lambda: hist_lines(hub_sim) == [], 5.0, "cancelled upstream")
+
+
+async def test_historical_ticks_through_the_sdk(hub: HubServer) -> None:
+    async with AsyncHub(pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name="ticks",
+                        request_timeout=5) as sdk:
+        trades = await sdk.historical_ticks("AAPL", end="20260303-15:00:00", count=40)
+        assert len(trades) == 40 and trades[-1].time == 1772550000
+        assert all(t.price > 0 and t.size > 0 and t.exchange for t in trades)
+        quotes = await sdk.historical_ticks("EUR", sec_type="CASH", exchange="IDEALPRO",
+                                            what_to_show="BID_ASK", count=5,
+                                            start="20260303-15:00:00")
+        assert len(quotes) == 5 and all(q.bid < q.ask for q in quotes)
+        assert quotes[0].time == 1772550000
+        with pytest.raises(HubError) as fx:  # forex has no trades: IB's 162, not a hang
+            await sdk.historical_ticks("EUR", sec_type="CASH", exchange="IDEALPRO",
+                                       end="20260303-15:00:00", count=5)
+        assert fx.value.code == ErrorCode.IB_ERROR and fx.value.ib_code == 162
+        with pytest.raises(HubError) as both:
+            await sdk.historical_ticks("AAPL", start="20260303-15:00:00",
+                                       end="20260303-16:00:00")
+        assert both.value.code == ErrorCode.BAD_REQUEST
