@@ -38,6 +38,11 @@ async def test_contract_details_and_historical_bars(
     assert 1 <= len(daily) <= 5
     head = await a.reqHeadTimeStampAsync(c, "TRADES", True, 1)
     assert head.year < 2000
+    # historical ticks pass through (issue 15); a zone-less end is not UTC (2174 warning)
+    ticks = await a.reqHistoricalTicksAsync(c, "", "20260303-15:00:00", 30, "TRADES", False)
+    assert len(ticks) == 30 and ticks[-1].time.timestamp() == 1772550000
+    quotes = await b.reqHistoricalTicksAsync(c, "", "20260303 10:00:00", 30, "BID_ASK", False)
+    assert len(quotes) == 30 and quotes[-1].time == ticks[-1].time  # 10:00 New York
     # an unknown contract ends the request with IB's error (no hang), on the right id
     assert await a.reqContractDetailsAsync(Stock("NOSUCHSYM", "SMART", "USD")) == []
     # nothing of this is left behind in the routing table
