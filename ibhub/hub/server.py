@@ -393,7 +393,10 @@ class HubServer:
         while True:
             await asyncio.sleep(period)
             up = self.upstream
-            subs = self.subs.all()
+            # top-of-book lines and 5-second bars tick steadily; tick-by-tick (a trade on
+            # an illiquid name) and keepUpToDate lines may rightly stay quiet (issue 15)
+            subs = [s for s in self.subs.all()
+                    if s.kind == "ticks" or s.kind.startswith("bars")]
             if up is None or not up.connected or not subs:
                 continue
             newest = max(s.stream.last_ts for s in subs) / 1e9
