@@ -118,7 +118,7 @@ async def main_async(a: argparse.Namespace) -> None:
 
         async def counts() -> dict[int, int]:
             sim_conn.send("counts")
-            return await loop.run_in_executor(None, sim_conn.recv)  # type: ignore[no-any-return]
+            return await loop.run_in_executor(None, sim_conn.recv)
 
         for r in range(a.rounds):
             await counts()

@@ -47,8 +47,12 @@ async def test_two_sdk_clients_and_a_tws_script_share_one_book(
         sub_a = await a.subscribe("AAPL", kind="depth")
         first = await sub_a.get(5.0)
         assert isinstance(first, DepthBook) and first.symbol == "AAPL"
-        await wait_until(lambda: sub_a.latest is not None and len(sub_a.latest.bids) == rows
-                         and len(sub_a.latest.asks) == rows, 5.0, "a full book")
+        def full() -> bool:
+            book = sub_a.latest
+            return isinstance(book, DepthBook) and len(book.bids) == len(book.asks) == rows
+
+        await wait_until(full, 5.0, "a full book")
+        assert isinstance(sub_a.latest, DepthBook)
         sane(sub_a.latest, rows)
         # a late joiner starts from the topic's last value: a complete book at once
         sub_b = await b.subscribe("AAPL", kind="depth")

@@ -6,6 +6,7 @@ cancel upstream."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ async def test_sdk_and_scripts_share_one_tick_by_tick_stream(
         c = Stock("MSFT", "SMART", "USD")
         await scripts[0].qualifyContractsAsync(c)
         tickers = [ib.reqTickByTickData(c, "BidAsk") for ib in scripts]
-        got: list[list] = [[], []]  # type: ignore[type-arg]
+        got: list[list[Any]] = [[], []]
         for n, t in enumerate(tickers):  # the library keeps only the last update's ticks
             t.updateEvent += lambda t, n=n: got[n].extend(t.tickByTicks)
         await wait_until(lambda: all(len(g) >= 3 for g in got), 5.0, "ticks for both scripts")
@@ -63,7 +64,7 @@ async def test_sdk_and_scripts_share_one_tick_by_tick_stream(
                                      in quotes for tk in got[0]), 5.0, "a tick both saw")
         # another type of the same instrument is a stream of its own
         mids = scripts[1].reqTickByTickData(c, "MidPoint")
-        mid_ticks: list = []  # type: ignore[type-arg]
+        mid_ticks: list[Any] = []
         mids.updateEvent += lambda t: mid_ticks.extend(t.tickByTicks)
         await wait_until(lambda: mid_ticks, 5.0, "MidPoint ticks")
         assert mid_ticks[-1].midPoint > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+from typing import Any
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
@@ -21,7 +22,7 @@ def errors_of(ib: IB) -> list[tuple[int, int, str]]:
     return seen
 
 
-def sane_book(levels: list, side: str) -> None:  # type: ignore[type-arg]
+def sane_book(levels: list[Any], side: str) -> None:
     prices = [lv.price for lv in levels]
     assert prices and all(math.isfinite(p) and p > 0 for p in prices), prices
     assert prices == sorted(prices, reverse=side == "bid"), (side, prices)
@@ -75,7 +76,10 @@ async def test_depth_is_seeded() -> None:
                 eur = Forex("EURUSD")
                 await ib.qualifyContractsAsync(eur)
                 t = ib.reqMktDepth(eur, numRows=4)
-                await wait_until(lambda t=t: len(t.domAsks) == 4, 2, "book")
+                def full(t: Any = t) -> bool:
+                    return len(t.domAsks) == 4
+
+                await wait_until(full, 2, "book")
                 books.append([(lv.price, lv.size) for lv in t.domBids + t.domAsks])
     assert books[0] == books[1]
 

@@ -33,7 +33,7 @@ class FakeSession:
 
 
 def test_row_operations_and_one_book_per_read() -> None:
-    pub, dirty = FakePublisher(), []
+    pub, dirty = FakePublisher(), list[DepthStream]()
     book = DepthStream(Topic("depth.AAPL"), 1, "AAPL", pub, dirty.append, rows=3)  # type: ignore[arg-type]
     book.row(0, "ARCA", INSERT, BID, 10.0, 100)
     book.row(1, "IEX", INSERT, BID, 9.9, 200)
