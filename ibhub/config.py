@@ -101,6 +101,11 @@ class HubSettings(BaseSettings):
 
     # Leases and market-data lines.
     lines_max: int = Field(default=100, ge=1)
+    # Market depth (issue 15): IB gives an account 3 depth subscriptions at once (more
+    # with market-data boosters); the hub shares one per instrument and refuses beyond
+    # depth_max. Each is a SMART book of depth_rows rows a side.
+    depth_max: int = Field(default=3, ge=0)
+    depth_rows: int = Field(default=10, ge=1, le=20)
     heartbeat_interval: float = Field(default=1.0, gt=0)
     lease_timeout: float = Field(default=3.0, gt=0)  # missed heartbeats before a lease expires
     # NoDecode: the environment gives "1-999" (parsed below), not JSON.

@@ -157,7 +157,9 @@ class Goodbye(Request, frozen=True, tag="goodbye"):
 
 
 class Subscribe(Request, frozen=True, tag="subscribe"):
-    """Stream market data. ``kind``: "ticks" (top of book) or "bars" (5-second real-time bars)."""
+    """Stream market data. ``kind``: "ticks" (top of book), "bars" (5-second real-time
+    bars), "depth" (the SMART depth book, :class:`DepthBook`) or "tbt.<type>"
+    (tick-by-tick: Last, AllLast, BidAsk, MidPoint; :class:`TickByTick`)."""
 
     lease: Token
     contract: ContractSpec
@@ -380,6 +382,22 @@ class GetAccountSummary(Request, frozen=True, tag="account_summary"):
     tags: Annotated[list[Token], Meta(max_length=MAX_TAGS)] = []  # [] = every tag the hub has
 
 
+# ------------------------------------------------------------ requests: market data (issue 15)
+
+
+class GetHistoricalTicks(Request, frozen=True, tag="historical_ticks"):
+    """IB's historical ticks: ``what_to_show`` TRADES, BID_ASK or MIDPOINT; exactly one of
+    ``start`` / ``end`` ("YYYYMMDD-HH:MM:SS" UTC or "YYYYMMDD HH:MM:SS <zone>"); ``count``
+    1..1000 ticks from ``start`` forward or back from ``end``."""
+
+    contract: ContractSpec
+    what_to_show: Code = "TRADES"
+    count: int = 1000
+    start: Token = ""
+    end: Token = ""
+    use_rth: bool = False
+
+
 AnyRequest = (
     Hello
     | Heartbeat
@@ -410,6 +428,8 @@ AnyRequest = (
     # what-if orders, PnL (trading)
     | WhatIfOrder
     | GetPnL
+    # market data (issue 15)
+    | GetHistoricalTicks
 )
 
 # --------------------------------------------------------------------------- replies
@@ -556,6 +576,10 @@ class StatusReply(Reply, frozen=True, tag="status"):
     order_wait_max: float = 0.0
     # NATS bridge (issue 17, ibhub.hub.nats_bridge): state, stream, counters; {} without it
     nats: dict[str, Any] = {}
+    # Market depth (issue 15): depth subscriptions open upstream and IB's budget for them
+    # (HubSettings.depth_max, 3 by default as IB gives an account).
+    depth_used: int = 0
+    depth_max: int = 0
 
 
 # ------------------------------------------------------------ replies: orders and account
@@ -760,6 +784,30 @@ class WhatIfReply(Reply, frozen=True, tag="what_if"):
     warning_text: str = ""
 
 
+# ------------------------------------------------------------ replies: market data (issue 15)
+
+
+class HistoricalTick(Struct, frozen=True, array_like=True):
+    """One historical tick: TRADES fill ``price``, ``size``, ``exchange``, ``conditions``;
+    BID_ASK ``bid``, ``ask``, ``bid_size``, ``ask_size``; MIDPOINT ``price``. The others
+    are NaN / "". ``time``: epoch seconds UTC."""
+
+    time: int
+    price: float
+    size: float
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    exchange: str = ""
+    conditions: str = ""
+
+
+class HistoricalTicksReply(Reply, frozen=True, tag="historical_ticks"):
+    contract: ContractInfo
+    ticks: list[HistoricalTick]
+
+
 AnyReply = (
     Ok
     | Error
@@ -784,6 +832,8 @@ AnyReply = (
     # what-if orders, PnL (trading)
     | WhatIfReply
     | PnLReply
+    # market data (issue 15)
+    | HistoricalTicksReply
 )
 
 
@@ -1015,15 +1065,67 @@ class NewsBulletin(Event, frozen=True, tag="bulletin"):
     exchange: str
 
 
+# ------------------------------------------------------------ events: market depth (issue 15)
+
+
+class DepthLevel(Struct, frozen=True, array_like=True):
+    """One row of a depth book: price, size and (SMART depth) the exchange it rests on."""
+
+    price: float
+    size: float
+    market_maker: str = ""
+
+
+class DepthBook(Event, frozen=True, tag="depth"):
+    """An instrument's depth book after one Gateway read (``depth.<instrument>``).
+
+    The whole book (best first, ``HubSettings.depth_rows`` rows a side at most), not the
+    row operations: the topic's last value is then a complete book, which a late joiner
+    gets first, and a gap costs nothing (the next book replaces it).
+    """
+
+    con_id: int
+    symbol: str
+    bids: list[DepthLevel]
+    asks: list[DepthLevel]
+
+
+class TickByTick(Event, frozen=True, tag="tbt"):
+    """One tick-by-tick tick (``tbt.<type>.<instrument>``, issue 15): ``kind`` is "Last",
+    "AllLast" (``price``, ``size``, ``exchange``, ``conditions``), "BidAsk" (``bid``,
+    ``ask``, ``bid_size``, ``ask_size``) or "MidPoint" (``price``); fields a kind does
+    not carry are NaN / "". ``time`` is IB's, epoch seconds; ``mask`` IB's attribute
+    bits (Last: 1 past limit, 2 unreported; BidAsk: 1 bid past low, 2 ask past high).
+    """
+
+    con_id: int
+    symbol: str
+    kind: str
+    time: int
+    price: float
+    size: float
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    mask: int
+    exchange: str = ""
+    conditions: str = ""
+
+
 AnyEvent = (
     Tick | Ticks | Bundle | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent
     | PositionEvent
     | NewsBulletin  # issue 15 (gateway)
+    | DepthBook | TickByTick
 )
 
 # Topic prefixes (see docs/protocol.md).
 TOPIC_TICK = "tick."
 TOPIC_BAR = "bar."
+TOPIC_DEPTH = "depth."  # depth.<instrument>: DepthBook (issue 15)
+TOPIC_TBT = "tbt."  # tbt.<type>.<instrument>: TickByTick (issue 15), type lower case
+TOPIC_HBAR = "hbar."  # hbar.<size>.<what>.<instrument>: keepUpToDate Bar updates (issue 15)
 TOPIC_BUNDLE = "bundle.tick"  # every tick topic's messages of one Gateway read
 TOPIC_ORDER = "order."
 TOPIC_ERROR = "error."

@@ -99,6 +99,7 @@ def format_status(status: StatusReply, endpoint: str) -> str:
         f"uptime {status.uptime_seconds:.1f} s, reconnects {status.reconnect_count},"
         f" connected at {_when(status.connected_at)}, last tick {_when(status.last_tick_at)}",
         f"market-data lines: {status.lines_used}/{status.lines_max}",
+        f"market-depth books: {status.depth_used}/{status.depth_max}",
         f"leases ({len(status.leases)}):",
     ]
     for lease in status.leases:

@@ -67,6 +67,7 @@ from ibhub.protocol import (
     GetContractDetails,
     GetExecutions,
     GetHistoricalBars,
+    GetHistoricalTicks,
     GetOpenOrders,
     GetPnL,
     GetPortfolio,
@@ -75,6 +76,8 @@ from ibhub.protocol import (
     GetStatus,
     GlobalCancel,
     HistoricalBarsReply,
+    HistoricalTick,
+    HistoricalTicksReply,
     LeaseClientId,
     ListNames,
     ModifyOrder,
@@ -407,7 +410,9 @@ class AsyncHub:
         queue_size: int | None = None,
         **fields: Any,
     ) -> Subscription[Any]:
-        """Stream ticks (``kind="ticks"``) or 5-second bars (``"bars"``) for a contract.
+        """Stream ticks (``kind="ticks"``), 5-second bars (``"bars"``) or the SMART depth
+        book (``"depth"``: :class:`~ibhub.protocol.DepthBook`, the whole book per update)
+        for a contract.
 
         Events go to ``callback`` if given (on this loop), else to the returned
         subscription's queue (``async for tick in sub``). The topic's last value, if
@@ -602,6 +607,28 @@ class AsyncHub:
         )
         reply = await self._upstream_call(lambda: self._channel().request(request, timeout))
         return expect(reply, HistoricalBarsReply).bars
+
+    async def historical_ticks(
+        self,
+        contract: str | int | ContractSpec,
+        *,
+        what_to_show: str = "TRADES",
+        count: int = 1000,
+        start: str = "",
+        end: str = "",
+        use_rth: bool = False,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> list[HistoricalTick]:
+        """IB's historical ticks (TRADES, BID_ASK or MIDPOINT): ``count`` (<= 1000) from
+        ``start`` forward or back from ``end`` (exactly one; "YYYYMMDD-HH:MM:SS" is UTC,
+        "YYYYMMDD HH:MM:SS US/Eastern" names its zone; without a zone TWS implies one)."""
+        request = GetHistoricalTicks(
+            id=0, contract=contract_spec(contract, **fields), what_to_show=what_to_show,
+            count=count, start=start, end=end, use_rth=use_rth,
+        )
+        reply = await self._upstream_call(lambda: self._channel().request(request, timeout))
+        return expect(reply, HistoricalTicksReply).ticks
 
     async def lease_client_id(
         self, name: str | None = None, ttl: float = 0.0, *, tied: bool = False

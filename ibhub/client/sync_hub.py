@@ -429,6 +429,7 @@ class Hub:
     last_values = _blocking(AsyncHub.last_values)
     contract_details = _blocking(AsyncHub.contract_details)
     historical_bars = _blocking(AsyncHub.historical_bars)
+    historical_ticks = _blocking(AsyncHub.historical_ticks)
     lease_client_id = _blocking(AsyncHub.lease_client_id)
     renew_client_id = _blocking(AsyncHub.renew_client_id)
     release_client_id = _blocking(AsyncHub.release_client_id)

@@ -27,17 +27,20 @@ from ibhub.protocol import (
     Bar,
     Bundle,
     ContractSpec,
+    DepthBook,
     ErrorEvent,
     Event,
     HubStatus,
     NewsBulletin,
     Tick,
+    TickByTick,
     Ticks,
 )
 
 log = logging.getLogger(__name__)
 
-_EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar}
+_EXPECTED: dict[str, type[Event]] = {"ticks": Tick, "bars": Bar, "depth": DepthBook,
+                                     "tbt": TickByTick, "hist": Bar}
 
 
 async def last_value(
@@ -65,7 +68,7 @@ class TopicEntry:
         self.topic = topic
         self.spec = spec
         self.kind = kind
-        self.expected = _EXPECTED[kind]  # the event type of this topic (Tick or Bar)
+        self.expected = _EXPECTED[kind.partition(".")[0]]  # Tick, Bar or DepthBook
         self.subs: list[Subscription] = []
         self.latest: Event | None = None
         self.pending = False  # the hub does not hold it for the current lease yet

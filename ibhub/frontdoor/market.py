@@ -23,13 +23,15 @@ import contextlib
 import logging
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ibhub.frontdoor import depth, tick_by_tick
 from ibhub.frontdoor.contracts import spec_from_query
 from ibhub.frontdoor.requests import UNSUPPORTED, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
-from ibhub.hub.subscriptions import LineLimit, NotSubscribed, Subscription
+from ibhub.hub.subscriptions import BAR_WHATS, LineLimit, NotSubscribed, Subscription
 from ibhub.protocol import ContractInfo, Error
 from ibhub.tasks import TaskSet
 from ibhub.tws.codec import fmt_float
@@ -58,7 +60,7 @@ class LineTap:
         self._outs: list[tuple[DownstreamSession, bytes, bytes]] = []
 
     def add(self, s: DownstreamSession, rid: int, kind: str) -> None:
-        if kind == "bars":
+        if kind.startswith("bars"):
             self.outs[(s, rid)] = (b"50\x003\x00%d\x00" % rid, b"")
         else:
             self.outs[(s, rid)] = (b"1\x006\x00%d\x00" % rid, b"2\x006\x00%d\x00" % rid)
@@ -114,7 +116,7 @@ class Line:
 
     holder: str
     sub: Subscription
-    tap: LineTap
+    tap: LineTap | depth.DepthTap | tick_by_tick.TbtTap
     kind: str
 
 
@@ -122,6 +124,7 @@ class MarketData:
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
         self._tasks = TaskSet(log)
+        self._depth_exchanges = depth.DepthExchanges(door)
         # upstream line req id -> (subscription, tap) or None, for tickString; rebuilt
         # when lines changed (``_generation``) or an unknown id comes: one lookup a tick
         self._by_req_id: dict[int, tuple[Subscription, LineTap] | None] = {}
@@ -168,7 +171,24 @@ class MarketData:
 
     def handlers(self) -> dict[int, Handler]:
         return {1: self.req_mkt_data, 2: self.cancel, 50: self.req_real_time_bars,
-                51: self.cancel}
+                51: self.cancel, 10: self.req_mkt_depth, 11: self.cancel,
+                82: self._depth_exchanges.request, 97: self.req_tick_by_tick,
+                98: self.cancel_tick_by_tick}
+
+    async def req_tick_by_tick(self, s: DownstreamSession, f: list[str]) -> None:
+        await tick_by_tick.request(self, self._door.passthrough, s, f)
+
+    def cancel_tick_by_tick(self, s: DownstreamSession, f: list[str]) -> None:
+        """[98, reqId]: a shared line's holder lets go; else a passed-through request."""
+        rid = int(f[1])
+        line = s.lines.pop(rid, None)
+        if line is not None:
+            self._release(s, rid, line)
+        else:
+            self._door.passthrough.cancel(s, f)
+
+    async def req_mkt_depth(self, s: DownstreamSession, f: list[str]) -> None:
+        await depth.req_mkt_depth(self, s, f)
 
     def stop(self) -> None:
         self._tasks.cancel()
@@ -197,14 +217,27 @@ class MarketData:
             self._tasks.spawn(self._snapshot(s, rid, stream))
 
     async def req_real_time_bars(self, s: DownstreamSession, f: list[str]) -> None:
+        """[50, 3, reqId, C12, barSize, whatToShow, useRTH, options]: the bars of exactly
+        that whatToShow, on the hub's shared bar line of that kind (``bars.<WHAT>``);
+        forex has no TRADES bars, so TRADES on CASH is the Gateway's error 420, never
+        MIDPOINT bars under a TRADES label."""
         rid = int(f[2])
         q = parse_c12(f, 3)
-        what = f[16].upper() if len(f) > 16 else "TRADES"
-        if f[15] not in ("5", "") or what != "TRADES":
-            s.send_error(rid, UNSUPPORTED, unsupported_text(
-                50, f"the hub serves 5-second TRADES bars, not {f[15]} s {what}"))
+        what = (f[16] if len(f) > 16 else "").upper() or "TRADES"
+        if f[15] not in ("5", ""):
+            s.send_error(rid, 321, f"Error validating request.-'50' : cause - real-time bars "
+                                   f"are 5 seconds only, not {f[15]!r}")
             return
-        await self._join(s, rid, q, "bars")
+        if what not in BAR_WHATS:
+            s.send_error(rid, 321, f"Error validating request.-'50' : cause - whatToShow "
+                                   f"{what!r} is not one of {', '.join(BAR_WHATS)}")
+            return
+        if what == "TRADES" and q.sec_type == "CASH":
+            s.send_error(rid, 420, f"Invalid Real-time Query:No data of type TRADES for "
+                                   f"{q.local_symbol or q.symbol + '.' + q.currency}; forex "
+                                   "has MIDPOINT, BID and ASK bars")
+            return
+        await self._join(s, rid, q, f"bars.{what}")
 
     def cancel(self, s: DownstreamSession, f: list[str]) -> None:
         rid = int(f[2])
@@ -214,7 +247,14 @@ class MarketData:
 
     # ------------------------------------------------------------------ lines
 
-    async def _join(self, s: DownstreamSession, rid: int, q: Any, kind: str) -> Line | None:
+    async def join(self, s: DownstreamSession, rid: int, q: Any, kind: str,
+                   tap_for: Callable[[Any], Any]) -> Line | None:
+        """:meth:`_join` with the caller's own taps: ``tap_for(stream)`` returns the tap
+        this request reads through, already in ``stream.taps`` (depth, tick-by-tick)."""
+        return await self._join(s, rid, q, kind, tap_for)
+
+    async def _join(self, s: DownstreamSession, rid: int, q: Any, kind: str,
+                    tap_for: Callable[[Any], Any] | None = None) -> Line | None:
         hub = self._door.hub
         if rid in s.lines:
             s.send_error(rid, 322, f"Error processing request: duplicate ticker id {rid}")
@@ -232,10 +272,17 @@ class MarketData:
         try:
             sub, created = hub.market.open_line(holder, info, kind, pace=False)
         except LineLimit as exc:
-            s.send_error(rid, 101, f"Max number of tickers has been reached (ibhub: {exc})")
+            if kind == "depth":  # the Gateway's answer beyond the account's depth budget
+                s.send_error(rid, 309, f"Max number ({hub.market.depth.lines_max}) of market "
+                                       f"depth requests has been reached (ibhub: {exc})")
+            else:
+                s.send_error(rid, 101, f"Max number of tickers has been reached (ibhub: {exc})")
             return None
-        tap = _tap_of(sub.stream)
-        tap.add(s, rid, kind)
+        if tap_for is not None:
+            tap = tap_for(sub.stream)
+        else:
+            tap = _tap_of(sub.stream)
+            tap.add(s, rid, kind)
         line = s.lines[rid] = Line(holder, sub, tap, kind)
         self._generation += 1
         if created:

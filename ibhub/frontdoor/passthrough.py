@@ -2,7 +2,7 @@
 
 Contract details, historical bars (also ``keepUpToDate``), head timestamps,
 tick-by-tick data, matching symbols, option parameters, historical ticks,
-histograms, market depth, fundamentals, SMART components and PnL are not shared
+histograms, fundamentals, SMART components and PnL are not shared
 state: each is one request and its replies. The front
 door sends the downstream request's own bytes upstream on the hub's session
 with a fresh id from the hub's counter (ib_insync's ``getReqId``, the one the
@@ -33,8 +33,10 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ibhub.frontdoor.learned import info_from_details
 from ibhub.frontdoor.requests import NOT_CONNECTED, UNSUPPORTED, request_name, unsupported_text
 from ibhub.frontdoor.session import DownstreamSession, Handler
+from ibhub.tws.pacing import Priority
 
 if TYPE_CHECKING:
     from ibhub.frontdoor.server import FrontDoor
@@ -48,12 +50,11 @@ REQUESTS: Final[dict[int, tuple[int, bool | None]]] = {
     9: (2, False),  # reqContractDetails -> contractDetails* (10), contractDetailsEnd (52)
     20: (1, None),  # reqHistoricalData -> historicalData (17) [+ updates (90) if keepUpToDate]
     87: (1, False),  # reqHeadTimeStamp -> headTimestamp (88)
-    97: (1, True),  # reqTickByTickData -> tickByTick (99)*
+    97: (1, True),  # reqTickByTickData with numberOfTicks / ignoreSize -> tickByTick (99)*
     81: (1, False),  # reqMatchingSymbols -> symbolSamples (79)
     78: (1, False),  # reqSecDefOptParams -> securityDefinitionOptionParameter (75)*, end (76)
     96: (1, False),  # reqHistoricalTicks -> historicalTicks* (96/97/98, last has done=1)
     88: (1, False),  # reqHistogramData -> histogramData (89)
-    10: (2, True),  # reqMktDepth -> updateMktDepth (12) / L2 (13)*: per request, not shared
     52: (2, False),  # reqFundamentalData -> fundamentalData (51)
     83: (1, False),  # reqSmartComponents -> smartComponents (82)
     92: (1, True),  # reqPnL -> pnl (94)*
@@ -66,8 +67,7 @@ REQUESTS: Final[dict[int, tuple[int, bool | None]]] = {
     86: (1, False),  # reqHistoricalNews -> historicalNews (86)*, historicalNewsEnd (87)
 }
 #: cancel msg id -> index of the request id it cancels
-CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 11: 2, 53: 2, 93: 1, 95: 1,
-                                  23: 2}
+CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 53: 2, 93: 1, 95: 1, 23: 2}
 #: reply msg id -> (index of its request id, how it ends the route)
 REPLIES: Final[dict[int, tuple[int, str]]] = {
     10: (1, ""),
@@ -83,8 +83,6 @@ REPLIES: Final[dict[int, tuple[int, str]]] = {
     97: (1, "done"),
     98: (1, "done"),
     89: (1, "end"),
-    12: (2, ""),
-    13: (2, ""),
     51: (2, "end"),
     82: (1, "end"),
     94: (1, ""),
@@ -98,6 +96,9 @@ REPLIES: Final[dict[int, tuple[int, str]]] = {
     4: (2, "error"),
 }
 RETIRED_MAX: Final = 4096
+#: requests served on the hub's shared lines (frontdoor/tick_by_tick.py), which pass only
+#: their unshareable variants through (request() / cancel() called from there)
+SHARED: Final = frozenset({97, 98})
 _WARNINGS: Final = frozenset({110, 165, 202, 399, 404, 434, 492, 10167})
 
 
@@ -120,8 +121,8 @@ class Passthrough:
         self._retired_session: float | None = None  # Upstream.connected_at they belong to
 
     def handlers(self) -> dict[int, Handler]:
-        table: dict[int, Handler] = {m: self.request for m in REQUESTS}
-        table.update({m: self.cancel for m in CANCELS})
+        table: dict[int, Handler] = {m: self.request for m in REQUESTS if m not in SHARED}
+        table.update({m: self.cancel for m in CANCELS if m not in SHARED})
         return table
 
     # ------------------------------------------------------------------ upstream taps
@@ -159,6 +160,10 @@ class Passthrough:
                 self._end(up_id)
             elif ending == "done" and len(parts) >= 2 and parts[-2] == b"1":
                 self._end(up_id)
+            if parts[0] == b"10":  # contractDetails: the line request that follows needs
+                info = info_from_details(parts)  # no second lookup (frontdoor/learned.py)
+                if info is not None:
+                    self._door.hub.market.remember(info)
             parts = list(parts)
             parts[index] = b"%d" % route.down_id
             payload = b"\0".join(parts)
@@ -203,7 +208,7 @@ class Passthrough:
         fields[index] = str(up_id)
         self.routes[up_id] = Route(s, down_id, msg_id, streaming, up.connected_at)
         s.routes[down_id] = up_id
-        ib.client.sendMsg("\0".join(fields) + "\0")
+        self._send(ib, "\0".join(fields) + "\0", Priority.QUERY, request_name(msg_id))
 
     def cancel(self, s: DownstreamSession, f: list[str]) -> None:
         down_id = int(f[CANCELS[int(f[0])]])
@@ -225,7 +230,23 @@ class Passthrough:
         up = self._door.hub.upstream
         ib = up.ib if up is not None else None
         if cancel and ib is not None and ib.client.isReady():
-            ib.client.sendMsg("\0".join(cancel) + "\0")
+            self._send(ib, "\0".join(cancel) + "\0", Priority.CANCEL, "pass-through cancel")
+
+    def _send(self, ib: Any, msg: str, priority: Priority, label: str) -> None:
+        """Through the hub's one upstream budget (ibhub.tws.pacing), behind the market-data
+        lines: a script's first tick must not wait behind other scripts' lookups, and
+        the budget must count every message (else ib_insync's own throttle stops
+        everything for a second when the hub and the scripts together pass 45/s)."""
+        pacer = self._door.hub.pacer
+        if pacer is None:
+            ib.client.sendMsg(msg)
+            return
+
+        def send() -> None:
+            if ib.client.isReady():
+                ib.client.sendMsg(msg)
+
+        pacer.submit(priority, send, label=label).add_done_callback(_log_failure)
 
     def release_all(self, s: DownstreamSession) -> None:
         """The script went away: cancel its streaming requests upstream, forget the rest."""
@@ -254,6 +275,11 @@ class Passthrough:
                 route.down_id, NOT_CONNECTED,
                 f"Not connected: the hub lost its Gateway session during this "
                 f"{request_name(route.msg_id)}; request it again after 1101/1102")
+
+
+def _log_failure(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("pass-through send failed: %s", fut.exception())
 
 
 def _int(b: bytes) -> int:

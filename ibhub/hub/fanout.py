@@ -30,11 +30,17 @@ from typing import Any, Final
 import msgspec
 import zmq
 
+from ibhub.hub.depth import DepthStream
+from ibhub.hub.hist_updates import HistUpdateStream, parse_kind
+from ibhub.hub.tbt import TbtStream
 from ibhub.protocol import (
     TOPIC_BAR,
     TOPIC_BUNDLE,
+    TOPIC_DEPTH,
     TOPIC_ERROR,
+    TOPIC_HBAR,
     TOPIC_STATUS,
+    TOPIC_TBT,
     TOPIC_TICK,
     Bar,
     Bundle,
@@ -298,6 +304,7 @@ class Fanout:
         self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
         self._listeners: list[tuple[tuple[str, ...], Callable[[str, Event], None]]] = []
         self._dirty: list[TickStream] = []  # streams with ticks waiting for flush()
+        self._books: list[DepthStream] = []  # depth books changed by this read (issue 15)
         self._bundle: Topic | None = None  # bundle.tick, from the first bundle; no last value
 
     def tee(self, wake: Callable[[], None]) -> TeePublisher:
@@ -323,7 +330,14 @@ class Fanout:
         a symbol does not identify them) and any name already owned by a different
         conId use the conId form. Ownership is permanent for the hub's life.
         """
-        prefix = TOPIC_TICK if kind == "ticks" else TOPIC_BAR
+        prefix = {"ticks": TOPIC_TICK, "depth": TOPIC_DEPTH}.get(kind, TOPIC_BAR)
+        if kind.startswith("bars."):  # bar.bid.AAPL: lower case never clashes with a symbol
+            prefix += kind.partition(".")[2].lower() + "."
+        elif kind.startswith("tbt."):  # tbt.bidask.AAPL
+            prefix = TOPIC_TBT + kind.partition(".")[2].lower() + "."
+        elif kind.startswith("hist."):  # hbar.1min.trades.AAPL
+            size, what = parse_kind(kind)
+            prefix = f"{TOPIC_HBAR}{size.replace(' ', '')}.{what.lower()}."
         if contract.sec_type == "STK":
             name = prefix + contract.symbol
         elif contract.sec_type == "CASH":
@@ -349,6 +363,10 @@ class Fanout:
         re-encoding), so it costs one encode and one send per read, and the PUB socket
         drops it at once when nobody subscribes to it.
         """
+        if self._books:
+            books, self._books = self._books, []
+            for book in books:
+                book.flush()
         dirty = self._dirty
         if not dirty:
             return
@@ -360,6 +378,21 @@ class Fanout:
         seq = bundle.seq + 1
         bundle.seq = seq
         self.publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(), messages)))
+
+    def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
+        """A depth book published once per Gateway read that changed it (issue 15)."""
+        return DepthStream(self.topic(topic), contract.con_id, contract.symbol,
+                           self.publisher, self._books.append, rows)
+
+    def tbt_stream(self, topic: str, contract: ContractInfo, kind: str) -> TbtStream:
+        """A shared tick-by-tick line (issue 15): one event per upstream tick."""
+        return TbtStream(self.topic(topic), contract.con_id, contract.symbol, kind[4:],
+                         self.publisher)
+
+    def hist_stream(self, topic: str, contract: ContractInfo) -> HistUpdateStream:
+        """A shared keepUpToDate line (issue 15): one Bar per upstream update."""
+        return HistUpdateStream(self.topic(topic), contract.con_id, contract.symbol,
+                                self.publisher)
 
     def bar_stream(self, topic: str, contract: ContractInfo) -> BarStream:
         return BarStream(self.topic(topic), contract.con_id, contract.symbol, self.publisher)

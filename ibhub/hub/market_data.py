@@ -26,7 +26,7 @@ from ibhub.hub.fanout import Fanout
 from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry
 from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
 from ibhub.ib.session import Upstream
-from ibhub.protocol import ContractInfo, ContractSpec, Error, ErrorCode
+from ibhub.protocol import TOPIC_DEPTH, ContractInfo, ContractSpec, Error, ErrorCode
 from ibhub.tws.pacing import Pacer, PacerBusy, Priority
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,21 @@ RESOLVE_CACHE_MAX = 10_000
 class MarketDataService:
     """Contract resolution (cached) and the shared, ref-counted market-data lines."""
 
-    def __init__(self, settings: HubSettings, subs: SubscriptionRegistry) -> None:
+    def __init__(self, settings: HubSettings, subs: SubscriptionRegistry,
+                 depth: SubscriptionRegistry | None = None) -> None:
         self.settings = settings
         self.subs = subs
+        # Depth books have IB's budget of their own (depth_max, 3 by default): hub/depth.py
+        self.depth = depth if depth is not None else SubscriptionRegistry(
+            settings.depth_max, budget="market-depth", setting="depth_max")
         self.upstream: Upstream | None = None
         self.fanout: Fanout | None = None
         self.pacer: Pacer | None = None
         self._resolved: dict[ContractSpec, list[ContractInfo]] = {}
+        # Contracts by conId, from every lookup and from the Gateway's contractDetails
+        # replies the front door passes through (frontdoor/learned.py): a spec that
+        # names a known conId needs no upstream request (issue 15, first-tick latency).
+        self._by_con_id: dict[int, ContractInfo] = {}
         self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
 
     def attach(self, upstream: Upstream, fanout: Fanout, pacer: Pacer | None) -> None:
@@ -69,33 +77,50 @@ class MarketDataService:
         ``pace`` ``PacerBusy`` when the upstream queue has no room for its request.
         """
         assert self.fanout is not None and self.upstream is not None
-        existing = self.subs.get(info.con_id, kind)
+        if kind == f"bars.{default_bars(info)}":
+            kind = "bars"  # the same bars as the plain kind: share that line
+        registry = self.registry(kind)
+        existing = registry.get(info.con_id, kind)
         if existing is None:
-            self.subs.check_line_available(info.con_id, kind)
+            registry.check_line_available(info.con_id, kind)
             if pace and self.pacer is not None:  # a new line queues a request upstream
                 self.pacer.check(Priority.SUBSCRIPTION)
             topic = self.fanout.topic_for(info, kind)
-            stream = (self.fanout.tick_stream(topic, info) if kind == "ticks"
-                      else self.fanout.bar_stream(topic, info))
+            stream: Any
+            if kind == "ticks":
+                stream = self.fanout.tick_stream(topic, info)
+            elif kind == "depth":
+                stream = self.fanout.depth_stream(topic, info, self.settings.depth_rows)
+            elif kind.startswith("tbt."):
+                stream = self.fanout.tbt_stream(topic, info, kind)
+            elif kind.startswith("hist."):
+                stream = self.fanout.hist_stream(topic, info)
+            else:
+                stream = self.fanout.bar_stream(topic, info)
         else:
             topic, stream = existing.topic, existing.stream
-        sub, created = self.subs.add(holder, info, kind, topic, stream)
+        sub, created = registry.add(holder, info, kind, topic, stream)
         if created:
             self.upstream.open_line(sub)
         return sub, created
+
+    def registry(self, kind: str) -> SubscriptionRegistry:
+        """The registry (and so the budget) lines of ``kind`` count against."""
+        return self.depth if kind == "depth" else self.subs
 
     def release(self, holder: str, topic: str) -> tuple[Subscription, bool]:
         """``holder`` lets go of ``topic``; the line is cancelled upstream when it was
         the last holder. Returns the subscription and whether it is now empty.
         Raises ``NotSubscribed`` if ``holder`` does not hold ``topic``."""
-        sub, empty = self.subs.remove(holder, topic)
+        registry = self.depth if topic.startswith(TOPIC_DEPTH) else self.subs
+        sub, empty = registry.remove(holder, topic)
         if empty:
             self.close_line(sub)
         return sub, empty
 
     def release_holder(self, holder: str) -> None:
         """Everything ``holder`` held (an ended lease)."""
-        for sub in self.subs.release_lease(holder):
+        for sub in [*self.subs.release_lease(holder), *self.depth.release_lease(holder)]:
             self.close_line(sub)
 
     def close_line(self, sub: Subscription) -> None:
@@ -135,6 +160,8 @@ class MarketDataService:
             if len(self._resolved) >= RESOLVE_CACHE_MAX:
                 self._resolved.clear()
             self._resolved[spec] = found
+            for info in found:
+                self.remember(info)
         return found
 
     def _resolved_done(self, spec: ContractSpec, fut: asyncio.Future[Any]) -> None:
@@ -142,8 +169,18 @@ class MarketDataService:
         if not fut.cancelled():
             fut.exception()  # retrieved here; every waiter got it through shield()
 
+    def remember(self, info: ContractInfo) -> None:
+        """A contract the Gateway described (see ``_by_con_id``)."""
+        if len(self._by_con_id) >= RESOLVE_CACHE_MAX:
+            self._by_con_id.clear()
+        self._by_con_id[info.con_id] = info
+
     async def resolve_one(self, rid: int, spec: ContractSpec) -> ContractInfo | Error:
         """The one contract ``spec`` names, or the Error reply explaining why not."""
+        if spec.con_id:
+            known = self._by_con_id.get(spec.con_id)
+            if known is not None:
+                return known
         found = await self.resolve(rid, spec)
         if isinstance(found, Error):
             return found
@@ -161,6 +198,11 @@ class MarketDataService:
                          message=f"{len(found)} contracts match {describe_spec(spec)}: "
                                  f"{options}{more}; add fields or give con_id")
         return found[0]
+
+
+def default_bars(info: ContractInfo) -> str:
+    """What plain ``kind="bars"`` shows: TRADES, or MIDPOINT for forex (no trades at IB)."""
+    return "MIDPOINT" if info.sec_type == "CASH" else "TRADES"
 
 
 def describe_spec(spec: ContractSpec) -> str:

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ibhub.hub.registry import Context, Registry, unknown_lease
-from ibhub.hub.subscriptions import LineLimit, NotSubscribed
+from ibhub.hub.subscriptions import KINDS, LineLimit, NotSubscribed, valid_kind
 from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
 from ibhub.protocol import (
     ContractDetailsReply,
@@ -19,8 +19,10 @@ from ibhub.protocol import (
     ErrorCode,
     GetContractDetails,
     GetHistoricalBars,
+    GetHistoricalTicks,
     GetSnapshot,
     HistoricalBarsReply,
+    HistoricalTicksReply,
     Ok,
     Reply,
     Snapshot,
@@ -48,9 +50,14 @@ class MarketRequests:
         registry.add(GetSnapshot, self.snapshot)
         registry.add(GetContractDetails, self.contract_details, slow=True)
         registry.add(GetHistoricalBars, self.historical_bars, slow=True)
+        registry.add(GetHistoricalTicks, self.historical_ticks, slow=True)
 
     async def subscribe(self, req: Subscribe, ctx: Context) -> Reply:
         hub = self.hub
+        if not valid_kind(req.kind):
+            return Error(id=req.id, code=ErrorCode.BAD_REQUEST,
+                         message=f"unknown subscription kind {req.kind!r}; one of "
+                                 f"{', '.join(KINDS)}")
         resolved = await hub.market.resolve_one(req.id, req.contract)
         if isinstance(resolved, Error):
             return resolved
@@ -113,3 +120,38 @@ class MarketRequests:
         except PacerBusy as exc:
             return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
         return HistoricalBarsReply(id=req.id, contract=resolved, bars=bars)
+
+    async def historical_ticks(self, req: GetHistoricalTicks, ctx: Context) -> Reply:
+        """IB's historical ticks (issue 15); the arguments are checked here, IB's own
+        errors (162 no data, 321) come back as ``ib_error`` with the code."""
+        if req.what_to_show not in ("TRADES", "BID_ASK", "MIDPOINT"):
+            return Error(id=req.id, code=ErrorCode.BAD_REQUEST,
+                         message=f"what_to_show must be TRADES, BID_ASK or MIDPOINT, got "
+                                 f"{req.what_to_show!r}")
+        if not 1 <= req.count <= 1000:
+            return Error(id=req.id, code=ErrorCode.BAD_REQUEST,
+                         message=f"count must be 1..1000, got {req.count}")
+        if bool(req.start) == bool(req.end):
+            return Error(id=req.id, code=ErrorCode.BAD_REQUEST,
+                         message="give exactly one of start and end (IB's rule)")
+        hub = self.hub
+        resolved = await hub.market.resolve_one(req.id, req.contract)
+        if isinstance(resolved, Error):
+            return resolved
+        assert hub.upstream is not None
+        try:
+            ticks = await hub.upstream.historical_ticks(
+                resolved, what_to_show=req.what_to_show, count=req.count, start=req.start,
+                end=req.end, use_rth=req.use_rth)
+        except UpstreamDown as exc:
+            return Error(id=req.id, code=ErrorCode.UPSTREAM_DOWN, message=str(exc))
+        except UpstreamRequestError as exc:
+            return Error(id=req.id, code=ErrorCode.IB_ERROR, ib_code=exc.code,
+                         message=f"IB refused the historical ticks request: {exc.message}")
+        except PacerBusy as exc:
+            return Error(id=req.id, code=ErrorCode.BUSY, message=str(exc))
+        except TimeoutError:
+            return Error(id=req.id, code=ErrorCode.TIMEOUT,
+                         message=f"no historical ticks within "
+                                 f"{hub.settings.request_timeout:g}s")
+        return HistoricalTicksReply(id=req.id, contract=resolved, ticks=ticks)

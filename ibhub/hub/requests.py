@@ -46,7 +46,7 @@ import zmq.asyncio
 from ibhub import wire
 from ibhub.hub.leases import Peer
 from ibhub.hub.registry import Context, Handler, Registry
-from ibhub.hub.subscriptions import KINDS
+from ibhub.hub.subscriptions import KINDS, valid_kind
 from ibhub.protocol import (
     MAX_NAME,
     ContractSpec,
@@ -101,7 +101,7 @@ def validate(req: Request) -> None:
             if role not in ROLES:
                 raise BadRequest(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         case Subscribe(contract=contract, kind=kind):
-            if kind not in KINDS:
+            if not valid_kind(kind):
                 raise BadRequest(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
             _check_contract(contract, "contract")
         case Unsubscribe(topic=topic):

@@ -73,6 +73,15 @@ log = logging.getLogger(__name__)
 
 PRUNE_NAMES_EVERY = 3600.0  # seconds between sweeps of unused script-name bindings
 PACER_BURST = 5.0  # with pacer_rate 40/s: at most 45 messages in any second (IB: 50)
+# The pacer's window: at most 40 messages in any second through the pacer (the bucket
+# alone would allow 45 in a burst second), 5 below the IB library's own throttle (45 a
+# second, which stops every send for up to a second once reached; the library's own
+# requests at connect bypass the pacer) and 10 below IB's 50; sustained, still 40/s.
+# New market-data lines may use the window's room as a batch (up to 35 a second;
+# lookups up to 17; 5 kept for orders and cancels) instead of one per 25 ms: 30 scripts
+# starting together get their first ticks in tens of ms (issue 15; bench/first_tick.py).
+PACER_WINDOW_MAX = 40.0
+PACER_BATCH_RESERVE = 5.0
 
 
 def bindable(endpoint: str, curve: bool = False, setting: str = "endpoint") -> str:
@@ -263,7 +272,9 @@ class HubServer:
             self.nats = NatsBridge(s, self.fanout, self.rpc)
         # One outgoing budget for everything sent upstream (docs/orders.md, "Pacing").
         self.pacer = Pacer(rate=s.pacer_rate, burst=PACER_BURST, max_queue=s.pacer_queue_max,
-                           max_queue_per_owner=s.pacer_queue_per_lease)
+                           max_queue_per_owner=s.pacer_queue_per_lease,
+                           window=min(PACER_BURST + s.pacer_rate, PACER_WINDOW_MAX),
+                           batch_reserve=PACER_BATCH_RESERVE)
         self.pacer.start()
         self.upstream = Upstream(self.settings, self, pacer=self.pacer, flush=self.fanout.flush)
         self.market.attach(self.upstream, self.fanout, self.pacer)
@@ -423,7 +434,10 @@ class HubServer:
         while True:
             await asyncio.sleep(period)
             up = self.upstream
-            subs = self.subs.all()
+            # top-of-book lines and 5-second bars tick steadily; tick-by-tick (a trade on
+            # an illiquid name) and keepUpToDate lines may rightly stay quiet (issue 15)
+            subs = [s for s in self.subs.all()
+                    if s.kind == "ticks" or s.kind.startswith("bars")]
             if up is None or not up.connected or not subs:
                 continue
             newest = max(s.stream.last_ts for s in subs) / 1e9

@@ -61,8 +61,10 @@ class StatusRequests:
             subscriptions=[
                 SubscriptionInfo(topic=s.topic, con_id=s.con_id, kind=s.kind,
                                  subscribers=len(s.leases), ticks=s.stream.ticks)
-                for s in subs
+                for s in (*subs, *hub.market.depth.all())
             ],
+            depth_used=hub.market.depth.lines_used,
+            depth_max=hub.market.depth.lines_max,
             lines_used=hub.subs.lines_used,
             lines_max=hub.subs.lines_max,
             raw_client_ids=sorted(r.client_id for r in hub.leases.raw_leases()),

@@ -17,7 +17,27 @@ from typing import Any
 
 from ibhub.protocol import ContractInfo
 
-KINDS = ("ticks", "bars")
+#: "bars" are TRADES bars (MIDPOINT for forex, which has no trades); "bars.<WHAT>" are
+#: bars of that whatToShow (the front door serves each script's own, issue 15); depth
+#: lines have a registry (and budget) of their own (hub/depth.py).
+BAR_WHATS = ("TRADES", "MIDPOINT", "BID", "ASK")
+TBT_TYPES = ("Last", "AllLast", "BidAsk", "MidPoint")  # tick-by-tick lines: "tbt.<type>"
+#: historical bars kept up to date, "hist.<bar size>.<WHAT>" ("hist.1 min.TRADES"): the
+#: updates (IB's keepUpToDate) of the current bar, shared (hub/hist_updates.py)
+HIST_BAR_SIZES = ("1 secs", "5 secs", "10 secs", "15 secs", "30 secs", "1 min", "2 mins",
+                  "3 mins", "5 mins", "10 mins", "15 mins", "20 mins", "30 mins", "1 hour",
+                  "2 hours", "3 hours", "4 hours", "8 hours", "1 day", "1 week", "1 month")
+KINDS = ("ticks", "bars", "depth", *(f"bars.{w}" for w in BAR_WHATS),
+         *(f"tbt.{t}" for t in TBT_TYPES), "hist.<bar size>.<WHAT>")
+
+
+def valid_kind(kind: str) -> bool:
+    """One of :data:`KINDS` (``hist.<bar size>.<WHAT>`` with any of IB's bar sizes and
+    TRADES, MIDPOINT, BID or ASK)."""
+    if kind.startswith("hist."):
+        size, _, what = kind[5:].rpartition(".")
+        return size in HIST_BAR_SIZES and what in BAR_WHATS
+    return kind in KINDS
 
 
 class LineLimit(Exception):
@@ -51,8 +71,11 @@ class Subscription:
 
 
 class SubscriptionRegistry:
-    def __init__(self, lines_max: int) -> None:
+    def __init__(self, lines_max: int, *, budget: str = "market-data line",
+                 setting: str = "lines_max") -> None:
         self.lines_max = lines_max
+        self._budget = budget  # what the limit is called in its error (depth: hub/depth.py)
+        self._setting = setting
         self._by_key: dict[tuple[int, str], Subscription] = {}
         self._by_topic: dict[str, Subscription] = {}
 
@@ -73,8 +96,8 @@ class SubscriptionRegistry:
         """Raise :class:`LineLimit` if a new ``(con_id, kind)`` would exceed the budget."""
         if (con_id, kind) not in self._by_key and len(self._by_key) >= self.lines_max:
             raise LineLimit(
-                f"market-data line limit reached: {len(self._by_key)} of {self.lines_max} lines "
-                "in use; unsubscribe something or raise lines_max"
+                f"{self._budget} limit reached: {len(self._by_key)} of {self.lines_max} lines "
+                f"in use; unsubscribe something or raise {self._setting}"
             )
 
     def add(
@@ -86,7 +109,7 @@ class SubscriptionRegistry:
         the subscription is created. Raises :class:`LineLimit` when a new line is
         needed and none is free.
         """
-        if kind not in KINDS:
+        if not valid_kind(kind):
             raise ValueError(f"unknown subscription kind {kind!r}; expected one of {KINDS}")
         key = (contract.con_id, kind)
         sub = self._by_key.get(key)

@@ -16,8 +16,10 @@ from typing import Any
 from ibhub.config import HubSettings
 from ibhub.ib.convert import bar_to_bardata, details_to_info, to_ib_contract
 from ibhub.ib.lib import IB, RequestError
-from ibhub.protocol import BarData, ContractInfo, ContractSpec
+from ibhub.protocol import BarData, ContractInfo, ContractSpec, HistoricalTick
 from ibhub.tws.pacing import Pacer, Priority
+
+NAN = float("nan")
 
 
 class UpstreamDown(Exception):
@@ -133,6 +135,40 @@ class Queries:
         if not bars and time.monotonic() - started >= timeout * 0.99:
             raise TimeoutError(f"no historical data within {timeout:g}s")
         return [bar_to_bardata(b) for b in bars]
+
+    async def historical_ticks(self, contract: ContractInfo, *, what_to_show: str, count: int,
+                               start: str, end: str, use_rth: bool) -> list[HistoricalTick]:
+        """reqHistoricalTicks through the pacer (IB's historical pacing applies)."""
+        ib = self._require()
+        timeout = self.settings.request_timeout
+
+        def request() -> Awaitable[list[Any]]:
+            return asyncio.wait_for(ib.reqHistoricalTicksAsync(
+                to_ib_contract(contract), start, end, count, what_to_show, use_rth), timeout)
+
+        try:
+            ticks = await self._query(
+                request,
+                historical_key=(contract.con_id, "ticks", start, end, count, what_to_show,
+                                use_rth),
+                historical_group=(contract.con_id, contract.exchange, what_to_show),
+                label=f"historical ticks {contract.symbol} {what_to_show}",
+            )
+        except RequestError as exc:
+            raise UpstreamRequestError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise UpstreamDown(_session_ended(exc)) from None
+        return [_tick(t) for t in ticks]
+
+
+def _tick(t: Any) -> HistoricalTick:
+    """ib_insync's HistoricalTick / HistoricalTickBidAsk / HistoricalTickLast."""
+    when = int(t.time.timestamp())
+    if hasattr(t, "priceBid"):
+        return HistoricalTick(when, NAN, NAN, t.priceBid, t.priceAsk, t.sizeBid, t.sizeAsk)
+    exchange = getattr(t, "exchange", "")
+    return HistoricalTick(when, t.price, t.size, NAN, NAN, NAN, NAN, exchange,
+                          getattr(t, "specialConditions", ""))
 
 
 def _session_ended(exc: BaseException) -> str:

@@ -55,7 +55,7 @@ from ibhub.ib.lib import IB, RequestError, new_ib
 from ibhub.ib.liblog import demote_library_logs
 from ibhub.ib.queries import Queries, UpstreamDown
 from ibhub.ib.reader import TickReader
-from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
+from ibhub.protocol import BarData, ContractInfo, ContractSpec, HistoricalTick, UpstreamState
 from ibhub.tws.codec import UnsafeField, holds_nul
 from ibhub.tws.pacing import Pacer, Priority
 
@@ -177,6 +177,16 @@ class Upstream:
         # of live request ids to streams that the line code below fills.
         self.reader = TickReader(flush)
         self._sinks = self.reader.sinks
+        # Depth rows (updateMktDepth 12, updateMktDepthL2 13) of the hub's depth lines go
+        # to their DepthStream (hub/depth.py) before ib_insync sees them.
+        # Tick-by-tick (99) of the hub's shared tick-by-tick lines likewise (hub/tbt.py).
+        # These taps come first; a tap added with add_tap for the same message (the
+        # front door's pass-through) sees what they do not take.
+        self._own_taps: dict[int, Callable[[list[bytes]], bool]] = {
+            12: self._depth_row, 13: self._depth_row, 99: self._tbt_tick,
+            17: self._hist_reply, 90: self._hist_update}
+        for msg_id, own in self._own_taps.items():
+            self.reader.add_tap(msg_id, own)
         # Contract details and historical bars (ibhub.ib.queries).
         self.queries = Queries(settings, self.require, lambda: self.pacer)
         # Every request/order id handed out by this process is below this (see
@@ -434,12 +444,64 @@ class Upstream:
         ib = self._ib
         if ib is not None and ib.client.isReady():
             try:
-                if kind == "bars":
+                if kind.startswith("bars"):
                     ib.client.cancelRealTimeBars(req_id)
+                elif kind == "depth":
+                    ib.client.cancelMktDepth(req_id, True)
+                elif kind.startswith("tbt."):
+                    ib.client.cancelTickByTickData(req_id)
+                elif kind.startswith("hist."):
+                    ib.client.cancelHistoricalData(req_id)
                 else:
                     ib.client.cancelMktData(req_id)
             except ConnectionError:
                 pass  # the session is going away; its requests die with it
+
+    def _depth_row(self, f: list[bytes]) -> bool:
+        """[12, 1, reqId, pos, op, side, price, size] / [13, 1, reqId, pos, maker, op, side,
+        price, size, isSmart] -> the line's book; False if it is not a depth line's."""
+        sink = self._sinks.get(f[2])
+        row = getattr(sink, "row", None)
+        if row is None:
+            return False
+        try:
+            if f[0] == b"12":
+                row(int(f[3]), "", int(f[4]), int(f[5]), float(f[6]), float(f[7]))
+            else:
+                row(int(f[3]), f[4].decode(errors="replace"), int(f[5]), int(f[6]),
+                    float(f[7]), float(f[8]))
+        except (ValueError, IndexError):
+            log.warning("dropped malformed depth message %r", f[:10])
+        return True
+
+    def _hist_reply(self, f: list[bytes]) -> bool:
+        """historicalData (17) of a shared keepUpToDate line: the start-up history nobody
+        asked for (scripts get theirs one-shot); dropped. hub/hist_updates.py."""
+        return hasattr(self._sinks.get(f[1]), "update")
+
+    def _hist_update(self, f: list[bytes]) -> bool:
+        """historicalDataUpdate (90) -> the keepUpToDate line's stream."""
+        sink = self._sinks.get(f[1])
+        update = getattr(sink, "update", None)
+        if update is None:
+            return False
+        try:
+            update(f)
+        except (ValueError, IndexError):
+            log.warning("dropped malformed historical update %r", f[:10])
+        return True
+
+    def _tbt_tick(self, f: list[bytes]) -> bool:
+        """[99, reqId, tickType, time, ...] -> the tick-by-tick line's stream (hub/tbt.py)."""
+        sink = self._sinks.get(f[1])
+        tick = getattr(sink, "tbt", None)
+        if tick is None:
+            return False
+        try:
+            tick(f)
+        except (ValueError, IndexError):
+            log.warning("dropped malformed tick-by-tick message %r", f[:10])
+        return True
 
     def _paced(self, priority: Priority, send: Callable[[], None], label: str) -> None:
         """Send now (no pacer) or when the budget allows; failures are only logged."""
@@ -449,11 +511,20 @@ class Upstream:
         self.pacer.submit(priority, send, label=label).add_done_callback(_log_failed_send)
 
     def add_tap(self, msg_id: int, tap: Callable[[list[bytes]], bool]) -> None:
-        """Show raw upstream messages of ``msg_id`` to ``tap`` first: :meth:`TickReader.add_tap`."""
-        self.reader.add_tap(msg_id, tap)
+        """Show raw upstream messages of ``msg_id`` to ``tap`` first: :meth:`TickReader.add_tap`
+        (after the session's own tap for that message, if it has one)."""
+        own = self._own_taps.get(msg_id)
+        if own is None:
+            self.reader.add_tap(msg_id, tap)
+        else:
+            self.reader.add_tap(msg_id, lambda f: own(f) or tap(f))
 
     def remove_tap(self, msg_id: int) -> None:
-        self.reader.remove_tap(msg_id)
+        own = self._own_taps.get(msg_id)
+        if own is None:
+            self.reader.remove_tap(msg_id)
+        else:
+            self.reader.add_tap(msg_id, own)
 
     @property
     def ticks_in(self) -> int:
@@ -493,10 +564,25 @@ class Upstream:
             return  # requested again with a fresh id when the next session is up
         contract = to_ib_contract(sub.contract)
         try:
-            if sub.kind == "bars":
-                # IB has no TRADES bars for forex; MIDPOINT is what it offers there.
-                what = "MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES"
+            if sub.kind.startswith("bars"):
+                # "bars.<WHAT>": that whatToShow. Plain "bars" (the SDK's default): TRADES,
+                # or MIDPOINT for forex, which has no TRADES bars at IB.
+                _, _, what = sub.kind.partition(".")
+                what = what or ("MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES")
+                # (the plain default is hub.market_data.default_bars; ib/ may not import hub/)
                 ib.client.reqRealTimeBars(req_id, contract, 5, what, False, [])
+            elif sub.kind.startswith("tbt."):
+                # one tick-by-tick stream per instrument and type for every reader (hub/tbt.py)
+                ib.client.reqTickByTickData(req_id, contract, sub.kind[4:], 0, False)
+            elif sub.kind.startswith("hist."):
+                # keepUpToDate bars, shared (hub/hist_updates.py): the shortest history
+                size, _, what = sub.kind[5:].rpartition(".")
+                ib.client.reqHistoricalData(req_id, contract, "", hist_duration(size), size,
+                                            what, 0, 2, True, [])
+            elif sub.kind == "depth":
+                # one SMART book per instrument for every reader (hub/depth.py)
+                sub.stream.reset()
+                ib.client.reqMktDepth(req_id, contract, self.settings.depth_rows, True, [])
             else:
                 ib.client.reqMktData(req_id, contract, "", False, False, [])
         except ConnectionError:
@@ -549,6 +635,10 @@ class Upstream:
             use_rth=use_rth, end=end,
         )
 
+    async def historical_ticks(self, contract: ContractInfo, **kw: Any) -> list[HistoricalTick]:
+        """Historical ticks of ``contract``: :mod:`ibhub.ib.queries`."""
+        return await self.queries.historical_ticks(contract, **kw)
+
     # ------------------------------------------------------------------ errors
 
     def _on_error(self, req_id: int, code: int, message: str, _contract: Any) -> None:
@@ -581,6 +671,20 @@ class Upstream:
                 for sub in [x for x in self._active if x.req_id is None]:
                     self._request(sub)
 
+
+
+_UNIT = {"sec": 1, "min": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
+         "month": 30 * 86400}
+
+
+def hist_duration(bar_size: str) -> str:
+    """The shortest duration IB accepts that covers a couple of bars of ``bar_size``
+    (a shared keepUpToDate line only needs the stream of updates)."""
+    n, unit = bar_size.split()
+    seconds = int(n) * _UNIT[unit.rstrip("s")]
+    if seconds < 86400:
+        return f"{max(2 * seconds, 60)} S"
+    return {86400: "5 D", 7 * 86400: "3 W"}.get(seconds, "3 M")
 
 
 class _AttemptFailed(Exception):

@@ -23,6 +23,7 @@ class SimConfig:
     tick_rate: float = 4.0  # market events per second per streaming instrument
     accounts: tuple[str, ...] = ("DU1234567",)
     max_lines: int = 100  # market-data lines (reqMktData streams + tick-by-tick)
+    max_depth: int = 3  # market-depth subscriptions at once (IB's default; then error 309)
     max_msg_rate: float = 50.0  # messages/s per client before error 100
     max_clients: int = 32
     max_order_qty: float = 1_000_000

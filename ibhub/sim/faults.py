@@ -77,6 +77,7 @@ async def connectivity_lost(gw: SimGateway, restored: str = "data_lost",
         gw.ib_connected = True
         if restored == "data_lost":
             gw.streams.drop_all()
+            gw.depth.drop_all()
             gw.broadcast_error(1101, RESTORED_LOST)
         else:
             gw.broadcast_error(1102, RESTORED_KEPT)

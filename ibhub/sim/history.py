@@ -91,8 +91,28 @@ def parse_bar_size(text: str) -> int:
     return seconds
 
 
-def parse_end(text: str) -> float:
-    """'' (now), 'YYYYMMDD HH:MM:SS[ tz]', 'YYYYMMDD-HH:MM:SS' (UTC) or 'YYYYMMDD'."""
+#: TWS's warning for a date-time without a zone (it then reads it in an implied zone)
+IMPLIED_ZONE_CODE = 2174
+IMPLIED_ZONE_TEXT = ("Warning: You submitted request with date-time attributes without "
+                     "explicit time zone. Please switch to use yyyymmdd-hh:mm:ss in UTC or "
+                     "use instrument time zone, like US/Eastern. Implied time zone "
+                     "functionality will be removed in the next API release")
+
+
+def naive_time(text: str) -> bool:
+    """True for 'YYYYMMDD HH:MM:SS' without a zone: TWS warns (2174) and implies one."""
+    parts = text.split()
+    return len(parts) == 2
+
+
+def parse_end(text: str, zone: str = "UTC") -> float:
+    """'' (now), 'YYYYMMDD HH:MM:SS tz', 'YYYYMMDD-HH:MM:SS' (UTC) or 'YYYYMMDD'.
+
+    A time without a zone ('YYYYMMDD HH:MM:SS') is NOT taken as UTC: TWS reads it in an
+    implied zone and warns with 2174. The simulator implies ``zone``, the instrument's
+    exchange zone (``timeZoneId`` of its contract details; US/Eastern for US stocks), as
+    a TWS logged in with that zone does; the caller sends the 2174 warning.
+    """
     text = text.strip()
     if not text:
         return time.time()
@@ -104,7 +124,8 @@ def parse_end(text: str) -> float:
         else:
             date_part, time_part, *tz = text.split()
             d = dt.datetime.strptime(f"{date_part} {time_part}", "%Y%m%d %H:%M:%S")
-            d = d.replace(tzinfo=ZoneInfo(tz[0]) if tz and tz[0] != "UTC" else _UTC)
+            name = tz[0] if tz else zone
+            d = d.replace(tzinfo=_UTC if name == "UTC" else ZoneInfo(name))
     except (ValueError, KeyError) as exc:
         raise _invalid(f"end date/time {text!r} is invalid ({exc})") from None
     return d.timestamp()
@@ -136,7 +157,7 @@ def parse_request(f: list[str], inst: Instrument) -> HistRequest:
     fmt = int(f[20] or 1)
     if fmt not in (1, 2):
         raise _invalid(f"formatDate {fmt} is not 1 or 2")
-    end = min(parse_end(f[15]), time.time())  # no bars from the future
+    end = min(parse_end(f[15], inst.time_zone), time.time())  # no bars from the future
     return HistRequest(end=end, bar_seconds=bar, duration_n=n,
                        duration_unit=unit, use_rth=f[18] == "1", what=what,
                        format_date=fmt, keep_up_to_date=keep)

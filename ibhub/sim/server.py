@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ibhub.sim import faults
+from ibhub.sim import faults, hist_ticks
 from ibhub.sim.config import SimConfig
 from ibhub.sim.contracts import Universe, build_universe
+from ibhub.sim.depth import DepthEngine
 from ibhub.sim.handlers import core_handlers
 from ibhub.sim.market import Market
 from ibhub.sim.reference import NewsDesk, reference_handlers
@@ -60,11 +61,14 @@ class SimGateway:
             replay = (tapes, ReplayClock(tapes, self.config.replay.speed))
         self.market = Market(self.config.seed, self.universe, replay)
         self.streams = StreamEngine(self)
+        self.depth = DepthEngine(self)
         self.broker = (broker_factory or _default_broker)(self)
         self.news = NewsDesk(self)
         self.handlers: dict[int, Handler] = core_handlers()
         self.handlers.update(reference_handlers(self))
         self.handlers.update(self.streams.handlers())
+        self.handlers.update(self.depth.handlers())
+        self.handlers.update(hist_ticks.handlers(self))
         for msg_id in getattr(self.broker, "HANDLED", ()):
             self.handlers[msg_id] = self.broker.handle
         self.port: int = self.config.port
@@ -96,6 +100,7 @@ class SimGateway:
         self._started = False
         await self._tasks.close()
         await self.streams.stop()
+        self.depth.drop_all()
         await self._unlisten()
         for _ in range(3):  # let the aborted transports' connection_lost callbacks run
             await asyncio.sleep(0)
@@ -171,6 +176,7 @@ class SimGateway:
             del self._by_client_id[session.client_id]
             self.streams.drop_session(session)
             self.news.subscribers.discard(session)
+            self.depth.drop_session(session)
             log.info("client %d disconnected", session.client_id)
             self.broker.session_closed(session)
 

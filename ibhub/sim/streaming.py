@@ -289,6 +289,8 @@ class StreamEngine:
         req_id = int(f[1])
         inst = self._instrument(f, 2)
         req = history.parse_request(f, inst)
+        if history.naive_time(f[15]):
+            s.send_error(req_id, history.IMPLIED_ZONE_CODE, history.IMPLIED_ZONE_TEXT)
         if req.keep_up_to_date:
             self._check_new(s, req_id, line=False)
         if history.estimated_bars(req) <= INLINE_HIST_BARS:

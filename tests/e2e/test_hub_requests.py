@@ -53,7 +53,7 @@ async def still_serves(client) -> None:
                                  "contract": {"sec_type": "STK"}}),
          ErrorCode.BAD_REQUEST, "symbol or a con_id", 12),
         (msgspec.msgpack.encode({"type": "subscribe", "id": 13, "lease": "l",
-                                 "contract": {"symbol": "AAPL"}, "kind": "depth"}),
+                                 "contract": {"symbol": "AAPL"}, "kind": "options"}),
          ErrorCode.BAD_REQUEST, "kind", 13),
         (msgspec.msgpack.encode({"type": "lease_client_id", "id": 14, "name": "x",
                                  "ttl": -1.0}), ErrorCode.BAD_REQUEST, "ttl", 14),

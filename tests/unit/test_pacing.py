@@ -358,3 +358,38 @@ def test_bad_bounds() -> None:
         Pacer(max_queue=0)
     with pytest.raises(ValueError, match="max_queue_per_owner"):
         Pacer(max_queue_per_owner=0)
+
+
+def named(sent: list[tuple[float, str]], clock: ManualClock, name: str) -> None:
+    sent.append((clock.now(), name))
+
+
+async def test_new_lines_batch_within_the_window(clock: ManualClock) -> None:
+    """Issue 15: new market-data lines go as a batch on the window's room (not one per
+    25 ms), lookups into half of it; orders keep their reserve; no 1-second window ever
+    holds more than ``window`` messages."""
+    p = Pacer(rate=40.0, burst=5, clock=clock, window=35, batch_reserve=5)
+    p.start()
+    try:
+        sent: list[tuple[float, str]] = []
+        for i in range(20):
+            p.submit(Priority.QUERY, partial(named, sent, clock, f"q{i}"))
+        await settle(p)
+        assert len(sent) == 15  # 5 on the bucket + 10 batched: half of 35 - 5
+        for i in range(30):
+            p.submit(Priority.SUBSCRIPTION, partial(named, sent, clock, f"l{i}"))
+        await settle(p)
+        lines = [n for _, n in sent if n.startswith("l")]
+        assert len(lines) == 15  # the batch room (30) is full: 15 lookups + 15 lines
+        order = p.submit(Priority.ORDER, partial(named, sent, clock, "order"))
+        await settle(p)
+        assert not order.done()  # the bucket is empty and orders never batch ...
+        await advance(clock, p, 0.03)
+        assert order.done()  # ... but get the next token, ahead of the lines
+        await advance(clock, p, 3.0)
+        assert len(sent) == 51 and p.batched >= 25
+        times = [t for t, _ in sent]
+        for start in times:
+            assert sum(1 for t in times if start <= t < start + 1.0) <= 35
+    finally:
+        await p.stop()

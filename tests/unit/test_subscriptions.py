@@ -73,4 +73,13 @@ def test_line_budget() -> None:
 
 def test_unknown_kind_refused() -> None:
     with pytest.raises(ValueError, match="unknown subscription kind"):
-        SubscriptionRegistry(1).add("a", AAPL, "depth", "x", None)
+        SubscriptionRegistry(1).add("a", AAPL, "options", "x", None)
+
+
+def test_depth_budget_is_its_own_and_named() -> None:
+    depth = SubscriptionRegistry(1, budget="market-depth", setting="depth_max")
+    depth.add("a", AAPL, "depth", "depth.AAPL", None)
+    with pytest.raises(LineLimit, match=r"market-depth limit reached: 1 of 1 .* depth_max"):
+        depth.add("a", IBM, "depth", "depth.IBM", None)
+    sub, created = depth.add("b", AAPL, "depth", "depth.AAPL", None)
+    assert not created and sub.leases == {"a", "b"} and depth.lines_used == 1

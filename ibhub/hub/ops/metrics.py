@@ -152,6 +152,10 @@ class HubCollector(Collector):
                                 value=hub.subs.lines_used)
         yield GaugeMetricFamily("ibhub_market_data_lines_max", "Market-data line budget",
                                 value=hub.subs.lines_max)
+        yield GaugeMetricFamily("ibhub_market_depth_used", "Market-depth subscriptions "
+                                "open upstream", value=hub.market.depth.lines_used)
+        yield GaugeMetricFamily("ibhub_market_depth_max", "Market-depth budget (depth_max)",
+                                value=hub.market.depth.lines_max)
         yield GaugeMetricFamily("ibhub_subscriptions", "Upstream subscriptions", value=len(subs))
         leases = list(hub.leases.leases())
         yield GaugeMetricFamily("ibhub_leases", "Open script leases", value=len(leases))
