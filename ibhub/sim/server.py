@@ -21,6 +21,7 @@ from ibhub.sim import faults
 from ibhub.sim.config import SimConfig
 from ibhub.sim.contracts import Universe, build_universe
 from ibhub.sim.handlers import core_handlers
+from ibhub.sim.option_requests import option_handlers
 from ibhub.sim.market import Market
 from ibhub.sim.session import ClientSession, Handler
 from ibhub.sim.streaming import SimSubscription, StreamEngine
@@ -56,6 +57,7 @@ class SimGateway:
         self.broker = (broker_factory or _default_broker)(self)
         self.handlers: dict[int, Handler] = core_handlers()
         self.handlers.update(self.streams.handlers())
+        self.handlers.update(option_handlers())
         for msg_id in getattr(self.broker, "HANDLED", ()):
             self.handlers[msg_id] = self.broker.handle
         self.port: int = self.config.port
