@@ -21,8 +21,10 @@ A generic tick list asks for more; the ids served here, with what they send:
  588     futures open interest                               tickSize 86
 ======  ==================================================  ============================
 
-Any other id is refused as the Gateway does, with 321 naming the legal ones. Values
-are deterministic: drawn from the simulator's seed and the contract, or computed.
+Other ids the Gateway knows (``IB_GENERIC_TICKS``) and the ``mdoff`` keyword are
+accepted and send nothing; an id the Gateway does not know is refused as it does, with
+321 naming the legal ones. Values are deterministic: drawn from the simulator's seed
+and the contract, or computed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ GENERIC_TICKS: dict[int, str] = {
     236: "Shortable", 411: "Realtime Historical Volatility", 456: "IBDividends",
     588: "Futures Open Interest",
 }
+#: Generic tick ids a Gateway accepts (its "legal ones" list); those not in GENERIC_TICKS
+#: are accepted and not simulated.
+IB_GENERIC_TICKS = frozenset({
+    100, 101, 104, 105, 106, 107, 125, 162, 165, 166, 221, 225, 232, 233, 236, 256, 258,
+    291, 292, 293, 294, 295, 318, 370, 375, 377, 381, 384, 387, 388, 391, 407, 411, 428,
+    439, 456, 459, 460, 499, 506, 511, 512, 513, 514, 515, 516, 517, 521, 545, 576, 577,
+    578, 584, 585, 587, 588, 595, 614, 619, 623, 662, 663, 664,
+})
+KEYWORDS = frozenset({"mdoff"})
 NOT_COMPUTED_VOL = -1.0  # IB's marker for an implied vol / price it could not compute
 NOT_COMPUTED_GREEK = -2.0
 _GREEK_TYPES = {False: (10, 11, 12, 13), True: (80, 81, 82, 83)}
@@ -54,13 +65,14 @@ def parse_generic_ticks(text: str, inst: Instrument) -> frozenset[int]:
     out = set()
     for part in text.split(","):
         part = part.strip()
-        if not part:
+        if not part or part.lower() in KEYWORDS:
             continue
-        if not part.isdigit() or int(part) not in GENERIC_TICKS:
+        if not part.isdigit() or int(part) not in IB_GENERIC_TICKS:
             legal = ",".join(f"{k}({v})" for k, v in GENERIC_TICKS.items())
             raise ValueError(f"Incorrect generic tick list of {text}.  Legal ones for "
                              f"({inst.sec_type}) are: {legal}")
-        out.add(int(part))
+        if int(part) in GENERIC_TICKS:
+            out.add(int(part))
     return frozenset(out)
 
 
