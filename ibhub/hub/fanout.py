@@ -56,6 +56,11 @@ BUNDLE_TAG: Final = Bundle.__struct_config__.tag
 PUB_SNDHWM: Final = 50_000  # per subscriber; ~0.5 s of a 100k ticks/s burst
 
 
+#: tickPrice types of the session's prices -> TickStream attribute (live and delayed)
+_OHLC: Final = {6: "high", 7: "low", 9: "close", 14: "open",
+                72: "high", 73: "low", 75: "close", 76: "open"}
+
+
 class Topic:
     """One topic's sequence counter and last encoded event."""
 
@@ -71,11 +76,13 @@ class Topic:
 class TickStream:
     """Top of book for one subscription; turns each upstream tick into one :class:`Tick`.
 
-    ``price`` handles a tickPrice message (bid/ask/last with their size),
-    ``size`` a tickSize message (bid/ask/last size, volume). Tick types outside the
-    top of book (high, low, close, open, ...) change nothing a :class:`Tick` carries
-    and publish nothing. A tickSize that repeats the size already known (IB sends the
-    size inside tickPrice and may repeat it as tickSize) publishes nothing either.
+    ``price`` handles a tickPrice message (bid/ask/last with their size, and the
+    session's open/high/low/close), ``size`` a tickSize message (bid/ask/last size,
+    volume), ``greeks`` a tickOptionComputation (the model's, tick type 13 or delayed
+    83, becomes ``Tick.greeks``; bid/ask/last computations only reach the taps). Other
+    tick types change nothing a :class:`Tick` carries and publish nothing. A tickSize
+    that repeats the size already known (IB sends the size inside tickPrice and may
+    repeat it as tickSize) publishes nothing either, nor does an unchanged OHLC price.
     """
 
     __slots__ = (
@@ -87,10 +94,15 @@ class TickStream:
         "ask_size",
         "bid",
         "bid_size",
+        "close",
         "con_id",
+        "greeks_",
+        "high",
         "last",
         "last_size",
         "last_ts",
+        "low",
+        "open",
         "symbol",
         "taps",
         "ticks",
@@ -113,6 +125,8 @@ class TickStream:
         self.symbol = symbol
         self.bid = self.ask = self.last = NAN
         self.bid_size = self.ask_size = self.last_size = self.volume = NAN
+        self.open = self.high = self.low = self.close = NAN
+        self.greeks_: tuple[float, ...] | None = None  # the last model computation
         self.ticks = 0
         self.last_ts = 0
         # Other consumers of this line's raw ticks (the TWS front door), called with
@@ -136,8 +150,22 @@ class TickStream:
             self.last = price
             self.last_size = size
         else:
-            return
+            # the session's high/low/close/open (live 6/7/9/14, delayed 72/73/75/76);
+            # rare next to quotes, so they stay off the branches above
+            ohlc = _OHLC.get(tick_type)
+            if ohlc is None or getattr(self, ohlc) == price:
+                return
+            setattr(self, ohlc, price)
         self._emit()
+
+    def greeks(self, tick_type: int, values: tuple[float, ...]) -> None:
+        """A tickOptionComputation: ``values`` in IB's order (impliedVol, delta, optPrice,
+        pvDividend, gamma, vega, theta, undPrice), IB's "not computed" markers as NaN."""
+        for tap in self.taps:
+            tap.greeks(tick_type, values)
+        if tick_type == 13 or tick_type == 83:
+            self.greeks_ = values
+            self._emit()
 
     def size(self, tick_type: int, size: float) -> None:
         for tap in self.taps:
@@ -185,6 +213,11 @@ class TickStream:
                 self.ask_size,
                 self.last_size,
                 self.volume,
+                self.open,
+                self.high,
+                self.low,
+                self.close,
+                self.greeks_,
             )
         )
         self.ticks += 1
