@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ibhub.config import HubSettings
 from ibhub.ib.convert import to_ib_contract
 from ibhub.ib.lib import IB, RequestError, new_ib
+from ibhub.ib.option_queries import OptionQueries
 from ibhub.ib.queries import Queries, UpstreamDown
 from ibhub.ib.reader import TickReader
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, UpstreamState
@@ -178,6 +179,8 @@ class Upstream:
         self._sinks = self.reader.sinks
         # Contract details and historical bars (ibhub.ib.queries).
         self.queries = Queries(settings, self.require, lambda: self.pacer)
+        # Option chains, IB's option model, symbol search (ibhub.ib.option_queries).
+        self.option_queries = OptionQueries(settings, self.require, self.queries)
         # Every request/order id handed out by this process is below this (see
         # _unique_req_ids): ids stay unique across sessions, whatever the library resets.
         self.req_id_floor = 0

@@ -21,8 +21,8 @@ from ibhub.sim import faults
 from ibhub.sim.config import SimConfig
 from ibhub.sim.contracts import Universe, build_universe
 from ibhub.sim.handlers import core_handlers
-from ibhub.sim.option_requests import option_handlers
 from ibhub.sim.market import Market
+from ibhub.sim.option_requests import option_handlers
 from ibhub.sim.session import ClientSession, Handler
 from ibhub.sim.streaming import SimSubscription, StreamEngine
 from ibhub.tasks import TaskSet

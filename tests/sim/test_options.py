@@ -107,8 +107,8 @@ async def test_generic_ticks_delayed_data_and_symbols() -> None:
                          and a.histVolatility > 0 and a.shortableShares > 0
                          and a.rtHistVolatility > 0 and a.avVolume > 0
                          and a.dividends is not None, 3, "generic ticks")
-        await wait_until(lambda: a.rtVolume == a.rtVolume and a.rtVolume > 0
-                         or a.vwap == a.vwap and a.vwap > 0, 5, "RTVolume")
+        await wait_until(lambda: (a.rtVolume == a.rtVolume and a.rtVolume > 0)
+                         or (a.vwap == a.vwap and a.vwap > 0), 5, "RTVolume")
         assert a.high52week > a.low52week > 0
         bad = ib.reqMktData(spy, "999")
         await wait_until(lambda: any(code == 321 for _, code in errors), 2, "illegal list")

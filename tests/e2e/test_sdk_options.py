@@ -1,0 +1,90 @@
+"""Options and instrument data through the hub and the SDK, over ZeroMQ, on the simulator:
+option chains, greeks on the shared tick stream, IB's option model, symbol search, and
+the session's open/high/low/close on ``Tick``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ibhub.client import AsyncHub, HubError, Tick
+from ibhub.hub.server import HubServer
+from ibhub.protocol import ContractSpec, ErrorCode
+from ibhub.sim import SimGateway
+from ibhub.sim.options import bs_price, years_to_expiry
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def sdk(hub: HubServer, name: str) -> AsyncHub:
+    return AsyncHub(pub=hub.pub_endpoint, rpc=hub.rpc_endpoint, name=name, request_timeout=5.0)
+
+
+async def test_chain_greeks_calculations_and_symbols(hub: HubServer,
+                                                     hub_sim: SimGateway) -> None:
+    async with sdk(hub, "opt-a") as a, sdk(hub, "opt-b") as b:
+        chains = await a.option_chain("SPY")
+        assert [c.exchange for c in chains] == ["SMART", "CBOE", "AMEX", "ISE"]
+        smart = (await a.option_chain("SPY", exchange="SMART"))[0]
+        assert smart.underlying_con_id == 756733 and smart.trading_class == "SPY"
+        assert len(smart.expirations) == 3 and smart.strikes == sorted(smart.strikes)
+        assert await a.option_chain("MSFT") == []  # no options listed: no chain
+        with pytest.raises(HubError) as unknown:
+            await a.option_chain("NOSUCH")
+        assert unknown.value.code == ErrorCode.UNKNOWN_CONTRACT
+        expiry = smart.expirations[0]
+        spec = ContractSpec(symbol="SPY", sec_type="OPT", expiry=expiry, strike=590.0,
+                            right="C")
+
+        # greeks ride on the tick topic: one upstream line for two scripts
+        sub_a = await a.subscribe(spec)
+        sub_b = await b.subscribe(spec)
+        assert sub_a.topic == sub_b.topic
+        tick = await _first(sub_a, lambda t: t.greeks is not None and not math.isnan(t.close))
+        assert sum(1 for s in hub_sim.market_data_subscriptions()
+                   if s.con_id == sub_a.contract.con_id) == 1
+        g = tick.greeks
+        assert g is not None and 0.3 < g.delta < 0.7 and g.gamma > 0 and g.theta < 0
+        assert 0.05 < g.implied_vol < 0.5 and abs(g.und_price - 590.0) < 5
+        t = years_to_expiry(expiry)
+        assert abs(bs_price("C", g.und_price, 590.0, t, g.implied_vol) - g.opt_price) < 0.02
+        assert tick.high >= tick.low > 0 and tick.open > 0
+        other = await _first(sub_b, lambda t: t.greeks is not None)
+        assert other.greeks is not None and other.con_id == tick.con_id
+        snap = await b.snapshot(sub_b.topic)
+        snapped = snap[sub_b.topic]
+        assert isinstance(snapped, Tick) and snapped.greeks is not None
+
+        # IB's option model
+        iv = await a.implied_volatility(spec, 15.0, 591.0)
+        assert iv.opt_price == 15.0 and iv.und_price == 591.0 and 0.05 < iv.implied_vol < 0.6
+        px = await a.option_price(spec, iv.implied_vol, 591.0)
+        assert abs(px.opt_price - 15.0) < 1e-3 and abs(px.delta - iv.delta) < 1e-4
+        with pytest.raises(HubError) as bad:
+            await a.implied_volatility("SPY", 1.0, 590.0)
+        assert bad.value.code == ErrorCode.BAD_REQUEST and "not an option" in str(bad.value)
+        with pytest.raises(HubError) as neg:
+            await a.option_price(spec, -0.2, 590.0)
+        assert neg.value.code == ErrorCode.BAD_REQUEST and "volatility" in str(neg.value)
+        with pytest.raises(HubError) as huge:
+            await a.option_price(spec, 20.0, 590.0)
+        assert huge.value.code == ErrorCode.BAD_REQUEST
+
+        found = await b.matching_symbols("AAP")
+        assert found[0].symbol == "AAPL" and found[0].con_id == 265598
+        assert "OPT" in found[0].derivative_sec_types and found[0].description
+        with pytest.raises(HubError) as empty:
+            await b.matching_symbols("  ")
+        assert empty.value.code == ErrorCode.BAD_REQUEST
+        await sub_a.close()
+        await sub_b.close()
+        await wait_until(lambda: not hub_sim.market_data_subscriptions(), 3, "line cancelled")
+
+
+async def _first(sub, predicate, timeout: float = 5.0) -> Tick:  # type: ignore[no-untyped-def]
+    while True:
+        event = await sub.get(timeout)
+        if isinstance(event, Tick) and predicate(event):
+            return event
