@@ -44,20 +44,35 @@ _LEN = struct.Struct(">I")
 SNAPSHOT_WAIT: Final = 11.0  # seconds, as IB's snapshot: then tickSnapshotEnd regardless
 
 
-class LineTap:
-    """One line's downstream readers; sits in ``TickStream.taps`` / ``BarStream.taps``."""
+#: live tick type -> its delayed twin (tickPrice, tickSize, tickString 45, and the
+#: option computations), for scripts that asked reqMarketDataType(3 or 4)
+DELAYED_TYPE: Final = {1: 66, 2: 67, 4: 68, 6: 72, 7: 73, 9: 75, 14: 76, 0: 69, 3: 70,
+                       5: 71, 8: 74, 45: 88, 10: 80, 11: 81, 12: 82, 13: 83}
+#: IB's "not computed" marker per tickOptionComputation value (NaN in the hub)
+_NOT_COMPUTED: Final = (-1.0, -2.0, -1.0, -1.0, -2.0, -2.0, -2.0, -1.0)
 
-    __slots__ = ("_outs", "outs")
+
+class LineTap:
+    """One line's downstream readers; sits in ``TickStream.taps`` / ``BarStream.taps``.
+
+    A reader that asked for delayed data (``reqMarketDataType`` 3/4) gets the line's
+    ticks under the delayed tick types; the hub's line is one upstream request for
+    every reader, so it carries whatever the hub's session receives.
+    """
+
+    __slots__ = ("_delayed", "_outs", "outs")
 
     def __init__(self) -> None:
-        self.outs: dict[tuple[DownstreamSession, int], tuple[bytes, bytes]] = {}
-        self._outs: list[tuple[DownstreamSession, bytes, bytes]] = []
+        self.outs: dict[tuple[DownstreamSession, int], tuple[bytes, bytes, bool]] = {}
+        self._outs: list[tuple[DownstreamSession, bytes, bytes]] = []  # live readers
+        self._delayed: list[tuple[DownstreamSession, bytes, bytes]] = []
 
-    def add(self, s: DownstreamSession, rid: int, kind: str) -> None:
+    def add(self, s: DownstreamSession, rid: int, kind: str, delayed: bool = False) -> None:
         if kind == "bars":
-            self.outs[(s, rid)] = (b"50\x003\x00%d\x00" % rid, b"")
+            self.outs[(s, rid)] = (b"50\x003\x00%d\x00" % rid, b"", False)
         else:
-            self.outs[(s, rid)] = (b"1\x006\x00%d\x00" % rid, b"2\x006\x00%d\x00" % rid)
+            self.outs[(s, rid)] = (b"1\x006\x00%d\x00" % rid, b"2\x006\x00%d\x00" % rid,
+                                   delayed)
         self._rebuild()
 
     def remove(self, s: DownstreamSession, rid: int) -> None:
@@ -65,24 +80,60 @@ class LineTap:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self._outs = [(s, p, z) for (s, _), (p, z) in self.outs.items()]
+        self._outs = [(s, p, z) for (s, _), (p, z, d) in self.outs.items() if not d]
+        self._delayed = [(s, p, z) for (s, _), (p, z, d) in self.outs.items() if d]
+
+    def _readers(self, tick_type: int) -> list[tuple[list[tuple[DownstreamSession, bytes,
+                                                                  bytes]], int]]:
+        groups = [(self._outs, tick_type)] if self._outs else []
+        if self._delayed:
+            groups.append((self._delayed, DELAYED_TYPE.get(tick_type, tick_type)))
+        return groups
 
     def price(self, tick_type: int, price: float, size: float) -> None:
-        tail = b"%d\0%s\0%s\x000\0" % (tick_type, fmt_float(price).encode(),
-                                        fmt_float(size).encode())
-        n = len(tail)
         pack = _LEN.pack
-        for s, prefix, _ in self._outs:
-            if not s.paused:
-                s.write(pack(len(prefix) + n) + prefix + tail)
+        text = b"\0%s\0%s\x000\0" % (fmt_float(price).encode(), fmt_float(size).encode())
+        for outs, typ in self._readers(tick_type):
+            tail = b"%d%s" % (typ, text)
+            n = len(tail)
+            for s, prefix, _ in outs:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
 
     def size(self, tick_type: int, size: float) -> None:
-        tail = b"%d\0%s\0" % (tick_type, fmt_float(size).encode())
-        n = len(tail)
         pack = _LEN.pack
-        for s, _, prefix in self._outs:
+        text = b"\0%s\0" % fmt_float(size).encode()
+        for outs, typ in self._readers(tick_type):
+            tail = b"%d%s" % (typ, text)
+            n = len(tail)
+            for s, _, prefix in outs:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
+
+    def greeks(self, tick_type: int, attrib: int, values: tuple[float, ...]) -> None:
+        """tickOptionComputation (21): ``21, reqId, type, attrib, 8 values``."""
+        text = b"\0".join(
+            fmt_float(m if math.isnan(v) else v).encode()
+            for v, m in zip(values, _NOT_COMPUTED, strict=True))
+        self._each(lambda rid, typ: b"21\0%d\0%d\0%d\0%s\0" % (rid, typ, attrib, text),
+                   tick_type)
+
+    def generic(self, tick_type: int, value: float) -> None:
+        """tickGeneric (45): volatilities, shortable, ..."""
+        v = fmt_float(value).encode()
+        self._each(lambda rid, typ: b"45\x006\0%d\0%d\0%s\0" % (rid, typ, v), tick_type)
+
+    def string(self, tick_type: int, value: bytes) -> None:
+        """tickString (46): the last trade's time, RTVolume, dividends, ..."""
+        self._each(lambda rid, typ: b"46\x006\0%d\0%d\0%s\0" % (rid, typ, value), tick_type)
+
+    def _each(self, body: Any, tick_type: int) -> None:
+        """Rare messages (not per quote): built per reader with its own reqId."""
+        pack = _LEN.pack
+        for (s, rid), (_, _, delayed) in list(self.outs.items()):
             if not s.paused:
-                s.write(pack(len(prefix) + n) + prefix + tail)
+                msg = body(rid, DELAYED_TYPE.get(tick_type, tick_type) if delayed else tick_type)
+                s.write(pack(len(msg)) + msg)
 
     def bar(self, time_: int, open_: float, high: float, low: float, close: float,
             volume: float, wap: float, count: int) -> None:
@@ -113,7 +164,7 @@ class MarketData:
 
     def handlers(self) -> dict[int, Handler]:
         return {1: self.req_mkt_data, 2: self.cancel, 50: self.req_real_time_bars,
-                51: self.cancel}
+                51: self.cancel, 59: self.req_market_data_type}
 
     def stop(self) -> None:
         self._tasks.cancel()
@@ -130,14 +181,24 @@ class MarketData:
         if f[pos] == "1":
             pos += 3  # delta-neutral contract
         snapshot = f[pos + 2] == "1" or f[pos + 3] == "1"
-        line = await self._join(s, rid, q, "ticks")
+        generic = generic_tick_list(f[pos + 1])
+        if generic is None:
+            s.send_error(rid, 321, "Error validating request.-'bN' : cause - Incorrect generic "
+                                   f"tick list of {f[pos + 1]!r} (ibhub: comma-separated tick "
+                                   "ids or mdoff)")
+            return
+        # a generic tick list is part of what a line carries: scripts asking for the same
+        # list share a line ("ticks+<list>"), the plain line is the hub's own
+        kind = f"ticks+{generic}" if generic else "ticks"
+        delayed = s.market_data_type in (3, 4)
+        line = await self._join(s, rid, q, kind, delayed)
         if line is None:
             return
         info = line.sub.contract
         stream = line.sub.stream
         s.send(81, rid, info.min_tick or 0.01, "", 3)  # tickReqParams
-        s.send(58, 1, rid, 1)  # marketDataType: live
-        self._initial(s, rid, stream)
+        s.send(58, 1, rid, 3 if delayed else 1)  # marketDataType, as the script asked
+        self._initial(s, rid, stream, delayed)
         if snapshot:
             self._tasks.spawn(self._snapshot(s, rid, stream))
 
@@ -151,6 +212,17 @@ class MarketData:
             return
         await self._join(s, rid, q, "bars")
 
+    def req_market_data_type(self, s: DownstreamSession, f: list[str]) -> None:
+        """[59, 1, type]: 1 live, 2 frozen, 3 delayed, 4 delayed frozen. Requests from now
+        on get their ticks under the asked type's tick ids and that ``marketDataType``;
+        the values are the hub line's (frozen is live here: lines stream all day)."""
+        kind = int(f[2])
+        if kind not in (1, 2, 3, 4):
+            s.send_error(-1, 321, f"Error validating request.-'59' : cause - market data "
+                                  f"type {kind} is not 1, 2, 3 or 4")
+            return
+        s.market_data_type = kind
+
     def cancel(self, s: DownstreamSession, f: list[str]) -> None:
         rid = int(f[2])
         line = s.lines.pop(rid, None)
@@ -159,7 +231,8 @@ class MarketData:
 
     # ------------------------------------------------------------------ lines
 
-    async def _join(self, s: DownstreamSession, rid: int, q: Any, kind: str) -> Line | None:
+    async def _join(self, s: DownstreamSession, rid: int, q: Any, kind: str,
+                    delayed: bool = False) -> Line | None:
         hub = self._door.hub
         if rid in s.lines:
             s.send_error(rid, 322, f"Error processing request: duplicate ticker id {rid}")
@@ -180,7 +253,7 @@ class MarketData:
             s.send_error(rid, 101, f"Max number of tickers has been reached (ibhub: {exc})")
             return None
         tap = _tap_of(sub.stream)
-        tap.add(s, rid, kind)
+        tap.add(s, rid, "bars" if kind == "bars" else "ticks", delayed)
         line = s.lines[rid] = Line(holder, sub, tap, kind)
         if created:
             log.info("subscribed %s upstream for tws client %d", sub.topic, s.client_id)
@@ -200,15 +273,25 @@ class MarketData:
         for rid, line in lines.items():
             self._release(s, rid, line)
 
-    def _initial(self, s: DownstreamSession, rid: int, stream: Any) -> None:
-        """The line's current top of book, as a new IB subscriber gets it at once."""
+    def _initial(self, s: DownstreamSession, rid: int, stream: Any, delayed: bool) -> None:
+        """The line's current top of book, session prices and model greeks, as a new IB
+        subscriber gets them at once."""
+        def typ(t: int) -> int:
+            return DELAYED_TYPE.get(t, t) if delayed else t
+
         for tick_type, price, size in ((1, stream.bid, stream.bid_size),
                                        (2, stream.ask, stream.ask_size),
-                                       (4, stream.last, stream.last_size)):
+                                       (4, stream.last, stream.last_size),
+                                       (6, stream.high, 0.0), (7, stream.low, 0.0),
+                                       (9, stream.close, 0.0), (14, stream.open, 0.0)):
             if math.isfinite(price):
-                s.send(1, 6, rid, tick_type, price, size if math.isfinite(size) else 0.0, 0)
+                s.send(1, 6, rid, typ(tick_type), price,
+                       size if math.isfinite(size) else 0.0, 0)
         if math.isfinite(stream.volume):
-            s.send(2, 6, rid, 8, stream.volume)
+            s.send(2, 6, rid, typ(8), stream.volume)
+        if stream.greeks_ is not None:
+            s.send(21, rid, typ(13), 1, *(m if math.isnan(v) else v for v, m in
+                                          zip(stream.greeks_, _NOT_COMPUTED, strict=True)))
 
     async def _snapshot(self, s: DownstreamSession, rid: int, stream: Any) -> None:
         """snapshot=1: the current values (waiting for the first if the line is new),
@@ -236,6 +319,17 @@ class MarketData:
             if s.number == number_i and rid_i in s.lines:
                 s.send_error(rid_i, event.ib_code, event.message)
                 return
+
+
+def generic_tick_list(text: str) -> str | None:
+    """A request's genericTickList, normalised (sorted, unique) so that equal lists share
+    a line; None if it is not comma-separated tick ids or ``mdoff``. It goes onto the
+    Gateway's wire, so nothing else passes."""
+    items = {t.strip() for t in text.split(",")} - {""}
+    if len(items) > 32 or any(not (t.isdigit() and len(t) <= 4) and t != "mdoff"
+                              for t in items):
+        return None
+    return ",".join(sorted(items, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0)))
 
 
 def _tap_of(stream: Any) -> LineTap:

@@ -107,7 +107,6 @@ class FrontDoor:
             8: self._req_ids,
             49: self._req_current_time,
             17: self._req_managed_accounts,
-            59: self._req_market_data_type,
             15: _ignore,  # reqAutoOpenOrders: nothing to bind, orders are per client id
         }
         self.handlers.update(self.market.handlers())
@@ -281,9 +280,6 @@ class FrontDoor:
 
     def _req_managed_accounts(self, s: DownstreamSession, f: list[str]) -> None:
         s.send(15, 1, ",".join(self.accounts_known or ["DU0000000"]))
-
-    def _req_market_data_type(self, s: DownstreamSession, f: list[str]) -> None:
-        """Accepted; the hub's lines carry whatever the hub's session receives."""
 
     # ------------------------------------------------------------------ hub events
 

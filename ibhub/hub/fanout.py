@@ -50,6 +50,10 @@ from ibhub.wire import Publisher, encode
 log = logging.getLogger(__name__)
 
 NAN: Final = float("nan")
+# Lines with a generic tick list (ibhub.hub.subscriptions.GENERIC_KIND_PREFIX) publish
+# their Ticks here, apart from the plain line's topic: the TWS front door reads them
+# through its taps; SDK subscribers use the plain tick topics.
+TOPIC_GENERIC_TICK: Final = "gtick."
 TICK_TAG: Final = Tick.__struct_config__.tag
 TICKS_TAG: Final = Ticks.__struct_config__.tag
 BUNDLE_TAG: Final = Bundle.__struct_config__.tag
@@ -158,14 +162,24 @@ class TickStream:
             setattr(self, ohlc, price)
         self._emit()
 
-    def greeks(self, tick_type: int, values: tuple[float, ...]) -> None:
+    def greeks(self, tick_type: int, attrib: int, values: tuple[float, ...]) -> None:
         """A tickOptionComputation: ``values`` in IB's order (impliedVol, delta, optPrice,
         pvDividend, gamma, vega, theta, undPrice), IB's "not computed" markers as NaN."""
         for tap in self.taps:
-            tap.greeks(tick_type, values)
+            tap.greeks(tick_type, attrib, values)
         if tick_type == 13 or tick_type == 83:
             self.greeks_ = values
             self._emit()
+
+    def generic(self, tick_type: int, value: float) -> None:
+        """A tickGeneric (volatilities, shortable, ...): nothing a Tick carries; taps only."""
+        for tap in self.taps:
+            tap.generic(tick_type, value)
+
+    def string(self, tick_type: int, value: bytes) -> None:
+        """A tickString (last trade time, RTVolume, dividends, ...): taps only."""
+        for tap in self.taps:
+            tap.string(tick_type, value)
 
     def size(self, tick_type: int, size: float) -> None:
         for tap in self.taps:
@@ -312,6 +326,8 @@ class Fanout:
         a symbol does not identify them) and any name already owned by a different
         conId use the conId form. Ownership is permanent for the hub's life.
         """
+        if kind.startswith("ticks+"):  # a generic-tick line: gtick.<conId>.<list>
+            return f"{TOPIC_GENERIC_TICK}{contract.con_id}.{kind[6:]}"
         prefix = TOPIC_TICK if kind == "ticks" else TOPIC_BAR
         if contract.sec_type == "STK":
             name = prefix + contract.symbol

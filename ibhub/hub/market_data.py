@@ -23,7 +23,7 @@ from typing import Any
 
 from ibhub.config import HubSettings
 from ibhub.hub.fanout import Fanout
-from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry
+from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry, is_tick_kind
 from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
 from ibhub.ib.session import Upstream
 from ibhub.protocol import ContractInfo, ContractSpec, Error, ErrorCode
@@ -75,7 +75,7 @@ class MarketDataService:
             if pace and self.pacer is not None:  # a new line queues a request upstream
                 self.pacer.check(Priority.SUBSCRIPTION)
             topic = self.fanout.topic_for(info, kind)
-            stream = (self.fanout.tick_stream(topic, info) if kind == "ticks"
+            stream = (self.fanout.tick_stream(topic, info) if is_tick_kind(kind)
                       else self.fanout.bar_stream(topic, info))
         else:
             topic, stream = existing.topic, existing.stream

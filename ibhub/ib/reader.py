@@ -71,6 +71,8 @@ class TickReader:
             b"2": self._make_tick_size_handler(),
             b"50": self._make_bar_handler(),
             b"21": self._make_option_handler(),
+            b"45": self._make_generic_handler(b"45"),
+            b"46": self._make_generic_handler(b"46"),
         }
         # The same handlers in the library's table (its reader hands over str fields),
         # so market data never reaches its Ticker code whichever reader runs. (Not 21:
@@ -235,7 +237,7 @@ class TickReader:
             sink = get(fields[1])
             if sink is not None:
                 v = _not_computed
-                sink.greeks(int(fields[2]), (
+                sink.greeks(int(fields[2]), int(fields[3] or 0), (
                     v(fields[4], -1.0), v(fields[5], -2.0), v(fields[6], -1.0),
                     v(fields[7], -1.0), v(fields[8], -2.0), v(fields[9], -2.0),
                     v(fields[10], -2.0), v(fields[11], -1.0)))
@@ -250,6 +252,30 @@ class TickReader:
                 ib.client.decoder.interpret([f.decode() for f in fields[:-1]])
 
         return tick_option
+
+    def _make_generic_handler(self, msg_id: bytes) -> Callable[[list[bytes]], None]:
+        get = self.sinks.get
+        interpret_later = self._to_library
+        generic = msg_id == b"45"
+
+        def tick_generic(fields: list[bytes]) -> None:
+            # [45, version, reqId, tickType, value] tickGeneric / [46, ...] tickString:
+            # a line's (generic ticks, the last trade's timestamp) go to its stream's
+            # taps; anything else to the library as before
+            sink = get(fields[2])
+            if sink is None:
+                interpret_later(fields)
+            elif generic:
+                sink.generic(int(fields[3]), float(fields[4] or 0.0))
+            else:
+                sink.string(int(fields[3]), fields[4])
+
+        return tick_generic
+
+    def _to_library(self, fields: list[bytes]) -> None:
+        ib = self._ib
+        if ib is not None:
+            ib.client.decoder.interpret([f.decode(errors="replace") for f in fields[:-1]])
 
 
 def _not_computed(value: bytes, marker: float) -> float:

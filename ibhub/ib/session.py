@@ -493,8 +493,9 @@ class Upstream:
                 # IB has no TRADES bars for forex; MIDPOINT is what it offers there.
                 what = "MIDPOINT" if sub.contract.sec_type == "CASH" else "TRADES"
                 ib.client.reqRealTimeBars(req_id, contract, 5, what, False, [])
-            else:
-                ib.client.reqMktData(req_id, contract, "", False, False, [])
+            else:  # a plain line, or one with a generic tick list ("ticks+233,236")
+                generic = sub.kind[6:] if sub.kind.startswith("ticks+") else ""
+                ib.client.reqMktData(req_id, contract, generic, False, False, [])
         except ConnectionError:
             log.debug("could not request %s now: not connected", sub.topic)
             return

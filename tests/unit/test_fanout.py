@@ -133,7 +133,7 @@ def test_option_greeks_and_session_prices_ride_on_the_tick(pubsub) -> None:
     seen: list[tuple[int, tuple[float, ...]]] = []
 
     class Tap:  # the front door's view: every computation, before the filter
-        def greeks(self, tick_type: int, values: tuple[float, ...]) -> None:
+        def greeks(self, tick_type: int, attrib: int, values: tuple[float, ...]) -> None:
             seen.append((tick_type, values))
 
         def price(self, tick_type: int, price: float, size: float) -> None:
@@ -141,8 +141,8 @@ def test_option_greeks_and_session_prices_ride_on_the_tick(pubsub) -> None:
 
     stream.taps = (Tap(),)
     model = (0.18, 0.52, 13.3, 0.0, 0.013, 0.77, -0.18, 590.0)
-    stream.greeks(10, (0.17, 0.51, 13.2, 0.0, 0.013, 0.77, -0.18, 590.0))  # bid: taps only
-    stream.greeks(13, model)
+    stream.greeks(10, 1, (0.17, 0.51, 13.2, 0.0, 0.013, 0.77, -0.18, 590.0))  # bid: taps only
+    stream.greeks(13, 1, model)
     stream.price(75, 12.5, 0.0)  # a delayed close
     fan.flush()
     _, batch = recv(sub)
