@@ -4,18 +4,24 @@ the session's open/high/low/close on ``Tick``."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
 from ibhub.client import AsyncHub, HubError, Tick
-from ibhub.hub.server import HubServer
+from ibhub.hub.server import HubServer, attach_orders
 from ibhub.protocol import ContractSpec, ErrorCode
 from ibhub.sim import SimGateway
 from ibhub.sim.options import bs_price, years_to_expiry
+from tests.e2e.conftest import HubFactory
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sdk(hub: HubServer, name: str) -> AsyncHub:
@@ -88,3 +94,24 @@ async def _first(sub, predicate, timeout: float = 5.0) -> Tick:  # type: ignore[
         event = await sub.get(timeout)
         if isinstance(event, Tick) and predicate(event):
             return event
+
+
+async def test_the_options_example_runs_against_a_hub(make_hub: HubFactory) -> None:
+    """clients/example_options.py in its own process against a hub on the simulator:
+    chain -> strikes -> greeks -> IB's model -> a bracket order filled, exits cancelled."""
+    hub = await make_hub()
+    if getattr(hub, "orders", None) is None:
+        hub.orders = await attach_orders(hub, journal_sync="NORMAL")
+    await wait_until(hub.orders.reconciled.is_set, 5.0, "orders reconciled")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "clients" / "example_options.py"), "SPY", "--delta", "0.5",
+        "--pub", hub.pub_endpoint, "--rpc", hub.rpc_endpoint,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    text = out.decode()
+    assert proc.returncode == 0, (text, err.decode())
+    assert "SPY chain on SMART: 3 expirations, 17 strikes" in text, text
+    assert "picked SPY" in text and "IB's model at the mid" in text, text
+    assert "BUY 1 LMT" in text and "-> Filled; 1 @" in text, text
+    assert text.count("-> Cancelled") == 2, text  # both exits worked, then were cancelled
