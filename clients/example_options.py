@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 import math
 import sys
+from collections.abc import Callable
 
 from ibhub.client import AsyncHub, HubError, Order, OrderRejectedError, Tick
 from ibhub.protocol import ContractSpec, OptionChain
@@ -44,8 +45,8 @@ def pick_expiry(chain: OptionChain, min_days: int) -> str:
     return chain.expirations[-1]
 
 
-async def first_tick(hub: AsyncHub, spec: ContractSpec | str, ready, timeout: float = 10.0
-                     ) -> Tick:  # type: ignore[no-untyped-def]
+async def first_tick(hub: AsyncHub, spec: ContractSpec | str, ready: Callable[[Tick], bool],
+                     timeout: float = 10.0) -> Tick:
     """The first tick of ``spec`` for which ``ready(tick)`` holds (the sub stays open)."""
     sub = await hub.subscribe(spec)
     async with asyncio.timeout(timeout):

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ibhub.client import AsyncHub, HubError, Tick
+from ibhub.client import AsyncHub, HubError, Subscription, Tick
 from ibhub.hub.server import HubServer, attach_orders
 from ibhub.protocol import ContractSpec, ErrorCode
 from ibhub.sim import SimGateway
@@ -89,7 +90,8 @@ async def test_chain_greeks_calculations_and_symbols(hub: HubServer,
         await wait_until(lambda: not hub_sim.market_data_subscriptions(), 3, "line cancelled")
 
 
-async def _first(sub, predicate, timeout: float = 5.0) -> Tick:  # type: ignore[no-untyped-def]
+async def _first(sub: Subscription, predicate: Callable[[Tick], bool],
+                 timeout: float = 5.0) -> Tick:
     while True:
         event = await sub.get(timeout)
         if isinstance(event, Tick) and predicate(event):
