@@ -285,6 +285,9 @@ _OPTION_CHAINS: tuple[tuple[str, int, float, tuple[float, ...], int, int], ...] 
     ("AAPL", 265598, 190.0, tuple(float(k) for k in range(170, 211, 5)), 2, 745_100_000),
 )
 _LONG_NAMES = {"SPY": "SPDR S&P 500 ETF TRUST", "AAPL": "APPLE INC"}
+# options on the front ES future (FOP, CME, expiring with it)
+_ES_FOP_STRIKES = tuple(float(k) for k in range(5800, 6001, 50))
+_FOP_CON_ID_BASE = 745_200_000
 
 
 def third_friday(year: int, month: int) -> dt.date:
@@ -335,7 +338,7 @@ def option_expiries(today: dt.date, n: int) -> list[dt.date]:
 
 def build_universe(today: dt.date | None = None) -> Universe:
     """The default universe: US stocks and ETFs, ES (four quarterly months) and NQ
-    (front month) futures, FX, SPY and AAPL option chains."""
+    (front month) futures, FX, SPY and AAPL option chains, options on the front ES."""
     today = today or dt.datetime.now(dt.UTC).date()
     out: list[Instrument] = []
     for sym, cid, prim, name, px, (ind, cat, sub) in _STOCKS:
@@ -359,6 +362,8 @@ def build_universe(today: dt.date | None = None) -> Universe:
         expiries = quarterly_expiries(today, 4 if sym == "ES" else 1)
         for n, expiry in enumerate(expiries):
             out.append(_future(sym, und, name, mult, px * (1 + 0.01 * n), base, expiry))
+    front_es = next(i for i in out if i.symbol == "ES" and i.sec_type == "FUT")
+    out.extend(_futures_options(front_es, _ES_FOP_STRIKES, today))
     for sym, und_id, spot, strikes, n_exp, base in _OPTION_CHAINS:
         for n, expiry in enumerate(option_expiries(today, n_exp)):
             out.extend(_options(sym, und_id, spot, strikes, expiry, base + n * 10_000, today))
@@ -393,6 +398,27 @@ def _future(sym: str, und: int, name: str, mult: str, px: float, base: int,
         suggested_size_increment="1",
         head_timestamp=(expiry - dt.timedelta(days=400)).strftime("%Y%m%d 23:00:00"),
     )
+
+
+def _futures_options(fut: Instrument, strikes: Sequence[float],
+                     today: dt.date) -> list[Instrument]:
+    """Quarterly options on a future (FOP): a call and a put per strike, expiring with
+    the future, priced by the option model on the future's price."""
+    out = []
+    ymd = fut.last_trade_date
+    t = years_to_expiry(ymd, dt.datetime.combine(today, dt.time(14, 30), tzinfo=dt.UTC))
+    spot = fut.start_price
+    for i, strike in enumerate(strikes):
+        for j, right in enumerate("CP"):
+            fair = bs_price(right, spot, strike, t, model_vol(fut.symbol, strike, spot))
+            out.append(dataclasses.replace(
+                fut, con_id=_FOP_CON_ID_BASE + i * 2 + j, sec_type="FOP", strike=strike,
+                right=right, local_symbol=f"{fut.local_symbol} {right}{int(strike)}",
+                start_price=max(0.25, round(fair * 4) / 4), under_con_id=fut.con_id,
+                under_symbol=fut.symbol, under_sec_type="FUT", order_types=OPT_ORDER_TYPES,
+                valid_exchanges="CME", lot=5, market_rule_id=67,
+            ))
+    return out
 
 
 def _options(sym: str, und_id: int, spot: float, strikes: Sequence[float],
@@ -443,7 +469,7 @@ def trading_hours(inst: Instrument, today: dt.date, days: int = 7) -> tuple[str,
         elif inst.sec_type == "OPT":
             trading.append(f"{ymd}:0930-{ymd}:1600")
             liquid.append(f"{ymd}:0930-{ymd}:1600")
-        elif inst.sec_type == "FUT":
+        elif inst.sec_type in ("FUT", "FOP"):
             trading.append(f"{prev}:1700-{ymd}:1600")
             liquid.append(f"{ymd}:0830-{ymd}:1500")
         else:  # CASH
@@ -464,7 +490,7 @@ def contract_details_fields(req_id: int, inst: Instrument, exchange: str = "",
     today = today or dt.datetime.now(dt.UTC).date()
     hours, liquid = trading_hours(inst, today)
     ltd = inst.last_trade_date
-    if inst.sec_type == "FUT":
+    if inst.sec_type in ("FUT", "FOP"):
         ltd = f"{ltd} 08:30 US/Central"
     elif inst.sec_type == "OPT":
         ltd = f"{ltd} 16:00 US/Eastern"

@@ -55,6 +55,7 @@ IB_GENERIC_TICKS = frozenset({
     578, 584, 585, 587, 588, 595, 614, 619, 623, 662, 663, 664,
 })
 KEYWORDS = frozenset({"mdoff"})
+OPTIONS = ("OPT", "FOP")
 NOT_COMPUTED_VOL = -1.0  # IB's marker for an implied vol / price it could not compute
 NOT_COMPUTED_GREEK = -2.0
 _GREEK_TYPES = {False: (10, 11, 12, 13), True: (80, 81, 82, 83)}
@@ -120,13 +121,13 @@ class ExtraTicks:
         self._rid = req_id
         self.generic = generic
         self._delayed = delayed
-        self._option = inst.sec_type == "OPT" and inst.under_con_id != 0
+        self._option = inst.sec_type in OPTIONS and inst.under_con_id != 0
         self._rt_total = 0.0  # RTVolume's running volume and price x volume
         self._rt_value = 0.0
 
     @staticmethod
     def wanted(inst: Instrument, generic: frozenset[int]) -> bool:
-        return bool(generic) or (inst.sec_type == "OPT" and inst.under_con_id != 0)
+        return bool(generic) or (inst.sec_type in OPTIONS and inst.under_con_id != 0)
 
     # -- at subscribe -------------------------------------------------------------------
     def initial(self, w: Walk) -> bytes:
@@ -172,13 +173,13 @@ class ExtraTicks:
         """((call volume, call OI), (put volume, put OI)): an option's own, or the sum
         of the chain for an underlying."""
         inst = self._inst
-        if inst.sec_type == "OPT":
+        if inst.sec_type in OPTIONS:
             vol = 100 + rng % 5_000 + int(self._market.walk(inst.con_id).volume)
             oi = 500 + rng % 20_000
             own = (vol, oi)
             return (own, (0, 0)) if inst.right == "C" else ((0, 0), own)
         chain = [i for i in self._universe if i.under_con_id == inst.con_id
-                 and i.sec_type == "OPT"]
+                 and i.sec_type in OPTIONS]
         calls = [0, 0]
         puts = [0, 0]
         for opt in chain:

@@ -49,7 +49,8 @@ def req_sec_def_opt_params(s: ClientSession, f: list[str]) -> None:
             expiries, strikes = chains[(inst.trading_class, inst.multiplier)]
             expiries.add(inst.last_trade_date)
             strikes.add(inst.strike)
-    exchanges = [e for e in CHAIN_EXCHANGES if not exchange or e == exchange]
+    listed = CHAIN_EXCHANGES if under.sec_type == "STK" else (under.exchange,)
+    exchanges = [e for e in listed if not exchange or e == exchange]
     for exch in exchanges:
         for (trading_class, mult), (expiries, strikes) in sorted(chains.items()):
             s.send(75, req_id, exch, under.con_id, trading_class, mult,

@@ -83,7 +83,11 @@ def test_resolve_like_the_gateway() -> None:
     assert len(es_months) == 4  # the quarterly cycle
     es = min(es_months, key=lambda i: i.last_trade_date)
     assert {int(i.last_trade_date[4:6]) % 3 for i in es_months} == {0}
-    assert u.resolve(ContractQuery(symbol="ES", last_trade_date=es.last_trade_date[:6])) == [es]
+    assert u.resolve(ContractQuery(symbol="ES", sec_type="FUT",
+                                   last_trade_date=es.last_trade_date[:6])) == [es]
+    fops = u.resolve(ContractQuery(symbol="ES", sec_type="FOP"))
+    assert len(fops) == 10 and {i.under_con_id for i in fops} == {es.con_id}
+    assert {i.last_trade_date for i in fops} == {es.last_trade_date}
     assert u.resolve(ContractQuery(local_symbol=es.local_symbol)) == [es]
     assert u.resolve(ContractQuery(symbol="ES", exchange="SMART")) == []  # futures are not SMART
     [eur] = u.resolve(ContractQuery(symbol="EUR", sec_type="CASH", currency="USD",

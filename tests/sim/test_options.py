@@ -12,7 +12,7 @@ import pytest
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.sim.options import bs_greeks, bs_price, implied_vol, years_to_expiry
 from tests.helpers import wait_until
-from tests.ibclient import IB, Option, Stock
+from tests.ibclient import IB, ContFuture, Option, Stock, lib
 from tests.sim.core_support import connected
 
 SEED = 1515
@@ -127,6 +127,18 @@ async def test_generic_ticks_delayed_data_and_symbols() -> None:
                          3, "delayed greeks")
         assert d.marketDataType == 3 and d.modelGreeks.delta < 0
         assert seen <= {66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 88}
+
+        # options on the front ES future (FOP on CME)
+        es = ContFuture("ES", "CME")
+        await ib.qualifyContractsAsync(es)
+        [fops] = await ib.reqSecDefOptParamsAsync("ES", "CME", "FUT", es.conId)
+        assert fops.exchange == "CME" and fops.multiplier == "50"
+        assert list(fops.expirations) == [es.lastTradeDateOrContractMonth[:8]]
+        fop = lib.FuturesOption("ES", fops.expirations[0], 5900.0, "C", "CME")
+        await ib.qualifyContractsAsync(fop)
+        f = ib.reqMktData(fop)
+        await wait_until(lambda: f.modelGreeks is not None, 3, "FOP greeks")
+        assert abs(f.modelGreeks.undPrice - 5900) < 50 and 0.2 < f.modelGreeks.delta < 0.8
 
         found = await asyncio.wait_for(ib.reqMatchingSymbolsAsync("AAP"), 3)
         assert found and found[0].contract.symbol == "AAPL"
