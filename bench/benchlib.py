@@ -238,7 +238,7 @@ def bench_set(universe: Any) -> list[Any]:
             if inst.symbol in futures:
                 continue
             futures.add(inst.symbol)
-        elif inst.sec_type == "OPT":
+        elif inst.sec_type in ("OPT", "FOP"):
             if options >= BENCH_OPTIONS:
                 continue
             options += 1
