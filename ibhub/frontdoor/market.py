@@ -83,30 +83,35 @@ class LineTap:
         self._outs = [(s, p, z) for (s, _), (p, z, d) in self.outs.items() if not d]
         self._delayed = [(s, p, z) for (s, _), (p, z, d) in self.outs.items() if d]
 
-    def _readers(self, tick_type: int) -> list[tuple[list[tuple[DownstreamSession, bytes,
-                                                                  bytes]], int]]:
-        groups = [(self._outs, tick_type)] if self._outs else []
-        if self._delayed:
-            groups.append((self._delayed, DELAYED_TYPE.get(tick_type, tick_type)))
-        return groups
-
     def price(self, tick_type: int, price: float, size: float) -> None:
         pack = _LEN.pack
-        text = b"\0%s\0%s\x000\0" % (fmt_float(price).encode(), fmt_float(size).encode())
-        for outs, typ in self._readers(tick_type):
-            tail = b"%d%s" % (typ, text)
+        p, z = fmt_float(price).encode(), fmt_float(size).encode()
+        if self._outs:  # the common case: live readers only, one format per tick
+            tail = b"%d\0%s\0%s\x000\0" % (tick_type, p, z)
             n = len(tail)
-            for s, prefix, _ in outs:
+            for s, prefix, _ in self._outs:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
+        if self._delayed:
+            tail = b"%d\0%s\0%s\x000\0" % (DELAYED_TYPE.get(tick_type, tick_type), p, z)
+            n = len(tail)
+            for s, prefix, _ in self._delayed:
                 if not s.paused:
                     s.write(pack(len(prefix) + n) + prefix + tail)
 
     def size(self, tick_type: int, size: float) -> None:
         pack = _LEN.pack
-        text = b"\0%s\0" % fmt_float(size).encode()
-        for outs, typ in self._readers(tick_type):
-            tail = b"%d%s" % (typ, text)
+        z = fmt_float(size).encode()
+        if self._outs:
+            tail = b"%d\0%s\0" % (tick_type, z)
             n = len(tail)
-            for s, _, prefix in outs:
+            for s, _, prefix in self._outs:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
+        if self._delayed:
+            tail = b"%d\0%s\0" % (DELAYED_TYPE.get(tick_type, tick_type), z)
+            n = len(tail)
+            for s, _, prefix in self._delayed:
                 if not s.paused:
                     s.write(pack(len(prefix) + n) + prefix + tail)
 

@@ -280,11 +280,11 @@ class TickReader:
 
 def _not_computed(value: bytes, marker: float) -> float:
     """A tickOptionComputation value; IB's "not computed" markers (-1 for vols and
-    prices, -2 for greeks, or empty) become NaN."""
+    prices, -2 for greeks, empty, or its unset double 1.797E308) become NaN."""
     if not value:
         return NAN
     v = float(value)
-    return NAN if v == marker or not math.isfinite(v) else v
+    return NAN if v == marker or not -1e300 < v < 1e300 else v
 
 
 def _from_str(
