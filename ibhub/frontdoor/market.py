@@ -202,7 +202,10 @@ class MarketData:
         info = line.sub.contract
         stream = line.sub.stream
         s.send(81, rid, info.min_tick or 0.01, "", 3)  # tickReqParams
-        s.send(58, 1, rid, 3 if delayed else 1)  # marketDataType, as the script asked
+        # marketDataType: as the script asked, or delayed when the hub's own session is
+        # (its lines then carry the delayed tick ids for every reader)
+        hub_delayed = self._door.hub.settings.market_data_type in (3, 4)
+        s.send(58, 1, rid, 3 if delayed or hub_delayed else 1)
         self._initial(s, rid, stream, delayed)
         if snapshot:
             self._tasks.spawn(self._snapshot(s, rid, stream))
@@ -331,8 +334,8 @@ def generic_tick_list(text: str) -> str | None:
     a line; None if it is not comma-separated tick ids or ``mdoff``. It goes onto the
     Gateway's wire, so nothing else passes."""
     items = {t.strip() for t in text.split(",")} - {""}
-    if len(items) > 32 or any(not (t.isdigit() and len(t) <= 4) and t != "mdoff"
-                              for t in items):
+    if len(items) > 32 or any(not (t.isascii() and t.isdigit() and len(t) <= 4)
+                              and t != "mdoff" for t in items):
         return None
     return ",".join(sorted(items, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0)))
 

@@ -255,7 +255,7 @@ class TickReader:
 
     def _make_generic_handler(self, msg_id: bytes) -> Callable[[list[bytes]], None]:
         get = self.sinks.get
-        interpret_later = self._to_library
+        to_library = self._to_library
         generic = msg_id == b"45"
 
         def tick_generic(fields: list[bytes]) -> None:
@@ -264,7 +264,7 @@ class TickReader:
             # taps; anything else to the library as before
             sink = get(fields[2])
             if sink is None:
-                interpret_later(fields)
+                to_library(fields)
             elif generic:
                 sink.generic(int(fields[3]), float(fields[4] or 0.0))
             else:

@@ -68,7 +68,7 @@ def parse_generic_ticks(text: str, inst: Instrument) -> frozenset[int]:
         part = part.strip()
         if not part or part.lower() in KEYWORDS:
             continue
-        if not part.isdigit() or int(part) not in IB_GENERIC_TICKS:
+        if not (part.isascii() and part.isdigit()) or int(part) not in IB_GENERIC_TICKS:
             legal = ",".join(f"{k}({v})" for k, v in GENERIC_TICKS.items())
             raise ValueError(f"Incorrect generic tick list of {text}.  Legal ones for "
                              f"({inst.sec_type}) are: {legal}")
@@ -110,8 +110,8 @@ def underlying_price(market: Market, inst: Instrument) -> float:
 class ExtraTicks:
     """What one market-data request gets beyond the top of book (see module doc)."""
 
-    __slots__ = ("_delayed", "_inst", "_market", "_option", "_rid", "_rt_total",
-                 "_rt_value", "_universe", "generic")
+    __slots__ = ("_delayed", "_inst", "_market", "_rid", "_rt_total", "_rt_value",
+                 "_universe", "generic", "option")
 
     def __init__(self, market: Market, universe: Universe, inst: Instrument, req_id: int,
                  generic: frozenset[int], delayed: bool) -> None:
@@ -121,7 +121,7 @@ class ExtraTicks:
         self._rid = req_id
         self.generic = generic
         self._delayed = delayed
-        self._option = inst.sec_type in OPTIONS and inst.under_con_id != 0
+        self.option = inst.sec_type in OPTIONS and inst.under_con_id != 0
         self._rt_total = 0.0  # RTVolume's running volume and price x volume
         self._rt_value = 0.0
 
@@ -132,7 +132,7 @@ class ExtraTicks:
     # -- at subscribe -------------------------------------------------------------------
     def initial(self, w: Walk) -> bytes:
         msgs: list[list[object]] = []
-        if self._option:
+        if self.option:
             msgs += self._computations(w, (0, 1, 2, 3))
         rid = self._rid
         inst = self._inst
@@ -190,7 +190,7 @@ class ExtraTicks:
         return (calls[0], calls[1]), (puts[0], puts[1])
 
     def _implied(self, w: Walk, base_vol: float) -> float:
-        if self._option:
+        if self.option:
             g = greeks_at(self._inst, _mid(w), underlying_price(self._market, self._inst))
             return g.implied_vol if g is not None else base_vol
         return base_vol
@@ -199,7 +199,7 @@ class ExtraTicks:
     def on_event(self, w: Walk, ev: int) -> bytes:
         """Messages after one market event (the option's greeks, RTVolume on a trade)."""
         msgs: list[list[object]] = []
-        if self._option:
+        if self.option:
             msgs += self._computations(w, (0, 1, 3) if ev == QUOTE else (2,))
         if ev != QUOTE and 233 in self.generic:
             msgs.append([46, 6, self._rid, 48, self._rt_volume(w)])

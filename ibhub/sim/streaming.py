@@ -160,6 +160,9 @@ class StreamEngine:
         self._subs[(sub.session, sub.req_id)] = sub
         self._by_con.setdefault(sub.con_id, []).append(sub)
         self.market.acquire(sub.con_id)
+        if sub.extra is not None and sub.extra.option:
+            # the underlying walks while its option is watched: greeks follow it
+            self.market.acquire(sub.inst.under_con_id)
 
     def _remove(self, sub: _Sub) -> None:
         if self._subs.pop((sub.session, sub.req_id), None) is None:
@@ -170,6 +173,8 @@ class StreamEngine:
             if not subs:
                 del self._by_con[sub.con_id]
         self.market.release(sub.con_id)
+        if sub.extra is not None and sub.extra.option:
+            self.market.release(sub.inst.under_con_id)
 
     def _cancel(self, session: ClientSession, req_id: int, kinds: tuple[str, ...]) -> bool:
         sub = self._subs.get((session, req_id))

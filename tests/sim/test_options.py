@@ -70,6 +70,7 @@ async def test_chain_greeks_and_calculations() -> None:
         tp = ib.reqMktData(put)
         await wait_until(lambda: tc.modelGreeks and tc.bidGreeks and tc.askGreeks
                          and tp.modelGreeks, 3, "option greeks")
+        assert sim.market.active.get(spy.conId) == 2  # the underlying walks for its options
         m = tc.modelGreeks
         assert 0.3 < m.delta < 0.7 and m.gamma > 0 and m.vega > 0 and m.theta < 0
         assert 0.05 < m.impliedVol < 0.5 and abs(m.undPrice - 590.0) < 5
@@ -94,6 +95,7 @@ async def test_chain_greeks_and_calculations() -> None:
         ib.cancelMktData(call)
         ib.cancelMktData(put)
         await wait_until(lambda: not sim.market_data_subscriptions(), 2, "cancels")
+        assert spy.conId not in sim.market.active
 
 
 async def test_generic_ticks_delayed_data_and_symbols() -> None:

@@ -19,7 +19,8 @@ def test_front_door_generic_tick_lists_are_normalised_or_refused() -> None:
     assert generic_tick_list("") == ""
     assert generic_tick_list("236, 233,233,101") == "101,233,236"  # one line for equal lists
     assert generic_tick_list("mdoff,233") == "233,mdoff"
-    for bad in ("233;236", "2a", "233\x00,1", "-1", "12345", ",".join(map(str, range(40)))):
+    for bad in ("233;236", "2a", "233\x00,1", "-1", "12345", "\u00b2",
+                ",".join(map(str, range(40)))):
         assert generic_tick_list(bad) is None, bad
 
 
