@@ -79,6 +79,9 @@ async def test_chain_greeks_calculations_and_symbols(hub: HubServer,
             await a.option_price(spec, 20.0, 590.0)
         assert huge.value.code == ErrorCode.BAD_REQUEST
 
+        with pytest.raises(HubError) as nothing:
+            await a.option_chain(ContractSpec(symbol=""))
+        assert nothing.value.code == ErrorCode.BAD_REQUEST and "underlying" in str(nothing.value)
         found = await b.matching_symbols("AAP")
         assert found[0].symbol == "AAPL" and found[0].con_id == 265598
         assert "OPT" in found[0].derivative_sec_types and found[0].description
