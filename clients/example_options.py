@@ -11,7 +11,7 @@
    subscribed (one shared upstream line per option however many scripts watch it):
    their ticks carry IB's model greeks (``Tick.greeks``); the strike whose delta is
    nearest the target wins;
-4. IB's option model checks the quote (``implied_volatility`` of the mid);
+4. IB's option model checks the quote (``calculate_implied_volatility`` of the mid);
 5. a bracket order: buy at the ask (a limit that crosses), a take-profit ``--exit-pct``
    above and a stop-loss as far below (8% by default: the hub refuses prices more than
    ``price_band_pct``, 10% by default, from the last price); it waits for the fill and
@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"picked {args.symbol} {expiry} {spec.strike:g}{args.right}: delta "
               f"{_delta(t):.3f} (target {args.delta:g})")
 
-        model = await hub.implied_volatility(spec, mid(t), spot)
+        model = await hub.calculate_implied_volatility(spec, mid(t), spot)
         print(f"IB's model at the mid {mid(t):g}: implied vol {model.implied_vol:.4f}, "
               f"delta {model.delta:.3f}")
 

@@ -464,7 +464,7 @@ class AsyncHub:
         reply = await self._upstream_call(lambda: self._channel().request(request))
         return expect(reply, OptionChainReply).chains
 
-    async def implied_volatility(
+    async def calculate_implied_volatility(
         self, option: str | int | ContractSpec, option_price: float,
         underlying_price: float, **fields: Any,
     ) -> OptionComputation:
@@ -476,7 +476,7 @@ class AsyncHub:
         reply = await self._upstream_call(lambda: self._channel().request(request))
         return expect(reply, OptionComputationReply).computation
 
-    async def option_price(
+    async def calculate_option_price(
         self, option: str | int | ContractSpec, volatility: float,
         underlying_price: float, **fields: Any,
     ) -> OptionComputation:

@@ -65,18 +65,18 @@ async def test_chain_greeks_calculations_and_symbols(hub: HubServer,
         assert isinstance(snapped, Tick) and snapped.greeks is not None
 
         # IB's option model
-        iv = await a.implied_volatility(spec, 15.0, 591.0)
+        iv = await a.calculate_implied_volatility(spec, 15.0, 591.0)
         assert iv.opt_price == 15.0 and iv.und_price == 591.0 and 0.05 < iv.implied_vol < 0.6
-        px = await a.option_price(spec, iv.implied_vol, 591.0)
+        px = await a.calculate_option_price(spec, iv.implied_vol, 591.0)
         assert abs(px.opt_price - 15.0) < 1e-3 and abs(px.delta - iv.delta) < 1e-4
         with pytest.raises(HubError) as bad:
-            await a.implied_volatility("SPY", 1.0, 590.0)
+            await a.calculate_implied_volatility("SPY", 1.0, 590.0)
         assert bad.value.code == ErrorCode.BAD_REQUEST and "not an option" in str(bad.value)
         with pytest.raises(HubError) as neg:
-            await a.option_price(spec, -0.2, 590.0)
+            await a.calculate_option_price(spec, -0.2, 590.0)
         assert neg.value.code == ErrorCode.BAD_REQUEST and "volatility" in str(neg.value)
         with pytest.raises(HubError) as huge:
-            await a.option_price(spec, 20.0, 590.0)
+            await a.calculate_option_price(spec, 20.0, 590.0)
         assert huge.value.code == ErrorCode.BAD_REQUEST
 
         with pytest.raises(HubError) as nothing:
