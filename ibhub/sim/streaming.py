@@ -425,7 +425,8 @@ class StreamEngine:
                     parts += (_pack(pl + len(t[0])), p, t[0],
                               _pack(sub.slen + len(t[1])), sp, t[1])
                     if stamp_ts:
-                        body = b"46\x006\x00" + str(sub.req_id).encode() + b"\x0045\x00" + \
+                        body = b"46\x006\x00" + str(sub.req_id).encode() + \
+                            (b"\x0088\x00" if sub.delayed else b"\x0045\x00") + \
                             str(now_s).encode() + b"\0"
                         parts += (_pack(len(body)), body)
                         count += 1
