@@ -225,6 +225,27 @@ def _stamp_at_write() -> None:
     session.ClientSession.write_raw = stamped_write_raw  # type: ignore[method-assign]
 
 
+BENCH_OPTIONS = 10  # option contracts in the benchmark set
+
+
+def bench_set(universe: Any) -> list[Any]:
+    """The 41 instruments the benchmarks stream: every stock, ETF and FX pair, one
+    month of each future and the first 10 options. Fixed as the universe grew
+    (option chains, the ES quarterly cycle) so figures stay comparable over time."""
+    out, futures, options = [], set(), 0
+    for inst in universe:
+        if inst.sec_type == "FUT":
+            if inst.symbol in futures:
+                continue
+            futures.add(inst.symbol)
+        elif inst.sec_type in ("OPT", "FOP"):
+            if options >= BENCH_OPTIONS:
+                continue
+            options += 1
+        out.append(inst)
+    return out
+
+
 def _sim_main(conn: Connection, kwargs: dict[str, Any], stamp: str) -> None:
     logging.basicConfig(level=logging.WARNING)
     if stamp == "write":
@@ -235,7 +256,7 @@ def _sim_main(conn: Connection, kwargs: dict[str, Any], stamp: str) -> None:
 
         cfg = SimConfig(**kwargs)
         async with SimGateway(cfg) as sim:
-            insts = [Instrument(i.con_id, i.symbol, i.sec_type) for i in sim.universe]
+            insts = [Instrument(i.con_id, i.symbol, i.sec_type) for i in bench_set(sim.universe)]
             conn.send((sim.port, insts))
             loop = asyncio.get_running_loop()
             while True:

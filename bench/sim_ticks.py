@@ -36,7 +36,11 @@ def _serve(rate: float, conn: Connection) -> None:
     async def run() -> None:
         cfg = SimConfig(seed=1, tick_rate=rate, max_msg_rate=10_000.0)
         async with SimGateway(cfg) as sim:
-            ids = [i.con_id for i in sim.universe if i.sec_type in ("STK", "FUT")]
+            # stocks, ETFs and each future's front month: 28 instruments, as measured
+            # before ES listed its quarterly cycle
+            fronts = {i.symbol: i.con_id for i in reversed(list(sim.universe))
+                      if i.sec_type == "FUT"}
+            ids = [i.con_id for i in sim.universe if i.sec_type == "STK"] + list(fronts.values())
             conn.send((sim.port, ids))
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, conn.recv)  # "reset"

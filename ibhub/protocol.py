@@ -398,6 +398,44 @@ class GetHistoricalTicks(Request, frozen=True, tag="historical_ticks"):
     use_rth: bool = False
 
 
+# ------------------------------------------------------------ options and instrument data
+# (issue 15, "options": option chains, IV / price calculations, symbol search)
+
+
+class GetOptionChain(Request, frozen=True, tag="option_chain"):
+    """The expirations and strikes of ``underlying``'s options (IB reqSecDefOptParams),
+    one :class:`OptionChain` per exchange and trading class; ``exchange`` "" = all."""
+
+    underlying: ContractSpec
+    exchange: Code = ""
+
+
+class CalculateImpliedVolatility(Request, frozen=True, tag="implied_volatility"):
+    """IB's model: the implied volatility (and greeks) of ``contract`` at ``option_price``
+    with the underlying at ``underlying_price``."""
+
+    contract: ContractSpec
+    option_price: float
+    underlying_price: float
+
+
+class CalculateOptionPrice(Request, frozen=True, tag="option_price"):
+    """IB's model: the price (and greeks) of ``contract`` at ``volatility`` (0.2 = 20%)
+    with the underlying at ``underlying_price``."""
+
+    contract: ContractSpec
+    volatility: float
+    underlying_price: float
+
+
+class GetMatchingSymbols(Request, frozen=True, tag="matching_symbols"):
+    """Contracts whose symbol starts with (or name contains) ``pattern`` (IB
+    reqMatchingSymbols: at most 16, stocks and other underlyings)."""
+
+    pattern: Symbol
+
+
+
 AnyRequest = (
     Hello
     | Heartbeat
@@ -430,6 +468,11 @@ AnyRequest = (
     | GetPnL
     # market data (issue 15)
     | GetHistoricalTicks
+    # options and instrument data
+    | GetOptionChain
+    | CalculateImpliedVolatility
+    | CalculateOptionPrice
+    | GetMatchingSymbols
 )
 
 # --------------------------------------------------------------------------- replies
@@ -808,6 +851,60 @@ class HistoricalTicksReply(Reply, frozen=True, tag="historical_ticks"):
     ticks: list[HistoricalTick]
 
 
+# ------------------------------------------------------------ options and instrument data
+
+
+class OptionChain(Struct, frozen=True):
+    """One exchange's chain of an underlying (IB's securityDefinitionOptionParameter)."""
+
+    exchange: str
+    underlying_con_id: int
+    trading_class: str
+    multiplier: str
+    expirations: list[str]  # YYYYMMDD, sorted
+    strikes: list[float]  # sorted
+
+
+class OptionChainReply(Reply, frozen=True, tag="option_chain"):
+    underlying: ContractInfo
+    chains: list[OptionChain]
+
+
+class OptionComputation(Struct, frozen=True, array_like=True):
+    """IB's option model for one price: implied vol as a fraction, delta and gamma per
+    1.0 of the underlying, vega per vol point, theta per day. NaN = IB did not compute
+    it. Rides in :attr:`Tick.greeks` (the model greeks) and in calculation replies."""
+
+    implied_vol: float
+    delta: float
+    opt_price: float
+    pv_dividend: float
+    gamma: float
+    vega: float
+    theta: float
+    und_price: float
+
+
+class OptionComputationReply(Reply, frozen=True, tag="option_computation"):
+    contract: ContractInfo
+    computation: OptionComputation
+
+
+class SymbolMatch(Struct, frozen=True):
+    con_id: int
+    symbol: str
+    sec_type: str
+    primary_exchange: str
+    currency: str
+    derivative_sec_types: list[str]
+    description: str
+
+
+class MatchingSymbolsReply(Reply, frozen=True, tag="matching_symbols"):
+    matches: list[SymbolMatch]
+
+
+
 AnyReply = (
     Ok
     | Error
@@ -834,6 +931,10 @@ AnyReply = (
     | PnLReply
     # market data (issue 15)
     | HistoricalTicksReply
+    # options and instrument data
+    | OptionChainReply
+    | OptionComputationReply
+    | MatchingSymbolsReply
 )
 
 
@@ -905,7 +1006,12 @@ class Event(Struct, frozen=True, tag_field="t", array_like=True):
 
 
 class Tick(Event, frozen=True, tag="tick"):
-    """Top of book after one upstream tick. NaN means "not known yet"."""
+    """Top of book after one upstream tick. NaN means "not known yet".
+
+    ``open``/``high``/``low``/``close`` are the session's (``close``: the previous
+    session's close), as IB sends them; ``greeks`` is IB's model computation for an
+    option (None for anything else, and until the first one came).
+    """
 
     con_id: int
     symbol: str
@@ -916,6 +1022,12 @@ class Tick(Event, frozen=True, tag="tick"):
     ask_size: float
     last_size: float
     volume: float
+    # options and instrument data (issue 15): appended, with defaults
+    open: float = float("nan")
+    high: float = float("nan")
+    low: float = float("nan")
+    close: float = float("nan")
+    greeks: OptionComputation | None = None
 
 
 class Ticks(Event, frozen=True, tag="ticks"):

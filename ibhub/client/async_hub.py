@@ -48,6 +48,8 @@ from ibhub.protocol import (
     AccountValuesReply,
     Bar,
     BarData,
+    CalculateImpliedVolatility,
+    CalculateOptionPrice,
     CancelAllOrders,
     CancelOrder,
     CancelRequested,
@@ -68,7 +70,9 @@ from ibhub.protocol import (
     GetExecutions,
     GetHistoricalBars,
     GetHistoricalTicks,
+    GetMatchingSymbols,
     GetOpenOrders,
+    GetOptionChain,
     GetPnL,
     GetPortfolio,
     GetPositions,
@@ -80,10 +84,15 @@ from ibhub.protocol import (
     HistoricalTicksReply,
     LeaseClientId,
     ListNames,
+    MatchingSymbolsReply,
     ModifyOrder,
     NameInfo,
     NamesReply,
     NewsBulletin,
+    OptionChain,
+    OptionChainReply,
+    OptionComputation,
+    OptionComputationReply,
     OrderInfo,
     OrdersReply,
     PlaceOrder,
@@ -100,6 +109,7 @@ from ibhub.protocol import (
     StatusReply,
     Subscribe,
     Subscribed,
+    SymbolMatch,
     Tick,
     Unsubscribe,
     WhatIfOrder,
@@ -629,6 +639,49 @@ class AsyncHub:
         )
         reply = await self._upstream_call(lambda: self._channel().request(request, timeout))
         return expect(reply, HistoricalTicksReply).ticks
+
+    # -- options and instrument data (issue 15) --------------------------------------
+
+    async def option_chain(
+        self, underlying: str | int | ContractSpec, *, exchange: str = "", **fields: Any
+    ) -> list[OptionChain]:
+        """The expirations and strikes of ``underlying``'s options, one chain per exchange
+        and trading class (``exchange="SMART"`` for one). IB's reqSecDefOptParams."""
+        request = GetOptionChain(id=0, underlying=contract_spec(underlying, **fields),
+                                 exchange=exchange)
+        reply = await self._upstream_call(lambda: self._channel().request(request))
+        return expect(reply, OptionChainReply).chains
+
+    async def calculate_implied_volatility(
+        self, option: str | int | ContractSpec, option_price: float,
+        underlying_price: float, **fields: Any,
+    ) -> OptionComputation:
+        """IB's model: implied volatility and greeks of ``option`` at ``option_price``
+        with the underlying at ``underlying_price``."""
+        request = CalculateImpliedVolatility(
+            id=0, contract=contract_spec(option, **fields), option_price=option_price,
+            underlying_price=underlying_price)
+        reply = await self._upstream_call(lambda: self._channel().request(request))
+        return expect(reply, OptionComputationReply).computation
+
+    async def calculate_option_price(
+        self, option: str | int | ContractSpec, volatility: float,
+        underlying_price: float, **fields: Any,
+    ) -> OptionComputation:
+        """IB's model: price and greeks of ``option`` at ``volatility`` (0.2 = 20%)
+        with the underlying at ``underlying_price``."""
+        request = CalculateOptionPrice(
+            id=0, contract=contract_spec(option, **fields), volatility=volatility,
+            underlying_price=underlying_price)
+        reply = await self._upstream_call(lambda: self._channel().request(request))
+        return expect(reply, OptionComputationReply).computation
+
+    async def matching_symbols(self, pattern: str) -> list[SymbolMatch]:
+        """Underlyings whose symbol starts with (or name contains) ``pattern``, at most
+        16 (IB reqMatchingSymbols)."""
+        request = GetMatchingSymbols(id=0, pattern=pattern)
+        reply = await self._upstream_call(lambda: self._channel().request(request))
+        return expect(reply, MatchingSymbolsReply).matches
 
     async def lease_client_id(
         self, name: str | None = None, ttl: float = 0.0, *, tied: bool = False

@@ -47,23 +47,37 @@ SNAPSHOT_WAIT: Final = 11.0  # seconds, as IB's snapshot: then tickSnapshotEnd r
 #: tickString types a Gateway sends on every reqMktData line without a generic tick list:
 #: bid/ask exchange (32, 33), last timestamp (45), last exchange (84). The hub's line
 #: carries them; the front door relays them from the upstream socket (tap on 46).
-DEFAULT_STRING_TICKS: Final = frozenset({b"32", b"33", b"45", b"84"})
+
+
+#: live tick type -> its delayed twin (tickPrice, tickSize, tickString 45, and the
+#: option computations), for scripts that asked reqMarketDataType(3 or 4)
+DELAYED_TYPE: Final = {1: 66, 2: 67, 4: 68, 6: 72, 7: 73, 9: 75, 14: 76, 0: 69, 3: 70,
+                       5: 71, 8: 74, 45: 88, 10: 80, 11: 81, 12: 82, 13: 83}
+#: IB's "not computed" marker per tickOptionComputation value (NaN in the hub)
+_NOT_COMPUTED: Final = (-1.0, -2.0, -1.0, -1.0, -2.0, -2.0, -2.0, -1.0)
 
 
 class LineTap:
-    """One line's downstream readers; sits in ``TickStream.taps`` / ``BarStream.taps``."""
+    """One line's downstream readers; sits in ``TickStream.taps`` / ``BarStream.taps``.
 
-    __slots__ = ("_outs", "outs")
+    A reader that asked for delayed data (``reqMarketDataType`` 3/4) gets the line's
+    ticks under the delayed tick types; the hub's line is one upstream request for
+    every reader, so it carries whatever the hub's session receives.
+    """
+
+    __slots__ = ("_delayed", "_outs", "outs")
 
     def __init__(self) -> None:
-        self.outs: dict[tuple[DownstreamSession, int], tuple[bytes, bytes]] = {}
-        self._outs: list[tuple[DownstreamSession, bytes, bytes]] = []
+        self.outs: dict[tuple[DownstreamSession, int], tuple[bytes, bytes, bool]] = {}
+        self._outs: list[tuple[DownstreamSession, bytes, bytes]] = []  # live readers
+        self._delayed: list[tuple[DownstreamSession, bytes, bytes]] = []
 
-    def add(self, s: DownstreamSession, rid: int, kind: str) -> None:
+    def add(self, s: DownstreamSession, rid: int, kind: str, delayed: bool = False) -> None:
         if kind.startswith("bars"):
-            self.outs[(s, rid)] = (b"50\x003\x00%d\x00" % rid, b"")
+            self.outs[(s, rid)] = (b"50\x003\x00%d\x00" % rid, b"", False)
         else:
-            self.outs[(s, rid)] = (b"1\x006\x00%d\x00" % rid, b"2\x006\x00%d\x00" % rid)
+            self.outs[(s, rid)] = (b"1\x006\x00%d\x00" % rid, b"2\x006\x00%d\x00" % rid,
+                                   delayed)
         self._rebuild()
 
     def remove(self, s: DownstreamSession, rid: int) -> None:
@@ -71,32 +85,65 @@ class LineTap:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self._outs = [(s, p, z) for (s, _), (p, z) in self.outs.items()]
+        self._outs = [(s, p, z) for (s, _), (p, z, d) in self.outs.items() if not d]
+        self._delayed = [(s, p, z) for (s, _), (p, z, d) in self.outs.items() if d]
 
     def price(self, tick_type: int, price: float, size: float) -> None:
-        tail = b"%d\0%s\0%s\x000\0" % (tick_type, fmt_float(price).encode(),
-                                        fmt_float(size).encode())
-        n = len(tail)
         pack = _LEN.pack
-        for s, prefix, _ in self._outs:
-            if not s.paused:
-                s.write(pack(len(prefix) + n) + prefix + tail)
+        p, z = fmt_float(price).encode(), fmt_float(size).encode()
+        if self._outs:  # the common case: live readers only, one format per tick
+            tail = b"%d\0%s\0%s\x000\0" % (tick_type, p, z)
+            n = len(tail)
+            for s, prefix, _ in self._outs:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
+        if self._delayed:
+            tail = b"%d\0%s\0%s\x000\0" % (DELAYED_TYPE.get(tick_type, tick_type), p, z)
+            n = len(tail)
+            for s, prefix, _ in self._delayed:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
 
     def size(self, tick_type: int, size: float) -> None:
-        tail = b"%d\0%s\0" % (tick_type, fmt_float(size).encode())
-        n = len(tail)
         pack = _LEN.pack
-        for s, _, prefix in self._outs:
-            if not s.paused:
-                s.write(pack(len(prefix) + n) + prefix + tail)
+        z = fmt_float(size).encode()
+        if self._outs:
+            tail = b"%d\0%s\0" % (tick_type, z)
+            n = len(tail)
+            for s, _, prefix in self._outs:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
+        if self._delayed:
+            tail = b"%d\0%s\0" % (DELAYED_TYPE.get(tick_type, tick_type), z)
+            n = len(tail)
+            for s, _, prefix in self._delayed:
+                if not s.paused:
+                    s.write(pack(len(prefix) + n) + prefix + tail)
 
-    def string(self, tick_type: bytes, value: bytes) -> None:
-        """A tickString (46) of the line (last timestamp, exchanges) to every script."""
+    def greeks(self, tick_type: int, attrib: int, values: tuple[float, ...]) -> None:
+        """tickOptionComputation (21): ``21, reqId, type, attrib, 8 values``."""
+        text = b"\0".join(
+            fmt_float(m if math.isnan(v) else v).encode()
+            for v, m in zip(values, _NOT_COMPUTED, strict=True))
+        self._each(lambda rid, typ: b"21\0%d\0%d\0%d\0%s\0" % (rid, typ, attrib, text),
+                   tick_type)
+
+    def generic(self, tick_type: int, value: float) -> None:
+        """tickGeneric (45): volatilities, shortable, ..."""
+        v = fmt_float(value).encode()
+        self._each(lambda rid, typ: b"45\x006\0%d\0%d\0%s\0" % (rid, typ, v), tick_type)
+
+    def string(self, tick_type: int, value: bytes) -> None:
+        """tickString (46): the last trade's time, RTVolume, dividends, ..."""
+        self._each(lambda rid, typ: b"46\x006\0%d\0%d\0%s\0" % (rid, typ, value), tick_type)
+
+    def _each(self, body: Any, tick_type: int) -> None:
+        """Rare messages (not per quote): built per reader with its own reqId."""
         pack = _LEN.pack
-        for (s, rid), (_, size_prefix) in self.outs.items():
-            if size_prefix and not s.paused:  # tick lines only (bar lines have none)
-                body = b"46\x006\x00%d\x00%s\x00%s\x00" % (rid, tick_type, value)
-                s.write(pack(len(body)) + body)
+        for (s, rid), (_, _, delayed) in list(self.outs.items()):
+            if not s.paused:
+                msg = body(rid, DELAYED_TYPE.get(tick_type, tick_type) if delayed else tick_type)
+                s.write(pack(len(msg)) + msg)
 
     def bar(self, time_: int, open_: float, high: float, low: float, close: float,
             volume: float, wap: float, count: int) -> None:
@@ -125,55 +172,12 @@ class MarketData:
         self._door = door
         self._tasks = TaskSet(log)
         self._depth_exchanges = depth.DepthExchanges(door)
-        # upstream line req id -> (subscription, tap) or None, for tickString; rebuilt
-        # when lines changed (``_generation``) or an unknown id comes: one lookup a tick
-        self._by_req_id: dict[int, tuple[Subscription, LineTap] | None] = {}
-        self._generation = 0
-        self._indexed = -1
-
-    def install(self) -> None:
-        up = self._door.hub.upstream
-        if up is not None:
-            up.add_tap(46, self._on_tick_string)
-
-    def uninstall(self) -> None:
-        up = self._door.hub.upstream
-        if up is not None:
-            up.remove_tap(46)
-
-    def _on_tick_string(self, parts: list[bytes]) -> bool:
-        """tickString [46, 6, reqId, tickType, value]: relayed to the scripts on that
-        line; always also left to ib_insync (returns False), as before the tap."""
-        if len(parts) < 5 or parts[3] not in DEFAULT_STRING_TICKS:
-            return False
-        try:
-            up_id = int(parts[2])
-        except ValueError:
-            return False
-        index = self._by_req_id
-        found = index.get(up_id)
-        if (self._indexed != self._generation or up_id not in index
-                or (found is not None and found[0].req_id != up_id)):
-            self._reindex()  # lines changed, an id not seen yet, or a re-requested line
-            found = self._by_req_id.setdefault(up_id, None)  # None: not a front-door line
-        if found is not None and found[0].req_id == up_id:
-            found[1].string(parts[3], parts[4])
-        return False
-
-    def _reindex(self) -> None:
-        self._by_req_id = {}
-        for s in self._door.sessions:
-            for line in s.lines.values():
-                rid = line.sub.req_id
-                if line.kind == "ticks" and rid is not None:
-                    self._by_req_id[rid] = (line.sub, line.tap)
-        self._indexed = self._generation
 
     def handlers(self) -> dict[int, Handler]:
         return {1: self.req_mkt_data, 2: self.cancel, 50: self.req_real_time_bars,
                 51: self.cancel, 10: self.req_mkt_depth, 11: self.cancel,
                 82: self._depth_exchanges.request, 97: self.req_tick_by_tick,
-                98: self.cancel_tick_by_tick}
+                98: self.cancel_tick_by_tick, 59: self.req_market_data_type}
 
     async def req_tick_by_tick(self, s: DownstreamSession, f: list[str]) -> None:
         await tick_by_tick.request(self, self._door.passthrough, s, f)
@@ -205,14 +209,27 @@ class MarketData:
         if f[pos] == "1":
             pos += 3  # delta-neutral contract
         snapshot = f[pos + 2] == "1" or f[pos + 3] == "1"
-        line = await self._join(s, rid, q, "ticks")
+        generic = generic_tick_list(f[pos + 1])
+        if generic is None:
+            s.send_error(rid, 321, "Error validating request.-'bN' : cause - Incorrect generic "
+                                   f"tick list of {f[pos + 1]!r} (ibhub: comma-separated tick "
+                                   "ids or mdoff)")
+            return
+        # a generic tick list is part of what a line carries: scripts asking for the same
+        # list share a line ("ticks+<list>"), the plain line is the hub's own
+        kind = f"ticks+{generic}" if generic else "ticks"
+        delayed = s.market_data_type in (3, 4)
+        line = await self._join(s, rid, q, kind, delayed=delayed)
         if line is None:
             return
         info = line.sub.contract
         stream = line.sub.stream
         s.send(81, rid, info.min_tick or 0.01, "", 3)  # tickReqParams
-        s.send(58, 1, rid, 1)  # marketDataType: live
-        self._initial(s, rid, stream)
+        # marketDataType: as the script asked, or delayed when the hub's own session is
+        # (its lines then carry the delayed tick ids for every reader)
+        hub_delayed = self._door.hub.settings.market_data_type in (3, 4)
+        s.send(58, 1, rid, 3 if delayed or hub_delayed else 1)
+        self._initial(s, rid, stream, delayed)
         if snapshot:
             self._tasks.spawn(self._snapshot(s, rid, stream))
 
@@ -239,6 +256,17 @@ class MarketData:
             return
         await self._join(s, rid, q, f"bars.{what}")
 
+    def req_market_data_type(self, s: DownstreamSession, f: list[str]) -> None:
+        """[59, 1, type]: 1 live, 2 frozen, 3 delayed, 4 delayed frozen. Requests from now
+        on get their ticks under the asked type's tick ids and that ``marketDataType``;
+        the values are the hub line's (frozen is live here: lines stream all day)."""
+        kind = int(f[2])
+        if kind not in (1, 2, 3, 4):
+            s.send_error(-1, 321, f"Error validating request.-'59' : cause - market data "
+                                  f"type {kind} is not 1, 2, 3 or 4")
+            return
+        s.market_data_type = kind
+
     def cancel(self, s: DownstreamSession, f: list[str]) -> None:
         rid = int(f[2])
         line = s.lines.pop(rid, None)
@@ -254,7 +282,8 @@ class MarketData:
         return await self._join(s, rid, q, kind, tap_for)
 
     async def _join(self, s: DownstreamSession, rid: int, q: Any, kind: str,
-                    tap_for: Callable[[Any], Any] | None = None) -> Line | None:
+                    tap_for: Callable[[Any], Any] | None = None,
+                    delayed: bool = False) -> Line | None:
         hub = self._door.hub
         if rid in s.lines:
             s.send_error(rid, 322, f"Error processing request: duplicate ticker id {rid}")
@@ -282,16 +311,14 @@ class MarketData:
             tap = tap_for(sub.stream)
         else:
             tap = _tap_of(sub.stream)
-            tap.add(s, rid, kind)
+            tap.add(s, rid, kind, delayed)
         line = s.lines[rid] = Line(holder, sub, tap, kind)
-        self._generation += 1
         if created:
             log.info("subscribed %s upstream for tws client %d", sub.topic, s.client_id)
         return line
 
     def _release(self, s: DownstreamSession, rid: int, line: Line) -> None:
         hub = self._door.hub
-        self._generation += 1
         line.tap.remove(s, rid)
         stream = line.sub.stream
         if not line.tap.outs:
@@ -304,15 +331,25 @@ class MarketData:
         for rid, line in lines.items():
             self._release(s, rid, line)
 
-    def _initial(self, s: DownstreamSession, rid: int, stream: Any) -> None:
-        """The line's current top of book, as a new IB subscriber gets it at once."""
+    def _initial(self, s: DownstreamSession, rid: int, stream: Any, delayed: bool) -> None:
+        """The line's current top of book, session prices and model greeks, as a new IB
+        subscriber gets them at once."""
+        def typ(t: int) -> int:
+            return DELAYED_TYPE.get(t, t) if delayed else t
+
         for tick_type, price, size in ((1, stream.bid, stream.bid_size),
                                        (2, stream.ask, stream.ask_size),
-                                       (4, stream.last, stream.last_size)):
+                                       (4, stream.last, stream.last_size),
+                                       (6, stream.high, 0.0), (7, stream.low, 0.0),
+                                       (9, stream.close, 0.0), (14, stream.open, 0.0)):
             if math.isfinite(price):
-                s.send(1, 6, rid, tick_type, price, size if math.isfinite(size) else 0.0, 0)
+                s.send(1, 6, rid, typ(tick_type), price,
+                       size if math.isfinite(size) else 0.0, 0)
         if math.isfinite(stream.volume):
-            s.send(2, 6, rid, 8, stream.volume)
+            s.send(2, 6, rid, typ(8), stream.volume)
+        if stream.greeks_ is not None:
+            s.send(21, rid, typ(13), 1, *(m if math.isnan(v) else v for v, m in
+                                          zip(stream.greeks_, _NOT_COMPUTED, strict=True)))
 
     async def _snapshot(self, s: DownstreamSession, rid: int, stream: Any) -> None:
         """snapshot=1: the current values (waiting for the first if the line is new),
@@ -340,6 +377,17 @@ class MarketData:
             if s.number == number_i and rid_i in s.lines:
                 s.send_error(rid_i, event.ib_code, event.message)
                 return
+
+
+def generic_tick_list(text: str) -> str | None:
+    """A request's genericTickList, normalised (sorted, unique) so that equal lists share
+    a line; None if it is not comma-separated tick ids or ``mdoff``. It goes onto the
+    Gateway's wire, so nothing else passes."""
+    items = {t.strip() for t in text.split(",")} - {""}
+    if len(items) > 32 or any(not (t.isascii() and t.isdigit() and len(t) <= 4)
+                              and t != "mdoff" for t in items):
+        return None
+    return ",".join(sorted(items, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0)))
 
 
 def _tap_of(stream: Any) -> LineTap:

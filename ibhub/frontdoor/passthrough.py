@@ -1,7 +1,8 @@
 """Requests passed through to the Gateway with their request ids remapped.
 
 Contract details, historical bars (also ``keepUpToDate``), head timestamps,
-tick-by-tick data, matching symbols, option parameters, historical ticks,
+tick-by-tick data, matching symbols, option parameters, option calculations (implied
+volatility, option price), historical ticks,
 histograms, fundamentals, SMART components and PnL are not shared
 state: each is one request and its replies. The front
 door sends the downstream request's own bytes upstream on the hub's session
@@ -65,9 +66,14 @@ REQUESTS: Final[dict[int, tuple[int, bool | None]]] = {
     22: (1, True),  # reqScannerSubscription -> scannerData (20)* until cancelled
     84: (1, False),  # reqNewsArticle -> newsArticle (83)
     86: (1, False),  # reqHistoricalNews -> historicalNews (86)*, historicalNewsEnd (87)
+    # IB's option model -> one tickOptionComputation (21), kept until the script's cancel
+    # (ib_insync and ib_async cancel once the answer came)
+    54: (2, True),  # calculateImpliedVolatility
+    55: (2, True),  # calculateOptionPrice
 }
 #: cancel msg id -> index of the request id it cancels
-CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 53: 2, 93: 1, 95: 1, 23: 2}
+CANCELS: Final[dict[int, int]] = {25: 2, 98: 1, 90: 1, 89: 1, 53: 2, 93: 1, 95: 1, 23: 2,
+                                  56: 2, 57: 2}
 #: reply msg id -> (index of its request id, how it ends the route)
 REPLIES: Final[dict[int, tuple[int, str]]] = {
     10: (1, ""),
@@ -93,6 +99,7 @@ REPLIES: Final[dict[int, tuple[int, str]]] = {
     83: (1, "end"),  # newsArticle
     86: (1, ""),  # historicalNews
     87: (1, "end"),  # historicalNewsEnd
+    21: (1, ""),  # tickOptionComputation of a calculation (a line's goes to its stream)
     4: (2, "error"),
 }
 RETIRED_MAX: Final = 4096
@@ -307,4 +314,6 @@ def _cancel_fields(msg_id: int, up_id: int) -> list[str] | None:
         return [str(msg_id + 1), str(up_id)]
     if msg_id == 22:
         return ["23", "1", str(up_id)]
+    if msg_id in (54, 55):  # cancelCalculateImpliedVolatility / cancelCalculateOptionPrice
+        return [str(msg_id + 2), "1", str(up_id)]
     return None

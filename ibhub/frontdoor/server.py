@@ -113,7 +113,6 @@ class FrontDoor:
             8: self._req_ids,
             49: self._req_current_time,
             17: self._req_managed_accounts,
-            59: self._req_market_data_type,
             15: _ignore,  # reqAutoOpenOrders: nothing to bind, orders are per client id
         }
         self.handlers.update(self.market.handlers())
@@ -152,7 +151,6 @@ class FrontDoor:
         self.tws_port = self._server.sockets[0].getsockname()[1]
         self.passthrough.install()
         self.idless.install()
-        self.market.install()
         self._unlisten = self.hub.fanout.add_listener(EVENT_PREFIXES, self.on_event)
         up = self.hub.upstream
         if up is not None and up.connected:
@@ -175,7 +173,6 @@ class FrontDoor:
         self.account_streams.stop()
         self.passthrough.uninstall()
         self.idless.uninstall()
-        self.market.uninstall()
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
@@ -300,9 +297,6 @@ class FrontDoor:
 
     def _req_managed_accounts(self, s: DownstreamSession, f: list[str]) -> None:
         s.send(15, 1, ",".join(self.accounts_known or ["DU0000000"]))
-
-    def _req_market_data_type(self, s: DownstreamSession, f: list[str]) -> None:
-        """Accepted; the hub's lines carry whatever the hub's session receives."""
 
     # ------------------------------------------------------------------ hub events
 

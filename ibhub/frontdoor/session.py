@@ -58,6 +58,7 @@ class DownstreamSession(TwsServerSession):
         self.owner = ""  # order owner name, set by START_API
         # per-connection state owned by the handler modules
         self.lines: dict[int, Any] = {}  # reqId -> market-data or bar line
+        self.market_data_type = 1  # reqMarketDataType: 3/4 get delayed tick types
         self.routes: dict[int, int] = {}  # reqId -> upstream id (pass-through)
         self.positions_live = False
         self.account_live = ""  # account whose updates stream (reqAccountUpdates)

@@ -56,10 +56,19 @@ from ibhub.wire import Publisher, encode
 log = logging.getLogger(__name__)
 
 NAN: Final = float("nan")
+# Lines with a generic tick list (ibhub.hub.subscriptions.GENERIC_KIND_PREFIX) publish
+# their Ticks here, apart from the plain line's topic: the TWS front door reads them
+# through its taps; SDK subscribers use the plain tick topics.
+TOPIC_GENERIC_TICK: Final = "gtick."
 TICK_TAG: Final = Tick.__struct_config__.tag
 TICKS_TAG: Final = Ticks.__struct_config__.tag
 BUNDLE_TAG: Final = Bundle.__struct_config__.tag
 PUB_SNDHWM: Final = 50_000  # per subscriber; ~0.5 s of a 100k ticks/s burst
+
+
+#: tickPrice types of the session's prices -> TickStream attribute (live and delayed)
+_OHLC: Final = {6: "high", 7: "low", 9: "close", 14: "open",
+                72: "high", 73: "low", 75: "close", 76: "open"}
 
 
 class Topic:
@@ -77,11 +86,13 @@ class Topic:
 class TickStream:
     """Top of book for one subscription; turns each upstream tick into one :class:`Tick`.
 
-    ``price`` handles a tickPrice message (bid/ask/last with their size),
-    ``size`` a tickSize message (bid/ask/last size, volume). Tick types outside the
-    top of book (high, low, close, open, ...) change nothing a :class:`Tick` carries
-    and publish nothing. A tickSize that repeats the size already known (IB sends the
-    size inside tickPrice and may repeat it as tickSize) publishes nothing either.
+    ``price`` handles a tickPrice message (bid/ask/last with their size, and the
+    session's open/high/low/close), ``size`` a tickSize message (bid/ask/last size,
+    volume), ``greeks`` a tickOptionComputation (the model's, tick type 13 or delayed
+    83, becomes ``Tick.greeks``; bid/ask/last computations only reach the taps). Other
+    tick types change nothing a :class:`Tick` carries and publish nothing. A tickSize
+    that repeats the size already known (IB sends the size inside tickPrice and may
+    repeat it as tickSize) publishes nothing either, nor does an unchanged OHLC price.
     """
 
     __slots__ = (
@@ -93,10 +104,15 @@ class TickStream:
         "ask_size",
         "bid",
         "bid_size",
+        "close",
         "con_id",
+        "greeks_",
+        "high",
         "last",
         "last_size",
         "last_ts",
+        "low",
+        "open",
         "symbol",
         "taps",
         "ticks",
@@ -119,6 +135,8 @@ class TickStream:
         self.symbol = symbol
         self.bid = self.ask = self.last = NAN
         self.bid_size = self.ask_size = self.last_size = self.volume = NAN
+        self.open = self.high = self.low = self.close = NAN
+        self.greeks_: tuple[float, ...] | None = None  # the last model computation
         self.ticks = 0
         self.last_ts = 0
         # Other consumers of this line's raw ticks (the TWS front door), called with
@@ -142,8 +160,32 @@ class TickStream:
             self.last = price
             self.last_size = size
         else:
-            return
+            # the session's high/low/close/open (live 6/7/9/14, delayed 72/73/75/76);
+            # rare next to quotes, so they stay off the branches above
+            ohlc = _OHLC.get(tick_type)
+            if ohlc is None or getattr(self, ohlc) == price:
+                return
+            setattr(self, ohlc, price)
         self._emit()
+
+    def greeks(self, tick_type: int, attrib: int, values: tuple[float, ...]) -> None:
+        """A tickOptionComputation: ``values`` in IB's order (impliedVol, delta, optPrice,
+        pvDividend, gamma, vega, theta, undPrice), IB's "not computed" markers as NaN."""
+        for tap in self.taps:
+            tap.greeks(tick_type, attrib, values)
+        if tick_type == 13 or tick_type == 83:
+            self.greeks_ = values
+            self._emit()
+
+    def generic(self, tick_type: int, value: float) -> None:
+        """A tickGeneric (volatilities, shortable, ...): nothing a Tick carries; taps only."""
+        for tap in self.taps:
+            tap.generic(tick_type, value)
+
+    def string(self, tick_type: int, value: bytes) -> None:
+        """A tickString (last trade time, RTVolume, dividends, ...): taps only."""
+        for tap in self.taps:
+            tap.string(tick_type, value)
 
     def size(self, tick_type: int, size: float) -> None:
         for tap in self.taps:
@@ -191,6 +233,11 @@ class TickStream:
                 self.ask_size,
                 self.last_size,
                 self.volume,
+                self.open,
+                self.high,
+                self.low,
+                self.close,
+                self.greeks_,
             )
         )
         self.ticks += 1
@@ -330,6 +377,8 @@ class Fanout:
         a symbol does not identify them) and any name already owned by a different
         conId use the conId form. Ownership is permanent for the hub's life.
         """
+        if kind.startswith("ticks+"):  # a generic-tick line: gtick.<conId>.<list>
+            return f"{TOPIC_GENERIC_TICK}{contract.con_id}.{kind[6:]}"
         prefix = {"ticks": TOPIC_TICK, "depth": TOPIC_DEPTH}.get(kind, TOPIC_BAR)
         if kind.startswith("bars."):  # bar.bid.AAPL: lower case never clashes with a symbol
             prefix += kind.partition(".")[2].lower() + "."

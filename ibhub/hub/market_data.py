@@ -23,7 +23,7 @@ from typing import Any
 
 from ibhub.config import HubSettings
 from ibhub.hub.fanout import Fanout
-from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry
+from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry, is_tick_kind
 from ibhub.ib.queries import UpstreamDown, UpstreamRequestError
 from ibhub.ib.session import Upstream
 from ibhub.protocol import TOPIC_DEPTH, ContractInfo, ContractSpec, Error, ErrorCode
@@ -87,7 +87,7 @@ class MarketDataService:
                 self.pacer.check(Priority.SUBSCRIPTION)
             topic = self.fanout.topic_for(info, kind)
             stream: Any
-            if kind == "ticks":
+            if is_tick_kind(kind):
                 stream = self.fanout.tick_stream(topic, info)
             elif kind == "depth":
                 stream = self.fanout.depth_stream(topic, info, self.settings.depth_rows)

@@ -49,11 +49,14 @@ from ibhub.hub.registry import Context, Handler, Registry
 from ibhub.hub.subscriptions import KINDS, valid_kind
 from ibhub.protocol import (
     MAX_NAME,
+    CalculateImpliedVolatility,
+    CalculateOptionPrice,
     ContractSpec,
     Error,
     ErrorCode,
     GetContractDetails,
     GetHistoricalBars,
+    GetOptionChain,
     Hello,
     LeaseClientId,
     ReleaseClientId,
@@ -108,6 +111,13 @@ def validate(req: Request) -> None:
             if not topic:
                 raise BadRequest("topic must not be empty")
         case GetContractDetails(contract=contract) | GetHistoricalBars(contract=contract):
+            _check_contract(contract, "contract")
+        # options and instrument data (ibhub.hub.option_requests checks the numbers)
+        case GetOptionChain(underlying=contract):
+            _check_contract(contract, "underlying")
+        case CalculateImpliedVolatility(contract=contract) | CalculateOptionPrice(
+            contract=contract
+        ):
             _check_contract(contract, "contract")
         case LeaseClientId(name=name, ttl=ttl):
             _check_name(name, "name")

@@ -45,6 +45,7 @@ from ibhub.hub.market_data import MarketDataService
 from ibhub.hub.market_requests import MarketRequests
 from ibhub.hub.name_requests import NameRequests
 from ibhub.hub.names import NAMES_FILE, NameBindings
+from ibhub.hub.option_requests import OptionRequests
 from ibhub.hub.registry import Registry
 from ibhub.hub.requests import RpcServer
 from ibhub.hub.security import (
@@ -124,7 +125,7 @@ class HubServer:
         # each module registers its own requests, the order service too (attach_orders).
         self.registry = Registry(self.leases)
         for requests in (LeaseRequests(self), MarketRequests(self), NameRequests(self),
-                         StatusRequests(self)):
+                         StatusRequests(self), OptionRequests(self)):
             requests.register(self.registry)
         self._ctx: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket[bytes] | None = None

@@ -39,6 +39,21 @@ def valid_kind(kind: str) -> bool:
         return size in HIST_BAR_SIZES and what in BAR_WHATS
     return kind in KINDS
 
+#: A ticks line with a generic tick list (options and instrument data, issue 15):
+#: ``"ticks+233,236"``. What a line carries depends on its list, so scripts share such a
+#: line only with scripts asking for the same list (the TWS front door's reqMktData).
+GENERIC_KIND_PREFIX = "ticks+"
+
+
+def generic_ticks_of(kind: str) -> str:
+    """The generic tick list of a line kind ("" for a plain ticks or bars line)."""
+    return kind[len(GENERIC_KIND_PREFIX):] if kind.startswith(GENERIC_KIND_PREFIX) else ""
+
+
+def is_tick_kind(kind: str) -> bool:
+    """A reqMktData line (plain or with generic ticks), not real-time bars."""
+    return kind == "ticks" or kind.startswith(GENERIC_KIND_PREFIX)
+
 
 class LineLimit(Exception):
     """The market-data line budget is used up."""
@@ -109,7 +124,7 @@ class SubscriptionRegistry:
         the subscription is created. Raises :class:`LineLimit` when a new line is
         needed and none is free.
         """
-        if not valid_kind(kind):
+        if not valid_kind(kind) and not generic_ticks_of(kind):
             raise ValueError(f"unknown subscription kind {kind!r}; expected one of {KINDS}")
         key = (contract.con_id, kind)
         sub = self._by_key.get(key)

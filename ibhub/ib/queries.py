@@ -72,6 +72,18 @@ class Queries:
             bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
         )
 
+    async def run(self, start: Callable[[], Awaitable[Any]], *, label: str) -> Any:
+        """A one-off query (``start()`` sends it and awaits the library's answer) in the
+        upstream budget, with the session's time-out and errors (for
+        :mod:`ibhub.ib.option_queries`)."""
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                return await self._query(start, label=label)
+        except RequestError as exc:
+            raise UpstreamRequestError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise UpstreamDown(_session_ended(exc)) from None
+
     async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
         """Every contract matching ``spec`` (empty if none)."""
         ib = self._require()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ from ibhub.ib.lib import IB
 from ibhub.tws.codec import UNLIMITED_FRAME, split_fields, split_frames
 
 log = logging.getLogger(__name__)
+
+NAN = math.nan
 
 YIELD_READ_BYTES = 64 * 1024  # a read this large means the hub is behind the Gateway
 MAX_MESSAGES_PER_TURN = 1000  # ~4 ms of parsing and publishing per loop turn
@@ -67,9 +70,14 @@ class TickReader:
             b"1": self._make_tick_price_handler(),
             b"2": self._make_tick_size_handler(),
             b"50": self._make_bar_handler(),
+            b"21": self._make_option_handler(),
+            b"45": self._make_generic_handler(b"45"),
+            b"46": self._make_generic_handler(b"46"),
         }
         # The same handlers in the library's table (its reader hands over str fields),
-        # so market data never reaches its Ticker code whichever reader runs.
+        # so market data never reaches its Ticker code whichever reader runs. (Not 21:
+        # before the session is ready no line exists, and the library's own handler
+        # answers its option calculations.)
         for msg_id in (1, 2, 50):
             handlers[msg_id] = _from_str(self._fast[str(msg_id).encode()], self._flush)
         conn = ib.client.conn
@@ -217,6 +225,66 @@ class TickReader:
                 )
 
         return realtime_bar
+
+    def _make_option_handler(self) -> Callable[[list[bytes]], None]:
+        get = self.sinks.get
+        taps = self._taps
+
+        def tick_option(fields: list[bytes]) -> None:
+            # [21, reqId, tickType, tickAttrib, impliedVol, delta, optPrice, pvDividend,
+            #  gamma, vega, theta, undPrice]: a line's greeks go to its stream; any other
+            # id is an option calculation of the library or a front-door route
+            sink = get(fields[1])
+            if sink is not None:
+                v = _not_computed
+                sink.greeks(int(fields[2]), int(fields[3] or 0), (
+                    v(fields[4], -1.0), v(fields[5], -2.0), v(fields[6], -1.0),
+                    v(fields[7], -1.0), v(fields[8], -2.0), v(fields[9], -2.0),
+                    v(fields[10], -2.0), v(fields[11], -1.0)))
+                return
+            tap = taps.get(b"21")
+            if tap is not None and tap(fields):
+                return
+            ib = self._ib
+            # only what the library waits for: a computation still in flight for a
+            # line just cancelled is dropped here, as its ticks are
+            if ib is not None and int(fields[1]) in ib.wrapper._futures:
+                ib.client.decoder.interpret([f.decode() for f in fields[:-1]])
+
+        return tick_option
+
+    def _make_generic_handler(self, msg_id: bytes) -> Callable[[list[bytes]], None]:
+        get = self.sinks.get
+        to_library = self._to_library
+        generic = msg_id == b"45"
+
+        def tick_generic(fields: list[bytes]) -> None:
+            # [45, version, reqId, tickType, value] tickGeneric / [46, ...] tickString:
+            # a line's (generic ticks, the last trade's timestamp) go to its stream's
+            # taps; anything else to the library as before
+            sink = get(fields[2])
+            if sink is None:
+                to_library(fields)
+            elif generic:
+                sink.generic(int(fields[3]), float(fields[4] or 0.0))
+            else:
+                sink.string(int(fields[3]), fields[4])
+
+        return tick_generic
+
+    def _to_library(self, fields: list[bytes]) -> None:
+        ib = self._ib
+        if ib is not None:
+            ib.client.decoder.interpret([f.decode(errors="replace") for f in fields[:-1]])
+
+
+def _not_computed(value: bytes, marker: float) -> float:
+    """A tickOptionComputation value; IB's "not computed" markers (-1 for vols and
+    prices, -2 for greeks, empty, or its unset double 1.797E308) become NaN."""
+    if not value:
+        return NAN
+    v = float(value)
+    return NAN if v == marker or not -1e300 < v < 1e300 else v
 
 
 def _from_str(

@@ -53,6 +53,7 @@ from ibhub.config import HubSettings
 from ibhub.ib.convert import to_ib_contract
 from ibhub.ib.lib import IB, RequestError, new_ib
 from ibhub.ib.liblog import demote_library_logs
+from ibhub.ib.option_queries import OptionQueries
 from ibhub.ib.queries import Queries, UpstreamDown
 from ibhub.ib.reader import TickReader
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, HistoricalTick, UpstreamState
@@ -189,6 +190,8 @@ class Upstream:
             self.reader.add_tap(msg_id, own)
         # Contract details and historical bars (ibhub.ib.queries).
         self.queries = Queries(settings, self.require, lambda: self.pacer)
+        # Option chains, IB's option model, symbol search (ibhub.ib.option_queries).
+        self.option_queries = OptionQueries(settings, self.require, self.queries)
         # Every request/order id handed out by this process is below this (see
         # _unique_req_ids): ids stay unique across sessions, whatever the library resets.
         self.req_id_floor = 0
@@ -583,8 +586,9 @@ class Upstream:
                 # one SMART book per instrument for every reader (hub/depth.py)
                 sub.stream.reset()
                 ib.client.reqMktDepth(req_id, contract, self.settings.depth_rows, True, [])
-            else:
-                ib.client.reqMktData(req_id, contract, "", False, False, [])
+            else:  # a plain line, or one with a generic tick list ("ticks+233,236")
+                generic = sub.kind[6:] if sub.kind.startswith("ticks+") else ""
+                ib.client.reqMktData(req_id, contract, generic, False, False, [])
         except ConnectionError:
             log.debug("could not request %s now: not connected", sub.topic)
             return

@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ibhub.sim.options import bs_price, model_vol, years_to_expiry
 from ibhub.tws.contracts import ContractFields, parse_c12
 
 __all__ = [
@@ -277,6 +278,16 @@ _FUTS: tuple[tuple[str, int, str, str, float, int], ...] = (
     ("NQ", 11004958, "E-mini NASDAQ 100", "20", 20800.0, 637534000),
 )
 _MONTH_CODES = "FGHJKMNQUVXZ"
+# option chains: underlying, its conId, its price, strikes, monthly expiries, conId base
+# (each expiry adds 10,000 to the base; a strike's call/put are base + 2i / 2i + 1)
+_OPTION_CHAINS: tuple[tuple[str, int, float, tuple[float, ...], int, int], ...] = (
+    ("SPY", 756733, 590.0, tuple(float(k) for k in range(550, 631, 5)), 3, 745_000_000),
+    ("AAPL", 265598, 190.0, tuple(float(k) for k in range(170, 211, 5)), 2, 745_100_000),
+)
+_LONG_NAMES = {"SPY": "SPDR S&P 500 ETF TRUST", "AAPL": "APPLE INC"}
+# options on the front ES future (FOP, CME, expiring with it)
+_ES_FOP_STRIKES = tuple(float(k) for k in range(5800, 6001, 50))
+_FOP_CON_ID_BASE = 745_200_000
 
 
 def third_friday(year: int, month: int) -> dt.date:
@@ -297,6 +308,14 @@ def front_quarter(today: dt.date) -> dt.date:
             year, month = year + 1, 1
 
 
+def quarterly_expiries(today: dt.date, n: int) -> list[dt.date]:
+    """The next ``n`` quarterly (H/M/U/Z) expiries that have not expired."""
+    out = [front_quarter(today)]
+    while len(out) < n:
+        out.append(front_quarter(out[-1]))
+    return out
+
+
 def option_expiry(today: dt.date) -> dt.date:
     """A monthly (third Friday) expiry at least two weeks out."""
     year, month = today.year, today.month
@@ -309,8 +328,17 @@ def option_expiry(today: dt.date) -> dt.date:
             year, month = year + 1, 1
 
 
+def option_expiries(today: dt.date, n: int) -> list[dt.date]:
+    """``n`` consecutive monthly expiries, the first at least two weeks out."""
+    out = [option_expiry(today)]
+    while len(out) < n:
+        out.append(option_expiry(out[-1] - dt.timedelta(days=13)))
+    return out
+
+
 def build_universe(today: dt.date | None = None) -> Universe:
-    """The default universe: US stocks and ETFs, ES/NQ front month, FX, SPY options."""
+    """The default universe: US stocks and ETFs, ES (four quarterly months) and NQ
+    (front month) futures, FX, SPY and AAPL option chains, options on the front ES."""
     today = today or dt.datetime.now(dt.UTC).date()
     out: list[Instrument] = []
     for sym, cid, prim, name, px, (ind, cat, sub) in _STOCKS:
@@ -328,21 +356,17 @@ def build_universe(today: dt.date | None = None) -> Universe:
             suggested_size_increment="0.01", head_timestamp="20050301 00:00:00",
             trades=False, category="Major",
         ))
-    expiry = front_quarter(today)
-    code = _MONTH_CODES[expiry.month - 1] + str(expiry.year % 10)
     for sym, und, name, mult, px, base in _FUTS:
-        out.append(Instrument(
-            con_id=base + (expiry.year % 100) * 12 + expiry.month, symbol=sym,
-            sec_type="FUT", last_trade_date=expiry.strftime("%Y%m%d"), strike=0.0,
-            right="", multiplier=mult, exchange="CME", primary_exchange="",
-            currency="USD", local_symbol=sym + code, trading_class=sym, min_tick=0.25,
-            long_name=name, start_price=px, market_name=sym, time_zone="US/Central",
-            valid_exchanges="CME,QBALGO", order_types=FUT_ORDER_TYPES, under_con_id=und,
-            under_symbol=sym, under_sec_type="IND", market_rule_id=67, lot=1,
-            max_spread_ticks=2, suggested_size_increment="1",
-            head_timestamp=(expiry - dt.timedelta(days=400)).strftime("%Y%m%d 23:00:00"),
-        ))
-    out.extend(_spy_options(option_expiry(today)))
+        # ES lists the quarterly cycle (four months, like the Gateway's chain); NQ only
+        # its front month, so `Future("NQ", exchange="CME")` still names one contract
+        expiries = quarterly_expiries(today, 4 if sym == "ES" else 1)
+        for n, expiry in enumerate(expiries):
+            out.append(_future(sym, und, name, mult, px * (1 + 0.01 * n), base, expiry))
+    front_es = next(i for i in out if i.symbol == "ES" and i.sec_type == "FUT")
+    out.extend(_futures_options(front_es, _ES_FOP_STRIKES, today))
+    for sym, und_id, spot, strikes, n_exp, base in _OPTION_CHAINS:
+        for n, expiry in enumerate(option_expiries(today, n_exp)):
+            out.extend(_options(sym, und_id, spot, strikes, expiry, base + n * 10_000, today))
     return Universe(out)
 
 
@@ -359,22 +383,64 @@ def _stock(sym: str, cid: int, prim: str, name: str, px: float, ind: str, cat: s
     )
 
 
-def _spy_options(expiry: dt.date) -> list[Instrument]:
+def _future(sym: str, und: int, name: str, mult: str, px: float, base: int,
+            expiry: dt.date) -> Instrument:
+    code = _MONTH_CODES[expiry.month - 1] + str(expiry.year % 10)
+    return Instrument(
+        con_id=base + (expiry.year % 100) * 12 + expiry.month, symbol=sym,
+        sec_type="FUT", last_trade_date=expiry.strftime("%Y%m%d"), strike=0.0,
+        right="", multiplier=mult, exchange="CME", primary_exchange="",
+        currency="USD", local_symbol=sym + code, trading_class=sym,
+        min_tick=0.25, long_name=name, start_price=round(px * 4) / 4,
+        market_name=sym, time_zone="US/Central", valid_exchanges="CME,QBALGO",
+        order_types=FUT_ORDER_TYPES, under_con_id=und, under_symbol=sym,
+        under_sec_type="IND", market_rule_id=67, lot=1, max_spread_ticks=2,
+        suggested_size_increment="1",
+        head_timestamp=(expiry - dt.timedelta(days=400)).strftime("%Y%m%d 23:00:00"),
+    )
+
+
+def _futures_options(fut: Instrument, strikes: Sequence[float],
+                     today: dt.date) -> list[Instrument]:
+    """Quarterly options on a future (FOP): a call and a put per strike, expiring with
+    the future, priced by the option model on the future's price."""
+    out = []
+    ymd = fut.last_trade_date
+    t = years_to_expiry(ymd, dt.datetime.combine(today, dt.time(14, 30), tzinfo=dt.UTC))
+    spot = fut.start_price
+    for i, strike in enumerate(strikes):
+        for j, right in enumerate("CP"):
+            fair = bs_price(right, spot, strike, t, model_vol(fut.symbol, strike, spot))
+            out.append(dataclasses.replace(
+                fut, con_id=_FOP_CON_ID_BASE + i * 2 + j, sec_type="FOP", strike=strike,
+                right=right, local_symbol=f"{fut.local_symbol} {right}{int(strike)}",
+                start_price=max(0.25, round(fair * 4) / 4), under_con_id=fut.con_id,
+                under_symbol=fut.symbol, under_sec_type="FUT", order_types=OPT_ORDER_TYPES,
+                valid_exchanges="CME", lot=5, market_rule_id=67,
+            ))
+    return out
+
+
+def _options(sym: str, und_id: int, spot: float, strikes: Sequence[float],
+             expiry: dt.date, base: int, today: dt.date) -> list[Instrument]:
+    """One expiry of a chain: a call and a put per strike, priced by the option model
+    (so the walks start where the model's greeks say they should)."""
     out = []
     ymd = expiry.strftime("%Y%m%d")
-    for i, strike in enumerate((570.0, 580.0, 590.0, 600.0, 610.0)):
+    t = years_to_expiry(ymd, dt.datetime.combine(today, dt.time(14, 30), tzinfo=dt.UTC))
+    for i, strike in enumerate(strikes):
         for j, right in enumerate("CP"):
-            intrinsic = max(0.0, 590.0 - strike) if right == "C" else max(0.0, strike - 590.0)
+            fair = bs_price(right, spot, strike, t, model_vol(sym, strike, spot))
             out.append(Instrument(
-                con_id=745000000 + (expiry.toordinal() % 10000) * 100 + i * 2 + j,
-                symbol="SPY", sec_type="OPT", last_trade_date=ymd, strike=strike,
+                con_id=base + i * 2 + j,
+                symbol=sym, sec_type="OPT", last_trade_date=ymd, strike=strike,
                 right=right, multiplier="100", exchange="SMART", primary_exchange="",
                 currency="USD",
-                local_symbol=f"SPY   {ymd[2:]}{right}{int(strike * 1000):08d}",
-                trading_class="SPY", min_tick=0.01, long_name="SPDR S&P 500 ETF TRUST",
-                start_price=round(intrinsic + 6.5, 2), market_name="SPY",
+                local_symbol=f"{sym:<6}{ymd[2:]}{right}{int(strike * 1000):08d}",
+                trading_class=sym, min_tick=0.01, long_name=_LONG_NAMES[sym],
+                start_price=max(0.05, round(fair, 2)), market_name=sym,
                 valid_exchanges=OPT_EXCHANGES, order_types=OPT_ORDER_TYPES,
-                under_con_id=756733, under_symbol="SPY", under_sec_type="STK",
+                under_con_id=und_id, under_symbol=sym, under_sec_type="STK",
                 market_rule_id=32, lot=10, max_spread_ticks=5,
                 suggested_size_increment="1",
                 head_timestamp=(expiry - dt.timedelta(days=120)).strftime("%Y%m%d 14:30:00"),
@@ -403,7 +469,7 @@ def trading_hours(inst: Instrument, today: dt.date, days: int = 7) -> tuple[str,
         elif inst.sec_type == "OPT":
             trading.append(f"{ymd}:0930-{ymd}:1600")
             liquid.append(f"{ymd}:0930-{ymd}:1600")
-        elif inst.sec_type == "FUT":
+        elif inst.sec_type in ("FUT", "FOP"):
             trading.append(f"{prev}:1700-{ymd}:1600")
             liquid.append(f"{ymd}:0830-{ymd}:1500")
         else:  # CASH
@@ -424,7 +490,7 @@ def contract_details_fields(req_id: int, inst: Instrument, exchange: str = "",
     today = today or dt.datetime.now(dt.UTC).date()
     hours, liquid = trading_hours(inst, today)
     ltd = inst.last_trade_date
-    if inst.sec_type == "FUT":
+    if inst.sec_type in ("FUT", "FOP"):
         ltd = f"{ltd} 08:30 US/Central"
     elif inst.sec_type == "OPT":
         ltd = f"{ltd} 16:00 US/Eastern"

@@ -23,6 +23,7 @@ from ibhub.sim.contracts import Universe, build_universe
 from ibhub.sim.depth import DepthEngine
 from ibhub.sim.handlers import core_handlers
 from ibhub.sim.market import Market
+from ibhub.sim.option_requests import option_handlers
 from ibhub.sim.reference import NewsDesk, reference_handlers
 from ibhub.sim.session import ClientSession, Handler
 from ibhub.sim.streaming import SimSubscription, StreamEngine
@@ -69,6 +70,7 @@ class SimGateway:
         self.handlers.update(self.streams.handlers())
         self.handlers.update(self.depth.handlers())
         self.handlers.update(hist_ticks.handlers(self))
+        self.handlers.update(option_handlers())
         for msg_id in getattr(self.broker, "HANDLED", ()):
             self.handlers[msg_id] = self.broker.handle
         self.port: int = self.config.port

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from ibhub.sim import history, tickwire
 from ibhub.sim.contracts import Instrument, parse_c12
+from ibhub.sim.extra_ticks import ExtraTicks, parse_generic_ticks
 from ibhub.sim.handlers import NO_SECURITY
 from ibhub.sim.market import QUOTE, Walk
 from ibhub.sim.replay import ReplayWalk
@@ -62,8 +63,8 @@ class SimSubscription:
 
 
 class _Sub:
-    __slots__ = ("bar", "con_id", "delayed", "hist", "inst", "kind", "plen", "prefix",
-                 "req_id", "session", "slen", "sprefix", "tbt_type", "what")
+    __slots__ = ("bar", "con_id", "delayed", "extra", "hist", "inst", "kind", "plen",
+                 "prefix", "req_id", "session", "slen", "sprefix", "tbt_type", "what")
 
     def __init__(self, session: ClientSession, req_id: int, inst: Instrument, kind: str) -> None:
         self.session = session
@@ -84,6 +85,7 @@ class _Sub:
         self.what = "TRADES"
         self.bar: list[float] | None = None  # rt bars: open, high, low, close, vol, pv, count
         self.hist: history.HistRequest | None = None
+        self.extra: ExtraTicks | None = None  # option greeks, generic ticks (mkt only)
 
     def public(self) -> SimSubscription:
         return SimSubscription(self.session.client_id, self.req_id, self.con_id,
@@ -161,6 +163,9 @@ class StreamEngine:
         self._subs[(sub.session, sub.req_id)] = sub
         self._by_con.setdefault(sub.con_id, []).append(sub)
         self.market.acquire(sub.con_id)
+        if sub.extra is not None and sub.extra.option:
+            # the underlying walks while its option is watched: greeks follow it
+            self.market.acquire(sub.inst.under_con_id)
 
     def _remove(self, sub: _Sub) -> None:
         if self._subs.pop((sub.session, sub.req_id), None) is None:
@@ -171,6 +176,8 @@ class StreamEngine:
             if not subs:
                 del self._by_con[sub.con_id]
         self.market.release(sub.con_id)
+        if sub.extra is not None and sub.extra.option:
+            self.market.release(sub.inst.under_con_id)
 
     def _cancel(self, session: ClientSession, req_id: int, kinds: tuple[str, ...]) -> bool:
         sub = self._subs.get((session, req_id))
@@ -223,13 +230,18 @@ class StreamEngine:
         generic = f[idx] if idx < len(f) else ""
         snapshot = idx + 1 < len(f) and f[idx + 1] == "1"
         regulatory = idx + 2 < len(f) and f[idx + 2] == "1"
-        if generic:
-            log.debug("reqMktData %d: generic ticks %r are not simulated; ignored", req_id,
-                      generic)
+        try:
+            ids = parse_generic_ticks(generic, inst)
+        except ValueError as exc:
+            raise RequestError(321, f"Error validating request.-'bN' : cause - {exc}") from None
         self._check_new(s, req_id, line=not (snapshot or regulatory))
         sub = _Sub(s, req_id, inst, MKT)
         walk = self.market.walk(inst.con_id)
         s.write_raw(tickwire.initial_block(inst, walk, req_id, sub.delayed))
+        if ExtraTicks.wanted(inst, ids):
+            sub.extra = ExtraTicks(self.market, self.gateway.universe, inst, req_id, ids,
+                                   sub.delayed)
+            s.write_raw(sub.extra.initial(walk))
         if snapshot or regulatory:
             s.send(57, 1, req_id)
             return
@@ -429,10 +441,15 @@ class StreamEngine:
                     parts += (_pack(pl + len(t[0])), p, t[0],
                               _pack(sub.slen + len(t[1])), sp, t[1])
                     if stamp_ts:
-                        body = b"46\x006\x00" + str(sub.req_id).encode() + b"\x0045\x00" + \
+                        body = b"46\x006\x00" + str(sub.req_id).encode() + \
+                            (b"\x0088\x00" if sub.delayed else b"\x0045\x00") + \
                             str(now_s).encode() + b"\0"
                         parts += (_pack(len(body)), body)
                         count += 1
+                if sub.extra is not None:
+                    more = sub.extra.on_event(w, ev)
+                    if more:
+                        parts.append(more)
                 count += 2
             else:  # TBT
                 tail = tickwire.tbt_tail(w, ev, sub.tbt_type, now_s)

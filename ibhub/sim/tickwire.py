@@ -88,7 +88,8 @@ def initial_block(inst: Instrument, w: Walk, rid: int, delayed: bool) -> bytes:
              frame([1, 6, rid, t[9], w.price(w.start), 0, 0]),
              frame([1, 6, rid, t[10], w.price(w.open), 0, 0])]
     if inst.trades:
-        msgs.append(frame([46, 6, rid, 45, int(time.time())]))
+        # lastTimestamp: 45 live, 88 delayed
+        msgs.append(frame([46, 6, rid, 88 if delayed else 45, int(time.time())]))
     return b"".join(msgs)
 
 

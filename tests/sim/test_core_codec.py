@@ -70,21 +70,30 @@ def test_resolve_like_the_gateway() -> None:
     assert [i.con_id for i in u.resolve(q)] == [265598]
     assert [i.con_id for i in u.resolve(["265598"] + [""] * 11)] == [265598]
     assert u.resolve(ContractQuery(symbol="AAPL", currency="EUR")) == []
-    assert len(u.resolve(ContractQuery(symbol="SPY"))) == 11  # the ETF and 10 options
+    # the ETF and its chain: 3 monthly expiries x 17 strikes x call/put
+    assert len(u.resolve(ContractQuery(symbol="SPY"))) == 1 + 3 * 17 * 2
     assert u.resolve_one(ContractQuery(symbol="SPY")) is None  # ambiguous
     spy_calls = u.resolve(ContractQuery(symbol="SPY", sec_type="OPT", right="C"))
-    assert len(spy_calls) == 5 and {i.right for i in spy_calls} == {"C"}
-    [call] = u.resolve(["0", "SPY", "OPT", "", "590", "CALL", "100", "SMART", "", "USD", "",
-                        ""])
+    assert len(spy_calls) == 51 and {i.right for i in spy_calls} == {"C"}
+    front = min(i.last_trade_date for i in spy_calls)
+    [call] = u.resolve(["0", "SPY", "OPT", front, "590", "CALL", "100", "SMART", "", "USD",
+                        "", ""])
     assert call.local_symbol.startswith("SPY   ") and call.local_symbol.endswith("C00590000")
-    [es] = u.resolve(ContractQuery(symbol="ES", sec_type="FUT", exchange="CME"))
-    assert u.resolve(ContractQuery(symbol="ES", last_trade_date=es.last_trade_date[:6])) == [es]
+    es_months = u.resolve(ContractQuery(symbol="ES", sec_type="FUT", exchange="CME"))
+    assert len(es_months) == 4  # the quarterly cycle
+    es = min(es_months, key=lambda i: i.last_trade_date)
+    assert {int(i.last_trade_date[4:6]) % 3 for i in es_months} == {0}
+    assert u.resolve(ContractQuery(symbol="ES", sec_type="FUT",
+                                   last_trade_date=es.last_trade_date[:6])) == [es]
+    fops = u.resolve(ContractQuery(symbol="ES", sec_type="FOP"))
+    assert len(fops) == 10 and {i.under_con_id for i in fops} == {es.con_id}
+    assert {i.last_trade_date for i in fops} == {es.last_trade_date}
     assert u.resolve(ContractQuery(local_symbol=es.local_symbol)) == [es]
     assert u.resolve(ContractQuery(symbol="ES", exchange="SMART")) == []  # futures are not SMART
     [eur] = u.resolve(ContractQuery(symbol="EUR", sec_type="CASH", currency="USD",
                                     exchange="IDEALPRO"))
     assert eur.min_tick == 0.00005 and not eur.trades
-    assert len({i.con_id for i in u}) == len(u) >= 41
+    assert len({i.con_id for i in u}) == len(u) >= 160
 
 
 def test_parse_c12_errors_name_the_field() -> None:

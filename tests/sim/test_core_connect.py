@@ -49,7 +49,7 @@ async def test_several_clients_and_multiple_accounts() -> None:
 async def test_qualify_every_kind(sim: SimGateway) -> None:
     async with connected(sim) as ib:
         aapl = Stock("AAPL", "SMART", "USD")
-        es = Future("ES", exchange="CME")
+        es = ContFuture("ES", exchange="CME")
         eur = Forex("EURUSD")
         spy = Stock("SPY", "SMART", "USD")
         got = await ib.qualifyContractsAsync(aapl, es, eur, spy)
@@ -58,7 +58,12 @@ async def test_qualify_every_kind(sim: SimGateway) -> None:
         assert es.conId and es.multiplier == "50" and es.localSymbol.startswith("ES")
         assert eur.conId == 12087792 and eur.localSymbol == "EUR.USD"
         assert spy.conId == 756733
-        opt = Option("SPY", "", 590, "C", "SMART")
+        months = await ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
+        assert len(months) == 4 and es.conId in {d.contract.conId for d in months}
+        chain = await ib.reqContractDetailsAsync(Option("SPY", "", 590, "C", "SMART"))
+        front = min(d.contract.lastTradeDateOrContractMonth for d in chain)
+        assert len(chain) == 3  # one per monthly expiry
+        opt = Option("SPY", front, 590, "C", "SMART")
         details = await ib.reqContractDetailsAsync(opt)
         assert len(details) == 1
         cd = details[0]
@@ -67,7 +72,7 @@ async def test_qualify_every_kind(sim: SimGateway) -> None:
         sessions = cd.tradingSessions()
         assert sessions and sessions[0].start < sessions[0].end
         puts = await ib.reqContractDetailsAsync(Option("SPY", right="P", exchange="SMART"))
-        assert len(puts) == 5  # the whole chain for one expiry
+        assert len(puts) == 3 * 17  # the whole chain: 3 expiries x 17 strikes
         cont = ContFuture("NQ", "CME")
         await ib.qualifyContractsAsync(cont)
         nq = Future("NQ", exchange="CME")

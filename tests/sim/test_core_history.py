@@ -9,7 +9,7 @@ import pytest
 
 from ibhub.sim import SimConfig, SimGateway
 from tests.helpers import wait_until
-from tests.ibclient import CLIENT_ONLY_WARNINGS, Forex, Future, Stock
+from tests.ibclient import CLIENT_ONLY_WARNINGS, ContFuture, Forex, Stock
 from tests.sim.core_support import connected
 
 END = "20240306 16:00:00 US/Eastern"  # a Wednesday
@@ -79,7 +79,7 @@ async def test_deterministic_and_consistent(sim: SimGateway) -> None:
 async def test_midpoint_bid_ask_and_fx(sim: SimGateway) -> None:
     async with connected(sim) as ib:
         eur = Forex("EURUSD")
-        es = Future("ES", exchange="CME")
+        es = ContFuture("ES", exchange="CME")
         await ib.qualifyContractsAsync(eur, es)
         mid = await ib.reqHistoricalDataAsync(eur, END, "1 D", "1 hour", "MIDPOINT", False, 1)
         bid = await ib.reqHistoricalDataAsync(eur, END, "1 D", "1 hour", "BID", False, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 import zmq
 
@@ -100,7 +101,9 @@ def test_one_read_of_ticks_is_one_batch_with_consecutive_seq(pubsub) -> None:
     stream.size(8, 123456.0)  # volume
     stream.size(0, 300.0)  # bid size changed
     stream.size(0, 300.0)  # repeated size: nothing new, no event
-    stream.price(6, 191.0, 0.0)  # high: not top of book, no event
+    stream.price(6, 191.0, 0.0)  # the session's high: a new value, an event
+    stream.price(6, 191.0, 0.0)  # the same high again: no event
+    stream.price(21, 1.0, 0.0)  # a tick type a Tick does not carry: no event
     stream.price(1, 190.0, 100.0)  # an unchanged bid price is still a new upstream tick
     assert not sub.poll(50)  # nothing leaves before the read is over
     fan.flush()
@@ -109,17 +112,46 @@ def test_one_read_of_ticks_is_one_batch_with_consecutive_seq(pubsub) -> None:
     assert topic == "tick.AAPL" and isinstance(batch, Ticks)
     ticks = batch.ticks
     assert all(isinstance(t, Tick) for t in ticks)
-    assert batch.seq == 1 and [t.seq for t in ticks] == [1, 2, 3, 4, 5, 6]
+    assert batch.seq == 1 and [t.seq for t in ticks] == [1, 2, 3, 4, 5, 6, 7]
     assert all(0 < t.ts <= batch.ts for t in ticks)
     first, last = ticks[0], ticks[-1]
     assert first.bid == 190.0 and first.bid_size == 100.0 and math.isnan(first.ask)
     assert (last.bid, last.ask, last.last) == (190.0, 190.02, 190.01)
     assert (last.bid_size, last.ask_size, last.last_size, last.volume) == (100.0, 200.0, 5.0,
                                                                            123456.0)
-    assert stream.ticks == 6 and stream.last_ts == last.ts
+    assert last.high == 191.0 and math.isnan(last.low) and last.greeks is None
+    assert stream.ticks == 7 and stream.last_ts == last.ts
     # The topic's last value is the last tick alone, as a plain Tick.
     _, seqs, raws = fan.snapshot("tick.AAPL")
-    assert seqs == [6] and wire.decode_event(bytes(raws[0])) == last
+    # (repr: the unknown open/low/close are NaN, which never equals itself)
+    assert seqs == [7] and repr(wire.decode_event(bytes(raws[0]))) == repr(last)
+
+
+def test_option_greeks_and_session_prices_ride_on_the_tick(pubsub) -> None:
+    fan, sub = pubsub
+    stream = fan.tick_stream("tick.7", info(7, "SPY", "OPT"))
+    seen: list[tuple[int, tuple[float, ...]]] = []
+
+    class Tap:  # the front door's view: every computation, before the filter
+        def greeks(self, tick_type: int, attrib: int, values: tuple[float, ...]) -> None:
+            seen.append((tick_type, values))
+
+        def price(self, tick_type: int, price: float, size: float) -> None:
+            seen.append((tick_type, (price,)))
+
+    stream.taps = (Tap(),)
+    model = (0.18, 0.52, 13.3, 0.0, 0.013, 0.77, -0.18, 590.0)
+    stream.greeks(10, 1, (0.17, 0.51, 13.2, 0.0, 0.013, 0.77, -0.18, 590.0))  # bid: taps only
+    stream.greeks(13, 1, model)
+    stream.price(75, 12.5, 0.0)  # a delayed close
+    fan.flush()
+    _, batch = recv(sub)
+    assert isinstance(batch, Ticks) and len(batch.ticks) == 2
+    first, second = batch.ticks
+    assert first.greeks is not None and tuple(msgspec.structs.astuple(first.greeks)) == model
+    assert first.greeks.delta == 0.52 and math.isnan(first.close)
+    assert second.close == 12.5 and second.greeks == first.greeks
+    assert [t for t, _ in seen] == [10, 13, 75]
 
 
 def test_a_lone_tick_is_a_plain_tick_and_each_instrument_its_own_message(pubsub) -> None:

@@ -55,7 +55,7 @@ def test_published_totals_survive_dropped_topics(pub: zmq.Socket[bytes]) -> None
     stream = fan.tick_stream(fan.topic_for(info, "ticks"), info)
     for i in range(5):
         stream.price(1, 100.0 + i, 1.0)
-    stream.price(9, 99.0, 0.0)  # close: not top of book, not published
+    stream.price(21, 99.0, 0.0)  # a tick type a Tick does not carry: not published
     fan.status("CONNECTED", "state", 0, "x", 0)
     fan.error("L1", 200, "no such contract", "", "tick.X")
     fan.error("L1", 200, "again", "", "tick.X")
