@@ -76,7 +76,7 @@ def test_readme_examples_run_twice(hub: tuple[dict[str, str], list[str]],
     assert [ln.split()[0] for ln in printed] == [ln.split()[0] for ln in shown], printed
 
     script = tmp_path / "trade.py"
-    script.write_text(block("python", "place_order"))
+    script.write_text(block("python", "OrderRejectedError"))  # the trading example
     leases = [ln.split("#")[0].strip() for ln in block("bash", "ibhub lease").splitlines()]
     for attempt in (1, 2):
         done = run([sys.executable, str(script)], env)
