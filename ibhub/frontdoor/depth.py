@@ -107,6 +107,11 @@ async def req_mkt_depth(market: MarketData, s: DownstreamSession, f: list[str]) 
         tap.book(stream.bids, stream.asks)
 
 
+#: mktDepthExchanges with no exchange: what a script gets when the Gateway cannot answer,
+#: so its request ends (ib_insync and ib_async wait for this reply, not for an error)
+EMPTY_EXCHANGES: list[object] = [80, 0]
+
+
 class DepthExchanges:
     """reqMktDepthExchanges: the Gateway's answer, asked once and kept."""
 
@@ -120,14 +125,18 @@ class DepthExchanges:
             ib = up.ib if up is not None and up.connected else None
             if ib is None:
                 s.send_error(-1, NOT_CONNECTED, "reqMktDepthExchanges: the hub is not "
-                                                "connected to the Gateway")
+                                                "connected to the Gateway; an empty answer "
+                                                "ends the request")
+                s.send_fields(EMPTY_EXCHANGES)  # an error on -1 ends nothing (idless.py)
                 return
             try:
                 async with asyncio.timeout(EXCHANGES_TIMEOUT):
                     found = await ib.reqMktDepthExchangesAsync()
             except (TimeoutError, ConnectionError) as exc:
                 s.send_error(-1, NOT_CONNECTED, f"reqMktDepthExchanges: no answer from the "
-                                                f"Gateway ({exc or 'timed out'})")
+                                                f"Gateway ({exc or 'timed out'}); an empty "
+                                                f"answer ends the request")
+                s.send_fields(EMPTY_EXCHANGES)
                 return
             fields: list[object] = [80, len(found)]
             for d in found:

@@ -40,11 +40,17 @@ def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
 
 
 _EVENT = (("topic", STR), ("seq", I64), ("ts", TS))
+#: IB's model greeks of an option tick (protocol.OptionComputation, in its field order);
+#: null for anything but an option, and until the Gateway computed them
+GREEKS = pa.struct([(name, F64) for name in (
+    "implied_vol", "delta", "opt_price", "pv_dividend", "gamma", "vega", "theta",
+    "und_price")])
 
 SCHEMAS: dict[str, pa.Schema] = {
     "ticks": _schema(*_EVENT, ("con_id", I64), ("symbol", STR), ("bid", F64), ("ask", F64),
                      ("last", F64), ("bid_size", F64), ("ask_size", F64),
-                     ("last_size", F64), ("volume", F64)),
+                     ("last_size", F64), ("volume", F64), ("open", F64), ("high", F64),
+                     ("low", F64), ("close", F64), ("greeks", GREEKS)),
     "bars": _schema(*_EVENT, ("con_id", I64), ("symbol", STR),
                     ("time", pa.timestamp("s", tz="UTC")), ("open", F64), ("high", F64),
                     ("low", F64), ("close", F64), ("volume", F64), ("wap", F64),

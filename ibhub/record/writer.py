@@ -45,6 +45,13 @@ class Buffer:
 CHUNK = 4096  # rows converted per step: each step holds the GIL for a few ms only
 
 
+def _tick_row(tick: Any) -> tuple[Any, ...]:
+    """A Tick's fields with its greeks (a struct or None) as a plain tuple for arrow."""
+    row = astuple(tick)
+    greeks = row[-1]
+    return row if greeks is None else (*row[:-1], astuple(greeks))
+
+
 def build_table(kind: str, topics: Sequence[str], rows: Sequence[Any]) -> pa.Table:
     """Rows of ``kind`` -> a table of its schema. ``rows`` are events (whose fields are
     the schema's after ``topic``) or row tuples that already start with the topic.
@@ -58,7 +65,8 @@ def build_table(kind: str, topics: Sequence[str], rows: Sequence[Any]) -> pa.Tab
         part = rows[start:start + CHUNK]
         if topics:
             columns: list[Any] = [topics[start:start + CHUNK],
-                                  *zip(*map(astuple, part), strict=True)]
+                                  *zip(*map(_tick_row if kind == "ticks" else astuple,
+                                            part), strict=True)]
         else:
             columns = list(zip(*part, strict=True))
         batches.append(pa.RecordBatch.from_arrays(

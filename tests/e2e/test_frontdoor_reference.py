@@ -117,5 +117,6 @@ async def test_idless_request_without_gateway_ends_with_empty_answer(
                      and not door_hub.upstream.connected, 5.0, "hub lost its session")
     async with asyncio.timeout(5):
         assert await ib.reqNewsProvidersAsync() == []
-    await wait_until(lambda: 504 in errors, 2.0, "504 on -1")
+        assert await ib.reqMktDepthExchangesAsync() == []  # frontdoor/depth.py, same rule
+    await wait_until(lambda: errors.count(504) == 2, 2.0, "504 on -1 for each")
     await hub_sim.open_port()
