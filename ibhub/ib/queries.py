@@ -17,7 +17,7 @@ from ibhub.config import HubSettings
 from ibhub.ib.convert import bar_to_bardata, details_to_info, to_ib_contract
 from ibhub.ib.lib import IB, RequestError
 from ibhub.protocol import BarData, ContractInfo, ContractSpec, HistoricalTick
-from ibhub.tws.pacing import Pacer, Priority
+from ibhub.tws.pacing import HistoricalRules, Pacer, Priority
 
 NAN = float("nan")
 
@@ -51,6 +51,49 @@ class Queries:
         self.settings = settings
         self._require = require
         self._pacer = pacer
+        # IB forbids an identical historical request within 15 s (the pacer would hold
+        # the second one that long): within that window the hub answers it with the
+        # first one's answer, which is what the Gateway would have sent, and a request
+        # identical to one in flight waits for that one instead of queueing its own.
+        self._identical_window = HistoricalRules().identical_interval
+        self._answers: dict[Any, tuple[float, Any]] = {}
+        self._in_flight: dict[Any, asyncio.Future[Any]] = {}
+
+    async def _historical(self, key: Any, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """``fetch()``'s answer, shared by identical requests in flight and reused for
+        IB's identical-request window (errors are never reused: a retry asks again)."""
+        now = time.monotonic()
+        found = self._answers.get(key)
+        if found is not None and now - found[0] < self._identical_window:
+            return found[1]
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled
+                return await self._historical(key, fetch)  # the first asker's was: ask
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            answer = await fetch()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            future.set_result(answer)
+            if len(self._answers) > 256:  # forget what can no longer be reused
+                horizon = now - self._identical_window
+                self._answers = {k: v for k, v in self._answers.items() if v[0] > horizon}
+            self._answers[key] = (time.monotonic(), answer)
+            return answer
+        finally:
+            del self._in_flight[key]
 
     async def _query(
         self,
@@ -131,22 +174,29 @@ class Queries:
                 timeout=timeout,
             )
 
-        try:
-            # IB's historical pacing (identical request within 15 s, 5 per contract in
-            # 2 s, 60 in 10 min) is honoured by waiting in the pacer, never by failing.
-            bars = await self._query(
-                request,
-                historical_key=(contract.con_id, end, duration, bar_size, what_to_show, use_rth),
-                historical_group=(contract.con_id, contract.exchange, what_to_show),
-                label=f"historical {contract.symbol} {duration} {bar_size}",
-            )
-        except RequestError as exc:
-            raise UpstreamRequestError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise UpstreamDown(_session_ended(exc)) from None
-        if not bars and time.monotonic() - started >= timeout * 0.99:
-            raise TimeoutError(f"no historical data within {timeout:g}s")
-        return [bar_to_bardata(b) for b in bars]
+        key = (contract.con_id, end, duration, bar_size, what_to_show, use_rth)
+
+        async def fetch() -> list[BarData]:
+            try:
+                # IB's historical pacing (identical request within 15 s, 5 per contract
+                # in 2 s, 60 in 10 min) is honoured by waiting in the pacer, never by
+                # failing; an identical request within 15 s is answered by _historical.
+                bars = await self._query(
+                    request,
+                    historical_key=key,
+                    historical_group=(contract.con_id, contract.exchange, what_to_show),
+                    label=f"historical {contract.symbol} {duration} {bar_size}",
+                )
+            except RequestError as exc:
+                raise UpstreamRequestError(exc.code, exc.message) from None
+            except ConnectionError as exc:
+                raise UpstreamDown(_session_ended(exc)) from None
+            if not bars and time.monotonic() - started >= timeout * 0.99:
+                raise TimeoutError(f"no historical data within {timeout:g}s")
+            return [bar_to_bardata(b) for b in bars]
+
+        answer: list[BarData] = await self._historical(key, fetch)
+        return answer
 
     async def historical_ticks(self, contract: ContractInfo, *, what_to_show: str, count: int,
                                start: str, end: str, use_rth: bool) -> list[HistoricalTick]:
@@ -158,19 +208,24 @@ class Queries:
             return asyncio.wait_for(ib.reqHistoricalTicksAsync(
                 to_ib_contract(contract), start, end, count, what_to_show, use_rth), timeout)
 
-        try:
-            ticks = await self._query(
-                request,
-                historical_key=(contract.con_id, "ticks", start, end, count, what_to_show,
-                                use_rth),
-                historical_group=(contract.con_id, contract.exchange, what_to_show),
-                label=f"historical ticks {contract.symbol} {what_to_show}",
-            )
-        except RequestError as exc:
-            raise UpstreamRequestError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise UpstreamDown(_session_ended(exc)) from None
-        return [_tick(t) for t in ticks]
+        key = (contract.con_id, "ticks", start, end, count, what_to_show, use_rth)
+
+        async def fetch() -> list[HistoricalTick]:
+            try:
+                ticks = await self._query(
+                    request,
+                    historical_key=key,
+                    historical_group=(contract.con_id, contract.exchange, what_to_show),
+                    label=f"historical ticks {contract.symbol} {what_to_show}",
+                )
+            except RequestError as exc:
+                raise UpstreamRequestError(exc.code, exc.message) from None
+            except ConnectionError as exc:
+                raise UpstreamDown(_session_ended(exc)) from None
+            return [_tick(t) for t in ticks]
+
+        answer: list[HistoricalTick] = await self._historical(key, fetch)
+        return answer
 
 
 def _tick(t: Any) -> HistoricalTick:

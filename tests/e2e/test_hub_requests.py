@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import msgspec
 import pytest
 import zmq
@@ -179,6 +182,33 @@ async def test_historical_bars(hub: HubServer, clients) -> None:
                                           duration="1 D", bar_size="7 parsecs"))
     assert isinstance(r, Error) and r.code == ErrorCode.IB_ERROR and r.ib_code > 0, r
     await still_serves(c)
+
+
+async def test_identical_historical_requests_are_answered_once(
+    hub: HubServer, hub_sim: SimGateway, clients
+) -> None:
+    """IB forbids an identical historical request within 15 s (the pacer would hold the
+    second that long): two at once share one upstream request, one just after reuses the
+    answer, a different one asks the Gateway (errors are never reused)."""
+    c = clients(hub.rpc_endpoint)
+
+    def bars(i: int, size: str = "1 hour") -> GetHistoricalBars:
+        return GetHistoricalBars(id=i, contract=ContractSpec(symbol="MSFT"), duration="1 D",
+                                 bar_size=size)
+
+    asked = hub_sim.request_counts[20]  # reqHistoricalData
+    first, second = await asyncio.gather(c.request(bars(1)), c.request(bars(2)))
+    started = time.monotonic()
+    third = await c.request(bars(3))
+    assert time.monotonic() - started < 2.0  # not held for IB's 15 s
+    assert all(isinstance(r, HistoricalBarsReply) for r in (first, second, third))
+    assert first.bars == second.bars == third.bars and first.bars  # type: ignore[union-attr]
+    assert hub_sim.request_counts[20] == asked + 1
+    other = await c.request(bars(4, "30 mins"))
+    assert isinstance(other, HistoricalBarsReply) and hub_sim.request_counts[20] == asked + 2
+    bad = await c.request(bars(5, "7 parsecs"))  # a refusal is not kept as an answer
+    assert isinstance(bad, Error) and bad.code == ErrorCode.IB_ERROR, bad
+    assert hub_sim.request_counts[20] == asked + 3
 
 
 async def test_raw_client_id_leases(make_hub, hub_sim: SimGateway, clients) -> None:
