@@ -11,11 +11,29 @@ Design decisions:
   kernel crash, not only a killed process (``NORMAL`` survives ``kill -9`` but can lose
   the last commits on power loss). Orders are money, and group commit (below) makes the
   fsync cost per *batch*, not per order, so FULL is affordable. Configurable.
-* **One writer thread with group commit.** SQLite calls block; running them on the event
-  loop would stall every tick for the fsync. :class:`JournalWriter` queues operations to
-  a thread that runs everything queued so far in one transaction (one fsync), then
-  resolves the waiting futures on the loop *in submission order*. Callers ``await`` the
-  write before replying, so "journal before reply" holds while the loop keeps serving.
+* **Group commit, SQL on the loop, fsync on a thread.** An fsync on the event loop
+  would stall every tick. :class:`JournalWriter` runs everything queued in one loop
+  turn as one transaction on the loop (a WAL append without fsync, tens of us) and
+  hands only the fsync to a thread; one fsync covers every commit before it, so
+  concurrent orders share it. It resolves the waiting futures on the loop *in
+  submission order*. Callers ``await`` the write before replying, so "journal before
+  reply" holds while the loop keeps serving.
+* **The fsync where a reply waits on it, not on the Gateway's echoes** (issue 19).
+  ``synchronous`` (``journal_sync``, FULL by default) applies to every commit that holds
+  a write someone awaits (:meth:`JournalWriter.write`: a new order before its
+  ``order_accepted``, a modification before its reply). Writes nobody waits on
+  (:meth:`JournalWriter.write_then`: the Gateway's order status, fills and commissions,
+  "sent" markers, audit notes) commit with ``updates_synchronous`` (``NORMAL`` by
+  default): in WAL mode that survives ``kill -9`` (the WAL is in the OS's page cache);
+  a power cut can lose the last such commits, never a prefix in between (WAL frames
+  are checksummed in sequence) and never an acknowledged order (its FULL commit
+  fsyncs the WAL, and with it every frame before it). What a power cut can lose is
+  the Gateway's to tell again: reconciliation at start-up reads open and completed
+  orders and the day's executions back (docs/orders.md). On the fill path this took
+  two to three fsyncs (the "sent" marker, the Submitted status, the fill itself:
+  0.6-2 ms each on this disk) off the time from the Gateway's execution to the
+  script's ``filled`` event (docs/performance.md). ``journal_sync_updates=FULL``
+  restores an fsync per commit.
 * **Each operation in its own SAVEPOINT**, so one failing operation (a constraint) fails
   only its own future, not the batch.
 * **Checkpoints off the commit path.** SQLite's automatic checkpoint runs inside the
@@ -40,8 +58,10 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -53,6 +73,12 @@ JOURNAL_FILE: Final = "orders.sqlite3"
 SCHEMA_VERSION: Final = 2
 CHECKPOINT_EVERY: Final = 100  # commits between background checkpoints (~5 pages each)
 BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~16 MB)
+# The fsync thread needs the GIL back when its fsync returns, to wake the loop; while
+# the loop thread runs Python (decoding a Gateway read), CPython hands the GIL over
+# only after the switch interval, 5 ms by default, and the order's ack waits for it.
+# A started writer lowers it to this (process-wide; the hub's other threads are C:
+# ZeroMQ's and libuv's). docs/performance.md, "Orders".
+SWITCH_INTERVAL: float = 0.0005
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -221,12 +247,24 @@ class Journal:
     """
 
     def __init__(
-        self, path: Path | str, *, synchronous: str = "FULL", readonly: bool = False
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        updates_synchronous: str | None = None,
+        readonly: bool = False,
     ) -> None:
-        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(
-                f"journal synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}"
-            )
+        """``synchronous``: the commits of durable batches (see :meth:`run_batch`);
+        ``updates_synchronous``: the others (None: the same)."""
+        for name, level in (("", synchronous), ("updates ", updates_synchronous)):
+            if level is not None and level.upper() not in ("FULL", "NORMAL", "EXTRA"):
+                raise ValueError(
+                    f"journal {name}synchronous must be FULL, NORMAL or EXTRA, not {level!r}"
+                )
+        self._sync = {True: synchronous.upper(),
+                      False: (updates_synchronous or synchronous).upper()}
+        self._sync_now = synchronous.upper()
+        self._wal_fd: int | None = None
         self.path = Path(path)
         if readonly:
             if not self.path.exists():
@@ -285,7 +323,39 @@ class Journal:
         return cls(Path(data_dir) / JOURNAL_FILE, **kwargs)
 
     def close(self) -> None:
+        self.close_wal()
         self._db.close()
+
+    def take_over_fsync(self) -> dict[bool, bool]:
+        """From now on commit at ``NORMAL`` (no fsync inside the commit); returns, for
+        durable and other batches, whether the caller must make the commit durable
+        itself with :meth:`sync_wal` (``JournalWriter``: the fsync off the loop)."""
+        need = {d: self._sync[d] in ("FULL", "EXTRA") for d in (True, False)}
+        self._sync = {True: "NORMAL", False: "NORMAL"}
+        return need
+
+    def sync_wal(self) -> None:
+        """fsync the WAL file: every commit made before the call survives a power cut
+        (what ``synchronous=FULL`` does inside each commit). Thread-safe against the
+        connection's writes (a file descriptor of its own)."""
+        wal = f"{self.path}-wal"
+        fd = self._wal_fd
+        if fd is not None and os.fstat(fd).st_ino != os.stat(wal).st_ino:
+            os.close(fd)  # the WAL was replaced (not while this connection is open)
+            fd = self._wal_fd = None
+        if fd is None:
+            fd = self._wal_fd = os.open(wal, os.O_RDONLY)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the WAL file's directory entry, once
+            finally:
+                os.close(dir_fd)
+        os.fsync(fd)
+
+    def close_wal(self) -> None:
+        fd, self._wal_fd = self._wal_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def set_autocheckpoint(self, pages: int) -> None:
         """Checkpoint inside a commit only once the WAL holds ``pages`` pages (0: never)."""
@@ -301,12 +371,19 @@ class Journal:
 
     # ---------------------------------------------------------------- transactions
 
-    def run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+    def run_batch(
+        self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]], durable: bool = True
+    ) -> list[Any]:
         """Run ``ops`` (``fn(self, *args)``: unbound ``Journal`` methods) in one transaction
-        (one commit, one fsync). Returns one result per op:
+        (one commit; with ``durable``, at ``synchronous``: one fsync with FULL; else at
+        ``updates_synchronous``). Returns one result per op:
         its return value, or the exception it raised (that op's changes are rolled back)."""
         results: list[Any] = []
         db = self._db
+        level = self._sync[durable]
+        if level != self._sync_now:  # a connection setting, outside any transaction
+            db.execute(f"PRAGMA synchronous={level}")
+            self._sync_now = level
         db.execute("BEGIN IMMEDIATE")
         try:
             for fn, args in ops:
@@ -447,24 +524,47 @@ def _order_from_row(row: Iterable[Any], columns: tuple[str, ...] = _ORDER_COLUMN
     return rec
 
 
-class _Stop:
-    pass
+# (fn, args, callback, durable): durable ops are awaited by someone (see the module doc)
+_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool]
 
 
-_STOP = _Stop()
-_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]]
+class _Batch:
+    """One commit's callbacks, released in commit order once the commit is as durable
+    as its writes asked (``synced``)."""
+
+    __slots__ = ("callbacks", "synced")
+
+    def __init__(self, callbacks: list[tuple[Callable[[Any], None], Any]], synced: bool) -> None:
+        self.callbacks = callbacks
+        self.synced = synced
 
 
 class JournalWriter:
-    """Runs journal writes on a dedicated thread with group commit (see module doc).
+    """Journal writes with group commit: SQL on the event loop, fsync on a thread.
 
-    Operations are unbound :class:`Journal` methods run against the writer's own
-    connection: ``await writer.write(Journal.insert_order, rec)`` returns the method's
-    result once it is committed and
-    raises ``JournalError`` if it was not. ``writer.write_then(fn, args, callback)``
-    is the callback form for synchronous code (upstream event handlers): ``callback(result)``
-    runs on the event loop after the commit, in submission order with every other write,
-    so events published from callbacks keep their order.
+    ``await writer.write(fn, *args)`` runs ``fn(journal, *args)`` (an unbound
+    :class:`Journal` method) and returns its result once it is committed *durably*
+    (``synchronous``, FULL by default: fsynced), raising ``JournalError`` if it was not.
+    ``writer.write_then(fn, args, callback)`` is the callback form for synchronous code
+    (upstream event handlers): ``callback(result)`` runs on the event loop once the write
+    is committed (at ``updates_synchronous``), in submission order with every other
+    write, so events published from callbacks keep their order.
+
+    How (issue 19; before, one thread ran the SQL and the fsync and woke the loop):
+
+    * Writes queued in one loop turn run in one transaction on the loop itself
+      (``loop.call_soon``), committed at ``synchronous=NORMAL``: a WAL append, 20-100 us
+      of CPU. That is the CPU the writer thread spent anyway, holding the GIL; what
+      the thread cost on top were two hand-offs (its wake-up, then
+      ``call_soon_threadsafe`` back) and a GIL it got only between the loop's Python
+      (up to CPython's 5 ms switch interval per statement while the loop decoded the
+      Gateway's read): 0.6-1.5 ms at the median from an execution to its commit.
+    * A commit that must be durable is fsynced by the ``ibhub-journal-sync`` thread
+      (``os.fsync`` of the WAL, what ``synchronous=FULL`` does inside the commit); one
+      fsync covers every commit before it, so orders placed while it runs share the
+      next one (group commit). The thread holds no GIL while it waits on the disk.
+    * Callbacks are released strictly in commit order: a commit that needs no fsync
+      but follows one still waiting for its fsync waits too.
     """
 
     def __init__(
@@ -479,29 +579,42 @@ class JournalWriter:
         self._factory = journal_factory
         self._max_batch = max_batch
         self._checkpoint_every = checkpoint_every
-        self._queue: queue.SimpleQueue[_Op | _Stop] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._journal: Journal | None = None
+        self._fsync_needed = {True: False, False: False}
+        self._pending: list[_Op] = []
+        self._flush_scheduled = False
+        self._released: deque[_Batch] = deque()  # committed, callbacks not yet run
+        self._sync_requests: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._syncer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_due = threading.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
+        self._loop_thread = 0
         self.batches = 0  # commits so far (observability; tests)
         self.ops = 0
+        self.fsyncs = 0
         self.checkpoints = 0  # background checkpoints run
         self._since_checkpoint = 0  # commits since the last complete one
 
     async def start(self) -> None:
+        if SWITCH_INTERVAL and sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="ibhub-journal", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._ready.wait)
-        if self._open_error is not None:
-            raise JournalError(f"cannot open the order journal: {self._open_error}") from (
-                self._open_error
-            )
+        try:
+            journal = await asyncio.to_thread(self._factory)
+            if self._checkpoint_every > 0:
+                journal.set_autocheckpoint(BACKSTOP_PAGES)
+        except (sqlite3.Error, OSError, JournalError) as exc:
+            raise JournalError(f"cannot open the order journal: {exc}") from exc
+        self._fsync_needed = journal.take_over_fsync()
+        self._journal = journal
+        self._syncer = threading.Thread(
+            target=self._run_syncs, name="ibhub-journal-sync", daemon=True
+        )
+        self._syncer.start()
         if self._checkpoint_every > 0:
             self._checkpointer = threading.Thread(
                 target=self._run_checkpoints, name="ibhub-journal-checkpoint", daemon=True
@@ -509,27 +622,48 @@ class JournalWriter:
             self._checkpointer.start()
 
     async def stop(self) -> None:
-        """Finish every queued write, then close the database."""
-        if self._thread is None:
+        """Finish every queued write (and its fsync), then close the database."""
+        if self._journal is None:
             return
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+        while self._pending:
+            self._flush()
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            self._sync_requests.put(None)
+            await asyncio.to_thread(syncer.join)
+        self._release()
+        journal, self._journal = self._journal, None
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             self._stopping = True
             self._checkpoint_due.set()
             await asyncio.to_thread(checkpointer.join)
+        journal.close()
 
     def write_then(
         self,
         fn: Callable[..., T],
         args: tuple[Any, ...],
         callback: Callable[[T | BaseException], None],
+        *,
+        durable: bool = False,
     ) -> None:
-        if self._thread is None:
+        """Queue ``fn(journal, *args)``; ``callback(result)`` on the loop once committed.
+        Not ``durable`` (the default here): its commit uses ``updates_synchronous``
+        (module doc)."""
+        if self._journal is None or self._loop is None:
             raise JournalError("the journal writer is not running")
-        self._queue.put((fn, args, callback))
+        if threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._queue_op, (fn, args, callback, durable))
+            return
+        self._queue_op((fn, args, callback, durable))
+
+    def _queue_op(self, op: _Op) -> None:
+        self._pending.append(op)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -545,64 +679,98 @@ class JournalWriter:
             else:
                 fut.set_result(result)
 
-        self.write_then(fn, args, done)
+        self.write_then(fn, args, done, durable=True)
         return await fut
 
-    # ---------------------------------------------------------------- writer thread
+    # ---------------------------------------------------------------- on the loop
 
-    def _run(self) -> None:
-        try:
-            journal = self._factory()
-            if self._checkpoint_every > 0:
-                journal.set_autocheckpoint(BACKSTOP_PAGES)
-        except (sqlite3.Error, OSError, JournalError) as exc:
-            self._open_error = exc
-            self._ready.set()
+    def _flush(self) -> None:
+        """Commit what was queued (up to ``max_batch``) as one transaction."""
+        self._flush_scheduled = False
+        journal = self._journal
+        if journal is None or not self._pending:
             return
-        self._ready.set()
-        stopping = False
-        try:
-            while not stopping:
-                first = self._queue.get()
-                if isinstance(first, _Stop):
-                    break
-                batch = [first]
-                while len(batch) < self._max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(item, _Stop):
-                        stopping = True
-                        break
-                    batch.append(item)
-                self._commit(journal, batch)
-        finally:
-            journal.close()
-
-    def _commit(self, journal: Journal, batch: list[_Op]) -> None:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        if self._pending:  # the rest in the next turn: the loop serves between batches
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        durable = any(op[3] for op in batch)
         results: list[Any]
         try:
-            results = journal.run_batch([(fn, args) for fn, args, _ in batch])
-        except sqlite3.Error as exc:
+            results = journal.run_batch([(fn, args) for fn, args, _, _ in batch], durable)
+        except Exception as exc:  # sqlite3.Error, or a bug in an op: fail the batch
             log.error("order journal commit failed (%d writes lost): %s", len(batch), exc)
             results = [JournalError(f"journal commit failed: {exc}")] * len(batch)
+            durable = False  # nothing to make durable
         self.batches += 1
         self.ops += len(batch)
         self._since_checkpoint += 1
-        every = self._checkpoint_every
-        if every > 0 and self._since_checkpoint >= every and self._queue.empty():
-            self._checkpoint_due.set()
-        for (fn, _args, _cb), result in zip(batch, results, strict=True):
+        for (fn, _args, _cb, _d), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("journal %s failed: %s", getattr(fn, "__name__", fn), result)
-        callbacks = [(cb, result) for (_fn, _args, cb), result in zip(batch, results, strict=True)]
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(_run_callbacks, callbacks)
-        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
-            log.debug("journal batch finished after the event loop closed")
+        entry = _Batch(
+            [(op[2], result) for op, result in zip(batch, results, strict=True)],
+            synced=not self._fsync_needed[durable],
+        )
+        self._released.append(entry)
+        if not entry.synced:
+            self._sync_requests.put(entry)
+        self._release()
+        every = self._checkpoint_every
+        if every > 0 and self._since_checkpoint >= every and not self._pending:
+            self._checkpoint_due.set()
 
+    def _release(self) -> None:
+        """Run the callbacks of the oldest commits that are durable enough, in order."""
+        released = self._released
+        while released and released[0].synced:
+            _run_callbacks(released.popleft().callbacks)
+
+    def _synced(self, entries: list[_Batch], error: BaseException | None) -> None:
+        for entry in entries:
+            if error is not None:  # committed but not durable: the writers must not ack
+                failed = JournalError(f"journal fsync failed: {error}")
+                entry.callbacks = [(cb, failed) for cb, _ in entry.callbacks]
+            entry.synced = True
+        self._release()
+
+    # ---------------------------------------------------------------- fsync thread
+
+    def _run_syncs(self) -> None:
+        """fsync the WAL for every commit that asked, one fsync for all queued so far."""
+        journal = self._journal
+        assert journal is not None and self._loop is not None
+        stopping = False
+        while not stopping:
+            first = self._sync_requests.get()
+            entries = [] if first is None else [first]
+            stopping = first is None
+            while True:
+                try:
+                    more = self._sync_requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                else:
+                    entries.append(more)
+            if not entries:
+                continue
+            error: BaseException | None = None
+            try:
+                journal.sync_wal()
+                self.fsyncs += 1
+            except OSError as exc:
+                log.error("order journal fsync failed (%d commits not durable): %s",
+                          len(entries), exc)
+                error = exc
+            try:
+                self._loop.call_soon_threadsafe(self._synced, entries, error)
+            except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
+                log.debug("journal fsync finished after the event loop closed")
+        journal.close_wal()
 
     # ---------------------------------------------------------------- checkpoint thread
 

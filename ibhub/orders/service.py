@@ -77,6 +77,7 @@ class OrderSettings:
     pacer_queue_max: int = 1000  # requests waiting for the pacer, overall (own pacer)
     pacer_queue_per_lease: int = 50  # orders of one lease waiting for the pacer (own pacer)
     journal_sync: str = "FULL"
+    journal_sync_updates: str = "NORMAL"  # commits no reply waits on (journal module doc)
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
     # seconds an ended order waits in ib_insync's caches for missing executions or
     # commissions before it is pruned anyway (ibhub.ib.trade_cache); None: never prune
@@ -191,7 +192,8 @@ class OrderService:
             orders, fills = journal.orders(), journal.fills()
         finally:
             journal.close()
-        self.writer = JournalWriter(lambda: Journal.in_dir(data_dir, synchronous=s.journal_sync))
+        self.writer = JournalWriter(lambda: Journal.in_dir(
+            data_dir, synchronous=s.journal_sync, updates_synchronous=s.journal_sync_updates))
         await self.writer.start()
         if self._own_pacer:
             self.pacer.start()
