@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "config": "ibhub.cli.config:config",
     "top": "ibhub.cli.top:top",
     "keys": "ibhub.cli.keys:keys",
+    "record": "ibhub.cli.record:record",
 }
 
 

@@ -33,6 +33,7 @@ and recovers gaps from a snapshot (``sub.gaps`` counts them). Refusals raise
 """
 
 from ibhub.client.async_hub import AsyncHub
+from ibhub.client.batch import Batch, BatchSubscription, Tap
 from ibhub.client.contracts import contract_spec
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.orders import Fill, Order, OrderRejectedError
@@ -62,6 +63,8 @@ __all__ = [
     "AsyncHub",
     "Bar",
     "BarData",
+    "Batch",
+    "BatchSubscription",
     "BlockingSubscription",
     "ContractInfo",
     "ContractSpec",
@@ -83,6 +86,7 @@ __all__ = [
     "RejectReason",
     "StatusReply",
     "Subscription",
+    "Tap",
     "Tick",
     "contract_spec",
 ]

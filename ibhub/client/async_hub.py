@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import zmq.asyncio
 
 from ibhub import wire
+from ibhub.client.batch import Batch, BatchSubscription, Tap
 from ibhub.client.contracts import contract_spec, default_name
 from ibhub.client.curve import client_curve
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
@@ -176,6 +177,7 @@ class AsyncHub:
         self._keeper: LeaseKeeper | None = None
         self._tasks = TaskSet(log)
         self._orders: OrderTracker | None = None
+        self._taps: list[Tap] = []  # listen(): prefix taps, batches with gaps reported
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -239,6 +241,9 @@ class AsyncHub:
         if self._table is not None:
             self._table.end_all()
             self._table = None
+        for tap in self._taps:
+            tap._end()
+        self._taps = []
         await self._tasks.close()
         if self._stream is not None:
             await self._stream.close()
@@ -349,13 +354,34 @@ class AsyncHub:
         subscription's queue (``async for tick in sub``). The topic's last value, if
         the hub has one, is the first event (a late joiner starts from the snapshot).
         """
+        return await self._subscribe(Subscription, contract, kind, callback, queue_size, fields)
+
+    async def subscribe_batches(
+        self,
+        contract: str | int | ContractSpec,
+        *,
+        kind: str = "ticks",
+        callback: Callable[[Batch], Any] | None = None,
+        queue_size: int | None = None,
+        **fields: Any,
+    ) -> BatchSubscription:
+        """Like ``subscribe``, but ``callback`` (or ``async for``) receives a ``Batch``
+        per hub message: all its ticks, in order, with their sequence numbers
+        (client/batch.py). One Python call per message instead of one per tick."""
+        return await self._subscribe(BatchSubscription, contract, kind, callback, queue_size,
+                                     fields)
+
+    async def _subscribe(
+        self, factory: Callable[..., Any], contract: str | int | ContractSpec, kind: str,
+        callback: Callable[..., Any] | None, queue_size: int | None, fields: dict[str, Any],
+    ) -> Any:
         spec = contract_spec(contract, **fields)
         def build(lease: str) -> Subscribe:
             return Subscribe(id=0, lease=lease, contract=spec, kind=kind)
 
         keeper = self._lease_keeper()
         reply = expect(await self._upstream_call(lambda: keeper.request(build)), Subscribed)
-        sub = Subscription(
+        sub = factory(
             reply.topic, reply.contract, spec, kind, callback,
             self.queue_size if queue_size is None else queue_size,
             spawn=self._spawn, gaps=self._gaps_of, unsubscribe=self.unsubscribe,
@@ -371,6 +397,41 @@ class AsyncHub:
             if entry.latest is not None:
                 sub._deliver(entry.latest)
         return sub
+
+    async def listen(
+        self,
+        prefix: str,
+        callback: Callable[[Batch], Any] | None = None,
+        *,
+        queue_size: int | None = None,
+        since: Mapping[str, int] | None = None,
+    ) -> Tap:
+        """Receive every event on topics starting with ``prefix`` (``"tick."``,
+        ``"bar."``, ``"order."``, ``"hub.status"``) as ``Batch``es, whoever subscribed
+        them: a passive tap for recorders and monitors (client/batch.py). It opens no
+        line at the hub and recovers nothing: a sequence jump is reported in the
+        batch's ``missed``. ``since`` seeds each topic's last sequence number seen
+        (what a restarted recorder had on disk), so a loss across a restart is
+        reported too. Close it with ``tap.close()``. From the blocking ``Hub``, give a
+        ``callback`` (it runs on the SDK thread)."""
+        if not prefix:
+            raise ValueError("listen() needs a topic prefix (e.g. 'tick.'); '' would be "
+                             "every topic the hub publishes")
+        stream = self._stream
+        if stream is None or self._table is None:
+            raise NotConnected()
+        tap = Tap(prefix, callback, self.queue_size if queue_size is None else queue_size,
+                  spawn=self._spawn, since=since, close=self._close_tap)
+        self._taps.append(tap)
+        stream.subscribe(prefix)
+        return tap
+
+    def _close_tap(self, tap: Tap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+            if self._stream is not None:
+                self._stream.unsubscribe(tap.prefix)
+        tap._end()
 
     async def unsubscribe(self, sub: Subscription) -> None:
         """End ``sub``; the last local subscription on a topic unsubscribes at the hub."""
@@ -692,6 +753,9 @@ class AsyncHub:
         return self._table.gaps_of(topic) if self._table is not None else 0
 
     def _on_event(self, topic: str, event: Event) -> None:
+        if self._taps:
+            for tap in self._taps:
+                tap.on_message(topic, event)
         if self._table is not None:
             self._table.on_event(topic, event)
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ibhub.client.async_hub import AsyncHub
+from ibhub.client.batch import Batch
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.orders import Order
 from ibhub.client.subscription import Subscription
@@ -115,11 +116,11 @@ class BlockingSubscription:
 
     def __init__(self, hub: Hub, maxsize: int) -> None:
         self._hub = hub
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize=max(1, maxsize))
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, maxsize))  # Event | Batch
         self._inner: Subscription | None = None
         self.dropped = 0
 
-    def _push(self, event: Event) -> None:
+    def _push(self, event: Any) -> None:
         """Runs on the SDK thread (the only producer): drop the oldest when full."""
         while True:
             try:
@@ -168,8 +169,9 @@ class BlockingSubscription:
     def last_error(self) -> ErrorEvent | None:
         return self.inner.last_error
 
-    def get(self, timeout: float | None = None) -> Event:
-        """The next event; ``HubTimeout`` after ``timeout`` s, ``StopIteration`` once closed."""
+    def get(self, timeout: float | None = None) -> Any:
+        """The next event (a ``Batch`` for ``subscribe_batches``); ``HubTimeout`` after
+        ``timeout`` s, ``StopIteration`` once closed."""
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -179,7 +181,7 @@ class BlockingSubscription:
             raise StopIteration
         return item
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
             try:
                 yield self.get()
@@ -373,11 +375,36 @@ class Hub:
 
     async def _subscribe(
         self, blocking: BlockingSubscription, contract: str | int | ContractSpec, kind: str,
-        sink: Callable[[Event], Any], fields: dict[str, Any],
+        sink: Callable[[Any], Any], fields: dict[str, Any], batches: bool = False,
     ) -> Subscription:
-        inner = await self.async_hub.subscribe(contract, kind=kind, callback=sink, **fields)
+        if batches:
+            inner: Subscription = await self.async_hub.subscribe_batches(
+                contract, kind=kind, callback=sink, **fields)
+        else:
+            inner = await self.async_hub.subscribe(contract, kind=kind, callback=sink, **fields)
         inner.on_close = blocking._ended  # set on the SDK thread before any event can end it
         return inner
+
+    # By hand, as ``subscribe``: ``for batch in sub`` reads ``Batch``es in the script's
+    # thread, or ``callback(batch)`` runs on the SDK thread.
+    def subscribe_batches(
+        self,
+        contract: str | int | ContractSpec,
+        *,
+        kind: str = "ticks",
+        callback: Callable[[Batch], Any] | None = None,
+        queue_size: int = 10_000,
+        **fields: Any,
+    ) -> BlockingSubscription:
+        """Like ``AsyncHub.subscribe_batches``; ``for batch in sub`` or ``sub.get()``."""
+        blocking = BlockingSubscription(self, queue_size)
+        sink = callback if callback is not None else blocking._push
+        blocking._inner = self._call(
+            self._subscribe(blocking, contract, kind, sink, fields, batches=True))
+        return blocking
+
+    # A tap's callback runs on the SDK thread (``for`` over a tap works on AsyncHub only).
+    listen = _blocking(AsyncHub.listen)
 
     # By hand: takes the ``BlockingSubscription`` that ``subscribe`` returned.
     def unsubscribe(self, sub: BlockingSubscription) -> None:

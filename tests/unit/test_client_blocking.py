@@ -126,7 +126,9 @@ async def test_methods_before_connect_raise_not_connected() -> None:
 
 # Written by hand in client/sync_hub.py (each says why there); everything else public in
 # AsyncHub is generated from it.
-HAND_WRITTEN = {"connect", "close", "is_connected", "stats", "subscribe", "unsubscribe"}
+HAND_WRITTEN = {
+    "connect", "close", "is_connected", "stats", "subscribe", "subscribe_batches", "unsubscribe",
+}
 
 
 def test_every_public_member_of_async_hub_has_its_blocking_counterpart() -> None:
