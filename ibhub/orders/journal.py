@@ -524,19 +524,27 @@ def _order_from_row(row: Iterable[Any], columns: tuple[str, ...] = _ORDER_COLUMN
     return rec
 
 
-# (fn, args, callback, durable): durable ops are awaited by someone (see the module doc)
-_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool]
+# (fn, args, callback, durable, committed): durable ops are awaited by someone (see the
+# module doc); ``committed(result)``, if any, runs right after the SQL commit, before
+# its fsync
+_Op = tuple[
+    Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool,
+    Callable[[Any], None] | None,
+]
 
 
 class _Batch:
     """One commit's callbacks, released in commit order once the commit is as durable
     as its writes asked (``synced``)."""
 
-    __slots__ = ("callbacks", "synced")
+    __slots__ = ("awaited", "callbacks", "synced")
 
-    def __init__(self, callbacks: list[tuple[Callable[[Any], None], Any]], synced: bool) -> None:
+    def __init__(
+        self, callbacks: list[tuple[Callable[[Any], None], Any]], synced: bool, awaited: bool
+    ) -> None:
         self.callbacks = callbacks
         self.synced = synced
+        self.awaited = awaited  # holds a durable write: someone awaits it to reply
 
 
 class JournalWriter:
@@ -586,6 +594,7 @@ class JournalWriter:
         self._flush_scheduled = False
         self._released: deque[_Batch] = deque()  # committed, callbacks not yet run
         self._releasing = False
+        self._deferred = False  # a _release is scheduled: the next turn runs the rest
         self._sync_requests: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._syncer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
@@ -633,7 +642,9 @@ class JournalWriter:
         if syncer is not None:
             self._sync_requests.put(None)
             await asyncio.to_thread(syncer.join)
-        self._release()
+        while self._released and self._released[0].synced:
+            self._deferred = False
+            self._release()
         journal, self._journal = self._journal, None
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
@@ -649,16 +660,20 @@ class JournalWriter:
         callback: Callable[[T | BaseException], None],
         *,
         durable: bool = False,
+        committed: Callable[[T | BaseException], None] | None = None,
     ) -> None:
         """Queue ``fn(journal, *args)``; ``callback(result)`` on the loop once committed.
         Not ``durable`` (the default here): its commit uses ``updates_synchronous``
-        (module doc)."""
+        (module doc). ``committed(result)``: called on the loop as soon as the SQL
+        commit returned (the write survives ``kill -9``), before its fsync; the order
+        manager sends an order upstream from there while the fsync runs."""
         if self._journal is None or self._loop is None:
             raise JournalError("the journal writer is not running")
+        op: _Op = (fn, args, callback, durable, committed)
         if threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._queue_op, (fn, args, callback, durable))
+            self._loop.call_soon_threadsafe(self._queue_op, op)
             return
-        self._queue_op((fn, args, callback, durable))
+        self._queue_op(op)
 
     def _queue_op(self, op: _Op) -> None:
         self._pending.append(op)
@@ -708,7 +723,7 @@ class JournalWriter:
         durable = any(op[3] for op in batch)
         results: list[Any]
         try:
-            results = journal.run_batch([(fn, args) for fn, args, _, _ in batch], durable)
+            results = journal.run_batch([(op[0], op[1]) for op in batch], durable)
         except Exception as exc:  # sqlite3.Error, or a bug in an op: fail the batch
             log.error("order journal commit failed (%d writes lost): %s", len(batch), exc)
             results = [JournalError(f"journal commit failed: {exc}")] * len(batch)
@@ -716,12 +731,19 @@ class JournalWriter:
         self.batches += 1
         self.ops += len(batch)
         self._since_checkpoint += 1
-        for (fn, _args, _cb, _d), result in zip(batch, results, strict=True):
+        for op, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("journal %s failed: %s", getattr(fn, "__name__", fn), result)
+                log.warning("journal %s failed: %s", getattr(op[0], "__name__", op[0]), result)
+            hook = op[4]
+            if hook is not None:
+                try:
+                    hook(result)
+                except Exception:
+                    log.exception("journal commit hook failed")
         entry = _Batch(
             [(op[2], result) for op, result in zip(batch, results, strict=True)],
             synced=not self._fsync_needed[durable],
+            awaited=durable,
         )
         self._released.append(entry)
         if not entry.synced:
@@ -735,15 +757,28 @@ class JournalWriter:
         """Run the callbacks of the oldest commits that are durable enough, in order.
         A callback may write again (committed at once): its callbacks then run after
         the rest of this commit's, from the loop below, not from inside."""
-        if self._releasing:
+        if self._releasing or self._deferred:
             return
         self._releasing = True
         released = self._released
         try:
             while released and released[0].synced:
-                _run_callbacks(released.popleft().callbacks)
+                entry = released.popleft()
+                _run_callbacks(entry.callbacks)
+                if entry.awaited and released and released[0].synced:
+                    # The tasks that awaited this commit (an order's placement) run
+                    # first, so its reply goes out (and the front door binds its ids)
+                    # before the events of later commits (the Gateway's reports on it).
+                    self._deferred = True
+                    assert self._loop is not None
+                    self._loop.call_soon(self._release_deferred)
+                    break
         finally:
             self._releasing = False
+
+    def _release_deferred(self) -> None:
+        self._deferred = False
+        self._release()
 
     def _synced(self, entries: list[_Batch], error: BaseException | None) -> None:
         for entry in entries:
