@@ -6,9 +6,13 @@ and stamps each order with ``time.perf_counter_ns`` (CLOCK_MONOTONIC: one clock 
 every process on the host) at each stage of the ack path:
 
     client send -> ROUTER receive -> RPC task spawned -> OrderManager.place starts ->
-    journal queue.put -> writer thread commit start -> commit end (fsync) ->
-    place resumes on the loop -> place returns -> reply send starts -> send returns
-    -> client has the reply
+    journal write queued -> SQL commit starts -> commit ends (on the loop, no fsync)
+    -> durable (the fsync thread is done) -> place returns -> reply send starts -> send
+    returns -> client has the reply
+
+and after the ack, the fill path: the send queued (at the SQL commit, while the fsync
+runs) -> placeOrder written upstream -> the first Gateway read after it -> execution
+decoded -> the fill's commit -> ``filled`` published -> the client has it.
 
 The hub side is timed by wrapping those methods *in the hub process of this script
 only* (the package is unchanged). Prints p50/p90/p99/max of each stage in us.
@@ -45,7 +49,7 @@ def _instrument() -> None:
 
     last_recv = [0]
     handle, spawn = requests.RpcServer._handle, requests.RpcServer._spawn
-    place, write = manager.OrderManager.place, journal.JournalWriter.write
+    place, write = manager.OrderManager.place, journal.JournalWriter.write_then
     run_batch, send = journal.Journal.run_batch, requests.RpcServer._send
 
     def _handle(self: Any, frames: list[bytes]) -> Any:
@@ -64,14 +68,16 @@ def _instrument() -> None:
         _mark("8 place returns")
         return reply
 
-    async def _write(self: Any, fn: Any, *args: Any) -> Any:
-        insert = fn.__name__ == "op_insert"
-        if insert:
-            _mark("4 journal put")
-        result = await write(self, fn, *args)
-        if insert:
-            _mark("7 place resumes")
-        return result
+    def _write(self: Any, fn: Any, args: Any, callback: Any, **kw: Any) -> Any:
+        if fn.__name__ != "op_insert" or not kw.get("durable"):
+            return write(self, fn, args, callback, **kw)
+        _mark("4 journal put")
+
+        def durable(result: Any) -> None:
+            _mark("7 durable (fsync done)")
+            callback(result)
+
+        return write(self, fn, args, durable, **kw)
 
     def _run_batch(self: Any, ops: list[Any], *rest: Any) -> list[Any]:
         t0 = time.perf_counter_ns()
@@ -101,7 +107,7 @@ def _instrument() -> None:
     requests.RpcServer._spawn = _spawn  # type: ignore[method-assign]
     requests.RpcServer._send = _send  # type: ignore[method-assign]
     manager.OrderManager.place = _place  # type: ignore[method-assign]
-    journal.JournalWriter.write = _write  # type: ignore[method-assign]
+    journal.JournalWriter.write_then = _write  # type: ignore[method-assign]
     journal.Journal.run_batch = _run_batch  # type: ignore[method-assign]
     _instrument_fill()  # wraps the wrappers above
 
@@ -263,7 +269,8 @@ def main() -> None:
     other = fill.pop("other commits", [])
     fill["0 client sends"] = sent
     fill["9 client has fill"] = filled
-    _chain(f"fill path (after the ack), journal_sync={args.journal_sync}", fill, sent, filled)
+    _chain(f"fill path (the send is queued at the SQL commit), journal_sync={args.journal_sync}",
+           fill, sent, filled)
     if other:
         print(f"{'status/sent commits (no fill, no insert)':>48} {_pct(other, 50) / 1e3:7.0f} "
               f"{_pct(other, 90) / 1e3:7.0f} {_pct(other, 99) / 1e3:7.0f} "
