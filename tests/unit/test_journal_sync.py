@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ import pytest
 from ibhub.orders.journal import JOURNAL_FILE, Journal, JournalError, JournalWriter
 from tests.helpers import wait_until
 from tests.unit.test_journal import rec
+
+
+def _seen(seen: list[str], what: str, _result: object) -> None:
+    seen.append(what)
 
 
 class GatedJournal(Journal):
@@ -30,9 +35,18 @@ class GatedJournal(Journal):
         super().sync_wal()
 
 
-def _gated(tmp_path: Path, **kw: str) -> tuple[type[GatedJournal], JournalWriter]:
-    cls = type("Gated", (GatedJournal,), {"gate": threading.Event(), "calls": 0})
-    return cls, JournalWriter(lambda: cls.in_dir(tmp_path, **kw), checkpoint_every=0)
+def _gated(
+    tmp_path: Path, synchronous: str = "FULL", updates_synchronous: str | None = None
+) -> tuple[type[GatedJournal], JournalWriter]:
+    class Gated(GatedJournal):
+        gate = threading.Event()
+        calls = 0
+
+    def factory() -> Journal:
+        return Gated(tmp_path / JOURNAL_FILE, synchronous=synchronous,
+                     updates_synchronous=updates_synchronous)
+
+    return Gated, JournalWriter(factory, checkpoint_every=0)
 
 
 def test_batch_sync_levels(tmp_path: Path) -> None:
@@ -67,7 +81,7 @@ async def test_fsync_only_where_a_reply_waits_and_in_order(tmp_path: Path) -> No
         cls.gate.set()
         # Writes nobody awaits: committed at once, no fsync.
         for i in range(1, 6):
-            writer.write_then(Journal.insert_order, (rec(i),), lambda _r, i=i: seen.append(f"u{i}"))
+            writer.write_then(Journal.insert_order, (rec(i),), partial(_seen, seen, f"u{i}"))
         assert seen == ["u1", "u2", "u3", "u4", "u5"]  # nothing queued before: at once
         assert cls.calls == 0 and writer.fsyncs == 0
         # 20 concurrent awaited writes share the fsyncs (group commit).
