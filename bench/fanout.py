@@ -112,6 +112,30 @@ class TickRecorder:
             self.hist.add(now // 1000 - int(s))
         self.hop.add((now - ev.ts) // 1000)
 
+    def on_batch(self, batch: Any) -> None:
+        """``on_tick`` for every tick of an SDK ``Batch``, in one call (batch mode)."""
+        now = time.time_ns()
+        t0, t1 = self.t0, self.t1
+        last, hist, hop = self._last, self.hist, self.hop
+        for ev in batch.events:
+            key = ev.con_id
+            seq = ev.seq
+            prev = last.get(key)
+            last[key] = seq
+            if now < t0 or now > t1:
+                continue
+            self.count += 1
+            if prev is not None and seq > prev + 1:
+                self.lost += seq - prev - 1
+            s = ev.bid_size
+            if ev.ask_size > s:
+                s = ev.ask_size
+            if ev.last_size > s:
+                s = ev.last_size
+            if s > STAMP_MIN:
+                hist.add(now // 1000 - int(s))
+            hop.add((now - ev.ts) // 1000)
+
     def on_stamp(self, now: int, size: float) -> None:
         """A direct reader's tick (``now`` ns, ``size`` its size field)."""
         if now < self.t0 or now > self.t1:
@@ -138,17 +162,11 @@ def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
         hub = AsyncHub(pub, rpc, name=f"bench-sdk-{idx}", request_timeout=30.0,
                        tick_bundle=bundle)
         await hub.connect()
-        on_tick = rec.on_tick
-
-        def on_batch(batch: Any) -> None:  # what a batch consumer does: walk the ticks
-            for ev in batch.events:
-                on_tick(ev)
-
         for cid in con_ids:
-            if batches:
-                await hub.subscribe_batches(cid, callback=on_batch)
+            if batches:  # one call per hub message; the recorder walks its ticks
+                await hub.subscribe_batches(cid, callback=rec.on_batch)
             else:
-                await hub.subscribe(cid, callback=on_tick)
+                await hub.subscribe(cid, callback=rec.on_tick)
         conn.send(("ready", None))
         rec.window(*await recv_async(conn))
         await recv_async(conn)  # "report"
