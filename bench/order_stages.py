@@ -10,8 +10,8 @@ every process on the host) at each stage of the ack path:
     -> durable (the fsync thread is done) -> place returns -> reply send starts -> send
     returns -> client has the reply
 
-and after the ack, the fill path: the send queued (at the SQL commit, while the fsync
-runs) -> placeOrder written upstream -> the first Gateway read after it -> execution
+and the fill path: the send queued (on the loop's turn after the reply) -> placeOrder
+written upstream -> the first Gateway read after it -> execution
 decoded -> the fill's commit -> ``filled`` published -> the client has it.
 
 The hub side is timed by wrapping those methods *in the hub process of this script
@@ -269,8 +269,7 @@ def main() -> None:
     other = fill.pop("other commits", [])
     fill["0 client sends"] = sent
     fill["9 client has fill"] = filled
-    _chain(f"fill path (the send is queued at the SQL commit), journal_sync={args.journal_sync}",
-           fill, sent, filled)
+    _chain(f"fill path, journal_sync={args.journal_sync}", fill, sent, filled)
     if other:
         print(f"{'status/sent commits (no fill, no insert)':>48} {_pct(other, 50) / 1e3:7.0f} "
               f"{_pct(other, 90) / 1e3:7.0f} {_pct(other, 99) / 1e3:7.0f} "

@@ -335,22 +335,20 @@ class Journal:
         return need
 
     def sync_wal(self) -> None:
-        """fsync the WAL file: every commit made before the call survives a power cut
-        (what ``synchronous=FULL`` does inside each commit). Thread-safe against the
-        connection's writes (a file descriptor of its own)."""
-        wal = f"{self.path}-wal"
+        """fdatasync the WAL file (what SQLite does inside a commit with
+        ``synchronous=FULL`` on Linux): every commit made before the call survives a
+        power cut. Thread-safe against the connection's writes (a descriptor of its own,
+        opened once: SQLite keeps the WAL file while a connection is open; the fsync
+        thread then needs the GIL only to wake and to report)."""
         fd = self._wal_fd
-        if fd is not None and os.fstat(fd).st_ino != os.stat(wal).st_ino:
-            os.close(fd)  # the WAL was replaced (not while this connection is open)
-            fd = self._wal_fd = None
         if fd is None:
-            fd = self._wal_fd = os.open(wal, os.O_RDONLY)
+            fd = self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)  # the WAL file's directory entry, once
             finally:
                 os.close(dir_fd)
-        os.fsync(fd)
+        _datasync(fd)
 
     def close_wal(self) -> None:
         fd, self._wal_fd = self._wal_fd, None
@@ -524,13 +522,8 @@ def _order_from_row(row: Iterable[Any], columns: tuple[str, ...] = _ORDER_COLUMN
     return rec
 
 
-# (fn, args, callback, durable, committed): durable ops are awaited by someone (see the
-# module doc); ``committed(result)``, if any, runs right after the SQL commit, before
-# its fsync
-_Op = tuple[
-    Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool,
-    Callable[[Any], None] | None,
-]
+# (fn, args, callback, durable): durable ops are awaited by someone (see the module doc)
+_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool]
 
 
 class _Batch:
@@ -660,16 +653,13 @@ class JournalWriter:
         callback: Callable[[T | BaseException], None],
         *,
         durable: bool = False,
-        committed: Callable[[T | BaseException], None] | None = None,
     ) -> None:
         """Queue ``fn(journal, *args)``; ``callback(result)`` on the loop once committed.
         Not ``durable`` (the default here): its commit uses ``updates_synchronous``
-        (module doc). ``committed(result)``: called on the loop as soon as the SQL
-        commit returned (the write survives ``kill -9``), before its fsync; the order
-        manager sends an order upstream from there while the fsync runs."""
+        (module doc)."""
         if self._journal is None or self._loop is None:
             raise JournalError("the journal writer is not running")
-        op: _Op = (fn, args, callback, durable, committed)
+        op: _Op = (fn, args, callback, durable)
         if threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._queue_op, op)
             return
@@ -734,12 +724,6 @@ class JournalWriter:
         for op, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("journal %s failed: %s", getattr(op[0], "__name__", op[0]), result)
-            hook = op[4]
-            if hook is not None:
-                try:
-                    hook(result)
-                except Exception:
-                    log.exception("journal commit hook failed")
         entry = _Batch(
             [(op[2], result) for op, result in zip(batch, results, strict=True)],
             synced=not self._fsync_needed[durable],
@@ -766,9 +750,9 @@ class JournalWriter:
                 entry = released.popleft()
                 _run_callbacks(entry.callbacks)
                 if entry.awaited and released and released[0].synced:
-                    # The tasks that awaited this commit (an order's placement) run
-                    # first, so its reply goes out (and the front door binds its ids)
-                    # before the events of later commits (the Gateway's reports on it).
+                    # The tasks that awaited this commit (an order's placement, a
+                    # modification) run first, so their replies go out (and the front
+                    # door binds its ids) before the events of later commits.
                     self._deferred = True
                     assert self._loop is not None
                     self._loop.call_soon(self._release_deferred)
@@ -851,6 +835,9 @@ class JournalWriter:
                     self._since_checkpoint = 0
         finally:
             journal.close()
+
+
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)  # macOS: no fdatasync
 
 
 def _run_callbacks(callbacks: list[tuple[Callable[[Any], None], Any]]) -> None:

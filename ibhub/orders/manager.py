@@ -14,13 +14,10 @@ the upstream side (:class:`OrderUpdates`, reached as ``book.updates``). For a ne
    ``max_order_delay`` seconds (what waits in the pacer ahead of it, at its rate), or
    whose lease already has its share of the queue, is refused at once with ``busy``
    rather than acknowledged and left waiting; the room is held while it is journaled.
-4. **Journal, then send; fsync, then reply.** The order (a bracket: parent and children
-   in one transaction) is committed before anything goes upstream; the send is queued on
-   the pacer at order priority as soon as the commit returns, while the journal's fsync
-   runs (``journal_sync=FULL``), and the reply (``PendingSubmit``) and the
-   ``acknowledged`` event go out only once the order is durable (issue 19; before, the
-   send waited for the fsync and the reply). What IB says next arrives as events on
-   ``order.<lease>``, after ``acknowledged`` (their commits follow the order's).
+4. **Journal, then send, then reply.** The order (a bracket: parent and children in one
+   transaction) is committed before anything goes upstream; the send is queued on the
+   pacer at order priority and the reply says ``PendingSubmit``. What IB says next
+   arrives as events on ``order.<lease>``.
 
 **Nothing about an order reaches the Gateway before the order itself.** Every send about
 one order family (a bracket's parent and legs, a child placed under a parent) carries
@@ -402,51 +399,15 @@ class OrderManager:
             slot.release()
             raise
         parent = recs[0]
-        loop = asyncio.get_running_loop()
-        pending: asyncio.Future[None] = loop.create_future()
+        pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         unsent = _Unsent(recs, {}, modify=False, reservation=slot)
-        unsent.fields = {r.order_id: self._fields(r, placing=True) for r in recs}
         for rec in recs:
             self.store.register(rec)
             self._in_flight(rec.order_id)
             self._unsent[rec.order_id] = unsent
         self._pending[parent.order_id] = pending
-        durable: asyncio.Future[Any] = loop.create_future()
-        queued = False
-        # The reply and the "acknowledged" events say what the order was when it was
-        # acknowledged (PendingSubmit): built before the send, whose reports change it.
-        accepted = self._accepted(req.id, parent, duplicate=False)
-        acks = [(rec, self.store.event(rec, "acknowledged")) for rec in recs]
-
-        def committed(result: Any) -> None:
-            # The insert is committed (it survives kill -9) and its fsync is under way:
-            # the order goes to the pacer now, so the Gateway works on it while the disk
-            # syncs (issue 19: this took the fsync and the reply's trip off the fill's
-            # path). A power cut before the fsync can lose the row, never the order:
-            # reconciliation adopts it back from the Gateway by its orderRef (owner and
-            # client order id), so a retry is still recognised.
-            nonlocal queued
-            if not isinstance(result, BaseException):
-                queued = True
-                self._queue_send(unsent)
-
-        def done(result: Any) -> None:
-            # Durable (or its fsync failed after the send was queued): "acknowledged"
-            # goes out here, in commit order, before any event a later commit carries
-            # (the Gateway's reports on this order are committed after this insert).
-            if queued or not isinstance(result, BaseException):
-                for rec, ev in acks:
-                    self.store.deliver(rec, ev)
-            if not durable.done():
-                durable.set_result(result)
-
         try:
-            self.store.writer.write_then(
-                op_insert, ([replace(r) for r in recs],), done, durable=True, committed=committed
-            )
-            result = await durable
-            if isinstance(result, BaseException) and not queued:
-                raise JournalError(str(result))
+            await self.store.writer.write(op_insert, [replace(r) for r in recs])
         except JournalError as exc:
             slot.release()
             for rec in recs:
@@ -460,22 +421,24 @@ class OrderManager:
                     RejectReason.INTERNAL, f"the order journal failed, nothing was sent: {exc}"
                 ),
             )
-        except BaseException:  # cancelled (hub stopping)
-            if not queued:  # nothing will queue this send
-                slot.release()
+        except BaseException:  # cancelled (hub stopping): nothing will queue this send
+            slot.release()
             raise
         finally:
             del self._pending[parent.order_id]
             pending.set_result(None)
-        if isinstance(result, BaseException):
-            log.error(
-                "order %d: the journal's fsync failed (%s) after it was committed and "
-                "queued upstream; accepted (a power cut could lose its journal row; "
-                "reconciliation adopts it back by its orderRef)",
-                parent.order_id,
-                result,
-            )
-        return accepted
+        for rec in recs:
+            self.store.deliver(rec, self.store.event(rec, "acknowledged"))
+        # The send runs on the loop's next turn, after the RPC task has put this reply
+        # on the socket: the reply needs only the journal commit, while a send costs
+        # 0.2-2 ms (ib_insync's placeOrder formats the whole Trade for its log) and sets
+        # the Gateway and ib_insync's order events competing for the CPU with the
+        # reply's trip to the script (docs/performance.md). The orders are in flight
+        # (``queued``) and unsent (``_unsent``) from registration, so reconciliation
+        # expects them and a cancel arriving before this send is queued withdraws them.
+        unsent.fields = {r.order_id: self._fields(r, placing=True) for r in recs}
+        asyncio.get_running_loop().call_soon(self._queue_send, unsent)
+        return self._accepted(req.id, parent, duplicate=False)
 
     def _room(self, caller: Caller, cost: int) -> Reservation | Refusal:
         """Room in the pacer for a place or modify of ``caller``, held until it is queued:

@@ -161,14 +161,15 @@ async def test_front_door_cancel_right_after_place(
     assert all(t.orderStatus.status == "Cancelled" for t in trades)
     assert all(r.status == "Cancelled" for r in recs)
     # The front door serves a connection's requests in order, so a cancelOrder read with
-    # its placeOrder is handled the moment the placement was answered. The placement is
-    # queued in the pacer as soon as its journal insert is committed, while the fsync
-    # runs, before that answer (issue 19), so the cancel withdraws it from the pacer's
-    # queue (``withdrawn`` counts those) unless the pacer's budget let it out at once.
+    # its placeOrder is handled the moment the placement was answered, before it was even
+    # queued in the pacer (the pacer never saw those it withdrew: ``withdrawn`` counts
+    # only queued items). All 24 messages are written before the hub reads, so normally
+    # all 12 are withdrawn like that and IB sees none.
     unsent = [r for r in recs if not r.sent]
     assert all(NOT_SENT in r.message for r in unsent)
     pacer = door_hub.pacer
     assert pacer is not None
+    in_the_window = len(unsent) - pacer.withdrawn
     print(f"{len(unsent)} of {BURST} withdrawn before they were sent, "
-          f"{pacer.withdrawn} of them from the pacer's queue")
-    assert unsent and pacer.withdrawn == len(unsent)
+          f"{in_the_window} of them before they were queued")
+    assert in_the_window >= 1
