@@ -407,7 +407,7 @@ class Journal:
         )
 
     # ---------------------------------------------------------------- operations
-    # Called inside run_batch (writer thread) or directly in autocommit mode (tests, tools).
+    # Called inside run_batch (the writer) or directly in autocommit mode (tests, tools).
 
     def insert_order(self, rec: OrderRecord, kind: str = "request") -> None:
         """Record a new order. Raises ``sqlite3.IntegrityError`` for a taken order id or

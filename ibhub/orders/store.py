@@ -51,7 +51,7 @@ EventSink = Callable[[str, Event], None]
 
 
 # --------------------------------------------------------------------------- journal ops
-# Compound operations run on the journal thread inside one SAVEPOINT each.
+# Compound operations run by the journal writer (on the loop) inside one SAVEPOINT each.
 
 
 def op_insert(j: Journal, recs: list[OrderRecord]) -> None:
