@@ -45,11 +45,11 @@ def _mark(name: str, t: int | None = None) -> None:
 def _instrument() -> None:
     """Wrap the ack path's methods with timestamps (this hub process only)."""
     from ibhub.hub import requests
-    from ibhub.orders import journal, manager
+    from ibhub.orders import journal, journal_writer, manager
 
     last_recv = [0]
     handle, spawn = requests.RpcServer._handle, requests.RpcServer._spawn
-    place, write = manager.OrderManager.place, journal.JournalWriter.write_then
+    place, write = manager.OrderManager.place, journal_writer.JournalWriter.write_then
     run_batch, send = journal.Journal.run_batch, requests.RpcServer._send
 
     def _handle(self: Any, frames: list[bytes]) -> Any:
@@ -107,7 +107,7 @@ def _instrument() -> None:
     requests.RpcServer._spawn = _spawn  # type: ignore[method-assign]
     requests.RpcServer._send = _send  # type: ignore[method-assign]
     manager.OrderManager.place = _place  # type: ignore[method-assign]
-    journal.JournalWriter.write_then = _write  # type: ignore[method-assign]
+    journal_writer.JournalWriter.write_then = _write  # type: ignore[method-assign]
     journal.Journal.run_batch = _run_batch  # type: ignore[method-assign]
     _instrument_fill()  # wraps the wrappers above
 
@@ -178,10 +178,10 @@ def _instrument_fill() -> None:
 def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: str) -> None:
     import os
 
-    from ibhub.orders import journal
+    from ibhub.orders import journal_writer
 
     if "IBHUB_BENCH_SWITCH_INTERVAL" in os.environ:  # 0: leave CPython's 5 ms
-        journal.SWITCH_INTERVAL = float(os.environ["IBHUB_BENCH_SWITCH_INTERVAL"])
+        journal_writer.SWITCH_INTERVAL = float(os.environ["IBHUB_BENCH_SWITCH_INTERVAL"])
     _instrument()
     logging.basicConfig(level=logging.WARNING)
 

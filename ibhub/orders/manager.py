@@ -48,7 +48,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from ibhub.orders.journal import JournalError, JournalWriter, OrderRecord
+from ibhub.orders.journal import JournalError, OrderRecord
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.port import (
     OrderFields,
     OrderUpstream,

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ibhub.orders.account import AccountBook
-from ibhub.orders.journal import Journal, JournalWriter, default_data_dir
+from ibhub.orders.journal import Journal, default_data_dir
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.manager import Caller, OrderHandler, OrderManager, UnknownContract
 from ibhub.orders.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
 from ibhub.orders.store import fanout_sink

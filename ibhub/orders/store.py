@@ -24,7 +24,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ibhub.orders.journal import FillRecord, Journal, JournalWriter, OrderRecord
+from ibhub.orders.journal import FillRecord, Journal, OrderRecord
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.port import UpstreamCommission, decode_algo_params
 from ibhub.protocol import (
     ORDER_OWNER_EXTERNAL,
