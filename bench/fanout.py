@@ -7,13 +7,16 @@ the simulator's rate, warms up, and measures a window of ``--duration`` seconds:
 
     python bench/fanout.py [--quick] [--duration 10] [--repeat 1]
                            [--rates 10000,50000,100000,flat] [--subs 1,8]
-                           [--modes sdk,bundle,raw,direct,tcp]
+                           [--modes sdk,bundle,batch,raw,direct,tcp]
 
 Modes (each subscriber is a separate process, on a stdlib asyncio loop):
 
 * ``sdk``: ``ibhub.client.AsyncHub``, one ``subscribe(con_id, callback=...)`` per instrument;
 * ``bundle``: the same SDK script with ``AsyncHub(tick_bundle=True)``: every tick
   arrives through ``bundle.tick``, one message per Gateway read (docs/protocol.md);
+* ``batch``: the SDK's batch mode, ``tick_bundle=True`` and
+  ``subscribe_batches(con_id, callback=...)``: one call per hub message, the callback
+  walks the batch's ticks (client/batch.py);
 * ``raw``: plain pyzmq SUB + DEALER with msgspec (hello, subscribe, heartbeat), no SDK;
 * ``direct``: the baseline, ib_insync ``IB.connectAsync`` to the simulator,
   ``reqMktData`` per instrument, ticks from ``pendingTickersEvent`` / ``ticker.ticks``;
@@ -67,7 +70,7 @@ from benchlib import (
 )
 
 FLAT = "flat"
-HUB_MODES = ("sdk", "bundle", "raw")  # subscribers of a hub; the others read the simulator
+HUB_MODES = ("sdk", "bundle", "batch", "raw")  # subscribers of a hub; the others read the simulator
 FLAT_PER_INSTRUMENT = 20_000.0  # events/s per instrument: ~1.6 M msgs/s offered
 STAMP_MIN = 1e15  # a stamped size is epoch microseconds; real sizes are far smaller
 
@@ -109,6 +112,30 @@ class TickRecorder:
             self.hist.add(now // 1000 - int(s))
         self.hop.add((now - ev.ts) // 1000)
 
+    def on_batch(self, batch: Any) -> None:
+        """``on_tick`` for every tick of an SDK ``Batch``, in one call (batch mode)."""
+        now = time.time_ns()
+        t0, t1 = self.t0, self.t1
+        last, hist, hop = self._last, self.hist, self.hop
+        for ev in batch.events:
+            key = ev.con_id
+            seq = ev.seq
+            prev = last.get(key)
+            last[key] = seq
+            if now < t0 or now > t1:
+                continue
+            self.count += 1
+            if prev is not None and seq > prev + 1:
+                self.lost += seq - prev - 1
+            s = ev.bid_size
+            if ev.ask_size > s:
+                s = ev.ask_size
+            if ev.last_size > s:
+                s = ev.last_size
+            if s > STAMP_MIN:
+                hist.add(now // 1000 - int(s))
+            hop.add((now - ev.ts) // 1000)
+
     def on_stamp(self, now: int, size: float) -> None:
         """A direct reader's tick (``now`` ns, ``size`` its size field)."""
         if now < self.t0 or now > self.t1:
@@ -125,7 +152,7 @@ class TickRecorder:
 
 
 def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx: int,
-                   bundle: bool = False) -> None:
+                   bundle: bool = False, batches: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     async def main() -> None:
@@ -136,7 +163,10 @@ def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
                        tick_bundle=bundle)
         await hub.connect()
         for cid in con_ids:
-            await hub.subscribe(cid, callback=rec.on_tick)
+            if batches:  # one call per hub message; the recorder walks its ticks
+                await hub.subscribe_batches(cid, callback=rec.on_batch)
+            else:
+                await hub.subscribe(cid, callback=rec.on_tick)
         conn.send(("ready", None))
         rec.window(*await recv_async(conn))
         await recv_async(conn)  # "report"
@@ -319,7 +349,8 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
                                                              for i in range(subs)])
                 else:
                     workers = start_workers(sdk_subscriber, [
-                        (hub.pub, hub.rpc, con_ids, i, mode == "bundle") for i in range(subs)])
+                        (hub.pub, hub.rpc, con_ids, i, mode in ("bundle", "batch"),
+                         mode == "batch") for i in range(subs)])
             else:
                 target = direct_subscriber if mode == "direct" else tcp_subscriber
                 workers = start_workers(target, [(sim.port, con_ids, 1 + i)
@@ -454,7 +485,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--rates", default="10000,50000,100000,flat")
     p.add_argument("--subs", default="1,8")
-    p.add_argument("--modes", default="sdk,bundle,raw,direct,tcp")
+    p.add_argument("--modes", default="sdk,bundle,batch,raw,direct,tcp")
     p.add_argument("--stamp", choices=["write", "slice"], default="write",
                    help="latency origin: the simulator's socket write (default) or the "
                         "start of its 10 ms slice (its native stamp, ~0.5-1 ms earlier)")

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ibhub.orders.journal import Journal, JournalWriter
+from ibhub.orders.journal import Journal
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.manager import Caller, OrderManager
 from ibhub.orders.port import OrderFields
 from ibhub.orders.risk import RiskGate, RiskLimits

@@ -6,9 +6,13 @@ and stamps each order with ``time.perf_counter_ns`` (CLOCK_MONOTONIC: one clock 
 every process on the host) at each stage of the ack path:
 
     client send -> ROUTER receive -> RPC task spawned -> OrderManager.place starts ->
-    journal queue.put -> writer thread commit start -> commit end (fsync) ->
-    place resumes on the loop -> place returns -> reply send starts -> send returns
-    -> client has the reply
+    journal write queued -> SQL commit starts -> commit ends (on the loop, no fsync)
+    -> durable (the fsync thread is done) -> place returns -> reply send starts -> send
+    returns -> client has the reply
+
+and the fill path: the send queued (on the loop's turn after the reply) -> placeOrder
+written upstream -> the first Gateway read after it -> execution
+decoded -> the fill's commit -> ``filled`` published -> the client has it.
 
 The hub side is timed by wrapping those methods *in the hub process of this script
 only* (the package is unchanged). Prints p50/p90/p99/max of each stage in us.
@@ -41,22 +45,22 @@ def _mark(name: str, t: int | None = None) -> None:
 def _instrument() -> None:
     """Wrap the ack path's methods with timestamps (this hub process only)."""
     from ibhub.hub import requests
-    from ibhub.orders import journal, manager
+    from ibhub.orders import journal, journal_writer, manager
 
     last_recv = [0]
     handle, spawn = requests.RpcServer._handle, requests.RpcServer._spawn
-    place, write = manager.OrderManager.place, journal.JournalWriter.write
+    place, write = manager.OrderManager.place, journal_writer.JournalWriter.write_then
     run_batch, send = journal.Journal.run_batch, requests.RpcServer._send
 
     def _handle(self: Any, frames: list[bytes]) -> Any:
         last_recv[0] = time.perf_counter_ns()
         return handle(self, frames)  # a coroutine before the add_reader RpcServer
 
-    def _spawn(self: Any, envelope: list[bytes], req: Any, fn: Any) -> None:
+    def _spawn(self: Any, envelope: list[bytes], req: Any, *rest: Any) -> None:
         if type(req).__name__ == "PlaceOrder":
             _mark("1 hub receive", last_recv[0])
             _mark("2 task spawned")
-        spawn(self, envelope, req, fn)
+        spawn(self, envelope, req, *rest)
 
     async def _place(self: Any, caller: Any, req: Any) -> Any:
         _mark("3 place starts")
@@ -64,18 +68,20 @@ def _instrument() -> None:
         _mark("8 place returns")
         return reply
 
-    async def _write(self: Any, fn: Any, *args: Any) -> Any:
-        insert = fn.__name__ == "op_insert"
-        if insert:
-            _mark("4 journal put")
-        result = await write(self, fn, *args)
-        if insert:
-            _mark("7 place resumes")
-        return result
+    def _write(self: Any, fn: Any, args: Any, callback: Any, **kw: Any) -> Any:
+        if fn.__name__ != "op_insert" or not kw.get("durable"):
+            return write(self, fn, args, callback, **kw)
+        _mark("4 journal put")
 
-    def _run_batch(self: Any, ops: list[Any]) -> list[Any]:
+        def durable(result: Any) -> None:
+            _mark("7 durable (fsync done)")
+            callback(result)
+
+        return write(self, fn, args, durable, **kw)
+
+    def _run_batch(self: Any, ops: list[Any], *rest: Any) -> list[Any]:
         t0 = time.perf_counter_ns()
-        results = run_batch(self, ops)
+        results = run_batch(self, ops, *rest)
         if any(getattr(fn, "__name__", "") == "op_insert" for fn, _ in ops):
             _mark("5 commit starts", t0)
             _mark("6 commit ends")
@@ -101,27 +107,99 @@ def _instrument() -> None:
     requests.RpcServer._spawn = _spawn  # type: ignore[method-assign]
     requests.RpcServer._send = _send  # type: ignore[method-assign]
     manager.OrderManager.place = _place  # type: ignore[method-assign]
-    journal.JournalWriter.write = _write  # type: ignore[method-assign]
+    journal_writer.JournalWriter.write_then = _write  # type: ignore[method-assign]
     journal.Journal.run_batch = _run_batch  # type: ignore[method-assign]
+    _instrument_fill()  # wraps the wrappers above
+
+
+FILL: dict[str, list[int]] = {}
+
+
+def _fmark(name: str, t: int | None = None) -> None:
+    FILL.setdefault(name, []).append(time.perf_counter_ns() if t is None else t)
+
+
+def _instrument_fill() -> None:
+    """Wrap the fill path's methods (after the ack) with timestamps: the send queued,
+    the placeOrder written upstream, the first Gateway read after it, the execution
+    decoded, the fill's journal commit, the ``filled`` event published."""
+    from ibhub.ib import reader
+    from ibhub.orders import journal, manager, store, updates
+
+    queue_send, write = manager.OrderManager._queue_send, manager.OrderManager._write
+    on_data, on_exec = reader.TickReader.on_socket_data, updates.OrderUpdates.on_execution
+    run_batch, deliver = journal.Journal.run_batch, store.OrderStore.deliver
+    waiting = [False]
+
+    def _queue_send(self: Any, unsent: Any) -> None:
+        _fmark("1 send queued")
+        queue_send(self, unsent)
+
+    def _write(self: Any, unsent: Any) -> None:
+        _fmark("2 upstream write")
+        write(self, unsent)
+        _fmark("3 upstream written")
+        waiting[0] = True
+
+    def _on_data(self: Any, data: bytes) -> None:
+        if waiting[0]:
+            waiting[0] = False
+            _fmark("4 first Gateway read")
+        on_data(self, data)
+
+    def _on_exec(self: Any, e: Any) -> bool:
+        _fmark("5 execution decoded")
+        return on_exec(self, e)
+
+    def _run_batch(self: Any, ops: list[Any], *rest: Any) -> list[Any]:
+        t0 = time.perf_counter_ns()
+        results = run_batch(self, ops, *rest)
+        names = [getattr(fn, "__name__", "") for fn, _ in ops]
+        if "op_fill" in names:
+            _fmark("6 fill commit starts", t0)
+            _fmark("7 fill commit ends")
+        if "op_update" in names and "op_fill" not in names and "op_insert" not in names:
+            FILL.setdefault("other commits", []).append(time.perf_counter_ns() - t0)
+        return results
+
+    def _deliver(self: Any, rec: Any, ev: Any) -> None:
+        deliver(self, rec, ev)
+        if getattr(ev, "kind", "") == "filled":
+            _fmark("8 filled published")
+
+    manager.OrderManager._queue_send = _queue_send  # type: ignore[method-assign]
+    manager.OrderManager._write = _write  # type: ignore[method-assign]
+    reader.TickReader.on_socket_data = _on_data  # type: ignore[method-assign]
+    updates.OrderUpdates.on_execution = _on_exec  # type: ignore[method-assign]
+    journal.Journal.run_batch = _run_batch  # type: ignore[method-assign]
+    store.OrderStore.deliver = _deliver  # type: ignore[method-assign]
 
 
 def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: str) -> None:
+    import os
+
+    from ibhub.orders import journal_writer
+
+    if "IBHUB_BENCH_SWITCH_INTERVAL" in os.environ:  # 0: leave CPython's 5 ms
+        journal_writer.SWITCH_INTERVAL = float(os.environ["IBHUB_BENCH_SWITCH_INTERVAL"])
     _instrument()
     logging.basicConfig(level=logging.WARNING)
 
     async def serve() -> None:
         async with order_hub(gateway_port, data_dir, journal_sync) as hub:
             STAGES.clear()
+            FILL.clear()
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-            conn.send(STAGES)
+            conn.send((STAGES, FILL))
 
     import uvloop
 
     uvloop.run(serve())
 
 
-def client(pub: str, rpc: str, n: int, interval: float) -> tuple[list[int], list[int]]:
+def client(pub: str, rpc: str, n: int,
+           interval: float) -> tuple[list[int], list[int], list[int]]:
     import zmq
 
     from ibhub.protocol import OrderAccepted, OrderEvent
@@ -130,6 +208,7 @@ def client(pub: str, rpc: str, n: int, interval: float) -> tuple[list[int], list
     c = WireClient(ctx, pub, rpc, "bench-order-stages")
     sent: list[int] = []
     acked: list[int] = []
+    filled: list[int] = []
     run = f"{time.time_ns()}"
     next_at = time.perf_counter()
     try:
@@ -149,6 +228,7 @@ def client(pub: str, rpc: str, n: int, interval: float) -> tuple[list[int], list
                 ev = c.event()
                 if isinstance(ev, OrderEvent) and ev.client_order_id == coid and \
                         ev.kind == "filled":
+                    filled.append(time.perf_counter_ns())
                     break
             if i % 10 == 0:
                 c.heartbeat()
@@ -158,7 +238,7 @@ def client(pub: str, rpc: str, n: int, interval: float) -> tuple[list[int], list
     finally:
         c.close()
         ctx.term()
-    return sent, acked
+    return sent, acked, filled
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -171,27 +251,43 @@ def main() -> None:
     p.add_argument("--orders", type=int, default=300)
     p.add_argument("--interval", type=float, default=0.06)
     p.add_argument("--journal-sync", default="FULL", choices=["FULL", "NORMAL"])
+    p.add_argument("--journal-sync-updates", choices=["FULL", "NORMAL"],
+                   help="commits no reply waits on (hub default NORMAL)")
     args = p.parse_args()
+    if args.journal_sync_updates:
+        args.journal_sync += "/" + args.journal_sync_updates
     logging.basicConfig(level=logging.WARNING)
     print(f"machine: {machine()}")
     print(f"command: python bench/order_stages.py {' '.join(sys.argv[1:])}")
     with HubProcess(hub_main, args.journal_sync) as h:
-        sent, acked = client(h.pub, h.rpc, args.orders, args.interval)
+        sent, acked, filled = client(h.pub, h.rpc, args.orders, args.interval)
         h.stop()
-        stages: dict[str, list[int]] = h.conn.recv()
+        stages, fill = h.conn.recv()
     stages["0 client sends"] = sent
     stages["11 client has reply"] = acked
+    _chain(f"ack path, journal_sync={args.journal_sync}", stages, sent, acked)
+    other = fill.pop("other commits", [])
+    fill["0 client sends"] = sent
+    fill["9 client has fill"] = filled
+    _chain(f"fill path, journal_sync={args.journal_sync}", fill, sent, filled)
+    if other:
+        print(f"{'status/sent commits (no fill, no insert)':>48} {_pct(other, 50) / 1e3:7.0f} "
+              f"{_pct(other, 90) / 1e3:7.0f} {_pct(other, 99) / 1e3:7.0f} "
+              f"{max(other) / 1e3:7.0f}  (n={len(other)})")
+
+
+def _chain(title: str, stages: dict[str, list[int]], start: list[int], end: list[int]) -> None:
     names = sorted(stages, key=lambda k: int(k.split()[0]))
     n = min(len(v) for v in stages.values())
-    print(f"\n{n} orders, journal_sync={args.journal_sync}; us per stage (p50 / p90 / p99 / max)")
+    print(f"\n{n} orders, {title}; us per stage (p50 / p90 / p99 / max)")
     for a, b in itertools.pairwise(names):
         ds = [(stages[b][i] - stages[a][i]) / 1e3 for i in range(n)]
         print(f"{a:>22} -> {b:<22} {_pct(ds, 50):7.0f} {_pct(ds, 90):7.0f} "
               f"{_pct(ds, 99):7.0f} {max(ds):7.0f}")
-    total = [(acked[i] - sent[i]) / 1e3 for i in range(n)]
-    print(f"{'total (client send -> reply)':>48} {_pct(total, 50):7.0f} {_pct(total, 90):7.0f} "
+    total = [(end[i] - start[i]) / 1e3 for i in range(n)]
+    print(f"{'total (client send -> ' + names[-1].split(' ', 2)[-1] + ')':>48} "
+          f"{_pct(total, 50):7.0f} {_pct(total, 90):7.0f} "
           f"{_pct(total, 99):7.0f} {max(total):7.0f}")
-
 
 if __name__ == "__main__":
     main()

@@ -44,15 +44,18 @@ async def order_hub(gateway_port: int, data_dir: str, journal_sync: str) -> Asyn
     """A started ``HubServer`` on the simulator with its order service reconciled.
 
     The hub attaches its order service itself (``settings.orders``); shared by this
-    script and ``order_stages.py``.
+    script and ``order_stages.py``. ``journal_sync``: "FULL", or "FULL/NORMAL" for
+    ``journal_sync`` / ``journal_sync_updates``.
     """
     from ibhub.config import HubSettings
     from ibhub.hub.server import HubServer
 
+    sync, _, updates = journal_sync.partition("/")
+    extra = {"journal_sync_updates": updates} if updates else {}
     settings = HubSettings(gateway_host="127.0.0.1", gateway_port=gateway_port,
                            pub=f"tcp://127.0.0.1:{free_port()}",
                            rpc=f"tcp://127.0.0.1:{free_port()}", http_port=0,
-                           data_dir=data_dir, journal_sync=journal_sync)
+                           data_dir=data_dir, journal_sync=sync, **extra)
     async with HubServer(settings) as hub:
         while not (hub.upstream and hub.upstream.connected and hub.orders):
             await asyncio.sleep(0.02)
@@ -359,7 +362,12 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--journal-sync", default="FULL", choices=["FULL", "NORMAL"],
                    help="the order journal's SQLite synchronous mode (hub default FULL)")
+    p.add_argument("--journal-sync-updates", choices=["FULL", "NORMAL"],
+                   help="commits no reply waits on (hub default NORMAL; FULL: the hub "
+                        "before issue 19)")
     args = p.parse_args()
+    if args.journal_sync_updates:
+        args.journal_sync += "/" + args.journal_sync_updates
     if args.quick:
         args.orders, args.burst_orders = 100, 100
     logging.basicConfig(level=logging.WARNING)

@@ -11,11 +11,29 @@ Design decisions:
   kernel crash, not only a killed process (``NORMAL`` survives ``kill -9`` but can lose
   the last commits on power loss). Orders are money, and group commit (below) makes the
   fsync cost per *batch*, not per order, so FULL is affordable. Configurable.
-* **One writer thread with group commit.** SQLite calls block; running them on the event
-  loop would stall every tick for the fsync. :class:`JournalWriter` queues operations to
-  a thread that runs everything queued so far in one transaction (one fsync), then
-  resolves the waiting futures on the loop *in submission order*. Callers ``await`` the
-  write before replying, so "journal before reply" holds while the loop keeps serving.
+* **Group commit, SQL on the loop, fsync on a thread.** An fsync on the event loop
+  would stall every tick. :class:`JournalWriter` runs everything queued in one loop
+  turn as one transaction on the loop (a WAL append without fsync, tens of us) and
+  hands only the fsync to a thread; one fsync covers every commit before it, so
+  concurrent orders share it. It resolves the waiting futures on the loop *in
+  submission order*. Callers ``await`` the write before replying, so "journal before
+  reply" holds while the loop keeps serving.
+* **The fsync where a reply waits on it, not on the Gateway's echoes** (issue 19).
+  ``synchronous`` (``journal_sync``, FULL by default) applies to every commit that holds
+  a write someone awaits (:meth:`JournalWriter.write`: a new order before its
+  ``order_accepted``, a modification before its reply). Writes nobody waits on
+  (:meth:`JournalWriter.write_then`: the Gateway's order status, fills and commissions,
+  "sent" markers, audit notes) commit with ``updates_synchronous`` (``NORMAL`` by
+  default): in WAL mode that survives ``kill -9`` (the WAL is in the OS's page cache);
+  a power cut can lose the last such commits, never a prefix in between (WAL frames
+  are checksummed in sequence) and never an acknowledged order (its FULL commit
+  fsyncs the WAL, and with it every frame before it). What a power cut can lose is
+  the Gateway's to tell again: reconciliation at start-up reads open and completed
+  orders and the day's executions back (docs/orders.md). On the fill path this took
+  two to three fsyncs (the "sent" marker, the Submitted status, the fill itself:
+  0.6-2 ms each on this disk) off the time from the Gateway's execution to the
+  script's ``filled`` event (docs/performance.md). ``journal_sync_updates=FULL``
+  restores an fsync per commit.
 * **Each operation in its own SAVEPOINT**, so one failing operation (a constraint) fails
   only its own future, not the batch.
 * **Checkpoints off the commit path.** SQLite's automatic checkpoint runs inside the
@@ -34,13 +52,10 @@ Design decisions:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
@@ -51,8 +66,6 @@ log = logging.getLogger(__name__)
 
 JOURNAL_FILE: Final = "orders.sqlite3"
 SCHEMA_VERSION: Final = 3
-CHECKPOINT_EVERY: Final = 100  # commits between background checkpoints (~5 pages each)
-BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~16 MB)
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -225,12 +238,24 @@ class Journal:
     """
 
     def __init__(
-        self, path: Path | str, *, synchronous: str = "FULL", readonly: bool = False
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        updates_synchronous: str | None = None,
+        readonly: bool = False,
     ) -> None:
-        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(
-                f"journal synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}"
-            )
+        """``synchronous``: the commits of durable batches (see :meth:`run_batch`);
+        ``updates_synchronous``: the others (None: the same)."""
+        for name, level in (("", synchronous), ("updates ", updates_synchronous)):
+            if level is not None and level.upper() not in ("FULL", "NORMAL", "EXTRA"):
+                raise ValueError(
+                    f"journal {name}synchronous must be FULL, NORMAL or EXTRA, not {level!r}"
+                )
+        self._sync = {True: synchronous.upper(),
+                      False: (updates_synchronous or synchronous).upper()}
+        self._sync_now = synchronous.upper()
+        self._wal_fd: int | None = None
         self.path = Path(path)
         if readonly:
             if not self.path.exists():
@@ -289,7 +314,37 @@ class Journal:
         return cls(Path(data_dir) / JOURNAL_FILE, **kwargs)
 
     def close(self) -> None:
+        self.close_wal()
         self._db.close()
+
+    def take_over_fsync(self) -> dict[bool, bool]:
+        """From now on commit at ``NORMAL`` (no fsync inside the commit); returns, for
+        durable and other batches, whether the caller must make the commit durable
+        itself with :meth:`sync_wal` (``JournalWriter``: the fsync off the loop)."""
+        need = {d: self._sync[d] in ("FULL", "EXTRA") for d in (True, False)}
+        self._sync = {True: "NORMAL", False: "NORMAL"}
+        return need
+
+    def sync_wal(self) -> None:
+        """fdatasync the WAL file (what SQLite does inside a commit with
+        ``synchronous=FULL`` on Linux): every commit made before the call survives a
+        power cut. Thread-safe against the connection's writes (a descriptor of its own,
+        opened once: SQLite keeps the WAL file while a connection is open; the fsync
+        thread then needs the GIL only to wake and to report)."""
+        fd = self._wal_fd
+        if fd is None:
+            fd = self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the WAL file's directory entry, once
+            finally:
+                os.close(dir_fd)
+        _datasync(fd)
+
+    def close_wal(self) -> None:
+        fd, self._wal_fd = self._wal_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def set_autocheckpoint(self, pages: int) -> None:
         """Checkpoint inside a commit only once the WAL holds ``pages`` pages (0: never)."""
@@ -305,12 +360,19 @@ class Journal:
 
     # ---------------------------------------------------------------- transactions
 
-    def run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+    def run_batch(
+        self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]], durable: bool = True
+    ) -> list[Any]:
         """Run ``ops`` (``fn(self, *args)``: unbound ``Journal`` methods) in one transaction
-        (one commit, one fsync). Returns one result per op:
+        (one commit; with ``durable``, at ``synchronous``: one fsync with FULL; else at
+        ``updates_synchronous``). Returns one result per op:
         its return value, or the exception it raised (that op's changes are rolled back)."""
         results: list[Any] = []
         db = self._db
+        level = self._sync[durable]
+        if level != self._sync_now:  # a connection setting, outside any transaction
+            db.execute(f"PRAGMA synchronous={level}")
+            self._sync_now = level
         db.execute("BEGIN IMMEDIATE")
         try:
             for fn, args in ops:
@@ -336,7 +398,7 @@ class Journal:
         )
 
     # ---------------------------------------------------------------- operations
-    # Called inside run_batch (writer thread) or directly in autocommit mode (tests, tools).
+    # Called inside run_batch (the writer) or directly in autocommit mode (tests, tools).
 
     def insert_order(self, rec: OrderRecord, kind: str = "request") -> None:
         """Record a new order. Raises ``sqlite3.IntegrityError`` for a taken order id or
@@ -451,195 +513,4 @@ def _order_from_row(row: Iterable[Any], columns: tuple[str, ...] = _ORDER_COLUMN
     return rec
 
 
-class _Stop:
-    pass
-
-
-_STOP = _Stop()
-_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]]
-
-
-class JournalWriter:
-    """Runs journal writes on a dedicated thread with group commit (see module doc).
-
-    Operations are unbound :class:`Journal` methods run against the writer's own
-    connection: ``await writer.write(Journal.insert_order, rec)`` returns the method's
-    result once it is committed and
-    raises ``JournalError`` if it was not. ``writer.write_then(fn, args, callback)``
-    is the callback form for synchronous code (upstream event handlers): ``callback(result)``
-    runs on the event loop after the commit, in submission order with every other write,
-    so events published from callbacks keep their order.
-    """
-
-    def __init__(
-        self,
-        journal_factory: Callable[[], Journal],
-        *,
-        max_batch: int = 512,
-        checkpoint_every: int = CHECKPOINT_EVERY,
-    ) -> None:
-        """``checkpoint_every``: commits between background checkpoints (0: none; the
-        writer's connection then checkpoints inside commits, SQLite's default)."""
-        self._factory = journal_factory
-        self._max_batch = max_batch
-        self._checkpoint_every = checkpoint_every
-        self._queue: queue.SimpleQueue[_Op | _Stop] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._checkpoint_due = threading.Event()
-        self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
-        self.batches = 0  # commits so far (observability; tests)
-        self.ops = 0
-        self.checkpoints = 0  # background checkpoints run
-        self._since_checkpoint = 0  # commits since the last complete one
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="ibhub-journal", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._ready.wait)
-        if self._open_error is not None:
-            raise JournalError(f"cannot open the order journal: {self._open_error}") from (
-                self._open_error
-            )
-        if self._checkpoint_every > 0:
-            self._checkpointer = threading.Thread(
-                target=self._run_checkpoints, name="ibhub-journal-checkpoint", daemon=True
-            )
-            self._checkpointer.start()
-
-    async def stop(self) -> None:
-        """Finish every queued write, then close the database."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
-        checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is not None:
-            self._stopping = True
-            self._checkpoint_due.set()
-            await asyncio.to_thread(checkpointer.join)
-
-    def write_then(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        callback: Callable[[T | BaseException], None],
-    ) -> None:
-        if self._thread is None:
-            raise JournalError("the journal writer is not running")
-        self._queue.put((fn, args, callback))
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-
-        def done(result: Any) -> None:
-            if fut.done():
-                return
-            if isinstance(result, BaseException):
-                fut.set_exception(
-                    result if isinstance(result, JournalError) else JournalError(str(result))
-                )
-            else:
-                fut.set_result(result)
-
-        self.write_then(fn, args, done)
-        return await fut
-
-    # ---------------------------------------------------------------- writer thread
-
-    def _run(self) -> None:
-        try:
-            journal = self._factory()
-            if self._checkpoint_every > 0:
-                journal.set_autocheckpoint(BACKSTOP_PAGES)
-        except (sqlite3.Error, OSError, JournalError) as exc:
-            self._open_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        stopping = False
-        try:
-            while not stopping:
-                first = self._queue.get()
-                if isinstance(first, _Stop):
-                    break
-                batch = [first]
-                while len(batch) < self._max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(item, _Stop):
-                        stopping = True
-                        break
-                    batch.append(item)
-                self._commit(journal, batch)
-        finally:
-            journal.close()
-
-    def _commit(self, journal: Journal, batch: list[_Op]) -> None:
-        results: list[Any]
-        try:
-            results = journal.run_batch([(fn, args) for fn, args, _ in batch])
-        except sqlite3.Error as exc:
-            log.error("order journal commit failed (%d writes lost): %s", len(batch), exc)
-            results = [JournalError(f"journal commit failed: {exc}")] * len(batch)
-        self.batches += 1
-        self.ops += len(batch)
-        self._since_checkpoint += 1
-        every = self._checkpoint_every
-        if every > 0 and self._since_checkpoint >= every and self._queue.empty():
-            self._checkpoint_due.set()
-        for (fn, _args, _cb), result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("journal %s failed: %s", getattr(fn, "__name__", fn), result)
-        callbacks = [(cb, result) for (_fn, _args, cb), result in zip(batch, results, strict=True)]
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(_run_callbacks, callbacks)
-        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
-            log.debug("journal batch finished after the event loop closed")
-
-
-    # ---------------------------------------------------------------- checkpoint thread
-
-    def _run_checkpoints(self) -> None:
-        """PASSIVE checkpoints on a connection of their own, when the writer asks
-        (idle, ``checkpoint_every`` commits since the last complete checkpoint)."""
-        try:
-            journal = self._factory()
-        except (sqlite3.Error, OSError, JournalError) as exc:
-            log.warning("order journal: no background checkpoints (%s); the writer "
-                        "checkpoints past %d WAL pages instead", exc, BACKSTOP_PAGES)
-            return
-        try:
-            while True:
-                self._checkpoint_due.wait()
-                self._checkpoint_due.clear()
-                if self._stopping:
-                    return
-                try:
-                    _busy, frames, copied = journal.checkpoint()
-                except sqlite3.Error as exc:  # the writer asks again when next idle
-                    log.warning("order journal checkpoint failed: %s", exc)
-                    continue
-                self.checkpoints += 1
-                if copied >= frames:
-                    self._since_checkpoint = 0
-        finally:
-            journal.close()
-
-
-def _run_callbacks(callbacks: list[tuple[Callable[[Any], None], Any]]) -> None:
-    for cb, result in callbacks:
-        try:
-            cb(result)
-        except Exception:  # a failing listener must not starve the ones after it
-            log.exception("journal completion callback failed")
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)  # macOS: no fdatasync

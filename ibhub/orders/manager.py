@@ -49,7 +49,8 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from ibhub.orders import order_types
-from ibhub.orders.journal import JournalError, JournalWriter, OrderRecord
+from ibhub.orders.journal import JournalError, OrderRecord
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.order_types import uses
 from ibhub.orders.port import (
     OrderFields,

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ibhub.orders.account import AccountBook
-from ibhub.orders.journal import Journal, JournalWriter, default_data_dir
+from ibhub.orders.journal import Journal, default_data_dir
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.manager import Caller, OrderHandler, OrderManager, UnknownContract
 from ibhub.orders.risk import DEFAULT_MAX_BY_SEC_TYPE, RiskGate, RiskLimits
 from ibhub.orders.store import fanout_sink
@@ -79,6 +80,7 @@ class OrderSettings:
     pacer_queue_max: int = 1000  # requests waiting for the pacer, overall (own pacer)
     pacer_queue_per_lease: int = 50  # orders of one lease waiting for the pacer (own pacer)
     journal_sync: str = "FULL"
+    journal_sync_updates: str = "NORMAL"  # commits no reply waits on (journal module doc)
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
     # seconds an ended order waits in ib_insync's caches for missing executions or
     # commissions before it is pruned anyway (ibhub.ib.trade_cache); None: never prune
@@ -202,7 +204,8 @@ class OrderService:
             orders, fills = journal.orders(), journal.fills()
         finally:
             journal.close()
-        self.writer = JournalWriter(lambda: Journal.in_dir(data_dir, synchronous=s.journal_sync))
+        self.writer = JournalWriter(lambda: Journal.in_dir(
+            data_dir, synchronous=s.journal_sync, updates_synchronous=s.journal_sync_updates))
         await self.writer.start()
         if self._own_pacer:
             self.pacer.start()

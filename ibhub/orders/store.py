@@ -24,7 +24,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ibhub.orders.journal import FillRecord, Journal, JournalWriter, OrderRecord
+from ibhub.orders.journal import FillRecord, Journal, OrderRecord
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.order_types import decode_params
 from ibhub.orders.port import UpstreamCommission, decode_algo_params
 from ibhub.protocol import (
@@ -52,7 +53,7 @@ EventSink = Callable[[str, Event], None]
 
 
 # --------------------------------------------------------------------------- journal ops
-# Compound operations run on the journal thread inside one SAVEPOINT each.
+# Compound operations run by the journal writer (on the loop) inside one SAVEPOINT each.
 
 
 def op_insert(j: Journal, recs: list[OrderRecord]) -> None:

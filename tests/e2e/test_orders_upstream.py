@@ -16,7 +16,8 @@ import pytest
 
 from ibhub.ib.orders import IbOrderGateway
 from ibhub.orders.account import AccountBook
-from ibhub.orders.journal import Journal, JournalWriter
+from ibhub.orders.journal import Journal
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.manager import Caller, OrderManager, UnknownContract
 from ibhub.orders.risk import RiskGate, RiskLimits
 from ibhub.protocol import (

@@ -208,7 +208,8 @@ def test_readonly_missing(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from ibhub.orders.journal import Journal, JournalWriter, OrderRecord
+    from ibhub.orders.journal import Journal, OrderRecord
+    from ibhub.orders.journal_writer import JournalWriter
 
     def rec(order_id, coid):
         return OrderRecord(order_id=order_id, owner="burst", client_order_id=coid, lease="L",

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ibhub.orders.journal import JOURNAL_FILE, Journal, JournalWriter
+from ibhub.orders.journal import JOURNAL_FILE, Journal
+from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.manager import Caller, OrderManager, UnknownContract
 from ibhub.orders.port import (
     OrderFields,
