@@ -23,9 +23,9 @@ from ibhub.orders.journal import (
     FillRecord,
     Journal,
     JournalError,
-    JournalWriter,
     OrderRecord,
 )
+from ibhub.orders.journal_writer import JournalWriter
 from tests.helpers import wait_until
 
 
