@@ -202,7 +202,7 @@ async def test_identical_historical_requests_are_answered_once(
     third = await c.request(bars(3))
     assert time.monotonic() - started < 2.0  # not held for IB's 15 s
     assert all(isinstance(r, HistoricalBarsReply) for r in (first, second, third))
-    assert first.bars == second.bars == third.bars and first.bars  # type: ignore[union-attr]
+    assert first.bars == second.bars == third.bars and first.bars
     assert hub_sim.request_counts[20] == asked + 1
     other = await c.request(bars(4, "30 mins"))
     assert isinstance(other, HistoricalBarsReply) and hub_sim.request_counts[20] == asked + 2

@@ -39,7 +39,7 @@ def mkt_lines(sim: SimGateway, symbol: str = "AAPL") -> int:
 async def collect(sub: Subscription, n: int, timeout: float = 5.0) -> list[Tick]:
     ticks = [await sub.get(timeout) for _ in range(n)]
     assert all(isinstance(t, Tick) for t in ticks)
-    return ticks  # type: ignore[return-value]
+    return ticks
 
 
 async def test_two_clients_share_one_upstream_line_and_see_the_same_ticks(

@@ -97,7 +97,7 @@ async def test_blocking_get_timeout_callbacks_and_errors(fake: FakeHub) -> None:
             sub = hub.subscribe("MSFT")
             with pytest.raises(HubTimeout):
                 sub.get(timeout=0.05)
-            hub.subscribe("IBM", callback=lambda ev: ticks.append(ev.last))  # type: ignore[attr-defined]
+            hub.subscribe("IBM", callback=lambda ev: ticks.append(ev.last))
             with pytest.raises(HubError) as info:
                 hub.historical_bars("AAPL")
             assert info.value.ib_code == 162
