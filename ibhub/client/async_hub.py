@@ -57,6 +57,7 @@ from ibhub.protocol import (
     ContractDetailsReply,
     ContractInfo,
     ContractSpec,
+    DepthBook,
     ErrorCode,
     ErrorEvent,
     Event,
@@ -111,6 +112,7 @@ from ibhub.protocol import (
     Subscribed,
     SymbolMatch,
     Tick,
+    TickByTick,
     Unsubscribe,
     WhatIfOrder,
     WhatIfReply,
@@ -124,6 +126,8 @@ _E = TypeVar("_E", bound=Event)
 ContractArg = str | int | ContractSpec
 #: a subscription callback for events of type ``_E`` (or None: read the queue)
 OnEvent = Callable[[_E], Any] | None
+#: the tick-by-tick kinds (hub/tbt.py): each yields TickByTick events
+TbtKind = Literal["tbt.Last", "tbt.AllLast", "tbt.BidAsk", "tbt.MidPoint"]
 
 
 class AsyncHub:
@@ -408,6 +412,10 @@ class AsyncHub:
     async def subscribe(self, contract: ContractArg, *, kind: Literal["ticks"] = ..., callback: OnEvent[Tick] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Tick]: ...  # noqa: E501
     @overload
     async def subscribe(self, contract: ContractArg, *, kind: Literal["bars"], callback: OnEvent[Bar] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Bar]: ...  # noqa: E501
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: Literal["depth"], callback: OnEvent[DepthBook] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[DepthBook]: ...  # noqa: E501
+    @overload
+    async def subscribe(self, contract: ContractArg, *, kind: TbtKind, callback: OnEvent[TickByTick] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[TickByTick]: ...  # noqa: E501
     @overload
     async def subscribe(self, contract: ContractArg, *, kind: str, callback: OnEvent[Event] = ..., queue_size: int | None = ..., **fields: Any) -> Subscription[Event]: ...  # noqa: E501
 

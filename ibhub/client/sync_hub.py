@@ -32,12 +32,21 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ibhub.client.async_hub import AsyncHub, ContractArg, OnEvent
+from ibhub.client.async_hub import AsyncHub, ContractArg, OnEvent, TbtKind
 from ibhub.client.batch import Batch
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
 from ibhub.client.orders import Order
 from ibhub.client.subscription import E, Subscription
-from ibhub.protocol import Bar, ContractInfo, ContractSpec, ErrorEvent, Event, Tick
+from ibhub.protocol import (
+    Bar,
+    ContractInfo,
+    ContractSpec,
+    DepthBook,
+    ErrorEvent,
+    Event,
+    Tick,
+    TickByTick,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -364,6 +373,10 @@ class Hub:
     def subscribe(self, contract: ContractArg, *, kind: Literal["ticks"] = ..., callback: OnEvent[Tick] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[Tick]: ...  # noqa: E501
     @overload
     def subscribe(self, contract: ContractArg, *, kind: Literal["bars"], callback: OnEvent[Bar] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[Bar]: ...  # noqa: E501
+    @overload
+    def subscribe(self, contract: ContractArg, *, kind: Literal["depth"], callback: OnEvent[DepthBook] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[DepthBook]: ...  # noqa: E501
+    @overload
+    def subscribe(self, contract: ContractArg, *, kind: TbtKind, callback: OnEvent[TickByTick] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[TickByTick]: ...  # noqa: E501
     @overload
     def subscribe(self, contract: ContractArg, *, kind: str, callback: OnEvent[Event] = ..., queue_size: int = ..., **fields: Any) -> BlockingSubscription[Event]: ...  # noqa: E501
 

@@ -58,7 +58,7 @@ async def test_sdk_and_scripts_share_one_tick_by_tick_stream(
         # the SDK saw too
         seen: list[TickByTick] = [first]
         while len(seen) < 6:
-            seen.append(await sub.get(5.0))  # type: ignore[arg-type]
+            seen.append(await sub.get(5.0))
         quotes = {(e.time, e.bid, e.ask) for e in seen}
         await wait_until(lambda: any((int(tk.time.timestamp()), tk.bidPrice, tk.askPrice)
                                      in quotes for tk in got[0]), 5.0, "a tick both saw")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import assert_type
 
 from ibhub.client import AsyncHub, BlockingSubscription, Hub, Subscription
-from ibhub.protocol import Bar, Event, Tick
+from ibhub.protocol import Bar, DepthBook, Event, Tick, TickByTick
 
 
 async def typed_async(hub: AsyncHub, kind: str) -> None:
@@ -21,6 +21,11 @@ async def typed_async(hub: AsyncHub, kind: str) -> None:
     assert_type(await bars.get(timeout=1.0), Bar)
     other = await hub.subscribe(265598, kind=kind)
     assert_type(other, Subscription[Event])
+    book = await hub.subscribe("AAPL", kind="depth")
+    assert_type(book, Subscription[DepthBook])
+    assert_type((await book.get()).bids[0].price, float)
+    tbt = await hub.subscribe("AAPL", kind="tbt.BidAsk")
+    assert_type(tbt, Subscription[TickByTick])
     await hub.subscribe("EUR", sec_type="CASH", callback=lambda t: print(t.ask))
 
 
