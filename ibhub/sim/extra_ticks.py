@@ -107,10 +107,14 @@ def underlying_price(market: Market, inst: Instrument) -> float:
     return round((w.bid + w.ask) * w.min_tick / 2, w.decimals + 1)
 
 
+#: seconds between one option's computations of each kind (quote: bid/ask/model; trade)
+GREEKS_INTERVAL = 0.25
+
+
 class ExtraTicks:
     """What one market-data request gets beyond the top of book (see module doc)."""
 
-    __slots__ = ("_delayed", "_inst", "_market", "_rid", "_rt_total", "_rt_value",
+    __slots__ = ("_delayed", "_due", "_inst", "_market", "_rid", "_rt_total", "_rt_value",
                  "_universe", "generic", "option")
 
     def __init__(self, market: Market, universe: Universe, inst: Instrument, req_id: int,
@@ -124,6 +128,7 @@ class ExtraTicks:
         self.option = inst.sec_type in OPTIONS and inst.under_con_id != 0
         self._rt_total = 0.0  # RTVolume's running volume and price x volume
         self._rt_value = 0.0
+        self._due = [0.0, 0.0]  # monotonic time of the next quote / trade computations
 
     @staticmethod
     def wanted(inst: Instrument, generic: frozenset[int]) -> bool:
@@ -200,7 +205,13 @@ class ExtraTicks:
         """Messages after one market event (the option's greeks, RTVolume on a trade)."""
         msgs: list[list[object]] = []
         if self.option:
-            msgs += self._computations(w, (0, 1, 3) if ev == QUOTE else (2,))
+            # IB throttles its option computations (a few a second, not one per quote);
+            # each costs three implied-vol solves here, so the simulator does the same
+            kind = 0 if ev == QUOTE else 1
+            now = time.monotonic()
+            if now >= self._due[kind]:
+                self._due[kind] = now + GREEKS_INTERVAL
+                msgs += self._computations(w, (0, 1, 3) if ev == QUOTE else (2,))
         if ev != QUOTE and 233 in self.generic:
             msgs.append([46, 6, self._rid, 48, self._rt_volume(w)])
         return b"".join(frame(m) for m in msgs) if msgs else b""
