@@ -57,8 +57,11 @@ PAPER_PREFIXES: Final = ("DU", "DF")
 WHOLE_CONTRACTS: Final = frozenset({"FUT", "OPT", "FOP", "WAR", "IOPT", "BAG"})
 #: the smallest stock order with fractional_shares set (IB trades fractions to 1e-4)
 MIN_FRACTIONAL_SHARES: Final = 0.0001
-#: per-type maxima that differ from max_quantity: FX is counted in currency units
-DEFAULT_MAX_BY_SEC_TYPE: Final[dict[str, float]] = {"CASH": 1_000_000.0}
+#: per product class maxima that differ from max_quantity (10,000, the stocks' cap): FX is
+#: counted in currency units (a standard 25,000 EUR order passes); futures and options in
+#: contracts, where 10,000 would be an absurd order (500 ES contracts are ~$150M notional)
+DEFAULT_MAX_BY_SEC_TYPE: Final[dict[str, float]] = {
+    "CASH": 1_000_000.0, "FUT": 500.0, "FOP": 500.0, "OPT": 1_000.0}
 _WHOLE_TOLERANCE: Final = 1e-9
 
 

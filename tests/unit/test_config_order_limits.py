@@ -12,12 +12,15 @@ from ibhub.orders.service import OrderSettings
 
 def test_defaults_let_a_standard_fx_order_through() -> None:
     s = load_settings(env={}, env_file=None, search=[])
-    assert s.max_order_quantity_by_sec_type == {"CASH": 1_000_000.0}
+    assert s.max_order_quantity_by_sec_type == {"CASH": 1_000_000.0, "FUT": 500.0,
+                                                "FOP": 500.0, "OPT": 1_000.0}
     assert s.fractional_shares is False and s.min_fx_quantity == 1.0
     assert s.max_request_bytes == 1 << 20
     limits = OrderSettings.from_settings(s).limits()
     assert limits.max_quantity_for("cash") == (1_000_000.0, "max_quantity_by_sec_type[CASH]")
     assert limits.max_quantity_for("STK") == (10_000.0, "max_quantity")
+    assert limits.max_quantity_for("FUT") == (500.0, "max_quantity_by_sec_type[FUT]")
+    assert limits.max_quantity_for("OPT") == (1_000.0, "max_quantity_by_sec_type[OPT]")
 
 
 def test_environment_spelling() -> None:
