@@ -47,7 +47,7 @@ def _default_data_dir() -> Path:
 
 # ``ibhub run --sim`` without a data_dir of its own keeps its journal here, apart from
 # a real hub's: simulated orders must never be restored into a session with a real
-# Gateway, nor a real hub's orders into the simulator's (issue 18).
+# Gateway, nor a real hub's orders into the simulator's.
 SIM_DATA_SUBDIR = "sim"
 
 
@@ -101,7 +101,7 @@ class HubSettings(BaseSettings):
 
     # Leases and market-data lines.
     lines_max: int = Field(default=100, ge=1)
-    # Market depth (issue 15): IB gives an account 3 depth subscriptions at once (more
+    # Market depth: IB gives an account 3 depth subscriptions at once (more
     # with market-data boosters); the hub shares one per instrument and refuses beyond
     # depth_max. Each is a SMART book of depth_rows rows a side.
     depth_max: int = Field(default=3, ge=0)

@@ -144,7 +144,7 @@ class Hello(Request, frozen=True, tag="hello"):
 
 class Heartbeat(Request, frozen=True, tag="heartbeat"):
     lease: Token
-    # recording (issue 16): how this client keeps up, for the hub's slow-subscriber
+    # recording: how this client keeps up, for the hub's slow-subscriber
     # metrics (a PUB socket drops silently; only the subscriber sees the gaps).
     # gaps: sequence gaps it detected since it connected; lag_ms: how far behind the
     # hub's timestamps it is, as the client measured it (0: not measured).
@@ -382,7 +382,7 @@ class GetAccountSummary(Request, frozen=True, tag="account_summary"):
     tags: Annotated[list[Token], Meta(max_length=MAX_TAGS)] = []  # [] = every tag the hub has
 
 
-# ------------------------------------------------------------ requests: market data (issue 15)
+# ------------------------------------------------------------ requests: market data
 
 
 class GetHistoricalTicks(Request, frozen=True, tag="historical_ticks"):
@@ -399,7 +399,7 @@ class GetHistoricalTicks(Request, frozen=True, tag="historical_ticks"):
 
 
 # ------------------------------------------------------------ options and instrument data
-# (issue 15, "options": option chains, IV / price calculations, symbol search)
+# (option chains, IV / price calculations, symbol search)
 
 
 class GetOptionChain(Request, frozen=True, tag="option_chain"):
@@ -466,7 +466,7 @@ AnyRequest = (
     # what-if orders, PnL (trading)
     | WhatIfOrder
     | GetPnL
-    # market data (issue 15)
+    # market data
     | GetHistoricalTicks
     # options and instrument data
     | GetOptionChain
@@ -513,7 +513,7 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     # The name's secret, made by the hub for a hello that bound an unbound name without
     # giving one; sent only here, once. Keep it: later hellos with this name need it.
     name_secret: str = ""
-    # NATS bridge (issue 17): this hub process's Ibhub-Epoch header; "" without --nats
+    # NATS bridge: this hub process's Ibhub-Epoch header; "" without --nats
     nats_epoch: str = ""
 
 
@@ -561,7 +561,7 @@ class LeaseInfo(Struct, frozen=True):
     client_id: int
     subscriptions: int
     age_seconds: float
-    # recording (issue 16): what the client last reported in its heartbeat
+    # recording: what the client last reported in its heartbeat
     gaps: int = 0
     lag_ms: float = 0.0
 
@@ -617,9 +617,9 @@ class StatusReply(Reply, frozen=True, tag="status"):
     upstream_queue_per_lease: int = 0
     busy_refusals: int = 0
     order_wait_max: float = 0.0
-    # NATS bridge (issue 17, ibhub.hub.nats_bridge): state, stream, counters; {} without it
+    # NATS bridge (ibhub.hub.nats_bridge): state, stream, counters; {} without it
     nats: dict[str, Any] = {}
-    # Market depth (issue 15): depth subscriptions open upstream and IB's budget for them
+    # Market depth: depth subscriptions open upstream and IB's budget for them
     # (HubSettings.depth_max, 3 by default as IB gives an account).
     depth_used: int = 0
     depth_max: int = 0
@@ -827,7 +827,7 @@ class WhatIfReply(Reply, frozen=True, tag="what_if"):
     warning_text: str = ""
 
 
-# ------------------------------------------------------------ replies: market data (issue 15)
+# ------------------------------------------------------------ replies: market data
 
 
 class HistoricalTick(Struct, frozen=True, array_like=True):
@@ -929,7 +929,7 @@ AnyReply = (
     # what-if orders, PnL (trading)
     | WhatIfReply
     | PnLReply
-    # market data (issue 15)
+    # market data
     | HistoricalTicksReply
     # options and instrument data
     | OptionChainReply
@@ -1022,7 +1022,7 @@ class Tick(Event, frozen=True, tag="tick"):
     ask_size: float
     last_size: float
     volume: float
-    # options and instrument data (issue 15): appended, with defaults
+    # options and instrument data: appended, with defaults
     open: float = float("nan")
     high: float = float("nan")
     low: float = float("nan")
@@ -1164,7 +1164,7 @@ class PositionEvent(Event, frozen=True, tag="position"):
     realized_pnl: float
 
 
-# --- issue 15 (gateway): IB news bulletins, published on news.bulletin -------------
+# --- IB news bulletins, published on news.bulletin -------------
 
 
 class NewsBulletin(Event, frozen=True, tag="bulletin"):
@@ -1177,7 +1177,7 @@ class NewsBulletin(Event, frozen=True, tag="bulletin"):
     exchange: str
 
 
-# ------------------------------------------------------------ events: market depth (issue 15)
+# ------------------------------------------------------------ events: market depth
 
 
 class DepthLevel(Struct, frozen=True, array_like=True):
@@ -1203,7 +1203,7 @@ class DepthBook(Event, frozen=True, tag="depth"):
 
 
 class TickByTick(Event, frozen=True, tag="tbt"):
-    """One tick-by-tick tick (``tbt.<type>.<instrument>``, issue 15): ``kind`` is "Last",
+    """One tick-by-tick tick (``tbt.<type>.<instrument>``): ``kind`` is "Last",
     "AllLast" (``price``, ``size``, ``exchange``, ``conditions``), "BidAsk" (``bid``,
     ``ask``, ``bid_size``, ``ask_size``) or "MidPoint" (``price``); fields a kind does
     not carry are NaN / "". ``time`` is IB's, epoch seconds; ``mask`` IB's attribute
@@ -1228,23 +1228,23 @@ class TickByTick(Event, frozen=True, tag="tbt"):
 AnyEvent = (
     Tick | Ticks | Bundle | Bar | HubStatus | ErrorEvent | OrderEvent | AccountValueEvent
     | PositionEvent
-    | NewsBulletin  # issue 15 (gateway)
+    | NewsBulletin
     | DepthBook | TickByTick
 )
 
 # Topic prefixes (see docs/protocol.md).
 TOPIC_TICK = "tick."
 TOPIC_BAR = "bar."
-TOPIC_DEPTH = "depth."  # depth.<instrument>: DepthBook (issue 15)
-TOPIC_TBT = "tbt."  # tbt.<type>.<instrument>: TickByTick (issue 15), type lower case
-TOPIC_HBAR = "hbar."  # hbar.<size>.<what>.<instrument>: keepUpToDate Bar updates (issue 15)
+TOPIC_DEPTH = "depth."  # depth.<instrument>: DepthBook
+TOPIC_TBT = "tbt."  # tbt.<type>.<instrument>: TickByTick, type lower case
+TOPIC_HBAR = "hbar."  # hbar.<size>.<what>.<instrument>: keepUpToDate Bar updates
 TOPIC_BUNDLE = "bundle.tick"  # every tick topic's messages of one Gateway read
 TOPIC_ORDER = "order."
 TOPIC_ERROR = "error."
 TOPIC_STATUS = "hub.status"
 TOPIC_ACCOUNT = "account."  # account.<ACCOUNT>
 TOPIC_POSITION = "position."  # position.<ACCOUNT>
-TOPIC_NEWS_BULLETIN = "news.bulletin"  # issue 15 (gateway): IB news bulletins
+TOPIC_NEWS_BULLETIN = "news.bulletin"  # IB news bulletins
 ORDER_OWNER_EXTERNAL = "external"  # owner of orders the hub did not place (order.external)
 
 

@@ -404,7 +404,7 @@ class AsyncHub:
     async def status(self) -> StatusReply:
         return expect(await self._channel().request(GetStatus(id=0)), StatusReply)
 
-    # Typed subscriptions (issue 15): one overload per kind tells a type checker what
+    # Typed subscriptions: one overload per kind tells a type checker what
     # the kind yields (``Subscription[Tick]`` for "ticks"). A new kind adds its own
     # overload line here (and in ``sync_hub.Hub.subscribe``); the last one is the
     # untyped fallback for a kind given as a plain ``str``.
@@ -648,7 +648,7 @@ class AsyncHub:
         reply = await self._upstream_call(lambda: self._channel().request(request, timeout))
         return expect(reply, HistoricalTicksReply).ticks
 
-    # -- options and instrument data (issue 15) --------------------------------------
+    # -- options and instrument data --------------------------------------
 
     async def option_chain(
         self, underlying: str | int | ContractSpec, *, exchange: str = "", **fields: Any

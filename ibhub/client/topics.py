@@ -101,7 +101,7 @@ class TopicTable:
         self.status = TopicSequencer(TOPIC_STATUS, self._status_event, self.request_snapshot)
         self.errors: TopicSequencer | None = None
         stream.subscribe(TOPIC_STATUS)
-        # IB news bulletins (issue 15): a rare topic every client follows, like status
+        # IB news bulletins: a rare topic every client follows, like status
         self._on_bulletin = on_bulletin
         self.bulletins = TopicSequencer(TOPIC_NEWS_BULLETIN, self._bulletin_event,
                                         self.request_snapshot)

@@ -4,7 +4,7 @@ A script qualifies its contract (``reqContractDetails``, passed through to the
 Gateway) and then asks for its market data by conId. Without this the hub would ask
 the Gateway for the same contract's details a second time (to open the line) in the
 one upstream budget, and 30 scripts starting together would wait for 30 more queued
-requests before their first tick (issue 15: median 2 s to the first bid). The
+requests before their first tick (a median 2 s to the first bid with 30 scripts). The
 pass-through tap shows every contractDetails (10) reply here; the contract goes to the
 market-data service's conId cache (``MarketDataService.remember``), so the line
 request that follows needs no lookup.

@@ -60,7 +60,7 @@ REQUESTS: Final[dict[int, tuple[int, bool | None]]] = {
     83: (1, False),  # reqSmartComponents -> smartComponents (82)
     92: (1, True),  # reqPnL -> pnl (94)*
     94: (1, True),  # reqPnLSingle -> pnlSingle (95)*
-    # issue 15 (gateway): served by a Gateway, so passed through
+    # served by a Gateway, so passed through
     79: (1, False),  # reqSoftDollarTiers -> softDollarTiers (77)
     104: (1, False),  # reqUserInfo -> userInfo (107)
     22: (1, True),  # reqScannerSubscription -> scannerData (20)* until cancelled

@@ -10,7 +10,7 @@ answers with the day's bulletins, then new ones) and publishes each as a
 published (same id: the replay after a reconnect) is not published again.
 
 The replies are taken off the upstream socket by ``Upstream.add_tap`` (message 14),
-so ib_insync never sees them. Decision (issue 15): subscribing unconditionally costs
+so ib_insync never sees them. Decision: subscribing unconditionally costs
 nothing (no market-data line, a few messages a day) and lets late scripts see the
 day's bulletins from the hub without a request of their own.
 """

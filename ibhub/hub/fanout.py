@@ -351,7 +351,7 @@ class Fanout:
         self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
         self._listeners: list[tuple[tuple[str, ...], Callable[[str, Event], None]]] = []
         self._dirty: list[TickStream] = []  # streams with ticks waiting for flush()
-        self._books: list[DepthStream] = []  # depth books changed by this read (issue 15)
+        self._books: list[DepthStream] = []  # depth books changed by this read
         self._bundle: Topic | None = None  # bundle.tick, from the first bundle; no last value
 
     def tee(self, wake: Callable[[], None]) -> TeePublisher:
@@ -429,17 +429,17 @@ class Fanout:
         self.publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(), messages)))
 
     def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
-        """A depth book published once per Gateway read that changed it (issue 15)."""
+        """A depth book published once per Gateway read that changed it."""
         return DepthStream(self.topic(topic), contract.con_id, contract.symbol,
                            self.publisher, self._books.append, rows)
 
     def tbt_stream(self, topic: str, contract: ContractInfo, kind: str) -> TbtStream:
-        """A shared tick-by-tick line (issue 15): one event per upstream tick."""
+        """A shared tick-by-tick line: one event per upstream tick."""
         return TbtStream(self.topic(topic), contract.con_id, contract.symbol, kind[4:],
                          self.publisher)
 
     def hist_stream(self, topic: str, contract: ContractInfo) -> HistUpdateStream:
-        """A shared keepUpToDate line (issue 15): one Bar per upstream update."""
+        """A shared keepUpToDate line: one Bar per upstream update."""
         return HistUpdateStream(self.topic(topic), contract.con_id, contract.symbol,
                                 self.publisher)
 

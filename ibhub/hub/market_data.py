@@ -50,7 +50,7 @@ class MarketDataService:
         self._resolved: dict[ContractSpec, list[ContractInfo]] = {}
         # Contracts by conId, from every lookup and from the Gateway's contractDetails
         # replies the front door passes through (frontdoor/learned.py): a spec that
-        # names a known conId needs no upstream request (issue 15, first-tick latency).
+        # names a known conId needs no upstream request (first-tick latency).
         self._by_con_id: dict[int, ContractInfo] = {}
         self._resolving: dict[ContractSpec, asyncio.Future[list[ContractInfo]]] = {}
 

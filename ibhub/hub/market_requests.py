@@ -122,7 +122,7 @@ class MarketRequests:
         return HistoricalBarsReply(id=req.id, contract=resolved, bars=bars)
 
     async def historical_ticks(self, req: GetHistoricalTicks, ctx: Context) -> Reply:
-        """IB's historical ticks (issue 15); the arguments are checked here, IB's own
+        """IB's historical ticks; the arguments are checked here, IB's own
         errors (162 no data, 321) come back as ``ib_error`` with the code."""
         if req.what_to_show not in ("TRADES", "BID_ASK", "MIDPOINT"):
             return Error(id=req.id, code=ErrorCode.BAD_REQUEST,

@@ -80,7 +80,7 @@ PACER_BURST = 5.0  # with pacer_rate 40/s: at most 45 messages in any second (IB
 # requests at connect bypass the pacer) and 10 below IB's 50; sustained, still 40/s.
 # New market-data lines may use the window's room as a batch (up to 35 a second;
 # lookups up to 17; 5 kept for orders and cancels) instead of one per 25 ms: 30 scripts
-# starting together get their first ticks in tens of ms (issue 15; bench/first_tick.py).
+# starting together get their first ticks in tens of ms (bench/first_tick.py).
 PACER_WINDOW_MAX = 40.0
 PACER_BATCH_RESERVE = 5.0
 
@@ -286,7 +286,7 @@ class HubServer:
             self._tasks.spawn(self._watchdog(), name="ibhub-stale")
         if s.orders:  # journal, risk gate, pacing, order manager (docs/orders.md)
             await attach_orders(self)
-        self.add_service(NewsBulletins(self))  # IB news bulletins on news.bulletin (issue 15)
+        self.add_service(NewsBulletins(self))  # IB news bulletins on news.bulletin
         if s.tws_port is not None:  # the TWS-protocol front door (docs/tws-front-door.md)
             from ibhub.frontdoor import FrontDoor
 
@@ -436,7 +436,7 @@ class HubServer:
             await asyncio.sleep(period)
             up = self.upstream
             # top-of-book lines and 5-second bars tick steadily; tick-by-tick (a trade on
-            # an illiquid name) and keepUpToDate lines may rightly stay quiet (issue 15)
+            # an illiquid name) and keepUpToDate lines may rightly stay quiet
             subs = [s for s in self.subs.all()
                     if s.kind == "ticks" or s.kind.startswith("bars")]
             if up is None or not up.connected or not subs:

@@ -18,7 +18,7 @@ from typing import Any
 from ibhub.protocol import ContractInfo
 
 #: "bars" are TRADES bars (MIDPOINT for forex, which has no trades); "bars.<WHAT>" are
-#: bars of that whatToShow (the front door serves each script's own, issue 15); depth
+#: bars of that whatToShow (the front door serves each script's own); depth
 #: lines have a registry (and budget) of their own (hub/depth.py).
 BAR_WHATS = ("TRADES", "MIDPOINT", "BID", "ASK")
 TBT_TYPES = ("Last", "AllLast", "BidAsk", "MidPoint")  # tick-by-tick lines: "tbt.<type>"
@@ -39,7 +39,7 @@ def valid_kind(kind: str) -> bool:
         return size in HIST_BAR_SIZES and what in BAR_WHATS
     return kind in KINDS
 
-#: A ticks line with a generic tick list (options and instrument data, issue 15):
+#: A ticks line with a generic tick list (options and instrument data):
 #: ``"ticks+233,236"``. What a line carries depends on its list, so scripts share such a
 #: line only with scripts asking for the same list (the TWS front door's reqMktData).
 GENERIC_KIND_PREFIX = "ticks+"

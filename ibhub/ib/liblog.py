@@ -9,7 +9,7 @@ attempt of an outage as a WARNING and the retries at INFO, the alerts service on
 ``upstream_lost`` / ``upstream_restored`` WARNING each, and every IB error code is
 logged by :meth:`ibhub.ib.session.Upstream._on_error` (INFO for IB's warnings, WARNING
 otherwise). Left alone, the library's lines made a nightly Gateway restart look like
-dozens of ERRORs to log-based alerting (issue 18).
+dozens of ERRORs to log-based alerting.
 
 :func:`demote_library_logs` puts a filter on the library's ``client`` and ``wrapper``
 loggers that re-logs those lines at DEBUG under ``ibhub.ib.liblog`` (``--log-level

@@ -18,7 +18,7 @@ Design decisions:
   concurrent orders share it. It resolves the waiting futures on the loop *in
   submission order*. Callers ``await`` the write before replying, so "journal before
   reply" holds while the loop keeps serving.
-* **The fsync where a reply waits on it, not on the Gateway's echoes** (issue 19).
+* **The fsync where a reply waits on it, not on the Gateway's echoes**.
   ``synchronous`` (``journal_sync``, FULL by default) applies to every commit that holds
   a write someone awaits (:meth:`JournalWriter.write`: a new order before its
   ``order_accepted``, a modification before its reply). Writes nobody waits on

@@ -62,7 +62,7 @@ class JournalWriter:
     is committed (at ``updates_synchronous``), in submission order with every other
     write, so events published from callbacks keep their order.
 
-    How (issue 19; before, one thread ran the SQL and the fsync and woke the loop):
+    How (before, one thread ran the SQL and the fsync and woke the loop):
 
     * Writes queued in one loop turn run in one transaction on the loop itself
       (``loop.call_soon``), committed at ``synchronous=NORMAL``: a WAL append, 20-100 us

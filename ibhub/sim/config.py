@@ -31,7 +31,7 @@ class SimConfig:
     # The first permId (and the exec-id prefix) of this run. 0 = from the wall clock
     # (ibhub.sim.broker.clock_perm_id): like a real Gateway's, permIds then keep growing
     # across restarts, so a restarted simulator never hands out a permId (or execId)
-    # that a hub's order journal already holds from an earlier run (issue 18).
+    # that a hub's order journal already holds from an earlier run.
     first_perm_id: int = 0
 
     rt_bar_seconds: float = 5.0  # real-time bar period (IB: always 5 s)

@@ -249,7 +249,7 @@ class Pacer:
         QUERY items) go as a **batch** when the bucket is empty but the window has room
         beyond ``batch_reserve`` (kept for orders and cancels; lookups only into half of
         that room, the lines they lead to need the rest): 30 scripts starting together
-        get their lines at once instead of one per 25 ms (issue 15)."""
+        get their lines at once instead of one per 25 ms."""
         if not rate > 0:
             raise ValueError(f"pacer rate must be > 0 messages/s, got {rate}")
         if burst < 1:

@@ -210,7 +210,7 @@ class TwsServerSession(asyncio.Protocol):
         socket closed on its first start-up request and its connect raises
         ``ConnectionError`` at once; an ibapi script gets the error, then
         connectionClosed. The order (reason first) keeps the cause at the top of the
-        script's log. Decision of issue 15 (docs/tws-front-door.md)."""
+        script's log. The decision is in docs/tws-front-door.md."""
         self.send_error(-1, code, message)
         self.send(9, 1, 1)
         self.send(15, 1, ",".join(accounts))
