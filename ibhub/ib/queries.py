@@ -103,29 +103,31 @@ class Queries:
         historical_group: Any = None,
         label: str = "",
     ) -> Any:
+        """``start()`` in the upstream budget; the library's errors in the hub's terms
+        (:class:`UpstreamRequestError`, :class:`UpstreamDown`)."""
         pacer = self._pacer()
-        if pacer is None:
-            return await start()
-        return await pacer.call(
-            Priority.QUERY,
-            start,
-            historical_key=historical_key,
-            historical_group=historical_group,
-            label=label,
-            bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
-        )
+        try:
+            if pacer is None:
+                return await start()
+            return await pacer.call(
+                Priority.QUERY,
+                start,
+                historical_key=historical_key,
+                historical_group=historical_group,
+                label=label,
+                bounded=True,  # a script's query: refused (PacerBusy) when the queue is full
+            )
+        except RequestError as exc:
+            raise UpstreamRequestError(exc.code, exc.message) from None
+        except ConnectionError as exc:
+            raise UpstreamDown(_session_ended(exc)) from None
 
     async def run(self, start: Callable[[], Awaitable[Any]], *, label: str) -> Any:
         """A one-off query (``start()`` sends it and awaits the library's answer) in the
         upstream budget, with the session's time-out and errors (for
         :mod:`ibhub.ib.option_queries`)."""
-        try:
-            async with asyncio.timeout(self.settings.request_timeout):
-                return await self._query(start, label=label)
-        except RequestError as exc:
-            raise UpstreamRequestError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise UpstreamDown(_session_ended(exc)) from None
+        async with asyncio.timeout(self.settings.request_timeout):
+            return await self._query(start, label=label)
 
     async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
         """Every contract matching ``spec`` (empty if none)."""
@@ -138,12 +140,10 @@ class Queries:
                     lambda: ib.reqContractDetailsAsync(to_ib_contract(spec)),
                     label=f"contract details {spec.symbol or spec.con_id}",
                 )
-        except RequestError as exc:
+        except UpstreamRequestError as exc:
             if exc.code == 200:  # "No security definition has been found"
                 return []
-            raise UpstreamRequestError(exc.code, exc.message) from None
-        except ConnectionError as exc:
-            raise UpstreamDown(_session_ended(exc)) from None
+            raise
         return [details_to_info(d, spec.exchange) for d in details]
 
     async def historical_bars(
@@ -177,20 +177,15 @@ class Queries:
         key = (contract.con_id, end, duration, bar_size, what_to_show, use_rth)
 
         async def fetch() -> list[BarData]:
-            try:
-                # IB's historical pacing (identical request within 15 s, 5 per contract
-                # in 2 s, 60 in 10 min) is honoured by waiting in the pacer, never by
-                # failing; an identical request within 15 s is answered by _historical.
-                bars = await self._query(
-                    request,
-                    historical_key=key,
-                    historical_group=(contract.con_id, contract.exchange, what_to_show),
-                    label=f"historical {contract.symbol} {duration} {bar_size}",
-                )
-            except RequestError as exc:
-                raise UpstreamRequestError(exc.code, exc.message) from None
-            except ConnectionError as exc:
-                raise UpstreamDown(_session_ended(exc)) from None
+            # IB's historical pacing (identical request within 15 s, 5 per contract in
+            # 2 s, 60 in 10 min) is honoured by waiting in the pacer, never by failing;
+            # an identical request within 15 s is answered by _historical.
+            bars = await self._query(
+                request,
+                historical_key=key,
+                historical_group=(contract.con_id, contract.exchange, what_to_show),
+                label=f"historical {contract.symbol} {duration} {bar_size}",
+            )
             if not bars and time.monotonic() - started >= timeout * 0.99:
                 raise TimeoutError(f"no historical data within {timeout:g}s")
             return [bar_to_bardata(b) for b in bars]
@@ -211,17 +206,12 @@ class Queries:
         key = (contract.con_id, "ticks", start, end, count, what_to_show, use_rth)
 
         async def fetch() -> list[HistoricalTick]:
-            try:
-                ticks = await self._query(
-                    request,
-                    historical_key=key,
-                    historical_group=(contract.con_id, contract.exchange, what_to_show),
-                    label=f"historical ticks {contract.symbol} {what_to_show}",
-                )
-            except RequestError as exc:
-                raise UpstreamRequestError(exc.code, exc.message) from None
-            except ConnectionError as exc:
-                raise UpstreamDown(_session_ended(exc)) from None
+            ticks = await self._query(
+                request,
+                historical_key=key,
+                historical_group=(contract.con_id, contract.exchange, what_to_show),
+                label=f"historical ticks {contract.symbol} {what_to_show}",
+            )
             return [_tick(t) for t in ticks]
 
         answer: list[HistoricalTick] = await self._historical(key, fetch)
