@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from ibhub.hub.line_stream import LineStream
 from ibhub.protocol import DepthBook, DepthLevel
 from ibhub.wire import Publisher, encode
 
@@ -41,33 +42,22 @@ BID: Final = 1
 Row = tuple[float, float, str]  # price, size, market maker
 
 
-class DepthStream:
+class DepthStream(LineStream):
     """One instrument's depth book; the upstream line's sink (``Upstream._sinks``)."""
 
-    __slots__ = ("_dirty", "_pending", "_publish", "_topic", "asks", "bad_rows", "bids",
-                 "con_id", "last_ts", "rows", "symbol", "taps", "ticks")
+    __slots__ = ("_dirty", "_pending", "asks", "bad_rows", "bids", "rows")
 
     def __init__(self, topic: Any, con_id: int, symbol: str, publisher: Publisher,
                  dirty: Callable[[DepthStream], None], rows: int) -> None:
-        self._topic = topic  # fanout.Topic: seq, last value, key
-        self._publish = publisher.publish
+        # ticks: row operations applied; taps: the front door's readers of this book,
+        # each called with (bids, asks) after every read that changed it
+        super().__init__(topic, con_id, symbol, publisher)
         self._dirty = dirty  # called with self when the first row of a read changed
         self._pending = False
-        self.con_id = con_id
-        self.symbol = symbol
         self.rows = rows
         self.bids: list[Row] = []
         self.asks: list[Row] = []
-        self.ticks = 0  # row operations applied (status: SubscriptionInfo.ticks)
-        self.last_ts = 0
         self.bad_rows = 0
-        # The front door's readers of this book, each called with (bids, asks) after
-        # every read that changed it; () costs one empty loop.
-        self.taps: tuple[Any, ...] = ()
-
-    @property
-    def topic(self) -> str:
-        return self._topic.name
 
     def row(self, position: int, market_maker: str, operation: int, side: int,
             price: float, size: float) -> None:

@@ -32,6 +32,7 @@ import zmq
 
 from ibhub.hub.depth import DepthStream
 from ibhub.hub.hist_updates import HistUpdateStream, parse_kind
+from ibhub.hub.line_stream import LineStream
 from ibhub.hub.tbt import TbtStream
 from ibhub.protocol import (
     TOPIC_BAR,
@@ -261,23 +262,11 @@ class TickStream:
         return payload
 
 
-class BarStream:
-    """Publishes each upstream 5-second real-time bar as one :class:`Bar`."""
+class BarStream(LineStream):
+    """Publishes each upstream 5-second real-time bar as one :class:`Bar` (its taps are
+    called with every bar, as TickStream's with every tick)."""
 
-    __slots__ = ("_publish", "_topic", "con_id", "last_ts", "symbol", "taps", "ticks")
-
-    def __init__(self, topic: Topic, con_id: int, symbol: str, publisher: Publisher) -> None:
-        self._topic = topic
-        self._publish = publisher.publish
-        self.con_id = con_id
-        self.symbol = symbol
-        self.ticks = 0
-        self.last_ts = 0
-        self.taps: tuple[Any, ...] = ()  # as TickStream.taps, called with every bar
-
-    @property
-    def topic(self) -> str:
-        return self._topic.name
+    __slots__ = ()
 
     def bar(
         self,

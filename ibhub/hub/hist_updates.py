@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
 
+from ibhub.hub.line_stream import LineStream
 from ibhub.protocol import Bar
-from ibhub.wire import Publisher, encode
+from ibhub.wire import encode
 
 __all__ = ["HistUpdateStream", "parse_kind"]
 
@@ -38,23 +38,10 @@ def _bar_time(text: str) -> int:
     return int(text)
 
 
-class HistUpdateStream:
+class HistUpdateStream(LineStream):
     """One shared keepUpToDate line: the upstream session calls :meth:`update`."""
 
-    __slots__ = ("_publish", "_topic", "con_id", "last_ts", "symbol", "taps", "ticks")
-
-    def __init__(self, topic: Any, con_id: int, symbol: str, publisher: Publisher) -> None:
-        self._topic = topic
-        self._publish = publisher.publish
-        self.con_id = con_id
-        self.symbol = symbol
-        self.ticks = 0
-        self.last_ts = 0
-        self.taps: tuple[Any, ...] = ()
-
-    @property
-    def topic(self) -> str:
-        return self._topic.name
+    __slots__ = ()
 
     def update(self, f: list[bytes]) -> None:
         """[90, reqId, barCount, date, open, close, high, low, WAP, volume]."""

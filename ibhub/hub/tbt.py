@@ -18,6 +18,7 @@ import math
 import time
 from typing import Any
 
+from ibhub.hub.line_stream import LineStream
 from ibhub.protocol import TickByTick
 from ibhub.wire import Publisher, encode
 
@@ -44,28 +45,17 @@ def parse(f: list[bytes], con_id: int, symbol: str, seq: int, ts: int) -> TickBy
     raise ValueError(f"unknown tick-by-tick type {kind}")
 
 
-class TbtStream:
+class TbtStream(LineStream):
     """One shared tick-by-tick line; the upstream session calls :meth:`tbt` per tick."""
 
-    __slots__ = ("_publish", "_topic", "con_id", "kind", "last_ts", "symbol", "taps",
-                 "ticks")
+    __slots__ = ("kind",)
 
     def __init__(self, topic: Any, con_id: int, symbol: str, kind: str,
                  publisher: Publisher) -> None:
-        self._topic = topic
-        self._publish = publisher.publish
-        self.con_id = con_id
-        self.symbol = symbol
+        # taps: the front door's readers, tap.tbt(tail) with the message's bytes after
+        # the request id (NUL-separated, NUL-terminated)
+        super().__init__(topic, con_id, symbol, publisher)
         self.kind = kind  # "Last", "AllLast", "BidAsk", "MidPoint"
-        self.ticks = 0
-        self.last_ts = 0
-        # The front door's readers: tap.tbt(tail) with the message's bytes after the
-        # request id (NUL-separated, NUL-terminated).
-        self.taps: tuple[Any, ...] = ()
-
-    @property
-    def topic(self) -> str:
-        return self._topic.name
 
     def tbt(self, f: list[bytes]) -> None:
         topic = self._topic
