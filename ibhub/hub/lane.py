@@ -381,7 +381,13 @@ class LaneServer:
 
     def on_lease_gone(self, lease_id: str) -> None:
         """The lease ended: its lanes close (the client re-attaches after its re-hello)."""
-        for conn in list(self.by_lease.pop(lease_id, ())):
+        conns = self.by_lease.pop(lease_id, ())
+        if conns:  # after this turn: a goodbye's own reply goes out first
+            asyncio.get_running_loop().call_soon(self._close_all, list(conns))
+
+    @staticmethod
+    def _close_all(conns: list[LaneConnection]) -> None:
+        for conn in conns:
             if conn.transport is not None:
                 conn.transport.close()
 
