@@ -44,9 +44,11 @@ Where: ``lane = "unix"`` (default) listens on ``<data_dir>/lane.sock``, mode 060
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -80,6 +82,19 @@ ATTACH_TIMEOUT = 3.0  # seconds a new lane connection has to send its attach
 PUSH_LIMIT = 1 << 20  # unsent bytes past which pushed events are dropped (SUB has them)
 REPLY_LIMIT = 8 << 20  # unsent bytes past which the connection is closed
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the NUL
+
+
+def _live(path: Path) -> bool:
+    """Whether something accepts connections at the Unix socket ``path``."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 class LaneConnection(asyncio.Protocol):
@@ -229,6 +244,7 @@ class LaneServer:
         self._clock = clock
         self._server: asyncio.AbstractServer | None = None
         self._unlisten: Callable[[], None] | None = None
+        self._inode = 0
 
     def count(self, name: str) -> None:
         self.counters[name] += 1
@@ -246,6 +262,10 @@ class LaneServer:
                             "shorter data_dir", path, UNIX_PATH_MAX)
                 return
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if _live(path):
+                log.warning("lane off: another hub serves a lane at %s (two hubs on one "
+                            "data_dir?)", path)
+                return
             try:
                 if stat.S_ISSOCK(path.lstat().st_mode):
                     path.unlink()  # a previous hub's, left by a crash
@@ -260,6 +280,7 @@ class LaneServer:
                 os.umask(old)
             os.chmod(path, 0o600)
             self.path = path
+            self._inode = path.stat().st_ino
             self.address = f"unix://{path}"
         else:
             host, _, port = self.setting[len("tcp://"):].rpartition(":")
@@ -284,10 +305,9 @@ class LaneServer:
         if server is not None:
             await server.wait_closed()
         if self.path is not None:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+            with contextlib.suppress(FileNotFoundError):
+                if self.path.stat().st_ino == self._inode:  # ours, not a later hub's
+                    self.path.unlink()
             self.path = None
         self.address = ""
 
