@@ -195,6 +195,10 @@ class LaneRpc:
     def timeout(self) -> float:
         return self.zmq.timeout
 
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self.zmq.timeout = value
+
     @property
     def auth_failure(self) -> str | None:
         return self.zmq.auth_failure
