@@ -53,7 +53,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ibhub import wire
 from ibhub.hub.leases import LeaseTable, Peer
@@ -112,8 +112,8 @@ class LaneConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
         server = self.server
         if len(server.connections) >= server.max_connections:
             server.count("refused_full")
