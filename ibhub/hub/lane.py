@@ -285,6 +285,8 @@ class LaneServer:
         else:
             host, _, port = self.setting[len("tcp://"):].rpartition(":")
             host = host.strip("[]")
+            if host == "localhost":  # one address: a port 0 would differ per address
+                host = "127.0.0.1"
             self._server = await loop.create_server(
                 lambda: LaneConnection(self), host, int(port))
             bound = self._server.sockets[0].getsockname()
