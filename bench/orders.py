@@ -323,7 +323,7 @@ async def sdk_latency(pub: str, rpc: str, n: int, interval: float,
 
     acks: list[float] = []
     fills: list[float] = []
-    options = {} if lane is None else {"lane": lane}
+    options: dict[str, Any] = {} if lane is None else {"lane": lane}
     async with AsyncHub(pub, rpc, name=f"bench-orders-sdk-{lane}", **options) as hub:
         if lane and not hub.lane_attached:
             raise RuntimeError("the SDK did not attach to the hub's lane")

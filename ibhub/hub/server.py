@@ -38,9 +38,9 @@ from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
 from ibhub.hub.bulletins import NewsBulletins
 from ibhub.hub.fanout import PUB_SNDHWM, Fanout
+from ibhub.hub.lane import LaneServer
 from ibhub.hub.lease_requests import LeaseRequests
 from ibhub.hub.leases import LeaseTable
-from ibhub.hub.lane import LaneServer
 from ibhub.hub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
 from ibhub.hub.market_data import MarketDataService
 from ibhub.hub.market_requests import MarketRequests

@@ -18,7 +18,6 @@ import pytest
 from ibhub import wire
 from ibhub.client import AsyncHub
 from ibhub.hub import lane as hub_lane
-from ibhub.hub.server import HubServer
 from ibhub.protocol import (
     ContractSpec,
     Error,
@@ -252,14 +251,15 @@ async def test_sdk_orders_over_the_lane_fall_back_when_it_breaks_and_reattach(
 
         # the lane dies with requests in flight: the hub aborts the connection instead
         # of serving them; they are sent again over ZeroMQ, nothing is lost
-        served = hub.lane.serve
+        lane = hub.lane
+        served = lane.serve
 
         def abort(payload: bytes, peer: Any, send: Any) -> None:
-            for conn in list(hub.lane.connections):
+            for conn in list(lane.connections):
                 if conn.transport is not None:
                     conn.transport.abort()
 
-        monkeypatch.setattr(hub.lane, "serve", abort)
+        monkeypatch.setattr(lane, "serve", abort)
         orders = await asyncio.gather(*(sdk.place_order("AAPL", "BUY", 1) for _ in range(3)))
         assert len({o.order_id for o in orders}) == 3
         assert sdk.stats["lane_fallbacks"] >= 1 and not sdk.lane_attached
@@ -270,7 +270,7 @@ async def test_sdk_orders_over_the_lane_fall_back_when_it_breaks_and_reattach(
         book = [r for r in svc.book.store.by_id.values() if r.client_order_id in coids]
         assert len(book) == 3  # each placed once, though sent twice
 
-        monkeypatch.setattr(hub.lane, "serve", served)
+        monkeypatch.setattr(lane, "serve", served)
         await wait_until(lambda: sdk.lane_attached, 5.0, "lane re-attached")
         before = sdk.stats["lane_requests"]
         last = await sdk.place_order("AAPL", "SELL", 13)
