@@ -196,6 +196,9 @@ async def test_attach_rules_bad_frames_and_floods_are_refused_and_counted(
     counters = hub.lane.counters
     assert counters["attach_refused"] == 5 and counters["bad_frames"] == 1
     assert counters["attach_timeouts"] >= 1 and counters["refused_full"] == refused
+    metrics = hub.ops.metrics.render().decode()
+    assert 'ibhub_lane_total{what="attach_refused"} 5.0' in metrics
+    assert "ibhub_lane_connections " in metrics
     # the hub kept serving throughout, on both transports
     assert await lane.request(Heartbeat(id=5, lease=alice.lease)) == Ok(id=5)
     assert await alice.request(Heartbeat(id=alice.next_id(), lease=alice.lease)) \
