@@ -34,7 +34,7 @@ from ibhub.protocol import (
     Reply,
     Request,
 )
-from tests.e2e.conftest import HubFactory, RawClient
+from tests.e2e.conftest import HubFactory, Listener, RawClient
 from tests.e2e.test_orders_hub import wire_orders
 from tests.helpers import wait_until
 
@@ -294,3 +294,37 @@ async def test_lane_off_and_tcp_lane(make_hub: HubFactory) -> None:
         assert b.stats["lane_requests"] >= 1 and a.stats["lane_requests"] == 0
     await tcp.stop()
     await off.stop()
+
+
+async def test_a_lane_that_is_not_read_loses_pushed_events_never_the_sub_copy(
+    make_hub: HubFactory, clients: Callable[..., RawClient], lanes: Any, zctx: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_lane, "PUSH_LIMIT", 4096)
+    hub = await make_hub()
+    assert hub.lane is not None and hub.fanout is not None
+    alice = clients(hub.rpc_endpoint)
+    await alice.hello("lane-slow")
+    topic = f"error.{alice.handle}"
+    listener = Listener(zctx, hub.pub_endpoint, topic)
+    try:
+        lane = await lanes(hub.lane.address)
+        assert isinstance(await lane.request(
+            LaneAttach(id=1, ticket=await ticket(alice), lease=alice.lease)), LaneAttached)
+        # the SUB socket must be connected before the burst (no slow-joiner loss)
+        hub.fanout.error(alice.handle, 0, "probe", "", "")
+        await wait_until(lambda: len(listener.on(topic)) == 1, 5.0, "SUB connected")
+        n = 3000  # ~0.5 MB: more than the socket buffers while nobody reads the lane
+        for i in range(n):
+            hub.fanout.error(alice.handle, 200, "x" * 100 + str(i), "", "")
+        assert hub.lane.counters["events_dropped"] > 0  # said so (logged and counted)
+        await wait_until(lambda: len(listener.on(topic)) == n + 1, 10.0, "every SUB copy")
+        assert [e.seq for e in listener.on(topic)] == list(range(1, n + 2))
+        # the hub answers at once on both transports; the lane then delivers what it kept
+        assert await alice.request(Heartbeat(id=alice.next_id(), lease=alice.lease)) \
+            == Ok(id=alice.next_id() - 1)
+        assert await lane.request(Heartbeat(id=9, lease=alice.lease)) == Ok(id=9)
+        seqs = [e.seq for _, e in lane.events]
+        assert seqs == sorted(seqs) and len(seqs) < n + 1
+    finally:
+        await listener.close()
