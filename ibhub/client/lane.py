@@ -133,6 +133,8 @@ class LaneLink(asyncio.Protocol):
             except (msgspec.DecodeError, msgspec.ValidationError, IndexError,
                     UnicodeDecodeError) as exc:
                 log.warning("lane: ignoring an undecodable frame from the hub: %s", exc)
+            except Exception:  # a bug downstream must cost one frame, never the lane
+                log.exception("lane: handling a frame from the hub failed")
 
     def _frame(self, frame: bytes) -> None:
         kind = frame[0]

@@ -150,8 +150,8 @@ class LaneConnection(asyncio.Protocol):
                                       "closing the lane"))
             return
         for payload in frames:
-            if self.transport is None:
-                return
+            if self.transport is None or self.transport.is_closing():
+                return  # refused: frames pipelined behind the refusal are not read
             if self.peer is None:
                 self._attach(payload)
             else:
@@ -384,7 +384,12 @@ class LaneServer:
 
     def serve(self, payload: bytes, peer: Peer, send: Callable[[Reply], None]) -> None:
         self.counters["requests"] += 1
-        self.rpc.serve_payload(payload, peer, send)
+        try:
+            self.rpc.serve_payload(payload, peer, send)
+        except Exception:  # a bug must cost one request, never the lane (as the ROUTER's)
+            log.exception("lane: unexpected error serving a request")
+            send(Error(id=0, code=ErrorCode.INTERNAL,
+                       message="internal error serving a lane request; see hub log"))
 
     def _on_event(self, topic: str, event: Event) -> None:
         """An order or error event was published: push it to its lease's lanes."""
