@@ -16,7 +16,8 @@ SDK sends.
    ib_insync ``placeOrder`` -> ``filledEvent``, same spacing, its own connection.
    With the lane (ibhub.hub.lane; ``--no-lane`` skips these rows for a hub without
    one): the raw client again with requests and its order events over the lane, and
-   the SDK both ways, its default (the lane) and ``lane=False`` (ZeroMQ only).
+   the SDK both ways, its default (the lane) and ``lane=False`` (ZeroMQ only). First,
+   the transport alone: heartbeat round trips over ZeroMQ and over the lane.
 2. Sustained rate: five scripts place ``--burst-orders`` orders as fast as the hub
    accepts them, against a simulator enforcing IB's 50 messages/s; figures: orders/s
    accepted, orders/s reaching the Gateway, fills/s, and how many the Gateway refused
@@ -313,6 +314,32 @@ def hub_latency(pub: str, rpc: str, n: int, interval: float,
     return acks, fills
 
 
+def request_rtt(pub: str, rpc: str, n: int, interval: float,
+                lane: bool) -> tuple[list[float], list[float]]:
+    """The transport alone: ``n`` heartbeats (an inline request: no journal, no
+    Gateway) one by one, ``interval`` apart, over the ZeroMQ DEALER and, with ``lane``,
+    interleaved with the same over the lane (the second list; empty without)."""
+    from ibhub.protocol import Heartbeat
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    clients = [WireClient(ctx, pub, rpc, "bench-rtt-zmq")]
+    if lane:
+        clients.append(WireClient(ctx, pub, rpc, "bench-rtt-lane", lane=True))
+    out: list[list[float]] = [[] for _ in clients]
+    try:
+        for _ in range(n):
+            for c, times in zip(clients, out, strict=True):
+                t0 = time.perf_counter()
+                c.call(Heartbeat(id=c.next_id(), lease=c.lease))
+                times.append(time.perf_counter() - t0)
+                time.sleep(interval / 2)
+    finally:
+        for c in clients:
+            c.close()
+        ctx.term()
+    return out[0], out[1] if lane else []
+
+
 async def sdk_latency(pub: str, rpc: str, n: int, interval: float,
                       lane: bool | None = True) -> tuple[list[float], list[float]]:
     """The same orders through the SDK (``AsyncHub.place_order``, stdlib asyncio as a
@@ -428,6 +455,11 @@ def sustained(pub: str, rpc: str, sim: SimProcess, total: int,
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with HubProcess(hub_main, args.journal_sync) as h:
+        rtt_zmq, rtt_lane = request_rtt(h.pub, h.rpc, args.orders, args.interval,
+                                         lane=not args.no_lane)
+        out["rtt"] = rtt_zmq
+        if rtt_lane:
+            out["lane_rtt"] = rtt_lane
         acks, fills = hub_latency(h.pub, h.rpc, args.orders, args.interval)
         out["ack"], out["fill"] = acks, fills
         if not args.no_lane:
@@ -472,7 +504,9 @@ def main() -> None:
     runs = [run_once(args) for _ in range(args.repeat)]
     ms = "{:.2f}"
     rows = []
-    for label, key in (("hub: place -> ack", "ack"), ("hub: place -> fill event", "fill"),
+    for label, key in (("hub: heartbeat round trip", "rtt"),
+                       ("hub lane: heartbeat round trip", "lane_rtt"),
+                       ("hub: place -> ack", "ack"), ("hub: place -> fill event", "fill"),
                        ("hub lane: place -> ack", "lane_ack"),
                        ("hub lane: place -> fill event", "lane_fill"),
                        ("SDK: place_order -> ack", "sdk_ack"),
