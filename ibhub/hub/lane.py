@@ -82,6 +82,7 @@ ATTACH_TIMEOUT = 3.0  # seconds a new lane connection has to send its attach
 PUSH_LIMIT = 1 << 20  # unsent bytes past which pushed events are dropped (SUB has them)
 REPLY_LIMIT = 8 << 20  # unsent bytes past which the connection is closed
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the NUL
+LANE_ROUTE = b"lane\0"  # prefix of an attached lane connection's route (Peer.route)
 
 
 def _live(path: Path) -> bool:
@@ -360,7 +361,7 @@ class LaneServer:
         if not secrets.compare_digest(lease.token.encode(), req.lease.encode()):
             return Error(id=req.id, code=ErrorCode.FORBIDDEN,
                          message="this lane ticket was issued to another lease")
-        route = b"lane\0" + secrets.token_bytes(16)
+        route = LANE_ROUTE + secrets.token_bytes(16)
         lease.lanes.add(route)
         return Peer(route, lease.peer.key), lease_id, req.id
 

@@ -19,10 +19,12 @@ from ibhub import wire
 from ibhub.client import AsyncHub
 from ibhub.hub import lane as hub_lane
 from ibhub.protocol import (
+    PROTOCOL_VERSION,
     ContractSpec,
     Error,
     ErrorCode,
     Heartbeat,
+    Hello,
     LaneAttach,
     LaneAttached,
     LaneTicket,
@@ -181,6 +183,8 @@ async def test_attach_rules_bad_frames_and_floods_are_refused_and_counted(
     reply = await lane.reply()
     assert isinstance(reply, Error) and reply.code == ErrorCode.BAD_REQUEST
     assert await lane.request(Heartbeat(id=4, lease=alice.lease)) == Ok(id=4)
+    reply = await lane.request(Hello(id=6, name="on-the-lane", protocol=PROTOCOL_VERSION))
+    assert isinstance(reply, Error) and "say hello over the ZeroMQ" in reply.message
 
     # a flood: 4 connections at most (the attached one counts); more are refused
     flood = [await lanes(hub.lane.address) for _ in range(5)]
