@@ -379,7 +379,6 @@ class AsyncHub:
         seqs = self._table.sequencers() if self._table is not None else []
         entries = self._table.entries.values() if self._table is not None else ()
         lane_rpc = self._lane.rpc if self._lane is not None else None
-        order_seq = self._orders.sequencer if self._orders is not None else None
         return {
             "events": self._stream.received if self._stream else 0,
             "undecodable": self._stream.undecodable if self._stream else 0,
@@ -390,11 +389,10 @@ class AsyncHub:
             "connects": self.upstream.connects,
             "subscriptions": sum(len(entry.subs) for entry in entries),
             # the lane: requests answered there, requests sent again over ZeroMQ after
-            # it broke, and SUB copies of events the lane had delivered first
+            # it broke, and second copies of events (lane or SUB, whichever came later)
             "lane_requests": lane_rpc.requests if lane_rpc is not None else 0,
             "lane_fallbacks": lane_rpc.fallbacks if lane_rpc is not None else 0,
-            "duplicates": sum(s.duplicates for s in seqs)
-            + (order_seq.duplicates if order_seq is not None else 0),
+            "duplicates": sum(s.duplicates for s in seqs),
         }
 
     async def wait_connected(self, timeout: float | None = None) -> bool:

@@ -68,7 +68,7 @@ class TopicSequencer:
         self.recovering = False
         self.buffer: list[Event] = []
         # The lane (client/lane.py) offers a second copy of some topics' events: the
-        # highest seq it delivered, and the SUB copies then dropped as duplicates.
+        # highest seq it delivered, and the second copies dropped (either channel's).
         self.offered = 0
         self.duplicates = 0
 
@@ -118,6 +118,8 @@ class TopicSequencer:
         if last is not None and seq == last + 1:
             self.last = self.offered = seq
             self.deliver(event)
+        elif last is not None and seq <= last:
+            self.duplicates += 1  # SUB delivered it first
 
     def on_events(self, events: Sequence[Event]) -> None:
         """Handle consecutive live events of one message (``seq``, ``seq + 1``, ...).
