@@ -14,6 +14,10 @@ SDK sends.
    reply (ack), place -> ``filled`` event; the same count through the SDK
    (``AsyncHub.place_order`` returning, and ``wait_done``); the same count through
    ib_insync ``placeOrder`` -> ``filledEvent``, same spacing, its own connection.
+   With the lane (ibhub.hub.lane; ``--no-lane`` skips these rows for a hub without
+   one): the raw client again with requests and its order events over the lane, and
+   the SDK both ways, its default (the lane) and ``lane=False`` (ZeroMQ only). First,
+   the transport alone: heartbeat round trips over ZeroMQ and over the lane.
 2. Sustained rate: five scripts place ``--burst-orders`` orders as fast as the hub
    accepts them, against a simulator enforcing IB's 50 messages/s; figures: orders/s
    accepted, orders/s reaching the Gateway, fills/s, and how many the Gateway refused
@@ -127,14 +131,70 @@ class HubProcess:
         self._stack.close()
 
 
-class WireClient:
-    """A script speaking the wire protocol: DEALER for requests, SUB for its order topic."""
+class LaneSocket:
+    """The hub's lane spoken by hand (docs/protocol.md section 12): a blocking Unix
+    socket, length-prefixed frames; pushed events are kept until asked for."""
 
-    def __init__(self, ctx: zmq.Context[Any], pub: str, rpc: str, name: str) -> None:
+    def __init__(self, address: str) -> None:
+        import socket
+
+        from ibhub import wire
+
+        if not address.startswith("unix://"):
+            raise RuntimeError(f"the hub names no Unix lane ({address!r})")
+        self.wire = wire
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(address[len("unix://"):])
+        self.buf = bytearray()
+        self.events: list[Any] = []
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(self.wire.lane_frame(payload))
+
+    def _frame(self, timeout: float) -> bytes:
+        self.sock.settimeout(timeout)
+        while True:
+            if len(self.buf) >= 4:
+                size = int.from_bytes(self.buf[:4], "big")
+                if len(self.buf) >= 4 + size:
+                    frame = bytes(self.buf[4:4 + size])
+                    del self.buf[:4 + size]
+                    return frame
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the hub closed the lane")
+            self.buf += chunk
+
+    def reply(self, timeout: float = 10.0) -> Any:
+        while True:
+            frame = self._frame(timeout)
+            if frame[0] == self.wire.LANE_REPLY:
+                return self.wire.decode_reply(frame[1:])
+            self.events.append(self.wire.decode_event(frame[2 + frame[1]:]))
+
+    def event(self, timeout: float = 10.0) -> Any:
+        while not self.events:
+            frame = self._frame(timeout)
+            if frame[0] == self.wire.LANE_EVENT:
+                self.events.append(self.wire.decode_event(frame[2 + frame[1]:]))
+        return self.events.pop(0)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class WireClient:
+    """A script speaking the wire protocol: DEALER for requests, SUB for its order topic;
+    with ``lane=True``, requests and its order events over the hub's lane once attached
+    (the SUB socket's copies are drained and ignored)."""
+
+    def __init__(self, ctx: zmq.Context[Any], pub: str, rpc: str, name: str,
+                 lane: bool = False) -> None:
         from ibhub import wire
         from ibhub.protocol import PROTOCOL_VERSION, ContractSpec, Hello, Subscribe
 
         self.wire = wire
+        self.lane: LaneSocket | None = None  # attached below, after the hello
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(rpc)
@@ -155,15 +215,30 @@ class WireClient:
         self.sub.setsockopt(zmq.UNSUBSCRIBE, topic)
         while self.sub.poll(0):
             self.sub.recv_multipart()
+        if lane:
+            from ibhub.protocol import LaneAttach, LaneAttached, LaneTicket
+
+            ticket = self.call(LaneTicket(id=self.next_id(), lease=self.lease)).ticket
+            self.lane = LaneSocket(welcome.lane)
+            self.lane.send(wire.encode(LaneAttach(id=self.next_id(), ticket=ticket,
+                                                  lease=self.lease)))
+            attached = self.lane.reply()
+            if not isinstance(attached, LaneAttached):
+                raise RuntimeError(f"lane attach refused: {attached}")
 
     def next_id(self) -> int:
         self._id += 1
         return self._id
 
     def send(self, req: Any) -> None:
+        if self.lane is not None:
+            self.lane.send(self.wire.encode(req))
+            return
         self.dealer.send_multipart([b"", self.wire.encode(req)])
 
     def recv_reply(self, timeout: float = 10.0) -> Any:
+        if self.lane is not None:
+            return self.lane.reply(timeout)
         if not self.dealer.poll(int(timeout * 1000)):
             raise TimeoutError("no reply")
         return self.wire.decode_reply(self.dealer.recv_multipart()[-1])
@@ -173,6 +248,10 @@ class WireClient:
         return self.recv_reply()
 
     def event(self, timeout: float = 10.0) -> Any:
+        if self.lane is not None:
+            while self.sub.poll(0):  # the same events again: not needed here
+                self.sub.recv_multipart()
+            return self.lane.event(timeout)
         if not self.sub.poll(int(timeout * 1000)):
             raise TimeoutError("no order event")
         return self.wire.decode_event(self.sub.recv_multipart()[-1])
@@ -183,6 +262,8 @@ class WireClient:
         self.call(Heartbeat(id=self.next_id(), lease=self.lease))
 
     def close(self) -> None:
+        if self.lane is not None:
+            self.lane.close()
         self.dealer.close(0)
         self.sub.close(0)
 
@@ -195,11 +276,12 @@ def place_req(client: WireClient, coid: str) -> Any:
                       order_type="MKT")
 
 
-def hub_latency(pub: str, rpc: str, n: int, interval: float) -> tuple[list[float], list[float]]:
+def hub_latency(pub: str, rpc: str, n: int, interval: float,
+                lane: bool = False) -> tuple[list[float], list[float]]:
     from ibhub.protocol import OrderAccepted, OrderEvent
 
     ctx: zmq.Context[Any] = zmq.Context()
-    c = WireClient(ctx, pub, rpc, "bench-orders")
+    c = WireClient(ctx, pub, rpc, "bench-orders-lane" if lane else "bench-orders", lane=lane)
     acks: list[float] = []
     fills: list[float] = []
     run = f"{time.time_ns()}"
@@ -232,15 +314,46 @@ def hub_latency(pub: str, rpc: str, n: int, interval: float) -> tuple[list[float
     return acks, fills
 
 
-async def sdk_latency(pub: str, rpc: str, n: int,
-                      interval: float) -> tuple[list[float], list[float]]:
+def request_rtt(pub: str, rpc: str, n: int, interval: float,
+                lane: bool) -> tuple[list[float], list[float]]:
+    """The transport alone: ``n`` heartbeats (an inline request: no journal, no
+    Gateway) one by one, ``interval`` apart, over the ZeroMQ DEALER and, with ``lane``,
+    interleaved with the same over the lane (the second list; empty without)."""
+    from ibhub.protocol import Heartbeat
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    clients = [WireClient(ctx, pub, rpc, "bench-rtt-zmq")]
+    if lane:
+        clients.append(WireClient(ctx, pub, rpc, "bench-rtt-lane", lane=True))
+    out: list[list[float]] = [[] for _ in clients]
+    try:
+        for _ in range(n):
+            for c, times in zip(clients, out, strict=True):
+                t0 = time.perf_counter()
+                c.call(Heartbeat(id=c.next_id(), lease=c.lease))
+                times.append(time.perf_counter() - t0)
+                time.sleep(interval / 2)
+    finally:
+        for c in clients:
+            c.close()
+        ctx.term()
+    return out[0], out[1] if lane else []
+
+
+async def sdk_latency(pub: str, rpc: str, n: int, interval: float,
+                      lane: bool | None = True) -> tuple[list[float], list[float]]:
     """The same orders through the SDK (``AsyncHub.place_order``, stdlib asyncio as a
-    script would run it): place -> the call returns (ack), and -> ``wait_done`` (fill)."""
+    script would run it): place -> the call returns (ack), and -> ``wait_done`` (fill).
+    ``lane``: the SDK's default (the hub's lane when it has one), False: ZeroMQ only,
+    None: an SDK without the option (an older tree, ``--no-lane``)."""
     from ibhub.client import AsyncHub
 
     acks: list[float] = []
     fills: list[float] = []
-    async with AsyncHub(pub, rpc, name="bench-orders-sdk") as hub:
+    options: dict[str, Any] = {} if lane is None else {"lane": lane}
+    async with AsyncHub(pub, rpc, name=f"bench-orders-sdk-{lane}", **options) as hub:
+        if lane and not hub.lane_attached:
+            raise RuntimeError("the SDK did not attach to the hub's lane")
         ticked = asyncio.Event()  # a price for the hub's risk band, as WireClient waits
         await hub.subscribe("AAPL", callback=lambda _ev: ticked.set())
         await asyncio.wait_for(ticked.wait(), 10)
@@ -342,10 +455,23 @@ def sustained(pub: str, rpc: str, sim: SimProcess, total: int,
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with HubProcess(hub_main, args.journal_sync) as h:
+        rtt_zmq, rtt_lane = request_rtt(h.pub, h.rpc, args.orders, args.interval,
+                                         lane=not args.no_lane)
+        out["rtt"] = rtt_zmq
+        if rtt_lane:
+            out["lane_rtt"] = rtt_lane
         acks, fills = hub_latency(h.pub, h.rpc, args.orders, args.interval)
         out["ack"], out["fill"] = acks, fills
-        out["sdk_ack"], out["sdk_fill"] = asyncio.run(
-            sdk_latency(h.pub, h.rpc, args.orders, args.interval))
+        if not args.no_lane:
+            out["lane_ack"], out["lane_fill"] = hub_latency(h.pub, h.rpc, args.orders,
+                                                            args.interval, lane=True)
+            out["sdk_ack"], out["sdk_fill"] = asyncio.run(
+                sdk_latency(h.pub, h.rpc, args.orders, args.interval))
+            out["sdk_zmq_ack"], out["sdk_zmq_fill"] = asyncio.run(
+                sdk_latency(h.pub, h.rpc, args.orders, args.interval, lane=False))
+        else:
+            out["sdk_ack"], out["sdk_fill"] = asyncio.run(
+                sdk_latency(h.pub, h.rpc, args.orders, args.interval, lane=None))
         out["direct"] = asyncio.run(direct_latency(h.sim.port, args.orders, args.interval))
     # sustained rate against IB's own pacing limit (a fresh simulator, 50 msgs/s per client)
     with HubProcess(hub_main, args.journal_sync, max_msg_rate=50.0) as h:
@@ -360,6 +486,8 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.06)
     p.add_argument("--burst-orders", type=int, default=300)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--no-lane", action="store_true",
+                   help="skip the lane rows (a hub without a lane: an older tree)")
     p.add_argument("--journal-sync", default="FULL", choices=["FULL", "NORMAL"],
                    help="the order journal's SQLite synchronous mode (hub default FULL)")
     p.add_argument("--journal-sync-updates", choices=["FULL", "NORMAL"],
@@ -376,10 +504,18 @@ def main() -> None:
     runs = [run_once(args) for _ in range(args.repeat)]
     ms = "{:.2f}"
     rows = []
-    for label, key in (("hub: place -> ack", "ack"), ("hub: place -> fill event", "fill"),
+    for label, key in (("hub: heartbeat round trip", "rtt"),
+                       ("hub lane: heartbeat round trip", "lane_rtt"),
+                       ("hub: place -> ack", "ack"), ("hub: place -> fill event", "fill"),
+                       ("hub lane: place -> ack", "lane_ack"),
+                       ("hub lane: place -> fill event", "lane_fill"),
                        ("SDK: place_order -> ack", "sdk_ack"),
                        ("SDK: place_order -> filled (wait_done)", "sdk_fill"),
+                       ("SDK lane=False: place_order -> ack", "sdk_zmq_ack"),
+                       ("SDK lane=False: place_order -> filled", "sdk_zmq_fill"),
                        ("direct ib_insync: placeOrder -> fill", "direct")):
+        if key not in runs[0]:
+            continue
         rows.append([label, str(len(runs[0][key])),
                      spread((1e3 * pct(r[key], 50) for r in runs), ms),
                      spread((1e3 * pct(r[key], 99) for r in runs), ms),
@@ -387,8 +523,16 @@ def main() -> None:
     print(f"\norder round trips, {args.orders} market orders, {args.interval * 1e3:.0f} ms apart, "
           f"journal_sync={args.journal_sync} (ms; median [min-max] over repeats)")
     print_table(["path", "n", "p50 ms", "p99 ms", "max ms"], rows)
-    ratio = [pct(r["fill"], 50) / pct(r["direct"], 50) for r in runs]
-    print(f"hub fill p50 / direct fill p50: {spread(ratio, '{:.2f}')}")
+    print("fill vs direct (p50 ratio; p50 and p99 differences in ms; target +0.5 / +1.5):")
+    for label, key in (("hub (ZeroMQ)", "fill"), ("hub lane", "lane_fill"),
+                       ("SDK", "sdk_fill"), ("SDK lane=False", "sdk_zmq_fill")):
+        if key not in runs[0]:
+            continue
+        ratio = [pct(r[key], 50) / pct(r["direct"], 50) for r in runs]
+        d50 = [1e3 * (pct(r[key], 50) - pct(r["direct"], 50)) for r in runs]
+        d99 = [1e3 * (pct(r[key], 99) - pct(r["direct"], 99)) for r in runs]
+        print(f"  {label} fill / direct fill: {spread(ratio, '{:.2f}')}  "
+              f"p50 {spread(d50, '{:+.2f}')} ms  p99 {spread(d99, '{:+.2f}')} ms")
     b = [r["burst"] for r in runs]
     print(f"\nsustained: 5 scripts, {b[0]['orders']} orders back to back, Gateway paced at "
           "50 msgs/s per client")

@@ -240,6 +240,14 @@ class HubSettings(BaseSettings):
     max_rpc_connections: int = Field(default=0, ge=0)
     max_pub_connections: int = Field(default=0, ge=0)
 
+    # The lane (ibhub.hub.lane, docs/protocol.md "The lane"): a local plain-socket fast
+    # path for SDK requests and a lease's own order/error events, beside ZeroMQ. "unix"
+    # (default: <data_dir>/lane.sock, mode 0600), "off", or "tcp://127.0.0.1:PORT"
+    # (loopback only; PORT 0 picks one). lane_max_connections caps concurrent lane
+    # connections (more are refused and counted).
+    lane: str = "unix"
+    lane_max_connections: int = Field(default=64, ge=1)
+
     # CURVE (ibhub.hub.security): required to bind pub/rpc to a non-loopback address. The
     # hub's key pair (a .key_secret file from `ibhub keys generate`) and the client
     # public keys allowed in: a directory of .key files and/or Z85 keys listed here.
@@ -253,6 +261,23 @@ class HubSettings(BaseSettings):
         if not value.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"{value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT or ipc://PATH)")
         return value
+
+    @field_validator("lane")
+    @classmethod
+    def _lane(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("unix", "off"):
+            return value
+        if value.startswith("tcp://"):
+            host, sep, port = value[len("tcp://"):].rpartition(":")
+            host = host.strip("[]")
+            if not sep or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"lane {value!r}: expected tcp://127.0.0.1:PORT")
+            if not is_loopback_host(host):
+                raise ValueError(f"lane {value!r}: the lane binds loopback only (127.0.0.1, "
+                                 "::1 or localhost); it carries lease secrets in the clear")
+            return value
+        raise ValueError(f"lane {value!r}: expected 'unix', 'off' or tcp://127.0.0.1:PORT")
 
     @field_validator("http_port", mode="before")
     @classmethod

@@ -428,6 +428,25 @@ class CalculateOptionPrice(Request, frozen=True, tag="option_price"):
     underlying_price: float
 
 
+# ------------------------------------------------------------ requests: the lane
+# The lane (ibhub.hub.lane, docs/protocol.md "The lane"): a local plain socket beside
+# ZeroMQ for one lease's requests and its own order/error events.
+
+
+class LaneTicket(Request, frozen=True, tag="lane_ticket"):
+    """Ask (over ZeroMQ) for a one-time ticket to attach a lane connection to this lease."""
+
+    lease: Token
+
+
+class LaneAttach(Request, frozen=True, tag="lane_attach"):
+    """The first frame on a lane connection: the ticket and the lease's token (both
+    needed: the ticket is single use and bound to the lease that asked for it)."""
+
+    ticket: Token
+    lease: Token
+
+
 class GetMatchingSymbols(Request, frozen=True, tag="matching_symbols"):
     """Contracts whose symbol starts with (or name contains) ``pattern`` (IB
     reqMatchingSymbols: at most 16, stocks and other underlyings)."""
@@ -473,6 +492,9 @@ AnyRequest = (
     | CalculateImpliedVolatility
     | CalculateOptionPrice
     | GetMatchingSymbols
+    # the lane (ibhub.hub.lane): a local plain-socket fast path beside ZeroMQ
+    | LaneTicket
+    | LaneAttach
 )
 
 # --------------------------------------------------------------------------- replies
@@ -515,6 +537,9 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     name_secret: str = ""
     # NATS bridge: this hub process's Ibhub-Epoch header; "" without --nats
     nats_epoch: str = ""
+    # The lane (ibhub.hub.lane): "unix:///path/lane.sock" or "tcp://127.0.0.1:PORT" for a
+    # local client to attach to with a LaneTicket; "" when the hub has none.
+    lane: str = ""
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):
@@ -904,6 +929,22 @@ class MatchingSymbolsReply(Reply, frozen=True, tag="matching_symbols"):
     matches: list[SymbolMatch]
 
 
+# ------------------------------------------------------------ replies: the lane
+
+
+class LaneTicketIssued(Reply, frozen=True, tag="lane_ticket"):
+    """A single-use ticket for :class:`LaneAttach`, valid ``expires_in`` seconds."""
+
+    ticket: str
+    expires_in: float
+
+
+class LaneAttached(Reply, frozen=True, tag="lane_attached"):
+    """The lane connection now counts as the lease's connection (``lease``: its handle)."""
+
+    lease: str
+
+
 
 AnyReply = (
     Ok
@@ -935,6 +976,9 @@ AnyReply = (
     | OptionChainReply
     | OptionComputationReply
     | MatchingSymbolsReply
+    # the lane
+    | LaneTicketIssued
+    | LaneAttached
 )
 
 

@@ -312,3 +312,69 @@ class Publisher:
         send = self._send
         send(topic, zmq.SNDMORE)
         send(payload)
+
+
+# ------------------------------------------------------------------ the lane's framing
+# The lane (ibhub.hub.lane, ibhub.client.lane; docs/protocol.md "The lane"): a local
+# stream socket (Unix domain, or loopback TCP) beside ZeroMQ. Every frame is a 4-byte
+# big-endian length, then that many bytes. Client -> hub: the payload is a request,
+# exactly what the ROUTER gets (the first one a LaneAttach). Hub -> client: one kind
+# byte, then a reply (LANE_REPLY + msgpack Reply) or a pushed event (LANE_EVENT + one
+# byte topic length + topic + msgpack Event: the PUB message's two frames in one).
+
+LANE_HEADER: Final = 4
+LANE_REPLY: Final = 0x72  # b"r"
+LANE_EVENT: Final = 0x65  # b"e"
+LANE_UNIX_SOCKET: Final = "lane.sock"  # in the hub's data dir
+
+
+def lane_frame(payload: bytes) -> bytes:
+    """``payload`` with its length prefix."""
+    return len(payload).to_bytes(LANE_HEADER, "big") + payload
+
+
+def lane_reply_frame(reply_payload: bytes) -> bytes:
+    return (len(reply_payload) + 1).to_bytes(LANE_HEADER, "big") + b"r" + reply_payload
+
+
+def lane_event_frame(topic: bytes, event_payload: bytes) -> bytes:
+    n = len(topic)
+    return ((n + len(event_payload) + 2).to_bytes(LANE_HEADER, "big") + b"e"
+            + n.to_bytes(1, "big") + topic + event_payload)
+
+
+class LaneFrameError(ValueError):
+    """Bytes that are not lane frames (a length above the limit): close the connection."""
+
+
+class LaneFrames:
+    """Splits a byte stream into lane frames; ``feed`` returns the complete ones."""
+
+    __slots__ = ("_buf", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self._buf = bytearray()
+        self.limit = limit
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos, end = 0, len(buf)
+        while end - pos >= LANE_HEADER:
+            size = int.from_bytes(buf[pos:pos + LANE_HEADER], "big")
+            if size > self.limit:
+                raise LaneFrameError(f"a frame of {size} bytes is above the limit of "
+                                     f"{self.limit} bytes")
+            if end - pos - LANE_HEADER < size:
+                break
+            start = pos + LANE_HEADER
+            frames.append(bytes(buf[start:start + size]))
+            pos = start + size
+        if pos:
+            del buf[:pos]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)

@@ -141,6 +141,9 @@ def _version() -> str:
 @click.option("--http-port", default=None, metavar="PORT|off",
               help="Status page, /health and /metrics on 127.0.0.1:PORT "
                    "(default 8570; 0 or off = none).")
+@click.option("--lane", default=None, metavar="unix|off|tcp://127.0.0.1:PORT",
+              help="The local fast path for SDK requests and order events "
+                   "(default unix: DATA_DIR/lane.sock; docs/protocol.md section 12).")
 @click.option("--log-level", default=None,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level (default INFO).")
@@ -165,6 +168,7 @@ def run(
     data_dir: str | None,
     config_file: str | None,
     http_port: str | None,
+    lane: str | None,
     nats_urls: str | None,
     nats_hub: str | None,
     log_level: str | None,
@@ -198,6 +202,7 @@ def run(
             sim_replay_speed=speed,
             lines_max=lines_max,
             tws_port=tws_port,
+            lane=lane,
             allow_live=allow_live,
             read_only=read_only,
             data_dir=data_dir,

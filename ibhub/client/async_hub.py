@@ -26,6 +26,7 @@ from ibhub.client.batch import Batch, BatchSubscription, Tap
 from ibhub.client.contracts import contract_spec, default_name
 from ibhub.client.curve import client_curve
 from ibhub.client.errors import HubError, HubTimeout, NotConnected
+from ibhub.client.lane import Lane, LaneRpc
 from ibhub.client.lease import LeaseKeeper, expect
 from ibhub.client.names import load_name_secret, new_secret
 from ibhub.client.nats_link import NatsEventStream, NatsLink, NatsRpcChannel
@@ -183,6 +184,7 @@ class AsyncHub:
         hub_name: str = "hub",
         nats_user: str = "",
         nats_options: dict[str, Any] | None = None,
+        lane: bool = True,
     ) -> None:
         # NATS (docs/scale-out.md): the hub ``hub_name`` through a NATS cluster instead of
         # the ZeroMQ endpoints; ``nats_user`` (or an nkey seed in ``nats_options``) is the
@@ -191,6 +193,10 @@ class AsyncHub:
             raise ValueError("tick_bundle is a ZeroMQ topic; over NATS subscribe per "
                              "instrument (bundle.tick is not mirrored, docs/scale-out.md)")
         self._nats = NatsLink(nats, hub_name, nats_user, nats_options) if nats else None
+        # The lane (client/lane.py): requests and this lease's order/error events over
+        # the hub's local plain socket when it names one we can reach; ZeroMQ otherwise.
+        self.use_lane = lane and nats is None
+        self._lane: Lane | None = None
         self.pub_endpoint = wire.pub_endpoint(pub)
         self.tick_bundle = tick_bundle
         self.curve = client_curve(server_key, client_key_file)
@@ -253,6 +259,11 @@ class AsyncHub:
                 self._context, self.rpc_endpoint, timeout=self.request_timeout,
                 curve=self.curve,
             )
+            if self.use_lane:
+                lane_rpc = LaneRpc(self._rpc)
+                self._rpc = cast(RpcChannel, lane_rpc)
+                self._lane = Lane(lane_rpc, lambda: self._keeper_token(),
+                                  self._on_lane_event, self._spawn)
             self._stream = EventStream(
                 self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect,
                 curve=self.curve,
@@ -274,9 +285,13 @@ class AsyncHub:
                 credential=self._credential, name_secret=self._name_secret,
             )
             keeper.report = self._keeping_up
+            if self._lane is not None:
+                keeper.on_welcome = self._lane.on_welcome
             await keeper.hello(self.connect_timeout, self.connect_retries)
             self._keeper = keeper
             await self._table.baseline_status()
+            if self._lane is not None:
+                await self._lane.attach()
             if self.upstream.up is None:  # the hub has published no status at all yet
                 status = await self._rpc.request(GetStatus(id=0))
                 if isinstance(status, StatusReply):
@@ -292,6 +307,8 @@ class AsyncHub:
 
     async def close(self) -> None:
         """Say goodbye (best effort), end every subscription and close the sockets."""
+        if self._lane is not None:
+            self._lane.close()  # no re-attach when the goodbye closes the lane
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             await keeper.goodbye(timeout=min(1.0, self.request_timeout))
@@ -313,6 +330,7 @@ class AsyncHub:
             self._context = None
         if self._nats is not None:
             await self._nats.close()
+        self._lane = None
 
     # ------------------------------------------------------------------ lease
 
@@ -360,6 +378,7 @@ class AsyncHub:
         """Counters: events received, gaps recovered, stale events dropped, re-hellos."""
         seqs = self._table.sequencers() if self._table is not None else []
         entries = self._table.entries.values() if self._table is not None else ()
+        lane_rpc = self._lane.rpc if self._lane is not None else None
         return {
             "events": self._stream.received if self._stream else 0,
             "undecodable": self._stream.undecodable if self._stream else 0,
@@ -369,6 +388,11 @@ class AsyncHub:
             "disconnects": self.upstream.disconnects,
             "connects": self.upstream.connects,
             "subscriptions": sum(len(entry.subs) for entry in entries),
+            # the lane: requests answered there, requests sent again over ZeroMQ after
+            # it broke, and second copies of events (lane or SUB, whichever came later)
+            "lane_requests": lane_rpc.requests if lane_rpc is not None else 0,
+            "lane_fallbacks": lane_rpc.fallbacks if lane_rpc is not None else 0,
+            "duplicates": sum(s.duplicates for s in seqs),
         }
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
@@ -1021,6 +1045,25 @@ class AsyncHub:
                 tap.on_message(topic, event)
         if self._table is not None:
             self._table.on_event(topic, event)
+
+    def _keeper_token(self) -> str | None:
+        keeper = self._keeper
+        return keeper.token if keeper is not None else None
+
+    def _on_lane_event(self, topic: str, event: Event) -> None:
+        """An event the hub pushed on the lane: the same one comes over SUB; the topic's
+        sequencer delivers whichever copy arrives first (``TopicSequencer.offer``)."""
+        orders, table = self._orders, self._table
+        if orders is not None and orders.sequencer is not None \
+                and topic == orders.sequencer.topic:
+            orders.sequencer.offer(event)
+        elif table is not None and table.errors is not None and topic == table.errors.topic:
+            table.errors.offer(event)
+
+    @property
+    def lane_attached(self) -> bool:
+        """True while requests and this lease's events use the hub's lane."""
+        return self._lane is not None and self._lane.attached
 
     def _on_error_event(self, event: ErrorEvent) -> None:
         log.warning("IB error %d for this lease: %s", event.ib_code, event.message)

@@ -54,6 +54,10 @@ def expect(reply: Reply, kind: type[R]) -> R:
     return reply
 
 
+def _ignore_welcome(welcome: Welcome) -> None:
+    """The default ``LeaseKeeper.on_welcome``: nobody else needs the Welcome."""
+
+
 class LeaseKeeper:
     """Holds one lease at the hub for as long as the SDK is connected."""
 
@@ -90,6 +94,9 @@ class LeaseKeeper:
         # What each heartbeat tells the hub about keeping up (gaps, lag_ms); set by
         # AsyncHub, read once a heartbeat (nothing per event).
         self.report: Callable[[], dict[str, Any]] = dict
+        # Told every Welcome (the first hello and each re-hello): the lane attaches to
+        # the lease it names (client/lane.py).
+        self.on_welcome: Callable[[Welcome], None] = _ignore_welcome
 
     # ------------------------------------------------------------------ life
 
@@ -193,6 +200,7 @@ class LeaseKeeper:
             self._name_secret = welcome.name_secret
         self.hub_reachable = True
         self._table.set_lease(welcome.lease)
+        self.on_welcome(welcome)
 
     async def _resubscribe_pending(self) -> None:
         """Subscribe again every topic the hub does not hold for the current lease.

@@ -40,8 +40,10 @@ class TopicSequencer:
         "buffer",
         "deliver",
         "deliver_all",
+        "duplicates",
         "gaps",
         "last",
+        "offered",
         "recovering",
         "request_snapshot",
         "stale",
@@ -65,6 +67,10 @@ class TopicSequencer:
         self.stale = 0  # events dropped because a newer value was already delivered
         self.recovering = False
         self.buffer: list[Event] = []
+        # The lane (client/lane.py) offers a second copy of some topics' events: the
+        # highest seq it delivered, and the second copies dropped (either channel's).
+        self.offered = 0
+        self.duplicates = 0
 
     def on_event(self, event: Event) -> None:
         """Handle one live event from the SUB socket."""
@@ -78,6 +84,8 @@ class TopicSequencer:
         if last is None or seq == last + 1:
             self.last = seq
             self.deliver(event)
+        elif seq <= self.offered:
+            self.duplicates += 1  # the lane delivered it first
         elif seq <= last:
             if seq == 1:
                 log.info("%s: sequence restarted at 1 (hub restarted?)", self.topic)
@@ -94,6 +102,24 @@ class TopicSequencer:
             self.recovering = True
             self.buffer = [event]
             self.request_snapshot(self.topic)
+
+    def offer(self, event: Event) -> None:
+        """An event of this topic from a second, faster channel (the lane) that carries
+        the same events and sequence numbers as the SUB socket, which stays the channel
+        of record: delivered only when it is the next one; one already delivered, or
+        one ahead of the sequence (the lane dropped some for a slow reader), is left to
+        the SUB socket, so the lane never causes a gap recovery. While recovering it is
+        buffered like a live event (the snapshot's merge drops the copies)."""
+        if self.recovering:
+            self.on_event(event)
+            return
+        last = self.last
+        seq = event.seq
+        if last is not None and seq == last + 1:
+            self.last = self.offered = seq
+            self.deliver(event)
+        elif last is not None and seq <= last:
+            self.duplicates += 1  # SUB delivered it first
 
     def on_events(self, events: Sequence[Event]) -> None:
         """Handle consecutive live events of one message (``seq``, ``seq + 1``, ...).
@@ -129,6 +155,7 @@ class TopicSequencer:
     def reset(self) -> None:
         """Forget the baseline (new PUB connection: the hub may have restarted)."""
         self.last = None
+        self.offered = 0
         self.recovering = False
         self.buffer = []
 

@@ -336,6 +336,7 @@ class Hub:
     hub_reachable = _Mirror[bool](AsyncHub.hub_reachable, False)
     rehellos = _Mirror[int](AsyncHub.rehellos, 0)
     upstream_state = _Mirror[str](AsyncHub.upstream_state, "UNKNOWN")
+    lane_attached = _Mirror[bool](AsyncHub.lane_attached, False)
 
     # By hand: False (not ``NotConnected``) before ``connect()`` and after ``close()``.
     def is_connected(self) -> bool:

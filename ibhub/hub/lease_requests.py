@@ -14,6 +14,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from ibhub import __version__
+from ibhub.hub.lane import LANE_ROUTE
 from ibhub.hub.leases import Lease, NoFreeClientId
 from ibhub.hub.name_requests import names_unavailable
 from ibhub.hub.names import NameRefused, new_secret
@@ -55,6 +56,10 @@ class LeaseRequests:
 
     def hello(self, req: Hello, ctx: Context) -> Reply:
         hub, peer = self.hub, ctx.peer
+        if peer.route.startswith(LANE_ROUTE):  # a lease is bound to where it said hello
+            return Error(id=req.id, code=ErrorCode.BAD_REQUEST,
+                         message="say hello over the ZeroMQ request socket; the lane "
+                                 "serves the requests of the lease it is attached to")
         if req.protocol != PROTOCOL_VERSION:
             return Error(id=req.id, code=ErrorCode.UNSUPPORTED_VERSION,
                          message=f"client speaks protocol {req.protocol}, this hub speaks "
@@ -99,7 +104,8 @@ class LeaseRequests:
                        heartbeat_interval=hub.settings.heartbeat_interval,
                        hub_version=__version__, token=lease.token, role=lease.role,
                        name_secret=made,
-                       nats_epoch=hub.nats.epoch if hub.nats is not None else "")
+                       nats_epoch=hub.nats.epoch if hub.nats is not None else "",
+                       lane=hub.lane.address if hub.lane is not None else "")
 
     def heartbeat(self, req: Heartbeat, ctx: Context) -> Reply:
         lease = ctx.lease  # the registry refreshed it

@@ -71,6 +71,9 @@ class Lease:
     peer: Peer = LOCAL  # the connection (and key) that opened it
     gaps: int = 0  # sequence gaps the client reported (heartbeat): it fell behind
     lag_ms: float = 0.0  # how far behind the hub it says it is
+    # Lane connections attached to this lease (ibhub.hub.lane): hub-made random routes
+    # that count as the lease's connection too (a LaneTicket proved the holder).
+    lanes: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -194,7 +197,7 @@ class LeaseTable:
             return None
         bound = lease.peer
         if not (
-            hmac.compare_digest(bound.route, peer.route)
+            (hmac.compare_digest(bound.route, peer.route) or peer.route in lease.lanes)
             and hmac.compare_digest(bound.key.encode(), peer.key.encode())
         ):
             return None

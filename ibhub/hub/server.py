@@ -38,6 +38,7 @@ from ibhub import __version__
 from ibhub.config import ConfigError, HubSettings
 from ibhub.hub.bulletins import NewsBulletins
 from ibhub.hub.fanout import PUB_SNDHWM, Fanout
+from ibhub.hub.lane import LaneServer
 from ibhub.hub.lease_requests import LeaseRequests
 from ibhub.hub.leases import LeaseTable
 from ibhub.hub.limits import Limits, ZmqListenerGuard, harden_zmq_listener, limits_of
@@ -141,6 +142,7 @@ class HubServer:
         self.ops: Any = None  # health/metrics/alerts (hub.ops.health.attach_ops), once started
         self.limits: Limits | None = None  # descriptor budget and connection caps
         self.nats: Any = None  # the NATS bridge (ibhub.hub.nats_bridge) when nats_urls is set
+        self.lane: LaneServer | None = None  # the local fast path (ibhub.hub.lane) unless off
         self._guards: list[ZmqListenerGuard] = []
 
     # ------------------------------------------------------------------ extension
@@ -298,6 +300,8 @@ class HubServer:
         # Requests are served only now that every service has registered its request
         # types: before, a place_order sent at start-up was answered "not served by this
         # hub" (found by bench/soak.py; tests/reliability/test_order_faults.py).
+        if s.lane != "off":  # the lane: a local plain-socket fast path (ibhub.hub.lane)
+            await self._start_lane()
         self._tasks.spawn(self.rpc.serve(), name="ibhub-rpc")
         if self.nats is not None:  # connects in the background; stopped as a service
             await self.nats.start()
@@ -307,6 +311,22 @@ class HubServer:
             __version__, self._pub_endpoint, self._rpc_endpoint,
             self.settings.gateway_host, self.settings.gateway_port, self.settings.client_id,
         )
+
+    async def _start_lane(self) -> None:
+        s = self.settings
+        assert self.rpc is not None and self.fanout is not None
+        lane = LaneServer(s.lane, Path(s.data_dir), self.rpc, self.leases, self.fanout,
+                          max_connections=s.lane_max_connections,
+                          max_frame=s.max_request_bytes)
+        try:
+            await lane.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on the lane ({s.lane}): {exc}; set lane = off "
+                              "or another port") from exc
+        if lane.address:
+            self.lane = lane
+            lane.register(self.registry)
+            self.add_service(lane)
 
     def _guard_listeners(self, ctx: zmq.asyncio.Context) -> None:
         """Count the ZeroMQ listeners' peers; cap them (ibhub.hub.limits)."""

@@ -209,6 +209,7 @@ class HubCollector(Collector):
 
         yield from _connection_metrics(hub)
         yield from _nats_metrics(hub)
+        yield from _lane_metrics(hub)
 
         alerts = self.metrics.alerts
         fam = CounterMetricFamily("ibhub_alerts", "Alerts raised, by kind", labels=["kind"])
@@ -237,6 +238,22 @@ def _nats_metrics(hub: Any) -> Iterator[Metric]:
                         ("reconnects", "Reconnections of the bridge to NATS"),
                         ("requests", "Requests received over NATS")):
         yield CounterMetricFamily(f"ibhub_nats_{name}", help_, value=r[name])
+
+
+def _lane_metrics(hub: Any) -> Iterator[Metric]:
+    """The lane (ibhub.hub.lane): open connections and its counters; nothing without it."""
+    lane = getattr(hub, "lane", None)
+    if lane is None:
+        return
+    yield GaugeMetricFamily("ibhub_lane_connections", "Lane connections open",
+                            value=len(lane.connections))
+    fam = CounterMetricFamily(
+        "ibhub_lane", "Lane counters: connections, attached, refusals (attach_refused, "
+        "attach_timeouts, bad_frames, refused_full), requests, events pushed and dropped, "
+        "replies lost, lanes closed for not reading", labels=["what"])
+    for name, value in sorted(lane.counters.items()):
+        fam.add_metric([name], value)
+    yield fam
 
 
 def _connection_metrics(hub: Any) -> Iterator[Metric]:
