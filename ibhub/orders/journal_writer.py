@@ -33,8 +33,12 @@ BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~
 SWITCH_INTERVAL: float = 0.0005
 
 
-# (fn, args, callback, durable): durable ops are awaited by someone (see the module doc)
-_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool]
+# (fn, args, callback, durable, on_commit): durable ops are awaited by someone (see the
+# module doc); on_commit (or None) runs as soon as the op's transaction is committed,
+# before its fsync (``write(..., on_commit=)``)
+_Op = tuple[
+    Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool, Callable[[Any], None] | None
+]
 
 
 class _Batch:
@@ -110,6 +114,11 @@ class JournalWriter:
         self.ops = 0
         self.fsyncs = 0
         self.checkpoints = 0  # background checkpoints run
+        # Why the journal cannot be trusted any more (a failed fsync), or None. A failed
+        # fsync may have dropped the dirty pages it covered (Linux marks them clean), so
+        # a later fsync's success proves nothing about them: whoever acknowledges work
+        # on the journal's word (the order manager) refuses new work once this is set.
+        self.failed: str | None = None
         self._since_checkpoint = 0  # commits since the last complete one
 
     async def start(self) -> None:
@@ -164,13 +173,17 @@ class JournalWriter:
         callback: Callable[[T | BaseException], None],
         *,
         durable: bool = False,
+        on_commit: Callable[[T], None] | None = None,
     ) -> None:
         """Queue ``fn(journal, *args)``; ``callback(result)`` on the loop once committed.
         Not ``durable`` (the default here): its commit uses ``updates_synchronous``
-        (module doc)."""
+        (module doc). ``on_commit(result)``: run on the loop as soon as the transaction
+        is committed (in the WAL, so in the OS page cache: a crash of the process can no
+        longer lose it), before the fsync a ``durable`` write waits for; not run if the
+        commit failed (``callback`` gets the error)."""
         if self._journal is None or self._loop is None:
             raise JournalError("the journal writer is not running")
-        op: _Op = (fn, args, callback, durable)
+        op: _Op = (fn, args, callback, durable, on_commit)
         if threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._queue_op, op)
             return
@@ -190,7 +203,11 @@ class JournalWriter:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(
+        self, fn: Callable[..., T], *args: Any, on_commit: Callable[[T], None] | None = None
+    ) -> T:
+        """``fn(journal, *args)``'s result once committed durably (``synchronous``);
+        ``on_commit`` as in :meth:`write_then`: what may start before the fsync."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
 
@@ -204,7 +221,7 @@ class JournalWriter:
             else:
                 fut.set_result(result)
 
-        self.write_then(fn, args, done, durable=True)
+        self.write_then(fn, args, done, durable=True, on_commit=on_commit)
         return await fut
 
     # ---------------------------------------------------------------- on the loop
@@ -242,7 +259,10 @@ class JournalWriter:
         )
         self._released.append(entry)
         if not entry.synced:
-            self._sync_requests.put(entry)
+            self._sync_requests.put(entry)  # first: the fsync runs while we go on
+        for op, result in zip(batch, results, strict=True):
+            if op[4] is not None and not isinstance(result, BaseException):
+                _run_callbacks([(op[4], result)])
         self._release()
         every = self._checkpoint_every
         if every > 0 and self._since_checkpoint >= every and not self._pending:
@@ -276,6 +296,8 @@ class JournalWriter:
         self._release()
 
     def _synced(self, entries: list[_Batch], error: BaseException | None) -> None:
+        if error is not None and self.failed is None:
+            self.failed = f"the journal's fsync failed: {error}"
         for entry in entries:
             if error is not None:  # committed but not durable: the writers must not ack
                 failed = JournalError(f"journal fsync failed: {error}")
