@@ -463,9 +463,9 @@ class OrderManager:
         finally:
             del self._pending[parent.order_id]
             pending.set_result(None)
-        for rec in recs:
-            self.store.deliver(rec, self.store.event(rec, "acknowledged"))
-        return self._accepted(req.id, parent, duplicate=False)
+        for rec, row in zip(recs, rows, strict=True):
+            self.store.deliver(rec, self.store.event(row, "acknowledged"))
+        return self._accepted(req.id, rows[0], duplicate=False)
 
     def _fsync_failed(
         self, req_id: int, coid: str, unsent: _Unsent, rows: list[OrderRecord], exc: JournalError

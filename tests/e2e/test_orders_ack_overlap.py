@@ -1,0 +1,101 @@
+"""The placeOrder overlaps the journal's fsync, end to end (SDK over ZeroMQ, simulator
+over TCP, the hub's FULL journal):
+
+* an order reaches the Gateway while its fsync is held (the hub's fsync thread gated),
+  and its acknowledgement waits for the fsync;
+* an order the Gateway has but the journal lacks (what an OS crash between the commit
+  and its fsync can leave: here its row is deleted before a restart) is adopted at
+  reconciliation as its owner's, by the orderRef the hub put on it, so a retry with the
+  same client_order_id is answered with it as a duplicate, not placed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from ibhub.orders.journal import JOURNAL_FILE, Journal
+from ibhub.sim import SimGateway
+from tests.e2e.conftest import HubFactory
+from tests.e2e.test_orders_reconcile import order_hub, place_resting, resting_price, sdk
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def sim_orders(sim: SimGateway, ref_part: str) -> list[object]:
+    return [o for o in sim.broker.orders() if o.client_id == 0 and ref_part in o.order_ref]
+
+
+async def test_order_reaches_the_gateway_before_its_fsync_ack_after(
+    make_hub: HubFactory, hub_sim: SimGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub, svc = await order_hub(make_hub)
+    gate, started = threading.Event(), threading.Event()
+    sync_wal = Journal.sync_wal
+
+    def gated(self: Journal) -> None:
+        started.set()
+        if not gate.wait(10):
+            raise OSError("test gate never opened")
+        sync_wal(self)
+
+    monkeypatch.setattr(Journal, "sync_wal", gated)
+    try:
+        async with sdk(hub, "alice") as client:
+            price = resting_price(hub_sim)
+            placing = asyncio.ensure_future(
+                client.place_order("AAPL", "BUY", 5, order_type="LMT", limit_price=price,
+                                   client_order_id="overlap-1")
+            )  # fmt: skip
+            await wait_until(lambda: sim_orders(hub_sim, "overlap-1") != [], 10.0,
+                             "the order at the Gateway")  # fmt: skip
+            # its fsync was queued before the send; the thread may start it just after
+            await wait_until(started.is_set, 5.0, "the fsync to start")
+            await asyncio.sleep(0.05)
+            assert not placing.done()  # the ack waits for the fsync
+            gate.set()
+            o = await asyncio.wait_for(placing, 10.0)
+            (at_gw,) = sim_orders(hub_sim, "overlap-1")
+            assert o.order_id == at_gw.order_id  # type: ignore[attr-defined]
+            await o.wait_until(lambda o: o.status == "Submitted", 10.0)
+            assert [e.kind for e in o.events][0] == "acknowledged"
+    finally:
+        gate.set()
+    assert svc.writer is not None and svc.writer.failed is None
+
+
+async def test_gateway_order_missing_from_the_journal_is_adopted_by_its_owner(
+    make_hub: HubFactory, hub_sim: SimGateway, ipc_dir: str
+) -> None:
+    hub1, _ = await order_hub(make_hub)
+    async with sdk(hub1, "alice") as client:
+        o = await place_resting(client, hub_sim, "lost-1")
+    oid, price = o.order_id, o.limit_price
+    await hub1.stop()
+    # What an OS crash between the commit and its fsync can leave: no row.
+    db = sqlite3.connect(Path(ipc_dir) / JOURNAL_FILE)
+    with db:
+        assert db.execute("DELETE FROM orders WHERE order_id = ?", (oid,)).rowcount == 1
+    db.close()
+    hub2, svc2 = await order_hub(make_hub)
+    assert svc2.book is not None
+    rec = svc2.book.store.find("alice", "lost-1")
+    assert rec is not None and rec.order_id == oid and rec.status == "Submitted"
+    async with sdk(hub2, "alice") as client:
+        again = await client.place_order("AAPL", "BUY", 5, order_type="LMT", limit_price=price,
+                                         client_order_id="lost-1")  # fmt: skip
+        assert again.order_id == oid  # answered with the adopted order
+        assert len(sim_orders(hub_sim, "lost-1")) == 1  # not placed twice
+        assert [x.order_id for x in await client.open_orders()] == [oid]
+        await client.cancel_order(again)
+        await again.wait_done(10.0)
+        assert again.cancelled
+    j = Journal.in_dir(Path(ipc_dir))
+    row = j.find("alice", "lost-1")
+    j.close()
+    assert row is not None and row.order_id == oid and row.status == "Cancelled"
