@@ -120,6 +120,7 @@ class JournalWriter:
         # on the journal's word (the order manager) refuses new work once this is set.
         self.failed: str | None = None
         self._since_checkpoint = 0  # commits since the last complete one
+        self._durable_this_turn = False  # a durable write was flushed at once this turn
 
     async def start(self) -> None:
         if SWITCH_INTERVAL and sys.getswitchinterval() > SWITCH_INTERVAL:
@@ -194,8 +195,18 @@ class JournalWriter:
         if not op[3] and len(self._pending) == 1:
             # Nothing queued before it and no fsync to share: commit now, so an event
             # (a fill) is published before the loop decodes the rest of the Gateway's
-            # read (openOrder, commissionReport: 0.3-0.9 ms). Durable writes wait for
-            # the turn's end, to share one fsync.
+            # read (openOrder, commissionReport: 0.3-0.9 ms).
+            self._flush()
+            return
+        if op[3] and not self._durable_this_turn:
+            # The first durable write of a loop turn (a lone order): committed and
+            # fsynced now, so its awaiter finds it done and runs on without giving the
+            # loop up (its reply leaves before the Gateway's answers are decoded). Later
+            # durable writes of the same turn (a burst read at once) wait for the turn's
+            # end and share one commit and one fsync.
+            self._durable_this_turn = True
+            assert self._loop is not None
+            self._loop.call_soon(self._next_turn)
             self._flush()
             return
         if not self._flush_scheduled:
@@ -258,15 +269,37 @@ class JournalWriter:
             awaited=durable,
         )
         self._released.append(entry)
-        if not entry.synced:
-            self._sync_requests.put(entry)  # first: the fsync runs while we go on
+        if not entry.synced and not entry.awaited:
+            self._sync_requests.put(entry)  # the fsync thread: nobody waits on it
         for op, result in zip(batch, results, strict=True):
             if op[4] is not None and not isinstance(result, BaseException):
-                _run_callbacks([(op[4], result)])
+                _run_callbacks([(op[4], result)])  # e.g. the order's placeOrder, now
+        if not entry.synced:  # awaited: its fsync now, on the loop, after on_commit
+            self._sync_now(entry)
         self._release()
         every = self._checkpoint_every
         if every > 0 and self._since_checkpoint >= every and not self._pending:
             self._checkpoint_due.set()
+
+    def _next_turn(self) -> None:
+        self._durable_this_turn = False
+
+    def _sync_now(self, entry: _Batch) -> None:
+        """fsync the WAL on the loop for an awaited commit: its ``on_commit`` work (an
+        order's placeOrder) is already written, the awaiter waits for nothing else, and
+        on a busy 2-core host the fsync thread's wake-ups (to start, and to hand the
+        result back with the GIL) cost more than the fsync: docs/performance.md. One
+        fsync covers every commit before it."""
+        journal = self._journal
+        assert journal is not None
+        error: BaseException | None = None
+        try:
+            journal.sync_wal()
+            self.fsyncs += 1
+        except OSError as exc:
+            log.error("order journal fsync failed (a commit a reply waits on): %s", exc)
+            error = exc
+        self._synced([e for e in self._released if not e.synced], error)
 
     def _release(self) -> None:
         """Run the callbacks of the oldest commits that are durable enough, in order.

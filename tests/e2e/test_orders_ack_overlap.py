@@ -1,28 +1,27 @@
 """The placeOrder overlaps the journal's fsync, end to end (SDK over ZeroMQ, simulator
 over TCP, the hub's FULL journal):
 
-* an order reaches the Gateway while its fsync is held (the hub's fsync thread gated),
-  and its acknowledgement waits for the fsync;
+* an order reaches the Gateway while its fsync has not completed, and its
+  acknowledgement waits for the fsync (the simulator runs in a thread of its own here,
+  so it serves while the hub's loop is inside the fsync);
 * an order the Gateway has but the journal lacks (what an OS crash between the commit
   and its fsync can leave: here its row is deleted before a restart) is adopted at
   reconciliation as its owner's, by the orderRef the hub put on it, so a retry with the
-  same client_order_id is answered with it as a duplicate, not placed twice.
+  same client_order_id is answered with it, not placed twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from ibhub.orders.journal import JOURNAL_FILE, Journal
-from ibhub.sim import SimGateway
-from tests.e2e.conftest import HubFactory
-from tests.e2e.test_orders_reconcile import order_hub, place_resting, resting_price, sdk
-from tests.helpers import wait_until
+from ibhub.sim import SimConfig, SimGateway
+from tests.e2e.conftest import SEED, HubFactory
+from tests.e2e.test_orders_reconcile import order_hub, place_resting, sdk
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,41 +31,36 @@ def sim_orders(sim: SimGateway, ref_part: str) -> list[object]:
 
 
 async def test_order_reaches_the_gateway_before_its_fsync_ack_after(
-    make_hub: HubFactory, hub_sim: SimGateway, monkeypatch: pytest.MonkeyPatch
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub, svc = await order_hub(make_hub)
-    gate, started = threading.Event(), threading.Event()
-    sync_wal = Journal.sync_wal
+    with SimGateway.in_thread(SimConfig(host="127.0.0.1", port=0, seed=SEED,
+                                        tick_rate=4.0)) as sim:  # fmt: skip
+        hub, svc = await order_hub(make_hub, gateway_port=sim.port)
+        sync_wal = Journal.sync_wal
+        seen: list[tuple[int, bool]] = []  # (orders at the Gateway, reply arrived) at fsync
+        replied = [False]
 
-    def gated(self: Journal) -> None:
-        started.set()
-        if not gate.wait(10):
-            raise OSError("test gate never opened")
-        sync_wal(self)
+        def watched(self: Journal) -> None:  # the hub's fsync of the order's insert
+            deadline = time.monotonic() + 10.0
+            while not sim.call(sim_orders, sim, "overlap-1") and time.monotonic() < deadline:
+                time.sleep(0.002)  # the hub's loop is in here: only the sim thread runs
+            seen.append((len(sim.call(sim_orders, sim, "overlap-1")), replied[0]))
+            sync_wal(self)
 
-    monkeypatch.setattr(Journal, "sync_wal", gated)
-    try:
         async with sdk(hub, "alice") as client:
-            price = resting_price(hub_sim)
-            placing = asyncio.ensure_future(
-                client.place_order("AAPL", "BUY", 5, order_type="LMT", limit_price=price,
-                                   client_order_id="overlap-1")
-            )  # fmt: skip
-            await wait_until(lambda: sim_orders(hub_sim, "overlap-1") != [], 10.0,
-                             "the order at the Gateway")  # fmt: skip
-            # its fsync was queued before the send; the thread may start it just after
-            await wait_until(started.is_set, 5.0, "the fsync to start")
-            await asyncio.sleep(0.05)
-            assert not placing.done()  # the ack waits for the fsync
-            gate.set()
-            o = await asyncio.wait_for(placing, 10.0)
-            (at_gw,) = sim_orders(hub_sim, "overlap-1")
+            price = round(sim.call(sim.broker.price_of, 265598) * 0.95, 2)
+            monkeypatch.setattr(Journal, "sync_wal", watched)
+            o = await client.place_order("AAPL", "BUY", 5, order_type="LMT", limit_price=price,
+                                         client_order_id="overlap-1")  # fmt: skip
+            replied[0] = True
+            monkeypatch.setattr(Journal, "sync_wal", sync_wal)
+            assert seen == [(1, False)]  # at the Gateway before the fsync ended; no reply yet
+            (at_gw,) = sim.call(sim_orders, sim, "overlap-1")
             assert o.order_id == at_gw.order_id  # type: ignore[attr-defined]
             await o.wait_until(lambda o: o.status == "Submitted", 10.0)
             assert [e.kind for e in o.events][0] == "acknowledged"
-    finally:
-        gate.set()
-    assert svc.writer is not None and svc.writer.failed is None
+        assert svc.writer is not None and svc.writer.failed is None
+        await hub.stop()
 
 
 async def test_gateway_order_missing_from_the_journal_is_adopted_by_its_owner(

@@ -1,26 +1,25 @@
 """The placeOrder overlaps the journal's fsync; the acknowledgement does not.
 
-An order is handed to the pacer once its insert is committed (in the WAL), and the
-fsync thread makes it durable meanwhile: the order reaches the upstream while its
-fsync is still held here (a gated fsync), but the reply and the "acknowledged" event
-wait for the fsync. A failed fsync after the send never answers the order as refused
-(it works at the Gateway); one whose order still waits in the pacer withdraws it.
-Either way the journal is marked failed and later orders are refused with the reason.
+An order is handed to the pacer once its insert is committed (in the WAL) and, with
+room in the pacer, written upstream before the fsync that makes it durable; the reply
+and the "acknowledged" event wait for the fsync. A failed fsync after the send never
+answers the order as refused (it works at the Gateway); one whose order still waits in
+the pacer withdraws it. Either way the journal is marked failed and later orders are
+refused with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from ibhub.orders.journal import JOURNAL_FILE, Journal
 from ibhub.orders.journal_writer import JournalWriter
-from ibhub.protocol import CancelOrder, CancelRequested, OrderAccepted, OrderRejected, RejectReason
-from tests.helpers import wait_until
+from ibhub.protocol import OrderAccepted, OrderRejected, RejectReason
 from tests.unit.test_journal_sync import GatedJournal
 from tests.unit.test_orders import ALICE, place
 from tests.unit.test_orders_ordering import Rig
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.timeout(30)
 
 class GatedRig(Rig):
     """The ordering rig (fake upstream logging every call, manual-clock pacer) on a
-    journal whose fsync waits for ``gate`` (or raises ``fail``)."""
+    journal whose fsync can fail and lets the test look at the world as it starts."""
 
     def __init__(self, data_dir: Path) -> None:
         super().__init__(data_dir)
@@ -39,16 +38,14 @@ class GatedRig(Rig):
             gate = threading.Event()
             calls = 0
             fail = None
+            log: list[str] = []
+            on_sync: list[Callable[[], None]] = []
 
         self.gated = Gated
         self.writer = JournalWriter(
             lambda: Gated(data_dir / JOURNAL_FILE, synchronous="FULL"), checkpoint_every=0
         )
         self.book.store.writer = self.writer
-
-    async def flush(self) -> None:
-        self.gated.gate.set()
-        await super().flush()
 
 
 @pytest.fixture
@@ -61,36 +58,31 @@ async def rig(tmp_path: Path) -> AsyncIterator[GatedRig]:
 
 
 async def test_sent_before_the_fsync_acknowledged_after_it(rig: GatedRig) -> None:
-    task = asyncio.ensure_future(rig.book.place(ALICE, place("o1")))
-    await wait_until(lambda: rig.up.calls != [], 5.0, "the placeOrder upstream")
-    (call,) = rig.up.calls
-    order_id = int(call.split()[1])
-    await wait_until(lambda: rig.gated.calls == 1, 5.0, "the fsync to start")
-    # Sent, fsync held: no reply, no acknowledged event, and the row is committed.
-    await asyncio.sleep(0.02)
-    assert not task.done() and rig.kinds("order.lease-a") == []
-    reader = Journal(rig.data_dir / JOURNAL_FILE, readonly=True)
-    assert [r.order_id for r in reader.orders()] == [order_id]
-    reader.close()
-    # The Gateway answers before the ack: its event waits behind the ack (commit order).
-    rig.book.updates.apply_status(rig.rec(order_id), "Submitted", None, None, None)
-    # A cancel arriving now is decided after the order's journal write, and goes
-    # upstream after the placeOrder.
-    cancel = asyncio.ensure_future(
-        rig.book.cancel(ALICE, CancelOrder(id=0, lease=ALICE.lease, order_id=order_id))
-    )
-    await asyncio.sleep(0.02)
-    assert not cancel.done() and rig.kinds("order.lease-a") == []
-    rig.gated.gate.set()
-    reply = await asyncio.wait_for(task, 5.0)
-    assert isinstance(reply, OrderAccepted) and reply.order_id == order_id
-    assert reply.status == "PendingSubmit"  # the order as journaled, not as it is now
-    assert isinstance(await asyncio.wait_for(cancel, 5.0), CancelRequested)
-    await rig.run()
-    assert rig.up.calls == [f"place {order_id}", f"cancel {order_id}"]
-    kinds = rig.kinds("order.lease-a")
-    assert kinds[:2] == ["acknowledged", "submitted"], kinds
-    assert rig.order_events("order.lease-a")[0].status == "PendingSubmit"
+    at_fsync: list[tuple[list[str], list[str], list[int]]] = []
+
+    def look() -> None:  # the moment the order's fsync starts
+        reader = Journal(rig.data_dir / JOURNAL_FILE, readonly=True)
+        rows = [r.order_id for r in reader.orders()]
+        reader.close()
+        at_fsync.append((list(rig.up.calls), rig.kinds("order.lease-a"), rows))
+
+    rig.gated.on_sync.append(look)
+    reply = await rig.book.place(ALICE, place("o1"))
+    assert isinstance(reply, OrderAccepted) and reply.status == "PendingSubmit"
+    oid = reply.order_id
+    # At the fsync: written upstream, committed (another connection reads the row),
+    # not acknowledged yet.
+    assert at_fsync == [([f"place {oid}"], [], [oid])]
+    assert rig.kinds("order.lease-a") == ["acknowledged"]
+    # A burst read at once: the first order fsyncs alone, the rest share one fsync;
+    # every one is written upstream before its own fsync.
+    at_fsync.clear()
+    replies = await asyncio.gather(*(rig.book.place(ALICE, place(f"b{i}")) for i in range(4)))
+    ids = [r.order_id for r in replies if isinstance(r, OrderAccepted)]
+    assert len(ids) == 4 and rig.writer.fsyncs == 3
+    first, rest = at_fsync
+    assert f"place {ids[0]}" in first[0] and all(f"place {i}" in rest[0] for i in ids)
+    assert rig.kinds("order.lease-a") == ["acknowledged"] * 5
     assert rig.writer.failed is None
 
 
@@ -98,7 +90,6 @@ async def test_failed_fsync_after_the_send_is_accepted_and_stops_new_orders(
     rig: GatedRig,
 ) -> None:
     rig.gated.fail = OSError(5, "Input/output error")
-    rig.gated.gate.set()
     reply = await rig.book.place(ALICE, place("o1"))
     # It works at the Gateway: never answered as refused.
     assert isinstance(reply, OrderAccepted), reply
@@ -124,7 +115,6 @@ async def test_failed_fsync_while_queued_in_the_pacer_withdraws_the_order(
 ) -> None:
     await rig.busy()  # the pacer has no budget: the placement waits in its queue
     rig.gated.fail = OSError(28, "No space left on device")
-    rig.gated.gate.set()
     reply = await rig.book.place(ALICE, place("o1"))
     assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.INTERNAL
     assert "nothing was sent" in reply.message and "No space left" in reply.message
