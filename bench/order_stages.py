@@ -278,6 +278,16 @@ def main() -> None:
     fill["0 client sends"] = sent
     fill["9 client has fill"] = filled
     _chain(f"fill path, journal_sync={args.journal_sync}", fill, sent, filled)
+    cross = [("6 commit ends", "1 send queued"), ("3 upstream written", "7 durable (fsync done)"),
+             ("7 durable (fsync done)", "4 first Gateway read")]
+    print("\nacross the two paths (the send now starts at the commit, before the fsync):")
+    for a, b in cross:
+        sa, sb = stages.get(a) or fill.get(a), fill.get(b) or stages.get(b)
+        if sa and sb:
+            n = min(len(sa), len(sb))
+            ds = [(sb[i] - sa[i]) / 1e3 for i in range(n)]
+            print(f"{a:>22} -> {b:<22} {_pct(ds, 50):7.0f} {_pct(ds, 90):7.0f} "
+                  f"{_pct(ds, 99):7.0f} {max(ds):7.0f}")
     for label, xs in (("status/sent commits (no fill, no insert)", other),
                       ("fdatasync itself (fsync thread)", fsyncs)):
         if xs:

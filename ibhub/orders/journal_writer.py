@@ -56,7 +56,7 @@ class _Batch:
 
 
 class JournalWriter:
-    """Journal writes with group commit: SQL on the event loop, fsync on a thread.
+    """Journal writes with group commit: SQL and awaited fsyncs on the event loop.
 
     ``await writer.write(fn, *args)`` runs ``fn(journal, *args)`` (an unbound
     :class:`Journal` method) and returns its result once it is committed *durably*
@@ -76,12 +76,25 @@ class JournalWriter:
       ``call_soon_threadsafe`` back) and a GIL it got only between the loop's Python
       (up to CPython's 5 ms switch interval per statement while the loop decoded the
       Gateway's read): 0.6-1.5 ms at the median from an execution to its commit.
-    * A commit that must be durable is fsynced by the ``ibhub-journal-sync`` thread
-      (``os.fsync`` of the WAL, what ``synchronous=FULL`` does inside the commit); one
-      fsync covers every commit before it, so orders placed while it runs share the
-      next one (group commit). The thread holds no GIL while it waits on the disk.
+    * A commit someone awaits (an order's insert, a modification) is fsynced on the
+      loop right after it (``fdatasync`` of the WAL, what ``synchronous=FULL`` does
+      inside the commit; the GIL is released while the disk works), after its
+      ``on_commit`` work. The first such write of a loop turn (a lone order) is
+      committed and fsynced at once, inside ``write``, so its awaiter runs on without
+      giving the loop up: its reply leaves in the same step. Later ones of the same
+      turn (a burst read at once) share one commit and one fsync at the turn's end
+      (group commit). Before, the ``ibhub-journal-sync`` thread ran it: its two
+      wake-ups (to start, and ``call_soon_threadsafe`` back) cost 0.1-0.7 ms, and the
+      loop was free meanwhile; now the loop waits the fsync out (0.3-0.6 ms at the
+      median here; docs/performance.md, "Order path, hub side (session 5)").
+    * Commits nobody awaits that still want an fsync (``updates_synchronous=FULL``)
+      are fsynced by the ``ibhub-journal-sync`` thread, one fsync for all queued so
+      far; the thread holds no GIL while it waits on the disk.
     * Callbacks are released strictly in commit order: a commit that needs no fsync
-      but follows one still waiting for its fsync waits too.
+      but follows one still waiting for its fsync waits too. One fsync covers every
+      commit before it, so an awaited commit's fsync releases those too.
+    * A failed fsync fails the writes it covered (their callbacks get a
+      ``JournalError``) and sets :attr:`failed` for good.
     """
 
     def __init__(
@@ -274,7 +287,7 @@ class JournalWriter:
         for op, result in zip(batch, results, strict=True):
             if op[4] is not None and not isinstance(result, BaseException):
                 _run_callbacks([(op[4], result)])  # e.g. the order's placeOrder, now
-        if not entry.synced:  # awaited: its fsync now, on the loop, after on_commit
+        if entry.awaited and not entry.synced:  # its fsync now, on the loop, after on_commit
             self._sync_now(entry)
         self._release()
         every = self._checkpoint_every
@@ -313,10 +326,12 @@ class JournalWriter:
             while released and released[0].synced:
                 entry = released.popleft()
                 _run_callbacks(entry.callbacks)
-                if entry.awaited and released and released[0].synced:
+                if entry.awaited:
                     # The tasks that awaited this commit (an order's placement, a
                     # modification) run first, so their replies go out (and the front
-                    # door binds its ids) before the events of later commits.
+                    # door binds its ids) before the events of later commits: also of
+                    # commits made before they run (a Gateway read decoded meanwhile
+                    # may answer an order sent at its commit).
                     self._deferred = True
                     assert self._loop is not None
                     self._loop.call_soon(self._release_deferred)

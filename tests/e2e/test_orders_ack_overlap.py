@@ -1,9 +1,8 @@
-"""The placeOrder overlaps the journal's fsync, end to end (SDK over ZeroMQ, simulator
-over TCP, the hub's FULL journal):
+"""Durability end to end (SDK over ZeroMQ, simulator over TCP, the hub's FULL journal):
 
-* an order reaches the Gateway while its fsync has not completed, and its
-  acknowledgement waits for the fsync (the simulator runs in a thread of its own here,
-  so it serves while the hub's loop is inside the fsync);
+* with ``order_send_at_commit`` an order reaches the Gateway while its fsync has not
+  completed, and its acknowledgement waits for the fsync (the simulator runs in a
+  thread of its own here, so it serves while the hub's loop is inside the fsync);
 * an order the Gateway has but the journal lacks (what an OS crash between the commit
   and its fsync can leave: here its row is deleted before a restart) is adopted at
   reconciliation as its owner's, by the orderRef the hub put on it, so a retry with the
@@ -35,7 +34,7 @@ async def test_order_reaches_the_gateway_before_its_fsync_ack_after(
 ) -> None:
     with SimGateway.in_thread(SimConfig(host="127.0.0.1", port=0, seed=SEED,
                                         tick_rate=4.0)) as sim:  # fmt: skip
-        hub, svc = await order_hub(make_hub, gateway_port=sim.port)
+        hub, svc = await order_hub(make_hub, gateway_port=sim.port, order_send_at_commit=True)
         sync_wal = Journal.sync_wal
         seen: list[tuple[int, bool]] = []  # (orders at the Gateway, reply arrived) at fsync
         replied = [False]
@@ -58,7 +57,7 @@ async def test_order_reaches_the_gateway_before_its_fsync_ack_after(
             (at_gw,) = sim.call(sim_orders, sim, "overlap-1")
             assert o.order_id == at_gw.order_id  # type: ignore[attr-defined]
             await o.wait_until(lambda o: o.status == "Submitted", 10.0)
-            assert [e.kind for e in o.events][0] == "acknowledged"
+            assert next(e.kind for e in o.events) == "acknowledged"
         assert svc.writer is not None and svc.writer.failed is None
         await hub.stop()
 

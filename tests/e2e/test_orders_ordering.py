@@ -160,14 +160,16 @@ async def test_front_door_cancel_right_after_place(
     check_against_gateway(hub_sim, recs)
     assert all(t.orderStatus.status == "Cancelled" for t in trades)
     assert all(r.status == "Cancelled" for r in recs)
-    # A placement is handed to the pacer the moment its journal insert is committed,
-    # before its reply, so a cancelOrder read with its placeOrder normally finds it
-    # written and follows it to the Gateway; one still waiting in the pacer (its budget
-    # used) is withdrawn and never sent. Either way: cancelled here and there.
+    # The front door serves a connection's requests in order, so a cancelOrder read with
+    # its placeOrder is handled the moment the placement was answered, before it was even
+    # queued in the pacer (the pacer never saw those it withdrew: ``withdrawn`` counts
+    # only queued items). All 24 messages are written before the hub reads, so normally
+    # all 12 are withdrawn like that and IB sees none.
     unsent = [r for r in recs if not r.sent]
     assert all(NOT_SENT in r.message for r in unsent)
     pacer = door_hub.pacer
     assert pacer is not None
-    print(f"{len(unsent)} of {BURST} withdrawn before they were sent "
-          f"({pacer.withdrawn} from the pacer's queue)")
-    assert len(unsent) == pacer.withdrawn  # no send waits for a later loop turn any more
+    in_the_window = len(unsent) - pacer.withdrawn
+    print(f"{len(unsent)} of {BURST} withdrawn before they were sent, "
+          f"{in_the_window} of them before they were queued")
+    assert in_the_window >= 1

@@ -167,7 +167,7 @@ async def test_a_durable_commit_fsyncs_what_the_thread_still_holds(tmp_path: Pat
 async def test_burst_of_durable_writes_shares_one_fsync(tmp_path: Path) -> None:
     """The first durable write of a turn is fsynced at once; the rest of the turn's share
     one commit and one fsync at its end (group commit)."""
-    cls, writer = _gated(tmp_path)
+    _cls, writer = _gated(tmp_path)
     await writer.start()
     try:
         sent: list[int] = []

@@ -1,4 +1,5 @@
-"""The placeOrder overlaps the journal's fsync; the acknowledgement does not.
+"""With ``order_send_at_commit`` the placeOrder overlaps the journal's fsync; the
+acknowledgement does not.
 
 An order is handed to the pacer once its insert is committed (in the WAL) and, with
 room in the pacer, written upstream before the fsync that makes it durable; the reply
@@ -19,7 +20,13 @@ import pytest
 
 from ibhub.orders.journal import JOURNAL_FILE, Journal
 from ibhub.orders.journal_writer import JournalWriter
-from ibhub.protocol import OrderAccepted, OrderRejected, RejectReason
+from ibhub.protocol import (
+    CancelOrder,
+    CancelRequested,
+    OrderAccepted,
+    OrderRejected,
+    RejectReason,
+)
 from tests.unit.test_journal_sync import GatedJournal
 from tests.unit.test_orders import ALICE, place
 from tests.unit.test_orders_ordering import Rig
@@ -42,10 +49,12 @@ class GatedRig(Rig):
             on_sync: list[Callable[[], None]] = []
 
         self.gated = Gated
-        self.writer = JournalWriter(
-            lambda: Gated(data_dir / JOURNAL_FILE, synchronous="FULL"), checkpoint_every=0
-        )
+        def factory() -> Journal:
+            return Gated(data_dir / JOURNAL_FILE, synchronous="FULL", updates_synchronous="NORMAL")
+
+        self.writer = JournalWriter(factory, checkpoint_every=0)
         self.book.store.writer = self.writer
+        self.book.send_at_commit = True  # the order_send_at_commit setting
 
 
 @pytest.fixture
@@ -84,6 +93,39 @@ async def test_sent_before_the_fsync_acknowledged_after_it(rig: GatedRig) -> Non
     assert f"place {ids[0]}" in first[0] and all(f"place {i}" in rest[0] for i in ids)
     assert rig.kinds("order.lease-a") == ["acknowledged"] * 5
     assert rig.writer.failed is None
+
+
+async def test_a_cancel_after_the_reply_follows_the_placement_upstream(rig: GatedRig) -> None:
+    reply = await rig.book.place(ALICE, place("w"))
+    assert isinstance(reply, OrderAccepted) and reply.status == "PendingSubmit"
+    oid = reply.order_id
+    assert rig.up.calls == [f"place {oid}"] and rig.book.unsent == []  # written already
+    done = await rig.book.cancel(ALICE, CancelOrder(id=0, lease=ALICE.lease, order_id=oid))
+    assert isinstance(done, CancelRequested) and done.order_ids == [oid]
+    await rig.run()
+    assert rig.up.calls == [f"place {oid}", f"cancel {oid}"]  # never instead of it
+    assert rig.kinds("order.lease-a")[0] == "acknowledged"
+
+
+async def test_failed_fsync_by_default_refuses_the_order_and_the_next(tmp_path: Path) -> None:
+    """Without ``send_at_commit`` nothing is sent before the fsync: a failed fsync
+    refuses the order (nothing sent), and every later one with the reason."""
+    r = GatedRig(tmp_path)
+    r.book.send_at_commit = False
+    await r.start()
+    try:
+        r.gated.fail = OSError(5, "Input/output error")
+        reply = await r.book.place(ALICE, place("o1"))
+        assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.INTERNAL
+        assert "nothing was sent" in reply.message and "Input/output error" in reply.message
+        r.gated.fail = None
+        again = await r.book.place(ALICE, place("o2"))
+        assert isinstance(again, OrderRejected) and "fsync failed" in again.message
+        await r.run()
+        assert r.up.calls == [] and r.book.unsent == [] and not r.book.queued
+    finally:
+        r.gated.gate.set()
+        await r.stop()
 
 
 async def test_failed_fsync_after_the_send_is_accepted_and_stops_new_orders(

@@ -123,18 +123,22 @@ async def assert_cancelled_unsent(rig: Rig, *order_ids: int) -> None:
 # ----------------------------------------------------------------------------- cancel
 
 
-async def test_placement_is_sent_before_the_reply_and_a_cancel_follows_it(rig: Rig) -> None:
-    """The placeOrder is handed to the pacer as soon as the insert is committed (before
-    its fsync and the reply), so with room in the pacer it is written by the time the
-    script has its reply; a cancel then goes upstream after it, never instead of it."""
+async def test_cancel_between_the_reply_and_the_send(rig: Rig) -> None:
+    """The placement is queued on the loop's next turn, after the reply; a cancel handled
+    before that turn (the front door does exactly this) withdraws it all the same."""
     reply = await accepted(rig, ALICE, "w")
-    assert reply.status == "PendingSubmit"  # the order as journaled
-    assert rig.up.calls == [f"place {reply.order_id}"] and rig.book.unsent == []
+    assert rig.book.unsent == [reply.order_id] and rig.pacer.queued == 0  # not queued yet
     done = await rig.book.cancel(ALICE, cancel(reply.order_id))
     assert isinstance(done, CancelRequested) and done.order_ids == [reply.order_id]
     await rig.run()
-    assert rig.up.calls == [f"place {reply.order_id}", f"cancel {reply.order_id}"]
-    assert rig.kinds("order.lease-a")[0] == "acknowledged"
+    assert rig.up.calls == [] and rig.pacer.sent == 0  # nothing ever reached the Gateway
+    assert rig.kinds("order.lease-a") == ["acknowledged", "cancelled"]
+    ev = rig.order_events("order.lease-a")[-1]
+    assert ev.status == "Cancelled" and NOT_SENT in ev.message
+    await assert_cancelled_unsent(rig, reply.order_id)
+    assert rig.book.unsent == [] and not rig.book.queued
+    again = await rig.book.cancel(ALICE, cancel(reply.order_id))
+    assert isinstance(again, OrderRejected) and again.reason == RejectReason.ORDER_DONE
 
 
 async def test_cancel_of_a_queued_placement_withdraws_it(rig: Rig) -> None:
