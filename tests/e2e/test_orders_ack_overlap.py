@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from tests.e2e.test_orders_reconcile import order_hub, place_resting, sdk
 pytestmark = pytest.mark.timeout(60)
 
 
-def sim_orders(sim: SimGateway, ref_part: str) -> list[object]:
+def sim_orders(sim: Any, ref_part: str) -> list[Any]:
     return [o for o in sim.broker.orders() if o.client_id == 0 and ref_part in o.order_ref]
 
 
@@ -59,7 +60,7 @@ async def test_order_reaches_the_gateway_before_its_fsync_ack_after(
             monkeypatch.setattr(Journal, "sync_wal", sync_wal)
             assert seen == [(1, False)]  # at the Gateway before the fsync ended; no reply yet
             (at_gw,) = sim.call(sim_orders, sim, "overlap-1")
-            assert o.order_id == at_gw.order_id  # type: ignore[attr-defined]
+            assert o.order_id == at_gw.order_id
             await o.wait_until(lambda o: o.status == "Submitted", 10.0)
             assert next(e.kind for e in o.events) == "acknowledged"
         assert svc.writer is not None and svc.writer.failed is None

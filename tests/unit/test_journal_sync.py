@@ -171,8 +171,12 @@ async def test_burst_of_durable_writes_shares_one_fsync(tmp_path: Path) -> None:
     await writer.start()
     try:
         sent: list[int] = []
+
+        def committed(i: int, _result: object) -> None:
+            sent.append(i)
+
         await asyncio.gather(*(
-            writer.write(Journal.insert_order, rec(i), on_commit=lambda _r, i=i: sent.append(i))
+            writer.write(Journal.insert_order, rec(i), on_commit=partial(committed, i))
             for i in range(1, 11)
         ))  # fmt: skip
         assert sorted(sent) == list(range(1, 11))

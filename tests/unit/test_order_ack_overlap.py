@@ -44,7 +44,7 @@ class GatedRig(Rig):
         class Gated(GatedJournal):
             gate = threading.Event()
             calls = 0
-            fail = None
+            fail: OSError | None = None
             log: list[str] = []
             on_sync: list[Callable[[], None]] = []
 
