@@ -1,4 +1,4 @@
-"""The order journal's writer: group commit on the event loop, the fsync on a thread.
+"""The order journal's writer: group commit on the event loop; awaited fsyncs there too.
 
 Split from :mod:`ibhub.orders.journal` (the schema and the synchronous ``Journal``),
 which re-exports :class:`JournalWriter`. Design notes: the journal module's doc and
@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 CHECKPOINT_EVERY: Final = 100  # commits between background checkpoints (~5 pages each)
 BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~16 MB)
-# The fsync thread needs the GIL back when its fsync returns, to wake the loop; while
+# The fsync thread (commits nobody awaits, journal_sync_updates=FULL) needs the GIL
+# back when its fsync returns, to wake the loop; while
 # the loop thread runs Python (decoding a Gateway read), CPython hands the GIL over
 # only after the switch interval, 5 ms by default, and the order's ack waits for it.
 # A started writer lowers it to this (process-wide; the hub's other threads are C:
