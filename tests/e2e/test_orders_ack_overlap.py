@@ -20,8 +20,10 @@ import pytest
 
 from ibhub.orders.journal import JOURNAL_FILE, Journal
 from ibhub.sim import SimConfig, SimGateway
+from ibhub.tws.pacing import Priority
 from tests.e2e.conftest import SEED, HubFactory
 from tests.e2e.test_orders_reconcile import order_hub, place_resting, sdk
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,6 +47,10 @@ async def test_order_reaches_the_gateway_before_its_fsync_ack_after(
             if svc.book.store.find("alice", "overlap-1") is None:
                 sync_wal(self)  # another awaited commit (not the order's)
                 return
+            if svc.book.unsent:  # still waiting in the pacer: it cannot reach the Gateway
+                seen.append((-1, replied[0]))
+                sync_wal(self)
+                return
             deadline = time.monotonic() + 5.0
             while not sim.call(sim_orders, sim, "overlap-1") and time.monotonic() < deadline:
                 time.sleep(0.002)  # the hub's loop is in here: only the sim thread runs
@@ -53,6 +59,12 @@ async def test_order_reaches_the_gateway_before_its_fsync_ack_after(
 
         async with sdk(hub, "alice") as client:
             price = round(sim.call(sim.broker.price_of, 265598) * 0.95, 2)
+            # room in the pacer (start-up requests used its burst), so the send is
+            # written at the commit rather than queued
+            pacer = hub.pacer
+            assert pacer is not None
+            await wait_until(lambda: pacer.expected_delay(Priority.ORDER) == 0, 10.0,
+                             "room in the pacer")  # fmt: skip
             monkeypatch.setattr(Journal, "sync_wal", watched)
             o = await client.place_order("AAPL", "BUY", 5, order_type="LMT", limit_price=price,
                                          client_order_id="overlap-1")  # fmt: skip
