@@ -129,7 +129,13 @@ def _instrument_fill() -> None:
     queue_send, write = manager.OrderManager._queue_send, manager.OrderManager._write
     on_data, on_exec = reader.TickReader.on_socket_data, updates.OrderUpdates.on_execution
     run_batch, deliver = journal.Journal.run_batch, store.OrderStore.deliver
+    sync_wal = journal.Journal.sync_wal
     waiting = [False]
+
+    def _sync_wal(self: Any) -> None:  # on the fsync thread: the disk's part alone
+        t0 = time.perf_counter_ns()
+        sync_wal(self)
+        FILL.setdefault("fsyncs", []).append(time.perf_counter_ns() - t0)
 
     def _queue_send(self: Any, unsent: Any) -> None:
         _fmark("1 send queued")
@@ -173,6 +179,7 @@ def _instrument_fill() -> None:
     updates.OrderUpdates.on_execution = _on_exec  # type: ignore[method-assign]
     journal.Journal.run_batch = _run_batch  # type: ignore[method-assign]
     store.OrderStore.deliver = _deliver  # type: ignore[method-assign]
+    journal.Journal.sync_wal = _sync_wal  # type: ignore[method-assign]
 
 
 def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: str) -> None:
@@ -267,13 +274,25 @@ def main() -> None:
     stages["11 client has reply"] = acked
     _chain(f"ack path, journal_sync={args.journal_sync}", stages, sent, acked)
     other = fill.pop("other commits", [])
+    fsyncs = fill.pop("fsyncs", [])
     fill["0 client sends"] = sent
     fill["9 client has fill"] = filled
     _chain(f"fill path, journal_sync={args.journal_sync}", fill, sent, filled)
-    if other:
-        print(f"{'status/sent commits (no fill, no insert)':>48} {_pct(other, 50) / 1e3:7.0f} "
-              f"{_pct(other, 90) / 1e3:7.0f} {_pct(other, 99) / 1e3:7.0f} "
-              f"{max(other) / 1e3:7.0f}  (n={len(other)})")
+    cross = [("6 commit ends", "1 send queued"), ("3 upstream written", "7 durable (fsync done)"),
+             ("7 durable (fsync done)", "4 first Gateway read")]
+    print("\nacross the two paths (the send now starts at the commit, before the fsync):")
+    for a, b in cross:
+        sa, sb = stages.get(a) or fill.get(a), fill.get(b) or stages.get(b)
+        if sa and sb:
+            n = min(len(sa), len(sb))
+            ds = [(sb[i] - sa[i]) / 1e3 for i in range(n)]
+            print(f"{a:>22} -> {b:<22} {_pct(ds, 50):7.0f} {_pct(ds, 90):7.0f} "
+                  f"{_pct(ds, 99):7.0f} {max(ds):7.0f}")
+    for label, xs in (("status/sent commits (no fill, no insert)", other),
+                      ("fdatasync itself (fsync thread)", fsyncs)):
+        if xs:
+            print(f"{label:>48} {_pct(xs, 50) / 1e3:7.0f} {_pct(xs, 90) / 1e3:7.0f} "
+                  f"{_pct(xs, 99) / 1e3:7.0f} {max(xs) / 1e3:7.0f}  (n={len(xs)})")
 
 
 def _chain(title: str, stages: dict[str, list[int]], start: list[int], end: list[int]) -> None:

@@ -208,6 +208,12 @@ class HubSettings(BaseSettings):
     # tells again at reconciliation (ibhub/orders/journal.py, docs/orders.md). FULL:
     # an fsync for those too (0.6-2 ms more on the fill path).
     journal_sync_updates: Literal["FULL", "NORMAL"] = "NORMAL"
+    # Send a new order upstream as soon as its journal insert is committed, while its
+    # fsync runs (the reply still waits for the fsync), instead of after the reply.
+    # Off: on a 2-vCPU host with the Gateway on it, the overlap slowed the fsync and the
+    # reply and gained nothing on the fill (docs/orders.md "Durability",
+    # docs/performance.md "Order path, hub side (session 5)").
+    order_send_at_commit: bool = False
 
     # Health and metrics over HTTP on 127.0.0.1 (/health, /metrics); 0 = off.
     http_port: int = Field(default=8570, ge=0, le=65535)

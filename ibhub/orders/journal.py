@@ -11,13 +11,15 @@ Design decisions:
   kernel crash, not only a killed process (``NORMAL`` survives ``kill -9`` but can lose
   the last commits on power loss). Orders are money, and group commit (below) makes the
   fsync cost per *batch*, not per order, so FULL is affordable. Configurable.
-* **Group commit, SQL on the loop, fsync on a thread.** An fsync on the event loop
-  would stall every tick. :class:`JournalWriter` runs everything queued in one loop
-  turn as one transaction on the loop (a WAL append without fsync, tens of us) and
-  hands only the fsync to a thread; one fsync covers every commit before it, so
-  concurrent orders share it. It resolves the waiting futures on the loop *in
-  submission order*. Callers ``await`` the write before replying, so "journal before
-  reply" holds while the loop keeps serving.
+* **Group commit, SQL and awaited fsyncs on the loop.** :class:`JournalWriter` runs
+  everything queued in one loop turn as one transaction on the loop (a WAL append
+  without fsync, tens of us) and fsyncs a commit someone awaits right after it, on the
+  loop: the loop waits the fsync out (~0.5 ms, ticks wait too), which cost less than
+  the fsync thread's wake-ups did on a busy 2-vCPU host (docs/performance.md, "Order
+  path, hub side (session 5)"). One fsync covers every commit before it, so orders of
+  one loop turn share it. Commits nobody awaits that want an fsync go to a thread. It
+  resolves the waiting futures on the loop *in submission order*. Callers ``await``
+  the write before replying, so "journal before reply" holds.
 * **The fsync where a reply waits on it, not on the Gateway's echoes**.
   ``synchronous`` (``journal_sync``, FULL by default) applies to every commit that holds
   a write someone awaits (:meth:`JournalWriter.write`: a new order before its

@@ -1,4 +1,4 @@
-"""The order journal's writer: group commit on the event loop, the fsync on a thread.
+"""The order journal's writer: group commit on the event loop; awaited fsyncs there too.
 
 Split from :mod:`ibhub.orders.journal` (the schema and the synchronous ``Journal``),
 which re-exports :class:`JournalWriter`. Design notes: the journal module's doc and
@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 CHECKPOINT_EVERY: Final = 100  # commits between background checkpoints (~5 pages each)
 BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~16 MB)
-# The fsync thread needs the GIL back when its fsync returns, to wake the loop; while
+# The fsync thread (commits nobody awaits, journal_sync_updates=FULL) needs the GIL
+# back when its fsync returns, to wake the loop; while
 # the loop thread runs Python (decoding a Gateway read), CPython hands the GIL over
 # only after the switch interval, 5 ms by default, and the order's ack waits for it.
 # A started writer lowers it to this (process-wide; the hub's other threads are C:
@@ -33,8 +34,12 @@ BACKSTOP_PAGES: Final = 4_000  # the writer checkpoints itself only past this (~
 SWITCH_INTERVAL: float = 0.0005
 
 
-# (fn, args, callback, durable): durable ops are awaited by someone (see the module doc)
-_Op = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool]
+# (fn, args, callback, durable, on_commit): durable ops are awaited by someone (see the
+# module doc); on_commit (or None) runs as soon as the op's transaction is committed,
+# before its fsync (``write(..., on_commit=)``)
+_Op = tuple[
+    Callable[..., Any], tuple[Any, ...], Callable[[Any], None], bool, Callable[[Any], None] | None
+]
 
 
 class _Batch:
@@ -52,7 +57,7 @@ class _Batch:
 
 
 class JournalWriter:
-    """Journal writes with group commit: SQL on the event loop, fsync on a thread.
+    """Journal writes with group commit: SQL and awaited fsyncs on the event loop.
 
     ``await writer.write(fn, *args)`` runs ``fn(journal, *args)`` (an unbound
     :class:`Journal` method) and returns its result once it is committed *durably*
@@ -72,12 +77,25 @@ class JournalWriter:
       ``call_soon_threadsafe`` back) and a GIL it got only between the loop's Python
       (up to CPython's 5 ms switch interval per statement while the loop decoded the
       Gateway's read): 0.6-1.5 ms at the median from an execution to its commit.
-    * A commit that must be durable is fsynced by the ``ibhub-journal-sync`` thread
-      (``os.fsync`` of the WAL, what ``synchronous=FULL`` does inside the commit); one
-      fsync covers every commit before it, so orders placed while it runs share the
-      next one (group commit). The thread holds no GIL while it waits on the disk.
+    * A commit someone awaits (an order's insert, a modification) is fsynced on the
+      loop right after it (``fdatasync`` of the WAL, what ``synchronous=FULL`` does
+      inside the commit; the GIL is released while the disk works), after its
+      ``on_commit`` work. The first such write of a loop turn (a lone order) is
+      committed and fsynced at once, inside ``write``, so its awaiter runs on without
+      giving the loop up: its reply leaves in the same step. Later ones of the same
+      turn (a burst read at once) share one commit and one fsync at the turn's end
+      (group commit). Before, the ``ibhub-journal-sync`` thread ran it: its two
+      wake-ups (to start, and ``call_soon_threadsafe`` back) cost 0.1-0.7 ms, and the
+      loop was free meanwhile; now the loop waits the fsync out (0.3-0.6 ms at the
+      median here; docs/performance.md, "Order path, hub side (session 5)").
+    * Commits nobody awaits that still want an fsync (``updates_synchronous=FULL``)
+      are fsynced by the ``ibhub-journal-sync`` thread, one fsync for all queued so
+      far; the thread holds no GIL while it waits on the disk.
     * Callbacks are released strictly in commit order: a commit that needs no fsync
-      but follows one still waiting for its fsync waits too.
+      but follows one still waiting for its fsync waits too. One fsync covers every
+      commit before it, so an awaited commit's fsync releases those too.
+    * A failed fsync fails the writes it covered (their callbacks get a
+      ``JournalError``) and sets :attr:`failed` for good.
     """
 
     def __init__(
@@ -110,7 +128,13 @@ class JournalWriter:
         self.ops = 0
         self.fsyncs = 0
         self.checkpoints = 0  # background checkpoints run
+        # Why the journal cannot be trusted any more (a failed fsync), or None. A failed
+        # fsync may have dropped the dirty pages it covered (Linux marks them clean), so
+        # a later fsync's success proves nothing about them: whoever acknowledges work
+        # on the journal's word (the order manager) refuses new work once this is set.
+        self.failed: str | None = None
         self._since_checkpoint = 0  # commits since the last complete one
+        self._durable_this_turn = False  # a durable write was flushed at once this turn
 
     async def start(self) -> None:
         if SWITCH_INTERVAL and sys.getswitchinterval() > SWITCH_INTERVAL:
@@ -164,13 +188,17 @@ class JournalWriter:
         callback: Callable[[T | BaseException], None],
         *,
         durable: bool = False,
+        on_commit: Callable[[T], None] | None = None,
     ) -> None:
         """Queue ``fn(journal, *args)``; ``callback(result)`` on the loop once committed.
         Not ``durable`` (the default here): its commit uses ``updates_synchronous``
-        (module doc)."""
+        (module doc). ``on_commit(result)``: run on the loop as soon as the transaction
+        is committed (in the WAL, so in the OS page cache: a crash of the process can no
+        longer lose it), before the fsync a ``durable`` write waits for; not run if the
+        commit failed (``callback`` gets the error)."""
         if self._journal is None or self._loop is None:
             raise JournalError("the journal writer is not running")
-        op: _Op = (fn, args, callback, durable)
+        op: _Op = (fn, args, callback, durable, on_commit)
         if threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._queue_op, op)
             return
@@ -181,8 +209,18 @@ class JournalWriter:
         if not op[3] and len(self._pending) == 1:
             # Nothing queued before it and no fsync to share: commit now, so an event
             # (a fill) is published before the loop decodes the rest of the Gateway's
-            # read (openOrder, commissionReport: 0.3-0.9 ms). Durable writes wait for
-            # the turn's end, to share one fsync.
+            # read (openOrder, commissionReport: 0.3-0.9 ms).
+            self._flush()
+            return
+        if op[3] and not self._durable_this_turn:
+            # The first durable write of a loop turn (a lone order): committed and
+            # fsynced now, so its awaiter finds it done and runs on without giving the
+            # loop up (its reply leaves before the Gateway's answers are decoded). Later
+            # durable writes of the same turn (a burst read at once) wait for the turn's
+            # end and share one commit and one fsync.
+            self._durable_this_turn = True
+            assert self._loop is not None
+            self._loop.call_soon(self._next_turn)
             self._flush()
             return
         if not self._flush_scheduled:
@@ -190,7 +228,11 @@ class JournalWriter:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(
+        self, fn: Callable[..., T], *args: Any, on_commit: Callable[[T], None] | None = None
+    ) -> T:
+        """``fn(journal, *args)``'s result once committed durably (``synchronous``);
+        ``on_commit`` as in :meth:`write_then`: what may start before the fsync."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
 
@@ -204,7 +246,7 @@ class JournalWriter:
             else:
                 fut.set_result(result)
 
-        self.write_then(fn, args, done, durable=True)
+        self.write_then(fn, args, done, durable=True, on_commit=on_commit)
         return await fut
 
     # ---------------------------------------------------------------- on the loop
@@ -241,12 +283,37 @@ class JournalWriter:
             awaited=durable,
         )
         self._released.append(entry)
-        if not entry.synced:
-            self._sync_requests.put(entry)
+        if not entry.synced and not entry.awaited:
+            self._sync_requests.put(entry)  # the fsync thread: nobody waits on it
+        for op, result in zip(batch, results, strict=True):
+            if op[4] is not None and not isinstance(result, BaseException):
+                _run_callbacks([(op[4], result)])  # e.g. the order's placeOrder, now
+        if entry.awaited and not entry.synced:  # its fsync now, on the loop, after on_commit
+            self._sync_now(entry)
         self._release()
         every = self._checkpoint_every
         if every > 0 and self._since_checkpoint >= every and not self._pending:
             self._checkpoint_due.set()
+
+    def _next_turn(self) -> None:
+        self._durable_this_turn = False
+
+    def _sync_now(self, entry: _Batch) -> None:
+        """fsync the WAL on the loop for an awaited commit: its ``on_commit`` work (an
+        order's placeOrder) is already written, the awaiter waits for nothing else, and
+        on a busy 2-core host the fsync thread's wake-ups (to start, and to hand the
+        result back with the GIL) cost more than the fsync: docs/performance.md. One
+        fsync covers every commit before it."""
+        journal = self._journal
+        assert journal is not None
+        error: BaseException | None = None
+        try:
+            journal.sync_wal()
+            self.fsyncs += 1
+        except OSError as exc:
+            log.error("order journal fsync failed (a commit a reply waits on): %s", exc)
+            error = exc
+        self._synced([e for e in self._released if not e.synced], error)
 
     def _release(self) -> None:
         """Run the callbacks of the oldest commits that are durable enough, in order.
@@ -260,10 +327,12 @@ class JournalWriter:
             while released and released[0].synced:
                 entry = released.popleft()
                 _run_callbacks(entry.callbacks)
-                if entry.awaited and released and released[0].synced:
+                if entry.awaited:
                     # The tasks that awaited this commit (an order's placement, a
                     # modification) run first, so their replies go out (and the front
-                    # door binds its ids) before the events of later commits.
+                    # door binds its ids) before the events of later commits: also of
+                    # commits made before they run (a Gateway read decoded meanwhile
+                    # may answer an order sent at its commit).
                     self._deferred = True
                     assert self._loop is not None
                     self._loop.call_soon(self._release_deferred)
@@ -276,6 +345,8 @@ class JournalWriter:
         self._release()
 
     def _synced(self, entries: list[_Batch], error: BaseException | None) -> None:
+        if error is not None and self.failed is None:
+            self.failed = f"the journal's fsync failed: {error}"
         for entry in entries:
             if error is not None:  # committed but not durable: the writers must not ack
                 failed = JournalError(f"journal fsync failed: {error}")

@@ -193,10 +193,15 @@ class OrderManager:
         publish: EventSink,
         store: OrderStore | None = None,
         max_order_delay: float | None = DEFAULT_MAX_ORDER_DELAY,
+        send_at_commit: bool = False,
     ) -> None:
         """``max_order_delay``: seconds a place or modify may expect to wait in the pacer
-        before it is refused ``busy`` (None: never refused for the delay)."""
+        before it is refused ``busy`` (None: never refused for the delay).
+        ``send_at_commit``: hand a new order to the pacer when its journal insert is
+        committed, before its fsync, instead of after its reply (docs/orders.md,
+        "Durability")."""
         self._up = upstream
+        self.send_at_commit = send_at_commit
         self.max_order_delay = max_order_delay
         self.risk = risk
         self._pacer = pacer
@@ -373,6 +378,12 @@ class OrderManager:
                 refusal = Refusal(
                     RejectReason.ORDER_DONE, f"parent order {parent.order_id} is {parent.status}"
                 )
+        if refusal is None and self.store.writer.failed is not None:
+            refusal = Refusal(
+                RejectReason.INTERNAL,
+                f"{self.store.writer.failed}; the hub takes no new orders until it is "
+                "restarted (orders already placed keep working at the Gateway)",
+            )
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(
                 RejectReason.UPSTREAM_DOWN,
@@ -417,9 +428,36 @@ class OrderManager:
             self._in_flight(rec.order_id)
             self._unsent[rec.order_id] = unsent
         self._pending[parent.order_id] = pending
+        # The send goes after the reply by default: the insert is committed and fsynced
+        # (on the loop, docs/orders.md "The journal"), the reply goes out, and the next
+        # loop turn queues the placeOrder (0.2-2 ms of ib_insync's CPU that would
+        # otherwise delay the reply, and whose Gateway answers compete with the reply's
+        # trip for the CPUs). With ``send_at_commit`` the placeOrder is handed to the
+        # pacer the moment the insert is committed (in the WAL: a crash of the hub can no
+        # longer lose it) and written before the fsync; the reply and the "acknowledged"
+        # event still wait for the fsync. docs/orders.md, "Durability", says what is left
+        # to an OS crash between the two. Either way the orders are in flight
+        # (``queued``) and unsent (``_unsent``) from registration, so reconciliation
+        # expects them and a cancel arriving before the send withdraws them.
+        unsent.fields = {r.order_id: self._fields(r, placing=True) for r in recs}
+        committed = False
+
+        def on_commit(_result: object) -> None:
+            nonlocal committed
+            committed = True
+            self._queue_send(unsent)
+
+        # The reply and the "acknowledged" event describe the order as journaled: the
+        # Gateway's answers to an early send may have moved the record on meanwhile, and
+        # their events follow (the writer releases them after this commit's).
+        rows = [replace(r) for r in recs]
         try:
-            await self.store.writer.write(op_insert, [replace(r) for r in recs])
+            await self.store.writer.write(
+                op_insert, rows, on_commit=on_commit if self.send_at_commit else None
+            )
         except JournalError as exc:
+            if committed:
+                return self._fsync_failed(req.id, coid, unsent, rows, exc)
             slot.release()
             for rec in recs:
                 self.store.unregister(rec)
@@ -432,24 +470,52 @@ class OrderManager:
                     RejectReason.INTERNAL, f"the order journal failed, nothing was sent: {exc}"
                 ),
             )
-        except BaseException:  # cancelled (hub stopping): nothing will queue this send
-            slot.release()
+        except BaseException:  # cancelled (hub stopping)
+            if not committed:  # nothing will queue this send
+                slot.release()
             raise
         finally:
             del self._pending[parent.order_id]
             pending.set_result(None)
-        for rec in recs:
-            self.store.deliver(rec, self.store.event(rec, "acknowledged"))
-        # The send runs on the loop's next turn, after the RPC task has put this reply
-        # on the socket: the reply needs only the journal commit, while a send costs
-        # 0.2-2 ms (ib_insync's placeOrder formats the whole Trade for its log) and sets
-        # the Gateway and ib_insync's order events competing for the CPU with the
-        # reply's trip to the script (docs/performance.md). The orders are in flight
-        # (``queued``) and unsent (``_unsent``) from registration, so reconciliation
-        # expects them and a cancel arriving before this send is queued withdraws them.
-        unsent.fields = {r.order_id: self._fields(r, placing=True) for r in recs}
-        asyncio.get_running_loop().call_soon(self._queue_send, unsent)
-        return self._accepted(req.id, parent, duplicate=False)
+        for rec, row in zip(recs, rows, strict=True):
+            self.store.deliver(rec, self.store.event(row, "acknowledged"))
+        if not committed:
+            asyncio.get_running_loop().call_soon(self._queue_send, unsent)
+        return self._accepted(req.id, rows[0], duplicate=False)
+
+    def _fsync_failed(
+        self, req_id: int, coid: str, unsent: _Unsent, rows: list[OrderRecord], exc: JournalError
+    ) -> OrderAccepted | OrderRejected:
+        """The order was committed and handed to the pacer, then its fsync failed.
+
+        Still waiting in the pacer: withdrawn, nothing went upstream, and the script is
+        told so (refused, ``internal``). Written to the Gateway already: it works there,
+        so it is never answered as refused: the script gets the acceptance and the
+        "acknowledged" event says the journal failed. Either way the writer is marked
+        failed and later orders are refused until the hub is restarted."""
+        parent = rows[0]
+        log.error("order %d: the journal's fsync failed after its commit: %s", parent.order_id, exc)
+        if not unsent.written:
+            for rec in list(unsent.recs):
+                if self._unsent.get(rec.order_id) is unsent:
+                    self._take_out(rec, unsent)
+                    self.store.unregister(rec)
+            return self._reject(
+                req_id,
+                coid,
+                Refusal(
+                    RejectReason.INTERNAL, f"the order journal failed, nothing was sent: {exc}"
+                ),
+                parent.order_id,
+            )
+        message = (
+            f"sent to the Gateway, but the order journal could not make it durable ({exc}); "
+            "the hub refuses new orders until it is restarted"
+        )
+        for rec, row in zip(unsent.recs, rows, strict=False):
+            row.message = message
+            self.store.deliver(rec, self.store.event(row, "acknowledged"))
+        return self._accepted(req_id, parent, duplicate=False)
 
     def _room(self, caller: Caller, cost: int) -> Reservation | Refusal:
         """Room in the pacer for a place or modify of ``caller``, held until it is queued:
@@ -814,6 +880,12 @@ class OrderManager:
                 RejectReason.BAD_QUANTITY,
                 f"quantity {new.quantity:g} is below the {rec.filled:g} already filled",
             )
+        if refusal is None and self.store.writer.failed is not None:
+            refusal = Refusal(
+                RejectReason.INTERNAL,
+                f"{self.store.writer.failed}; the hub takes no new orders until it is "
+                "restarted (orders already placed keep working at the Gateway)",
+            )
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:
@@ -910,6 +982,12 @@ class OrderManager:
         self, caller: Caller, req: GlobalCancel
     ) -> CancelRequested | OrderRejected:
         refusal = self.risk.check_operator(caller.role, "a global cancel")
+        if refusal is None and self.store.writer.failed is not None:
+            refusal = Refusal(
+                RejectReason.INTERNAL,
+                f"{self.store.writer.failed}; the hub takes no new orders until it is "
+                "restarted (orders already placed keep working at the Gateway)",
+            )
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:

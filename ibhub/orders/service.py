@@ -81,6 +81,7 @@ class OrderSettings:
     pacer_queue_per_lease: int = 50  # orders of one lease waiting for the pacer (own pacer)
     journal_sync: str = "FULL"
     journal_sync_updates: str = "NORMAL"  # commits no reply waits on (journal module doc)
+    order_send_at_commit: bool = False  # send at the insert's commit, before its fsync
     held_grace: float = 1.0  # seconds before events held for an absent script are sent
     # seconds an ended order waits in ib_insync's caches for missing executions or
     # commissions before it is pruned anyway (ibhub.ib.trade_cache); None: never prune
@@ -220,6 +221,7 @@ class OrderService:
             resolver=self._resolver,
             publish=self._publish,
             max_order_delay=s.max_order_delay,
+            send_at_commit=s.order_send_at_commit,
         )
         self.what_if = WhatIfService(
             risk=self.risk, resolver=self._resolver, pacer=self.pacer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -21,16 +22,26 @@ def _seen(seen: list[str], what: str, _result: object) -> None:
 
 
 class GatedJournal(Journal):
-    """A journal whose WAL fsync waits for ``gate`` (or raises ``fail``)."""
+    """A journal whose WAL fsync raises ``fail`` if set. On the fsync thread (commits
+    nobody awaits, e.g. ``journal_sync_updates=FULL``) it first waits for ``gate``; on
+    the loop (a commit a reply waits on) it runs ``on_sync`` hooks, which see the
+    world at the moment of the fsync, and logs "fsync" in ``log``."""
 
     gate: threading.Event
     fail: OSError | None = None
     calls = 0
+    log: list[str]
+    on_sync: list[Callable[[], None]]
 
     def sync_wal(self) -> None:
         type(self).calls += 1
-        if not self.gate.wait(10):
-            raise OSError("test gate never opened")
+        if threading.current_thread().name == "ibhub-journal-sync":
+            if not self.gate.wait(10):
+                raise OSError("test gate never opened")
+        else:
+            for hook in self.on_sync:
+                hook()
+        self.log.append("fsync")
         if self.fail is not None:
             raise self.fail
         super().sync_wal()
@@ -42,6 +53,8 @@ def _gated(
     class Gated(GatedJournal):
         gate = threading.Event()
         calls = 0
+        log: list[str] = []
+        on_sync: list[Callable[[], None]] = []
 
     def factory() -> Journal:
         return Gated(tmp_path / JOURNAL_FILE, synchronous=synchronous,
@@ -88,23 +101,20 @@ async def test_fsync_only_where_a_reply_waits_and_in_order(tmp_path: Path) -> No
         # 20 concurrent awaited writes share the fsyncs (group commit).
         await asyncio.gather(*(writer.write(Journal.insert_order, rec(i)) for i in range(10, 30)))
         assert 1 <= writer.fsyncs < 20
-        # A write that follows one still waiting for its fsync waits for it too.
-        cls.gate.clear()
-        writer.write_then(Journal.insert_order, (rec(40),), lambda _r: seen.append("durable"),
-                          durable=True)  # what ``await writer.write`` queues
-        await wait_until(lambda: cls.calls == writer.fsyncs + 1, 5.0, "the fsync to start")
-        writer.write_then(Journal.insert_order, (rec(41),), lambda _r: seen.append("after"))
-        await asyncio.sleep(0.05)
-        assert seen[-1] == "u5"  # both committed, both callbacks held back
-        cls.gate.set()
-        await wait_until(lambda: seen[-1] == "after", 5.0, "the later callback")
-        assert seen[-2:] == ["durable", "after"]
+        # A durable write (an order) alone in its loop turn: committed, its on_commit
+        # work run (the placeOrder), fsynced on the loop, its callback run, all before
+        # write_then returns: the awaiter never gives the loop up.
+        cls.log.clear()
+        fsyncs = writer.fsyncs
+        writer.write_then(Journal.insert_order, (rec(40),), lambda _r: cls.log.append("durable"),
+                          durable=True, on_commit=lambda _r: cls.log.append("send"))
+        assert cls.log == ["send", "fsync", "durable"] and writer.fsyncs == fsyncs + 1
         # Gateway echoes may be fsynced too (journal_sync_updates=FULL).
     finally:
         cls.gate.set()
         await writer.stop()
     reader = Journal(tmp_path / JOURNAL_FILE, readonly=True)
-    assert len(reader.orders()) == 27
+    assert len(reader.orders()) == 26
     reader.close()
 
 
@@ -131,5 +141,45 @@ async def test_updates_full_fsyncs_every_commit(tmp_path: Path) -> None:
         writer.write_then(Journal.insert_order, (rec(1),), lambda _r: done.set())
         await asyncio.wait_for(done.wait(), 5)
         assert writer.fsyncs == 1
+    finally:
+        await writer.stop()
+
+
+async def test_a_durable_commit_fsyncs_what_the_thread_still_holds(tmp_path: Path) -> None:
+    """Echoes fsynced by the thread (journal_sync_updates=FULL) release in commit order;
+    a durable commit's fsync on the loop covers them: all released, in order, at once."""
+    cls, writer = _gated(tmp_path, synchronous="FULL", updates_synchronous="FULL")
+    await writer.start()
+    seen: list[str] = []
+    try:
+        writer.write_then(Journal.insert_order, (rec(1),), partial(_seen, seen, "echo"))
+        await wait_until(lambda: cls.calls == 1, 5.0, "the thread's fsync to start")
+        assert seen == []  # held: its fsync waits for the gate
+        await writer.write(Journal.insert_order, rec(2), on_commit=partial(_seen, seen, "sent"))
+        assert seen == ["sent", "echo"]  # the echo first (commit order), then the awaiter
+        assert cls.log == ["fsync"]  # the loop's; the thread's still waits
+    finally:
+        cls.gate.set()
+        await writer.stop()
+    assert writer.failed is None
+
+
+async def test_burst_of_durable_writes_shares_one_fsync(tmp_path: Path) -> None:
+    """The first durable write of a turn is fsynced at once; the rest of the turn's share
+    one commit and one fsync at its end (group commit)."""
+    _cls, writer = _gated(tmp_path)
+    await writer.start()
+    try:
+        sent: list[int] = []
+
+        def committed(i: int, _result: object) -> None:
+            sent.append(i)
+
+        await asyncio.gather(*(
+            writer.write(Journal.insert_order, rec(i), on_commit=partial(committed, i))
+            for i in range(1, 11)
+        ))  # fmt: skip
+        assert sorted(sent) == list(range(1, 11))
+        assert writer.fsyncs == 2 and writer.batches == 2
     finally:
         await writer.stop()
