@@ -981,13 +981,9 @@ class OrderManager:
     async def global_cancel(
         self, caller: Caller, req: GlobalCancel
     ) -> CancelRequested | OrderRejected:
+        # Not refused when the journal has failed: a failed disk is when an operator most
+        # needs to take risk off, and the cancel needs nothing durable from the hub.
         refusal = self.risk.check_operator(caller.role, "a global cancel")
-        if refusal is None and self.store.writer.failed is not None:
-            refusal = Refusal(
-                RejectReason.INTERNAL,
-                f"{self.store.writer.failed}; the hub takes no new orders until it is "
-                "restarted (orders already placed keep working at the Gateway)",
-            )
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:

@@ -23,13 +23,14 @@ from ibhub.orders.journal_writer import JournalWriter
 from ibhub.protocol import (
     CancelOrder,
     CancelRequested,
+    GlobalCancel,
     OrderAccepted,
     OrderRejected,
     RejectReason,
 )
 from tests.unit.test_journal_sync import GatedJournal
 from tests.unit.test_orders import ALICE, place
-from tests.unit.test_orders_ordering import Rig
+from tests.unit.test_orders_ordering import OPERATOR, Rig
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -150,6 +151,14 @@ async def test_failed_fsync_after_the_send_is_accepted_and_stops_new_orders(
     retry = await rig.book.place(ALICE, place("o1"))
     assert isinstance(retry, OrderAccepted) and retry.duplicate
     assert retry.order_id == reply.order_id
+    # Taking risk off still works: the order's cancel and an operator's global cancel go up.
+    oid = reply.order_id
+    done = await rig.book.cancel(ALICE, CancelOrder(id=0, lease=ALICE.lease, order_id=oid))
+    assert isinstance(done, CancelRequested) and done.order_ids == [oid]
+    g = await rig.book.global_cancel(OPERATOR, GlobalCancel(id=0, lease=OPERATOR.lease))
+    assert isinstance(g, CancelRequested)
+    await rig.run()
+    assert rig.up.calls == [f"place {oid}", f"cancel {oid}", "global cancel"]
 
 
 async def test_failed_fsync_while_queued_in_the_pacer_withdraws_the_order(
