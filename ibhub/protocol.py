@@ -515,6 +515,10 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     name_secret: str = ""
     # NATS bridge: this hub process's Ibhub-Epoch header; "" without --nats
     nats_epoch: str = ""
+    # Tick path (session 5): the hub publishes every read's tick messages on
+    # ``bundle.tick`` too; an SDK with ``tick_bundle=None`` then reads ticks there
+    # (False: a hub, or a test double, that does not: per-instrument topics)
+    tick_bundle: bool = False
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):

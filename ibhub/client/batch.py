@@ -26,7 +26,10 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from ibhub import wire
+from ibhub.client.bundle import LazyBundle, decode_message
 from ibhub.client.errors import HubTimeout
 from ibhub.client.subscription import Subscription
 from ibhub.protocol import Bundle, ContractInfo, ContractSpec, Event
@@ -223,6 +226,17 @@ class Tap:
             for name, inner in message.messages:
                 if name.startswith(self.prefix):
                     self._on_events(name, wire.unbatch(inner))
+            return
+        if type(message) is LazyBundle:
+            for name, raw in message.messages:
+                if name.startswith(self.prefix):
+                    try:
+                        decoded = decode_message(raw)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        log.warning("tap %r: undecodable message for %s in a bundle: %s",
+                                    self.prefix, name, exc)
+                        continue
+                    self._on_events(name, wire.unbatch(decoded))
             return
         if topic.startswith(self.prefix):
             self._on_events(topic, wire.unbatch(message))
