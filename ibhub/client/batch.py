@@ -195,6 +195,9 @@ class Tap:
         self.callback = callback
         self.last: dict[str, int] = dict(since or {})
         self._live: set[str] = set()  # topics that delivered a batch to this tap
+        # hub time of each topic's last event delivered: a batch from 1 again is a hub
+        # restart only if it is newer; else it is the bundle's copy of what went out
+        self._last_ts: dict[str, int] = {}
         self.received = 0
         self.missed = 0
         # sequence jumps while listening (each lost one or more events; not the first
@@ -253,7 +256,7 @@ class Tap:
                 missed = first - last - 1
                 self.missed += missed
                 self.gaps += topic in self._live
-            elif first == 1:
+            elif first == 1 and events[-1].ts > self._last_ts.get(topic, -1):
                 restarted = True
                 self.restarts += 1
             else:  # already delivered (a duplicate route, e.g. bundle and topic)
@@ -267,6 +270,7 @@ class Tap:
                 self.gaps += missed > 0 and topic in self._live
         self.last[topic] = events[-1].seq
         self._live.add(topic)
+        self._last_ts[topic] = events[-1].ts
         self.received += len(events)
         batch = Batch(topic, events, missed, restarted, last)
         callback = self.callback
