@@ -540,6 +540,10 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     # The lane (ibhub.hub.lane): "unix:///path/lane.sock" or "tcp://127.0.0.1:PORT" for a
     # local client to attach to with a LaneTicket; "" when the hub has none.
     lane: str = ""
+    # The hub publishes every read's tick messages on
+    # ``bundle.tick`` too; an SDK with ``tick_bundle=None`` then reads ticks there
+    # (False: a hub, or a test double, that does not: per-instrument topics)
+    tick_bundle: bool = False
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):

@@ -154,13 +154,18 @@ class AsyncHub:
     ``prog[pid-tag]`` is never reused, and its secret stays in memory. A name bound to
     someone else's secret is refused at connect with ``name_taken``.
 
-    ``tick_bundle=True``: receive ticks through the hub's ``bundle.tick`` topic (every
-    instrument's ticks of one Gateway read in one message) instead of one topic per
-    instrument. Each tick still reaches only this script's own subscriptions, in
-    order, with the same gap recovery. Cheaper (one wake-up and one decode per read:
-    ~3x less CPU per tick at 10k ticks/s, docs/performance.md) when the script
-    watches most of what the hub streams; a script that watches a few instruments of
-    many would decode everyone's ticks, so the default is per-instrument topics.
+    ``tick_bundle``: where ticks come from. ``True``: the hub's ``bundle.tick`` topic
+    (every instrument's ticks of one Gateway read in one message); ``False``: one
+    topic per instrument. Each tick reaches only this script's own subscriptions, in
+    order, with the same gap recovery either way. The bundle costs one wake-up, one
+    receive and one envelope decode per Gateway read instead of one per instrument
+    per read, and its inner messages are decoded only for the instruments this script
+    holds (client/bundle.py), so it is the cheaper route at the rates measured
+    (docs/performance.md, "Tick path (session 5)"). ``None`` (the default): the bundle
+    over ZeroMQ when the hub's ``Welcome`` says it publishes one, else per-instrument
+    topics (always over NATS, which does not mirror the bundle).
+    ``False`` still suits a script that holds a few instruments of a hub streaming
+    very many at high rates: the bundle's bytes reach every script that reads it.
     """
 
     def __init__(
@@ -176,7 +181,7 @@ class AsyncHub:
         queue_size: int = 10_000,
         server_key: str | bytes | None = None,
         client_key_file: str | None = None,
-        tick_bundle: bool = False,
+        tick_bundle: bool | None = None,
         operator_token: str | None = None,
         name_secret: str | None = None,
         names_dir: str | None = None,
@@ -198,7 +203,9 @@ class AsyncHub:
         self.use_lane = lane and nats is None
         self._lane: Lane | None = None
         self.pub_endpoint = wire.pub_endpoint(pub)
-        self.tick_bundle = tick_bundle
+        # None: decided at hello (the bundle if the hub publishes one, over ZeroMQ)
+        self._bundle_auto = tick_bundle is None and nats is None
+        self.tick_bundle = bool(tick_bundle)
         self.curve = client_curve(server_key, client_key_file)
         self.rpc_endpoint = wire.rpc_endpoint(rpc)
         self.name = name or default_name()
@@ -288,6 +295,9 @@ class AsyncHub:
             if self._lane is not None:
                 keeper.on_welcome = self._lane.on_welcome
             await keeper.hello(self.connect_timeout, self.connect_retries)
+            if self._bundle_auto and keeper.tick_bundle and not self.tick_bundle:
+                self.tick_bundle = True
+                self._table.use_bundle()  # before any subscription exists
             self._keeper = keeper
             await self._table.baseline_status()
             if self._lane is not None:

@@ -26,7 +26,10 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from ibhub import wire
+from ibhub.client.bundle import LazyBundle, decode_message
 from ibhub.client.errors import HubTimeout
 from ibhub.client.subscription import Subscription
 from ibhub.protocol import Bundle, ContractInfo, ContractSpec, Event
@@ -192,6 +195,9 @@ class Tap:
         self.callback = callback
         self.last: dict[str, int] = dict(since or {})
         self._live: set[str] = set()  # topics that delivered a batch to this tap
+        # hub time of each topic's last event delivered: a batch from 1 again is a hub
+        # restart only if it is newer; else it is the bundle's copy of what went out
+        self._last_ts: dict[str, int] = {}
         self.received = 0
         self.missed = 0
         # sequence jumps while listening (each lost one or more events; not the first
@@ -224,6 +230,17 @@ class Tap:
                 if name.startswith(self.prefix):
                     self._on_events(name, wire.unbatch(inner))
             return
+        if type(message) is LazyBundle:
+            for name, raw in message.messages:
+                if name.startswith(self.prefix):
+                    try:
+                        decoded = decode_message(raw)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        log.warning("tap %r: undecodable message for %s in a bundle: %s",
+                                    self.prefix, name, exc)
+                        continue
+                    self._on_events(name, wire.unbatch(decoded))
+            return
         if topic.startswith(self.prefix):
             self._on_events(topic, wire.unbatch(message))
 
@@ -239,7 +256,7 @@ class Tap:
                 missed = first - last - 1
                 self.missed += missed
                 self.gaps += topic in self._live
-            elif first == 1:
+            elif first == 1 and events[-1].ts > self._last_ts.get(topic, -1):
                 restarted = True
                 self.restarts += 1
             else:  # already delivered (a duplicate route, e.g. bundle and topic)
@@ -253,6 +270,7 @@ class Tap:
                 self.gaps += missed > 0 and topic in self._live
         self.last[topic] = events[-1].seq
         self._live.add(topic)
+        self._last_ts[topic] = events[-1].ts
         self.received += len(events)
         batch = Batch(topic, events, missed, restarted, last)
         callback = self.callback

@@ -81,6 +81,7 @@ class LeaseKeeper:
         self.client_id: int | None = None
         self.heartbeat_interval = 1.0
         self.hub_version = ""
+        self.tick_bundle = False  # the hub publishes bundle.tick (Welcome)
         self.nats_epoch = ""  # the hub's NATS epoch (Welcome): the stream's valid values
         self.hub_reachable = False
         self.rehellos = 0  # completed renewals (hello again + resubscribe pass)
@@ -196,6 +197,7 @@ class LeaseKeeper:
             # sequence numbers start again, so every topic starts again from its value.
             self._table.resync_all()
         self.nats_epoch = welcome.nats_epoch
+        self.tick_bundle = welcome.tick_bundle
         if welcome.name_secret and not self._name_secret:  # the hub made one: keep it
             self._name_secret = welcome.name_secret
         self.hub_reachable = True

@@ -19,8 +19,9 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ibhub import wire
+from ibhub.client.bundle import BUNDLE_KEY, LazyBundle, decode_bundle
 from ibhub.client.curve import ClientCurve
-from ibhub.protocol import Bundle, Event
+from ibhub.protocol import TOPIC_BUNDLE, Bundle, Event
 from ibhub.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,12 @@ class EventStream:
             )
             return
         try:
-            topic = frames[0].decode()
-            event = wire.decode_event(frames[1])
+            if frames[0] == BUNDLE_KEY:  # inner messages decoded only for topics held
+                topic = TOPIC_BUNDLE
+                event: Event = decode_bundle(frames[1])
+            else:
+                topic = frames[0].decode()
+                event = wire.decode_event(frames[1])
         except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.undecodable += 1
             log.warning("ignoring an undecodable event on %r: %s", frames[0][:64], exc)
@@ -157,7 +162,10 @@ class EventStream:
 
 
 def _count(event: Event) -> int:
-    """Events in one message: a batch's ticks, a bundle's ticks, else 1."""
+    """Events in one message: a batch's ticks, a bundle's ticks, else 1 (a lazily
+    decoded bundle counts its messages: its ticks are decoded only where wanted)."""
+    if type(event) is LazyBundle:
+        return len(event.messages)
     if type(event) is Bundle:
         return sum(len(wire.unbatch(m)) for _, m in event.messages)
     return len(wire.unbatch(event))

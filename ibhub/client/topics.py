@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from ibhub.client.bundle import LazyBundle, decode_message
 from ibhub.client.errors import HubError
 from ibhub.client.sequencer import TopicSequencer
 from ibhub.client.stream import EventStream
@@ -98,6 +99,7 @@ class TopicTable:
         self._on_status = on_status
         self._on_error = on_error
         self.entries: dict[str, TopicEntry] = {}
+        self.undecodable = 0  # bundle messages of held topics that did not decode
         self.status = TopicSequencer(TOPIC_STATUS, self._status_event, self.request_snapshot)
         self.errors: TopicSequencer | None = None
         stream.subscribe(TOPIC_STATUS)
@@ -108,6 +110,14 @@ class TopicTable:
         stream.subscribe(TOPIC_NEWS_BULLETIN)
         if bundle:
             stream.subscribe(TOPIC_BUNDLE)
+
+    def use_bundle(self) -> None:
+        """Take ticks from ``bundle.tick`` from now on (at connect, before any entry)."""
+        if self.entries:
+            raise RuntimeError("use_bundle() after subscriptions were made")
+        if not self.bundle:
+            self.bundle = True
+            self._stream.subscribe(TOPIC_BUNDLE)
 
     # ------------------------------------------------------------------ membership
 
@@ -181,6 +191,24 @@ class TopicTable:
                 entry.sequencer.on_events(event.ticks)
             else:
                 entry.sequencer.on_event(event)
+        elif type(event) is LazyBundle:
+            # A read's tick messages, still encoded: only the topics held are decoded.
+            entries = self.entries
+            for name, raw in event.messages:
+                bundled = entries.get(name)
+                if bundled is None or bundled.kind != "ticks":
+                    continue
+                try:
+                    message = decode_message(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self.undecodable += 1
+                    log.warning("ignoring an undecodable message for %s in a bundle: %s",
+                                name, exc)
+                    continue
+                if type(message) is Ticks:
+                    bundled.sequencer.on_events(message.ticks)
+                else:
+                    bundled.sequencer.on_event(message)
         elif type(event) is Bundle:
             # A read's tick messages; the topics this script does not hold are skipped.
             entries = self.entries

@@ -105,7 +105,8 @@ class LeaseRequests:
                        hub_version=__version__, token=lease.token, role=lease.role,
                        name_secret=made,
                        nats_epoch=hub.nats.epoch if hub.nats is not None else "",
-                       lane=hub.lane.address if hub.lane is not None else "")
+                       lane=hub.lane.address if hub.lane is not None else "",
+                       tick_bundle=True)  # Fanout.flush publishes bundle.tick always
 
     def heartbeat(self, req: Heartbeat, ctx: Context) -> Reply:
         lease = ctx.lease  # the registry refreshed it

@@ -24,7 +24,8 @@ def test_tap_reports_gaps_restarts_and_drops_duplicates() -> None:
     tap.on_message("tick.AAPL", Ticks(2, 0, [tick(2), tick(3)]))
     tap.on_message("tick.AAPL", tick(7))  # 4..6 lost
     tap.on_message("tick.AAPL", Ticks(6, 0, [tick(6), tick(7), tick(8)]))  # 6,7 again
-    tap.on_message("tick.AAPL", tick(1))  # the hub restarted
+    # the hub restarted: from 1 again, stamped later than what was delivered
+    tap.on_message("tick.AAPL", Tick(1, 5, 1, "AAPL", 1.0, 2.0, 1.5, 1, 1, 1, 10))
     tap.on_message("bar.AAPL", tick(1))  # not under the prefix
     assert [(b.first_seq, b.last_seq, b.missed, b.restarted, b.prev_seq) for b in got] == [
         (1, 1, 0, False, None), (2, 3, 0, False, 1), (7, 7, 3, False, 3),
