@@ -6,7 +6,8 @@ collected mid-flight, and an exception in a task nobody awaits is lost (at best 
 task until it ends, logs an unexpected exception on the owner's logger when it ends,
 and cancels and awaits them all when the owner closes.
 
-It lives at the top of the package, importing nothing of ibhub, because the SDK
+It lives at the top of the package, importing nothing of ibhub but :mod:`ibhub.eager`
+(which imports nothing), because the SDK
 (``client/``), the simulator (``sim/``), the order service (``orders/``), the hub and
 the front door all spawn tasks and none of them may import the others.
 """
@@ -17,6 +18,8 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
+
+from ibhub.eager import eager_task
 
 T = TypeVar("T")
 
@@ -33,9 +36,15 @@ class TaskSet:
         self.what = what  # how a failure is named in the log ("background fault", ...)
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
-        """Run ``coro`` as a task of the running loop, held until it ends."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None, *,
+              eager: bool = False) -> asyncio.Task[T]:
+        """Run ``coro`` as a task of the running loop, held until it ends. ``eager``: its
+        first step runs now, inside this call (:mod:`ibhub.eager`)."""
+        loop = asyncio.get_running_loop()
+        task = eager_task(loop, coro, name) if eager else loop.create_task(coro, name=name)
+        if task.done():  # finished in its eager first step
+            self._done(task)
+            return task
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task

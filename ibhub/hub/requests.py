@@ -445,7 +445,7 @@ class RpcServer:
             return
         route, req, ctx = admitted
         if route.slow:
-            self._spawn(send, req, ctx, route.fn)  # type: ignore[arg-type]
+            self._spawn(send, req, ctx, route.fn, route.eager)  # type: ignore[arg-type]
         else:
             self._answer(send, req, ctx, route.fn)  # type: ignore[arg-type]
 
@@ -482,13 +482,13 @@ class RpcServer:
                 log.exception("request observer %r failed", observer)
 
     def _spawn(self, send: Callable[[Reply], None], req: Request, ctx: Context,
-               fn: Callable[..., Awaitable[Reply]]) -> None:
+               fn: Callable[..., Awaitable[Reply]], eager: bool = False) -> None:
         if len(self._tasks) >= MAX_TASKS:
             send(Error(
                 id=req.id, code=ErrorCode.BUSY,
                 message=f"hub busy: {MAX_TASKS} requests in progress; retry later"))
             return
-        self._tasks.spawn(self._run(send, req, ctx, fn))
+        self._tasks.spawn(self._run(send, req, ctx, fn), eager=eager)
 
     async def _run(self, send: Callable[[Reply], None], req: Request, ctx: Context,
                    fn: Callable[..., Awaitable[Reply]]) -> None:
