@@ -36,6 +36,7 @@ from benchlib import machine
 from orders import HubProcess, WireClient, order_hub, place_req
 
 STAGES: dict[str, list[int]] = {}
+EAGER: list[bool] = []  # per order: its place started inside the receive call
 
 
 def _mark(name: str, t: int | None = None) -> None:
@@ -48,6 +49,7 @@ def _instrument() -> None:
     from ibhub.orders import journal, journal_writer, manager
 
     last_recv = [0]
+    in_spawn = [False]  # a place that starts inside _spawn ran eagerly (ibhub.eager)
     serve_payload, spawn = requests.RpcServer.serve_payload, requests.RpcServer._spawn
     place, write = manager.OrderManager.place, journal_writer.JournalWriter.write_then
     run_batch, send = journal.Journal.run_batch, requests.RpcServer._send
@@ -61,10 +63,15 @@ def _instrument() -> None:
         if type(req).__name__ == "PlaceOrder":
             _mark("1 hub receive", last_recv[0])
             _mark("2 task spawned")
-        spawn(self, send, req, *rest)
+        in_spawn[0] = True
+        try:
+            spawn(self, send, req, *rest)
+        finally:
+            in_spawn[0] = False
 
     async def _place(self: Any, caller: Any, req: Any) -> Any:
         _mark("3 place starts")
+        EAGER.append(in_spawn[0])
         reply = await place(self, caller, req)
         _mark("8 place returns")
         return reply
@@ -205,9 +212,11 @@ def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: s
     async def serve() -> None:
         async with order_hub(gateway_port, data_dir, journal_sync) as hub:
             STAGES.clear()
+            EAGER.clear()
             FILL.clear()
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            FILL["eager"] = [int(e) for e in EAGER]
             conn.send((STAGES, FILL))
 
     import uvloop
@@ -287,6 +296,8 @@ def main() -> None:
     stages["11 client has reply"] = acked
     via = "lane" if args.lane else "ZeroMQ"
     _chain(f"ack path ({via}), journal_sync={args.journal_sync}", stages, sent, acked)
+    eager = fill.pop("eager", [])
+    print(f"\nplaces started inside the receive call (eager): {sum(eager)} of {len(eager)}")
     other = fill.pop("other commits", [])
     fsyncs = fill.pop("fsyncs", [])
     fill["0 client sends"] = sent

@@ -456,8 +456,8 @@ class RpcServer:
             reply = fn(req, ctx)
         except Exception as exc:
             reply = self._failed(req, exc)
+        send(reply)  # the reply first, the observers (metrics, alerts) after it
         self._observe(req, reply, t0)
-        send(reply)
 
     @staticmethod
     def _failed(req: Request, exc: Exception) -> Error:
@@ -497,8 +497,8 @@ class RpcServer:
             reply = await fn(req, ctx)
         except Exception as exc:
             reply = self._failed(req, exc)
+        send(reply)  # the reply first, the observers (metrics, alerts) after it
         self._observe(req, reply, t0)
-        send(reply)
 
     def _send(self, envelope: list[bytes], reply: Reply) -> None:
         """Send without waiting: a client that stopped reading its replies must not
