@@ -5,7 +5,8 @@ own processes, a raw wire client placing 1-share market orders ``--interval`` ap
 and stamps each order with ``time.perf_counter_ns`` (CLOCK_MONOTONIC: one clock for
 every process on the host) at each stage of the ack path:
 
-    client send -> hub receive (ROUTER or, with --lane, the lane) -> RPC task spawned -> OrderManager.place starts ->
+    client send -> hub receive (ROUTER, or the lane with --lane) -> RPC task spawned
+    (with an eager route: its first step runs here) -> OrderManager.place starts ->
     journal write queued -> SQL commit starts -> commit ends (on the loop, no fsync)
     -> durable (the fsync thread is done) -> place returns -> reply send starts -> send
     returns -> client has the reply

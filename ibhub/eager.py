@@ -85,12 +85,12 @@ class _FirstStep(Generic[T]):
                 try:
                     value = coro.throw(exc)
                 except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
+                    return stop.value
             else:
                 try:
                     value = coro.send(sent)
                 except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
+                    return stop.value
 
 
 async def _resume(first: _FirstStep[T]) -> T:

@@ -368,11 +368,14 @@ class RpcServer:
         self.observers: list[Callable[[str, Reply, float], None]] = []
 
     def register(self, req_type: type[Request], fn: Handler, *, slow: bool = True,
-                 lease: bool = False, role: str = "", action: str = "") -> None:
+                 lease: bool = False, role: str = "", action: str = "",
+                 eager: bool = False) -> None:
         """Serve ``req_type`` with ``fn(req, ctx)`` (:meth:`Registry.add`): a Reply
         (``slow=False``, answered inline) or an awaitable of one (``slow=True``, run as a
-        task). It may raise :class:`BadRequest`."""
-        self.registry.add(req_type, fn, slow=slow, lease=lease, role=role, action=action)
+        task; ``eager``: its first step inside the receive call). It may raise
+        :class:`BadRequest`."""
+        self.registry.add(req_type, fn, slow=slow, lease=lease, role=role, action=action,
+                          eager=eager)
 
     def _keyed_receiver(self, socket: zmq.Socket[Any]) -> Callable[[], list[bytes]]:
         """Like :func:`wire.fast_receiver`, also noting the message's ``User-Id`` (the
