@@ -50,7 +50,7 @@ def _instrument() -> None:
     from ibhub.orders import journal, journal_writer, manager
 
     last_recv = [0]
-    in_spawn = [False]  # a place that starts inside _spawn ran eagerly (ibhub.eager)
+    in_spawn = [False]  # a place that starts inside _spawn ran eagerly (ibhub.tasks.eager_task)
     serve_payload, spawn = requests.RpcServer.serve_payload, requests.RpcServer._spawn
     place, write = manager.OrderManager.place, journal_writer.JournalWriter.write_then
     run_batch, send = journal.Journal.run_batch, requests.RpcServer._send

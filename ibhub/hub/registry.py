@@ -12,7 +12,7 @@ Every request type the hub serves is registered here once, by the module that se
   request that carries a token is bound, whether its type needs one or not); a request
   that names none is refused ``unknown_lease``, and the lease's heartbeat is refreshed.
 * ``eager`` (with ``slow``): the task's first step runs at once, inside the receive
-  (:mod:`ibhub.eager`), so a handler that needs no wait replies without a loop turn.
+  (:func:`ibhub.tasks.eager_task`): a handler that needs no wait replies at once.
 * ``role``: the lease must hold this role (``"operator"``), else ``forbidden``, saying
   what needed it (``action``).
 
@@ -59,8 +59,8 @@ class Route:
     lease: bool = False
     role: str = ""
     action: str = ""  # what needs the role, for the refusal: "listing script names"
-    # A slow handler's first step runs in the receive call (ibhub.eager), not a loop turn
-    # later: one that needs no wait replies at once (orders: the ack; session 5, ackfast)
+    # A slow handler's first step runs in the receive call (tasks.eager_task), not a
+    # loop turn later: one that needs no wait replies at once (orders: the ack)
     eager: bool = False
 
 

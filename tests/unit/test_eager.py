@@ -1,6 +1,6 @@
-"""ibhub.eager: a coroutine's first step runs inside the call, as a task, on every
-Python (3.11: our own; 3.12+: asyncio's ``eager_start``), and the RpcServer's eager
-routes reply inside the receive call when the handler needs no wait."""
+"""ibhub.tasks.eager_task: a coroutine's first step runs inside the call, as a task, on
+every Python (3.11: our own; 3.12+: asyncio's ``eager_start``), and the RpcServer's
+eager routes reply inside the receive call when the handler needs no wait."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import pytest
 import zmq
 
 from ibhub import wire
-from ibhub.eager import eager_task
 from ibhub.hub.leases import Peer
 from ibhub.hub.registry import Context
 from ibhub.hub.requests import RpcServer
 from ibhub.protocol import Ok, PlaceOrder, Reply
-from ibhub.tasks import TaskSet
+from ibhub.tasks import TaskSet, eager_task
 from tests.unit.test_rpc_server import place
 
 
