@@ -475,16 +475,17 @@ class OrderManager:
                 slot.release()
             raise
         else:
-            # The reply leaves first, then (next in the loop's queue) the "acknowledged"
-            # events, then the placeOrder: publishing the events before the reply cost
-            # the ack ~0.2 ms, and over the lane the event frame woke the script once
-            # before its reply did (a second wake-up, 0.2-0.7 ms here; docs/performance.md
-            # "Order path, hub side (session 5)"). Any other event published meanwhile
-            # (a cancel of this order by the same caller) publishes them first.
-            self.store.deliver_soon(
-                [(rec, row, "acknowledged") for rec, row in zip(recs, rows, strict=True)])
+            # The reply leaves first, then (next in the loop's queue) the placeOrder, then
+            # the "acknowledged" events: publishing the events before the reply cost the
+            # ack ~0.2 ms, and over the lane the event frame woke the script once before
+            # its reply did (docs/performance.md "Order path, hub side (session 5)"); the
+            # fill waits on the placeOrder, nobody on the event. The Gateway's answers
+            # are read on a later turn, and any event published before them (a cancel
+            # of this order by the same caller, a failed send) publishes these first.
             if not committed:
                 asyncio.get_running_loop().call_soon(self._queue_send, unsent)
+            self.store.deliver_soon(
+                [(rec, row, "acknowledged") for rec, row in zip(recs, rows, strict=True)])
         finally:
             del self._pending[parent.order_id]
             pending.set_result(None)
