@@ -86,6 +86,11 @@ class Registry:
     def __init__(self, leases: LeaseTable | None = None) -> None:
         self.leases = leases
         self.routes: dict[type, Route] = {}
+        # Called (no arguments) right after each reply of a slow request is handed to its
+        # transport, in the same step: the order service publishes the "acknowledged"
+        # events its reply went ahead of (OrderStore.deliver_due), so the script gets
+        # both in one wake-up and nothing runs between them.
+        self.after_reply: list[Callable[[], None]] = []
 
     def add(self, req_type: type[Request], fn: Handler, *, slow: bool = False,
             lease: bool = False, role: str = "", action: str = "",

@@ -501,6 +501,11 @@ class RpcServer:
         except Exception as exc:
             reply = self._failed(req, exc)
         send(reply)  # the reply first, the observers (metrics, alerts) after it
+        for after in self.registry.after_reply:
+            try:
+                after()
+            except Exception:  # one hook's bug must not cost the others or the loop
+                log.exception("after-reply hook %r failed", after)
         self._observe(req, reply, t0)
 
     def _send(self, envelope: list[bytes], reply: Reply) -> None:

@@ -475,13 +475,12 @@ class OrderManager:
                 slot.release()
             raise
         else:
-            # The reply leaves first, then (next in the loop's queue) the placeOrder, then
-            # the "acknowledged" events: publishing the events before the reply cost the
-            # ack ~0.2 ms, and over the lane the event frame woke the script once before
-            # its reply did (docs/performance.md "Order path, hub side (session 5)"); the
-            # fill waits on the placeOrder, nobody on the event. The Gateway's answers
-            # are read on a later turn, and any event published before them (a cancel
-            # of this order by the same caller, a failed send) publishes these first.
+            # The reply leaves first, the "acknowledged" events right behind it (the RPC
+            # server's after-reply hook, same step; else the loop's next callback), then
+            # the placeOrder on the next turn: building and publishing the events before
+            # the reply cost the ack ~0.2 ms (docs/performance.md "Order path, hub side
+            # (session 5)"). Any event published before them (a cancel of this order by
+            # the same caller, a failed send) publishes them first.
             if not committed:
                 asyncio.get_running_loop().call_soon(self._queue_send, unsent)
             self.store.deliver_soon(

@@ -261,6 +261,8 @@ class OrderService:
         assert self.what_if is not None
         registry.add(WhatIfOrder, self._as_owner(self.what_if.check), slow=True, lease=True,
                      eager=True)
+        # a placement's "acknowledged" events right behind its reply (OrderStore.deliver_soon)
+        registry.after_reply.append(self.book.store.deliver_due)
         for account_type, read in self.account.handlers().items():
             registry.add(account_type, _without_context(read))
 

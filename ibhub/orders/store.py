@@ -192,6 +192,10 @@ class OrderStore:
         self._due.extend(items)
 
     def deliver_due(self) -> None:
+        """Publish the events :meth:`deliver_soon` queued (the RPC server calls it right
+        after each order reply; a loop callback does otherwise)."""
+        if not self._due:
+            return
         due, self._due = self._due, []
         for rec, row, kind in due:
             self.deliver(rec, self.event(row, kind))

@@ -87,11 +87,12 @@ async def test_a_task_waiting_after_its_first_step_can_be_cancelled() -> None:
 async def test_an_eager_route_replies_inside_the_receive_call() -> None:
     """A slow handler registered ``eager`` that needs no wait is answered before
     ``serve_payload`` returns; one that waits is answered when its wait ends; a plain
-    slow route answers a loop turn later."""
+    slow route answers a loop turn later. ``Registry.after_reply`` runs after each."""
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)  # never started: serve_payload is called directly
     server = RpcServer(router)
     loop = asyncio.get_running_loop()
+    hooked: list[list[int]] = []  # the replies sent when each after-reply hook ran
     try:
         for eager in (True, False):
             gate: asyncio.Future[None] = loop.create_future()
@@ -109,6 +110,8 @@ async def test_an_eager_route_replies_inside_the_receive_call() -> None:
                     both.set()
 
             server.register(PlaceOrder, handler, slow=True, eager=eager)
+            server.registry.after_reply[:] = [lambda sent=sent: hooked.append(list(sent))]
+            hooked.clear()
 
             def serve(rid: int, coid: str, sent: list[int] = sent) -> list[int]:
                 server.serve_payload(wire.encode(place(rid, coid)), Peer(b"p"), send)
@@ -119,6 +122,9 @@ async def test_an_eager_route_replies_inside_the_receive_call() -> None:
             gate.set_result(None)
             await asyncio.wait_for(both.wait(), 5)
             assert sorted(sent) == [1, 2]
+            # the hook runs right after each reply (the order service's acknowledged
+            # events go out behind their reply, in the same step)
+            assert hooked == [sent[:1], sent[:2]]
     finally:
         await server.close()
         router.close(0)
