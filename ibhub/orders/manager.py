@@ -490,7 +490,6 @@ class OrderManager:
             pending.set_result(None)
         return self._accepted(req.id, rows[0], duplicate=False)
 
-
     def _fsync_failed(
         self, req_id: int, coid: str, unsent: _Unsent, rows: list[OrderRecord], exc: JournalError
     ) -> OrderAccepted | OrderRejected:
