@@ -110,7 +110,10 @@ async def test_an_eager_route_replies_inside_the_receive_call() -> None:
                     both.set()
 
             server.register(PlaceOrder, handler, slow=True, eager=eager)
-            server.registry.after_reply[:] = [lambda sent=sent: hooked.append(list(sent))]
+            def hook(sent: list[int] = sent) -> None:
+                hooked.append(list(sent))
+
+            server.registry.after_reply[:] = [hook]
             hooked.clear()
 
             def serve(rid: int, coid: str, sent: list[int] = sent) -> list[int]:
