@@ -5,7 +5,8 @@ own processes, a raw wire client placing 1-share market orders ``--interval`` ap
 and stamps each order with ``time.perf_counter_ns`` (CLOCK_MONOTONIC: one clock for
 every process on the host) at each stage of the ack path:
 
-    client send -> ROUTER receive -> RPC task spawned -> OrderManager.place starts ->
+    client send -> hub receive (ROUTER, or the lane with --lane) -> RPC task spawned
+    (with an eager route: its first step runs here) -> OrderManager.place starts ->
     journal write queued -> SQL commit starts -> commit ends (on the loop, no fsync)
     -> durable (the fsync thread is done) -> place returns -> reply send starts -> send
     returns -> client has the reply
@@ -36,6 +37,7 @@ from benchlib import machine
 from orders import HubProcess, WireClient, order_hub, place_req
 
 STAGES: dict[str, list[int]] = {}
+EAGER: list[bool] = []  # per order: its place started inside the receive call
 
 
 def _mark(name: str, t: int | None = None) -> None:
@@ -44,26 +46,33 @@ def _mark(name: str, t: int | None = None) -> None:
 
 def _instrument() -> None:
     """Wrap the ack path's methods with timestamps (this hub process only)."""
-    from ibhub.hub import requests
+    from ibhub.hub import lane, requests
     from ibhub.orders import journal, journal_writer, manager
 
     last_recv = [0]
-    handle, spawn = requests.RpcServer._handle, requests.RpcServer._spawn
+    in_spawn = [False]  # a place that starts inside _spawn ran eagerly (ibhub.tasks.eager_task)
+    serve_payload, spawn = requests.RpcServer.serve_payload, requests.RpcServer._spawn
     place, write = manager.OrderManager.place, journal_writer.JournalWriter.write_then
     run_batch, send = journal.Journal.run_batch, requests.RpcServer._send
+    lane_reply = lane.LaneConnection.reply
 
-    def _handle(self: Any, frames: list[bytes]) -> Any:
+    def _serve_payload(self: Any, *args: Any) -> Any:  # every transport comes here
         last_recv[0] = time.perf_counter_ns()
-        return handle(self, frames)  # a coroutine before the add_reader RpcServer
+        return serve_payload(self, *args)
 
-    def _spawn(self: Any, envelope: list[bytes], req: Any, *rest: Any) -> None:
+    def _spawn(self: Any, send: Any, req: Any, *rest: Any) -> None:
         if type(req).__name__ == "PlaceOrder":
             _mark("1 hub receive", last_recv[0])
             _mark("2 task spawned")
-        spawn(self, envelope, req, *rest)
+        in_spawn[0] = True
+        try:
+            spawn(self, send, req, *rest)
+        finally:
+            in_spawn[0] = False
 
     async def _place(self: Any, caller: Any, req: Any) -> Any:
         _mark("3 place starts")
+        EAGER.append(in_spawn[0])
         reply = await place(self, caller, req)
         _mark("8 place returns")
         return reply
@@ -98,12 +107,21 @@ def _instrument() -> None:
             return None
         return _sent(result, ack)
 
+    def _lane_reply(self: Any, reply: Any) -> None:
+        ack = type(reply).__name__ == "OrderAccepted"
+        if ack:
+            _mark("9 reply send starts")
+        lane_reply(self, reply)
+        if ack:
+            _mark("10 reply send returns")
+
     async def _sent(result: Any, ack: bool) -> None:  # before: zmq.asyncio's awaited send
         await result
         if ack:
             _mark("10 reply send returns")
 
-    requests.RpcServer._handle = _handle  # type: ignore[method-assign]
+    requests.RpcServer.serve_payload = _serve_payload  # type: ignore[method-assign]
+    lane.LaneConnection.reply = _lane_reply  # type: ignore[method-assign]
     requests.RpcServer._spawn = _spawn  # type: ignore[method-assign]
     requests.RpcServer._send = _send  # type: ignore[method-assign]
     manager.OrderManager.place = _place  # type: ignore[method-assign]
@@ -195,9 +213,11 @@ def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: s
     async def serve() -> None:
         async with order_hub(gateway_port, data_dir, journal_sync) as hub:
             STAGES.clear()
+            EAGER.clear()
             FILL.clear()
             conn.send((hub.pub_endpoint, hub.rpc_endpoint))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            FILL["eager"] = [int(e) for e in EAGER]
             conn.send((STAGES, FILL))
 
     import uvloop
@@ -205,14 +225,14 @@ def hub_main(conn: Connection, gateway_port: int, data_dir: str, journal_sync: s
     uvloop.run(serve())
 
 
-def client(pub: str, rpc: str, n: int,
-           interval: float) -> tuple[list[int], list[int], list[int]]:
+def client(pub: str, rpc: str, n: int, interval: float,
+           lane: bool = False) -> tuple[list[int], list[int], list[int]]:
     import zmq
 
     from ibhub.protocol import OrderAccepted, OrderEvent
 
     ctx: zmq.Context[Any] = zmq.Context()
-    c = WireClient(ctx, pub, rpc, "bench-order-stages")
+    c = WireClient(ctx, pub, rpc, "bench-order-stages", lane=lane)
     sent: list[int] = []
     acked: list[int] = []
     filled: list[int] = []
@@ -260,6 +280,9 @@ def main() -> None:
     p.add_argument("--journal-sync", default="FULL", choices=["FULL", "NORMAL"])
     p.add_argument("--journal-sync-updates", choices=["FULL", "NORMAL"],
                    help="commits no reply waits on (hub default NORMAL)")
+    p.add_argument("--lane", action="store_true",
+                   help="the client's requests and order events over the hub's lane "
+                        "(the SDK's default) instead of ZeroMQ")
     args = p.parse_args()
     if args.journal_sync_updates:
         args.journal_sync += "/" + args.journal_sync_updates
@@ -267,17 +290,20 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"command: python bench/order_stages.py {' '.join(sys.argv[1:])}")
     with HubProcess(hub_main, args.journal_sync) as h:
-        sent, acked, filled = client(h.pub, h.rpc, args.orders, args.interval)
+        sent, acked, filled = client(h.pub, h.rpc, args.orders, args.interval, args.lane)
         h.stop()
         stages, fill = h.conn.recv()
     stages["0 client sends"] = sent
     stages["11 client has reply"] = acked
-    _chain(f"ack path, journal_sync={args.journal_sync}", stages, sent, acked)
+    via = "lane" if args.lane else "ZeroMQ"
+    _chain(f"ack path ({via}), journal_sync={args.journal_sync}", stages, sent, acked)
+    eager = fill.pop("eager", [])
+    print(f"\nplaces started inside the receive call (eager): {sum(eager)} of {len(eager)}")
     other = fill.pop("other commits", [])
     fsyncs = fill.pop("fsyncs", [])
     fill["0 client sends"] = sent
     fill["9 client has fill"] = filled
-    _chain(f"fill path, journal_sync={args.journal_sync}", fill, sent, filled)
+    _chain(f"fill path ({via}), journal_sync={args.journal_sync}", fill, sent, filled)
     cross = [("6 commit ends", "1 send queued"), ("3 upstream written", "7 durable (fsync done)"),
              ("7 durable (fsync done)", "4 first Gateway read")]
     print("\nacross the two paths (the send now starts at the commit, before the fsync):")

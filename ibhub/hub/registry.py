@@ -11,6 +11,8 @@ Every request type the hub serves is registered here once, by the module that se
   request's secret token to the lease's public handle (:meth:`Registry.admit`: any
   request that carries a token is bound, whether its type needs one or not); a request
   that names none is refused ``unknown_lease``, and the lease's heartbeat is refreshed.
+* ``eager`` (with ``slow``): the task's first step runs at once, inside the receive
+  (:func:`ibhub.tasks.eager_task`): a handler that needs no wait replies at once.
 * ``role``: the lease must hold this role (``"operator"``), else ``forbidden``, saying
   what needed it (``action``).
 
@@ -57,6 +59,9 @@ class Route:
     lease: bool = False
     role: str = ""
     action: str = ""  # what needs the role, for the refusal: "listing script names"
+    # A slow handler's first step runs in the receive call (tasks.eager_task), not a
+    # loop turn later: one that needs no wait replies at once (orders: the ack)
+    eager: bool = False
 
 
 def unknown_lease(rid: int, handle: str) -> Error:
@@ -81,11 +86,17 @@ class Registry:
     def __init__(self, leases: LeaseTable | None = None) -> None:
         self.leases = leases
         self.routes: dict[type, Route] = {}
+        # Called (no arguments) right after each reply of a slow request is handed to its
+        # transport, in the same step: the order service publishes the "acknowledged"
+        # events its reply went ahead of (OrderStore.deliver_due), so the script gets
+        # both in one wake-up and nothing runs between them.
+        self.after_reply: list[Callable[[], None]] = []
 
     def add(self, req_type: type[Request], fn: Handler, *, slow: bool = False,
-            lease: bool = False, role: str = "", action: str = "") -> None:
+            lease: bool = False, role: str = "", action: str = "",
+            eager: bool = False) -> None:
         """Serve ``req_type`` with ``fn``; a second registration of a type replaces it."""
-        self.routes[req_type] = Route(fn, slow, lease, role, action)
+        self.routes[req_type] = Route(fn, slow, lease, role, action, eager)
 
     def admit(self, req: Request, peer: Peer) -> tuple[Route, Request, Context] | Error:
         """The route for ``req``, the request with its lease token bound to the lease's

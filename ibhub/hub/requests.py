@@ -368,11 +368,14 @@ class RpcServer:
         self.observers: list[Callable[[str, Reply, float], None]] = []
 
     def register(self, req_type: type[Request], fn: Handler, *, slow: bool = True,
-                 lease: bool = False, role: str = "", action: str = "") -> None:
+                 lease: bool = False, role: str = "", action: str = "",
+                 eager: bool = False) -> None:
         """Serve ``req_type`` with ``fn(req, ctx)`` (:meth:`Registry.add`): a Reply
         (``slow=False``, answered inline) or an awaitable of one (``slow=True``, run as a
-        task). It may raise :class:`BadRequest`."""
-        self.registry.add(req_type, fn, slow=slow, lease=lease, role=role, action=action)
+        task; ``eager``: its first step inside the receive call). It may raise
+        :class:`BadRequest`."""
+        self.registry.add(req_type, fn, slow=slow, lease=lease, role=role, action=action,
+                          eager=eager)
 
     def _keyed_receiver(self, socket: zmq.Socket[Any]) -> Callable[[], list[bytes]]:
         """Like :func:`wire.fast_receiver`, also noting the message's ``User-Id`` (the
@@ -445,7 +448,7 @@ class RpcServer:
             return
         route, req, ctx = admitted
         if route.slow:
-            self._spawn(send, req, ctx, route.fn)  # type: ignore[arg-type]
+            self._spawn(send, req, ctx, route.fn, route.eager)  # type: ignore[arg-type]
         else:
             self._answer(send, req, ctx, route.fn)  # type: ignore[arg-type]
 
@@ -456,8 +459,8 @@ class RpcServer:
             reply = fn(req, ctx)
         except Exception as exc:
             reply = self._failed(req, exc)
+        send(reply)  # the reply first, the observers (metrics, alerts) after it
         self._observe(req, reply, t0)
-        send(reply)
 
     @staticmethod
     def _failed(req: Request, exc: Exception) -> Error:
@@ -482,13 +485,13 @@ class RpcServer:
                 log.exception("request observer %r failed", observer)
 
     def _spawn(self, send: Callable[[Reply], None], req: Request, ctx: Context,
-               fn: Callable[..., Awaitable[Reply]]) -> None:
+               fn: Callable[..., Awaitable[Reply]], eager: bool = False) -> None:
         if len(self._tasks) >= MAX_TASKS:
             send(Error(
                 id=req.id, code=ErrorCode.BUSY,
                 message=f"hub busy: {MAX_TASKS} requests in progress; retry later"))
             return
-        self._tasks.spawn(self._run(send, req, ctx, fn))
+        self._tasks.spawn(self._run(send, req, ctx, fn), eager=eager)
 
     async def _run(self, send: Callable[[Reply], None], req: Request, ctx: Context,
                    fn: Callable[..., Awaitable[Reply]]) -> None:
@@ -497,8 +500,13 @@ class RpcServer:
             reply = await fn(req, ctx)
         except Exception as exc:
             reply = self._failed(req, exc)
+        send(reply)  # the reply first, the observers (metrics, alerts) after it
+        for after in self.registry.after_reply:
+            try:
+                after()
+            except Exception:  # one hook's bug must not cost the others or the loop
+                log.exception("after-reply hook %r failed", after)
         self._observe(req, reply, t0)
-        send(reply)
 
     def _send(self, envelope: list[bytes], reply: Reply) -> None:
         """Send without waiting: a client that stopped reading its replies must not

@@ -255,9 +255,14 @@ class OrderService:
         hands the live lease in) and run as tasks; account reads are answered inline."""
         assert self.book is not None, "OrderService.start() was not called"
         for order_type, fn in self.book.handlers().items():
-            registry.add(order_type, self._as_owner(fn), slow=True, lease=True)
+            # eager: a place whose contract is known and whose insert commits and fsyncs
+            # at once (the first of its loop turn) replies inside the receive call
+            registry.add(order_type, self._as_owner(fn), slow=True, lease=True, eager=True)
         assert self.what_if is not None
-        registry.add(WhatIfOrder, self._as_owner(self.what_if.check), slow=True, lease=True)
+        registry.add(WhatIfOrder, self._as_owner(self.what_if.check), slow=True, lease=True,
+                     eager=True)
+        # a placement's "acknowledged" events right behind its reply (OrderStore.deliver_soon)
+        registry.after_reply.append(self.book.store.deliver_due)
         for account_type, read in self.account.handlers().items():
             registry.add(account_type, _without_context(read))
 

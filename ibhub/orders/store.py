@@ -16,6 +16,7 @@ still published (its owner must learn of its fills) and the failure is logged lo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -107,6 +108,8 @@ class OrderStore:
         self.backlog: dict[str, deque[Event]] = {}  # events for owners with no live lease
         self.modifying: dict[int, dict[str, Any]] = {}  # order id -> fields before a modify
         self.max_id = 0
+        # Events due after the current step (``deliver_soon``): (record, row, kind)
+        self._due: list[tuple[OrderRecord, OrderRecord, str]] = []
 
     def restore(self, orders: Sequence[OrderRecord], fills: Sequence[FillRecord]) -> None:
         """Load the journal's orders and fills (start-up, before serving)."""
@@ -151,6 +154,8 @@ class OrderStore:
         ``release=False`` when :meth:`release_held` is called (the hub waits a moment:
         a script subscribes to its new lease's topic only after the Welcome reply).
         """
+        if self._due:  # routed as they were when their order was acknowledged
+            self.deliver_due()
         self.lease_of_owner[owner] = lease
         if release:
             self.release_held(owner)
@@ -166,6 +171,8 @@ class OrderStore:
                 self.publish(TOPIC_ORDER + lease, ev)
 
     def lease_gone(self, lease: str) -> None:
+        if self._due:
+            self.deliver_due()
         for owner, held in list(self.lease_of_owner.items()):
             if held == lease:
                 del self.lease_of_owner[owner]
@@ -175,9 +182,29 @@ class OrderStore:
         rec = self.by_id.get(order_id)
         return None if rec is None else self.lease_of_owner.get(rec.owner)
 
+    def deliver_soon(self, items: list[tuple[OrderRecord, OrderRecord, str]]) -> None:
+        """Deliver ``kind`` events of ``(record, row)`` pairs (``row``: the record as
+        journaled) once the current step is done (after the order's reply: the
+        ``acknowledged`` events), and in any case before any other event: :meth:`deliver`,
+        :meth:`bind_owner` and :meth:`lease_gone` publish what is due first."""
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self.deliver_due)
+        self._due.extend(items)
+
+    def deliver_due(self) -> None:
+        """Publish the events :meth:`deliver_soon` queued (the RPC server calls it right
+        after each order reply; a loop callback does otherwise)."""
+        if not self._due:
+            return
+        due, self._due = self._due, []
+        for rec, row, kind in due:
+            self.deliver(rec, self.event(row, kind))
+
     def deliver(self, rec: OrderRecord, ev: Event) -> None:
         """Publish ``ev`` on the owner's ``order.<lease>``; hold it while the owner has no
         live lease (e.g. fills reconciled after a hub restart, before the script is back)."""
+        if self._due:  # events due after a reply go first (deliver_soon)
+            self.deliver_due()
         if rec.owner == EXTERNAL:
             self.publish(TOPIC_ORDER + EXTERNAL, ev)
             return
