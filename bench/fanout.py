@@ -7,11 +7,15 @@ the simulator's rate, warms up, and measures a window of ``--duration`` seconds:
 
     python bench/fanout.py [--quick] [--duration 10] [--repeat 1]
                            [--rates 10000,50000,100000,flat] [--subs 1,8]
-                           [--modes sdk,bundle,batch,raw,direct,tcp]
+                           [--modes sdk,topics,bundle,batch,raw,direct,tcp]
 
 Modes (each subscriber is a separate process, on a stdlib asyncio loop):
 
-* ``sdk``: ``ibhub.client.AsyncHub``, one ``subscribe(con_id, callback=...)`` per instrument;
+* ``sdk``: ``ibhub.client.AsyncHub`` as a script gets it by default, one
+  ``subscribe(con_id, callback=...)`` per instrument (since session 5 the SDK reads a
+  hub's ``bundle.tick`` by default, decoding only the held topics; before, per-topic);
+* ``topics``: the same with ``AsyncHub(tick_bundle=False)``: one SUB subscription per
+  instrument topic, one message per instrument per read;
 * ``bundle``: the same SDK script with ``AsyncHub(tick_bundle=True)``: every tick
   arrives through ``bundle.tick``, one message per Gateway read (docs/protocol.md);
 * ``batch``: the SDK's batch mode, ``tick_bundle=True`` and
@@ -70,7 +74,9 @@ from benchlib import (
 )
 
 FLAT = "flat"
-HUB_MODES = ("sdk", "bundle", "batch", "raw")  # subscribers of a hub; the others read the simulator
+HUB_MODES = ("sdk", "topics", "bundle", "batch", "raw")  # subscribers of a hub; others read the sim
+# AsyncHub(tick_bundle=...) per SDK mode; None: not passed, the SDK's default
+SDK_BUNDLE: dict[str, bool | None] = {"sdk": None, "topics": False, "bundle": True, "batch": True}
 FLAT_PER_INSTRUMENT = 20_000.0  # events/s per instrument: ~1.6 M msgs/s offered
 STAMP_MIN = 1e15  # a stamped size is epoch microseconds; real sizes are far smaller
 
@@ -152,15 +158,15 @@ class TickRecorder:
 
 
 def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx: int,
-                   bundle: bool = False, batches: bool = False) -> None:
+                   bundle: bool | None = None, batches: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     async def main() -> None:
         from ibhub.client import AsyncHub
 
         rec = TickRecorder()
-        hub = AsyncHub(pub, rpc, name=f"bench-sdk-{idx}", request_timeout=30.0,
-                       tick_bundle=bundle)
+        options = {} if bundle is None else {"tick_bundle": bundle}  # None: the default
+        hub = AsyncHub(pub, rpc, name=f"bench-sdk-{idx}", request_timeout=30.0, **options)
         await hub.connect()
         for cid in con_ids:
             if batches:  # one call per hub message; the recorder walks its ticks
@@ -349,7 +355,7 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
                                                              for i in range(subs)])
                 else:
                     workers = start_workers(sdk_subscriber, [
-                        (hub.pub, hub.rpc, con_ids, i, mode in ("bundle", "batch"),
+                        (hub.pub, hub.rpc, con_ids, i, SDK_BUNDLE[mode],
                          mode == "batch") for i in range(subs)])
             else:
                 target = direct_subscriber if mode == "direct" else tcp_subscriber
@@ -485,7 +491,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--rates", default="10000,50000,100000,flat")
     p.add_argument("--subs", default="1,8")
-    p.add_argument("--modes", default="sdk,bundle,batch,raw,direct,tcp")
+    p.add_argument("--modes", default="sdk,topics,bundle,batch,raw,direct,tcp")
     p.add_argument("--stamp", choices=["write", "slice"], default="write",
                    help="latency origin: the simulator's socket write (default) or the "
                         "start of its 10 ms slice (its native stamp, ~0.5-1 ms earlier)")
