@@ -212,7 +212,7 @@ class HubSettings(BaseSettings):
     # fsync runs (the reply still waits for the fsync), instead of after the reply.
     # Off: on a 2-vCPU host with the Gateway on it, the overlap slowed the fsync and the
     # reply and gained nothing on the fill (docs/orders.md "Durability",
-    # docs/performance.md "Order path, hub side (session 5)").
+    # docs/performance.md "Order path, hub side" (section 8.3)).
     order_send_at_commit: bool = False
 
     # Health and metrics over HTTP on 127.0.0.1 (/health, /metrics); 0 = off.

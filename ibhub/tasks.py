@@ -89,7 +89,7 @@ class TaskSet:
 # commits and fsyncs at once, JournalWriter) has replied before the call returns, and
 # one that waits goes on as an ordinary task from where it stopped. The hub's order
 # requests use it (Route.eager): their first step no longer waits for a loop turn behind
-# whatever else the turn holds (docs/performance.md, "Order path, hub side (session 5)").
+# whatever else the turn holds (docs/performance.md, "Order path, hub side" (section 8.3)).
 #
 # Python 3.12+ has it built in (``asyncio.Task(..., eager_start=True)``). On 3.11 the
 # first step is run here with the new task entered as the current task (so

@@ -161,7 +161,7 @@ class AsyncHub:
     receive and one envelope decode per Gateway read instead of one per instrument
     per read, and its inner messages are decoded only for the instruments this script
     holds (client/bundle.py), so it is the cheaper route at the rates measured
-    (docs/performance.md, "Tick path (session 5)"). ``None`` (the default): the bundle
+    (docs/performance.md, section 8.5, "Tick path"). ``None`` (the default): the bundle
     over ZeroMQ when the hub's ``Welcome`` says it publishes one, else per-instrument
     topics (always over NATS, which does not mirror the bundle).
     ``False`` still suits a script that holds a few instruments of a hub streaming

@@ -5,7 +5,7 @@ Why: on this machine a cold ZeroMQ DEALER->ROUTER hop costs ~550 us and its repl
 the receiver's loop), a plain socket ~110/100 us (one wake-up). An order crosses two
 such hops (the request in, its fill event out) that a direct ib_insync script does
 not have, so the hub cannot come within 0.5 ms of direct over ZeroMQ alone
-(docs/performance.md, "The lane (session 5)"). ZeroMQ stays the transport of record:
+(docs/performance.md, section 8.2, "The lane"). ZeroMQ stays the transport of record:
 every script still says hello over it, and its SUB socket still gets every event.
 
 What the lane carries (framing in :mod:`ibhub.wire`, docs/protocol.md "The lane"):

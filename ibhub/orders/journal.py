@@ -16,7 +16,7 @@ Design decisions:
   without fsync, tens of us) and fsyncs a commit someone awaits right after it, on the
   loop: the loop waits the fsync out (~0.5 ms, ticks wait too), which cost less than
   the fsync thread's wake-ups did on a busy 2-vCPU host (docs/performance.md, "Order
-  path, hub side (session 5)"). One fsync covers every commit before it, so orders of
+  path, hub side" (section 8.3)). One fsync covers every commit before it, so orders of
   one loop turn share it. Commits nobody awaits that want an fsync go to a thread. It
   resolves the waiting futures on the loop *in submission order*. Callers ``await``
   the write before replying, so "journal before reply" holds.

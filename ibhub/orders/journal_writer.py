@@ -87,7 +87,7 @@ class JournalWriter:
       (group commit). Before, the ``ibhub-journal-sync`` thread ran it: its two
       wake-ups (to start, and ``call_soon_threadsafe`` back) cost 0.1-0.7 ms, and the
       loop was free meanwhile; now the loop waits the fsync out (0.3-0.6 ms at the
-      median here; docs/performance.md, "Order path, hub side (session 5)").
+      median here; docs/performance.md, "Order path, hub side" (section 8.3)).
     * Commits nobody awaits that still want an fsync (``updates_synchronous=FULL``)
       are fsynced by the ``ibhub-journal-sync`` thread, one fsync for all queued so
       far; the thread holds no GIL while it waits on the disk.

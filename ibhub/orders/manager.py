@@ -478,9 +478,9 @@ class OrderManager:
             # The reply leaves first, the "acknowledged" events right behind it (the RPC
             # server's after-reply hook, same step; else the loop's next callback), then
             # the placeOrder on the next turn: building and publishing the events before
-            # the reply cost the ack ~0.2 ms (docs/performance.md "Order path, hub side
-            # (session 5)"). Any event published before them (a cancel of this order by
-            # the same caller, a failed send) publishes them first.
+            # the reply cost the ack ~0.2 ms (docs/performance.md section 8.4, "The ack,
+            # hub side"). Any event published before them (a cancel of this order by the
+            # same caller, a failed send) publishes them first.
             if not committed:
                 asyncio.get_running_loop().call_soon(self._queue_send, unsent)
             self.store.deliver_soon(
