@@ -12,7 +12,9 @@ Rules, for an event with sequence ``n`` when ``last`` was delivered:
 * no baseline yet (``last is None``): deliver, it becomes the baseline;
 * ``n == last + 1``: deliver;
 * ``n <= last``: an event older than a snapshot already delivered: drop it, except
-  ``n == 1``, which only a restarted hub sends: deliver and restart counting;
+  ``n == 1`` stamped later than the last event delivered, which only a restarted hub
+  sends: deliver and restart counting (an older ``n == 1`` is stale: a bundle read
+  before this topic was held can still carry the topic's first events);
 * ``n > last + 1``: a gap. Count it, ask for a snapshot and buffer live events until
   the snapshot arrives; then deliver the snapshot and the buffer in sequence order,
   skipping anything not newer than what was delivered.
@@ -43,6 +45,7 @@ class TopicSequencer:
         "duplicates",
         "gaps",
         "last",
+        "last_ts",
         "offered",
         "recovering",
         "request_snapshot",
@@ -63,6 +66,7 @@ class TopicSequencer:
         self.deliver_all = deliver_all or self._deliver_each
         self.request_snapshot = request_snapshot
         self.last: int | None = None
+        self.last_ts = 0  # the hub's ts of the last event delivered
         self.gaps = 0
         self.stale = 0  # events dropped because a newer value was already delivered
         self.recovering = False
@@ -83,13 +87,15 @@ class TopicSequencer:
         seq = event.seq
         if last is None or seq == last + 1:
             self.last = seq
+            self.last_ts = event.ts
             self.deliver(event)
         elif seq <= self.offered:
             self.duplicates += 1  # the lane delivered it first
         elif seq <= last:
-            if seq == 1:
+            if seq == 1 and event.ts > self.last_ts:
                 log.info("%s: sequence restarted at 1 (hub restarted?)", self.topic)
                 self.last = 1
+                self.last_ts = event.ts
                 self.deliver(event)
             else:
                 self.stale += 1
@@ -117,6 +123,7 @@ class TopicSequencer:
         seq = event.seq
         if last is not None and seq == last + 1:
             self.last = self.offered = seq
+            self.last_ts = event.ts
             self.deliver(event)
         elif last is not None and seq <= last:
             self.duplicates += 1  # SUB delivered it first
@@ -129,7 +136,9 @@ class TopicSequencer:
         """
         last = self.last
         if not self.recovering and last is not None and events and events[0].seq == last + 1:
-            self.last = events[-1].seq
+            tail = events[-1]
+            self.last = tail.seq
+            self.last_ts = tail.ts
             self.deliver_all(events)
             return
         for event in events:
@@ -155,6 +164,7 @@ class TopicSequencer:
     def reset(self) -> None:
         """Forget the baseline (new PUB connection: the hub may have restarted)."""
         self.last = None
+        self.last_ts = 0
         self.offered = 0
         self.recovering = False
         self.buffer = []
@@ -165,6 +175,7 @@ class TopicSequencer:
             # reset() ran while the request was in flight; still a valid value.
             if event is not None and (self.last is None or event.seq > self.last):
                 self.last = event.seq
+                self.last_ts = event.ts
                 self.deliver(event)
             return
         candidates = self.buffer
@@ -176,6 +187,7 @@ class TopicSequencer:
         for candidate in candidates:
             if self.last is None or candidate.seq > self.last:
                 self.last = candidate.seq
+                self.last_ts = candidate.ts
                 self.deliver(candidate)
 
 

@@ -8,10 +8,10 @@ from ibhub.client.sequencer import TopicSequencer
 from ibhub.protocol import Event, Tick
 
 
-def tick(seq: int) -> Tick:
+def tick(seq: int, ts: int | None = None) -> Tick:
     nan = math.nan
-    return Tick(seq=seq, ts=seq, con_id=1, symbol="X", bid=nan, ask=nan, last=float(seq),
-                bid_size=nan, ask_size=nan, last_size=nan, volume=nan)
+    return Tick(seq=seq, ts=seq if ts is None else ts, con_id=1, symbol="X", bid=nan,
+                ask=nan, last=float(seq), bid_size=nan, ask_size=nan, last_size=nan, volume=nan)
 
 
 class Harness:
@@ -88,9 +88,22 @@ def test_sync_on_an_empty_topic_waits_for_live_events() -> None:
 def test_sequence_restart_at_one_is_a_new_hub_not_a_stale_event() -> None:
     h = Harness()
     h.feed(500, 501)
-    h.feed(1, 2)
+    h.seq.on_event(tick(1, ts=1_000))  # a restarted hub: stamped after the last one
+    h.seq.on_event(tick(2, ts=1_001))
     assert h.delivered == [500, 501, 1, 2]
     assert h.seq.gaps == 0
+
+
+def test_an_old_first_event_after_a_snapshot_is_stale_not_a_restart() -> None:
+    """A script already reading the tick bundle holds a new topic: bundles read before
+    still carry the topic's first events, older than the snapshot it started from."""
+    h = Harness()
+    h.seq.sync()
+    h.seq.on_snapshot(tick(8, ts=800))
+    for seq in range(1, 8):
+        h.seq.on_event(tick(seq, ts=seq * 100))
+    h.seq.on_event(tick(9, ts=900))
+    assert h.delivered == [8, 9] and h.seq.stale == 7 and h.seq.gaps == 0
 
 
 def test_reset_forgets_the_baseline() -> None:
