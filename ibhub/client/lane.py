@@ -309,6 +309,11 @@ class Lane:
             log.info("lane %s not attached (%s); requests go over ZeroMQ",
                      self.address, exc or type(exc).__name__)
             return False
+        except BaseException:  # cancelled (the SDK is closing): the socket must not leak
+            if link is not None:
+                link.on_lost = _ignore
+                link.close()
+            raise
         finally:
             self._attaching = False
         if self.closed or self._token() != token:  # closed or renewed meanwhile
