@@ -378,12 +378,8 @@ class OrderManager:
                 refusal = Refusal(
                     RejectReason.ORDER_DONE, f"parent order {parent.order_id} is {parent.status}"
                 )
-        if refusal is None and self.store.writer.failed is not None:
-            refusal = Refusal(
-                RejectReason.INTERNAL,
-                f"{self.store.writer.failed}; the hub takes no new orders until it is "
-                "restarted (orders already placed keep working at the Gateway)",
-            )
+        if refusal is None:
+            refusal = self._journal_refusal()
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(
                 RejectReason.UPSTREAM_DOWN,
@@ -523,6 +519,18 @@ class OrderManager:
             row.message = message
             self.store.deliver(rec, self.store.event(row, "acknowledged"))
         return self._accepted(req_id, parent, duplicate=False)
+
+    def _journal_refusal(self) -> Refusal | None:
+        """Why a place or modify is refused once the journal's fsync has failed (nothing
+        new can be made durable), or None. Cancels are never refused for it."""
+        failed = self.store.writer.failed
+        if failed is None:
+            return None
+        return Refusal(
+            RejectReason.INTERNAL,
+            f"{failed}; the hub takes no new orders until it is "
+            "restarted (orders already placed keep working at the Gateway)",
+        )
 
     def _room(self, caller: Caller, cost: int) -> Reservation | Refusal:
         """Room in the pacer for a place or modify of ``caller``, held until it is queued:
@@ -887,12 +895,8 @@ class OrderManager:
                 RejectReason.BAD_QUANTITY,
                 f"quantity {new.quantity:g} is below the {rec.filled:g} already filled",
             )
-        if refusal is None and self.store.writer.failed is not None:
-            refusal = Refusal(
-                RejectReason.INTERNAL,
-                f"{self.store.writer.failed}; the hub takes no new orders until it is "
-                "restarted (orders already placed keep working at the Gateway)",
-            )
+        if refusal is None:
+            refusal = self._journal_refusal()
         if refusal is None and not self._up.is_connected():
             refusal = Refusal(RejectReason.UPSTREAM_DOWN, "the hub is not connected to the Gateway")
         if refusal is not None:
