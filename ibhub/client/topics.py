@@ -187,10 +187,7 @@ class TopicTable:
         """One event from the SUB socket (prefix matches included: filter exactly)."""
         entry = self.entries.get(topic)
         if entry is not None:
-            if type(event) is Ticks:
-                entry.sequencer.on_events(event.ticks)
-            else:
-                entry.sequencer.on_event(event)
+            _feed(entry.sequencer, event)
         elif type(event) is LazyBundle:
             # A read's tick messages, still encoded: only the topics held are decoded.
             entries = self.entries
@@ -205,10 +202,7 @@ class TopicTable:
                     log.warning("ignoring an undecodable message for %s in a bundle: %s",
                                 name, exc)
                     continue
-                if type(message) is Ticks:
-                    bundled.sequencer.on_events(message.ticks)
-                else:
-                    bundled.sequencer.on_event(message)
+                _feed(bundled.sequencer, message)
         elif type(event) is Bundle:
             # A read's tick messages; the topics this script does not hold are skipped.
             entries = self.entries
@@ -216,10 +210,7 @@ class TopicTable:
                 bundled = entries.get(name)
                 if bundled is None or bundled.kind != "ticks":
                     continue
-                if type(message) is Ticks:
-                    bundled.sequencer.on_events(message.ticks)
-                else:
-                    bundled.sequencer.on_event(message)
+                _feed(bundled.sequencer, message)
         elif topic == TOPIC_STATUS:
             self.status.on_event(event)
         elif self.errors is not None and topic == self.errors.topic:
@@ -313,3 +304,11 @@ class TopicTable:
             if seq is not None and seq.topic == topic:
                 return seq
         return None
+
+
+def _feed(sequencer: TopicSequencer, message: Event) -> None:
+    """One topic's message to its sequencer: a Ticks batch at once, anything else alone."""
+    if type(message) is Ticks:
+        sequencer.on_events(message.ticks)
+    else:
+        sequencer.on_event(message)
