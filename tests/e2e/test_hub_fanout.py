@@ -214,9 +214,10 @@ async def test_ib_error_for_a_line_goes_to_its_leases(make_hub, clients, listene
         a, b = clients(hub.rpc_endpoint), clients(hub.rpc_endpoint)
         await a.hello("a")
         await b.hello("b")
-        everything = listeners(hub.pub_endpoint, "error.", "hub.status")
+        everything = listeners(hub.pub_endpoint, "error.", "hub.status", "tick.AAPL")
         await b.subscribe("AAPL")
-        await wait_until(lambda: small.market_data_subscriptions(), 5.0, "first line")
+        # a tick of the first line shows the SUB socket connected (no slow-joiner loss)
+        await wait_until(lambda: everything.on("tick.AAPL"), 5.0, "first line's ticks")
         await a.subscribe("MSFT")
         await wait_until(lambda: everything.on(f"error.{a.handle}"), 5.0, "error event for a")
         err = everything.on(f"error.{a.handle}")[0]
