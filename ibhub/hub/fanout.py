@@ -52,7 +52,8 @@ from ibhub.protocol import (
     Tick,
     Ticks,
 )
-from ibhub.wire import Publisher, encode
+from ibhub.hub.xpub import XpubSubscriptions
+from ibhub.wire import Interest, Publisher, encode
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ PUB_SNDHWM: Final = 50_000  # per subscriber; ~0.5 s of a 100k ticks/s burst
 #: tickPrice types of the session's prices -> TickStream attribute (live and delayed)
 _OHLC: Final = {6: "high", 7: "low", 9: "close", 14: "open",
                 72: "high", 73: "low", 75: "close", 76: "open"}
+
+
+def _nothing() -> None:
+    pass
 
 
 class Topic:
@@ -297,22 +302,34 @@ class BarStream(LineStream):
 
 
 class TeePublisher(Publisher):
-    """A :class:`Publisher` that also keeps what it sent for a second consumer (the NATS
-    bridge, :mod:`ibhub.hub.nats_bridge`): after the two ``send()`` calls, one tuple
-    appended per publish (per instrument per read, never per tick); the first of a loop
-    turn calls ``wake``. The consumer :meth:`take` s the list on its next turn."""
+    """A :class:`Publisher` that also keeps what it published for a second consumer (the
+    NATS bridge, :mod:`ibhub.hub.nats_bridge`): after the two ``send()`` calls (skipped,
+    as by :class:`Publisher`, when no ZeroMQ subscriber wants the topic), one tuple
+    appended per publish (per instrument per read, never per tick), whoever subscribes:
+    the bridge mirrors everything. The first of a loop turn calls ``wake``. The consumer
+    :meth:`take` s the list on its next turn."""
 
     __slots__ = ("_out", "_wake")
 
-    def __init__(self, socket: zmq.Socket[bytes], wake: Callable[[], None]) -> None:
-        super().__init__(socket)
+    def __init__(self, socket: zmq.Socket[bytes], wake: Callable[[], None],
+                 interest: Interest | None = None) -> None:
+        super().__init__(socket, interest)
         self._out: list[tuple[bytes, bytes]] = []
         self._wake = wake
 
+    def wants(self, topic: bytes) -> bool:
+        return True  # the bridge takes every message
+
     def publish(self, topic: bytes, payload: bytes) -> None:
-        send = self._send
-        send(topic, zmq.SNDMORE)
-        send(payload)
+        wanted = self._verdicts.get(topic)
+        if wanted is None:
+            wanted = self.interest.wants(topic)
+        if wanted:
+            send = self._send
+            send(topic, zmq.SNDMORE)
+            send(payload)
+        else:
+            self.skipped += 1
         out = self._out
         if not out:
             self._wake()
@@ -331,10 +348,21 @@ class TeePublisher(Publisher):
 
 
 class Fanout:
-    """Owns the PUB socket's publisher and every topic's state."""
+    """Owns the PUB socket's publisher and every topic's state.
 
-    def __init__(self, socket: zmq.Socket[bytes]) -> None:
-        self.publisher = Publisher(socket)
+    With ``subscriptions`` (the hub's XPUB socket, :mod:`ibhub.hub.xpub`) the publisher
+    sends only topics somebody subscribes to; topics nobody wants still get their
+    sequence numbers and last values (snapshots, the front door and the lane read them).
+    Without, it publishes everything on a plain PUB socket.
+    """
+
+    def __init__(self, socket: zmq.Socket[bytes],
+                 subscriptions: XpubSubscriptions | None = None) -> None:
+        self.subscriptions = subscriptions
+        self._sync: Callable[[], None] = (subscriptions.sync if subscriptions is not None
+                                          else _nothing)
+        self.publisher = Publisher(socket, subscriptions.interest
+                                   if subscriptions is not None else None)
         self._topics: dict[str, Topic] = {}
         self._owner: dict[str, int] = {}  # market-data topic -> con_id that named it
         self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
@@ -349,7 +377,9 @@ class Fanout:
         the plain :class:`Publisher`, untouched."""
         if self._topics and any(n.startswith((TOPIC_TICK, TOPIC_BAR)) for n in self._topics):
             raise RuntimeError("Fanout.tee() after market-data streams were made")
-        tee = TeePublisher(self.publisher.socket, wake)
+        old = self.publisher
+        tee = TeePublisher(old.socket, wake, old.interest)
+        tee.skipped = old.skipped
         self.publisher = tee
         return tee
 
@@ -398,24 +428,32 @@ class Fanout:
         here), then the read's bundle: the same messages again as one, on ``bundle.tick``.
 
         The bundle embeds the payloads already encoded (``msgspec.Raw``: a copy, no
-        re-encoding), so it costs one encode and one send per read, and the PUB socket
-        drops it at once when nobody subscribes to it.
+        re-encoding), so it costs one encode and one send per read; when nobody
+        subscribes to it, only its sequence number moves (no encode, no send). Then the
+        XPUB's subscription messages are read (:meth:`XpubSubscriptions.sync`): the
+        sends of this read may have taken the socket's edge of one that arrived.
         """
         if self._books:
             books, self._books = self._books, []
             for book in books:
                 book.flush()
         dirty = self._dirty
-        if not dirty:
-            return
-        messages = [(stream.topic, msgspec.Raw(stream.flush())) for stream in dirty]
-        dirty.clear()
-        bundle = self._bundle
-        if bundle is None:
-            bundle = self._bundle = self.topic(TOPIC_BUNDLE)
-        seq = bundle.seq + 1
-        bundle.seq = seq
-        self.publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(), messages)))
+        if dirty:
+            bundle = self._bundle
+            if bundle is None:
+                bundle = self._bundle = self.topic(TOPIC_BUNDLE)
+            seq = bundle.seq + 1
+            bundle.seq = seq
+            publisher = self.publisher
+            if publisher.wants(bundle.key):
+                messages = [(stream.topic, msgspec.Raw(stream.flush())) for stream in dirty]
+                publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(),
+                                                      messages)))
+            else:
+                for stream in dirty:
+                    stream.flush()
+            dirty.clear()
+        self._sync()
 
     def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
         """A depth book published once per Gateway read that changed it."""
@@ -488,6 +526,7 @@ class Fanout:
         payload = encode(stamped)
         t.last = payload
         self.publisher.publish(t.key, payload)
+        self._sync()  # the send may have taken the XPUB's edge of a subscription
         for prefixes, fn in self._listeners:
             if topic.startswith(prefixes):
                 try:
@@ -505,7 +544,12 @@ class Fanout:
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self, topic: str) -> tuple[list[str], list[int], list[msgspec.Raw]]:
-        """Last values of ``topic`` or, if no such topic has a value, of every topic under it."""
+        """Last values of ``topic`` or, if no such topic has a value, of every topic under it.
+
+        Reads the XPUB's waiting subscriptions first: the events after the snapshot
+        reach a subscriber whose subscription arrived before its snapshot request.
+        """
+        self._sync()
         exact = self._topics.get(topic)
         if exact is not None and exact.last is not None:
             chosen = [exact]
