@@ -342,6 +342,9 @@ class Fanout:
         self._dirty: list[TickStream] = []  # streams with ticks waiting for flush()
         self._books: list[DepthStream] = []  # depth books changed by this read
         self._bundle: Topic | None = None  # bundle.tick, from the first bundle; no last value
+        # Also handed every bundle's payload while the lane has tick connections
+        # (LaneServer sets it: ibhub.hub.lane, "Ticks on the lane"); None otherwise.
+        self.bundle_sink: Callable[[bytes], None] | None = None
 
     def tee(self, wake: Callable[[], None]) -> TeePublisher:
         """Publish through a :class:`TeePublisher` from now on (before any stream exists:
@@ -399,7 +402,8 @@ class Fanout:
 
         The bundle embeds the payloads already encoded (``msgspec.Raw``: a copy, no
         re-encoding), so it costs one encode and one send per read, and the PUB socket
-        drops it at once when nobody subscribes to it.
+        drops it at once when nobody subscribes to it. ``bundle_sink`` (the lane's tick
+        connections) gets the same payload.
         """
         if self._books:
             books, self._books = self._books, []
@@ -415,7 +419,11 @@ class Fanout:
             bundle = self._bundle = self.topic(TOPIC_BUNDLE)
         seq = bundle.seq + 1
         bundle.seq = seq
-        self.publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(), messages)))
+        payload = encode((BUNDLE_TAG, seq, time.time_ns(), messages))
+        self.publisher.publish(bundle.key, payload)
+        sink = self.bundle_sink
+        if sink is not None:
+            sink(payload)
 
     def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
         """A depth book published once per Gateway read that changed it."""
