@@ -7,20 +7,23 @@ the simulator's rate, warms up, and measures a window of ``--duration`` seconds:
 
     python bench/fanout.py [--quick] [--duration 10] [--repeat 1]
                            [--rates 10000,50000,100000,flat] [--subs 1,8]
-                           [--modes sdk,topics,bundle,batch,raw,direct,tcp]
+                           [--modes sdk,sdk-sub,topics,bundle,batch,batch-sub,raw,direct,tcp]
 
 Modes (each subscriber is a separate process, on a stdlib asyncio loop):
 
 * ``sdk``: ``ibhub.client.AsyncHub`` as a script gets it by default, one
   ``subscribe(con_id, callback=...)`` per instrument (since session 5 the SDK reads a
-  hub's ``bundle.tick`` by default, decoding only the held topics; before, per-topic);
+  hub's ``bundle.tick`` by default, decoding only the held topics; before, per-topic;
+  since session 6 over the hub's lane, a local plain socket, instead of the SUB socket);
+* ``sdk-sub``: the same with ``AsyncHub(lane_ticks=False)``: the bundle over SUB;
 * ``topics``: the same with ``AsyncHub(tick_bundle=False)``: one SUB subscription per
   instrument topic, one message per instrument per read;
 * ``bundle``: the same SDK script with ``AsyncHub(tick_bundle=True)``: every tick
   arrives through ``bundle.tick``, one message per Gateway read (docs/protocol.md);
 * ``batch``: the SDK's batch mode, ``tick_bundle=True`` and
   ``subscribe_batches(con_id, callback=...)``: one call per hub message, the callback
-  walks the batch's ticks (client/batch.py);
+  walks the batch's ticks (client/batch.py); ``batch-sub``: the same over SUB
+  (``lane_ticks=False``);
 * ``raw``: plain pyzmq SUB + DEALER with msgspec (hello, subscribe, heartbeat), no SDK;
 * ``direct``: the baseline, ib_insync ``IB.connectAsync`` to the simulator,
   ``reqMktData`` per instrument, ticks from ``pendingTickersEvent`` / ``ticker.ticks``;
@@ -74,9 +77,14 @@ from benchlib import (
 )
 
 FLAT = "flat"
-HUB_MODES = ("sdk", "topics", "bundle", "batch", "raw")  # subscribers of a hub; others read the sim
-# AsyncHub(tick_bundle=...) per SDK mode; None: not passed, the SDK's default
-SDK_BUNDLE: dict[str, bool | None] = {"sdk": None, "topics": False, "bundle": True, "batch": True}
+# subscribers of a hub; others read the sim
+HUB_MODES = ("sdk", "sdk-sub", "topics", "bundle", "batch", "batch-sub", "raw")
+# AsyncHub options per SDK mode ({}: the SDK's defaults)
+SDK_OPTIONS: dict[str, dict[str, bool]] = {
+    "sdk": {}, "sdk-sub": {"lane_ticks": False}, "topics": {"tick_bundle": False},
+    "bundle": {"tick_bundle": True}, "batch": {"tick_bundle": True},
+    "batch-sub": {"tick_bundle": True, "lane_ticks": False},
+}
 FLAT_PER_INSTRUMENT = 20_000.0  # events/s per instrument: ~1.6 M msgs/s offered
 STAMP_MIN = 1e15  # a stamped size is epoch microseconds; real sizes are far smaller
 
@@ -158,14 +166,13 @@ class TickRecorder:
 
 
 def sdk_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx: int,
-                   bundle: bool | None = None, batches: bool = False) -> None:
+                   options: dict[str, bool], batches: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     async def main() -> None:
         from ibhub.client import AsyncHub
 
         rec = TickRecorder()
-        options = {} if bundle is None else {"tick_bundle": bundle}  # None: the default
         hub = AsyncHub(pub, rpc, name=f"bench-sdk-{idx}", request_timeout=30.0, **options)
         await hub.connect()
         for cid in con_ids:
@@ -355,8 +362,8 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
                                                              for i in range(subs)])
                 else:
                     workers = start_workers(sdk_subscriber, [
-                        (hub.pub, hub.rpc, con_ids, i, SDK_BUNDLE[mode],
-                         mode == "batch") for i in range(subs)])
+                        (hub.pub, hub.rpc, con_ids, i, SDK_OPTIONS[mode],
+                         mode.startswith("batch")) for i in range(subs)])
             else:
                 target = direct_subscriber if mode == "direct" else tcp_subscriber
                 workers = start_workers(target, [(sim.port, con_ids, 1 + i)

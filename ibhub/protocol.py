@@ -445,6 +445,9 @@ class LaneAttach(Request, frozen=True, tag="lane_attach"):
 
     ticket: Token
     lease: Token
+    # True: this connection carries the hub's ``bundle.tick`` (and nothing else is
+    # pushed on it); the lease's order and error events go to its other lane connection
+    ticks: bool = False
 
 
 class GetMatchingSymbols(Request, frozen=True, tag="matching_symbols"):
@@ -544,6 +547,9 @@ class Welcome(Reply, frozen=True, tag="welcome"):
     # ``bundle.tick`` too; an SDK with ``tick_bundle=None`` then reads ticks there
     # (False: a hub, or a test double, that does not: per-instrument topics)
     tick_bundle: bool = False
+    # The hub pushes ``bundle.tick`` on a lane connection attached with
+    # ``LaneAttach(ticks=True)`` (ibhub.hub.lane, "Ticks on the lane")
+    lane_ticks: bool = False
 
 
 class Subscribed(Reply, frozen=True, tag="subscribed"):

@@ -38,7 +38,7 @@ from ibhub.client.orders import (
     rejected_or,
 )
 from ibhub.client.rpc import RpcChannel
-from ibhub.client.stream import EventStream
+from ibhub.client.stream import EventStream, count_events
 from ibhub.client.subscription import Subscription
 from ibhub.client.topics import TopicTable
 from ibhub.client.upstream_watch import Handler, UpstreamWatch
@@ -166,6 +166,14 @@ class AsyncHub:
     topics (always over NATS, which does not mirror the bundle).
     ``False`` still suits a script that holds a few instruments of a hub streaming
     very many at high rates: the bundle's bytes reach every script that reads it.
+
+    ``lane`` / ``lane_ticks``: on the hub's machine, requests and this lease's order
+    and error events go over the hub's lane (a local plain socket, client/lane.py),
+    and with ``lane_ticks`` the tick bundle too, on a lane connection of its own
+    (one thread wake-up per hop instead of ZeroMQ's three; docs/performance.md,
+    section 9). Either falls back to ZeroMQ at once when its connection breaks and
+    attaches again later. ``lane=False``: everything over ZeroMQ; ``lane_ticks=False``:
+    the bundle over the SUB socket.
     """
 
     def __init__(
@@ -190,6 +198,7 @@ class AsyncHub:
         nats_user: str = "",
         nats_options: dict[str, Any] | None = None,
         lane: bool = True,
+        lane_ticks: bool = True,
     ) -> None:
         # NATS (docs/scale-out.md): the hub ``hub_name`` through a NATS cluster instead of
         # the ZeroMQ endpoints; ``nats_user`` (or an nkey seed in ``nats_options``) is the
@@ -201,6 +210,10 @@ class AsyncHub:
         # The lane (client/lane.py): requests and this lease's order/error events over
         # the hub's local plain socket when it names one we can reach; ZeroMQ otherwise.
         self.use_lane = lane and nats is None
+        # ...and the tick bundle over a lane connection of its own, when the SDK reads
+        # the bundle and the hub offers it (Welcome.lane_ticks); False: over SUB
+        self.lane_ticks = lane_ticks
+        self._lane_tick_events = 0
         self._lane: Lane | None = None
         self.pub_endpoint = wire.pub_endpoint(pub)
         # None: decided at hello (the bundle if the hub publishes one, over ZeroMQ)
@@ -270,7 +283,10 @@ class AsyncHub:
                 lane_rpc = LaneRpc(self._rpc)
                 self._rpc = cast(RpcChannel, lane_rpc)
                 self._lane = Lane(lane_rpc, lambda: self._keeper_token(),
-                                  self._on_lane_event, self._spawn)
+                                  self._on_lane_event, self._spawn,
+                                  on_tick_event=self._on_lane_ticks,
+                                  on_ticks=self._move_bundle)
+                self._lane.want_ticks = lambda: self.lane_ticks and self.tick_bundle
             self._stream = EventStream(
                 self._context, self.pub_endpoint, self._on_event, self._on_pub_reconnect,
                 curve=self.curve,
@@ -390,7 +406,7 @@ class AsyncHub:
         entries = self._table.entries.values() if self._table is not None else ()
         lane_rpc = self._lane.rpc if self._lane is not None else None
         return {
-            "events": self._stream.received if self._stream else 0,
+            "events": (self._stream.received if self._stream else 0) + self._lane_tick_events,
             "undecodable": self._stream.undecodable if self._stream else 0,
             "gaps": sum(s.gaps for s in seqs),
             "stale": sum(s.stale for s in seqs),
@@ -403,6 +419,8 @@ class AsyncHub:
             "lane_requests": lane_rpc.requests if lane_rpc is not None else 0,
             "lane_fallbacks": lane_rpc.fallbacks if lane_rpc is not None else 0,
             "duplicates": sum(s.duplicates for s in seqs),
+            # ticks that came in bundles over the lane's tick connection (in "events" too)
+            "lane_tick_events": self._lane_tick_events,
         }
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
@@ -1069,6 +1087,20 @@ class AsyncHub:
             orders.sequencer.offer(event)
         elif table is not None and table.errors is not None and topic == table.errors.topic:
             table.errors.offer(event)
+
+    def _on_lane_ticks(self, topic: str, event: Event) -> None:
+        """A bundle from the lane's tick connection: the SUB socket's path from here on."""
+        self._lane_tick_events += count_events(event)
+        self._on_event(topic, event)
+
+    def _move_bundle(self, on_lane: bool) -> None:
+        if self._table is not None:
+            self._table.move_bundle(on_lane)
+
+    @property
+    def lane_ticks_attached(self) -> bool:
+        """True while the tick bundle comes over the hub's lane (not the SUB socket)."""
+        return self._lane is not None and self._lane.ticks_attached
 
     @property
     def lane_attached(self) -> bool:

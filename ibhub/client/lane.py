@@ -18,6 +18,12 @@ measured machine). ZeroMQ stays the channel of record:
 * The hub pushes ``order.<lease>`` and ``error.<lease>`` events on the lane as well as
   on PUB; both copies feed the same sequencer (``TopicSequencer.offer``): whichever
   arrives first is delivered, the other is counted as a duplicate.
+* Ticks: when the SDK reads the tick bundle and the hub offers it on the lane
+  (``Welcome.lane_ticks``), :class:`Lane` attaches a second connection with
+  ``LaneAttach(ticks=True)`` that carries only ``bundle.tick`` (a connection of its own:
+  ticks never queue in front of a reply). While it is attached the SUB socket does not
+  subscribe ``bundle.tick``; when it breaks, the SUB socket subscribes again at once
+  and the per-topic sequencers recover any gap from snapshots, as on PUB.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from typing import Any, cast
 import msgspec
 
 from ibhub import wire
+from ibhub.client.bundle import decode_bundle
 from ibhub.client.errors import HubError, HubTimeout
 from ibhub.client.rpc import RpcChannel
 from ibhub.protocol import (
+    TOPIC_BUNDLE,
     Error,
     Event,
     Hello,
@@ -149,7 +157,10 @@ class LaneLink(asyncio.Protocol):
             n = frame[1]
             topic = frame[2:2 + n].decode()
             self.events += 1
-            self.on_event(topic, wire.decode_event(frame[2 + n:]))
+            body = frame[2 + n:]
+            # the tick bundle lazily, as the SUB socket reads it (client/bundle.py)
+            self.on_event(topic, decode_bundle(body) if topic == TOPIC_BUNDLE
+                          else wire.decode_event(body))
         else:
             log.warning("lane: ignoring a frame of unknown kind 0x%02x", kind)
 
@@ -247,19 +258,29 @@ class LaneRpc:
 
 
 class Lane:
-    """Attaches the SDK's lease to the hub's lane and keeps it attached."""
+    """Attaches the SDK's lease to the hub's lane and keeps it attached: the request
+    connection always, the tick connection while ``want_ticks()`` and the hub offers it."""
 
     def __init__(self, rpc: LaneRpc, token: Callable[[], str | None],
                  on_event: Callable[[str, Event], None],
-                 spawn: Callable[[Coroutine[Any, Any, Any], str], None]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, Any], str], None],
+                 on_tick_event: Callable[[str, Event], None] | None = None,
+                 on_ticks: Callable[[bool], None] | None = None) -> None:
         self.rpc = rpc
         self._token = token
         self._on_event = on_event
         self._spawn = spawn
+        self._on_tick_event = on_tick_event or on_event
+        # told True when bundles start coming over the lane, False when they stop
+        self._on_ticks = on_ticks or _ignore_flag
+        self.want_ticks: Callable[[], bool] = _no  # the owner reads the bundle
         self.address = ""
         self.lease: str | None = None
+        self.ticks_offered = False  # Welcome.lane_ticks
+        self.tick_link: LaneLink | None = None
         self.attaches = 0
         self.breaks = 0
+        self.tick_breaks = 0
         self.closed = False
         self._backoff = REATTACH_MIN
         self._retry: asyncio.TimerHandle | None = None
@@ -269,6 +290,13 @@ class Lane:
     def attached(self) -> bool:
         return self.rpc.link is not None
 
+    @property
+    def ticks_attached(self) -> bool:
+        return self.tick_link is not None
+
+    def _ticks_missing(self) -> bool:
+        return self.ticks_offered and self.tick_link is None and self.want_ticks()
+
     def on_welcome(self, welcome: Welcome) -> None:
         """A Welcome (first hello or a re-hello): a new lease needs a new attach."""
         if welcome.lease != self.lease and self.lease is not None:
@@ -276,11 +304,15 @@ class Lane:
             self._schedule(0.0)
         self.lease = welcome.lease
         self.address = welcome.lane
+        self.ticks_offered = welcome.lane_ticks
 
     async def attach(self) -> bool:
-        """Attach now if the hub names a lane we can reach; False (logged) if not."""
-        if self.closed or self.attached or self._attaching or not self.address:
+        """Attach what is missing now (requests, then ticks) if the hub names a lane we
+        can reach; whether requests go over the lane (False is logged)."""
+        if self.closed or self._attaching or not self.address:
             return self.attached
+        if self.attached and not self._ticks_missing():
+            return True
         if not reachable(self.address, self.rpc.endpoint):
             log.debug("lane %s not reachable from here; requests go over ZeroMQ",
                       self.address)
@@ -289,16 +321,39 @@ class Lane:
         if token is None:
             return False
         self._attaching = True
+        try:
+            if not self.attached:
+                link = await self._open(token, ticks=False)
+                if link is None:
+                    return False
+                self.rpc.link = link
+                self.attaches += 1
+                self._backoff = REATTACH_MIN
+            if self._ticks_missing():
+                tick_link = await self._open(token, ticks=True)
+                if tick_link is not None:
+                    self.tick_link = tick_link
+                    self._on_ticks(True)
+        finally:
+            self._attaching = False
+        return self.attached
+
+    async def _open(self, token: str, *, ticks: bool) -> LaneLink | None:
+        """A new attached lane connection (a ticket over ZeroMQ, then the attach), or
+        None (logged) when that fails or the SDK closed or renewed its lease meanwhile."""
         link: LaneLink | None = None
+        what = "tick connection" if ticks else "lane"
+        on_event = self._on_tick_event if ticks else self._on_event
         try:
             async with asyncio.timeout(ATTACH_TIMEOUT):
                 ticket = await self.rpc.zmq.request(LaneTicket(id=0, lease=token))
                 if not isinstance(ticket, LaneTicketIssued):
                     raise HubError("internal", f"expected a lane ticket, got {ticket!r}")
-                link = await LaneLink.connect(self.address, self._on_event, self._lost,
+                link = await LaneLink.connect(self.address, on_event, self._lost,
                                               self.rpc.zmq.on_unmatched)
                 reply = await link.request(
-                    LaneAttach(id=0, ticket=ticket.ticket, lease=token), ATTACH_TIMEOUT)
+                    LaneAttach(id=0, ticket=ticket.ticket, lease=token, ticks=ticks),
+                    ATTACH_TIMEOUT)
             if not isinstance(reply, LaneAttached):
                 raise HubError(getattr(reply, "code", "internal"),
                                getattr(reply, "message", repr(reply)))
@@ -306,49 +361,61 @@ class Lane:
             if link is not None:
                 link.on_lost = _ignore
                 link.close()
-            log.info("lane %s not attached (%s); requests go over ZeroMQ",
-                     self.address, exc or type(exc).__name__)
-            return False
+            log.info("%s %s not attached (%s); %s go over ZeroMQ", what, self.address,
+                     exc or type(exc).__name__, "ticks" if ticks else "requests")
+            return None
         except BaseException:  # cancelled (the SDK is closing): the socket must not leak
             if link is not None:
                 link.on_lost = _ignore
                 link.close()
             raise
-        finally:
-            self._attaching = False
         if self.closed or self._token() != token:  # closed or renewed meanwhile
             link.on_lost = _ignore
             link.close()
-            return False
-        self.rpc.link = link
-        self.attaches += 1
-        self._backoff = REATTACH_MIN
-        log.debug("lane %s attached for lease %s", self.address, reply.lease)
-        return True
+            return None
+        log.debug("%s %s attached for lease %s", what, self.address, reply.lease)
+        return link
 
     def close(self) -> None:
-        """Stop attaching (the SDK is closing); the link closes with the channel."""
+        """Stop attaching (the SDK is closing); the request connection closes with the
+        channel, the tick connection here."""
         self.closed = True
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        tick_link, self.tick_link = self.tick_link, None
+        if tick_link is not None:
+            tick_link.on_lost = _ignore
+            tick_link.close()
 
     def _drop(self) -> None:
         link, self.rpc.link = self.rpc.link, None
-        if link is not None:
-            link.on_lost = _ignore
-            link.close()
+        tick_link, self.tick_link = self.tick_link, None
+        for old in (link, tick_link):
+            if old is not None:
+                old.on_lost = _ignore
+                old.close()
+        if tick_link is not None:
+            self._on_ticks(False)
 
     def _lost(self, link: LaneLink) -> None:
-        if self.rpc.link is link:
-            self.rpc.link = None
+        ticks = link is self.tick_link
+        if ticks:
+            self.tick_link = None
+            self.tick_breaks += 1
+            self._on_ticks(False)  # the SUB socket carries the bundle again
+        else:
+            if self.rpc.link is link:
+                self.rpc.link = None
+            self.breaks += 1
         if self.closed:
             return
-        self.breaks += 1
-        log.warning("the hub's lane closed; requests go over ZeroMQ, re-attaching in "
-                    "%.1fs", self._backoff)
-        self._schedule(self._backoff)
-        self._backoff = min(self._backoff * 2, REATTACH_MAX)
+        log.warning("the hub's lane closed (%s connection); %s go over ZeroMQ, "
+                    "re-attaching in %.1fs", "tick" if ticks else "request",
+                    "ticks" if ticks else "requests", self._backoff)
+        if self._retry is None:  # both connections break together when the hub stops
+            self._schedule(self._backoff)
+            self._backoff = min(self._backoff * 2, REATTACH_MAX)
 
     def _schedule(self, delay: float) -> None:
         if self.closed or self._retry is not None:
@@ -361,11 +428,20 @@ class Lane:
         self._retry = asyncio.get_running_loop().call_later(delay, fire)
 
     async def _reattach(self) -> None:
-        if await self.attach() or self.closed or not self.address:
+        attached = await self.attach()
+        if (attached and not self._ticks_missing()) or self.closed or not self.address:
             return
         if reachable(self.address, self.rpc.endpoint):  # the hub may be restarting
             self._schedule(self._backoff)
             self._backoff = min(self._backoff * 2, REATTACH_MAX)
+
+
+def _no() -> bool:
+    return False
+
+
+def _ignore_flag(flag: bool) -> None:
+    """``on_ticks`` of a Lane whose owner does not care where ticks come from."""
 
 
 def _ignore(link: LaneLink) -> None:

@@ -133,7 +133,7 @@ class EventStream:
             self.undecodable += 1
             log.warning("ignoring an undecodable event on %r: %s", frames[0][:64], exc)
             return
-        self.received += _count(event)
+        self.received += count_events(event)
         try:
             self.on_event(topic, event)
         except Exception:
@@ -161,7 +161,7 @@ class EventStream:
                         log.exception("on_reconnect handler failed")
 
 
-def _count(event: Event) -> int:
+def count_events(event: Event) -> int:
     """Events in one message: a batch's ticks, a bundle's ticks, else 1 (a lazily
     decoded bundle counts its messages: its ticks are decoded only where wanted)."""
     if type(event) is LazyBundle:

@@ -337,6 +337,7 @@ class Hub:
     rehellos = _Mirror[int](AsyncHub.rehellos, 0)
     upstream_state = _Mirror[str](AsyncHub.upstream_state, "UNKNOWN")
     lane_attached = _Mirror[bool](AsyncHub.lane_attached, False)
+    lane_ticks_attached = _Mirror[bool](AsyncHub.lane_ticks_attached, False)
 
     # By hand: False (not ``NotConnected``) before ``connect()`` and after ``close()``.
     def is_connected(self) -> bool:

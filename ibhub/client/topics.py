@@ -94,6 +94,7 @@ class TopicTable:
         # Ticks through bundle.tick (one message per Gateway read, every instrument)
         # instead of one SUB subscription per tick topic; see AsyncHub(tick_bundle=).
         self.bundle = bundle
+        self.bundle_on_lane = False  # bundle.tick comes over the lane's tick connection
         self._snapshot = snapshot
         self._spawn = spawn
         self._on_status = on_status
@@ -117,6 +118,19 @@ class TopicTable:
             raise RuntimeError("use_bundle() after subscriptions were made")
         if not self.bundle:
             self.bundle = True
+            self._stream.subscribe(TOPIC_BUNDLE)
+
+    def move_bundle(self, on_lane: bool) -> None:
+        """``bundle.tick`` now comes over the lane (True: the SUB socket stops
+        subscribing it) or over the SUB socket again (False). Each inner message keeps
+        its topic's sequence numbers on both routes: the sequencers drop the copies of
+        a switch and recover a gap from a snapshot."""
+        if not self.bundle or on_lane == self.bundle_on_lane:
+            return
+        self.bundle_on_lane = on_lane
+        if on_lane:
+            self._stream.unsubscribe(TOPIC_BUNDLE)
+        else:
             self._stream.subscribe(TOPIC_BUNDLE)
 
     # ------------------------------------------------------------------ membership

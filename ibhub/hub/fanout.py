@@ -370,6 +370,9 @@ class Fanout:
         self._dirty: list[TickStream] = []  # streams with ticks waiting for flush()
         self._books: list[DepthStream] = []  # depth books changed by this read
         self._bundle: Topic | None = None  # bundle.tick, from the first bundle; no last value
+        # Also handed every bundle's payload while the lane has tick connections
+        # (LaneServer sets it: ibhub.hub.lane, "Ticks on the lane"); None otherwise.
+        self.bundle_sink: Callable[[bytes], None] | None = None
 
     def tee(self, wake: Callable[[], None]) -> TeePublisher:
         """Publish through a :class:`TeePublisher` from now on (before any stream exists:
@@ -428,10 +431,11 @@ class Fanout:
         here), then the read's bundle: the same messages again as one, on ``bundle.tick``.
 
         The bundle embeds the payloads already encoded (``msgspec.Raw``: a copy, no
-        re-encoding), so it costs one encode and one send per read; when nobody
-        subscribes to it, only its sequence number moves (no encode, no send). Then the
-        XPUB's subscription messages are read (:meth:`XpubSubscriptions.sync`): the
-        sends of this read may have taken the socket's edge of one that arrived.
+        re-encoding), so it costs one encode and one send per read. ``bundle_sink`` (the
+        lane's tick connections) gets the same payload. When nobody wants the bundle (no
+        PUB subscriber, no sink), only its sequence number moves (no encode, no send).
+        Then the XPUB's subscription messages are read (:meth:`XpubSubscriptions.sync`):
+        the sends of this read may have taken the socket's edge of one that arrived.
         """
         if self._books:
             books, self._books = self._books, []
@@ -445,10 +449,13 @@ class Fanout:
             seq = bundle.seq + 1
             bundle.seq = seq
             publisher = self.publisher
-            if publisher.wants(bundle.key):
+            sink = self.bundle_sink
+            if sink is not None or publisher.wants(bundle.key):
                 messages = [(stream.topic, msgspec.Raw(stream.flush())) for stream in dirty]
-                publisher.publish(bundle.key, encode((BUNDLE_TAG, seq, time.time_ns(),
-                                                      messages)))
+                payload = encode((BUNDLE_TAG, seq, time.time_ns(), messages))
+                publisher.publish(bundle.key, payload)
+                if sink is not None:
+                    sink(payload)
             else:
                 for stream in dirty:
                     stream.flush()

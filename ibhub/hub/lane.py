@@ -17,6 +17,19 @@ What the lane carries (framing in :mod:`ibhub.wire`, docs/protocol.md "The lane"
   ``error.<lease>``): the same payloads and sequence numbers as on PUB, taken from the
   fan-out's listener hook (:meth:`~ibhub.hub.fanout.Fanout.add_listener`). The SDK
   feeds both copies to one sequencer; whichever arrives first wins.
+* "Ticks on the lane": a connection attached with ``LaneAttach(ticks=True)`` gets
+  every ``bundle.tick`` payload (:attr:`~ibhub.hub.fanout.Fanout.bundle_sink`, one
+  frame built per read, written to each tick connection) and nothing else pushed. A
+  cold PUB->SUB hop costs three thread wake-ups (the hub's ZeroMQ I/O thread, the
+  subscriber's, then its loop), a plain socket one, and the hub's write to a Unix
+  socket is cheaper than its I/O thread's to loopback TCP (docs/performance.md,
+  section 9). It is a connection of its own so that a burst of ticks never queues
+  in front of an order's reply or fill event. The SDK, once attached, unsubscribes
+  ``bundle.tick`` on its SUB socket and subscribes it again if the connection breaks;
+  the per-topic sequence numbers inside the bundle are the same on both routes, so
+  its sequencers bridge a switch (a gap recovers from a snapshot as on PUB).
+  A reader past ``TICK_PUSH_LIMIT`` unsent bytes loses whole bundles (counted,
+  logged), as a PUB subscriber at its high-water mark does.
 
 Identity: a lease token works only from the connection that said hello
 (:meth:`~ibhub.hub.leases.LeaseTable.resolve`). A lane connection becomes one of the
@@ -59,6 +72,7 @@ from ibhub import wire
 from ibhub.hub.leases import LeaseTable, Peer
 from ibhub.hub.registry import Context, Registry
 from ibhub.protocol import (
+    TOPIC_BUNDLE,
     TOPIC_ERROR,
     TOPIC_ORDER,
     Error,
@@ -80,8 +94,10 @@ log = logging.getLogger(__name__)
 TICKET_TTL = 10.0  # seconds a lane ticket may wait for its attach
 ATTACH_TIMEOUT = 3.0  # seconds a new lane connection has to send its attach
 PUSH_LIMIT = 1 << 20  # unsent bytes past which pushed events are dropped (SUB has them)
+TICK_PUSH_LIMIT = 8 << 20  # unsent bytes past which a tick connection loses bundles
 REPLY_LIMIT = 8 << 20  # unsent bytes past which the connection is closed
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the NUL
+BUNDLE_KEY = TOPIC_BUNDLE.encode()
 LANE_ROUTE = b"lane\0"  # prefix of an attached lane connection's route (Peer.route)
 
 
@@ -107,6 +123,7 @@ class LaneConnection(asyncio.Protocol):
         self.frames = wire.LaneFrames(server.max_frame)
         self.lease_id = ""  # the attached lease's handle ("" before the attach)
         self.peer: Peer | None = None
+        self.ticks = False  # attached for bundle.tick (LaneAttach.ticks)
         self.dropped = 0  # pushed events dropped for a slow reader
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -174,12 +191,15 @@ class LaneConnection(asyncio.Protocol):
             self.server.count("attach_refused")
             self.refuse(result)
             return
-        self.peer, self.lease_id, rid = result
+        self.peer, self.lease_id, rid, self.ticks = result
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         self.server.count("attached")
-        self.server.bind(self)
+        if self.ticks:
+            self.server.add_ticks(self)
+        else:
+            self.server.bind(self)
         self.reply(LaneAttached(id=rid, lease=self.lease_id))
 
     # ------------------------------------------------------------------ out
@@ -212,6 +232,21 @@ class LaneConnection(asyncio.Protocol):
             return
         transport.write(frame)
 
+    def push_ticks(self, frame: bytes) -> None:
+        """A bundle for a tick connection (dropped whole past ``TICK_PUSH_LIMIT``)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > TICK_PUSH_LIMIT:
+            self.dropped += 1
+            self.server.count("bundles_dropped")
+            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, ...: no log flood
+                log.warning("lane: lease %s reads its ticks too slowly: %d bundle(s) "
+                            "dropped (its sequence checks recover from snapshots)",
+                            self.lease_id, self.dropped)
+            return
+        transport.write(frame)
+
     def refuse(self, error: Error) -> None:
         """Answer ``error`` (it names the problem) and close."""
         transport = self.transport
@@ -237,10 +272,12 @@ class LaneServer:
         self.path: Path | None = None
         self.connections: set[LaneConnection] = set()
         self.by_lease: dict[str, list[LaneConnection]] = {}
+        self.tick_connections: list[LaneConnection] = []  # attached with ticks=True
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections", "attached", "refused_full", "attach_refused", "attach_timeouts",
              "bad_frames", "requests", "events_pushed", "events_dropped", "replies_lost",
-             "closed_slow", "tickets"), 0)
+             "closed_slow", "tickets", "tick_attached", "bundles_pushed",
+             "bundles_dropped"), 0)
         self._tickets: dict[str, tuple[str, float]] = {}  # ticket -> (lease handle, expiry)
         self._clock = clock
         self._server: asyncio.AbstractServer | None = None
@@ -299,6 +336,7 @@ class LaneServer:
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
+        self.fanout.bundle_sink = None
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -333,8 +371,9 @@ class LaneServer:
         self.count("tickets")
         return LaneTicketIssued(id=req.id, ticket=ticket, expires_in=TICKET_TTL)
 
-    def attach(self, payload: bytes) -> tuple[Peer, str, int] | Error:
-        """The peer and lease a first frame attaches to, or the Error refusing it."""
+    def attach(self, payload: bytes) -> tuple[Peer, str, int, bool] | Error:
+        """The peer, lease, request id and tick flag a first frame attaches with, or
+        the Error refusing it."""
         try:
             req = wire.decode_request(payload)
         except Exception as exc:  # msgspec's DecodeError / ValidationError, named
@@ -363,13 +402,23 @@ class LaneServer:
                          message="this lane ticket was issued to another lease")
         route = LANE_ROUTE + secrets.token_bytes(16)
         lease.lanes.add(route)
-        return Peer(route, lease.peer.key), lease_id, req.id
+        return Peer(route, lease.peer.key), lease_id, req.id, req.ticks
 
     def bind(self, conn: LaneConnection) -> None:
         self.by_lease.setdefault(conn.lease_id, []).append(conn)
 
+    def add_ticks(self, conn: LaneConnection) -> None:
+        """``conn`` gets every bundle from now on (the first one starts the sink)."""
+        self.tick_connections.append(conn)
+        self.count("tick_attached")
+        self.fanout.bundle_sink = self._push_bundle
+
     def forget(self, conn: LaneConnection) -> None:
         self.connections.discard(conn)
+        if conn in self.tick_connections:
+            self.tick_connections.remove(conn)
+            if not self.tick_connections:
+                self.fanout.bundle_sink = None
         if not conn.lease_id:
             return
         conns = self.by_lease.get(conn.lease_id)
@@ -392,6 +441,13 @@ class LaneServer:
             send(Error(id=0, code=ErrorCode.INTERNAL,
                        message="internal error serving a lane request; see hub log"))
 
+    def _push_bundle(self, payload: bytes) -> None:
+        """A read's bundle (Fanout.flush): one frame, written to every tick connection."""
+        frame = wire.lane_event_frame(BUNDLE_KEY, payload)
+        for conn in self.tick_connections:
+            conn.push_ticks(frame)
+        self.counters["bundles_pushed"] += 1
+
     def _on_event(self, topic: str, event: Event) -> None:
         """An order or error event was published: push it to its lease's lanes."""
         conns = self.by_lease.get(topic.partition(".")[2])
@@ -409,9 +465,10 @@ class LaneServer:
 
     def on_lease_gone(self, lease_id: str) -> None:
         """The lease ended: its lanes close (the client re-attaches after its re-hello)."""
-        conns = self.by_lease.pop(lease_id, ())
+        conns = self.by_lease.pop(lease_id, [])
+        conns += [c for c in self.tick_connections if c.lease_id == lease_id]
         if conns:  # after this turn: a goodbye's own reply goes out first
-            asyncio.get_running_loop().call_soon(self._close_all, list(conns))
+            asyncio.get_running_loop().call_soon(self._close_all, conns)
 
     @staticmethod
     def _close_all(conns: list[LaneConnection]) -> None:
@@ -420,4 +477,5 @@ class LaneServer:
                 conn.transport.close()
 
     def stats(self) -> dict[str, Any]:
-        return {"address": self.address, "open": len(self.connections), **self.counters}
+        return {"address": self.address, "open": len(self.connections),
+                "tick_connections": len(self.tick_connections), **self.counters}

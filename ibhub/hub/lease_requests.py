@@ -106,7 +106,8 @@ class LeaseRequests:
                        name_secret=made,
                        nats_epoch=hub.nats.epoch if hub.nats is not None else "",
                        lane=hub.lane.address if hub.lane is not None else "",
-                       tick_bundle=True)  # Fanout.flush publishes bundle.tick always
+                       tick_bundle=True,  # Fanout.flush publishes bundle.tick always
+                       lane_ticks=hub.lane is not None and bool(hub.lane.address))
 
     def heartbeat(self, req: Heartbeat, ctx: Context) -> Reply:
         lease = ctx.lease  # the registry refreshed it

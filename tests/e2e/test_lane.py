@@ -20,6 +20,7 @@ from ibhub.client import AsyncHub
 from ibhub.hub import lane as hub_lane
 from ibhub.protocol import (
     PROTOCOL_VERSION,
+    Bundle,
     ContractSpec,
     Error,
     ErrorCode,
@@ -35,6 +36,7 @@ from ibhub.protocol import (
     PlaceOrder,
     Reply,
     Request,
+    Tick,
 )
 from tests.e2e.conftest import HubFactory, Listener, RawClient
 from tests.e2e.test_orders_hub import wire_orders
@@ -351,8 +353,86 @@ async def test_the_sdk_attaches_again_to_a_restarted_hub(
         assert second.lane is not None
         await wait_until(lambda: sdk.rehellos == 1, 10, "re-hello to the new hub")
         assert sdk.lease != lease
-        await wait_until(lambda: sdk.lane_attached, 10, "the lane attached to the new hub")
+        await wait_until(lambda: sdk.lane_attached and sdk.lane_ticks_attached, 10,
+                         "the lane and its tick connection attached to the new hub")
         before = sdk.stats["lane_requests"]
         assert (await sdk.status()).connected
         assert sdk.stats["lane_requests"] == before + 1
-        assert second.lane.counters["attached"] == 1
+        assert second.lane.counters["attached"] == 2  # requests, and ticks
+        assert second.lane.counters["tick_attached"] == 1
+
+
+async def test_sdk_ticks_over_the_lane_fall_back_to_sub_and_come_back(
+    make_hub: HubFactory
+) -> None:
+    hub = await make_hub()
+    assert hub.lane is not None
+    got: list[Tick] = []
+    async with AsyncHub(hub.pub_endpoint, hub.rpc_endpoint, name="lane-ticks",
+                        request_timeout=5.0) as sdk, \
+            AsyncHub(hub.pub_endpoint, hub.rpc_endpoint, name="sub-ticks",
+                     request_timeout=5.0, lane_ticks=False) as via_sub:
+        # the default: the bundle over a tick connection of its own; lane_ticks=False: SUB
+        assert sdk.lane_ticks_attached and sdk.lane_attached
+        assert via_sub.lane_attached and not via_sub.lane_ticks_attached
+        assert hub.lane.stats()["tick_connections"] == 1
+        sub = await sdk.subscribe("AAPL", callback=got.append)
+        other = await via_sub.subscribe("AAPL")
+        await wait_until(lambda: len(got) >= 10 and other.received >= 10, 10, "ticks")
+        assert sdk.stats["lane_tick_events"] > 0 and via_sub.stats["lane_tick_events"] == 0
+        # The tick connection breaks: ticks go on over SUB, then over a new connection.
+        tick_conn = hub.lane.tick_connections[0]
+        assert tick_conn.transport is not None and tick_conn not in hub.lane.by_lease.get(
+            sdk.lease or "", [])  # no order or error events pushed on it
+        tick_conn.transport.abort()
+        await wait_until(lambda: not sdk.lane_ticks_attached, 5, "the break seen")
+        over_sub = sdk.stats["events"] - sdk.stats["lane_tick_events"]
+        await wait_until(lambda: sdk.stats["events"] - sdk.stats["lane_tick_events"]
+                         > over_sub + 5, 10, "ticks over the SUB socket")
+        await wait_until(lambda: sdk.lane_ticks_attached, 10, "the tick connection again")
+        lane_ticks = sdk.stats["lane_tick_events"]
+        await wait_until(lambda: sdk.stats["lane_tick_events"] > lane_ticks + 5, 10,
+                         "ticks over the lane again")
+        seqs = [t.seq for t in got]
+        assert seqs == sorted(set(seqs))  # in order, no copies, whichever route
+        assert sdk.lane_attached and hub.lane.counters["tick_attached"] == 2
+        assert sub.gaps <= 1  # the switch may cost one snapshot recovery, never a loss
+
+
+async def test_tick_connections_get_bundles_only_and_a_slow_one_loses_whole_bundles(
+    make_hub: HubFactory, clients: Callable[..., RawClient], lanes: Callable[[str], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub = await make_hub()
+    assert hub.lane is not None and hub.fanout is not None
+    alice = clients(hub.rpc_endpoint)
+    await alice.hello("lane-ticks-raw")
+    reader, stuck = await lanes(hub.lane.address), await lanes(hub.lane.address)
+    for lane in (reader, stuck):
+        assert isinstance(await lane.request(LaneAttach(
+            id=1, ticket=await ticket(alice), lease=alice.lease, ticks=True)), LaneAttached)
+    await alice.subscribe("AAPL")
+    hub.fanout.error(alice.handle, 200, "for the lease's request lane only", "", "")
+
+    def aapl_seen() -> bool:
+        return any(name == "tick.AAPL" for _, bundle in reader.events
+                   for name, _ in bundle.messages)
+
+    async with asyncio.timeout(10):
+        while not aapl_seen():
+            assert await reader.next_frame() is None  # pushed bundles only, no reply
+    assert {topic for topic, _ in reader.events} == {"bundle.tick"}
+    assert all(isinstance(bundle, Bundle) for _, bundle in reader.events)
+    # A reader that stops reading loses whole bundles past the limit; the hub goes on.
+    monkeypatch.setattr(hub_lane, "TICK_PUSH_LIMIT", 1 << 16)
+    for _ in range(300):  # ~1.2 MB: more than the socket buffers hold
+        hub.fanout.bundle_sink(b"\x00" * 4096)  # type: ignore[misc]
+    assert hub.lane.counters["bundles_dropped"] > 0
+    assert stuck.writer.transport is not None and not stuck.writer.is_closing()
+    assert await alice.request(Heartbeat(id=alice.next_id(), lease=alice.lease)) \
+        == Ok(id=alice.next_id() - 1)
+    # the last tick connection gone, the fan-out stops handing bundles to the lane
+    reader.close()
+    stuck.close()
+    await wait_until(lambda: hub.fanout is not None and hub.fanout.bundle_sink is None, 5,
+                     "the bundle sink removed")
