@@ -78,15 +78,35 @@ def _nothing() -> None:
 
 
 class Topic:
-    """One topic's sequence counter and last encoded event."""
+    """One topic's sequence counter and last encoded event.
 
-    __slots__ = ("key", "last", "name", "seq")
+    A tick stream leaves its last tick as the array-like tuple in :attr:`tick` and it is
+    encoded only when :attr:`last` is read (a snapshot): the flush of a Gateway read
+    then encodes what it publishes and nothing more (docs/performance.md 8.6).
+    """
+
+    __slots__ = ("_last", "key", "name", "seq", "tick")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = name.encode()
         self.seq = 0
-        self.last: bytes | None = None
+        self._last: bytes | None = None
+        self.tick: tuple[Any, ...] | None = None  # the last Tick, not yet encoded
+
+    @property
+    def last(self) -> bytes | None:
+        """The last event, encoded (None before the first or after ``forget_last``)."""
+        tick = self.tick
+        if tick is not None:
+            self._last = encode(tick)
+            self.tick = None
+        return self._last
+
+    @last.setter
+    def last(self, payload: bytes | None) -> None:
+        self._last = payload
+        self.tick = None
 
 
 class TickStream:
@@ -105,6 +125,7 @@ class TickStream:
         "_dirty",
         "_pending",
         "_publish",
+        "_publisher",
         "_topic",
         "ask",
         "ask_size",
@@ -134,6 +155,7 @@ class TickStream:
         dirty: Callable[[TickStream], None],
     ) -> None:
         self._topic = topic
+        self._publisher = publisher
         self._publish = publisher.publish
         self._dirty = dirty  # called with self when the first tick of a batch is pending
         self._pending: list[tuple[Any, ...]] = []
@@ -251,20 +273,35 @@ class TickStream:
 
     def flush(self) -> bytes:
         """Publish the pending ticks as one message (returned; b"" if there were none);
-        the last tick becomes the topic's value."""
+        the last tick becomes the topic's value (encoded when a snapshot asks)."""
         pending = self._pending
         if not pending:
             return b""
         self._pending = []
         topic = self._topic
-        last = encode(pending[-1])
-        topic.last = last  # a snapshot hands out a single Tick, whatever was published
+        last = pending[-1]
+        topic.tick = last  # a snapshot hands out a single Tick, whatever was published
         if len(pending) == 1:
-            payload = last
+            payload = encode(last)
         else:
             payload = encode((TICKS_TAG, pending[0][1], time.time_ns(), pending))
         self._publish(topic.key, payload)
         return payload
+
+    def settle(self) -> None:
+        """:meth:`flush` for a read whose bundle nobody takes: when nobody wants this
+        topic either, only the last tick is kept (no encode, no send)."""
+        pending = self._pending
+        if not pending:
+            return
+        topic = self._topic
+        publisher = self._publisher
+        if publisher.wants(topic.key):
+            self.flush()
+            return
+        self._pending = []
+        topic.tick = pending[-1]
+        publisher.skipped += 1
 
 
 class BarStream(LineStream):
@@ -458,7 +495,7 @@ class Fanout:
                     sink(payload)
             else:
                 for stream in dirty:
-                    stream.flush()
+                    stream.settle()
             dirty.clear()
         self._sync()
 

@@ -107,10 +107,16 @@ def test_publishes_only_what_somebody_subscribes_to(rig: Rig) -> None:
     fan.flush()
     assert pub.skipped == 2  # two topics; the bundle nobody wants is not even encoded
     assert fan.topic(TOPIC_BUNDLE).seq == 1
+    aapl.price(2, 10.2, 6.0)  # a read with two ticks of one instrument
+    aapl.price(2, 10.3, 6.0)
+    fan.flush()
+    assert pub.skipped == 3
+    assert fan.topic("tick.AAPL").tick is not None  # kept, encoded only when asked
     names, seqs, events = fan.snapshot("tick.")
-    assert names == ["tick.AAPL", "tick.MSFT"] and seqs == [1, 1]
+    assert names == ["tick.AAPL", "tick.MSFT"] and seqs == [3, 1]
     first = wire.decode_event(bytes(events[0]))
-    assert isinstance(first, Tick) and (first.seq, first.bid) == (1, 10.0)
+    assert isinstance(first, Tick) and (first.seq, first.bid, first.ask) == (3, 10.0, 10.3)
+    assert fan.topic("tick.AAPL").tick is None  # encoded once, by the snapshot
 
     per_topic, bundled, everything = rig.sub(b"tick.AAPL"), rig.sub(b"bundle."), rig.sub(b"")
     rig.until(lambda: rig.subs.interest.prefixes == {b"tick.AAPL", b"bundle.", b""},
@@ -121,7 +127,7 @@ def test_publishes_only_what_somebody_subscribes_to(rig: Rig) -> None:
     fan.flush()
     fan.status("CONNECTED", "state", 0, "up", 0)
     got = recv_all(per_topic)
-    assert [(t, e.seq) for t, e in got] == [(b"tick.AAPL", 2)]  # type: ignore[attr-defined]
+    assert [(t, e.seq) for t, e in got] == [(b"tick.AAPL", 4)]  # type: ignore[attr-defined]
     got = recv_all(bundled)
     assert len(got) == 1 and isinstance(got[0][1], Bundle)
     assert [name for name, _ in got[0][1].messages] == ["tick.AAPL", "tick.MSFT"]
