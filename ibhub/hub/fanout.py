@@ -34,6 +34,7 @@ from ibhub.hub.depth import DepthStream
 from ibhub.hub.hist_updates import HistUpdateStream, parse_kind
 from ibhub.hub.line_stream import LineStream
 from ibhub.hub.tbt import TbtStream
+from ibhub.hub.xpub import XpubSubscriptions
 from ibhub.protocol import (
     TOPIC_BAR,
     TOPIC_BUNDLE,
@@ -52,7 +53,6 @@ from ibhub.protocol import (
     Tick,
     Ticks,
 )
-from ibhub.hub.xpub import XpubSubscriptions
 from ibhub.wire import Interest, Publisher, encode
 
 log = logging.getLogger(__name__)

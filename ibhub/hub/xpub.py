@@ -30,7 +30,8 @@ Anything else arriving on the socket (an XSUB peer may send any bytes) is counte
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, cast
 
 import zmq
 
@@ -55,7 +56,8 @@ class XpubSubscriptions:
         self._reader = EdgeReader(socket, self._handle, batch=DRAIN_BATCH, name="hub xpub")
         get = getattr(zmq.backend.Socket, "get", None)  # skips pyzmq's option sugar
         plain = self._reader.plain
-        self._get = get.__get__(plain) if get is not None else plain.getsockopt
+        self._get = cast(Callable[[int], int],
+                         get.__get__(plain) if get is not None else plain.getsockopt)
         self._events = int(zmq.EVENTS)
         self._pollin = int(zmq.POLLIN)
 

@@ -13,7 +13,7 @@ import zmq
 from ibhub import wire
 from ibhub.hub.fanout import Fanout, TeePublisher
 from ibhub.hub.xpub import XpubSubscriptions
-from ibhub.protocol import TOPIC_BUNDLE, Bundle, ContractInfo, Tick
+from ibhub.protocol import TOPIC_BUNDLE, Bundle, ContractInfo, Event, Tick
 from ibhub.wire import Interest, Publisher
 
 WAIT = 3.0  # seconds any one condition may take
@@ -88,7 +88,7 @@ def rig() -> Iterator[Rig]:
     ctx.term()
 
 
-def recv_all(sock: zmq.Socket[bytes]) -> list[tuple[bytes, object]]:
+def recv_all(sock: zmq.Socket[bytes]) -> list[tuple[bytes, Event]]:
     out = []
     while sock.poll(100):
         topic, payload = sock.recv_multipart()
@@ -127,7 +127,7 @@ def test_publishes_only_what_somebody_subscribes_to(rig: Rig) -> None:
     fan.flush()
     fan.status("CONNECTED", "state", 0, "up", 0)
     got = recv_all(per_topic)
-    assert [(t, e.seq) for t, e in got] == [(b"tick.AAPL", 4)]  # type: ignore[attr-defined]
+    assert [(t, e.seq) for t, e in got] == [(b"tick.AAPL", 4)]
     got = recv_all(bundled)
     assert len(got) == 1 and isinstance(got[0][1], Bundle)
     assert [name for name, _ in got[0][1].messages] == ["tick.AAPL", "tick.MSFT"]
@@ -163,7 +163,7 @@ def test_snapshot_applies_a_subscription_that_reached_the_socket(rig: Rig) -> No
     assert (names, seqs) == (["tick.AAPL"], [1])
     aapl.price(2, 10.5, 5.0)
     fan.flush()
-    assert [e.seq for _, e in recv_all(late)] == [2]  # type: ignore[attr-defined]
+    assert [e.seq for _, e in recv_all(late)] == [2]
 
 
 def test_a_send_that_takes_the_edge_does_not_lose_a_subscription(rig: Rig) -> None:
@@ -182,7 +182,7 @@ def test_a_send_that_takes_the_edge_does_not_lose_a_subscription(rig: Rig) -> No
         fan.flush()
     aapl.price(1, 0.5, 5.0)
     fan.flush()
-    assert [e.seq for _, e in recv_all(late)] == [n + 1]  # type: ignore[attr-defined]
+    assert [e.seq for _, e in recv_all(late)] == [n + 1]
 
 
 def test_malformed_messages_are_counted_and_ignored(rig: Rig) -> None:
@@ -199,7 +199,7 @@ def test_malformed_messages_are_counted_and_ignored(rig: Rig) -> None:
     fan = rig.fan
     fan.status("CONNECTED", "state", 0, "up", 0)
     topic, payload = raw.recv_multipart()
-    assert topic == b"hub.status" and wire.decode_event(payload).seq == 1  # type: ignore[attr-defined]
+    assert topic == b"hub.status" and wire.decode_event(payload).seq == 1
     raw.close(0)
     rig.until(lambda: not rig.subs.interest.prefixes, "the XSUB's unsubscriptions")
 
