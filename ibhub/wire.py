@@ -365,13 +365,14 @@ class Publisher:
     Without one, every message is sent and the socket filters.
     """
 
-    __slots__ = ("_send", "_verdicts", "interest", "skipped", "socket")
+    __slots__ = ("_send", "_verdicts", "interest", "sent", "skipped", "socket")
 
     def __init__(self, socket: zmq.Socket[bytes], interest: Interest | None = None) -> None:
         self.socket = socket
         self.interest = interest if interest is not None else Interest.everything()
         self._verdicts = self.interest.verdicts  # the same dict: emptied in place
         self.skipped = 0  # publishes nobody subscribed to (not sent)
+        self.sent = False  # something was sent since the owner last cleared it
         # The backend's send, bound to this socket: it skips pyzmq's Python-level
         # ``Socket.send`` wrapper (Frame/routing-id/copy-threshold handling that plain
         # bytes never need): 0.40-0.45 us instead of 0.75-1.4 us per publish, measured.
@@ -390,6 +391,7 @@ class Publisher:
             send = self._send
             send(topic, zmq.SNDMORE)
             send(payload)
+            self.sent = True
         else:
             self.skipped += 1
 

@@ -365,6 +365,7 @@ class TeePublisher(Publisher):
             send = self._send
             send(topic, zmq.SNDMORE)
             send(payload)
+            self.sent = True
         else:
             self.skipped += 1
         out = self._out
@@ -471,8 +472,9 @@ class Fanout:
         re-encoding), so it costs one encode and one send per read. ``bundle_sink`` (the
         lane's tick connections) gets the same payload. When nobody wants the bundle (no
         PUB subscriber, no sink), only its sequence number moves (no encode, no send).
-        Then the XPUB's subscription messages are read (:meth:`XpubSubscriptions.sync`):
-        the sends of this read may have taken the socket's edge of one that arrived.
+        If this read sent anything, the XPUB's subscription messages are read
+        (:meth:`XpubSubscriptions.sync`): a send may have taken the socket's edge of one
+        that arrived, so the loop would not be told of it.
         """
         if self._books:
             books, self._books = self._books, []
@@ -497,7 +499,9 @@ class Fanout:
                 for stream in dirty:
                     stream.settle()
             dirty.clear()
-        self._sync()
+        if self.publisher.sent:  # a send may have taken the XPUB's edge of a subscription
+            self.publisher.sent = False
+            self._sync()
 
     def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
         """A depth book published once per Gateway read that changed it."""
@@ -569,8 +573,11 @@ class Fanout:
         stamped = msgspec.structs.replace(event, seq=t.seq, ts=time.time_ns())
         payload = encode(stamped)
         t.last = payload
-        self.publisher.publish(t.key, payload)
-        self._sync()  # the send may have taken the XPUB's edge of a subscription
+        publisher = self.publisher
+        publisher.publish(t.key, payload)
+        if publisher.sent:  # the send may have taken the XPUB's edge of a subscription
+            publisher.sent = False
+            self._sync()
         for prefixes, fn in self._listeners:
             if topic.startswith(prefixes):
                 try:

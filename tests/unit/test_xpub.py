@@ -166,23 +166,25 @@ def test_snapshot_applies_a_subscription_that_reached_the_socket(rig: Rig) -> No
     assert [e.seq for _, e in recv_all(late)] == [2]
 
 
-def test_a_send_that_takes_the_edge_does_not_lose_a_subscription(rig: Rig) -> None:
-    """A subscription that arrives while the hub publishes is read at the end of a read
-    (Fanout.flush asks the socket), not left waiting for the FD's edge, which a send
-    may already have consumed: here nothing but flush() reads the XPUB."""
+def test_a_send_that_takes_the_edge_does_not_strand_a_subscription(rig: Rig) -> None:
+    """A send processes the XPUB's commands: a subscription that arrived is moved into
+    the socket and the FD's edge is gone, so the loop's reader would never be told.
+    The fan-out reads it after every batch of sends (XpubSubscriptions.sync); here
+    nothing else does (no loop, no snapshot)."""
     fan = rig.fan
-    aapl = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
+    status = rig.sub(b"hub.")
+    rig.until(lambda: rig.subs.interest.prefixes == {b"hub."}, "hub. subscription")
     late = rig.sub(b"tick.")
+    aapl = fan.tick_stream("tick.AAPL", info(1, "AAPL"))
     deadline = time.monotonic() + WAIT
-    n = 0
-    while not rig.subs.interest.prefixes:  # only flush() reads the XPUB here
-        assert time.monotonic() < deadline, "flush never read the subscription"
-        n += 1
-        aapl.price(1, 10.0 + n, 5.0)
-        fan.flush()
-    aapl.price(1, 0.5, 5.0)
+    while b"tick." not in rig.subs.interest.prefixes:
+        assert time.monotonic() < deadline, "a send took the subscription's edge for good"
+        fan.status("CONNECTED", "ib", 0, "a send", 0)  # sent: hub. is subscribed
+        assert status.poll(int(WAIT * 1000))
+        status.recv_multipart()
+    aapl.price(1, 10.0, 5.0)
     fan.flush()
-    assert [e.seq for _, e in recv_all(late)] == [n + 1]
+    assert [e.seq for _, e in recv_all(late)] == [1]
 
 
 def test_malformed_messages_are_counted_and_ignored(rig: Rig) -> None:
