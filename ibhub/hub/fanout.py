@@ -34,6 +34,7 @@ from ibhub.hub.depth import DepthStream
 from ibhub.hub.hist_updates import HistUpdateStream, parse_kind
 from ibhub.hub.line_stream import LineStream
 from ibhub.hub.tbt import TbtStream
+from ibhub.hub.xpub import XpubSubscriptions
 from ibhub.protocol import (
     TOPIC_BAR,
     TOPIC_BUNDLE,
@@ -52,7 +53,7 @@ from ibhub.protocol import (
     Tick,
     Ticks,
 )
-from ibhub.wire import Publisher, encode
+from ibhub.wire import Interest, Publisher, encode
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +73,40 @@ _OHLC: Final = {6: "high", 7: "low", 9: "close", 14: "open",
                 72: "high", 73: "low", 75: "close", 76: "open"}
 
 
-class Topic:
-    """One topic's sequence counter and last encoded event."""
+def _nothing() -> None:
+    pass
 
-    __slots__ = ("key", "last", "name", "seq")
+
+class Topic:
+    """One topic's sequence counter and last encoded event.
+
+    A tick stream leaves its last tick as the array-like tuple in :attr:`tick` and it is
+    encoded only when :attr:`last` is read (a snapshot): the flush of a Gateway read
+    then encodes what it publishes and nothing more (docs/performance.md 8.6).
+    """
+
+    __slots__ = ("_last", "key", "name", "seq", "tick")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = name.encode()
         self.seq = 0
-        self.last: bytes | None = None
+        self._last: bytes | None = None
+        self.tick: tuple[Any, ...] | None = None  # the last Tick, not yet encoded
+
+    @property
+    def last(self) -> bytes | None:
+        """The last event, encoded (None before the first or after ``forget_last``)."""
+        tick = self.tick
+        if tick is not None:
+            self._last = encode(tick)
+            self.tick = None
+        return self._last
+
+    @last.setter
+    def last(self, payload: bytes | None) -> None:
+        self._last = payload
+        self.tick = None
 
 
 class TickStream:
@@ -100,6 +125,7 @@ class TickStream:
         "_dirty",
         "_pending",
         "_publish",
+        "_publisher",
         "_topic",
         "ask",
         "ask_size",
@@ -129,6 +155,7 @@ class TickStream:
         dirty: Callable[[TickStream], None],
     ) -> None:
         self._topic = topic
+        self._publisher = publisher
         self._publish = publisher.publish
         self._dirty = dirty  # called with self when the first tick of a batch is pending
         self._pending: list[tuple[Any, ...]] = []
@@ -246,20 +273,35 @@ class TickStream:
 
     def flush(self) -> bytes:
         """Publish the pending ticks as one message (returned; b"" if there were none);
-        the last tick becomes the topic's value."""
+        the last tick becomes the topic's value (encoded when a snapshot asks)."""
         pending = self._pending
         if not pending:
             return b""
         self._pending = []
         topic = self._topic
-        last = encode(pending[-1])
-        topic.last = last  # a snapshot hands out a single Tick, whatever was published
+        last = pending[-1]
+        topic.tick = last  # a snapshot hands out a single Tick, whatever was published
         if len(pending) == 1:
-            payload = last
+            payload = encode(last)
         else:
             payload = encode((TICKS_TAG, pending[0][1], time.time_ns(), pending))
         self._publish(topic.key, payload)
         return payload
+
+    def settle(self) -> None:
+        """:meth:`flush` for a read whose bundle nobody takes: when nobody wants this
+        topic either, only the last tick is kept (no encode, no send)."""
+        pending = self._pending
+        if not pending:
+            return
+        topic = self._topic
+        publisher = self._publisher
+        if publisher.wants(topic.key):
+            self.flush()
+            return
+        self._pending = []
+        topic.tick = pending[-1]
+        publisher.skipped += 1
 
 
 class BarStream(LineStream):
@@ -297,22 +339,35 @@ class BarStream(LineStream):
 
 
 class TeePublisher(Publisher):
-    """A :class:`Publisher` that also keeps what it sent for a second consumer (the NATS
-    bridge, :mod:`ibhub.hub.nats_bridge`): after the two ``send()`` calls, one tuple
-    appended per publish (per instrument per read, never per tick); the first of a loop
-    turn calls ``wake``. The consumer :meth:`take` s the list on its next turn."""
+    """A :class:`Publisher` that also keeps what it published for a second consumer (the
+    NATS bridge, :mod:`ibhub.hub.nats_bridge`): after the two ``send()`` calls (skipped,
+    as by :class:`Publisher`, when no ZeroMQ subscriber wants the topic), one tuple
+    appended per publish (per instrument per read, never per tick), whoever subscribes:
+    the bridge mirrors everything. The first of a loop turn calls ``wake``. The consumer
+    :meth:`take` s the list on its next turn."""
 
     __slots__ = ("_out", "_wake")
 
-    def __init__(self, socket: zmq.Socket[bytes], wake: Callable[[], None]) -> None:
-        super().__init__(socket)
+    def __init__(self, socket: zmq.Socket[bytes], wake: Callable[[], None],
+                 interest: Interest | None = None) -> None:
+        super().__init__(socket, interest)
         self._out: list[tuple[bytes, bytes]] = []
         self._wake = wake
 
+    def wants(self, topic: bytes) -> bool:
+        return True  # the bridge takes every message
+
     def publish(self, topic: bytes, payload: bytes) -> None:
-        send = self._send
-        send(topic, zmq.SNDMORE)
-        send(payload)
+        wanted = self._verdicts.get(topic)
+        if wanted is None:
+            wanted = self.interest.wants(topic)
+        if wanted:
+            send = self._send
+            send(topic, zmq.SNDMORE)
+            send(payload)
+            self.sent = True
+        else:
+            self.skipped += 1
         out = self._out
         if not out:
             self._wake()
@@ -331,10 +386,21 @@ class TeePublisher(Publisher):
 
 
 class Fanout:
-    """Owns the PUB socket's publisher and every topic's state."""
+    """Owns the PUB socket's publisher and every topic's state.
 
-    def __init__(self, socket: zmq.Socket[bytes]) -> None:
-        self.publisher = Publisher(socket)
+    With ``subscriptions`` (the hub's XPUB socket, :mod:`ibhub.hub.xpub`) the publisher
+    sends only topics somebody subscribes to; topics nobody wants still get their
+    sequence numbers and last values (snapshots, the front door and the lane read them).
+    Without, it publishes everything on a plain PUB socket.
+    """
+
+    def __init__(self, socket: zmq.Socket[bytes],
+                 subscriptions: XpubSubscriptions | None = None) -> None:
+        self.subscriptions = subscriptions
+        self._sync: Callable[[], None] = (subscriptions.sync if subscriptions is not None
+                                          else _nothing)
+        self.publisher = Publisher(socket, subscriptions.interest
+                                   if subscriptions is not None else None)
         self._topics: dict[str, Topic] = {}
         self._owner: dict[str, int] = {}  # market-data topic -> con_id that named it
         self._retired: dict[str, int] = {}  # events of dropped topics, by family (metrics)
@@ -352,7 +418,9 @@ class Fanout:
         the plain :class:`Publisher`, untouched."""
         if self._topics and any(n.startswith((TOPIC_TICK, TOPIC_BAR)) for n in self._topics):
             raise RuntimeError("Fanout.tee() after market-data streams were made")
-        tee = TeePublisher(self.publisher.socket, wake)
+        old = self.publisher
+        tee = TeePublisher(old.socket, wake, old.interest)
+        tee.skipped = old.skipped
         self.publisher = tee
         return tee
 
@@ -401,29 +469,39 @@ class Fanout:
         here), then the read's bundle: the same messages again as one, on ``bundle.tick``.
 
         The bundle embeds the payloads already encoded (``msgspec.Raw``: a copy, no
-        re-encoding), so it costs one encode and one send per read, and the PUB socket
-        drops it at once when nobody subscribes to it. ``bundle_sink`` (the lane's tick
-        connections) gets the same payload.
+        re-encoding), so it costs one encode and one send per read. ``bundle_sink`` (the
+        lane's tick connections) gets the same payload. When nobody wants the bundle (no
+        PUB subscriber, no sink), only its sequence number moves (no encode, no send).
+        If this read sent anything, the XPUB's subscription messages are read
+        (:meth:`XpubSubscriptions.sync`): a send may have taken the socket's edge of one
+        that arrived, so the loop would not be told of it.
         """
         if self._books:
             books, self._books = self._books, []
             for book in books:
                 book.flush()
         dirty = self._dirty
-        if not dirty:
-            return
-        messages = [(stream.topic, msgspec.Raw(stream.flush())) for stream in dirty]
-        dirty.clear()
-        bundle = self._bundle
-        if bundle is None:
-            bundle = self._bundle = self.topic(TOPIC_BUNDLE)
-        seq = bundle.seq + 1
-        bundle.seq = seq
-        payload = encode((BUNDLE_TAG, seq, time.time_ns(), messages))
-        self.publisher.publish(bundle.key, payload)
-        sink = self.bundle_sink
-        if sink is not None:
-            sink(payload)
+        if dirty:
+            bundle = self._bundle
+            if bundle is None:
+                bundle = self._bundle = self.topic(TOPIC_BUNDLE)
+            seq = bundle.seq + 1
+            bundle.seq = seq
+            publisher = self.publisher
+            sink = self.bundle_sink
+            if sink is not None or publisher.wants(bundle.key):
+                messages = [(stream.topic, msgspec.Raw(stream.flush())) for stream in dirty]
+                payload = encode((BUNDLE_TAG, seq, time.time_ns(), messages))
+                publisher.publish(bundle.key, payload)
+                if sink is not None:
+                    sink(payload)
+            else:
+                for stream in dirty:
+                    stream.settle()
+            dirty.clear()
+        if self.publisher.sent:  # a send may have taken the XPUB's edge of a subscription
+            self.publisher.sent = False
+            self._sync()
 
     def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
         """A depth book published once per Gateway read that changed it."""
@@ -495,7 +573,11 @@ class Fanout:
         stamped = msgspec.structs.replace(event, seq=t.seq, ts=time.time_ns())
         payload = encode(stamped)
         t.last = payload
-        self.publisher.publish(t.key, payload)
+        publisher = self.publisher
+        publisher.publish(t.key, payload)
+        if publisher.sent:  # the send may have taken the XPUB's edge of a subscription
+            publisher.sent = False
+            self._sync()
         for prefixes, fn in self._listeners:
             if topic.startswith(prefixes):
                 try:
@@ -513,7 +595,12 @@ class Fanout:
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self, topic: str) -> tuple[list[str], list[int], list[msgspec.Raw]]:
-        """Last values of ``topic`` or, if no such topic has a value, of every topic under it."""
+        """Last values of ``topic`` or, if no such topic has a value, of every topic under it.
+
+        Reads the XPUB's waiting subscriptions first: the events after the snapshot
+        reach a subscriber whose subscription arrived before its snapshot request.
+        """
+        self._sync()
         exact = self._topics.get(topic)
         if exact is not None and exact.last is not None:
             chosen = [exact]

@@ -1,7 +1,8 @@
 """Composition root: builds the hub's parts, runs them, shuts them down.
 
-``HubServer(settings)`` owns one ZeroMQ context with a plain PUB socket (the hot
-path, see :mod:`ibhub.hub.fanout`) and a ``zmq.asyncio`` ROUTER (rare requests, see
+``HubServer(settings)`` owns one ZeroMQ context with a plain XPUB socket (the hot
+path, see :mod:`ibhub.hub.fanout`; an XPUB so the hub sends only what somebody
+subscribes to, :mod:`ibhub.hub.xpub`) and a ``zmq.asyncio`` ROUTER (rare requests, see
 :mod:`ibhub.hub.requests`), the lease table, the subscription registry, the
 market-data service (:mod:`ibhub.hub.market_data`: contracts and lines, shared with the
 front door) and the upstream session (:mod:`ibhub.ib.session`). It fills the request
@@ -57,6 +58,7 @@ from ibhub.hub.security import (
 )
 from ibhub.hub.status import StatusRequests
 from ibhub.hub.subscriptions import Subscription, SubscriptionRegistry
+from ibhub.hub.xpub import XpubSubscriptions
 from ibhub.ib.session import Upstream, explain
 from ibhub.protocol import (
     TOPIC_ERROR,
@@ -108,6 +110,7 @@ class HubServer:
         self.orders: Any = None  # the OrderService when settings.orders (attach_orders)
         self.pacer: Pacer | None = None  # shared by the upstream session and the orders
         self.fanout: Fanout | None = None
+        self.pub_subscriptions: XpubSubscriptions | None = None  # what PUB subscribers want
         self.rpc: RpcServer | None = None
         self.leases = LeaseTable(
             id_range=self.settings.raw_client_id_range,
@@ -242,7 +245,9 @@ class HubServer:
         ctx = self._ctx = zmq.asyncio.Context()
         try:
             self._auth = security.start(ctx)  # before any bind: no unauthenticated window
-            pub = self._pub = zmq.Socket(ctx, zmq.PUB)
+            # An XPUB: it publishes as a PUB does and hands the hub the subscriptions, so
+            # a topic nobody wants is never sent (ibhub.hub.xpub, docs/protocol.md).
+            pub = self._pub = zmq.Socket(ctx, zmq.XPUB)
             security.apply(pub)
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
@@ -266,7 +271,9 @@ class HubServer:
             self._close_sockets()
             await self._stop_sim()
             raise ConfigError(f"cannot bind hub endpoints ({s.pub}, {s.rpc}): {exc}") from exc
-        self.fanout = Fanout(pub)
+        self.pub_subscriptions = XpubSubscriptions(pub)
+        self.fanout = Fanout(pub, self.pub_subscriptions)
+        self.pub_subscriptions.start()
         self.rpc = RpcServer(router, self.registry, peer_keys=security.enabled,
                              max_request_bytes=s.max_request_bytes)
         if s.nats_urls:  # the NATS JetStream bridge (docs/scale-out.md): tees the fan-out
@@ -398,6 +405,8 @@ class HubServer:
         for guard in guards:
             await guard.stop()
         self.market.stop()
+        if self.pub_subscriptions is not None:
+            await self.pub_subscriptions.stop()
         if self.upstream is not None:
             await self.upstream.stop()
             self.upstream = None

@@ -210,6 +210,7 @@ class HubCollector(Collector):
         yield from _connection_metrics(hub)
         yield from _nats_metrics(hub)
         yield from _lane_metrics(hub)
+        yield from _pub_metrics(hub)
 
         alerts = self.metrics.alerts
         fam = CounterMetricFamily("ibhub_alerts", "Alerts raised, by kind", labels=["kind"])
@@ -238,6 +239,27 @@ def _nats_metrics(hub: Any) -> Iterator[Metric]:
                         ("reconnects", "Reconnections of the bridge to NATS"),
                         ("requests", "Requests received over NATS")):
         yield CounterMetricFamily(f"ibhub_nats_{name}", help_, value=r[name])
+
+
+def _pub_metrics(hub: Any) -> Iterator[Metric]:
+    """The XPUB's subscriptions (ibhub.hub.xpub) and the publishes nobody wanted."""
+    subs = getattr(hub, "pub_subscriptions", None)
+    fanout = getattr(hub, "fanout", None)
+    if subs is None or fanout is None:
+        return
+    yield GaugeMetricFamily("ibhub_pub_subscribed_prefixes",
+                            "Distinct topic prefixes PUB subscribers subscribe to",
+                            value=len(subs.interest.prefixes))
+    yield CounterMetricFamily("ibhub_pub_skipped",
+                              "Publishes not sent on PUB: no subscriber wanted the topic",
+                              value=fanout.publisher.skipped)
+    fam = CounterMetricFamily(
+        "ibhub_pub_subscription_messages", "Messages read from the PUB (XPUB) socket: "
+        "subscribe, unsubscribe, malformed (not a subscription, ignored)", labels=["what"])
+    for name, value in (("subscribe", subs.subscribes), ("unsubscribe", subs.unsubscribes),
+                        ("malformed", subs.malformed)):
+        fam.add_metric([name], value)
+    yield fam
 
 
 def _lane_metrics(hub: Any) -> Iterator[Metric]:
