@@ -388,7 +388,7 @@ async def test_sdk_ticks_over_the_lane_fall_back_to_sub_and_come_back(
         await wait_until(lambda: not sdk.lane_ticks_attached, 5, "the break seen")
         over_sub = sdk.stats["events"] - sdk.stats["lane_tick_events"]
         await wait_until(lambda: sdk.stats["events"] - sdk.stats["lane_tick_events"]
-                         > over_sub + 5, 10, "ticks over the SUB socket")
+                         > over_sub, 10, "ticks over the SUB socket")  # re-attach: 0.5 s
         await wait_until(lambda: sdk.lane_ticks_attached, 10, "the tick connection again")
         lane_ticks = sdk.stats["lane_tick_events"]
         await wait_until(lambda: sdk.stats["lane_tick_events"] > lane_ticks + 5, 10,
@@ -396,7 +396,7 @@ async def test_sdk_ticks_over_the_lane_fall_back_to_sub_and_come_back(
         seqs = [t.seq for t in got]
         assert seqs == sorted(set(seqs))  # in order, no copies, whichever route
         assert sdk.lane_attached and hub.lane.counters["tick_attached"] == 2
-        assert sub.gaps <= 1  # the switch may cost one snapshot recovery, never a loss
+        assert sub.gaps <= 2  # each switch may cost a snapshot recovery, never a loss
 
 
 async def test_tick_connections_get_bundles_only_and_a_slow_one_loses_whole_bundles(
