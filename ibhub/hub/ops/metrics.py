@@ -272,7 +272,8 @@ def _lane_metrics(hub: Any) -> Iterator[Metric]:
     fam = CounterMetricFamily(
         "ibhub_lane", "Lane counters: connections, attached, refusals (attach_refused, "
         "attach_timeouts, bad_frames, refused_full), requests, events pushed and dropped, "
-        "replies lost, lanes closed for not reading", labels=["what"])
+        "tick connections and their bundles pushed and dropped, replies lost, lanes "
+        "closed for not reading", labels=["what"])
     for name, value in sorted(lane.counters.items()):
         fam.add_metric([name], value)
     yield fam
