@@ -48,12 +48,15 @@ class ThreadedSim:
         return self
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        finally:
-            loop.close()
+        # A Runner, not a bare loop: closing it cancels the tasks still running and runs
+        # the loop again, so the callbacks the gateway's stop left (an aborted transport
+        # closes its socket in a call_soon callback) run before the loop is closed; a
+        # bare loop.close() left such a socket open for the garbage collector to find.
+        with asyncio.Runner() as runner:
+            self._loop = runner.get_loop()
+            runner.run(self._serve())
+            for _ in range(3):  # connection_lost callbacks scheduled during the stop
+                runner.run(asyncio.sleep(0))
 
     async def _serve(self) -> None:
         try:
