@@ -99,6 +99,11 @@ REPLY_LIMIT = 8 << 20  # unsent bytes past which the connection is closed
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the NUL
 BUNDLE_KEY = TOPIC_BUNDLE.encode()
 LANE_ROUTE = b"lane\0"  # prefix of an attached lane connection's route (Peer.route)
+# LaneConnection.push's log line for a slow reader: (what, dropped items, where it
+# still is), by whether the connection carries ticks
+_DROPPED = {False: ("lane too slowly", "pushed event(s)", "its SUB socket still has them"),
+            True: ("ticks too slowly", "bundle(s)",
+                   "its sequence checks recover from snapshots")}
 
 
 def _live(path: Path) -> bool:
@@ -219,31 +224,21 @@ class LaneConnection(asyncio.Protocol):
             transport.abort()
 
     def push(self, frame: bytes) -> None:
+        """A pushed frame: the lease's order or error event, or, on a tick connection, a
+        read's bundle. Past ``PUSH_LIMIT`` unsent (``TICK_PUSH_LIMIT`` for ticks) it is
+        dropped whole, counted and logged: the SUB socket still has the event; a
+        bundle's gaps recover from snapshots."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if transport.get_write_buffer_size() > PUSH_LIMIT:
+        ticks = self.ticks
+        if transport.get_write_buffer_size() > (TICK_PUSH_LIMIT if ticks else PUSH_LIMIT):
             self.dropped += 1
-            self.server.count("events_dropped")
+            self.server.count("bundles_dropped" if ticks else "events_dropped")
             if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, ...: no log flood
-                log.warning("lane: lease %s reads its lane too slowly: %d pushed event(s) "
-                            "dropped (its SUB socket still has them)", self.lease_id,
-                            self.dropped)
-            return
-        transport.write(frame)
-
-    def push_ticks(self, frame: bytes) -> None:
-        """A bundle for a tick connection (dropped whole past ``TICK_PUSH_LIMIT``)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if transport.get_write_buffer_size() > TICK_PUSH_LIMIT:
-            self.dropped += 1
-            self.server.count("bundles_dropped")
-            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, ...: no log flood
-                log.warning("lane: lease %s reads its ticks too slowly: %d bundle(s) "
-                            "dropped (its sequence checks recover from snapshots)",
-                            self.lease_id, self.dropped)
+                what, items, still = _DROPPED[ticks]
+                log.warning("lane: lease %s reads its %s: %d %s dropped (%s)",
+                            self.lease_id, what, self.dropped, items, still)
             return
         transport.write(frame)
 
@@ -445,7 +440,7 @@ class LaneServer:
         """A read's bundle (Fanout.flush): one frame, written to every tick connection."""
         frame = wire.lane_event_frame(BUNDLE_KEY, payload)
         for conn in self.tick_connections:
-            conn.push_ticks(frame)
+            conn.push(frame)
         self.counters["bundles_pushed"] += 1
 
     def _on_event(self, topic: str, event: Event) -> None:
