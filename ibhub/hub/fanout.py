@@ -490,8 +490,15 @@ class Fanout:
                 for stream in dirty:
                     stream.settle()
             dirty.clear()
-        if self.publisher.sent:  # a send may have taken the XPUB's edge of a subscription
-            self.publisher.sent = False
+        self._sync_after_sends()
+
+    def _sync_after_sends(self) -> None:
+        """Read the XPUB's subscription messages if anything was sent since the last
+        time: a send may have taken the socket's edge of one that arrived, so the loop
+        would not be told of it (ibhub.hub.xpub)."""
+        publisher = self.publisher
+        if publisher.sent:
+            publisher.sent = False
             self._sync()
 
     def depth_stream(self, topic: str, contract: ContractInfo, rows: int) -> DepthStream:
@@ -564,11 +571,8 @@ class Fanout:
         stamped = msgspec.structs.replace(event, seq=t.seq, ts=time.time_ns())
         payload = encode(stamped)
         t.last = payload
-        publisher = self.publisher
-        publisher.publish(t.key, payload)
-        if publisher.sent:  # the send may have taken the XPUB's edge of a subscription
-            publisher.sent = False
-            self._sync()
+        self.publisher.publish(t.key, payload)
+        self._sync_after_sends()
         for prefixes, fn in self._listeners:
             if topic.startswith(prefixes):
                 try:
