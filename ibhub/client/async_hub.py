@@ -419,7 +419,8 @@ class AsyncHub:
             "lane_requests": lane_rpc.requests if lane_rpc is not None else 0,
             "lane_fallbacks": lane_rpc.fallbacks if lane_rpc is not None else 0,
             "duplicates": sum(s.duplicates for s in seqs),
-            # ticks that came in bundles over the lane's tick connection (in "events" too)
+            # tick messages (one per instrument per read, as "events" counts a bundle's)
+            # that came over the lane's tick connection (in "events" too)
             "lane_tick_events": self._lane_tick_events,
         }
 
