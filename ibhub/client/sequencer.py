@@ -134,15 +134,23 @@ class TopicSequencer:
         The usual case, a batch that continues the sequence, is checked once and
         delivered in one call; anything else goes event by event through the rules.
         """
-        last = self.last
-        if not self.recovering and last is not None and events and events[0].seq == last + 1:
-            tail = events[-1]
-            self.last = tail.seq
-            self.last_ts = tail.ts
+        if self.advance(events):
             self.deliver_all(events)
             return
         for event in events:
             self.on_event(event)
+
+    def advance(self, events: Sequence[Event]) -> bool:
+        """Take consecutive ``events`` of one message if they continue the sequence (the
+        usual case): True, and the caller delivers them; False changes nothing (a gap, a
+        duplicate, a restart, a recovery in progress: :meth:`on_events` has the rules)."""
+        last = self.last
+        if self.recovering or last is None or not events or events[0].seq != last + 1:
+            return False
+        tail = events[-1]
+        self.last = tail.seq
+        self.last_ts = tail.ts
+        return True
 
     def _deliver_each(self, events: Sequence[Event]) -> None:
         for event in events:

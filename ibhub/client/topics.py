@@ -204,27 +204,11 @@ class TopicTable:
             _feed(entry.sequencer, event)
         elif type(event) is LazyBundle:
             # A read's tick messages, still encoded: only the topics held are decoded.
-            entries = self.entries
-            for name, raw in event.messages:
-                bundled = entries.get(name)
-                if bundled is None or bundled.kind != "ticks":
-                    continue
-                try:
-                    message = decode_message(raw)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    self.undecodable += 1
-                    log.warning("ignoring an undecodable message for %s in a bundle: %s",
-                                name, exc)
-                    continue
-                _feed(bundled.sequencer, message)
+            self._on_bundle(event.messages, decode_message)
         elif type(event) is Bundle:
-            # A read's tick messages; the topics this script does not hold are skipped.
-            entries = self.entries
-            for name, message in event.messages:
-                bundled = entries.get(name)
-                if bundled is None or bundled.kind != "ticks":
-                    continue
-                _feed(bundled.sequencer, message)
+            # A read's tick messages, decoded; the topics this script does not hold are
+            # skipped.
+            self._on_bundle(event.messages, None)
         elif topic == TOPIC_STATUS:
             self.status.on_event(event)
         elif self.errors is not None and topic == self.errors.topic:
@@ -233,6 +217,42 @@ class TopicTable:
             self.bulletins.on_event(event)
         else:
             log.debug("event on %s, which no subscription here wants (prefix match)", topic)
+
+    def _on_bundle(self, messages: Sequence[tuple[str, Any]],
+                   decode: Callable[[Any], Tick | Ticks] | None) -> None:
+        """The tick messages of one bundle (``decode``: the lazy bundle's, for messages
+        still encoded). Per held instrument per read; the usual message, one that
+        continues its topic's sequence, goes straight to the subscriptions (one check,
+        no per-message hops through the sequencer's callbacks: the subscriber's share of
+        docs/performance.md section 10); anything else takes the sequencer's rules."""
+        entries = self.entries
+        for name, encoded in messages:
+            entry = entries.get(name)
+            if entry is None or entry.kind != "ticks":
+                continue
+            message: Tick | Ticks
+            if decode is None:
+                message = encoded
+            else:
+                try:
+                    message = decode(encoded)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self.undecodable += 1
+                    log.warning("ignoring an undecodable message for %s in a bundle: %s",
+                                name, exc)
+                    continue
+            events: Sequence[Tick]
+            if isinstance(message, Ticks):
+                events = message.ticks
+            else:
+                events = (message,)
+            if entry.sequencer.advance(events):
+                # a bundle carries Tick / Ticks only: the kind check of _deliver_all holds
+                entry.latest = events[-1]
+                for sub in list(entry.subs):
+                    sub._deliver_all(events)
+            else:
+                entry.sequencer.on_events(events)
 
     def _deliver(self, entry: TopicEntry, event: Event) -> None:
         self._deliver_all(entry, (event,))
