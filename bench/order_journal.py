@@ -7,13 +7,19 @@ disk, for each SQLite ``synchronous`` mode:
 * sequential: one order at a time, each awaited (the latency a script sees);
 * burst: N orders placed concurrently (group commit: many orders per fsync).
 
-    python bench/order_journal.py [--orders 500] [--dir /tmp]
+    python bench/order_journal.py [--orders 500] [--interval 0] [--dir /tmp]
+
+``--interval S`` spaces the sequential orders S seconds apart, as ``bench/orders.py``
+does (0.06): each order then finds the CPU's caches and the disk idle, as a script's
+order does. What it prints for FULL is the floor of the ack a script sees: the hub's
+whole ``place`` without its two socket hops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -71,7 +77,30 @@ def req(i: int) -> PlaceOrder:
                       order_type="LMT", limit_price=189.0)  # fmt: skip
 
 
-async def run(mode: str, n: int, base: Path) -> None:
+def disk_alone(n: int, base: Path, interval: float) -> None:
+    """The disk's share: one 512-byte write into a preallocated file and its fdatasync
+    (what a WAL commit with synchronous=FULL waits for at least), ``interval`` apart."""
+    path = Path(tempfile.mkdtemp(dir=base)) / "wal"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 4 << 20)
+        os.fsync(fd)
+        lat = []
+        for i in range(n):
+            if interval:
+                time.sleep(interval)
+            os.pwrite(fd, os.urandom(512), (i * 4096) % (4 << 20))
+            t = time.perf_counter()
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+    lat.sort()
+    print(f"disk    fdatasync  p50 {statistics.median(lat) * 1e3:6.3f} ms  "
+          f"p99 {lat[int(len(lat) * 0.99)] * 1e3:6.3f} ms  (a write and its fdatasync alone)")
+
+
+async def run(mode: str, n: int, base: Path, interval: float) -> None:
     data = Path(tempfile.mkdtemp(dir=base))
     writer = JournalWriter(lambda: Journal.in_dir(data, synchronous=mode))
     pacer = Pacer(rate=1e6, burst=1e6)
@@ -83,6 +112,8 @@ async def run(mode: str, n: int, base: Path) -> None:
     caller = Caller("L", "bench")
     lat = []
     for i in range(n):
+        if interval:
+            await asyncio.sleep(interval)
         t = time.perf_counter()
         await book.place(caller, req(i))
         lat.append(time.perf_counter() - t)
@@ -102,10 +133,13 @@ async def run(mode: str, n: int, base: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--orders", type=int, default=500)
+    ap.add_argument("--interval", type=float, default=0.0,
+                    help="seconds between sequential orders (bench/orders.py: 0.06)")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     args = ap.parse_args()
+    disk_alone(args.orders, args.dir, args.interval)
     for mode in ("FULL", "NORMAL"):
-        asyncio.run(run(mode, args.orders, args.dir))
+        asyncio.run(run(mode, args.orders, args.dir, args.interval))
 
 
 if __name__ == "__main__":
