@@ -413,17 +413,21 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
             t1 = t0 + duration
             for w in workers:
                 w.send((t0, t1))
+            # CPU first, at the window's edges: the simulator answers ``counts`` from its
+            # loop, which flat out to 8 direct scripts can take seconds (its own clock
+            # dates the counts; before session 7 the CPU was read after them, and such a
+            # cell read ~0 CPU and "sent 0")
             sleep_until(t0)
-            ev0, msg0, _ = sim.counts()
             cpu0 = [cpu_seconds(w.ps) for w in workers]
             hub_cpu0 = cpu_seconds(hub.ps) if hub else 0.0
             sim_cpu0 = cpu_seconds(sim.ps)
+            ev0, msg0, sim_t0 = sim.counts()
             pub0 = hub.published_ticks() if hub else 0
             sleep_until(t1)
-            ev1, msg1, _ = sim.counts()
             cpu1 = [cpu_seconds(w.ps) for w in workers]
             hub_cpu1 = cpu_seconds(hub.ps) if hub else 0.0
             sim_cpu1 = cpu_seconds(sim.ps)
+            ev1, msg1, sim_t1 = sim.counts()
             pub1 = hub.published_ticks() if hub else 0
             sim.rate(0.0)
             time.sleep(0.3)
@@ -440,10 +444,14 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
         hist.merge(r["hist"])
         hop.merge(r["hop"])
     counts = [r["count"] for r in reports]
-    sent = (msg1 - msg0) / (subs if mode in ("direct", "tcp") else 1)
+    # the simulator's counts over its own interval, scaled to the window (the same
+    # length unless its loop answered late; none that could be read: NaN)
+    sim_span = sim_t1 - sim_t0
+    scale = duration / sim_span if sim_span > duration / 2 else math.nan
+    sent = (msg1 - msg0) * scale / (subs if mode in ("direct", "tcp") else 1)
     if mode in ("direct", "tcp"):
-        offered = 2 * (ev1 - ev0)  # messages per connection, without lastTimestamp
-        lost = sum(max(0, offered - c) for c in counts)
+        offered = 2 * (ev1 - ev0) * scale  # messages per connection, without lastTimestamp
+        lost = sum(max(0, offered - c) for c in counts) if offered == offered else math.nan
         total = offered * subs
     else:
         lost = sum(r["lost"] for r in reports)
