@@ -413,20 +413,24 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
             t1 = t0 + duration
             for w in workers:
                 w.send((t0, t1))
-            # CPU first, at the window's edges: the simulator answers ``counts`` from its
-            # loop, which flat out to 8 direct scripts can take seconds (its own clock
-            # dates the counts; before session 7 the CPU was read after them, and such a
-            # cell read ~0 CPU and "sent 0")
+            # CPU first, at the window's edges (and timed: scaled to the window below):
+            # the simulator answers ``counts`` from its loop, which flat out to 8 direct
+            # scripts can take seconds (its own clock dates the counts; before session 7
+            # the CPU was read after them, and such a cell read ~0 CPU and "sent 0")
             sleep_until(t0)
+            read0 = time.time()
             cpu0 = [cpu_seconds(w.ps) for w in workers]
             hub_cpu0 = cpu_seconds(hub.ps) if hub else 0.0
             sim_cpu0 = cpu_seconds(sim.ps)
+            read0 = (read0 + time.time()) / 2
             ev0, msg0, sim_t0 = sim.counts()
             pub0 = hub.published_ticks() if hub else 0
             sleep_until(t1)
+            read1 = time.time()
             cpu1 = [cpu_seconds(w.ps) for w in workers]
             hub_cpu1 = cpu_seconds(hub.ps) if hub else 0.0
             sim_cpu1 = cpu_seconds(sim.ps)
+            read1 = (read1 + time.time()) / 2
             ev1, msg1, sim_t1 = sim.counts()
             pub1 = hub.published_ticks() if hub else 0
             sim.rate(0.0)
@@ -457,7 +461,9 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
         lost = sum(r["lost"] for r in reports)
         total = sum(counts) + lost
     published = pub1 - pub0
-    hub_cpu = hub_cpu1 - hub_cpu0
+    # this process can read the CPU late too, on a saturated machine: scaled to the window
+    cpu_scale = duration / (read1 - read0)
+    hub_cpu = (hub_cpu1 - hub_cpu0) * cpu_scale
     return {
         "mode": mode, "rate": rate, "subs": subs, "slice_ms": slice_ms,
         "sent": sent / duration,
@@ -467,9 +473,11 @@ def run_cell(mode: str, rate: str, subs: int, duration: float, warmup: float,
         "p50": hist.percentile(50), "p99": hist.percentile(99), "p999": hist.percentile(99.9),
         "hop50": hop.percentile(50), "hop99": hop.percentile(99),
         "hub_cpu": hub_cpu if hub else float("nan"),
-        "sub_cpu": sum(b - a for a, b in zip(cpu0, cpu1, strict=True)),
-        "sim_cpu": sim_cpu1 - sim_cpu0,
-        "us_per_tick": 1e6 * hub_cpu / published if hub and published else float("nan"),
+        "sub_cpu": sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) * cpu_scale,
+        "sim_cpu": (sim_cpu1 - sim_cpu0) * cpu_scale,
+        # unscaled CPU over the hub's own count, both read at the same two moments
+        "us_per_tick": (1e6 * (hub_cpu1 - hub_cpu0) / published if hub and published
+                        else float("nan")),
         "rss": hub_rss,
     }
 
