@@ -120,7 +120,7 @@ class TickRecorder:
         """A ``subscribe(..., callback=)`` for one instrument (its sequence kept in the
         closure, not looked up per tick)."""
         last = 0
-        hist, hop = self.hist, self.hop
+        stamp = self.stamp
 
         def on_tick(ev: Any) -> None:
             nonlocal last
@@ -132,37 +132,9 @@ class TickRecorder:
             self.count += 1
             if prev and seq > prev + 1:
                 self.lost += seq - prev - 1
-            s = ev.bid_size
-            if ev.ask_size > s:
-                s = ev.ask_size
-            if ev.last_size > s:
-                s = ev.last_size
-            if s > STAMP_MIN:
-                hist.add(now // 1000 - int(s))
-                hop.add((now - ev.ts) // 1000)
+            stamp(now, ev)
 
         return on_tick
-
-    def on_tick(self, ev: Any) -> None:
-        """One hub tick of any instrument (the raw reader's; SDK readers use
-        :meth:`tick_callback`)."""
-        last = self._last
-        prev = last.get(ev.con_id, 0)
-        last[ev.con_id] = ev.seq
-        now = time.time_ns()
-        if now < self.t0 or now > self.t1:
-            return
-        self.count += 1
-        if prev and ev.seq > prev + 1:
-            self.lost += ev.seq - prev - 1
-        s = ev.bid_size
-        if ev.ask_size > s:
-            s = ev.ask_size
-        if ev.last_size > s:
-            s = ev.last_size
-        if s > STAMP_MIN:
-            self.hist.add(now // 1000 - int(s))
-            self.hop.add((now - ev.ts) // 1000)
 
     def on_batch(self, batch: Any) -> None:
         """An SDK ``Batch``: one instrument's consecutive ticks of one hub message."""
@@ -177,16 +149,21 @@ class TickRecorder:
         self.count += len(events)
         if prev and first.seq > prev + 1:
             self.lost += first.seq - prev - 1
-        hist, hop = self.hist, self.hop
+        stamp = self.stamp
         for ev in events:
-            s = ev.bid_size
-            if ev.ask_size > s:
-                s = ev.ask_size
-            if ev.last_size > s:
-                s = ev.last_size
-            if s > STAMP_MIN:
-                hist.add(now // 1000 - int(s))
-                hop.add((now - ev.ts) // 1000)
+            stamp(now, ev)
+
+    def stamp(self, now: int, ev: Any) -> None:
+        """A hub tick received at ``now``: its latencies if it is stamped (one call per
+        tick, as a direct reader's :meth:`on_stamp`)."""
+        s = ev.bid_size
+        if ev.ask_size > s:
+            s = ev.ask_size
+        if ev.last_size > s:
+            s = ev.last_size
+        if s > STAMP_MIN:
+            self.hist.add(now // 1000 - int(s))
+            self.hop.add((now - ev.ts) // 1000)
 
     def on_stamp(self, now: int, size: float) -> None:
         """A direct reader's tick (``now`` ns, ``size`` its size field)."""
@@ -262,7 +239,7 @@ def raw_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
         sub.setsockopt(zmq.SUBSCRIBE, reply.topic.encode())
     rec = TickRecorder()
     decode = wire.decode_event
-    on_tick = rec.on_tick
+    on_tick = {cid: rec.tick_callback() for cid in con_ids}
     recv = sub.recv_multipart
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
@@ -290,9 +267,9 @@ def raw_subscriber(conn: Connection, pub: str, rpc: str, con_ids: list[int], idx
             ev = decode(frames[1])
             if type(ev) is Ticks:
                 for tick in ev.ticks:
-                    on_tick(tick)
+                    on_tick[tick.con_id](tick)
             elif type(ev) is Tick:
-                on_tick(ev)
+                on_tick[ev.con_id](ev)
     conn.send(rec.result())
     sub.close(0)
     dealer.close(0)
