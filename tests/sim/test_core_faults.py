@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -192,3 +194,38 @@ async def test_faults_in_thread() -> None:
             await ib.connectAsync("127.0.0.1", sim.port, clientId=1, timeout=2)
         finally:
             ib.disconnect()
+
+
+async def test_connects_racing_the_port_closing_leave_no_socket_behind() -> None:
+    """Clients connect while the Gateway closes its port, over and over (a hub reconnecting
+    into a restart). Every connection the simulator accepted is closed by it: none is left
+    for the garbage collector (a ResourceWarning, an error in this suite). Through
+    ``asyncio.Server`` on CPython 3.13.0, a connection accepted just before the close got
+    its transport built after it, which failed an assertion inside asyncio and leaked the
+    socket; the simulator accepts on its own task instead."""
+    sim = SimGateway(SimConfig(host="127.0.0.1", port=0, seed=1))
+    await sim.start()
+    port = sim.port
+    clients: list[socket.socket] = []
+    try:
+        for turns in range(4):  # how far the accept got when the port closes
+            for _ in range(5):
+                # connected at once by the kernel, waiting in the listener's queue
+                clients += [socket.create_connection(("127.0.0.1", port), timeout=5)
+                            for _ in range(3)]
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                await sim.close_port()
+                await sim.open_port()
+                assert sim.port == port and sim.listening
+        for c in clients:  # each was dropped by the closing port (EOF or reset)
+            try:
+                assert c.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+            c.close()
+    finally:
+        for c in clients:
+            c.close()
+        await sim.stop()
+    gc.collect()
