@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 EVENTS_KEPT = 1_000  # per order: the log of a pathological order stays bounded
+REFRESH_RETRY_FIRST = 0.2  # s before the first retry of a refused order refresh, doubling
+REFRESH_RETRY_MAX = 5.0  # s between retries at most
 
 
 class OrderRejectedError(HubError):
@@ -447,12 +449,25 @@ class OrderTracker:
             await self.refresh()  # a non-empty topic at start: events before ours may be lost
 
     async def refresh(self) -> None:
-        """Merge the hub's view (orders and executions of this script) into tracked orders."""
-        try:
-            infos, executions = await self._refresh()
-        except HubError as exc:
-            log.warning("could not refresh orders from the hub: %s", exc)
-            return
+        """Merge the hub's view (orders and executions of this script) into tracked orders.
+
+        Retried with back-off until the hub answers (the SDK's close cancels it): a
+        refresh follows a gap or a new lease, and events of this script's orders may have
+        been missed, so giving up would leave an ``Order`` showing a state it left long
+        ago (a fill published while this script was not yet listening). A restarted hub
+        refuses it for a moment: it serves ``open_orders`` only once its Gateway session
+        is up and its orders reconciled.
+        """
+        delay = REFRESH_RETRY_FIRST
+        while True:
+            try:
+                infos, executions = await self._refresh()
+                break
+            except HubError as exc:
+                log.warning("could not refresh orders from the hub (%s); again in %.1f s",
+                            exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REFRESH_RETRY_MAX)
         self.recoveries += 1
         for info in infos:
             order = self.orders.get(info.order_id)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ibhub.client.errors import HubTimeout
+from ibhub.client.errors import HubError, HubTimeout
 from ibhub.client.orders import (
     Order,
     OrderRejectedError,
@@ -69,6 +69,7 @@ class Fake:
         self.book: list[OrderInfo] = []
         self.fills: list[ExecutionInfo] = []
         self.refreshes = 0
+        self.refusals: list[HubError] = []  # the next refreshes fail with these, in order
         self.tasks: list[asyncio.Task[Any]] = []
         self.tracker = OrderTracker(self.subscribed.append, self.subscribed.remove,
                                     self.snapshot, self.refresh, self.spawn)  # fmt: skip
@@ -78,6 +79,8 @@ class Fake:
 
     async def refresh(self) -> tuple[list[OrderInfo], list[ExecutionInfo]]:
         self.refreshes += 1
+        if self.refusals:
+            raise self.refusals.pop(0)
         return self.book, self.fills
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
@@ -158,6 +161,24 @@ async def test_an_empty_topic_counts_a_lost_first_event_as_a_gap() -> None:
     fake.tracker.on_event(ev(2, "submitted"))
     await fake.settle()
     assert fake.tracker.sequencer.gaps == 1 and fake.refreshes == 1  # type: ignore[union-attr]
+
+
+async def test_a_refused_refresh_is_retried_until_the_hub_answers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted hub refuses ``open_orders`` until its orders are reconciled; the
+    tracker asks again (with back-off) instead of leaving the order as it was."""
+    monkeypatch.setattr("ibhub.client.orders.REFRESH_RETRY_FIRST", 0.01)
+    fake = Fake()
+    fake.tracker.set_lease("L1")
+    await fake.settle()
+    fake.tracker.orders[7] = Order(7, "c7")
+    fake.refusals = [HubError("bad_request", "request type 'open_orders' is not served"),
+                     HubTimeout("no reply")]
+    fake.book = [info(7, "Filled", 10, commission=2.0)]
+    fake.tracker.on_event(ev(3, "filled", status="Filled", filled=10))  # 1 and 2 were lost
+    await fake.settle()
+    assert fake.refreshes == 3 and fake.tracker.recoveries == 1
+    assert fake.tracker.orders[7].status == "Filled"
 
 
 async def test_a_renewed_lease_moves_the_topic() -> None:
