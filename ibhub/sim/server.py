@@ -157,6 +157,9 @@ class SimGateway:
                 conn.close()
                 return
             conn.setblocking(False)
+            # as asyncio.Server's connections: connect_accepted_socket leaves Nagle on,
+            # which holds the Gateway's small writes back until the client acknowledges
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(loop.connect_accepted_socket(lambda: ClientSession(self),
                                                                  conn))
             self._connecting.add(task)
