@@ -222,9 +222,9 @@ class TopicTable:
                    decode: Callable[[Any], Tick | Ticks] | None) -> None:
         """The tick messages of one bundle (``decode``: the lazy bundle's, for messages
         still encoded). Per held instrument per read; the usual message, one that
-        continues its topic's sequence, goes straight to the subscriptions (one check,
-        no per-message hops through the sequencer's callbacks: the subscriber's share of
-        docs/performance.md section 10); anything else takes the sequencer's rules."""
+        continues its topic's sequence, goes straight to :meth:`_deliver_all` (one check,
+        not through the sequencer's ``deliver_all`` callback: docs/performance.md section
+        10); anything else takes the sequencer's rules."""
         entries = self.entries
         for name, encoded in messages:
             entry = entries.get(name)
@@ -247,10 +247,7 @@ class TopicTable:
             else:
                 events = (message,)
             if entry.sequencer.advance(events):
-                # a bundle carries Tick / Ticks only: the kind check of _deliver_all holds
-                entry.latest = events[-1]
-                for sub in list(entry.subs):
-                    sub._deliver_all(events)
+                self._deliver_all(entry, events)
             else:
                 entry.sequencer.on_events(events)
 
