@@ -49,14 +49,11 @@ class ThreadedSim:
 
     def _main(self) -> None:
         # A Runner, not a bare loop: closing it cancels the tasks still running and runs
-        # the loop again, so the callbacks the gateway's stop left (an aborted transport
-        # closes its socket in a call_soon callback) run before the loop is closed; a
-        # bare loop.close() left such a socket open for the garbage collector to find.
+        # the loop until they end, so nothing the gateway left is cut off mid-way (its
+        # stop already gives aborted transports the turns that close their sockets).
         with asyncio.Runner() as runner:
             self._loop = runner.get_loop()
             runner.run(self._serve())
-            for _ in range(3):  # connection_lost callbacks scheduled during the stop
-                runner.run(asyncio.sleep(0))
 
     async def _serve(self) -> None:
         try:
