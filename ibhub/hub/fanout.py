@@ -291,14 +291,14 @@ class TickStream:
             publisher.skipped += 1
         return message
 
-    def settle(self) -> None:
+    def settle(self, now: int) -> None:
         """:meth:`take` for a read whose bundle nobody takes: when nobody wants this
         topic either, only the last tick is kept (no message built, no encode)."""
         pending = self._pending
         topic = self._topic
         publisher = self._publisher
         if publisher.wants(topic.key):
-            self.take(time.time_ns())
+            self.take(now)
             return
         self._pending = []
         topic.tick = pending[-1]
@@ -484,8 +484,8 @@ class Fanout:
             bundle.seq = seq
             publisher = self.publisher
             sink = self.bundle_sink
+            now = time.time_ns()  # the publish time of the read's batches and bundle
             if sink is not None or publisher.wants(bundle.key):
-                now = time.time_ns()
                 messages = [(stream.topic, stream.take(now)) for stream in dirty]
                 payload = encode((BUNDLE_TAG, seq, now, messages))
                 publisher.publish(bundle.key, payload)
@@ -493,7 +493,7 @@ class Fanout:
                     sink(payload)
             else:
                 for stream in dirty:
-                    stream.settle()
+                    stream.settle(now)
             dirty.clear()
         self._sync_after_sends()
 
