@@ -187,6 +187,17 @@ def what_if_state(state: Any) -> UpstreamWhatIf:
     )
 
 
+async def _what_if_answer(answer: asyncio.Future[Any]) -> UpstreamWhatIf:
+    """The Gateway's answer to a whatIf placeOrder, as the order book's port says it."""
+    try:
+        state = await answer
+    except RequestError as exc:
+        raise UpstreamRefused(exc.code, exc.message) from None
+    if state is None:  # ended by an error while RaiseRequestErrors is off
+        raise UpstreamRefused(0, "the Gateway refused the what-if order")
+    return what_if_state(state)
+
+
 def gateway_status(trade: Any) -> str:
     """The trade's last status that came from the Gateway: ib_insync's own Cancelled after
     an order error (a log entry with the error code) is skipped."""
@@ -300,19 +311,20 @@ class IbOrderGateway:
             raise ConnectionError("not connected to the Gateway")
         self._ib.placeOrder(to_ib_contract(contract), _ib_order(order_id, fields))
 
-    async def what_if(self, contract: ContractSpec, fields: OrderFields) -> UpstreamWhatIf:
-        """IB's whatIf for an order (the library picks the request id); never an order.
-        Raises :class:`UpstreamRefused` with IB's error, ConnectionError when down."""
+    def start_what_if(self, order_id: int, contract: ContractSpec,
+                      fields: OrderFields) -> asyncio.Future[UpstreamWhatIf]:
+        """IB's whatIf for an order, under ``order_id`` (a new id from the order book, in
+        its id line): the placeOrder is written now; the future gets the orderState, or
+        :class:`UpstreamRefused` with IB's error. ConnectionError when down. What
+        ``IB.whatIfOrderAsync`` does, with the hub's id instead of the library's next."""
         if not self.is_connected():
             raise ConnectionError("not connected to the Gateway")
-        try:
-            state = await self._ib.whatIfOrderAsync(to_ib_contract(contract),
-                                                    _ib_order(0, fields))
-        except RequestError as exc:
-            raise UpstreamRefused(exc.code, exc.message) from None
-        if state is None:  # ended by an error while RaiseRequestErrors is off
-            raise UpstreamRefused(0, "the Gateway refused the what-if order")
-        return what_if_state(state)
+        ib_contract = to_ib_contract(contract)
+        order = _ib_order(order_id, fields)
+        order.whatIf = True
+        answer = self._ib.wrapper.startReq(order_id, ib_contract)
+        self._ib.client.placeOrder(order_id, ib_contract, order)
+        return asyncio.ensure_future(_what_if_answer(answer))
 
     def cancel(self, order_id: int) -> None:
         if not self.is_connected():

@@ -49,6 +49,7 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from ibhub.orders import order_types
+from ibhub.orders.id_line import IdLine, Ticket
 from ibhub.orders.journal import JournalError, OrderRecord
 from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.order_types import uses
@@ -172,6 +173,7 @@ class _Unsent:
     reservation: Reservation | None = None
     future: asyncio.Future[None] | None = None  # the pacer's, once queued
     written: list[OrderRecord] = field(default_factory=list)
+    ticket: Ticket | None = None  # a placement's place in the id line
 
 
 def _log_send_failure(fut: asyncio.Future[None]) -> None:
@@ -216,6 +218,9 @@ class OrderManager:
         self._watchers: list[set[int]] = []
         # Order id -> its placeOrder (placement or modification) not written upstream yet.
         self._unsent: dict[int, _Unsent] = {}
+        # New placements (and what-ifs) go to the pacer in the order of their ids.
+        self.id_line = IdLine()
+        self._highest_placed = 0  # the highest new order id written upstream so far
 
     @property
     def unsent(self) -> list[int]:
@@ -424,6 +429,7 @@ class OrderManager:
             self._in_flight(rec.order_id)
             self._unsent[rec.order_id] = unsent
         self._pending[parent.order_id] = pending
+        unsent.ticket = ticket = self.id_line.join()  # in the step that took the ids
         # The send goes after the reply by default: the insert is committed and fsynced
         # (on the loop, docs/orders.md "The journal"), the reply goes out, and the next
         # loop turn queues the placeOrder (0.2-2 ms of ib_insync's CPU that would
@@ -459,6 +465,7 @@ class OrderManager:
                 self.store.unregister(rec)
                 self.queued.discard(rec.order_id)
                 self._unsent.pop(rec.order_id, None)
+            self.id_line.leave(ticket)
             return self._reject(
                 req.id,
                 coid,
@@ -469,6 +476,7 @@ class OrderManager:
         except BaseException:  # cancelled (hub stopping)
             if not committed:  # nothing will queue this send
                 slot.release()
+                self.id_line.leave(ticket)
             raise
         else:
             # The reply leaves first, the "acknowledged" events right behind it (the RPC
@@ -554,7 +562,15 @@ class OrderManager:
         return ("order", root.order_id)
 
     def _queue_send(self, unsent: _Unsent) -> None:
-        """Hand an unsent placeOrder to the pacer (unless a cancel emptied it meanwhile)."""
+        """Hand an unsent placeOrder to the pacer: a modification at once, a new placement
+        once everything that took a lower id has been handed over (:mod:`.id_line`)."""
+        if unsent.ticket is None:
+            self._submit(unsent)
+        else:
+            self.id_line.ready(unsent.ticket, partial(self._submit, unsent))
+
+    def _submit(self, unsent: _Unsent) -> None:
+        """Give ``unsent`` to the pacer (unless a cancel emptied it meanwhile)."""
         slot, unsent.reservation = unsent.reservation, None
         if not unsent.recs:
             if slot is not None:
@@ -584,12 +600,22 @@ class OrderManager:
             fields = unsent.fields[rec.order_id]
             if not unsent.modify:  # a family transmits with its last leg (IB's convention)
                 fields = replace(fields, transmit=i == len(recs) - 1)
+                if rec.order_id <= self._highest_placed:  # _queue_send's order was broken
+                    log.error(
+                        "order %d goes upstream after order %d: the Gateway refuses a new "
+                        "order id below one already used (103)",
+                        rec.order_id,
+                        self._highest_placed,
+                    )
+                self._highest_placed = max(self._highest_placed, rec.order_id)
             self._up.place(rec.order_id, self._spec(rec), fields)
             unsent.written.append(rec)
             if not unsent.modify:
                 rec.sent = True
 
-    def _allocate(self) -> int:
+    def allocate_id(self) -> int:
+        """The next order id, above every id the journal holds. A placeOrder with it must
+        join :attr:`id_line` in the same step (the what-if service's do too)."""
         self._up.ensure_ids_above(self.store.max_id)
         order_id = self._up.next_order_id()
         if order_id <= self.store.max_id:
@@ -604,7 +630,7 @@ class OrderManager:
     ) -> list[OrderRecord]:
         now = self.store.now()
         base = OrderRecord(
-            order_id=self._allocate(),
+            order_id=self.allocate_id(),
             owner=caller.owner,
             client_order_id=req.client_order_id,
             lease=caller.lease,
@@ -645,7 +671,7 @@ class OrderManager:
             recs.append(
                 replace(
                     base,
-                    order_id=self._allocate(),
+                    order_id=self.allocate_id(),
                     client_order_id=f"{req.client_order_id}.{suffix}",
                     action=exit_action,
                     order_type=order_type,

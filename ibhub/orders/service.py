@@ -225,7 +225,8 @@ class OrderService:
         )
         self.what_if = WhatIfService(
             risk=self.risk, resolver=self._resolver, pacer=self.pacer,
-            ask=lambda: self.gateway.what_if if self.gateway is not None else None,
+            ask=lambda: self.gateway.start_what_if if self.gateway is not None else None,
+            allocate_id=self.book.allocate_id, id_line=self.book.id_line,
             timeout=s.what_if_timeout,
         )
         self.book.store.restore(orders, fills)

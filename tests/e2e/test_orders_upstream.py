@@ -9,6 +9,7 @@ a fill that happened while the book was away.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ibhub.orders.journal import Journal
 from ibhub.orders.journal_writer import JournalWriter
 from ibhub.orders.manager import Caller, OrderManager, UnknownContract
 from ibhub.orders.risk import RiskGate, RiskLimits
+from ibhub.orders.what_if import WhatIfService
 from ibhub.protocol import (
     CancelOrder,
     CancelRequested,
@@ -35,6 +37,8 @@ from ibhub.protocol import (
     PositionEvent,
     PositionsReply,
     RejectReason,
+    WhatIfOrder,
+    WhatIfReply,
 )
 from ibhub.sim import SimConfig, SimGateway
 from ibhub.tws.pacing import Pacer
@@ -255,3 +259,40 @@ async def test_modify_and_a_modify_ib_refuses(sim: SimGateway, tmp_path: Path) -
         row = j.find("alice", "mod")
         j.close()
         assert row is not None and row.quantity == 10.0
+
+
+async def test_a_burst_with_what_ifs_goes_up_in_id_order(sim: SimGateway, tmp_path: Path) -> None:
+    """The Gateway refuses a new order id below one already used (103). Forty orders from
+    two scripts and four what-ifs, started on seeded-random loop turns: every order is
+    at the Gateway, no order and no what-if is refused, and the Gateway got the
+    placeOrders in the order of their ids."""
+    rng = random.Random(SEED)
+    async with Rig(sim, tmp_path) as rig:
+        what_if = WhatIfService(
+            risk=rig.book.risk, resolver=SimResolver(rig.ib, sim), pacer=rig.pacer,
+            ask=lambda: rig.gw.start_what_if, allocate_id=rig.book.allocate_id,
+            id_line=rig.book.id_line,
+        )  # fmt: skip
+        await rig.book.place(ALICE, order("warm", quantity=1.0))  # the contract is known
+
+        async def one(i: int) -> object:
+            for _ in range(rng.randrange(4)):
+                await asyncio.sleep(0)
+            if i % 11 == 5:
+                ask = WhatIfOrder(id=i, lease="x", contract=ContractSpec(symbol="AAPL"),
+                                  action="BUY", quantity=5.0, order_type="MKT")  # fmt: skip
+                return await what_if.check(ALICE, ask)
+            return await rig.book.place(ALICE if i % 2 else BOB, order(f"b{i}", quantity=1.0))
+
+        replies = await asyncio.gather(*(one(i) for i in range(44)))
+        accepted = [r for r in replies if isinstance(r, OrderAccepted)]
+        answers = [r for r in replies if isinstance(r, WhatIfReply)]
+        assert len(accepted) == 40 and len(answers) == 4, replies
+        ids = {r.order_id for r in accepted}
+        await wait_until(lambda: ids <= {o.order_id for o in sim.broker.orders()}, 10.0,
+                         "every order at the Gateway")  # fmt: skip
+        ended = [ev for _, ev in rig.events
+                 if isinstance(ev, OrderEvent) and ev.kind in ("rejected", "cancelled")]
+        assert ended == []
+        at_gateway = [o.order_id for o in sim.broker.orders()]  # in the order it took them
+        assert at_gateway == sorted(at_gateway)

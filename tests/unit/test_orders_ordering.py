@@ -8,6 +8,7 @@ which placeOrder / cancelOrder / reqGlobalCancel were written to the Gateway.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -337,3 +338,70 @@ async def test_one_lease_cannot_take_the_whole_queue(tmp_path: Path) -> None:
         assert isinstance(await rig.book.place(ALICE, place("a9")), OrderAccepted)
     finally:
         await rig.stop()
+
+
+# ----------------------------------------------------------------------------- id order
+
+
+def placed_ids(rig: Rig) -> list[int]:
+    return [int(c.split()[1]) for c in rig.up.calls if c.startswith("place ")]
+
+
+async def test_placements_reach_the_gateway_in_the_order_of_their_ids(rig: Rig) -> None:
+    """TWS refuses an order id below one already used (103, "Duplicate order id"). Here
+    the second order's journal insert waits for the turn's group commit while a third,
+    started a turn later, is committed at once with it: the third's reply comes back
+    first, and its placeOrder must still go after the second's."""
+    await accepted(rig, ALICE, "warm")  # the contract is known: placing does not wait
+    loop = asyncio.get_running_loop()
+    third: list[asyncio.Task[OrderAccepted | OrderRejected]] = []
+
+    def start_third() -> None:
+        third.append(loop.create_task(rig.book.place(ALICE, place("c"))))
+
+    a = loop.create_task(rig.book.place(ALICE, place("a")))
+    loop.call_soon(start_third)  # its first step runs after "b"'s, on the next turn
+    b = loop.create_task(rig.book.place(ALICE, place("b")))
+    replies = [*await asyncio.gather(a, b), await third[0]]
+    ids = [r.order_id for r in replies if isinstance(r, OrderAccepted)]
+    assert len(ids) == 3, replies
+    assert ids == sorted(ids)
+    await rig.run()
+    assert placed_ids(rig)[1:] == ids
+
+
+async def test_a_burst_from_many_tasks_goes_up_in_id_order(rig: Rig) -> None:
+    """Sixty placements started on seeded-random loop turns: every one is sent, and
+    in the order of its id."""
+    rng = random.Random(20261207)
+    await accepted(rig, ALICE, "warm")
+
+    async def one(i: int) -> OrderAccepted | OrderRejected:
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        return await rig.book.place(ALICE if i % 2 else BOB, place(f"r{i}"))
+
+    replies = await asyncio.gather(*(one(i) for i in range(60)))
+    ids = sorted(r.order_id for r in replies if isinstance(r, OrderAccepted))
+    assert len(ids) == 60, replies
+    await rig.run(5.0)
+    assert placed_ids(rig)[1:] == ids
+
+
+async def test_a_placement_given_up_before_its_commit_holds_up_none_behind_it(rig: Rig) -> None:
+    """A placement whose caller is cancelled while its insert waits for the group commit
+    (the hub stopping) is never queued; the placements behind it are sent all the same."""
+    await accepted(rig, ALICE, "warm")
+    loop = asyncio.get_running_loop()
+    first = loop.create_task(rig.book.place(ALICE, place("x")))  # committed at once
+    given_up = loop.create_task(rig.book.place(ALICE, place("y")))  # waits for the turn's end
+    behind = loop.create_task(rig.book.place(ALICE, place("z")))
+    while rig.book.store.find(ALICE.owner, "y") is None:  # id allocated, insert queued
+        await asyncio.sleep(0)
+    given_up.cancel()
+    x, z = await asyncio.gather(first, behind)
+    assert isinstance(x, OrderAccepted) and isinstance(z, OrderAccepted)
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
+    await rig.run()
+    assert placed_ids(rig)[1:] == [x.order_id, z.order_id]
