@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ibhub.acceptor import Acceptor
 from ibhub.config import ConfigError
 from ibhub.frontdoor import accounts, market, orders
 from ibhub.frontdoor.account_streams import AccountStreams
@@ -125,7 +126,7 @@ class FrontDoor:
         # pass-through table, which would otherwise send reqPnL upstream per script)
         self.account_streams = AccountStreams(self)
         self.handlers.update(self.account_streams.handlers())
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Acceptor | None = None
         self._numbers = itertools.count(1)
         self._unlisten: Callable[[], None] | None = None
         self._accounts_ready = asyncio.Event()
@@ -140,15 +141,14 @@ class FrontDoor:
         return door
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                lambda: DownstreamSession(self, next(self._numbers)), self.host, self.port
+            self._server = Acceptor.tcp(
+                self.host, self.port, lambda: DownstreamSession(self, next(self._numbers))
             )
         except OSError as exc:
             raise ConfigError(f"cannot listen for TWS API clients on {self.host}:{self.port}: "
                               f"{exc.strerror or exc}; choose another --tws-port") from exc
-        self.tws_port = self._server.sockets[0].getsockname()[1]
+        self.tws_port = self._server.port
         self.passthrough.install()
         self.idless.install()
         self._unlisten = self.hub.fanout.add_listener(EVENT_PREFIXES, self.on_event)
@@ -161,7 +161,7 @@ class FrontDoor:
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.close()
+            await server.close()
         for s in list(self.sessions):
             s.abort()
             s.cancel_work()
@@ -176,9 +176,6 @@ class FrontDoor:
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
 
     # ------------------------------------------------------------------ hub service hooks
 

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ibhub import wire
+from ibhub.acceptor import Acceptor
 from ibhub.hub.leases import LeaseTable, Peer
 from ibhub.hub.registry import Context, Registry
 from ibhub.protocol import (
@@ -275,7 +276,7 @@ class LaneServer:
              "bundles_dropped"), 0)
         self._tickets: dict[str, tuple[str, float]] = {}  # ticket -> (lease handle, expiry)
         self._clock = clock
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Acceptor | None = None
         self._unlisten: Callable[[], None] | None = None
         self._inode = 0
 
@@ -286,7 +287,6 @@ class LaneServer:
 
     async def start(self) -> None:
         """Listen (a path too long for a Unix socket: warned, no lane)."""
-        loop = asyncio.get_running_loop()
         if self.setting == "unix":
             path = self.data_dir / wire.LANE_UNIX_SOCKET
             if len(os.fsencode(path)) > UNIX_PATH_MAX:
@@ -307,8 +307,7 @@ class LaneServer:
             # bound with umask 077: never a moment when another user could connect
             old = os.umask(0o077)
             try:
-                self._server = await loop.create_unix_server(
-                    lambda: LaneConnection(self), str(path))
+                self._server = Acceptor.unix(path, lambda: LaneConnection(self))
             finally:
                 os.umask(old)
             os.chmod(path, 0o600)
@@ -320,10 +319,8 @@ class LaneServer:
             host = host.strip("[]")
             if host == "localhost":  # one address: a port 0 would differ per address
                 host = "127.0.0.1"
-            self._server = await loop.create_server(
-                lambda: LaneConnection(self), host, int(port))
-            bound = self._server.sockets[0].getsockname()
-            self.address = f"tcp://{host}:{bound[1]}"
+            self._server = Acceptor.tcp(host, int(port), lambda: LaneConnection(self))
+            self.address = f"tcp://{host}:{self._server.port}"
         self._unlisten = self.fanout.add_listener((TOPIC_ORDER, TOPIC_ERROR), self._on_event)
         log.info("lane listening on %s", self.address)
 
@@ -334,12 +331,10 @@ class LaneServer:
         self.fanout.bundle_sink = None
         server, self._server = self._server, None
         if server is not None:
-            server.close()
+            await server.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
-        if server is not None:
-            await server.wait_closed()
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 if self.path.stat().st_ino == self._inode:  # ours, not a later hub's

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ibhub.acceptor import Acceptor
 from ibhub.sim import faults, hist_ticks
 from ibhub.sim.config import SimConfig
 from ibhub.sim.contracts import Universe, build_universe
@@ -78,8 +77,7 @@ class SimGateway:
         self.handshakes_stalled = False
         self.farm_ok = True
         self.ib_connected = True  # False between 1100 and 1101/1102
-        self._listener: socket.socket | None = None
-        self._connecting: set[asyncio.Task[Any]] = set()  # accepted, transport being made
+        self._acceptor: Acceptor | None = None
         self._sessions: set[ClientSession] = set()
         self._refusing: set[ClientSession] = set()  # over max_clients, being told so
         self._by_client_id: dict[int, ClientSession] = {}
@@ -124,83 +122,25 @@ class SimGateway:
         return ThreadedSim(cls, config, **kwargs)
 
     async def _listen(self) -> None:
-        """Listen, and accept in a reader callback of our own (then
-        ``connect_accepted_socket``) rather than through ``asyncio.Server``: on CPython
-        3.13.0 a connection the server accepted just before ``Server.close()`` gets its
-        transport built after the close, which fails an assertion inside asyncio and
-        leaves that socket open for the garbage collector (a ResourceWarning, seen in CI
-        when a client reconnected the moment the Gateway restarted). Here every accepted
-        socket is owned at once: closed if the port has closed, else handed to its
-        transport; one whose session opens after the close is aborted
-        (``_session_opened``)."""
-        listener = socket.create_server((self.config.host, self.port), family=socket.AF_INET,
-                                        backlog=128)
-        listener.setblocking(False)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
-
-    def _accept(self, listener: socket.socket) -> None:
-        """The listener is readable: take every connection waiting in its queue."""
-        loop = asyncio.get_running_loop()
-        for _ in range(128):
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # out of fds: try again in a second, not in a busy loop
-                log.warning("accept failed (%s); accepting again in 1 s", exc)
-                loop.remove_reader(listener.fileno())
-                loop.call_later(1.0, self._resume_accept, listener)
-                return
-            if self._listener is not listener:
-                conn.close()
-                return
-            conn.setblocking(False)
-            # as asyncio.Server's connections: connect_accepted_socket leaves Nagle on,
-            # which holds the Gateway's small writes back until the client acknowledges
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(loop.connect_accepted_socket(lambda: ClientSession(self),
-                                                                 conn))
-            self._connecting.add(task)
-            task.add_done_callback(functools.partial(self._connected, conn))
-
-    def _resume_accept(self, listener: socket.socket) -> None:
-        if self._listener is listener:
-            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
-
-    def _connected(self, conn: socket.socket, task: asyncio.Task[Any]) -> None:
-        """An accepted socket's transport is made, or failed to be: then the socket is
-        closed here (also when the task was cancelled before it ran, at a loop's end)."""
-        self._connecting.discard(task)
-        if task.cancelled() or task.exception() is not None:
-            if not task.cancelled():
-                log.info("connection dropped while accepted: %s", task.exception())
-            conn.close()
+        """Listen (``ibhub.acceptor``: a connection accepted as the port closes is
+        dropped, never left open)."""
+        self._acceptor = Acceptor.tcp(self.config.host, self.port, lambda: ClientSession(self))
+        self.port = self._acceptor.port
 
     async def _unlisten(self) -> None:
         """Stop listening and drop every connection (a Gateway going away does both)."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            asyncio.get_running_loop().remove_reader(listener.fileno())
-            listener.close()
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            await acceptor.close()
         for s in [*self._sessions, *self._refusing]:
             s.abort()
-        if self._connecting:  # their sessions see the port closed and abort themselves
-            await asyncio.gather(*self._connecting, return_exceptions=True)
 
     @property
     def listening(self) -> bool:
-        return self._listener is not None
+        return self._acceptor is not None
 
     # -- sessions ----------------------------------------------------------
     def _session_opened(self, session: ClientSession) -> None:
-        if self._listener is None:
-            # accepted just before the port closed (restart, close_port, stop), its
-            # connection_made ran after _unlisten aborted the sessions it knew: drop it
-            # too, or its transport outlives the Gateway unclosed
-            session.abort()
-            return
         if len(self._sessions) >= self.config.max_clients:
             log.warning("refusing connection from %s: %d clients already connected (max %d)",
                         session.peer, len(self._sessions), self.config.max_clients)

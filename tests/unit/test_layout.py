@@ -161,7 +161,8 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
         # The simulator is a stand-in for the Gateway: it knows TWS, not the hub.
         # ... and the recording format, to replay a recording (only ibhub.record.format,
         # which imports pyarrow and nothing of ibhub).
-        ("ibhub.sim", {"ibhub.protocol", "ibhub.tws", "ibhub.tasks", "ibhub.record"}),
+        ("ibhub.sim", {"ibhub.protocol", "ibhub.tws", "ibhub.tasks", "ibhub.record",
+                       "ibhub.acceptor"}),
         # The recorder is an SDK client that writes Parquet: never the hub.
         ("ibhub.record", {"ibhub.protocol", "ibhub.wire", "ibhub.client", "ibhub.tasks"}),
         # Trading rules and state; the composition root wires in the upstream gateway.
@@ -184,6 +185,7 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
                 "ibhub.frontdoor",
                 "ibhub.tasks",
                 "ibhub.natswire",
+                "ibhub.acceptor",
             },
         ),
         # The front door serves TWS scripts with the hub's services.
@@ -197,6 +199,7 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
                 "ibhub.hub",
                 "ibhub.sim",
                 "ibhub.tasks",
+                "ibhub.acceptor",
             },
         ),
         # The shared contract imports nothing of the packages built on it.
@@ -207,6 +210,8 @@ def test_only_the_one_door_imports_the_ib_client_library_inside_ibhub_ib() -> No
         ("ibhub.natswire", set()),
         # Task bookkeeping shared by the SDK, the simulator, orders and the hub.
         ("ibhub.tasks", set()),
+        # The listening sockets of every server (the simulator's too).
+        ("ibhub.acceptor", set()),
         # Settings name the endpoints (wire) and the risk defaults (orders.risk) they
         # default to; nothing that runs.
         ("ibhub.config", {"ibhub.protocol", "ibhub.wire", "ibhub.keys", "ibhub.orders"}),

@@ -34,6 +34,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from ibhub import __version__
+from ibhub.acceptor import Acceptor
 from ibhub.hub.limits import Limits, ListenerStats, limits_of
 from ibhub.hub.ops.alerts import Alerts
 from ibhub.hub.ops.metrics import CONTENT_TYPE, HubMetrics, find_pacer
@@ -142,7 +143,7 @@ class HealthServer:
         self.alerts = alerts
         self.port = 0
         self._runner: web.AppRunner | None = None
-        self._listener: asyncio.Server | None = None
+        self._listener: Acceptor | None = None
         # The live status page (/, /events, ...: ibhub.hub.ops.statuspage).
         self.page = StatusPage(hub, alerts)
 
@@ -158,15 +159,13 @@ class HealthServer:
         await runner.setup()
         # Our own listener instead of web.TCPSite, so each connection passes the cap
         # first (HTTP_MAX_CONNECTIONS, inside the descriptor reserve: ibhub.hub.limits).
-        loop = asyncio.get_running_loop()
         try:
-            self._listener = await loop.create_server(self._protocol, "127.0.0.1", port,
-                                                      reuse_address=True)
+            self._listener = Acceptor.tcp("127.0.0.1", port, self._protocol)
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        self.port = int(self._listener.sockets[0].getsockname()[1])
+        self.port = self._listener.port
         self.page.start()
         log.info("health and metrics on http://127.0.0.1:%d/health and /metrics, the status "
                  "page on /", self.port)
@@ -190,7 +189,7 @@ class HealthServer:
         await self.page.stop()  # ends the /events streams the shutdown would wait for
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.close()
+            await listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
