@@ -47,11 +47,13 @@ def block(lang: str, must: str) -> str:
 def hub(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[str]]]:
     env = {**os.environ, "IBHUB_RPC": f"ipc://{tmp_path}/rpc",
            "IBHUB_PUB": f"ipc://{tmp_path}/pub"}
+    log = (tmp_path / HUB_LOG).open("wb")  # shown when a step fails (hub_log)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ibhub", "run", "--sim", "--http-port", str(free_port()),
          "--sim-control-port", str(free_port()), "--data-dir", str(tmp_path / "data"),
-         "--log-level", "WARNING"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+         "--log-level", "INFO"],
+        env=env, stdout=subprocess.PIPE, stderr=log)
+    log.close()
     try:
         assert proc.stdout is not None
         out: list[str] = []
@@ -62,6 +64,15 @@ def hub(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[str]]]:
         yield env, out
     finally:
         stop(proc)
+
+
+HUB_LOG = "hub.log"
+
+
+def hub_log(tmp_path: Path) -> str:
+    """The hub's log lines about leases and raw ids (the last 40), for a failure message."""
+    lines = (tmp_path / HUB_LOG).read_text(errors="replace").splitlines()
+    return "\nhub log:\n" + "\n".join([ln for ln in lines if "lease" in ln or "raw" in ln][-40:])
 
 
 def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -94,5 +105,5 @@ def test_readme_examples_run_twice(hub: tuple[dict[str, str], list[str]],
         for line in leases[1:]:
             cmd = line.replace("TOKEN", token.group(1)).replace("ID", client_id)
             done = run(shlex.split(cmd.replace("ibhub", f"{sys.executable} -m ibhub", 1)), env)
-            assert done.returncode == 0, f"{line}: {done.stderr}"
+            assert done.returncode == 0, f"{line}: {done.stderr}{hub_log(tmp_path)}"
         assert f"released client id {client_id}" in done.stderr
