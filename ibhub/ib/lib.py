@@ -253,6 +253,9 @@ ORDER_CACHES: Final[Mapping[str, Callable[[Any], bool]]] = {
     "wrapper.execDetails": _params("reqId", "contract", "execution"),
     "wrapper.commissionReport": _params("commissionReport"),
     "wrapper.orderStatus": _params(*_ORDER_STATUS),
+    # eventkit's Event keeps the arguments it last emitted here (a pruned trade's events
+    # are cleared so that the trade is not a reference cycle: trade_cache._release)
+    "orderStatusEvent._value": _kind(object, "an attribute"),
 }
 
 #: What :func:`new_ib` and the request path use (``client.send``: wrapped by

@@ -226,6 +226,7 @@ class TradeCache:
             if w.fills.pop(fill.execution.execId, None) is not None:
                 self.pruned_fills += 1
         if found:
+            _release(trade)
             self.pruned_trades += 1
             log.debug("pruned order %d (permId %d) from ib_insync's caches", o.orderId, o.permId)
 
@@ -280,3 +281,18 @@ class TradeCache:
                      lastFillPrice, clientId, whyHeld, mktCapPrice)  # fmt: skip
 
         return order_status
+
+
+def _release(trade: Any) -> None:
+    """Clear what a pruned trade's events last emitted. ``Trade.statusEvent.emit(trade)``
+    (and the fill and commission events, with the trade first) leaves the trade in its
+    own event's ``_value``: each trade is a reference cycle that only the garbage
+    collector frees, ~84 objects an order (the order, its status, log, fills and 23
+    events; docs/performance.md, section 11.2). Cleared, reference counting frees them
+    as the trade leaves the caches. An empty tuple is what ``Event.value()`` reads as
+    "no value"."""
+    for name in getattr(trade, "events", ()):
+        event = getattr(trade, name, None)
+        if event is not None and hasattr(event, "_value"):
+            event._value = ()
+

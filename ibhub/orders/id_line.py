@@ -61,5 +61,5 @@ class IdLine:
     def _go(self) -> None:
         line = self._line
         while line and (send := line[0].send) is not None:
-            line.popleft()
+            line.popleft().send = None  # a send often holds its ticket's owner: no cycle
             send()

@@ -14,6 +14,7 @@ def test_sends_go_in_join_order_and_a_ticket_that_leaves_holds_up_nothing() -> N
     assert sent == [] and len(line) == 4  # "a" is not ready: nothing may overtake it
     line.leave(a)  # "a" will never go
     assert sent == ["b", "c"] and len(line) == 1
+    assert b.send is None and c.send is None  # let go once called: no reference cycle
     line.leave(b)  # gone already: no effect
     line.ready(d, lambda: sent.append("d"))
     assert sent == ["b", "c", "d"] and len(line) == 0

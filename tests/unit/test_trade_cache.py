@@ -120,3 +120,29 @@ async def test_late_reports_for_a_pruned_order_go_to_the_book() -> None:
     assert "e.x" in w.fills and cache.late_routed == 3
     cache.uninstall()
     assert "execDetails" not in vars(w)  # ib_insync's own methods are back
+
+
+async def test_a_pruned_trade_is_freed_at_once_not_left_to_the_collector() -> None:
+    """A trade's events keep what they last emitted, the trade itself: a reference cycle
+    only the garbage collector frees. Pruned, the trade and its parts go by reference
+    counting, with the collector off."""
+    import gc
+    import weakref
+
+    ib, book, _, cache = setup()
+    filled_order(ib, 1, PERM + 1)
+    trade = ib.wrapper.trades[ib.wrapper.orderKey(CLIENT, 1, PERM + 1)]
+    assert trade.statusEvent.value() is trade  # the cycle
+    gone = weakref.ref(trade)
+    del trade
+    filled_order(ib, 2, PERM + 2)  # the IB object's own events now name this one
+    book.states = {PERM + 1: SETTLED, PERM + 2: WORKING}
+    book.fills = {f"e.{PERM + 1}": True}
+    gc.disable()
+    try:
+        cache.sweep()
+        assert cache.pruned_trades == 1
+        assert gone() is None
+    finally:
+        gc.enable()
+        cache.uninstall()
