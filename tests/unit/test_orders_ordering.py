@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from ibhub.orders.manager import MODIFY_WITHDRAWN, NOT_SENT, Caller
-from ibhub.orders.port import OrderFields
+from ibhub.orders.port import OrderFields, UpstreamWhatIf
 from ibhub.orders.risk import Role
+from ibhub.orders.what_if import WhatIfService
 from ibhub.protocol import (
     CancelAllOrders,
     CancelOrder,
@@ -29,6 +30,7 @@ from ibhub.protocol import (
     OrderAccepted,
     OrderRejected,
     RejectReason,
+    WhatIfOrder,
 )
 from ibhub.tws.pacing import ManualClock, Pacer, Priority
 from tests.unit.test_orders import ALICE, BOB, FakeUpstream, Harness, place, status
@@ -405,3 +407,72 @@ async def test_a_placement_given_up_before_its_commit_holds_up_none_behind_it(ri
         await given_up
     await rig.run()
     assert placed_ids(rig)[1:] == [x.order_id, z.order_id]
+
+
+def what_if_service(rig: Rig, answers: list[asyncio.Future[UpstreamWhatIf]]) -> WhatIfService:
+    """The rig's book behind a what-if service whose Gateway writes the what-if (logged
+    with the placeOrders) and never answers."""
+
+    def start(order_id: int, spec: ContractSpec, fields: OrderFields
+              ) -> asyncio.Future[UpstreamWhatIf]:  # fmt: skip
+        rig.up.calls.append(f"whatif {order_id}")
+        answers.append(asyncio.get_running_loop().create_future())
+        return answers[-1]
+
+    return WhatIfService(risk=rig.book.risk, resolver=rig.resolver, pacer=rig.pacer,
+                         ask=lambda: start, allocate_id=rig.book.allocate_id,
+                         id_line=rig.book.id_line, timeout=0.05)  # fmt: skip
+
+
+def ask(i: int = 1) -> WhatIfOrder:
+    return WhatIfOrder(id=i, lease=ALICE.lease, contract=ContractSpec(symbol="AAPL"),
+                       action="BUY", quantity=5.0, order_type="MKT")  # fmt: skip
+
+
+async def test_a_what_if_nobody_answers_leaves_nothing_behind(rig: Rig) -> None:
+    """Written, unanswered within the timeout: refused ``upstream_down``, its answer
+    abandoned, no room held in the pacer, nothing left in the id line."""
+    answers: list[asyncio.Future[UpstreamWhatIf]] = []
+    reply = await what_if_service(rig, answers).check(ALICE, ask())
+    assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.UPSTREAM_DOWN
+    assert "no what-if answer" in reply.message
+    assert rig.up.calls == [f"whatif {rig.book.store.max_id}"]  # the book's newest id
+    assert answers[0].cancelled()
+    assert rig.pacer.snapshot()["reserved"] == 0 and rig.pacer.queued == 0
+    assert len(rig.book.id_line) == 0
+
+
+async def test_a_what_if_given_up_in_the_id_line_holds_up_nothing(rig: Rig) -> None:
+    """A what-if waits behind an order still being journaled (its ticket not ready);
+    given up meanwhile (the timeout), it is never written and leaves the line, and the
+    order ahead of it and the next one go as usual."""
+    answers: list[asyncio.Future[UpstreamWhatIf]] = []
+    ahead = rig.book.id_line.join()  # an order taking its id, its insert not committed
+    reply = await what_if_service(rig, answers).check(ALICE, ask())
+    assert isinstance(reply, OrderRejected) and reply.reason == RejectReason.UPSTREAM_DOWN
+    assert rig.up.calls == [] and answers == []  # never written
+    assert rig.pacer.snapshot()["reserved"] == 0 and len(rig.book.id_line) == 1
+    went: list[str] = []
+    rig.book.id_line.ready(ahead, lambda: went.append("ahead"))
+    assert went == ["ahead"] and len(rig.book.id_line) == 0
+    order = await accepted(rig, ALICE, "next")
+    await rig.run()
+    assert placed_ids(rig) == [order.order_id]
+
+
+async def test_a_what_if_cancelled_as_its_turn_comes_abandons_its_answer(rig: Rig) -> None:
+    """The line hands the what-if to the pacer (written at once) and its caller is
+    cancelled before it runs again: the answer it will never read is cancelled too."""
+    answers: list[asyncio.Future[UpstreamWhatIf]] = []
+    ahead = rig.book.id_line.join()
+    task = asyncio.get_running_loop().create_task(what_if_service(rig, answers).check(ALICE,
+                                                                                     ask()))
+    while len(rig.book.id_line) < 2:  # the what-if took its id and its place
+        await asyncio.sleep(0)
+    rig.book.id_line.ready(ahead, lambda: None)  # its turn: written now
+    assert len(answers) == 1 and rig.up.calls == [f"whatif {rig.book.store.max_id}"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert answers[0].cancelled()
+    assert rig.pacer.snapshot()["reserved"] == 0 and len(rig.book.id_line) == 0
