@@ -91,6 +91,8 @@ class Acceptor:
 
     def _accept(self, listener: socket.socket) -> None:
         """The listener is readable: take every connection waiting in its queue."""
+        if self._listener is not listener:  # closed since the loop saw it readable
+            return
         for _ in range(BACKLOG):
             try:
                 conn, _ = listener.accept()
@@ -101,9 +103,6 @@ class Acceptor:
                             self.address, exc, ACCEPT_RETRY)  # fmt: skip
                 self._loop.remove_reader(listener.fileno())
                 self._loop.call_later(ACCEPT_RETRY, self._resume, listener)
-                return
-            if self._listener is not listener:
-                conn.close()
                 return
             conn.setblocking(False)
             if self._nodelay:  # else the peer's delayed ACK holds small writes back

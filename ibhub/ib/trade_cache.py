@@ -290,9 +290,6 @@ def _release(trade: Any) -> None:
     collector frees, ~84 objects an order (the order, its status, log, fills and 23
     events; docs/performance.md, section 11.2). Cleared, reference counting frees them
     as the trade leaves the caches. An empty tuple is what ``Event.value()`` reads as
-    "no value"."""
+    "no value"; ``_value`` is checked at start (``ibhub.ib.lib.ORDER_CACHES``)."""
     for name in getattr(trade, "events", ()):
-        event = getattr(trade, name, None)
-        if event is not None and hasattr(event, "_value"):
-            event._value = ()
-
+        getattr(trade, name)._value = ()

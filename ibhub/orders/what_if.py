@@ -158,7 +158,6 @@ class WhatIfService:
         )  # fmt: skip
 
 
-
 def _abandon(queued: asyncio.Future[asyncio.Future[asyncio.Future[UpstreamWhatIf]]]) -> None:
     """What a caller that gave up leaves behind: its what-if withdrawn from the pacer if
     it still waits there, else its answer cancelled if it is still to come."""

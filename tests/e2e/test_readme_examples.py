@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.test_statuspage_browser import free_port, stop
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+HUB_LOG = "hub.log"  # the hub's stderr, in the test's tmp_path
 
 
 def blocks() -> list[tuple[str, str]]:
@@ -64,9 +65,6 @@ def hub(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[str]]]:
         yield env, out
     finally:
         stop(proc)
-
-
-HUB_LOG = "hub.log"
 
 
 def hub_log(tmp_path: Path) -> str:
